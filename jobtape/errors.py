@@ -1,0 +1,123 @@
+"""The one exception hierarchy of jobtape.
+
+Hierarchy::
+
+    JobtapeError
+    ├── ConcurrencyError        the stream moved on since the version the caller read
+    ├── IllegalTransition       the fold refuses an event in the job's current state
+    ├── MalformedEvent          a stored event cannot be decoded (names its position)
+    ├── JobNotFound             no stream for that job id
+    ├── DuplicateIdempotencyKey a job with this (owner, idempotency key) exists already
+    ├── StorageError
+    │   ├── InvalidStorageKey   a key that is absolute, contains ``..`` or empty segments
+    │   └── BlobNotFound        no blob under that key
+    └── MediaError              ffmpeg / yt-dlp failed; carries the tail of stderr
+
+Only ``jobtape.http`` maps these to HTTP status codes, in one table.
+The class docstring is the default message.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BlobNotFound",
+    "ConcurrencyError",
+    "DuplicateIdempotencyKey",
+    "IllegalTransition",
+    "InvalidStorageKey",
+    "JobNotFound",
+    "JobtapeError",
+    "MalformedEvent",
+    "MediaError",
+    "StorageError",
+]
+
+
+class JobtapeError(Exception):
+    """A jobtape error."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__class__.__doc__ or "").strip().splitlines()[0])
+
+    @property
+    def message(self) -> str:
+        """The human-readable message."""
+        return str(self.args[0]) if self.args else ""
+
+
+class ConcurrencyError(JobtapeError):
+    """The job's stream moved on since the expected version (optimistic concurrency)."""
+
+    def __init__(self, job_id: str, expected_version: int, message: str | None = None) -> None:
+        self.job_id = job_id
+        self.expected_version = expected_version
+        super().__init__(
+            message
+            or f"stream {job_id} is no longer at version {expected_version}: another writer appended first"
+        )
+
+
+class IllegalTransition(JobtapeError):
+    """The fold refuses this event in the job's current state."""
+
+    def __init__(self, job_id: str, status: str, event_type: str, reason: str) -> None:
+        self.job_id = job_id
+        self.status = status
+        self.event_type = event_type
+        self.reason = reason
+        super().__init__(f"job {job_id}: {event_type} is not allowed while {status}: {reason}")
+
+
+class MalformedEvent(JobtapeError):
+    """A stored event cannot be decoded."""
+
+    def __init__(self, position: int, event_type: str, detail: str) -> None:
+        self.position = position
+        self.event_type = event_type
+        super().__init__(f"event at position {position} ({event_type!r}) cannot be decoded: {detail}")
+
+
+class JobNotFound(JobtapeError):
+    """Job not found."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"Job not found: {job_id}")
+
+
+class DuplicateIdempotencyKey(JobtapeError):
+    """A job with this owner and idempotency key exists already."""
+
+    def __init__(self, owner: str, idempotency_key: str) -> None:
+        self.owner = owner
+        self.idempotency_key = idempotency_key
+        super().__init__(f"owner {owner!r} already created a job with idempotency key {idempotency_key!r}")
+
+
+class StorageError(JobtapeError):
+    """A storage operation failed."""
+
+
+class InvalidStorageKey(StorageError):
+    """The storage key is not valid."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        self.key = key
+        super().__init__(f"invalid storage key {key!r}: {reason}")
+
+
+class BlobNotFound(StorageError):
+    """No blob is stored under this key."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"no blob stored under key {key!r}")
+
+
+class MediaError(JobtapeError):
+    """A media tool (ffmpeg, yt-dlp) failed."""
+
+    def __init__(self, message: str, stderr_tail: str = "", retryable: bool = False) -> None:
+        self.stderr_tail = stderr_tail
+        self.retryable = retryable
+        super().__init__(message + (f"\n--- stderr (tail) ---\n{stderr_tail}" if stderr_tail else ""))
