@@ -1,0 +1,73 @@
+"""An in-memory ``Storage`` backend: a dict of bytes, for unit tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from jobtape import errors
+from jobtape.storage import base
+
+__all__ = ["MemoryStorage"]
+
+
+class MemoryStorage(base.Storage):
+    """Blobs kept in a ``dict[str, bytes]``; not shared between instances.
+
+    ``put_stream`` buffers the chunks before publishing them, so a failing stream
+    leaves the previous content (or absence) untouched, as on real backends.
+    """
+
+    def __init__(self) -> None:
+        self._blobs: dict[str, bytes] = {}
+
+    def reset(self) -> None:
+        """Remove every blob."""
+        self._blobs.clear()
+
+    def keys(self) -> list[str]:
+        """Return every stored key, sorted."""
+        return sorted(self._blobs)
+
+    def put_stream(self, key: str, chunks: Iterable[bytes]) -> int:  # noqa: D102
+        base.validate_key(key)
+        buffer = bytearray()
+        for chunk in chunks:
+            buffer += chunk
+        self._blobs[key] = bytes(buffer)
+        return len(buffer)
+
+    def open_stream(  # noqa: D102
+        self, key: str, chunk_size: int = base.DEFAULT_CHUNK_SIZE, start: int = 0, end: int | None = None
+    ) -> Iterator[bytes]:
+        base.validate_key(key)
+        base.check_range(chunk_size, start, end)
+        try:
+            blob = self._blobs[key]
+        except KeyError:
+            raise errors.BlobNotFound(key) from None
+        stop = len(blob) if end is None else min(end + 1, len(blob))
+        return _chunks(blob, chunk_size, start, stop)
+
+    def size(self, key: str) -> int:  # noqa: D102
+        base.validate_key(key)
+        try:
+            return len(self._blobs[key])
+        except KeyError:
+            raise errors.BlobNotFound(key) from None
+
+    def delete(self, key: str) -> None:  # noqa: D102
+        base.validate_key(key)
+        self._blobs.pop(key, None)
+
+    def delete_prefix(self, prefix: str) -> int:  # noqa: D102
+        base.validate_prefix(prefix)
+        doomed = [key for key in self._blobs if key.startswith(prefix)]
+        for key in doomed:
+            del self._blobs[key]
+        return len(doomed)
+
+
+def _chunks(blob: bytes, chunk_size: int, start: int, stop: int) -> Iterator[bytes]:
+    view = memoryview(blob)
+    for offset in range(start, stop, chunk_size):
+        yield bytes(view[offset : min(offset + chunk_size, stop)])

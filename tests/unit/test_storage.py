@@ -1,0 +1,303 @@
+"""Contract tests for every ``Storage`` backend, plus key validation and local specifics."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from jobtape import errors, storage
+from jobtape.storage import base
+
+__all__: list[str] = []
+
+
+@pytest.fixture(params=["memory", "local"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> storage.Storage:
+    if request.param == "memory":
+        return storage.MemoryStorage()
+    return storage.LocalStorage(tmp_path / "blobs")
+
+
+def _payload(size: int) -> bytes:
+    return bytes(i % 251 for i in range(size))
+
+
+class Boom(RuntimeError):
+    pass
+
+
+def _failing_chunks() -> Iterator[bytes]:
+    yield b"first chunk"
+    yield b"second chunk"
+    raise Boom("network dropped")
+
+
+# --- key validation ---------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "key",
+    ["a", "jobs/01HX/source.mp3", "a/b/c.d", "with space/é.flac", ".hidden", "a/..b", "x" * 1024],
+)
+def test_valid_keys(key: str) -> None:
+    assert storage.validate_key(key) == key
+
+
+@pytest.mark.parametrize(
+    ("key", "reason"),
+    [
+        ("", "empty"),
+        ("/etc/passwd", "absolute"),
+        ("a\\b", "backslash"),
+        ("..", "'..'"),
+        ("../x", "'..'"),
+        ("a/../b", "'..'"),
+        ("a/./b", "'.'"),
+        (".", "'.'"),
+        ("a//b", "empty path segment"),
+        ("a/", "trailing slash"),
+        ("a\x00b", "control"),
+        ("a\nb", "control"),
+        ("a\x7fb", "control"),
+        ("x" * 1025, "1024"),
+        ("é" * 513, "1024"),
+    ],
+)
+def test_invalid_keys(key: str, reason: str) -> None:
+    with pytest.raises(errors.InvalidStorageKey, match=reason) as info:
+        storage.validate_key(key)
+    assert info.value.key == key
+    assert isinstance(info.value, errors.StorageError)
+
+
+@pytest.mark.parametrize("key", ["../escape", "/abs", "a//b", ""])
+def test_every_method_validates_keys(store: storage.Storage, key: str, tmp_path: Path) -> None:
+    calls = [
+        lambda: store.put_stream(key, [b"x"]),
+        lambda: store.put_file(key, tmp_path / "missing"),
+        lambda: store.open_stream(key),
+        lambda: store.get_to_file(key, tmp_path / "out"),
+        lambda: store.size(key),
+        lambda: store.exists(key),
+        lambda: store.delete(key),
+        lambda: store.local_path(key),
+    ]
+    for call in calls:
+        with pytest.raises(errors.InvalidStorageKey):
+            call()
+
+
+# --- contract ---------------------------------------------------------------------------
+
+def test_put_then_read_back(store: storage.Storage) -> None:
+    data = _payload(200_000)
+    chunks = [data[i : i + 7000] for i in range(0, len(data), 7000)]
+    assert store.put_stream("jobs/1/source.bin", iter(chunks)) == len(data)
+    assert store.exists("jobs/1/source.bin")
+    assert store.size("jobs/1/source.bin") == len(data)
+    read = list(store.open_stream("jobs/1/source.bin", chunk_size=65536))
+    assert b"".join(read) == data
+    assert all(0 < len(chunk) <= 65536 for chunk in read)
+
+
+def test_empty_blob(store: storage.Storage) -> None:
+    assert store.put_stream("empty", [b"", b""]) == 0
+    assert store.exists("empty")
+    assert store.size("empty") == 0
+    assert list(store.open_stream("empty")) == []
+
+
+def test_put_replaces(store: storage.Storage) -> None:
+    store.put_stream("k", [b"old content"])
+    store.put_stream("k", [b"new"])
+    assert b"".join(store.open_stream("k")) == b"new"
+
+
+def test_missing_blob(store: storage.Storage, tmp_path: Path) -> None:
+    assert not store.exists("nope")
+    with pytest.raises(errors.BlobNotFound) as info:
+        store.size("nope")
+    assert info.value.key == "nope"
+    with pytest.raises(errors.BlobNotFound):
+        store.open_stream("nope")  # raised eagerly, before iteration
+    with pytest.raises(errors.BlobNotFound):
+        store.get_to_file("nope", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_delete_is_idempotent(store: storage.Storage) -> None:
+    store.put_stream("a/b", [b"x"])
+    store.delete("a/b")
+    assert not store.exists("a/b")
+    store.delete("a/b")
+    store.delete("never/existed")
+
+
+def test_delete_prefix(store: storage.Storage) -> None:
+    for key in ["jobs/abc/source", "jobs/abc/out/final.flac", "jobs/abcd/source", "jobs/xyz/source", "other"]:
+        store.put_stream(key, [b"x"])
+    assert store.delete_prefix("jobs/abc/") == 2
+    assert not store.exists("jobs/abc/source")
+    assert store.exists("jobs/abcd/source")
+    assert store.delete_prefix("jobs/ab") == 1
+    assert store.exists("jobs/xyz/source")
+    assert store.delete_prefix("jobs/") == 1
+    assert store.delete_prefix("jobs/") == 0
+    assert store.exists("other")
+    with pytest.raises(errors.InvalidStorageKey):
+        store.delete_prefix("../")
+
+
+def test_failed_stream_leaves_nothing(store: storage.Storage) -> None:
+    with pytest.raises(Boom):
+        store.put_stream("jobs/1/upload", _failing_chunks())
+    assert not store.exists("jobs/1/upload")
+
+
+def test_failed_stream_keeps_previous_content(store: storage.Storage) -> None:
+    store.put_stream("k", [b"previous"])
+    with pytest.raises(Boom):
+        store.put_stream("k", _failing_chunks())
+    assert b"".join(store.open_stream("k")) == b"previous"
+
+
+def test_put_stream_consumes_lazily(store: storage.Storage) -> None:
+    """Chunks are pulled one by one, so a huge generator never sits in a list."""
+    pulled: list[int] = []
+
+    def chunks() -> Iterator[bytes]:
+        for index in range(5):
+            pulled.append(index)
+            yield bytes([index]) * 1000
+
+    assert store.put_stream("lazy", chunks()) == 5000
+    assert pulled == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "expected"),
+    [
+        (0, None, slice(0, 1000)),
+        (0, 0, slice(0, 1)),
+        (10, 19, slice(10, 20)),
+        (990, None, slice(990, 1000)),
+        (500, 5000, slice(500, 1000)),
+        (999, 999, slice(999, 1000)),
+        (1000, None, slice(0, 0)),
+        (2000, 3000, slice(0, 0)),
+    ],
+)
+def test_ranges(store: storage.Storage, start: int, end: int | None, expected: slice) -> None:
+    data = _payload(1000)
+    store.put_stream("r", [data])
+    chunks = list(store.open_stream("r", chunk_size=64, start=start, end=end))
+    assert b"".join(chunks) == data[expected]
+    assert all(0 < len(chunk) <= 64 for chunk in chunks)
+
+
+@pytest.mark.parametrize(("chunk_size", "start", "end"), [(0, 0, None), (10, -1, None), (10, 5, 4)])
+def test_bad_range_arguments(store: storage.Storage, chunk_size: int, start: int, end: int | None) -> None:
+    store.put_stream("r", [b"abcdef"])
+    with pytest.raises(ValueError):
+        store.open_stream("r", chunk_size=chunk_size, start=start, end=end)
+
+
+def test_file_round_trip(store: storage.Storage, tmp_path: Path) -> None:
+    source = tmp_path / "in.bin"
+    source.write_bytes(_payload(150_000))
+    assert store.put_file("f/in.bin", source) == 150_000
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"stale content that must be truncated" * 10_000)
+    assert store.get_to_file("f/in.bin", target) == 150_000
+    assert target.read_bytes() == source.read_bytes()
+
+
+def test_stores_are_independent(tmp_path: Path) -> None:
+    first, second = storage.MemoryStorage(), storage.MemoryStorage()
+    first.put_stream("k", [b"x"])
+    assert not second.exists("k")
+
+
+# --- backend specifics ------------------------------------------------------------------
+
+def test_memory_has_no_local_path() -> None:
+    store = storage.MemoryStorage()
+    store.put_stream("k", [b"x"])
+    assert store.local_path("k") is None
+    assert store.keys() == ["k"]
+    store.reset()
+    assert store.keys() == []
+
+
+def test_local_layout_and_local_path(tmp_path: Path) -> None:
+    store = storage.LocalStorage(tmp_path)
+    store.put_stream("jobs/1/source.mp3", [b"abc"])
+    path = store.local_path("jobs/1/source.mp3")
+    assert path == tmp_path / "jobs" / "1" / "source.mp3"
+    assert path is not None and path.read_bytes() == b"abc"
+
+
+def test_local_failed_stream_leaves_no_temp_file(tmp_path: Path) -> None:
+    store = storage.LocalStorage(tmp_path)
+    with pytest.raises(Boom):
+        store.put_stream("jobs/1/upload", _failing_chunks())
+    assert not (tmp_path / "jobs").exists()
+    temp_dir = tmp_path / ".tmp"
+    assert not temp_dir.exists() or os.listdir(temp_dir) == []
+
+
+def test_local_write_goes_through_temp_dir(tmp_path: Path) -> None:
+    store = storage.LocalStorage(tmp_path)
+    seen: list[list[str]] = []
+
+    def chunks() -> Iterator[bytes]:
+        yield b"part one"
+        # Mid-write: the target is not visible yet, the bytes sit in .tmp/.
+        assert not (tmp_path / "k").exists()
+        seen.append(os.listdir(tmp_path / ".tmp"))
+        yield b"part two"
+
+    store.put_stream("k", chunks())
+    assert len(seen[0]) == 1
+    assert os.listdir(tmp_path / ".tmp") == []
+    assert (tmp_path / "k").read_bytes() == b"part onepart two"
+
+
+def test_local_delete_prunes_empty_parents(tmp_path: Path) -> None:
+    store = storage.LocalStorage(tmp_path / "root")
+    store.put_stream("jobs/1/a/b/blob", [b"x"])
+    store.put_stream("jobs/2/blob", [b"x"])
+    store.delete("jobs/1/a/b/blob")
+    assert not (tmp_path / "root" / "jobs" / "1").exists()
+    assert (tmp_path / "root" / "jobs" / "2").is_dir()
+    store.delete_prefix("jobs/2/")
+    assert not (tmp_path / "root" / "jobs").exists()
+    assert (tmp_path / "root").is_dir()
+
+
+def test_local_reserves_temp_dir_and_hides_it(tmp_path: Path) -> None:
+    store = storage.LocalStorage(tmp_path)
+    with pytest.raises(errors.InvalidStorageKey):
+        store.put_stream(".tmp/x", [b"x"])
+    store.put_stream("k", [b"x"])
+    assert store.delete_prefix(".t") == 0
+    assert (tmp_path / ".tmp").is_dir()
+
+
+def test_local_folder_is_not_a_blob(tmp_path: Path) -> None:
+    store = storage.LocalStorage(tmp_path)
+    store.put_stream("a/b", [b"x"])
+    assert not store.exists("a")
+    with pytest.raises(errors.BlobNotFound):
+        store.open_stream("a")
+    with pytest.raises(errors.StorageError):
+        store.put_stream("a/b/c", [b"x"])
+    assert os.listdir(tmp_path / ".tmp") == []
+
+
+def test_public_surface() -> None:
+    assert sorted(storage.__all__) == ["LocalStorage", "MemoryStorage", "Storage", "validate_key"]
+    assert issubclass(storage.LocalStorage, base.Storage)
+    assert issubclass(storage.MemoryStorage, base.Storage)
