@@ -1,0 +1,34 @@
+"""The one place jobtape reads the wall clock (so tests can freeze it with freezegun)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+__all__ = ["format_timestamp", "parse_timestamp", "utcnow"]
+
+
+def utcnow() -> dt.datetime:
+    """Return the current UTC time as an aware datetime with microsecond precision."""
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def format_timestamp(value: dt.datetime) -> str:
+    """Format a UTC datetime as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (sortable as text).
+
+    Naive datetimes are taken to be UTC.
+    """
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_timestamp(text: str) -> dt.datetime:
+    """Parse a timestamp written by :func:`format_timestamp` (or any ISO 8601 text) to aware UTC.
+
+    Raises:
+        ValueError: the text is not ISO 8601.
+    """
+    value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone.utc)
+    return value.astimezone(dt.timezone.utc)

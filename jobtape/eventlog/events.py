@@ -1,0 +1,238 @@
+"""Job event types: frozen, tagged msgspec Structs in one union (pure; no I/O).
+
+Every job action is one of these events, appended to the job's stream. The ``type``
+column of the ``events`` table holds the tag (``job.created`` ...), the ``data`` column
+the struct's fields as JSON (without the tag).
+
+Schema evolution (msgspec rules): a new field must have a default; never change the type
+of a field. Real changes get an explicit upcaster in :func:`decode_event`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+import msgspec
+
+from jobtape import errors
+
+__all__ = [
+    "EVENT_TYPES",
+    "Event",
+    "JobCancelRequested",
+    "JobCancelled",
+    "JobChildExited",
+    "JobChildStarted",
+    "JobClaimed",
+    "JobCompleted",
+    "JobCreated",
+    "JobFailed",
+    "JobHeartbeat",
+    "JobProgress",
+    "JobStageChanged",
+    "JobType",
+    "RecordedEvent",
+    "decode_event",
+    "event_type",
+    "encode_event",
+]
+
+JobType = Literal["ingest", "preview", "save"]
+
+
+class _Base(msgspec.Struct, frozen=True, tag_field="type", kw_only=True):
+    pass
+
+
+class JobCreated(_Base, tag="job.created"):
+    """A job was submitted.
+
+    Attributes:
+        job_type: ``ingest``, ``preview`` or ``save``.
+        params: job parameters, e.g. ``{"sourceType": "upload", "storageKey": "...",
+            "originalFilename": "a.mp3"}`` for an upload ingest.
+        owner: the client that submitted it (``X-Client-Id``; ``anonymous`` by default).
+        idempotency_key: optional client-chosen key; unique per owner.
+    """
+
+    job_type: JobType
+    params: dict[str, Any] = {}
+    owner: str = "anonymous"
+    idempotency_key: str | None = None
+
+
+class JobClaimed(_Base, tag="job.claimed"):
+    """A worker took the job.
+
+    Attributes:
+        worker_id: the claiming worker (``host:pid:n``).
+        attempt: 1 for the first claim, +1 for each retry.
+        lease_expires_at: UTC time after which the claim may be taken over.
+    """
+
+    worker_id: str
+    attempt: int = 1
+    lease_expires_at: dt.datetime | None = None
+
+
+class JobStageChanged(_Base, tag="job.stage_changed"):
+    """The running job entered a stage (``decoding``, ``measuring``, ``normalizing``, ...)."""
+
+    stage: str
+
+
+class JobProgress(_Base, tag="job.progress"):
+    """Progress within the current stage, ``percent`` in 0-100."""
+
+    percent: int
+
+
+class JobHeartbeat(_Base, tag="job.heartbeat"):
+    """The worker is alive and still holds the job; ``lease_expires_at`` is the new expiry (UTC)."""
+
+    lease_expires_at: dt.datetime | None = None
+
+
+class JobCancelRequested(_Base, tag="job.cancel_requested"):
+    """Someone asked to cancel the job (``requested_by`` is the actor, ``reason`` free text)."""
+
+    reason: str | None = None
+
+
+class JobChildStarted(_Base, tag="job.child_started"):
+    """The worker started a child process.
+
+    Attributes:
+        pid: process id on ``host_id``.
+        argv: the command line.
+        host_id: the host the child runs on.
+        started_at_ticks: process start time from ``/proc/PID/stat`` (clock ticks since boot),
+            so a reused pid is never mistaken for this child.
+    """
+
+    pid: int
+    argv: list[str]
+    host_id: str = ""
+    started_at_ticks: int | None = None
+
+
+class JobChildExited(_Base, tag="job.child_exited"):
+    """A child process is gone: ``exit_status`` is its return code (negative: killed by that signal)."""
+
+    pid: int
+    exit_status: int | None = None
+
+
+class JobCancelled(_Base, tag="job.cancelled"):
+    """The worker confirmed the cancellation: its children are dead and partial output removed."""
+
+
+class JobCompleted(_Base, tag="job.completed"):
+    """The job finished; ``result`` is the job type's result object (camelCase keys)."""
+
+    result: dict[str, Any] = {}
+
+
+class JobFailed(_Base, tag="job.failed"):
+    """The job failed with a readable ``error``; ``retryable`` marks transient failures."""
+
+    error: str
+    retryable: bool = False
+
+
+Event = (
+    JobCreated
+    | JobClaimed
+    | JobStageChanged
+    | JobProgress
+    | JobHeartbeat
+    | JobCancelRequested
+    | JobChildStarted
+    | JobChildExited
+    | JobCancelled
+    | JobCompleted
+    | JobFailed
+)
+
+#: tag -> struct class, for every event type.
+EVENT_TYPES: dict[str, type[_Base]] = {
+    cls.__struct_config__.tag: cls  # type: ignore[misc]
+    for cls in (
+        JobCreated,
+        JobClaimed,
+        JobStageChanged,
+        JobProgress,
+        JobHeartbeat,
+        JobCancelRequested,
+        JobChildStarted,
+        JobChildExited,
+        JobCancelled,
+        JobCompleted,
+        JobFailed,
+    )
+}
+
+_ENCODER = msgspec.json.Encoder()
+_DECODERS = {tag: msgspec.json.Decoder(cls) for tag, cls in EVENT_TYPES.items()}
+
+
+def event_type(event: Event) -> str:
+    """Return the tag of an event, e.g. ``"job.created"``."""
+    return event.__struct_config__.tag  # type: ignore[return-value]
+
+
+def encode_event(event: Event) -> tuple[str, str]:
+    """Encode an event for storage.
+
+    Returns:
+        ``(type, data)``: the tag and the fields as a JSON text (without the tag).
+    """
+    return event_type(event), _ENCODER.encode(msgspec.structs.asdict(event)).decode()
+
+
+def decode_event(position: int, type_: str, data: str | bytes) -> Event:
+    """Decode a stored event.
+
+    Args:
+        position: the event's global position (only used in the error).
+        type_: the ``type`` column.
+        data: the ``data`` column (JSON object).
+
+    Raises:
+        errors.MalformedEvent: unknown type or data that does not match the type's schema,
+            naming the position.
+    """
+    decoder = _DECODERS.get(type_)
+    if decoder is None:
+        raise errors.MalformedEvent(position, type_, "unknown event type")
+    try:
+        return decoder.decode(data)  # type: ignore[no-any-return]
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise errors.MalformedEvent(position, type_, str(exc)) from exc
+
+
+class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """An event as stored in the log.
+
+    Attributes:
+        position: global position (1, 2, 3 ... across all jobs; gaps possible after a
+            rolled-back append).
+        job_id: the stream.
+        version: the event's version within its stream (1, 2, 3 ... gapless).
+        event: the decoded event.
+        actor: who appended it: ``api``, a worker id, ``cli``.
+        recorded_at: UTC time of the append, microsecond precision.
+    """
+
+    position: int
+    job_id: str
+    version: int
+    event: Event
+    actor: str
+    recorded_at: dt.datetime
+
+    @property
+    def type(self) -> str:
+        """The event's tag, e.g. ``job.progress``."""
+        return event_type(self.event)

@@ -1,0 +1,134 @@
+"""Schema of the event log and its projections, as ordered migrations (sqlite-utils).
+
+Each migration is a function over a :class:`sqlite_utils.Database`. The SQLite backend
+applies the ones not yet recorded in ``_jobtape_migrations``; a remote libSQL backend
+applies them to an in-memory database and replays the resulting ``sqlite_master`` SQL,
+so both run the same DDL.
+
+The ``events`` table is append-only: triggers abort any UPDATE or DELETE, and a BEFORE
+INSERT trigger keeps each stream's versions gapless (the optimistic-concurrency guard
+lives in the database, not in Python).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sqlite_utils
+
+__all__ = ["MIGRATIONS", "Migration", "migrate"]
+
+Migration = tuple[str, Callable[[sqlite_utils.Database], None]]
+
+
+def _events(db: sqlite_utils.Database) -> None:
+    # sqlite-utils cannot declare AUTOINCREMENT; it keeps positions from being reused
+    # after the newest event is removed by an archive (issue: retention).
+    db.execute(
+        """
+        CREATE TABLE events (
+            position INTEGER PRIMARY KEY AUTOINCREMENT,
+            job_id TEXT NOT NULL,
+            version INTEGER NOT NULL CHECK (version >= 1),
+            type TEXT NOT NULL,
+            data TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            recorded_at TEXT NOT NULL,
+            UNIQUE (job_id, version)
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+        BEGIN SELECT RAISE(ABORT, 'events are append-only: UPDATE is not allowed'); END
+        """
+    )
+    db.execute(
+        """
+        CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+        BEGIN SELECT RAISE(ABORT, 'events are append-only: DELETE is not allowed'); END
+        """
+    )
+    db.execute(
+        """
+        CREATE TRIGGER events_gapless_version BEFORE INSERT ON events
+        WHEN NEW.version != 1 + COALESCE(
+            (SELECT MAX(version) FROM events WHERE job_id = NEW.job_id), 0)
+        BEGIN SELECT RAISE(ABORT, 'version conflict: the stream moved on'); END
+        """
+    )
+    db["events"].create_index(["type", "position"], index_name="events_type_position")
+
+
+def _jobs(db: sqlite_utils.Database) -> None:
+    db["jobs"].create(
+        {
+            "job_id": str,
+            "job_type": str,
+            "owner": str,
+            "idempotency_key": str,
+            "status": str,
+            "stage": str,
+            "progress": int,
+            "attempt": int,
+            "worker_id": str,
+            "lease_expires_at": str,
+            "result": str,
+            "error": str,
+            "cancel_requested": int,
+            "finished": int,
+            "created_at": str,
+            "updated_at": str,
+            "created_position": int,
+            "last_version": int,
+            "last_position": int,
+            "state": str,
+        },
+        pk="job_id",
+        not_null={"job_type", "owner", "status", "progress", "attempt", "created_at", "updated_at",
+                  "created_position", "last_version", "last_position", "state"},
+    )
+    # Queue position = 1 + COUNT of pending jobs with a smaller created_position: an index range.
+    db["jobs"].create_index(["status", "created_position"], index_name="jobs_status_created")
+    db.execute(
+        "CREATE UNIQUE INDEX jobs_owner_idempotency ON jobs (owner, idempotency_key) "
+        "WHERE idempotency_key IS NOT NULL"
+    )
+    db["jobs"].create_index(["owner", "status"], index_name="jobs_owner_status")
+
+
+#: Ordered migrations: (name, function). Never edit one that has shipped; append a new one.
+MIGRATIONS: list[Migration] = [
+    ("0001_events", _events),
+    ("0002_jobs", _jobs),
+]
+
+
+def migrate(db: sqlite_utils.Database, migrations: list[Migration] | None = None) -> list[str]:
+    """Apply the migrations not yet recorded in ``_jobtape_migrations``.
+
+    Args:
+        db: the database (a sqlite-utils wrapper around a sqlite3 connection).
+        migrations: defaults to :data:`MIGRATIONS`.
+
+    Returns:
+        The names applied by this call (empty when the schema is current).
+    """
+    table = db["_jobtape_migrations"]
+    if not table.exists():
+        table.create({"name": str, "applied_at": str}, pk="name")  # type: ignore[union-attr]
+    done = {row["name"] for row in table.rows}  # type: ignore[union-attr]
+    applied = []
+    for name, step in migrations or MIGRATIONS:
+        if name in done:
+            continue
+        with db.conn:
+            step(db)
+            db.execute(
+                "INSERT INTO _jobtape_migrations (name, applied_at) "
+                "VALUES (?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
+                [name],
+            )
+        applied.append(name)
+    return applied

@@ -1,0 +1,205 @@
+"""The event store: append guarded by version, read a stream, read all from a position.
+
+:class:`EventStore` turns appends and reads into SQL statements and hands them to a
+:class:`SQLBackend` (the narrow port: run one atomic batch, run one query). The SQLite
+backend (:mod:`jobtape.eventlog.sqlite`) and the libSQL backend execute the very same
+statements, so every write is one batch whose guards live in SQL:
+
+- ``UNIQUE (job_id, version)`` and the ``events_gapless_version`` trigger refuse an
+  append whose expected version is stale (optimistic concurrency);
+- any projection statements passed as ``extra`` run in the same batch, so a projection
+  row never lags the events it folds.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple
+
+from jobtape import clock, errors
+from jobtape.eventlog import events as ev
+
+__all__ = ["ConstraintViolation", "EventStore", "SQLBackend", "Statement"]
+
+
+class Statement(NamedTuple):
+    """One SQL statement with ``?`` placeholders and its parameters."""
+
+    sql: str
+    params: tuple[Any, ...] = ()
+
+
+class ConstraintViolation(Exception):
+    """Raised by a backend when a batch broke a constraint or a trigger aborted it.
+
+    ``detail`` is the database's message (e.g. ``UNIQUE constraint failed: events.job_id,
+    events.version`` or a trigger's ``RAISE`` text). The store translates it to a domain error.
+    """
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(detail)
+
+
+class SQLBackend(abc.ABC):
+    """The port every event-store backend implements."""
+
+    @abc.abstractmethod
+    def execute_batch(self, statements: Sequence[Statement]) -> list[list[tuple[Any, ...]]]:
+        """Run the statements in one transaction: all of them, or none.
+
+        Returns:
+            The rows each statement returned (``[]`` for most; ``RETURNING`` rows for inserts).
+
+        Raises:
+            ConstraintViolation: a constraint or trigger refused a statement; nothing was written.
+        """
+
+    @abc.abstractmethod
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one read-only statement and return its rows."""
+
+    @abc.abstractmethod
+    def migrate(self) -> list[str]:
+        """Bring the schema up to date; return the migration names applied."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release connections. Further use is an error."""
+
+
+_INSERT_EVENT = (
+    "INSERT INTO events (job_id, version, type, data, actor, recorded_at) "
+    "VALUES (?, ?, ?, ?, ?, ?) RETURNING position"
+)
+_SELECT_COLUMNS = "SELECT position, job_id, version, type, data, actor, recorded_at FROM events"
+
+
+class EventStore:
+    """Appends to and reads from the ``events`` table through a :class:`SQLBackend`."""
+
+    def __init__(self, backend: SQLBackend) -> None:
+        """Wrap a backend; call :meth:`SQLBackend.migrate` first (``open_store`` does)."""
+        self.backend = backend
+
+    def append(
+        self,
+        job_id: str,
+        events: Sequence[ev.Event],
+        expected_version: int,
+        *,
+        actor: str,
+        extra: Sequence[Statement] = (),
+        recorded_at: Any = None,
+    ) -> list[ev.RecordedEvent]:
+        """Append events to a job's stream atomically.
+
+        Args:
+            job_id: the stream.
+            events: one or more events; they get versions ``expected_version + 1 ...``.
+            expected_version: the version the caller last saw (0 for a new stream).
+            actor: who appends (``api``, a worker id, ``cli``).
+            extra: statements to run in the same batch after the inserts (projections).
+            recorded_at: the UTC time to record; defaults to :func:`jobtape.clock.utcnow`.
+
+        Returns:
+            The recorded events with their global positions.
+
+        Raises:
+            errors.ConcurrencyError: the stream is not at ``expected_version``.
+            errors.DuplicateIdempotencyKey: an ``extra`` statement hit the idempotency index.
+            ConstraintViolation: any other constraint failed. In every case nothing was written.
+        """
+        if not events:
+            raise ValueError("append needs at least one event")
+        at = recorded_at or clock.utcnow()
+        stamp = clock.format_timestamp(at)
+        statements = []
+        for offset, event in enumerate(events, start=1):
+            type_, data = ev.encode_event(event)
+            statements.append(Statement(_INSERT_EVENT, (job_id, expected_version + offset, type_, data, actor, stamp)))
+        try:
+            results = self.backend.execute_batch([*statements, *extra])
+        except ConstraintViolation as exc:
+            raise self._translate(exc, job_id, expected_version, events) from exc
+        return [
+            ev.RecordedEvent(
+                position=int(results[i][0][0]),
+                job_id=job_id,
+                version=expected_version + i + 1,
+                event=event,
+                actor=actor,
+                recorded_at=at,
+            )
+            for i, event in enumerate(events)
+        ]
+
+    @staticmethod
+    def _translate(
+        exc: ConstraintViolation, job_id: str, expected_version: int, events: Sequence[ev.Event]
+    ) -> Exception:
+        detail = exc.detail
+        if "version conflict" in detail or "events.job_id, events.version" in detail:
+            return errors.ConcurrencyError(job_id, expected_version)
+        if "idempotency_key" in detail or "jobs_owner_idempotency" in detail:
+            created = next((e for e in events if isinstance(e, ev.JobCreated)), None)
+            if created is not None and created.idempotency_key is not None:
+                return errors.DuplicateIdempotencyKey(created.owner, created.idempotency_key)
+        return exc
+
+    def read_stream(self, job_id: str, *, from_version: int = 1, to_position: int | None = None) -> list[ev.RecordedEvent]:
+        """Return one job's events in version order (empty if the stream does not exist).
+
+        Args:
+            job_id: the stream.
+            from_version: first version to return.
+            to_position: if given, only events at or before this global position.
+
+        Raises:
+            errors.MalformedEvent: a stored event cannot be decoded.
+        """
+        sql = f"{_SELECT_COLUMNS} WHERE job_id = ? AND version >= ?"
+        params: list[Any] = [job_id, from_version]
+        if to_position is not None:
+            sql += " AND position <= ?"
+            params.append(to_position)
+        return [_decode_row(row) for row in self.backend.query(sql + " ORDER BY version", params)]
+
+    def read_all(self, from_position: int = 1, *, limit: int = 1000) -> list[ev.RecordedEvent]:
+        """Return up to ``limit`` events of every stream with ``position >= from_position``, in position order.
+
+        Raises:
+            errors.MalformedEvent: a stored event cannot be decoded.
+        """
+        rows = self.backend.query(f"{_SELECT_COLUMNS} WHERE position >= ? ORDER BY position LIMIT ?", [from_position, limit])
+        return [_decode_row(row) for row in rows]
+
+    def iter_all(self, from_position: int = 1, *, page_size: int = 1000) -> Iterator[ev.RecordedEvent]:
+        """Iterate over every event from ``from_position`` on, reading pages of ``page_size``."""
+        position = from_position
+        while True:
+            page = self.read_all(position, limit=page_size)
+            yield from page
+            if len(page) < page_size:
+                return
+            position = page[-1].position + 1
+
+    def head_position(self) -> int:
+        """Return the global position of the newest event (0 for an empty log)."""
+        rows = self.backend.query("SELECT COALESCE(MAX(position), 0) FROM events")
+        return int(rows[0][0])
+
+    def close(self) -> None:
+        """Close the backend."""
+        self.backend.close()
+
+
+def _decode_row(row: Sequence[Any]) -> ev.RecordedEvent:
+    position, job_id, version, type_, data, actor, recorded_at = row
+    event = ev.decode_event(position, type_, data)
+    try:
+        at = clock.parse_timestamp(recorded_at)
+    except (TypeError, ValueError) as exc:
+        raise errors.MalformedEvent(position, type_, f"recorded_at {recorded_at!r} is not a timestamp") from exc
+    return ev.RecordedEvent(position=position, job_id=job_id, version=version, event=event, actor=actor, recorded_at=at)

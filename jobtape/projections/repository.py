@@ -1,0 +1,149 @@
+"""Command handling over the event store: load a job's state, decide, append guarded.
+
+:class:`JobRepository` is how the HTTP layer, the worker and the CLI change a job: it
+folds the new events onto the current state with :func:`state.apply` (so the fold alone
+decides, and an illegal transition is refused before anything is written), then appends
+the events and the resulting ``jobs`` row in ONE batch guarded by the expected version.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+
+from jobtape import clock, errors
+from jobtape.eventlog import events as ev
+from jobtape.eventlog.store import EventStore
+from jobtape.projections import jobs as jobs_projection
+from jobtape.projections import state as job_state
+
+__all__ = ["AppendResult", "JobRepository", "new_job_id"]
+
+
+def new_job_id() -> str:
+    """A new job id: 32 lowercase hex digits (a UUID4 without dashes)."""
+    return uuid.uuid4().hex
+
+
+class AppendResult:
+    """What an append produced: the new ``state`` and the ``recorded`` events."""
+
+    __slots__ = ("recorded", "state")
+
+    def __init__(self, state: job_state.JobState, recorded: list[ev.RecordedEvent]) -> None:
+        self.state = state
+        self.recorded = recorded
+
+
+Decide = Callable[[job_state.JobState | None], Sequence[ev.Event]]
+
+
+class JobRepository:
+    """Loads job states and appends events with the ``jobs`` projection in the same batch.
+
+    Args:
+        store: the event store.
+        on_append: optional callback run after every successful append with the result
+            (the embedded worker uses it to wake at once on new jobs and cancels).
+    """
+
+    def __init__(self, store: EventStore, on_append: Callable[[AppendResult], None] | None = None) -> None:
+        self.store = store
+        self.on_append = on_append
+
+    def load(self, job_id: str) -> job_state.JobState | None:
+        """The job's current state from the projection; ``None`` if it does not exist."""
+        return jobs_projection.select_state(self.store.backend, job_id)
+
+    def get(self, job_id: str) -> job_state.JobState:
+        """Like :meth:`load`, raising :class:`errors.JobNotFound` for an unknown job."""
+        found = self.load(job_id)
+        if found is None:
+            raise errors.JobNotFound(job_id)
+        return found
+
+    def append(
+        self,
+        job_id: str,
+        events: Sequence[ev.Event],
+        current: job_state.JobState | None,
+        *,
+        actor: str,
+    ) -> AppendResult:
+        """Fold ``events`` onto ``current`` and append them guarded by ``current.version``.
+
+        Args:
+            job_id: the stream.
+            events: the events to append.
+            current: the state the caller decided on (``None`` for a new job).
+            actor: who appends.
+
+        Raises:
+            errors.IllegalTransition: the fold refuses an event; nothing was written.
+            errors.ConcurrencyError: the stream moved on since ``current``; nothing was written.
+            errors.DuplicateIdempotencyKey: a job with that owner and key exists.
+        """
+        at = clock.utcnow()
+        expected = current.version if current is not None else 0
+        new_state = current
+        for offset, event in enumerate(events, start=1):
+            new_state = job_state.apply(new_state, event, job_id=job_id, version=expected + offset, recorded_at=at)
+        assert new_state is not None
+        recorded = self.store.append(
+            job_id, events, expected, actor=actor, extra=[jobs_projection.upsert(new_state)], recorded_at=at
+        )
+        result = AppendResult(new_state, recorded)
+        if self.on_append is not None:
+            self.on_append(result)
+        return result
+
+    def execute(self, job_id: str, decide: Decide, *, actor: str, max_attempts: int = 10) -> AppendResult | None:
+        """Load, decide and append, retrying the whole cycle on a concurrency conflict.
+
+        Args:
+            job_id: the stream.
+            decide: given the current state (``None`` for no job), returns the events to
+                append; an empty sequence means "nothing to do" and :meth:`execute` returns ``None``.
+            actor: who appends.
+            max_attempts: how many load-decide-append cycles to try.
+
+        Raises:
+            errors.ConcurrencyError: still conflicting after ``max_attempts`` cycles.
+            errors.IllegalTransition: the fold refused the decided events.
+            Any exception ``decide`` raises.
+        """
+        for attempt in range(max_attempts):
+            current = self.load(job_id)
+            events = decide(current)
+            if not events:
+                return None
+            try:
+                return self.append(job_id, events, current, actor=actor)
+            except errors.ConcurrencyError:
+                if attempt == max_attempts - 1:
+                    raise
+        return None  # pragma: no cover
+
+    def create(
+        self,
+        job_type: ev.JobType,
+        params: dict[str, object],
+        *,
+        owner: str = "anonymous",
+        idempotency_key: str | None = None,
+        actor: str = "api",
+        job_id: str | None = None,
+        extra_events: Sequence[ev.Event] = (),
+    ) -> AppendResult:
+        """Create a job: append ``job.created`` (plus ``extra_events``) as version 1...
+
+        Raises:
+            errors.DuplicateIdempotencyKey: that owner already used that key.
+            errors.ConcurrencyError: the job id exists already.
+        """
+        created = ev.JobCreated(job_type=job_type, params=dict(params), owner=owner, idempotency_key=idempotency_key)
+        return self.append(job_id or new_job_id(), [created, *extra_events], None, actor=actor)
+
+    def queue_position(self, job_id: str) -> int | None:
+        """1 + pending jobs created before this one; ``None`` unless it is pending."""
+        return jobs_projection.queue_position(self.store.backend, job_id)

@@ -1,0 +1,212 @@
+"""The job state machine: a pure fold over a job's events (no I/O).
+
+This module is the ONE place that decides a job's state. Everything else (the HTTP
+layer, the worker, the SQL projections) asks it: appends run the new events through
+:func:`apply` first, so an illegal transition is refused before anything is written.
+
+States (``status``)::
+
+    pending ──claimed──▶ processing ──completed──▶ complete
+       │                    │ └──────failed──────▶ failed
+       │                    └─cancel_requested──▶ cancelled (stage "cancelling", not finished)
+       │                                              └──cancelled──▶ cancelled (finished)
+       └──cancel_requested──▶ cancelled (finished at once: no worker to wait for)
+
+From the moment cancel is requested the job *shows* ``cancelled`` (seed 002: the cancel
+route answers ``status: cancelled``); ``finished`` turns true only when the worker has
+confirmed its children dead (``job.cancelled``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from typing import Any, Literal
+
+import msgspec
+
+from jobtape import errors
+from jobtape.eventlog import events as ev
+
+__all__ = ["ACTIVE_STATUSES", "JobState", "Status", "TERMINAL_STATUSES", "apply", "fold"]
+
+Status = Literal["pending", "processing", "complete", "failed", "cancelled"]
+
+#: Statuses a poll reports as terminal (the cancel route answers 409 for these).
+TERMINAL_STATUSES: frozenset[str] = frozenset({"complete", "failed", "cancelled"})
+#: Statuses that count against a quota and that a worker may still act on.
+ACTIVE_STATUSES: frozenset[str] = frozenset({"pending", "processing"})
+
+
+class JobState(msgspec.Struct, frozen=True, kw_only=True):
+    """A job's state after folding its events.
+
+    Attributes:
+        job_id: the stream id.
+        job_type: ``ingest``, ``preview`` or ``save``.
+        owner: who submitted the job.
+        params: the job's parameters (from ``job.created``).
+        idempotency_key: the client's key, if any.
+        status: see the module docstring.
+        stage: the current stage name, ``cancelling`` while a cancel awaits the worker,
+            ``None`` when there is none.
+        progress: 0-100 percent within the current stage (100 when complete).
+        attempt: 0 until claimed, then the claim's attempt number.
+        worker_id: the worker holding (or that last held) the job.
+        lease_expires_at: UTC expiry of the worker's lease.
+        result: the completion result, else ``None``.
+        error: the failure message, else ``None``.
+        cancel_requested: a cancel was requested.
+        finished: a terminal event (completed, failed, cancelled) is in the stream, or a
+            pending job was cancelled. Nothing may follow.
+        running_children: pids of child processes started and not yet exited.
+        created_at / updated_at: UTC times of the first and latest events.
+        version: the version of the last event folded in.
+    """
+
+    job_id: str
+    job_type: str
+    owner: str = "anonymous"
+    params: dict[str, Any] = {}
+    idempotency_key: str | None = None
+    status: Status = "pending"
+    stage: str | None = None
+    progress: int = 0
+    attempt: int = 0
+    worker_id: str | None = None
+    lease_expires_at: dt.datetime | None = None
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    cancel_requested: bool = False
+    finished: bool = False
+    running_children: tuple[int, ...] = ()
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    version: int = 0
+
+
+def _refuse(state: JobState, event: ev.Event, reason: str) -> errors.IllegalTransition:
+    return errors.IllegalTransition(state.job_id, state.status, ev.event_type(event), reason)
+
+
+def apply(
+    state: JobState | None,
+    event: ev.Event,
+    *,
+    job_id: str,
+    version: int,
+    recorded_at: dt.datetime,
+) -> JobState:
+    """Fold one event into a job's state.
+
+    Args:
+        state: the state before the event; ``None`` for an empty stream.
+        event: the event to apply.
+        job_id: the stream the event belongs to.
+        version: the event's version in the stream (must be ``state.version + 1``).
+        recorded_at: the event's UTC time.
+
+    Returns:
+        The new state (states are immutable).
+
+    Raises:
+        errors.IllegalTransition: the event is not allowed in this state (for example
+            progress after completion, a second claim, completion after a cancel request,
+            any event after a terminal one, anything but ``job.created`` on an empty stream).
+    """
+    if state is None:
+        if not isinstance(event, ev.JobCreated):
+            raise errors.IllegalTransition(job_id, "absent", ev.event_type(event), "the job does not exist")
+        return JobState(
+            job_id=job_id,
+            job_type=event.job_type,
+            owner=event.owner,
+            params=event.params,
+            idempotency_key=event.idempotency_key,
+            created_at=recorded_at,
+            updated_at=recorded_at,
+            version=version,
+        )
+    if version != state.version + 1:
+        raise _refuse(state, event, f"version {version} does not follow {state.version}")
+    if state.finished:
+        raise _refuse(state, event, "the job has finished; nothing may follow a terminal event")
+    changes = _transition(state, event)
+    return msgspec.structs.replace(state, **changes, updated_at=recorded_at, version=version)
+
+
+def _require_running(state: JobState, event: ev.Event, *, allow_cancelling: bool = False) -> None:
+    if state.status == "pending":
+        raise _refuse(state, event, "the job has not been claimed")
+    if state.cancel_requested and not allow_cancelling:
+        raise _refuse(state, event, "cancellation was requested")
+
+
+def _transition(state: JobState, event: ev.Event) -> dict[str, Any]:  # noqa: C901 - one match, one rule per case
+    match event:
+        case ev.JobCreated():
+            raise _refuse(state, event, "the job exists already")
+        case ev.JobClaimed(worker_id=worker_id, attempt=attempt, lease_expires_at=lease):
+            if state.status != "pending":
+                raise _refuse(state, event, "only a pending job can be claimed")
+            return {
+                "status": "processing",
+                "worker_id": worker_id,
+                "attempt": attempt,
+                "lease_expires_at": lease,
+                "stage": None,
+                "progress": 0,
+            }
+        case ev.JobStageChanged(stage=stage):
+            _require_running(state, event)
+            return {"stage": stage, "progress": 0}
+        case ev.JobProgress(percent=percent):
+            _require_running(state, event)
+            if not 0 <= percent <= 100:
+                raise _refuse(state, event, f"percent {percent} is outside 0-100")
+            return {"progress": percent}
+        case ev.JobHeartbeat(lease_expires_at=lease):
+            _require_running(state, event, allow_cancelling=True)
+            return {"lease_expires_at": lease}
+        case ev.JobCancelRequested():
+            if state.cancel_requested:
+                raise _refuse(state, event, "cancellation was requested already")
+            if state.status == "pending":
+                return {"status": "cancelled", "cancel_requested": True, "finished": True, "stage": None}
+            return {"status": "cancelled", "cancel_requested": True, "stage": "cancelling"}
+        case ev.JobChildStarted(pid=pid):
+            _require_running(state, event)
+            return {"running_children": (*state.running_children, pid)}
+        case ev.JobChildExited(pid=pid):
+            _require_running(state, event, allow_cancelling=True)
+            if pid not in state.running_children:
+                raise _refuse(state, event, f"no running child with pid {pid}")
+            return {"running_children": tuple(p for p in state.running_children if p != pid)}
+        case ev.JobCancelled():
+            if not state.cancel_requested:
+                raise _refuse(state, event, "no cancellation was requested")
+            if state.running_children:
+                raise _refuse(state, event, f"children {list(state.running_children)} have not exited")
+            return {"finished": True, "stage": None}
+        case ev.JobCompleted(result=result):
+            _require_running(state, event)
+            if state.running_children:
+                raise _refuse(state, event, f"children {list(state.running_children)} have not exited")
+            return {"status": "complete", "result": result, "progress": 100, "finished": True, "stage": None}
+        case ev.JobFailed(error=error):
+            _require_running(state, event)
+            if state.running_children:
+                raise _refuse(state, event, f"children {list(state.running_children)} have not exited")
+            return {"status": "failed", "error": error, "finished": True, "stage": None}
+    raise _refuse(state, event, "unknown event")  # pragma: no cover - the union is exhaustive
+
+
+def fold(recorded: Iterable[ev.RecordedEvent], state: JobState | None = None) -> JobState | None:
+    """Fold recorded events (one stream, in version order) into a state.
+
+    Raises:
+        errors.IllegalTransition: the stored stream breaks the state rules.
+    """
+    for item in recorded:
+        state = apply(state, item.event, job_id=item.job_id, version=item.version, recorded_at=item.recorded_at)
+    return state
