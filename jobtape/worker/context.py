@@ -1,0 +1,236 @@
+"""What a running job's pipeline sees: guarded appends, stages, progress, child processes.
+
+Every append is guarded by the version the worker last saw. When the guard (or the fold)
+refuses an append, the context re-reads the job: if the job is no longer this worker's it
+raises :class:`JobLost`; if a cancel was requested it raises :class:`CancelRequested`;
+otherwise it retries on the fresh state. The pipeline never decides state itself.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from jobtape import errors
+from jobtape.eventlog import events as ev
+from jobtape.projections import state as job_state
+from jobtape.projections.repository import JobRepository
+from jobtape.worker import children
+
+__all__ = ["CancelRequested", "ChildOutcome", "JobContext", "JobLost"]
+
+
+class CancelRequested(Exception):
+    """Control flow: the job's cancel was requested; the pipeline must stop."""
+
+
+class JobLost(Exception):
+    """Control flow: another actor took the job over (or ended it); stop without appending."""
+
+
+class ChildOutcome:
+    """How a child ended: ``returncode`` (negative: killed by that signal) and its ``stderr`` text."""
+
+    __slots__ = ("returncode", "stderr")
+
+    def __init__(self, returncode: int, stderr: str) -> None:
+        self.returncode = returncode
+        self.stderr = stderr
+
+
+class JobContext:
+    """The running job as its pipeline sees it.
+
+    Args:
+        repository: where events go.
+        state: the state right after this worker's ``job.claimed``.
+        worker_id: this worker's id (the actor of every append).
+        workdir: a private temp folder, removed when the job ends.
+        kill_grace_s: seconds from SIGTERM to SIGKILL when a child must stop.
+        progress_interval_s: minimum seconds between two progress events.
+    """
+
+    def __init__(
+        self,
+        repository: JobRepository,
+        state: job_state.JobState,
+        *,
+        worker_id: str,
+        workdir: Path,
+        kill_grace_s: float = 5.0,
+        progress_interval_s: float = 0.25,
+    ) -> None:
+        self.repository = repository
+        self.state = state
+        self.worker_id = worker_id
+        self.workdir = workdir
+        self.kill_grace_s = kill_grace_s
+        self.progress_interval_s = progress_interval_s
+        self.cancel_event = threading.Event()
+        #: storage keys this job wrote; removed if the job does not complete.
+        self.written_keys: list[str] = []
+        self._child: children.Child | None = None
+        self._child_lock = threading.Lock()
+        self._last_progress = (-1, 0.0)
+        self._attempt = state.attempt
+
+    @property
+    def job_id(self) -> str:
+        """The job's id."""
+        return self.state.job_id
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The job's parameters from ``job.created``."""
+        return self.state.params
+
+    # -- appends ---------------------------------------------------------------------------
+
+    def append(self, *events: ev.Event) -> None:
+        """Append events guarded by the last seen version; see the module docstring.
+
+        Raises:
+            CancelRequested: a cancel was requested and the fold refuses these events.
+            JobLost: the job is no longer this worker's.
+        """
+        while True:
+            try:
+                self.state = self.repository.append(self.job_id, events, self.state, actor=self.worker_id).state
+                return
+            except (errors.ConcurrencyError, errors.IllegalTransition) as exc:
+                fresh = self.repository.load(self.job_id)
+                if not self._still_ours(fresh):
+                    raise JobLost(str(exc)) from exc
+                assert fresh is not None
+                stale = fresh.version != self.state.version
+                self.state = fresh
+                if not stale:
+                    if fresh.cancel_requested:
+                        self.cancel_event.set()
+                        raise CancelRequested() from exc
+                    raise
+
+    def _still_ours(self, fresh: job_state.JobState | None) -> bool:
+        return (
+            fresh is not None
+            and not fresh.finished
+            and fresh.worker_id == self.worker_id
+            and fresh.attempt == self._attempt
+            and fresh.status in ("processing", "cancelled")
+        )
+
+    def stage(self, name: str) -> None:
+        """Enter a stage (``job.stage_changed``); progress restarts at 0."""
+        self.check_cancelled()
+        self.append(ev.JobStageChanged(stage=name))
+        self._last_progress = (0, time.monotonic())
+
+    def progress(self, percent: int) -> None:
+        """Report 0-100 percent within the stage; throttled to integer changes at most every ``progress_interval_s``."""
+        last_percent, last_at = self._last_progress
+        now = time.monotonic()
+        if percent == last_percent or (now - last_at < self.progress_interval_s and percent < 100):
+            return
+        self._last_progress = (percent, now)
+        self.append(ev.JobProgress(percent=max(0, min(100, percent))))
+
+    def check_cancelled(self) -> None:
+        """Raise :class:`CancelRequested` if a cancel was noticed."""
+        if self.cancel_event.is_set():
+            raise CancelRequested()
+
+    # -- children --------------------------------------------------------------------------
+
+    def run_child(
+        self,
+        argv: Sequence[str],
+        *,
+        on_line: Callable[[str], None] | None = None,
+        name: str = "child",
+    ) -> ChildOutcome:
+        """Run a child process to its end, recording ``child_started`` and ``child_exited``.
+
+        Args:
+            argv: the command line.
+            on_line: called with each stdout line (stripped), e.g. ffmpeg ``-progress`` lines.
+            name: used for the stderr file name in the workdir.
+
+        Returns:
+            The outcome; a non-zero ``returncode`` is for the caller to judge.
+
+        Raises:
+            CancelRequested: a cancel arrived; the child is dead and its exit recorded.
+            JobLost: the job was taken over; the child is dead.
+        """
+        self.check_cancelled()
+        stderr_path = self.workdir / f"{name}.stderr"
+        child = children.start_child(argv, stderr_path=stderr_path, cwd=self.workdir)
+        with self._child_lock:
+            self._child = child
+        try:
+            self.append(
+                ev.JobChildStarted(
+                    pid=child.pid, argv=list(argv), host_id=children.host_id(), started_at_ticks=child.started_at_ticks
+                )
+            )
+        except (CancelRequested, JobLost) as exc:
+            child.terminate(self.kill_grace_s)
+            self._clear_child()
+            if isinstance(exc, CancelRequested):
+                self.append(ev.JobChildExited(pid=child.pid, exit_status=child.process.returncode))
+            raise
+        interrupted: BaseException | None = None
+        try:
+            assert child.process.stdout is not None
+            for line in child.process.stdout:
+                if self.cancel_event.is_set():
+                    break
+                if on_line is not None:
+                    on_line(line.strip())
+        except (CancelRequested, JobLost) as exc:
+            interrupted = exc
+        if self.cancel_event.is_set() or interrupted is not None:
+            returncode = child.terminate(self.kill_grace_s)
+        else:
+            returncode = child.process.wait()
+        self._clear_child()
+        if not isinstance(interrupted, JobLost):
+            self.append(ev.JobChildExited(pid=child.pid, exit_status=returncode))
+        if interrupted is not None:
+            raise interrupted
+        self.check_cancelled()
+        return ChildOutcome(returncode, stderr_path.read_text(errors="replace"))
+
+    def _clear_child(self) -> None:
+        with self._child_lock:
+            self._child = None
+
+    def request_cancel(self) -> None:
+        """Called by the worker's monitor when it sees ``job.cancel_requested``: mark the job
+        cancelled and SIGTERM the running child at once (SIGKILL follows after the grace)."""
+        self.cancel_event.set()
+        with self._child_lock:
+            child = self._child
+        if child is not None and child.process.poll() is None:
+            children.signal_group(child.pid, signal.SIGTERM)
+            timer = threading.Timer(self.kill_grace_s, self._kill_if_alive, args=(child,))
+            timer.daemon = True
+            timer.start()
+
+    @staticmethod
+    def _kill_if_alive(child: children.Child) -> None:
+        if child.process.poll() is None:
+            children.signal_group(child.pid, signal.SIGKILL)
+
+    def cleanup(self, storage_delete: Callable[[str], None] | None = None) -> None:
+        """Remove the workdir and, if given a delete function, every key in :attr:`written_keys`."""
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        if storage_delete is not None:
+            for key in self.written_keys:
+                storage_delete(key)
+            self.written_keys.clear()

@@ -1,0 +1,140 @@
+"""Job pipelines: what a worker does for each job type (ffmpeg runs as child processes).
+
+Ingest stages (each a ``job.stage_changed``; progress 0-100 within the stage where ffmpeg
+reports it):
+
+``fetching`` (copy the upload from storage to the job's temp folder) → ``probing``
+(ffmpeg reads the header) → ``measuring`` (loudnorm pass 1, EBU R128) → ``normalizing``
+(loudnorm pass 2, linear, encoding FLAC 48 kHz) → ``storing`` (upload to
+``assets/{assetId}/prepared.flac``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+from jobtape import errors
+from jobtape.config import Settings
+from jobtape.storage.base import Storage
+from jobtape.worker import media
+from jobtape.worker.context import JobContext
+
+__all__ = ["PIPELINES", "ingest"]
+
+
+def _probe(context: JobContext, path: Path, name: str) -> media.MediaInfo:
+    outcome = context.run_child([media.ffmpeg_executable(), "-hide_banner", "-nostdin", "-i", str(path)], name=name)
+    return media.parse_probe(outcome.stderr)
+
+
+def _ffmpeg_pass(context: JobContext, argv: list[str], duration_sec: float, name: str) -> str:
+    parser = media.ProgressParser(duration_sec)
+
+    def on_line(line: str) -> None:
+        percent = parser.feed(line)
+        if percent is not None:
+            context.progress(percent)
+
+    outcome = context.run_child(argv, on_line=on_line, name=name)
+    if outcome.returncode != 0:
+        raise errors.MediaError(
+            f"ffmpeg {name} failed with exit status {outcome.returncode}", media.stderr_tail(outcome.stderr)
+        )
+    return outcome.stderr
+
+
+def _loudness(measurement: media.LoudnormMeasurement, prefix: str) -> dict[str, float]:
+    values = {
+        "integratedLufs": getattr(measurement, f"{prefix}_i"),
+        "truePeakDb": getattr(measurement, f"{prefix}_tp"),
+        "lra": getattr(measurement, f"{prefix}_lra"),
+    }
+    return {key: round(value, 2) for key, value in values.items()}
+
+
+def fetch_input(context: JobContext, storage: Storage, key: str) -> Path:
+    """Stage ``fetching``: a local path of the blob under ``key`` (copied into the workdir if
+    the backend has no local path).
+
+    Raises:
+        errors.BlobNotFound: the upload is gone.
+    """
+    context.stage("fetching")
+    local = storage.local_path(key)
+    if local is not None and local.exists():
+        return local
+    target = context.workdir / ("input" + Path(key).suffix)
+    storage.get_to_file(key, target)
+    return target
+
+
+def normalize_to_asset(context: JobContext, storage: Storage, settings: Settings, source: Path) -> dict[str, Any]:
+    """Probe, two-pass loudness-normalise and store ``source`` as a new prepared asset.
+
+    Returns:
+        ``{assetId, preparedKey, durationSec, sampleRate, channels, inputLoudness,
+        outputLoudness, normalization}``; loudness values in LUFS / dBTP / LU.
+
+    Raises:
+        errors.MediaError: the input is not media, has no audio, or ffmpeg failed.
+    """
+    context.stage("probing")
+    info = _probe(context, source, "probe")
+    target = media.Target(integrated_lufs=settings.target_lufs, true_peak_db=settings.target_true_peak_db)
+
+    context.stage("measuring")
+    measured = media.parse_loudnorm_json(
+        _ffmpeg_pass(context, media.loudnorm_measure_argv(source, target), info.duration_sec, "measure")
+    )
+
+    context.stage("normalizing")
+    prepared = context.workdir / "prepared.flac"
+    applied = media.parse_loudnorm_json(
+        _ffmpeg_pass(context, media.loudnorm_apply_argv(source, prepared, target, measured), info.duration_sec, "normalize")
+    )
+    output = _probe(context, prepared, "probe-output")
+
+    context.stage("storing")
+    asset_id = uuid.uuid4().hex
+    key = f"assets/{asset_id}/prepared.flac"
+    context.written_keys.append(key)
+    storage.put_file(key, prepared)
+    return {
+        "assetId": asset_id,
+        "preparedKey": key,
+        "durationSec": round(output.duration_sec, 3),
+        "sampleRate": output.sample_rate,
+        "channels": output.channels,
+        "inputLoudness": _loudness(measured, "input"),
+        "outputLoudness": _loudness(applied, "output"),
+        "normalization": applied.normalization_type or "linear",
+        "targetLufs": settings.target_lufs,
+    }
+
+
+def ingest(context: JobContext, storage: Storage, settings: Settings) -> dict[str, Any]:
+    """The ingest pipeline for uploads: see the module docstring.
+
+    Job params (from the API): ``{"sourceType": "upload", "storageKey": ...,
+    "originalFilename": ...}``.
+
+    Raises:
+        errors.MediaError: bad media or an ffmpeg failure (the job fails, not retryable).
+    """
+    params = context.params
+    source_type = params.get("sourceType", "upload")
+    if source_type != "upload":
+        raise errors.MediaError(f"ingest source type {source_type!r} is not supported by this worker")
+    try:
+        source = fetch_input(context, storage, params["storageKey"])
+    except errors.BlobNotFound as exc:
+        raise errors.MediaError(f"the uploaded file is missing from storage: {exc.key}") from exc
+    result = normalize_to_asset(context, storage, settings, source)
+    result["source"] = {"type": "upload", "originalFilename": params.get("originalFilename")}
+    return result
+
+
+#: job type -> pipeline, used by :class:`jobtape.worker.runner.Worker`.
+PIPELINES = {"ingest": ingest}
