@@ -1,0 +1,202 @@
+"""Rebuilding the jobs projection from the log: exact by default, reports and repairs drift."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pytest
+
+from jobtape import errors
+from jobtape.eventlog import events as ev
+from jobtape.eventlog.sqlite import SQLiteBackend
+from jobtape.eventlog.store import EventStore, Statement
+from jobtape.projections import rebuild as rebuild_module
+from jobtape.projections.rebuild import RowDifference, rebuild
+from jobtape.projections.repository import JobRepository
+
+__all__: list[str] = []
+
+LEASE = dt.datetime(2026, 11, 23, 12, 5, 0, 123456, tzinfo=dt.timezone.utc)
+
+
+@pytest.fixture
+def repository(tmp_path: Any) -> Iterator[JobRepository]:
+    backend = SQLiteBackend(tmp_path / "jobtape.db")
+    backend.migrate()
+    repository = JobRepository(EventStore(backend))
+    yield repository
+    backend.close()
+
+
+def _run(repository: JobRepository, *events: ev.Event, job_id: str | None = None, key: str | None = None) -> str:
+    result = repository.create("ingest", {"sourceType": "upload", "storageKey": "u/a.wav"}, job_id=job_id, idempotency_key=key)
+    state = result.state
+    for event in events:
+        state = repository.append(state.job_id, [event], state, actor="worker-1").state
+    return state.job_id
+
+
+def _jobs_in_every_state(repository: JobRepository) -> dict[str, str]:
+    claimed = ev.JobClaimed(worker_id="worker-1", lease_expires_at=LEASE)
+    return {
+        "pending": _run(repository, key="k1"),
+        "processing": _run(repository, claimed, ev.JobStageChanged(stage="measuring"), ev.JobProgress(percent=40),
+                           ev.JobChildStarted(pid=41, argv=["/usr/bin/ffmpeg", "-i", "x"]), ev.JobHeartbeat(lease_expires_at=LEASE)),
+        "complete": _run(repository, claimed, ev.JobProgress(percent=90), ev.JobCompleted(result={"preparedKey": "p/a.flac"})),
+        "failed": _run(repository, claimed, ev.JobFailed(error="ffmpeg exited with 1")),
+        "cancelled": _run(repository, ev.JobCancelRequested(reason="user")),
+        "cancelling": _run(repository, claimed, ev.JobChildStarted(pid=7, argv=["ffmpeg"]), ev.JobCancelRequested()),
+    }
+
+
+def _tables(repository: JobRepository) -> set[str]:
+    return {row[0] for row in repository.store.backend.query("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def test_rebuild_of_an_exact_projection_finds_no_difference(repository: JobRepository) -> None:
+    _jobs_in_every_state(repository)
+    before = repository.store.backend.query("SELECT * FROM jobs ORDER BY job_id")
+    seen: list[tuple[int, int]] = []
+
+    report = rebuild(repository.store, apply_changes=False, progress=lambda done, total: seen.append((done, total)))
+
+    assert report.differences == []
+    assert (report.jobs_rebuilt, report.events_read, report.applied) == (6, 20, False)
+    assert seen[-1] == (20, 20)
+    assert repository.store.backend.query("SELECT * FROM jobs ORDER BY job_id") == before
+    assert "jobs_rebuild" not in _tables(repository)
+
+
+def test_verify_reports_a_tampered_column_and_apply_repairs_it(repository: JobRepository) -> None:
+    jobs = _jobs_in_every_state(repository)
+    backend = repository.store.backend
+    backend.execute_batch([Statement("UPDATE jobs SET progress = 77, stage = 'bogus' WHERE job_id = ?", (jobs["processing"],))])
+
+    report = rebuild(repository.store, apply_changes=False)
+
+    assert report.differences == [
+        RowDifference(jobs["processing"], "stage", "bogus", "measuring"),
+        RowDifference(jobs["processing"], "progress", 77, 40),
+    ]
+    assert backend.query("SELECT progress FROM jobs WHERE job_id = ?", [jobs["processing"]]) == [(77,)]
+
+    applied = rebuild(repository.store)
+
+    assert applied.applied and len(applied.differences) == 2
+    assert backend.query("SELECT progress, stage FROM jobs WHERE job_id = ?", [jobs["processing"]]) == [(40, "measuring")]
+    assert rebuild(repository.store, apply_changes=False).differences == []
+    assert "jobs_rebuild" not in _tables(repository)
+
+
+def test_a_row_missing_on_either_side_is_a_whole_row_difference(repository: JobRepository) -> None:
+    jobs = _jobs_in_every_state(repository)
+    backend = repository.store.backend
+    stray = dict(zip(("job_id", "status"), ("f" * 32, "pending"), strict=True))
+    backend.execute_batch([
+        Statement("DELETE FROM jobs WHERE job_id = ?", (jobs["failed"],)),
+        Statement("INSERT INTO jobs SELECT ?, job_type, owner, NULL, status, stage, progress, attempt, worker_id,"
+                  " lease_expires_at, result, error, cancel_requested, finished, created_at, updated_at,"
+                  " created_position, last_version, last_position, state FROM jobs WHERE job_id = ?",
+                  (stray["job_id"], jobs["pending"])),
+    ])
+
+    report = rebuild(repository.store, apply_changes=False)
+
+    assert [(d.job_id, d.column) for d in report.differences] == sorted([(jobs["failed"], "*"), (stray["job_id"], "*")])
+    by_job = {d.job_id: d for d in report.differences}
+    assert by_job[jobs["failed"]].live is None and by_job[jobs["failed"]].rebuilt["status"] == "failed"
+    assert by_job[stray["job_id"]].rebuilt is None and by_job[stray["job_id"]].live["status"] == "pending"
+
+    rebuild(repository.store)
+    assert {row[0] for row in backend.query("SELECT job_id FROM jobs")} == set(jobs.values())
+
+
+def test_rebuild_of_an_empty_log_is_empty(repository: JobRepository) -> None:
+    report = rebuild(repository.store)
+    assert (report.jobs_rebuilt, report.events_read, report.differences) == (0, 0, [])
+
+
+def _insert_raw(repository: JobRepository, job_id: str, version: int, type_: str, data: str) -> int:
+    rows = repository.store.backend.execute_batch([Statement(
+        "INSERT INTO events (job_id, version, type, data, actor, recorded_at)"
+        " VALUES (?, ?, ?, ?, 'test', '2026-11-23T12:00:00.000000Z') RETURNING position",
+        (job_id, version, type_, data),
+    )])
+    return int(rows[0][0][0])
+
+
+def test_a_stream_that_breaks_the_fold_is_an_error_naming_job_and_position(repository: JobRepository) -> None:
+    _jobs_in_every_state(repository)
+    position = _insert_raw(repository, "b" * 32, 1, "job.progress", '{"percent": 5}')
+    before = repository.store.backend.query("SELECT * FROM jobs ORDER BY job_id")
+
+    with pytest.raises(errors.IllegalTransition, match=rf"job {'b' * 32}: .*position {position}, version 1"):
+        rebuild(repository.store)
+
+    assert repository.store.backend.query("SELECT * FROM jobs ORDER BY job_id") == before
+    assert "jobs_rebuild" not in _tables(repository)
+
+
+def test_a_malformed_event_is_an_error_naming_position_and_job(repository: JobRepository) -> None:
+    job_id = _run(repository)
+    position = _insert_raw(repository, job_id, 2, "job.progress", '{"percent": "lots"}')
+
+    with pytest.raises(errors.MalformedEvent, match=rf"position {position} .*job {job_id}") as caught:
+        rebuild(repository.store, apply_changes=False)
+
+    assert caught.value.position == position
+    assert "jobs_rebuild" not in _tables(repository)
+
+
+def test_an_append_during_the_fold_is_folded_before_the_comparison(repository: JobRepository) -> None:
+    jobs = _jobs_in_every_state(repository)
+    pending = repository.get(jobs["pending"])
+    appended: list[str] = []
+
+    def append_once(done: int, total: int) -> None:
+        if not appended:
+            appended.append(repository.append(pending.job_id, [ev.JobClaimed(worker_id="w2")], pending, actor="w2").state.status)
+
+    report = rebuild(repository.store, progress=append_once)
+
+    assert appended == ["processing"]
+    assert (report.differences, report.events_read) == ([], 21)
+    assert repository.get(jobs["pending"]).status == "processing"
+
+
+class _AppendBeforeSwap(SQLiteBackend):
+    """Appends one event through ``repository`` just before the first swap batch runs."""
+
+    repository: JobRepository
+    job_id: str
+    fired = False
+
+    def execute_batch(self, statements: Sequence[Statement]) -> list[list[tuple[Any, ...]]]:
+        if not self.fired and any("_jobtape_rebuild_guard" in s.sql for s in statements):
+            self.fired = True
+            current = self.repository.get(self.job_id)
+            self.repository.append(current.job_id, [ev.JobClaimed(worker_id="w3")], current, actor="w3")
+        return super().execute_batch(statements)
+
+
+def test_an_append_between_comparison_and_swap_aborts_the_swap_and_is_caught_up(tmp_path: Any) -> None:
+    backend = _AppendBeforeSwap(tmp_path / "jobtape.db")
+    backend.migrate()
+    repository = JobRepository(EventStore(backend))
+    backend.repository = repository
+    backend.job_id = _run(repository)
+    try:
+        report = rebuild(repository.store)
+        assert backend.fired and report.events_read == 2
+        assert repository.get(backend.job_id).status == "processing"
+        assert rebuild(repository.store, apply_changes=False).differences == []
+    finally:
+        backend.close()
+
+
+def test_scratch_table_left_by_a_crashed_run_is_replaced(repository: JobRepository) -> None:
+    _run(repository)
+    repository.store.backend.execute_batch([Statement(f"CREATE TABLE {rebuild_module.REBUILD_TABLE} (x)")])
+    assert rebuild(repository.store).jobs_rebuilt == 1
