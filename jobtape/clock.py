@@ -6,10 +6,23 @@ import datetime as dt
 
 __all__ = ["format_timestamp", "parse_timestamp", "utcnow"]
 
+# Kept inside a tuple so freezegun, which swaps module attributes that ARE the datetime
+# class, leaves it alone: msgspec encodes only real datetimes, not freezegun's subclass.
+_REAL_DATETIME = (dt.datetime,)
+
+
+def _real(value: dt.datetime) -> dt.datetime:
+    if type(value) is _REAL_DATETIME[0]:
+        return value
+    return _REAL_DATETIME[0](
+        value.year, value.month, value.day, value.hour, value.minute, value.second, value.microsecond,
+        tzinfo=value.tzinfo,
+    )
+
 
 def utcnow() -> dt.datetime:
     """Return the current UTC time as an aware datetime with microsecond precision."""
-    return dt.datetime.now(dt.timezone.utc)
+    return _real(dt.datetime.now(dt.timezone.utc))
 
 
 def format_timestamp(value: dt.datetime) -> str:
@@ -31,4 +44,4 @@ def parse_timestamp(text: str) -> dt.datetime:
     value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.timezone.utc)
-    return value.astimezone(dt.timezone.utc)
+    return _real(value.astimezone(dt.timezone.utc))

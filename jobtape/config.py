@@ -29,6 +29,9 @@ class Settings:
         max_upload_bytes: largest accepted upload, in bytes; default 500 MB.
         target_lufs: integrated loudness of prepared assets, LUFS; default -16.0.
         target_true_peak_db: true-peak ceiling of prepared assets, dBTP; default -1.5.
+        ffmpeg_readrate: if set, ffmpeg reads its input at most this many times real time
+            (``-readrate``), so a worker sharing a host does not take every core; ``None``
+            (the default) reads as fast as it can. Env ``JOBTAPE_FFMPEG_READRATE``.
     """
 
     data_dir: Path = Path("var")
@@ -38,6 +41,7 @@ class Settings:
     max_upload_bytes: int = 500 * 1000 * 1000
     target_lufs: float = -16.0
     target_true_peak_db: float = -1.5
+    ffmpeg_readrate: float | None = None
 
     @property
     def database_path(self) -> Path:
@@ -63,6 +67,7 @@ class Settings:
             ("poll_interval_s", "JOBTAPE_POLL_INTERVAL", float),
             ("concurrency", "JOBTAPE_CONCURRENCY", int),
             ("max_upload_bytes", "JOBTAPE_MAX_UPLOAD_BYTES", int),
+            ("ffmpeg_readrate", "JOBTAPE_FFMPEG_READRATE", float),
         ):
             if var in env:
                 try:

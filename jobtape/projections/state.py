@@ -176,6 +176,8 @@ def _transition(state: JobState, event: ev.Event) -> dict[str, Any]:  # noqa: C9
             return {"status": "cancelled", "cancel_requested": True, "stage": "cancelling"}
         case ev.JobChildStarted(pid=pid):
             _require_running(state, event)
+            if pid in state.running_children:
+                raise _refuse(state, event, f"a child with pid {pid} is running already")
             return {"running_children": (*state.running_children, pid)}
         case ev.JobChildExited(pid=pid):
             _require_running(state, event, allow_cancelling=True)

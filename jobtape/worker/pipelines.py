@@ -29,6 +29,13 @@ def _probe(context: JobContext, path: Path, name: str) -> media.MediaInfo:
     return media.parse_probe(outcome.stderr)
 
 
+def _readrate(argv: list[str], settings: Settings) -> list[str]:
+    if settings.ffmpeg_readrate is None:
+        return argv
+    at = argv.index("-i")
+    return [*argv[:at], "-readrate", f"{settings.ffmpeg_readrate:g}", *argv[at:]]
+
+
 def _ffmpeg_pass(context: JobContext, argv: list[str], duration_sec: float, name: str) -> str:
     parser = media.ProgressParser(duration_sec)
 
@@ -86,13 +93,13 @@ def normalize_to_asset(context: JobContext, storage: Storage, settings: Settings
 
     context.stage("measuring")
     measured = media.parse_loudnorm_json(
-        _ffmpeg_pass(context, media.loudnorm_measure_argv(source, target), info.duration_sec, "measure")
+        _ffmpeg_pass(context, _readrate(media.loudnorm_measure_argv(source, target), settings), info.duration_sec, "measure")
     )
 
     context.stage("normalizing")
     prepared = context.workdir / "prepared.flac"
     applied = media.parse_loudnorm_json(
-        _ffmpeg_pass(context, media.loudnorm_apply_argv(source, prepared, target, measured), info.duration_sec, "normalize")
+        _ffmpeg_pass(context, _readrate(media.loudnorm_apply_argv(source, prepared, target, measured), settings), info.duration_sec, "normalize")
     )
     output = _probe(context, prepared, "probe-output")
 

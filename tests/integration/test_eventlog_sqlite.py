@@ -1,0 +1,147 @@
+"""The event store and the jobs projection on a real SQLite file."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+from freezegun import freeze_time
+
+from jobtape import errors
+from jobtape.eventlog import events as ev
+from jobtape.eventlog.store import EventStore, Statement
+from jobtape.projections.repository import JobRepository
+
+
+def count(store: EventStore, sql: str = "SELECT COUNT(*) FROM events") -> int:
+    return int(store.backend.query(sql)[0][0])
+
+
+@freeze_time("2026-11-23 12:00:00.123456")
+def test_append_records_versions_positions_actor_and_time(repository: JobRepository) -> None:
+    first = repository.create("ingest", {"storageKey": "k"}, actor="api")
+    second = repository.create("preview", {})
+    recorded = repository.append(first.state.job_id, [ev.JobClaimed(worker_id="w1")], first.state, actor="w1").recorded
+    assert [r.version for r in first.recorded] == [1]
+    assert recorded[0].version == 2
+    assert recorded[0].position > second.recorded[0].position > first.recorded[0].position
+    stream = repository.store.read_stream(first.state.job_id)
+    assert [(r.version, r.type, r.actor) for r in stream] == [(1, "job.created", "api"), (2, "job.claimed", "w1")]
+    assert stream[0].recorded_at == dt.datetime(2026, 11, 23, 12, 0, 0, 123456, tzinfo=dt.timezone.utc)
+    assert [r.position for r in repository.store.read_all(1)] == sorted(r.position for r in repository.store.read_all(1))
+    assert len(repository.store.read_all(second.recorded[0].position)) == 2
+    assert repository.store.head_position() == recorded[0].position
+
+
+def test_stale_expected_version_raises_concurrency_error_and_writes_nothing(repository: JobRepository) -> None:
+    created = repository.create("ingest", {})
+    repository.append(created.state.job_id, [ev.JobClaimed(worker_id="w1")], created.state, actor="w1")
+    before = count(repository.store)
+    with pytest.raises(errors.ConcurrencyError) as info:
+        repository.append(created.state.job_id, [ev.JobClaimed(worker_id="w2")], created.state, actor="w2")
+    assert info.value.expected_version == 1
+    assert count(repository.store) == before
+    assert repository.load(created.state.job_id).worker_id == "w1"  # type: ignore[union-attr]
+
+
+def test_gap_in_versions_is_refused_by_the_database(store: EventStore) -> None:
+    store.append("j1", [ev.JobCreated(job_type="ingest")], 0, actor="api")
+    with pytest.raises(errors.ConcurrencyError):
+        store.append("j1", [ev.JobHeartbeat()], 5, actor="w")  # would write version 6 after 1
+    with pytest.raises(errors.ConcurrencyError):
+        store.append("j1", [ev.JobCreated(job_type="ingest")], 0, actor="api")  # version 1 again
+
+
+def test_events_are_append_only(store: EventStore) -> None:
+    store.append("j1", [ev.JobCreated(job_type="ingest")], 0, actor="api")
+    conn = sqlite3.connect(Path(store.backend.path))  # type: ignore[attr-defined]
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute("UPDATE events SET actor = 'mallory'")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute("DELETE FROM events")
+    conn.close()
+    assert store.read_stream("j1")[0].actor == "api"
+
+
+def test_projection_row_is_written_in_the_same_batch(repository: JobRepository) -> None:
+    created = repository.create("ingest", {})
+    job_id = created.state.job_id
+    # A batch that fails after the event insert leaves neither the event nor the row change.
+    with pytest.raises(Exception):
+        repository.store.append(
+            job_id, [ev.JobClaimed(worker_id="w")], 1, actor="w",
+            extra=[Statement("INSERT INTO jobs (job_id) VALUES (?)", (job_id,))],
+        )
+    assert count(repository.store) == 1
+    assert repository.load(job_id).status == "pending"  # type: ignore[union-attr]
+    row = repository.store.backend.query("SELECT status, last_version, last_position, created_position FROM jobs")
+    assert row == [("pending", 1, created.recorded[0].position, created.recorded[0].position)]
+
+
+def test_illegal_transition_is_refused_before_writing(repository: JobRepository) -> None:
+    created = repository.create("ingest", {})
+    done = repository.append(created.state.job_id, [ev.JobClaimed(worker_id="w")], created.state, actor="w")
+    done = repository.append(created.state.job_id, [ev.JobCompleted(result={})], done.state, actor="w")
+    before = count(repository.store)
+    with pytest.raises(errors.IllegalTransition):
+        repository.append(created.state.job_id, [ev.JobProgress(percent=3)], done.state, actor="w")
+    assert count(repository.store) == before
+
+
+def test_queue_position_counts_pending_jobs_created_before(repository: JobRepository) -> None:
+    jobs = [repository.create("ingest", {}).state for _ in range(4)]
+    assert [repository.queue_position(j.job_id) for j in jobs] == [1, 2, 3, 4]
+    repository.append(jobs[0].job_id, [ev.JobClaimed(worker_id="w")], jobs[0], actor="w")
+    repository.append(jobs[2].job_id, [ev.JobCancelRequested()], jobs[2], actor="api")
+    assert [repository.queue_position(j.job_id) for j in jobs] == [None, 1, None, 2]
+    plan = " ".join(str(r) for r in repository.store.backend.query(
+        "EXPLAIN QUERY PLAN SELECT COUNT(*) FROM jobs WHERE status = 'pending' AND created_position < 5"))
+    assert "jobs_status_created" in plan
+
+
+def test_idempotency_key_is_unique_per_owner(repository: JobRepository) -> None:
+    repository.create("ingest", {}, owner="alice", idempotency_key="k1")
+    repository.create("ingest", {}, owner="bob", idempotency_key="k1")
+    with pytest.raises(errors.DuplicateIdempotencyKey):
+        repository.create("ingest", {}, owner="alice", idempotency_key="k1")
+    assert count(repository.store) == 2
+
+
+def test_malformed_stored_event_names_its_position(store: EventStore) -> None:
+    store.backend.execute_batch([Statement(
+        "INSERT INTO events (job_id, version, type, data, actor, recorded_at) VALUES ('j', 1, 'job.progress', '{\"percent\": []}', 'x', '2026-01-01T00:00:00.000000Z')")])
+    with pytest.raises(errors.MalformedEvent, match="position 1"):
+        store.read_stream("j")
+    with pytest.raises(errors.MalformedEvent, match="position 1"):
+        store.read_all()
+
+
+def test_concurrent_appenders_never_both_win(tmp_path: Path) -> None:
+    from jobtape.eventlog.sqlite import SQLiteBackend
+
+    backend = SQLiteBackend(tmp_path / "race.db")
+    backend.migrate()
+    repository = JobRepository(EventStore(backend))
+    created = repository.create("ingest", {})
+    wins: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def claim(name: str) -> None:
+        barrier.wait()
+        try:
+            repository.append(created.state.job_id, [ev.JobClaimed(worker_id=name)], created.state, actor=name)
+            wins.append(name)
+        except errors.ConcurrencyError:
+            pass
+
+    threads = [threading.Thread(target=claim, args=(f"w{i}",)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(wins) == 1
+    assert [r.type for r in repository.store.read_stream(created.state.job_id)] == ["job.created", "job.claimed"]
+    backend.close()

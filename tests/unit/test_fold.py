@@ -1,0 +1,173 @@
+"""The fold against the state rules: examples, then a hypothesis state machine."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from jobtape import errors
+from jobtape.eventlog import events as ev
+from jobtape.projections import state as job_state
+
+T0 = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.timezone.utc)
+
+
+def run(*events: ev.Event) -> job_state.JobState:
+    state = None
+    for version, event in enumerate(events, start=1):
+        state = job_state.apply(state, event, job_id="j", version=version, recorded_at=T0 + dt.timedelta(seconds=version))
+    assert state is not None
+    return state
+
+
+CREATED = ev.JobCreated(job_type="ingest")
+CLAIMED = ev.JobClaimed(worker_id="w1")
+
+
+def test_happy_path() -> None:
+    state = run(CREATED, CLAIMED, ev.JobStageChanged(stage="measuring"), ev.JobProgress(percent=40),
+                ev.JobChildStarted(pid=5, argv=["ffmpeg"]), ev.JobChildExited(pid=5, exit_status=0),
+                ev.JobCompleted(result={"assetId": "a"}))
+    assert (state.status, state.finished, state.progress, state.result) == ("complete", True, 100, {"assetId": "a"})
+    assert state.created_at == T0 + dt.timedelta(seconds=1)
+    assert state.updated_at == T0 + dt.timedelta(seconds=7)
+    assert state.version == 7
+
+
+def test_cancel_of_pending_job_ends_it_at_once() -> None:
+    state = run(CREATED, ev.JobCancelRequested())
+    assert (state.status, state.finished, state.stage) == ("cancelled", True, None)
+
+
+def test_cancel_of_running_job_shows_cancelling_until_confirmed() -> None:
+    state = run(CREATED, CLAIMED, ev.JobChildStarted(pid=5, argv=["ffmpeg"]), ev.JobCancelRequested())
+    assert (state.status, state.stage, state.finished) == ("cancelled", "cancelling", False)
+    with pytest.raises(errors.IllegalTransition, match="have not exited"):
+        run(CREATED, CLAIMED, ev.JobChildStarted(pid=5, argv=["ffmpeg"]), ev.JobCancelRequested(), ev.JobCancelled())
+    state = run(CREATED, CLAIMED, ev.JobChildStarted(pid=5, argv=["ffmpeg"]), ev.JobCancelRequested(),
+                ev.JobChildExited(pid=5, exit_status=-15), ev.JobCancelled())
+    assert (state.status, state.stage, state.finished) == ("cancelled", None, True)
+
+
+@pytest.mark.parametrize(
+    ("events", "reason"),
+    [
+        ((CREATED, CLAIMED, ev.JobCompleted(), ev.JobProgress(percent=5)), "terminal"),
+        ((CREATED, CLAIMED, ev.JobClaimed(worker_id="w2")), "only a pending job"),
+        ((CREATED, CLAIMED, ev.JobCancelRequested(), ev.JobCompleted()), "cancellation was requested"),
+        ((CREATED, ev.JobProgress(percent=5)), "not been claimed"),
+        ((ev.JobProgress(percent=5),), "does not exist"),
+        ((CREATED, CREATED), "exists already"),
+        ((CREATED, CLAIMED, ev.JobProgress(percent=101)), "outside 0-100"),
+        ((CREATED, CLAIMED, ev.JobCancelled()), "no cancellation"),
+        ((CREATED, CLAIMED, ev.JobChildExited(pid=9)), "no running child"),
+        ((CREATED, ev.JobCancelRequested(), ev.JobCancelRequested()), "terminal"),
+    ],
+)
+def test_illegal_transitions_are_refused(events: tuple[ev.Event, ...], reason: str) -> None:
+    with pytest.raises(errors.IllegalTransition, match=reason):
+        run(*events)
+
+
+def test_version_must_follow() -> None:
+    state = run(CREATED)
+    with pytest.raises(errors.IllegalTransition, match="does not follow"):
+        job_state.apply(state, CLAIMED, job_id="j", version=3, recorded_at=T0)
+
+
+EVENTS = st.one_of(
+    st.just(ev.JobCreated(job_type="ingest")),
+    st.builds(ev.JobClaimed, worker_id=st.sampled_from(["w1", "w2"]), attempt=st.integers(1, 3)),
+    st.builds(ev.JobStageChanged, stage=st.sampled_from(["measuring", "normalizing"])),
+    st.builds(ev.JobProgress, percent=st.integers(-5, 105)),
+    st.builds(ev.JobHeartbeat),
+    st.builds(ev.JobCancelRequested),
+    st.builds(ev.JobChildStarted, pid=st.integers(1, 3), argv=st.just(["ffmpeg"])),
+    st.builds(ev.JobChildExited, pid=st.integers(1, 3), exit_status=st.integers(-15, 1)),
+    st.builds(ev.JobCancelled),
+    st.builds(ev.JobCompleted),
+    st.builds(ev.JobFailed, error=st.just("boom")),
+)
+
+
+class FoldMachine(RuleBasedStateMachine):
+    """Feeds random events to the fold; a simple model of the rules checks every answer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.state: job_state.JobState | None = None
+        self.accepted: list[ev.Event] = []
+        self.children: list[int] = []
+
+    def expected_legal(self, event: ev.Event) -> bool:  # noqa: C901 - the rules, one line each
+        s = self.state
+        if s is None:
+            return isinstance(event, ev.JobCreated)
+        if s.finished or isinstance(event, ev.JobCreated):
+            return False
+        cancelling = s.cancel_requested
+        running = s.status != "pending"
+        match event:
+            case ev.JobClaimed():
+                return s.status == "pending"
+            case ev.JobStageChanged():
+                return running and not cancelling
+            case ev.JobChildStarted(pid=pid):
+                return running and not cancelling and pid not in self.children
+            case ev.JobProgress(percent=p):
+                return running and not cancelling and 0 <= p <= 100
+            case ev.JobHeartbeat():
+                return running
+            case ev.JobChildExited(pid=pid):
+                return running and pid in self.children
+            case ev.JobCancelRequested():
+                return not cancelling
+            case ev.JobCancelled():
+                return cancelling and not self.children
+            case ev.JobCompleted() | ev.JobFailed():
+                return running and not cancelling and not self.children
+        return False
+
+    @rule(event=EVENTS)
+    def append(self, event: ev.Event) -> None:
+        legal = self.expected_legal(event)
+        try:
+            new = job_state.apply(self.state, event, job_id="j", version=len(self.accepted) + 1, recorded_at=T0)
+        except errors.IllegalTransition:
+            assert not legal, f"refused a legal {event!r} in {self.state!r}"
+            return
+        assert legal, f"accepted an illegal {event!r} in {self.state!r}"
+        self.state = new
+        self.accepted.append(event)
+        if isinstance(event, ev.JobChildStarted):
+            self.children.append(event.pid)
+        if isinstance(event, ev.JobChildExited):
+            self.children.remove(event.pid)
+
+    @invariant()
+    def rules_hold(self) -> None:
+        s = self.state
+        if s is None:
+            return
+        assert s.version == len(self.accepted)
+        assert sorted(s.running_children) == sorted(self.children)
+        assert 0 <= s.progress <= 100
+        if s.finished:
+            assert s.status in job_state.TERMINAL_STATUSES
+        if s.status == "complete":
+            assert any(isinstance(e, ev.JobCompleted) for e in self.accepted)
+            assert not any(isinstance(e, ev.JobCancelRequested) for e in self.accepted)
+        if s.status == "cancelled":
+            assert s.cancel_requested
+            assert s.finished == (any(isinstance(e, ev.JobCancelled) for e in self.accepted)
+                                  or not any(isinstance(e, ev.JobClaimed) for e in self.accepted))
+        if s.status == "processing":
+            assert s.worker_id is not None and s.attempt >= 1
+        terminal_events = [e for e in self.accepted if isinstance(e, (ev.JobCompleted, ev.JobFailed, ev.JobCancelled))]
+        assert len(terminal_events) <= 1
+
+
+TestFoldMachine = FoldMachine.TestCase
