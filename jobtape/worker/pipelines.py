@@ -11,6 +11,7 @@ reports it):
 
 from __future__ import annotations
 
+import math
 import uuid
 from pathlib import Path
 from typing import Any
@@ -52,13 +53,14 @@ def _ffmpeg_pass(context: JobContext, argv: list[str], duration_sec: float, name
     return outcome.stderr
 
 
-def _loudness(measurement: media.LoudnormMeasurement, prefix: str) -> dict[str, float]:
+def _loudness(measurement: media.LoudnormMeasurement, prefix: str) -> dict[str, float | None]:
     values = {
         "integratedLufs": getattr(measurement, f"{prefix}_i"),
         "truePeakDb": getattr(measurement, f"{prefix}_tp"),
         "lra": getattr(measurement, f"{prefix}_lra"),
     }
-    return {key: round(value, 2) for key, value in values.items()}
+    # Silence measures as -inf, which JSON cannot carry: report it as null.
+    return {key: (round(value, 2) if math.isfinite(value) else None) for key, value in values.items()}
 
 
 def fetch_input(context: JobContext, storage: Storage, key: str) -> Path:
@@ -98,9 +100,11 @@ def normalize_to_asset(context: JobContext, storage: Storage, settings: Settings
 
     context.stage("normalizing")
     prepared = context.workdir / "prepared.flac"
-    applied = media.parse_loudnorm_json(
-        _ffmpeg_pass(context, _readrate(media.loudnorm_apply_argv(source, prepared, target, measured), settings), info.duration_sec, "normalize")
+    applied_stderr = _ffmpeg_pass(
+        context, _readrate(media.loudnorm_apply_argv(source, prepared, target, measured), settings), info.duration_sec, "normalize"
     )
+    # Digital silence has no loudness to normalise: the pass only resamples and prints no JSON.
+    applied = None if measured.silent else media.parse_loudnorm_json(applied_stderr)
     output = _probe(context, prepared, "probe-output")
 
     context.stage("storing")
@@ -115,8 +119,8 @@ def normalize_to_asset(context: JobContext, storage: Storage, settings: Settings
         "sampleRate": output.sample_rate,
         "channels": output.channels,
         "inputLoudness": _loudness(measured, "input"),
-        "outputLoudness": _loudness(applied, "output"),
-        "normalization": applied.normalization_type or "linear",
+        "outputLoudness": _loudness(applied, "output") if applied else None,
+        "normalization": (applied.normalization_type or "linear") if applied else "none (silent input)",
         "targetLufs": settings.target_lufs,
     }
 

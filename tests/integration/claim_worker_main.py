@@ -1,0 +1,34 @@
+"""A worker process for the claim-exclusivity test: a no-media pipeline, run until idle.
+
+Usage: python claim_worker_main.py DB_PATH NAME
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from jobtape.config import Settings
+from jobtape.eventlog.sqlite import SQLiteBackend
+from jobtape.eventlog.store import EventStore
+from jobtape.projections.repository import JobRepository
+from jobtape.storage import MemoryStorage
+from jobtape.worker.runner import Worker
+
+
+def main() -> None:
+    db_path, name = sys.argv[1], sys.argv[2]
+    backend = SQLiteBackend(Path(db_path))
+    repository = JobRepository(EventStore(backend))
+    settings = Settings(data_dir=Path(db_path).parent, concurrency=2, poll_interval_s=0.01)
+    worker = Worker(
+        repository, MemoryStorage(), settings,
+        pipelines={"ingest": lambda context, storage, settings: {"by": context.worker_id}},
+        worker_id=name,
+    )
+    worker.run(until_idle=True)
+    print(len(worker.finished))
+
+
+if __name__ == "__main__":
+    main()
