@@ -1,0 +1,94 @@
+"""The Litestar application: routes, injected backends, error handlers, OpenAPI at ``/schema``.
+
+Routes::
+
+    GET  /health                            liveness
+    POST /api/audio/ingest                  multipart upload -> 202 pending ingest job
+    GET  /api/audio/jobs/{jobId}            poll
+    POST /api/audio/jobs/{jobId}/cancel     request cancellation
+    GET  /api/audio/jobs/{jobId}/events     the job's event stream
+    GET  /schema/openapi.json               the OpenAPI document
+
+The application holds no global state: the repository, storage and settings passed to
+:func:`create_app` are injected into the handlers as ``repository``, ``storage`` and
+``settings``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from litestar import Litestar, get
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+
+from jobtape import __version__
+from jobtape.config import Settings
+from jobtape.http import errors as http_errors
+from jobtape.http import ingest, jobs, schemas
+from jobtape.projections.repository import JobRepository
+from jobtape.storage import Storage
+
+__all__ = ["create_app", "health"]
+
+LifespanHook = Callable[[], Any]
+
+
+@get("/health", sync_to_thread=False, summary="Liveness", tags=["health"])
+def health() -> schemas.Health:
+    """Answer ``{"status": "ok"}`` while the process serves requests."""
+    return schemas.Health()
+
+
+def _provide(value: object) -> Provide:
+    def dependency() -> Any:
+        return value
+
+    return Provide(dependency, use_cache=True, sync_to_thread=False)
+
+
+def create_app(
+    repository: JobRepository,
+    storage: Storage,
+    settings: Settings,
+    *,
+    on_startup: Sequence[LifespanHook] = (),
+    on_shutdown: Sequence[LifespanHook] = (),
+    debug: bool = False,
+) -> Litestar:
+    """Build the HTTP API.
+
+    Args:
+        repository: the job repository every route reads and appends through.
+        storage: where uploads are stored (keys ``ingest-uploads/<jobId>/original.<ext>``).
+        settings: limits (``max_upload_bytes``) and ``data_dir`` (upload temp files go to
+            ``data_dir/upload-tmp``).
+        on_startup: callables (sync or async, no arguments) run when the server starts,
+            e.g. starting an embedded worker.
+        on_shutdown: callables run when the server stops.
+        debug: Litestar debug mode (tracebacks in the log for every error).
+
+    Returns:
+        The ASGI application.
+    """
+    return Litestar(
+        route_handlers=[health, ingest.ingest_upload, jobs.get_job, jobs.cancel_job, jobs.list_job_events],
+        dependencies={
+            "repository": _provide(repository),
+            "storage": _provide(storage),
+            "settings": _provide(settings),
+        },
+        exception_handlers=http_errors.exception_handlers(),  # type: ignore[arg-type]
+        openapi_config=OpenAPIConfig(
+            title="jobtape",
+            version=__version__,
+            description="Long audio jobs (ingest, edit preview, save) recorded in an append-only event log. "
+            'Every error body is {"error": "..."}.',
+            path="/schema",
+        ),
+        request_max_body_size=settings.max_upload_bytes + ingest.FORM_OVERHEAD_BYTES,
+        on_startup=list(on_startup),
+        on_shutdown=list(on_shutdown),
+        debug=debug,
+    )

@@ -1,0 +1,272 @@
+"""The ingest route: stream an uploaded file to storage, then create an ``ingest`` job.
+
+No media work happens in the request: the route stores the bytes as they arrive and
+appends ``job.created``; a worker does the rest. Order matters for the worker: the blob
+exists before the job that names it. Any failure after the blob was stored deletes it, so
+a rejected request leaves neither an event nor a blob behind.
+
+URL and YouTube sources (a JSON body) arrive in a later version; such requests get 415.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+import anyio.to_thread
+from litestar import Request, Response, post
+from litestar.di import NamedDependency
+from litestar.exceptions import ClientException, HTTPException
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import (
+    OpenAPIMediaType,
+    OpenAPIType,
+    Operation,
+    RequestBody,
+    Schema,
+)
+from litestar.params import HeaderParameter
+
+from jobtape import errors
+from jobtape.config import Settings
+from jobtape.http import schemas, upload
+from jobtape.projections.repository import JobRepository, new_job_id
+from jobtape.storage import Storage
+
+__all__ = ["FORM_OVERHEAD_BYTES", "JSON_NOT_SUPPORTED", "extension_for", "ingest_upload", "upload_key"]
+
+logger = logging.getLogger(__name__)
+
+#: Room for multipart boundaries and part headers on top of ``max_upload_bytes``, in bytes.
+FORM_OVERHEAD_BYTES = 64 * 1024
+#: The 415 message for a JSON body.
+JSON_NOT_SUPPORTED = (
+    "JSON ingest (sourceType url/youtube) is not supported yet; send multipart/form-data with a 'file' field"
+)
+#: Folder (under ``Settings.data_dir``) holding uploads while they arrive.
+UPLOAD_TEMP_DIR = "upload-tmp"
+
+_EXTENSIONS = {
+    "audio/mpeg": "mp3",
+    "audio/mp3": "mp3",
+    "audio/wav": "wav",
+    "audio/wave": "wav",
+    "audio/x-wav": "wav",
+    "audio/vnd.wave": "wav",
+    "audio/ogg": "ogg",
+    "audio/opus": "opus",
+    "audio/flac": "flac",
+    "audio/x-flac": "flac",
+    "audio/mp4": "m4a",
+    "audio/x-m4a": "m4a",
+    "audio/aac": "aac",
+    "audio/webm": "webm",
+    "video/mp4": "mp4",
+    "video/webm": "webm",
+    "video/quicktime": "mov",
+    "video/x-matroska": "mkv",
+    "video/ogg": "ogv",
+}
+_ALNUM_SUFFIX = re.compile(r"[a-z0-9]{1,16}")
+
+
+def extension_for(filename: str | None, content_type: str) -> str:
+    """Pick the stored file's extension.
+
+    Args:
+        filename: the client's file name, or ``None``.
+        content_type: the part's media type, lowercase without parameters.
+
+    Returns:
+        The file name's suffix lowercased if it is 1-16 ASCII letters/digits
+        (``"Talk.MP3"`` -> ``"mp3"``); else one known for the content type
+        (``audio/mpeg`` -> ``"mp3"``, or the subtype itself if alphanumeric); else ``"bin"``.
+    """
+    if filename and "." in filename.strip("."):
+        suffix = filename.rsplit(".", 1)[1].lower()
+        if _ALNUM_SUFFIX.fullmatch(suffix):
+            return suffix
+    known = _EXTENSIONS.get(content_type)
+    if known:
+        return known
+    subtype = content_type.partition("/")[2]
+    if content_type.startswith(("audio/", "video/")) and _ALNUM_SUFFIX.fullmatch(subtype):
+        return subtype
+    return "bin"
+
+
+def upload_key(job_id: str, extension: str) -> str:
+    """The storage key of an uploaded original: ``ingest-uploads/<job_id>/original.<extension>``."""
+    return f"ingest-uploads/{job_id}/original.{extension}"
+
+
+_UPLOAD_BODY = RequestBody(
+    required=True,
+    description=f"A form with one 'file' field ({upload.ACCEPTED_TYPES_TEXT}).",
+    content={
+        "multipart/form-data": OpenAPIMediaType(
+            schema=Schema(
+                type=OpenAPIType.OBJECT,
+                required=["file"],
+                properties={"file": Schema(type=OpenAPIType.STRING, format="binary")},  # type: ignore[arg-type]
+            )
+        )
+    },
+)
+
+
+@dataclasses.dataclass
+class _IngestOperation(Operation):
+    """Documents the multipart body the handler reads itself (Litestar would otherwise buffer it)."""
+
+    def __post_init__(self) -> None:
+        self.request_body = _UPLOAD_BODY
+
+
+def _error(description: str) -> ResponseSpec:
+    return ResponseSpec(schemas.ErrorBody, description=description)
+
+
+@post(
+    "/api/audio/ingest",
+    status_code=202,
+    operation_class=_IngestOperation,
+    summary="Upload audio or video to ingest",
+    description="Stores the file and creates a pending 'ingest' job; processing happens in a worker. "
+    "Repeating an Idempotency-Key for the same X-Client-Id answers 200 with the job created before.",
+    responses={
+        200: ResponseSpec(schemas.IngestResponse, description="Idempotent replay: the job this key created"),
+        400: _error("Malformed form, or no 'file' field"),
+        409: _error("Idempotency-Key conflict"),
+        413: _error("The file is larger than the upload limit"),
+        415: _error("Not multipart/form-data, or the file is not audio/video"),
+        422: _error("The file is empty"),
+    },
+    tags=["ingest"],
+)
+async def ingest_upload(
+    request: Request[Any, Any, Any],
+    repository: NamedDependency[JobRepository],
+    storage: NamedDependency[Storage],
+    settings: NamedDependency[Settings],
+    client_id: Annotated[
+        str | None, HeaderParameter(name="X-Client-Id", required=False, max_length=200, description="Job owner")
+    ] = None,
+    idempotency_key: Annotated[
+        str | None,
+        HeaderParameter(name="Idempotency-Key", required=False, max_length=255, description="Unique per X-Client-Id"),
+    ] = None,
+) -> Response[schemas.IngestResponse]:
+    """Stream the upload into storage and create the ``ingest`` job.
+
+    Raises:
+        HTTPException: 400/413/415/422 for bad input (see :mod:`jobtape.http.upload`).
+        errors.JobtapeError: storage or event-log failures, mapped by :mod:`jobtape.http.errors`.
+    """
+    boundary = _multipart_boundary(request)
+    limit = settings.max_upload_bytes
+    if request.content_length is not None and request.content_length > limit + FORM_OVERHEAD_BYTES:
+        raise HTTPException(status_code=413, detail=f"the upload is larger than the limit of {limit} bytes")
+    owner = (client_id or "").strip() or "anonymous"
+    key_text = (idempotency_key or "").strip() or None
+    job_id = new_job_id()
+    spooled, key, size = await _receive_and_store(request, boundary, job_id, storage, settings)
+    params: dict[str, object] = {
+        "sourceType": "upload",
+        "storageKey": key,
+        "originalFilename": spooled.filename,
+        "contentType": spooled.content_type,
+        "sizeBytes": size,
+    }
+    create = functools.partial(
+        repository.create, "ingest", params, owner=owner, idempotency_key=key_text, actor="api", job_id=job_id
+    )
+    try:
+        created = await anyio.to_thread.run_sync(create)
+    except errors.DuplicateIdempotencyKey:
+        await _delete_quietly(storage, key)
+        existing = await anyio.to_thread.run_sync(_find_by_idempotency_key, repository, owner, key_text)
+        if existing is None:
+            raise
+        accepted = schemas.IngestAccepted(job_id=existing[0], status=existing[1])
+        return Response(schemas.IngestResponse(data=accepted), status_code=200)
+    except BaseException:
+        await _delete_quietly(storage, key)
+        raise
+    accepted = schemas.IngestAccepted(job_id=created.state.job_id, status=created.state.status)
+    return Response(schemas.IngestResponse(data=accepted), status_code=202)
+
+
+async def _receive_and_store(
+    request: Request[Any, Any, Any], boundary: str, job_id: str, storage: Storage, settings: Settings
+) -> tuple[upload.SpooledUpload, str, int]:
+    """Spool the form's ``file`` field and store it; return the upload, its key and its stored size.
+
+    The returned upload's temporary file is already deleted; only its metadata is used.
+
+    Raises:
+        HTTPException: 400/413/415/422 for bad input; nothing is stored then.
+    """
+    limit = settings.max_upload_bytes
+    try:
+        async with upload.spool_upload(
+            request.stream(),
+            boundary,
+            field="file",
+            max_bytes=limit,
+            temp_dir=Path(settings.data_dir) / UPLOAD_TEMP_DIR,
+        ) as spooled:
+            key = upload_key(job_id, extension_for(spooled.filename, spooled.content_type))
+            try:
+                size = await anyio.to_thread.run_sync(storage.put_file, key, spooled.path)
+            except BaseException:
+                await _delete_quietly(storage, key)
+                raise
+    except RequestEntityTooLarge:
+        raise HTTPException(status_code=413, detail=f"the upload is larger than the limit of {limit} bytes") from None
+    return spooled, key, size
+
+
+def _multipart_boundary(request: Request[Any, Any, Any]) -> str:
+    media_type, options = request.content_type
+    if media_type == "application/json" or media_type.endswith("+json"):
+        raise HTTPException(status_code=415, detail=JSON_NOT_SUPPORTED)
+    if media_type != "multipart/form-data":
+        shown = repr(media_type) if media_type else "missing"
+        raise HTTPException(
+            status_code=415,
+            detail=f"Content-Type {shown} is not supported; send multipart/form-data with a 'file' field",
+        )
+    boundary = options.get("boundary", "")
+    if not boundary:
+        raise ClientException(detail="the multipart/form-data Content-Type has no boundary parameter")
+    return boundary
+
+
+def _find_by_idempotency_key(repository: JobRepository, owner: str, key: str | None) -> tuple[str, str] | None:
+    """The ``(job_id, status)`` of the job ``owner`` created with ``key``, or ``None``."""
+    rows = repository.store.backend.query(
+        "SELECT job_id FROM jobs WHERE owner = ? AND idempotency_key = ?", [owner, key]
+    )
+    if not rows:
+        return None
+    state = repository.load(str(rows[0][0]))
+    return (state.job_id, state.status) if state is not None else None
+
+
+async def _delete_quietly(storage: Storage, key: str) -> None:
+    """Delete a just-stored blob, even while the request is being cancelled.
+
+    A failing delete is logged, not raised, so the error that caused it is the one reported.
+    """
+    with anyio.CancelScope(shield=True):
+        try:
+            await anyio.to_thread.run_sync(storage.delete, key)
+        except Exception:
+            logger.exception("could not delete the blob %r of a rejected upload", key)

@@ -1,0 +1,174 @@
+"""Routes on one job: poll its state, request its cancellation, list its events.
+
+The handlers are synchronous (the event store is synchronous SQLite) and run in a
+worker thread. ``repository`` is injected by :func:`jobtape.http.app.create_app`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+import msgspec
+from litestar import get, post
+from litestar.datastructures import CacheControlHeader
+from litestar.di import NamedDependency
+from litestar.exceptions import ClientException, HTTPException
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Example
+from litestar.params import PathParameter
+
+from jobtape import errors
+from jobtape.eventlog import events as ev
+from jobtape.http import schemas
+from jobtape.projections import state as job_state
+from jobtape.projections.repository import JobRepository
+
+__all__ = ["cancel_job", "check_job_id", "get_job", "list_job_events", "to_event_view", "to_job_view"]
+
+_JOB_ID = re.compile(r"[0-9a-f]{32}")
+_JOB_ID_PARAMETER = PathParameter(
+    description="The job id: 32 lowercase hexadecimal characters.",
+    examples=[Example(value="0123456789abcdef0123456789abcdef")],
+)
+JobIdPath = Annotated[str, _JOB_ID_PARAMETER]
+
+_BAD_ID = ResponseSpec(schemas.ErrorBody, description="jobId is not 32 lowercase hexadecimal characters")
+_NOT_FOUND = ResponseSpec(schemas.ErrorBody, description="No job has this id")
+_NO_STORE = CacheControlHeader(no_store=True)
+
+
+def check_job_id(job_id: str) -> str:
+    """Return ``job_id`` if it is 32 lowercase hex digits.
+
+    Raises:
+        ClientException: 400 ``jobId must be 32 hexadecimal characters``.
+    """
+    if not _JOB_ID.fullmatch(job_id):
+        raise ClientException(detail="jobId must be 32 hexadecimal characters")
+    return job_id
+
+
+def to_job_view(state: job_state.JobState, queue_position: int | None) -> schemas.JobView:
+    """Build the poll body from a job's state and its queue position (``None`` unless pending)."""
+    return schemas.JobView(
+        job_id=state.job_id,
+        type=state.job_type,
+        status=state.status,
+        progress=state.progress,
+        stage=state.stage,
+        queue_position=queue_position if state.status == "pending" else None,
+        result=state.result,
+        error=state.error,
+        created_at=state.created_at,
+        updated_at=state.updated_at,
+    )
+
+
+def to_event_view(recorded: ev.RecordedEvent) -> schemas.EventView:
+    """Build one entry of the events route; ``data`` is the event's fields as JSON builtins."""
+    data: dict[str, Any] = msgspec.to_builtins(msgspec.structs.asdict(recorded.event))
+    return schemas.EventView(
+        position=recorded.position,
+        version=recorded.version,
+        type=recorded.type,
+        data=data,
+        actor=recorded.actor,
+        recorded_at=recorded.recorded_at,
+    )
+
+
+@get(
+    "/api/audio/jobs/{job_id:str}",
+    sync_to_thread=True,
+    cache_control=_NO_STORE,
+    summary="Poll a job",
+    description="Status, stage, progress (0-100 within the stage), queue position while pending, "
+    "and the result or error once finished.",
+    responses={400: _BAD_ID, 404: _NOT_FOUND},
+    tags=["jobs"],
+)
+def get_job(job_id: JobIdPath, repository: NamedDependency[JobRepository]) -> schemas.JobView:
+    """Return the job's current state.
+
+    Raises:
+        ClientException: 400, malformed job id.
+        errors.JobNotFound: 404.
+    """
+    state = repository.get(check_job_id(job_id))
+    position = repository.queue_position(job_id) if state.status == "pending" else None
+    return to_job_view(state, position)
+
+
+class _AlreadyTerminalError(Exception):
+    """Carries the status out of ``decide`` when the freshly loaded job cannot be cancelled."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+@post(
+    "/api/audio/jobs/{job_id:str}/cancel",
+    sync_to_thread=True,
+    status_code=200,
+    summary="Cancel a job",
+    description="A pending job is cancelled at once; a processing one shows status 'cancelled' with "
+    "stage 'cancelling' until its worker confirms its child processes are gone.",
+    responses={
+        400: _BAD_ID,
+        404: _NOT_FOUND,
+        409: ResponseSpec(schemas.TerminalConflict, description="The job is complete, failed or cancelled already"),
+    },
+    tags=["jobs"],
+)
+def cancel_job(job_id: JobIdPath, repository: NamedDependency[JobRepository]) -> schemas.CancelAccepted:
+    """Append ``job.cancel_requested`` unless the job is in a terminal state.
+
+    The terminal-state check runs inside ``decide`` on the state loaded for that very
+    append, so a concurrent change is retried by :meth:`JobRepository.execute` rather
+    than decided on a stale read.
+
+    Raises:
+        ClientException: 400, malformed job id.
+        errors.JobNotFound: 404.
+        HTTPException: 409 ``{"error": "Job already in terminal state", "status": ...}``.
+    """
+    check_job_id(job_id)
+
+    def decide(current: job_state.JobState | None) -> list[ev.Event]:
+        if current is None:
+            raise errors.JobNotFound(job_id)
+        if current.status in job_state.TERMINAL_STATUSES:
+            raise _AlreadyTerminalError(current.status)
+        return [ev.JobCancelRequested(reason="requested through the HTTP API")]
+
+    try:
+        repository.execute(job_id, decide, actor="api")
+    except _AlreadyTerminalError as exc:
+        raise HTTPException(
+            status_code=409, detail="Job already in terminal state", extra={"status": exc.status}
+        ) from None
+    return schemas.CancelAccepted(job_id=job_id)
+
+
+@get(
+    "/api/audio/jobs/{job_id:str}/events",
+    sync_to_thread=True,
+    cache_control=_NO_STORE,
+    summary="List a job's events",
+    description="Every event of the job's stream in version order, as recorded.",
+    responses={400: _BAD_ID, 404: _NOT_FOUND},
+    tags=["jobs"],
+)
+def list_job_events(job_id: JobIdPath, repository: NamedDependency[JobRepository]) -> schemas.EventList:
+    """Return the job's events in version order.
+
+    Raises:
+        ClientException: 400, malformed job id.
+        errors.JobNotFound: 404 (the stream is empty).
+    """
+    recorded = repository.store.read_stream(check_job_id(job_id))
+    if not recorded:
+        raise errors.JobNotFound(job_id)
+    return schemas.EventList(job_id=job_id, events=[to_event_view(item) for item in recorded])

@@ -1,0 +1,126 @@
+"""The JSON bodies of the HTTP API: msgspec Structs whose fields go out in camelCase.
+
+Every Struct here is a wire shape only; handlers build them from
+:class:`jobtape.projections.state.JobState` and :class:`jobtape.eventlog.events.RecordedEvent`.
+Timestamps are aware UTC datetimes, encoded as ISO 8601 with a ``Z`` suffix
+(``2026-01-02T03:04:05.123456Z``; msgspec drops a zero fraction).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+import msgspec
+
+__all__ = [
+    "CancelAccepted",
+    "ErrorBody",
+    "EventList",
+    "EventView",
+    "Health",
+    "IngestAccepted",
+    "IngestResponse",
+    "JobView",
+    "TerminalConflict",
+]
+
+
+class _Wire(msgspec.Struct, rename="camel", kw_only=True):
+    pass
+
+
+class ErrorBody(_Wire):
+    """Every error response: ``{"error": "<what went wrong and what to fix>"}``."""
+
+    error: str
+
+
+class TerminalConflict(_Wire):
+    """409 from the cancel route: the job is ``complete``, ``failed`` or ``cancelled`` already."""
+
+    error: str
+    status: str
+
+
+class IngestAccepted(_Wire):
+    """The job an upload created (202) or, on an idempotent replay, the job it created before (200)."""
+
+    job_id: str
+    status: str
+
+
+class IngestResponse(_Wire, kw_only=True):
+    """The ingest route's envelope: ``{"success": true, "data": {"jobId": ..., "status": ...}}``."""
+
+    success: bool = True
+    data: IngestAccepted
+
+
+class JobView(_Wire):
+    """What a poll returns (seed 002), without an envelope.
+
+    Attributes:
+        job_id: 32 lowercase hex digits.
+        type: ``ingest``, ``preview`` or ``save``.
+        status: ``pending``, ``processing``, ``complete``, ``failed`` or ``cancelled``.
+        progress: 0-100 percent within the current stage; 0 with a stage means indeterminate.
+        stage: the stage name (``cancelling`` while a cancel awaits the worker), or ``None``.
+        queue_position: 1-based place among pending jobs while ``pending``, else ``None``.
+        result: the job type's result object once ``complete``, else ``None``.
+        error: the failure message once ``failed``, else ``None``.
+        created_at: UTC time of the job's first event.
+        updated_at: UTC time of the job's latest event.
+    """
+
+    job_id: str
+    type: str
+    status: str
+    progress: int
+    stage: str | None
+    queue_position: int | None
+    result: dict[str, Any] | None
+    error: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class CancelAccepted(_Wire):
+    """200 from the cancel route: the request is recorded; a running job stops at the worker's next check."""
+
+    job_id: str
+    status: Literal["cancelled"] = "cancelled"
+    message: str = "Job cancellation requested"
+
+
+class EventView(_Wire):
+    """One recorded event of a job.
+
+    Attributes:
+        position: global position in the log (increasing, gaps possible).
+        version: 1-based version within the job's stream (gapless).
+        type: the event tag, e.g. ``job.created``.
+        data: the event's fields as stored (snake_case keys, timestamps as ISO 8601 text).
+        actor: who appended it: ``api``, a worker id, ``cli``.
+        recorded_at: UTC time of the append.
+    """
+
+    position: int
+    version: int
+    type: str
+    data: dict[str, Any]
+    actor: str
+    recorded_at: dt.datetime
+
+
+class EventList(_Wire):
+    """A job's events in version order."""
+
+    job_id: str
+    events: list[EventView]
+
+
+class Health(_Wire):
+    """Liveness: ``{"status": "ok"}``."""
+
+    status: Literal["ok"] = "ok"

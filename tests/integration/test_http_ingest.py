@@ -1,0 +1,379 @@
+"""The upload route: streaming into LocalStorage, rejections that leave nothing behind, idempotency."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import tracemalloc
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+from litestar import Litestar
+from litestar.testing import TestClient
+
+from jobtape.config import Settings
+from jobtape.eventlog.sqlite import SQLiteBackend
+from jobtape.eventlog.store import EventStore
+from jobtape.http import create_app
+from jobtape.http.ingest import JSON_NOT_SUPPORTED, extension_for
+from jobtape.projections.repository import JobRepository
+from jobtape.storage import LocalStorage
+
+SPEECH = Path(__file__).resolve().parents[2] / "media" / "speech_ljspeech.wav"
+BOUNDARY = "jobtape-test-boundary"
+FORM = f"multipart/form-data; boundary={BOUNDARY}"
+
+
+@dataclasses.dataclass
+class Api:
+    app: Litestar
+    client: TestClient
+    repository: JobRepository
+    storage: LocalStorage
+    data_dir: Path
+
+    def event_count(self) -> int:
+        return int(self.repository.store.backend.query("SELECT COUNT(*) FROM events")[0][0])
+
+    def stored_files(self) -> list[Path]:
+        """Every file under the storage root and the upload temp folder."""
+        found = []
+        for root in (self.storage.root, self.data_dir / "upload-tmp"):
+            for folder, _dirs, files in os.walk(root):
+                found.extend(Path(folder) / name for name in files)
+        return found
+
+
+@pytest.fixture
+def make_api(tmp_path: Path) -> Iterator[Callable[..., Api]]:
+    opened: list[tuple[SQLiteBackend, TestClient]] = []
+
+    def make(max_upload_bytes: int = 50 * 1000 * 1000) -> Api:
+        backend = SQLiteBackend(tmp_path / "jobtape.db")
+        backend.migrate()
+        repository = JobRepository(EventStore(backend))
+        storage = LocalStorage(tmp_path / "storage")
+        app = create_app(repository, storage, Settings(data_dir=tmp_path, max_upload_bytes=max_upload_bytes))
+        client = TestClient(app).__enter__()
+        opened.append((backend, client))
+        return Api(app, client, repository, storage, tmp_path)
+
+    yield make
+    for backend, client in opened:
+        client.__exit__(None, None, None)
+        backend.close()
+
+
+@pytest.fixture
+def api(make_api: Callable[..., Api]) -> Api:
+    return make_api()
+
+
+def form(*parts: tuple[str, str | None, str | None, bytes], closed: bool = True) -> bytes:
+    """A multipart body from ``(field, filename, content_type, data)`` parts."""
+    out = b""
+    for name, filename, content_type, data in parts:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename is not None else "")
+        out += f"--{BOUNDARY}\r\nContent-Disposition: {disposition}\r\n".encode()
+        if content_type is not None:
+            out += f"Content-Type: {content_type}\r\n".encode()
+        out += b"\r\n" + data + b"\r\n"
+    return out + (f"--{BOUNDARY}--\r\n".encode() if closed else b"")
+
+
+def test_upload_stores_the_file_then_creates_a_pending_job(api: Api) -> None:
+    original = SPEECH.read_bytes()
+
+    response = api.client.post(
+        "/api/audio/ingest", files={"file": ("LJ Speech.WAV", original, "audio/wav")}, headers={"X-Client-Id": "c1"}
+    )
+
+    assert response.status_code == 202
+    body = response.json()
+    job_id = body["data"]["jobId"]
+    assert body == {"success": True, "data": {"jobId": job_id, "status": "pending"}}
+    state = api.repository.get(job_id)
+    assert (state.job_type, state.owner, state.status, state.idempotency_key) == ("ingest", "c1", "pending", None)
+    assert state.params == {
+        "sourceType": "upload",
+        "storageKey": f"ingest-uploads/{job_id}/original.wav",
+        "originalFilename": "LJ Speech.WAV",
+        "contentType": "audio/wav",
+        "sizeBytes": len(original),
+    }
+    assert b"".join(api.storage.open_stream(state.params["storageKey"])) == original
+    assert api.client.get(f"/api/audio/jobs/{job_id}").json()["queuePosition"] == 1
+    assert api.stored_files() == [api.storage.root / state.params["storageKey"]]
+
+
+def test_upload_without_client_id_is_owned_by_anonymous(api: Api) -> None:
+    response = api.client.post("/api/audio/ingest", files={"file": ("a.mp3", b"ID3...", "audio/mpeg")})
+
+    assert api.repository.get(response.json()["data"]["jobId"]).owner == "anonymous"
+
+
+def test_extension_falls_back_to_content_type_then_bin(api: Api) -> None:
+    response = api.client.post(
+        "/api/audio/ingest", content=form(("file", "noext", "audio/mpeg", b"ID3")), headers={"Content-Type": FORM}
+    )
+
+    state = api.repository.get(response.json()["data"]["jobId"])
+    assert state.params["storageKey"].endswith("/original.mp3")
+    assert state.params["originalFilename"] == "noext"
+
+
+@pytest.mark.parametrize(
+    ("filename", "content_type", "expected"),
+    [
+        ("talk.MP3", "audio/mpeg", "mp3"),
+        ("talk.tar.gz", "audio/wav", "gz"),
+        ("weird.m p3", "audio/wav", "wav"),
+        ("x.", "video/mp4", "mp4"),
+        (".hidden", "audio/flac", "flac"),
+        (None, "audio/x-aiff", "bin"),
+        (None, "audio/aiff", "aiff"),
+        ("clip", "application/octet-stream", "bin"),
+        ("a." + "b" * 17, "application/octet-stream", "bin"),
+    ],
+)
+def test_extension_for(filename: str | None, content_type: str, expected: str) -> None:
+    assert extension_for(filename, content_type) == expected
+
+
+def test_other_form_fields_are_ignored_and_directories_dropped_from_the_name(api: Api) -> None:
+    body = form(
+        ("title", None, None, b"My talk"),
+        ("file", "C:\\Users\\me\\talk.ogg", "audio/ogg", b"OggS"),
+        ("rightsAttested", None, None, b"true"),
+    )
+
+    response = api.client.post("/api/audio/ingest", content=body, headers={"Content-Type": FORM})
+
+    assert response.status_code == 202, response.text
+    params = api.repository.get(response.json()["data"]["jobId"]).params
+    assert (params["originalFilename"], params["sizeBytes"]) == ("talk.ogg", 4)
+
+
+def test_part_without_content_type_is_taken_as_octet_stream(api: Api) -> None:
+    response = api.client.post(
+        "/api/audio/ingest", content=form(("file", "a.flac", None, b"fLaC")), headers={"Content-Type": FORM}
+    )
+
+    params = api.repository.get(response.json()["data"]["jobId"]).params
+    assert (params["contentType"], params["storageKey"][-5:]) == ("application/octet-stream", ".flac")
+
+
+def test_idempotency_key_replay_answers_the_first_job(api: Api) -> None:
+    headers = {"X-Client-Id": "c1", "Idempotency-Key": "upload-42"}
+    files = {"file": ("a.wav", SPEECH.read_bytes(), "audio/wav")}
+    first = api.client.post("/api/audio/ingest", files=files, headers=headers)
+
+    replay = api.client.post("/api/audio/ingest", files=files, headers=headers)
+
+    assert (first.status_code, replay.status_code) == (202, 200)
+    assert replay.json() == first.json()
+    assert api.event_count() == 1
+    assert len(api.stored_files()) == 1
+    other_owner = api.client.post(
+        "/api/audio/ingest", files=files, headers={"X-Client-Id": "c2", "Idempotency-Key": "upload-42"}
+    )
+    assert other_owner.status_code == 202
+    assert other_owner.json()["data"]["jobId"] != first.json()["data"]["jobId"]
+
+
+def test_idempotency_replay_reports_the_current_status(api: Api) -> None:
+    headers = {"Idempotency-Key": "k"}
+    files = {"file": ("a.wav", b"RIFF", "audio/wav")}
+    job_id = api.client.post("/api/audio/ingest", files=files, headers=headers).json()["data"]["jobId"]
+    api.client.post(f"/api/audio/jobs/{job_id}/cancel")
+
+    replay = api.client.post("/api/audio/ingest", files=files, headers=headers)
+
+    assert (replay.status_code, replay.json()["data"]) == (200, {"jobId": job_id, "status": "cancelled"})
+
+
+BAD_INPUTS = {
+    "json body": (
+        {
+            "content": b'{"sourceType": "youtube", "url": "https://youtu.be/x"}',
+            "headers": {"Content-Type": "application/json"},
+        },
+        415,
+        JSON_NOT_SUPPORTED,
+    ),
+    "plain text body": (
+        {"content": b"hello", "headers": {"Content-Type": "text/plain"}},
+        415,
+        "Content-Type 'text/plain' is not supported; send multipart/form-data with a 'file' field",
+    ),
+    "no content type": (
+        {"content": b"hello", "headers": {"Content-Type": ""}},
+        415,
+        "Content-Type missing is not supported; send multipart/form-data with a 'file' field",
+    ),
+    "no boundary": (
+        {"content": b"x", "headers": {"Content-Type": "multipart/form-data"}},
+        400,
+        "the multipart/form-data Content-Type has no boundary parameter",
+    ),
+    "no file field": (
+        {"content": form(("title", None, None, b"talk")), "headers": {"Content-Type": FORM}},
+        400,
+        "the form has no 'file' field; send the audio as a multipart/form-data field named 'file'",
+    ),
+    "empty file": (
+        {"content": form(("file", "a.wav", "audio/wav", b"")), "headers": {"Content-Type": FORM}},
+        422,
+        "the uploaded file is empty",
+    ),
+    "text file": (
+        {"content": form(("file", "a.txt", "text/plain", b"hi")), "headers": {"Content-Type": FORM}},
+        415,
+        "unsupported file type 'text/plain': upload audio/*, video/* or application/octet-stream",
+    ),
+    "two files": (
+        {
+            "content": form(("file", "a.wav", "audio/wav", b"a"), ("file", "b.wav", "audio/wav", b"b")),
+            "headers": {"Content-Type": FORM},
+        },
+        400,
+        "send exactly one 'file' field; the form has several",
+    ),
+    "truncated body": (
+        {"content": form(("file", "a.wav", "audio/wav", b"RIFF"), closed=False), "headers": {"Content-Type": FORM}},
+        400,
+        "the multipart body ends before its closing boundary; send the whole form",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_appends_nothing_and_stores_nothing(api: Api, case: str) -> None:
+    request, status, message = BAD_INPUTS[case]
+
+    response = api.client.post("/api/audio/ingest", **request)  # type: ignore[arg-type]
+
+    assert (response.status_code, response.json()) == (status, {"error": message})
+    assert api.event_count() == 0
+    assert api.stored_files() == []
+
+
+def test_malformed_multipart_is_400(api: Api) -> None:
+    body = f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"\r\nno-colon-header\r\n\r\nx'.encode()
+
+    response = api.client.post("/api/audio/ingest", content=body, headers={"Content-Type": FORM})
+
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("malformed multipart/form-data body")
+    assert (api.event_count(), api.stored_files()) == (0, [])
+
+
+def test_too_large_with_content_length_is_413_before_reading(make_api: Callable[..., Api]) -> None:
+    api = make_api(max_upload_bytes=1000)
+
+    response = api.client.post("/api/audio/ingest", files={"file": ("a.wav", b"x" * 200_000, "audio/wav")})
+
+    assert (response.status_code, response.json()) == (
+        413,
+        {"error": "the upload is larger than the limit of 1000 bytes"},
+    )
+    assert (api.event_count(), api.stored_files()) == (0, [])
+
+
+def test_too_large_file_just_over_the_limit_is_413(make_api: Callable[..., Api]) -> None:
+    api = make_api(max_upload_bytes=1000)
+
+    response = api.client.post("/api/audio/ingest", files={"file": ("a.wav", b"x" * 1001, "audio/wav")})
+
+    assert (response.status_code, response.json()) == (
+        413,
+        {"error": "the file is larger than the upload limit of 1000 bytes"},
+    )
+    assert (api.event_count(), api.stored_files()) == (0, [])
+    at_limit = api.client.post("/api/audio/ingest", files={"file": ("a.wav", b"x" * 1000, "audio/wav")})
+    assert at_limit.status_code == 202
+
+
+def _chunked_form(head: bytes, chunk: bytes, count: int, sent: list[int]) -> AsyncIterator[bytes]:
+    async def body() -> AsyncIterator[bytes]:
+        yield head
+        for _ in range(count):
+            sent.append(len(chunk))
+            yield chunk
+        yield f"\r\n--{BOUNDARY}--\r\n".encode()
+
+    return body()
+
+
+def _head(filename: str = "big.wav", content_type: str = "audio/wav") -> bytes:
+    return (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+        f"Content-Type: {content_type}\r\n\r\n"
+    ).encode()
+
+
+async def _post_streaming(app: Litestar, body: AsyncIterator[bytes]) -> httpx.Response:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        return await client.post("/api/audio/ingest", content=body, headers={"Content-Type": FORM})
+
+
+def test_streamed_upload_over_the_limit_stops_reading_early(make_api: Callable[..., Api]) -> None:
+    api = make_api(max_upload_bytes=1_000_000)
+    sent: list[int] = []
+
+    response = anyio.run(_post_streaming, api.app, _chunked_form(_head(), b"x" * 65536, 100, sent))
+
+    assert response.status_code == 413
+    assert sum(sent) < 2_000_000, "the server kept reading after the limit"
+    assert (api.event_count(), api.stored_files()) == (0, [])
+
+
+def test_large_upload_streams_without_holding_the_file_in_memory(api: Api) -> None:
+    chunk = os.urandom(65536)
+    count = 320  # 20 MiB
+    sent: list[int] = []
+    expected = hashlib.sha256(chunk * count).hexdigest()
+
+    tracemalloc.start()
+    try:
+        response = anyio.run(_post_streaming, api.app, _chunked_form(_head(), chunk, count, sent))
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert response.status_code == 202, response.text
+    assert peak < 10 * 1024 * 1024, f"peak Python allocations {peak} bytes for a {len(chunk) * count} byte upload"
+    params = api.repository.get(response.json()["data"]["jobId"]).params
+    assert params["sizeBytes"] == len(chunk) * count
+    digest = hashlib.sha256()
+    for part in api.storage.open_stream(params["storageKey"]):
+        digest.update(part)
+    assert digest.hexdigest() == expected
+
+
+def test_failure_after_storing_deletes_the_blob(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken_create(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(api.repository, "create", broken_create)
+
+    response = api.client.post("/api/audio/ingest", files={"file": ("a.wav", SPEECH.read_bytes(), "audio/wav")})
+
+    assert response.status_code == 500
+    assert (api.event_count(), api.stored_files()) == (0, [])
+
+
+def test_invalid_header_rejected_before_anything_is_stored(api: Api) -> None:
+    response = api.client.post(
+        "/api/audio/ingest",
+        files={"file": ("a.wav", b"RIFF", "audio/wav")},
+        headers={"Idempotency-Key": "k" * 256},
+    )
+
+    assert response.status_code == 400
+    assert (api.event_count(), api.stored_files()) == (0, [])
