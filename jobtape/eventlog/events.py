@@ -29,7 +29,10 @@ __all__ = [
     "JobCreated",
     "JobFailed",
     "JobHeartbeat",
+    "JobLeaseExpired",
     "JobProgress",
+    "JobReleased",
+    "JobRetryScheduled",
     "JobStageChanged",
     "JobType",
     "RecordedEvent",
@@ -68,12 +71,15 @@ class JobClaimed(_Base, tag="job.claimed"):
     Attributes:
         worker_id: the claiming worker (``host:pid:n``).
         attempt: 1 for the first claim, +1 for each retry.
-        lease_expires_at: UTC time after which the claim may be taken over.
+        lease_expires_at: UTC time after which the claim may be taken over (``None``: no lease).
+        lease_ttl_s: the lease's length in seconds; every later event of the worker renews
+            the lease to its own time + ``lease_ttl_s``.
     """
 
     worker_id: str
     attempt: int = 1
     lease_expires_at: dt.datetime | None = None
+    lease_ttl_s: float | None = None
 
 
 class JobStageChanged(_Base, tag="job.stage_changed"):
@@ -92,6 +98,45 @@ class JobHeartbeat(_Base, tag="job.heartbeat"):
     """The worker is alive and still holds the job; ``lease_expires_at`` is the new expiry (UTC)."""
 
     lease_expires_at: dt.datetime | None = None
+
+
+class JobLeaseExpired(_Base, tag="job.lease_expired"):
+    """A reaper found the worker's lease expired and took the job back.
+
+    The job returns to pending (the next claim is attempt + 1), not to be claimed before
+    ``not_before`` (UTC; exponential backoff with jitter).
+
+    Attributes:
+        worker_id: the worker whose lease expired.
+        attempt: the attempt that ended.
+        not_before: earliest UTC time of the next claim (``None``: at once).
+        orphaned_pids: children the log still showed running; the crashed worker's host
+            kills them when a worker starts there again (see docs/worker.md).
+    """
+
+    worker_id: str
+    attempt: int
+    not_before: dt.datetime | None = None
+    orphaned_pids: list[int] = []
+
+
+class JobReleased(_Base, tag="job.released"):
+    """The worker gave the job back (graceful shutdown) without using an attempt.
+
+    ``orphaned_pids`` as in :class:`JobLeaseExpired` (empty when the worker killed its children).
+    """
+
+    worker_id: str
+    reason: str = "shutdown"
+    orphaned_pids: list[int] = []
+
+
+class JobRetryScheduled(_Base, tag="job.retry_scheduled"):
+    """A retryable failure: the job returns to pending, not to be claimed before ``not_before`` (UTC)."""
+
+    error: str
+    attempt: int
+    not_before: dt.datetime | None = None
 
 
 class JobCancelRequested(_Base, tag="job.cancel_requested"):
@@ -153,6 +198,9 @@ Event = (
     | JobCancelled
     | JobCompleted
     | JobFailed
+    | JobLeaseExpired
+    | JobReleased
+    | JobRetryScheduled
 )
 
 #: tag -> struct class, for every event type.
@@ -170,6 +218,9 @@ EVENT_TYPES: dict[str, type[_Base]] = {
         JobCancelled,
         JobCompleted,
         JobFailed,
+        JobLeaseExpired,
+        JobReleased,
+        JobRetryScheduled,
     )
 }
 

@@ -98,10 +98,19 @@ def _jobs(db: sqlite_utils.Database) -> None:
     db["jobs"].create_index(["owner", "status"], index_name="jobs_owner_status")
 
 
+def _leases_and_hashes(db: sqlite_utils.Database) -> None:
+    # Retry backoff: a pending job is not claimed before not_before (UTC text, sortable).
+    db["jobs"].add_column("not_before", str)  # type: ignore[union-attr]
+    # Tamper evidence: sha256 over each event's content and the previous event's hash in
+    # its stream (jobtape.eventlog.hashing); NULL only for events written before 0003.
+    db["events"].add_column("hash", str)  # type: ignore[union-attr]
+
+
 #: Ordered migrations: (name, function). Never edit one that has shipped; append a new one.
 MIGRATIONS: list[Migration] = [
     ("0001_events", _events),
     ("0002_jobs", _jobs),
+    ("0003_leases_and_hashes", _leases_and_hashes),
 ]
 
 

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 from jobtape import clock, errors
 from jobtape.eventlog import events as ev
+from jobtape.eventlog import hashing
 
 __all__ = ["ConstraintViolation", "EventStore", "SQLBackend", "Statement"]
 
@@ -70,9 +71,11 @@ class SQLBackend(abc.ABC):
 
 
 _INSERT_EVENT = (
-    "INSERT INTO events (job_id, version, type, data, actor, recorded_at) "
-    "VALUES (?, ?, ?, ?, ?, ?) RETURNING position"
+    "INSERT INTO events (job_id, version, type, data, actor, recorded_at, hash) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING position"
 )
+#: How many streams' last hashes :class:`EventStore` remembers (saves a read per append).
+_HASH_CACHE_SIZE = 4096
 _SELECT_COLUMNS = "SELECT position, job_id, version, type, data, actor, recorded_at FROM events"
 
 
@@ -82,6 +85,19 @@ class EventStore:
     def __init__(self, backend: SQLBackend) -> None:
         """Wrap a backend; call :meth:`SQLBackend.migrate` first (``open_store`` does)."""
         self.backend = backend
+        # job_id -> (version, hash) of the last event this store appended or read there.
+        self._last_hash: dict[str, tuple[int, str]] = {}
+
+    def _previous_hash(self, job_id: str, expected_version: int) -> str:
+        if expected_version == 0:
+            return hashing.genesis_hash(job_id)
+        cached = self._last_hash.get(job_id)
+        if cached is not None and cached[0] == expected_version:
+            return cached[1]
+        rows = self.backend.query("SELECT hash FROM events WHERE job_id = ? AND version = ?", [job_id, expected_version])
+        if not rows:
+            raise errors.ConcurrencyError(job_id, expected_version, f"stream {job_id} has no version {expected_version}")
+        return str(rows[0][0] or "")
 
     def append(
         self,
@@ -115,14 +131,23 @@ class EventStore:
             raise ValueError("append needs at least one event")
         at = recorded_at or clock.utcnow()
         stamp = clock.format_timestamp(at)
+        # Reading the previous hash before the batch is safe: the batch's version guard
+        # fails unless the stream is still at expected_version, whose hash never changes.
+        previous = self._previous_hash(job_id, expected_version)
         statements = []
         for offset, event in enumerate(events, start=1):
             type_, data = ev.encode_event(event)
-            statements.append(Statement(_INSERT_EVENT, (job_id, expected_version + offset, type_, data, actor, stamp)))
+            version = expected_version + offset
+            previous = hashing.event_hash(previous, job_id, version, type_, data, actor, stamp)
+            statements.append(Statement(_INSERT_EVENT, (job_id, version, type_, data, actor, stamp, previous)))
         try:
             results = self.backend.execute_batch([*statements, *extra])
         except ConstraintViolation as exc:
+            self._last_hash.pop(job_id, None)
             raise self._translate(exc, job_id, expected_version, events) from exc
+        if len(self._last_hash) >= _HASH_CACHE_SIZE:
+            self._last_hash.clear()
+        self._last_hash[job_id] = (expected_version + len(events), previous)
         return [
             ev.RecordedEvent(
                 position=int(results[i][0][0]),

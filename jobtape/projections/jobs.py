@@ -21,12 +21,19 @@ _STATE_ENCODER = msgspec.json.Encoder()
 _STATE_DECODER = msgspec.json.Decoder(JobState)
 _JSON = msgspec.json.Encoder()
 
-#: Columns of ``jobs`` in table order.
+#: Columns of ``jobs`` in table order (migrations append new columns at the end).
 COLUMNS = (
     "job_id", "job_type", "owner", "idempotency_key", "status", "stage", "progress", "attempt",
     "worker_id", "lease_expires_at", "result", "error", "cancel_requested", "finished",
     "created_at", "updated_at", "created_position", "last_version", "last_position", "state",
+    "not_before",
 )
+#: Columns whose value is looked up in ``events`` by the statement itself.
+_FROM_EVENTS = {
+    "created_position": "(SELECT position FROM events WHERE job_id = ? AND version = 1)",
+    "last_position": "(SELECT position FROM events WHERE job_id = ? AND version = ?)",
+}
+_NEVER_UPDATED = {"job_id", "job_type", "owner", "idempotency_key", "created_at", "created_position"}
 
 
 def encode_state(state: JobState) -> str:
@@ -39,42 +46,39 @@ def decode_state(text: str | bytes) -> JobState:
     return _STATE_DECODER.decode(text)
 
 
-def row_values(state: JobState) -> tuple[Any, ...]:
-    """The values of every column but ``created_position`` and ``last_position``, in :data:`COLUMNS` order."""
-    return (
-        state.job_id,
-        state.job_type,
-        state.owner,
-        state.idempotency_key,
-        state.status,
-        state.stage,
-        state.progress,
-        state.attempt,
-        state.worker_id,
-        clock.format_timestamp(state.lease_expires_at) if state.lease_expires_at else None,
-        _JSON.encode(state.result).decode() if state.result is not None else None,
-        state.error,
-        int(state.cancel_requested),
-        int(state.finished),
-        clock.format_timestamp(state.created_at),
-        clock.format_timestamp(state.updated_at),
-        state.version,
-        encode_state(state),
-    )
+def _stamp(value: Any) -> str | None:
+    return clock.format_timestamp(value) if value is not None else None
 
 
-_UPDATED = [c for c in COLUMNS if c not in ("job_id", "created_position", "owner", "job_type", "idempotency_key", "created_at")]
+def row_values(state: JobState) -> dict[str, Any]:
+    """The column values of a job's row, except the ones looked up in ``events`` (positions)."""
+    return {
+        "job_id": state.job_id,
+        "job_type": state.job_type,
+        "owner": state.owner,
+        "idempotency_key": state.idempotency_key,
+        "status": state.status,
+        "stage": state.stage,
+        "progress": state.progress,
+        "attempt": state.attempt,
+        "worker_id": state.worker_id,
+        "lease_expires_at": _stamp(state.lease_expires_at),
+        "result": _JSON.encode(state.result).decode() if state.result is not None else None,
+        "error": state.error,
+        "cancel_requested": int(state.cancel_requested),
+        "finished": int(state.finished),
+        "created_at": _stamp(state.created_at),
+        "updated_at": _stamp(state.updated_at),
+        "last_version": state.version,
+        "state": encode_state(state),
+        "not_before": _stamp(state.not_before),
+    }
 
 
 def _upsert_sql(table: str) -> str:
-    return (
-        f"INSERT INTO {table} ({', '.join(COLUMNS)}) VALUES ("
-        + ", ".join(["?"] * 16)
-        + ", (SELECT position FROM events WHERE job_id = ? AND version = 1), ?,"
-        " (SELECT position FROM events WHERE job_id = ? AND version = ?), ?)"
-        " ON CONFLICT (job_id) DO UPDATE SET "
-        + ", ".join(f"{c} = excluded.{c}" for c in _UPDATED)
-    )
+    placeholders = ", ".join(_FROM_EVENTS.get(column, "?") for column in COLUMNS)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS if c not in _NEVER_UPDATED)
+    return f"INSERT INTO {table} ({', '.join(COLUMNS)}) VALUES ({placeholders}) ON CONFLICT (job_id) DO UPDATE SET {updates}"
 
 
 _UPSERT = _upsert_sql("jobs")
@@ -83,8 +87,15 @@ _UPSERT = _upsert_sql("jobs")
 def upsert(state: JobState, table: str = "jobs") -> Statement:
     """The statement that writes ``state`` as the job's row (run it in the append's batch)."""
     values = row_values(state)
-    params = (*values[:16], state.job_id, state.version, state.job_id, state.version, values[17])
-    return Statement(_UPSERT if table == "jobs" else _upsert_sql(table), params)
+    params: list[Any] = []
+    for column in COLUMNS:
+        if column == "created_position":
+            params.append(state.job_id)
+        elif column == "last_position":
+            params += [state.job_id, state.version]
+        else:
+            params.append(values[column])
+    return Statement(_UPSERT if table == "jobs" else _upsert_sql(table), tuple(params))
 
 
 def select_state(backend: SQLBackend, job_id: str) -> JobState | None:

@@ -12,6 +12,12 @@ States (``status``)::
        │                                              └──cancelled──▶ cancelled (finished)
        └──cancel_requested──▶ cancelled (finished at once: no worker to wait for)
 
+    processing ──lease_expired / retry_scheduled / released──▶ pending (again)
+    pending ──failed──▶ failed   (a reaper giving up after the last attempt)
+
+Leases: ``job.claimed`` may carry ``lease_ttl_s``; every later event of the holding worker
+(stage, progress, child, heartbeat) renews ``lease_expires_at`` to its own time + TTL.
+
 From the moment cancel is requested the job *shows* ``cancelled`` (seed 002: the cancel
 route answers ``status: cancelled``); ``finished`` turns true only when the worker has
 confirmed its children dead (``job.cancelled``).
@@ -59,7 +65,12 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True):
         cancel_requested: a cancel was requested.
         finished: a terminal event (completed, failed, cancelled) is in the stream, or a
             pending job was cancelled. Nothing may follow.
-        running_children: pids of child processes started and not yet exited.
+        running_children: pids of child processes started in the current attempt and not yet exited.
+        orphaned_children: pids of children of an earlier attempt whose worker lost the job
+            without recording their exit (killed later by that host's orphan replay).
+        lease_ttl_s: the current claim's lease length in seconds (``None``: no lease).
+        not_before: a pending job is not claimed before this UTC time (retry backoff).
+        last_error: the error of the last retryable failure or lease expiry.
         created_at / updated_at: UTC times of the first and latest events.
         version: the version of the last event folded in.
     """
@@ -80,6 +91,10 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True):
     cancel_requested: bool = False
     finished: bool = False
     running_children: tuple[int, ...] = ()
+    orphaned_children: tuple[int, ...] = ()
+    lease_ttl_s: float | None = None
+    not_before: dt.datetime | None = None
+    last_error: str | None = None
     created_at: dt.datetime
     updated_at: dt.datetime
     version: int = 0
@@ -131,7 +146,7 @@ def apply(
         raise _refuse(state, event, f"version {version} does not follow {state.version}")
     if state.finished:
         raise _refuse(state, event, "the job has finished; nothing may follow a terminal event")
-    changes = _transition(state, event)
+    changes = _transition(state, event, recorded_at)
     return msgspec.structs.replace(state, **changes, updated_at=recorded_at, version=version)
 
 
@@ -142,32 +157,86 @@ def _require_running(state: JobState, event: ev.Event, *, allow_cancelling: bool
         raise _refuse(state, event, "cancellation was requested")
 
 
-def _transition(state: JobState, event: ev.Event) -> dict[str, Any]:  # noqa: C901 - one match, one rule per case
+def _renewed(state: JobState, recorded_at: dt.datetime) -> dict[str, Any]:
+    if state.lease_ttl_s is None or state.status == "pending":
+        return {}
+    return {"lease_expires_at": recorded_at + dt.timedelta(seconds=state.lease_ttl_s)}
+
+
+def _back_to_pending(state: JobState, not_before: dt.datetime | None) -> dict[str, Any]:
+    return {
+        "status": "pending",
+        "worker_id": None,
+        "lease_expires_at": None,
+        "lease_ttl_s": None,
+        "stage": None,
+        "progress": 0,
+        "not_before": not_before,
+        "running_children": (),
+        "orphaned_children": (*state.orphaned_children, *state.running_children),
+    }
+
+
+def _require_holder(state: JobState, event: ev.Event, worker_id: str) -> None:
+    if state.status == "pending" or state.worker_id != worker_id:
+        raise _refuse(state, event, f"worker {worker_id} does not hold the job (holder: {state.worker_id})")
+
+
+def _transition(state: JobState, event: ev.Event, at: dt.datetime) -> dict[str, Any]:  # noqa: C901 - one rule per case
     match event:
         case ev.JobCreated():
             raise _refuse(state, event, "the job exists already")
-        case ev.JobClaimed(worker_id=worker_id, attempt=attempt, lease_expires_at=lease):
+        case ev.JobClaimed(worker_id=worker_id, attempt=attempt, lease_expires_at=lease, lease_ttl_s=ttl):
             if state.status != "pending":
                 raise _refuse(state, event, "only a pending job can be claimed")
+            if state.not_before is not None and at < state.not_before:
+                raise _refuse(state, event, f"the job is backed off until {state.not_before.isoformat()}")
+            if attempt != state.attempt + 1:
+                raise _refuse(state, event, f"attempt {attempt} does not follow attempt {state.attempt}")
+            if lease is None and ttl is not None:
+                lease = at + dt.timedelta(seconds=ttl)
             return {
                 "status": "processing",
                 "worker_id": worker_id,
                 "attempt": attempt,
                 "lease_expires_at": lease,
+                "lease_ttl_s": ttl,
+                "not_before": None,
                 "stage": None,
                 "progress": 0,
             }
         case ev.JobStageChanged(stage=stage):
             _require_running(state, event)
-            return {"stage": stage, "progress": 0}
+            return {"stage": stage, "progress": 0, **_renewed(state, at)}
         case ev.JobProgress(percent=percent):
             _require_running(state, event)
             if not 0 <= percent <= 100:
                 raise _refuse(state, event, f"percent {percent} is outside 0-100")
-            return {"progress": percent}
+            return {"progress": percent, **_renewed(state, at)}
         case ev.JobHeartbeat(lease_expires_at=lease):
             _require_running(state, event, allow_cancelling=True)
-            return {"lease_expires_at": lease}
+            return {"lease_expires_at": lease} if lease is not None else _renewed(state, at)
+        case ev.JobLeaseExpired(worker_id=worker_id, attempt=attempt, not_before=not_before):
+            _require_holder(state, event, worker_id)
+            if attempt != state.attempt:
+                raise _refuse(state, event, f"attempt {attempt} is not the current attempt {state.attempt}")
+            changes = _back_to_pending(state, not_before)
+            changes["last_error"] = f"lease of worker {worker_id} expired (attempt {attempt})"
+            if state.cancel_requested:  # stays cancelled; the reaper confirms with job.cancelled
+                changes.update(status="cancelled", stage="cancelling")
+            return changes
+        case ev.JobReleased(worker_id=worker_id):
+            _require_holder(state, event, worker_id)
+            if state.cancel_requested:
+                raise _refuse(state, event, "cancellation was requested: cancel, do not release")
+            return {**_back_to_pending(state, None), "attempt": state.attempt - 1}
+        case ev.JobRetryScheduled(error=error, attempt=attempt, not_before=not_before):
+            _require_running(state, event)
+            if attempt != state.attempt:
+                raise _refuse(state, event, f"attempt {attempt} is not the current attempt {state.attempt}")
+            if state.running_children:
+                raise _refuse(state, event, f"children {list(state.running_children)} have not exited")
+            return {**_back_to_pending(state, not_before), "last_error": error}
         case ev.JobCancelRequested():
             if state.cancel_requested:
                 raise _refuse(state, event, "cancellation was requested already")
@@ -178,12 +247,14 @@ def _transition(state: JobState, event: ev.Event) -> dict[str, Any]:  # noqa: C9
             _require_running(state, event)
             if pid in state.running_children:
                 raise _refuse(state, event, f"a child with pid {pid} is running already")
-            return {"running_children": (*state.running_children, pid)}
+            return {"running_children": (*state.running_children, pid), **_renewed(state, at)}
         case ev.JobChildExited(pid=pid):
-            _require_running(state, event, allow_cancelling=True)
-            if pid not in state.running_children:
-                raise _refuse(state, event, f"no running child with pid {pid}")
-            return {"running_children": tuple(p for p in state.running_children if p != pid)}
+            if pid in state.running_children:
+                _require_running(state, event, allow_cancelling=True)
+                return {"running_children": tuple(p for p in state.running_children if p != pid), **_renewed(state, at)}
+            if pid in state.orphaned_children:  # an earlier attempt's child, found by orphan replay
+                return {"orphaned_children": tuple(p for p in state.orphaned_children if p != pid)}
+            raise _refuse(state, event, f"no running child with pid {pid}")
         case ev.JobCancelled():
             if not state.cancel_requested:
                 raise _refuse(state, event, "no cancellation was requested")
@@ -196,7 +267,8 @@ def _transition(state: JobState, event: ev.Event) -> dict[str, Any]:  # noqa: C9
                 raise _refuse(state, event, f"children {list(state.running_children)} have not exited")
             return {"status": "complete", "result": result, "progress": 100, "finished": True, "stage": None}
         case ev.JobFailed(error=error):
-            _require_running(state, event)
+            if state.cancel_requested:
+                raise _refuse(state, event, "cancellation was requested")
             if state.running_children:
                 raise _refuse(state, event, f"children {list(state.running_children)} have not exited")
             return {"status": "failed", "error": error, "finished": True, "stage": None}

@@ -145,3 +145,20 @@ def test_concurrent_appenders_never_both_win(tmp_path: Path) -> None:
     assert len(wins) == 1
     assert [r.type for r in repository.store.read_stream(created.state.job_id)] == ["job.created", "job.claimed"]
     backend.close()
+
+
+def test_every_event_carries_a_hash_chained_to_the_previous_one(repository: JobRepository) -> None:
+    from jobtape.eventlog import hashing
+
+    created = repository.create("ingest", {})
+    job_id = created.state.job_id
+    state = repository.append(job_id, [ev.JobClaimed(worker_id="w"), ev.JobStageChanged(stage="a")], created.state, actor="w").state
+    repository.store._last_hash.clear()  # force the read path for the previous hash
+    repository.append(job_id, [ev.JobProgress(percent=4)], state, actor="w")
+    rows = repository.store.backend.query(
+        "SELECT version, type, data, actor, recorded_at, hash FROM events WHERE job_id = ? ORDER BY version", [job_id])
+    previous = hashing.genesis_hash(job_id)
+    for version, type_, data, actor, recorded_at, stored in rows:
+        previous = hashing.event_hash(previous, job_id, version, type_, data, actor, recorded_at)
+        assert stored == previous
+    assert len(rows) == 4

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
@@ -56,7 +57,9 @@ def test_cancel_of_running_job_shows_cancelling_until_confirmed() -> None:
     ("events", "reason"),
     [
         ((CREATED, CLAIMED, ev.JobCompleted(), ev.JobProgress(percent=5)), "terminal"),
-        ((CREATED, CLAIMED, ev.JobClaimed(worker_id="w2")), "only a pending job"),
+        ((CREATED, CLAIMED, ev.JobClaimed(worker_id="w2", attempt=2)), "only a pending job"),
+        ((CREATED, ev.JobClaimed(worker_id="w2", attempt=2)), "does not follow attempt"),
+        ((CREATED, CLAIMED, ev.JobLeaseExpired(worker_id="w2", attempt=1)), "does not hold"),
         ((CREATED, CLAIMED, ev.JobCancelRequested(), ev.JobCompleted()), "cancellation was requested"),
         ((CREATED, ev.JobProgress(percent=5)), "not been claimed"),
         ((ev.JobProgress(percent=5),), "does not exist"),
@@ -78,9 +81,11 @@ def test_version_must_follow() -> None:
         job_state.apply(state, CLAIMED, job_id="j", version=3, recorded_at=T0)
 
 
+LATER = T0 + dt.timedelta(hours=1)
 EVENTS = st.one_of(
     st.just(ev.JobCreated(job_type="ingest")),
-    st.builds(ev.JobClaimed, worker_id=st.sampled_from(["w1", "w2"]), attempt=st.integers(1, 3)),
+    st.builds(ev.JobClaimed, worker_id=st.sampled_from(["w1", "w2"]), attempt=st.integers(1, 3),
+              lease_ttl_s=st.sampled_from([None, 30.0])),
     st.builds(ev.JobStageChanged, stage=st.sampled_from(["measuring", "normalizing"])),
     st.builds(ev.JobProgress, percent=st.integers(-5, 105)),
     st.builds(ev.JobHeartbeat),
@@ -90,6 +95,11 @@ EVENTS = st.one_of(
     st.builds(ev.JobCancelled),
     st.builds(ev.JobCompleted),
     st.builds(ev.JobFailed, error=st.just("boom")),
+    st.builds(ev.JobLeaseExpired, worker_id=st.sampled_from(["w1", "w2"]), attempt=st.integers(1, 3),
+              not_before=st.sampled_from([None, T0, LATER])),
+    st.builds(ev.JobReleased, worker_id=st.sampled_from(["w1", "w2"])),
+    st.builds(ev.JobRetryScheduled, error=st.just("net"), attempt=st.integers(1, 3),
+              not_before=st.sampled_from([None, LATER])),
 )
 
 
@@ -101,8 +111,10 @@ class FoldMachine(RuleBasedStateMachine):
         self.state: job_state.JobState | None = None
         self.accepted: list[ev.Event] = []
         self.children: list[int] = []
+        self.orphans: list[int] = []
+        self.cancelled_while_pending = False
 
-    def expected_legal(self, event: ev.Event) -> bool:  # noqa: C901 - the rules, one line each
+    def expected_legal(self, event: ev.Event) -> bool:  # noqa: C901, PLR0911 - the rules, one line each
         s = self.state
         if s is None:
             return isinstance(event, ev.JobCreated)
@@ -110,9 +122,10 @@ class FoldMachine(RuleBasedStateMachine):
             return False
         cancelling = s.cancel_requested
         running = s.status != "pending"
+        holder = s.worker_id
         match event:
-            case ev.JobClaimed():
-                return s.status == "pending"
+            case ev.JobClaimed(attempt=attempt):
+                return s.status == "pending" and attempt == s.attempt + 1 and (s.not_before is None or s.not_before <= T0)
             case ev.JobStageChanged():
                 return running and not cancelling
             case ev.JobChildStarted(pid=pid):
@@ -122,18 +135,27 @@ class FoldMachine(RuleBasedStateMachine):
             case ev.JobHeartbeat():
                 return running
             case ev.JobChildExited(pid=pid):
-                return running and pid in self.children
+                return (running and pid in self.children) or pid in self.orphans
             case ev.JobCancelRequested():
                 return not cancelling
             case ev.JobCancelled():
                 return cancelling and not self.children
-            case ev.JobCompleted() | ev.JobFailed():
+            case ev.JobCompleted():
                 return running and not cancelling and not self.children
+            case ev.JobFailed():
+                return not cancelling and not self.children
+            case ev.JobLeaseExpired(worker_id=w, attempt=attempt):
+                return running and holder == w and attempt == s.attempt
+            case ev.JobReleased(worker_id=w):
+                return running and holder == w and not cancelling
+            case ev.JobRetryScheduled(attempt=attempt):
+                return running and not cancelling and attempt == s.attempt and not self.children
         return False
 
     @rule(event=EVENTS)
     def append(self, event: ev.Event) -> None:
         legal = self.expected_legal(event)
+        before = self.state
         try:
             new = job_state.apply(self.state, event, job_id="j", version=len(self.accepted) + 1, recorded_at=T0)
         except errors.IllegalTransition:
@@ -142,10 +164,16 @@ class FoldMachine(RuleBasedStateMachine):
         assert legal, f"accepted an illegal {event!r} in {self.state!r}"
         self.state = new
         self.accepted.append(event)
-        if isinstance(event, ev.JobChildStarted):
-            self.children.append(event.pid)
-        if isinstance(event, ev.JobChildExited):
-            self.children.remove(event.pid)
+        match event:
+            case ev.JobChildStarted(pid=pid):
+                self.children.append(pid)
+            case ev.JobChildExited(pid=pid):
+                (self.children if pid in self.children else self.orphans).remove(pid)
+            case ev.JobLeaseExpired() | ev.JobReleased() | ev.JobRetryScheduled():
+                self.orphans += self.children
+                self.children = []
+            case ev.JobCancelRequested() if before is not None and before.status == "pending":
+                self.cancelled_while_pending = True
 
     @invariant()
     def rules_hold(self) -> None:
@@ -154,20 +182,47 @@ class FoldMachine(RuleBasedStateMachine):
             return
         assert s.version == len(self.accepted)
         assert sorted(s.running_children) == sorted(self.children)
+        assert sorted(s.orphaned_children) == sorted(self.orphans)
         assert 0 <= s.progress <= 100
         if s.finished:
             assert s.status in job_state.TERMINAL_STATUSES
         if s.status == "complete":
-            assert any(isinstance(e, ev.JobCompleted) for e in self.accepted)
+            assert isinstance(self.accepted[-1], ev.JobCompleted)
             assert not any(isinstance(e, ev.JobCancelRequested) for e in self.accepted)
         if s.status == "cancelled":
             assert s.cancel_requested
-            assert s.finished == (any(isinstance(e, ev.JobCancelled) for e in self.accepted)
-                                  or not any(isinstance(e, ev.JobClaimed) for e in self.accepted))
+            assert s.finished == (isinstance(self.accepted[-1], ev.JobCancelled) or self.cancelled_while_pending)
         if s.status == "processing":
             assert s.worker_id is not None and s.attempt >= 1
+            if s.lease_ttl_s is not None:
+                assert s.lease_expires_at == T0 + dt.timedelta(seconds=s.lease_ttl_s)
+        if s.status == "pending":
+            assert s.worker_id is None and s.running_children == ()
         terminal_events = [e for e in self.accepted if isinstance(e, (ev.JobCompleted, ev.JobFailed, ev.JobCancelled))]
         assert len(terminal_events) <= 1
 
 
 TestFoldMachine = FoldMachine.TestCase
+TestFoldMachine.settings = settings(max_examples=300, stateful_step_count=40, deadline=None)
+
+
+def test_lease_is_renewed_by_every_worker_event_and_expiry_returns_to_pending() -> None:
+    state = run(CREATED, ev.JobClaimed(worker_id="w1", lease_ttl_s=30.0), ev.JobStageChanged(stage="measuring"),
+                ev.JobChildStarted(pid=7, argv=["ffmpeg"]))
+    assert state.lease_expires_at == T0 + dt.timedelta(seconds=4 + 30)
+    later = T0 + dt.timedelta(minutes=5)
+    state = job_state.apply(state, ev.JobLeaseExpired(worker_id="w1", attempt=1, not_before=later),
+                            job_id="j", version=5, recorded_at=T0 + dt.timedelta(seconds=40))
+    assert (state.status, state.worker_id, state.running_children, state.orphaned_children) == ("pending", None, (), (7,))
+    with pytest.raises(errors.IllegalTransition, match="backed off"):
+        job_state.apply(state, ev.JobClaimed(worker_id="w2", attempt=2), job_id="j", version=6, recorded_at=T0)
+    state = job_state.apply(state, ev.JobClaimed(worker_id="w2", attempt=2), job_id="j", version=6, recorded_at=later)
+    state = job_state.apply(state, ev.JobChildExited(pid=7, exit_status=-9), job_id="j", version=7, recorded_at=later)
+    assert state.orphaned_children == () and state.status == "processing"
+
+
+def test_release_does_not_use_an_attempt() -> None:
+    state = run(CREATED, CLAIMED, ev.JobReleased(worker_id="w1"))
+    assert (state.status, state.attempt) == ("pending", 0)
+    state = job_state.apply(state, ev.JobClaimed(worker_id="w2", attempt=1), job_id="j", version=4, recorded_at=T0)
+    assert state.attempt == 1

@@ -13,6 +13,7 @@ from jobtape.eventlog import events as ev
 from jobtape.eventlog.sqlite import SQLiteBackend
 from jobtape.eventlog.store import EventStore, Statement
 from jobtape.projections import rebuild as rebuild_module
+from jobtape.projections.jobs import COLUMNS
 from jobtape.projections.rebuild import RowDifference, rebuild
 from jobtape.projections.repository import JobRepository
 
@@ -93,12 +94,11 @@ def test_verify_reports_a_tampered_column_and_apply_repairs_it(repository: JobRe
 def test_a_row_missing_on_either_side_is_a_whole_row_difference(repository: JobRepository) -> None:
     jobs = _jobs_in_every_state(repository)
     backend = repository.store.backend
-    stray = dict(zip(("job_id", "status"), ("f" * 32, "pending"), strict=True))
+    stray = {"job_id": "f" * 32, "status": "pending"}
+    copied = [{"job_id": "?", "idempotency_key": "NULL"}.get(column, column) for column in COLUMNS]
     backend.execute_batch([
         Statement("DELETE FROM jobs WHERE job_id = ?", (jobs["failed"],)),
-        Statement("INSERT INTO jobs SELECT ?, job_type, owner, NULL, status, stage, progress, attempt, worker_id,"
-                  " lease_expires_at, result, error, cancel_requested, finished, created_at, updated_at,"
-                  " created_position, last_version, last_position, state FROM jobs WHERE job_id = ?",
+        Statement(f"INSERT INTO jobs ({', '.join(COLUMNS)}) SELECT {', '.join(copied)} FROM jobs WHERE job_id = ?",
                   (stray["job_id"], jobs["pending"])),
     ])
 
