@@ -225,7 +225,7 @@ def loudnorm_measure_argv(input: str | os.PathLike[str], target: Target = Target
     Progress goes to stdout as ``key=value`` lines; the measurement JSON to stderr.
     """
     return [
-        ffmpeg_executable(), *_GLOBAL_OPTIONS, "-progress", "pipe:1", "-i", _path_arg(input),
+        ffmpeg_executable(), *_GLOBAL_OPTIONS, "-progress", "pipe:1", "-stats_period", "0.25", "-i", _path_arg(input),
         "-map", "0:a:0", "-vn", "-sn", "-dn",
         "-af", f"{_loudnorm_targets(target)}:print_format=json", "-f", "null", "-",
     ]
@@ -259,7 +259,7 @@ def loudnorm_apply_argv(
         f":offset={_clamped(measured.target_offset, -99, 99)}"
     )
     return [
-        ffmpeg_executable(), *_GLOBAL_OPTIONS, "-progress", "pipe:1", "-y", "-i", _path_arg(input),
+        ffmpeg_executable(), *_GLOBAL_OPTIONS, "-progress", "pipe:1", "-stats_period", "0.25", "-y", "-i", _path_arg(input),
         "-map", "0:a:0", "-vn", "-sn", "-dn",
         "-af", framing if measured.silent else f"{loudnorm}:linear=true:print_format=json,{framing}",
         "-ar", str(sample_rate), "-c:a", "flac", _path_arg(output),

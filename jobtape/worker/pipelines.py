@@ -26,8 +26,9 @@ __all__ = ["PIPELINES", "ingest"]
 
 
 def _probe(context: JobContext, path: Path, name: str) -> media.MediaInfo:
-    outcome = context.run_child([media.ffmpeg_executable(), "-hide_banner", "-nostdin", "-i", str(path)], name=name)
-    return media.parse_probe(outcome.stderr)
+    # "-t 0 -f null -" decodes nothing but makes ffmpeg exit 0 for a readable file.
+    argv = [media.ffmpeg_executable(), "-hide_banner", "-nostdin", "-i", str(path), "-t", "0", "-f", "null", "-"]
+    return media.parse_probe(context.run_child(argv, name=name).stderr)
 
 
 def _readrate(argv: list[str], settings: Settings) -> list[str]:
