@@ -24,6 +24,7 @@ from typing import Any, NoReturn
 import click
 import msgspec
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -88,7 +89,6 @@ def cli() -> None:
 def main() -> None:
     """Console-script entry point (``jobtape``, ``python -m jobtape``)."""
     cli.main(prog_name="jobtape")
-
 
 
 def _embedded_app(settings: Settings, worker_count: int) -> tuple[Any, JobRepository]:
@@ -181,7 +181,6 @@ def worker(data_dir: Path, poll_interval_s: float, concurrency: int) -> None:
             signal.signal(sig, handler)
 
 
-
 def _time_ms(at: dt.datetime) -> str:
     return at.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.") + f"{at.microsecond // 1000:03d}"
 
@@ -213,9 +212,18 @@ def _details(event: ev.Event) -> str:  # noqa: C901 - one case per event type
         case ev.JobCompleted(result=result):
             return f"result: {', '.join(result)}" if result else "result: (empty)"
         case ev.JobFailed(error=error, retryable=retryable):
-            first = error.strip().splitlines()[0] if error.strip() else "(no message)"
-            return _short(first, 120) + (" (retryable)" if retryable else "")
+            return _first_line(error) + (" (retryable)" if retryable else "")
+        case ev.JobRetryScheduled(error=error, attempt=attempt, not_before=not_before):
+            return f"attempt {attempt}: {_first_line(error)}" + (f"; not before {_time_ms(not_before)}" if not_before else "")
+        case ev.JobLeaseExpired(worker_id=worker_id, attempt=attempt, not_before=not_before):
+            return f"{worker_id} attempt {attempt}" + (f"; not before {_time_ms(not_before)}" if not_before else "")
+        case ev.JobReleased(worker_id=worker_id, reason=reason):
+            return f"by {worker_id}: {reason}"
     return ""
+
+
+def _first_line(text: str) -> str:
+    return _short(text.strip().splitlines()[0], 120) if text.strip() else "(no message)"
 
 
 def _print_history(console: Console, repository: JobRepository, job_id: str, *, as_json: bool = False) -> None:
@@ -241,11 +249,11 @@ def _print_history(console: Console, repository: JobRepository, job_id: str, *, 
     previous: dt.datetime | None = None
     for item in recorded:
         delta = f"+{(item.recorded_at - previous).total_seconds():.3f}s" if previous else ""
-        table.add_row(_time_ms(item.recorded_at), delta, item.actor, item.type, _details(item.event))
+        table.add_row(_time_ms(item.recorded_at), delta, escape(item.actor), item.type, escape(_details(item.event)))
         previous = item.recorded_at
     console.print(table)
-    extra = {"stage": state.stage, "progress": f"{state.progress}%", "error": state.error}
-    shown = ", ".join(f"{k} {v}" for k, v in extra.items() if v is not None)
+    extra = {"stage": state.stage, "progress": f"{state.progress}%", "error": state.error and _first_line(state.error)}
+    shown = escape(", ".join(f"{k} {v}" for k, v in extra.items() if v is not None))
     console.print(f"status: [bold]{state.status}[/bold] ({shown}; {len(recorded)} events)")
 
 
@@ -254,16 +262,12 @@ def _print_history(console: Console, repository: JobRepository, job_id: str, *, 
 @_common()
 @click.option("--json", "as_json", is_flag=True, help="Print the events as JSON instead of a table (off by default).")
 def history(job_id: str, data_dir: Path, as_json: bool) -> None:
-    """Show JOB_ID's events as a timeline: time (UTC, ms), delta, actor, type, key fields.
-
-    Exits 1 if no job has this id.
-    """
+    """Show JOB_ID's events as a timeline (UTC time in ms, delta, actor, type, key fields); exit 1 if unknown."""
     repository = runtime.open_repository(_existing_store_settings(data_dir))
     try:
         _print_history(_console(), repository, job_id, as_json=as_json)
     finally:
         repository.store.close()
-
 
 
 def _difference_table(differences: Sequence[rebuild_projection.RowDifference]) -> Table:
@@ -274,7 +278,7 @@ def _difference_table(differences: Sequence[rebuild_projection.RowDifference]) -
             rebuilt = "(no events)" if item.rebuilt is None else f"row ({item.rebuilt['status']})"
         else:
             live, rebuilt = _short(repr(item.live), 60), _short(repr(item.rebuilt), 60)
-        table.add_row(item.job_id, item.column, live, rebuilt)
+        table.add_row(item.job_id, item.column, escape(live), escape(rebuilt))
     return table
 
 
@@ -308,7 +312,6 @@ def rebuild(data_dir: Path, verify: bool) -> None:
         console.print(_difference_table(report.differences))
     if report.differences and verify:
         raise SystemExit(1)
-
 
 
 def _demo_file(file: Path | None) -> Path:
@@ -366,7 +369,8 @@ def demo(file: Path | None, data_dir: Path, timeout_s: float) -> None:
     console = _console()
     source = _demo_file(file)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per poll would bury the display
-    app, repository = _embedded_app(Settings(data_dir=data_dir), 1)
+    settings = Settings(data_dir=data_dir)
+    app, repository = _embedded_app(settings, 1)
     listener = socket.create_server(("127.0.0.1", 0))  # port 0: a free port, no race with other programs
     base_url = f"http://127.0.0.1:{listener.getsockname()[1]}"
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
@@ -374,7 +378,7 @@ def demo(file: Path | None, data_dir: Path, timeout_s: float) -> None:
     thread.start()
     try:
         _wait_started(server, thread, 30.0)
-        console.print(f"API at {base_url} (1 embedded worker, event log {repository.store.backend.path})")
+        console.print(f"API at {base_url} (1 embedded worker, event log {settings.database_path})")
         with httpx.Client(base_url=base_url, timeout=60.0) as client, source.open("rb") as handle:
             content_type = mimetypes.guess_type(source.name)[0] or "application/octet-stream"
             response = client.post("/api/audio/ingest", files={"file": (source.name, handle, content_type)})
@@ -391,5 +395,4 @@ def demo(file: Path | None, data_dir: Path, timeout_s: float) -> None:
         listener.close()
         repository.store.close()
     if view["status"] != "complete":
-        console.print(f"[red]job {view['status']}: {view['error']}[/red]")
-        raise SystemExit(1)
+        raise click.ClickException(f"job {job_id} ended {view['status']}: {view['error']}")

@@ -81,6 +81,23 @@ def test_history_reads_the_data_dir_from_the_environment_and_prints_json(data_di
     assert body["events"][3]["data"]["argv"][0] == "/opt/bin/ffmpeg-linux"
 
 
+def test_history_shows_errors_literally_and_the_failed_status(data_dir: Path) -> None:
+    repository = runtime.open_repository(Settings(data_dir=data_dir))
+    try:
+        state = repository.create("ingest", {"sourceType": "upload"}).state
+        state = repository.append(state.job_id, [ev.JobClaimed(worker_id="w")], state, actor="w").state
+        failed = ev.JobFailed(error="ffmpeg failed: [aac @ 0x55d] invalid data\n--- stderr (tail) ---\n...")
+        state = repository.append(state.job_id, [failed], state, actor="w").state
+    finally:
+        repository.store.close()
+
+    code, output = _invoke("history", "--data-dir", str(data_dir), state.job_id)
+
+    assert code == 0, output
+    assert "ffmpeg failed: [aac @ 0x55d] invalid data" in output and "stderr (tail)" not in output
+    assert "status: failed (progress 0%, error ffmpeg failed: [aac @ 0x55d] invalid data; 3 events)" in output
+
+
 def test_history_of_an_unknown_job_fails_clearly(data_dir: Path, job_id: str) -> None:
     code, output = _invoke("history", "--data-dir", str(data_dir), "0" * 32)
     assert (code, "Job not found: " + "0" * 32 in output) == (1, True)
