@@ -14,6 +14,7 @@ States (``status``)::
 
     processing ──lease_expired / retry_scheduled / released──▶ pending (again)
     pending ──failed──▶ failed   (a reaper giving up after the last attempt)
+    pending ──completed──▶ complete   (only as version 2: a cache hit completes at creation)
 
 Leases: ``job.claimed`` may carry ``lease_ttl_s``; every later event of the holding worker
 (stage, progress, child, heartbeat) renews ``lease_expires_at`` to its own time + TTL.
@@ -262,7 +263,10 @@ def _transition(state: JobState, event: ev.Event, at: dt.datetime) -> dict[str, 
                 raise _refuse(state, event, f"children {list(state.running_children)} have not exited")
             return {"finished": True, "stage": None}
         case ev.JobCompleted(result=result):
-            _require_running(state, event)
+            # A cache hit (e.g. a preview already rendered) completes right at creation:
+            # job.created and job.completed in one append, never after any other event.
+            if not (state.status == "pending" and state.version == 1):
+                _require_running(state, event)
             if state.running_children:
                 raise _refuse(state, event, f"children {list(state.running_children)} have not exited")
             return {"status": "complete", "result": result, "progress": 100, "finished": True, "stage": None}

@@ -38,6 +38,11 @@ def test_happy_path() -> None:
     assert state.version == 7
 
 
+def test_a_cache_hit_completes_at_creation() -> None:
+    state = run(CREATED, ev.JobCompleted(result={"previewKey": "p"}))
+    assert (state.status, state.finished, state.attempt) == ("complete", True, 0)
+
+
 def test_cancel_of_pending_job_ends_it_at_once() -> None:
     state = run(CREATED, ev.JobCancelRequested())
     assert (state.status, state.finished, state.stage) == ("cancelled", True, None)
@@ -62,6 +67,8 @@ def test_cancel_of_running_job_shows_cancelling_until_confirmed() -> None:
         ((CREATED, CLAIMED, ev.JobLeaseExpired(worker_id="w2", attempt=1)), "does not hold"),
         ((CREATED, CLAIMED, ev.JobCancelRequested(), ev.JobCompleted()), "cancellation was requested"),
         ((CREATED, ev.JobProgress(percent=5)), "not been claimed"),
+        ((CREATED, ev.JobCancelRequested(), ev.JobCompleted()), "terminal"),
+        ((CREATED, CLAIMED, ev.JobReleased(worker_id="w1"), ev.JobCompleted()), "not been claimed"),
         ((ev.JobProgress(percent=5),), "does not exist"),
         ((CREATED, CREATED), "exists already"),
         ((CREATED, CLAIMED, ev.JobProgress(percent=101)), "outside 0-100"),
@@ -141,7 +148,8 @@ class FoldMachine(RuleBasedStateMachine):
             case ev.JobCancelled():
                 return cancelling and not self.children
             case ev.JobCompleted():
-                return running and not cancelling and not self.children
+                at_creation = s.status == "pending" and s.version == 1
+                return (running or at_creation) and not cancelling and not self.children
             case ev.JobFailed():
                 return not cancelling and not self.children
             case ev.JobLeaseExpired(worker_id=w, attempt=attempt):
