@@ -8,6 +8,8 @@ Hierarchy::
     ├── MalformedEvent          a stored event cannot be decoded (names its position)
     ├── JobNotFound             no stream for that job id
     ├── DuplicateIdempotencyKey a job with this (owner, idempotency key) exists already
+    ├── InvalidTimeSpec         a time given by a user is neither ISO 8601 nor relative (``-10m``)
+    ├── InvalidExport           an export file is malformed, gapped or tampered (names the line)
     ├── StorageError
     │   ├── InvalidStorageKey   a key that is absolute, contains ``..`` or empty segments
     │   └── BlobNotFound        no blob under that key
@@ -24,7 +26,9 @@ __all__ = [
     "ConcurrencyError",
     "DuplicateIdempotencyKey",
     "IllegalTransition",
+    "InvalidExport",
     "InvalidStorageKey",
+    "InvalidTimeSpec",
     "JobNotFound",
     "JobtapeError",
     "MalformedEvent",
@@ -92,6 +96,29 @@ class DuplicateIdempotencyKey(JobtapeError):
         self.owner = owner
         self.idempotency_key = idempotency_key
         super().__init__(f"owner {owner!r} already created a job with idempotency key {idempotency_key!r}")
+
+
+class InvalidTimeSpec(JobtapeError):
+    """A time given by a user is neither ISO 8601 nor a relative time like ``-10m``."""
+
+    def __init__(self, text: str, reason: str) -> None:
+        self.text = text
+        self.reason = reason
+        super().__init__(f"{text!r} is not a time: {reason}")
+
+
+class InvalidExport(JobtapeError):
+    """An export file cannot be imported: malformed, gapped, or its hashes do not match.
+
+    Attributes:
+        line: the 1-based line of the file that is wrong.
+        reason: what is wrong with it.
+    """
+
+    def __init__(self, line: int, reason: str) -> None:
+        self.line = line
+        self.reason = reason
+        super().__init__(f"line {line}: {reason}")
 
 
 class StorageError(JobtapeError):
