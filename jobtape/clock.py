@@ -28,11 +28,12 @@ def utcnow() -> dt.datetime:
 def format_timestamp(value: dt.datetime) -> str:
     """Format a UTC datetime as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (sortable as text).
 
-    Naive datetimes are taken to be UTC.
+    Naive datetimes are taken to be UTC; aware ones are converted to UTC.
     """
-    if value.tzinfo is not None:
-        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if value.tzinfo is not None and value.utcoffset():
+        value = value.astimezone(dt.timezone.utc)
+    # isoformat is several times faster than strftime; this runs on every append.
+    return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def parse_timestamp(text: str) -> dt.datetime:

@@ -15,7 +15,9 @@ from jobtape import clock
 from jobtape.eventlog.store import SQLBackend, Statement
 from jobtape.projections.state import JobState
 
-__all__ = ["COLUMNS", "decode_state", "encode_state", "queue_position", "row_values", "select_state", "upsert"]
+__all__ = [
+    "COLUMNS", "decode_state", "encode_state", "queue_position", "row_values", "select_state", "update", "upsert",
+]
 
 _STATE_ENCODER = msgspec.json.Encoder()
 _STATE_DECODER = msgspec.json.Decoder(JobState)
@@ -96,6 +98,37 @@ def upsert(state: JobState, table: str = "jobs") -> Statement:
         else:
             params.append(values[column])
     return Statement(_UPSERT if table == "jobs" else _upsert_sql(table), tuple(params))
+
+
+#: State attributes that map 1:1 to a column which may change after creation.
+_MUTABLE = ("status", "stage", "progress", "attempt", "worker_id", "lease_expires_at", "result", "error",
+            "cancel_requested", "finished", "not_before")
+_ENCODE_COLUMN = {
+    "lease_expires_at": _stamp,
+    "not_before": _stamp,
+    "result": lambda value: _JSON.encode(value).decode() if value is not None else None,
+    "cancel_requested": int,
+    "finished": int,
+}
+
+
+def update(before: JobState, after: JobState) -> Statement:
+    """The statement that moves an existing job's row from ``before`` to ``after``.
+
+    Only the columns that changed are set, so an append that leaves ``status`` alone (progress,
+    heartbeats) does not rewrite the status indexes. Must run right after the batch's last
+    event insert: ``last_position`` is that insert's ``last_insert_rowid()``.
+    """
+    assignments = ["updated_at = ?", "last_version = ?", "last_position = last_insert_rowid()", "state = ?"]
+    params: list[Any] = [_stamp(after.updated_at), after.version, encode_state(after)]
+    for name in _MUTABLE:
+        value = getattr(after, name)
+        if value != getattr(before, name):
+            assignments.append(f"{name} = ?")
+            encode = _ENCODE_COLUMN.get(name)
+            params.append(encode(value) if encode is not None else value)
+    params.append(after.job_id)
+    return Statement(f"UPDATE jobs SET {', '.join(assignments)} WHERE job_id = ?", tuple(params))
 
 
 def select_state(backend: SQLBackend, job_id: str) -> JobState | None:

@@ -89,9 +89,8 @@ class JobRepository:
         for offset, event in enumerate(events, start=1):
             new_state = job_state.apply(new_state, event, job_id=job_id, version=expected + offset, recorded_at=at)
         assert new_state is not None
-        recorded = self.store.append(
-            job_id, events, expected, actor=actor, extra=[jobs_projection.upsert(new_state)], recorded_at=at
-        )
+        row = jobs_projection.upsert(new_state) if current is None else jobs_projection.update(current, new_state)
+        recorded = self.store.append(job_id, events, expected, actor=actor, extra=[row], recorded_at=at)
         result = AppendResult(new_state, recorded)
         if self.on_append is not None:
             self.on_append(result)
