@@ -12,7 +12,12 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["Settings"]
+__all__ = ["JOB_STORE_BACKENDS", "STORAGE_BACKENDS", "Settings"]
+
+#: Accepted values of ``JOB_STORE_BACKEND``.
+JOB_STORE_BACKENDS = ("sqlite", "libsql")
+#: Accepted values of ``STORAGE_BACKEND``.
+STORAGE_BACKENDS = ("local", "s3", "r2")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +37,24 @@ class Settings:
         ffmpeg_readrate: if set, ffmpeg reads its input at most this many times real time
             (``-readrate``), so a worker sharing a host does not take every core; ``None``
             (the default) reads as fast as it can. Env ``JOBTAPE_FFMPEG_READRATE``.
+
+        job_store_backend: ``"sqlite"`` (the embedded file, the default) or ``"libsql"``
+            (a sqld / Turso server). Env ``JOB_STORE_BACKEND``; when unset, ``DEPLOY_ENV=production``
+            means ``libsql`` and anything else ``sqlite``.
+        turso_database_url: the libSQL URL (``libsql://...``, ``wss://``, ``ws://``,
+            ``https://``, ``http://``); required for ``libsql``. Env ``TURSO_DATABASE_URL``.
+        turso_auth_token: the libSQL auth token, or ``None``. Env ``TURSO_AUTH_TOKEN``.
+        storage_backend: ``"local"`` (files under ``data_dir/storage``, the default),
+            ``"s3"`` or ``"r2"`` (any S3 API). Env ``STORAGE_BACKEND``.
+        s3_bucket: the bucket for ``s3``/``r2``. Env ``S3_BUCKET`` (``R2_BUCKET`` for r2).
+        s3_endpoint_url: a non-AWS endpoint (MinIO, R2), or ``None`` for AWS. Env
+            ``S3_ENDPOINT_URL``; for r2 it defaults to ``https://<R2_ACCOUNT_ID>.r2.cloudflarestorage.com``.
+        s3_region: the region; ``None`` lets boto3 decide. Env ``AWS_REGION`` (``auto`` for r2).
+        s3_access_key_id, s3_secret_access_key: credentials; ``None`` uses boto3's default
+            chain (instance role, ``~/.aws``). Env ``AWS_ACCESS_KEY_ID`` /
+            ``AWS_SECRET_ACCESS_KEY`` (``R2_ACCESS_KEY_ID`` / ``R2_SECRET_ACCESS_KEY`` for r2).
+        download_url_ttl_s: lifetime of presigned download URLs, in seconds; default 7 days.
+        upload_url_ttl_s: lifetime of presigned upload URLs, in seconds; default 1 hour.
     """
 
     data_dir: Path = Path("var")
@@ -42,6 +65,27 @@ class Settings:
     target_lufs: float = -16.0
     target_true_peak_db: float = -1.5
     ffmpeg_readrate: float | None = None
+    job_store_backend: str = "sqlite"
+    turso_database_url: str | None = None
+    turso_auth_token: str | None = dataclasses.field(default=None, repr=False)
+    storage_backend: str = "local"
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = dataclasses.field(default=None, repr=False)
+    download_url_ttl_s: int = 7 * 24 * 3600
+    upload_url_ttl_s: int = 3600
+
+    def __post_init__(self) -> None:
+        if self.job_store_backend not in JOB_STORE_BACKENDS:
+            raise ValueError(f"job store backend {self.job_store_backend!r} is not one of {', '.join(JOB_STORE_BACKENDS)}")
+        if self.job_store_backend == "libsql" and not self.turso_database_url:
+            raise ValueError("the libsql job store needs TURSO_DATABASE_URL")
+        if self.storage_backend not in STORAGE_BACKENDS:
+            raise ValueError(f"storage backend {self.storage_backend!r} is not one of {', '.join(STORAGE_BACKENDS)}")
+        if self.storage_backend != "local" and not self.s3_bucket:
+            raise ValueError(f"the {self.storage_backend} storage backend needs a bucket (S3_BUCKET or R2_BUCKET)")
 
     @property
     def database_path(self) -> Path:
@@ -74,5 +118,29 @@ class Settings:
                     values[name] = kind(env[var])
                 except ValueError as exc:
                     raise ValueError(f"{var}={env[var]!r} is not a valid {kind.__name__}") from exc
+        values.update(_backend_values(env))
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
+
+
+def _backend_values(env: Mapping[str, str]) -> dict[str, object]:
+    """The event-store and storage fields from their (un-prefixed, seed-compatible) variables."""
+    values: dict[str, object] = {}
+    store = env.get("JOB_STORE_BACKEND") or ("libsql" if env.get("DEPLOY_ENV") == "production" else "sqlite")
+    values["job_store_backend"] = store.strip().lower()
+    for name, var in (("turso_database_url", "TURSO_DATABASE_URL"), ("turso_auth_token", "TURSO_AUTH_TOKEN")):
+        if env.get(var):
+            values[name] = env[var]
+    storage = (env.get("STORAGE_BACKEND") or "local").strip().lower()
+    values["storage_backend"] = storage
+    if storage == "r2":
+        account = env.get("R2_ACCOUNT_ID")
+        endpoint = env.get("S3_ENDPOINT_URL") or (f"https://{account}.r2.cloudflarestorage.com" if account else None)
+        names = {"s3_bucket": "R2_BUCKET", "s3_access_key_id": "R2_ACCESS_KEY_ID",
+                 "s3_secret_access_key": "R2_SECRET_ACCESS_KEY"}
+        values.update({"s3_endpoint_url": endpoint, "s3_region": "auto"})
+    else:
+        names = {"s3_bucket": "S3_BUCKET", "s3_endpoint_url": "S3_ENDPOINT_URL", "s3_region": "AWS_REGION",
+                 "s3_access_key_id": "AWS_ACCESS_KEY_ID", "s3_secret_access_key": "AWS_SECRET_ACCESS_KEY"}
+    values.update({name: env[var] for name, var in names.items() if env.get(var)})
+    return {k: v for k, v in values.items() if v is not None}

@@ -8,6 +8,7 @@ Hierarchy::
     ├── MalformedEvent          a stored event cannot be decoded (names its position)
     ├── JobNotFound             no stream for that job id
     ├── DuplicateIdempotencyKey a job with this (owner, idempotency key) exists already
+    ├── StoreUnavailable        the event store cannot be reached now; retry after a pause
     ├── InvalidTimeSpec         a time given by a user is neither ISO 8601 nor relative (``-10m``)
     ├── InvalidExport           an export file is malformed, gapped or tampered (names the line)
     ├── StorageError
@@ -34,6 +35,7 @@ __all__ = [
     "MalformedEvent",
     "MediaError",
     "StorageError",
+    "StoreUnavailable",
 ]
 
 
@@ -119,6 +121,24 @@ class InvalidExport(JobtapeError):
         self.line = line
         self.reason = reason
         super().__init__(f"line {line}: {reason}")
+
+
+class StoreUnavailable(JobtapeError):
+    """The event store cannot be reached; retry after a pause.
+
+    Raised by a networked backend (libSQL) when a connection fails or a request times
+    out. A write that raised it may or may not have been committed (``in_doubt``); the
+    version guard keeps a retried append from being written twice.
+
+    Attributes:
+        retry_after_s: a suggested pause before retrying, in seconds.
+        in_doubt: ``True`` if a write was sent and its outcome is unknown.
+    """
+
+    def __init__(self, detail: str, *, retry_after_s: int = 2, in_doubt: bool = False) -> None:
+        self.retry_after_s = retry_after_s
+        self.in_doubt = in_doubt
+        super().__init__(f"the event store is unavailable: {detail}; retry in {retry_after_s} s")
 
 
 class StorageError(JobtapeError):

@@ -1,4 +1,14 @@
-"""Factories that open the configured backends (the composition root's building blocks)."""
+"""Factories that open the configured backends (the composition root's building blocks).
+
+Backends are chosen by name through two registries with a default factory each, so an
+embedding application (or a test) can register another one:
+
+- :data:`STORE_BACKENDS`: ``sqlite`` (default; the embedded file) and ``libsql`` (sqld/Turso);
+- :data:`STORAGE_BACKENDS`: ``local`` (default), ``s3`` and ``r2`` (both :class:`S3Storage`).
+
+boto3 and libsql-client are imported by the factories that need them, so the embedded
+default loads neither.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +16,93 @@ from collections.abc import Callable
 
 from jobtape.config import Settings
 from jobtape.eventlog.sqlite import SQLiteBackend
-from jobtape.eventlog.store import EventStore
+from jobtape.eventlog.store import EventStore, SQLBackend
 from jobtape.projections.repository import AppendResult, JobRepository
+from jobtape.storage.base import Storage
+from jobtape.storage.local import LocalStorage
 
-__all__ = ["open_repository", "open_store"]
+__all__ = [
+    "STORAGE_BACKENDS",
+    "STORE_BACKENDS",
+    "describe_store",
+    "open_backend",
+    "open_repository",
+    "open_storage",
+    "open_store",
+]
+
+
+def _sqlite(settings: Settings) -> SQLBackend:
+    return SQLiteBackend(settings.database_path)
+
+
+def _libsql(settings: Settings) -> SQLBackend:
+    from jobtape.eventlog.libsql import LibSQLBackend
+
+    assert settings.turso_database_url is not None  # Settings checks it
+    return LibSQLBackend(settings.turso_database_url, settings.turso_auth_token)
+
+
+def _local(settings: Settings) -> Storage:
+    return LocalStorage(settings.storage_root)
+
+
+def _s3(settings: Settings) -> Storage:
+    from jobtape.storage.s3 import S3Storage
+
+    assert settings.s3_bucket is not None  # Settings checks it
+    return S3Storage(
+        settings.s3_bucket,
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.s3_region,
+        access_key_id=settings.s3_access_key_id,
+        secret_access_key=settings.s3_secret_access_key,
+    )
+
+
+#: ``Settings.job_store_backend`` -> factory of an unmigrated :class:`SQLBackend`.
+STORE_BACKENDS: dict[str, Callable[[Settings], SQLBackend]] = {"sqlite": _sqlite, "libsql": _libsql}
+#: ``Settings.storage_backend`` -> factory of a :class:`Storage`.
+STORAGE_BACKENDS: dict[str, Callable[[Settings], Storage]] = {"local": _local, "s3": _s3, "r2": _s3}
+
+
+def open_backend(settings: Settings) -> SQLBackend:
+    """Open (and migrate) the SQL backend the settings name.
+
+    Raises:
+        KeyError: no factory is registered under ``settings.job_store_backend``.
+        errors.StoreUnavailable: a remote store cannot be reached.
+    """
+    backend = STORE_BACKENDS[settings.job_store_backend](settings)
+    try:
+        backend.migrate()
+    except BaseException:
+        backend.close()
+        raise
+    return backend
 
 
 def open_store(settings: Settings) -> EventStore:
-    """Open (and migrate) the event store the settings name: the embedded SQLite file."""
-    backend = SQLiteBackend(settings.database_path)
-    backend.migrate()
-    return EventStore(backend)
+    """Open (and migrate) the event store the settings name (the embedded SQLite file by default)."""
+    return EventStore(open_backend(settings))
 
 
 def open_repository(settings: Settings, on_append: Callable[[AppendResult], None] | None = None) -> JobRepository:
     """Open the event store and wrap it in a :class:`JobRepository`."""
     return JobRepository(open_store(settings), on_append=on_append)
+
+
+def open_storage(settings: Settings) -> Storage:
+    """Open the blob storage the settings name (``data_dir/storage`` by default).
+
+    Raises:
+        KeyError: no factory is registered under ``settings.storage_backend``.
+    """
+    return STORAGE_BACKENDS[settings.storage_backend](settings)
+
+
+def describe_store(settings: Settings) -> str:
+    """A one-line description of the configured event store for logs (no secrets)."""
+    if settings.job_store_backend == "sqlite":
+        return str(settings.database_path)
+    return f"{settings.job_store_backend} {settings.turso_database_url}"

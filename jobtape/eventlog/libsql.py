@@ -1,0 +1,204 @@
+"""The libSQL backend of the event store: a remote sqld / Turso database over Hrana.
+
+It runs the very statements :class:`jobtape.eventlog.store.EventStore` builds; each
+:meth:`LibSQLBackend.execute_batch` is one Hrana batch (``BEGIN`` ... ``COMMIT``, rolled
+back on the first failing statement), so the constraints and triggers guard it exactly as
+they guard a SQLite transaction.
+
+``libsql-client``'s client is asynchronous. The backend owns one event loop in a daemon
+thread and one client on it; calling threads submit coroutines and wait with a timeout,
+so several threads (API requests, job threads) share one connection concurrently.
+
+Failure translation at this boundary:
+
+- ``SQLITE_CONSTRAINT*`` (UNIQUE, CHECK, a trigger's ``RAISE(ABORT, ...)``) ->
+  :class:`jobtape.eventlog.store.ConstraintViolation` with SQLite's message;
+- a connection error, an HTTP 5xx, a closed WebSocket or a timeout ->
+  :class:`jobtape.errors.StoreUnavailable` (the client is then replaced, so the next call
+  reconnects);
+- anything else (a SQL error: a bug) propagates as ``libsql_client.LibsqlError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import datetime as dt
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import aiohttp
+import libsql_client
+
+from jobtape import errors
+from jobtape.eventlog import replay, schema
+from jobtape.eventlog.store import ConstraintViolation, SQLBackend, Statement
+
+__all__ = ["LibSQLBackend"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Codes of ``LibsqlError`` that mean "the server could not be reached or answered badly".
+_TRANSIENT_CODES = frozenset(
+    {"HRANA_WEBSOCKET_ERROR", "SERVER_ERROR", "CLIENT_CLOSED", "STREAM_CLOSED", "HRANA_CLOSED_ERROR"}
+)
+_MIGRATIONS_TABLE = (
+    'CREATE TABLE IF NOT EXISTS "_jobtape_migrations" ("name" TEXT PRIMARY KEY, "applied_at" TEXT)'
+)
+
+
+class LibSQLBackend(SQLBackend):
+    """Runs event-store statements on a libSQL server (sqld, Turso).
+
+    Args:
+        url: ``libsql://host`` (TLS WebSocket), ``wss://``/``ws://`` (Hrana over a
+            WebSocket) or ``https://``/``http://`` (Hrana over HTTP). Add ``?tls=0`` to a
+            ``libsql://`` URL for a server without TLS.
+        auth_token: the database token (Turso), or ``None`` for a server without auth.
+        timeout_s: longest wait for one request, in seconds; past it the call raises
+            :class:`errors.StoreUnavailable` (a write is then in doubt).
+    """
+
+    def __init__(self, url: str, auth_token: str | None = None, *, timeout_s: float = 15.0) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+        self._auth_token = auth_token
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="libsql event loop", daemon=True)
+        self._thread.start()
+        self._client: libsql_client.Client | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"LibSQLBackend({self.url!r})"
+
+    # -- the loop thread -------------------------------------------------------------------
+
+    def _run(self, make: Callable[[libsql_client.Client], Awaitable[T]], *, write: bool) -> T:
+        """Run ``make(client)`` (a coroutine factory) on the loop; translate failures."""
+        if self._closed:
+            raise RuntimeError("the libSQL backend is closed")
+
+        async def call() -> T:
+            if self._client is None:
+                self._client = libsql_client.create_client(self.url, auth_token=self._auth_token)
+            client = self._client
+            try:
+                return await asyncio.wait_for(make(client), self.timeout_s)
+            except BaseException as exc:
+                if _is_transient(exc) and self._client is client:
+                    self._client = None  # the next call connects afresh
+                    asyncio.get_running_loop().create_task(_close_quietly(client))
+                raise
+
+        future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(call(), self._loop)
+        try:
+            return future.result()
+        except libsql_client.LibsqlError as exc:
+            if exc.code.startswith("SQLITE_CONSTRAINT"):
+                raise ConstraintViolation(_sqlite_message(exc)) from exc
+            if _is_transient(exc):
+                raise errors.StoreUnavailable(_describe(exc), in_doubt=write) from exc
+            raise
+        except (aiohttp.ClientError, OSError, TimeoutError, asyncio.TimeoutError) as exc:
+            raise errors.StoreUnavailable(_describe(exc), in_doubt=write) from exc
+
+    # -- the port --------------------------------------------------------------------------
+
+    def execute_batch(self, statements: Sequence[Statement]) -> list[list[tuple[Any, ...]]]:
+        """Run the statements as one Hrana batch; see :meth:`SQLBackend.execute_batch`.
+
+        Raises:
+            ConstraintViolation: a constraint or trigger refused a statement; nothing was written.
+            errors.StoreUnavailable: the server cannot be reached; the write is in doubt.
+        """
+        batch = [libsql_client.Statement(sql, list(params)) for sql, params in statements]
+        results = self._run(lambda client: client.batch(batch), write=True)
+        return [[tuple(row) for row in result.rows] for result in results]
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one read; see :meth:`SQLBackend.query`.
+
+        Raises:
+            errors.StoreUnavailable: the server cannot be reached.
+        """
+        result = self._run(lambda client: client.execute(sql, list(params)), write=False)
+        return [tuple(row) for row in result.rows]
+
+    def migrate(self) -> list[str]:
+        """Apply pending migrations by replaying their DDL (:mod:`jobtape.eventlog.replay`).
+
+        Each migration's statements and its ``_jobtape_migrations`` row go in one batch.
+        When another process applies the same migration at the same time, one batch
+        fails on an existing object and this call re-reads the migration table.
+
+        Returns:
+            The names applied by this call.
+
+        Raises:
+            errors.StoreUnavailable: the server cannot be reached.
+        """
+        self.execute_batch([Statement(_MIGRATIONS_TABLE)])
+        applied = []
+        for index, (name, _step) in enumerate(schema.MIGRATIONS):
+            if name in self._applied():
+                continue
+            stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            statements = [Statement(sql) for sql in replay.migration_statements(schema.MIGRATIONS, index)]
+            record = Statement('INSERT INTO "_jobtape_migrations" (name, applied_at) VALUES (?, ?)', (name, stamp))
+            try:
+                self.execute_batch([*statements, record])
+            except (ConstraintViolation, libsql_client.LibsqlError):
+                if name not in self._applied():
+                    raise
+                continue  # a concurrent migrator won
+            applied.append(name)
+        return applied
+
+    def _applied(self) -> set[str]:
+        return {str(row[0]) for row in self.query('SELECT name FROM "_jobtape_migrations"')}
+
+    def close(self) -> None:
+        """Close the client and stop the loop thread. Further use raises ``RuntimeError``; a second call is a no-op."""
+        if self._closed:
+            return
+        self._closed = True
+
+        async def shutdown() -> None:
+            if self._client is not None:
+                await _close_quietly(self._client)
+                self._client = None
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(self.timeout_s)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(self.timeout_s)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+
+def _is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, libsql_client.LibsqlError):
+        return exc.code in _TRANSIENT_CODES
+    return isinstance(exc, (aiohttp.ClientError, OSError, TimeoutError, asyncio.TimeoutError))
+
+
+def _sqlite_message(exc: libsql_client.LibsqlError) -> str:
+    return exc.explanation.removeprefix("SQLite error: ")
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 200 else text[:199] + "…"
+
+
+async def _close_quietly(client: libsql_client.Client) -> None:
+    try:
+        await client.close()
+    except Exception:  # noqa: BLE001 - closing a broken connection may fail; nothing to do
+        log.debug("closing a libSQL client failed", exc_info=True)
