@@ -8,6 +8,7 @@ Hierarchy::
     ├── MalformedEvent          a stored event cannot be decoded (names its position)
     ├── JobNotFound             no stream for that job id
     ├── DuplicateIdempotencyKey a job with this (owner, idempotency key) exists already
+    ├── SourceUrlRefused        a URL to ingest is malformed, not http(s), or points inside the network
     ├── StoreUnavailable        the event store cannot be reached now; retry after a pause
     ├── InvalidTimeSpec         a time given by a user is neither ISO 8601 nor relative (``-10m``)
     ├── InvalidExport           an export file is malformed, gapped or tampered (names the line)
@@ -34,6 +35,7 @@ __all__ = [
     "JobtapeError",
     "MalformedEvent",
     "MediaError",
+    "SourceUrlRefused",
     "StorageError",
     "StoreUnavailable",
 ]
@@ -139,6 +141,22 @@ class StoreUnavailable(JobtapeError):
         self.retry_after_s = retry_after_s
         self.in_doubt = in_doubt
         super().__init__(f"the event store is unavailable: {detail}; retry in {retry_after_s} s")
+
+
+class SourceUrlRefused(JobtapeError):
+    """A URL source may not be fetched.
+
+    Attributes:
+        url: the URL as given.
+        reason: a code for callers that act on it: ``"malformed"``, ``"scheme"``,
+            ``"credentials"``, ``"not_youtube"``, ``"private_address"`` (server-side request
+            forgery guard) or ``"unresolvable"`` (DNS gave no address; may be transient).
+    """
+
+    def __init__(self, url: str, reason: str, message: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(message)
 
 
 class StorageError(JobtapeError):

@@ -38,6 +38,7 @@ STATUS_CODES: Mapping[type[errors.JobtapeError], tuple[int, str | None]] = {
     errors.BlobNotFound: (404, None),
     errors.InvalidStorageKey: (400, None),
     errors.DuplicateIdempotencyKey: (409, None),
+    errors.SourceUrlRefused: (422, None),
     errors.IllegalTransition: (409, None),
     errors.ConcurrencyError: (409, "the job changed while this request ran; send the request again"),
     errors.StorageError: (503, None),
