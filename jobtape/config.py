@@ -31,6 +31,24 @@ class Settings:
             cancels, in seconds. Env ``JOBTAPE_POLL_INTERVAL``; default 1.0.
         concurrency: jobs one worker process runs at once. Env ``JOBTAPE_CONCURRENCY``; default 1.
         kill_grace_s: seconds between SIGTERM and SIGKILL when a child must stop; default 5.0.
+        lease_ttl_s: a claim's lease, in seconds: every event of the worker renews it, a
+            ``job.heartbeat`` is appended after ``lease_ttl_s / 3`` without one, and a reaper
+            takes back a job whose lease expired. Env ``JOBTAPE_LEASE_TTL``; default 30.
+        shutdown_grace_s: on SIGTERM/SIGINT, seconds running jobs may take to finish before
+            their children are terminated and the jobs released. Env ``JOBTAPE_SHUTDOWN_GRACE``;
+            default 30.
+        max_attempts: attempts per job (lease expiries and retryable failures each use one)
+            before it fails. Env ``JOBTAPE_MAX_ATTEMPTS``; default 3.
+        backoff_base_s: retry backoff ceiling after the first attempt, in seconds (doubling
+            per attempt, equal jitter; see :mod:`jobtape.worker.policy`). Env
+            ``JOBTAPE_BACKOFF_BASE``; default 2.
+        backoff_cap_s: the largest retry backoff ceiling, in seconds. Env ``JOBTAPE_BACKOFF_CAP``; default 60.
+        timeout_ingest_s, timeout_preview_s, timeout_save_s: seconds a job of that type may
+            run from its claim before its child is terminated and it fails with ``timed out
+            after N s``. Env ``JOBTAPE_TIMEOUT_INGEST`` / ``_PREVIEW`` / ``_SAVE``; defaults
+            600, 120, 600 (seed 004's reaper default of 10 minutes).
+        host_id: this host's id in ``job.child_started`` and worker ids (orphan replay kills
+            only children recorded with it); ``None`` uses the hostname. Env ``JOBTAPE_HOST_ID``.
         max_upload_bytes: largest accepted upload, in bytes; default 500 MB.
         target_lufs: integrated loudness of prepared assets, LUFS; default -16.0.
         target_true_peak_db: true-peak ceiling of prepared assets, dBTP; default -1.5.
@@ -61,6 +79,15 @@ class Settings:
     poll_interval_s: float = 1.0
     concurrency: int = 1
     kill_grace_s: float = 5.0
+    lease_ttl_s: float = 30.0
+    shutdown_grace_s: float = 30.0
+    max_attempts: int = 3
+    backoff_base_s: float = 2.0
+    backoff_cap_s: float = 60.0
+    timeout_ingest_s: float = 600.0
+    timeout_preview_s: float = 120.0
+    timeout_save_s: float = 600.0
+    host_id: str | None = None
     max_upload_bytes: int = 500 * 1000 * 1000
     target_lufs: float = -16.0
     target_true_peak_db: float = -1.5
@@ -110,6 +137,15 @@ class Settings:
             ("data_dir", "JOBTAPE_DATA_DIR", Path),
             ("poll_interval_s", "JOBTAPE_POLL_INTERVAL", float),
             ("concurrency", "JOBTAPE_CONCURRENCY", int),
+            ("lease_ttl_s", "JOBTAPE_LEASE_TTL", float),
+            ("shutdown_grace_s", "JOBTAPE_SHUTDOWN_GRACE", float),
+            ("max_attempts", "JOBTAPE_MAX_ATTEMPTS", int),
+            ("backoff_base_s", "JOBTAPE_BACKOFF_BASE", float),
+            ("backoff_cap_s", "JOBTAPE_BACKOFF_CAP", float),
+            ("timeout_ingest_s", "JOBTAPE_TIMEOUT_INGEST", float),
+            ("timeout_preview_s", "JOBTAPE_TIMEOUT_PREVIEW", float),
+            ("timeout_save_s", "JOBTAPE_TIMEOUT_SAVE", float),
+            ("host_id", "JOBTAPE_HOST_ID", str),
             ("max_upload_bytes", "JOBTAPE_MAX_UPLOAD_BYTES", int),
             ("ffmpeg_readrate", "JOBTAPE_FFMPEG_READRATE", float),
         ):
