@@ -106,11 +106,23 @@ def _leases_and_hashes(db: sqlite_utils.Database) -> None:
     db["events"].add_column("hash", str)  # type: ignore[union-attr]
 
 
+def _worker_indexes(db: sqlite_utils.Database) -> None:
+    # The reaper's query: held jobs (processing, or cancelled but not finished) whose lease
+    # expired -- an index range per status over unfinished rows only.
+    db.execute("CREATE INDEX jobs_lease ON jobs (status, lease_expires_at) WHERE finished = 0")
+    # The orphan replay's query: jobs whose log still shows children of a lost attempt.
+    db.execute(
+        "CREATE INDEX jobs_orphaned ON jobs (updated_at) "
+        "WHERE json_array_length(state, '$.orphaned_children') > 0"
+    )
+
+
 #: Ordered migrations: (name, function). Never edit one that has shipped; append a new one.
 MIGRATIONS: list[Migration] = [
     ("0001_events", _events),
     ("0002_jobs", _jobs),
     ("0003_leases_and_hashes", _leases_and_hashes),
+    ("0005_worker_indexes", _worker_indexes),
 ]
 
 
