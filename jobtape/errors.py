@@ -12,6 +12,10 @@ Hierarchy::
     ├── StoreUnavailable        the event store cannot be reached now; retry after a pause
     ├── InvalidTimeSpec         a time given by a user is neither ISO 8601 nor relative (``-10m``)
     ├── InvalidExport           an export file is malformed, gapped or tampered (names the line)
+    ├── QuotaExceeded           the owner has as many active jobs as allowed; retry later
+    ├── AssetNotFound           no asset with that id in the ``assets`` projection
+    ├── InvalidRecipe           an edit recipe field is out of range for its asset (names the field)
+    ├── InvalidSignature        a signed download link is forged, altered or expired
     ├── StorageError
     │   ├── InvalidStorageKey   a key that is absolute, contains ``..`` or empty segments
     │   └── BlobNotFound        no blob under that key
@@ -24,17 +28,21 @@ The class docstring is the default message.
 from __future__ import annotations
 
 __all__ = [
+    "AssetNotFound",
     "BlobNotFound",
     "ConcurrencyError",
     "DuplicateIdempotencyKey",
     "IllegalTransition",
     "InvalidExport",
+    "InvalidRecipe",
+    "InvalidSignature",
     "InvalidStorageKey",
     "InvalidTimeSpec",
     "JobNotFound",
     "JobtapeError",
     "MalformedEvent",
     "MediaError",
+    "QuotaExceeded",
     "SourceUrlRefused",
     "StorageError",
     "StoreUnavailable",
@@ -123,6 +131,49 @@ class InvalidExport(JobtapeError):
         self.line = line
         self.reason = reason
         super().__init__(f"line {line}: {reason}")
+
+
+class QuotaExceeded(JobtapeError):
+    """Too many active jobs for this owner; wait for one to finish.
+
+    Attributes:
+        owner: the client id (``X-Client-Id``).
+        max_active_jobs: the limit of pending + processing jobs per owner.
+        retry_after_s: a suggested pause before retrying, in seconds (``Retry-After``).
+    """
+
+    def __init__(self, owner: str, max_active_jobs: int, *, retry_after_s: int = 10) -> None:
+        self.owner = owner
+        self.max_active_jobs = max_active_jobs
+        self.retry_after_s = retry_after_s
+        super().__init__(
+            f"owner {owner!r} already has {max_active_jobs} active (pending or processing) jobs, the limit;"
+            f" wait for one to finish or cancel one, then retry in {retry_after_s} s"
+        )
+
+
+class AssetNotFound(JobtapeError):
+    """Asset not found."""
+
+    def __init__(self, asset_id: str) -> None:
+        self.asset_id = asset_id
+        super().__init__(f"Asset not found: {asset_id}")
+
+
+class InvalidRecipe(JobtapeError):
+    """An edit recipe is not valid for its asset.
+
+    Attributes:
+        field: the offending field in camelCase (``endSec``, ``fadeInSec``...).
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+class InvalidSignature(JobtapeError):
+    """The download link is not valid."""
 
 
 class StoreUnavailable(JobtapeError):
