@@ -179,6 +179,26 @@ class Storage(abc.ABC):
         validate_key(key)
         return None
 
+    def signed_url(self, key: str, expires_in_s: int) -> str | None:
+        """Return a URL that downloads the blob without other credentials, or ``None``.
+
+        ``LocalStorage`` answers a path on this API (``/api/storage/download?key=...&
+        expires=...&signature=...``, HMAC-SHA256, see :mod:`jobtape.storage.signing`);
+        an object store answers a presigned URL of its own. ``None`` (this default) means
+        the backend cannot sign; callers then leave the link out (seed 001: a poll must
+        not fail because a link could not be made). The blob's existence is not checked.
+
+        Args:
+            key: The storage key.
+            expires_in_s: Lifetime of the URL, in seconds (> 0).
+
+        Raises:
+            errors.InvalidStorageKey: If ``key`` is not valid.
+            errors.StorageError: If the backend fails to sign.
+        """
+        validate_key(key)
+        return None
+
     def put_file(self, key: str, path: Path) -> int:
         """Store the content of the local file ``path`` under ``key``.
 
