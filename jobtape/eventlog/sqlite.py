@@ -40,6 +40,12 @@ class SQLiteBackend(SQLBackend):
         self.busy_timeout_s = busy_timeout_s
         self._local = threading.local()
         self._lock = threading.RLock()
+        self._write_lock = threading.Lock()
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Pending] = []
+        #: Counters for benchmarks and tests: batches run, and the transactions that held them.
+        self.batches_committed = 0
+        self.transactions = 0
         self._memory = self.path == ":memory:"
         self._shared: sqlite3.Connection | None = None
         self._all: list[sqlite3.Connection] = []
@@ -66,22 +72,78 @@ class SQLiteBackend(SQLBackend):
         return conn
 
     def execute_batch(self, statements: Sequence[Statement]) -> list[list[tuple[Any, ...]]]:
-        """Run the statements in one ``BEGIN IMMEDIATE`` transaction; see :meth:`SQLBackend.execute_batch`."""
-        with self._lock if self._memory else _NULL:
-            conn = self._conn()
-            results: list[list[tuple[Any, ...]]] = []
+        """Run the statements atomically; see :meth:`SQLBackend.execute_batch`.
+
+        Group commit: batches submitted by several threads at once share one transaction.
+        The first thread to take the write lock becomes the leader and commits every batch
+        queued so far, each inside its own SAVEPOINT, so a batch whose guard fails is rolled
+        back alone while the others commit. Every caller returns only after the COMMIT that
+        holds its batch, so durability and atomicity per batch are unchanged; the commit
+        cost (the WAL write) is shared. A lone caller takes the plain one-transaction path.
+        """
+        if self._memory:
+            with self._lock:
+                return self._run_alone(self._conn(), statements)
+        pending = _Pending(statements)
+        with self._queue_lock:
+            self._queue.append(pending)
+        with self._write_lock:
+            if not pending.done:
+                with self._queue_lock:
+                    group, self._queue = self._queue, []
+                self._commit_group(self._conn(), group)
+        if pending.error is not None:
+            raise pending.error
+        assert pending.results is not None
+        return pending.results
+
+    @staticmethod
+    def _run_alone(conn: sqlite3.Connection, statements: Sequence[Statement]) -> list[list[tuple[Any, ...]]]:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            results = [conn.execute(sql, params).fetchall() for sql, params in statements]
+        except sqlite3.IntegrityError as exc:
+            conn.execute("ROLLBACK")
+            raise ConstraintViolation(str(exc)) from exc
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return results
+
+    def _commit_group(self, conn: sqlite3.Connection, group: list[_Pending]) -> None:
+        self.transactions += 1
+        self.batches_committed += len(group)
+        try:
+            if len(group) == 1:
+                try:
+                    group[0].results = self._run_alone(conn, group[0].statements)
+                except BaseException as exc:  # handed to the caller's thread
+                    group[0].error = exc
+                return
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for sql, params in statements:
-                    results.append(conn.execute(sql, params).fetchall())
-            except sqlite3.IntegrityError as exc:
-                conn.execute("ROLLBACK")
-                raise ConstraintViolation(str(exc)) from exc
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return results
+                for item in group:
+                    conn.execute("SAVEPOINT batch")
+                    try:
+                        item.results = [conn.execute(sql, params).fetchall() for sql, params in item.statements]
+                    except sqlite3.Error as exc:
+                        conn.execute("ROLLBACK TO batch")
+                        item.results = None
+                        item.error = ConstraintViolation(str(exc)) if isinstance(exc, sqlite3.IntegrityError) else exc
+                        if item.error is not exc:
+                            item.error.__cause__ = exc
+                    conn.execute("RELEASE batch")
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                for item in group:
+                    if item.error is None:
+                        item.results, item.error = None, exc
+        finally:
+            for item in group:
+                item.done = True
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one read; see :meth:`SQLBackend.query`."""
@@ -101,6 +163,18 @@ class SQLiteBackend(SQLBackend):
             self._all.clear()
             self._shared = None
             self._local = threading.local()
+
+
+class _Pending:
+    """One caller's batch waiting for (or done by) a group commit."""
+
+    __slots__ = ("done", "error", "results", "statements")
+
+    def __init__(self, statements: Sequence[Statement]) -> None:
+        self.statements = statements
+        self.results: list[list[tuple[Any, ...]]] | None = None
+        self.error: BaseException | None = None
+        self.done = False
 
 
 class _Null:

@@ -162,3 +162,46 @@ def test_every_event_carries_a_hash_chained_to_the_previous_one(repository: JobR
         previous = hashing.event_hash(previous, job_id, version, type_, data, actor, recorded_at)
         assert stored == previous
     assert len(rows) == 4
+
+
+def test_group_commit_keeps_each_batch_atomic_under_concurrency(tmp_path: Path) -> None:
+    from jobtape.eventlog.sqlite import SQLiteBackend
+
+    backend = SQLiteBackend(tmp_path / "group.db")
+    backend.migrate()
+    repository = JobRepository(EventStore(backend))
+    contested = [repository.create("ingest", {}).state for _ in range(20)]
+    barrier = threading.Barrier(12)
+    claims: list[tuple[str, str]] = []
+    own_jobs: list[str] = []
+
+    def writer(name: str) -> None:
+        barrier.wait()
+        for state in contested:  # every writer races for every contested job
+            try:
+                repository.append(state.job_id, [ev.JobClaimed(worker_id=name)], state, actor=name)
+                claims.append((state.job_id, name))
+            except errors.ConcurrencyError:
+                pass
+        for _ in range(10):  # and runs its own jobs to completion
+            job = repository.create("ingest", {}, actor=name).state
+            job = repository.append(job.job_id, [ev.JobClaimed(worker_id=name)], job, actor=name).state
+            job = repository.append(job.job_id, [ev.JobProgress(percent=50)], job, actor=name).state
+            repository.append(job.job_id, [ev.JobCompleted(result={})], job, actor=name)
+            own_jobs.append(job.job_id)
+
+    threads = [threading.Thread(target=writer, args=(f"w{i}",)) for i in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(job for job, _ in claims) == sorted(s.job_id for s in contested)  # each claimed once
+    for job_id, name in claims:
+        assert repository.get(job_id).worker_id == name
+    for job_id in own_jobs:
+        assert [r.type for r in repository.store.read_stream(job_id)] == [
+            "job.created", "job.claimed", "job.progress", "job.completed"]
+        row = backend.query("SELECT last_position, last_version FROM jobs WHERE job_id = ?", [job_id])[0]
+        assert row == (repository.store.read_stream(job_id)[-1].position, 4)
+    assert backend.batches_committed > backend.transactions  # some transactions held several batches
+    backend.close()
