@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from jobtape import errors
-from jobtape.storage import base
+from jobtape import clock, errors
+from jobtape.storage import base, signing
 
-__all__ = ["TEMP_DIR_NAME", "LocalStorage"]
+__all__ = ["SECRET_FILE_NAME", "TEMP_DIR_NAME", "LocalStorage", "load_or_create_secret"]
+
+#: File (under the data dir) keeping the generated signing secret when none is configured.
+SECRET_FILE_NAME = "signing-secret"
 
 #: Folder under the root holding in-flight writes; keys may not start with it.
 TEMP_DIR_NAME = ".tmp"
@@ -30,12 +34,14 @@ class LocalStorage(base.Storage):
 
     Args:
         root: The folder holding the blobs; created if missing.
+        signer: Issues the signed download URLs of :meth:`signed_url`; ``None``: no URLs.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, signer: signing.URLSigner | None = None) -> None:
         self.root = Path(root).absolute()
         self.root.mkdir(parents=True, exist_ok=True)
         self._temp_dir = self.root / TEMP_DIR_NAME
+        self.signer = signer
 
     def _path(self, key: str) -> Path:
         base.validate_key(key)
@@ -50,6 +56,17 @@ class LocalStorage(base.Storage):
             errors.InvalidStorageKey: If ``key`` is not valid.
         """
         return self._path(key)
+
+    def signed_url(self, key: str, expires_in_s: int) -> str | None:
+        """Return ``/api/storage/download?key=...&expires=...&signature=...``, or ``None`` without a signer.
+
+        Raises:
+            errors.InvalidStorageKey: If ``key`` is not valid.
+        """
+        self._path(key)
+        if self.signer is None:
+            return None
+        return self.signer.sign(key, expires_in_s, clock.utcnow().timestamp())
 
     def put_stream(self, key: str, chunks: Iterable[bytes]) -> int:  # noqa: D102
         target = self._path(key)
@@ -164,3 +181,36 @@ def _read_range(path: Path, key: str, chunk_size: int, start: int, end: int | No
             if remaining is not None:
                 remaining -= len(chunk)
             yield chunk
+
+
+def load_or_create_secret(path: Path) -> bytes:
+    """Read the signing secret kept at ``path``, creating it (32 random bytes, hex, mode 0600) if absent.
+
+    Used when ``JOBTAPE_SIGNING_SECRET`` is unset, so signed URLs survive restarts and are
+    shared by every process on the same data dir. Creation is ``O_EXCL``: of two processes
+    racing, one writes and both read the same secret.
+
+    Returns:
+        The secret as bytes (the file's stripped text, UTF-8).
+
+    Raises:
+        errors.StorageError: the file cannot be read or written.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_hex(32) + "\n")
+        for _ in range(50):  # a racing creator may not have written its line yet
+            text = path.read_text().strip()
+            if text:
+                return text.encode()
+            os.sched_yield()
+    except OSError as exc:
+        raise errors.StorageError(f"cannot keep the signing secret in {path}: {exc}") from exc
+    raise errors.StorageError(f"the signing secret file {path} is empty; delete it to generate a new one")

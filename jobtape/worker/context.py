@@ -34,13 +34,15 @@ class JobLost(Exception):
 
 
 class ChildOutcome:
-    """How a child ended: ``returncode`` (negative: killed by that signal) and its ``stderr`` text."""
+    """How a child ended: ``returncode`` (negative: killed by that signal), its ``stderr`` text,
+    and ``timed_out`` (``True`` when ``run_child``'s ``timeout_s`` ended it)."""
 
-    __slots__ = ("returncode", "stderr")
+    __slots__ = ("returncode", "stderr", "timed_out")
 
-    def __init__(self, returncode: int, stderr: str) -> None:
+    def __init__(self, returncode: int, stderr: str, timed_out: bool = False) -> None:
         self.returncode = returncode
         self.stderr = stderr
+        self.timed_out = timed_out
 
 
 class JobContext:
@@ -152,13 +154,17 @@ class JobContext:
         *,
         on_line: Callable[[str], None] | None = None,
         name: str = "child",
+        timeout_s: float | None = None,
     ) -> ChildOutcome:
         """Run a child process to its end, recording ``child_started`` and ``child_exited``.
 
         Args:
             argv: the command line.
             on_line: called with each stdout line (stripped), e.g. ffmpeg ``-progress`` lines.
+                If it raises, the child is terminated, its exit recorded, and the error re-raised.
             name: used for the stderr file name in the workdir.
+            timeout_s: if set, the child is terminated (SIGTERM, SIGKILL after the grace)
+                after this many seconds and the outcome says ``timed_out``.
 
         Returns:
             The outcome; a non-zero ``returncode`` is for the caller to judge.
@@ -185,6 +191,11 @@ class JobContext:
                 self.append(ev.JobChildExited(pid=child.pid, exit_status=child.process.returncode))
             raise
         interrupted: BaseException | None = None
+        timed_out = threading.Event()
+        timer = threading.Timer(timeout_s or 0.0, self._expire, args=(child, timed_out))
+        timer.daemon = True
+        if timeout_s is not None:
+            timer.start()
         try:
             assert child.process.stdout is not None
             for line in child.process.stdout:
@@ -192,19 +203,28 @@ class JobContext:
                     break
                 if on_line is not None:
                     on_line(line.strip())
-        except (CancelRequested, JobLost) as exc:
+        except Exception as exc:  # noqa: BLE001 - CancelRequested, JobLost or the on_line's own error
             interrupted = exc
         if self.cancel_event.is_set() or interrupted is not None:
             returncode = child.terminate(self.kill_grace_s)
         else:
             returncode = child.process.wait()
+        timer.cancel()
         self._clear_child()
         if not isinstance(interrupted, JobLost):
             self.append(ev.JobChildExited(pid=child.pid, exit_status=returncode))
         if interrupted is not None:
             raise interrupted
         self.check_cancelled()
-        return ChildOutcome(returncode, stderr_path.read_text(errors="replace"))
+        return ChildOutcome(returncode, stderr_path.read_text(errors="replace"), timed_out.is_set())
+
+    def _expire(self, child: children.Child, timed_out: threading.Event) -> None:
+        if child.process.poll() is None:
+            timed_out.set()
+            children.signal_group(child.pid, signal.SIGTERM)
+            killer = threading.Timer(self.kill_grace_s, self._kill_if_alive, args=(child,))
+            killer.daemon = True
+            killer.start()
 
     def _clear_child(self) -> None:
         with self._child_lock:
