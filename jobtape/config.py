@@ -55,6 +55,11 @@ class Settings:
         ffmpeg_readrate: if set, ffmpeg reads its input at most this many times real time
             (``-readrate``), so a worker sharing a host does not take every core; ``None``
             (the default) reads as fast as it can. Env ``JOBTAPE_FFMPEG_READRATE``.
+        allow_private_urls: let URL ingests fetch from loopback, private, link-local and
+            other non-public addresses (see :mod:`jobtape.sources`); off by default (SSRF
+            guard). Env ``JOBTAPE_ALLOW_PRIVATE_URLS=1``; flag ``--allow-private-urls``.
+        max_download_bytes: largest media a URL ingest downloads, in bytes; default 500 MB.
+            Env ``JOBTAPE_MAX_DOWNLOAD_BYTES``. (The download's time limit is ``timeout_ingest_s``.)
 
         job_store_backend: ``"sqlite"`` (the embedded file, the default) or ``"libsql"``
             (a sqld / Turso server). Env ``JOB_STORE_BACKEND``; when unset, ``DEPLOY_ENV=production``
@@ -92,6 +97,8 @@ class Settings:
     target_lufs: float = -16.0
     target_true_peak_db: float = -1.5
     ffmpeg_readrate: float | None = None
+    allow_private_urls: bool = False
+    max_download_bytes: int = 500 * 1000 * 1000
     job_store_backend: str = "sqlite"
     turso_database_url: str | None = None
     turso_auth_token: str | None = dataclasses.field(default=None, repr=False)
@@ -148,6 +155,8 @@ class Settings:
             ("host_id", "JOBTAPE_HOST_ID", str),
             ("max_upload_bytes", "JOBTAPE_MAX_UPLOAD_BYTES", int),
             ("ffmpeg_readrate", "JOBTAPE_FFMPEG_READRATE", float),
+            ("allow_private_urls", "JOBTAPE_ALLOW_PRIVATE_URLS", _flag),
+            ("max_download_bytes", "JOBTAPE_MAX_DOWNLOAD_BYTES", int),
         ):
             if var in env:
                 try:
@@ -157,6 +166,23 @@ class Settings:
         values.update(_backend_values(env))
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
+
+
+def _flag(text: str) -> bool:
+    """``1/true/yes/on`` -> ``True``, ``0/false/no/off/""`` -> ``False`` (case-insensitive).
+
+    Raises:
+        ValueError: any other text.
+    """
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{text!r} is not a boolean; use 1 or 0")
+
+
+_flag.__name__ = "boolean (1 or 0)"
 
 
 def _backend_values(env: Mapping[str, str]) -> dict[str, object]:
