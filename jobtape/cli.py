@@ -34,7 +34,6 @@ from jobtape.eventlog import events as ev
 from jobtape.projections import rebuild as rebuild_projection
 from jobtape.projections import state as job_state
 from jobtape.projections.repository import AppendResult, JobRepository
-from jobtape.storage import local
 from jobtape.worker import runner
 
 __all__ = ["cli", "main"]
@@ -69,9 +68,18 @@ def _common(*, worker: bool = False) -> Callable[[Callable[..., Any]], Callable[
     return lambda command: functools.reduce(lambda cmd, option: option(cmd), reversed(options), command)
 
 
+def _settings(**values: Any) -> Settings:
+    """Settings from the flags given plus the backend variables (``JOB_STORE_BACKEND``, ``TURSO_*``,
+    ``STORAGE_BACKEND``, ``S3_*``/``R2_*``/``AWS_*``; see :class:`Settings`)."""
+    try:
+        return Settings.from_env(**values)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 def _existing_store_settings(data_dir: Path) -> Settings:
-    settings = Settings(data_dir=data_dir)
-    if not settings.database_path.is_file():
+    settings = _settings(data_dir=data_dir)
+    if settings.job_store_backend == "sqlite" and not settings.database_path.is_file():
         raise click.ClickException(f"no event log at {settings.database_path}; pass --data-dir (or set JOBTAPE_DATA_DIR)")
     return settings
 
@@ -102,7 +110,7 @@ def _embedded_app(settings: Settings, worker_count: int) -> tuple[Any, JobReposi
             worker.on_append(result)
 
     repository = runtime.open_repository(settings, on_append=wake_workers)
-    storage = local.LocalStorage(settings.storage_root)
+    storage = runtime.open_storage(settings)
     workers.extend(runner.Worker(repository, storage, settings) for _ in range(worker_count))
 
     def start_workers() -> None:
@@ -135,7 +143,7 @@ def serve(host: str, port: int, data_dir: Path, poll_interval_s: float, concurre
     """Serve the HTTP API (with embedded workers unless --workers 0) until Ctrl-C."""
     import uvicorn
 
-    settings = Settings(data_dir=data_dir, poll_interval_s=poll_interval_s, concurrency=concurrency,
+    settings = _settings(data_dir=data_dir, poll_interval_s=poll_interval_s, concurrency=concurrency,
                         max_upload_bytes=max_upload_bytes)
     app, repository = _embedded_app(settings, worker_count)
     try:
@@ -162,14 +170,14 @@ def worker(data_dir: Path, poll_interval_s: float, concurrency: int) -> None:
     On the signal it stops claiming, waits for its running jobs to end and exits 0;
     a second signal ends it at once.
     """
-    settings = Settings(data_dir=data_dir, poll_interval_s=poll_interval_s, concurrency=concurrency)
+    settings = _settings(data_dir=data_dir, poll_interval_s=poll_interval_s, concurrency=concurrency)
     repository = runtime.open_repository(settings)
-    job_worker = runner.Worker(repository, local.LocalStorage(settings.storage_root), settings)
+    job_worker = runner.Worker(repository, runtime.open_storage(settings), settings)
     # The handler raises instead of setting an Event: it must take no lock the main thread may hold.
     previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         job_worker.start()
-        click.echo(f"worker {job_worker.worker_id} polling {settings.database_path} every {poll_interval_s:g} s,"
+        click.echo(f"worker {job_worker.worker_id} polling {runtime.describe_store(settings)} every {poll_interval_s:g} s,"
                    f" up to {concurrency} job(s) at once; SIGINT/SIGTERM to stop", err=True)
         threading.Event().wait()
     except _StopSignal:
@@ -369,7 +377,7 @@ def demo(file: Path | None, data_dir: Path, timeout_s: float) -> None:
     console = _console()
     source = _demo_file(file)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per poll would bury the display
-    settings = Settings(data_dir=data_dir)
+    settings = _settings(data_dir=data_dir)
     app, repository = _embedded_app(settings, 1)
     listener = socket.create_server(("127.0.0.1", 0))  # port 0: a free port, no race with other programs
     base_url = f"http://127.0.0.1:{listener.getsockname()[1]}"
@@ -378,7 +386,7 @@ def demo(file: Path | None, data_dir: Path, timeout_s: float) -> None:
     thread.start()
     try:
         _wait_started(server, thread, 30.0)
-        console.print(f"API at {base_url} (1 embedded worker, event log {settings.database_path})")
+        console.print(f"API at {base_url} (1 embedded worker, event log {runtime.describe_store(settings)})")
         with httpx.Client(base_url=base_url, timeout=60.0) as client, source.open("rb") as handle:
             content_type = mimetypes.guess_type(source.name)[0] or "application/octet-stream"
             response = client.post("/api/audio/ingest", files={"file": (source.name, handle, content_type)})

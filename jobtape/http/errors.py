@@ -45,6 +45,7 @@ STATUS_CODES: Mapping[type[errors.JobtapeError], tuple[int, str | None]] = {
     errors.InvalidSignature: (403, None),
     errors.IllegalTransition: (409, None),
     errors.ConcurrencyError: (409, "the job changed while this request ran; send the request again"),
+    errors.StoreUnavailable: (503, None),
     errors.StorageError: (503, None),
     errors.MediaError: (502, None),
     errors.MalformedEvent: (500, None),
@@ -118,9 +119,15 @@ def _handle_http(request: Request[Any, Any, Any], exc: HTTPException) -> Respons
 
 def _handle_domain(request: Request[Any, Any, Any], exc: errors.JobtapeError) -> Response[dict[str, Any]]:
     status_code, message = status_for(exc)
-    if status_code >= 500:
+    headers = {}
+    if isinstance(exc, errors.StoreUnavailable):  # expected while the store restarts: no traceback
+        logger.warning("%s %s: %s", request.method, request.url.path, exc)
+        headers["Retry-After"] = str(exc.retry_after_s)
+    elif status_code >= 500:
         logger.error("%s %s failed: %s", request.method, request.url.path, exc, exc_info=exc)
-    return error_response(status_code, message)
+    if isinstance(exc, errors.QuotaExceeded):
+        headers["Retry-After"] = str(exc.retry_after_s)
+    return error_response(status_code, message, headers=headers)
 
 
 def _handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:

@@ -20,7 +20,7 @@ from jobtape import errors
 from jobtape.eventlog import events as ev
 from jobtape.projections import state as job_state
 from jobtape.projections.repository import JobRepository
-from jobtape.worker import children
+from jobtape.worker import children, outage
 
 __all__ = ["CancelRequested", "ChildOutcome", "JobContext", "JobLost"]
 
@@ -104,6 +104,11 @@ class JobContext:
             try:
                 self.state = self.repository.append(self.job_id, events, self.state, actor=self.worker_id).state
                 return
+            except errors.StoreUnavailable:  # wait for the store; a lost answer must not look like a takeover
+                landed = outage.resolve_in_doubt(self.repository, self.job_id, self.state, events, self.worker_id)
+                if landed is not None:
+                    self.state = landed
+                    return
             except (errors.ConcurrencyError, errors.IllegalTransition) as exc:
                 fresh = self.repository.load(self.job_id)
                 if not self._still_ours(fresh):

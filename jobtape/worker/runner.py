@@ -28,7 +28,7 @@ from jobtape.eventlog import events as ev
 from jobtape.projections import state as job_state
 from jobtape.projections.repository import AppendResult, JobRepository
 from jobtape.storage.base import Storage
-from jobtape.worker import children
+from jobtape.worker import children, outage
 from jobtape.worker.context import CancelRequested, JobContext, JobLost
 
 __all__ = ["Pipeline", "Worker"]
@@ -106,9 +106,17 @@ class Worker:
 
     def run(self, *, until_idle: bool = False) -> None:
         """The loop; returns after :meth:`stop`, or with ``until_idle`` once no job is running or claimable."""
+        backoff = outage.Backoff()
         while not self._stop.is_set():
-            self.watch_cancels()
-            claimed = self.claim_available()
+            try:
+                self.watch_cancels()
+                claimed = self.claim_available()
+            except errors.StoreUnavailable as exc:  # the store restarts: back off, then poll again
+                delay = backoff.next()
+                log.warning("worker %s: %s; next try in %.1f s", self.worker_id, exc.message, delay)
+                self._stop.wait(delay)
+                continue
+            backoff.reset()
             if until_idle and not claimed and not self._running:
                 return
             self._wake.wait(self.settings.poll_interval_s if not until_idle else 0.05)
@@ -167,6 +175,12 @@ class Worker:
                 return self.repository.append(job_id, [claim], current, actor=self.worker_id).state
             except (errors.ConcurrencyError, errors.IllegalTransition):
                 continue
+            except errors.StoreUnavailable as exc:
+                if exc.in_doubt:  # the claim may have landed: a claimed job must not be left unrun
+                    landed = outage.resolve_in_doubt(self.repository, job_id, current, [claim], self.worker_id, stop=self._stop)
+                    if landed is not None:
+                        return landed
+                raise
         return None
 
     def _start_job(self, state: job_state.JobState) -> None:
