@@ -1,0 +1,33 @@
+"""A worker process for the libSQL claim test: its own connection to sqld, a no-media pipeline, run until idle.
+
+Usage: python libsql_worker_main.py URL NAME   (prints how many jobs it finished)
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from jobtape import runtime
+from jobtape.config import Settings
+from jobtape.storage import MemoryStorage
+from jobtape.worker.runner import Worker
+
+
+def main() -> None:
+    url, name = sys.argv[1], sys.argv[2]
+    settings = Settings(data_dir=Path("."), concurrency=2, poll_interval_s=0.01, job_store_backend="libsql",
+                        turso_database_url=url)
+    repository = runtime.open_repository(settings)
+    worker = Worker(
+        repository, MemoryStorage(), settings,
+        pipelines={"ingest": lambda context, storage, settings: {"by": context.worker_id}},
+        worker_id=name,
+    )
+    worker.run(until_idle=True)
+    repository.store.close()
+    print(len(worker.finished))
+
+
+if __name__ == "__main__":
+    main()
