@@ -40,8 +40,8 @@ class SQLiteBackend(SQLBackend):
         self.busy_timeout_s = busy_timeout_s
         self._local = threading.local()
         self._lock = threading.RLock()
-        self._write_lock = threading.Lock()
-        self._queue_lock = threading.Lock()
+        self._group_ready = threading.Condition(threading.Lock())
+        self._leader_active = False
         self._queue: list[_Pending] = []
         #: Counters for benchmarks and tests: batches run, and the transactions that held them.
         self.batches_committed = 0
@@ -85,13 +85,20 @@ class SQLiteBackend(SQLBackend):
             with self._lock:
                 return self._run_alone(self._conn(), statements)
         pending = _Pending(statements)
-        with self._queue_lock:
+        with self._group_ready:
             self._queue.append(pending)
-        with self._write_lock:
-            if not pending.done:
-                with self._queue_lock:
-                    group, self._queue = self._queue, []
+            while not pending.done and self._leader_active:
+                self._group_ready.wait()
+            if not pending.done:  # become the leader: take every batch queued so far
+                self._leader_active = True
+                group, self._queue = self._queue, []
+        if not pending.done:
+            try:
                 self._commit_group(self._conn(), group)
+            finally:
+                with self._group_ready:
+                    self._leader_active = False
+                    self._group_ready.notify_all()
         if pending.error is not None:
             raise pending.error
         assert pending.results is not None
