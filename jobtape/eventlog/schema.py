@@ -117,12 +117,58 @@ def _worker_indexes(db: sqlite_utils.Database) -> None:
     )
 
 
+def _assets_previews_quota(db: sqlite_utils.Database) -> None:
+    # Projections folded from completed jobs (jobtape.projections.assets / previews).
+    db.execute(
+        """
+        CREATE TABLE assets (
+            asset_id TEXT PRIMARY KEY,
+            storage_key TEXT NOT NULL,
+            duration_sec REAL NOT NULL,
+            sample_rate INTEGER,
+            channels INTEGER,
+            integrated_lufs REAL,
+            true_peak_db REAL,
+            origin_job_id TEXT NOT NULL,
+            owner TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE previews (
+            recipe_hash TEXT PRIMARY KEY,
+            job_id TEXT NOT NULL,
+            preview_key TEXT NOT NULL,
+            duration_sec REAL NOT NULL,
+            asset_id TEXT,
+            created_at TEXT NOT NULL
+        )
+        """
+    )
+    # The per-owner quota guard (jobtape.projections.quota): a create batch inserts one row
+    # whose CHECK fails when the owner's active jobs already reach the limit, aborting the
+    # whole batch, then deletes it; the table stays empty.
+    db.execute(
+        """
+        CREATE TABLE _jobtape_quota_guard (
+            owner TEXT NOT NULL,
+            active_jobs INTEGER NOT NULL,
+            max_active_jobs INTEGER NOT NULL,
+            CONSTRAINT quota_exceeded CHECK (active_jobs < max_active_jobs)
+        )
+        """
+    )
+
+
 #: Ordered migrations: (name, function). Never edit one that has shipped; append a new one.
 MIGRATIONS: list[Migration] = [
     ("0001_events", _events),
     ("0002_jobs", _jobs),
     ("0003_leases_and_hashes", _leases_and_hashes),
     ("0005_worker_indexes", _worker_indexes),
+    ("0006_assets_previews_quota", _assets_previews_quota),
 ]
 
 

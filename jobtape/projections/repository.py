@@ -3,7 +3,9 @@
 :class:`JobRepository` is how the HTTP layer, the worker and the CLI change a job: it
 folds the new events onto the current state with :func:`state.apply` (so the fold alone
 decides, and an illegal transition is refused before anything is written), then appends
-the events and the resulting ``jobs`` row in ONE batch guarded by the expected version.
+the events and the statements of every registered projection (``jobs``, ``assets``,
+``previews``: :mod:`jobtape.projections.registry`) in ONE batch guarded by the expected
+version, plus, for a create, the per-owner quota guard (:mod:`jobtape.projections.quota`).
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from collections.abc import Callable, Sequence
 
 from jobtape import clock, errors
 from jobtape.eventlog import events as ev
-from jobtape.eventlog.store import EventStore
+from jobtape.eventlog.store import ConstraintViolation, EventStore, Statement
 from jobtape.projections import jobs as jobs_projection
+from jobtape.projections import quota, registry
 from jobtape.projections import state as job_state
 
 __all__ = ["AppendResult", "JobRepository", "new_job_id"]
@@ -45,11 +48,18 @@ class JobRepository:
         store: the event store.
         on_append: optional callback run after every successful append with the result
             (the embedded worker uses it to wake at once on new jobs and cancels).
+        projections: the projections written in each append's batch (default: all registered).
     """
 
-    def __init__(self, store: EventStore, on_append: Callable[[AppendResult], None] | None = None) -> None:
+    def __init__(
+        self,
+        store: EventStore,
+        on_append: Callable[[AppendResult], None] | None = None,
+        projections: tuple[registry.Projection, ...] = registry.PROJECTIONS,
+    ) -> None:
         self.store = store
         self.on_append = on_append
+        self.projections = projections
 
     def load(self, job_id: str) -> job_state.JobState | None:
         """The job's current state from the projection; ``None`` if it does not exist."""
@@ -69,6 +79,7 @@ class JobRepository:
         current: job_state.JobState | None,
         *,
         actor: str,
+        guards: Sequence[Statement] = (),
     ) -> AppendResult:
         """Fold ``events`` onto ``current`` and append them guarded by ``current.version``.
 
@@ -77,6 +88,9 @@ class JobRepository:
             events: the events to append.
             current: the state the caller decided on (``None`` for a new job).
             actor: who appends.
+            guards: more guard statements for the batch, run after the event inserts and
+                before the projections (e.g. :func:`quota.guard_statements`); a guard
+                that fails raises its backend's ``ConstraintViolation``.
 
         Raises:
             errors.IllegalTransition: the fold refuses an event; nothing was written.
@@ -89,8 +103,8 @@ class JobRepository:
         for offset, event in enumerate(events, start=1):
             new_state = job_state.apply(new_state, event, job_id=job_id, version=expected + offset, recorded_at=at)
         assert new_state is not None
-        row = jobs_projection.upsert(new_state) if current is None else jobs_projection.update(current, new_state)
-        recorded = self.store.append(job_id, events, expected, actor=actor, extra=[row], recorded_at=at)
+        extra = [*guards, *registry.statements_for(current, new_state, self.projections)]
+        recorded = self.store.append(job_id, events, expected, actor=actor, extra=extra, recorded_at=at)
         result = AppendResult(new_state, recorded)
         if self.on_append is not None:
             self.on_append(result)
@@ -133,15 +147,29 @@ class JobRepository:
         actor: str = "api",
         job_id: str | None = None,
         extra_events: Sequence[ev.Event] = (),
+        max_active_jobs: int | None = None,
     ) -> AppendResult:
         """Create a job: append ``job.created`` (plus ``extra_events``) as version 1...
 
+        Args:
+            max_active_jobs: the owner's quota of pending + processing jobs; ``None``: no
+                limit. Guarded in SQL inside the batch (:mod:`jobtape.projections.quota`);
+                a job created already finished (a cache hit) is not counted or refused.
+
         Raises:
+            errors.QuotaExceeded: the owner has ``max_active_jobs`` active jobs; nothing was written.
             errors.DuplicateIdempotencyKey: that owner already used that key.
             errors.ConcurrencyError: the job id exists already.
         """
         created = ev.JobCreated(job_type=job_type, params=dict(params), owner=owner, idempotency_key=idempotency_key)
-        return self.append(job_id or new_job_id(), [created, *extra_events], None, actor=actor)
+        finishes = any(isinstance(event, ev.JobCompleted | ev.JobFailed) for event in extra_events)
+        guards = quota.guard_statements(owner, max_active_jobs) if max_active_jobs is not None and not finishes else []
+        try:
+            return self.append(job_id or new_job_id(), [created, *extra_events], None, actor=actor, guards=guards)
+        except ConstraintViolation as exc:
+            if max_active_jobs is not None and quota.is_quota_violation(exc.detail):
+                raise errors.QuotaExceeded(owner, max_active_jobs) from exc
+            raise
 
     def queue_position(self, job_id: str) -> int | None:
         """1 + pending jobs created before this one; ``None`` unless it is pending."""

@@ -1,0 +1,135 @@
+"""The ``assets`` projection: one row per prepared asset, folded from completed ingest and save jobs.
+
+An asset exists once an ``ingest`` or ``save`` job completes with ``result.assetId``; its
+row is written in the SAME batch as that ``job.completed`` event (see
+:mod:`jobtape.projections.registry`), so "does this asset exist, how long is it" is
+answered from here, never by asking storage.
+
+The mapping from a job's state to the row (:func:`asset_row`) is pure. Result fields read
+(as written by :func:`jobtape.worker.pipelines.normalize_to_asset` and the save pipeline)::
+
+    {"assetId": str, "preparedKey": str, "durationSec": float, "sampleRate": int,
+     "channels": int, "outputLoudness": {"integratedLufs": float | None,
+     "truePeakDb": float | None, ...} | None, "inputLoudness": {...}}
+
+Loudness is the output's when measured, else the input's (a silent input keeps ``None``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import msgspec
+
+from jobtape import clock
+from jobtape.eventlog.store import SQLBackend, Statement
+from jobtape.projections.state import JobState
+
+__all__ = ["ASSET_JOB_TYPES", "COLUMNS", "TABLE", "Asset", "asset_row", "select_asset", "statements"]
+
+#: The live table.
+TABLE = "assets"
+#: Columns in table order; the first is the row key.
+COLUMNS = (
+    "asset_id", "storage_key", "duration_sec", "sample_rate", "channels", "integrated_lufs", "true_peak_db",
+    "origin_job_id", "owner", "created_at",
+)
+#: Job types whose completion produces an asset.
+ASSET_JOB_TYPES = frozenset({"ingest", "save"})
+
+
+class Asset(msgspec.Struct, frozen=True, kw_only=True):
+    """One row of ``assets``.
+
+    Attributes:
+        asset_id: 32 lowercase hex digits.
+        storage_key: the prepared FLAC's key, ``assets/{assetId}/prepared.flac``.
+        duration_sec: length in seconds.
+        sample_rate: Hz (48000 for prepared assets).
+        channels: channel count.
+        integrated_lufs: integrated loudness in LUFS (EBU R128); ``None`` for silence or unknown.
+        true_peak_db: true peak in dBTP; ``None`` when unknown.
+        origin_job_id: the ingest or save job that produced it.
+        owner: that job's owner.
+        created_at: UTC time of the job's completion.
+    """
+
+    asset_id: str
+    storage_key: str
+    duration_sec: float
+    sample_rate: int | None
+    channels: int | None
+    integrated_lufs: float | None
+    true_peak_db: float | None
+    origin_job_id: str
+    owner: str
+    created_at: dt.datetime
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _loudness(result: dict[str, Any], name: str) -> float | None:
+    for block in ("outputLoudness", "inputLoudness"):
+        values = result.get(block)
+        if isinstance(values, dict) and _number(values.get(name)) is not None:
+            return _number(values.get(name))
+    return None
+
+
+def asset_row(state: JobState) -> dict[str, Any] | None:
+    """The ``assets`` row a job's state yields, as ``{column: value}``; ``None`` if it yields none.
+
+    A row comes from a complete ``ingest`` or ``save`` job whose result carries ``assetId``
+    and ``preparedKey``. ``created_at`` is the completion time as stored text.
+    """
+    result = state.result
+    if state.job_type not in ASSET_JOB_TYPES or state.status != "complete" or not result:
+        return None
+    asset_id, key = result.get("assetId"), result.get("preparedKey")
+    if not isinstance(asset_id, str) or not isinstance(key, str):
+        return None
+    sample_rate, channels = result.get("sampleRate"), result.get("channels")
+    return {
+        "asset_id": asset_id,
+        "storage_key": key,
+        "duration_sec": _number(result.get("durationSec")) or 0.0,
+        "sample_rate": sample_rate if isinstance(sample_rate, int) else None,
+        "channels": channels if isinstance(channels, int) else None,
+        "integrated_lufs": _loudness(result, "integratedLufs"),
+        "true_peak_db": _loudness(result, "truePeakDb"),
+        "origin_job_id": state.job_id,
+        "owner": state.owner,
+        "created_at": clock.format_timestamp(state.updated_at),
+    }
+
+
+def statements(before: JobState | None, after: JobState, table: str = TABLE) -> list[Statement]:
+    """The statements an append from ``before`` to ``after`` runs on ``table`` (empty unless an asset appears).
+
+    Written only on the transition to ``complete`` (``before`` is ``None`` when a rebuild
+    folds a whole stream), as an upsert so a rebuild may write a row twice.
+    """
+    if before is not None and before.finished:
+        return []
+    row = asset_row(after)
+    if row is None:
+        return []
+    updates = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[1:])
+    sql = (
+        f"INSERT INTO {table} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+        f" ON CONFLICT (asset_id) DO UPDATE SET {updates}"
+    )
+    return [Statement(sql, tuple(row[c] for c in COLUMNS))]
+
+
+def select_asset(backend: SQLBackend, asset_id: str) -> Asset | None:
+    """Read one asset from the projection; ``None`` if there is no such asset."""
+    rows = backend.query(f"SELECT {', '.join(COLUMNS)} FROM {TABLE} WHERE asset_id = ?", [asset_id])
+    if not rows:
+        return None
+    values = dict(zip(COLUMNS, rows[0], strict=True))
+    values["created_at"] = clock.parse_timestamp(values["created_at"])
+    return Asset(**values)
