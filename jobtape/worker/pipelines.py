@@ -7,6 +7,9 @@ reports it):
 (ffmpeg reads the header) → ``measuring`` (loudnorm pass 1, EBU R128) → ``normalizing``
 (loudnorm pass 2, linear, encoding FLAC 48 kHz) → ``storing`` (upload to
 ``assets/{assetId}/prepared.flac``).
+
+A URL or YouTube ingest replaces ``fetching`` with ``downloading`` (yt-dlp as a child,
+progress by bytes or fragments; see :mod:`jobtape.worker.url_ingest`); the rest is the same.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 from jobtape import errors
 from jobtape.config import Settings
 from jobtape.storage.base import Storage
-from jobtape.worker import media
+from jobtape.worker import media, url_ingest
 from jobtape.worker.context import JobContext
 
 __all__ = ["PIPELINES", "ingest"]
@@ -127,16 +130,23 @@ def normalize_to_asset(context: JobContext, storage: Storage, settings: Settings
 
 
 def ingest(context: JobContext, storage: Storage, settings: Settings) -> dict[str, Any]:
-    """The ingest pipeline for uploads: see the module docstring.
+    """The ingest pipeline for uploads and URL/YouTube sources: see the module docstring.
 
     Job params (from the API): ``{"sourceType": "upload", "storageKey": ...,
-    "originalFilename": ...}``.
+    "originalFilename": ...}``, or ``{"sourceType": "url" | "youtube", "url": ...,
+    "rightsAttested": true}``.
 
     Raises:
-        errors.MediaError: bad media or an ffmpeg failure (the job fails, not retryable).
+        errors.MediaError: bad media, an ffmpeg failure, or a failed download (the job fails;
+            retryable only for network errors).
     """
     params = context.params
     source_type = params.get("sourceType", "upload")
+    if source_type in ("url", "youtube"):
+        downloaded = url_ingest.download_source(context, settings)
+        result = normalize_to_asset(context, storage, settings, downloaded.path)
+        result["source"] = downloaded.source
+        return result
     if source_type != "upload":
         raise errors.MediaError(f"ingest source type {source_type!r} is not supported by this worker")
     try:
