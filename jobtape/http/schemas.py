@@ -9,7 +9,7 @@ Timestamps are aware UTC datetimes, encoded as ISO 8601 with a ``Z`` suffix
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -21,6 +21,7 @@ __all__ = [
     "Health",
     "IngestAccepted",
     "IngestResponse",
+    "IngestUrlRequest",
     "JobView",
     "TerminalConflict",
 ]
@@ -41,6 +42,26 @@ class TerminalConflict(_Wire):
 
     error: str
     status: str
+
+
+class IngestUrlRequest(_Wire):
+    """A URL or YouTube ingest: the worker downloads the media with yt-dlp (nothing is fetched in the request).
+
+    Attributes:
+        source_type: ``url`` (any http/https page or file yt-dlp can read) or ``youtube``
+            (a youtube.com / youtu.be / youtube-nocookie.com address).
+        url: the http(s) URL; its host must resolve to public addresses only unless the
+            server allows private URLs (``--allow-private-urls``).
+        rights_attested: must be ``true``: the client confirms it may ingest this media.
+    """
+
+    source_type: Annotated[
+        Literal["url", "youtube"], msgspec.Meta(description="'url' for any http(s) page or file, 'youtube' for YouTube")
+    ]
+    url: Annotated[str, msgspec.Meta(min_length=1, max_length=2048, description="The http(s) URL of the page or file")]
+    rights_attested: Annotated[
+        bool, msgspec.Meta(description="Must be true: you confirm you have the rights to ingest this media")
+    ] = False
 
 
 class IngestAccepted(_Wire):
