@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,3 +35,30 @@ def store(tmp_path: Path) -> Iterator[EventStore]:
 def repository(store: EventStore) -> JobRepository:
     """A job repository over :func:`store`."""
     return JobRepository(store)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3 API over HTTP: moto's standalone server on 127.0.0.1 and a free port."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_storage(s3_endpoint: str, request: pytest.FixtureRequest) -> Any:
+    """An ``S3Storage`` on a fresh bucket of the moto server (credentials are moto's dummies)."""
+    import uuid
+
+    from jobtape.storage.s3 import S3Storage
+
+    bucket = f"jobtape-{uuid.uuid4().hex[:12]}"
+    made = S3Storage(bucket, endpoint_url=s3_endpoint, region="us-east-1", access_key_id="testing",
+                     secret_access_key="testing", multipart_threshold_bytes=5 * 1024 * 1024,
+                     multipart_chunk_bytes=5 * 1024 * 1024)
+    made.client.create_bucket(Bucket=bucket)
+    return made

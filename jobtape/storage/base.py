@@ -199,6 +199,30 @@ class Storage(abc.ABC):
         validate_key(key)
         return None
 
+    def signed_url(self, key: str, expires_in_s: int) -> str | None:
+        """Return a URL a client can GET the blob from for ``expires_in_s`` seconds, or ``None``.
+
+        ``None`` (this default) means the backend has no URL of its own, and the API serves
+        the bytes itself; object stores return a presigned URL. The blob is not checked.
+
+        Raises:
+            errors.InvalidStorageKey: If ``key`` is not valid.
+        """
+        validate_key(key)
+        return None
+
+    def upload_url(self, key: str, expires_in_s: int) -> str | None:
+        """Return a URL a client can PUT the blob to for ``expires_in_s`` seconds, or ``None``.
+
+        ``None`` (this default) means clients cannot upload directly; they send the file
+        through the API instead.
+
+        Raises:
+            errors.InvalidStorageKey: If ``key`` is not valid.
+        """
+        validate_key(key)
+        return None
+
     def put_file(self, key: str, path: Path) -> int:
         """Store the content of the local file ``path`` under ``key``.
 

@@ -14,10 +14,13 @@ from jobtape.storage import base
 __all__: list[str] = []
 
 
-@pytest.fixture(params=["memory", "local"])
+@pytest.fixture(params=["memory", "local", "s3"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> storage.Storage:
     if request.param == "memory":
         return storage.MemoryStorage()
+    if request.param == "s3":  # a real S3 API: moto's server over HTTP (tests/conftest.py)
+        made: storage.Storage = request.getfixturevalue("s3_storage")
+        return made
     return storage.LocalStorage(tmp_path / "blobs")
 
 
