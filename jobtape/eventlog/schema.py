@@ -106,6 +106,64 @@ def _leases_and_hashes(db: sqlite_utils.Database) -> None:
     db["events"].add_column("hash", str)  # type: ignore[union-attr]
 
 
+def _archives(db: sqlite_utils.Database) -> None:
+    # Retention (jobtape.audit.retention): the one recorded path that removes events.
+    # An archive inserts its `archives` row, one `archived_jobs` row per job and the
+    # DELETEs in ONE batch; events_no_delete lets a DELETE through only for a job listed
+    # in archived_jobs up to that position, so every removal is on record.
+    db.execute(
+        """
+        CREATE TABLE archives (
+            archive_id TEXT PRIMARY KEY,
+            archived_at TEXT NOT NULL,
+            archived_by TEXT NOT NULL,
+            cutoff TEXT NOT NULL,
+            file_name TEXT NOT NULL,
+            export_sha256 TEXT NOT NULL,
+            job_count INTEGER NOT NULL,
+            event_count INTEGER NOT NULL
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE archived_jobs (
+            archive_id TEXT NOT NULL REFERENCES archives (archive_id),
+            job_id TEXT NOT NULL,
+            last_position INTEGER NOT NULL,
+            event_count INTEGER NOT NULL,
+            PRIMARY KEY (archive_id, job_id)
+        )
+        """
+    )
+    db.execute("CREATE INDEX archived_jobs_job ON archived_jobs (job_id, last_position)")
+    # Only a finished job whose newest event is still the exported one may be archived.
+    db.execute(
+        """
+        CREATE TRIGGER archived_jobs_finished_only BEFORE INSERT ON archived_jobs
+        WHEN NOT EXISTS (SELECT 1 FROM jobs WHERE job_id = NEW.job_id AND finished = 1
+                         AND last_position = NEW.last_position)
+          OR NEW.event_count != (SELECT COUNT(*) FROM events WHERE job_id = NEW.job_id)
+        BEGIN SELECT RAISE(ABORT, 'archive refused: the job is not finished or changed since the export'); END
+        """
+    )
+    db.execute("DROP TRIGGER events_no_delete")
+    db.execute(
+        """
+        CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+        WHEN NOT EXISTS (SELECT 1 FROM archived_jobs
+                         WHERE job_id = OLD.job_id AND last_position >= OLD.position)
+        BEGIN SELECT RAISE(ABORT, 'events are append-only: DELETE is not allowed'); END
+        """
+    )
+    for table in ("archives", "archived_jobs"):
+        for verb in ("UPDATE", "DELETE"):
+            db.execute(
+                f"CREATE TRIGGER {table}_no_{verb.lower()} BEFORE {verb} ON {table} "
+                f"BEGIN SELECT RAISE(ABORT, '{table} is append-only: {verb} is not allowed'); END"
+            )
+
+
 def _worker_indexes(db: sqlite_utils.Database) -> None:
     # The reaper's query: held jobs (processing, or cancelled but not finished) whose lease
     # expired -- an index range per status over unfinished rows only.
@@ -167,6 +225,7 @@ MIGRATIONS: list[Migration] = [
     ("0001_events", _events),
     ("0002_jobs", _jobs),
     ("0003_leases_and_hashes", _leases_and_hashes),
+    ("0004_archives", _archives),
     ("0005_worker_indexes", _worker_indexes),
     ("0006_assets_previews_quota", _assets_previews_quota),
 ]
