@@ -1,0 +1,103 @@
+"""The export format (JSON Lines, one stored event per line) and the checks an import makes (pure).
+
+Each line is a JSON object with the stored columns, verbatim::
+
+    {"position": 12, "jobId": "…32 hex…", "version": 3, "type": "job.stage_changed",
+     "data": "{\\"stage\\":\\"probing\\"}", "actor": "host:41:1",
+     "recordedAt": "2026-01-02T14:02:03.123456Z", "hash": "…64 hex…"}
+
+``data`` is the stored JSON *text* (not an object), so the hash chain can be recomputed
+byte for byte (``jq '.data | fromjson'`` shows it as an object). Lines are in position
+order. An export holds whole streams (version 1 to the last), so it can be imported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import msgspec
+
+from jobtape import errors
+from jobtape.eventlog import hashing
+from jobtape.eventlog.stored import StoredEvent, to_recorded
+from jobtape.projections import state as job_state
+
+__all__ = ["ExportLine", "check_export", "decode_line", "encode_line"]
+
+
+class ExportLine(msgspec.Struct, rename="camel", kw_only=True, forbid_unknown_fields=True):
+    """One line of an export (field names camelCase on the wire); see the module docstring."""
+
+    position: int
+    job_id: str
+    version: int
+    type: str
+    data: str
+    actor: str
+    recorded_at: str
+    hash: str | None
+
+
+_ENCODER = msgspec.json.Encoder()
+_DECODER = msgspec.json.Decoder(ExportLine)
+
+
+def encode_line(stored: StoredEvent) -> str:
+    """One export line (without the newline) for a stored event."""
+    return _ENCODER.encode(ExportLine(**msgspec.structs.asdict(stored))).decode()
+
+
+def decode_line(line_number: int, text: str) -> StoredEvent:
+    """Parse one export line.
+
+    Raises:
+        errors.InvalidExport: not a JSON object with exactly the export's fields (names the line).
+    """
+    try:
+        line = _DECODER.decode(text)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise errors.InvalidExport(line_number, f"not an export line: {exc}") from exc
+    return StoredEvent(**msgspec.structs.asdict(line))
+
+
+def check_export(lines: Iterable[str]) -> list[StoredEvent]:
+    """Parse and check a whole export before anything is written.
+
+    Checks, per stream: versions start at 1 and are gapless; every event has a hash and
+    the chain (:mod:`jobtape.eventlog.hashing`) recomputes to it; every event decodes
+    and the state machine accepts it. Blank lines are skipped.
+
+    Args:
+        lines: the file's lines (trailing newlines are fine).
+
+    Returns:
+        The events in file order.
+
+    Raises:
+        errors.InvalidExport: the first line that breaks a check, with the reason.
+    """
+    last: dict[str, tuple[int, str, job_state.JobState | None]] = {}
+    events: list[StoredEvent] = []
+    for number, text in enumerate(lines, start=1):
+        if not text.strip():
+            continue
+        stored = decode_line(number, text)
+        version, previous, state = last.get(stored.job_id, (0, hashing.genesis_hash(stored.job_id), None))
+        if stored.version != version + 1:
+            where = "starts at" if version == 0 else f"jumps from version {version} to"
+            raise errors.InvalidExport(number, f"job {stored.job_id} {where} version {stored.version}: the export "
+                                       "is gapped (export whole streams: `jobtape export` without editing)")
+        expected = hashing.event_hash(previous, stored.job_id, stored.version, stored.type, stored.data,
+                                      stored.actor, stored.recorded_at)
+        if stored.hash != expected:
+            raise errors.InvalidExport(number, f"the hash of job {stored.job_id} version {stored.version} does not "
+                                       "match its content: the line was changed after export")
+        try:
+            recorded = to_recorded(stored)
+            state = job_state.apply(state, recorded.event, job_id=stored.job_id, version=stored.version,
+                                    recorded_at=recorded.recorded_at)
+        except (errors.MalformedEvent, errors.IllegalTransition) as exc:
+            raise errors.InvalidExport(number, exc.message) from exc
+        last[stored.job_id] = (stored.version, expected, state)
+        events.append(stored)
+    return events

@@ -1,0 +1,155 @@
+"""Export, import and read-side helpers of the audit tools: the I/O around the pure modules.
+
+An import writes each event verbatim (original ``recorded_at``, ``actor``, ``hash``)
+through :func:`jobtape.eventlog.stored.import_batch`, so the gapless-version trigger and
+``UNIQUE (job_id, version)`` guard it, with the projection rows of the batch's jobs
+(every table of :data:`jobtape.projections.registry.PROJECTIONS`, from states folded by
+:mod:`jobtape.projections.state`) written in the same batch. Positions are
+assigned by the target log in file order: they differ from the source's whenever the
+target is not empty or the source had gaps (rolled-back appends, archived jobs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from typing import TextIO
+
+from jobtape import clock, errors
+from jobtape.audit import exchange, timeline
+from jobtape.eventlog import events as ev
+from jobtape.eventlog import stored as stored_events
+from jobtape.eventlog.store import ConstraintViolation, EventStore
+from jobtape.projections import registry
+from jobtape.projections import state as job_state
+
+__all__ = ["ExportReport", "ImportReport", "export", "import_lines", "select_jobs", "streams", "timelines"]
+
+#: Events per import batch (each batch is one transaction).
+IMPORT_BATCH = 5000
+
+Bound = int | dt.datetime | None
+
+
+def select_jobs(store: EventStore, *, since: Bound = None, until: Bound = None, job_id: str | None = None) -> set[str]:
+    """Ids of the jobs created in ``[since, until)``.
+
+    Args:
+        store: the event store.
+        since: a global position (``int``) or an aware UTC time; jobs whose ``job.created``
+            is at or after it (``None``: no lower bound).
+        until: likewise; jobs whose ``job.created`` is before it (``None``: no upper bound).
+        job_id: only this job.
+    """
+    sql = "SELECT job_id FROM events WHERE version = 1"
+    params: list[object] = []
+    for bound, operator in ((since, ">="), (until, "<")):
+        if isinstance(bound, int):
+            sql += f" AND position {operator} ?"
+            params.append(bound)
+        elif isinstance(bound, dt.datetime):
+            sql += f" AND recorded_at {operator} ?"
+            params.append(clock.format_timestamp(bound))
+    if job_id is not None:
+        sql += " AND job_id = ?"
+        params.append(job_id)
+    return {str(row[0]) for row in store.backend.query(sql, params)}
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportReport:
+    """What an export wrote: ``jobs`` streams, ``events`` lines, ``events_per_job`` (job id -> lines)."""
+
+    jobs: int
+    events: int
+    events_per_job: dict[str, int]
+
+
+def export(store: EventStore, out: TextIO, job_ids: set[str] | None) -> ExportReport:
+    """Write the streams of ``job_ids`` (``None``: every job) as JSON Lines, in position order.
+
+    Args:
+        store: the event store.
+        out: a text file open for writing; one line per event, see :mod:`jobtape.audit.exchange`.
+        job_ids: the jobs to export, whole streams.
+    """
+    per_job: dict[str, int] = defaultdict(int)
+    if job_ids is not None and len(job_ids) == 1:
+        rows: Iterable[stored_events.StoredEvent] = stored_events.iter_stored(store.backend, job_id=next(iter(job_ids)))
+    else:
+        rows = stored_events.iter_stored(store.backend)
+    for row in rows:
+        if job_ids is None or row.job_id in job_ids:
+            out.write(exchange.encode_line(row) + "\n")
+            per_job[row.job_id] += 1
+    return ExportReport(jobs=len(per_job), events=sum(per_job.values()), events_per_job=dict(per_job))
+
+
+@dataclasses.dataclass(frozen=True)
+class ImportReport:
+    """What an import wrote: ``jobs`` streams and ``events``, at positions ``first_position..last_position``."""
+
+    jobs: int
+    events: int
+    first_position: int | None
+    last_position: int | None
+
+
+def import_lines(store: EventStore, lines: Iterable[str]) -> ImportReport:
+    """Check an export completely, then write it in batches of :data:`IMPORT_BATCH` events.
+
+    Args:
+        store: the target event store (a fresh one, or one without these jobs).
+        lines: the export file's lines.
+
+    Raises:
+        errors.InvalidExport: a line is malformed, gapped, fails the hash chain or the state
+            rules (nothing was written); or a job of the file exists in the store already
+            (the batches before it were written; the message says how many events).
+    """
+    events = exchange.check_export(lines)
+    states: dict[str, job_state.JobState] = {}
+    positions: list[int] = []
+    for start in range(0, len(events), IMPORT_BATCH):
+        chunk = events[start : start + IMPORT_BATCH]
+        touched: dict[str, None] = {}
+        for row in chunk:
+            recorded = stored_events.to_recorded(row)
+            states[row.job_id] = job_state.apply(states.get(row.job_id), recorded.event, job_id=row.job_id,
+                                                 version=row.version, recorded_at=recorded.recorded_at)
+            touched[row.job_id] = None
+        try:
+            extra = [statement for job_id in touched for statement in registry.statements_for(None, states[job_id])]
+            positions += stored_events.import_batch(store.backend, chunk, extra)
+        except (errors.ConcurrencyError, ConstraintViolation) as exc:
+            existing = _existing_job(store, chunk)
+            reason = f"job {existing} exists in the target store already" if existing else str(exc)
+            raise errors.InvalidExport(start + 1, f"{reason}; import into a fresh --data-dir"
+                                       f" ({len(positions)} events before this batch were imported)") from exc
+    return ImportReport(jobs=len(states), events=len(positions), first_position=positions[0] if positions else None,
+                        last_position=positions[-1] if positions else None)
+
+
+def _existing_job(store: EventStore, chunk: list[stored_events.StoredEvent]) -> str | None:
+    for row in chunk:  # only to word the error: the batch's guard already refused it
+        if row.version == 1 and store.backend.query("SELECT 1 FROM events WHERE job_id = ? LIMIT 1", [row.job_id]):
+            return row.job_id
+    return None
+
+
+def streams(store: EventStore, job_ids: set[str] | None = None) -> Iterator[list[ev.RecordedEvent]]:
+    """Every job's recorded events (version order), job by job in created order; ``job_ids`` filters."""
+    grouped: dict[str, list[ev.RecordedEvent]] = {}
+    for item in store.iter_all():
+        if job_ids is None or item.job_id in job_ids:
+            grouped.setdefault(item.job_id, []).append(item)
+    yield from grouped.values()
+
+
+def timelines(store: EventStore, job_ids: set[str] | None = None) -> Iterator[timeline.JobTimeline]:
+    """:func:`jobtape.audit.timeline.summarize` for every job (or those in ``job_ids``)."""
+    for recorded in streams(store, job_ids):
+        if isinstance(recorded[0].event, ev.JobCreated):
+            yield timeline.summarize(recorded)

@@ -1,0 +1,106 @@
+"""Retention: archive finished jobs older than a cutoff, then remove them through the recorded path.
+
+:func:`archive` exports the jobs' whole streams to a file (JSON Lines, see
+:mod:`jobtape.audit.exchange`) and then, in ONE batch, inserts an ``archives`` row (who,
+when, the cutoff, the file name, the file's sha256, counts), one ``archived_jobs`` row per
+job, and deletes their events and ``jobs`` rows. The guards are in SQL (migration
+``0004_archives``): ``events_no_delete`` refuses a DELETE unless the job is listed in
+``archived_jobs`` up to that position, and ``archived_jobs_finished_only`` refuses a job
+that is not finished or gained events since the export. ``archives`` and
+``archived_jobs`` themselves refuse UPDATE and DELETE.
+
+``jobtape import FILE`` brings archived jobs back (at new positions).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import os
+import uuid
+from pathlib import Path
+
+from jobtape import clock
+from jobtape.audit import exchange, replay
+from jobtape.eventlog.store import EventStore, Statement
+
+__all__ = ["ArchiveReport", "archive", "list_archives"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchiveReport:
+    """What an archive did.
+
+    Attributes:
+        archive_id: the ``archives`` row's id (32 hex digits), ``None`` if nothing matched.
+        jobs: jobs exported and removed.
+        events: events exported and removed.
+        path: the export file.
+        sha256: hex sha256 of the file's bytes.
+        cutoff: jobs whose last event is older than this UTC time were archived.
+    """
+
+    archive_id: str | None
+    jobs: int
+    events: int
+    path: Path
+    sha256: str
+    cutoff: dt.datetime
+
+
+def archive(store: EventStore, *, cutoff: dt.datetime, path: Path, actor: str) -> ArchiveReport:
+    """Export the finished jobs whose last event is older than ``cutoff`` to ``path``, then remove them.
+
+    Args:
+        store: the event store.
+        cutoff: aware UTC time; jobs with ``finished = 1`` and ``updated_at < cutoff`` are archived.
+        path: the file to write (replaced atomically; written even when no job matched).
+        actor: recorded in ``archives.archived_by`` (the CLI passes ``cli:<user>@<host>``).
+
+    Raises:
+        errors.InvalidExport: the exported streams fail the import checks (a broken hash
+            chain, a gap): nothing was removed and no file was written (run ``jobtape verify``).
+        ConstraintViolation: a job changed between the export and the removal (the batch
+            was refused; nothing was removed; the file stays).
+    """
+    rows = store.backend.query("SELECT job_id FROM jobs WHERE finished = 1 AND updated_at < ?",
+                               [clock.format_timestamp(cutoff)])
+    job_ids = {str(row[0]) for row in rows}
+    temporary = path.with_name(path.name + ".tmp")
+    with temporary.open("w", encoding="utf-8") as out:
+        report = replay.export(store, out, job_ids) if job_ids else replay.ExportReport(0, 0, {})
+        out.flush()
+        os.fsync(out.fileno())
+    with temporary.open(encoding="utf-8") as written:
+        exchange.check_export(written)  # a broken hash chain or gap: refuse before removing anything
+    temporary.replace(path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if not job_ids:
+        return ArchiveReport(None, 0, 0, path, digest, cutoff)
+    archive_id = uuid.uuid4().hex
+    last_positions = dict(store.backend.query(
+        f"SELECT job_id, MAX(position) FROM events WHERE job_id IN ({', '.join('?' * len(job_ids))}) GROUP BY job_id",
+        sorted(job_ids)))
+    statements = [Statement(
+        "INSERT INTO archives (archive_id, archived_at, archived_by, cutoff, file_name, export_sha256, job_count,"
+        " event_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (archive_id, clock.format_timestamp(clock.utcnow()), actor, clock.format_timestamp(cutoff), str(path),
+         digest, report.jobs, report.events))]
+    statements += [
+        Statement("INSERT INTO archived_jobs (archive_id, job_id, last_position, event_count) VALUES (?, ?, ?, ?)",
+                  (archive_id, job_id, last_positions[job_id], count))
+        for job_id, count in sorted(report.events_per_job.items())
+    ]
+    listed = "SELECT job_id FROM archived_jobs WHERE archive_id = ?"
+    statements += [Statement(f"DELETE FROM events WHERE job_id IN ({listed})", (archive_id,)),
+                   Statement(f"DELETE FROM jobs WHERE job_id IN ({listed})", (archive_id,))]
+    store.backend.execute_batch(statements)
+    return ArchiveReport(archive_id, report.jobs, report.events, path, digest, cutoff)
+
+
+def list_archives(store: EventStore) -> list[dict[str, object]]:
+    """Every ``archives`` row, oldest first, as ``{column: value}`` dicts."""
+    columns = ("archive_id", "archived_at", "archived_by", "cutoff", "file_name", "export_sha256", "job_count", "event_count")
+    rows = store.backend.query(f"SELECT {', '.join(columns)} FROM archives ORDER BY archived_at")
+    return [dict(zip(columns, row, strict=True)) for row in rows]
