@@ -28,9 +28,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from jobtape import clock, errors, runtime
+from jobtape import cli_audit, cli_replay, clock, errors, runtime
+from jobtape.audit import describe, timeline
 from jobtape.config import Settings
-from jobtape.eventlog import events as ev
 from jobtape.projections import rebuild as rebuild_projection
 from jobtape.projections import state as job_state
 from jobtape.projections.repository import AppendResult, JobRepository
@@ -43,7 +43,7 @@ _DEMO_MEDIA = Path("media") / "speech_ljspeech.wav"
 
 def _console(*, stderr: bool = False) -> Console:
     """A rich console; when not a terminal (a pipe, a test) it is wide, so nothing is cut."""
-    console = Console(stderr=stderr, highlight=False)
+    console = Console(stderr=stderr, highlight=False, emoji=False)  # worker ids like host:100:1 are no emoji codes
     if not console.is_terminal:
         console.width = 200
     return console
@@ -97,6 +97,10 @@ def cli() -> None:
 def main() -> None:
     """Console-script entry point (``jobtape``, ``python -m jobtape``)."""
     cli.main(prog_name="jobtape")
+
+
+for _command in (*cli_audit.COMMANDS, *cli_replay.COMMANDS):
+    cli.add_command(_command)
 
 
 def _embedded_app(settings: Settings, worker_count: int) -> tuple[Any, JobRepository]:
@@ -189,49 +193,10 @@ def worker(data_dir: Path, poll_interval_s: float, concurrency: int) -> None:
             signal.signal(sig, handler)
 
 
-def _time_ms(at: dt.datetime) -> str:
-    return at.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.") + f"{at.microsecond // 1000:03d}"
-
-
-def _short(value: object, limit: int = 40) -> str:
-    text = str(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _details(event: ev.Event) -> str:  # noqa: C901 - one case per event type
-    match event:
-        case ev.JobCreated(job_type=job_type, owner=owner, params=params):
-            shown = " ".join(f"{k}={_short(v)}" for k, v in params.items() if isinstance(v, str | int | float | bool))
-            return f"{job_type} by {owner}" + (f": {shown}" if shown else "")
-        case ev.JobClaimed(attempt=attempt):
-            return f"attempt {attempt}"
-        case ev.JobStageChanged(stage=stage):
-            return f"stage {stage}"
-        case ev.JobProgress(percent=percent):
-            return f"{percent}%"
-        case ev.JobHeartbeat(lease_expires_at=lease):
-            return f"lease until {_time_ms(lease)}" if lease else ""
-        case ev.JobCancelRequested(reason=reason):
-            return reason or ""
-        case ev.JobChildStarted(pid=pid, argv=argv):
-            return f"pid {pid} {Path(argv[0]).name if argv else ''}".rstrip()
-        case ev.JobChildExited(pid=pid, exit_status=status):
-            return f"pid {pid} exit {status}"
-        case ev.JobCompleted(result=result):
-            return f"result: {', '.join(result)}" if result else "result: (empty)"
-        case ev.JobFailed(error=error, retryable=retryable):
-            return _first_line(error) + (" (retryable)" if retryable else "")
-        case ev.JobRetryScheduled(error=error, attempt=attempt, not_before=not_before):
-            return f"attempt {attempt}: {_first_line(error)}" + (f"; not before {_time_ms(not_before)}" if not_before else "")
-        case ev.JobLeaseExpired(worker_id=worker_id, attempt=attempt, not_before=not_before):
-            return f"{worker_id} attempt {attempt}" + (f"; not before {_time_ms(not_before)}" if not_before else "")
-        case ev.JobReleased(worker_id=worker_id, reason=reason):
-            return f"by {worker_id}: {reason}"
-    return ""
-
-
-def _first_line(text: str) -> str:
-    return _short(text.strip().splitlines()[0], 120) if text.strip() else "(no message)"
+_time_ms = describe.time_ms
+_short = describe.short
+_details = describe.details
+_first_line = describe.first_line
 
 
 def _print_history(console: Console, repository: JobRepository, job_id: str, *, as_json: bool = False) -> None:
@@ -249,7 +214,9 @@ def _print_history(console: Console, repository: JobRepository, job_id: str, *, 
         events = [{"position": r.position, "version": r.version, "type": r.type, "actor": r.actor,
                    "recordedAt": clock.format_timestamp(r.recorded_at), "data": msgspec.to_builtins(r.event)}
                   for r in recorded]
-        return click.echo(json.dumps({"jobId": job_id, "status": state.status, "events": events}, indent=2))
+        summary = cli_audit.timeline_json(timeline.summarize(recorded))
+        return click.echo(json.dumps({"jobId": job_id, "status": state.status, "events": events, "summary": summary},
+                                     indent=2))
     table = Table(title=f"job {job_id}", title_justify="left")
     for name, options in (("time (UTC)", {"no_wrap": True}), ("delta", {"justify": "right", "no_wrap": True}),
                           ("actor", {}), ("type", {"no_wrap": True}), ("details", {})):
@@ -262,6 +229,7 @@ def _print_history(console: Console, repository: JobRepository, job_id: str, *, 
     console.print(table)
     extra = {"stage": state.stage, "progress": f"{state.progress}%", "error": state.error and _first_line(state.error)}
     shown = escape(", ".join(f"{k} {v}" for k, v in extra.items() if v is not None))
+    cli_audit.print_timeline(console, timeline.summarize(recorded))
     console.print(f"status: [bold]{state.status}[/bold] ({shown}; {len(recorded)} events)")
 
 

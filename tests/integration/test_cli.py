@@ -160,7 +160,8 @@ def test_every_command_has_complete_help(command: list[str]) -> None:
         if isinstance(param, click.Option) and param.name not in ("help", "version"):
             assert param.help, param.name
             assert param.show_default or "by default" in param.help, param.name
-    assert set(cli.cli.commands) == {"serve", "worker", "history", "rebuild", "demo"}
+    assert set(cli.cli.commands) == {"serve", "worker", "history", "rebuild", "demo", "status", "jobs", "tail", "export",
+                                     "import", "verify", "stats", "archive"}
 
 
 def _read_until(process: subprocess.Popen[bytes], text: bytes, timeout_s: float) -> bytes:

@@ -1,0 +1,333 @@
+"""Operator commands over the event log: status/jobs as of a time, tail, verify, stats, and history's summary.
+
+Registered on the ``jobtape`` group by :mod:`jobtape.cli`. Every command takes
+``--data-dir`` (env ``JOBTAPE_DATA_DIR``) and ``--json`` (machine output on stdout).
+Times are ISO 8601 or relative to now (``-10m``, ``-2h``, ``-1d``; see
+:mod:`jobtape.audit.timeparse`). The logic lives in :mod:`jobtape.audit`; this module
+only reads the store and prints.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+import msgspec
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from jobtape import clock, errors, runtime
+from jobtape.audit import asof, describe, replay, stats, timeline, timeparse, verify
+from jobtape.config import Settings
+from jobtape.eventlog import stored as stored_events
+from jobtape.eventlog.store import EventStore
+
+__all__ = ["COMMANDS", "jobs", "print_timeline", "stats_command", "status", "tail", "timeline_json", "verify_command"]
+
+
+def console() -> Console:
+    """A rich console on stdout; wide when not a terminal, so nothing is cut in pipes and tests."""
+    out = Console(highlight=False, emoji=False)
+    if not out.is_terminal:
+        out.width = 200
+    return out
+
+
+def data_dir_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--data-dir`` (env ``JOBTAPE_DATA_DIR``) to a command."""
+    return click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default="./var",
+                        envvar="JOBTAPE_DATA_DIR", show_envvar=True, show_default=True,
+                        help="Folder of the event log (jobtape.db).")(command)
+
+
+def json_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--json`` to a command."""
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables (off by default).")(command)
+
+
+def open_existing_store(data_dir: Path) -> EventStore:
+    """Open the event log under ``data_dir``; exit 1 with a clear message if there is none."""
+    settings = Settings(data_dir=data_dir)
+    if not settings.database_path.is_file():
+        raise click.ClickException(f"no event log at {settings.database_path}; pass --data-dir (or set JOBTAPE_DATA_DIR)")
+    return runtime.open_store(settings)
+
+
+def parse_time_option(text: str | None) -> dt.datetime | None:
+    """``--as-of``/``--since`` text to aware UTC (``None`` stays ``None``); a bad value is a usage error (exit 2)."""
+    if text is None:
+        return None
+    try:
+        return timeparse.parse_time(text, clock.utcnow())
+    except errors.InvalidTimeSpec as exc:
+        raise click.BadParameter(exc.message) from exc
+
+
+def echo_json(value: Any) -> None:
+    """Print any msgspec-encodable value as indented JSON."""
+    click.echo(json.dumps(msgspec.to_builtins(value), indent=2))
+
+
+def with_store(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Open the store from ``data_dir``, pass it as ``store``, close it; fold errors exit 1 with their message."""
+    @functools.wraps(function)
+    def wrapper(*args: Any, data_dir: Path, **kwargs: Any) -> Any:
+        store = open_existing_store(data_dir)
+        try:
+            return function(*args, store=store, **kwargs)
+        except (errors.IllegalTransition, errors.MalformedEvent) as exc:
+            raise click.ClickException(f"the event log cannot be folded: {exc.message}") from exc
+        finally:
+            store.close()
+    return wrapper
+
+
+# -- history's summary -------------------------------------------------------------------------
+
+
+def timeline_json(summary: timeline.JobTimeline) -> dict[str, Any]:
+    """The summary as JSON builtins (camelCase keys, times as ISO 8601 text)."""
+    def camel(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {_camel(k): camel(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [camel(v) for v in value]
+        return value
+    return camel(msgspec.to_builtins(summary))  # type: ignore[no-any-return]
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+def print_timeline(out: Console, summary: timeline.JobTimeline) -> None:
+    """Print a job's attempts, time per stage and child processes as tables."""
+    attempts = Table("attempt", "worker", "claimed (UTC)", "duration", "outcome", title="attempts", title_justify="left")
+    for item in summary.attempts:
+        attempts.add_row(str(item.attempt), escape(item.worker_id), describe.time_ms(item.claimed_at),
+                         describe.duration(item.duration_s), item.outcome or "running")
+    stages = Table("stage", "attempt", "worker", "started (UTC)", "duration", title="time per stage", title_justify="left")
+    for span in summary.stages:
+        stages.add_row(span.stage, str(span.attempt or "-"), escape(span.worker_id or "-"),
+                       describe.time_ms(span.started_at), describe.duration(span.duration_s))
+    kids = Table("pid", "program", "stage", "worker", "duration", "exit", title="child processes", title_justify="left")
+    for child in summary.children:
+        outcome = "orphaned" if child.orphaned and child.exit_status is None else str(child.exit_status)
+        kids.add_row(str(child.pid), escape(child.program), child.stage or "-", escape(child.worker_id),
+                     describe.duration(child.duration_s), outcome)
+    for table in (attempts, stages, kids):
+        if table.row_count:
+            out.print(table)
+    who = (f"; cancel requested by {summary.cancel_requested_by} at {describe.time_ms(summary.cancel_requested_at)}"
+           if summary.cancel_requested_by and summary.cancel_requested_at else "")
+    out.print(f"total: {describe.duration(summary.total_s)} from created to "
+              f"{'finished' if summary.finished_at else 'now (not finished)'}{escape(who)}")
+
+
+# -- status / jobs as of a time -----------------------------------------------------------------
+
+
+@click.command()
+@click.argument("job_id")
+@click.option("--as-of", "as_of", metavar="TIME", help="Fold the events up to TIME (ISO 8601 or -10m, -2h, -1d);"
+              " by default up to now.")
+@data_dir_option
+@json_option
+@with_store
+def status(job_id: str, as_of: str | None, as_json: bool, store: EventStore) -> None:
+    """Show JOB_ID's state folded from its events up to --as-of (exit 1 if it did not exist then)."""
+    at = parse_time_option(as_of) or clock.utcnow()
+    recorded = store.read_stream(job_id)
+    if not recorded:
+        raise click.ClickException(f"Job not found: {job_id}")
+    prefix = asof.stream_as_of(recorded, at)
+    state = asof.state_as_of(recorded, at)
+    if state is None:
+        raise click.ClickException(f"job {job_id} did not exist at {clock.format_timestamp(at)}"
+                                   f" (created {clock.format_timestamp(recorded[0].recorded_at)})")
+    place = None
+    if state.status == "pending":
+        place = next(j.queue_position for j in asof.jobs_as_of(store.iter_all(), at) if j.state.job_id == job_id)
+    if as_json:
+        return echo_json({"asOf": at, "eventsFolded": len(prefix), "queuePosition": place, "state": state})
+    table = Table("field", "value", title=f"job {job_id} as of {describe.time_ms(at)}", title_justify="left")
+    for name in ("status", "stage", "progress", "attempt", "worker_id", "cancel_requested", "finished", "error",
+                 "created_at", "updated_at", "version"):
+        value = getattr(state, name)
+        shown = describe.time_ms(value) if isinstance(value, dt.datetime) else describe.short(value, 100)
+        table.add_row(name, escape(shown))
+    table.add_row("queue_position", str(place if place is not None else "-"))
+    console().print(table)
+    console().print(f"{len(prefix)} of {len(recorded)} events folded")
+
+
+@click.command()
+@click.option("--as-of", "as_of", metavar="TIME", help="Show the jobs as they were at TIME (ISO 8601 or -10m, -2h,"
+              " -1d); by default now.")
+@click.option("--status", "status_filter", type=click.Choice(["pending", "processing", "complete", "failed", "cancelled"]),
+              help="Only jobs in this status (by default all).")
+@data_dir_option
+@json_option
+@with_store
+def jobs(as_of: str | None, status_filter: str | None, as_json: bool, store: EventStore) -> None:
+    """List every job as it was at --as-of, with queue positions of the pending ones."""
+    at = parse_time_option(as_of) or clock.utcnow()
+    found = [j for j in asof.jobs_as_of(store.iter_all(), at) if status_filter in (None, j.state.status)]
+    if as_json:
+        return echo_json({"asOf": at, "jobs": [{"jobId": j.state.job_id, "type": j.state.job_type,
+                                                 "status": j.state.status, "stage": j.state.stage,
+                                                 "progress": j.state.progress, "attempt": j.state.attempt,
+                                                 "workerId": j.state.worker_id, "queuePosition": j.queue_position,
+                                                 "createdAt": j.state.created_at, "updatedAt": j.state.updated_at}
+                                                for j in found]})
+    table = Table("queue", "job", "type", "status", "stage", "progress", "attempt", "worker", "created (UTC)",
+                  "updated (UTC)", title=f"jobs as of {describe.time_ms(at)}", title_justify="left")
+    for item in found:
+        s = item.state
+        table.add_row(str(item.queue_position or "-"), s.job_id, s.job_type, s.status, s.stage or "-", f"{s.progress}%",
+                      str(s.attempt), escape(s.worker_id or "-"), describe.time_ms(s.created_at),
+                      describe.time_ms(s.updated_at))
+    console().print(table)
+    console().print(f"{len(found)} jobs")
+
+
+# -- tail ----------------------------------------------------------------------------------------
+
+
+def _start_position(store: EventStore, since: str | None, job_id: str | None, type_: str | None, lines: int) -> int:
+    if since is not None:
+        try:
+            bound = timeparse.parse_position_or_time(since, clock.utcnow())
+        except errors.InvalidTimeSpec as exc:
+            raise click.BadParameter(f"{exc.message} (or give a global position such as 1200)") from exc
+        if isinstance(bound, int):
+            return bound
+        rows = store.backend.query("SELECT MIN(position) FROM events WHERE recorded_at >= ?", [clock.format_timestamp(bound)])
+        return int(rows[0][0]) if rows[0][0] is not None else store.head_position() + 1
+    sql, params = "SELECT position FROM events WHERE 1 = 1", []
+    for column, value in (("job_id", job_id), ("type", type_)):
+        if value is not None:
+            sql += f" AND {column} = ?"
+            params.append(value)
+    rows = store.backend.query(sql + " ORDER BY position DESC LIMIT 1 OFFSET ?", [*params, max(lines - 1, 0)])
+    return int(rows[0][0]) if rows else 1
+
+
+def _follow(store: EventStore, start: int, job_id: str | None, type_: str | None, follow: bool,
+            poll_interval_s: float) -> Iterator[stored_events.StoredEvent]:
+    position = start
+    while True:
+        for row in stored_events.iter_stored(store.backend, from_position=position, job_id=job_id):
+            position = row.position + 1
+            if type_ is None or row.type == type_:
+                yield row
+        if not follow:
+            return
+        time.sleep(poll_interval_s)  # follow mode polls the log, so it sees other processes' appends
+
+
+@click.command()
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new events as they are appended, until Ctrl-C"
+              " (off by default).")
+@click.option("--job", "job_id", metavar="JOB_ID", help="Only this job's events (by default all jobs).")
+@click.option("--type", "type_", metavar="TYPE", help="Only events of this type, e.g. job.failed (by default all).")
+@click.option("--since", metavar="POSITION|TIME", help="Start at this global position or time (by default the last"
+              " --lines events).")
+@click.option("--lines", "-n", type=click.IntRange(min=0), default=20, show_default=True,
+              help="Without --since, start with this many of the newest matching events.")
+@click.option("--poll-interval", "poll_interval_s", type=click.FloatRange(min=0.01), default=0.5, show_default=True,
+              help="With --follow, how often to read the log for new events, in seconds.")
+@data_dir_option
+@json_option
+@with_store
+def tail(follow: bool, job_id: str | None, type_: str | None, since: str | None, lines: int, poll_interval_s: float,
+         as_json: bool, store: EventStore) -> None:
+    """Print events of the log, one per line; with --follow keep reading new ones (Ctrl-C exits 0).
+
+    --json prints export lines (see `jobtape export`).
+    """
+    from jobtape.audit import exchange
+
+    start = _start_position(store, since, job_id, type_, lines) if since is not None or lines else store.head_position() + 1
+    try:
+        for row in _follow(store, start, job_id, type_, follow, poll_interval_s):
+            if as_json:
+                click.echo(exchange.encode_line(row))
+                continue
+            recorded = stored_events.to_recorded(row)
+            click.echo(f"{row.position:>7} {describe.time_ms(recorded.recorded_at)} {row.job_id} v{row.version:<3}"
+                       f" {row.actor} {row.type} {describe.details(recorded.event)}".rstrip())
+    except KeyboardInterrupt:
+        return
+
+
+# -- verify / stats ------------------------------------------------------------------------------
+
+
+@click.command("verify")
+@data_dir_option
+@json_option
+@with_store
+def verify_command(as_json: bool, store: EventStore) -> None:
+    """Check the log's invariants and every stream's hash chain; exit 1 on any violation.
+
+    Checks: versions gapless per job, nothing after a terminal event, exactly one terminal
+    event per finished job, the state rules, every child_started matched by a
+    child_exited (or listed as orphaned) once the job is finished, and the sha256 chain.
+    """
+    report = verify.verify(stored_events.iter_stored(store.backend))
+    if as_json:
+        echo_json(report)
+    else:
+        out = console()
+        if report.violations:
+            table = Table("position", "job", "rule", "problem", title="violations", title_justify="left")
+            for item in report.violations:
+                table.add_row(str(item.position), item.job_id, item.rule, escape(item.message))
+            out.print(table)
+        verdict = f"{len(report.violations)} violations" if report.violations else "OK: no violations"
+        out.print(f"checked {report.events_checked} events of {report.jobs_checked} jobs: {verdict}")
+    if report.violations:
+        raise SystemExit(1)
+
+
+@click.command("stats")
+@click.option("--since", metavar="POSITION|TIME", help="Only jobs created at or after this global position or time"
+              " (by default all).")
+@data_dir_option
+@json_option
+@with_store
+def stats_command(since: str | None, as_json: bool, store: EventStore) -> None:
+    """Jobs per type and status, and p50/p95/max seconds per stage and per job type."""
+    bound = None
+    if since is not None:
+        try:
+            bound = timeparse.parse_position_or_time(since, clock.utcnow())
+        except errors.InvalidTimeSpec as exc:
+            raise click.BadParameter(exc.message) from exc
+    selected = replay.select_jobs(store, since=bound) if bound is not None else None
+    result = stats.compute(replay.timelines(store, selected))
+    if as_json:
+        return echo_json(result)
+    out = console()
+    counts = Table("type", "status", "jobs", title=f"{result.jobs} jobs", title_justify="left")
+    for row in result.statuses:
+        counts.add_row(row.job_type, row.status, str(row.jobs))
+    out.print(counts)
+    durations = Table("type", "stage", "count", "p50", "p95", "max", title="seconds per stage", title_justify="left")
+    for item in result.durations:
+        durations.add_row(item.job_type, item.stage, str(item.count), f"{item.p50_s:.3f}", f"{item.p95_s:.3f}",
+                          f"{item.max_s:.3f}")
+    out.print(durations)
+
+
+#: The commands :mod:`jobtape.cli` registers (with those of :mod:`jobtape.cli_replay`).
+COMMANDS = [status, jobs, tail, verify_command, stats_command]

@@ -1,0 +1,137 @@
+"""Operator commands that move events in and out of the log: export, import, archive.
+
+Registered on the ``jobtape`` group by :mod:`jobtape.cli`. The file format is
+:mod:`jobtape.audit.exchange` (JSON Lines, one stored event per line, whole streams).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import socket
+import sys
+from pathlib import Path
+from typing import TextIO
+
+import click
+
+from jobtape import clock, errors, runtime
+from jobtape.audit import replay, retention, timeparse
+from jobtape.cli_audit import (
+    data_dir_option,
+    echo_json,
+    json_option,
+    open_existing_store,
+    with_store,
+)
+from jobtape.config import Settings
+from jobtape.eventlog.store import ConstraintViolation, EventStore
+
+__all__ = ["COMMANDS", "archive", "export", "import_command"]
+
+
+def _bound(text: str | None, name: str) -> int | object | None:
+    if text is None:
+        return None
+    try:
+        return timeparse.parse_position_or_time(text, clock.utcnow())
+    except errors.InvalidTimeSpec as exc:
+        raise click.BadParameter(f"{exc.message} (or give a global position such as 1200)", param_hint=name) from exc
+
+
+@click.command()
+@click.option("--since", metavar="POSITION|TIME", help="Only jobs created at or after this global position or time"
+              " (by default all).")
+@click.option("--until", metavar="POSITION|TIME", help="Only jobs created before this global position or time"
+              " (by default all).")
+@click.option("--job", "job_id", metavar="JOB_ID", help="Only this job (by default all).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write to this file (by default stdout).")
+@data_dir_option
+@json_option
+@with_store
+def export(since: str | None, until: str | None, job_id: str | None, output: Path | None, as_json: bool,
+           store: EventStore) -> None:
+    """Write the selected jobs' events as JSON Lines, one stored event per line with its position and hash.
+
+    Jobs are selected by the position or time of their job.created; each selected job's
+    stream is written whole, in position order, so the file can be imported. A summary
+    goes to stderr (as JSON with --json).
+    """
+    selected = replay.select_jobs(store, since=_bound(since, "--since"), until=_bound(until, "--until"),  # type: ignore[arg-type]
+                                  job_id=job_id)
+    if job_id is not None and not selected:
+        raise click.ClickException(f"Job not found: {job_id}")
+    everything = since is None and until is None and job_id is None
+    if output is None:
+        report = replay.export(store, sys.stdout, None if everything else selected)
+    else:
+        with output.open("w", encoding="utf-8") as out:
+            report = replay.export(store, out, None if everything else selected)
+    summary = {"jobs": report.jobs, "events": report.events}
+    click.echo(json.dumps(summary) if as_json else f"exported {report.events} events of {report.jobs} jobs", err=True)
+
+
+@click.command("import")
+@click.argument("file", type=click.File("r", encoding="utf-8"))
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder of the target event log (none by default: required); the imported jobs must not exist there.")
+@json_option
+def import_command(file: TextIO, data_dir: Path, as_json: bool) -> None:
+    """Load an export (FILE, or - for stdin) into the event log under --data-dir, re-checking it.
+
+    Every line's version and hash chain is checked and every stream folded before anything
+    is written; a gapped or edited export is refused naming the line. Events keep their
+    recorded_at, actor and hash; positions are assigned by the target log. The jobs
+    projection is written in the same batches.
+    """
+    store = runtime.open_store(Settings(data_dir=data_dir))
+    try:
+        report = replay.import_lines(store, file)
+    except errors.InvalidExport as exc:
+        raise click.ClickException(f"{file.name}: {exc.message}") from exc
+    finally:
+        store.close()
+    if as_json:
+        return echo_json({"jobs": report.jobs, "events": report.events, "firstPosition": report.first_position,
+                          "lastPosition": report.last_position})
+    span = f" at positions {report.first_position}-{report.last_position}" if report.events else ""
+    click.echo(f"imported {report.events} events of {report.jobs} jobs{span}")
+
+
+@click.command()
+@click.option("--older-than", "older_than", required=True, metavar="DURATION",
+              help="Archive finished jobs whose last event is older than this, e.g. 30d, 12h (required, none by default).")
+@click.option("--to", "path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The export file to write (required, none by default; JSON Lines that `jobtape import` reads).")
+@data_dir_option
+@json_option
+def archive(older_than: str, path: Path, data_dir: Path, as_json: bool) -> None:
+    """Export finished jobs older than --older-than to --to, then remove their events and rows.
+
+    The removal is one recorded batch: an `archives` row (when, by whom, cutoff, file,
+    the file's sha256) and one `archived_jobs` row per job; ordinary DELETE stays refused.
+    `jobtape import FILE` brings the jobs back (at new positions).
+    """
+    try:
+        age = timeparse.parse_duration(older_than)
+    except errors.InvalidTimeSpec as exc:
+        raise click.BadParameter(exc.message, param_hint="--older-than") from exc
+    store = open_existing_store(data_dir)
+    actor = f"cli:{getpass.getuser()}@{socket.gethostname()}"
+    try:
+        report = retention.archive(store, cutoff=clock.utcnow() - age, path=path, actor=actor)
+    except ConstraintViolation as exc:
+        raise click.ClickException(f"archive refused, nothing was removed: {exc.detail}") from exc
+    finally:
+        store.close()
+    if as_json:
+        return echo_json({"archiveId": report.archive_id, "jobs": report.jobs, "events": report.events,
+                          "file": str(report.path), "sha256": report.sha256, "cutoff": report.cutoff})
+    click.echo(f"archived {report.jobs} jobs ({report.events} events) finished before"
+               f" {clock.format_timestamp(report.cutoff)} to {report.path} (sha256 {report.sha256})"
+               + (f"; archive {report.archive_id}" if report.archive_id else "; nothing to remove"))
+
+
+#: The commands :mod:`jobtape.cli` registers.
+COMMANDS = [export, import_command, archive]
