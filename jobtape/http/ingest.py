@@ -1,11 +1,13 @@
-"""The ingest route: stream an uploaded file to storage, then create an ``ingest`` job.
+"""The ingest route: stream an uploaded file to storage, or take a URL, then create an ``ingest`` job.
 
 No media work happens in the request: the route stores the bytes as they arrive and
 appends ``job.created``; a worker does the rest. Order matters for the worker: the blob
 exists before the job that names it. Any failure after the blob was stored deletes it, so
 a rejected request leaves neither an event nor a blob behind.
 
-URL and YouTube sources (a JSON body) arrive in a later version; such requests get 415.
+A JSON body (``{"sourceType": "url" | "youtube", "url": ..., "rightsAttested": true}``)
+names a URL instead: it is checked (:mod:`jobtape.http.url_source`, SSRF guard included)
+and the job is created with the URL in its params; the worker downloads it.
 """
 
 from __future__ import annotations
@@ -35,20 +37,16 @@ from litestar.params import HeaderParameter
 
 from jobtape import errors
 from jobtape.config import Settings
-from jobtape.http import schemas, upload
+from jobtape.http import schemas, upload, url_source
 from jobtape.projections.repository import JobRepository, new_job_id
 from jobtape.storage import Storage
 
-__all__ = ["FORM_OVERHEAD_BYTES", "JSON_NOT_SUPPORTED", "extension_for", "ingest_upload", "upload_key"]
+__all__ = ["FORM_OVERHEAD_BYTES", "extension_for", "ingest_upload", "upload_key"]
 
 logger = logging.getLogger(__name__)
 
 #: Room for multipart boundaries and part headers on top of ``max_upload_bytes``, in bytes.
 FORM_OVERHEAD_BYTES = 64 * 1024
-#: The 415 message for a JSON body.
-JSON_NOT_SUPPORTED = (
-    "JSON ingest (sourceType url/youtube) is not supported yet; send multipart/form-data with a 'file' field"
-)
 #: Folder (under ``Settings.data_dir``) holding uploads while they arrive.
 UPLOAD_TEMP_DIR = "upload-tmp"
 
@@ -108,7 +106,8 @@ def upload_key(job_id: str, extension: str) -> str:
 
 _UPLOAD_BODY = RequestBody(
     required=True,
-    description=f"A form with one 'file' field ({upload.ACCEPTED_TYPES_TEXT}).",
+    description=f"A form with one 'file' field ({upload.ACCEPTED_TYPES_TEXT}), or a JSON body naming a URL"
+    " (or YouTube address) for the worker to download.",
     content={
         "multipart/form-data": OpenAPIMediaType(
             schema=Schema(
@@ -116,14 +115,15 @@ _UPLOAD_BODY = RequestBody(
                 required=["file"],
                 properties={"file": Schema(type=OpenAPIType.STRING, format="binary")},  # type: ignore[arg-type]
             )
-        )
+        ),
+        "application/json": OpenAPIMediaType(schema=url_source.json_body_schema()),
     },
 )
 
 
 @dataclasses.dataclass
 class _IngestOperation(Operation):
-    """Documents the multipart body the handler reads itself (Litestar would otherwise buffer it)."""
+    """Documents the multipart and JSON bodies the handler reads itself (Litestar would otherwise buffer them)."""
 
     def __post_init__(self) -> None:
         self.request_body = _UPLOAD_BODY
@@ -137,16 +137,19 @@ def _error(description: str) -> ResponseSpec:
     "/api/audio/ingest",
     status_code=202,
     operation_class=_IngestOperation,
-    summary="Upload audio or video to ingest",
-    description="Stores the file and creates a pending 'ingest' job; processing happens in a worker. "
+    summary="Upload audio or video, or name a URL, to ingest",
+    description="Stores the file (multipart) or checks the URL (JSON) and creates a pending 'ingest' job; "
+    "downloading and processing happen in a worker. A URL must be http(s) and resolve to public addresses "
+    "(unless the server runs with --allow-private-urls). "
     "Repeating an Idempotency-Key for the same X-Client-Id answers 200 with the job created before.",
     responses={
         200: ResponseSpec(schemas.IngestResponse, description="Idempotent replay: the job this key created"),
-        400: _error("Malformed form, or no 'file' field"),
+        400: _error("Malformed form or JSON, or no 'file' field"),
         409: _error("Idempotency-Key conflict"),
-        413: _error("The file is larger than the upload limit"),
-        415: _error("Not multipart/form-data, or the file is not audio/video"),
-        422: _error("The file is empty"),
+        413: _error("The file is larger than the upload limit, or the JSON body is too large"),
+        415: _error("Neither multipart/form-data nor JSON, or the file is not audio/video"),
+        422: _error("The file is empty; or the JSON body is invalid, rightsAttested is not true, the URL is not "
+                    "http(s), not a YouTube address for sourceType youtube, or resolves to a non-public address"),
     },
     tags=["ingest"],
 )
@@ -163,18 +166,24 @@ async def ingest_upload(
         HeaderParameter(name="Idempotency-Key", required=False, max_length=255, description="Unique per X-Client-Id"),
     ] = None,
 ) -> Response[schemas.IngestResponse]:
-    """Stream the upload into storage and create the ``ingest`` job.
+    """Stream the upload into storage (or check the JSON body's URL) and create the ``ingest`` job.
 
     Raises:
-        HTTPException: 400/413/415/422 for bad input (see :mod:`jobtape.http.upload`).
+        HTTPException: 400/413/415/422 for bad input (see :mod:`jobtape.http.upload` and
+            :mod:`jobtape.http.url_source`).
+        errors.SourceUrlRefused: a URL that may not be fetched (422).
         errors.JobtapeError: storage or event-log failures, mapped by :mod:`jobtape.http.errors`.
     """
+    owner = (client_id or "").strip() or "anonymous"
+    key_text = (idempotency_key or "").strip() or None
+    media_type = request.content_type[0]
+    if media_type == "application/json" or media_type.endswith("+json"):
+        params = await url_source.read_url_params(request, settings)
+        return await _create_job(repository, storage, params, owner, key_text, new_job_id(), blob_key=None)
     boundary = _multipart_boundary(request)
     limit = settings.max_upload_bytes
     if request.content_length is not None and request.content_length > limit + FORM_OVERHEAD_BYTES:
         raise HTTPException(status_code=413, detail=f"the upload is larger than the limit of {limit} bytes")
-    owner = (client_id or "").strip() or "anonymous"
-    key_text = (idempotency_key or "").strip() or None
     job_id = new_job_id()
     spooled, key, size = await _receive_and_store(request, boundary, job_id, storage, settings)
     params: dict[str, object] = {
@@ -184,20 +193,39 @@ async def ingest_upload(
         "contentType": spooled.content_type,
         "sizeBytes": size,
     }
+    return await _create_job(repository, storage, params, owner, key_text, job_id, blob_key=key)
+
+
+async def _create_job(
+    repository: JobRepository,
+    storage: Storage,
+    params: dict[str, Any],
+    owner: str,
+    key_text: str | None,
+    job_id: str,
+    *,
+    blob_key: str | None,
+) -> Response[schemas.IngestResponse]:
+    """Append ``job.created``: 202 with the new job, or 200 with the job an idempotent replay names.
+
+    When the append fails (or is a replay), the just-stored upload ``blob_key`` is deleted.
+    """
     create = functools.partial(
         repository.create, "ingest", params, owner=owner, idempotency_key=key_text, actor="api", job_id=job_id
     )
     try:
         created = await anyio.to_thread.run_sync(create)
     except errors.DuplicateIdempotencyKey:
-        await _delete_quietly(storage, key)
+        if blob_key is not None:
+            await _delete_quietly(storage, blob_key)
         existing = await anyio.to_thread.run_sync(_find_by_idempotency_key, repository, owner, key_text)
         if existing is None:
             raise
         accepted = schemas.IngestAccepted(job_id=existing[0], status=existing[1])
         return Response(schemas.IngestResponse(data=accepted), status_code=200)
     except BaseException:
-        await _delete_quietly(storage, key)
+        if blob_key is not None:
+            await _delete_quietly(storage, blob_key)
         raise
     accepted = schemas.IngestAccepted(job_id=created.state.job_id, status=created.state.status)
     return Response(schemas.IngestResponse(data=accepted), status_code=202)
@@ -235,13 +263,12 @@ async def _receive_and_store(
 
 def _multipart_boundary(request: Request[Any, Any, Any]) -> str:
     media_type, options = request.content_type
-    if media_type == "application/json" or media_type.endswith("+json"):
-        raise HTTPException(status_code=415, detail=JSON_NOT_SUPPORTED)
     if media_type != "multipart/form-data":
         shown = repr(media_type) if media_type else "missing"
         raise HTTPException(
             status_code=415,
-            detail=f"Content-Type {shown} is not supported; send multipart/form-data with a 'file' field",
+            detail=f"Content-Type {shown} is not supported; send multipart/form-data with a 'file' field,"
+            " or JSON naming a URL",
         )
     boundary = options.get("boundary", "")
     if not boundary:

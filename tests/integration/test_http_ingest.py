@@ -19,7 +19,7 @@ from jobtape.config import Settings
 from jobtape.eventlog.sqlite import SQLiteBackend
 from jobtape.eventlog.store import EventStore
 from jobtape.http import create_app
-from jobtape.http.ingest import JSON_NOT_SUPPORTED, extension_for
+from jobtape.http.ingest import extension_for
 from jobtape.projections.repository import JobRepository
 from jobtape.storage import LocalStorage
 
@@ -197,23 +197,23 @@ def test_idempotency_replay_reports_the_current_status(api: Api) -> None:
 
 
 BAD_INPUTS = {
-    "json body": (
+    "json body without rightsAttested": (
         {
             "content": b'{"sourceType": "youtube", "url": "https://youtu.be/x"}',
             "headers": {"Content-Type": "application/json"},
         },
-        415,
-        JSON_NOT_SUPPORTED,
+        422,
+        "rightsAttested must be true: confirm you have the rights to ingest this media",
     ),
     "plain text body": (
         {"content": b"hello", "headers": {"Content-Type": "text/plain"}},
         415,
-        "Content-Type 'text/plain' is not supported; send multipart/form-data with a 'file' field",
+        "Content-Type 'text/plain' is not supported; send multipart/form-data with a 'file' field, or JSON naming a URL",
     ),
     "no content type": (
         {"content": b"hello", "headers": {"Content-Type": ""}},
         415,
-        "Content-Type missing is not supported; send multipart/form-data with a 'file' field",
+        "Content-Type missing is not supported; send multipart/form-data with a 'file' field, or JSON naming a URL",
     ),
     "no boundary": (
         {"content": b"x", "headers": {"Content-Type": "multipart/form-data"}},
