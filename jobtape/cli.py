@@ -63,6 +63,12 @@ def _common(*, worker: bool = False) -> Callable[[Callable[..., Any]], Callable[
                          help="How often a worker polls the log for new jobs and cancels, in seconds."),
             click.option("--concurrency", type=click.IntRange(min=1), default=1, envvar="JOBTAPE_CONCURRENCY",
                          show_envvar=True, show_default=True, help="Jobs one worker runs at once."),
+            click.option("--allow-private-urls", is_flag=True, default=False, envvar="JOBTAPE_ALLOW_PRIVATE_URLS",
+                         show_envvar=True, help="Let URL ingests fetch from loopback, private, link-local and other"
+                         " non-public addresses (off by default: server-side request forgery guard)."),
+            click.option("--max-download-bytes", type=click.IntRange(min=1), default=Settings.max_download_bytes,
+                         envvar="JOBTAPE_MAX_DOWNLOAD_BYTES", show_envvar=True, show_default=True,
+                         help="Largest media a URL ingest downloads, in bytes."),
         ]
 
     return lambda command: functools.reduce(lambda cmd, option: option(cmd), reversed(options), command)
@@ -143,12 +149,13 @@ def _embedded_app(settings: Settings, worker_count: int) -> tuple[Any, JobReposi
               envvar="JOBTAPE_MAX_UPLOAD_BYTES", show_envvar=True, show_default=True,
               help="Largest accepted upload, in bytes.")
 def serve(host: str, port: int, data_dir: Path, poll_interval_s: float, concurrency: int, worker_count: int,
-          max_upload_bytes: int) -> None:
+          max_upload_bytes: int, allow_private_urls: bool, max_download_bytes: int) -> None:
     """Serve the HTTP API (with embedded workers unless --workers 0) until Ctrl-C."""
     import uvicorn
 
     settings = _settings(data_dir=data_dir, poll_interval_s=poll_interval_s, concurrency=concurrency,
-                        max_upload_bytes=max_upload_bytes)
+                        max_upload_bytes=max_upload_bytes, allow_private_urls=allow_private_urls,
+                        max_download_bytes=max_download_bytes)
     app, repository = _embedded_app(settings, worker_count)
     try:
         uvicorn.run(app, host=host, port=port)
@@ -168,13 +175,15 @@ def _raise_stop(signum: int, frame: object) -> NoReturn:
 
 @cli.command()
 @_common(worker=True)
-def worker(data_dir: Path, poll_interval_s: float, concurrency: int) -> None:
+def worker(data_dir: Path, poll_interval_s: float, concurrency: int, allow_private_urls: bool,
+           max_download_bytes: int) -> None:
     """Run a worker process that polls the event log, until SIGINT or SIGTERM.
 
     On the signal it stops claiming, waits for its running jobs to end and exits 0;
     a second signal ends it at once.
     """
-    settings = _settings(data_dir=data_dir, poll_interval_s=poll_interval_s, concurrency=concurrency)
+    settings = _settings(data_dir=data_dir, poll_interval_s=poll_interval_s, concurrency=concurrency,
+                         allow_private_urls=allow_private_urls, max_download_bytes=max_download_bytes)
     repository = runtime.open_repository(settings)
     job_worker = runner.Worker(repository, runtime.open_storage(settings), settings)
     # The handler raises instead of setting an Event: it must take no lock the main thread may hold.
