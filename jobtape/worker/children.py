@@ -15,7 +15,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["Child", "host_id", "process_start_ticks", "signal_group", "start_child", "wait_gone"]
+__all__ = [
+    "Child", "host_id", "kill_if_ours", "process_alive", "process_start_ticks", "signal_group", "start_child", "wait_gone",
+]
 
 
 def host_id() -> str:
@@ -36,6 +38,50 @@ def process_start_ticks(pid: int) -> int | None:
     # The command name (field 2) is in parentheses and may contain spaces: split after it.
     fields = stat[stat.rindex(")") + 2 :].split()
     return int(fields[19])
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may contain spaces: split after it.
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def process_alive(pid: int, started_at_ticks: int | None) -> bool:
+    """``True`` if the process ``pid`` that started at ``started_at_ticks`` still runs.
+
+    A zombie (exited, not yet reaped by its parent) counts as gone, and so does a pid now
+    used by a process with another start time. With ``started_at_ticks=None`` any live
+    process with that pid counts.
+    """
+    fields = _stat_fields(pid)
+    if fields is None or fields[0] in ("Z", "X"):
+        return False
+    return started_at_ticks is None or int(fields[19]) == started_at_ticks
+
+
+def kill_if_ours(pid: int, started_at_ticks: int, grace_s: float) -> int | None:
+    """Terminate a child that is not ours to wait for (an orphan of a dead worker).
+
+    SIGTERM to its process group, then SIGKILL if it still runs after ``grace_s``
+    seconds. Nothing is sent when the pid is gone or belongs to another process (another
+    start time), so a reused pid is never killed.
+
+    Returns:
+        The signal's exit status as :class:`jobtape.eventlog.events.JobChildExited` records
+        it (``-15`` or ``-9``), or ``None`` when the process was gone already.
+    """
+    if not process_alive(pid, started_at_ticks):
+        return None
+    signal_group(pid, signal.SIGTERM)
+    if wait_gone(pid, started_at_ticks, grace_s):
+        return -int(signal.SIGTERM)
+    if process_alive(pid, started_at_ticks):
+        signal_group(pid, signal.SIGKILL)
+        wait_gone(pid, started_at_ticks, 5.0)
+    return -int(signal.SIGKILL)
 
 
 class Child:
@@ -120,12 +166,12 @@ def wait_gone(pid: int, started_at_ticks: int | None, timeout_s: float) -> bool:
     """Poll until the process ``pid`` started at ``started_at_ticks`` is gone, up to ``timeout_s`` seconds.
 
     Returns:
-        ``True`` when it is gone (or the pid now belongs to another process).
+        ``True`` when it is gone (a zombie counts as gone; so does a pid that now belongs
+        to another process).
     """
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        ticks = process_start_ticks(pid)
-        if ticks is None or ticks != started_at_ticks:
+        if not process_alive(pid, started_at_ticks):
             return True
         time.sleep(0.01)
     return False

@@ -4,10 +4,17 @@ Every append is guarded by the version the worker last saw. When the guard (or t
 refuses an append, the context re-reads the job: if the job is no longer this worker's it
 raises :class:`JobLost`; if a cancel was requested it raises :class:`CancelRequested`;
 otherwise it retries on the fresh state. The pipeline never decides state itself.
+
+The worker's loop thread may interrupt a running job (:meth:`JobContext.request_cancel`,
+:meth:`~JobContext.request_timeout`, :meth:`~JobContext.request_release`,
+:meth:`~JobContext.abandon`): the running child gets SIGTERM (SIGKILL after the grace) and
+the pipeline's next step raises the matching control-flow exception. It also appends the
+job's heartbeats (:meth:`JobContext.heartbeat`); appends from both threads are serialised.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import signal
 import threading
@@ -20,9 +27,9 @@ from jobtape import errors
 from jobtape.eventlog import events as ev
 from jobtape.projections import state as job_state
 from jobtape.projections.repository import JobRepository
-from jobtape.worker import children, outage
+from jobtape.worker import children, outage, policy
 
-__all__ = ["CancelRequested", "ChildOutcome", "JobContext", "JobLost"]
+__all__ = ["CancelRequested", "ChildOutcome", "JobContext", "JobLost", "Released", "TimedOut"]
 
 
 class CancelRequested(Exception):
@@ -31,6 +38,18 @@ class CancelRequested(Exception):
 
 class JobLost(Exception):
     """Control flow: another actor took the job over (or ended it); stop without appending."""
+
+
+class TimedOut(Exception):
+    """Control flow: the job ran past its type's timeout; it must fail with ``timed out after N s``."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        super().__init__(policy.timeout_error(timeout_s))
+
+
+class Released(Exception):
+    """Control flow: the worker shuts down and gives the job back (``job.released``)."""
 
 
 class ChildOutcome:
@@ -55,6 +74,8 @@ class JobContext:
         workdir: a private temp folder, removed when the job ends.
         kill_grace_s: seconds from SIGTERM to SIGKILL when a child must stop.
         progress_interval_s: minimum seconds between two progress events.
+        host_id: recorded in ``job.child_started`` (the orphan replay matches it); ``None``
+            uses :func:`children.host_id`.
     """
 
     def __init__(
@@ -66,6 +87,7 @@ class JobContext:
         workdir: Path,
         kill_grace_s: float = 5.0,
         progress_interval_s: float = 0.25,
+        host_id: str | None = None,
     ) -> None:
         self.repository = repository
         self.state = state
@@ -80,6 +102,13 @@ class JobContext:
         self._child_lock = threading.Lock()
         self._last_progress = (-1, 0.0)
         self._attempt = state.attempt
+        self.host_id = host_id or children.host_id()
+        #: UTC time of the claim (the job's timeout counts from here).
+        self.claimed_at: dt.datetime = state.updated_at
+        #: set by any interruption (cancel, timeout, release, loss): the child must stop.
+        self.interrupt_event = threading.Event()
+        self._cause: Exception | None = None  # the TimedOut / Released / JobLost to raise
+        self._append_lock = threading.RLock()
 
     @property
     def job_id(self) -> str:
@@ -100,6 +129,10 @@ class JobContext:
             CancelRequested: a cancel was requested and the fold refuses these events.
             JobLost: the job is no longer this worker's.
         """
+        with self._append_lock:
+            self._append(events)
+
+    def _append(self, events: Sequence[ev.Event]) -> None:
         while True:
             try:
                 self.state = self.repository.append(self.job_id, events, self.state, actor=self.worker_id).state
@@ -121,6 +154,35 @@ class JobContext:
                         self.cancel_event.set()
                         raise CancelRequested() from exc
                     raise
+
+    def heartbeat(self, now: dt.datetime, lease_ttl_s: float) -> bool:
+        """Append ``job.heartbeat`` if the lease was last renewed ``lease_ttl_s / 3`` seconds or more ago.
+
+        Called by the worker's loop thread. If the append finds the job no longer ours,
+        the job is abandoned (:meth:`abandon`: its child killed; the pipeline stops on JobLost).
+
+        Args:
+            now: the current UTC time.
+            lease_ttl_s: the lease length in seconds.
+
+        Returns:
+            ``True`` if a heartbeat was appended.
+        """
+        with self._append_lock:
+            state = self.state
+            if state.finished or state.status == "pending" or self._lost():
+                return False
+            renewed_at = (state.lease_expires_at - dt.timedelta(seconds=lease_ttl_s)) if state.lease_expires_at else state.updated_at
+            if not policy.heartbeat_due(renewed_at, now, lease_ttl_s):
+                return False
+            try:
+                self._append([ev.JobHeartbeat()])
+            except JobLost as exc:
+                self.abandon(exc)
+                return False
+            except CancelRequested:
+                return False
+            return True
 
     def _still_ours(self, fresh: job_state.JobState | None) -> bool:
         return (
@@ -147,9 +209,23 @@ class JobContext:
         self.append(ev.JobProgress(percent=max(0, min(100, percent))))
 
     def check_cancelled(self) -> None:
-        """Raise :class:`CancelRequested` if a cancel was noticed."""
+        """Raise the exception of an interruption the worker requested, if any.
+
+        Raises:
+            JobLost: the job is no longer this worker's (checked first: nothing may be appended).
+            CancelRequested: a cancel was noticed.
+            TimedOut: the job ran past its timeout.
+            Released: the worker shuts down.
+        """
+        if self._lost():
+            raise self._cause  # type: ignore[misc]
         if self.cancel_event.is_set():
             raise CancelRequested()
+        if self._cause is not None:
+            raise self._cause
+
+    def _lost(self) -> bool:
+        return isinstance(self._cause, JobLost)
 
     # -- children --------------------------------------------------------------------------
 
@@ -177,6 +253,8 @@ class JobContext:
         Raises:
             CancelRequested: a cancel arrived; the child is dead and its exit recorded.
             JobLost: the job was taken over; the child is dead.
+            TimedOut, Released: the worker interrupted the job; the child is dead and its
+                exit recorded.
         """
         self.check_cancelled()
         stderr_path = self.workdir / f"{name}.stderr"
@@ -186,7 +264,7 @@ class JobContext:
         try:
             self.append(
                 ev.JobChildStarted(
-                    pid=child.pid, argv=list(argv), host_id=children.host_id(), started_at_ticks=child.started_at_ticks
+                    pid=child.pid, argv=list(argv), host_id=self.host_id, started_at_ticks=child.started_at_ticks
                 )
             )
         except (CancelRequested, JobLost) as exc:
@@ -204,19 +282,19 @@ class JobContext:
         try:
             assert child.process.stdout is not None
             for line in child.process.stdout:
-                if self.cancel_event.is_set():
+                if self.interrupt_event.is_set():
                     break
                 if on_line is not None:
                     on_line(line.strip())
         except Exception as exc:  # noqa: BLE001 - CancelRequested, JobLost or the on_line's own error
             interrupted = exc
-        if self.cancel_event.is_set() or interrupted is not None:
+        if self.interrupt_event.is_set() or interrupted is not None:
             returncode = child.terminate(self.kill_grace_s)
         else:
             returncode = child.process.wait()
         timer.cancel()
         self._clear_child()
-        if not isinstance(interrupted, JobLost):
+        if not isinstance(interrupted, JobLost) and not self._lost():
             self.append(ev.JobChildExited(pid=child.pid, exit_status=returncode))
         if interrupted is not None:
             raise interrupted
@@ -239,6 +317,24 @@ class JobContext:
         """Called by the worker's monitor when it sees ``job.cancel_requested``: mark the job
         cancelled and SIGTERM the running child at once (SIGKILL follows after the grace)."""
         self.cancel_event.set()
+        self._interrupt(None)
+
+    def request_timeout(self, timeout_s: float) -> None:
+        """The job ran past its ``timeout_s`` (seconds): stop its child; the pipeline raises :class:`TimedOut`."""
+        self._interrupt(TimedOut(timeout_s))
+
+    def request_release(self) -> None:
+        """The worker shuts down: stop the child; the pipeline raises :class:`Released`."""
+        self._interrupt(Released())
+
+    def abandon(self, cause: JobLost | None = None) -> None:
+        """The job is no longer ours: stop the child; the pipeline raises :class:`JobLost` and appends nothing."""
+        self._interrupt(cause or JobLost("the job was taken over"), force=True)
+
+    def _interrupt(self, cause: Exception | None, *, force: bool = False) -> None:
+        if cause is not None and (self._cause is None or force):
+            self._cause = cause
+        self.interrupt_event.set()
         with self._child_lock:
             child = self._child
         if child is not None and child.process.poll() is None:

@@ -1,13 +1,21 @@
-"""The worker: claims pending jobs, runs their pipelines in threads, watches for cancels.
+"""The worker: claims pending jobs, runs their pipelines in threads, watches over them.
 
-One :class:`Worker` runs up to ``concurrency`` jobs at once. Its loop, once per poll
-cycle (or at once when :meth:`Worker.wake` is called, as the embedded worker is on every
-new job and cancel):
+One :class:`Worker` runs up to ``concurrency`` jobs at once. When it starts it replays
+this host's orphaned children (:meth:`Reaper.replay_orphans`). Then its loop, once per
+cycle (the poll interval, at most a sixth of the lease TTL; or at once when
+:meth:`Worker.wake` is called, as the embedded worker is on every new job and cancel):
 
-1. looks at the log for ``job.cancel_requested`` on its running jobs and SIGTERMs their
-   children (:meth:`JobContext.request_cancel`);
-2. claims the oldest pending jobs while it has capacity: ``job.claimed`` appended with
-   the version it read, so of two workers racing for a job exactly one wins.
+1. watches its running jobs (:meth:`Worker.watch_running`): SIGTERMs the children of
+   those with a ``job.cancel_requested``, interrupts those past their timeout, and
+   appends a ``job.heartbeat`` for those with nothing appended for a third of the lease TTL;
+2. every half lease TTL, reaps expired leases and replays orphans (:mod:`jobtape.worker.reaper`);
+3. claims the oldest claimable pending jobs (``not_before`` passed) while it has capacity:
+   ``job.claimed`` with a lease, appended with the version it read, so of two workers
+   racing for a job exactly one wins.
+
+:meth:`Worker.stop` is the graceful shutdown: no more claims, running jobs get the grace
+period to finish, then their children are terminated and the jobs released
+(``job.released``, no attempt used). Rules and a real takeover: docs/worker.md.
 """
 
 from __future__ import annotations
@@ -15,21 +23,24 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import random
 import tempfile
 import threading
+import time
 import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from jobtape import errors
+from jobtape import clock, errors
 from jobtape.config import Settings
 from jobtape.eventlog import events as ev
 from jobtape.projections import state as job_state
 from jobtape.projections.repository import AppendResult, JobRepository
 from jobtape.storage.base import Storage
-from jobtape.worker import children, outage
-from jobtape.worker.context import CancelRequested, JobContext, JobLost
+from jobtape.worker import children, outage, policy
+from jobtape.worker.context import CancelRequested, JobContext, JobLost, Released, TimedOut
+from jobtape.worker.reaper import Reaper
 
 __all__ = ["Pipeline", "Worker"]
 
@@ -48,9 +59,11 @@ class Worker:
     Args:
         repository: the job log.
         storage: blob storage for inputs and outputs.
-        settings: poll interval, concurrency, kill grace, loudness target.
+        settings: poll interval, concurrency, lease TTL, timeouts, retries, shutdown grace,
+            kill grace, host id, loudness target.
         pipelines: job type -> pipeline; defaults to :data:`jobtape.worker.pipelines.PIPELINES`.
-        worker_id: defaults to ``host:pid:n``.
+        worker_id: defaults to ``host:pid:n`` (host: ``settings.host_id`` or the hostname).
+        rng: jitter source for retry backoff; defaults to a fresh ``random.Random``.
     """
 
     def __init__(
@@ -61,6 +74,7 @@ class Worker:
         *,
         pipelines: Mapping[str, Pipeline] | None = None,
         worker_id: str | None = None,
+        rng: policy.Random | None = None,
     ) -> None:
         if pipelines is None:
             from jobtape.worker.pipelines import PIPELINES
@@ -70,9 +84,16 @@ class Worker:
         self.storage = storage
         self.settings = settings
         self.pipelines = dict(pipelines)
-        self.worker_id = worker_id or f"{children.host_id()}:{os.getpid()}:{next(_counter)}"
+        self.host_id = settings.host_id or children.host_id()
+        self.worker_id = worker_id or f"{self.host_id}:{os.getpid()}:{next(_counter)}"
+        self.rng = rng or random.Random()
+        self.reaper = Reaper(repository, settings, actor=self.worker_id, host_id=self.host_id,
+                             live_worker_ids={self.worker_id}, rng=self.rng)
         self._wake = threading.Event()
-        self._stop = threading.Event()
+        self._stop = threading.Event()  # no more claims
+        self._halt = threading.Event()  # the loop ends
+        self._grace_cut = False  # a plain flag: set from a signal handler, so it takes no lock
+        self._next_reap = 0.0
         self._running: dict[str, tuple[JobContext, threading.Thread]] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -95,32 +116,71 @@ class Worker:
         self._thread = threading.Thread(target=self.run, name=f"worker {self.worker_id}", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout_s: float | None = None) -> None:
-        """Stop claiming, wait for running jobs to end (up to ``timeout_s`` seconds), stop the loop."""
+    def stop(self, grace_s: float | None = None) -> None:
+        """Graceful shutdown: stop claiming, let running jobs finish, release the rest, stop the loop.
+
+        Running jobs get ``grace_s`` seconds (default ``settings.shutdown_grace_s``; cut to
+        zero by :meth:`cut_grace`) to finish while the loop keeps heartbeating them. Then each
+        job still running has its child terminated (SIGTERM, SIGKILL after
+        ``settings.kill_grace_s``) and ``job.released`` appended (no attempt used), or
+        ``job.cancelled`` if a cancel came first. Returns when the job threads and the loop ended.
+        """
         self._stop.set()
         self._wake.set()
-        for _, thread in list(self._running.values()):
-            thread.join(timeout_s)
-        if self._thread is not None:
-            self._thread.join(timeout_s)
+        deadline = time.monotonic() + (self.settings.shutdown_grace_s if grace_s is None else grace_s)
+        while not self._grace_cut and (threads := self._job_threads()) and time.monotonic() < deadline:
+            threads[0].join(min(0.1, max(0.0, deadline - time.monotonic())))
+        with self._lock:
+            running = [context for context, _ in self._running.values()]
+        for context in running:
+            log.warning("worker %s: releasing job %s at shutdown", self.worker_id, context.job_id)
+            context.request_release()
+        for thread in self._job_threads():
+            thread.join(self.settings.kill_grace_s + 30.0)
+        self._halt.set()
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(30.0)
+
+    def cut_grace(self) -> None:
+        """Cut the shutdown grace to zero (a second SIGTERM/SIGINT); safe to call from a signal handler."""
+        self._grace_cut = True
+
+    def _job_threads(self) -> list[threading.Thread]:
+        with self._lock:
+            return [thread for _, thread in self._running.values()]
 
     def run(self, *, until_idle: bool = False) -> None:
         """The loop; returns after :meth:`stop`, or with ``until_idle`` once no job is running or claimable."""
         backoff = outage.Backoff()
-        while not self._stop.is_set():
+        cycle_s = min(self.settings.poll_interval_s, self.settings.lease_ttl_s / 6)
+        while not self._halt.is_set():
             try:
-                self.watch_cancels()
+                self.watch_running()
+                self._reap_if_due()
                 claimed = self.claim_available()
             except errors.StoreUnavailable as exc:  # the store restarts: back off, then poll again
                 delay = backoff.next()
                 log.warning("worker %s: %s; next try in %.1f s", self.worker_id, exc.message, delay)
-                self._stop.wait(delay)
+                self._halt.wait(delay)
                 continue
             backoff.reset()
             if until_idle and not claimed and not self._running:
                 return
-            self._wake.wait(self.settings.poll_interval_s if not until_idle else 0.05)
+            if until_idle and self._stop.is_set() and not self._running:
+                return
+            self._wake.wait(cycle_s if not until_idle else 0.05)
             self._wake.clear()
+
+    def _reap_if_due(self) -> None:
+        """Every half lease TTL (and in the first cycle): replay orphans, then reap expired leases."""
+        if time.monotonic() < self._next_reap:
+            return
+        self._next_reap = time.monotonic() + self.settings.lease_ttl_s / 2
+        report = self.reaper.replay_orphans()
+        if report.killed or report.reaped:
+            log.warning("worker %s: orphan replay killed %s, took back %s", self.worker_id, report.killed, report.reaped)
+        self.reaper.reap_expired()
 
     def running_job_ids(self) -> list[str]:
         """Ids of the jobs running now."""
@@ -129,16 +189,22 @@ class Worker:
 
     # -- one cycle -------------------------------------------------------------------------
 
-    def watch_cancels(self) -> None:
-        """Read the state of each running job; SIGTERM the children of those with a cancel request."""
+    def watch_running(self) -> None:
+        """For each running job: SIGTERM its children on a cancel request, interrupt it past
+        its timeout (:func:`policy.job_timeout_s`), append a heartbeat when one is due."""
         with self._lock:
             running = list(self._running.items())
         for job_id, (context, _) in running:
-            if context.cancel_event.is_set():
-                continue
-            current = self.repository.load(job_id)
-            if current is not None and current.cancel_requested:
-                context.request_cancel()
+            if not context.cancel_event.is_set():
+                current = self.repository.load(job_id)
+                if current is not None and current.cancel_requested:
+                    context.request_cancel()
+            now = clock.utcnow()
+            timeout_s = policy.job_timeout_s(context.state.job_type, self.settings)
+            if not context.interrupt_event.is_set() and policy.timed_out(context.claimed_at, now, timeout_s):
+                log.warning("worker %s: job %s timed out after %g s", self.worker_id, job_id, timeout_s)
+                context.request_timeout(timeout_s)
+            context.heartbeat(now, self.settings.lease_ttl_s)
 
     def claim_available(self) -> int:
         """Claim pending jobs up to the free capacity and start them; return how many were claimed."""
@@ -163,14 +229,14 @@ class Worker:
         types = sorted(self.pipelines)
         rows = self.repository.store.backend.query(
             f"SELECT job_id FROM jobs WHERE status = 'pending' AND job_type IN ({', '.join('?' * len(types))})"
-            " ORDER BY created_position LIMIT 16",
-            types,
+            " AND (not_before IS NULL OR not_before <= ?) ORDER BY created_position LIMIT 16",
+            [*types, clock.format_timestamp(clock.utcnow())],
         )
         for (job_id,) in rows:
             current = self.repository.load(job_id)
             if current is None or current.status != "pending":
                 continue
-            claim = ev.JobClaimed(worker_id=self.worker_id, attempt=current.attempt + 1)
+            claim = ev.JobClaimed(worker_id=self.worker_id, attempt=current.attempt + 1, lease_ttl_s=self.settings.lease_ttl_s)
             try:
                 return self.repository.append(job_id, [claim], current, actor=self.worker_id).state
             except (errors.ConcurrencyError, errors.IllegalTransition):
@@ -186,7 +252,8 @@ class Worker:
     def _start_job(self, state: job_state.JobState) -> None:
         workdir = Path(tempfile.mkdtemp(prefix=f"jobtape-{state.job_id[:8]}-"))
         context = JobContext(
-            self.repository, state, worker_id=self.worker_id, workdir=workdir, kill_grace_s=self.settings.kill_grace_s
+            self.repository, state, worker_id=self.worker_id, workdir=workdir, kill_grace_s=self.settings.kill_grace_s,
+            host_id=self.host_id,
         )
         thread = threading.Thread(target=self._run_job, args=(context,), name=f"job {state.job_id}", daemon=True)
         with self._lock:
@@ -203,25 +270,54 @@ class Worker:
             self._wake.set()
 
     def execute(self, context: JobContext) -> None:
-        """Run a claimed job's pipeline and append its terminal event (or nothing, if lost)."""
-        pipeline = self.pipelines[context.state.job_type]
+        """Run a claimed job's pipeline and append its terminal event (or nothing, if lost).
+
+        Outcomes: a result -> ``job.completed``; a cancel -> partial output removed, then
+        ``job.cancelled``; a timeout -> ``job.failed`` ``timed out after N s``; a shutdown
+        -> ``job.released``; a failure -> :func:`policy.failure_events` (a retryable one is
+        retried with backoff until ``max_attempts``); a takeover -> nothing.
+        """
         try:
-            try:
-                result = pipeline(context, self.storage, self.settings)
-                context.append(ev.JobCompleted(result=result))
-                context.written_keys.clear()  # the result owns them now
-            except errors.MediaError as exc:
-                context.append(ev.JobFailed(error=exc.message, retryable=exc.retryable))
-            except (CancelRequested, JobLost):
-                raise
-            except Exception as exc:  # noqa: BLE001 - a bug must fail the job, not the worker
-                log.exception("job %s crashed", context.job_id)
-                detail = "".join(traceback.format_exception_only(exc)).strip()
-                context.append(ev.JobFailed(error=f"internal error: {detail}", retryable=False))
-        except CancelRequested:
-            context.cleanup(self.storage.delete)
-            context.append(ev.JobCancelled())
-        except JobLost:
-            log.warning("job %s was taken over; stopped without appending", context.job_id)
+            outcome = self._run_pipeline(context)
+            for _ in range(3):  # a cancel or a takeover may overtake the terminal append
+                try:
+                    self._finish(context, outcome)
+                    return
+                except (CancelRequested, JobLost) as exc:
+                    outcome = exc
         finally:
             context.cleanup(self.storage.delete)
+
+    def _run_pipeline(self, context: JobContext) -> dict[str, Any] | Exception:
+        try:
+            return self.pipelines[context.state.job_type](context, self.storage, self.settings)
+        except (CancelRequested, JobLost, TimedOut, Released, errors.MediaError) as exc:
+            return exc
+        except Exception as exc:  # noqa: BLE001 - a bug must fail the job, not the worker
+            log.exception("job %s crashed", context.job_id)
+            return exc
+
+    def _finish(self, context: JobContext, outcome: dict[str, Any] | Exception) -> None:
+        if isinstance(outcome, JobLost):
+            log.warning("job %s was taken over; stopped without appending (%s)", context.job_id, outcome)
+            return
+        if isinstance(outcome, dict):
+            context.append(ev.JobCompleted(result=outcome))
+            context.written_keys.clear()  # the result owns them now
+            return
+        context.cleanup(self.storage.delete)  # partial output goes before the terminal event
+        events: list[ev.Event]
+        match outcome:
+            case CancelRequested():
+                events = [ev.JobCancelled()]
+            case TimedOut():
+                events = [ev.JobFailed(error=str(outcome), retryable=False)]
+            case Released():
+                events = [ev.JobReleased(worker_id=self.worker_id, reason="shutdown")]
+            case errors.MediaError():
+                events = policy.failure_events(context.state, outcome.message, retryable=outcome.retryable,
+                                               now=clock.utcnow(), settings=self.settings, rng=self.rng)
+            case _:
+                detail = "".join(traceback.format_exception_only(outcome)).strip()
+                events = [ev.JobFailed(error=f"internal error: {detail}", retryable=False)]
+        context.append(*events)

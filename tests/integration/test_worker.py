@@ -118,7 +118,7 @@ def test_cancel_kills_the_running_ffmpeg(tmp_path: Path, storage: LocalStorage, 
         assert repository.get(job_id).stage == "cancelling"
         wait_for(lambda: repository.get(job_id).finished, timeout_s=30, what="job.cancelled")
     finally:
-        worker.stop(timeout_s=30)
+        worker.stop(grace_s=30)
     assert children.process_start_ticks(started.pid) != started.started_at_ticks  # the child is gone
     state = repository.get(job_id)
     assert (state.status, state.stage, state.running_children) == ("cancelled", None, ())
@@ -158,7 +158,7 @@ def test_embedded_worker_wakes_on_a_new_job(tmp_path: Path, repository: JobRepos
         job_id = repository.create("ingest", {}).state.job_id
         wait_for(lambda: repository.get(job_id).status == "complete", timeout_s=10, what="the job to complete")
     finally:
-        worker.stop(timeout_s=10)
+        worker.stop(grace_s=10)
 
 
 @pytest.fixture
