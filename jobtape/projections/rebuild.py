@@ -1,15 +1,17 @@
-"""Rebuild the ``jobs`` projection from the event log, and report how it differs from the live one.
+"""Rebuild every projection from the event log, and report how each differs from the live one.
 
-The ``jobs`` table is written in the same batch as the events it folds, so it should never
-drift; :func:`rebuild` checks that claim (``jobtape rebuild --verify``) and repairs a table
-that did drift (a manual UPDATE, a bug in an older fold, a restore from a partial backup).
+The projections (``jobs``, ``assets``, ``previews``: :data:`registry.PROJECTIONS`) are
+written in the same batch as the events they fold, so they should never drift;
+:func:`rebuild` checks that claim (``jobtape rebuild --verify``) and repairs a table that
+did drift (a manual UPDATE, a bug in an older fold, a restore from a partial backup).
 
-Steps: fold every event of the log with the pure fold into a fresh ``jobs_rebuild`` table
-(created from the ``CREATE TABLE`` text of ``jobs``, so constraints match), compare both
-tables column by column in Python, then either swap the rebuilt rows in (one batch) or
-drop ``jobs_rebuild``.
+Steps: fold every event of the log with the pure fold, and write each stream's final
+state through every projection's statements (``before=None``) into a fresh scratch table
+per projection (``<table>_rebuild``, created from the live table's ``CREATE TABLE`` text,
+so constraints match); compare live and scratch tables column by column in Python; then
+either swap all rebuilt tables in (one batch) or drop the scratch tables.
 
-Appends may go on while a rebuild runs. The comparison reads both tables and the log's
+Appends may go on while a rebuild runs. The comparison reads every table and the log's
 head in ONE statement (one read snapshot); if the log moved past the folded events, the
 new events are folded first. The swap batch carries a guard (a ``CHECK`` on the head
 position) so it aborts, and is retried after catching up, if an append slipped in between.
@@ -25,37 +27,49 @@ from typing import Any
 from jobtape import errors
 from jobtape.eventlog import events as ev
 from jobtape.eventlog.store import ConstraintViolation, EventStore, SQLBackend, Statement
-from jobtape.projections import jobs as jobs_projection
+from jobtape.projections import registry
 from jobtape.projections import state as job_state
 
-__all__ = ["REBUILD_TABLE", "RebuildReport", "RowDifference", "rebuild"]
+__all__ = ["REBUILD_SUFFIX", "REBUILD_TABLE", "RebuildReport", "RowDifference", "rebuild", "scratch_table"]
 
-#: The scratch table the rebuilt rows are written to; dropped (or swapped in) at the end.
-REBUILD_TABLE = "jobs_rebuild"
+#: Suffix of the scratch tables the rebuilt rows are written to; dropped (or swapped in) at the end.
+REBUILD_SUFFIX = "_rebuild"
+#: The scratch table of ``jobs``.
+REBUILD_TABLE = "jobs" + REBUILD_SUFFIX
 _GUARD_NAME = "rebuild_head_moved"
 _WRITE_BATCH = 500
 _PROGRESS_EVERY = 1000
 _MAX_ROUNDS = 10
-_COLUMN_LIST = ", ".join(jobs_projection.COLUMNS)
+
+#: ``{table: {row key: row values}}`` for every projection.
+Rows = dict[str, dict[str, tuple[Any, ...]]]
+
+
+def scratch_table(table: str) -> str:
+    """The scratch table a rebuild writes ``table``'s rows to: ``<table>_rebuild``."""
+    return table + REBUILD_SUFFIX
 
 
 @dataclasses.dataclass(frozen=True)
 class RowDifference:
-    """One column of one job whose live value differs from the rebuilt one.
+    """One column of one projection row whose live value differs from the rebuilt one.
 
     Attributes:
-        job_id: the job.
-        column: a column of ``jobs``, or ``"*"`` when the row exists on one side only.
-        live: the value in ``jobs``; for ``"*"``, the whole live row as ``{column: value}``,
-            or ``None`` when the row is missing from ``jobs``.
+        job_id: the row's key: the job id for ``jobs``, the asset id for ``assets``, the
+            recipe hash for ``previews``.
+        column: a column of ``table``, or ``"*"`` when the row exists on one side only.
+        live: the value in ``table``; for ``"*"``, the whole live row as ``{column: value}``,
+            or ``None`` when the row is missing from ``table``.
         rebuilt: the value the fold produces; for ``"*"``, the rebuilt row as a dict, or
-            ``None`` when the log has no such job.
+            ``None`` when the log yields no such row.
+        table: the projection's table.
     """
 
     job_id: str
     column: str
     live: Any
     rebuilt: Any
+    table: str = "jobs"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,15 +79,18 @@ class RebuildReport:
     Attributes:
         jobs_rebuilt: rows the fold produced (one per stream in the log).
         events_read: events folded.
-        differences: every column that differed between ``jobs`` and the rebuilt rows,
-            sorted by job id then column order; empty when the projection was exact.
-        applied: the rebuilt rows replaced ``jobs`` (``apply_changes=True``).
+        differences: every column that differed between a live table and its rebuilt rows,
+            sorted by table (registry order), row key, then column order; empty when every
+            projection was exact.
+        applied: the rebuilt rows replaced the live tables (``apply_changes=True``).
+        rows_rebuilt: rows the fold produced per table, e.g. ``{"jobs": 6, "assets": 2, "previews": 1}``.
     """
 
     jobs_rebuilt: int
     events_read: int
     differences: list[RowDifference]
     applied: bool = False
+    rows_rebuilt: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 class _Folder:
@@ -115,12 +132,12 @@ def rebuild(
     apply_changes: bool = True,
     progress: Callable[[int, int], None] | None = None,
 ) -> RebuildReport:
-    """Recompute the ``jobs`` projection from the log and compare it with the live table.
+    """Recompute every projection from the log and compare each with its live table.
 
     Args:
-        store: the event store (its backend holds both ``events`` and ``jobs``).
-        apply_changes: replace the rows of ``jobs`` with the rebuilt ones (one atomic batch);
-            with ``False`` the live table is left untouched (verify only).
+        store: the event store (its backend holds ``events`` and the projection tables).
+        apply_changes: replace the rows of every projection with the rebuilt ones (one
+            atomic batch); with ``False`` the live tables are left untouched (verify only).
         progress: called as ``progress(done_events, total_events)`` every 1,000 events and
             after each pass; ``total_events`` grows if appends arrive during the rebuild.
 
@@ -132,18 +149,23 @@ def rebuild(
             the job, the position and the version of the offending event.
         errors.MalformedEvent: a stored event cannot be decoded (names its position and job).
         errors.ConcurrencyError: the log kept moving through 10 catch-up rounds.
-        In every case ``jobs`` is unchanged and ``jobs_rebuild`` is dropped.
+        In every case the live tables are unchanged and the scratch tables are dropped.
     """
     backend = store.backend
-    _create_scratch_table(backend)
+    projections = registry.PROJECTIONS
+    _create_scratch_tables(backend, projections)
     try:
-        return _run(store, backend, apply_changes, progress)
+        return _run(store, backend, projections, apply_changes, progress)
     finally:
-        backend.execute_batch([Statement(f"DROP TABLE IF EXISTS {REBUILD_TABLE}")])
+        backend.execute_batch([Statement(f"DROP TABLE IF EXISTS {scratch_table(p.table)}") for p in projections])
 
 
 def _run(
-    store: EventStore, backend: SQLBackend, apply_changes: bool, progress: Callable[[int, int], None] | None
+    store: EventStore,
+    backend: SQLBackend,
+    projections: tuple[registry.Projection, ...],
+    apply_changes: bool,
+    progress: Callable[[int, int], None] | None,
 ) -> RebuildReport:
     folder = _Folder()
     total = int(backend.query("SELECT COUNT(*) FROM events")[0][0])
@@ -157,30 +179,36 @@ def _run(
         total = max(total, folder.events_read)
         if progress is not None:
             progress(folder.events_read, total)
-        _write_rows(backend, [folder.states[job_id] for job_id in sorted(touched)])
-        live, rebuilt, head = _read_snapshot(backend)
+        _write_rows(backend, projections, [folder.states[job_id] for job_id in sorted(touched)])
+        live, rebuilt, head = _read_snapshot(backend, projections)
         if head != folder.head:
             continue  # appends arrived: fold them before comparing
-        differences = _compare(live, rebuilt)
+        differences = [d for p in projections for d in _compare(p, live[p.table], rebuilt[p.table])]
         if apply_changes:
             try:
-                backend.execute_batch(_swap_statements(folder.head))
+                backend.execute_batch(_swap_statements(folder.head, projections))
             except ConstraintViolation as exc:
                 if _GUARD_NAME not in exc.detail:
                     raise
                 continue  # an append slipped in before the swap: catch up and try again
-        return RebuildReport(len(folder.states), folder.events_read, differences, apply_changes)
+        counts = {p.table: len(rebuilt[p.table]) for p in projections}
+        return RebuildReport(len(folder.states), folder.events_read, differences, apply_changes, counts)
     raise errors.ConcurrencyError("*", folder.head, f"the log kept moving past position {folder.head}; try again")
 
 
-def _create_scratch_table(backend: SQLBackend) -> None:
-    rows = backend.query("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'jobs'")
-    if not rows:
-        raise errors.JobtapeError("the database has no jobs table; run the migrations first")
-    create_sql, count = re.subn(r'^\s*CREATE TABLE\s+("jobs"|\[jobs\]|`jobs`|jobs)', f"CREATE TABLE {REBUILD_TABLE}", rows[0][0])
-    if count != 1:  # pragma: no cover - sqlite_master always starts with CREATE TABLE <name>
-        raise errors.JobtapeError(f"cannot read the jobs table definition: {rows[0][0]!r}")
-    backend.execute_batch([Statement(f"DROP TABLE IF EXISTS {REBUILD_TABLE}"), Statement(create_sql)])
+def _create_scratch_tables(backend: SQLBackend, projections: tuple[registry.Projection, ...]) -> None:
+    statements = []
+    for projection in projections:
+        table, scratch = projection.table, scratch_table(projection.table)
+        rows = backend.query("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", [table])
+        if not rows:
+            raise errors.JobtapeError(f"the database has no {table} table; run the migrations first")
+        pattern = rf'^\s*CREATE TABLE\s+("{table}"|\[{table}\]|`{table}`|{table})(?!\w)'
+        create_sql, count = re.subn(pattern, f"CREATE TABLE {scratch}", rows[0][0])
+        if count != 1:  # pragma: no cover - sqlite_master always starts with CREATE TABLE <name>
+            raise errors.JobtapeError(f"cannot read the {table} table definition: {rows[0][0]!r}")
+        statements += [Statement(f"DROP TABLE IF EXISTS {scratch}"), Statement(create_sql)]
+    backend.execute_batch(statements)
 
 
 def _fold_new_events(store: EventStore, backend: SQLBackend, folder: _Folder, on_event: Callable[[], None]) -> set[str]:
@@ -193,56 +221,80 @@ def _fold_new_events(store: EventStore, backend: SQLBackend, folder: _Folder, on
         raise errors.MalformedEvent(exc.position, exc.event_type, f"{detail} (job {job_id})") from exc
 
 
-def _write_rows(backend: SQLBackend, states: list[job_state.JobState]) -> None:
+def _write_rows(backend: SQLBackend, projections: tuple[registry.Projection, ...], states: list[job_state.JobState]) -> None:
     for start in range(0, len(states), _WRITE_BATCH):
-        batch = states[start : start + _WRITE_BATCH]
-        backend.execute_batch([jobs_projection.upsert(state, table=REBUILD_TABLE) for state in batch])
+        statements = [
+            statement
+            for state in states[start : start + _WRITE_BATCH]
+            for projection in projections
+            for statement in projection.statements(None, state, scratch_table(projection.table))
+        ]
+        if statements:
+            backend.execute_batch(statements)
 
 
-def _read_snapshot(backend: SQLBackend) -> tuple[dict[str, tuple[Any, ...]], dict[str, tuple[Any, ...]], int]:
-    """Both tables and the log's head from ONE statement, so they belong to one read snapshot."""
-    rows = backend.query(
-        f"SELECT 'live', {_COLUMN_LIST}, NULL FROM jobs"
-        f" UNION ALL SELECT 'rebuilt', {_COLUMN_LIST}, NULL FROM {REBUILD_TABLE}"
-        f" UNION ALL SELECT 'head', {', '.join(['NULL'] * len(jobs_projection.COLUMNS))},"
-        " (SELECT COALESCE(MAX(position), 0) FROM events)"
-    )
-    live: dict[str, tuple[Any, ...]] = {}
-    rebuilt: dict[str, tuple[Any, ...]] = {}
+def _read_snapshot(backend: SQLBackend, projections: tuple[registry.Projection, ...]) -> tuple[Rows, Rows, int]:
+    """Every live and scratch table and the log's head from ONE statement (one read snapshot).
+
+    Returns:
+        ``(live, rebuilt, head)``: rows per table keyed by row key, and the newest position.
+    """
+    width = max(len(p.columns) for p in projections)
+    selects = []
+    for projection in projections:
+        padded = ", ".join([*projection.columns, *["NULL"] * (width - len(projection.columns))])
+        for side, table in (("live", projection.table), ("rebuilt", scratch_table(projection.table))):
+            selects.append(f"SELECT '{side}', '{projection.table}', {padded}, NULL FROM {table}")
+    nulls = ", ".join(["NULL"] * width)
+    selects.append(f"SELECT 'head', NULL, {nulls}, (SELECT COALESCE(MAX(position), 0) FROM events)")
+    live: Rows = {p.table: {} for p in projections}
+    rebuilt: Rows = {p.table: {} for p in projections}
+    sizes = {p.table: len(p.columns) for p in projections}
     head = 0
-    for side, *values in rows:
+    for side, table, *values in backend.query(" UNION ALL ".join(selects)):
         if side == "head":
             head = int(values[-1])
         else:
-            (live if side == "live" else rebuilt)[values[0]] = tuple(values[:-1])
+            (live if side == "live" else rebuilt)[table][values[0]] = tuple(values[: sizes[table]])
     return live, rebuilt, head
 
 
-def _compare(live: dict[str, tuple[Any, ...]], rebuilt: dict[str, tuple[Any, ...]]) -> list[RowDifference]:
+def _compare(
+    projection: registry.Projection, live: dict[str, tuple[Any, ...]], rebuilt: dict[str, tuple[Any, ...]]
+) -> list[RowDifference]:
     differences: list[RowDifference] = []
-    for job_id in sorted(live.keys() | rebuilt.keys()):
-        live_row, rebuilt_row = live.get(job_id), rebuilt.get(job_id)
+    table = projection.table
+    for key in sorted(live.keys() | rebuilt.keys()):
+        live_row, rebuilt_row = live.get(key), rebuilt.get(key)
         if live_row is None or rebuilt_row is None:
-            differences.append(RowDifference(job_id, "*", _as_dict(live_row), _as_dict(rebuilt_row)))
+            differences.append(
+                RowDifference(key, "*", _as_dict(projection, live_row), _as_dict(projection, rebuilt_row), table)
+            )
             continue
-        for column, live_value, rebuilt_value in zip(jobs_projection.COLUMNS, live_row, rebuilt_row, strict=True):
+        for column, live_value, rebuilt_value in zip(projection.columns, live_row, rebuilt_row, strict=True):
             if live_value != rebuilt_value:
-                differences.append(RowDifference(job_id, column, live_value, rebuilt_value))
+                differences.append(RowDifference(key, column, live_value, rebuilt_value, table))
     return differences
 
 
-def _as_dict(row: tuple[Any, ...] | None) -> dict[str, Any] | None:
-    return None if row is None else dict(zip(jobs_projection.COLUMNS, row, strict=True))
+def _as_dict(projection: registry.Projection, row: tuple[Any, ...] | None) -> dict[str, Any] | None:
+    return None if row is None else dict(zip(projection.columns, row, strict=True))
 
 
-def _swap_statements(head: int) -> list[Statement]:
+def _swap_statements(head: int, projections: tuple[registry.Projection, ...]) -> list[Statement]:
     # SQLite cannot RAISE outside a trigger; a CHECK on a throwaway table aborts the batch
     # (DDL is transactional) if an append landed after the snapshot the rows were folded to.
-    return [
+    statements = [
         Statement(f"CREATE TABLE _jobtape_rebuild_guard (head INTEGER CONSTRAINT {_GUARD_NAME} CHECK (head = {int(head)}))"),
         Statement("INSERT INTO _jobtape_rebuild_guard (head) SELECT COALESCE(MAX(position), 0) FROM events"),
         Statement("DROP TABLE _jobtape_rebuild_guard"),
-        Statement("DELETE FROM jobs"),
-        Statement(f"INSERT INTO jobs ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {REBUILD_TABLE}"),
-        Statement(f"DROP TABLE {REBUILD_TABLE}"),
     ]
+    for projection in projections:
+        columns = ", ".join(projection.columns)
+        scratch = scratch_table(projection.table)
+        statements += [
+            Statement(f"DELETE FROM {projection.table}"),
+            Statement(f"INSERT INTO {projection.table} ({columns}) SELECT {columns} FROM {scratch}"),
+            Statement(f"DROP TABLE {scratch}"),
+        ]
+    return statements
