@@ -180,30 +180,13 @@ class Storage(abc.ABC):
         return None
 
     def signed_url(self, key: str, expires_in_s: int) -> str | None:
-        """Return a URL that downloads the blob without other credentials, or ``None``.
-
-        ``LocalStorage`` answers a path on this API (``/api/storage/download?key=...&
-        expires=...&signature=...``, HMAC-SHA256, see :mod:`jobtape.storage.signing`);
-        an object store answers a presigned URL of its own. ``None`` (this default) means
-        the backend cannot sign; callers then leave the link out (seed 001: a poll must
-        not fail because a link could not be made). The blob's existence is not checked.
-
-        Args:
-            key: The storage key.
-            expires_in_s: Lifetime of the URL, in seconds (> 0).
-
-        Raises:
-            errors.InvalidStorageKey: If ``key`` is not valid.
-            errors.StorageError: If the backend fails to sign.
-        """
-        validate_key(key)
-        return None
-
-    def signed_url(self, key: str, expires_in_s: int) -> str | None:
         """Return a URL a client can GET the blob from for ``expires_in_s`` seconds, or ``None``.
 
         ``None`` (this default) means the backend has no URL of its own, and the API serves
-        the bytes itself; object stores return a presigned URL. The blob is not checked.
+        the bytes itself; object stores return a presigned URL. ``LocalStorage`` with a
+        signer returns a path on this API (``/api/storage/download?key=...&expires=...&
+        signature=...``, HMAC-SHA256: :mod:`jobtape.storage.signing`). Callers leave the link
+        out on ``None`` (seed 001: a poll must not fail for want of a link). The blob is not checked.
 
         Raises:
             errors.InvalidStorageKey: If ``key`` is not valid.
