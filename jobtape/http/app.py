@@ -6,7 +6,8 @@ Routes::
     POST /api/audio/ingest                  multipart upload -> 202 pending ingest job
     GET  /api/audio/jobs/{jobId}            poll
     POST /api/audio/jobs/{jobId}/cancel     request cancellation
-    GET  /api/audio/jobs/{jobId}/events     the job's event stream
+    GET  /api/audio/jobs/{jobId}/events     the job's event stream (?asOf= for a past moment)
+    GET  /api/audio/jobs/{jobId}/stream     the job's live progress as Server-Sent Events
     GET  /schema/openapi.json               the OpenAPI document
 
 The application holds no global state: the repository, storage and settings passed to
@@ -26,7 +27,7 @@ from litestar.openapi import OpenAPIConfig
 from jobtape import __version__
 from jobtape.config import Settings
 from jobtape.http import errors as http_errors
-from jobtape.http import ingest, jobs, schemas
+from jobtape.http import ingest, jobs, schemas, stream
 from jobtape.projections.repository import JobRepository
 from jobtape.storage import Storage
 
@@ -73,7 +74,7 @@ def create_app(
         The ASGI application.
     """
     return Litestar(
-        route_handlers=[health, ingest.ingest_upload, jobs.get_job, jobs.cancel_job, jobs.list_job_events],
+        route_handlers=[health, ingest.ingest_upload, jobs.get_job, jobs.cancel_job, jobs.list_job_events, stream.stream_job],
         dependencies={
             "repository": _provide(repository),
             "storage": _provide(storage),

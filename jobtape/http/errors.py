@@ -42,6 +42,7 @@ STATUS_CODES: Mapping[type[errors.JobtapeError], tuple[int, str | None]] = {
     errors.QuotaExceeded: (429, None),
     errors.AssetNotFound: (404, "Asset not found"),
     errors.InvalidRecipe: (422, None),
+    errors.InvalidTimeSpec: (422, None),
     errors.InvalidSignature: (403, None),
     errors.IllegalTransition: (409, None),
     errors.ConcurrencyError: (409, "the job changed while this request ran; send the request again"),
