@@ -16,11 +16,11 @@ from litestar.di import NamedDependency
 from litestar.exceptions import ClientException, HTTPException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
-from litestar.params import PathParameter
+from litestar.params import PathParameter, QueryParameter
 
 from jobtape import errors
 from jobtape.eventlog import events as ev
-from jobtape.http import schemas
+from jobtape.http import history, schemas
 from jobtape.projections import state as job_state
 from jobtape.projections.repository import JobRepository
 
@@ -32,9 +32,11 @@ _JOB_ID_PARAMETER = PathParameter(
     examples=[Example(value="0123456789abcdef0123456789abcdef")],
 )
 JobIdPath = Annotated[str, _JOB_ID_PARAMETER]
+AsOfQuery = Annotated[str | None, QueryParameter(name="asOf", description=history.AS_OF_DESCRIPTION)]
 
 _BAD_ID = ResponseSpec(schemas.ErrorBody, description="jobId is not 32 lowercase hexadecimal characters")
 _NOT_FOUND = ResponseSpec(schemas.ErrorBody, description="No job has this id")
+_BAD_AS_OF = ResponseSpec(schemas.ErrorBody, description="asOf is neither ISO 8601 nor a relative time like -10m")
 _NO_STORE = CacheControlHeader(no_store=True)
 
 
@@ -84,17 +86,20 @@ def to_event_view(recorded: ev.RecordedEvent) -> schemas.EventView:
     cache_control=_NO_STORE,
     summary="Poll a job",
     description="Status, stage, progress (0-100 within the stage), queue position while pending, "
-    "and the result or error once finished.",
-    responses={400: _BAD_ID, 404: _NOT_FOUND},
+    "and the result or error once finished; with asOf, as folded from the events recorded up to then.",
+    responses={400: _BAD_ID, 404: _NOT_FOUND, 422: _BAD_AS_OF},
     tags=["jobs"],
 )
-def get_job(job_id: JobIdPath, repository: NamedDependency[JobRepository]) -> schemas.JobView:
-    """Return the job's current state.
+def get_job(job_id: JobIdPath, repository: NamedDependency[JobRepository], as_of: AsOfQuery = None) -> schemas.JobView:
+    """Return the job's current state, or its state at ``asOf``.
 
     Raises:
         ClientException: 400, malformed job id.
-        errors.JobNotFound: 404.
+        errors.JobNotFound: 404 (also when the job did not exist yet at ``asOf``).
+        errors.InvalidTimeSpec: 422, ``asOf`` is not a time.
     """
+    if as_of is not None:
+        return to_job_view(*history.state_as_of(repository.store, check_job_id(job_id), history.parse_as_of(as_of)))
     state = repository.get(check_job_id(job_id))
     position = repository.queue_position(job_id) if state.status == "pending" else None
     return to_job_view(state, position)
@@ -157,17 +162,24 @@ def cancel_job(job_id: JobIdPath, repository: NamedDependency[JobRepository]) ->
     sync_to_thread=True,
     cache_control=_NO_STORE,
     summary="List a job's events",
-    description="Every event of the job's stream in version order, as recorded.",
-    responses={400: _BAD_ID, 404: _NOT_FOUND},
+    description="Every event of the job's stream in version order, as recorded; with asOf, those recorded up to then.",
+    responses={400: _BAD_ID, 404: _NOT_FOUND, 422: _BAD_AS_OF},
     tags=["jobs"],
 )
-def list_job_events(job_id: JobIdPath, repository: NamedDependency[JobRepository]) -> schemas.EventList:
-    """Return the job's events in version order.
+def list_job_events(
+    job_id: JobIdPath, repository: NamedDependency[JobRepository], as_of: AsOfQuery = None
+) -> schemas.EventList:
+    """Return the job's events in version order (up to ``asOf`` if given).
 
     Raises:
         ClientException: 400, malformed job id.
-        errors.JobNotFound: 404 (the stream is empty).
+        errors.JobNotFound: 404 (the stream is empty, or started after ``asOf``).
+        errors.InvalidTimeSpec: 422, ``asOf`` is not a time.
     """
+    if as_of is not None:
+        at = history.parse_as_of(as_of)
+        recorded = history.events_as_of(repository.store, check_job_id(job_id), at)
+        return schemas.EventList(job_id=job_id, events=[to_event_view(item) for item in recorded])
     recorded = repository.store.read_stream(check_job_id(job_id))
     if not recorded:
         raise errors.JobNotFound(job_id)

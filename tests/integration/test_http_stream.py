@@ -1,0 +1,193 @@
+"""The live stream (SSE) and the asOf routes, end to end: a real uvicorn server on 127.0.0.1,
+a real worker process running a real ingest, httpx as the client."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from jobtape import clock
+from jobtape.config import Settings
+from jobtape.eventlog.sqlite import SQLiteBackend
+from jobtape.eventlog.store import EventStore
+from jobtape.http import create_app
+from jobtape.projections.repository import JobRepository
+from jobtape.storage import LocalStorage
+
+
+def wait_for(predicate: Any, timeout_s: float = 60.0, what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns a truthy value, failing after ``timeout_s`` seconds."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+SPEECH = Path(__file__).resolve().parents[2] / "media" / "speech_ljspeech.wav"
+
+
+@dataclasses.dataclass
+class Served:
+    base_url: str
+    server: uvicorn.Server
+    repository: JobRepository
+    data_dir: Path
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    """The API (no embedded worker) on a free loopback port, over a real SQLite file."""
+    backend = SQLiteBackend(tmp_path / "jobtape.db")
+    backend.migrate()
+    repository = JobRepository(EventStore(backend))
+    app = create_app(repository, LocalStorage(tmp_path / "storage"), Settings(data_dir=tmp_path))
+    listener = socket.create_server(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, timeout_s=30, what="uvicorn to start")
+    try:
+        yield Served(f"http://127.0.0.1:{listener.getsockname()[1]}", server, repository, tmp_path)
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        listener.close()
+        backend.close()
+
+
+def upload(client: httpx.Client) -> str:
+    response = client.post("/api/audio/ingest", files={"file": ("speech.wav", SPEECH.read_bytes(), "audio/wav")})
+    assert response.status_code == 202, response.text
+    return str(response.json()["data"]["jobId"])
+
+
+def read_messages(lines: Iterator[str], limit: int | None = None) -> list[dict[str, Any]]:
+    """Parse SSE lines into ``{"event", "id", "data"}`` messages (comments skipped)."""
+    messages: list[dict[str, Any]] = []
+    current: dict[str, Any] = {}
+    for line in lines:
+        if line == "":
+            if current:
+                messages.append(current)
+                current = {}
+                if limit is not None and len(messages) == limit:
+                    break
+            continue
+        field, _, value = line.partition(": ")
+        if field == "data":
+            current["data"] = json.loads(value)
+        elif field in ("event", "id"):
+            current[field] = value
+    return messages
+
+
+@pytest.fixture
+def worker_process(served: Served) -> Iterator[subprocess.Popen[bytes]]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "jobtape", "worker", "--data-dir", str(served.data_dir), "--poll-interval", "0.05"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    yield process
+    process.terminate()
+    process.wait(timeout=60)
+
+
+@pytest.mark.slow
+def test_stream_follows_a_real_ingest_run_by_a_separate_worker_process(
+    served: Served, worker_process: subprocess.Popen[bytes]
+) -> None:
+    with httpx.Client(base_url=served.base_url, timeout=60) as client:
+        job_id = upload(client)
+        with client.stream("GET", f"/api/audio/jobs/{job_id}/stream") as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            messages = read_messages(response.iter_lines())  # returns when the server closes the stream
+        events = client.get(f"/api/audio/jobs/{job_id}/events").json()["events"]
+
+    first, *rest = messages
+    assert first["event"] == "state" and first["data"]["jobId"] == job_id
+    assert first["data"]["status"] in ("pending", "processing")
+    assert all(m["event"] == "event" for m in rest)
+    assert rest[-1]["data"]["type"] == "job.completed"
+    streamed = [m["data"] for m in rest]
+    already = len(events) - len(streamed)  # the events the initial state folded
+    assert streamed == events[already:]
+    assert [int(m["id"]) for m in rest] == [e["position"] for e in events[already:]]
+    assert {"job.stage_changed", "job.child_started", "job.child_exited"} <= {e["type"] for e in streamed}
+
+
+def test_stream_of_a_finished_job_is_its_state_alone(served: Served) -> None:
+    with httpx.Client(base_url=served.base_url, timeout=30) as client:
+        job_id = upload(client)
+        assert client.post(f"/api/audio/jobs/{job_id}/cancel").status_code == 200
+        with client.stream("GET", f"/api/audio/jobs/{job_id}/stream") as response:
+            messages = read_messages(response.iter_lines())
+
+    assert [(m["event"], m["data"]["status"]) for m in messages] == [("state", "cancelled")]
+
+
+def test_stream_ends_cleanly_when_the_client_goes_away(served: Served) -> None:
+    with httpx.Client(base_url=served.base_url, timeout=30) as client:
+        job_id = upload(client)  # no worker: the job stays pending, the stream would run forever
+        with client.stream("GET", f"/api/audio/jobs/{job_id}/stream") as response:
+            first = read_messages(response.iter_lines(), limit=1)[0]
+            assert (first["event"], first["data"]["queuePosition"]) == ("state", 1)
+            assert served.server.server_state.tasks  # the streaming request is running
+    # The client closed the connection: the server cancels the generator and the request task ends.
+    wait_for(lambda: not served.server.server_state.tasks, timeout_s=10, what="the stream's request task to end")
+    with httpx.Client(base_url=served.base_url, timeout=30) as client:
+        assert client.get("/health").json() == {"status": "ok"}
+
+
+@pytest.mark.parametrize("suffix", ["", "/events"])
+def test_as_of_answers_as_the_job_was_then(served: Served, suffix: str) -> None:
+    with httpx.Client(base_url=served.base_url, timeout=30) as client:
+        job_id = upload(client)
+        before_cancel = clock.format_timestamp(clock.utcnow())
+        wait_for(lambda: clock.format_timestamp(clock.utcnow()) > before_cancel, what="the clock to move")
+        assert client.post(f"/api/audio/jobs/{job_id}/cancel").status_code == 200
+
+        now = client.get(f"/api/audio/jobs/{job_id}{suffix}").json()
+        then = client.get(f"/api/audio/jobs/{job_id}{suffix}", params={"asOf": before_cancel}).json()
+        relative = client.get(f"/api/audio/jobs/{job_id}{suffix}", params={"asOf": "-1d"})
+
+    if suffix:
+        assert [e["type"] for e in now["events"]] == ["job.created", "job.cancel_requested"]
+        assert [e["type"] for e in then["events"]] == ["job.created"]
+    else:
+        assert (now["status"], then["status"], then["queuePosition"]) == ("cancelled", "pending", 1)
+    assert (relative.status_code, relative.json()) == (404, {"error": "Job not found"})  # it did not exist a day ago
+
+
+@pytest.mark.parametrize("suffix", ["", "/events"])
+def test_a_bad_as_of_is_422_and_says_what_to_send(served: Served, suffix: str) -> None:
+    with httpx.Client(base_url=served.base_url, timeout=30) as client:
+        job_id = upload(client)
+        response = client.get(f"/api/audio/jobs/{job_id}{suffix}", params={"asOf": "yesterday"})
+
+    assert response.status_code == 422
+    message = response.json()["error"]
+    assert "asOf=yesterday" in message and "ISO 8601" in message and "-10m" in message
+
+
+def test_stream_of_an_unknown_or_malformed_job_is_an_error_before_streaming(served: Served) -> None:
+    with httpx.Client(base_url=served.base_url, timeout=30) as client:
+        unknown = client.get(f"/api/audio/jobs/{'0' * 32}/stream")
+        malformed = client.get("/api/audio/jobs/xyz/stream")
+
+    assert (unknown.status_code, unknown.json()) == (404, {"error": "Job not found"})
+    assert (malformed.status_code, malformed.json()) == (400, {"error": "jobId must be 32 hexadecimal characters"})
