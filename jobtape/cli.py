@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 import msgspec
@@ -30,6 +30,7 @@ from rich.table import Table
 
 from jobtape import cli_audit, cli_replay, clock, errors, runtime
 from jobtape.audit import describe, timeline
+from jobtape.cli_worker_options import worker_settings_options
 from jobtape.config import Settings
 from jobtape.projections import rebuild as rebuild_projection
 from jobtape.projections import state as job_state
@@ -148,14 +149,20 @@ def _embedded_app(settings: Settings, worker_count: int) -> tuple[Any, JobReposi
 @click.option("--max-upload-bytes", type=click.IntRange(min=1), default=Settings.max_upload_bytes,
               envvar="JOBTAPE_MAX_UPLOAD_BYTES", show_envvar=True, show_default=True,
               help="Largest accepted upload, in bytes.")
+@worker_settings_options
 def serve(host: str, port: int, data_dir: Path, poll_interval_s: float, concurrency: int, worker_count: int,
-          max_upload_bytes: int, allow_private_urls: bool, max_download_bytes: int) -> None:
-    """Serve the HTTP API (with embedded workers unless --workers 0) until Ctrl-C."""
+          max_upload_bytes: int, allow_private_urls: bool, max_download_bytes: int,
+          worker_settings: dict[str, Any]) -> None:
+    """Serve the HTTP API (with embedded workers unless --workers 0) until Ctrl-C.
+
+    On shutdown the embedded workers stop like `jobtape worker` does: no more claims,
+    running jobs get --grace seconds, then they are released.
+    """
     import uvicorn
 
     settings = _settings(data_dir=data_dir, poll_interval_s=poll_interval_s, concurrency=concurrency,
                         max_upload_bytes=max_upload_bytes, allow_private_urls=allow_private_urls,
-                        max_download_bytes=max_download_bytes)
+                        max_download_bytes=max_download_bytes, **worker_settings)
     app, repository = _embedded_app(settings, worker_count)
     try:
         uvicorn.run(app, host=host, port=port)
@@ -164,37 +171,50 @@ def serve(host: str, port: int, data_dir: Path, poll_interval_s: float, concurre
 
 
 class _StopSignal(Exception):
-    """Raised in the main thread by SIGINT/SIGTERM."""
+    """Raised in the main thread by the first SIGINT/SIGTERM."""
 
 
-def _raise_stop(signum: int, frame: object) -> NoReturn:
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_DFL)  # a second signal ends the process at once
-    raise _StopSignal(signum)
+def _stop_handler(job_worker: runner.Worker) -> Callable[[int, object], None]:
+    """A signal handler: the first signal raises :class:`_StopSignal`, later ones cut the grace to zero."""
+    seen: list[int] = []
+
+    def handle(signum: int, frame: object) -> None:
+        seen.append(signum)
+        if len(seen) == 1:
+            raise _StopSignal(signum)
+        job_worker.cut_grace()  # sets a plain attribute: no lock the main thread may hold
+
+    return handle
 
 
 @cli.command()
 @_common(worker=True)
+@worker_settings_options
 def worker(data_dir: Path, poll_interval_s: float, concurrency: int, allow_private_urls: bool,
-           max_download_bytes: int) -> None:
+           max_download_bytes: int, worker_settings: dict[str, Any]) -> None:
     """Run a worker process that polls the event log, until SIGINT or SIGTERM.
 
-    On the signal it stops claiming, waits for its running jobs to end and exits 0;
-    a second signal ends it at once.
+    On the signal it stops claiming and gives running jobs --grace seconds to finish;
+    then it terminates their children, appends job.released (the job returns to pending
+    without using an attempt) and exits 0. A second signal cuts the grace to zero.
+    Rules: docs/worker.md.
     """
     settings = _settings(data_dir=data_dir, poll_interval_s=poll_interval_s, concurrency=concurrency,
-                         allow_private_urls=allow_private_urls, max_download_bytes=max_download_bytes)
+                         allow_private_urls=allow_private_urls, max_download_bytes=max_download_bytes,
+                         **worker_settings)
     repository = runtime.open_repository(settings)
     job_worker = runner.Worker(repository, runtime.open_storage(settings), settings)
     # The handler raises instead of setting an Event: it must take no lock the main thread may hold.
-    previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    handler = _stop_handler(job_worker)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         job_worker.start()
         click.echo(f"worker {job_worker.worker_id} polling {runtime.describe_store(settings)} every {poll_interval_s:g} s,"
                    f" up to {concurrency} job(s) at once; SIGINT/SIGTERM to stop", err=True)
         threading.Event().wait()
     except _StopSignal:
-        click.echo("stopping: waiting for running jobs to end", err=True)
+        click.echo(f"stopping: no more claims; running jobs get {settings.shutdown_grace_s:g} s, then are released"
+                   " (a second signal: at once)", err=True)
     finally:
         job_worker.stop()
         repository.store.close()

@@ -1,0 +1,69 @@
+"""Command-line options of the worker's lease, retry, timeout and shutdown settings.
+
+Shared by ``jobtape worker`` and ``jobtape serve`` (whose embedded workers use them), so
+both take the same flags and environment variables. Each flag's value (flag, then its
+``JOBTAPE_*`` variable, then the default of :class:`jobtape.config.Settings`) reaches the
+command as one ``worker_settings`` keyword: ``{Settings field: value}``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from jobtape.config import Settings
+
+__all__ = ["OPTIONS", "worker_settings_options"]
+
+
+def _option(flag: str, field: str, kind: Any, env: str, help_text: str) -> Callable[[Callable[..., Any]], Any]:
+    default = getattr(Settings, field)
+    return click.option(flag, field, type=kind, default=default, envvar=env, show_envvar=True,
+                        show_default=default is not None, help=help_text)
+
+
+_SECONDS = click.FloatRange(min=0.0)
+
+#: (flag, Settings field, click type, environment variable, help text).
+OPTIONS = (
+    ("--lease-ttl", "lease_ttl_s", click.FloatRange(min=0.3), "JOBTAPE_LEASE_TTL",
+     "Lease of a claimed job, in seconds: renewed by every event of the worker, a heartbeat after a third of it"
+     " without one; a reaper takes back a job whose lease expired."),
+    ("--grace", "shutdown_grace_s", _SECONDS, "JOBTAPE_SHUTDOWN_GRACE",
+     "On SIGTERM/SIGINT, seconds running jobs may take to finish before their children are terminated and the"
+     " jobs released (a second signal: 0)."),
+    ("--max-attempts", "max_attempts", click.IntRange(min=1), "JOBTAPE_MAX_ATTEMPTS",
+     "Attempts per job (lease expiries and retryable failures use one each) before it fails."),
+    ("--backoff-base", "backoff_base_s", _SECONDS, "JOBTAPE_BACKOFF_BASE",
+     "Retry backoff after the first attempt, in seconds (doubling per attempt, with jitter)."),
+    ("--backoff-cap", "backoff_cap_s", _SECONDS, "JOBTAPE_BACKOFF_CAP", "Largest retry backoff, in seconds."),
+    ("--timeout-ingest", "timeout_ingest_s", click.FloatRange(min=0.1), "JOBTAPE_TIMEOUT_INGEST",
+     "Seconds an ingest job may run from its claim before it fails with 'timed out after N s'."),
+    ("--timeout-preview", "timeout_preview_s", click.FloatRange(min=0.1), "JOBTAPE_TIMEOUT_PREVIEW",
+     "Seconds a preview job may run from its claim."),
+    ("--timeout-save", "timeout_save_s", click.FloatRange(min=0.1), "JOBTAPE_TIMEOUT_SAVE",
+     "Seconds a save job may run from its claim."),
+    ("--host-id", "host_id", str, "JOBTAPE_HOST_ID",
+     "This host's id in worker ids and child records (the orphan replay kills only this host's children); the hostname by default."),
+    ("--ffmpeg-readrate", "ffmpeg_readrate", click.FloatRange(min=0.01), "JOBTAPE_FFMPEG_READRATE",
+     "Read ffmpeg's input at most this many times real time; as fast as it can by default."),
+)
+
+
+def worker_settings_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the :data:`OPTIONS` to a click command function; it receives them as ``worker_settings``.
+
+    Apply it below ``@cli.command()`` (and below other option decorators).
+    """
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        values = {field: kwargs.pop(field) for _, field, *_ in OPTIONS}
+        return command(*args, worker_settings={k: v for k, v in values.items() if v is not None}, **kwargs)
+
+    for flag, field, kind, env, help_text in reversed(OPTIONS):
+        wrapper = _option(flag, field, kind, env, help_text)(wrapper)
+    return wrapper
