@@ -4,6 +4,7 @@ Routes::
 
     GET  /health                            liveness
     POST /api/audio/ingest                  multipart upload -> 202 pending ingest job
+    POST /api/storage/upload                presigned PUT URL + key for a direct upload (S3/R2)
     GET  /api/audio/jobs/{jobId}            poll
     POST /api/audio/jobs/{jobId}/cancel     request cancellation
     GET  /api/audio/jobs/{jobId}/events     the job's event stream (?asOf= for a past moment)
@@ -27,7 +28,7 @@ from litestar.openapi import OpenAPIConfig
 from jobtape import __version__
 from jobtape.config import Settings
 from jobtape.http import errors as http_errors
-from jobtape.http import ingest, jobs, schemas, stream
+from jobtape.http import direct_upload, ingest, jobs, schemas, stream
 from jobtape.projections.repository import JobRepository
 from jobtape.storage import Storage
 
@@ -74,7 +75,8 @@ def create_app(
         The ASGI application.
     """
     return Litestar(
-        route_handlers=[health, ingest.ingest_upload, jobs.get_job, jobs.cancel_job, jobs.list_job_events, stream.stream_job],
+        route_handlers=[health, ingest.ingest_upload, jobs.get_job, jobs.cancel_job, jobs.list_job_events, stream.stream_job,
+                        direct_upload.request_upload],
         dependencies={
             "repository": _provide(repository),
             "storage": _provide(storage),

@@ -37,7 +37,7 @@ from litestar.params import HeaderParameter
 
 from jobtape import errors
 from jobtape.config import Settings
-from jobtape.http import schemas, upload, url_source
+from jobtape.http import direct_upload, schemas, upload, url_source
 from jobtape.projections.repository import JobRepository, new_job_id
 from jobtape.storage import Storage
 
@@ -178,8 +178,13 @@ async def ingest_upload(
     key_text = (idempotency_key or "").strip() or None
     media_type = request.content_type[0]
     if media_type == "application/json" or media_type.endswith("+json"):
-        params = await url_source.read_url_params(request, settings)
-        return await _create_job(repository, storage, params, owner, key_text, new_job_id(), blob_key=None)
+        if request.content_length is not None and request.content_length <= url_source.MAX_JSON_BYTES:
+            body = await request.body()  # cached: url_source reads it again through request.stream()
+            if direct_upload.is_storage_source(body):  # a file the client PUT to a presigned URL
+                params = await anyio.to_thread.run_sync(direct_upload.storage_source_params, body, storage, settings)
+                return await _create_job(repository, storage, params, owner, key_text, new_job_id(), blob_key=None)
+        url_params = await url_source.read_url_params(request, settings)
+        return await _create_job(repository, storage, url_params, owner, key_text, new_job_id(), blob_key=None)
     boundary = _multipart_boundary(request)
     limit = settings.max_upload_bytes
     if request.content_length is not None and request.content_length > limit + FORM_OVERHEAD_BYTES:

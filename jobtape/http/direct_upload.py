@@ -1,0 +1,149 @@
+"""Direct uploads to the bucket: a presigned PUT URL, then an ingest that names the stored key.
+
+Large files need not pass through the API: the client asks ``POST /api/storage/upload``
+for a presigned PUT URL (1 hour by default) and a storage key, PUTs the file straight to
+the object store, then posts ``{"sourceType": "storage", "storageKey": <key>}`` to
+``/api/audio/ingest``. Only keys this route hands out (``direct-uploads/<id>/original.<ext>``)
+are accepted by ingest, and only once the object exists.
+
+Backends without upload URLs (the local filesystem) answer 501: clients send the file as
+multipart to the ingest route instead.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Annotated, Any
+
+import anyio.to_thread
+import msgspec
+from litestar import post
+from litestar.di import NamedDependency
+from litestar.exceptions import HTTPException
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import JSONBody
+
+from jobtape import errors
+from jobtape.config import Settings
+from jobtape.http import ingest, schemas
+from jobtape.storage import Storage
+
+__all__ = [
+    "DIRECT_UPLOAD_PREFIX",
+    "DirectUploadRequest",
+    "DirectUploadTicket",
+    "is_storage_source",
+    "request_upload",
+    "storage_source_params",
+]
+
+#: Folder of keys handed out for direct uploads.
+DIRECT_UPLOAD_PREFIX = "direct-uploads/"
+_KEY_PATTERN = re.compile(r"direct-uploads/[0-9a-f]{32}/original\.[a-z0-9]{1,16}")
+
+
+class _Wire(msgspec.Struct, rename="camel", kw_only=True):
+    pass
+
+
+class DirectUploadRequest(_Wire):
+    """What the client is about to upload (used for the key's extension only)."""
+
+    filename: Annotated[str, msgspec.Meta(max_length=1024, description="The file's name, e.g. talk.mp3")] | None = None
+    content_type: Annotated[str, msgspec.Meta(max_length=200, description="The file's media type")] = (
+        "application/octet-stream"
+    )
+
+
+class DirectUploadTicket(_Wire):
+    """Where to PUT the file, and the key to pass to ``/api/audio/ingest`` afterwards."""
+
+    upload_url: str
+    storage_key: str
+    expires_in_sec: int
+    method: str = "PUT"
+
+
+class _StorageSource(_Wire):
+    source_type: str
+    storage_key: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+    original_filename: str | None = None
+
+
+@post(
+    "/api/storage/upload",
+    status_code=200,
+    summary="Get a presigned URL to upload a file straight to the bucket",
+    description="Answers a presigned PUT URL (valid for the configured upload TTL, 1 hour by default) and the "
+    'storage key; after the PUT, POST {"sourceType": "storage", "storageKey": ...} to /api/audio/ingest.',
+    responses={501: ResponseSpec(schemas.ErrorBody, description="The storage backend has no upload URLs (local)")},
+    tags=["ingest"],
+)
+async def request_upload(
+    data: JSONBody[DirectUploadRequest], storage: NamedDependency[Storage], settings: NamedDependency[Settings]
+) -> DirectUploadTicket:
+    """Hand out a fresh ``direct-uploads/`` key and a presigned PUT URL for it.
+
+    Raises:
+        HTTPException: 501 when the storage backend cannot issue upload URLs.
+    """
+    extension = ingest.extension_for(data.filename, data.content_type.split(";")[0].strip().lower())
+    key = f"{DIRECT_UPLOAD_PREFIX}{uuid.uuid4().hex}/original.{extension}"
+    url = await anyio.to_thread.run_sync(storage.upload_url, key, settings.upload_url_ttl_s)
+    if url is None:
+        raise HTTPException(
+            status_code=501,
+            detail="this server stores files locally and cannot issue upload URLs; "
+            "send the file as multipart/form-data to /api/audio/ingest",
+        )
+    return DirectUploadTicket(upload_url=url, storage_key=key, expires_in_sec=settings.upload_url_ttl_s)
+
+
+def is_storage_source(body: bytes) -> bool:
+    """Whether a JSON ingest body names ``"sourceType": "storage"`` (else it is for another source)."""
+    try:
+        decoded = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return False
+    return isinstance(decoded, dict) and decoded.get("sourceType") == "storage"
+
+
+def storage_source_params(body: bytes, storage: Storage, settings: Settings) -> dict[str, Any]:
+    """Check a ``{"sourceType": "storage", "storageKey": ...}`` body; return the ingest job's params.
+
+    Blocking (it asks the storage for the object's size): call it in a worker thread.
+
+    Returns:
+        ``{"sourceType": "storage", "storageKey", "originalFilename", "sizeBytes"}``.
+
+    Raises:
+        HTTPException: 400 for malformed JSON; 422 for a key this API did not hand out, an
+            object that was not uploaded (yet), or one over the upload limit.
+    """
+    try:
+        source = msgspec.json.decode(body, type=_StorageSource)
+    except msgspec.ValidationError as exc:
+        raise HTTPException(status_code=422, detail=f"invalid storage ingest body: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise HTTPException(status_code=400, detail=f"malformed JSON body: {exc}") from exc
+    key = source.storage_key
+    if not _KEY_PATTERN.fullmatch(key):
+        raise HTTPException(
+            status_code=422, detail="storageKey must be a key handed out by POST /api/storage/upload"
+        )
+    try:
+        size = storage.size(key)
+    except errors.BlobNotFound:
+        raise HTTPException(
+            status_code=422, detail="nothing was uploaded under storageKey; PUT the file to its uploadUrl first"
+        ) from None
+    if size == 0 or size > settings.max_upload_bytes:
+        storage.delete(key)
+        raise HTTPException(
+            status_code=422 if size == 0 else 413,
+            detail="the uploaded file is empty" if size == 0 else
+            f"the uploaded file is larger than the limit of {settings.max_upload_bytes} bytes; it was deleted",
+        )
+    return {"sourceType": "storage", "storageKey": key, "originalFilename": source.original_filename,
+            "sizeBytes": size}

@@ -1,0 +1,157 @@
+"""The ingest path with S3 storage (moto's server over HTTP): direct upload to a presigned
+PUT URL, ingest by storage key, the worker's temp-file pattern, presigned download of the result.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from litestar.testing import TestClient
+
+from jobtape.config import Settings
+from jobtape.http import create_app
+from jobtape.projections.repository import JobRepository
+from jobtape.storage import LocalStorage
+from jobtape.storage.s3 import S3Storage
+from jobtape.worker.runner import Worker
+
+__all__: list[str] = []
+
+SPEECH = Path(__file__).resolve().parents[2] / "media" / "speech_ljspeech.wav"
+
+
+def wait_for(predicate: Callable[[], Any], timeout_s: float = 60.0, what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns a truthy value, failing after ``timeout_s`` seconds."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+@pytest.fixture
+def worker_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The folder the worker's per-job temp dirs go to (``tempfile.gettempdir()``)."""
+    folder = tmp_path / "worker-tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+@pytest.fixture
+def client(repository: JobRepository, s3_storage: S3Storage, tmp_path: Path) -> Iterator[TestClient]:
+    app = create_app(repository, s3_storage, Settings(data_dir=tmp_path))
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def _direct_upload(client: TestClient, data: bytes, filename: str = "speech.wav") -> str:
+    ticket = client.post("/api/storage/upload", json={"filename": filename, "contentType": "audio/wav"})
+    assert ticket.status_code == 200, ticket.text
+    body = ticket.json()
+    assert body["method"] == "PUT" and body["expiresInSec"] == 3600
+    assert body["storageKey"].startswith("direct-uploads/") and body["storageKey"].endswith("/original.wav")
+    put = httpx.put(body["uploadUrl"], content=data)  # straight to the bucket, not through the API
+    assert put.status_code == 200, put.text
+    return str(body["storageKey"])
+
+
+def _ingest_key(client: TestClient, key: str) -> Any:
+    return client.post("/api/audio/ingest", json={"sourceType": "storage", "storageKey": key,
+                                                   "originalFilename": "speech.wav"})
+
+
+def test_direct_upload_then_ingest_by_key_runs_the_whole_path(
+    client: TestClient, repository: JobRepository, s3_storage: S3Storage, tmp_path: Path, worker_tmp: Path
+) -> None:
+    key = _direct_upload(client, SPEECH.read_bytes())
+    response = _ingest_key(client, key)
+    assert response.status_code == 202, response.text
+    job_id = response.json()["data"]["jobId"]
+    Worker(repository, s3_storage, Settings(data_dir=tmp_path)).run(until_idle=True)
+    state = repository.get(job_id)
+    assert state.status == "complete", state.error
+    assert state.result is not None and state.result["source"]["type"] == "storage"
+    prepared = state.result["preparedKey"]
+    download = httpx.get(s3_storage.signed_url(prepared, 7 * 24 * 3600))
+    assert download.status_code == 200 and download.content[:4] == b"fLaC"
+    assert list(worker_tmp.iterdir()) == []  # the worker's temp dir is gone
+
+
+def test_multipart_ingest_stores_the_upload_in_the_bucket(
+    client: TestClient, repository: JobRepository, s3_storage: S3Storage, tmp_path: Path, worker_tmp: Path
+) -> None:
+    with SPEECH.open("rb") as handle:
+        response = client.post("/api/audio/ingest", files={"file": ("speech.wav", handle, "audio/wav")})
+    assert response.status_code == 202, response.text
+    job_id = response.json()["data"]["jobId"]
+    assert s3_storage.exists(repository.get(job_id).params["storageKey"])
+    Worker(repository, s3_storage, Settings(data_dir=tmp_path)).run(until_idle=True)
+    assert repository.get(job_id).status == "complete"
+    assert list(worker_tmp.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("key", "status", "message"),
+    [
+        ("assets/0123/prepared.flac", 422, "handed out by POST /api/storage/upload"),
+        ("direct-uploads/" + "0" * 32 + "/original.wav", 422, "nothing was uploaded"),
+        ("../etc/passwd", 422, "handed out"),
+    ],
+)
+def test_ingest_by_key_refuses_keys_not_handed_out_or_not_uploaded(
+    client: TestClient, repository: JobRepository, key: str, status: int, message: str
+) -> None:
+    response = _ingest_key(client, key)
+    assert response.status_code == status, response.text
+    assert message in response.json()["error"]
+    assert repository.store.head_position() == 0
+
+
+def test_local_storage_has_no_upload_urls(repository: JobRepository, tmp_path: Path) -> None:
+    app = create_app(repository, LocalStorage(tmp_path / "storage"), Settings(data_dir=tmp_path))
+    with TestClient(app) as client:
+        response = client.post("/api/storage/upload", json={"filename": "a.wav"})
+    assert response.status_code == 501
+    assert "multipart/form-data" in response.json()["error"]
+
+
+def test_failed_job_leaves_no_temp_files_and_no_output(
+    client: TestClient, repository: JobRepository, s3_storage: S3Storage, tmp_path: Path, worker_tmp: Path
+) -> None:
+    key = _direct_upload(client, b"RIFF this is not audio at all" * 100)
+    job_id = _ingest_key(client, key).json()["data"]["jobId"]
+    Worker(repository, s3_storage, Settings(data_dir=tmp_path)).run(until_idle=True)
+    assert repository.get(job_id).status == "failed"
+    assert list(worker_tmp.iterdir()) == []
+    assert s3_storage.delete_prefix("assets/") == 0
+
+
+def test_cancelled_job_leaves_no_temp_files_and_no_output(
+    client: TestClient, repository: JobRepository, s3_storage: S3Storage, tmp_path: Path, worker_tmp: Path
+) -> None:
+    key = _direct_upload(client, SPEECH.read_bytes())
+    job_id = _ingest_key(client, key).json()["data"]["jobId"]
+    settings = Settings(data_dir=tmp_path, ffmpeg_readrate=1.0, poll_interval_s=0.05, kill_grace_s=2.0)
+    worker = Worker(repository, s3_storage, settings)
+    worker.start()
+    try:
+        wait_for(lambda: repository.get(job_id).stage == "measuring", what="the measuring pass")
+        assert len(list(worker_tmp.iterdir())) == 1  # the job's temp dir, holding the downloaded input
+        assert client.post(f"/api/audio/jobs/{job_id}/cancel").status_code in (200, 202)
+        wait_for(lambda: repository.get(job_id).status == "cancelled", what="the cancel")
+        wait_for(lambda: job_id in worker.finished, what="the job thread to end")
+    finally:
+        worker.stop(30)
+    assert list(worker_tmp.iterdir()) == []
+    assert s3_storage.delete_prefix("assets/") == 0
+    assert not os.listdir(worker_tmp)
