@@ -37,9 +37,9 @@ from typing import Literal
 from jobtape import errors
 
 __all__ = [
+    "MAX_URL_LENGTH",
     "METADATA_ADDRESSES",
     "METADATA_HOSTS",
-    "MAX_URL_LENGTH",
     "SOURCE_TYPES",
     "YOUTUBE_HOSTS",
     "CheckedSource",

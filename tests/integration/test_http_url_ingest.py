@@ -62,7 +62,7 @@ def loopback_server() -> Iterator[tuple[str, list[str]]]:
             requested.append(self.path)
             self.send_error(404)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -118,18 +118,18 @@ REFUSALS = {
     ),
     "youtube source, other host": (
         {"sourceType": "youtube", "url": "https://vimeo.com/1", "rightsAttested": True},
-        422, "url host 'vimeo.com' is not a YouTube address (youtube.com, youtu.be, youtube-nocookie.com);"
-        ' use sourceType "url" for other sites',
+        422, ("url host 'vimeo.com' is not a YouTube address (youtube.com, youtu.be, youtube-nocookie.com);"
+              ' use sourceType "url" for other sites'),
     ),
     "unknown source type": (
         {"sourceType": "ftp", "url": "https://media.example/a.mp3", "rightsAttested": True},
-        422, "invalid ingest body: Invalid enum value 'ftp' - at `$.sourceType`; send "
-        '{"sourceType": "url" | "youtube", "url": "https://...", "rightsAttested": true}',
+        422, ("invalid ingest body: Invalid enum value 'ftp' - at `$.sourceType`; send "
+              '{"sourceType": "url" | "youtube", "url": "https://...", "rightsAttested": true}'),
     ),
     "no url": (
         {"sourceType": "url", "rightsAttested": True},
-        422, "invalid ingest body: Object missing required field `url`; send "
-        '{"sourceType": "url" | "youtube", "url": "https://...", "rightsAttested": true}',
+        422, ("invalid ingest body: Object missing required field `url`; send "
+              '{"sourceType": "url" | "youtube", "url": "https://...", "rightsAttested": true}'),
     ),
     "malformed json": (
         b'{"sourceType": "url",',

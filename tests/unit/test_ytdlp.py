@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ def test_argv_runs_the_module_with_limits_and_machine_readable_output(tmp_path: 
 
     assert argv[:3] == ["/venv/bin/python", "-m", "yt_dlp"]
     assert argv[-2:] == ["--", "https://example.org/a.mp3"]  # a URL never reads as an option
-    pairs = dict(zip(argv, argv[1:], strict=False))
+    pairs = dict(itertools.pairwise(argv))
     assert (pairs["-f"], pairs["--max-filesize"], pairs["--ffmpeg-location"]) == ("bestaudio/best", "1234", "/opt/ffmpeg")
     assert pairs["--progress-template"].startswith("download:" + ytdlp.PROGRESS_PREFIX)
     assert pairs["--print-to-file"].startswith("after_move:")
@@ -70,8 +71,8 @@ def test_skipped_for_size_is_read_from_stdout() -> None:
         ("ERROR: unable to download video data: HTTP Error 429: Too Many Requests", "the site answered HTTP 429", True),
         ("WARNING: [generic] Falling back on generic information extractor\nERROR: Unsupported URL: http://h/about.html",
          "no audio or video found at the URL", False),
-        ("ERROR: [generic] x: Unable to download webpage: HTTPConnection(host='h', port=1): Failed to establish a new"
-         " connection: [Errno 111] Connection refused", "network error while downloading: [generic] x:", True),
+        (("ERROR: [generic] x: Unable to download webpage: HTTPConnection(host='h', port=1): Failed to establish a new"
+          " connection: [Errno 111] Connection refused"), "network error while downloading: [generic] x:", True),
         ("ERROR: [youtube] abc: Video unavailable", "the download failed: [youtube] abc: Video unavailable", False),
         ("Traceback (most recent call last):\n  ...", "the download failed: yt-dlp exited with status 1", False),
     ],
