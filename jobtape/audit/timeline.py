@@ -35,7 +35,7 @@ class StageSpan(msgspec.Struct, kw_only=True):
 
     Attributes:
         stage: the stage name, or ``queued`` / ``cancelling`` (see the module docstring).
-        attempt: the attempt it belongs to (0 for ``queued`` before the first claim).
+        attempt: the attempt it belongs to (0 for ``queued``: waiting belongs to no attempt).
         worker_id: the worker that ran it (``None`` for ``queued``).
         started_at: UTC time the stage began.
         ended_at: UTC time it ended (``None``: still running at the last event).
