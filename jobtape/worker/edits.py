@@ -1,0 +1,173 @@
+"""The edit pipelines: render a recipe as a preview (MP3) or save it as a new asset (FLAC).
+
+Job params (written by ``jobtape.http.edits``)::
+
+    {"recipe": {<canonical recipe, camelCase>}, "recipeHash": "<sha256 hex>",
+     "sourceKey": "assets/<assetId>/prepared.flac"}
+
+Stages (``job.stage_changed``; progress 0-100 within the stage where ffmpeg reports it):
+
+- preview: ``fetching`` → ``measuring`` (only with ``targetLufs``) → ``rendering``
+  (128 kbps MP3) → ``storing`` (``previews/{recipeHash}.mp3``).
+  Result ``{previewKey, recipeHash, durationSec, assetId, cacheHit: false}``.
+- save: ``fetching`` → ``measuring`` (only with ``targetLufs``) → ``rendering`` (FLAC
+  48 kHz) → ``analyzing`` (loudness of the result) → ``storing``
+  (``assets/{newAssetId}/prepared.flac``). Result ``{assetId, preparedKey, durationSec,
+  sampleRate, channels, outputLoudness, recipe, recipeHash, sourceAssetId}``; the
+  ``assets`` projection adds the new asset in the completion's batch.
+
+Every ffmpeg run goes through :meth:`JobContext.run_child`, so cancellation kills it and
+the log records ``child_started`` / ``child_exited``, as for ingest.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from pathlib import Path
+from typing import Any
+
+from jobtape import errors
+from jobtape.config import Settings
+from jobtape.recipes import CanonicalRecipe
+from jobtape.storage.base import Storage
+from jobtape.worker import media, render
+from jobtape.worker.context import JobContext
+
+__all__ = ["preview", "preview_key", "save"]
+
+
+def preview_key(recipe_hash: str) -> str:
+    """The storage key of a recipe's preview: ``previews/{recipeHash}.mp3``."""
+    return f"previews/{recipe_hash}.mp3"
+
+
+def _ffmpeg(context: JobContext, argv: list[str], duration_sec: float, name: str) -> str:
+    parser = media.ProgressParser(duration_sec)
+
+    def on_line(line: str) -> None:
+        percent = parser.feed(line)
+        if percent is not None:
+            context.progress(percent)
+
+    outcome = context.run_child(argv, on_line=on_line, name=name)
+    if outcome.returncode != 0:
+        raise errors.MediaError(f"ffmpeg {name} failed with exit status {outcome.returncode}", media.stderr_tail(outcome.stderr))
+    return outcome.stderr
+
+
+def _probe(context: JobContext, path: Path, name: str) -> media.MediaInfo:
+    argv = [media.ffmpeg_executable(), "-hide_banner", "-nostdin", "-i", str(path), "-t", "0", "-f", "null", "-"]
+    return media.parse_probe(context.run_child(argv, name=name).stderr)
+
+
+def _fetch(context: JobContext, storage: Storage, key: str) -> Path:
+    context.stage("fetching")
+    local = storage.local_path(key)
+    if local is not None and local.exists():
+        return local
+    target = context.workdir / "source.flac"
+    try:
+        storage.get_to_file(key, target)
+    except errors.BlobNotFound as exc:
+        raise errors.MediaError(f"the source asset's audio is missing from storage: {exc.key}") from exc
+    return target
+
+
+def _render(
+    context: JobContext, source: Path, output: Path, recipe: CanonicalRecipe, output_format: render.OutputFormat,
+    settings: Settings,
+) -> media.LoudnormMeasurement | None:
+    """Stages ``measuring`` (with targetLufs) and ``rendering``; returns loudnorm's output JSON, if any."""
+    measured = None
+    if recipe.target_lufs is not None:
+        context.stage("measuring")
+        measured = media.parse_loudnorm_json(
+            _ffmpeg(context, render.measure_argv(source, recipe, settings.target_true_peak_db), recipe.length_sec, "measure")
+        )
+    context.stage("rendering")
+    argv = render.render_argv(source, output, recipe, output_format, measured, settings.target_true_peak_db)
+    stderr = _ffmpeg(context, argv, recipe.length_sec, "render")
+    if measured is None or measured.silent:
+        return None
+    return media.parse_loudnorm_json(stderr)
+
+
+def _params(context: JobContext) -> tuple[CanonicalRecipe, str, str]:
+    params = context.params
+    try:
+        return CanonicalRecipe.from_json_dict(params["recipe"]), str(params["recipeHash"]), str(params["sourceKey"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise errors.MediaError(f"the job's params are not an edit recipe: {exc!r}") from exc
+
+
+def preview(context: JobContext, storage: Storage, settings: Settings) -> dict[str, Any]:
+    """Render a 128 kbps MP3 preview of the recipe; see the module docstring.
+
+    Raises:
+        errors.MediaError: the source is missing or ffmpeg failed (the job fails).
+    """
+    recipe, recipe_hash, source_key = _params(context)
+    source = _fetch(context, storage, source_key)
+    output = context.workdir / "preview.mp3"
+    _render(context, source, output, recipe, "mp3", settings)
+    info = _probe(context, output, "probe-output")
+    context.stage("storing")
+    key = preview_key(recipe_hash)
+    if not storage.exists(key):  # a concurrent render of the same recipe may own it already
+        context.written_keys.append(key)
+    storage.put_file(key, output)
+    return {
+        "previewKey": key,
+        "recipeHash": recipe_hash,
+        "durationSec": round(info.duration_sec, 3),
+        "assetId": recipe.asset_id,
+        "cacheHit": False,
+    }
+
+
+def _loudness(measurement: media.LoudnormMeasurement, prefix: str) -> dict[str, float | None]:
+    values = {
+        "integratedLufs": getattr(measurement, f"{prefix}_i"),
+        "truePeakDb": getattr(measurement, f"{prefix}_tp"),
+        "lra": getattr(measurement, f"{prefix}_lra"),
+    }
+    return {key: (round(value, 2) if math.isfinite(value) else None) for key, value in values.items()}
+
+
+def save(context: JobContext, storage: Storage, settings: Settings) -> dict[str, Any]:
+    """Render the recipe as FLAC 48 kHz and store it as a new asset; see the module docstring.
+
+    Raises:
+        errors.MediaError: the source is missing or ffmpeg failed (the job fails).
+    """
+    recipe, recipe_hash, source_key = _params(context)
+    source = _fetch(context, storage, source_key)
+    output = context.workdir / "prepared.flac"
+    applied = _render(context, source, output, recipe, "flac", settings)
+    info = _probe(context, output, "probe-output")
+    if applied is not None:
+        loudness = _loudness(applied, "output")
+    else:
+        context.stage("analyzing")
+        target = media.Target(integrated_lufs=settings.target_lufs, true_peak_db=settings.target_true_peak_db)
+        loudness = _loudness(
+            media.parse_loudnorm_json(_ffmpeg(context, media.loudnorm_measure_argv(output, target), info.duration_sec, "analyze")),
+            "input",
+        )
+    context.stage("storing")
+    asset_id = uuid.uuid4().hex
+    key = f"assets/{asset_id}/prepared.flac"
+    context.written_keys.append(key)
+    storage.put_file(key, output)
+    return {
+        "assetId": asset_id,
+        "preparedKey": key,
+        "durationSec": round(info.duration_sec, 3),
+        "sampleRate": info.sample_rate,
+        "channels": info.channels,
+        "outputLoudness": loudness,
+        "recipe": recipe.to_json_dict(),
+        "recipeHash": recipe_hash,
+        "sourceAssetId": recipe.asset_id,
+    }
