@@ -78,6 +78,11 @@ class Settings:
             ``AWS_SECRET_ACCESS_KEY`` (``R2_ACCESS_KEY_ID`` / ``R2_SECRET_ACCESS_KEY`` for r2).
         download_url_ttl_s: lifetime of presigned download URLs, in seconds; default 7 days.
         upload_url_ttl_s: lifetime of presigned upload URLs, in seconds; default 1 hour.
+        max_active_jobs: per-owner limit of active (pending or processing) jobs; the next
+            create is refused with 429. Env ``JOBTAPE_MAX_ACTIVE_JOBS``; default 5.
+        signing_secret: HMAC-SHA256 key of the local backend's signed download URLs (>= 32
+            bytes). Env ``JOBTAPE_SIGNING_SECRET``; ``None`` (default): a random secret is
+            generated once and kept in ``data_dir/signing-secret`` (mode 0600).
     """
 
     data_dir: Path = Path("var")
@@ -110,6 +115,8 @@ class Settings:
     s3_secret_access_key: str | None = dataclasses.field(default=None, repr=False)
     download_url_ttl_s: int = 7 * 24 * 3600
     upload_url_ttl_s: int = 3600
+    max_active_jobs: int = 5
+    signing_secret: str | None = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.job_store_backend not in JOB_STORE_BACKENDS:
@@ -157,6 +164,8 @@ class Settings:
             ("ffmpeg_readrate", "JOBTAPE_FFMPEG_READRATE", float),
             ("allow_private_urls", "JOBTAPE_ALLOW_PRIVATE_URLS", _flag),
             ("max_download_bytes", "JOBTAPE_MAX_DOWNLOAD_BYTES", int),
+            ("max_active_jobs", "JOBTAPE_MAX_ACTIVE_JOBS", int),
+            ("signing_secret", "JOBTAPE_SIGNING_SECRET", str),
         ):
             if var in env:
                 try:

@@ -19,6 +19,7 @@ from jobtape.eventlog.sqlite import SQLiteBackend
 from jobtape.eventlog.store import EventStore, SQLBackend
 from jobtape.projections.repository import AppendResult, JobRepository
 from jobtape.storage.base import Storage
+from jobtape.storage import local, signing
 from jobtape.storage.local import LocalStorage
 
 __all__ = [
@@ -44,7 +45,11 @@ def _libsql(settings: Settings) -> SQLBackend:
 
 
 def _local(settings: Settings) -> Storage:
-    return LocalStorage(settings.storage_root)
+    if settings.signing_secret:
+        secret = settings.signing_secret.encode()
+    else:
+        secret = local.load_or_create_secret(settings.data_dir / local.SECRET_FILE_NAME)
+    return LocalStorage(settings.storage_root, signing.URLSigner(secret))
 
 
 def _s3(settings: Settings) -> Storage:
