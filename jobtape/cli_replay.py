@@ -123,6 +123,9 @@ def archive(older_than: str, path: Path, data_dir: Path, as_json: bool) -> None:
         report = retention.archive(store, cutoff=clock.utcnow() - age, path=path, actor=actor)
     except ConstraintViolation as exc:
         raise click.ClickException(f"archive refused, nothing was removed: {exc.detail}") from exc
+    except errors.InvalidExport as exc:
+        raise click.ClickException(f"archive refused, nothing was removed: the log fails the export checks"
+                                   f" (run `jobtape verify`): {exc.message}") from exc
     finally:
         store.close()
     if as_json:

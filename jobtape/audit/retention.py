@@ -3,7 +3,8 @@
 :func:`archive` exports the jobs' whole streams to a file (JSON Lines, see
 :mod:`jobtape.audit.exchange`) and then, in ONE batch, inserts an ``archives`` row (who,
 when, the cutoff, the file name, the file's sha256, counts), one ``archived_jobs`` row per
-job, and deletes their events and ``jobs`` rows. The guards are in SQL (migration
+job, and deletes their events and their rows in every projection (``jobs``, ``assets``,
+``previews``: an archived ingest's asset leaves the ``assets`` table with it). The guards are in SQL (migration
 ``0004_archives``): ``events_no_delete`` refuses a DELETE unless the job is listed in
 ``archived_jobs`` up to that position, and ``archived_jobs_finished_only`` refuses a job
 that is not finished or gained events since the export. ``archives`` and
@@ -21,11 +22,16 @@ import os
 import uuid
 from pathlib import Path
 
-from jobtape import clock
+from jobtape import clock, errors
 from jobtape.audit import exchange, replay
 from jobtape.eventlog.store import EventStore, Statement
+from jobtape.projections import registry
 
-__all__ = ["ArchiveReport", "archive", "list_archives"]
+__all__ = ["ArchiveReport", "JOB_COLUMNS", "archive", "list_archives"]
+
+#: Projection table -> the column naming the job its rows were folded from (every table of
+#: :data:`jobtape.projections.registry.PROJECTIONS` must be listed: their rows go with the job).
+JOB_COLUMNS = {"jobs": "job_id", "assets": "origin_job_id", "previews": "job_id"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,8 +78,12 @@ def archive(store: EventStore, *, cutoff: dt.datetime, path: Path, actor: str) -
         report = replay.export(store, out, job_ids) if job_ids else replay.ExportReport(0, 0, {})
         out.flush()
         os.fsync(out.fileno())
-    with temporary.open(encoding="utf-8") as written:
-        exchange.check_export(written)  # a broken hash chain or gap: refuse before removing anything
+    try:
+        with temporary.open(encoding="utf-8") as written:
+            exchange.check_export(written)  # a broken hash chain or gap: refuse before removing anything
+    except errors.InvalidExport:
+        temporary.unlink()
+        raise
     temporary.replace(path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if not job_ids:
@@ -93,8 +103,9 @@ def archive(store: EventStore, *, cutoff: dt.datetime, path: Path, actor: str) -
         for job_id, count in sorted(report.events_per_job.items())
     ]
     listed = "SELECT job_id FROM archived_jobs WHERE archive_id = ?"
-    statements += [Statement(f"DELETE FROM events WHERE job_id IN ({listed})", (archive_id,)),
-                   Statement(f"DELETE FROM jobs WHERE job_id IN ({listed})", (archive_id,))]
+    statements.append(Statement(f"DELETE FROM events WHERE job_id IN ({listed})", (archive_id,)))
+    statements += [Statement(f"DELETE FROM {p.table} WHERE {JOB_COLUMNS[p.table]} IN ({listed})", (archive_id,))
+                   for p in registry.PROJECTIONS]
     store.backend.execute_batch(statements)
     return ArchiveReport(archive_id, report.jobs, report.events, path, digest, cutoff)
 

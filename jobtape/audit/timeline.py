@@ -1,10 +1,11 @@
 """A job's history summarised: attempts, time in each stage, who ran which child (pure).
 
 Built from one stream's recorded events in version order. Besides the pipeline's own
-stages (``job.stage_changed``) two spans are named here: ``queued`` (from creation, or
-from a return to pending, until the next claim) and ``cancelling`` (from a cancel request
-on a running job until the worker confirms with ``job.cancelled``). Durations are in
-seconds, from the events' ``recorded_at``.
+stages (``job.stage_changed``) three spans are named here: ``queued`` (from creation, or
+from a return to pending, until the next claim), ``claimed`` (from the claim until the
+pipeline's first stage) and ``cancelling`` (from a cancel request on a running job until
+the worker confirms with ``job.cancelled``). So the spans of a finished job cover its
+whole life. Durations are in seconds, from the events' ``recorded_at``.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class StageSpan(msgspec.Struct, kw_only=True):
     """Time spent in one stage.
 
     Attributes:
-        stage: the stage name, or ``queued`` / ``cancelling`` (see the module docstring).
+        stage: the stage name, or ``queued`` / ``claimed`` / ``cancelling`` (see the module docstring).
         attempt: the attempt it belongs to (0 for ``queued``: waiting belongs to no attempt).
         worker_id: the worker that ran it (``None`` for ``queued``).
         started_at: UTC time the stage began.
@@ -170,7 +171,7 @@ class _Builder:
             case ev.JobClaimed(worker_id=worker_id, attempt=attempt):
                 self.attempt = Attempt(attempt=attempt, worker_id=worker_id, claimed_at=at)
                 self.timeline.attempts.append(self.attempt)
-                self._close_stage(at)
+                self._open_stage("claimed", at, worker_id)
             case ev.JobStageChanged(stage=stage):
                 self._open_stage(stage, at, item.actor)
             case ev.JobCancelRequested():

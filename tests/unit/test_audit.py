@@ -201,13 +201,14 @@ def test_timeline_splits_a_job_into_attempts_stages_and_children() -> None:
     assert [(a.attempt, a.worker_id, a.outcome, a.duration_s) for a in summary.attempts] == [
         (1, "w:1:1", "lease_expired", 3.0), (2, "w:2:1", "completed", 2.0)]
     assert [(s.stage, s.attempt, s.duration_s) for s in summary.stages] == [
-        ("queued", 0, 1.0), ("probing", 1, 2.0), ("queued", 0, 1.0), ("probing", 2, 1.0)]
+        ("queued", 0, 1.0), ("claimed", 1, 1.0), ("probing", 1, 2.0), ("queued", 0, 1.0), ("claimed", 2, 1.0),
+        ("probing", 2, 1.0)]
     assert [(c.pid, c.program, c.stage, c.orphaned) for c in summary.children] == [(7, "ffmpeg", "probing", True)]
     assert (summary.status, summary.total_s) == ("complete", 7.0)
     computed = stats.compute([summary, summary])
     assert [(s.job_type, s.status, s.jobs) for s in computed.statuses] == [("ingest", "complete", 2)]
     assert [(d.stage, d.count, d.max_s) for d in computed.durations] == [
-        ("queued", 4, 1.0), ("probing", 4, 2.0), (stats.TOTAL, 2, 7.0)]
+        ("queued", 4, 1.0), ("claimed", 4, 1.0), ("probing", 4, 2.0), (stats.TOTAL, 2, 7.0)]
 
 
 def test_jobs_as_of_gives_queue_positions_of_the_pending_jobs() -> None:

@@ -1,0 +1,81 @@
+"""Builds an event log from real jobs: real ingests by the real Worker on real recordings.
+
+Used by the audit tests and to produce the sessions in docs/audit.md
+(``python tests/integration/audit_log.py DATA_DIR``). Jobs:
+
+- ``speech``, ``short``, ``video``: ingests that complete (media/speech_ljspeech.wav,
+  media/awkward_short_id3v1.mp3, media/video_friday.mp4);
+- ``cancelled``: an ingest of media/music_strings.ogg read at real time, cancelled while
+  its loudnorm ffmpeg runs;
+- ``failed``: an ingest of a corrupt file (random bytes named .mp3).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from jobtape import runtime
+from jobtape.config import Settings
+from jobtape.eventlog import events as ev
+from jobtape.projections.repository import JobRepository
+from jobtape.storage import LocalStorage
+from jobtape.worker.runner import Worker
+
+MEDIA = Path(__file__).resolve().parents[2] / "media"
+
+
+def _upload(repository: JobRepository, storage: LocalStorage, source: Path) -> str:
+    job_id = os.urandom(16).hex()
+    key = f"ingest-uploads/{job_id}/original{source.suffix}"
+    storage.put_file(key, source)
+    params = {"sourceType": "upload", "storageKey": key, "originalFilename": source.name}
+    return repository.create("ingest", params, job_id=job_id).state.job_id
+
+
+def _wait_for(predicate: Callable[[], object], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def build_real_log(data_dir: Path) -> dict[str, str]:
+    """Run the jobs described in the module docstring; return ``{name: job_id}``."""
+    settings = Settings(data_dir=data_dir)
+    repository = runtime.open_repository(settings)
+    storage = LocalStorage(settings.storage_root)
+    try:
+        corrupt = data_dir / "corrupt.mp3"
+        corrupt.write_bytes(os.urandom(64 * 1024))
+        ids = {name: _upload(repository, storage, source) for name, source in (
+            ("speech", MEDIA / "speech_ljspeech.wav"),
+            ("short", MEDIA / "awkward_short_id3v1.mp3"),
+            ("video", MEDIA / "video_friday.mp4"),
+            ("failed", corrupt),
+        )}
+        Worker(repository, storage, settings, worker_id="audit-host:100:1").run(until_idle=True)
+        ids["cancelled"] = job_id = _upload(repository, storage, MEDIA / "music_strings.ogg")
+        slow = Settings(data_dir=data_dir, ffmpeg_readrate=1.0, poll_interval_s=0.05, kill_grace_s=2.0)
+        worker = Worker(repository, storage, slow, worker_id="audit-host:200:1")
+        worker.start()
+        try:
+            _wait_for(lambda: any(isinstance(r.event, ev.JobChildStarted) and "loudnorm" in " ".join(r.event.argv)
+                                  for r in repository.store.read_stream(job_id)), 60, "the loudnorm pass to start")
+            repository.execute(job_id, lambda state: [ev.JobCancelRequested(reason="operator: wrong file")],
+                               actor="api")
+            _wait_for(lambda: repository.get(job_id).finished, 30, "job.cancelled")
+        finally:
+            worker.stop()
+        return ids
+    finally:
+        repository.store.close()
+
+
+if __name__ == "__main__":
+    for name, job in build_real_log(Path(sys.argv[1])).items():
+        print(name, job)
