@@ -149,9 +149,12 @@ def _embedded_app(settings: Settings, worker_count: int) -> tuple[Any, JobReposi
 @click.option("--max-upload-bytes", type=click.IntRange(min=1), default=Settings.max_upload_bytes,
               envvar="JOBTAPE_MAX_UPLOAD_BYTES", show_envvar=True, show_default=True,
               help="Largest accepted upload, in bytes.")
+@click.option("--max-active-jobs", type=click.IntRange(min=1), default=Settings.max_active_jobs,
+              envvar="JOBTAPE_MAX_ACTIVE_JOBS", show_envvar=True, show_default=True,
+              help="Per-owner (X-Client-Id) limit of pending + processing jobs; the next POST gets 429.")
 @worker_settings_options
 def serve(host: str, port: int, data_dir: Path, poll_interval_s: float, concurrency: int, worker_count: int,
-          max_upload_bytes: int, allow_private_urls: bool, max_download_bytes: int,
+          max_upload_bytes: int, max_active_jobs: int, allow_private_urls: bool, max_download_bytes: int,
           worker_settings: dict[str, Any]) -> None:
     """Serve the HTTP API (with embedded workers unless --workers 0) until Ctrl-C.
 
@@ -161,7 +164,8 @@ def serve(host: str, port: int, data_dir: Path, poll_interval_s: float, concurre
     import uvicorn
 
     settings = _settings(data_dir=data_dir, poll_interval_s=poll_interval_s, concurrency=concurrency,
-                        max_upload_bytes=max_upload_bytes, allow_private_urls=allow_private_urls,
+                        max_upload_bytes=max_upload_bytes, max_active_jobs=max_active_jobs,
+                        allow_private_urls=allow_private_urls,
                         max_download_bytes=max_download_bytes, **worker_settings)
     app, repository = _embedded_app(settings, worker_count)
     try:
@@ -276,14 +280,14 @@ def history(job_id: str, data_dir: Path, as_json: bool) -> None:
 
 
 def _difference_table(differences: Sequence[rebuild_projection.RowDifference]) -> Table:
-    table = Table("job", "column", "live", "rebuilt", title="differences")
+    table = Table("table", "row", "column", "live", "rebuilt", title="differences")
     for item in differences:
         if item.column == "*":
-            live = "(missing)" if item.live is None else f"row ({item.live['status']})"
-            rebuilt = "(no events)" if item.rebuilt is None else f"row ({item.rebuilt['status']})"
+            live = "(missing)" if item.live is None else f"row ({item.live.get('status', 'present')})"
+            rebuilt = "(no events)" if item.rebuilt is None else f"row ({item.rebuilt.get('status', 'present')})"
         else:
             live, rebuilt = _short(repr(item.live), 60), _short(repr(item.rebuilt), 60)
-        table.add_row(item.job_id, item.column, escape(live), escape(rebuilt))
+        table.add_row(item.table, item.job_id, item.column, escape(live), escape(rebuilt))
     return table
 
 
@@ -292,7 +296,7 @@ def _difference_table(differences: Sequence[rebuild_projection.RowDifference]) -
 @click.option("--verify", is_flag=True, help="Only compare (off by default): print the differences, change nothing,"
               " exit 1 if there are any.")
 def rebuild(data_dir: Path, verify: bool) -> None:
-    """Recompute the jobs projection from the event log and replace it (or just verify it).
+    """Recompute every projection (jobs, assets, previews) from the event log and replace it (or just verify).
 
     Exits 1 when --verify finds differences, or when a stored event cannot be folded
     (the error names the job and the position).
@@ -310,7 +314,7 @@ def rebuild(data_dir: Path, verify: bool) -> None:
         raise click.ClickException(f"the event log cannot be folded: {exc}") from exc
     finally:
         store.close()
-    outcome = "the jobs table was replaced" if report.applied else "nothing was changed"
+    outcome = "the jobs table was replaced (and assets, previews)" if report.applied else "nothing was changed"
     console.print(f"rebuilt {report.jobs_rebuilt} jobs from {report.events_read} events;"
                   f" {len(report.differences)} differences; {outcome}")
     if report.differences:
