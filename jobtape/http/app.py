@@ -9,6 +9,10 @@ Routes::
     POST /api/audio/jobs/{jobId}/cancel     request cancellation
     GET  /api/audio/jobs/{jobId}/events     the job's event stream (?asOf= for a past moment)
     GET  /api/audio/jobs/{jobId}/stream     the job's live progress as Server-Sent Events
+    POST /api/audio/edit/preview            recipe -> 202 preview job (complete at once on a cache hit)
+    POST /api/audio/edit/save               recipe -> 202 save job (a new asset)
+    GET  /api/audio/edit/preview/{jobId}/audio  the preview MP3 (Range) or {downloadUrl}
+    GET  /api/storage/download              a signed download link (local storage; Range)
     GET  /schema/openapi.json               the OpenAPI document
 
 The application holds no global state: the repository, storage and settings passed to
@@ -28,7 +32,7 @@ from litestar.openapi import OpenAPIConfig
 from jobtape import __version__
 from jobtape.config import Settings
 from jobtape.http import errors as http_errors
-from jobtape.http import direct_upload, ingest, jobs, schemas, stream
+from jobtape.http import direct_upload, downloads, edits, ingest, jobs, schemas, stream
 from jobtape.projections.repository import JobRepository
 from jobtape.storage import Storage
 
@@ -76,7 +80,8 @@ def create_app(
     """
     return Litestar(
         route_handlers=[health, ingest.ingest_upload, jobs.get_job, jobs.cancel_job, jobs.list_job_events, stream.stream_job,
-                        direct_upload.request_upload],
+                        direct_upload.request_upload, edits.preview_edit, edits.save_edit, edits.preview_audio,
+                        downloads.download],
         dependencies={
             "repository": _provide(repository),
             "storage": _provide(storage),

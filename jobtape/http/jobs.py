@@ -20,9 +20,11 @@ from litestar.params import PathParameter, QueryParameter
 
 from jobtape import errors
 from jobtape.eventlog import events as ev
-from jobtape.http import history, schemas
+from jobtape.config import Settings
+from jobtape.http import downloads, history, schemas
 from jobtape.projections import state as job_state
 from jobtape.projections.repository import JobRepository
+from jobtape.storage.base import Storage
 
 __all__ = ["cancel_job", "check_job_id", "get_job", "list_job_events", "to_event_view", "to_job_view"]
 
@@ -90,8 +92,17 @@ def to_event_view(recorded: ev.RecordedEvent) -> schemas.EventView:
     responses={400: _BAD_ID, 404: _NOT_FOUND, 422: _BAD_AS_OF},
     tags=["jobs"],
 )
-def get_job(job_id: JobIdPath, repository: NamedDependency[JobRepository], as_of: AsOfQuery = None) -> schemas.JobView:
+def get_job(
+    job_id: JobIdPath,
+    repository: NamedDependency[JobRepository],
+    storage: NamedDependency[Storage],
+    settings: NamedDependency[Settings],
+    as_of: AsOfQuery = None,
+) -> schemas.JobView:
     """Return the job's current state, or its state at ``asOf``.
+
+    A complete job whose result holds a storage key gets ``downloadUrl`` (seed 001), valid
+    ``settings.download_url_ttl_s`` seconds; a failure to sign only leaves it out.
 
     Raises:
         ClientException: 400, malformed job id.
@@ -99,10 +110,13 @@ def get_job(job_id: JobIdPath, repository: NamedDependency[JobRepository], as_of
         errors.InvalidTimeSpec: 422, ``asOf`` is not a time.
     """
     if as_of is not None:
-        return to_job_view(*history.state_as_of(repository.store, check_job_id(job_id), history.parse_as_of(as_of)))
-    state = repository.get(check_job_id(job_id))
-    position = repository.queue_position(job_id) if state.status == "pending" else None
-    return to_job_view(state, position)
+        state, position = history.state_as_of(repository.store, check_job_id(job_id), history.parse_as_of(as_of))
+    else:
+        state = repository.get(check_job_id(job_id))
+        position = repository.queue_position(job_id) if state.status == "pending" else None
+    view = to_job_view(state, position)
+    url = downloads.download_url_for(state, storage, settings.download_url_ttl_s)
+    return msgspec.structs.replace(view, download_url=url) if url is not None else view
 
 
 class _AlreadyTerminalError(Exception):

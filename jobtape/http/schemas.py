@@ -23,6 +23,7 @@ __all__ = [
     "IngestResponse",
     "IngestUrlRequest",
     "JobView",
+    "PreviewLink",
     "TerminalConflict",
 ]
 
@@ -78,7 +79,7 @@ class IngestResponse(_Wire, kw_only=True):
     data: IngestAccepted
 
 
-class JobView(_Wire):
+class JobView(_Wire, omit_defaults=True):
     """What a poll returns (seed 002), without an envelope.
 
     Attributes:
@@ -92,6 +93,9 @@ class JobView(_Wire):
         error: the failure message once ``failed``, else ``None``.
         created_at: UTC time of the job's first event.
         updated_at: UTC time of the job's latest event.
+        download_url: once ``complete`` with a storage key in ``result`` (``previewKey`` or
+            ``preparedKey``), a time-limited URL of that file (seed 001); absent otherwise,
+            or when no link could be made (the poll never fails for it).
     """
 
     job_id: str
@@ -104,6 +108,13 @@ class JobView(_Wire):
     error: str | None
     created_at: dt.datetime
     updated_at: dt.datetime
+    download_url: str | None = None
+
+
+class PreviewLink(_Wire):
+    """The preview audio route's answer when storage serves the file itself (S3): a signed URL."""
+
+    download_url: str
 
 
 class CancelAccepted(_Wire):

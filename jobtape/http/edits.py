@@ -1,0 +1,194 @@
+"""Edit routes: preview and save a recipe, fetch a preview's audio.
+
+``POST /api/audio/edit/preview`` and ``POST /api/audio/edit/save`` validate the recipe
+against its asset, read from the ``assets`` projection (never from storage), and create a
+job; no media work happens in the request. A preview whose recipe hash is in the
+``previews`` projection is created already complete (``job.created`` + ``job.completed``
+in one append, result ``cacheHit: true``). Two concurrent misses of one recipe render it
+twice into the same key; the cache is only an optimisation, so that race costs work, not
+correctness.
+
+The owner is the ``X-Client-Id`` header (default ``anonymous``). It is NOT a security
+boundary yet: any client can claim any id. It scopes the active-job quota (429).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Annotated, Any
+
+import anyio.to_thread
+from litestar import Request, Response, get, post
+from litestar.di import NamedDependency
+from litestar.exceptions import NotFoundException
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import HeaderParameter, JSONBody
+
+from jobtape import errors, recipes
+from jobtape.config import Settings
+from jobtape.eventlog import events as ev
+from jobtape.http import downloads, jobs, schemas
+from jobtape.projections import assets, previews
+from jobtape.projections.repository import JobRepository
+from jobtape.storage.base import Storage
+
+__all__ = ["ClientId", "create_edit_job", "owner_of", "preview_audio", "preview_edit", "save_edit"]
+
+#: The ``X-Client-Id`` header: the job's owner (not authenticated; see the module docstring).
+ClientId = Annotated[
+    str | None,
+    HeaderParameter(
+        name="X-Client-Id", required=False, max_length=200,
+        description="Job owner for the active-job quota (default 'anonymous'). Not authenticated: not a security boundary.",
+    ),
+]
+
+
+def owner_of(client_id: str | None) -> str:
+    """The owner named by an ``X-Client-Id`` header: its stripped text, or ``anonymous``."""
+    return (client_id or "").strip() or "anonymous"
+
+
+def _error(description: str) -> ResponseSpec:
+    return ResponseSpec(schemas.ErrorBody, description=description)
+
+
+_RESPONSES = {
+    202: ResponseSpec(schemas.IngestResponse, description="The job (status 'complete' for a cached preview)"),
+    400: _error("Malformed JSON or a field of the wrong type"),
+    404: _error('{"error": "Asset not found"}'),
+    422: _error("A recipe field is out of range for the asset; the message names the field"),
+    429: _error("The owner has the maximum number of active jobs; see Retry-After"),
+}
+
+
+def create_edit_job(
+    repository: JobRepository, settings: Settings, job_type: ev.JobType, recipe: recipes.Recipe, owner: str
+) -> tuple[str, str]:
+    """Validate ``recipe`` against its asset and create the ``preview`` or ``save`` job (blocking).
+
+    Returns:
+        ``(job_id, status)``; ``status`` is ``complete`` for a preview cache hit, else ``pending``.
+
+    Raises:
+        errors.AssetNotFound: no such asset in the projection (404).
+        errors.InvalidRecipe: a field is out of range (422, names the field).
+        errors.QuotaExceeded: the owner is at ``settings.max_active_jobs`` (429); nothing appended.
+    """
+    backend = repository.store.backend
+    asset = assets.select_asset(backend, recipe.asset_id)
+    if asset is None:
+        raise errors.AssetNotFound(recipe.asset_id)
+    canonical = recipes.validate(recipe, asset.duration_sec)
+    recipe_hash = recipes.recipe_hash(canonical)
+    params = {"recipe": canonical.to_json_dict(), "recipeHash": recipe_hash, "sourceKey": asset.storage_key}
+    extra: list[ev.Event] = []
+    if job_type == "preview":
+        cached = previews.select_preview(backend, recipe_hash)
+        if cached is not None:
+            extra.append(ev.JobCompleted(result={
+                "previewKey": cached.preview_key,
+                "recipeHash": recipe_hash,
+                "durationSec": cached.duration_sec,
+                "assetId": canonical.asset_id,
+                "cacheHit": True,
+                "renderedByJobId": cached.job_id,
+            }))
+    created = repository.create(
+        job_type, params, owner=owner, actor="api", extra_events=extra, max_active_jobs=settings.max_active_jobs
+    )
+    return created.state.job_id, created.state.status
+
+
+async def _create(
+    job_type: ev.JobType, data: recipes.Recipe, repository: JobRepository, settings: Settings, client_id: str | None
+) -> Response[schemas.IngestResponse]:
+    create = functools.partial(create_edit_job, repository, settings, job_type, data, owner_of(client_id))
+    job_id, status = await anyio.to_thread.run_sync(create)
+    return Response(schemas.IngestResponse(data=schemas.IngestAccepted(job_id=job_id, status=status)), status_code=202)
+
+
+@post(
+    "/api/audio/edit/preview",
+    status_code=202,
+    summary="Render a preview of an edit recipe",
+    description="Creates a 'preview' job rendering the recipe as a 128 kbps MP3 (previews/{recipeHash}.mp3). "
+    "When that recipe was rendered before, the job is created already complete (status 'complete').",
+    responses=_RESPONSES,
+    tags=["edit"],
+)
+async def preview_edit(
+    data: JSONBody[recipes.Recipe],
+    repository: NamedDependency[JobRepository],
+    settings: NamedDependency[Settings],
+    client_id: ClientId = None,
+) -> Response[schemas.IngestResponse]:
+    """Create a preview job (or a complete one from the cache).
+
+    Raises:
+        errors.AssetNotFound, errors.InvalidRecipe, errors.QuotaExceeded: see :func:`create_edit_job`.
+    """
+    return await _create("preview", data, repository, settings, client_id)
+
+
+@post(
+    "/api/audio/edit/save",
+    status_code=202,
+    summary="Save an edit recipe as a new asset",
+    description="Creates a 'save' job rendering the recipe at full quality (FLAC 48 kHz) as a new asset; "
+    "its result carries the new assetId and preparedKey.",
+    responses=_RESPONSES,
+    tags=["edit"],
+)
+async def save_edit(
+    data: JSONBody[recipes.Recipe],
+    repository: NamedDependency[JobRepository],
+    settings: NamedDependency[Settings],
+    client_id: ClientId = None,
+) -> Response[schemas.IngestResponse]:
+    """Create a save job.
+
+    Raises:
+        errors.AssetNotFound, errors.InvalidRecipe, errors.QuotaExceeded: see :func:`create_edit_job`.
+    """
+    return await _create("save", data, repository, settings, client_id)
+
+
+@get(
+    "/api/audio/edit/preview/{job_id:str}/audio",
+    summary="A preview's audio",
+    description="Local storage: the MP3 bytes (HTTP Range supported, 206/416). Object storage: JSON "
+    "{downloadUrl} with a signed URL. 404 while the job has no preview.",
+    responses={
+        200: ResponseSpec(schemas.PreviewLink, description="Object storage: a signed URL of the MP3"),
+        404: _error("No such preview job, or it has no preview yet"),
+        416: _error("The Range is outside the file"),
+    },
+    tags=["edit"],
+)
+async def preview_audio(
+    request: Request[Any, Any, Any],
+    job_id: jobs.JobIdPath,
+    repository: NamedDependency[JobRepository],
+    storage: NamedDependency[Storage],
+    settings: NamedDependency[Settings],
+) -> Response[Any]:
+    """Serve the preview's MP3 through the storage adapter.
+
+    Raises:
+        ClientException: 400, malformed job id.
+        errors.JobNotFound: 404.
+        NotFoundException: 404, the job is not a preview or has no preview yet.
+    """
+    state = await anyio.to_thread.run_sync(repository.get, jobs.check_job_id(job_id))
+    key = (state.result or {}).get("previewKey") if state.status == "complete" else None
+    if state.job_type != "preview" or not isinstance(key, str):
+        what = "is not a preview job" if state.job_type != "preview" else f"has no preview yet (status {state.status})"
+        raise NotFoundException(detail=f"job {job_id} {what}; poll /api/audio/jobs/{job_id} until it is complete")
+    if storage.local_path(key) is not None:
+        return await downloads.serve_blob(request, storage, key)
+    url = await anyio.to_thread.run_sync(storage.signed_url, key, settings.download_url_ttl_s)
+    if url is None:  # pragma: no cover - every backend either has local paths or signs
+        raise NotFoundException(detail="this storage backend can neither serve nor sign the preview")
+    return Response(schemas.PreviewLink(download_url=url))
+
