@@ -38,6 +38,7 @@ from litestar.params import HeaderParameter
 from jobtape import errors
 from jobtape.config import Settings
 from jobtape.http import direct_upload, schemas, upload, url_source
+from jobtape.projections import quota
 from jobtape.projections.repository import JobRepository, new_job_id
 from jobtape.storage import Storage
 
@@ -182,13 +183,17 @@ async def ingest_upload(
             body = await request.body()  # cached: url_source reads it again through request.stream()
             if direct_upload.is_storage_source(body):  # a file the client PUT to a presigned URL
                 params = await anyio.to_thread.run_sync(direct_upload.storage_source_params, body, storage, settings)
-                return await _create_job(repository, storage, params, owner, key_text, new_job_id(), blob_key=None)
+                return await _create_job(repository, storage, params, owner, key_text, new_job_id(), blob_key=None,
+                                         max_active_jobs=settings.max_active_jobs)
         url_params = await url_source.read_url_params(request, settings)
-        return await _create_job(repository, storage, url_params, owner, key_text, new_job_id(), blob_key=None)
+        return await _create_job(repository, storage, url_params, owner, key_text, new_job_id(), blob_key=None,
+                                 max_active_jobs=settings.max_active_jobs)
     boundary = _multipart_boundary(request)
     limit = settings.max_upload_bytes
     if request.content_length is not None and request.content_length > limit + FORM_OVERHEAD_BYTES:
         raise HTTPException(status_code=413, detail=f"the upload is larger than the limit of {limit} bytes")
+    # Cheap early refusal before receiving the file; the guard in the create batch decides.
+    await anyio.to_thread.run_sync(quota.check_early, repository.store.backend, owner, settings.max_active_jobs)
     job_id = new_job_id()
     spooled, key, size = await _receive_and_store(request, boundary, job_id, storage, settings)
     params: dict[str, object] = {
@@ -198,7 +203,8 @@ async def ingest_upload(
         "contentType": spooled.content_type,
         "sizeBytes": size,
     }
-    return await _create_job(repository, storage, params, owner, key_text, job_id, blob_key=key)
+    return await _create_job(repository, storage, params, owner, key_text, job_id, blob_key=key,
+                             max_active_jobs=settings.max_active_jobs)
 
 
 async def _create_job(
@@ -210,13 +216,16 @@ async def _create_job(
     job_id: str,
     *,
     blob_key: str | None,
+    max_active_jobs: int | None = None,
 ) -> Response[schemas.IngestResponse]:
     """Append ``job.created``: 202 with the new job, or 200 with the job an idempotent replay names.
 
-    When the append fails (or is a replay), the just-stored upload ``blob_key`` is deleted.
+    When the append fails (or is a replay, or the owner's quota refuses it: 429), the
+    just-stored upload ``blob_key`` is deleted.
     """
     create = functools.partial(
-        repository.create, "ingest", params, owner=owner, idempotency_key=key_text, actor="api", job_id=job_id
+        repository.create, "ingest", params, owner=owner, idempotency_key=key_text, actor="api", job_id=job_id,
+        max_active_jobs=max_active_jobs,
     )
     try:
         created = await anyio.to_thread.run_sync(create)

@@ -89,8 +89,8 @@ class JobRepository:
             current: the state the caller decided on (``None`` for a new job).
             actor: who appends.
             guards: more guard statements for the batch, run after the event inserts and
-                before the projections (e.g. :func:`quota.guard_statements`); a guard
-                that fails raises its backend's ``ConstraintViolation``.
+                the projections (e.g. :func:`quota.guard_statements`); a guard that fails
+                raises its backend's ``ConstraintViolation``.
 
         Raises:
             errors.IllegalTransition: the fold refuses an event; nothing was written.
@@ -103,7 +103,7 @@ class JobRepository:
         for offset, event in enumerate(events, start=1):
             new_state = job_state.apply(new_state, event, job_id=job_id, version=expected + offset, recorded_at=at)
         assert new_state is not None
-        extra = [*guards, *registry.statements_for(current, new_state, self.projections)]
+        extra = [*registry.statements_for(current, new_state, self.projections), *guards]
         recorded = self.store.append(job_id, events, expected, actor=actor, extra=extra, recorded_at=at)
         result = AppendResult(new_state, recorded)
         if self.on_append is not None:
@@ -163,9 +163,11 @@ class JobRepository:
         """
         created = ev.JobCreated(job_type=job_type, params=dict(params), owner=owner, idempotency_key=idempotency_key)
         finishes = any(isinstance(event, ev.JobCompleted | ev.JobFailed) for event in extra_events)
-        guards = quota.guard_statements(owner, max_active_jobs) if max_active_jobs is not None and not finishes else []
+        job_id = job_id or new_job_id()
+        limited = max_active_jobs is not None and not finishes
+        guards = quota.guard_statements(owner, max_active_jobs, job_id) if limited else []  # type: ignore[arg-type]
         try:
-            return self.append(job_id or new_job_id(), [created, *extra_events], None, actor=actor, guards=guards)
+            return self.append(job_id, [created, *extra_events], None, actor=actor, guards=guards)
         except ConstraintViolation as exc:
             if max_active_jobs is not None and quota.is_quota_violation(exc.detail):
                 raise errors.QuotaExceeded(owner, max_active_jobs) from exc
