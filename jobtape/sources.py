@@ -16,10 +16,10 @@ anything is fetched:
 It is checked twice: by the API before a job exists, and by the worker right before the
 download (DNS may have changed in between: it re-resolves).
 
-Residual risk (documented in docs/jobs.md): yt-dlp resolves the host again itself, follows
-HTTP redirects and fetches URLs named inside the page or playlist (``<video src>``, HLS
-segments). Those later hops are not checked here; run the worker where it cannot reach
-internal services, or behind an egress proxy, when ``allow_private`` is off.
+yt-dlp resolves the host again itself, follows HTTP redirects and fetches URLs named inside
+the page or playlist (``<video src>``, HLS segments); :mod:`jobtape.worker.ytdlp_guard`
+applies :func:`classify_address` to those inside the yt-dlp child. The residual risks
+(programs yt-dlp starts, proxies) are in docs/jobs.md.
 
 Parsing and classification are pure; DNS resolution is injected (:data:`Resolver`), with
 :func:`resolve_host` (``socket.getaddrinfo``) as the production resolver.

@@ -2,7 +2,9 @@
 
 The API checked the URL before creating the job; DNS may have changed since, so the
 worker re-resolves and re-checks it (:func:`jobtape.sources.check_source_url`) right before
-the download, with its own ``Settings.allow_private_urls``. yt-dlp then runs as a child
+the download, with its own ``Settings.allow_private_urls``; unless that allows private
+addresses, yt-dlp runs through :mod:`jobtape.worker.ytdlp_guard`, which applies the same
+policy to every host yt-dlp resolves (redirects, embedded URLs). yt-dlp runs as a child
 process through :meth:`JobContext.run_child` (``job.child_started``/``job.child_exited``;
 a cancel terminates it and the workdir with its partial files is removed), limited to
 ``Settings.max_download_bytes`` (yt-dlp's ``--max-filesize`` on the Content-Length, and the
@@ -69,7 +71,9 @@ def download_source(context: JobContext, settings: Settings) -> Downloaded:
     output_dir.mkdir(exist_ok=True)
     info_path = context.workdir / "download-info.jsonl"
     limit = settings.max_download_bytes
-    argv = ytdlp.download_argv(url, output_dir, info_path, ffmpeg=media.ffmpeg_executable(), max_bytes=limit)
+    argv = ytdlp.download_argv(
+        url, output_dir, info_path, ffmpeg=media.ffmpeg_executable(), max_bytes=limit, guard=not settings.allow_private_urls
+    )
     stdout_tail: collections.deque[str] = collections.deque(maxlen=20)
 
     def on_line(line: str) -> None:

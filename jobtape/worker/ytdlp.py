@@ -2,7 +2,9 @@
 
 Pure functions, like :mod:`jobtape.worker.media` for ffmpeg; the download step that runs
 them is :mod:`jobtape.worker.url_ingest`. yt-dlp runs as ``python -m yt_dlp`` (never
-imported here), so a cancel terminates it like ffmpeg.
+imported here), so a cancel terminates it like ffmpeg; when private URLs are not allowed,
+as ``python -m jobtape.worker.ytdlp_guard`` (the same yt-dlp, with every host it resolves
+checked against the SSRF policy, redirects and embedded URLs included).
 
 The command line makes yt-dlp's output machine-readable:
 
@@ -26,6 +28,8 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from jobtape.worker import ytdlp_guard
 
 __all__ = [
     "INFO_FIELDS",
@@ -68,6 +72,7 @@ def download_argv(
     ffmpeg: str,
     max_bytes: int,
     socket_timeout_s: float = 30.0,
+    guard: bool = True,
     python: str = sys.executable,
 ) -> list[str]:
     """The yt-dlp command line that downloads ``url`` into ``output_dir`` as ``media.<ext>``.
@@ -82,6 +87,8 @@ def download_argv(
         ffmpeg: the ffmpeg executable yt-dlp uses to merge/fix up (HLS) files.
         max_bytes: ``--max-filesize``, in bytes.
         socket_timeout_s: seconds a connection may stay silent before yt-dlp gives up.
+        guard: run it through :mod:`jobtape.worker.ytdlp_guard` (refuse non-public
+            addresses); ``False`` when ``Settings.allow_private_urls`` is on.
         python: the interpreter that runs ``-m yt_dlp``.
 
     Returns:
@@ -89,7 +96,7 @@ def download_argv(
     """
     info_template = "%(.{" + ",".join(INFO_FIELDS) + "})j"
     return [
-        python, "-m", "yt_dlp",
+        python, "-m", "jobtape.worker.ytdlp_guard" if guard else "yt_dlp",
         "--ignore-config", "--no-playlist", "--no-cache-dir", "--no-mtime",
         "--newline", "--progress",
         "--progress-template", f"download:{PROGRESS_PREFIX}%(progress.{{{_PROGRESS_FIELDS}}})j",
@@ -206,6 +213,9 @@ def describe_failure(returncode: int, stderr: str) -> tuple[str, bool]:
         if code == 429 or code >= 500:
             return f"the site answered {shown}; try again later", True
         return f"the site refused the download with {shown}", False
+    if ytdlp_guard.REFUSED_MARKER in detail:
+        refused = detail[detail.index(ytdlp_guard.REFUSED_MARKER) + len(ytdlp_guard.REFUSED_MARKER):].split(")")[0]
+        return f"the download was refused: it led to a non-public address ({refused.strip()})", False
     if "Unsupported URL" in detail or "No video formats found" in detail or "Requested format is not available" in detail:
         return "no audio or video found at the URL (yt-dlp found no media on that page)", False
     if any(marker in detail for marker in _NETWORK_MARKERS):

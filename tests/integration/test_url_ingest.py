@@ -7,6 +7,7 @@ every request goes to that server only.
 from __future__ import annotations
 
 import http.server
+import re
 import shutil
 import subprocess
 import threading
@@ -21,7 +22,7 @@ from jobtape.config import Settings
 from jobtape.eventlog import events as ev
 from jobtape.projections.repository import JobRepository
 from jobtape.storage import LocalStorage
-from jobtape.worker import children, media
+from jobtape.worker import children, media, ytdlp
 from jobtape.worker.runner import Worker
 
 #: Bytes and pause of the trickling handler: about 40 KB/s, so music_strings.ogg takes ~15 s.
@@ -236,7 +237,9 @@ def test_slow_download_over_the_time_limit_is_stopped(
     state = run_one(repository, storage, settings(tmp_path, timeout_ingest_s=1.5), site.url("slow/music_strings.ogg"))
 
     assert state.status == "failed"
-    assert state.error.startswith("the download took longer than 1.5 s and was stopped"), state.error
+    # the worker's job timeout (from the claim) and the download's own limit (from yt-dlp's start)
+    # use the same setting; whichever fires first stops yt-dlp
+    assert re.match(r"(timed out after 1\.5 s|the download took longer than 1\.5 s and was stopped)", state.error), state.error
     started = next(r.event for r in repository.store.read_stream(state.job_id) if isinstance(r.event, ev.JobChildStarted))
     assert children.wait_gone(started.pid, started.started_at_ticks, 5.0)
     assert_nothing_left(repository, storage, state.job_id)
@@ -271,3 +274,21 @@ def test_cancel_during_a_slow_download_kills_yt_dlp(
     types = [r.type for r in repository.store.read_stream(job_id)]
     assert types[-2:] == ["job.child_exited", "job.cancelled"]
     assert_nothing_left(repository, storage, job_id)
+
+
+def test_guarded_yt_dlp_refuses_to_connect_to_a_non_public_address(tmp_path: Path, site: MediaServer) -> None:
+    """Without the allowance, yt-dlp runs through the guard: redirects and embedded URLs meet the same policy."""
+    served = len(site.requests)
+    (tmp_path / "download").mkdir()
+    argv = ytdlp.download_argv(site.url("speech_librispeech.mp3"), tmp_path / "download", tmp_path / "info.jsonl",
+                               ffmpeg=media.ffmpeg_executable(), max_bytes=10**6, guard=True)
+
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+
+    assert done.returncode != 0
+    assert ytdlp.describe_failure(done.returncode, done.stderr) == (
+        "the download was refused: it led to a non-public address (127.0.0.1: it resolves to 127.0.0.1, a loopback address)",
+        False,
+    )
+    assert len(site.requests) == served
+    assert list((tmp_path / "download").iterdir()) == []

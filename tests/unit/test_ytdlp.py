@@ -13,7 +13,7 @@ from jobtape.worker import ytdlp
 def test_argv_runs_the_module_with_limits_and_machine_readable_output(tmp_path: Path) -> None:
     argv = ytdlp.download_argv(
         "https://example.org/a.mp3", tmp_path / "download", tmp_path / "info.jsonl",
-        ffmpeg="/opt/ffmpeg", max_bytes=1234, python="/venv/bin/python",
+        ffmpeg="/opt/ffmpeg", max_bytes=1234, guard=False, python="/venv/bin/python",
     )
 
     assert argv[:3] == ["/venv/bin/python", "-m", "yt_dlp"]
@@ -24,6 +24,11 @@ def test_argv_runs_the_module_with_limits_and_machine_readable_output(tmp_path: 
     assert pairs["--print-to-file"].startswith("after_move:")
     for flag in ("--ignore-config", "--no-playlist", "--newline", "--socket-timeout"):
         assert flag in argv
+
+
+def test_argv_runs_the_guard_unless_private_urls_are_allowed(tmp_path: Path) -> None:
+    guarded = ytdlp.download_argv("https://example.org/a.mp3", tmp_path, tmp_path / "i", ffmpeg="ffmpeg", max_bytes=1)
+    assert guarded[1:3] == ["-m", "jobtape.worker.ytdlp_guard"]
 
 
 @pytest.mark.parametrize(
@@ -73,6 +78,10 @@ def test_skipped_for_size_is_read_from_stdout() -> None:
          "no audio or video found at the URL", False),
         (("ERROR: [generic] x: Unable to download webpage: HTTPConnection(host='h', port=1): Failed to establish a new"
           " connection: [Errno 111] Connection refused"), "network error while downloading: [generic] x:", True),
+        (("ERROR: [generic] a: Unable to download webpage: HTTPConnection(host='h', port=80): Failed to resolve 'h'"
+          " ([Errno -2] jobtape refused to connect h: it resolves to 10.0.0.7, a private address) (caused by ...)"),
+         "the download was refused: it led to a non-public address (h: it resolves to 10.0.0.7, a private address)",
+         False),
         ("ERROR: [youtube] abc: Video unavailable", "the download failed: [youtube] abc: Video unavailable", False),
         ("Traceback (most recent call last):\n  ...", "the download failed: yt-dlp exited with status 1", False),
     ],
