@@ -3,7 +3,7 @@
 Routes::
 
     GET  /health                            liveness
-    POST /api/audio/ingest                  multipart upload -> 202 pending ingest job
+    POST /api/audio/ingest                  multipart upload or JSON URL -> 202 pending ingest job
     POST /api/storage/upload                presigned PUT URL + key for a direct upload (S3/R2)
     GET  /api/audio/jobs/{jobId}            poll
     POST /api/audio/jobs/{jobId}/cancel     request cancellation
