@@ -101,9 +101,10 @@ def test_an_unreachable_store_raises_store_unavailable(sqld: SqldServer) -> None
         backend.close()
 
 
-def _upload(client: TestClient) -> Any:
+def _upload(client: TestClient, owner: str) -> Any:
     with SPEECH.open("rb") as handle:
-        return client.post("/api/audio/ingest", files={"file": ("speech.wav", handle, "audio/wav")})
+        return client.post("/api/audio/ingest", files={"file": ("speech.wav", handle, "audio/wav")},
+                           headers={"X-Client-Id": owner})
 
 
 def _verify_stream(repository: JobRepository, job_id: str) -> list[str]:
@@ -136,10 +137,11 @@ def test_sqld_outage_mid_run_api_answers_503_workers_back_off_and_every_job_fini
     try:
         with TestClient(app) as client:
             job_ids = []
-            for _ in range(6):
-                response = _upload(client)
+            for n in range(6):
+                response = _upload(client, f"client-{n}")  # one owner each: the per-owner quota is not under test
                 assert response.status_code == 202, response.text
                 job_ids.append(response.json()["data"]["jobId"])
+            wait_for(lambda: all("polling" in log.read_text(errors="replace") for log in logs), what="both workers up")
             wait_for(lambda: any(client.get(f"/api/audio/jobs/{j}").json()["status"] == "processing" for j in job_ids),
                      what="a job to be processing")
 
@@ -148,7 +150,7 @@ def test_sqld_outage_mid_run_api_answers_503_workers_back_off_and_every_job_fini
             assert down.status_code == 503, down.text
             assert int(down.headers["retry-after"]) >= 1
             assert "event store is unavailable" in down.json()["error"]
-            refused = _upload(client)
+            refused = _upload(client, "client-x")
             assert refused.status_code == 503
             uploads = settings.storage_root / "ingest-uploads"
             assert {path.parent.name for path in uploads.glob("*/*")} <= set(job_ids)  # the refused blob is gone
