@@ -57,7 +57,7 @@ def download_url_for(state: job_state.JobState, storage: Storage, expires_in_s: 
         return None
     try:
         return storage.signed_url(key, expires_in_s)
-    except Exception:  # noqa: BLE001 - a link is optional; the poll must answer
+    except Exception:  # a link is optional; the poll must answer
         logger.warning("could not make a download URL for job %s (key %r)", state.job_id, key, exc_info=True)
         return None
 

@@ -81,7 +81,7 @@ def create_edit_job(
         raise errors.AssetNotFound(recipe.asset_id)
     canonical = recipes.validate(recipe, asset.duration_sec)
     recipe_hash = recipes.recipe_hash(canonical)
-    params = {"recipe": canonical.to_json_dict(), "recipeHash": recipe_hash, "sourceKey": asset.storage_key}
+    params: dict[str, object] = {"recipe": canonical.to_json_dict(), "recipeHash": recipe_hash, "sourceKey": asset.storage_key}
     extra: list[ev.Event] = []
     if job_type == "preview":
         cached = previews.select_preview(backend, recipe_hash)

@@ -23,7 +23,7 @@ from typing import Literal
 from jobtape.recipes import CanonicalRecipe
 from jobtape.worker import media
 
-__all__ = ["OutputFormat", "PREVIEW_BITRATE", "SAVE_SAMPLE_RATE", "edit_filters", "measure_argv", "render_argv"]
+__all__ = ["PREVIEW_BITRATE", "SAVE_SAMPLE_RATE", "OutputFormat", "edit_filters", "measure_argv", "render_argv"]
 
 OutputFormat = Literal["mp3", "flac"]
 #: Bitrate of preview MP3s.
