@@ -71,8 +71,16 @@ def parse_time_option(text: str | None) -> dt.datetime | None:
 
 
 def echo_json(value: Any) -> None:
-    """Print any msgspec-encodable value as indented JSON."""
-    click.echo(json.dumps(msgspec.to_builtins(value), indent=2))
+    """Print any msgspec-encodable value as indented JSON, keys in camelCase like the HTTP API."""
+    click.echo(json.dumps(_camel_keys(msgspec.to_builtins(value)), indent=2))
+
+
+def _camel_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {_camel(k): _camel_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_camel_keys(v) for v in value]
+    return value
 
 
 def with_store(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -94,13 +102,7 @@ def with_store(function: Callable[..., Any]) -> Callable[..., Any]:
 
 def timeline_json(summary: timeline.JobTimeline) -> dict[str, Any]:
     """The summary as JSON builtins (camelCase keys, times as ISO 8601 text)."""
-    def camel(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {_camel(k): camel(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [camel(v) for v in value]
-        return value
-    return camel(msgspec.to_builtins(summary))  # type: ignore[no-any-return]
+    return _camel_keys(msgspec.to_builtins(summary))  # type: ignore[no-any-return]
 
 
 def _camel(name: str) -> str:

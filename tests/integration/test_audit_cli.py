@@ -94,7 +94,7 @@ def test_status_as_of_folds_the_events_up_to_that_time(real_log: tuple[Path, dic
     then = run_json("status", jobs["cancelled"], "--as-of", before_cancel, data_dir=data_dir)
     now = run_json("status", jobs["cancelled"], data_dir=data_dir)
 
-    assert (then["state"]["status"], then["state"]["cancel_requested"]) == ("processing", False)
+    assert (then["state"]["status"], then["state"]["cancelRequested"]) == ("processing", False)
     assert then["eventsFolded"] < len(events) == now["eventsFolded"]
     assert (now["state"]["status"], now["state"]["finished"]) == ("cancelled", True)
 
@@ -185,7 +185,7 @@ def test_verify_passes_on_the_real_log(real_log: tuple[Path, dict[str, str]]) ->
     code, output = run("verify", data_dir=data_dir)
     assert code == 0 and "OK: no violations" in output
     report = run_json("verify", data_dir=data_dir)
-    assert (report["jobs_checked"], report["violations"]) == (5, [])
+    assert (report["jobsChecked"], report["violations"]) == (5, [])
 
 
 def test_verify_names_the_position_of_an_event_edited_in_the_database_file(log_copy: Path) -> None:
@@ -219,7 +219,7 @@ def test_stats_counts_jobs_and_summarises_stage_times(real_log: tuple[Path, dict
     assert {"queued", "claimed", "fetching", "probing", "measuring", "normalizing", "storing", "(total)"} <= set(rows)
     assert rows["normalizing"]["count"] == 3 and rows["(total)"]["count"] == 5
     for row in rows.values():
-        assert 0 <= row["p50_s"] <= row["p95_s"] <= row["max_s"]
+        assert 0 <= row["p50S"] <= row["p95S"] <= row["maxS"]
     assert run_json("stats", "--since", "2999-01-01", data_dir=data_dir)["jobs"] == 0
     code, output = run("stats", data_dir=data_dir)
     assert code == 0 and "p95" in output and "normalizing" in output
