@@ -62,11 +62,11 @@ async def follow_job(
     assert state is not None
     place = await anyio.to_thread.run_sync(repository.queue_position, state.job_id) if state.status == "pending" else None
     yield _message("state", recorded[-1].position, jobs.to_job_view(state, place))
-    quiet_since = time.monotonic()
+    job_id, quiet_since = state.job_id, time.monotonic()
     while not state.finished:
         await anyio.sleep(poll_interval_s)
-        new = await anyio.to_thread.run_sync(
-            lambda: repository.store.read_stream(state.job_id, from_version=state.version + 1))
+        after = state.version
+        new = await anyio.to_thread.run_sync(lambda: repository.store.read_stream(job_id, from_version=after + 1))
         for item in new:
             state = job_state.apply(state, item.event, job_id=item.job_id, version=item.version,
                                     recorded_at=item.recorded_at)

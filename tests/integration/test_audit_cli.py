@@ -11,17 +11,15 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from audit_log import build_real_log  # type: ignore[import-not-found]  # tests/integration is on sys.path
 from click.testing import CliRunner
 
 from jobtape import cli, clock, runtime
 from jobtape.config import Settings
-
-from audit_log import build_real_log  # type: ignore[import-not-found]  # tests/integration is on sys.path
 
 pytestmark = pytest.mark.slow
 
