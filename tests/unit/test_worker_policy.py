@@ -21,7 +21,7 @@ SETTINGS = Settings(lease_ttl_s=30.0, max_attempts=3, backoff_base_s=2.0, backof
 
 @pytest.fixture
 def frozen() -> Iterator[FrozenDateTimeFactory]:
-    with freeze_time("2026-03-01 12:00:00") as factory:
+    with freeze_time("2026-03-01 12:00:00", ignore=["_pytest"]) as factory:  # keep --durations real
         yield factory
 
 
