@@ -54,7 +54,7 @@ EMBEDDED_TARGET_S = 0.3
 def percentile(values: list[float], fraction: float) -> float:
     """The nearest-rank percentile of ``values`` (``fraction`` in 0-1)."""
     ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, int(round(fraction * len(ordered) + 0.5)) - 1))]
+    return ordered[max(0, min(len(ordered) - 1, round(fraction * len(ordered) + 0.5) - 1))]
 
 
 def _poll(predicate: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.002) -> Any:
@@ -100,11 +100,11 @@ def measure(base_url: str, repository: JobRepository, cancels: int) -> list[floa
                 response = client.post("/api/audio/ingest", files={"file": (SOURCE.name, handle, "audio/ogg")})
             response.raise_for_status()
             job_id = response.json()["data"]["jobId"]
-            child = _poll(lambda: _loudnorm_child(repository, job_id), 60, "the loudnorm ffmpeg", 0.01)
+            child = _poll(lambda job_id=job_id: _loudnorm_child(repository, job_id), 60, "the loudnorm ffmpeg", 0.01)
             response = client.post(f"/api/audio/jobs/{job_id}/cancel")
             started = time.perf_counter()
             response.raise_for_status()
-            _poll(lambda: not children.process_alive(child.pid, child.started_at_ticks)
+            _poll(lambda job_id=job_id, child=child: not children.process_alive(child.pid, child.started_at_ticks)
                   and (state := repository.load(job_id)) is not None and state.finished, 30, "the cancel")
             latencies.append(time.perf_counter() - started)
     return latencies

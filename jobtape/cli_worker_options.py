@@ -30,11 +30,11 @@ _SECONDS = click.FloatRange(min=0.0)
 #: (flag, Settings field, click type, environment variable, help text).
 OPTIONS = (
     ("--lease-ttl", "lease_ttl_s", click.FloatRange(min=0.3), "JOBTAPE_LEASE_TTL",
-     "Lease of a claimed job, in seconds: renewed by every event of the worker, a heartbeat after a third of it"
-     " without one; a reaper takes back a job whose lease expired."),
+     ("Lease of a claimed job, in seconds: renewed by every event of the worker, a heartbeat after a third of it"
+      " without one; a reaper takes back a job whose lease expired.")),
     ("--grace", "shutdown_grace_s", _SECONDS, "JOBTAPE_SHUTDOWN_GRACE",
-     "On SIGTERM/SIGINT, seconds running jobs may take to finish before their children are terminated and the"
-     " jobs released (a second signal: 0)."),
+     ("On SIGTERM/SIGINT, seconds running jobs may take to finish before their children are terminated and the"
+      " jobs released (a second signal: 0).")),
     ("--max-attempts", "max_attempts", click.IntRange(min=1), "JOBTAPE_MAX_ATTEMPTS",
      "Attempts per job (lease expiries and retryable failures use one each) before it fails."),
     ("--backoff-base", "backoff_base_s", _SECONDS, "JOBTAPE_BACKOFF_BASE",
@@ -47,7 +47,8 @@ OPTIONS = (
     ("--timeout-save", "timeout_save_s", click.FloatRange(min=0.1), "JOBTAPE_TIMEOUT_SAVE",
      "Seconds a save job may run from its claim."),
     ("--host-id", "host_id", str, "JOBTAPE_HOST_ID",
-     "This host's id in worker ids and child records (the orphan replay kills only this host's children); the hostname by default."),
+     ("This host's id in worker ids and child records (the orphan replay kills only this host's children);"
+      " the hostname by default.")),
     ("--ffmpeg-readrate", "ffmpeg_readrate", click.FloatRange(min=0.01), "JOBTAPE_FFMPEG_READRATE",
      "Read ffmpeg's input at most this many times real time; as fast as it can by default."),
 )

@@ -64,7 +64,7 @@ def backoff_s(attempt: int, *, base_s: float, cap_s: float, rng: Random) -> floa
     Returns:
         A delay in ``[ceiling / 2, ceiling)`` where ``ceiling = min(cap_s, base_s * 2 ** (attempt - 1))``.
     """
-    ceiling = min(cap_s, base_s * 2 ** max(0, min(attempt - 1, 62)))
+    ceiling = min(cap_s, base_s * 2.0 ** max(0, min(attempt - 1, 62)))
     return ceiling / 2 + rng.random() * ceiling / 2
 
 

@@ -39,7 +39,13 @@ from jobtape.projections import state as job_state
 from jobtape.projections.repository import AppendResult, JobRepository
 from jobtape.storage.base import Storage
 from jobtape.worker import children, outage, policy
-from jobtape.worker.context import CancelRequested, JobContext, JobLost, Released, TimedOut
+from jobtape.worker.context import (
+    CancelRequested,
+    JobContext,
+    JobLost,
+    Released,
+    TimedOut,
+)
 from jobtape.worker.reaper import Reaper
 
 __all__ = ["Pipeline", "Worker"]
@@ -293,7 +299,7 @@ class Worker:
             return self.pipelines[context.state.job_type](context, self.storage, self.settings)
         except (CancelRequested, JobLost, TimedOut, Released, errors.MediaError) as exc:
             return exc
-        except Exception as exc:  # noqa: BLE001 - a bug must fail the job, not the worker
+        except Exception as exc:  # a bug must fail the job, not the worker
             log.exception("job %s crashed", context.job_id)
             return exc
 

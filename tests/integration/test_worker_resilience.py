@@ -6,6 +6,7 @@ worker's ffmpeg, and the graceful shutdown of a ``jobtape worker`` process.
 
 from __future__ import annotations
 
+import itertools
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_worker import blobs, upload, wait_for
 
 from jobtape import errors
 from jobtape.config import Settings
@@ -23,7 +25,6 @@ from jobtape.storage import LocalStorage
 from jobtape.worker import children, media
 from jobtape.worker.context import JobContext
 from jobtape.worker.runner import Worker
-from test_worker import blobs, upload, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,7 +56,7 @@ def test_heartbeats_keep_a_quiet_job_leased_and_stop_when_it_appends(tmp_path: P
         assert state.status == "processing" and state.lease_expires_at is not None
         stream = repository.store.read_stream(job_id)
         beats = [r.recorded_at for r in stream if r.type in ("job.claimed", "job.heartbeat")]
-        gaps = [(b - a).total_seconds() for a, b in zip(beats, beats[1:])]
+        gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(beats)]
         assert all(0.19 <= gap < 0.6 for gap in gaps), gaps  # after TTL/3, well before the TTL
         release.set()
         wait_for(lambda: repository.get(job_id).status == "complete", timeout_s=10, what="completion")
