@@ -105,7 +105,7 @@ class LibSQLBackend(SQLBackend):
             if _is_transient(exc):
                 raise errors.StoreUnavailable(_describe(exc), in_doubt=write) from exc
             raise
-        except (aiohttp.ClientError, OSError, TimeoutError, asyncio.TimeoutError) as exc:
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise errors.StoreUnavailable(_describe(exc), in_doubt=write) from exc
 
     # -- the port --------------------------------------------------------------------------
@@ -148,7 +148,7 @@ class LibSQLBackend(SQLBackend):
         for index, (name, _step) in enumerate(schema.MIGRATIONS):
             if name in self._applied():
                 continue
-            stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
             statements = [Statement(sql) for sql in replay.migration_statements(schema.MIGRATIONS, index)]
             record = Statement('INSERT INTO "_jobtape_migrations" (name, applied_at) VALUES (?, ?)', (name, stamp))
             try:
@@ -185,11 +185,11 @@ class LibSQLBackend(SQLBackend):
 def _is_transient(exc: BaseException) -> bool:
     if isinstance(exc, libsql_client.LibsqlError):
         return exc.code in _TRANSIENT_CODES
-    return isinstance(exc, (aiohttp.ClientError, OSError, TimeoutError, asyncio.TimeoutError))
+    return isinstance(exc, (aiohttp.ClientError, OSError, TimeoutError))
 
 
 def _sqlite_message(exc: libsql_client.LibsqlError) -> str:
-    return exc.explanation.removeprefix("SQLite error: ")
+    return str(exc.explanation).removeprefix("SQLite error: ")
 
 
 def _describe(exc: BaseException) -> str:
@@ -200,5 +200,5 @@ def _describe(exc: BaseException) -> str:
 async def _close_quietly(client: libsql_client.Client) -> None:
     try:
         await client.close()
-    except Exception:  # noqa: BLE001 - closing a broken connection may fail; nothing to do
+    except Exception:  # closing a broken connection may fail; nothing to do
         log.debug("closing a libSQL client failed", exc_info=True)

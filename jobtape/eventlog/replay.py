@@ -103,9 +103,9 @@ def migration_statements(migrations: Sequence[schema.Migration], index: int) -> 
         step(db)
         after = _objects(conn)
         statements: list[str] = []
-        for old in before.values():
-            if old.name not in after:
-                statements.append(f"DROP {old.type.upper()} IF EXISTS {_quote(old.name)}")
+        for gone in before.values():
+            if gone.name not in after:
+                statements.append(f"DROP {gone.type.upper()} IF EXISTS {_quote(gone.name)}")
         for new in after.values():
             old = before.get(new.name)
             if old is not None and old.sql == new.sql:
