@@ -144,7 +144,8 @@ def test_stream_ends_cleanly_when_the_client_goes_away(served: Served) -> None:
     with httpx.Client(base_url=served.base_url, timeout=30) as client:
         job_id = upload(client)  # no worker: the job stays pending, the stream would run forever
         with client.stream("GET", f"/api/audio/jobs/{job_id}/stream") as response:
-            first = read_messages(response.iter_lines(), limit=1)[0]
+            lines = response.iter_lines()  # kept referenced: a collected iterator would close the response
+            first = read_messages(lines, limit=1)[0]
             assert (first["event"], first["data"]["queuePosition"]) == ("state", 1)
             assert served.server.server_state.tasks  # the streaming request is running
     # The client closed the connection: the server cancels the generator and the request task ends.
