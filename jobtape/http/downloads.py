@@ -3,9 +3,18 @@
 - :func:`download_url_for` gives a complete job's poll its ``downloadUrl`` (the result's
   ``previewKey`` or ``preparedKey`` through :meth:`Storage.signed_url`). Any failure to make
   a link leaves it out and is logged: the poll itself never fails for it (seed 001).
-- ``GET /api/storage/download?key=&expires=&signature=`` serves a blob of the local backend
-  after checking the HMAC-SHA256 signature and deadline (:mod:`jobtape.storage.signing`);
-  forged, altered or expired links get 403.
+- ``GET /api/storage/download`` depends on the storage backend:
+
+  - local (a storage with a ``signer``): ``?key=&expires=&signature=`` serves the bytes
+    after checking the HMAC-SHA256 signature and deadline (:mod:`jobtape.storage.signing`);
+    forged, altered or expired links get 403, a link without ``expires``/``signature`` 400.
+  - object storage (S3/R2, no ``signer``): ``?key=`` answers JSON ``{"downloadUrl": ...}``,
+    a presigned GET of the object valid for ``Settings.download_url_ttl_s`` (7 days by
+    default), not a redirect, so browsers need no CORS rule for the API (seed 004: "JSON
+    response for download route in R2 mode (not redirect, avoids CORS)"). Only the outputs
+    a poll links to (:data:`DOWNLOADABLE_PREFIXES`: prepared assets and previews) are
+    signed; any other key gets 403, a missing object 404. Like job ids, these keys are
+    random capabilities, not an authenticated boundary. The bucket enforces the expiry.
 - :func:`serve_blob` streams a blob with its Content-Type and HTTP Range support (RFC 9110
   §14: ``Accept-Ranges: bytes``; one range -> 206 + ``Content-Range``; unsatisfiable -> 416).
 """
@@ -25,17 +34,21 @@ from litestar.params import QueryParameter
 from litestar.response import Response, Stream
 
 from jobtape import clock
+from jobtape.config import Settings
 from jobtape.http import ranges, schemas
 from jobtape.projections import state as job_state
 from jobtape.storage import signing
 from jobtape.storage.base import Storage
 
-__all__ = ["RESULT_KEYS", "content_type_for", "download", "download_url_for", "serve_blob"]
+__all__ = ["DOWNLOADABLE_PREFIXES", "RESULT_KEYS", "content_type_for", "download", "download_url_for", "serve_blob"]
 
 logger = logging.getLogger(__name__)
 
 #: Result fields that hold a storage key a client may download, in order of preference.
 RESULT_KEYS = ("previewKey", "preparedKey")
+#: Key folders the object-storage download route signs: the outputs a poll links to
+#: (``assets/<assetId>/prepared.flac``, ``previews/<recipeHash>.mp3``), never the uploads.
+DOWNLOADABLE_PREFIXES = ("assets/", "previews/")
 _TYPES = {".mp3": "audio/mpeg", ".flac": "audio/flac", ".wav": "audio/wav", ".ogg": "audio/ogg", ".m4a": "audio/mp4"}
 
 
@@ -90,12 +103,17 @@ async def serve_blob(request: Request[Any, Any, Any], storage: Storage, key: str
 
 @get(
     signing.DOWNLOAD_PATH,
-    summary="Download a file by signed link",
-    description="Serves the file a poll's downloadUrl names (local storage). Supports HTTP Range "
-    "(one range: 206 with Content-Range; 416 when unsatisfiable). A forged, altered or expired link gets 403.",
+    summary="Download a file",
+    description="Local storage: serves the file a poll's signed downloadUrl names (key, expires, signature), "
+    "with HTTP Range (one range: 206 with Content-Range; 416 when unsatisfiable); a forged, altered or expired "
+    "link gets 403. Object storage (S3/R2): ?key= of a prepared asset or preview answers JSON {downloadUrl}, a "
+    "presigned GET valid for the configured download TTL (7 days by default).",
     responses={
-        403: ResponseSpec(schemas.ErrorBody, description="The signature is not valid or the link expired"),
-        404: ResponseSpec(schemas.ErrorBody, description="No such file, or this storage backend serves its own links"),
+        200: ResponseSpec(schemas.PreviewLink, description="Object storage: a presigned URL of the file"),
+        400: ResponseSpec(schemas.ErrorBody, description="Local storage: expires or signature is missing"),
+        403: ResponseSpec(schemas.ErrorBody, description="The signature is not valid, the link expired, or "
+                          "(object storage) the key is not a prepared asset or preview"),
+        404: ResponseSpec(schemas.ErrorBody, description="No such file"),
         416: ResponseSpec(schemas.ErrorBody, description="The Range is outside the file"),
     },
     tags=["downloads"],
@@ -103,21 +121,43 @@ async def serve_blob(request: Request[Any, Any, Any], storage: Storage, key: str
 async def download(
     request: Request[Any, Any, Any],
     storage: NamedDependency[Storage],
+    settings: NamedDependency[Settings],
     key: Annotated[str, QueryParameter(name="key", description="The storage key", min_length=1, max_length=1024)],
-    expires: Annotated[str, QueryParameter(name="expires", description="Deadline, Unix seconds")],
-    signature: Annotated[str, QueryParameter(name="signature", description="HMAC-SHA256, hex")],
+    expires: Annotated[
+        str | None, QueryParameter(name="expires", description="Deadline, Unix seconds (local storage)")
+    ] = None,
+    signature: Annotated[
+        str | None, QueryParameter(name="signature", description="HMAC-SHA256, hex (local storage)")
+    ] = None,
 ) -> Response[Any]:
-    """Check the link's signature and deadline, then stream the file.
+    """Local storage: check the link's signature and deadline, then stream the file.
+    Object storage: answer ``{"downloadUrl": <presigned GET>}`` for a prepared asset or preview.
 
     Raises:
-        errors.InvalidSignature: 403.
+        errors.InvalidSignature: 403 (local).
+        errors.InvalidStorageKey: 400, ``key`` is not a valid key.
         errors.BlobNotFound: 404.
-        HTTPException: 404 when the storage has no signer (an object store signs its own
-            links); 416 for an unsatisfiable range.
+        errors.StorageError: 503, the object store cannot be reached.
+        HTTPException: 400 (local) without ``expires``/``signature``; 403 (object storage)
+            for a key outside :data:`DOWNLOADABLE_PREFIXES`; 416 for an unsatisfiable range.
     """
     signer: signing.URLSigner | None = getattr(storage, "signer", None)
     if signer is None:
-        raise HTTPException(status_code=404, detail="this storage backend serves downloads from its own signed URLs")
+        return await _presigned_link(storage, key, settings.download_url_ttl_s)
+    if expires is None or signature is None:
+        raise HTTPException(status_code=400, detail="a download link needs key, expires and signature; "
+                            "use the downloadUrl of a poll of the complete job")
     signer.verify(key, expires, signature, clock.utcnow().timestamp())
     return await serve_blob(request, storage, key)
 
+
+async def _presigned_link(storage: Storage, key: str, expires_in_s: int) -> Response[Any]:
+    """``{"downloadUrl": ...}`` for an output stored under ``key`` (object storage)."""
+    if not key.startswith(DOWNLOADABLE_PREFIXES):
+        raise HTTPException(status_code=403, detail=f"only prepared assets and previews can be downloaded by key "
+                            f"(keys starting with {' or '.join(DOWNLOADABLE_PREFIXES)}); got {key!r}")
+    await anyio.to_thread.run_sync(storage.size, key)  # BlobNotFound -> 404 rather than a URL that 404s later
+    url = await anyio.to_thread.run_sync(storage.signed_url, key, expires_in_s)
+    if url is None:
+        raise HTTPException(status_code=404, detail="this storage backend can neither serve nor sign downloads")
+    return Response(schemas.PreviewLink(download_url=url), headers={"Cache-Control": "private, no-store"})
