@@ -12,7 +12,7 @@ Routes::
     POST /api/audio/edit/preview            recipe -> 202 preview job (complete at once on a cache hit)
     POST /api/audio/edit/save               recipe -> 202 save job (a new asset)
     GET  /api/audio/edit/preview/{jobId}/audio  the preview MP3 (Range) or {downloadUrl}
-    GET  /api/storage/download              a signed download link (local storage; Range)
+    GET  /api/storage/download              local: a signed link's bytes (Range); S3: ?key= -> {downloadUrl}
     GET  /schema/openapi.json               the OpenAPI document
 
 The application holds no global state: the repository, storage and settings passed to
