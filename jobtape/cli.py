@@ -28,7 +28,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from jobtape import cli_audit, cli_replay, clock, errors, runtime
+from jobtape import cli_audit, cli_replay, clock, errors, runtime, startup
 from jobtape.audit import describe, timeline
 from jobtape.cli_worker_options import worker_settings_options
 from jobtape.config import Settings
@@ -110,8 +110,11 @@ for _command in (*cli_audit.COMMANDS, *cli_replay.COMMANDS):
     cli.add_command(_command)
 
 
-def _embedded_app(settings: Settings, worker_count: int) -> tuple[Any, JobRepository]:
-    """The API with ``worker_count`` in-process workers woken by every new job and cancel."""
+def _embedded_app(settings: Settings, worker_count: int, *, wait_for_store: bool = False) -> tuple[Any, JobRepository]:
+    """The API with ``worker_count`` in-process workers woken by every new job and cancel.
+
+    With ``wait_for_store`` an unreachable store is retried with backoff (:mod:`jobtape.startup`).
+    """
     from jobtape.http import app as http_app
 
     workers: list[runner.Worker] = []
@@ -120,7 +123,10 @@ def _embedded_app(settings: Settings, worker_count: int) -> tuple[Any, JobReposi
         for worker in workers:
             worker.on_append(result)
 
-    repository = runtime.open_repository(settings, on_append=wake_workers)
+    if wait_for_store:
+        repository = startup.open_repository_waiting(settings, on_append=wake_workers)
+    else:
+        repository = runtime.open_repository(settings, on_append=wake_workers)
     storage = runtime.open_storage(settings)
     workers.extend(runner.Worker(repository, storage, settings) for _ in range(worker_count))
 
@@ -159,7 +165,8 @@ def serve(host: str, port: int, data_dir: Path, poll_interval_s: float, concurre
     """Serve the HTTP API (with embedded workers unless --workers 0) until Ctrl-C.
 
     On shutdown the embedded workers stop like `jobtape worker` does: no more claims,
-    running jobs get --grace seconds, then they are released.
+    running jobs get --grace seconds, then they are released. An event store unreachable at
+    start-up is retried with backoff, like `jobtape worker` does, until SIGINT/SIGTERM.
     """
     import uvicorn
 
@@ -167,7 +174,16 @@ def serve(host: str, port: int, data_dir: Path, poll_interval_s: float, concurre
                         max_upload_bytes=max_upload_bytes, max_active_jobs=max_active_jobs,
                         allow_private_urls=allow_private_urls,
                         max_download_bytes=max_download_bytes, **worker_settings)
-    app, repository = _embedded_app(settings, worker_count)
+    # Until uvicorn installs its own handlers, SIGINT/SIGTERM end the wait for the store.
+    previous = {sig: signal.signal(sig, _stop_handler([])) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        app, repository = _embedded_app(settings, worker_count, wait_for_store=True)
+    except _StopSignal:
+        click.echo("stopped before the event store answered", err=True)
+        return
+    finally:
+        for sig, previous_handler in previous.items():
+            signal.signal(sig, previous_handler)
     try:
         uvicorn.run(app, host=host, port=port)
     finally:
@@ -178,15 +194,21 @@ class _StopSignal(Exception):
     """Raised in the main thread by the first SIGINT/SIGTERM."""
 
 
-def _stop_handler(job_worker: runner.Worker) -> Callable[[int, object], None]:
-    """A signal handler: the first signal raises :class:`_StopSignal`, later ones cut the grace to zero."""
+def _stop_handler(job_workers: Sequence[runner.Worker]) -> Callable[[int, object], None]:
+    """A signal handler: the first signal raises :class:`_StopSignal`, later ones cut the grace to zero.
+
+    Args:
+        job_workers: the workers whose grace a later signal cuts; may be filled after the
+            handler is installed (it is read when the signal arrives).
+    """
     seen: list[int] = []
 
     def handle(signum: int, frame: object) -> None:
         seen.append(signum)
         if len(seen) == 1:
             raise _StopSignal(signum)
-        job_worker.cut_grace()  # sets a plain attribute: no lock the main thread may hold
+        for job_worker in job_workers:
+            job_worker.cut_grace()  # sets a plain attribute: no lock the main thread may hold
 
     return handle
 
@@ -201,27 +223,37 @@ def worker(data_dir: Path, poll_interval_s: float, concurrency: int, allow_priva
     On the signal it stops claiming and gives running jobs --grace seconds to finish;
     then it terminates their children, appends job.released (the job returns to pending
     without using an attempt) and exits 0. A second signal cuts the grace to zero.
+    If the event store is unreachable at start-up, it retries with backoff (0.5 s doubling
+    to 30 s, one log line per try) until the store answers or a signal arrives.
     Rules: docs/worker.md.
     """
     settings = _settings(data_dir=data_dir, poll_interval_s=poll_interval_s, concurrency=concurrency,
                          allow_private_urls=allow_private_urls, max_download_bytes=max_download_bytes,
                          **worker_settings)
-    repository = runtime.open_repository(settings)
-    job_worker = runner.Worker(repository, runtime.open_storage(settings), settings)
+    started: list[runner.Worker] = []
     # The handler raises instead of setting an Event: it must take no lock the main thread may hold.
-    handler = _stop_handler(job_worker)
+    handler = _stop_handler(started)
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    repository: JobRepository | None = None
     try:
+        repository = startup.open_repository_waiting(settings)  # retries while the store is unreachable
+        job_worker = runner.Worker(repository, runtime.open_storage(settings), settings)
+        started.append(job_worker)
         job_worker.start()
         click.echo(f"worker {job_worker.worker_id} polling {runtime.describe_store(settings)} every {poll_interval_s:g} s,"
                    f" up to {concurrency} job(s) at once; SIGINT/SIGTERM to stop", err=True)
         threading.Event().wait()
     except _StopSignal:
-        click.echo(f"stopping: no more claims; running jobs get {settings.shutdown_grace_s:g} s, then are released"
-                   " (a second signal: at once)", err=True)
+        if not started:
+            click.echo("stopped before the event store answered", err=True)
+        else:
+            click.echo(f"stopping: no more claims; running jobs get {settings.shutdown_grace_s:g} s, then are released"
+                       " (a second signal: at once)", err=True)
     finally:
-        job_worker.stop()
-        repository.store.close()
+        for job_worker in started:
+            job_worker.stop()
+        if repository is not None:
+            repository.store.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
