@@ -200,3 +200,13 @@ def test_local_download_route_still_serves_bytes_and_needs_a_signed_link(reposit
         assert link is not None
         served = client.get(link)
     assert served.status_code == 200 and served.content == SPEECH.read_bytes()
+
+
+def test_presigned_urls_carry_the_configured_expiry(repository: JobRepository, s3_storage: S3Storage, tmp_path: Path) -> None:
+    # moto does not enforce X-Amz-Expires (S3 and R2 do): the URLs must at least state the settings.
+    settings = Settings(data_dir=tmp_path, upload_url_ttl_s=777, download_url_ttl_s=DOWNLOAD_TTL_S)
+    with TestClient(create_app(repository, s3_storage, settings)) as client:
+        ticket = client.post("/api/storage/upload", json={"filename": "a.wav"}).json()
+    assert ticket["expiresInSec"] == 777 and _expires_s(ticket["uploadUrl"]) == 777
+    assert httpx.put(ticket["uploadUrl"], content=b"RIFF").status_code == 200
+    assert _expires_s(s3_storage.signed_url("previews/x.mp3", 7 * 24 * 3600)) == 604800  # the default, S3's maximum
