@@ -7,8 +7,10 @@ policy to come back. Instead, :func:`open_repository_waiting` retries the open a
 while the store raises :class:`jobtape.errors.StoreUnavailable`, logging one warning per
 failed try, with exponential backoff (:class:`jobtape.worker.outage.Backoff`). It gives up
 only when ``stop`` is set or the caller's signal handler raises (the CLI turns SIGINT/SIGTERM
-into an exception), never on its own. Any other error (a bad URL, a rejected token, a
-migration that fails) is not an outage and is raised at once.
+into an exception), never on its own. Any other error (an unsupported URL, a migration
+that fails) is not an outage and is raised at once; a refused WebSocket handshake (e.g. a
+wrong token) is reported by the libSQL backend as unavailable, so it is retried, and each
+warning carries the server's answer.
 """
 
 from __future__ import annotations
