@@ -254,8 +254,8 @@ def worker(data_dir: Path, poll_interval_s: float, concurrency: int, allow_priva
             job_worker.stop()
         if repository is not None:
             repository.store.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for sig, previous_handler in previous.items():
+            signal.signal(sig, previous_handler)
 
 
 _time_ms = describe.time_ms
