@@ -22,7 +22,6 @@ the log records ``child_started`` / ``child_exited``, as for ingest.
 
 from __future__ import annotations
 
-import math
 import uuid
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from jobtape import errors
 from jobtape.config import Settings
 from jobtape.recipes import CanonicalRecipe
 from jobtape.storage.base import Storage
-from jobtape.worker import media, render
+from jobtape.worker import media, render, steps
 from jobtape.worker.context import JobContext
 
 __all__ = ["preview", "preview_key", "save"]
@@ -42,36 +41,11 @@ def preview_key(recipe_hash: str) -> str:
     return f"previews/{recipe_hash}.mp3"
 
 
-def _ffmpeg(context: JobContext, argv: list[str], duration_sec: float, name: str) -> str:
-    parser = media.ProgressParser(duration_sec)
-
-    def on_line(line: str) -> None:
-        percent = parser.feed(line)
-        if percent is not None:
-            context.progress(percent)
-
-    outcome = context.run_child(argv, on_line=on_line, name=name)
-    if outcome.returncode != 0:
-        raise errors.MediaError(f"ffmpeg {name} failed with exit status {outcome.returncode}", media.stderr_tail(outcome.stderr))
-    return outcome.stderr
-
-
-def _probe(context: JobContext, path: Path, name: str) -> media.MediaInfo:
-    argv = [media.ffmpeg_executable(), "-hide_banner", "-nostdin", "-i", str(path), "-t", "0", "-f", "null", "-"]
-    return media.parse_probe(context.run_child(argv, name=name).stderr)
-
-
 def _fetch(context: JobContext, storage: Storage, key: str) -> Path:
-    context.stage("fetching")
-    local = storage.local_path(key)
-    if local is not None and local.exists():
-        return local
-    target = context.workdir / "source.flac"
     try:
-        storage.get_to_file(key, target)
+        return steps.fetch(context, storage, key, "source.flac")
     except errors.BlobNotFound as exc:
         raise errors.MediaError(f"the source asset's audio is missing from storage: {exc.key}") from exc
-    return target
 
 
 def _render(
@@ -83,11 +57,11 @@ def _render(
     if recipe.target_lufs is not None:
         context.stage("measuring")
         measured = media.parse_loudnorm_json(
-            _ffmpeg(context, render.measure_argv(source, recipe, settings.target_true_peak_db), recipe.length_sec, "measure")
+            steps.ffmpeg_pass(context, render.measure_argv(source, recipe, settings.target_true_peak_db), recipe.length_sec, "measure")
         )
     context.stage("rendering")
     argv = render.render_argv(source, output, recipe, output_format, measured, settings.target_true_peak_db)
-    stderr = _ffmpeg(context, argv, recipe.length_sec, "render")
+    stderr = steps.ffmpeg_pass(context, argv, recipe.length_sec, "render")
     if measured is None or measured.silent:
         return None
     return media.parse_loudnorm_json(stderr)
@@ -111,7 +85,7 @@ def preview(context: JobContext, storage: Storage, settings: Settings) -> dict[s
     source = _fetch(context, storage, source_key)
     output = context.workdir / "preview.mp3"
     _render(context, source, output, recipe, "mp3", settings)
-    info = _probe(context, output, "probe-output")
+    info = steps.probe(context, output, "probe-output")
     context.stage("storing")
     key = preview_key(recipe_hash)
     if not storage.exists(key):  # a concurrent render of the same recipe may own it already
@@ -126,15 +100,6 @@ def preview(context: JobContext, storage: Storage, settings: Settings) -> dict[s
     }
 
 
-def _loudness(measurement: media.LoudnormMeasurement, prefix: str) -> dict[str, float | None]:
-    values = {
-        "integratedLufs": getattr(measurement, f"{prefix}_i"),
-        "truePeakDb": getattr(measurement, f"{prefix}_tp"),
-        "lra": getattr(measurement, f"{prefix}_lra"),
-    }
-    return {key: (round(value, 2) if math.isfinite(value) else None) for key, value in values.items()}
-
-
 def save(context: JobContext, storage: Storage, settings: Settings) -> dict[str, Any]:
     """Render the recipe as FLAC 48 kHz and store it as a new asset; see the module docstring.
 
@@ -145,14 +110,14 @@ def save(context: JobContext, storage: Storage, settings: Settings) -> dict[str,
     source = _fetch(context, storage, source_key)
     output = context.workdir / "prepared.flac"
     applied = _render(context, source, output, recipe, "flac", settings)
-    info = _probe(context, output, "probe-output")
+    info = steps.probe(context, output, "probe-output")
     if applied is not None:
-        loudness = _loudness(applied, "output")
+        loudness = steps.loudness_summary(applied, "output")
     else:
         context.stage("analyzing")
         target = media.Target(integrated_lufs=settings.target_lufs, true_peak_db=settings.target_true_peak_db)
-        loudness = _loudness(
-            media.parse_loudnorm_json(_ffmpeg(context, media.loudnorm_measure_argv(output, target), info.duration_sec, "analyze")),
+        loudness = steps.loudness_summary(
+            media.parse_loudnorm_json(steps.ffmpeg_pass(context, media.loudnorm_measure_argv(output, target), info.duration_sec, "analyze")),
             "input",
         )
     context.stage("storing")

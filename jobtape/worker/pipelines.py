@@ -14,7 +14,6 @@ progress by bytes or fragments; see :mod:`jobtape.worker.url_ingest`); the rest 
 
 from __future__ import annotations
 
-import math
 import uuid
 from pathlib import Path
 from typing import Any
@@ -22,49 +21,10 @@ from typing import Any
 from jobtape import errors
 from jobtape.config import Settings
 from jobtape.storage.base import Storage
-from jobtape.worker import edits, media, url_ingest
+from jobtape.worker import edits, media, steps, url_ingest
 from jobtape.worker.context import JobContext
 
 __all__ = ["PIPELINES", "ingest"]
-
-
-def _probe(context: JobContext, path: Path, name: str) -> media.MediaInfo:
-    # "-t 0 -f null -" decodes nothing but makes ffmpeg exit 0 for a readable file.
-    argv = [media.ffmpeg_executable(), "-hide_banner", "-nostdin", "-i", str(path), "-t", "0", "-f", "null", "-"]
-    return media.parse_probe(context.run_child(argv, name=name).stderr)
-
-
-def _readrate(argv: list[str], settings: Settings) -> list[str]:
-    if settings.ffmpeg_readrate is None:
-        return argv
-    at = argv.index("-i")
-    return [*argv[:at], "-readrate", f"{settings.ffmpeg_readrate:g}", *argv[at:]]
-
-
-def _ffmpeg_pass(context: JobContext, argv: list[str], duration_sec: float, name: str) -> str:
-    parser = media.ProgressParser(duration_sec)
-
-    def on_line(line: str) -> None:
-        percent = parser.feed(line)
-        if percent is not None:
-            context.progress(percent)
-
-    outcome = context.run_child(argv, on_line=on_line, name=name)
-    if outcome.returncode != 0:
-        raise errors.MediaError(
-            f"ffmpeg {name} failed with exit status {outcome.returncode}", media.stderr_tail(outcome.stderr)
-        )
-    return outcome.stderr
-
-
-def _loudness(measurement: media.LoudnormMeasurement, prefix: str) -> dict[str, float | None]:
-    values = {
-        "integratedLufs": getattr(measurement, f"{prefix}_i"),
-        "truePeakDb": getattr(measurement, f"{prefix}_tp"),
-        "lra": getattr(measurement, f"{prefix}_lra"),
-    }
-    # Silence measures as -inf, which JSON cannot carry: report it as null.
-    return {key: (round(value, 2) if math.isfinite(value) else None) for key, value in values.items()}
 
 
 def fetch_input(context: JobContext, storage: Storage, key: str) -> Path:
@@ -74,13 +34,7 @@ def fetch_input(context: JobContext, storage: Storage, key: str) -> Path:
     Raises:
         errors.BlobNotFound: the upload is gone.
     """
-    context.stage("fetching")
-    local = storage.local_path(key)
-    if local is not None and local.exists():
-        return local
-    target = context.workdir / ("input" + Path(key).suffix)
-    storage.get_to_file(key, target)
-    return target
+    return steps.fetch(context, storage, key, "input" + Path(key).suffix)
 
 
 def normalize_to_asset(context: JobContext, storage: Storage, settings: Settings, source: Path) -> dict[str, Any]:
@@ -94,22 +48,22 @@ def normalize_to_asset(context: JobContext, storage: Storage, settings: Settings
         errors.MediaError: the input is not media, has no audio, or ffmpeg failed.
     """
     context.stage("probing")
-    info = _probe(context, source, "probe")
+    info = steps.probe(context, source, "probe")
     target = media.Target(integrated_lufs=settings.target_lufs, true_peak_db=settings.target_true_peak_db)
 
     context.stage("measuring")
     measured = media.parse_loudnorm_json(
-        _ffmpeg_pass(context, _readrate(media.loudnorm_measure_argv(source, target), settings), info.duration_sec, "measure")
+        steps.ffmpeg_pass(context, steps.with_readrate(media.loudnorm_measure_argv(source, target), settings), info.duration_sec, "measure")
     )
 
     context.stage("normalizing")
     prepared = context.workdir / "prepared.flac"
-    applied_stderr = _ffmpeg_pass(
-        context, _readrate(media.loudnorm_apply_argv(source, prepared, target, measured), settings), info.duration_sec, "normalize"
+    applied_stderr = steps.ffmpeg_pass(
+        context, steps.with_readrate(media.loudnorm_apply_argv(source, prepared, target, measured), settings), info.duration_sec, "normalize"
     )
     # Digital silence has no loudness to normalise: the pass only resamples and prints no JSON.
     applied = None if measured.silent else media.parse_loudnorm_json(applied_stderr)
-    output = _probe(context, prepared, "probe-output")
+    output = steps.probe(context, prepared, "probe-output")
 
     context.stage("storing")
     asset_id = uuid.uuid4().hex
@@ -122,8 +76,8 @@ def normalize_to_asset(context: JobContext, storage: Storage, settings: Settings
         "durationSec": round(output.duration_sec, 3),
         "sampleRate": output.sample_rate,
         "channels": output.channels,
-        "inputLoudness": _loudness(measured, "input"),
-        "outputLoudness": _loudness(applied, "output") if applied else None,
+        "inputLoudness": steps.loudness_summary(measured, "input"),
+        "outputLoudness": steps.loudness_summary(applied, "output") if applied else None,
         "normalization": (applied.normalization_type or "linear") if applied else "none (silent input)",
         "targetLufs": settings.target_lufs,
     }
