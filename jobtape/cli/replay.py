@@ -17,7 +17,7 @@ import click
 
 from jobtape import clock, errors, runtime
 from jobtape.audit import replay, retention, timeparse
-from jobtape.cli_audit import (
+from jobtape.cli.audit import (
     data_dir_option,
     echo_json,
     json_option,

@@ -331,5 +331,5 @@ def stats_command(since: str | None, as_json: bool, store: EventStore) -> None:
     out.print(durations)
 
 
-#: The commands :mod:`jobtape.cli` registers (with those of :mod:`jobtape.cli_replay`).
+#: The commands :mod:`jobtape.cli` registers (with those of :mod:`jobtape.cli.replay`).
 COMMANDS = [status, jobs, tail, verify_command, stats_command]

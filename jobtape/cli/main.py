@@ -1,0 +1,229 @@
+"""The ``jobtape`` command group: serve the API, run workers, show a job's history, rebuild.
+
+Other commands live beside this module (:mod:`jobtape.cli.demo`, :mod:`jobtape.cli.audit`,
+:mod:`jobtape.cli.replay`) and are registered on the group here. litestar, uvicorn and
+httpx are imported in the commands that need them, so ``history`` and ``rebuild`` start fast.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from jobtape import errors, runtime, startup
+from jobtape.audit import describe
+from jobtape.cli import audit as cli_audit
+from jobtape.cli import demo as cli_demo
+from jobtape.cli import replay as cli_replay
+from jobtape.cli.common import (
+    common_options,
+    console,
+    embedded_app,
+    existing_store_settings,
+    print_history,
+    settings_from,
+)
+from jobtape.cli.worker_options import worker_settings_options
+from jobtape.config import Settings
+from jobtape.projections import rebuild as rebuild_projection
+from jobtape.projections.repository import JobRepository
+from jobtape.worker import runner
+
+__all__ = ["cli", "main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="jobtape")
+def cli() -> None:
+    """jobtape: long audio jobs recorded in an append-only event log.
+
+    Start with `jobtape demo`: it runs the API with an embedded worker, ingests a sample
+    file and prints the result and the job's event history.
+    """
+
+
+def main() -> None:
+    """Console-script entry point (``jobtape``, ``python -m jobtape``)."""
+    cli.main(prog_name="jobtape")
+
+
+for _command in (cli_demo.demo, *cli_audit.COMMANDS, *cli_replay.COMMANDS):
+    cli.add_command(_command)
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="TCP port to listen on.")
+@common_options(worker=True)
+@click.option("--workers", "worker_count", type=click.IntRange(min=0), default=1, envvar="JOBTAPE_WORKERS",
+              show_envvar=True, show_default=True,
+              help="Embedded workers in the API process (0: none; run `jobtape worker` separately).")
+@click.option("--max-upload-bytes", type=click.IntRange(min=1), default=Settings.max_upload_bytes,
+              envvar="JOBTAPE_MAX_UPLOAD_BYTES", show_envvar=True, show_default=True,
+              help="Largest accepted upload, in bytes.")
+@click.option("--max-active-jobs", type=click.IntRange(min=1), default=Settings.max_active_jobs,
+              envvar="JOBTAPE_MAX_ACTIVE_JOBS", show_envvar=True, show_default=True,
+              help="Per-owner (X-Client-Id) limit of pending + processing jobs; the next POST gets 429.")
+@worker_settings_options
+def serve(host: str, port: int, data_dir: Path, poll_interval_s: float, concurrency: int, worker_count: int,
+          max_upload_bytes: int, max_active_jobs: int, allow_private_urls: bool, max_download_bytes: int,
+          worker_settings: dict[str, Any]) -> None:
+    """Serve the HTTP API (with embedded workers unless --workers 0) until Ctrl-C.
+
+    On shutdown the embedded workers stop like `jobtape worker` does: no more claims,
+    running jobs get --grace seconds, then they are released. An event store unreachable at
+    start-up is retried with backoff, like `jobtape worker` does, until SIGINT/SIGTERM.
+    """
+    import uvicorn
+
+    settings = settings_from(data_dir=data_dir, poll_interval_s=poll_interval_s, concurrency=concurrency,
+                        max_upload_bytes=max_upload_bytes, max_active_jobs=max_active_jobs,
+                        allow_private_urls=allow_private_urls,
+                        max_download_bytes=max_download_bytes, **worker_settings)
+    # Until uvicorn installs its own handlers, SIGINT/SIGTERM end the wait for the store.
+    previous = {sig: signal.signal(sig, _stop_handler([])) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        app, repository = embedded_app(settings, worker_count, wait_for_store=True)
+    except _StopSignal:
+        click.echo("stopped before the event store answered", err=True)
+        return
+    finally:
+        for sig, previous_handler in previous.items():
+            signal.signal(sig, previous_handler)
+    try:
+        uvicorn.run(app, host=host, port=port)
+    finally:
+        repository.store.close()
+
+
+class _StopSignal(Exception):
+    """Raised in the main thread by the first SIGINT/SIGTERM."""
+
+
+def _stop_handler(job_workers: Sequence[runner.Worker]) -> Callable[[int, object], None]:
+    """A signal handler: the first signal raises :class:`_StopSignal`, later ones cut the grace to zero.
+
+    Args:
+        job_workers: the workers whose grace a later signal cuts; may be filled after the
+            handler is installed (it is read when the signal arrives).
+    """
+    seen: list[int] = []
+
+    def handle(signum: int, frame: object) -> None:
+        seen.append(signum)
+        if len(seen) == 1:
+            raise _StopSignal(signum)
+        for job_worker in job_workers:
+            job_worker.cut_grace()  # sets a plain attribute: no lock the main thread may hold
+
+    return handle
+
+
+@cli.command()
+@common_options(worker=True)
+@worker_settings_options
+def worker(data_dir: Path, poll_interval_s: float, concurrency: int, allow_private_urls: bool,
+           max_download_bytes: int, worker_settings: dict[str, Any]) -> None:
+    """Run a worker process that polls the event log, until SIGINT or SIGTERM.
+
+    On the signal it stops claiming and gives running jobs --grace seconds to finish;
+    then it terminates their children, appends job.released (the job returns to pending
+    without using an attempt) and exits 0. A second signal cuts the grace to zero.
+    If the event store is unreachable at start-up, it retries with backoff (0.5 s doubling
+    to 30 s, one log line per try) until the store answers or a signal arrives.
+    Rules: docs/worker.md.
+    """
+    settings = settings_from(data_dir=data_dir, poll_interval_s=poll_interval_s, concurrency=concurrency,
+                         allow_private_urls=allow_private_urls, max_download_bytes=max_download_bytes,
+                         **worker_settings)
+    started: list[runner.Worker] = []
+    # The handler raises instead of setting an Event: it must take no lock the main thread may hold.
+    handler = _stop_handler(started)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    repository: JobRepository | None = None
+    try:
+        repository = startup.open_repository_waiting(settings)  # retries while the store is unreachable
+        job_worker = runner.Worker(repository, runtime.open_storage(settings), settings)
+        started.append(job_worker)
+        job_worker.start()
+        click.echo(f"worker {job_worker.worker_id} polling {runtime.describe_store(settings)} every {poll_interval_s:g} s,"
+                   f" up to {concurrency} job(s) at once; SIGINT/SIGTERM to stop", err=True)
+        threading.Event().wait()
+    except _StopSignal:
+        if not started:
+            click.echo("stopped before the event store answered", err=True)
+        else:
+            click.echo(f"stopping: no more claims; running jobs get {settings.shutdown_grace_s:g} s, then are released"
+                       " (a second signal: at once)", err=True)
+    finally:
+        for job_worker in started:
+            job_worker.stop()
+        if repository is not None:
+            repository.store.close()
+        for sig, previous_handler in previous.items():
+            signal.signal(sig, previous_handler)
+
+
+@cli.command()
+@click.argument("job_id")
+@common_options()
+@click.option("--json", "as_json", is_flag=True, help="Print the events as JSON instead of a table (off by default).")
+def history(job_id: str, data_dir: Path, as_json: bool) -> None:
+    """Show JOB_ID's events as a timeline (UTC time in ms, delta, actor, type, key fields); exit 1 if unknown."""
+    repository = runtime.open_repository(existing_store_settings(data_dir))
+    try:
+        print_history(console(), repository, job_id, as_json=as_json)
+    finally:
+        repository.store.close()
+
+
+def _difference_table(differences: Sequence[rebuild_projection.RowDifference]) -> Table:
+    table = Table("table", "row", "column", "live", "rebuilt", title="differences")
+    for item in differences:
+        if item.column == "*":
+            live = "(missing)" if item.live is None else f"row ({item.live.get('status', 'present')})"
+            rebuilt = "(no events)" if item.rebuilt is None else f"row ({item.rebuilt.get('status', 'present')})"
+        else:
+            live, rebuilt = describe.short(repr(item.live), 60), describe.short(repr(item.rebuilt), 60)
+        table.add_row(item.table, item.job_id, item.column, escape(live), escape(rebuilt))
+    return table
+
+
+@cli.command()
+@common_options()
+@click.option("--verify", is_flag=True, help="Only compare (off by default): print the differences, change nothing,"
+              " exit 1 if there are any.")
+def rebuild(data_dir: Path, verify: bool) -> None:
+    """Recompute every projection (jobs, assets, previews) from the event log and replace it (or just verify).
+
+    Exits 1 when --verify finds differences, or when a stored event cannot be folded
+    (the error names the job and the position).
+    """
+    out = console()
+    store = runtime.open_store(existing_store_settings(data_dir))
+    try:
+        columns = (TextColumn("folding events"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn())
+        err = console(stderr=True)
+        with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
+            task = bar.add_task("rebuild", total=None)
+            update = lambda done, total: bar.update(task, completed=done, total=total)
+            report = rebuild_projection.rebuild(store, apply_changes=not verify, progress=update)
+    except (errors.IllegalTransition, errors.MalformedEvent) as exc:
+        raise click.ClickException(f"the event log cannot be folded: {exc}") from exc
+    finally:
+        store.close()
+    outcome = "the jobs table was replaced (and assets, previews)" if report.applied else "nothing was changed"
+    out.print(f"rebuilt {report.jobs_rebuilt} jobs from {report.events_read} events;"
+                  f" {len(report.differences)} differences; {outcome}")
+    if report.differences:
+        out.print(_difference_table(report.differences))
+    if report.differences and verify:
+        raise SystemExit(1)
