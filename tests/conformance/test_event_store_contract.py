@@ -18,7 +18,12 @@ from freezegun import freeze_time
 from jobtape import errors
 from jobtape.eventlog import events as ev
 from jobtape.eventlog import hashing, replay, schema
-from jobtape.eventlog.store import ConstraintViolation, EventStore, SQLBackend, Statement
+from jobtape.eventlog.store import (
+    ConstraintViolation,
+    EventStore,
+    SQLBackend,
+    Statement,
+)
 from jobtape.projections import rebuild as rebuild_module
 from jobtape.projections.repository import JobRepository
 

@@ -11,29 +11,18 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
+from polling import wait_for  # type: ignore[import-not-found]  # tests/ is on sys.path
 from sqld_server import SqldServer
 
 __all__: list[str] = []
 
 MEDIA = Path(__file__).resolve().parents[2] / "media"
 RETRY_LINE = "is unreachable at start-up"
-
-
-def wait_for(predicate: Callable[[], Any], timeout_s: float = 30.0, what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns a truthy value, failing after ``timeout_s`` seconds."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def _free_port() -> int:

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from polling import wait_for  # type: ignore[import-not-found]  # tests/ is on sys.path
 
 from jobtape import clock
 from jobtape.config import Settings
@@ -25,17 +25,6 @@ from jobtape.eventlog.store import EventStore
 from jobtape.http import create_app
 from jobtape.projections.repository import JobRepository
 from jobtape.storage import LocalStorage
-
-
-def wait_for(predicate: Any, timeout_s: float = 60.0, what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns a truthy value, failing after ``timeout_s`` seconds."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 SPEECH = Path(__file__).resolve().parents[2] / "media" / "speech_ljspeech.wav"
 

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
-import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from litestar.testing import TestClient
+from polling import wait_for  # type: ignore[import-not-found]  # tests/ is on sys.path
 
 from jobtape.config import Settings
 from jobtape.http import create_app
@@ -29,17 +29,6 @@ __all__: list[str] = []
 
 SPEECH = Path(__file__).resolve().parents[2] / "media" / "speech_ljspeech.wav"  # 9.66 s mono
 DOWNLOAD_TTL_S = 4321  # not the default, so the URLs prove they follow the setting
-
-
-def wait_for(predicate: Callable[[], Any], timeout_s: float = 60.0, what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns a truthy value, failing after ``timeout_s`` seconds."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def _expires_s(url: str) -> int:

@@ -11,12 +11,12 @@ import re
 import shutil
 import subprocess
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from polling import wait_for  # type: ignore[import-not-found]  # tests/ is on sys.path
 
 from jobtape.config import Settings
 from jobtape.eventlog import events as ev
@@ -28,17 +28,6 @@ from jobtape.worker.runner import Worker
 #: Bytes and pause of the trickling handler: about 40 KB/s, so music_strings.ogg takes ~15 s.
 TRICKLE_CHUNK = 2048
 TRICKLE_PAUSE_S = 0.05
-
-
-def wait_for(predicate: Callable[[], Any], timeout_s: float = 30.0, what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns a truthy value, failing after ``timeout_s`` seconds."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 class MediaServer:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from polling import wait_for  # type: ignore[import-not-found]  # tests/ is on sys.path
 
 from jobtape.config import Settings
 from jobtape.eventlog import events as ev
@@ -20,17 +20,6 @@ from jobtape.projections.repository import JobRepository
 from jobtape.storage import LocalStorage
 from jobtape.worker import children, media
 from jobtape.worker.runner import Worker
-
-
-def wait_for(predicate: Callable[[], Any], timeout_s: float = 60.0, what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns a truthy value, failing after ``timeout_s`` seconds."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 @pytest.fixture
