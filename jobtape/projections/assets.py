@@ -24,6 +24,7 @@ import msgspec
 
 from jobtape import clock
 from jobtape.eventlog.store import SQLBackend, Statement
+from jobtape.projections import rows
 from jobtape.projections.state import JobState
 
 __all__ = ["ASSET_JOB_TYPES", "COLUMNS", "TABLE", "Asset", "asset_row", "select_asset", "statements"]
@@ -117,19 +118,10 @@ def statements(before: JobState | None, after: JobState, table: str = TABLE) -> 
     row = asset_row(after)
     if row is None:
         return []
-    updates = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[1:])
-    sql = (
-        f"INSERT INTO {table} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
-        f" ON CONFLICT (asset_id) DO UPDATE SET {updates}"
-    )
-    return [Statement(sql, tuple(row[c] for c in COLUMNS))]
+    return [rows.upsert_row(table, COLUMNS, row)]
 
 
 def select_asset(backend: SQLBackend, asset_id: str) -> Asset | None:
     """Read one asset from the projection; ``None`` if there is no such asset."""
-    rows = backend.query(f"SELECT {', '.join(COLUMNS)} FROM {TABLE} WHERE asset_id = ?", [asset_id])
-    if not rows:
-        return None
-    values = dict(zip(COLUMNS, rows[0], strict=True))
-    values["created_at"] = clock.parse_timestamp(values["created_at"])
-    return Asset(**values)
+    values = rows.select_row(backend, TABLE, COLUMNS, asset_id)
+    return None if values is None else Asset(**values)

@@ -21,6 +21,7 @@ import msgspec
 
 from jobtape import clock
 from jobtape.eventlog.store import SQLBackend, Statement
+from jobtape.projections import rows
 from jobtape.projections.state import JobState
 
 __all__ = ["COLUMNS", "TABLE", "Preview", "preview_row", "select_preview", "statements"]
@@ -78,19 +79,11 @@ def statements(before: JobState | None, after: JobState, table: str = TABLE) -> 
     row = preview_row(after)
     if row is None:
         return []
-    updates = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[1:])
-    sql = (
-        f"INSERT INTO {table} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
-        f" ON CONFLICT (recipe_hash) DO UPDATE SET {updates} WHERE excluded.job_id < {table}.job_id"
-    )
-    return [Statement(sql, tuple(row[c] for c in COLUMNS))]
+    # Two renders of one recipe may race: keep the smaller job id, so a rebuild gives the same row.
+    return [rows.upsert_row(table, COLUMNS, row, only_if=f"excluded.job_id < {table}.job_id")]
 
 
 def select_preview(backend: SQLBackend, recipe_hash: str) -> Preview | None:
     """The cached preview of a recipe hash, or ``None``."""
-    rows = backend.query(f"SELECT {', '.join(COLUMNS)} FROM {TABLE} WHERE recipe_hash = ?", [recipe_hash])
-    if not rows:
-        return None
-    values = dict(zip(COLUMNS, rows[0], strict=True))
-    values["created_at"] = clock.parse_timestamp(values["created_at"])
-    return Preview(**values)
+    values = rows.select_row(backend, TABLE, COLUMNS, recipe_hash)
+    return None if values is None else Preview(**values)

@@ -1,0 +1,39 @@
+"""SQL shared by the row-per-key projections (``assets``, ``previews``): upsert one row, read one row."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from jobtape import clock
+from jobtape.eventlog.store import SQLBackend, Statement
+
+__all__ = ["select_row", "upsert_row"]
+
+
+def upsert_row(table: str, columns: Sequence[str], row: dict[str, Any], *, only_if: str = "") -> Statement:
+    """``INSERT`` the row, or update every column but the first (the key) when the key exists.
+
+    Args:
+        table: the table (a rebuild passes its scratch table).
+        columns: the table's columns, key first.
+        row: column -> value.
+        only_if: an optional SQL condition for the update (``excluded.x`` is the new row).
+    """
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns[1:])
+    sql = (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+        f" ON CONFLICT ({columns[0]}) DO UPDATE SET {updates}" + (f" WHERE {only_if}" if only_if else "")
+    )
+    return Statement(sql, tuple(row[c] for c in columns))
+
+
+def select_row(backend: SQLBackend, table: str, columns: Sequence[str], key: str) -> dict[str, Any] | None:
+    """The row whose first column equals ``key`` as ``{column: value}`` with ``created_at``
+    parsed to an aware UTC datetime; ``None`` if there is none."""
+    rows = backend.query(f"SELECT {', '.join(columns)} FROM {table} WHERE {columns[0]} = ?", [key])
+    if not rows:
+        return None
+    values = dict(zip(columns, rows[0], strict=True))
+    values["created_at"] = clock.parse_timestamp(values["created_at"])
+    return values
