@@ -220,6 +220,20 @@ def _assets_previews_quota(db: sqlite_utils.Database) -> None:
     )
 
 
+def _cheaper_worker_indexes(db: sqlite_utils.Database) -> None:
+    # 0005's indexes were rewritten on every append: jobs_lease is keyed by lease_expires_at,
+    # which every event of a running job renews, and jobs_orphaned's condition parsed the
+    # state JSON on every UPDATE. Held jobs are few (bounded by the workers' concurrency),
+    # so the reaper finds them by status and filters the lease; the orphan replay reads a
+    # count column the jobs projection only writes when it changes.
+    db.execute("DROP INDEX jobs_lease")
+    db.execute("DROP INDEX jobs_orphaned")
+    db["jobs"].add_column("orphaned_count", int, not_null_default=0)  # type: ignore[union-attr]
+    db.execute("UPDATE jobs SET orphaned_count = json_array_length(state, '$.orphaned_children')")
+    db.execute("CREATE INDEX jobs_held ON jobs (status) WHERE finished = 0")
+    db.execute("CREATE INDEX jobs_orphaned ON jobs (updated_at) WHERE orphaned_count > 0")
+
+
 #: Ordered migrations: (name, function). Never edit one that has shipped; append a new one.
 MIGRATIONS: list[Migration] = [
     ("0001_events", _events),
@@ -228,6 +242,7 @@ MIGRATIONS: list[Migration] = [
     ("0004_archives", _archives),
     ("0005_worker_indexes", _worker_indexes),
     ("0006_assets_previews_quota", _assets_previews_quota),
+    ("0007_cheaper_worker_indexes", _cheaper_worker_indexes),
 ]
 
 

@@ -28,7 +28,7 @@ COLUMNS = (
     "job_id", "job_type", "owner", "idempotency_key", "status", "stage", "progress", "attempt",
     "worker_id", "lease_expires_at", "result", "error", "cancel_requested", "finished",
     "created_at", "updated_at", "created_position", "last_version", "last_position", "state",
-    "not_before",
+    "not_before", "orphaned_count",
 )
 #: Columns whose value is looked up in ``events`` by the statement itself.
 _FROM_EVENTS = {
@@ -74,6 +74,7 @@ def row_values(state: JobState) -> dict[str, Any]:
         "last_version": state.version,
         "state": encode_state(state),
         "not_before": _stamp(state.not_before),
+        "orphaned_count": len(state.orphaned_children),
     }
 
 
@@ -127,6 +128,9 @@ def update(before: JobState, after: JobState) -> Statement:
             assignments.append(f"{name} = ?")
             encode = _ENCODE_COLUMN.get(name)
             params.append(encode(value) if encode is not None else value)
+    if len(after.orphaned_children) != len(before.orphaned_children):
+        assignments.append("orphaned_count = ?")
+        params.append(len(after.orphaned_children))
     params.append(after.job_id)
     return Statement(f"UPDATE jobs SET {', '.join(assignments)} WHERE job_id = ?", tuple(params))
 

@@ -46,7 +46,7 @@ _EXPIRED = (
 )
 _HELD = "SELECT job_id FROM jobs WHERE status IN ('processing', 'cancelled') AND finished = 0"
 _WITH_ORPHANS = (
-    "SELECT job_id FROM jobs WHERE json_array_length(state, '$.orphaned_children') > 0"
+    "SELECT job_id FROM jobs WHERE orphaned_count > 0"
     " AND (finished = 0 OR updated_at >= ?)"
 )
 
