@@ -21,6 +21,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import logging
 import socket
 import subprocess
 import sys
@@ -157,6 +158,7 @@ def main() -> None:
     parser.add_argument("--poll-interval", type=float, default=1.0, help="the separate worker's poll interval, s")
     parser.add_argument("--data-dir", type=Path, default=None, help="where the two event logs go (default: a temp dir)")
     args = parser.parse_args()
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request would bury the figures
     with tempfile.TemporaryDirectory(prefix="jobtape-cancel-bench-") as temp:
         root = args.data_dir or Path(temp)
         embedded = _embedded(root / "embedded", args.cancels)
