@@ -30,10 +30,18 @@ def format_timestamp(value: dt.datetime) -> str:
 
     Naive datetimes are taken to be UTC; aware ones are converted to UTC.
     """
-    if value.tzinfo is not None and value.utcoffset():
-        value = value.astimezone(dt.timezone.utc)
+    global _last_formatted
+    last = _last_formatted
+    if last[0] is value:  # an append formats its one timestamp for the event and the row
+        return last[1]
+    utc = value.astimezone(dt.timezone.utc) if value.tzinfo is not None and value.utcoffset() else value
     # isoformat is several times faster than strftime; this runs on every append.
-    return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    text = utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    _last_formatted = (value, text)
+    return text
+
+
+_last_formatted: tuple[object, str] = (None, "")
 
 
 def parse_timestamp(text: str) -> dt.datetime:
