@@ -22,13 +22,27 @@ def media_dir() -> Path:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[EventStore]:
-    """A migrated event store on a fresh SQLite file."""
+def store(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[EventStore]:
+    """A migrated event store on a fresh SQLite file.
+
+    After the test, the projections must equal a rebuild from the log (every scenario of
+    the suite checks that the projections written with each append match the fold), unless
+    the test is marked ``raw_log`` (it writes the log or projection rows directly).
+    """
+    from jobtape.projections.rebuild import rebuild
+
     backend = SQLiteBackend(tmp_path / "jobtape.db")
     backend.migrate()
     event_store = EventStore(backend)
     yield event_store
-    event_store.close()
+    try:
+        if request.node.get_closest_marker("raw_log") is None and backend.query(
+            "SELECT name FROM sqlite_master WHERE name = 'jobs'"
+        ):
+            differences = rebuild(event_store, apply_changes=False).differences
+            assert differences == [], f"projections differ from a rebuild of the log: {differences[:3]}"
+    finally:
+        event_store.close()
 
 
 @pytest.fixture

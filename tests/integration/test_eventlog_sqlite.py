@@ -47,6 +47,7 @@ def test_stale_expected_version_raises_concurrency_error_and_writes_nothing(repo
     assert repository.load(created.state.job_id).worker_id == "w1"  # type: ignore[union-attr]
 
 
+@pytest.mark.raw_log
 def test_gap_in_versions_is_refused_by_the_database(store: EventStore) -> None:
     store.append("j1", [ev.JobCreated(job_type="ingest")], 0, actor="api")
     with pytest.raises(errors.ConcurrencyError):
@@ -55,6 +56,7 @@ def test_gap_in_versions_is_refused_by_the_database(store: EventStore) -> None:
         store.append("j1", [ev.JobCreated(job_type="ingest")], 0, actor="api")  # version 1 again
 
 
+@pytest.mark.raw_log
 def test_events_are_append_only(store: EventStore) -> None:
     store.append("j1", [ev.JobCreated(job_type="ingest")], 0, actor="api")
     conn = sqlite3.connect(Path(store.backend.path))  # type: ignore[attr-defined]
@@ -110,6 +112,7 @@ def test_idempotency_key_is_unique_per_owner(repository: JobRepository) -> None:
     assert count(repository.store) == 2
 
 
+@pytest.mark.raw_log
 def test_malformed_stored_event_names_its_position(store: EventStore) -> None:
     store.backend.execute_batch([Statement(
         "INSERT INTO events (job_id, version, type, data, actor, recorded_at) VALUES ('j', 1, 'job.progress', '{\"percent\": []}', 'x', '2026-01-01T00:00:00.000000Z')")])
