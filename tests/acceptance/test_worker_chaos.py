@@ -28,6 +28,7 @@ from jobtape.projections import rebuild as rebuild_projection
 from jobtape.projections.repository import JobRepository
 from jobtape.storage import LocalStorage
 from jobtape.worker import children
+from polling import wait_for  # type: ignore[import-not-found]  # tests/ is on sys.path
 
 ROOT = Path(__file__).resolve().parents[2]
 MEDIA = ROOT / "media"
@@ -120,21 +121,27 @@ def test_jobs_survive_workers_killed_at_random(tmp_path: Path, workers: Workers)
         rows = backend.query("SELECT job_id FROM jobs WHERE finished = 0")
         return [row[0] for row in rows]
 
-    while unfinished():
-        assert time.monotonic() - started_at < DEADLINE_S, f"jobs still unfinished: {unfinished()}"
-        if kills < KILLS and time.monotonic() >= next_kill:
+    def remaining_s() -> float:
+        return max(0.0, DEADLINE_S - (time.monotonic() - started_at))
+
+    while kills < KILLS and unfinished():  # the controller: a kill every 1.5-3 s while jobs run
+        wait_for(lambda: time.monotonic() >= next_kill or not unfinished(), remaining_s(), "the next kill", 0.1)
+        if unfinished():
             workers.kill_and_restart(rng.randrange(3))
             kills += 1
             next_kill = time.monotonic() + rng.uniform(1.5, 3.0)
-        time.sleep(0.1)  # the controller's tick: it polls the log, there is no event to wait on
+    wait_for(lambda: not unfinished(), remaining_s(), "every job to finish", 0.1)
     elapsed = time.monotonic() - started_at
 
     streams = {job_id: repository.store.read_stream(job_id) for job_id in job_ids}
     spawned = [(r.event.pid, r.event.started_at_ticks) for s in streams.values() for r in s
                if isinstance(r.event, ev.JobChildStarted)]
-    deadline = time.monotonic() + 15  # the live workers' orphan replay kills what the dead ones left
-    while (alive := [pid for pid, ticks in spawned if children.process_alive(pid, ticks)]) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    def alive_children() -> list[int]:
+        return [pid for pid, ticks in spawned if children.process_alive(pid, ticks)]
+
+    # The live workers' orphan replay kills what the dead ones left.
+    wait_for(lambda: not alive_children(), 15, "orphaned ffmpeg processes to be killed", 0.1)
+    alive = alive_children()
     exit_codes = workers.stop()
 
     statuses = collections.Counter(repository.get(job_id).status for job_id in job_ids)

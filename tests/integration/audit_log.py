@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from jobtape import runtime
@@ -24,6 +22,7 @@ from jobtape.eventlog import events as ev
 from jobtape.projections.repository import JobRepository
 from jobtape.storage import LocalStorage
 from jobtape.worker.runner import Worker
+from polling import wait_for  # type: ignore[import-not-found]  # tests/ is on sys.path
 
 MEDIA = Path(__file__).resolve().parents[2] / "media"
 
@@ -34,14 +33,6 @@ def _upload(repository: JobRepository, storage: LocalStorage, source: Path) -> s
     storage.put_file(key, source)
     params = {"sourceType": "upload", "storageKey": key, "originalFilename": source.name}
     return repository.create("ingest", params, job_id=job_id).state.job_id
-
-
-def _wait_for(predicate: Callable[[], object], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def build_real_log(data_dir: Path) -> dict[str, str]:
@@ -64,11 +55,11 @@ def build_real_log(data_dir: Path) -> dict[str, str]:
         worker = Worker(repository, storage, slow, worker_id="audit-host:200:1")
         worker.start()
         try:
-            _wait_for(lambda: any(isinstance(r.event, ev.JobChildStarted) and "loudnorm" in " ".join(r.event.argv)
+            wait_for(lambda: any(isinstance(r.event, ev.JobChildStarted) and "loudnorm" in " ".join(r.event.argv)
                                   for r in repository.store.read_stream(job_id)), 60, "the loudnorm pass to start")
             repository.execute(job_id, lambda state: [ev.JobCancelRequested(reason="operator: wrong file")],
                                actor="api")
-            _wait_for(lambda: repository.get(job_id).finished, 30, "job.cancelled")
+            wait_for(lambda: repository.get(job_id).finished, 30, "job.cancelled")
         finally:
             worker.stop()
         return ids
