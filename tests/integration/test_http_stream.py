@@ -20,6 +20,7 @@ from polling import wait_for  # type: ignore[import-not-found]  # tests/ is on s
 
 from jobtape import clock
 from jobtape.config import Settings
+from jobtape.eventlog import events as ev
 from jobtape.eventlog.sqlite import SQLiteBackend
 from jobtape.eventlog.store import EventStore
 from jobtape.http import create_app
@@ -115,7 +116,8 @@ def test_stream_follows_a_real_ingest_run_by_a_separate_worker_process(
     streamed = [m["data"] for m in rest]
     already = len(events) - len(streamed)  # the events the initial state folded
     assert streamed == events[already:]
-    assert [int(m["id"]) for m in rest] == [e["position"] for e in events[already:]]
+    assert int(first["id"]) == already  # the version of the last event folded into the state
+    assert [int(m["id"]) for m in rest] == [e["version"] for e in events[already:]]
     assert {"job.stage_changed", "job.child_started", "job.child_exited"} <= {e["type"] for e in streamed}
 
 
@@ -141,6 +143,81 @@ def test_stream_ends_cleanly_when_the_client_goes_away(served: Served) -> None:
     wait_for(lambda: not served.server.server_state.tasks, timeout_s=10, what="the stream's request task to end")
     with httpx.Client(base_url=served.base_url, timeout=30) as client:
         assert client.get("/health").json() == {"status": "ok"}
+
+
+def append(served: Served, job_id: str, *events: ev.Event) -> None:
+    """Append as the worker ``host:1:0`` would (the served app has no worker of its own)."""
+    served.repository.append(job_id, events, served.repository.get(job_id), actor="host:1:0")
+
+
+def test_a_reconnect_with_last_event_id_resumes_after_that_version(served: Served) -> None:
+    with httpx.Client(base_url=served.base_url, timeout=30) as client:
+        job_id = upload(client)  # version 1: job.created
+        with client.stream("GET", f"/api/audio/jobs/{job_id}/stream") as response:
+            lines = response.iter_lines()
+            state = read_messages(lines, limit=1)[0]
+            append(served, job_id, ev.JobClaimed(worker_id="host:1:0"), ev.JobStageChanged(stage="measuring"))
+            append(served, job_id, ev.JobProgress(percent=40))
+            seen = read_messages(lines, limit=3)
+        last_event_id = seen[-1]["id"]
+        append(served, job_id, ev.JobProgress(percent=100))  # while the client is away
+
+        with client.stream("GET", f"/api/audio/jobs/{job_id}/stream",
+                           headers={"Last-Event-ID": last_event_id}) as response:
+            assert response.status_code == 200
+            lines = response.iter_lines()
+            missed = read_messages(lines, limit=1)
+            append(served, job_id, ev.JobCompleted(result={"assetId": "a1"}))  # live, after the resume
+            resumed = missed + read_messages(lines)  # returns when the server closes the stream
+        finished = client.get(f"/api/audio/jobs/{job_id}/stream", headers={"Last-Event-ID": resumed[-1]["id"]})
+        events = client.get(f"/api/audio/jobs/{job_id}/events").json()["events"]
+
+    assert (state["event"], state["id"], state["data"]["status"]) == ("state", "1", "pending")
+    assert [(m["event"], m["id"], m["data"]["type"]) for m in seen] == [
+        ("event", "2", "job.claimed"), ("event", "3", "job.stage_changed"), ("event", "4", "job.progress")
+    ]
+    assert [(m["event"], m["id"]) for m in resumed] == [("event", "5"), ("event", "6")]  # no state, nothing seen
+    assert [m["data"] for m in resumed] == events[4:]
+    assert events[-1]["type"] == "job.completed"
+    assert (finished.status_code, finished.content) == (204, b"")  # EventSource stops reconnecting on 204
+
+
+def test_last_event_id_of_a_finished_job_replays_only_the_later_events(served: Served) -> None:
+    with httpx.Client(base_url=served.base_url, timeout=30) as client:
+        job_id = upload(client)
+        assert client.post(f"/api/audio/jobs/{job_id}/cancel").status_code == 200
+        with client.stream("GET", f"/api/audio/jobs/{job_id}/stream", headers={"Last-Event-ID": "0"}) as response:
+            from_start = read_messages(response.iter_lines())
+        with client.stream("GET", f"/api/audio/jobs/{job_id}/stream", headers={"Last-Event-ID": "1"}) as response:
+            after_created = read_messages(response.iter_lines())
+
+    assert [(m["event"], m["id"], m["data"]["type"]) for m in from_start] == [
+        ("event", "1", "job.created"), ("event", "2", "job.cancel_requested")
+    ]
+    assert [(m["id"], m["data"]["type"]) for m in after_created] == [("2", "job.cancel_requested")]
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "1.5", "0x10", "1" * 19])
+def test_a_malformed_last_event_id_is_400_and_says_what_to_send(served: Served, value: str) -> None:
+    with httpx.Client(base_url=served.base_url, timeout=30) as client:
+        job_id = upload(client)
+        response = client.get(f"/api/audio/jobs/{job_id}/stream", headers={"Last-Event-ID": value})
+
+    assert response.status_code == 400
+    message = response.json()["error"]
+    assert message.startswith("Last-Event-ID must be the id of the last message received from this stream")
+    assert repr(value) in message
+
+
+def test_a_last_event_id_past_the_jobs_latest_version_is_400(served: Served) -> None:
+    with httpx.Client(base_url=served.base_url, timeout=30) as client:
+        job_id = upload(client)
+        response = client.get(f"/api/audio/jobs/{job_id}/stream", headers={"Last-Event-ID": "7"})
+
+    assert (response.status_code, response.json()) == (400, {
+        "error": "Last-Event-ID 7 is past this job's latest version 1; "
+                 "reconnect without Last-Event-ID to start from the job's current state"
+    })
 
 
 @pytest.mark.parametrize("suffix", ["", "/events"])
