@@ -62,6 +62,7 @@ def to_job_view(state: job_state.JobState, queue_position: int | None) -> schema
         progress=state.progress,
         stage=state.stage,
         queue_position=queue_position if state.status == "pending" else None,
+        not_before=state.not_before if state.status == "pending" else None,
         result=state.result,
         error=state.error,
         created_at=state.created_at,

@@ -89,6 +89,9 @@ class JobView(_Wire, omit_defaults=True):
         progress: 0-100 percent within the current stage; 0 with a stage means indeterminate.
         stage: the stage name (``cancelling`` while a cancel awaits the worker), or ``None``.
         queue_position: 1-based place among pending jobs while ``pending``, else ``None``.
+        not_before: while ``pending`` after a retry (``job.retry_scheduled``) or a lost lease
+            (``job.lease_expired``), the UTC time before which no worker claims the job (the
+            backoff); ``None`` otherwise. It may be past: the job then waits for a free worker.
         result: the job type's result object once ``complete``, else ``None``.
         error: the failure message once ``failed``, else ``None``.
         created_at: UTC time of the job's first event.
@@ -104,6 +107,7 @@ class JobView(_Wire, omit_defaults=True):
     progress: int
     stage: str | None
     queue_position: int | None
+    not_before: dt.datetime | None
     result: dict[str, Any] | None
     error: str | None
     created_at: dt.datetime

@@ -67,6 +67,7 @@ def test_poll_pending_job_right_after_upload(api: Api) -> None:
         "progress": 0,
         "stage": None,
         "queuePosition": 1,
+        "notBefore": None,
         "result": None,
         "error": None,
         "createdAt": "2026-01-02T03:04:05Z",
@@ -88,6 +89,25 @@ def test_poll_processing_job_has_no_queue_position(api: Api) -> None:
     body = api.client.get(f"/api/audio/jobs/{job_id}").json()
 
     assert (body["status"], body["queuePosition"]) == ("processing", None)
+
+
+def test_poll_backed_off_job_shows_not_before_until_claimed_again(api: Api) -> None:
+    job_id = upload(api)
+    claim(api, job_id)
+    retry_at = dt.datetime(2026, 1, 2, 3, 4, 5, 250000, tzinfo=dt.UTC)
+    retry = ev.JobRetryScheduled(error="connection reset", attempt=1, not_before=retry_at)
+    api.repository.append(job_id, [retry], api.repository.get(job_id), actor="host:1:0")
+
+    backed_off = api.client.get(f"/api/audio/jobs/{job_id}").json()
+    with freeze_time(retry_at, real_asyncio=True):
+        api.repository.append(
+            job_id, [ev.JobClaimed(worker_id="host:2:0", attempt=2)], api.repository.get(job_id), actor="host:2:0"
+        )
+    claimed_again = api.client.get(f"/api/audio/jobs/{job_id}").json()
+
+    assert (backed_off["status"], backed_off["queuePosition"]) == ("pending", 1)
+    assert backed_off["notBefore"] == "2026-01-02T03:04:05.250000Z"
+    assert (claimed_again["status"], claimed_again["notBefore"]) == ("processing", None)
 
 
 def test_poll_complete_job_shows_result(api: Api) -> None:
@@ -304,7 +324,8 @@ def test_openapi_document_lists_routes_and_response_schemas(api: Api) -> None:
     poll_ok = document["paths"]["/api/audio/jobs/{job_id}"]["get"]["responses"]["200"]
     assert poll_ok["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/JobView"}
     job_view = document["components"]["schemas"]["JobView"]["properties"]
-    assert {"jobId", "queuePosition", "createdAt", "updatedAt"} <= set(job_view)
+    assert {"jobId", "queuePosition", "notBefore", "createdAt", "updatedAt"} <= set(job_view)
+    assert {"type": "string", "format": "date-time"} in job_view["notBefore"]["oneOf"]
     ingest = document["paths"]["/api/audio/ingest"]["post"]
     assert "multipart/form-data" in ingest["requestBody"]["content"]
     assert {"202", "413", "415", "422"} <= set(ingest["responses"])
