@@ -10,7 +10,10 @@ Canonical JSON: keys sorted, no whitespace, times and levels rounded to the mill
 millibel (3 decimals), ``targetLufs`` ``null`` when loudness is kept.
 
 Ranges (issue 3): ``gainDb`` in -30..+30 dB, ``targetLufs`` in -40..-5 LUFS, times in
-seconds within the asset, fades no longer than the trimmed length.
+seconds within the asset, fades no longer than the trimmed length. The ranges that do not
+depend on the asset are ``msgspec.Meta`` bounds on :class:`Recipe` (so they appear in the
+OpenAPI schema and :func:`decode` enforces them); :func:`validate` checks them all again,
+with the asset's length, for recipes built in code.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from typing import Annotated, Any
 
 import msgspec
@@ -25,11 +29,13 @@ import msgspec
 from jobtape import errors
 
 __all__ = [
+    "EXAMPLE",
     "GAIN_RANGE_DB",
     "TARGET_LUFS_RANGE",
     "CanonicalRecipe",
     "Recipe",
     "canonical_json",
+    "decode",
     "recipe_hash",
     "validate",
 ]
@@ -41,7 +47,8 @@ TARGET_LUFS_RANGE = (-40.0, -5.0)
 #: How far ``endSec`` may pass the asset's stored duration (which is rounded to 1 ms), in seconds.
 _END_TOLERANCE_S = 0.0005
 
-_Seconds = Annotated[float, msgspec.Meta(description="Seconds from the start of the asset.", examples=[1.5])]
+_Seconds = Annotated[float, msgspec.Meta(ge=0, description="Seconds from the start of the asset.", examples=[1.5])]
+_FadeSeconds = Annotated[float, msgspec.Meta(ge=0, description="Fade length in seconds, at most the trimmed length.")]
 
 
 class Recipe(msgspec.Struct, rename="camel", kw_only=True, forbid_unknown_fields=True):
@@ -61,10 +68,17 @@ class Recipe(msgspec.Struct, rename="camel", kw_only=True, forbid_unknown_fields
     asset_id: Annotated[str, msgspec.Meta(description="The asset to edit (32 hex digits).", min_length=1, max_length=64)]
     start_sec: _Seconds = 0.0
     end_sec: _Seconds | None = None
-    fade_in_sec: Annotated[float, msgspec.Meta(description="Fade-in length in seconds.")] = 0.0
-    fade_out_sec: Annotated[float, msgspec.Meta(description="Fade-out length in seconds.")] = 0.0
-    gain_db: Annotated[float, msgspec.Meta(description="Gain in dB, -30 to +30.")] = 0.0
-    target_lufs: Annotated[float, msgspec.Meta(description="Target loudness in LUFS, -40 to -5; null keeps it.")] | None = None
+    fade_in_sec: _FadeSeconds = 0.0
+    fade_out_sec: _FadeSeconds = 0.0
+    gain_db: Annotated[
+        float, msgspec.Meta(ge=GAIN_RANGE_DB[0], le=GAIN_RANGE_DB[1], description="Gain in dB, -30 to +30.")
+    ] = 0.0
+    target_lufs: Annotated[
+        float,
+        msgspec.Meta(
+            ge=TARGET_LUFS_RANGE[0], le=TARGET_LUFS_RANGE[1], description="Target loudness in LUFS, -40 to -5; null keeps it."
+        ),
+    ] | None = None
 
 
 class CanonicalRecipe(msgspec.Struct, frozen=True, kw_only=True):
@@ -181,6 +195,74 @@ def validate(recipe: Recipe, asset_duration_sec: float) -> CanonicalRecipe:
         gain_db=gain + 0.0,  # -0.0 and 0.0 must hash alike
         target_lufs=target,
     )
+
+
+#: A recipe as JSON, quoted in error messages.
+EXAMPLE = '{"assetId": "<asset id>", "startSec": 1.5, "endSec": 4, "fadeInSec": 0.5, "gainDb": -3}'
+_DECODER = msgspec.json.Decoder(Recipe)
+_FIELDS = tuple(Recipe.__struct_encode_fields__)
+#: What to send for each field, the second half of a decoding error's message.
+_WHAT_TO_SEND = {
+    "assetId": "the asset's id as a string (the assetId of a completed ingest or save job)",
+    "startSec": "a number of seconds >= 0, before the asset's end",
+    "endSec": "a number of seconds greater than startSec, or leave it out for the asset's end",
+    "fadeInSec": "a number of seconds >= 0, at most the trimmed length",
+    "fadeOutSec": "a number of seconds >= 0, at most the trimmed length",
+    "gainDb": f"a number of dB from {GAIN_RANGE_DB[0]:g} to {GAIN_RANGE_DB[1]:g}",
+    "targetLufs": f"a number of LUFS from {TARGET_LUFS_RANGE[0]:g} to {TARGET_LUFS_RANGE[1]:g}, or null to keep the loudness",
+}
+_JSON_TYPES = {
+    "float": "a number", "int": "a number", "str": "a string", "bool": "a boolean", "null": "null",
+    "object": "a JSON object", "array": "an array", "float | null": "a number or null",
+}
+_AT_PATH = re.compile(r" - at `\$(?:\.(?P<field>\w+))?[^`]*`$")
+
+
+def decode(body: bytes) -> Recipe:
+    """Decode a recipe from JSON, strictly: no unknown fields, no type coercion.
+
+    Enforces the shape, the types and the ranges that do not depend on the asset (the
+    ``msgspec.Meta`` bounds on :class:`Recipe`); :func:`validate` does the rest.
+
+    Args:
+        body: the request body, UTF-8 JSON.
+
+    Returns:
+        The recipe as sent (defaults not yet filled in).
+
+    Raises:
+        errors.InvalidRecipe: the JSON is not a recipe: not an object, an unknown field, no
+            ``assetId``, a value of the wrong type, or out of its range. ``field`` is the
+            camelCase field (``body`` when the JSON is not an object) and the message says
+            what to send.
+        msgspec.DecodeError: the body is not JSON at all (truncated, empty, a syntax error).
+    """
+    try:
+        return _DECODER.decode(body)
+    except msgspec.ValidationError as exc:
+        raise _invalid(str(exc)) from None
+
+
+def _invalid(problem: str) -> errors.InvalidRecipe:
+    """Turn a msgspec validation message (e.g. ``Expected `float`, got `str` - at `$.startSec```) into
+    an :class:`errors.InvalidRecipe` naming the field and what to send."""
+    unknown = re.fullmatch(r"Object contains unknown field `(?P<name>.*)`", problem)
+    if unknown:
+        name = unknown["name"]
+        camel = re.sub(r"_([a-z])", lambda m: m[1].upper(), name)
+        hint = f" (did you mean {camel}?)" if camel != name and camel in _FIELDS else ""
+        return errors.InvalidRecipe(name, f"unknown field{hint}; a recipe has only {', '.join(_FIELDS)}")
+    missing = re.fullmatch(r"Object missing required field `(?P<name>.*)`", problem)
+    if missing:
+        return errors.InvalidRecipe(missing["name"], f"is required; send {_WHAT_TO_SEND[missing['name']]}")
+    at = _AT_PATH.search(problem)
+    field = at["field"] if at and at["field"] else None
+    text = problem[: at.start()] if at else problem
+    text = re.sub(r"`([^`]+)`", lambda m: _JSON_TYPES.get(m[1], m[1]), text)
+    text = text[:1].lower() + text[1:]
+    if field is None:
+        return errors.InvalidRecipe("body", f"{text}; send a recipe object such as {EXAMPLE}")
+    return errors.InvalidRecipe(field, f"{text}; send {_WHAT_TO_SEND.get(field, 'a value of the documented type')}")
 
 
 def canonical_json(recipe: CanonicalRecipe) -> str:

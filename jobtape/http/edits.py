@@ -1,7 +1,8 @@
 """Edit routes: preview and save a recipe, fetch a preview's audio.
 
-``POST /api/audio/edit/preview`` and ``POST /api/audio/edit/save`` validate the recipe
-against its asset, read from the ``assets`` projection (never from storage), and create a
+``POST /api/audio/edit/preview`` and ``POST /api/audio/edit/save`` read the recipe body
+themselves (:mod:`jobtape.http.recipe_body`: every recipe problem is a 422 naming the
+field), validate the recipe against its asset, read from the ``assets`` projection (never from storage), and create a
 job; no media work happens in the request. A preview whose recipe hash is in the
 ``previews`` projection is created already complete (``job.created`` + ``job.completed``
 in one append, result ``cacheHit: true``). Two concurrent misses of one recipe render it
@@ -22,12 +23,12 @@ from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import HeaderParameter, JSONBody
+from litestar.params import HeaderParameter
 
 from jobtape import errors, recipes
 from jobtape.config import Settings
 from jobtape.eventlog import events as ev
-from jobtape.http import downloads, jobs, schemas
+from jobtape.http import downloads, jobs, recipe_body, schemas
 from jobtape.projections import assets, previews
 from jobtape.projections.repository import JobRepository
 from jobtape.storage.base import Storage
@@ -55,9 +56,11 @@ def _error(description: str) -> ResponseSpec:
 
 _RESPONSES = {
     202: ResponseSpec(schemas.IngestResponse, description="The job (status 'complete' for a cached preview)"),
-    400: _error("Malformed JSON or a field of the wrong type"),
+    400: _error("The body is not JSON at all"),
     404: _error('{"error": "Asset not found"}'),
-    422: _error("A recipe field is out of range for the asset; the message names the field"),
+    413: _error("The body is larger than 16 KiB"),
+    422: _error("The body is not a recipe (not an object, an unknown or missing field, a wrong type) or a field is "
+                "out of range for the asset; the message names the field and what to send"),
     429: _error("The owner has the maximum number of active jobs; see Retry-After"),
 }
 
@@ -101,9 +104,14 @@ def create_edit_job(
 
 
 async def _create(
-    job_type: ev.JobType, data: recipes.Recipe, repository: JobRepository, settings: Settings, client_id: str | None
+    job_type: ev.JobType,
+    request: Request[Any, Any, Any],
+    repository: JobRepository,
+    settings: Settings,
+    client_id: str | None,
 ) -> Response[schemas.IngestResponse]:
-    create = functools.partial(create_edit_job, repository, settings, job_type, data, owner_of(client_id))
+    recipe = await recipe_body.read_recipe(request)
+    create = functools.partial(create_edit_job, repository, settings, job_type, recipe, owner_of(client_id))
     job_id, status = await anyio.to_thread.run_sync(create)
     return Response(schemas.IngestResponse(data=schemas.IngestAccepted(job_id=job_id, status=status)), status_code=202)
 
@@ -111,6 +119,7 @@ async def _create(
 @post(
     "/api/audio/edit/preview",
     status_code=202,
+    operation_class=recipe_body.RecipeOperation,
     summary="Render a preview of an edit recipe",
     description="Creates a 'preview' job rendering the recipe as a 128 kbps MP3 (previews/{recipeHash}.mp3). "
     "When that recipe was rendered before, the job is created already complete (status 'complete').",
@@ -118,7 +127,7 @@ async def _create(
     tags=["edit"],
 )
 async def preview_edit(
-    data: JSONBody[recipes.Recipe],
+    request: Request[Any, Any, Any],
     repository: NamedDependency[JobRepository],
     settings: NamedDependency[Settings],
     client_id: ClientId = None,
@@ -126,14 +135,17 @@ async def preview_edit(
     """Create a preview job (or a complete one from the cache).
 
     Raises:
-        errors.AssetNotFound, errors.InvalidRecipe, errors.QuotaExceeded: see :func:`create_edit_job`.
+        HTTPException: 400 (not JSON) or 413 (too large), from :func:`recipe_body.read_recipe`.
+        errors.InvalidRecipe: the body is not a recipe, or a field is out of range (422).
+        errors.AssetNotFound, errors.QuotaExceeded: see :func:`create_edit_job`.
     """
-    return await _create("preview", data, repository, settings, client_id)
+    return await _create("preview", request, repository, settings, client_id)
 
 
 @post(
     "/api/audio/edit/save",
     status_code=202,
+    operation_class=recipe_body.RecipeOperation,
     summary="Save an edit recipe as a new asset",
     description="Creates a 'save' job rendering the recipe at full quality (FLAC 48 kHz) as a new asset; "
     "its result carries the new assetId and preparedKey.",
@@ -141,7 +153,7 @@ async def preview_edit(
     tags=["edit"],
 )
 async def save_edit(
-    data: JSONBody[recipes.Recipe],
+    request: Request[Any, Any, Any],
     repository: NamedDependency[JobRepository],
     settings: NamedDependency[Settings],
     client_id: ClientId = None,
@@ -149,9 +161,11 @@ async def save_edit(
     """Create a save job.
 
     Raises:
-        errors.AssetNotFound, errors.InvalidRecipe, errors.QuotaExceeded: see :func:`create_edit_job`.
+        HTTPException: 400 (not JSON) or 413 (too large), from :func:`recipe_body.read_recipe`.
+        errors.InvalidRecipe: the body is not a recipe, or a field is out of range (422).
+        errors.AssetNotFound, errors.QuotaExceeded: see :func:`create_edit_job`.
     """
-    return await _create("save", data, repository, settings, client_id)
+    return await _create("save", request, repository, settings, client_id)
 
 
 @get(

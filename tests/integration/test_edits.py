@@ -212,7 +212,10 @@ def test_signed_links_refuse_tampering_and_expiry(env: Env) -> None:
         ({"startSec": 1.0, "endSec": 3.0, "fadeInSec": 1.5, "fadeOutSec": 1.0}, 422, "fadeOutSec"),
         ({"gainDb": 31}, 422, "gainDb"),
         ({"targetLufs": -3}, 422, "targetLufs"),
-        ({"gainDb": "loud"}, 400, "gainDb"),
+        ({"gainDb": "loud"}, 422, "gainDb"),
+        ({"gainDb": None}, 422, "gainDb"),
+        ({"fadeInSec": -1}, 422, "fadeInSec"),
+        ({"fade_in_sec": 1}, 422, "fadeInSec"),
     ],
 )
 def test_bad_recipes_are_refused_naming_the_field_and_append_nothing(
