@@ -13,7 +13,6 @@ Schema, its ``msgspec.Meta`` bounds included as ``minimum``/``maximum``.
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Any
 
 import msgspec
@@ -21,13 +20,13 @@ from litestar import Request
 from litestar.exceptions import ClientException, HTTPException
 from litestar.openapi.spec import (
     OpenAPIMediaType,
-    OpenAPIType,
     Operation,
     RequestBody,
     Schema,
 )
 
 from jobtape import recipes
+from jobtape.http import openapi
 
 __all__ = ["MAX_JSON_BYTES", "RecipeOperation", "read_recipe", "recipe_schema"]
 
@@ -68,24 +67,9 @@ async def read_recipe(request: Request[Any, Any, Any]) -> recipes.Recipe:
 
 def recipe_schema() -> Schema:
     """The OpenAPI schema of :class:`recipes.Recipe` (title ``Recipe``), from msgspec's JSON Schema."""
-    document = msgspec.json.schema(recipes.Recipe)
-    node = dict(document["$defs"]["Recipe"])
-    node["description"] = "An edit recipe (camelCase). Times in seconds, gain in dB, loudness in LUFS."
-    return _to_openapi(node)
-
-
-def _to_openapi(node: dict[str, Any]) -> Schema:
-    values: dict[str, Any] = {}
-    for key, value in node.items():
-        name = re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
-        if key == "type":
-            value = OpenAPIType(value)
-        elif key == "properties":
-            value = {prop: _to_openapi(child) for prop, child in value.items()}
-        elif key in ("anyOf", "oneOf", "allOf"):
-            value = [_to_openapi(child) for child in value]
-        values[name] = value
-    return Schema(**values)
+    return openapi.struct_schema(
+        recipes.Recipe, description="An edit recipe (camelCase). Times in seconds, gain in dB, loudness in LUFS."
+    )
 
 
 _REQUEST_BODY = RequestBody(

@@ -9,18 +9,17 @@ before a job exists, so nothing is appended.
 from __future__ import annotations
 
 import functools
-import re
 from typing import Any
 
 import anyio.to_thread
 import msgspec
 from litestar import Request
 from litestar.exceptions import ClientException, HTTPException
-from litestar.openapi.spec import OpenAPIType, Schema
+from litestar.openapi.spec import Schema
 
 from jobtape import sources
 from jobtape.config import Settings
-from jobtape.http import schemas
+from jobtape.http import openapi, schemas
 
 __all__ = ["BODY_EXAMPLE", "MAX_JSON_BYTES", "json_body_schema", "read_url_params"]
 
@@ -82,17 +81,4 @@ async def read_url_params(
 
 def json_body_schema() -> Schema:
     """The OpenAPI schema of :class:`schemas.IngestUrlRequest`, from msgspec's JSON Schema."""
-    document = msgspec.json.schema(schemas.IngestUrlRequest)
-    return _to_openapi(document["$defs"]["IngestUrlRequest"])
-
-
-def _to_openapi(node: dict[str, Any]) -> Schema:
-    values: dict[str, Any] = {}
-    for key, value in node.items():
-        name = re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
-        if key == "type":
-            value = OpenAPIType(value)
-        elif key == "properties":
-            value = {prop: _to_openapi(child) for prop, child in value.items()}
-        values[name] = value
-    return Schema(**values)
+    return openapi.struct_schema(schemas.IngestUrlRequest)
