@@ -6,6 +6,10 @@ the event insert (version guard trigger) and the ``jobs`` row upsert. The baseli
 the same number of rows with plain ``sqlite3``, one ``BEGIN IMMEDIATE; INSERT; COMMIT``
 per row, with the same PRAGMAs. The target: the store reaches at least half the raw rate.
 
+Both sides use the same PRAGMAs, by default the store's: WAL with ``synchronous=FULL``
+(every commit fsynced, so an acknowledged append survives a power loss), where the fsync
+dominates a commit; ``--synchronous NORMAL`` compares the CPU cost of an append instead.
+
 The lifecycles run twice: one after the other on one thread, and spread over ``--threads``
 threads (as a worker with ``--concurrency N`` appends for N jobs at once), where the SQLite
 backend's group commit lets concurrent appends share a transaction. Both ratios are printed
@@ -13,7 +17,7 @@ against the same single-threaded raw baseline, with PASS/FAIL for each.
 
 Usage::
 
-    python bench/lifecycle.py [--jobs 2000] [--threads 8] [--data-dir DIR] [--profile]
+    python bench/lifecycle.py [--jobs 2000] [--threads 8] [--synchronous FULL|NORMAL] [--data-dir DIR] [--profile]
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import time
 from pathlib import Path
 
 from jobtape.eventlog import events as ev
-from jobtape.eventlog.sqlite import PRAGMAS, SQLiteBackend
+from jobtape.eventlog.sqlite import SYNCHRONOUS_MODES, SQLiteBackend, pragmas
 from jobtape.eventlog.store import EventStore
 from jobtape.projections.repository import JobRepository
 
@@ -55,13 +59,13 @@ def _lifecycles(repository: JobRepository, indexes: range) -> None:
             state = repository.append(state.job_id, [event], state, actor=_WORKER).state
 
 
-def run_lifecycles(path: Path, jobs: int, threads: int = 1) -> tuple[float, float]:
+def run_lifecycles(path: Path, jobs: int, threads: int = 1, synchronous: str = "FULL") -> tuple[float, float]:
     """Run ``jobs`` lifecycles (8 appends each) on a fresh SQLite file over ``threads`` threads.
 
     Returns:
         ``(elapsed seconds, batches per transaction)`` (the latter is 1.0 without group commit).
     """
-    backend = SQLiteBackend(_fresh(path))
+    backend = SQLiteBackend(_fresh(path), synchronous=synchronous)
     backend.migrate()
     repository = JobRepository(EventStore(backend))
     share = -(-jobs // threads)
@@ -80,10 +84,10 @@ def run_lifecycles(path: Path, jobs: int, threads: int = 1) -> tuple[float, floa
     return elapsed, grouping
 
 
-def run_raw_inserts(path: Path, rows: int) -> float:
+def run_raw_inserts(path: Path, rows: int, synchronous: str = "FULL") -> float:
     """Insert ``rows`` rows into a plain table, one transaction each; return the elapsed seconds."""
     connection = sqlite3.connect(_fresh(path), isolation_level=None)
-    for pragma in PRAGMAS:
+    for pragma in pragmas(synchronous):
         connection.execute(pragma)
     connection.execute(
         "CREATE TABLE rows (position INTEGER PRIMARY KEY, job_id TEXT NOT NULL, version INTEGER NOT NULL,"
@@ -110,19 +114,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=8, help="threads for the concurrent run (default 8)")
     parser.add_argument("--data-dir", type=Path, default=None, help="folder for the SQLite files (default: a temp dir)")
     parser.add_argument("--profile", action="store_true", help="also print a cProfile of the single-thread run")
+    parser.add_argument("--synchronous", choices=SYNCHRONOUS_MODES, default="FULL",
+                        help="PRAGMA synchronous for both sides (default FULL, the store's default)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="jobtape-bench-") as temp:
         folder = args.data_dir or Path(temp)
         folder.mkdir(parents=True, exist_ok=True)
         events = args.jobs * EVENTS_PER_JOB
-        raw_s = run_raw_inserts(folder / "raw.db", events)
-        single_s, _ = run_lifecycles(folder / "lifecycle-1.db", args.jobs, 1)
-        multi_s, grouping = run_lifecycles(folder / f"lifecycle-{args.threads}.db", args.jobs, args.threads)
+        raw_s = run_raw_inserts(folder / "raw.db", events, args.synchronous)
+        single_s, _ = run_lifecycles(folder / "lifecycle-1.db", args.jobs, 1, args.synchronous)
+        multi_s, grouping = run_lifecycles(folder / f"lifecycle-{args.threads}.db", args.jobs, args.threads,
+                                           args.synchronous)
         if args.profile:
             profiler = cProfile.Profile()
             profiler.runcall(run_lifecycles, folder / "profile.db", args.jobs)
             pstats.Stats(profiler).sort_stats("tottime").print_stats(20)
     raw_rate = events / raw_s
+    print(f"PRAGMA synchronous={args.synchronous} (journal_mode=WAL) on both sides")
     print(f"raw sqlite3: {events} single-row transactions in {raw_s:.2f} s = {raw_rate:,.0f} rows/s (baseline)")
     passed_any = False
     for label, seconds in ((f"1 thread", single_s), (f"{args.threads} threads", multi_s)):

@@ -55,6 +55,10 @@ class Settings:
         ffmpeg_readrate: if set, ffmpeg reads its input at most this many times real time
             (``-readrate``), so a worker sharing a host does not take every core; ``None``
             (the default) reads as fast as it can. Env ``JOBTAPE_FFMPEG_READRATE``.
+        sqlite_synchronous: ``FULL`` (default) or ``NORMAL``: whether the embedded SQLite
+            log fsyncs at every commit, so an acknowledged append survives a power loss, or
+            only at checkpoints (faster; a power loss may drop the last appends). Env
+            ``JOBTAPE_SQLITE_SYNCHRONOUS``.
         allow_private_urls: let URL ingests fetch from loopback, private, link-local and
             other non-public addresses (see :mod:`jobtape.sources`); off by default (SSRF
             guard). Env ``JOBTAPE_ALLOW_PRIVATE_URLS=1``; flag ``--allow-private-urls``.
@@ -102,6 +106,7 @@ class Settings:
     target_lufs: float = -16.0
     target_true_peak_db: float = -1.5
     ffmpeg_readrate: float | None = None
+    sqlite_synchronous: str = "FULL"
     allow_private_urls: bool = False
     max_download_bytes: int = 500 * 1000 * 1000
     job_store_backend: str = "sqlite"
@@ -119,6 +124,8 @@ class Settings:
     signing_secret: str | None = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        if self.sqlite_synchronous not in ("FULL", "NORMAL"):
+            raise ValueError(f"JOBTAPE_SQLITE_SYNCHRONOUS must be FULL or NORMAL, not {self.sqlite_synchronous!r}")
         if self.job_store_backend not in JOB_STORE_BACKENDS:
             raise ValueError(f"job store backend {self.job_store_backend!r} is not one of {', '.join(JOB_STORE_BACKENDS)}")
         if self.job_store_backend == "libsql" and not self.turso_database_url:
@@ -162,6 +169,7 @@ class Settings:
             ("host_id", "JOBTAPE_HOST_ID", str),
             ("max_upload_bytes", "JOBTAPE_MAX_UPLOAD_BYTES", int),
             ("ffmpeg_readrate", "JOBTAPE_FFMPEG_READRATE", float),
+            ("sqlite_synchronous", "JOBTAPE_SQLITE_SYNCHRONOUS", str.upper),
             ("allow_private_urls", "JOBTAPE_ALLOW_PRIVATE_URLS", _flag),
             ("max_download_bytes", "JOBTAPE_MAX_DOWNLOAD_BYTES", int),
             ("max_active_jobs", "JOBTAPE_MAX_ACTIVE_JOBS", int),

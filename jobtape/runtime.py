@@ -34,7 +34,7 @@ __all__ = [
 
 
 def _sqlite(settings: Settings) -> SQLBackend:
-    return SQLiteBackend(settings.database_path)
+    return SQLiteBackend(settings.database_path, synchronous=settings.sqlite_synchronous)
 
 
 def _libsql(settings: Settings) -> SQLBackend:

@@ -13,14 +13,28 @@ import sqlite_utils
 from jobtape.eventlog import schema
 from jobtape.eventlog.store import ConstraintViolation, SQLBackend, Statement
 
-__all__ = ["SQLiteBackend"]
+__all__ = ["PRAGMAS", "SYNCHRONOUS_MODES", "SQLiteBackend", "pragmas"]
 
-#: Same PRAGMAs for every connection (bench/lifecycle.py uses them for its baseline).
-PRAGMAS = (
-    "PRAGMA journal_mode=WAL",
-    "PRAGMA synchronous=NORMAL",
-    "PRAGMA foreign_keys=ON",
-)
+#: ``PRAGMA synchronous`` values a backend accepts. FULL (the default) fsyncs the WAL at
+#: every commit, so an append acknowledged to a client survives a power loss; NORMAL
+#: fsyncs only at checkpoints (a crash of the process loses nothing, a power loss may lose
+#: the last commits) and is several times faster per commit.
+SYNCHRONOUS_MODES = ("FULL", "NORMAL")
+
+
+def pragmas(synchronous: str = "FULL") -> tuple[str, ...]:
+    """The PRAGMAs every connection runs (bench/lifecycle.py uses the same for its baseline).
+
+    Raises:
+        ValueError: ``synchronous`` is not one of :data:`SYNCHRONOUS_MODES`.
+    """
+    if synchronous not in SYNCHRONOUS_MODES:
+        raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}, not {synchronous!r}")
+    return ("PRAGMA journal_mode=WAL", f"PRAGMA synchronous={synchronous}", "PRAGMA foreign_keys=ON")
+
+
+#: The default PRAGMAs (``synchronous=FULL``).
+PRAGMAS = pragmas()
 
 
 class SQLiteBackend(SQLBackend):
@@ -33,11 +47,18 @@ class SQLiteBackend(SQLBackend):
     Args:
         path: the database file (created with its folder), or ``":memory:"``.
         busy_timeout_s: how long a writer waits for another writer's lock, in seconds.
+        synchronous: ``FULL`` (default: every acknowledged append is on disk) or ``NORMAL``;
+            see :data:`SYNCHRONOUS_MODES`. Group commit shares one fsync between the
+            appends that arrive together.
+
+    Raises:
+        ValueError: an unknown ``synchronous`` mode.
     """
 
-    def __init__(self, path: str | Path, *, busy_timeout_s: float = 10.0) -> None:
+    def __init__(self, path: str | Path, *, busy_timeout_s: float = 10.0, synchronous: str = "FULL") -> None:
         self.path = str(path)
         self.busy_timeout_s = busy_timeout_s
+        self._pragmas = pragmas(synchronous)
         self._local = threading.local()
         self._lock = threading.RLock()
         self._group_ready = threading.Condition(threading.Lock())
@@ -54,7 +75,7 @@ class SQLiteBackend(SQLBackend):
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False)
-        for pragma in PRAGMAS:
+        for pragma in self._pragmas:
             conn.execute(pragma)
         conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
         with self._lock:

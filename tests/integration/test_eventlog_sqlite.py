@@ -208,3 +208,27 @@ def test_group_commit_keeps_each_batch_atomic_under_concurrency(tmp_path: Path) 
         assert row == (repository.store.read_stream(job_id)[-1].position, 4)
     assert backend.batches_committed > backend.transactions  # some transactions held several batches
     backend.close()
+
+
+@pytest.mark.parametrize(("mode", "level"), [("FULL", 2), ("NORMAL", 1)])
+def test_synchronous_mode_is_applied_to_every_connection(tmp_path: Path, mode: str, level: int) -> None:
+    from jobtape.eventlog.sqlite import SQLiteBackend
+
+    backend = SQLiteBackend(tmp_path / "sync.db", synchronous=mode)
+    seen: list[int] = []
+    thread = threading.Thread(target=lambda: seen.append(backend.query("PRAGMA synchronous")[0][0]))
+    thread.start()
+    thread.join()
+    assert [backend.query("PRAGMA synchronous")[0][0], *seen] == [level, level]
+    backend.close()
+    with pytest.raises(ValueError, match="FULL, NORMAL"):
+        SQLiteBackend(tmp_path / "bad.db", synchronous="OFF")
+
+
+def test_settings_default_to_a_durable_log() -> None:
+    from jobtape.config import Settings
+
+    assert Settings().sqlite_synchronous == "FULL"
+    assert Settings.from_env({"JOBTAPE_SQLITE_SYNCHRONOUS": "normal"}).sqlite_synchronous == "NORMAL"
+    with pytest.raises(ValueError, match="FULL or NORMAL"):
+        Settings.from_env({"JOBTAPE_SQLITE_SYNCHRONOUS": "off"})
