@@ -10,6 +10,7 @@ Hierarchy::
     ├── DuplicateIdempotencyKey a job with this (owner, idempotency key) exists already
     ├── SourceUrlRefused        a URL to ingest is malformed, not http(s), or points inside the network
     ├── StoreUnavailable        the event store cannot be reached now; retry after a pause
+    ├── StoreAuthRejected       the event store refused the credentials; retrying cannot help
     ├── InvalidTimeSpec         a time given by a user is neither ISO 8601 nor relative (``-10m``)
     ├── InvalidExport           an export file is malformed, gapped or tampered (names the line)
     ├── QuotaExceeded           the owner has as many active jobs as allowed; retry later
@@ -45,6 +46,7 @@ __all__ = [
     "QuotaExceeded",
     "SourceUrlRefused",
     "StorageError",
+    "StoreAuthRejected",
     "StoreUnavailable",
 ]
 
@@ -192,6 +194,24 @@ class StoreUnavailable(JobtapeError):
         self.retry_after_s = retry_after_s
         self.in_doubt = in_doubt
         super().__init__(f"the event store is unavailable: {detail}; retry in {retry_after_s} s")
+
+
+class StoreAuthRejected(JobtapeError):
+    """The event store refused the credentials: check TURSO_AUTH_TOKEN.
+
+    Raised by a networked backend (libSQL) when the server answers HTTP 401/403 (a refused
+    WebSocket handshake or Hrana-over-HTTP request) or a Hrana ``hello_error`` with an
+    ``AUTH_*`` code (sqld's JWT check; Hrana spec, ``hello``/``hello_error`` messages).
+    Unlike :class:`StoreUnavailable` it is not an outage: retrying with the same token
+    cannot help, so start-up (:mod:`jobtape.startup`) does not retry it.
+
+    Attributes:
+        detail: the server's answer, e.g. ``"AUTH_JWT_INVALID: Authentication failed: The JWT is invalid"``.
+    """
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(f"the event store refused the credentials: check TURSO_AUTH_TOKEN (the server answered: {detail})")
 
 
 class SourceUrlRefused(JobtapeError):

@@ -47,6 +47,7 @@ STATUS_CODES: Mapping[type[errors.JobtapeError], tuple[int, str | None]] = {
     errors.IllegalTransition: (409, None),
     errors.ConcurrencyError: (409, "the job changed while this request ran; send the request again"),
     errors.StoreUnavailable: (503, None),
+    errors.StoreAuthRejected: (503, "the event store refused this server's credentials; the server log has the details"),
     errors.StorageError: (503, None),
     errors.MediaError: (502, None),
     errors.MalformedEvent: (500, None),
