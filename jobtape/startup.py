@@ -8,9 +8,9 @@ while the store raises :class:`jobtape.errors.StoreUnavailable`, logging one war
 failed try, with exponential backoff (:class:`jobtape.worker.outage.Backoff`). It gives up
 only when ``stop`` is set or the caller's signal handler raises (the CLI turns SIGINT/SIGTERM
 into an exception), never on its own. Any other error (an unsupported URL, a migration
-that fails) is not an outage and is raised at once; a refused WebSocket handshake (e.g. a
-wrong token) is reported by the libSQL backend as unavailable, so it is retried, and each
-warning carries the server's answer.
+that fails) is not an outage and is raised at once. Neither are credentials the server
+refuses (a wrong ``TURSO_AUTH_TOKEN``): the libSQL backend raises
+:class:`jobtape.errors.StoreAuthRejected`, which is not retried (the CLI prints it and exits 1).
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ def open_backend_waiting(
 
     Raises:
         errors.StoreUnavailable: the store was unreachable when ``stop`` was set (the last error).
+        errors.StoreAuthRejected: the store refused the credentials (not retried).
         KeyError: no factory is registered under ``settings.job_store_backend``.
     """
     pauses = backoff or outage.Backoff(FIRST_DELAY_S, MAX_DELAY_S)

@@ -51,8 +51,16 @@ def cli() -> None:
 
 
 def main() -> None:
-    """Console-script entry point (``jobtape``, ``python -m jobtape``)."""
-    cli.main(prog_name="jobtape")
+    """Console-script entry point (``jobtape``, ``python -m jobtape``).
+
+    A store that refuses the credentials (:class:`errors.StoreAuthRejected`) ends any
+    command with its message and exit status 1, not a traceback.
+    """
+    try:
+        cli.main(prog_name="jobtape")
+    except errors.StoreAuthRejected as exc:
+        click.echo(f"Error: {exc.message}", err=True)
+        raise SystemExit(1) from exc
 
 
 for _command in (cli_demo.demo, *cli_audit.COMMANDS, *cli_replay.COMMANDS):
