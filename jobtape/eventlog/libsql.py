@@ -13,6 +13,13 @@ Failure translation at this boundary:
 
 - ``SQLITE_CONSTRAINT*`` (UNIQUE, CHECK, a trigger's ``RAISE(ABORT, ...)``) ->
   :class:`jobtape.eventlog.store.ConstraintViolation` with SQLite's message;
+- credentials the server refuses -> :class:`jobtape.errors.StoreAuthRejected` (not retried):
+  an HTTP 401/403 answer (a refused WebSocket handshake, Hrana over HTTP), or a Hrana
+  ``hello_error`` with an ``AUTH_*`` code (sqld accepts the WebSocket and refuses the
+  ``hello``'s JWT). ``libsql-client`` may lose that ``hello_error`` in a race with its first
+  request (the request then fails on the closing socket), so when a new connection's first
+  call fails this way the backend sends a ``hello`` of its own (:func:`_hello_refusal`) to
+  learn the server's answer;
 - a connection error, an HTTP 5xx, a closed WebSocket or a timeout ->
   :class:`jobtape.errors.StoreUnavailable` (the client is then replaced, so the next call
   reconnects);
@@ -25,8 +32,11 @@ import asyncio
 import concurrent.futures
 import contextlib
 import datetime as dt
+import json
 import logging
+import re
 import threading
+import urllib.parse
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -47,6 +57,10 @@ T = TypeVar("T")
 _TRANSIENT_CODES = frozenset(
     {"HRANA_WEBSOCKET_ERROR", "SERVER_ERROR", "CLIENT_CLOSED", "STREAM_CLOSED", "HRANA_CLOSED_ERROR"}
 )
+#: HTTP statuses that mean "the server refused the credentials".
+_AUTH_STATUSES = frozenset({401, 403})
+#: How ``libsql-client`` words an HTTP error answer without a Hrana error body.
+_AUTH_STATUS_TEXT = re.compile(r"HTTP status 40[13]\b")
 _MIGRATIONS_TABLE = (
     'CREATE TABLE IF NOT EXISTS "_jobtape_migrations" ("name" TEXT PRIMARY KEY, "applied_at" TEXT)'
 )
@@ -85,15 +99,21 @@ class LibSQLBackend(SQLBackend):
             raise RuntimeError("the libSQL backend is closed")
 
         async def call() -> T:
-            if self._client is None:
+            fresh = self._client is None
+            if fresh:
                 self._client = libsql_client.create_client(self.url, auth_token=self._auth_token)
             client = self._client
             try:
                 return await asyncio.wait_for(make(client), self.timeout_s)
             except BaseException as exc:
-                if _is_transient(exc) and self._client is client:
+                refusal = _auth_refusal(exc)
+                if refusal is None and fresh and _is_transient(exc) and not isinstance(exc, TimeoutError):
+                    refusal = await _hello_refusal(self.url, self._auth_token, self.timeout_s)
+                if (refusal is not None or _is_transient(exc)) and self._client is client:
                     self._client = None  # the next call connects afresh
                     asyncio.get_running_loop().create_task(_close_quietly(client))
+                if refusal is not None:
+                    raise errors.StoreAuthRejected(refusal) from exc
                 raise
 
         future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(call(), self._loop)
@@ -116,6 +136,7 @@ class LibSQLBackend(SQLBackend):
         Raises:
             ConstraintViolation: a constraint or trigger refused a statement; nothing was written.
             errors.StoreUnavailable: the server cannot be reached; the write is in doubt.
+            errors.StoreAuthRejected: the server refused the auth token; nothing was written.
         """
         batch = [libsql_client.Statement(sql, list(params)) for sql, params in statements]
         results = self._run(lambda client: client.batch(batch), write=True)
@@ -126,6 +147,7 @@ class LibSQLBackend(SQLBackend):
 
         Raises:
             errors.StoreUnavailable: the server cannot be reached.
+            errors.StoreAuthRejected: the server refused the auth token.
         """
         result = self._run(lambda client: client.execute(sql, list(params)), write=False)
         return [tuple(row) for row in result.rows]
@@ -142,6 +164,7 @@ class LibSQLBackend(SQLBackend):
 
         Raises:
             errors.StoreUnavailable: the server cannot be reached.
+            errors.StoreAuthRejected: the server refused the auth token.
         """
         self.execute_batch([Statement(_MIGRATIONS_TABLE)])
         applied = []
@@ -188,12 +211,76 @@ def _is_transient(exc: BaseException) -> bool:
     return isinstance(exc, (aiohttp.ClientError, OSError, TimeoutError))
 
 
+def _auth_refusal(exc: BaseException) -> str | None:
+    """The server's answer if ``exc`` says it refused the credentials, else ``None``."""
+    if isinstance(exc, libsql_client.LibsqlError):
+        if exc.code.startswith("AUTH_"):  # a Hrana error: hello_error or a request's
+            return _describe(exc)
+        if exc.code == "SERVER_ERROR" and _AUTH_STATUS_TEXT.search(str(exc)):  # Hrana over HTTP
+            return _describe(exc)
+    elif isinstance(exc, aiohttp.ClientResponseError) and exc.status in _AUTH_STATUSES:  # ws handshake
+        return _describe(exc)
+    return None
+
+
+def _hrana_websocket_url(url: str) -> str | None:
+    """The ``ws://``/``wss://`` URL ``libsql-client`` connects to for ``url``; ``None`` for HTTP URLs."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "libsql":
+        scheme = "ws" if urllib.parse.parse_qs(parts.query).get("tls") == ["0"] else "wss"
+    elif parts.scheme in ("ws", "wss"):
+        scheme = parts.scheme
+    else:
+        return None
+    return urllib.parse.urlunsplit((scheme, parts.netloc, parts.path, "", ""))
+
+
+async def _hello_refusal(url: str, auth_token: str | None, timeout_s: float) -> str | None:
+    """Ask a Hrana WebSocket server whether it accepts ``auth_token``: connect and send ``hello``.
+
+    Args:
+        url: the backend's URL (``libsql://``, ``ws://``, ``wss://``; others are not asked).
+        auth_token: the JWT sent in the ``hello``, or ``None``.
+        timeout_s: longest wait for the connect and the answer, in seconds.
+
+    Returns:
+        The refusal (an HTTP 401/403 handshake answer, or ``"AUTH_...: message"`` from a
+        ``hello_error``), or ``None`` when the server accepted the token, did not answer,
+        or failed otherwise; the caller's own error then stands.
+    """
+    ws_url = _hrana_websocket_url(url)
+    if ws_url is None:
+        return None
+    try:
+        async with (
+            asyncio.timeout(timeout_s),
+            aiohttp.ClientSession() as session,
+            session.ws_connect(ws_url, protocols=["hrana2"]) as socket,
+        ):
+            await socket.send_str(json.dumps({"type": "hello", "jwt": auth_token}))
+            message = await socket.receive()
+    except aiohttp.ClientResponseError as exc:
+        return _describe(exc) if exc.status in _AUTH_STATUSES else None
+    except (aiohttp.ClientError, OSError, TimeoutError):
+        return None
+    if message.type != aiohttp.WSMsgType.TEXT:
+        return None
+    try:
+        answer = json.loads(message.data)
+    except ValueError:
+        return None
+    error = answer.get("error") if isinstance(answer, dict) and answer.get("type") == "hello_error" else None
+    if isinstance(error, dict) and str(error.get("code", "")).startswith("AUTH_"):
+        return _describe(f"{error['code']}: {error.get('message', '')}")
+    return None
+
+
 def _sqlite_message(exc: libsql_client.LibsqlError) -> str:
     return str(exc.explanation).removeprefix("SQLite error: ")
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
+def _describe(exc: BaseException | str) -> str:
+    text = exc if isinstance(exc, str) else str(exc) or type(exc).__name__
     return text if len(text) <= 200 else text[:199] + "…"
 
 

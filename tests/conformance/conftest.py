@@ -40,12 +40,12 @@ def sqld_binary() -> Path:
 
 
 @pytest.fixture
-def sqld_factory(sqld_binary: Path, tmp_path: Path) -> Iterator[Callable[[], SqldServer]]:
-    """Start sqld servers on fresh data dirs; all are stopped at the end of the test."""
+def sqld_factory(sqld_binary: Path, tmp_path: Path) -> Iterator[Callable[..., SqldServer]]:
+    """Start sqld servers on fresh data dirs, ``start(*extra_sqld_args)``; all are stopped at the end of the test."""
     started: list[SqldServer] = []
 
-    def start() -> SqldServer:
-        server = SqldServer(sqld_binary, tmp_path / f"sqld-{len(started)}")
+    def start(*extra_args: str) -> SqldServer:
+        server = SqldServer(sqld_binary, tmp_path / f"sqld-{len(started)}", extra_args=extra_args)
         started.append(server)
         server.start()
         return server
@@ -56,7 +56,7 @@ def sqld_factory(sqld_binary: Path, tmp_path: Path) -> Iterator[Callable[[], Sql
 
 
 @pytest.fixture
-def sqld(sqld_factory: Callable[[], SqldServer]) -> SqldServer:
+def sqld(sqld_factory: Callable[..., SqldServer]) -> SqldServer:
     """A running sqld on an empty database."""
     return sqld_factory()
 

@@ -13,6 +13,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = ["SqldServer", "find_sqld"]
@@ -45,11 +46,14 @@ class SqldServer:
         binary: the sqld executable.
         data_dir: the folder sqld keeps its database in (created by sqld).
         startup_timeout_s: how long :meth:`start` waits for ``/health``, in seconds.
+        extra_args: more sqld arguments, e.g. ``["--auth-jwt-key-file", path]``.
     """
 
-    def __init__(self, binary: Path, data_dir: Path, *, startup_timeout_s: float = 15.0) -> None:
+    def __init__(self, binary: Path, data_dir: Path, *, startup_timeout_s: float = 15.0,
+                 extra_args: Sequence[str] = ()) -> None:
         self.binary = binary
         self.data_dir = data_dir
+        self.extra_args = list(extra_args)
         self.startup_timeout_s = startup_timeout_s
         self.port = _free_port()
         self.process: subprocess.Popen[bytes] | None = None
@@ -76,7 +80,7 @@ class SqldServer:
         try:
             self.process = subprocess.Popen(
                 [str(self.binary), "--db-path", str(self.data_dir), "--http-listen-addr",
-                 f"127.0.0.1:{self.port}", "--no-welcome"],
+                 f"127.0.0.1:{self.port}", "--no-welcome", *self.extra_args],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )
         finally:

