@@ -46,7 +46,7 @@ def test_heartbeats_keep_a_quiet_job_leased_and_stop_when_it_appends(tmp_path: P
         release.wait(30)  # a pipeline step that appends nothing (a long upload, say)
         return {"ok": True}
 
-    worker = Worker(repository, storage, Settings(data_dir=tmp_path, lease_ttl_s=0.6, poll_interval_s=0.05),
+    worker = Worker(repository, storage, Settings(data_dir=tmp_path, lease_ttl_s=1.5, poll_interval_s=0.05),
                     pipelines={"ingest": quiet})
     job_id = repository.create("ingest", {}).state.job_id
     worker.start()
@@ -57,7 +57,7 @@ def test_heartbeats_keep_a_quiet_job_leased_and_stop_when_it_appends(tmp_path: P
         stream = repository.store.read_stream(job_id)
         beats = [r.recorded_at for r in stream if r.type in ("job.claimed", "job.heartbeat")]
         gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(beats)]
-        assert all(0.19 <= gap < 0.6 for gap in gaps), gaps  # after TTL/3, well before the TTL
+        assert all(0.49 <= gap < 1.5 for gap in gaps), gaps  # after TTL/3, before the TTL
         release.set()
         wait_for(lambda: repository.get(job_id).status == "complete", timeout_s=10, what="completion")
     finally:
