@@ -8,6 +8,7 @@ Hierarchy::
     ├── MalformedEvent          a stored event cannot be decoded (names its position)
     ├── JobNotFound             no stream for that job id
     ├── DuplicateIdempotencyKey a job with this (owner, idempotency key) exists already
+    ├── IdempotencyKeyReused    an idempotency key sent again with another request
     ├── SourceUrlRefused        a URL to ingest is malformed, not http(s), or points inside the network
     ├── StoreUnavailable        the event store cannot be reached now; retry after a pause
     ├── StoreAuthRejected       the event store refused the credentials; retrying cannot help
@@ -33,6 +34,7 @@ __all__ = [
     "BlobNotFound",
     "ConcurrencyError",
     "DuplicateIdempotencyKey",
+    "IdempotencyKeyReused",
     "IllegalTransition",
     "InvalidExport",
     "InvalidRecipe",
@@ -110,6 +112,21 @@ class DuplicateIdempotencyKey(JobtapeError):
         self.owner = owner
         self.idempotency_key = idempotency_key
         super().__init__(f"owner {owner!r} already created a job with idempotency key {idempotency_key!r}")
+
+
+class IdempotencyKeyReused(JobtapeError):
+    """An idempotency key sent again with another request (another job type or payload).
+
+    The IETF draft *The Idempotency-Key HTTP Header Field* (draft-ietf-httpapi-idempotency-key-header,
+    section 2.7) answers this with 422: the key must name one request only.
+    """
+
+    def __init__(self, idempotency_key: str, earlier: str) -> None:
+        self.idempotency_key = idempotency_key
+        super().__init__(
+            f"Idempotency-Key {idempotency_key!r} was already used for {earlier}; "
+            "send a new key for a new request, or repeat the first request unchanged"
+        )
 
 
 class InvalidTimeSpec(JobtapeError):

@@ -10,7 +10,14 @@ twice into the same key; the cache is only an optimisation, so that race costs w
 correctness.
 
 The owner is the ``X-Client-Id`` header (default ``anonymous``). It is NOT a security
-boundary yet: any client can claim any id. It scopes the active-job quota (429).
+boundary yet: any client can claim any id. It scopes the active-job quota (429) and the
+``Idempotency-Key`` header: a client that retries a POST with the key it sent before gets
+200 with the job that key created, not a second job (a second save would render a second
+asset). The guard is the ``jobs (owner, idempotency_key)`` UNIQUE index inside the create
+batch; only after that write fails is the first job read, to answer the replay. Reusing a
+key for another request (another job type or another recipe) is a 422, as the IETF draft
+*The Idempotency-Key HTTP Header Field* (draft-ietf-httpapi-idempotency-key-header) says of
+a key reused with a different payload.
 """
 
 from __future__ import annotations
@@ -31,9 +38,10 @@ from jobtape.eventlog import events as ev
 from jobtape.http import downloads, jobs, recipe_body, schemas
 from jobtape.projections import assets, previews
 from jobtape.projections.repository import JobRepository
+from jobtape.projections.state import JobState
 from jobtape.storage.base import Storage
 
-__all__ = ["ClientId", "create_edit_job", "owner_of", "preview_audio", "preview_edit", "save_edit"]
+__all__ = ["ClientId", "IdempotencyKey", "create_edit_job", "owner_of", "preview_audio", "preview_edit", "save_edit"]
 
 #: The ``X-Client-Id`` header: the job's owner (not authenticated; see the module docstring).
 ClientId = Annotated[
@@ -54,28 +62,52 @@ def _error(description: str) -> ResponseSpec:
     return ResponseSpec(schemas.ErrorBody, description=description)
 
 
+#: The ``Idempotency-Key`` header of the edit routes (see the module docstring).
+IdempotencyKey = Annotated[
+    str | None,
+    HeaderParameter(
+        name="Idempotency-Key", required=False, max_length=255,
+        description="Unique per X-Client-Id: a retry with the same key and body answers 200 with the job created "
+        "before instead of creating another; the same key with another body is a 422",
+    ),
+]
+
 _RESPONSES = {
+    200: ResponseSpec(schemas.IngestResponse, description="Idempotent replay: the job this Idempotency-Key created"),
     202: ResponseSpec(schemas.IngestResponse, description="The job (status 'complete' for a cached preview)"),
     400: _error("The body is not JSON at all"),
     404: _error('{"error": "Asset not found"}'),
     413: _error("The body is larger than 16 KiB"),
     422: _error("The body is not a recipe (not an object, an unknown or missing field, a wrong type) or a field is "
-                "out of range for the asset; the message names the field and what to send"),
+                "out of range for the asset; the message names the field and what to send. Or the "
+                "Idempotency-Key was used before for another request"),
     429: _error("The owner has the maximum number of active jobs; see Retry-After"),
 }
 
 
 def create_edit_job(
-    repository: JobRepository, settings: Settings, job_type: ev.JobType, recipe: recipes.Recipe, owner: str
-) -> tuple[str, str]:
+    repository: JobRepository,
+    settings: Settings,
+    job_type: ev.JobType,
+    recipe: recipes.Recipe,
+    owner: str,
+    idempotency_key: str | None = None,
+) -> tuple[str, str, bool]:
     """Validate ``recipe`` against its asset and create the ``preview`` or ``save`` job (blocking).
 
+    Args:
+        idempotency_key: the client's ``Idempotency-Key`` (stripped; ``None`` for none).
+            When ``owner`` created a job with it before, that job is answered instead.
+
     Returns:
-        ``(job_id, status)``; ``status`` is ``complete`` for a preview cache hit, else ``pending``.
+        ``(job_id, status, created)``; ``status`` is ``complete`` for a preview cache hit,
+        else ``pending`` for a new job; ``created`` is ``False`` for an idempotent replay
+        (then ``status`` is the earlier job's current status).
 
     Raises:
         errors.AssetNotFound: no such asset in the projection (404).
         errors.InvalidRecipe: a field is out of range (422, names the field).
+        errors.IdempotencyKeyReused: the key named another job type or recipe (422).
         errors.QuotaExceeded: the owner is at ``settings.max_active_jobs`` (429); nothing appended.
     """
     backend = repository.store.backend
@@ -97,10 +129,27 @@ def create_edit_job(
                 "cacheHit": True,
                 "renderedByJobId": cached.job_id,
             }))
-    created = repository.create(
-        job_type, params, owner=owner, actor="api", extra_events=extra, max_active_jobs=settings.max_active_jobs
-    )
-    return created.state.job_id, created.state.status
+    try:
+        created = repository.create(
+            job_type, params, owner=owner, actor="api", extra_events=extra, idempotency_key=idempotency_key,
+            max_active_jobs=settings.max_active_jobs,
+        )
+    except errors.DuplicateIdempotencyKey:
+        earlier = _job_of_key(repository, owner, idempotency_key)
+        if earlier is None:  # its row went between the failed write and this read (archived): 409
+            raise
+        if earlier.job_type != job_type or earlier.params.get("recipeHash") != recipe_hash:
+            raise errors.IdempotencyKeyReused(
+                str(idempotency_key), f"a {earlier.job_type} job ({earlier.job_id}) of another request"
+            ) from None
+        return earlier.job_id, earlier.status, False
+    return created.state.job_id, created.state.status, True
+
+
+def _job_of_key(repository: JobRepository, owner: str, key: str | None) -> JobState | None:
+    """The job ``owner`` created with idempotency ``key``, folded from its stream; ``None`` if gone."""
+    rows = repository.store.backend.query("SELECT job_id FROM jobs WHERE owner = ? AND idempotency_key = ?", [owner, key])
+    return repository.load(str(rows[0][0])) if rows else None
 
 
 async def _create(
@@ -109,11 +158,14 @@ async def _create(
     repository: JobRepository,
     settings: Settings,
     client_id: str | None,
+    idempotency_key: str | None,
 ) -> Response[schemas.IngestResponse]:
     recipe = await recipe_body.read_recipe(request)
-    create = functools.partial(create_edit_job, repository, settings, job_type, recipe, owner_of(client_id))
-    job_id, status = await anyio.to_thread.run_sync(create)
-    return Response(schemas.IngestResponse(data=schemas.IngestAccepted(job_id=job_id, status=status)), status_code=202)
+    key = (idempotency_key or "").strip() or None
+    create = functools.partial(create_edit_job, repository, settings, job_type, recipe, owner_of(client_id), key)
+    job_id, status, created = await anyio.to_thread.run_sync(create)
+    body = schemas.IngestResponse(data=schemas.IngestAccepted(job_id=job_id, status=status))
+    return Response(body, status_code=202 if created else 200)
 
 
 @post(
@@ -131,15 +183,16 @@ async def preview_edit(
     repository: NamedDependency[JobRepository],
     settings: NamedDependency[Settings],
     client_id: ClientId = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response[schemas.IngestResponse]:
     """Create a preview job (or a complete one from the cache).
 
     Raises:
         HTTPException: 400 (not JSON) or 413 (too large), from :func:`recipe_body.read_recipe`.
         errors.InvalidRecipe: the body is not a recipe, or a field is out of range (422).
-        errors.AssetNotFound, errors.QuotaExceeded: see :func:`create_edit_job`.
+        errors.AssetNotFound, errors.IdempotencyKeyReused, errors.QuotaExceeded: see :func:`create_edit_job`.
     """
-    return await _create("preview", request, repository, settings, client_id)
+    return await _create("preview", request, repository, settings, client_id, idempotency_key)
 
 
 @post(
@@ -157,15 +210,16 @@ async def save_edit(
     repository: NamedDependency[JobRepository],
     settings: NamedDependency[Settings],
     client_id: ClientId = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response[schemas.IngestResponse]:
     """Create a save job.
 
     Raises:
         HTTPException: 400 (not JSON) or 413 (too large), from :func:`recipe_body.read_recipe`.
         errors.InvalidRecipe: the body is not a recipe, or a field is out of range (422).
-        errors.AssetNotFound, errors.QuotaExceeded: see :func:`create_edit_job`.
+        errors.AssetNotFound, errors.IdempotencyKeyReused, errors.QuotaExceeded: see :func:`create_edit_job`.
     """
-    return await _create("save", request, repository, settings, client_id)
+    return await _create("save", request, repository, settings, client_id, idempotency_key)
 
 
 @get(

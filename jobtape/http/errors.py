@@ -38,6 +38,7 @@ STATUS_CODES: Mapping[type[errors.JobtapeError], tuple[int, str | None]] = {
     errors.BlobNotFound: (404, None),
     errors.InvalidStorageKey: (400, None),
     errors.DuplicateIdempotencyKey: (409, None),
+    errors.IdempotencyKeyReused: (422, None),
     errors.SourceUrlRefused: (422, None),
     errors.QuotaExceeded: (429, None),
     errors.AssetNotFound: (404, "Asset not found"),

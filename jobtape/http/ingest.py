@@ -291,14 +291,22 @@ def _multipart_boundary(request: Request[Any, Any, Any]) -> str:
 
 
 def _find_by_idempotency_key(repository: JobRepository, owner: str, key: str | None) -> tuple[str, str] | None:
-    """The ``(job_id, status)`` of the job ``owner`` created with ``key``, or ``None``."""
+    """The ``(job_id, status)`` of the ingest job ``owner`` created with ``key``, or ``None``.
+
+    Raises:
+        errors.IdempotencyKeyReused: the key created a job of another type (a preview or save).
+    """
     rows = repository.store.backend.query(
         "SELECT job_id FROM jobs WHERE owner = ? AND idempotency_key = ?", [owner, key]
     )
     if not rows:
         return None
     state = repository.load(str(rows[0][0]))
-    return (state.job_id, state.status) if state is not None else None
+    if state is None:
+        return None
+    if state.job_type != "ingest":
+        raise errors.IdempotencyKeyReused(str(key), f"a {state.job_type} job ({state.job_id})")
+    return state.job_id, state.status
 
 
 async def _delete_quietly(storage: Storage, key: str) -> None:

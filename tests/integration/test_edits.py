@@ -256,6 +256,35 @@ def test_quota_refuses_the_next_job_with_429_and_appends_nothing(env: Env, tmp_p
     env.run_worker()  # finish them so later tests see an idle queue
 
 
+def test_a_retried_save_with_its_idempotency_key_answers_the_first_job(env: Env) -> None:
+    recipe = {"assetId": env.speech.asset_id, "startSec": 1.0, "endSec": 4.0}
+    headers = {"X-Client-Id": "retrying-app", "Idempotency-Key": "save-7"}
+    first = env.post("save", recipe, **headers)
+    assert first.status_code == 202, first.text
+    job_id = first.json()["data"]["jobId"]
+    before = env.event_count()
+    replay = env.post("save", {**recipe, "fadeInSec": 0.0}, **headers)  # the same recipe, spelt out
+    assert (replay.status_code, replay.json()["data"]) == (200, {"jobId": job_id, "status": "pending"})
+    assert env.event_count() == before  # no second job, no event
+
+    uploads = sorted(env.storage.root.rglob("*"))
+    other_recipe = env.post("save", {**recipe, "gainDb": 3}, **headers)
+    other_type = env.post("preview", recipe, **headers)
+    upload = env.client.post("/api/audio/ingest", headers=headers,
+                             files={"file": ("a.wav", (MEDIA / "speech_ljspeech.wav").read_bytes(), "audio/wav")})
+    for refused in (other_recipe, other_type, upload):
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["error"].startswith("Idempotency-Key 'save-7' was already used for a save job")
+    assert env.event_count() == before
+    assert sorted(env.storage.root.rglob("*")) == uploads  # the refused upload left no blob
+
+    elsewhere = env.post("save", recipe, **{"X-Client-Id": "another-app", "Idempotency-Key": "save-7"})
+    assert elsewhere.status_code == 202 and elsewhere.json()["data"]["jobId"] != job_id  # keys are per owner
+    env.run_worker()
+    done = env.post("save", recipe, **headers)
+    assert (done.status_code, done.json()["data"]) == (200, {"jobId": job_id, "status": "complete"})
+
+
 def test_rebuild_verifies_and_repairs_assets_and_previews(env: Env) -> None:
     backend = env.repository.store.backend
     assert rebuild.rebuild(env.repository.store, apply_changes=False).differences == []
