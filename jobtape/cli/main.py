@@ -8,7 +8,6 @@ httpx are imported in the commands that need them, so ``history`` and ``rebuild`
 from __future__ import annotations
 
 import signal
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -147,6 +146,8 @@ def worker(data_dir: Path, poll_interval_s: float, concurrency: int, allow_priva
     without using an attempt) and exits 0. A second signal cuts the grace to zero.
     If the event store is unreachable at start-up, it retries with backoff (0.5 s doubling
     to 30 s, one log line per try) until the store answers or a signal arrives.
+    If the store refuses the credentials (at start-up or later, e.g. a revoked token),
+    it terminates its children, appends nothing more and exits 1 with the message.
     Rules: docs/worker.md.
     """
     settings = settings_from(data_dir=data_dir, poll_interval_s=poll_interval_s, concurrency=concurrency,
@@ -164,7 +165,7 @@ def worker(data_dir: Path, poll_interval_s: float, concurrency: int, allow_priva
         job_worker.start()
         click.echo(f"worker {job_worker.worker_id} polling {runtime.describe_store(settings)} every {poll_interval_s:g} s,"
                    f" up to {concurrency} job(s) at once; SIGINT/SIGTERM to stop", err=True)
-        threading.Event().wait()
+        job_worker.wait()  # forever, unless the store refuses the credentials (StoreAuthRejected: exit 1)
     except _StopSignal:
         if not started:
             click.echo("stopped before the event store answered", err=True)

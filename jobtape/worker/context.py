@@ -267,7 +267,7 @@ class JobContext:
                     pid=child.pid, argv=list(argv), host_id=self.host_id, started_at_ticks=child.started_at_ticks
                 )
             )
-        except (CancelRequested, JobLost) as exc:
+        except BaseException as exc:  # CancelRequested, JobLost, or a store that refuses us: no child left behind
             child.terminate(self.kill_grace_s)
             self._clear_child()
             if isinstance(exc, CancelRequested):

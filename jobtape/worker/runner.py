@@ -105,6 +105,8 @@ class Worker:
         self._thread: threading.Thread | None = None
         #: job ids this worker finished (completed, failed, cancelled or lost), in order.
         self.finished: list[str] = []
+        #: Set when the embedded loop (:meth:`start`) ended because the store refused the credentials.
+        self.fatal_error: errors.StoreAuthRejected | None = None
 
     # -- control ---------------------------------------------------------------------------
 
@@ -118,9 +120,32 @@ class Worker:
             self.wake()
 
     def start(self) -> None:
-        """Run the loop in a background thread (the embedded mode)."""
-        self._thread = threading.Thread(target=self.run, name=f"worker {self.worker_id}", daemon=True)
+        """Run the loop in a background thread (the embedded mode).
+
+        If the store refuses the credentials the thread ends after :meth:`run` logged it
+        and abandoned the running jobs; :attr:`fatal_error` holds the error then.
+        """
+        self._thread = threading.Thread(target=self._run_in_thread, name=f"worker {self.worker_id}", daemon=True)
         self._thread.start()
+
+    def wait(self) -> None:
+        """Block until the loop started by :meth:`start` ends (after :meth:`stop`, or a fatal error).
+
+        Signal handlers still run while it waits (it joins in 0.5 s slices).
+
+        Raises:
+            errors.StoreAuthRejected: the store refused the credentials and the loop stopped.
+        """
+        while self._thread is not None and self._thread.is_alive():
+            self._thread.join(0.5)
+        if self.fatal_error is not None:
+            raise self.fatal_error
+
+    def _run_in_thread(self) -> None:
+        try:
+            self.run()
+        except errors.StoreAuthRejected as exc:  # logged by run(); the API keeps answering 503
+            self.fatal_error = exc
 
     def stop(self, grace_s: float | None = None) -> None:
         """Graceful shutdown: stop claiming, let running jobs finish, release the rest, stop the loop.
@@ -157,7 +182,41 @@ class Worker:
             return [thread for _, thread in self._running.values()]
 
     def run(self, *, until_idle: bool = False) -> None:
-        """The loop; returns after :meth:`stop`, or with ``until_idle`` once no job is running or claimable."""
+        """The loop; returns after :meth:`stop`, or with ``until_idle`` once no job is running or claimable.
+
+        Raises:
+            errors.StoreAuthRejected: the event store refused the credentials (a revoked or
+                rotated token). Waiting cannot help and nothing more can be recorded, so the
+                worker abandons its running jobs first (:meth:`abandon_all`: children
+                terminated, temp files removed, no event appended); their leases expire and
+                a worker with valid credentials takes them back.
+        """
+        try:
+            self._loop(until_idle)
+        except errors.StoreAuthRejected as exc:
+            log.error("worker %s: %s; abandoning %d running job(s) and stopping", self.worker_id, exc.message,
+                      len(self.running_job_ids()))
+            self.abandon_all(str(exc))
+            raise
+
+    def abandon_all(self, reason: str) -> None:
+        """Stop every running job without appending anything: children terminated (SIGTERM,
+        SIGKILL after ``settings.kill_grace_s``), workdirs and partial output removed.
+
+        For when the log cannot be written at all; the jobs keep their lease until it
+        expires, then the reaper of any worker returns them to pending. Returns when the job
+        threads ended (or after ``kill_grace_s + 30`` seconds each).
+        """
+        self._stop.set()
+        self._halt.set()
+        with self._lock:
+            running = [context for context, _ in self._running.values()]
+        for context in running:
+            context.abandon(JobLost(f"abandoned: {reason}"))
+        for thread in self._job_threads():
+            thread.join(self.settings.kill_grace_s + 30.0)
+
+    def _loop(self, until_idle: bool) -> None:
         backoff = outage.Backoff()
         cycle_s = min(self.settings.poll_interval_s, self.settings.lease_ttl_s / 6)
         while not self._halt.is_set():
@@ -291,6 +350,9 @@ class Worker:
                     return
                 except (CancelRequested, JobLost) as exc:
                     outcome = exc
+        except errors.StoreAuthRejected as exc:  # the loop sees it too, and stops the worker
+            log.error("job %s: its outcome cannot be recorded: %s", context.job_id, exc.message)
+            context.abandon(JobLost(f"abandoned: {exc}"))
         finally:
             context.cleanup(self.storage.delete)
 
@@ -299,13 +361,15 @@ class Worker:
             return self.pipelines[context.state.job_type](context, self.storage, self.settings)
         except (CancelRequested, JobLost, TimedOut, Released, errors.MediaError) as exc:
             return exc
+        except errors.StoreAuthRejected:
+            raise  # not the job's fault: nothing can be appended (see execute)
         except Exception as exc:  # a bug must fail the job, not the worker
             log.exception("job %s crashed", context.job_id)
             return exc
 
     def _finish(self, context: JobContext, outcome: dict[str, Any] | Exception) -> None:
         if isinstance(outcome, JobLost):
-            log.warning("job %s was taken over; stopped without appending (%s)", context.job_id, outcome)
+            log.warning("job %s is no longer ours; stopped without appending (%s)", context.job_id, outcome)
             return
         if isinstance(outcome, dict):
             context.append(ev.JobCompleted(result=outcome))

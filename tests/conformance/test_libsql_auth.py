@@ -24,10 +24,15 @@ from polling import wait_for  # type: ignore[import-not-found]  # tests/ is on s
 from sqld_server import SqldServer
 
 from jobtape import errors
+from jobtape.config import Settings
+from jobtape.eventlog import events as ev
 from jobtape.eventlog.libsql import LibSQLBackend
 from jobtape.eventlog.store import EventStore
 from jobtape.http import errors as http_errors
 from jobtape.projections.repository import JobRepository
+from jobtape.storage import LocalStorage
+from jobtape.worker import children
+from jobtape.worker.runner import Worker
 
 __all__: list[str] = []
 
@@ -52,12 +57,17 @@ def server_key() -> Ed25519PrivateKey:
     return Ed25519PrivateKey.generate()
 
 
+def _trust(key_file: Path, key: Ed25519PrivateKey) -> None:
+    """Write ``key``'s public half where sqld reads it at start-up."""
+    key_file.write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+
+
 @pytest.fixture
 def auth_sqld(sqld_factory: Callable[..., SqldServer], server_key: Ed25519PrivateKey, tmp_path: Path) -> SqldServer:
-    """A running sqld that requires a JWT signed by :func:`server_key`."""
+    """A running sqld that requires a JWT signed by :func:`server_key` (its key file: ``tmp_path/jwt-public.pem``)."""
     key_file = tmp_path / "jwt-public.pem"
-    key_file.write_bytes(server_key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    _trust(key_file, server_key)
     return sqld_factory("--auth-jwt-key-file", str(key_file))
 
 
@@ -113,6 +123,59 @@ def test_worker_with_a_refused_token_exits_1_with_the_message(auth_sqld: SqldSer
     assert process.returncode == 1, text
     assert "the event store refused the credentials: check TURSO_AUTH_TOKEN" in text
     assert "unreachable at start-up" not in text and "Traceback" not in text
+
+
+def test_a_token_revoked_mid_job_stops_the_worker_and_kills_its_ffmpeg_then_a_valid_one_finishes_the_job(
+    auth_sqld: SqldServer, server_key: Ed25519PrivateKey, tmp_path: Path, media_dir: Path
+) -> None:
+    token = _jwt(server_key, {"a": "rw"})
+    storage = LocalStorage(tmp_path / "storage")
+    backend = LibSQLBackend(auth_sqld.ws_url, token, timeout_s=TIMEOUT_S)
+    backend.migrate()
+    repository = JobRepository(EventStore(backend))
+    key = "ingest-uploads/revoked/original.ogg"
+    storage.put_file(key, media_dir / "music_strings.ogg")  # 45 s at real time
+    job_id = repository.create("ingest", {"sourceType": "upload", "storageKey": key}).state.job_id
+    slow = Settings(data_dir=tmp_path, ffmpeg_readrate=1.0, lease_ttl_s=2.0, poll_interval_s=0.05, kill_grace_s=2)
+    worker = Worker(repository, storage, slow)
+    worker.start()
+    try:
+        wait_for(lambda: any(r.type == "job.child_started" for r in repository.store.read_stream(job_id)),
+                 timeout_s=20, what="ffmpeg to start")
+        child = next(r.event for r in repository.store.read_stream(job_id) if isinstance(r.event, ev.JobChildStarted))
+        auth_sqld.stop()  # the operator rotates the key; this worker's token is no longer valid
+        _trust(tmp_path / "jwt-public.pem", Ed25519PrivateKey.generate())
+        auth_sqld.start()
+        wait_for(lambda: worker.fatal_error is not None, timeout_s=30, what="the worker to give up")
+        with pytest.raises(errors.StoreAuthRejected):
+            worker.wait()
+        assert worker.running_job_ids() == []
+        assert not children.process_alive(child.pid, child.started_at_ticks)  # no ffmpeg left running
+    finally:
+        worker.stop(grace_s=0)
+        backend.close()
+
+    auth_sqld.stop()  # the operator puts the right key back
+    _trust(tmp_path / "jwt-public.pem", server_key)
+    auth_sqld.start()
+    backend = LibSQLBackend(auth_sqld.ws_url, token, timeout_s=TIMEOUT_S)
+    repository = JobRepository(EventStore(backend))
+    fixed = Worker(repository, storage, Settings(data_dir=tmp_path, lease_ttl_s=2.0, poll_interval_s=0.05,
+                                                 backoff_base_s=0.05, backoff_cap_s=0.1))
+    fixed.start()
+    try:
+        wait_for(lambda: repository.get(job_id).finished, timeout_s=60, what="the job to be taken back and finished")
+    finally:
+        fixed.stop(grace_s=5)
+    state = repository.get(job_id)
+    types = [r.type for r in repository.store.read_stream(job_id)]
+    try:
+        assert (state.status, state.attempt, state.orphaned_children) == ("complete", 2, ()), state.error
+        assert "job.lease_expired" in types and types.count("job.claimed") == 2
+        first_attempt = types[:types.index("job.lease_expired")]
+        assert first_attempt[-1] in ("job.child_started", "job.progress", "job.heartbeat")  # nothing recorded after the refusal
+    finally:
+        backend.close()
 
 
 def test_the_api_answers_503_without_the_servers_answer() -> None:
