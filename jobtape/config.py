@@ -12,6 +12,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from jobtape import sources
+
 __all__ = ["JOB_STORE_BACKENDS", "STORAGE_BACKENDS", "Settings"]
 
 #: Accepted values of ``JOB_STORE_BACKEND``.
@@ -62,6 +64,11 @@ class Settings:
         allow_private_urls: let URL ingests fetch from loopback, private, link-local and
             other non-public addresses (see :mod:`jobtape.sources`); off by default (SSRF
             guard). Env ``JOBTAPE_ALLOW_PRIVATE_URLS=1``; flag ``--allow-private-urls``.
+        allowed_private_networks: narrower than ``allow_private_urls``: non-public networks
+            (CIDR, e.g. ``10.1.2.0/24`` for an internal media server) that URL ingests may
+            fetch from, every other non-public address still refused; cloud metadata
+            addresses never pass. Env ``JOBTAPE_ALLOWED_PRIVATE_NETWORKS`` (comma-separated);
+            flag ``--allow-private-network`` (repeatable).
         max_download_bytes: largest media a URL ingest downloads, in bytes; default 500 MB.
             Env ``JOBTAPE_MAX_DOWNLOAD_BYTES``. (The download's time limit is ``timeout_ingest_s``.)
 
@@ -108,6 +115,7 @@ class Settings:
     ffmpeg_readrate: float | None = None
     sqlite_synchronous: str = "FULL"
     allow_private_urls: bool = False
+    allowed_private_networks: tuple[str, ...] = ()
     max_download_bytes: int = 500 * 1000 * 1000
     job_store_backend: str = "sqlite"
     turso_database_url: str | None = None
@@ -132,6 +140,7 @@ class Settings:
             raise ValueError("the libsql job store needs TURSO_DATABASE_URL")
         if self.storage_backend not in STORAGE_BACKENDS:
             raise ValueError(f"storage backend {self.storage_backend!r} is not one of {', '.join(STORAGE_BACKENDS)}")
+        sources.parse_networks(self.allowed_private_networks)  # a clear ValueError naming a bad item
         if self.storage_backend != "local" and not self.s3_bucket:
             raise ValueError(f"the {self.storage_backend} storage backend needs a bucket (S3_BUCKET or R2_BUCKET)")
 
@@ -139,6 +148,11 @@ class Settings:
     def database_path(self) -> Path:
         """The SQLite event log file: ``data_dir/jobtape.db``."""
         return self.data_dir / "jobtape.db"
+
+    @property
+    def private_networks(self) -> tuple[sources.Network, ...]:
+        """:attr:`allowed_private_networks` parsed (see :func:`jobtape.sources.parse_networks`)."""
+        return sources.parse_networks(self.allowed_private_networks)
 
     @property
     def storage_root(self) -> Path:
@@ -171,6 +185,7 @@ class Settings:
             ("ffmpeg_readrate", "JOBTAPE_FFMPEG_READRATE", float),
             ("sqlite_synchronous", "JOBTAPE_SQLITE_SYNCHRONOUS", str.upper),
             ("allow_private_urls", "JOBTAPE_ALLOW_PRIVATE_URLS", _flag),
+            ("allowed_private_networks", "JOBTAPE_ALLOWED_PRIVATE_NETWORKS", _networks),
             ("max_download_bytes", "JOBTAPE_MAX_DOWNLOAD_BYTES", int),
             ("max_active_jobs", "JOBTAPE_MAX_ACTIVE_JOBS", int),
             ("signing_secret", "JOBTAPE_SIGNING_SECRET", str),
@@ -200,6 +215,21 @@ def _flag(text: str) -> bool:
 
 
 _flag.__name__ = "boolean (1 or 0)"
+
+
+def _networks(text: str) -> tuple[str, ...]:
+    """``"10.1.2.0/24, fd00::/8"`` -> ``("10.1.2.0/24", "fd00::/8")``, each checked.
+
+    Raises:
+        ValueError: an item is not a network in CIDR notation.
+    """
+    items = tuple(item.strip() for item in text.split(",") if item.strip())
+    sources.parse_networks(items)
+    return items
+
+
+_networks.__name__ = "list of networks (CIDR, comma-separated)"
+
 
 
 def _backend_values(env: Mapping[str, str]) -> dict[str, object]:

@@ -12,6 +12,9 @@ anything is fetched:
   contains ANY address that :func:`classify_address` flags (loopback, private,
   link-local, unique-local, shared/CGNAT, multicast, reserved, unspecified, cloud
   metadata; IANA special-purpose registries, RFC 6890), unless ``allow_private`` is set.
+  Addresses inside an operator's allowlist of networks (``allowed_networks``, e.g. the
+  internal media server's ``10.1.2.0/24``; :func:`parse_networks`) pass; cloud metadata
+  addresses never do.
 
 It is checked twice: by the API before a job exists, and by the worker right before the
 download (DNS may have changed in between: it re-resolves).
@@ -31,7 +34,7 @@ import dataclasses
 import ipaddress
 import socket
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Literal
 
 from jobtape import errors
@@ -45,14 +48,18 @@ __all__ = [
     "CheckedSource",
     "Resolver",
     "SourceType",
+    "Network",
     "check_source_url",
     "classify_address",
     "is_youtube_host",
+    "parse_networks",
     "parse_source_url",
     "resolve_host",
 ]
 
 SourceType = Literal["url", "youtube"]
+#: An allowlisted network (``ipaddress.ip_network`` of a CIDR such as ``10.1.2.0/24``).
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 #: The ``sourceType`` values of a JSON ingest.
 SOURCE_TYPES: tuple[SourceType, ...] = ("url", "youtube")
 #: Longest accepted URL, in characters.
@@ -138,18 +145,46 @@ def is_youtube_host(host: str) -> bool:
     return host.lower().rstrip(".") in YOUTUBE_HOSTS
 
 
-def classify_address(address: str) -> str | None:
+def parse_networks(texts: Iterable[str]) -> tuple[Network, ...]:
+    """Parse an allowlist of networks in CIDR notation (a bare address is its own /32 or /128).
+
+    Args:
+        texts: e.g. ``["10.1.2.0/24", "fd00:1::/64", "192.168.7.20"]``; blank items are skipped.
+
+    Returns:
+        The networks, host bits cleared (``10.1.2.7/24`` is ``10.1.2.0/24``).
+
+    Raises:
+        ValueError: an item is not an IPv4/IPv6 network (the message names it and shows the form).
+    """
+    networks = []
+    for text in texts:
+        item = text.strip()
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError as exc:
+            raise ValueError(f"{item!r} is not an IP network ({exc}); write a CIDR such as 10.1.2.0/24") from None
+    return tuple(networks)
+
+
+def classify_address(address: str, allowed: Sequence[Network] = ()) -> str | None:
     """Why an address must not be fetched from the server, or ``None`` for a public one.
 
     IPv4-mapped IPv6 addresses (``::ffff:127.0.0.1``) are judged as the IPv4 address.
 
     Args:
         address: an IPv4 or IPv6 address in text form (an IPv6 zone ``%eth0`` is ignored).
+        allowed: networks the operator allows although they are not public
+            (``Settings.allowed_private_networks``); an address inside one passes, unless
+            it is a cloud metadata address.
 
     Returns:
         ``"cloud metadata"``, ``"loopback"``, ``"unspecified"``, ``"link-local"``,
         ``"multicast"``, ``"unique-local"``, ``"private"``, ``"shared (carrier-grade NAT)"``,
-        ``"reserved"`` or ``"not globally routable"``; ``None`` when the address is global.
+        ``"reserved"`` or ``"not globally routable"``; ``None`` when the address is global
+        or allowlisted.
 
     Raises:
         ValueError: ``address`` is not an IP address.
@@ -159,6 +194,8 @@ def classify_address(address: str) -> str | None:
         ip = ip.ipv4_mapped
     if ip in METADATA_ADDRESSES:
         return "cloud metadata"
+    if any(ip.version == network.version and ip in network for network in allowed):
+        return None
     checks = (
         (ip.is_loopback, "loopback"),
         (ip.is_unspecified, "unspecified"),
@@ -184,7 +221,12 @@ def resolve_host(host: str, port: int) -> list[str]:
 
 
 def check_source_url(
-    url: str, source_type: SourceType = "url", *, allow_private: bool = False, resolve: Resolver = resolve_host
+    url: str,
+    source_type: SourceType = "url",
+    *,
+    allow_private: bool = False,
+    allowed_networks: Sequence[Network] = (),
+    resolve: Resolver = resolve_host,
 ) -> CheckedSource:
     """Check a source URL's form and, unless allowed, that its host resolves only to public addresses.
 
@@ -193,6 +235,7 @@ def check_source_url(
         source_type: ``"url"`` or ``"youtube"``.
         allow_private: skip the address policy (``Settings.allow_private_urls``; tests and
             trusted single-user setups). The form checks still apply.
+        allowed_networks: non-public networks that pass anyway (see :func:`classify_address`).
         resolve: the DNS resolver; see :data:`Resolver`.
 
     Returns:
@@ -217,10 +260,11 @@ def check_source_url(
     if not addresses:
         raise errors.SourceUrlRefused(url, "unresolvable", f"url host {host!r} does not resolve; check the address")
     for address in addresses:
-        reason = classify_address(address)
+        reason = classify_address(address, allowed_networks)
         if reason is not None:
             raise errors.SourceUrlRefused(
                 url, "private_address", f"url host {host!r} resolves to {address}, a {reason} address;"
-                " only public addresses can be ingested (the server may be configured with --allow-private-urls)"
+                " only public addresses can be ingested (an operator may allow this network with --allow-private-network,"
+                " or every address with --allow-private-urls)"
             )
     return CheckedSource(url, host, port, addresses)

@@ -63,8 +63,15 @@ def worker_settings_options(command: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         values = {field: kwargs.pop(field) for _, field, *_ in OPTIONS}
+        values["allowed_private_networks"] = kwargs.pop("allowed_private_networks") or None  # none given: the env's
         return command(*args, worker_settings={k: v for k, v in values.items() if v is not None}, **kwargs)
 
+    wrapper = click.option(
+        "--allow-private-network", "allowed_private_networks", multiple=True, metavar="CIDR",
+        help="A non-public network URL ingests may fetch from, e.g. an internal media server's 10.1.2.0/24"
+        " (repeatable; env JOBTAPE_ALLOWED_PRIVATE_NETWORKS, comma-separated). Every other non-public address"
+        " stays refused; cloud metadata addresses always are. None by default.",
+    )(wrapper)
     for flag, field, kind, env, help_text in reversed(OPTIONS):
         wrapper = _option(flag, field, kind, env, help_text)(wrapper)
     return wrapper

@@ -73,6 +73,7 @@ async def read_url_params(
         payload.url,
         payload.source_type,
         allow_private=settings.allow_private_urls,
+        allowed_networks=settings.private_networks,
         resolve=resolve,
     )
     checked = await anyio.to_thread.run_sync(check)

@@ -63,7 +63,8 @@ def download_source(context: JobContext, settings: Settings) -> Downloaded:
     url = str(context.params.get("url", ""))
     context.stage("downloading")
     try:
-        sources.check_source_url(url, source_type, allow_private=settings.allow_private_urls)
+        sources.check_source_url(url, source_type, allow_private=settings.allow_private_urls,
+                                 allowed_networks=settings.private_networks)
     except errors.SourceUrlRefused as exc:
         raise errors.MediaError(f"the URL was refused: {exc.message}", retryable=exc.reason == "unresolvable") from exc
 
@@ -72,7 +73,8 @@ def download_source(context: JobContext, settings: Settings) -> Downloaded:
     info_path = context.workdir / "download-info.jsonl"
     limit = settings.max_download_bytes
     argv = ytdlp.download_argv(
-        url, output_dir, info_path, ffmpeg=media.ffmpeg_executable(), max_bytes=limit, guard=not settings.allow_private_urls
+        url, output_dir, info_path, ffmpeg=media.ffmpeg_executable(), max_bytes=limit, guard=not settings.allow_private_urls,
+        allowed_networks=settings.allowed_private_networks,
     )
     stdout_tail: collections.deque[str] = collections.deque(maxlen=20)
 

@@ -25,7 +25,7 @@ import dataclasses
 import json
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,7 @@ def download_argv(
     max_bytes: int,
     socket_timeout_s: float = 30.0,
     guard: bool = True,
+    allowed_networks: Sequence[str] = (),
     python: str = sys.executable,
 ) -> list[str]:
     """The yt-dlp command line that downloads ``url`` into ``output_dir`` as ``media.<ext>``.
@@ -89,14 +90,17 @@ def download_argv(
         socket_timeout_s: seconds a connection may stay silent before yt-dlp gives up.
         guard: run it through :mod:`jobtape.worker.ytdlp_guard` (refuse non-public
             addresses); ``False`` when ``Settings.allow_private_urls`` is on.
+        allowed_networks: CIDRs the guard lets through (``Settings.allowed_private_networks``),
+            passed as its own ``--allow-network`` options before yt-dlp's.
         python: the interpreter that runs ``-m yt_dlp``.
 
     Returns:
         The argv list.
     """
     info_template = "%(.{" + ",".join(INFO_FIELDS) + "})j"
+    runner = ["-m", "jobtape.worker.ytdlp_guard", *(arg for net in allowed_networks for arg in ("--allow-network", net))]
     return [
-        python, "-m", "jobtape.worker.ytdlp_guard" if guard else "yt_dlp",
+        python, *(runner if guard else ["-m", "yt_dlp"]),
         "--ignore-config", "--no-playlist", "--no-cache-dir", "--no-mtime",
         "--newline", "--progress",
         "--progress-template", f"download:{PROGRESS_PREFIX}%(progress.{{{_PROGRESS_FIELDS}}})j",
@@ -201,8 +205,18 @@ def describe_failure(returncode: int, stderr: str) -> tuple[str, bool]:
     Returns:
         ``(message, retryable)``.
     """
-    errors_seen = [line[len("ERROR:"):].strip() for line in stderr.splitlines() if line.startswith("ERROR:")]
-    detail = errors_seen[-1] if errors_seen else f"yt-dlp exited with status {returncode}"
+    if ytdlp_guard.REFUSED_MARKER in stderr:  # wherever it appears: a redirect's or a fragment's refusal too
+        refused = stderr[stderr.rindex(ytdlp_guard.REFUSED_MARKER) + len(ytdlp_guard.REFUSED_MARKER):]
+        return f"the download was refused: it led to a non-public address ({refused.split(')')[0].strip()})", False
+    lines = stderr.splitlines()
+    errors_seen = []
+    for number, line in enumerate(lines):
+        if line.startswith("ERROR:"):
+            text = line[len("ERROR:"):].strip()
+            if not text:  # yt-dlp sometimes puts the message on the next line
+                text = next((later.strip() for later in lines[number + 1:] if later.strip()), "")
+            errors_seen.append(text)
+    detail = next((text for text in reversed(errors_seen) if text), f"yt-dlp exited with status {returncode}")
     http = _HTTP_ERROR.search(detail)
     if http:
         code = int(http.group(1))
@@ -213,9 +227,6 @@ def describe_failure(returncode: int, stderr: str) -> tuple[str, bool]:
         if code == 429 or code >= 500:
             return f"the site answered {shown}; try again later", True
         return f"the site refused the download with {shown}", False
-    if ytdlp_guard.REFUSED_MARKER in detail:
-        refused = detail[detail.index(ytdlp_guard.REFUSED_MARKER) + len(ytdlp_guard.REFUSED_MARKER):].split(")")[0]
-        return f"the download was refused: it led to a non-public address ({refused.strip()})", False
     if "Unsupported URL" in detail or "No video formats found" in detail or "Requested format is not available" in detail:
         return "no audio or video found at the URL (yt-dlp found no media on that page)", False
     if any(marker in detail for marker in _NETWORK_MARKERS):

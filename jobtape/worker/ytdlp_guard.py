@@ -1,7 +1,8 @@
 """Run yt-dlp with every host name it resolves checked against the SSRF address policy.
 
-Usage: ``python -m jobtape.worker.ytdlp_guard [yt-dlp options] -- URL`` (the same options as
-``python -m yt_dlp``). The worker runs this instead of ``-m yt_dlp`` when private URLs are
+Usage: ``python -m jobtape.worker.ytdlp_guard [--allow-network CIDR]... [yt-dlp options] -- URL``
+(after the guard's own leading ``--allow-network`` options, the same options as
+``python -m yt_dlp``; each CIDR is an allowlisted network, ``Settings.allowed_private_networks``). The worker runs this instead of ``-m yt_dlp`` when private URLs are
 not allowed: the URL check before the download (:func:`jobtape.sources.check_source_url`)
 cannot see the redirects yt-dlp follows, the URLs named inside a page or playlist, or a DNS
 answer that changes between the check and the connection. Here, in the child itself,
@@ -23,7 +24,7 @@ from typing import Any
 
 from jobtape import sources
 
-__all__ = ["REFUSED_MARKER", "guarded_getaddrinfo", "main"]
+__all__ = ["REFUSED_MARKER", "guarded_getaddrinfo", "main", "split_allowed"]
 
 #: Text in the error yt-dlp reports when the guard refused a host.
 REFUSED_MARKER = "jobtape refused to connect"
@@ -31,8 +32,13 @@ REFUSED_MARKER = "jobtape refused to connect"
 _original_getaddrinfo = socket.getaddrinfo
 
 
+#: Networks that pass although not public; set by :func:`main` from ``--allow-network``.
+_allowed: tuple[sources.Network, ...] = ()
+
+
 def guarded_getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
-    """``socket.getaddrinfo``, raising ``socket.gaierror`` when any address is not public.
+    """``socket.getaddrinfo``, raising ``socket.gaierror`` when any address is not public
+    (and not in an allowlisted network).
 
     Raises:
         socket.gaierror: the name does not resolve, or resolves to a flagged address
@@ -41,7 +47,7 @@ def guarded_getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
     infos = _original_getaddrinfo(host, port, *args, **kwargs)
     for info in infos:
         address = str(info[4][0])
-        reason = sources.classify_address(address)
+        reason = sources.classify_address(address, _allowed)
         if reason is not None:
             raise socket.gaierror(
                 socket.EAI_NONAME, f"{REFUSED_MARKER} {host}: it resolves to {address}, a {reason} address"
@@ -49,11 +55,34 @@ def guarded_getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
     return infos
 
 
+def split_allowed(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Split the guard's leading ``--allow-network CIDR`` pairs off a command line.
+
+    Returns:
+        ``(cidrs, rest)``: the allowlisted networks and yt-dlp's own arguments.
+
+    Raises:
+        SystemExit: ``--allow-network`` without a value (status 2, as argparse does).
+    """
+    cidrs: list[str] = []
+    rest = list(argv)
+    while rest and rest[0] == "--allow-network":
+        if len(rest) < 2:
+            sys.exit("ytdlp_guard: --allow-network needs a network (CIDR)")
+        cidrs.append(rest[1])
+        rest = rest[2:]
+    return cidrs, rest
+
+
 def main() -> None:
     """Install the guard, then run yt-dlp's command line (exits with yt-dlp's status)."""
+    global _allowed
+    cidrs, rest = split_allowed(sys.argv[1:])
+    _allowed = sources.parse_networks(cidrs)
     socket.getaddrinfo = guarded_getaddrinfo
     import yt_dlp  # type: ignore[import-untyped]
 
+    sys.argv[1:] = rest
     sys.argv[0] = "yt-dlp"
     yt_dlp.main()
 

@@ -216,3 +216,12 @@ def test_demo_runs_a_real_ingest_end_to_end(tmp_path: Path) -> None:
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert "complete" in completed.stdout and "preparedKey" in completed.stdout
     assert "job.completed" in completed.stdout and "status: complete" in completed.stdout
+
+
+@pytest.mark.parametrize("command", ["worker", "serve"])
+def test_a_bad_private_network_is_refused_before_anything_starts(tmp_path: Path, command: str) -> None:
+    code, output = _invoke(command, "--data-dir", str(tmp_path), "--allow-private-network", "10.1.2.0/24",
+                           "--allow-private-network", "intranet")
+    assert code == 1
+    assert "Error: 'intranet' is not an IP network" in output and "a CIDR such as 10.1.2.0/24" in output
+    assert not (tmp_path / "jobtape.db").exists()

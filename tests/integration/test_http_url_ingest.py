@@ -37,11 +37,12 @@ class Api:
 def make_api(tmp_path: Path) -> Iterator[Callable[..., Api]]:
     opened: list[tuple[SQLiteBackend, TestClient]] = []
 
-    def make(*, allow_private_urls: bool) -> Api:
+    def make(*, allow_private_urls: bool, allowed_private_networks: tuple[str, ...] = ()) -> Api:
         backend = SQLiteBackend(tmp_path / "jobtape.db")
         backend.migrate()
         repository = JobRepository(EventStore(backend))
-        settings = Settings(data_dir=tmp_path, allow_private_urls=allow_private_urls)
+        settings = Settings(data_dir=tmp_path, allow_private_urls=allow_private_urls,
+                            allowed_private_networks=allowed_private_networks)
         client = TestClient(create_app(repository, LocalStorage(tmp_path / "storage"), settings)).__enter__()
         opened.append((backend, client))
         return Api(client, repository)
@@ -166,9 +167,26 @@ def test_loopback_url_is_refused_when_private_urls_are_not_allowed(
     assert response.status_code == 422
     assert response.json() == {
         "error": "url host '127.0.0.1' resolves to 127.0.0.1, a loopback address; only public addresses can be"
-        " ingested (the server may be configured with --allow-private-urls)"
+        " ingested (an operator may allow this network with --allow-private-network, or every address with"
+        " --allow-private-urls)"
     }
     assert api.event_count() == 0 and requested == []
+
+
+def test_an_allowlisted_network_passes_and_its_neighbours_do_not(
+    make_api: Callable[..., Api], loopback_server: tuple[str, list[str]]
+) -> None:
+    url, requested = loopback_server
+    api = make_api(allow_private_urls=False, allowed_private_networks=("127.0.0.1/32",))
+
+    accepted = api.post({"sourceType": "url", "url": url, "rightsAttested": True})
+    neighbour = api.post({"sourceType": "url", "url": url.replace("127.0.0.1", "127.0.0.2"), "rightsAttested": True})
+    metadata = api.post({"sourceType": "url", "url": "http://169.254.169.254/latest/meta-data/", "rightsAttested": True})
+
+    assert accepted.status_code == 202, accepted.text
+    assert neighbour.status_code == 422 and "127.0.0.2, a loopback address" in neighbour.json()["error"]
+    assert metadata.status_code == 422 and "cloud metadata" in metadata.json()["error"]
+    assert api.event_count() == 1 and requested == []  # the API only checks; the worker downloads
 
 
 def test_openapi_documents_the_json_body(make_api: Callable[..., Api]) -> None:

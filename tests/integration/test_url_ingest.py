@@ -31,9 +31,10 @@ TRICKLE_PAUSE_S = 0.05
 
 
 class MediaServer:
-    """A threaded http.server on 127.0.0.1 serving ``root``; ``/slow/<name>`` trickles the file."""
+    """A threaded http.server on ``host`` (127.0.0.1) serving ``root``; ``/slow/<name>`` trickles the
+    file, ``/redirect/<url>`` answers 302 to ``<url>``."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, host: str = "127.0.0.1") -> None:
         self.root = root
         self.requests: list[str] = []
         self.stopping = threading.Event()
@@ -50,6 +51,12 @@ class MediaServer:
                 server.requests.append(self.path)
                 if self.path.startswith("/slow/"):
                     return self._trickle(root / self.path.removeprefix("/slow/"))
+                if self.path.startswith("/redirect/"):
+                    self.send_response(302)
+                    self.send_header("Location", self.path.removeprefix("/redirect/"))
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return None
                 super().do_GET()
 
             def _trickle(self, path: Path) -> None:
@@ -67,13 +74,14 @@ class MediaServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client (yt-dlp) was killed
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.host = host
+        self.httpd = http.server.ThreadingHTTPServer((host, 0), Handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="media server", daemon=True)
         self.thread.start()
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{path}"
+        return f"http://{self.host}:{self.httpd.server_address[1]}/{path}"
 
     def close(self) -> None:
         self.stopping.set()
@@ -129,7 +137,7 @@ def workdirs(repository: JobRepository, job_id: str) -> list[Path]:
     """The job workdirs named in the yt-dlp command lines the job recorded."""
     found = []
     for recorded in repository.store.read_stream(job_id):
-        if isinstance(recorded.event, ev.JobChildStarted) and "yt_dlp" in recorded.event.argv:
+        if isinstance(recorded.event, ev.JobChildStarted) and {"yt_dlp", "jobtape.worker.ytdlp_guard"} & set(recorded.event.argv):
             home = next(a for a in recorded.event.argv if a.startswith("home:"))
             found.append(Path(home.removeprefix("home:")).parent)
     return found
@@ -281,3 +289,55 @@ def test_guarded_yt_dlp_refuses_to_connect_to_a_non_public_address(tmp_path: Pat
     )
     assert len(site.requests) == served
     assert list((tmp_path / "download").iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def inside(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MediaServer]:
+    """A server on 127.0.0.2, standing for a host inside the network that must not be fetched from."""
+    root = tmp_path_factory.mktemp("inside")
+    media_dir = Path(__file__).resolve().parents[2] / "media"
+    for name in ("speech_librispeech.mp3", "video_friday.mp4"):
+        shutil.copy(media_dir / name, root / name)
+    server = MediaServer(root, host="127.0.0.2")
+    yield server
+    server.close()
+
+
+def only_the_site(tmp_path: Path) -> Settings:
+    """The SSRF guard on, with the test site's address (127.0.0.1) allowlisted and nothing else."""
+    return Settings(data_dir=tmp_path, allowed_private_networks=("127.0.0.1/32",), kill_grace_s=2.0)
+
+
+def test_an_allowlisted_network_is_fetched_through_the_guard(
+    tmp_path: Path, repository: JobRepository, storage: LocalStorage, site: MediaServer
+) -> None:
+    state = run_one(repository, storage, only_the_site(tmp_path), site.url("speech_librispeech.mp3"))
+
+    assert state.status == "complete", state.error
+    child = next(r.event for r in repository.store.read_stream(state.job_id) if isinstance(r.event, ev.JobChildStarted))
+    assert child.argv[1:5] == ["-m", "jobtape.worker.ytdlp_guard", "--allow-network", "127.0.0.1/32"]
+
+
+@pytest.mark.parametrize("via", ["redirect", "embedding page"])
+def test_the_guard_refuses_a_redirect_or_an_embedded_url_to_another_private_address(
+    tmp_path: Path, repository: JobRepository, storage: LocalStorage, site: MediaServer, inside: MediaServer, via: str
+) -> None:
+    """The URL passes the check (127.0.0.1 is allowlisted); what it leads yt-dlp to (127.0.0.2) does not."""
+    if via == "redirect":
+        url = site.url("redirect/" + inside.url("speech_librispeech.mp3"))
+    else:
+        page = f"inside-{tmp_path.name}.html"
+        (site.root / page).write_text(
+            "<!doctype html><html><head><title>Inside</title></head><body>"
+            f'<video controls><source src="{inside.url("video_friday.mp4")}" type="video/mp4"></video></body></html>'
+        )
+        url = site.url(page)
+    served_inside = len(inside.requests)
+
+    state = run_one(repository, storage, only_the_site(tmp_path), url)
+
+    assert state.status == "failed"
+    assert state.error.startswith("the download was refused: it led to a non-public address (127.0.0.2: it resolves to"
+                                  " 127.0.0.2, a loopback address)"), state.error
+    assert len(inside.requests) == served_inside  # not one request reached the inside host
+    assert_nothing_left(repository, storage, state.job_id)

@@ -142,3 +142,44 @@ def test_unresolvable_host_is_refused_as_such() -> None:
     with pytest.raises(errors.SourceUrlRefused, match="does not resolve") as refused:
         sources.check_source_url("https://no-such-host.example/a.mp3", resolve=resolver({}))
     assert refused.value.reason == "unresolvable"
+
+
+def test_an_allowlisted_network_passes_but_metadata_never_does() -> None:
+    allowed = sources.parse_networks(["10.1.2.0/24", " fd00:1::/64 ", "", "169.254.0.0/16", "192.168.7.20"])
+    assert [str(n) for n in allowed] == ["10.1.2.0/24", "fd00:1::/64", "169.254.0.0/16", "192.168.7.20/32"]
+    assert sources.classify_address("10.1.2.99", allowed) is None
+    assert sources.classify_address("::ffff:10.1.2.99", allowed) is None  # IPv4-mapped: judged as IPv4
+    assert sources.classify_address("fd00:1::5", allowed) is None
+    assert sources.classify_address("192.168.7.20", allowed) is None
+    assert sources.classify_address("10.1.3.1", allowed) == "private"  # a neighbour stays refused
+    assert sources.classify_address("192.168.7.21", allowed) == "private"
+    assert sources.classify_address("169.254.169.254", allowed) == "cloud metadata"  # inside an allowed network
+
+
+def test_check_source_url_applies_the_allowlist_to_every_address() -> None:
+    allowed = sources.parse_networks(["10.1.2.0/24"])
+    inside = sources.check_source_url("http://media.internal/a.mp3", allowed_networks=allowed,
+                                      resolve=lambda host, port: ["10.1.2.5"])
+    assert inside.addresses == ("10.1.2.5",)
+    with pytest.raises(errors.SourceUrlRefused, match="10.9.9.9, a private address") as caught:
+        sources.check_source_url("http://media.internal/a.mp3", allowed_networks=allowed,
+                                 resolve=lambda host, port: ["10.1.2.5", "10.9.9.9"])
+    assert caught.value.reason == "private_address"
+
+
+@pytest.mark.parametrize("text", ["10.0.0.0/33", "media.internal", "10.0.0.0/8/1"])
+def test_a_bad_network_is_named(text: str) -> None:
+    with pytest.raises(ValueError, match=f"'{text}' is not an IP network .*a CIDR such as 10.1.2.0/24"):
+        sources.parse_networks([text])
+
+
+def test_settings_read_the_allowlist_from_the_environment() -> None:
+    from jobtape.config import Settings
+
+    settings = Settings.from_env({"JOBTAPE_ALLOWED_PRIVATE_NETWORKS": "10.1.2.0/24, fd00::/8,"})
+    assert settings.allowed_private_networks == ("10.1.2.0/24", "fd00::/8")
+    assert [str(n) for n in settings.private_networks] == ["10.1.2.0/24", "fd00::/8"]
+    with pytest.raises(ValueError, match="JOBTAPE_ALLOWED_PRIVATE_NETWORKS='10.1.2.0/24, intranet'"):
+        Settings.from_env({"JOBTAPE_ALLOWED_PRIVATE_NETWORKS": "10.1.2.0/24, intranet"})
+    with pytest.raises(ValueError, match="'intranet' is not an IP network"):
+        Settings(allowed_private_networks=("intranet",))

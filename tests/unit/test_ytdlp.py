@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from jobtape.worker import ytdlp
+from jobtape.worker import ytdlp, ytdlp_guard
 
 
 def test_argv_runs_the_module_with_limits_and_machine_readable_output(tmp_path: Path) -> None:
@@ -90,3 +90,27 @@ def test_failures_get_a_readable_message(stderr: str, message: str, retryable: b
     described, may_retry = ytdlp.describe_failure(1, stderr)
     assert described.startswith(message), described
     assert may_retry is retryable
+
+
+def test_the_guard_gets_the_allowlist_before_yt_dlps_own_options(tmp_path: Path) -> None:
+    argv = ytdlp.download_argv("https://example.org/a.mp3", tmp_path, tmp_path / "i", ffmpeg="ffmpeg", max_bytes=1,
+                               allowed_networks=["10.1.2.0/24", "fd00::/8"])
+    assert argv[1:7] == ["-m", "jobtape.worker.ytdlp_guard", "--allow-network", "10.1.2.0/24", "--allow-network", "fd00::/8"]
+    assert argv[7] == "--ignore-config"
+    assert ytdlp_guard.split_allowed(argv[3:]) == (["10.1.2.0/24", "fd00::/8"], argv[7:])
+    unguarded = ytdlp.download_argv("https://example.org/a.mp3", tmp_path, tmp_path / "i", ffmpeg="ffmpeg",
+                                    max_bytes=1, guard=False, allowed_networks=["10.1.2.0/24"])
+    assert unguarded[1:4] == ["-m", "yt_dlp", "--ignore-config"]
+
+
+def test_a_refusal_on_a_line_after_an_empty_error_line_is_named() -> None:
+    stderr = ("WARNING: [generic] Falling back on generic information extractor\nERROR: \n"
+              "[download] Got error: HTTPConnection(host='10.9.9.9', port=80): Failed to resolve '10.9.9.9' ([Errno -2]"
+              f" {ytdlp_guard.REFUSED_MARKER} 10.9.9.9: it resolves to 10.9.9.9, a private address). Giving up after 2 retries\n")
+    assert ytdlp.describe_failure(1, stderr) == (
+        "the download was refused: it led to a non-public address (10.9.9.9: it resolves to 10.9.9.9, a private address)",
+        False,
+    )
+    assert ytdlp.describe_failure(1, "ERROR:\nUnable to download webpage: HTTP Error 503: Service Unavailable\n") == (
+        "the site answered HTTP 503 Service Unavailable; try again later", True,
+    )
