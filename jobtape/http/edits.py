@@ -223,7 +223,7 @@ async def save_edit(
 
 
 @get(
-    "/api/audio/edit/preview/{job_id:str}/audio",
+    "/api/audio/edit/preview/{jobId:str}/audio",
     summary="A preview's audio",
     description="Local storage: the MP3 bytes (HTTP Range supported, 206/416). Object storage: JSON "
     "{downloadUrl} with a signed URL. 404 while the job has no preview.",
@@ -236,7 +236,7 @@ async def save_edit(
 )
 async def preview_audio(
     request: Request[Any, Any, Any],
-    job_id: jobs.JobIdPath,
+    jobId: jobs.JobIdPath,
     repository: NamedDependency[JobRepository],
     storage: NamedDependency[Storage],
     settings: NamedDependency[Settings],
@@ -248,11 +248,11 @@ async def preview_audio(
         errors.JobNotFound: 404.
         NotFoundException: 404, the job is not a preview or has no preview yet.
     """
-    state = await anyio.to_thread.run_sync(repository.get, jobs.check_job_id(job_id))
+    state = await anyio.to_thread.run_sync(repository.get, jobs.check_job_id(jobId))
     key = (state.result or {}).get("previewKey") if state.status == "complete" else None
     if state.job_type != "preview" or not isinstance(key, str):
         what = "is not a preview job" if state.job_type != "preview" else f"has no preview yet (status {state.status})"
-        raise NotFoundException(detail=f"job {job_id} {what}; poll /api/audio/jobs/{job_id} until it is complete")
+        raise NotFoundException(detail=f"job {jobId} {what}; poll /api/audio/jobs/{jobId} until it is complete")
     if storage.local_path(key) is not None:
         return await downloads.serve_blob(request, storage, key)
     url = await anyio.to_thread.run_sync(storage.signed_url, key, settings.download_url_ttl_s)

@@ -33,6 +33,9 @@ _JOB_ID_PARAMETER = PathParameter(
     description="The job id: 32 lowercase hexadecimal characters.",
     examples=[Example(value="0123456789abcdef0123456789abcdef")],
 )
+#: The ``{jobId}`` path parameter. Handlers call their argument ``jobId``, not ``job_id``:
+#: Litestar names the OpenAPI path parameter after the argument, and the seed contract's
+#: routes (and so a client generated from /schema) say ``/api/audio/jobs/{jobId}``.
 JobIdPath = Annotated[str, _JOB_ID_PARAMETER]
 AsOfQuery = Annotated[str | None, QueryParameter(name="asOf", description=history.AS_OF_DESCRIPTION)]
 
@@ -84,7 +87,7 @@ def to_event_view(recorded: ev.RecordedEvent) -> schemas.EventView:
 
 
 @get(
-    "/api/audio/jobs/{job_id:str}",
+    "/api/audio/jobs/{jobId:str}",
     sync_to_thread=True,
     cache_control=_NO_STORE,
     summary="Poll a job",
@@ -94,7 +97,7 @@ def to_event_view(recorded: ev.RecordedEvent) -> schemas.EventView:
     tags=["jobs"],
 )
 def get_job(
-    job_id: JobIdPath,
+    jobId: JobIdPath,
     repository: NamedDependency[JobRepository],
     storage: NamedDependency[Storage],
     settings: NamedDependency[Settings],
@@ -111,10 +114,10 @@ def get_job(
         errors.InvalidTimeSpec: 422, ``asOf`` is not a time.
     """
     if as_of is not None:
-        state, position = history.state_as_of(repository.store, check_job_id(job_id), history.parse_as_of(as_of))
+        state, position = history.state_as_of(repository.store, check_job_id(jobId), history.parse_as_of(as_of))
     else:
-        state = repository.get(check_job_id(job_id))
-        position = repository.queue_position(job_id) if state.status == "pending" else None
+        state = repository.get(check_job_id(jobId))
+        position = repository.queue_position(jobId) if state.status == "pending" else None
     view = to_job_view(state, position)
     url = downloads.download_url_for(state, storage, settings.download_url_ttl_s)
     return msgspec.structs.replace(view, download_url=url) if url is not None else view
@@ -129,7 +132,7 @@ class _AlreadyTerminalError(Exception):
 
 
 @post(
-    "/api/audio/jobs/{job_id:str}/cancel",
+    "/api/audio/jobs/{jobId:str}/cancel",
     sync_to_thread=True,
     status_code=200,
     summary="Cancel a job",
@@ -142,7 +145,7 @@ class _AlreadyTerminalError(Exception):
     },
     tags=["jobs"],
 )
-def cancel_job(job_id: JobIdPath, repository: NamedDependency[JobRepository]) -> schemas.CancelAccepted:
+def cancel_job(jobId: JobIdPath, repository: NamedDependency[JobRepository]) -> schemas.CancelAccepted:
     """Append ``job.cancel_requested`` unless the job is in a terminal state.
 
     The terminal-state check runs inside ``decide`` on the state loaded for that very
@@ -154,26 +157,26 @@ def cancel_job(job_id: JobIdPath, repository: NamedDependency[JobRepository]) ->
         errors.JobNotFound: 404.
         HTTPException: 409 ``{"error": "Job already in terminal state", "status": ...}``.
     """
-    check_job_id(job_id)
+    check_job_id(jobId)
 
     def decide(current: job_state.JobState | None) -> list[ev.Event]:
         if current is None:
-            raise errors.JobNotFound(job_id)
+            raise errors.JobNotFound(jobId)
         if current.status in job_state.TERMINAL_STATUSES:
             raise _AlreadyTerminalError(current.status)
         return [ev.JobCancelRequested(reason="requested through the HTTP API")]
 
     try:
-        repository.execute(job_id, decide, actor="api")
+        repository.execute(jobId, decide, actor="api")
     except _AlreadyTerminalError as exc:
         raise HTTPException(
             status_code=409, detail="Job already in terminal state", extra={"status": exc.status}
         ) from None
-    return schemas.CancelAccepted(job_id=job_id)
+    return schemas.CancelAccepted(job_id=jobId)
 
 
 @get(
-    "/api/audio/jobs/{job_id:str}/events",
+    "/api/audio/jobs/{jobId:str}/events",
     sync_to_thread=True,
     cache_control=_NO_STORE,
     summary="List a job's events",
@@ -182,7 +185,7 @@ def cancel_job(job_id: JobIdPath, repository: NamedDependency[JobRepository]) ->
     tags=["jobs"],
 )
 def list_job_events(
-    job_id: JobIdPath, repository: NamedDependency[JobRepository], as_of: AsOfQuery = None
+    jobId: JobIdPath, repository: NamedDependency[JobRepository], as_of: AsOfQuery = None
 ) -> schemas.EventList:
     """Return the job's events in version order (up to ``asOf`` if given).
 
@@ -193,9 +196,9 @@ def list_job_events(
     """
     if as_of is not None:
         at = history.parse_as_of(as_of)
-        recorded = history.events_as_of(repository.store, check_job_id(job_id), at)
-        return schemas.EventList(job_id=job_id, events=[to_event_view(item) for item in recorded])
-    recorded = repository.store.read_stream(check_job_id(job_id))
+        recorded = history.events_as_of(repository.store, check_job_id(jobId), at)
+        return schemas.EventList(job_id=jobId, events=[to_event_view(item) for item in recorded])
+    recorded = repository.store.read_stream(check_job_id(jobId))
     if not recorded:
-        raise errors.JobNotFound(job_id)
-    return schemas.EventList(job_id=job_id, events=[to_event_view(item) for item in recorded])
+        raise errors.JobNotFound(jobId)
+    return schemas.EventList(job_id=jobId, events=[to_event_view(item) for item in recorded])

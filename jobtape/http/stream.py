@@ -141,7 +141,7 @@ async def follow_job(
 
 
 @get(
-    "/api/audio/jobs/{job_id:str}/stream",
+    "/api/audio/jobs/{jobId:str}/stream",
     media_type="text/event-stream",
     summary="Follow a job live (Server-Sent Events)",
     description="text/event-stream: first `event: state` (the poll body), then one `event: event` per appended "
@@ -157,7 +157,7 @@ async def follow_job(
     tags=["jobs"],
 )
 async def stream_job(
-    job_id: jobs.JobIdPath, repository: NamedDependency[JobRepository], last_event_id: LastEventIdHeader = None
+    jobId: jobs.JobIdPath, repository: NamedDependency[JobRepository], last_event_id: LastEventIdHeader = None
 ) -> Response[Any]:
     """Open the job's event stream, or resume it after ``Last-Event-ID``.
 
@@ -167,9 +167,9 @@ async def stream_job(
         errors.JobNotFound: 404, before the stream starts.
     """
     resume_after = parse_last_event_id(last_event_id)
-    recorded = await anyio.to_thread.run_sync(repository.store.read_stream, jobs.check_job_id(job_id))
+    recorded = await anyio.to_thread.run_sync(repository.store.read_stream, jobs.check_job_id(jobId))
     if not recorded:
-        raise errors.JobNotFound(job_id)
+        raise errors.JobNotFound(jobId)
     if resume_after is not None:
         latest = recorded[-1].version
         if resume_after > latest:

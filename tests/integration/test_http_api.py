@@ -317,11 +317,18 @@ def test_openapi_document_lists_routes_and_response_schemas(api: Api) -> None:
     assert set(document["paths"]) >= {
         "/health",
         "/api/audio/ingest",
-        "/api/audio/jobs/{job_id}",
-        "/api/audio/jobs/{job_id}/cancel",
-        "/api/audio/jobs/{job_id}/events",
+        "/api/audio/jobs/{jobId}",
+        "/api/audio/jobs/{jobId}/cancel",
+        "/api/audio/jobs/{jobId}/events",
+        "/api/audio/jobs/{jobId}/stream",
+        "/api/audio/edit/preview/{jobId}/audio",
     }
-    poll_ok = document["paths"]["/api/audio/jobs/{job_id}"]["get"]["responses"]["200"]
+    assert not any("job_id" in path for path in document["paths"])  # the seed's names, for generated clients
+    for path, operations in document["paths"].items():
+        for operation in operations.values():
+            path_parameters = [p["name"] for p in operation.get("parameters", []) if p["in"] == "path"]
+            assert path_parameters == (["jobId"] if "{jobId}" in path else []), path
+    poll_ok = document["paths"]["/api/audio/jobs/{jobId}"]["get"]["responses"]["200"]
     assert poll_ok["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/JobView"}
     job_view = document["components"]["schemas"]["JobView"]["properties"]
     assert {"jobId", "queuePosition", "notBefore", "createdAt", "updatedAt"} <= set(job_view)
