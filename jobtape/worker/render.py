@@ -30,7 +30,7 @@ OutputFormat = Literal["mp3", "flac"]
 PREVIEW_BITRATE = "128k"
 #: Sample rate of saved assets, in Hz.
 SAVE_SAMPLE_RATE = 48000
-_GLOBAL = ("-hide_banner", "-nostdin", "-nostats", "-progress", "pipe:1", "-stats_period", "0.25")
+_GLOBAL = ("-hide_banner", "-nostdin", "-nostats", "-stats_period", f"{media.STATS_PERIOD_S:g}", "-progress", "pipe:1")
 
 
 def edit_filters(recipe: CanonicalRecipe) -> list[str]:

@@ -7,7 +7,9 @@ cycle (the poll interval, at most a sixth of the lease TTL; or at once when
 
 1. watches its running jobs (:meth:`Worker.watch_running`): SIGTERMs the children of
    those with a ``job.cancel_requested``, interrupts those past their timeout, and
-   appends a ``job.heartbeat`` for those with nothing appended for a third of the lease TTL;
+   appends a ``job.heartbeat`` for those with nothing appended for a third of the lease TTL.
+   While jobs run, this step also runs between cycles, every :data:`WATCH_INTERVAL_S`
+   (0.25 s), so a cancel does not wait for a long poll interval;
 2. every half lease TTL, reaps expired leases and replays orphans (:mod:`jobtape.worker.reaper`);
 3. claims the oldest claimable pending jobs (``not_before`` passed) while it has capacity:
    ``job.claimed`` with a lease, appended with the version it read, so of two workers
@@ -57,6 +59,11 @@ log = logging.getLogger(__name__)
 Pipeline = Callable[[JobContext, Storage, Settings], dict[str, Any]]
 
 _counter = itertools.count(1)
+
+#: Seconds between two looks at the running jobs (cancel requests, timeouts, heartbeats)
+#: while any runs, when the poll interval is longer: one read of each running job's
+#: ``jobs`` row. Bounds a separate worker's cancel latency (``bench/cancel_latency.py``).
+WATCH_INTERVAL_S = 0.25
 
 
 class Worker:
@@ -217,13 +224,21 @@ class Worker:
             thread.join(self.settings.kill_grace_s + 30.0)
 
     def _loop(self, until_idle: bool) -> None:
+        """Claim every poll interval (or at once when woken); watch running jobs every
+        :data:`WATCH_INTERVAL_S` at most, so a cancel reaches a separate worker's child
+        within about that, whatever the poll interval."""
         backoff = outage.Backoff()
         cycle_s = min(self.settings.poll_interval_s, self.settings.lease_ttl_s / 6)
+        next_claim = 0.0
         while not self._halt.is_set():
+            claimed = 0
+            self._wake.clear()  # before the work: a wake() during it makes the wait below return at once
             try:
                 self.watch_running()
                 self._reap_if_due()
-                claimed = self.claim_available()
+                if until_idle or time.monotonic() >= next_claim:
+                    next_claim = time.monotonic() + cycle_s
+                    claimed = self.claim_available()
             except errors.StoreUnavailable as exc:  # the store restarts: back off, then poll again
                 delay = backoff.next()
                 log.warning("worker %s: %s; next try in %.1f s", self.worker_id, exc.message, delay)
@@ -234,8 +249,14 @@ class Worker:
                 return
             if until_idle and self._stop.is_set() and not self._running:
                 return
-            self._wake.wait(cycle_s if not until_idle else 0.05)
-            self._wake.clear()
+            if until_idle:
+                wait_s = 0.05
+            elif self._running:
+                wait_s = min(WATCH_INTERVAL_S, max(0.0, next_claim - time.monotonic()))
+            else:
+                wait_s = max(0.0, next_claim - time.monotonic())
+            if self._wake.wait(wait_s):  # a new job, a cancel, a finished job or stop(): claim now
+                next_claim = 0.0
 
     def _reap_if_due(self) -> None:
         """Every half lease TTL (and in the first cycle): replay orphans, then reap expired leases."""

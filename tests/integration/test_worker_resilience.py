@@ -108,6 +108,25 @@ def test_a_job_past_its_timeout_has_its_ffmpeg_killed_and_fails(tmp_path: Path, 
     assert blobs(storage, "assets") == []
 
 
+def test_a_separate_worker_answers_a_cancel_between_its_polls(tmp_path: Path, repository: JobRepository,
+                                                             storage: LocalStorage, media_dir: Path) -> None:
+    """Nothing wakes this worker (as with a worker in another process): it sees the cancel by
+    watching its running job every WATCH_INTERVAL_S, long before its next claim cycle (5 s)."""
+    settings = Settings(data_dir=tmp_path, ffmpeg_readrate=1.0, poll_interval_s=60.0, kill_grace_s=2)
+    job_id = upload(repository, storage, media_dir / "music_strings.ogg")  # 45 s at real time
+    worker = Worker(repository, storage, settings)
+    worker.start()
+    try:
+        wait_for(lambda: types(repository, job_id).count("job.child_started") >= 2, timeout_s=10,
+                 what="the loudnorm ffmpeg to start")
+        repository.execute(job_id, lambda s: [ev.JobCancelRequested(reason="test")], actor="api")
+        wait_for(lambda: repository.get(job_id).finished, timeout_s=3, what="the cancel, well before the next poll")
+    finally:
+        worker.stop(grace_s=5)
+    assert repository.get(job_id).status == "cancelled"
+    assert types(repository, job_id)[-2:] == ["job.child_exited", "job.cancelled"]
+
+
 def _dead_pid() -> int:
     process = subprocess.Popen([sys.executable, "-c", "pass"])
     process.wait()
