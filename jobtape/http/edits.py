@@ -5,9 +5,10 @@ themselves (:mod:`jobtape.http.recipe_body`: every recipe problem is a 422 namin
 field), validate the recipe against its asset, read from the ``assets`` projection (never from storage), and create a
 job; no media work happens in the request. A preview whose recipe hash is in the
 ``previews`` projection is created already complete (``job.created`` + ``job.completed``
-in one append, result ``cacheHit: true``). Two concurrent misses of one recipe render it
-twice into the same key; the cache is only an optimisation, so that race costs work, not
-correctness.
+in one append, result ``cacheHit: true``). Two misses of one recipe create two jobs; the
+later one looks in the cache again when it starts (:func:`jobtape.worker.edits.preview`),
+so only two renders at the very same moment both run ffmpeg; the cache is only an
+optimisation, so that race costs work, not correctness.
 
 The owner is the ``X-Client-Id`` header (default ``anonymous``). It is NOT a security
 boundary yet: any client can claim any id. It scopes the active-job quota (429) and the

@@ -9,7 +9,11 @@ Stages (``job.stage_changed``; progress 0-100 within the stage where ffmpeg repo
 
 - preview: ``fetching`` → ``measuring`` (only with ``targetLufs``) → ``rendering``
   (128 kbps MP3) → ``storing`` (``previews/{recipeHash}.mp3``).
-  Result ``{previewKey, recipeHash, durationSec, assetId, cacheHit: false}``.
+  Result ``{previewKey, recipeHash, durationSec, assetId, cacheHit: false}``. A preview
+  job whose recipe another job rendered after this one was created (the same preview
+  requested twice while the first was queued) finds it in the ``previews`` projection when
+  it starts, renders nothing, and completes with ``cacheHit: true, renderedByJobId``, as
+  a cache hit at the API does.
 - save: ``fetching`` → ``measuring`` (only with ``targetLufs``) → ``rendering`` (FLAC
   48 kHz) → ``analyzing`` (loudness of the result) → ``storing``
   (``assets/{newAssetId}/prepared.flac``). Result ``{assetId, preparedKey, durationSec,
@@ -28,6 +32,7 @@ from typing import Any
 
 from jobtape import errors
 from jobtape.config import Settings
+from jobtape.projections import previews
 from jobtape.recipes import CanonicalRecipe
 from jobtape.storage.base import Storage
 from jobtape.worker import media, render, steps
@@ -82,6 +87,16 @@ def preview(context: JobContext, storage: Storage, settings: Settings) -> dict[s
         errors.MediaError: the source is missing or ffmpeg failed (the job fails).
     """
     recipe, recipe_hash, source_key = _params(context)
+    cached = previews.select_preview(context.repository.store.backend, recipe_hash)
+    if cached is not None and storage.exists(cached.preview_key):  # rendered since this job was created
+        return {
+            "previewKey": cached.preview_key,
+            "recipeHash": recipe_hash,
+            "durationSec": cached.duration_sec,
+            "assetId": recipe.asset_id,
+            "cacheHit": True,
+            "renderedByJobId": cached.job_id,
+        }
     source = _fetch(context, storage, source_key)
     output = context.workdir / "preview.mp3"
     _render(context, source, output, recipe, "mp3", settings)

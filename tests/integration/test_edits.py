@@ -165,6 +165,22 @@ def test_the_same_recipe_twice_renders_once_and_hits_the_cache(env: Env) -> None
     assert children == [(0,)]
 
 
+def test_a_preview_queued_twice_is_rendered_once(env: Env) -> None:
+    recipe = {"assetId": env.speech.asset_id, "startSec": 3.0, "endSec": 6.5, "gainDb": -2}
+    first, second = (env.post("preview", recipe) for _ in range(2))  # both miss the cache: nothing rendered yet
+    assert [r.json()["data"]["status"] for r in (first, second)] == ["pending", "pending"]
+    env.run_worker()  # concurrency 1: the first renders, the second finds that render when it starts
+    first_id, second_id = (r.json()["data"]["jobId"] for r in (first, second))
+    rendered = env.client.get(f"/api/audio/jobs/{first_id}").json()["result"]
+    reused = env.client.get(f"/api/audio/jobs/{second_id}").json()["result"]
+    assert rendered["cacheHit"] is False
+    assert reused == {**rendered, "cacheHit": True, "renderedByJobId": first_id}
+    started = env.repository.store.backend.query(
+        "SELECT job_id, COUNT(*) FROM events WHERE job_id IN (?, ?) AND type = 'job.child_started' GROUP BY job_id",
+        [first_id, second_id])
+    assert [job for job, _ in started] == [first_id]  # no ffmpeg ran for the second
+
+
 def test_preview_audio_route_serves_bytes_with_ranges(env: Env) -> None:
     pending = env.post("preview", {"assetId": env.speech.asset_id, "startSec": 0.5, "endSec": 3.0})
     job_id = pending.json()["data"]["jobId"]
