@@ -64,7 +64,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 SOURCE_TYPES: tuple[SourceType, ...] = ("url", "youtube")
 #: Longest accepted URL, in characters.
 MAX_URL_LENGTH = 2048
-#: Hosts (and their subdomains, for the registrable ones) accepted for ``sourceType: "youtube"``.
+#: Hosts accepted for ``sourceType: "youtube"`` (exact names: the list, not their subdomains).
 YOUTUBE_HOSTS = frozenset(
     {"youtube.com", "www.youtube.com", "m.youtube.com", "music.youtube.com", "youtu.be",
      "youtube-nocookie.com", "www.youtube-nocookie.com"}

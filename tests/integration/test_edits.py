@@ -20,8 +20,10 @@ from jobtape.http import create_app
 from jobtape.projections import assets, rebuild
 from jobtape.projections.repository import JobRepository
 from jobtape.storage import LocalStorage, signing
-from jobtape.worker import media
+from jobtape.eventlog import events as ev
+from jobtape.worker import children, media
 from jobtape.worker.runner import Worker
+from polling import wait_for  # type: ignore[import-not-found]  # tests/ is on sys.path
 
 MEDIA = Path(__file__).resolve().parents[2] / "media"
 
@@ -179,6 +181,52 @@ def test_a_preview_queued_twice_is_rendered_once(env: Env) -> None:
         "SELECT job_id, COUNT(*) FROM events WHERE job_id IN (?, ?) AND type = 'job.child_started' GROUP BY job_id",
         [first_id, second_id])
     assert [job for job, _ in started] == [first_id]  # no ffmpeg ran for the second
+
+
+def test_renders_report_stages_and_progress_like_ingest(env: Env) -> None:
+    view = env.finished("preview", {"assetId": env.music.asset_id, "startSec": 5.0, "endSec": 35.0, "targetLufs": -20})
+    stream = env.repository.store.read_stream(view["jobId"])
+    stages = [r.event.stage for r in stream if isinstance(r.event, ev.JobStageChanged)]
+    assert stages == ["fetching", "measuring", "rendering", "storing"]
+    progress: dict[str, list[int]] = {}
+    stage = ""
+    for recorded in stream:
+        if isinstance(recorded.event, ev.JobStageChanged):
+            stage = recorded.event.stage
+        elif isinstance(recorded.event, ev.JobProgress):
+            progress.setdefault(stage, []).append(recorded.event.percent)
+    assert set(progress) == {"measuring", "rendering"}  # the two ffmpeg passes report 0-100 each
+    assert all(values == sorted(values) and values[-1] == 100 for values in progress.values()), progress
+    started = [r.event for r in stream if isinstance(r.event, ev.JobChildStarted)]
+    exited = [r.event for r in stream if isinstance(r.event, ev.JobChildExited)]
+    assert [e.pid for e in exited] == [c.pid for c in started] and {e.exit_status for e in exited} == {0}
+
+
+def test_cancelling_a_save_while_it_renders_kills_ffmpeg_and_leaves_no_asset(env: Env, tmp_path: Path) -> None:
+    slow = Worker(env.repository, env.storage, Settings(data_dir=tmp_path, ffmpeg_readrate=1.0, kill_grace_s=2))
+    response = env.post("save", {"assetId": env.music.asset_id, "startSec": 1.0})  # ~45 s at real time
+    job_id = response.json()["data"]["jobId"]
+    assets_before = sorted((env.storage.root / "assets").rglob("*"))
+    slow.start()
+    try:
+        def rendering() -> ev.JobChildStarted | None:
+            stream = env.repository.store.read_stream(job_id)
+            stage = [r.event.stage for r in stream if isinstance(r.event, ev.JobStageChanged)][-1:]
+            started = [r.event for r in stream if isinstance(r.event, ev.JobChildStarted)]
+            return started[-1] if stage == ["rendering"] and started else None
+
+        child = wait_for(rendering, timeout_s=20, what="the render's ffmpeg")
+        cancelled = env.client.post(f"/api/audio/jobs/{job_id}/cancel")
+        assert cancelled.status_code == 200, cancelled.text
+        wait_for(lambda: env.repository.get(job_id).finished, timeout_s=10, what="job.cancelled")
+    finally:
+        slow.stop(grace_s=5)
+    assert env.repository.get(job_id).status == "cancelled"
+    assert children.wait_gone(child.pid, child.started_at_ticks, 5.0)
+    types = [r.type for r in env.repository.store.read_stream(job_id)]
+    assert types[-3:] == ["job.cancel_requested", "job.child_exited", "job.cancelled"]
+    assert sorted((env.storage.root / "assets").rglob("*")) == assets_before  # no partial asset
+    assert env.repository.store.backend.query("SELECT COUNT(*) FROM assets WHERE origin_job_id = ?", [job_id]) == [(0,)]
 
 
 def test_preview_audio_route_serves_bytes_with_ranges(env: Env) -> None:

@@ -337,3 +337,37 @@ def test_openapi_document_lists_routes_and_response_schemas(api: Api) -> None:
     assert "multipart/form-data" in ingest["requestBody"]["content"]
     assert {"202", "413", "415", "422"} <= set(ingest["responses"])
     assert {"EventList", "CancelAccepted", "TerminalConflict", "ErrorBody"} <= set(document["components"]["schemas"])
+
+
+def test_a_real_upload_comes_back_through_the_api_normalised(tmp_path: Path) -> None:
+    """Issue 2's end-to-end check: upload over HTTP, a real worker, poll over HTTP, download the
+    prepared file over its signed link, and measure it with an independent ffmpeg ebur128 pass."""
+    from jobtape import runtime
+    from jobtape.worker import media
+    from jobtape.worker.runner import Worker
+
+    source = SPEECH.parent / "music_strings.ogg"
+    backend = SQLiteBackend(tmp_path / "jobtape.db")
+    backend.migrate()
+    repository = JobRepository(EventStore(backend))
+    settings = Settings(data_dir=tmp_path)
+    storage = runtime.open_storage(settings)  # as `jobtape serve` opens it: local, with the signing secret
+    try:
+        with TestClient(create_app(repository, storage, settings)) as client:
+            created = client.post("/api/audio/ingest", files={"file": (source.name, source.read_bytes(), "audio/ogg")})
+            assert created.status_code == 202, created.text
+            job_id = created.json()["data"]["jobId"]
+            Worker(repository, storage, settings).run(until_idle=True)
+            view = client.get(f"/api/audio/jobs/{job_id}").json()
+            assert (view["status"], view["progress"], view["error"]) == ("complete", 100, None)
+            download = client.get(view["downloadUrl"])
+            assert download.status_code == 200 and download.headers["content-type"].startswith("audio/flac")
+    finally:
+        backend.close()
+    prepared = tmp_path / "downloaded.flac"
+    prepared.write_bytes(download.content)
+    info = media.probe(prepared)
+    assert (info.codec, info.sample_rate, info.channels) == ("flac", 48000, 2)
+    assert abs(info.duration_sec - 45.84) < 0.1
+    assert abs(media.measure_integrated_loudness(prepared) - (-16.0)) <= 1.0  # target -16 LUFS, within 1 LU
+    assert view["result"]["outputLoudness"]["integratedLufs"] == pytest.approx(-16.0, abs=1.0)
