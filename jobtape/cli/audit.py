@@ -52,12 +52,35 @@ def json_option(command: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables (off by default).")(command)
 
 
-def open_existing_store(data_dir: Path) -> EventStore:
-    """Open the event log under ``data_dir``; exit 1 with a clear message if there is none."""
-    settings = Settings(data_dir=data_dir)
-    if not settings.database_path.is_file():
+def store_settings(data_dir: Path) -> Settings:
+    """Settings of a CLI command: ``--data-dir`` plus the environment, so the command uses the
+    store ``JOB_STORE_BACKEND`` / ``TURSO_*`` name (the embedded SQLite file by default), as
+    ``serve`` and ``worker`` do.
+
+    Raises:
+        click.ClickException: a variable has a bad value (exit 1, the message names it).
+    """
+    try:
+        return Settings.from_env(data_dir=data_dir)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def existing_store_settings(data_dir: Path) -> Settings:
+    """Like :func:`store_settings`, for a command that reads: exit 1 if the SQLite log is missing.
+
+    Raises:
+        click.ClickException: a bad variable, or no ``jobtape.db`` under ``data_dir``.
+    """
+    settings = store_settings(data_dir)
+    if settings.job_store_backend == "sqlite" and not settings.database_path.is_file():
         raise click.ClickException(f"no event log at {settings.database_path}; pass --data-dir (or set JOBTAPE_DATA_DIR)")
-    return runtime.open_store(settings)
+    return settings
+
+
+def open_existing_store(data_dir: Path) -> EventStore:
+    """Open the event log the command names (see :func:`existing_store_settings`)."""
+    return runtime.open_store(existing_store_settings(data_dir))
 
 
 def parse_time_option(text: str | None) -> dt.datetime | None:

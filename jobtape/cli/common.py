@@ -74,11 +74,7 @@ def settings_from(**values: Any) -> Settings:
         raise click.ClickException(str(exc)) from exc
 
 
-def existing_store_settings(data_dir: Path) -> Settings:
-    settings = settings_from(data_dir=data_dir)
-    if settings.job_store_backend == "sqlite" and not settings.database_path.is_file():
-        raise click.ClickException(f"no event log at {settings.database_path}; pass --data-dir (or set JOBTAPE_DATA_DIR)")
-    return settings
+existing_store_settings = cli_audit.existing_store_settings
 
 
 def embedded_app(settings: Settings, worker_count: int, *, wait_for_store: bool = False) -> tuple[Any, JobRepository]:

@@ -52,12 +52,14 @@ def cli() -> None:
 def main() -> None:
     """Console-script entry point (``jobtape``, ``python -m jobtape``).
 
-    A store that refuses the credentials (:class:`errors.StoreAuthRejected`) ends any
-    command with its message and exit status 1, not a traceback.
+    A store that refuses the credentials (:class:`errors.StoreAuthRejected`), or one that
+    cannot be reached by a command that does not wait for it (:class:`errors.StoreUnavailable`;
+    ``serve`` and ``worker`` wait), ends the command with its message and exit status 1,
+    not a traceback.
     """
     try:
         cli.main(prog_name="jobtape")
-    except errors.StoreAuthRejected as exc:
+    except (errors.StoreAuthRejected, errors.StoreUnavailable) as exc:
         click.echo(f"Error: {exc.message}", err=True)
         raise SystemExit(1) from exc
 

@@ -22,9 +22,9 @@ from jobtape.cli.audit import (
     echo_json,
     json_option,
     open_existing_store,
+    store_settings,
     with_store,
 )
-from jobtape.config import Settings
 from jobtape.eventlog.store import ConstraintViolation, EventStore
 
 __all__ = ["COMMANDS", "archive", "export", "import_command"]
@@ -75,17 +75,21 @@ def export(since: str | None, until: str | None, job_id: str | None, output: Pat
 @click.command("import")
 @click.argument("file", type=click.File("r", encoding="utf-8"))
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Folder of the target event log (none by default: required); the imported jobs must not exist there.")
+              help="Folder of the target event log (none by default: required); the imported jobs must not exist there."
+              " With JOB_STORE_BACKEND=libsql the target is the TURSO_DATABASE_URL database instead.")
 @json_option
 def import_command(file: TextIO, data_dir: Path, as_json: bool) -> None:
-    """Load an export (FILE, or - for stdin) into the event log under --data-dir, re-checking it.
+    """Load an export (FILE, or - for stdin) into the event log, re-checking it.
+
+    The target is the SQLite log under --data-dir, or the libSQL database the environment
+    names (JOB_STORE_BACKEND=libsql, TURSO_DATABASE_URL): e.g. to move a local log to Turso.
 
     Every line's version and hash chain is checked and every stream folded before anything
     is written; a gapped or edited export is refused naming the line. Events keep their
     recorded_at, actor and hash; positions are assigned by the target log. The jobs
     projection is written in the same batches.
     """
-    store = runtime.open_store(Settings(data_dir=data_dir))
+    store = runtime.open_store(store_settings(data_dir))
     try:
         report = replay.import_lines(store, file)
     except errors.InvalidExport as exc:
