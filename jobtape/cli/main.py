@@ -212,11 +212,13 @@ def _difference_table(differences: Sequence[rebuild_projection.RowDifference]) -
 @common_options()
 @click.option("--verify", is_flag=True, help="Only compare (off by default): print the differences, change nothing,"
               " exit 1 if there are any.")
-def rebuild(data_dir: Path, verify: bool) -> None:
+@cli_audit.json_option
+def rebuild(data_dir: Path, verify: bool, as_json: bool) -> None:
     """Recompute every projection (jobs, assets, previews) from the event log and replace it (or just verify).
 
     Exits 1 when --verify finds differences, or when a stored event cannot be folded
-    (the error names the job and the position).
+    (the error names the job and the position). --json prints the report
+    (jobsRebuilt, eventsRead, rowsRebuilt, applied, differences).
     """
     out = console()
     store = runtime.open_store(existing_store_settings(data_dir))
@@ -231,6 +233,11 @@ def rebuild(data_dir: Path, verify: bool) -> None:
         raise click.ClickException(f"the event log cannot be folded: {exc}") from exc
     finally:
         store.close()
+    if as_json:
+        cli_audit.echo_json(report)
+        if report.differences and verify:
+            raise SystemExit(1)
+        return
     outcome = "the jobs table was replaced (and assets, previews)" if report.applied else "nothing was changed"
     out.print(f"rebuilt {report.jobs_rebuilt} jobs from {report.events_read} events;"
                   f" {len(report.differences)} differences; {outcome}")

@@ -126,6 +126,12 @@ def test_rebuild_verify_exit_codes_and_repair(data_dir: Path, job_id: str) -> No
     assert code == 1
     assert "1 differences" in output and job_id in output and "status" in output and "'failed'" in output
 
+    code, output = _invoke("rebuild", "--verify", "--json", "--data-dir", str(data_dir))
+    report = json.loads(output)
+    assert code == 1 and (report["applied"], report["jobsRebuilt"], report["rowsRebuilt"]["jobs"]) == (False, 1, 1)
+    assert [(d["table"], d["jobId"], d["column"], d["live"], d["rebuilt"]) for d in report["differences"]] == [
+        ("jobs", job_id, "status", "failed", "complete")]
+
     code, output = _invoke("rebuild", "--data-dir", str(data_dir))
     assert code == 0 and "the jobs table was replaced" in output
     assert _invoke("rebuild", "--verify", "--data-dir", str(data_dir))[0] == 0
