@@ -248,7 +248,18 @@ class SourceUrlRefused(JobtapeError):
 
 
 class StorageError(JobtapeError):
-    """A storage operation failed."""
+    """A storage operation failed.
+
+    Attributes:
+        retryable: the failure may pass by itself (the bucket could not be reached, timed
+            out, or answered 5xx/SlowDown); a worker then retries the job with backoff
+            instead of failing it. ``False`` for refusals (access denied, no such bucket,
+            a bad key, a missing blob).
+    """
+
+    def __init__(self, message: str | None = None, *, retryable: bool = False) -> None:
+        self.retryable = retryable
+        super().__init__(message)
 
 
 class InvalidStorageKey(StorageError):

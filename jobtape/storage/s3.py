@@ -8,7 +8,8 @@ or failed upload leaves the key as it was). Reads stream the object body, with a
 PUT for direct uploads from clients.
 
 boto3 errors are translated here: a missing object -> :class:`errors.BlobNotFound`, any
-other failure (HTTP error, connection refused, bad credentials) -> :class:`errors.StorageError`.
+other failure (HTTP error, connection refused, bad credentials) -> :class:`errors.StorageError`,
+``retryable`` when it may pass (no connection, a timeout, a dropped read, 5xx or SlowDown).
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ class S3Storage(base.Storage):
                 return iter(())
             raise _translate(exc, key) from exc
         except botocore.exceptions.BotoCoreError as exc:
-            raise errors.StorageError(f"cannot read blob {key!r}: {exc}") from exc
+            raise errors.StorageError(f"cannot read blob {key!r}: {exc}", retryable=True) from exc
         return _iter_body(response["Body"], chunk_size, key)
 
     def size(self, key: str) -> int:  # noqa: D102
@@ -227,7 +228,7 @@ def _iter_body(body: Any, chunk_size: int, key: str) -> Iterator[bytes]:
             if chunk:
                 yield chunk
     except (botocore.exceptions.BotoCoreError, OSError) as exc:
-        raise errors.StorageError(f"reading blob {key!r} failed: {exc}") from exc
+        raise errors.StorageError(f"reading blob {key!r} failed: {exc}", retryable=True) from exc
     finally:
         body.close()
 
@@ -236,10 +237,17 @@ def _code(exc: botocore.exceptions.ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
+#: S3 error codes that mean "try again later" (AWS S3 error responses; R2 and MinIO use the same).
+_TRANSIENT_CODES = frozenset({"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "Throttling",
+                              "RequestTimeTooSkewed"})
+
+
 def _translate(exc: botocore.exceptions.ClientError, key: str) -> errors.StorageError:
     if _code(exc) in _NOT_FOUND:
         return errors.BlobNotFound(key)
-    return errors.StorageError(f"S3 refused the request for {key!r}: {exc}")
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    transient = _code(exc) in _TRANSIENT_CODES or status >= 500
+    return errors.StorageError(f"S3 refused the request for {key!r}: {exc}", retryable=transient)
 
 
 @contextlib.contextmanager
@@ -248,5 +256,5 @@ def _translated(key: str) -> Iterator[None]:
         yield
     except botocore.exceptions.ClientError as exc:
         raise _translate(exc, key) from exc
-    except botocore.exceptions.BotoCoreError as exc:
-        raise errors.StorageError(f"S3 request for {key!r} failed: {exc}") from exc
+    except botocore.exceptions.BotoCoreError as exc:  # could not connect, timed out, the connection dropped
+        raise errors.StorageError(f"S3 request for {key!r} failed: {exc}", retryable=True) from exc

@@ -380,7 +380,7 @@ class Worker:
     def _run_pipeline(self, context: JobContext) -> dict[str, Any] | Exception:
         try:
             return self.pipelines[context.state.job_type](context, self.storage, self.settings)
-        except (CancelRequested, JobLost, TimedOut, Released, errors.MediaError) as exc:
+        except (CancelRequested, JobLost, TimedOut, Released, errors.MediaError, errors.StorageError) as exc:
             return exc
         except errors.StoreAuthRejected:
             raise  # not the job's fault: nothing can be appended (see execute)
@@ -408,6 +408,10 @@ class Worker:
             case errors.MediaError():
                 events = policy.failure_events(context.state, outcome.message, retryable=outcome.retryable,
                                                now=clock.utcnow(), settings=self.settings, rng=self.rng)
+            case errors.StorageError():  # e.g. the bucket unreachable: retried with backoff when it may pass
+                events = policy.failure_events(context.state, f"storage failed: {outcome.message}",
+                                               retryable=outcome.retryable, now=clock.utcnow(),
+                                               settings=self.settings, rng=self.rng)
             case _:
                 detail = "".join(traceback.format_exception_only(outcome)).strip()
                 events = [ev.JobFailed(error=f"internal error: {detail}", retryable=False)]

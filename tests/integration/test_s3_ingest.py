@@ -144,3 +144,42 @@ def test_cancelled_job_leaves_no_temp_files_and_no_output(
     assert list(worker_tmp.iterdir()) == []
     assert s3_storage.delete_prefix("assets/") == 0
     assert not os.listdir(worker_tmp)
+
+
+def test_an_unreachable_bucket_is_retried_with_backoff_and_the_job_completes_when_it_is_back(
+    repository: JobRepository, s3_storage: S3Storage, tmp_path: Path, worker_tmp: Path
+) -> None:
+    key = "ingest-uploads/outage/original.wav"
+    s3_storage.put_file(key, SPEECH)
+    job_id = repository.create("ingest", {"sourceType": "upload", "storageKey": key}).state.job_id
+    settings = Settings(data_dir=tmp_path, backoff_base_s=0.05, backoff_cap_s=0.1, poll_interval_s=0.02)
+    unreachable = S3Storage(s3_storage.bucket, endpoint_url="http://127.0.0.1:9", region="us-east-1",
+                            access_key_id="testing", secret_access_key="testing")  # nothing listens on port 9
+    Worker(repository, unreachable, settings).run(until_idle=True)  # attempt 1, while the bucket is away
+    scheduled = repository.store.read_stream(job_id)[-1]
+    assert scheduled.type == "job.retry_scheduled", scheduled
+    assert scheduled.event.error.startswith(f"storage failed: S3 request for '{key}' failed: Could not connect")
+    assert repository.get(job_id).status == "pending"
+
+    worker = Worker(repository, s3_storage, settings)  # the bucket is back
+    worker.start()
+    try:
+        wait_for(lambda: repository.get(job_id).finished, timeout_s=30, what="attempt 2")
+    finally:
+        worker.stop(grace_s=5)
+    state = repository.get(job_id)
+    assert (state.status, state.attempt) == ("complete", 2), state.error
+    assert list(worker_tmp.iterdir()) == []
+
+
+def test_a_blob_missing_from_the_bucket_fails_the_job_at_once(
+    repository: JobRepository, s3_storage: S3Storage, tmp_path: Path, worker_tmp: Path
+) -> None:
+    missing = S3Storage("no-such-bucket-here", endpoint_url=s3_storage.client.meta.endpoint_url, region="us-east-1",
+                        access_key_id="testing", secret_access_key="testing")
+    job_id = repository.create("ingest", {"sourceType": "upload", "storageKey": "ingest-uploads/x/original.wav"}).state.job_id
+    Worker(repository, missing, Settings(data_dir=tmp_path)).run(until_idle=True)
+    state = repository.get(job_id)
+    assert (state.status, state.attempt) == ("failed", 1)
+    assert "job.retry_scheduled" not in [r.type for r in repository.store.read_stream(job_id)]
+    assert list(worker_tmp.iterdir()) == []

@@ -304,3 +304,30 @@ def test_public_surface() -> None:
     assert sorted(storage.__all__) == ["LocalStorage", "MemoryStorage", "Storage", "validate_key"]
     assert issubclass(storage.LocalStorage, base.Storage)
     assert issubclass(storage.MemoryStorage, base.Storage)
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "retryable"),
+    [("SlowDown", 503, True), ("InternalError", 500, True), ("RequestTimeout", 400, True), ("Weird", 502, True),
+     ("AccessDenied", 403, False), ("NoSuchBucket", 404, False), ("InvalidAccessKeyId", 403, False)],
+)
+def test_s3_errors_say_whether_a_retry_may_help(code: str, status: int, retryable: bool) -> None:
+    import botocore.exceptions
+
+    from jobtape.storage import s3
+
+    refused = botocore.exceptions.ClientError(
+        {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}}, "GetObject")
+    translated = s3._translate(refused, "assets/a/prepared.flac")
+    assert type(translated) is errors.StorageError and translated.retryable is retryable
+    assert errors.BlobNotFound("k").retryable is False
+
+
+def test_an_unreachable_s3_endpoint_is_a_retryable_storage_error(tmp_path: Path) -> None:
+    from jobtape.storage.s3 import S3Storage
+
+    unreachable = S3Storage("b", endpoint_url="http://127.0.0.1:9", region="us-east-1", access_key_id="x",
+                            secret_access_key="y")  # nothing listens on the discard port
+    with pytest.raises(errors.StorageError) as caught:
+        unreachable.get_to_file("assets/a/prepared.flac", tmp_path / "out")
+    assert caught.value.retryable is True and "Could not connect" in caught.value.message
