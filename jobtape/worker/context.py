@@ -184,6 +184,20 @@ class JobContext:
                 return False
             return True
 
+    def observe(self, fresh: job_state.JobState | None) -> None:
+        """Act on the job's current row, as the worker's watch reads it (every ``WATCH_INTERVAL_S``).
+
+        A cancel request SIGTERMs the child (:meth:`request_cancel`). A job that is no longer
+        this worker's (a reaper took it back, it was archived) is abandoned at once
+        (:meth:`abandon`: the child is terminated, nothing more is appended), instead of at
+        the pipeline's next append, which may be a heartbeat a third of the lease away.
+        """
+        if fresh is not None and fresh.cancel_requested and not self.cancel_event.is_set():
+            self.request_cancel()
+        if not self._still_ours(fresh) and not self.interrupt_event.is_set():
+            held = "gone" if fresh is None else f"{fresh.status}, held by {fresh.worker_id or 'no worker'}"
+            self.abandon(JobLost(f"the job was taken over (now {held})"))
+
     def _still_ours(self, fresh: job_state.JobState | None) -> bool:
         return (
             fresh is not None

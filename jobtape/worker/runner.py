@@ -276,15 +276,13 @@ class Worker:
     # -- one cycle -------------------------------------------------------------------------
 
     def watch_running(self) -> None:
-        """For each running job: SIGTERM its children on a cancel request, interrupt it past
-        its timeout (:func:`policy.job_timeout_s`), append a heartbeat when one is due."""
+        """For each running job: SIGTERM its children on a cancel request, abandon it if another
+        actor took it over (:meth:`JobContext.observe`), interrupt it past its timeout
+        (:func:`policy.job_timeout_s`), append a heartbeat when one is due."""
         with self._lock:
             running = list(self._running.items())
         for job_id, (context, _) in running:
-            if not context.cancel_event.is_set():
-                current = self.repository.load(job_id)
-                if current is not None and current.cancel_requested:
-                    context.request_cancel()
+            context.observe(self.repository.load(job_id))  # a cancel request, or a takeover
             now = clock.utcnow()
             timeout_s = policy.job_timeout_s(context.state.job_type, self.settings)
             if not context.interrupt_event.is_set() and policy.timed_out(context.claimed_at, now, timeout_s):

@@ -86,10 +86,11 @@ def test_a_worker_that_loses_its_job_kills_its_child_removes_partial_output_and_
         else:
             pytest.fail("the takeover kept losing the version race to the worker")
 
-        # The worker finds out at its next append, a progress event (the first comes ~3 s into
-        # the pass, after loudnorm's lookahead): the child dies (SIGTERM: ffmpeg exits within
-        # ~50 ms; SIGKILL after kill_grace_s = 2 s), long before the 45 s it had left.
-        wait_for(lambda: not children.process_alive(loudnorm.pid, loudnorm.started_at_ticks), timeout_s=20,
+        # The worker's watch reads the job's row every WATCH_INTERVAL_S (0.25 s) and sees the job
+        # is no longer its own; the child dies (SIGTERM: ffmpeg exits within ~50 ms). Without the
+        # watch the worker would find out only at its next append, the pass's first progress
+        # event ~3 s in (after loudnorm's lookahead): too late for this deadline.
+        wait_for(lambda: not children.process_alive(loudnorm.pid, loudnorm.started_at_ticks), timeout_s=2,
                  what="the worker to kill its ffmpeg")
         wait_for(lambda: not worker.running_job_ids(), timeout_s=15, what="the worker to drop the job")
         # The job thread removes the workdir before it leaves the running set.
