@@ -93,3 +93,22 @@ def test_a_command_on_an_unreachable_store_exits_1_with_the_reason(tmp_path: Pat
     assert done.returncode == 1, done.stderr
     assert done.stderr.startswith("Error: the event store is unavailable") and "Traceback" not in done.stderr
     assert not (tmp_path / "jobtape.db").exists()
+
+
+def test_the_configuration_reaches_sqld_through_every_url_form(sqld_factory: Callable[..., SqldServer]) -> None:
+    """``DEPLOY_ENV=production`` selects libSQL (seed 003); each URL form the docs list answers."""
+    from jobtape import runtime
+    from jobtape.config import Settings
+
+    server = sqld_factory()
+    port = server.ws_url.rsplit(":", 1)[1]
+    for url in (server.ws_url, server.http_url, f"libsql://127.0.0.1:{port}?tls=0"):
+        settings = Settings.from_env({"DEPLOY_ENV": "production", "TURSO_DATABASE_URL": url})
+        assert settings.job_store_backend == "libsql"
+        repository = runtime.open_repository(settings)
+        try:
+            created = repository.create("ingest", {"storageKey": url})
+            assert repository.get(created.state.job_id).params == {"storageKey": url}
+        finally:
+            repository.store.close()
+    assert Settings.from_env({"DEPLOY_ENV": "staging"}).job_store_backend == "sqlite"

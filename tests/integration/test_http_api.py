@@ -371,3 +371,25 @@ def test_a_real_upload_comes_back_through_the_api_normalised(tmp_path: Path) -> 
     assert abs(info.duration_sec - 45.84) < 0.1
     assert abs(media.measure_integrated_loudness(prepared) - (-16.0)) <= 1.0  # target -16 LUFS, within 1 LU
     assert view["result"]["outputLoudness"]["integratedLufs"] == pytest.approx(-16.0, abs=1.0)
+
+
+def test_a_download_link_that_cannot_be_made_leaves_the_poll_answering(tmp_path: Path) -> None:
+    """Seed 001: generating downloadUrl may fail without failing the poll. A result whose key the
+    storage refuses to sign (here: a key that climbs out of the storage folder) is served without it."""
+    from jobtape import runtime
+
+    backend = SQLiteBackend(tmp_path / "jobtape.db")
+    backend.migrate()
+    repository = JobRepository(EventStore(backend))
+    settings = Settings(data_dir=tmp_path)
+    job_id = repository.create("ingest", {"sourceType": "upload", "storageKey": "ingest-uploads/x/original.wav"}).state.job_id
+    state = repository.append(job_id, [ev.JobClaimed(worker_id="host:1:0")], repository.get(job_id), actor="host:1:0").state
+    repository.append(job_id, [ev.JobCompleted(result={"preparedKey": "../outside/prepared.flac"})], state, actor="host:1:0")
+    try:
+        with TestClient(create_app(repository, runtime.open_storage(settings), settings)) as client:
+            view = client.get(f"/api/audio/jobs/{job_id}")
+    finally:
+        backend.close()
+    assert view.status_code == 200
+    assert view.json()["status"] == "complete" and "downloadUrl" not in view.json()
+    assert view.json()["result"] == {"preparedKey": "../outside/prepared.flac"}
