@@ -77,10 +77,18 @@ def settings_from(**values: Any) -> Settings:
 existing_store_settings = cli_audit.existing_store_settings
 
 
-def embedded_app(settings: Settings, worker_count: int, *, wait_for_store: bool = False) -> tuple[Any, JobRepository]:
+def embedded_app(
+    settings: Settings,
+    worker_count: int,
+    *,
+    wait_for_store: bool = False,
+    on_worker_fatal: Callable[[Exception], None] | None = None,
+) -> tuple[Any, JobRepository]:
     """The API with ``worker_count`` in-process workers woken by every new job and cancel.
 
     With ``wait_for_store`` an unreachable store is retried with backoff (:mod:`jobtape.startup`).
+    ``on_worker_fatal`` is called from a worker's thread when its loop ends because the store
+    refused the credentials (:attr:`runner.Worker.on_fatal`).
     """
     from jobtape.http import app as http_app
 
@@ -96,6 +104,8 @@ def embedded_app(settings: Settings, worker_count: int, *, wait_for_store: bool 
         repository = runtime.open_repository(settings, on_append=wake_workers)
     storage = runtime.open_storage(settings)
     workers.extend(runner.Worker(repository, storage, settings) for _ in range(worker_count))
+    for worker in workers:
+        worker.on_fatal = on_worker_fatal
 
     def start_workers() -> None:
         for worker in workers:

@@ -90,6 +90,8 @@ def serve(host: str, port: int, data_dir: Path, poll_interval_s: float, concurre
     On shutdown the embedded workers stop like `jobtape worker` does: no more claims,
     running jobs get --grace seconds, then they are released. An event store unreachable at
     start-up is retried with backoff, like `jobtape worker` does, until SIGINT/SIGTERM.
+    If the store refuses the credentials (at start-up, or later to an embedded worker), the
+    server stops and exits 1 with the message.
     """
     import uvicorn
 
@@ -97,20 +99,33 @@ def serve(host: str, port: int, data_dir: Path, poll_interval_s: float, concurre
                         max_upload_bytes=max_upload_bytes, max_active_jobs=max_active_jobs,
                         allow_private_urls=allow_private_urls,
                         max_download_bytes=max_download_bytes, **worker_settings)
+    fatal: list[Exception] = []
+    servers: list[uvicorn.Server] = []
+
+    def stop_serving(exc: Exception) -> None:  # an embedded worker's credentials were refused
+        fatal.append(exc)
+        for server in servers:
+            server.should_exit = True
+
     # Until uvicorn installs its own handlers, SIGINT/SIGTERM end the wait for the store.
     previous = {sig: signal.signal(sig, _stop_handler([])) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        app, repository = embedded_app(settings, worker_count, wait_for_store=True)
+        app, repository = embedded_app(settings, worker_count, wait_for_store=True, on_worker_fatal=stop_serving)
     except _StopSignal:
         click.echo("stopped before the event store answered", err=True)
         return
     finally:
         for sig, previous_handler in previous.items():
             signal.signal(sig, previous_handler)
+    servers.append(uvicorn.Server(uvicorn.Config(app, host=host, port=port)))
     try:
-        uvicorn.run(app, host=host, port=port)
+        servers[0].run()
     finally:
         repository.store.close()
+    if fatal:  # exit 1 with the message (main()), so a supervisor sees a failing service
+        raise fatal[0]
+    if not servers[0].started:  # e.g. the port is taken: uvicorn logged why; its own exit status
+        raise SystemExit(3)
 
 
 class _StopSignal(Exception):

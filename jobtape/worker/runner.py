@@ -114,6 +114,8 @@ class Worker:
         self.finished: list[str] = []
         #: Set when the embedded loop (:meth:`start`) ended because the store refused the credentials.
         self.fatal_error: errors.StoreAuthRejected | None = None
+        #: Called (from the loop's thread) with that error, e.g. to stop the API serving this worker.
+        self.on_fatal: Callable[[errors.StoreAuthRejected], None] | None = None
 
     # -- control ---------------------------------------------------------------------------
 
@@ -130,7 +132,8 @@ class Worker:
         """Run the loop in a background thread (the embedded mode).
 
         If the store refuses the credentials the thread ends after :meth:`run` logged it
-        and abandoned the running jobs; :attr:`fatal_error` holds the error then.
+        and abandoned the running jobs; :attr:`fatal_error` holds the error then, and
+        :attr:`on_fatal` is called with it.
         """
         self._thread = threading.Thread(target=self._run_in_thread, name=f"worker {self.worker_id}", daemon=True)
         self._thread.start()
@@ -151,8 +154,10 @@ class Worker:
     def _run_in_thread(self) -> None:
         try:
             self.run()
-        except errors.StoreAuthRejected as exc:  # logged by run(); the API keeps answering 503
+        except errors.StoreAuthRejected as exc:  # logged by run()
             self.fatal_error = exc
+            if self.on_fatal is not None:
+                self.on_fatal(exc)
 
     def stop(self, grace_s: float | None = None) -> None:
         """Graceful shutdown: stop claiming, let running jobs finish, release the rest, stop the loop.

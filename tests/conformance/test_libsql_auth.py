@@ -182,6 +182,41 @@ def test_a_token_revoked_mid_job_stops_the_worker_and_kills_its_ffmpeg_then_a_va
         backend.close()
 
 
+def test_serve_whose_token_is_refused_mid_run_stops_and_exits_1(
+    auth_sqld: SqldServer, server_key: Ed25519PrivateKey, tmp_path: Path
+) -> None:
+    """The embedded worker's next poll meets the refusal: the server stops instead of
+    answering 503 forever, so a supervisor sees a failing service."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "JOB_STORE_BACKEND": "libsql", "TURSO_DATABASE_URL": auth_sqld.ws_url,
+           "TURSO_AUTH_TOKEN": _jwt(server_key, {"a": "rw"}), "JOBTAPE_DATA_DIR": str(tmp_path),
+           "PYTHONUNBUFFERED": "1"}
+    log = tmp_path / "serve.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen([sys.executable, "-m", "jobtape", "serve", "--port", str(port), "--poll-interval",
+                                    "0.1"], env=env, stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: b"Uvicorn running" in log.read_bytes() or process.poll() is not None, timeout_s=30,
+                 what="the API to serve")
+        assert process.poll() is None, log.read_text(errors="replace")
+        auth_sqld.stop()  # the key is rotated: the server's token is refused from now on
+        _trust(tmp_path / "jwt-public.pem", Ed25519PrivateKey.generate())
+        auth_sqld.start()
+        wait_for(lambda: process.poll() is not None, timeout_s=30, what="serve to stop")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    text = log.read_text(errors="replace")
+    assert process.returncode == 1, text
+    assert "Error: the event store refused the credentials: check TURSO_AUTH_TOKEN" in text
+    assert "Traceback" not in text
+
+
 def test_the_api_answers_503_without_the_servers_answer() -> None:
     status, message = http_errors.status_for(errors.StoreAuthRejected("AUTH_JWT_INVALID: The JWT is invalid"))
     assert status == 503 and "credentials" in message and "AUTH_JWT_INVALID" not in message
