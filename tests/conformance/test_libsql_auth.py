@@ -63,6 +63,24 @@ def _trust(key_file: Path, key: Ed25519PrivateKey) -> None:
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
 
 
+def _restart_trusting(server: SqldServer, key: Ed25519PrivateKey) -> None:
+    """Restart sqld on the same data and port, trusting only ``key`` (the operator rotates the key)."""
+    server.stop()
+    _trust(Path(server.extra_args[server.extra_args.index("--auth-jwt-key-file") + 1]), key)
+    server.start()
+
+
+def _exit_output(process: subprocess.Popen[bytes], log: Path, what: str, timeout_s: float) -> str:
+    """Wait for ``process`` to exit (killing it if it does not in time); return its log."""
+    try:
+        wait_for(lambda: process.poll() is not None, timeout_s=timeout_s, what=what)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return log.read_text(errors="replace")
+
+
 @pytest.fixture
 def auth_sqld(sqld_factory: Callable[..., SqldServer], server_key: Ed25519PrivateKey, tmp_path: Path) -> SqldServer:
     """A running sqld that requires a JWT signed by :func:`server_key` (its key file: ``tmp_path/jwt-public.pem``)."""
@@ -113,13 +131,7 @@ def test_worker_with_a_refused_token_exits_1_with_the_message(auth_sqld: SqldSer
     with log.open("wb") as sink:
         process = subprocess.Popen([sys.executable, "-m", "jobtape", "worker"], env=env,
                                    stdout=sink, stderr=subprocess.STDOUT)
-    try:
-        wait_for(lambda: process.poll() is not None, timeout_s=10, what="the worker to exit")
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    text = log.read_text(errors="replace")
+    text = _exit_output(process, log, "the worker to exit", timeout_s=10)
     assert process.returncode == 1, text
     assert "the event store refused the credentials: check TURSO_AUTH_TOKEN" in text
     assert "unreachable at start-up" not in text and "Traceback" not in text
@@ -146,9 +158,7 @@ def test_a_token_revoked_mid_job_stops_the_worker_and_kills_its_ffmpeg_then_a_va
 
         child = wait_for(loudnorm, timeout_s=20, what="the loudnorm ffmpeg to start")
         rotated_at = clock.utcnow()
-        auth_sqld.stop()  # the operator rotates the key; this worker's token is no longer valid
-        _trust(tmp_path / "jwt-public.pem", Ed25519PrivateKey.generate())
-        auth_sqld.start()
+        _restart_trusting(auth_sqld, Ed25519PrivateKey.generate())  # this worker's token is no longer valid
         wait_for(lambda: worker.fatal_error is not None, timeout_s=30, what="the worker to give up")
         with pytest.raises(errors.StoreAuthRejected):
             worker.wait()
@@ -158,9 +168,7 @@ def test_a_token_revoked_mid_job_stops_the_worker_and_kills_its_ffmpeg_then_a_va
         worker.stop(grace_s=0)
         backend.close()
 
-    auth_sqld.stop()  # the operator puts the right key back
-    _trust(tmp_path / "jwt-public.pem", server_key)
-    auth_sqld.start()
+    _restart_trusting(auth_sqld, server_key)  # the operator puts the right key back
     backend = LibSQLBackend(auth_sqld.ws_url, token, timeout_s=TIMEOUT_S)
     repository = JobRepository(EventStore(backend))
     fixed = Worker(repository, storage, Settings(data_dir=tmp_path, lease_ttl_s=2.0, poll_interval_s=0.05,
@@ -203,15 +211,9 @@ def test_serve_whose_token_is_refused_mid_run_stops_and_exits_1(
         wait_for(lambda: b"Uvicorn running" in log.read_bytes() or process.poll() is not None, timeout_s=30,
                  what="the API to serve")
         assert process.poll() is None, log.read_text(errors="replace")
-        auth_sqld.stop()  # the key is rotated: the server's token is refused from now on
-        _trust(tmp_path / "jwt-public.pem", Ed25519PrivateKey.generate())
-        auth_sqld.start()
-        wait_for(lambda: process.poll() is not None, timeout_s=30, what="serve to stop")
+        _restart_trusting(auth_sqld, Ed25519PrivateKey.generate())  # the server's token is refused from now on
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    text = log.read_text(errors="replace")
+        text = _exit_output(process, log, "serve to stop", timeout_s=30)
     assert process.returncode == 1, text
     assert "Error: the event store refused the credentials: check TURSO_AUTH_TOKEN" in text
     assert "Traceback" not in text
