@@ -39,7 +39,6 @@ from jobtape.eventlog import events as ev
 from jobtape.http import downloads, jobs, recipe_body, schemas
 from jobtape.projections import assets, previews
 from jobtape.projections.repository import JobRepository
-from jobtape.projections.state import JobState
 from jobtape.storage.base import Storage
 
 __all__ = ["ClientId", "IdempotencyKey", "create_edit_job", "owner_of", "preview_audio", "preview_edit", "save_edit"]
@@ -136,7 +135,7 @@ def create_edit_job(
             max_active_jobs=settings.max_active_jobs,
         )
     except errors.DuplicateIdempotencyKey:
-        earlier = _job_of_key(repository, owner, idempotency_key)
+        earlier = repository.find_by_idempotency_key(owner, idempotency_key)
         if earlier is None:  # its row went between the failed write and this read (archived): 409
             raise
         if earlier.job_type != job_type or earlier.params.get("recipeHash") != recipe_hash:
@@ -146,11 +145,6 @@ def create_edit_job(
         return earlier.job_id, earlier.status, False
     return created.state.job_id, created.state.status, True
 
-
-def _job_of_key(repository: JobRepository, owner: str, key: str | None) -> JobState | None:
-    """The job ``owner`` created with idempotency ``key``, folded from its stream; ``None`` if gone."""
-    rows = repository.store.backend.query("SELECT job_id FROM jobs WHERE owner = ? AND idempotency_key = ?", [owner, key])
-    return repository.load(str(rows[0][0])) if rows else None
 
 
 async def _create(

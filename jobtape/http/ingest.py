@@ -296,12 +296,7 @@ def _find_by_idempotency_key(repository: JobRepository, owner: str, key: str | N
     Raises:
         errors.IdempotencyKeyReused: the key created a job of another type (a preview or save).
     """
-    rows = repository.store.backend.query(
-        "SELECT job_id FROM jobs WHERE owner = ? AND idempotency_key = ?", [owner, key]
-    )
-    if not rows:
-        return None
-    state = repository.load(str(rows[0][0]))
+    state = repository.find_by_idempotency_key(owner, key)
     if state is None:
         return None
     if state.job_type != "ingest":

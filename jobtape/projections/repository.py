@@ -65,6 +65,17 @@ class JobRepository:
         """The job's current state from the projection; ``None`` if it does not exist."""
         return jobs_projection.select_state(self.store.backend, job_id)
 
+    def find_by_idempotency_key(self, owner: str, idempotency_key: str | None) -> job_state.JobState | None:
+        """The job ``owner`` created with ``idempotency_key`` (from the projection), or ``None``.
+
+        Read after a create failed with :class:`errors.DuplicateIdempotencyKey`, to answer the
+        replay; the guard itself is the ``jobs (owner, idempotency_key)`` UNIQUE index.
+        """
+        rows = self.store.backend.query(
+            "SELECT job_id FROM jobs WHERE owner = ? AND idempotency_key = ?", [owner, idempotency_key]
+        )
+        return self.load(str(rows[0][0])) if rows else None
+
     def get(self, job_id: str) -> job_state.JobState:
         """Like :meth:`load`, raising :class:`errors.JobNotFound` for an unknown job."""
         found = self.load(job_id)
