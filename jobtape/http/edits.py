@@ -121,14 +121,7 @@ def create_edit_job(
     if job_type == "preview":
         cached = previews.select_preview(backend, recipe_hash)
         if cached is not None:
-            extra.append(ev.JobCompleted(result={
-                "previewKey": cached.preview_key,
-                "recipeHash": recipe_hash,
-                "durationSec": cached.duration_sec,
-                "assetId": canonical.asset_id,
-                "cacheHit": True,
-                "renderedByJobId": cached.job_id,
-            }))
+            extra.append(ev.JobCompleted(result=previews.cache_hit_result(cached, recipe_hash, canonical.asset_id)))
     try:
         created = repository.create(
             job_type, params, owner=owner, actor="api", extra_events=extra, idempotency_key=idempotency_key,

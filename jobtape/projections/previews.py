@@ -24,7 +24,7 @@ from jobtape.eventlog.store import SQLBackend, Statement
 from jobtape.projections import rows
 from jobtape.projections.state import JobState
 
-__all__ = ["COLUMNS", "TABLE", "Preview", "preview_row", "select_preview", "statements"]
+__all__ = ["COLUMNS", "TABLE", "Preview", "cache_hit_result", "preview_row", "select_preview", "statements"]
 
 #: The live table.
 TABLE = "previews"
@@ -87,3 +87,20 @@ def select_preview(backend: SQLBackend, recipe_hash: str) -> Preview | None:
     """The cached preview of a recipe hash, or ``None``."""
     values = rows.select_row(backend, TABLE, COLUMNS, recipe_hash)
     return None if values is None else Preview(**values)
+
+
+def cache_hit_result(cached: Preview, recipe_hash: str, asset_id: str) -> dict[str, object]:
+    """The result of a preview job served from the cache (no render), at the API or in a worker.
+
+    Returns:
+        ``{previewKey, recipeHash, durationSec, assetId, cacheHit: True, renderedByJobId}``;
+        a cache hit writes no ``previews`` row (:func:`preview_row`).
+    """
+    return {
+        "previewKey": cached.preview_key,
+        "recipeHash": recipe_hash,
+        "durationSec": cached.duration_sec,
+        "assetId": asset_id,
+        "cacheHit": True,
+        "renderedByJobId": cached.job_id,
+    }

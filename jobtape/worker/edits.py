@@ -89,14 +89,7 @@ def preview(context: JobContext, storage: Storage, settings: Settings) -> dict[s
     recipe, recipe_hash, source_key = _params(context)
     cached = previews.select_preview(context.repository.store.backend, recipe_hash)
     if cached is not None and storage.exists(cached.preview_key):  # rendered since this job was created
-        return {
-            "previewKey": cached.preview_key,
-            "recipeHash": recipe_hash,
-            "durationSec": cached.duration_sec,
-            "assetId": recipe.asset_id,
-            "cacheHit": True,
-            "renderedByJobId": cached.job_id,
-        }
+        return previews.cache_hit_result(cached, recipe_hash, recipe.asset_id)
     source = _fetch(context, storage, source_key)
     output = context.workdir / "preview.mp3"
     _render(context, source, output, recipe, "mp3", settings)
