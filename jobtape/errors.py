@@ -121,10 +121,11 @@ class IdempotencyKeyReused(JobtapeError):
     section 2.7) answers this with 422: the key must name one request only.
     """
 
-    def __init__(self, idempotency_key: str, earlier: str) -> None:
+    def __init__(self, idempotency_key: str, job_type: str, job_id: str, what: str = "another request") -> None:
         self.idempotency_key = idempotency_key
+        article = "an" if job_type[:1] in ("a", "e", "i", "o", "u") else "a"
         super().__init__(
-            f"Idempotency-Key {idempotency_key!r} was already used for {earlier}; "
+            f"Idempotency-Key {idempotency_key!r} was already used for {article} {job_type} job ({job_id}) of {what}; "
             "send a new key for a new request, or repeat the first request unchanged"
         )
 

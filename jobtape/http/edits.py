@@ -132,9 +132,7 @@ def create_edit_job(
         if earlier is None:  # its row went between the failed write and this read (archived): 409
             raise
         if earlier.job_type != job_type or earlier.params.get("recipeHash") != recipe_hash:
-            raise errors.IdempotencyKeyReused(
-                str(idempotency_key), f"a {earlier.job_type} job ({earlier.job_id}) of another request"
-            ) from None
+            raise errors.IdempotencyKeyReused(str(idempotency_key), earlier.job_type, earlier.job_id) from None
         return earlier.job_id, earlier.status, False
     return created.state.job_id, created.state.status, True
 

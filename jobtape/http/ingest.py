@@ -42,7 +42,7 @@ from jobtape.projections import quota
 from jobtape.projections.repository import JobRepository, new_job_id
 from jobtape.storage import Storage
 
-__all__ = ["FORM_OVERHEAD_BYTES", "extension_for", "ingest_upload", "upload_key"]
+__all__ = ["FORM_OVERHEAD_BYTES", "extension_for", "ingest_upload", "same_ingest_request", "upload_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +142,8 @@ def _error(description: str) -> ResponseSpec:
     description="Stores the file (multipart) or checks the URL (JSON) and creates a pending 'ingest' job; "
     "downloading and processing happen in a worker. A URL must be http(s) and resolve to public addresses "
     "(unless the server runs with --allow-private-urls). "
-    "Repeating an Idempotency-Key for the same X-Client-Id answers 200 with the job created before.",
+    "Repeating an Idempotency-Key for the same X-Client-Id with the same source (the same file bytes, URL or "
+    "storage key) answers 200 with the job created before; the same key with another source is a 422.",
     responses={
         200: ResponseSpec(schemas.IngestResponse, description="Idempotent replay: the job this key created"),
         400: _error("Malformed form or JSON, or no 'file' field"),
@@ -150,7 +151,8 @@ def _error(description: str) -> ResponseSpec:
         413: _error("The file is larger than the upload limit, or the JSON body is too large"),
         415: _error("Neither multipart/form-data nor JSON, or the file is not audio/video"),
         422: _error("The file is empty; or the JSON body is invalid, rightsAttested is not true, the URL is not "
-                    "http(s), not a YouTube address for sourceType youtube, or resolves to a non-public address"),
+                    "http(s), not a YouTube address for sourceType youtube, or resolves to a non-public address; "
+                    "or the Idempotency-Key was used before for another source"),
     },
     tags=["ingest"],
 )
@@ -202,6 +204,7 @@ async def ingest_upload(
         "originalFilename": spooled.filename,
         "contentType": spooled.content_type,
         "sizeBytes": size,
+        "sha256": spooled.sha256,
     }
     return await _create_job(repository, storage, params, owner, key_text, job_id, blob_key=key,
                              max_active_jobs=settings.max_active_jobs)
@@ -232,7 +235,7 @@ async def _create_job(
     except errors.DuplicateIdempotencyKey:
         if blob_key is not None:
             await _delete_quietly(storage, blob_key)
-        existing = await anyio.to_thread.run_sync(_find_by_idempotency_key, repository, owner, key_text)
+        existing = await anyio.to_thread.run_sync(_find_by_idempotency_key, repository, owner, key_text, params)
         if existing is None:
             raise
         accepted = schemas.IngestAccepted(job_id=existing[0], status=existing[1])
@@ -290,17 +293,39 @@ def _multipart_boundary(request: Request[Any, Any, Any]) -> str:
     return boundary
 
 
-def _find_by_idempotency_key(repository: JobRepository, owner: str, key: str | None) -> tuple[str, str] | None:
+#: What identifies an ingest request, per source type: a replay must repeat these.
+_REQUEST_FIELDS = {"upload": ("sha256",), "url": ("url",), "youtube": ("url",), "storage": ("storageKey",)}
+
+
+def same_ingest_request(earlier: dict[str, Any], params: dict[str, Any]) -> bool:
+    """Whether ``params`` repeat the request that created a job with ``earlier`` params.
+
+    The same source type and the same source: the file's SHA-256 for an upload (its
+    storage key and file name may differ), the URL, or the storage key. A field the earlier
+    job does not have (a job created before it was recorded) is not compared.
+    """
+    source = earlier.get("sourceType")
+    if source != params.get("sourceType"):
+        return False
+    fields = _REQUEST_FIELDS.get(str(source), ())
+    return all(earlier[name] == params.get(name) for name in fields if name in earlier)
+
+
+def _find_by_idempotency_key(
+    repository: JobRepository, owner: str, key: str | None, params: dict[str, Any]
+) -> tuple[str, str] | None:
     """The ``(job_id, status)`` of the ingest job ``owner`` created with ``key``, or ``None``.
 
     Raises:
-        errors.IdempotencyKeyReused: the key created a job of another type (a preview or save).
+        errors.IdempotencyKeyReused: the key created a job of another type (a preview or save),
+            or an ingest of another source (another file, URL or storage key).
     """
     state = repository.find_by_idempotency_key(owner, key)
     if state is None:
         return None
-    if state.job_type != "ingest":
-        raise errors.IdempotencyKeyReused(str(key), f"a {state.job_type} job ({state.job_id})")
+    if state.job_type != "ingest" or not same_ingest_request(state.params, params):
+        what = "another source" if state.job_type == "ingest" else "another request"
+        raise errors.IdempotencyKeyReused(str(key), state.job_type, state.job_id, what)
     return state.job_id, state.status
 
 

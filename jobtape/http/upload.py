@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import os
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import anyio.to_thread
 from litestar.exceptions import ClientException, HTTPException
@@ -48,12 +49,14 @@ class SpooledUpload:
         content_type: the part's media type, lowercase without parameters;
             ``application/octet-stream`` if the part had no ``Content-Type``.
         size_bytes: the file's size in bytes (> 0).
+        sha256: the file's SHA-256, hex (computed while spooling, in the writer thread).
     """
 
     path: Path
     filename: str | None
     content_type: str
     size_bytes: int
+    sha256: str
 
 
 class _FileFieldCollector:
@@ -166,6 +169,7 @@ async def spool_upload(
     await anyio.to_thread.run_sync(lambda: temp_dir.mkdir(parents=True, exist_ok=True))
     fd, name = await anyio.to_thread.run_sync(lambda: tempfile.mkstemp(dir=temp_dir, prefix="upload-", suffix=".part"))
     path = Path(name)
+    digest = hashlib.sha256()
     try:
         with os.fdopen(fd, "wb") as sink:
             async for chunk in chunks:
@@ -176,9 +180,9 @@ async def spool_upload(
                 except FormParserError as exc:
                     raise ClientException(detail=f"malformed multipart/form-data body: {exc}") from exc
                 if len(collector.pending) >= flush_bytes:
-                    await _flush(sink, collector.pending)
+                    await _flush(sink, digest, collector.pending)
             parser.finalize()
-            await _flush(sink, collector.pending)
+            await _flush(sink, digest, collector.pending)
         if not collector.ended:
             raise ClientException(detail="the multipart body ends before its closing boundary; send the whole form")
         if not collector.found:
@@ -192,14 +196,21 @@ async def spool_upload(
             filename=collector.filename,
             content_type=collector.content_type,
             size_bytes=collector.size_bytes,
+            sha256=digest.hexdigest(),
         )
     finally:
         await anyio.to_thread.run_sync(lambda: path.unlink(missing_ok=True))
 
 
-async def _flush(sink: BinaryIO, pending: bytearray) -> None:
+async def _flush(sink: BinaryIO, digest: Any, pending: bytearray) -> None:
+    """Write the buffered file bytes and hash them, in a worker thread (not on the event loop)."""
     if not pending:
         return
     data = bytes(pending)
     pending.clear()
-    await anyio.to_thread.run_sync(sink.write, data)
+
+    def write() -> None:
+        digest.update(data)
+        sink.write(data)
+
+    await anyio.to_thread.run_sync(write)

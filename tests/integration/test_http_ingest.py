@@ -104,6 +104,7 @@ def test_upload_stores_the_file_then_creates_a_pending_job(api: Api) -> None:
         "originalFilename": "LJ Speech.WAV",
         "contentType": "audio/wav",
         "sizeBytes": len(original),
+        "sha256": hashlib.sha256(original).hexdigest(),
     }
     assert b"".join(api.storage.open_stream(state.params["storageKey"])) == original
     assert api.client.get(f"/api/audio/jobs/{job_id}").json()["queuePosition"] == 1
@@ -183,6 +184,25 @@ def test_idempotency_key_replay_answers_the_first_job(api: Api) -> None:
     )
     assert other_owner.status_code == 202
     assert other_owner.json()["data"]["jobId"] != first.json()["data"]["jobId"]
+
+
+def test_an_idempotency_key_reused_for_another_file_is_422_and_leaves_nothing(api: Api) -> None:
+    headers = {"X-Client-Id": "c1", "Idempotency-Key": "upload-43"}
+    first = api.client.post("/api/audio/ingest", files={"file": ("a.wav", SPEECH.read_bytes(), "audio/wav")},
+                            headers=headers)
+    renamed = api.client.post("/api/audio/ingest", files={"file": ("b.wav", SPEECH.read_bytes(), "audio/wav")},
+                              headers=headers)  # the same bytes under another name: the same request
+    assert (first.status_code, renamed.status_code) == (202, 200)
+
+    other = api.client.post("/api/audio/ingest", files={"file": ("a.wav", SPEECH.read_bytes()[:-1000], "audio/wav")},
+                            headers=headers)
+
+    assert other.status_code == 422
+    job_id = first.json()["data"]["jobId"]
+    assert other.json()["error"].startswith(f"Idempotency-Key 'upload-43' was already used for an ingest job ({job_id})"
+                                            " of another source")
+    assert api.event_count() == 1 and len(api.stored_files()) == 1  # the refused upload's blob is gone
+    assert api.repository.get(job_id).params["sha256"] == hashlib.sha256(SPEECH.read_bytes()).hexdigest()
 
 
 def test_idempotency_replay_reports_the_current_status(api: Api) -> None:

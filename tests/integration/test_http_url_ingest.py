@@ -102,6 +102,11 @@ def test_youtube_ingest_is_accepted_and_replayed_by_idempotency_key(make_api: Ca
     assert (first.status_code, replay.status_code) == (202, 200)
     assert replay.json()["data"]["jobId"] == first.json()["data"]["jobId"]
     assert api.event_count() == 1
+    other_video = api.post({**body, "url": "https://youtu.be/9bZkp7q19f0"}, **{"Idempotency-Key": "k1"})
+    as_url = api.post({**body, "sourceType": "url"}, **{"Idempotency-Key": "k1"})
+    for refused in (other_video, as_url):
+        assert refused.status_code == 422 and "of another source" in refused.json()["error"], refused.text
+    assert api.event_count() == 1
 
 
 REFUSALS = {
