@@ -52,27 +52,27 @@ def json_option(command: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables (off by default).")(command)
 
 
-def store_settings(data_dir: Path) -> Settings:
-    """Settings of a CLI command: ``--data-dir`` plus the environment, so the command uses the
-    store ``JOB_STORE_BACKEND`` / ``TURSO_*`` name (the embedded SQLite file by default), as
-    ``serve`` and ``worker`` do.
+def settings_from(**values: Any) -> Settings:
+    """Settings of a CLI command: the flags given plus the environment, so every command uses
+    the store ``JOB_STORE_BACKEND`` / ``TURSO_*`` name (the embedded SQLite file by default)
+    and the storage ``STORAGE_BACKEND``, ``S3_*``/``R2_*``/``AWS_*`` name; see :class:`Settings`.
 
     Raises:
         click.ClickException: a variable has a bad value (exit 1, the message names it).
     """
     try:
-        return Settings.from_env(data_dir=data_dir)
+        return Settings.from_env(**values)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
 
 
 def existing_store_settings(data_dir: Path) -> Settings:
-    """Like :func:`store_settings`, for a command that reads: exit 1 if the SQLite log is missing.
+    """:func:`settings_from` for a command that reads: exit 1 if the SQLite log is missing.
 
     Raises:
         click.ClickException: a bad variable, or no ``jobtape.db`` under ``data_dir``.
     """
-    settings = store_settings(data_dir)
+    settings = settings_from(data_dir=data_dir)
     if settings.job_store_backend == "sqlite" and not settings.database_path.is_file():
         raise click.ClickException(f"no event log at {settings.database_path}; pass --data-dir (or set JOBTAPE_DATA_DIR)")
     return settings

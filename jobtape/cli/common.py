@@ -65,15 +65,7 @@ def common_options(*, worker: bool = False) -> Callable[[Callable[..., Any]], Ca
     return lambda command: functools.reduce(lambda cmd, option: option(cmd), reversed(options), command)
 
 
-def settings_from(**values: Any) -> Settings:
-    """Settings from the flags given plus the backend variables (``JOB_STORE_BACKEND``, ``TURSO_*``,
-    ``STORAGE_BACKEND``, ``S3_*``/``R2_*``/``AWS_*``; see :class:`Settings`)."""
-    try:
-        return Settings.from_env(**values)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from exc
-
-
+settings_from = cli_audit.settings_from
 existing_store_settings = cli_audit.existing_store_settings
 
 

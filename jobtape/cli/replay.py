@@ -22,7 +22,7 @@ from jobtape.cli.audit import (
     echo_json,
     json_option,
     open_existing_store,
-    store_settings,
+    settings_from,
     with_store,
 )
 from jobtape.eventlog.store import ConstraintViolation, EventStore
@@ -89,7 +89,7 @@ def import_command(file: TextIO, data_dir: Path, as_json: bool) -> None:
     recorded_at, actor and hash; positions are assigned by the target log. The jobs
     projection is written in the same batches.
     """
-    store = runtime.open_store(store_settings(data_dir))
+    store = runtime.open_store(settings_from(data_dir=data_dir))
     try:
         report = replay.import_lines(store, file)
     except errors.InvalidExport as exc:

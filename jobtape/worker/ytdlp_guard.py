@@ -62,7 +62,7 @@ def split_allowed(argv: list[str]) -> tuple[list[str], list[str]]:
         ``(cidrs, rest)``: the allowlisted networks and yt-dlp's own arguments.
 
     Raises:
-        SystemExit: ``--allow-network`` without a value (status 2, as argparse does).
+        SystemExit: ``--allow-network`` without a value (exit status 1, with the message).
     """
     cidrs: list[str] = []
     rest = list(argv)
