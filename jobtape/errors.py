@@ -11,6 +11,8 @@ Hierarchy::
     ├── IdempotencyKeyReused    an idempotency key sent again with another request
     ├── SourceUrlRefused        a URL to ingest is malformed, not http(s), or points inside the network
     ├── StoreUnavailable        the event store cannot be reached now; retry after a pause
+    │   └── StoreBusy           the event store is locked by another writer past the busy timeout
+    ├── StoreFull               the disk under the event store or storage is full (507)
     ├── StoreAuthRejected       the event store refused the credentials; retrying cannot help
     ├── InvalidTimeSpec         a time given by a user is neither ISO 8601 nor relative (``-10m``)
     ├── InvalidExport           an export file is malformed, gapped or tampered (names the line)
@@ -49,6 +51,8 @@ __all__ = [
     "SourceUrlRefused",
     "StorageError",
     "StoreAuthRejected",
+    "StoreBusy",
+    "StoreFull",
     "StoreUnavailable",
 ]
 
@@ -212,6 +216,30 @@ class StoreUnavailable(JobtapeError):
         self.retry_after_s = retry_after_s
         self.in_doubt = in_doubt
         super().__init__(f"the event store is unavailable: {detail}; retry in {retry_after_s} s")
+
+
+class StoreBusy(StoreUnavailable):
+    """The event store stayed locked by another writer past the busy timeout; retry after a pause.
+
+    Translated at the SQLite backend from ``sqlite3.OperationalError`` "database is locked"
+    / "database is busy" (SQLITE_BUSY, SQLITE_LOCKED). Nothing of the failed batch was
+    written (``in_doubt`` is ``False``).
+    """
+
+    def __init__(self, detail: str = "the database is locked by another writer", *, retry_after_s: int = 1) -> None:
+        super().__init__(detail, retry_after_s=retry_after_s)
+
+
+class StoreFull(JobtapeError):
+    """There is no room left on the disk that holds the event store or the stored files.
+
+    Translated from SQLite's SQLITE_FULL ("database or disk is full") and from ``OSError``
+    ``ENOSPC``/``EDQUOT`` while a blob or upload is written. Nothing of the failed write was
+    kept. The API answers 507 Insufficient Storage (RFC 4918, section 11.5).
+    """
+
+    def __init__(self, detail: str = "no space left on the server's disk") -> None:
+        super().__init__(f"the server has no room to store this: {detail}; free disk space, then retry")
 
 
 class StoreAuthRejected(JobtapeError):
