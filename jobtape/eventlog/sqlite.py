@@ -1,19 +1,22 @@
-"""The embedded SQLite backend of the event store (WAL, a busy timeout, one connection per thread)."""
+"""The embedded SQLite backend of the event store (WAL, a busy timeout, a bounded connection pool)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
+from jobtape import errors
 from jobtape.eventlog import schema
 from jobtape.eventlog.store import ConstraintViolation, SQLBackend, Statement
 
-__all__ = ["PRAGMAS", "SYNCHRONOUS_MODES", "SQLiteBackend", "pragmas"]
+__all__ = ["PRAGMAS", "SYNCHRONOUS_MODES", "SQLiteBackend", "pragmas", "translate_operational_error"]
 
 #: ``PRAGMA synchronous`` values a backend accepts. FULL (the default) fsyncs the WAL at
 #: every commit, so an append acknowledged to a client survives a power loss; NORMAL
@@ -40,9 +43,20 @@ PRAGMAS = pragmas()
 class SQLiteBackend(SQLBackend):
     """Runs event-store statements on a SQLite file.
 
-    Each thread gets its own connection (sqlite3 connections are not shared across
-    threads); ``":memory:"`` uses one shared connection behind a lock instead, since every
+    Connections come from a small pool: a call takes an idle connection (or opens one),
+    runs, and gives it back; at most ``max_idle_connections`` idle ones are kept and the
+    rest are closed. So the number of open connections follows the number of calls
+    running at the same moment, not the number of threads that ever called (a worker runs
+    each job in a new thread: one connection per thread grew by one per job, issue 9).
+    ``":memory:"`` uses one shared connection behind a lock instead, since every
     connection to ``:memory:`` would be a different database.
+
+    A new database file is created with mode ``file_mode`` (default 0600; SQLite gives
+    its ``-wal`` and ``-shm`` files the same mode) in a folder created 0700.
+
+    ``sqlite3.OperationalError`` is translated here (:func:`translate_operational_error`):
+    locked/busy past the busy timeout -> :class:`errors.StoreBusy`, a full disk ->
+    :class:`errors.StoreFull`, I/O and open errors -> :class:`errors.StoreUnavailable`.
 
     Args:
         path: the database file (created with its folder), or ``":memory:"``.
@@ -50,16 +64,26 @@ class SQLiteBackend(SQLBackend):
         synchronous: ``FULL`` (default: every acknowledged append is on disk) or ``NORMAL``;
             see :data:`SYNCHRONOUS_MODES`. Group commit shares one fsync between the
             appends that arrive together.
+        max_idle_connections: idle connections kept open for the next calls (default 8).
+        file_mode: permission bits of a database file this backend creates (default 0o600).
 
     Raises:
         ValueError: an unknown ``synchronous`` mode.
     """
 
-    def __init__(self, path: str | Path, *, busy_timeout_s: float = 10.0, synchronous: str = "FULL") -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        busy_timeout_s: float = 10.0,
+        synchronous: str = "FULL",
+        max_idle_connections: int = 8,
+        file_mode: int = 0o600,
+    ) -> None:
         self.path = str(path)
         self.busy_timeout_s = busy_timeout_s
+        self.max_idle_connections = max_idle_connections
         self._pragmas = pragmas(synchronous)
-        self._local = threading.local()
         self._lock = threading.RLock()
         self._group_ready = threading.Condition(threading.Lock())
         self._leader_active = False
@@ -69,28 +93,47 @@ class SQLiteBackend(SQLBackend):
         self.transactions = 0
         self._memory = self.path == ":memory:"
         self._shared: sqlite3.Connection | None = None
-        self._all: list[sqlite3.Connection] = []
+        self._idle: list[sqlite3.Connection] = []
+        self._open: set[sqlite3.Connection] = set()
         if not self._memory:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            _create_private(Path(self.path), file_mode)
+
+    @property
+    def open_connections(self) -> int:
+        """How many connections this backend holds open now (idle and in use)."""
+        with self._lock:
+            return len(self._open) + (self._shared is not None)
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False)
-        for pragma in self._pragmas:
-            conn.execute(pragma)
-        conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
-        with self._lock:
-            self._all.append(conn)
+        try:
+            conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False)
+            for pragma in self._pragmas:
+                conn.execute(pragma)
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
+        except sqlite3.OperationalError as exc:
+            raise translate_operational_error(exc) from exc
         return conn
 
-    def _conn(self) -> sqlite3.Connection:
-        if self._memory:
-            if self._shared is None:
-                self._shared = self._connect()
-            return self._shared
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        """Lend a pooled connection for one call; give it back (or close it) afterwards."""
+        with self._lock:
+            conn = self._idle.pop() if self._idle else None
         if conn is None:
-            conn = self._local.conn = self._connect()
-        return conn
+            conn = self._connect()
+            with self._lock:
+                self._open.add(conn)
+        try:
+            yield conn
+        finally:
+            with self._lock:
+                keep = conn in self._open and len(self._idle) < self.max_idle_connections and not conn.in_transaction
+                if keep:
+                    self._idle.append(conn)
+                else:
+                    self._open.discard(conn)
+            if not keep:
+                conn.close()
 
     def execute_batch(self, statements: Sequence[Statement]) -> list[list[tuple[Any, ...]]]:
         """Run the statements atomically; see :meth:`SQLBackend.execute_batch`.
@@ -101,10 +144,18 @@ class SQLiteBackend(SQLBackend):
         back alone while the others commit. Every caller returns only after the COMMIT that
         holds its batch, so durability and atomicity per batch are unchanged; the commit
         cost (the WAL write) is shared. A lone caller takes the plain one-transaction path.
+
+        Raises:
+            ConstraintViolation: a guard refused the batch; nothing of it was written.
+            errors.StoreBusy: another process held the write lock past the busy timeout.
+            errors.StoreFull: the disk is full; nothing of the batch was written.
+            errors.StoreUnavailable: an I/O error.
         """
         if self._memory:
             with self._lock:
-                return self._run_alone(self._conn(), statements)
+                if self._shared is None:
+                    self._shared = self._connect()
+                return self._run_alone(self._shared, statements)
         pending = _Pending(statements)
         with self._group_ready:
             self._queue.append(pending)
@@ -115,7 +166,12 @@ class SQLiteBackend(SQLBackend):
                 group, self._queue = self._queue, []
         if not pending.done:
             try:
-                self._commit_group(self._conn(), group)
+                with self._connection() as conn:
+                    self._commit_group(conn, group)
+            except BaseException as exc:  # the pool could not open a connection
+                for item in group:
+                    if not item.done:
+                        item.error, item.done = exc, True
             finally:
                 with self._group_ready:
                     self._leader_active = False
@@ -127,16 +183,19 @@ class SQLiteBackend(SQLBackend):
 
     @staticmethod
     def _run_alone(conn: sqlite3.Connection, statements: Sequence[Statement]) -> list[list[tuple[Any, ...]]]:
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            results = [conn.execute(sql, params).fetchall() for sql, params in statements]
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                results = [conn.execute(sql, params).fetchall() for sql, params in statements]
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
         except sqlite3.IntegrityError as exc:
-            conn.execute("ROLLBACK")
             raise ConstraintViolation(str(exc)) from exc
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            raise translate_operational_error(exc) from exc
         return results
 
     def _commit_group(self, conn: sqlite3.Connection, group: list[_Pending]) -> None:
@@ -149,8 +208,8 @@ class SQLiteBackend(SQLBackend):
                 except BaseException as exc:  # handed to the caller's thread
                     group[0].error = exc
                 return
-            conn.execute("BEGIN IMMEDIATE")
             try:
+                conn.execute("BEGIN IMMEDIATE")
                 for item in group:
                     conn.execute("SAVEPOINT batch")
                     try:
@@ -158,39 +217,112 @@ class SQLiteBackend(SQLBackend):
                     except sqlite3.Error as exc:
                         conn.execute("ROLLBACK TO batch")
                         item.results = None
-                        item.error = ConstraintViolation(str(exc)) if isinstance(exc, sqlite3.IntegrityError) else exc
-                        if item.error is not exc:
-                            item.error.__cause__ = exc
+                        item.error = _translate(exc)
                     conn.execute("RELEASE batch")
                 conn.execute("COMMIT")
             except BaseException as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
+                error = _translate(exc) if isinstance(exc, sqlite3.Error) else exc
                 for item in group:
                     if item.error is None:
-                        item.results, item.error = None, exc
+                        item.results, item.error = None, error
         finally:
             for item in group:
                 item.done = True
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Run one read; see :meth:`SQLBackend.query`."""
-        with self._lock if self._memory else _NULL:
-            return self._conn().execute(sql, tuple(params)).fetchall()
+        """Run one read; see :meth:`SQLBackend.query`.
+
+        Raises:
+            errors.StoreBusy, errors.StoreUnavailable: see :func:`translate_operational_error`.
+        """
+        try:
+            if self._memory:
+                with self._lock:
+                    if self._shared is None:
+                        self._shared = self._connect()
+                    return self._shared.execute(sql, tuple(params)).fetchall()
+            with self._connection() as conn:
+                return conn.execute(sql, tuple(params)).fetchall()
+        except sqlite3.OperationalError as exc:
+            raise translate_operational_error(exc) from exc
 
     def migrate(self) -> list[str]:
         """Apply pending migrations with sqlite-utils; see :func:`jobtape.eventlog.schema.migrate`."""
-        with self._lock:
-            return schema.migrate(sqlite_utils.Database(self._conn()))
+        if self._memory:
+            with self._lock:
+                if self._shared is None:
+                    self._shared = self._connect()
+                return schema.migrate(sqlite_utils.Database(self._shared))
+        with self._lock, self._connection() as conn:
+            return schema.migrate(sqlite_utils.Database(conn))
 
     def close(self) -> None:
-        """Close every connection this backend opened."""
+        """Close every connection this backend opened (a connection lent out now is closed when given back)."""
         with self._lock:
-            for conn in self._all:
+            for conn in self._idle:
                 conn.close()
-            self._all.clear()
+                self._open.discard(conn)
+            self._idle.clear()
+            self._open.clear()
+            if self._shared is not None:
+                self._shared.close()
             self._shared = None
-            self._local = threading.local()
+
+
+#: SQLite's messages (sqlite3.OperationalError carries no error code before Python 3.11's
+#: ``sqlite_errorcode``, which the messages match) -> the error tree.
+_BUSY_MESSAGES = ("database is locked", "database is busy", "database table is locked")
+_FULL_MESSAGES = ("database or disk is full",)
+
+
+def translate_operational_error(exc: sqlite3.OperationalError) -> errors.JobtapeError | sqlite3.OperationalError:
+    """Map one of SQLite's operational errors into the error tree; anything else is returned as it is.
+
+    Args:
+        exc: the driver's error.
+
+    Returns:
+        :class:`errors.StoreBusy` (SQLITE_BUSY / SQLITE_LOCKED: the write lock stayed taken
+        past the busy timeout), :class:`errors.StoreFull` (SQLITE_FULL),
+        :class:`errors.StoreUnavailable` (SQLITE_IOERR, SQLITE_CANTOPEN, SQLITE_READONLY:
+        the file cannot be read or written now), or ``exc`` itself (an SQL error: a bug).
+        Messages name no path.
+    """
+    text = str(exc).lower()
+    code = getattr(exc, "sqlite_errorname", "") or ""
+    if code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or text.startswith(_BUSY_MESSAGES):
+        return errors.StoreBusy()
+    if code.startswith("SQLITE_FULL") or text.startswith(_FULL_MESSAGES):
+        return errors.StoreFull("the disk holding the event log is full")
+    if code.startswith(("SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_READONLY")) or text.startswith(
+        ("disk i/o error", "unable to open database file", "attempt to write a readonly database")
+    ):
+        return errors.StoreUnavailable(f"the event log file cannot be used ({text})", retry_after_s=5)
+    return exc
+
+
+def _translate(exc: BaseException) -> BaseException:
+    """A batch's error as its caller sees it: constraint, translated operational error, or itself."""
+    if isinstance(exc, sqlite3.IntegrityError):
+        error: BaseException = ConstraintViolation(str(exc))
+    elif isinstance(exc, sqlite3.OperationalError):
+        error = translate_operational_error(exc)
+    else:
+        return exc
+    if error is not exc:
+        error.__cause__ = exc
+    return error
+
+
+def _create_private(path: Path, file_mode: int) -> None:
+    """Create the database's folder (0700) and an empty file with ``file_mode`` if they do not exist."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, file_mode))
+    except FileExistsError:
+        pass
 
 
 class _Pending:
