@@ -256,27 +256,49 @@ MIGRATIONS: list[Migration] = [
 def migrate(db: sqlite_utils.Database, migrations: list[Migration] | None = None) -> list[str]:
     """Apply the migrations not yet recorded in ``_jobtape_migrations``.
 
+    Each migration and its ``_jobtape_migrations`` row are one ``BEGIN IMMEDIATE``
+    transaction, and whether it is still pending is read again inside it, so processes
+    that migrate the same new file at once (``serve`` and workers starting together) apply
+    each migration once: the others wait on the write lock, then skip it. A current
+    schema costs one read and takes no lock.
+
     Args:
-        db: the database (a sqlite-utils wrapper around a sqlite3 connection).
+        db: the database (a sqlite-utils wrapper around a sqlite3 connection in autocommit
+            mode, ``isolation_level=None``).
         migrations: defaults to :data:`MIGRATIONS`.
+
+    Raises:
+        RuntimeError: a migration step committed or rolled back on its own.
 
     Returns:
         The names applied by this call (empty when the schema is current).
     """
-    table = db["_jobtape_migrations"]
-    if not table.exists():
-        table.create({"name": str, "applied_at": str}, pk="name")  # type: ignore[union-attr]
-    done = {row["name"] for row in table.rows}  # type: ignore[union-attr]
+    conn = db.conn
+    conn.execute('CREATE TABLE IF NOT EXISTS "_jobtape_migrations" ([name] TEXT PRIMARY KEY, [applied_at] TEXT)')
+    done = {row[0] for row in conn.execute("SELECT name FROM _jobtape_migrations")}
     applied = []
     for name, step in migrations or MIGRATIONS:
         if name in done:
             continue
-        with db.conn:
+        # One write transaction per migration, taken before the check: several processes
+        # starting on a new file (serve and workers) apply each migration exactly once.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if conn.execute("SELECT 1 FROM _jobtape_migrations WHERE name = ?", [name]).fetchone():
+                conn.execute("COMMIT")
+                continue
             step(db)
-            db.execute(
+            if not conn.in_transaction:
+                raise RuntimeError(f"migration {name} ended its own transaction; it must run inside migrate()'s")
+            conn.execute(
                 "INSERT INTO _jobtape_migrations (name, applied_at) "
                 "VALUES (?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
                 [name],
             )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
         applied.append(name)
     return applied

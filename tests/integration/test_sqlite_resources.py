@@ -166,3 +166,33 @@ def test_statement_errors_inside_a_group_commit_do_not_poison_other_batches(tmp_
         thread.join(30)
     assert outcomes.count("ok") == 5 and outcomes.count("ConstraintViolation") == 3
     backend.close()
+
+
+def test_processes_that_start_together_on_a_new_file_migrate_it_once(tmp_path: Path) -> None:
+    # serve and two workers started at once on a new data dir: one raced the others'
+    # CREATE TABLE and died with "table events already exists".
+    path = tmp_path / "jobtape.db"
+    barrier = threading.Barrier(6)
+    applied: list[list[str]] = []
+    failures: list[BaseException] = []
+
+    def start() -> None:
+        backend = SQLiteBackend(path)
+        barrier.wait(10)
+        try:
+            applied.append(backend.migrate())
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            failures.append(exc)
+        finally:
+            backend.close()
+
+    threads = [threading.Thread(target=start) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert failures == []
+    from jobtape.eventlog import schema
+
+    names = [name for name, _ in schema.MIGRATIONS]
+    assert sorted(name for names_applied in applied for name in names_applied) == sorted(names)
