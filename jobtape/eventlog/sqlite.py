@@ -6,6 +6,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,9 +44,10 @@ PRAGMAS = pragmas()
 class SQLiteBackend(SQLBackend):
     """Runs event-store statements on a SQLite file.
 
-    Connections come from a small pool: a call takes an idle connection (or opens one),
-    runs, and gives it back; at most ``max_idle_connections`` idle ones are kept and the
-    rest are closed. So the number of open connections follows the number of calls
+    Connections come from a small pool: a call takes the most recently used idle
+    connection (or opens one), runs, and gives it back; at most ``max_idle_connections``
+    idle ones are kept, and one left idle for ``idle_timeout_s`` is closed when the next
+    call gives one back. So the number of open connections follows the number of calls
     running at the same moment, not the number of threads that ever called (a worker runs
     each job in a new thread: one connection per thread grew by one per job, issue 9).
     ``":memory:"`` uses one shared connection behind a lock instead, since every
@@ -65,6 +67,7 @@ class SQLiteBackend(SQLBackend):
             see :data:`SYNCHRONOUS_MODES`. Group commit shares one fsync between the
             appends that arrive together.
         max_idle_connections: idle connections kept open for the next calls (default 8).
+        idle_timeout_s: seconds an idle connection is kept before it is closed (default 10).
         file_mode: permission bits of a database file this backend creates (default 0o600).
 
     Raises:
@@ -78,11 +81,13 @@ class SQLiteBackend(SQLBackend):
         busy_timeout_s: float = 10.0,
         synchronous: str = "FULL",
         max_idle_connections: int = 8,
+        idle_timeout_s: float = 10.0,
         file_mode: int = 0o600,
     ) -> None:
         self.path = str(path)
         self.busy_timeout_s = busy_timeout_s
         self.max_idle_connections = max_idle_connections
+        self.idle_timeout_s = idle_timeout_s
         self._pragmas = pragmas(synchronous)
         self._lock = threading.RLock()
         self._group_ready = threading.Condition(threading.Lock())
@@ -93,7 +98,7 @@ class SQLiteBackend(SQLBackend):
         self.transactions = 0
         self._memory = self.path == ":memory:"
         self._shared: sqlite3.Connection | None = None
-        self._idle: list[sqlite3.Connection] = []
+        self._idle: list[tuple[sqlite3.Connection, float]] = []  # (connection, monotonic time given back)
         self._open: set[sqlite3.Connection] = set()
         if not self._memory:
             _create_private(Path(self.path), file_mode)
@@ -118,7 +123,7 @@ class SQLiteBackend(SQLBackend):
     def _connection(self) -> Iterator[sqlite3.Connection]:
         """Lend a pooled connection for one call; give it back (or close it) afterwards."""
         with self._lock:
-            conn = self._idle.pop() if self._idle else None
+            conn = self._idle.pop()[0] if self._idle else None
         if conn is None:
             conn = self._connect()
             with self._lock:
@@ -126,14 +131,20 @@ class SQLiteBackend(SQLBackend):
         try:
             yield conn
         finally:
+            now = time.monotonic()
             with self._lock:
                 keep = conn in self._open and len(self._idle) < self.max_idle_connections and not conn.in_transaction
                 if keep:
-                    self._idle.append(conn)
+                    self._idle.append((conn, now))
                 else:
                     self._open.discard(conn)
-            if not keep:
-                conn.close()
+                expired = 0
+                while expired < len(self._idle) and now - self._idle[expired][1] > self.idle_timeout_s:
+                    expired += 1  # oldest first: the stack's bottom
+                stale, self._idle[:expired] = [c for c, _ in self._idle[:expired]], []
+                self._open.difference_update(stale)
+            for old in stale if keep else [*stale, conn]:
+                old.close()
 
     def execute_batch(self, statements: Sequence[Statement]) -> list[list[tuple[Any, ...]]]:
         """Run the statements atomically; see :meth:`SQLBackend.execute_batch`.
@@ -261,7 +272,7 @@ class SQLiteBackend(SQLBackend):
     def close(self) -> None:
         """Close every connection this backend opened (a connection lent out now is closed when given back)."""
         with self._lock:
-            for conn in self._idle:
+            for conn, _ in self._idle:
                 conn.close()
                 self._open.discard(conn)
             self._idle.clear()

@@ -196,3 +196,21 @@ def test_processes_that_start_together_on_a_new_file_migrate_it_once(tmp_path: P
 
     names = [name for name, _ in schema.MIGRATIONS]
     assert sorted(name for names_applied in applied for name in names_applied) == sorted(names)
+
+
+def test_idle_connections_are_closed_after_the_idle_timeout(tmp_path: Path) -> None:
+    from freezegun import freeze_time
+
+    with freeze_time("2026-11-30 12:00:00") as frozen:
+        backend = SQLiteBackend(tmp_path / "idle.db", idle_timeout_s=10)
+        backend.migrate()
+        with backend._connection(), backend._connection(), backend._connection():  # three calls at once
+            pass
+        assert backend.open_connections == 3
+        frozen.tick(5)
+        backend.query("SELECT 1")
+        assert backend.open_connections == 3  # not idle long enough
+        frozen.tick(6)
+        backend.query("SELECT 1")  # the next call closes the connections idle past the timeout
+        assert backend.open_connections == 1
+        backend.close()
