@@ -22,6 +22,7 @@ period to finish, then their children are terminated and the jobs released
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import os
@@ -64,6 +65,9 @@ _counter = itertools.count(1)
 #: while any runs, when the poll interval is longer: one read of each running job's
 #: ``jobs`` row. Bounds a separate worker's cancel latency (``bench/cancel_latency.py``).
 WATCH_INTERVAL_S = 0.25
+
+#: How many finished job ids :attr:`Worker.finished` keeps (for tests and tools).
+FINISHED_KEPT = 1000
 
 
 class Worker:
@@ -110,8 +114,11 @@ class Worker:
         self._running: dict[str, tuple[JobContext, threading.Thread]] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        #: job ids this worker finished (completed, failed, cancelled or lost), in order.
-        self.finished: list[str] = []
+        #: ids of the last :data:`FINISHED_KEPT` jobs this worker finished (completed, failed,
+        #: cancelled or lost), oldest first; bounded, so a worker that runs for months holds no more.
+        self.finished: collections.deque[str] = collections.deque(maxlen=FINISHED_KEPT)
+        #: how many jobs this worker finished since it started.
+        self.finished_count = 0
         #: Set when the embedded loop (:meth:`start`) ended because the store refused the credentials.
         self.fatal_error: errors.StoreAuthRejected | None = None
         #: Called (from the loop's thread) with that error, e.g. to stop the API serving this worker.
@@ -356,6 +363,7 @@ class Worker:
             with self._lock:
                 self._running.pop(context.job_id, None)
             self.finished.append(context.job_id)
+            self.finished_count += 1
             self._wake.set()
 
     def execute(self, context: JobContext) -> None:

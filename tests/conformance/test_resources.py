@@ -34,7 +34,7 @@ def test_fds_and_threads_stay_flat_over_hundreds_of_jobs(repository: JobReposito
     run(40)  # warm-up: pools fill to the calls that ran at once
     fds, threads = open_fds(), threading.active_count()
     run(300)
-    assert len(worker.finished) == 340
+    assert worker.finished_count == 340
     assert open_fds() - fds <= 8, "file descriptors grew with the jobs"
     assert threading.active_count() - threads <= 1, "threads grew with the jobs"
     assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob(f"jobtape-{worker.finished[-1][:8]}-*"))

@@ -27,7 +27,7 @@ def main() -> None:
         worker_id=name,
     )
     worker.run(until_idle=True)
-    print(len(worker.finished))
+    print(worker.finished_count)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ def test_connections_and_fds_stay_flat_however_many_job_threads_ran(tmp_path: Pa
     run(50)  # warm-up: the pool fills to the calls that ran at once
     fds, connections = open_fds(), backend.open_connections
     run(300)
-    assert len(worker.finished) == 350
+    assert worker.finished_count == 350
     assert backend.open_connections <= max(connections, backend.max_idle_connections)
     assert open_fds() - fds <= 2 * backend.max_idle_connections  # a connection holds the db and the WAL
     backend.close()
