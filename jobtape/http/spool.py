@@ -36,6 +36,7 @@ import os
 import re
 import secrets
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -69,6 +70,7 @@ class SpoolFolder:
         self.path = Path(path)
         self.token = f"{os.getpid()}.{secrets.token_hex(4)}"
         self._lock_fd: int | None = None
+        self._opening = threading.Lock()  # open() and close() run in worker threads
 
     @property
     def is_open(self) -> bool:
@@ -84,8 +86,14 @@ class SpoolFolder:
         Raises:
             OSError: the folder or the lock file cannot be created.
         """
-        if self._lock_fd is not None:
-            return 0
+        with self._opening:
+            if self._lock_fd is not None:
+                return 0
+            self._lock_fd = self._take_own_lock()
+        return self.sweep()
+
+    def _take_own_lock(self) -> int:
+        """Create, lock and publish ``owner-<token>.lock``; return its fd."""
         self.path.mkdir(parents=True, exist_ok=True)
         new = self.path / f"owner-{self.token}.new"
         fd = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -97,8 +105,7 @@ class SpoolFolder:
             with contextlib.suppress(FileNotFoundError):
                 new.unlink()
             raise
-        self._lock_fd = fd
-        return self.sweep()
+        return fd
 
     def close(self) -> None:
         """Remove this owner's lock file and release the lock. A no-op when not open.
@@ -106,12 +113,13 @@ class SpoolFolder:
         Spool files of requests still running are removed by their requests; any left
         (there should be none) are removed by the next sweep of any process.
         """
-        if self._lock_fd is None:
-            return
-        with contextlib.suppress(FileNotFoundError):
-            (self.path / f"owner-{self.token}.lock").unlink()
-        os.close(self._lock_fd)
-        self._lock_fd = None
+        with self._opening:
+            if self._lock_fd is None:
+                return
+            with contextlib.suppress(FileNotFoundError):
+                (self.path / f"owner-{self.token}.lock").unlink()
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def create_file(self) -> tuple[int, Path]:
         """Create a new, empty spool file of this owner (mode 0600), opening the folder first if needed.

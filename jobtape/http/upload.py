@@ -103,14 +103,15 @@ class UploadSlots:
 
         Raises:
             HTTPException: 503 with ``Retry-After`` when all ``limit`` slots are held;
-                nothing of the body has been read then.
+                nothing of the body has been read then (the server discards the body the
+                client still sends; a client sending ``Expect: 100-continue`` sends none).
         """
         if self.in_use >= self.limit:
             raise HTTPException(
                 status_code=503,
                 detail=f"the server is receiving {self.limit} uploads already, its limit;"
                 f" retry in {UPLOADS_BUSY_RETRY_AFTER_S} s",
-                headers={"Retry-After": str(UPLOADS_BUSY_RETRY_AFTER_S), "Connection": "close"},
+                headers={"Retry-After": str(UPLOADS_BUSY_RETRY_AFTER_S)},
             )
         self.in_use += 1
         try:
