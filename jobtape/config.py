@@ -57,7 +57,8 @@ class Settings:
             ``JOBTAPE_UPLOAD_IDLE_TIMEOUT``; default 30.
         upload_min_rate_bytes_s: the least average rate of an upload, in bytes per second,
             over each window of ``upload_idle_timeout_s``; a slower one is abandoned (408).
-            0: no minimum. Env ``JOBTAPE_UPLOAD_MIN_RATE``; default 1024.
+            0: no minimum; also off when the idle timeout is 0 (it is the window). Env
+            ``JOBTAPE_UPLOAD_MIN_RATE``; default 1024.
         max_concurrent_uploads: uploads the API receives at once; the next gets 503 with
             ``Retry-After`` before any byte is read. Env ``JOBTAPE_MAX_CONCURRENT_UPLOADS``; default 8.
         upload_sweep_interval_s: seconds between sweeps that remove upload spool files no live

@@ -11,6 +11,8 @@ How ownership is decided, soundly and without a clock or a pid check:
   and holds an exclusive ``flock`` on ``owner-<token>.lock`` for as long as it spools.
   The kernel drops that lock when the process dies, whatever killed it; a reused pid
   cannot inherit it, and the random part keeps tokens unique across restarts and hosts.
+  The lock's descriptor is not inheritable (PEP 446), so a child process (ffmpeg of an
+  embedded worker) cannot keep a dead server's lock alive.
 - The lock file is created under a temporary name (``owner-<token>.new``), locked, then
   renamed into place, so a sweeper never sees an ``owner-*.lock`` that is not yet locked
   (a ``.new`` file left by a process killed in that instant is removed after a minute).
