@@ -52,6 +52,18 @@ class Settings:
         host_id: this host's id in ``job.child_started`` and worker ids (orphan replay kills
             only children recorded with it); ``None`` uses the hostname. Env ``JOBTAPE_HOST_ID``.
         max_upload_bytes: largest accepted upload, in bytes; default 500 MB.
+        upload_idle_timeout_s: seconds an upload's client may send nothing before the upload
+            is abandoned (408) and its spool file removed; 0: no limit. Env
+            ``JOBTAPE_UPLOAD_IDLE_TIMEOUT``; default 30.
+        upload_min_rate_bytes_s: the least average rate of an upload, in bytes per second,
+            over each window of ``upload_idle_timeout_s``; a slower one is abandoned (408).
+            0: no minimum; also off when the idle timeout is 0 (it is the window). Env
+            ``JOBTAPE_UPLOAD_MIN_RATE``; default 1024.
+        max_concurrent_uploads: uploads the API receives at once; the next gets 503 with
+            ``Retry-After`` before any byte is read. Env ``JOBTAPE_MAX_CONCURRENT_UPLOADS``; default 8.
+        upload_sweep_interval_s: seconds between sweeps that remove upload spool files no live
+            process owns (one sweep also runs at start-up); 0: at start-up only. Env
+            ``JOBTAPE_UPLOAD_SWEEP_INTERVAL``; default 300.
         target_lufs: integrated loudness of prepared assets, LUFS; default -16.0.
         target_true_peak_db: true-peak ceiling of prepared assets, dBTP; default -1.5.
         ffmpeg_readrate: if set, ffmpeg reads its input at most this many times real time
@@ -110,6 +122,10 @@ class Settings:
     timeout_save_s: float = 600.0
     host_id: str | None = None
     max_upload_bytes: int = 500 * 1000 * 1000
+    upload_idle_timeout_s: float = 30.0
+    upload_min_rate_bytes_s: float = 1024.0
+    max_concurrent_uploads: int = 8
+    upload_sweep_interval_s: float = 300.0
     target_lufs: float = -16.0
     target_true_peak_db: float = -1.5
     ffmpeg_readrate: float | None = None
@@ -141,6 +157,12 @@ class Settings:
         if self.storage_backend not in STORAGE_BACKENDS:
             raise ValueError(f"storage backend {self.storage_backend!r} is not one of {', '.join(STORAGE_BACKENDS)}")
         sources.parse_networks(self.allowed_private_networks)  # a clear ValueError naming a bad item
+        if self.max_concurrent_uploads < 1:
+            raise ValueError(f"JOBTAPE_MAX_CONCURRENT_UPLOADS must be at least 1, not {self.max_concurrent_uploads}")
+        for name, value in (("JOBTAPE_UPLOAD_IDLE_TIMEOUT", self.upload_idle_timeout_s),
+                            ("JOBTAPE_UPLOAD_MIN_RATE", self.upload_min_rate_bytes_s)):
+            if not value >= 0:  # also refuses NaN
+                raise ValueError(f"{name} must be 0 (off) or more, not {value}")
         if self.storage_backend != "local" and not self.s3_bucket:
             raise ValueError(f"the {self.storage_backend} storage backend needs a bucket (S3_BUCKET or R2_BUCKET)")
 
@@ -182,6 +204,10 @@ class Settings:
             ("timeout_save_s", "JOBTAPE_TIMEOUT_SAVE", float),
             ("host_id", "JOBTAPE_HOST_ID", str),
             ("max_upload_bytes", "JOBTAPE_MAX_UPLOAD_BYTES", int),
+            ("upload_idle_timeout_s", "JOBTAPE_UPLOAD_IDLE_TIMEOUT", float),
+            ("upload_min_rate_bytes_s", "JOBTAPE_UPLOAD_MIN_RATE", float),
+            ("max_concurrent_uploads", "JOBTAPE_MAX_CONCURRENT_UPLOADS", int),
+            ("upload_sweep_interval_s", "JOBTAPE_UPLOAD_SWEEP_INTERVAL", float),
             ("ffmpeg_readrate", "JOBTAPE_FFMPEG_READRATE", float),
             ("sqlite_synchronous", "JOBTAPE_SQLITE_SYNCHRONOUS", str.upper),
             ("allow_private_urls", "JOBTAPE_ALLOW_PRIVATE_URLS", _flag),

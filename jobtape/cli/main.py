@@ -78,12 +78,24 @@ for _command in (cli_demo.demo, *cli_audit.COMMANDS, *cli_replay.COMMANDS):
 @click.option("--max-upload-bytes", type=click.IntRange(min=1), default=Settings.max_upload_bytes,
               envvar="JOBTAPE_MAX_UPLOAD_BYTES", show_envvar=True, show_default=True,
               help="Largest accepted upload, in bytes.")
+@click.option("--upload-idle-timeout", "upload_idle_timeout_s", type=click.FloatRange(min=0),
+              default=Settings.upload_idle_timeout_s, envvar="JOBTAPE_UPLOAD_IDLE_TIMEOUT", show_envvar=True,
+              show_default=True, help="Seconds an upload may send nothing before it is abandoned (408) and its"
+              " spool file removed (0: no limit).")
+@click.option("--upload-min-rate", "upload_min_rate_bytes_s", type=click.FloatRange(min=0),
+              default=Settings.upload_min_rate_bytes_s, envvar="JOBTAPE_UPLOAD_MIN_RATE", show_envvar=True,
+              show_default=True, help="Least upload rate in bytes/s, averaged over each idle-timeout window;"
+              " slower uploads are abandoned (408; 0: no minimum).")
+@click.option("--max-concurrent-uploads", type=click.IntRange(min=1), default=Settings.max_concurrent_uploads,
+              envvar="JOBTAPE_MAX_CONCURRENT_UPLOADS", show_envvar=True, show_default=True,
+              help="Uploads received at once; the next gets 503 with Retry-After before any byte is read.")
 @click.option("--max-active-jobs", type=click.IntRange(min=1), default=Settings.max_active_jobs,
               envvar="JOBTAPE_MAX_ACTIVE_JOBS", show_envvar=True, show_default=True,
               help="Per-owner (X-Client-Id) limit of pending + processing jobs; the next POST gets 429.")
 @worker_settings_options
 def serve(host: str, port: int, data_dir: Path, poll_interval_s: float, concurrency: int, worker_count: int,
-          max_upload_bytes: int, max_active_jobs: int, allow_private_urls: bool, max_download_bytes: int,
+          max_upload_bytes: int, upload_idle_timeout_s: float, upload_min_rate_bytes_s: float,
+          max_concurrent_uploads: int, max_active_jobs: int, allow_private_urls: bool, max_download_bytes: int,
           worker_settings: dict[str, Any]) -> None:
     """Serve the HTTP API (with embedded workers unless --workers 0) until Ctrl-C.
 
@@ -96,7 +108,9 @@ def serve(host: str, port: int, data_dir: Path, poll_interval_s: float, concurre
     import uvicorn
 
     settings = settings_from(data_dir=data_dir, poll_interval_s=poll_interval_s, concurrency=concurrency,
-                        max_upload_bytes=max_upload_bytes, max_active_jobs=max_active_jobs,
+                        max_upload_bytes=max_upload_bytes, upload_idle_timeout_s=upload_idle_timeout_s,
+                        upload_min_rate_bytes_s=upload_min_rate_bytes_s,
+                        max_concurrent_uploads=max_concurrent_uploads, max_active_jobs=max_active_jobs,
                         allow_private_urls=allow_private_urls,
                         max_download_bytes=max_download_bytes, **worker_settings)
     fatal: list[Exception] = []

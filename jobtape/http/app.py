@@ -32,7 +32,7 @@ from litestar.openapi import OpenAPIConfig
 from jobtape import __version__
 from jobtape.config import Settings
 from jobtape.http import errors as http_errors
-from jobtape.http import direct_upload, downloads, edits, ingest, jobs, schemas, stream
+from jobtape.http import direct_upload, downloads, edits, ingest, jobs, schemas, spool, stream, upload
 from jobtape.projections.repository import JobRepository
 from jobtape.storage import Storage
 
@@ -68,8 +68,10 @@ def create_app(
     Args:
         repository: the job repository every route reads and appends through.
         storage: where uploads are stored (keys ``ingest-uploads/<jobId>/original.<ext>``).
-        settings: limits (``max_upload_bytes``) and ``data_dir`` (upload temp files go to
-            ``data_dir/upload-tmp``).
+        settings: limits (``max_upload_bytes``, ``max_concurrent_uploads``, the upload idle
+            timeout and minimum rate) and ``data_dir``: uploads are spooled to
+            ``data_dir/upload-tmp``, which the app sweeps of files no live process owns at
+            start-up and every ``upload_sweep_interval_s`` (:mod:`jobtape.http.spool`).
         on_startup: callables (sync or async, no arguments) run when the server starts,
             e.g. starting an embedded worker.
         on_shutdown: callables run when the server stops.
@@ -78,6 +80,7 @@ def create_app(
     Returns:
         The ASGI application.
     """
+    spool_folder = spool.SpoolFolder(settings.data_dir / ingest.UPLOAD_TEMP_DIR)
     return Litestar(
         route_handlers=[health, ingest.ingest_upload, jobs.get_job, jobs.cancel_job, jobs.list_job_events, stream.stream_job,
                         direct_upload.request_upload, edits.preview_edit, edits.save_edit, edits.preview_audio,
@@ -86,6 +89,8 @@ def create_app(
             "repository": _provide(repository),
             "storage": _provide(storage),
             "settings": _provide(settings),
+            "spool_folder": _provide(spool_folder),
+            "upload_slots": _provide(upload.UploadSlots(settings.max_concurrent_uploads)),
         },
         exception_handlers=http_errors.exception_handlers(),  # type: ignore[arg-type]
         openapi_config=OpenAPIConfig(
@@ -98,5 +103,6 @@ def create_app(
         request_max_body_size=settings.max_upload_bytes + ingest.FORM_OVERHEAD_BYTES,
         on_startup=list(on_startup),
         on_shutdown=list(on_shutdown),
+        lifespan=[lambda _app: spool.sweeping(spool_folder, settings.upload_sweep_interval_s)],
         debug=debug,
     )

@@ -16,7 +16,6 @@ import dataclasses
 import functools
 import logging
 import re
-from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
@@ -37,7 +36,7 @@ from litestar.params import HeaderParameter
 
 from jobtape import errors
 from jobtape.config import Settings
-from jobtape.http import direct_upload, schemas, upload, url_source
+from jobtape.http import direct_upload, schemas, spool, upload, url_source
 from jobtape.projections import quota
 from jobtape.projections.repository import JobRepository, new_job_id
 from jobtape.storage import Storage
@@ -48,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 #: Room for multipart boundaries and part headers on top of ``max_upload_bytes``, in bytes.
 FORM_OVERHEAD_BYTES = 64 * 1024
-#: Folder (under ``Settings.data_dir``) holding uploads while they arrive.
+#: Folder (under ``Settings.data_dir``) holding uploads while they arrive (see :mod:`jobtape.http.spool`).
 UPLOAD_TEMP_DIR = "upload-tmp"
 
 _EXTENSIONS = {
@@ -147,12 +146,17 @@ def _error(description: str) -> ResponseSpec:
     responses={
         200: ResponseSpec(schemas.IngestResponse, description="Idempotent replay: the job this key created"),
         400: _error("Malformed form or JSON, or no 'file' field"),
+        408: _error("The upload stalled (no bytes for the idle timeout) or arrived below the minimum rate; "
+                    "the connection is closed"),
         409: _error("Idempotency-Key conflict"),
         413: _error("The file is larger than the upload limit, or the JSON body is too large"),
         415: _error("Neither multipart/form-data nor JSON, or the file is not audio/video"),
         422: _error("The file is empty; or the JSON body is invalid, rightsAttested is not true, the URL is not "
                     "http(s), not a YouTube address for sourceType youtube, or resolves to a non-public address; "
                     "or the Idempotency-Key was used before for another source"),
+        503: _error("The server receives as many uploads as it allows at once (Retry-After says when to retry), "
+                    "or the event store is unavailable"),
+        507: _error("The server's disk is full; nothing was kept"),
     },
     tags=["ingest"],
 )
@@ -161,6 +165,8 @@ async def ingest_upload(
     repository: NamedDependency[JobRepository],
     storage: NamedDependency[Storage],
     settings: NamedDependency[Settings],
+    spool_folder: NamedDependency[spool.SpoolFolder],
+    upload_slots: NamedDependency[upload.UploadSlots],
     client_id: Annotated[
         str | None, HeaderParameter(name="X-Client-Id", required=False, max_length=200, description="Job owner")
     ] = None,
@@ -171,9 +177,13 @@ async def ingest_upload(
 ) -> Response[schemas.IngestResponse]:
     """Stream the upload into storage (or check the JSON body's URL) and create the ``ingest`` job.
 
+    An upload holds one of ``upload_slots`` while its body arrives and is stored; when all
+    are held the answer is 503 with ``Retry-After`` before any body byte is read.
+
     Raises:
-        HTTPException: 400/413/415/422 for bad input (see :mod:`jobtape.http.upload` and
-            :mod:`jobtape.http.url_source`).
+        HTTPException: 400/408/413/415/422 for bad input (see :mod:`jobtape.http.upload` and
+            :mod:`jobtape.http.url_source`), 503 when every upload slot is held.
+        errors.StoreFull: the disk filled up while the upload was spooled or stored (507).
         errors.SourceUrlRefused: a URL that may not be fetched (422).
         errors.JobtapeError: storage or event-log failures, mapped by :mod:`jobtape.http.errors`.
     """
@@ -194,10 +204,11 @@ async def ingest_upload(
     limit = settings.max_upload_bytes
     if request.content_length is not None and request.content_length > limit + FORM_OVERHEAD_BYTES:
         raise HTTPException(status_code=413, detail=f"the upload is larger than the limit of {limit} bytes")
-    # Cheap early refusal before receiving the file; the guard in the create batch decides.
-    await anyio.to_thread.run_sync(quota.check_early, repository.store.backend, owner, settings.max_active_jobs)
     job_id = new_job_id()
-    spooled, key, size = await _receive_and_store(request, boundary, job_id, storage, settings)
+    with upload_slots.hold():
+        # Cheap early refusal before receiving the file; the guard in the create batch decides.
+        await anyio.to_thread.run_sync(quota.check_early, repository.store.backend, owner, settings.max_active_jobs)
+        spooled, key, size = await _receive_and_store(request, boundary, job_id, storage, settings, spool_folder)
     params: dict[str, object] = {
         "sourceType": "upload",
         "storageKey": key,
@@ -249,14 +260,21 @@ async def _create_job(
 
 
 async def _receive_and_store(
-    request: Request[Any, Any, Any], boundary: str, job_id: str, storage: Storage, settings: Settings
+    request: Request[Any, Any, Any],
+    boundary: str,
+    job_id: str,
+    storage: Storage,
+    settings: Settings,
+    spool_folder: spool.SpoolFolder,
 ) -> tuple[upload.SpooledUpload, str, int]:
     """Spool the form's ``file`` field and store it; return the upload, its key and its stored size.
 
     The returned upload's temporary file is already deleted; only its metadata is used.
 
     Raises:
-        HTTPException: 400/413/415/422 for bad input; nothing is stored then.
+        HTTPException: 400/408/413/415/422 for bad input, 400 for a client that went away
+            mid-body; nothing is stored then.
+        errors.StoreFull: the spool's or the storage's disk is full; nothing is kept.
     """
     limit = settings.max_upload_bytes
     try:
@@ -265,16 +283,23 @@ async def _receive_and_store(
             boundary,
             field="file",
             max_bytes=limit,
-            temp_dir=Path(settings.data_dir) / UPLOAD_TEMP_DIR,
+            spool_folder=spool_folder,
+            idle_timeout_s=settings.upload_idle_timeout_s or None,
+            min_rate_bytes_s=settings.upload_min_rate_bytes_s,
         ) as spooled:
             key = upload_key(job_id, extension_for(spooled.filename, spooled.content_type))
             try:
                 size = await anyio.to_thread.run_sync(storage.put_file, key, spooled.path)
-            except BaseException:
+            except BaseException as exc:
                 await _delete_quietly(storage, key)
+                if isinstance(exc, errors.StorageError) and upload.is_disk_full(exc):
+                    raise errors.StoreFull("the disk that stores uploads is full") from exc
                 raise
     except RequestEntityTooLarge:
         raise HTTPException(status_code=413, detail=f"the upload is larger than the limit of {limit} bytes") from None
+    except upload.ClientDisconnected:
+        logger.info("a client closed the connection in the middle of its upload; its spool file was removed")
+        raise HTTPException(status_code=400, detail="the connection closed before the upload was complete") from None
     return spooled, key, size
 
 

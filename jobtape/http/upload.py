@@ -6,32 +6,118 @@ worker thread, so memory stays bounded by about ``flush_bytes`` plus one receive
 whatever the upload's size. Every other form field is read and dropped.
 
 Rejections are :class:`litestar.exceptions.HTTPException` with the status to answer:
-400 malformed form / no or several file fields, 413 too large, 415 wrong file type,
-422 empty file. The temporary file is removed when the context exits, also on error.
+400 malformed form / no or several file fields, 408 the client stopped sending (idle
+timeout) or sends too slowly (minimum rate), 413 too large, 415 wrong file type, 422
+empty file; a client that disconnects raises :class:`ClientDisconnected` (nobody is left
+to answer); a full disk raises :class:`jobtape.errors.StoreFull` (507). The temporary
+file is removed when the context exits, also on error, so a stalled, slow or vanished
+client holds no disk space after its request ends. :class:`UploadSlots` caps how many
+uploads one process receives at once (503 beyond it).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import os
-import tempfile
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import anyio
 import anyio.to_thread
-from litestar.exceptions import ClientException, HTTPException
+from litestar.exceptions import ClientException, HTTPException, InternalServerException
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-__all__ = ["ACCEPTED_TYPES_TEXT", "SpooledUpload", "is_accepted_type", "spool_upload"]
+from jobtape import errors
+from jobtape.http import spool
+
+__all__ = [
+    "ACCEPTED_TYPES_TEXT",
+    "ClientDisconnected",
+    "SpooledUpload",
+    "UploadSlots",
+    "is_accepted_type",
+    "is_disk_full",
+    "spool_upload",
+]
 
 #: How many file bytes are buffered before a write to the temporary file.
 DEFAULT_FLUSH_BYTES = 1024 * 1024
 #: For messages: the file part content types the ingest route accepts.
 ACCEPTED_TYPES_TEXT = "audio/*, video/* or application/octet-stream"
+#: ``errno`` values that mean the disk (or the user's quota on it) is full.
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+#: ``Retry-After`` of the 503 answered when every upload slot is taken, in seconds.
+UPLOADS_BUSY_RETRY_AFTER_S = 5
+
+
+class ClientDisconnected(Exception):
+    """The client closed the connection before its request body was complete.
+
+    Raised instead of Litestar's ``InternalServerException("client disconnected
+    prematurely")``, so the server can tell a vanished client from a server error; nobody
+    is left to read the answer, and the upload's spool file is already removed.
+    """
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc``, or an exception it was raised from, is an ``OSError`` saying the disk is full.
+
+    Follows ``__cause__`` / ``__context__`` (e.g. a :class:`jobtape.errors.StorageError`
+    raised from an ``OSError(ENOSPC)`` by the local storage backend).
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError) and current.errno in DISK_FULL_ERRNOS:
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+class UploadSlots:
+    """A cap on the uploads one process receives at once.
+
+    Every upload holds a slot from before its first body byte is read until its file is
+    in storage (or it was rejected). Used from the event loop only, so a plain counter.
+
+    Args:
+        limit: the most uploads at once (>= 1).
+    """
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"the upload limit must be at least 1, not {limit}")
+        self.limit = limit
+        self.in_use = 0
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """Hold one slot for the ``with`` block.
+
+        Raises:
+            HTTPException: 503 with ``Retry-After`` when all ``limit`` slots are held;
+                nothing of the body has been read then (the server discards the body the
+                client still sends; a client sending ``Expect: 100-continue`` sends none).
+        """
+        if self.in_use >= self.limit:
+            raise HTTPException(
+                status_code=503,
+                detail=f"the server is receiving {self.limit} uploads already, its limit;"
+                f" retry in {UPLOADS_BUSY_RETRY_AFTER_S} s",
+                headers={"Retry-After": str(UPLOADS_BUSY_RETRY_AFTER_S)},
+            )
+        self.in_use += 1
+        try:
+            yield
+        finally:
+            self.in_use -= 1
 
 
 def is_accepted_type(content_type: str) -> bool:
@@ -140,7 +226,9 @@ async def spool_upload(
     *,
     field: str,
     max_bytes: int,
-    temp_dir: Path,
+    spool_folder: spool.SpoolFolder,
+    idle_timeout_s: float | None = None,
+    min_rate_bytes_s: float = 0.0,
     flush_bytes: int = DEFAULT_FLUSH_BYTES,
 ) -> AsyncIterator[SpooledUpload]:
     """Read a multipart/form-data body and spool its ``field`` file to a temporary file.
@@ -150,7 +238,11 @@ async def spool_upload(
         boundary: the ``boundary`` parameter of the request's ``Content-Type``.
         field: the name of the file field, e.g. ``"file"``.
         max_bytes: largest accepted file, in bytes; reading stops as soon as it is passed.
-        temp_dir: folder for the temporary file (created if missing).
+        spool_folder: where the temporary file goes (its name carries the folder's owner token).
+        idle_timeout_s: seconds the client may send nothing before the upload is abandoned
+            (408); ``None``: no limit. Also the window of ``min_rate_bytes_s``.
+        min_rate_bytes_s: the least average rate, in bytes per second, over each window of
+            ``idle_timeout_s`` seconds; a slower client is abandoned (408). 0: no minimum.
         flush_bytes: file bytes buffered in memory before each write.
 
     Yields:
@@ -158,23 +250,26 @@ async def spool_upload(
 
     Raises:
         ClientException: 400 malformed body, body cut short, no ``field`` or several.
-        HTTPException: 413 file over ``max_bytes``; 415 file part type not accepted;
-            422 empty file.
+        HTTPException: 408 idle past ``idle_timeout_s`` or slower than ``min_rate_bytes_s``
+            (with ``Connection: close``); 413 file over ``max_bytes``; 415 file part type
+            not accepted; 422 empty file.
+        ClientDisconnected: the client closed the connection mid-body.
+        errors.StoreFull: the disk under the spool folder filled up (``ENOSPC``/``EDQUOT``).
     """
     collector = _FileFieldCollector(field, max_bytes)
     try:
         parser = MultipartParser(boundary.encode("latin-1"), collector.callbacks())  # type: ignore[arg-type]
     except (FormParserError, ValueError) as exc:
         raise ClientException(detail=f"invalid multipart boundary: {exc}") from exc
-    await anyio.to_thread.run_sync(lambda: temp_dir.mkdir(parents=True, exist_ok=True))
-    fd, name = await anyio.to_thread.run_sync(lambda: tempfile.mkstemp(dir=temp_dir, prefix="upload-", suffix=".part"))
-    path = Path(name)
+    try:
+        fd, path = await anyio.to_thread.run_sync(spool_folder.create_file)
+    except OSError as exc:
+        _raise_if_disk_full(exc)
+        raise
     digest = hashlib.sha256()
     try:
         with os.fdopen(fd, "wb") as sink:
-            async for chunk in chunks:
-                if not chunk:
-                    continue
+            async for chunk in _paced(chunks, idle_timeout_s, min_rate_bytes_s):
                 try:
                     parser.write(chunk)
                 except FormParserError as exc:
@@ -198,8 +293,69 @@ async def spool_upload(
             size_bytes=collector.size_bytes,
             sha256=digest.hexdigest(),
         )
+    except OSError as exc:
+        _raise_if_disk_full(exc)
+        raise
     finally:
-        await anyio.to_thread.run_sync(lambda: path.unlink(missing_ok=True))
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(lambda: path.unlink(missing_ok=True))
+
+
+def _raise_if_disk_full(exc: OSError) -> None:
+    """Raise :class:`errors.StoreFull` (naming no path) from ``exc`` if it says the disk is full."""
+    if exc.errno in DISK_FULL_ERRNOS:
+        raise errors.StoreFull("the disk that receives uploads is full") from exc
+
+
+async def _paced(chunks: AsyncIterator[bytes], idle_timeout_s: float | None, min_rate_bytes_s: float) -> AsyncIterator[bytes]:
+    """Yield the non-empty chunks of ``chunks``, abandoning a client that stalls or crawls.
+
+    Raises:
+        HTTPException: 408 when no chunk arrives for ``idle_timeout_s`` seconds, or fewer than
+            ``min_rate_bytes_s * idle_timeout_s`` bytes arrive in a window of ``idle_timeout_s``.
+        ClientDisconnected: the client went away (uvicorn's ``http.disconnect``).
+    """
+    iterator = chunks.__aiter__()
+    window_start = time.monotonic()
+    window_bytes = 0
+    try:
+        while True:
+            try:
+                with anyio.fail_after(idle_timeout_s):
+                    chunk = await iterator.__anext__()
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise HTTPException(
+                    status_code=408,
+                    detail=f"no bytes of the upload arrived for {idle_timeout_s:g} s; the upload was abandoned,"
+                    " send it again",
+                    headers={"Connection": "close"},
+                ) from None
+            except InternalServerException as exc:
+                if "disconnect" in str(exc.detail):
+                    raise ClientDisconnected(str(exc.detail)) from None
+                raise
+            if idle_timeout_s is not None and min_rate_bytes_s > 0:
+                window_bytes += len(chunk)
+                elapsed = time.monotonic() - window_start
+                if elapsed >= idle_timeout_s:
+                    if window_bytes < min_rate_bytes_s * elapsed:
+                        raise HTTPException(
+                            status_code=408,
+                            detail=f"the upload arrived at {window_bytes / elapsed:.0f} bytes/s, below the minimum of"
+                            f" {min_rate_bytes_s:g} bytes/s; the upload was abandoned, send it again",
+                            headers={"Connection": "close"},
+                        )
+                    window_start, window_bytes = time.monotonic(), 0
+            if chunk:
+                yield chunk
+    finally:
+        with anyio.CancelScope(shield=True):
+            aclose = getattr(iterator, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
 
 
 async def _flush(sink: BinaryIO, digest: Any, pending: bytearray) -> None:

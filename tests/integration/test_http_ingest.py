@@ -40,12 +40,11 @@ class Api:
         return int(self.repository.store.backend.query("SELECT COUNT(*) FROM events")[0][0])
 
     def stored_files(self) -> list[Path]:
-        """Every file under the storage root and the upload temp folder."""
+        """Every file under the storage root, and the spool files in the upload temp folder."""
         found = []
-        for root in (self.storage.root, self.data_dir / "upload-tmp"):
-            for folder, _dirs, files in os.walk(root):
-                found.extend(Path(folder) / name for name in files)
-        return found
+        for folder, _dirs, files in os.walk(self.storage.root):
+            found.extend(Path(folder) / name for name in files)
+        return found + sorted((self.data_dir / "upload-tmp").glob("upload-*"))
 
 
 @pytest.fixture
