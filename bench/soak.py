@@ -425,7 +425,7 @@ def run_soak(
     if report.statuses.get("failed"):
         report.failures.append(f"{report.statuses['failed']} job(s) failed")
     report.leftovers = sorted(str(path) for path in work_tmp.iterdir()) + sorted(
-        str(path) for path in (store_dir / "upload-tmp").glob("*") if (store_dir / "upload-tmp").is_dir())
+        str(path) for path in (store_dir / "upload-tmp").glob("upload-*.part"))
     if report.leftovers:
         report.failures.append(f"{len(report.leftovers)} leftover work folder(s) or spool file(s)")
     for name, samples in report.samples.items():
