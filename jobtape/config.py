@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from jobtape import sources
+from jobtape import filemodes, sources
 
 __all__ = ["JOB_STORE_BACKENDS", "STORAGE_BACKENDS", "Settings"]
 
@@ -106,6 +107,14 @@ class Settings:
         signing_secret: HMAC-SHA256 key of the local backend's signed download URLs (>= 32
             bytes). Env ``JOBTAPE_SIGNING_SECRET``; ``None`` (default): a random secret is
             generated once and kept in ``data_dir/signing-secret`` (mode 0600).
+        file_mode: permission bits of the files jobtape creates (the SQLite log and its
+            ``-wal``/``-shm``, local blobs); the folders it creates get the matching search
+            bits (0600 -> 0700, 0640 -> 0750; :mod:`jobtape.filemodes`). Env
+            ``JOBTAPE_FILE_MODE`` (octal, e.g. ``0640``); default 0o600.
+        work_dir: parent of the job work folders of this host's workers (one folder per
+            worker, locked while it lives; :mod:`jobtape.worker.workdirs`); must be on a
+            local filesystem. Env ``JOBTAPE_WORK_DIR``; ``None`` (default):
+            ``$TMPDIR/jobtape-work-<uid>`` (:attr:`work_parent`).
     """
 
     data_dir: Path = Path("var")
@@ -146,6 +155,8 @@ class Settings:
     upload_url_ttl_s: int = 3600
     max_active_jobs: int = 5
     signing_secret: str | None = dataclasses.field(default=None, repr=False)
+    file_mode: int = filemodes.DEFAULT_FILE_MODE
+    work_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if self.sqlite_synchronous not in ("FULL", "NORMAL"):
@@ -163,6 +174,7 @@ class Settings:
                             ("JOBTAPE_UPLOAD_MIN_RATE", self.upload_min_rate_bytes_s)):
             if not value >= 0:  # also refuses NaN
                 raise ValueError(f"{name} must be 0 (off) or more, not {value}")
+        filemodes.check_file_mode(self.file_mode)
         if self.storage_backend != "local" and not self.s3_bucket:
             raise ValueError(f"the {self.storage_backend} storage backend needs a bucket (S3_BUCKET or R2_BUCKET)")
 
@@ -175,6 +187,13 @@ class Settings:
     def private_networks(self) -> tuple[sources.Network, ...]:
         """:attr:`allowed_private_networks` parsed (see :func:`jobtape.sources.parse_networks`)."""
         return sources.parse_networks(self.allowed_private_networks)
+
+    @property
+    def work_parent(self) -> Path:
+        """The parent of job work folders: :attr:`work_dir`, else ``$TMPDIR/jobtape-work-<uid>``."""
+        if self.work_dir is not None:
+            return self.work_dir
+        return Path(tempfile.gettempdir()) / f"jobtape-work-{os.getuid()}"
 
     @property
     def storage_root(self) -> Path:
@@ -215,6 +234,8 @@ class Settings:
             ("max_download_bytes", "JOBTAPE_MAX_DOWNLOAD_BYTES", int),
             ("max_active_jobs", "JOBTAPE_MAX_ACTIVE_JOBS", int),
             ("signing_secret", "JOBTAPE_SIGNING_SECRET", str),
+            ("file_mode", "JOBTAPE_FILE_MODE", _file_mode),
+            ("work_dir", "JOBTAPE_WORK_DIR", Path),
         ):
             if var in env:
                 try:
@@ -255,6 +276,18 @@ def _networks(text: str) -> tuple[str, ...]:
 
 
 _networks.__name__ = "list of networks (CIDR, comma-separated)"
+
+
+def _file_mode(text: str) -> int:
+    """``"0640"`` -> ``0o640`` (:func:`filemodes.parse_file_mode`).
+
+    Raises:
+        ValueError: not an octal file mode giving the owner read/write and no execute bits.
+    """
+    return filemodes.parse_file_mode(text)
+
+
+_file_mode.__name__ = "file mode (octal, owner read/write plus read/write bits only, e.g. 0600 or 0640)"
 
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from jobtape import filemodes
 from jobtape.config import Settings
 from jobtape.eventlog.sqlite import SQLiteBackend
 from jobtape.eventlog.store import EventStore, SQLBackend
@@ -34,7 +35,9 @@ __all__ = [
 
 
 def _sqlite(settings: Settings) -> SQLBackend:
-    return SQLiteBackend(settings.database_path, synchronous=settings.sqlite_synchronous)
+    # The data dir is made here so it gets the folder mode matching settings.file_mode.
+    filemodes.make_dirs(settings.data_dir, filemodes.dir_mode(settings.file_mode))
+    return SQLiteBackend(settings.database_path, synchronous=settings.sqlite_synchronous, file_mode=settings.file_mode)
 
 
 def _libsql(settings: Settings) -> SQLBackend:
@@ -48,8 +51,9 @@ def _local(settings: Settings) -> Storage:
     if settings.signing_secret:
         secret = settings.signing_secret.encode()
     else:
-        secret = local.load_or_create_secret(settings.data_dir / local.SECRET_FILE_NAME)
-    return LocalStorage(settings.storage_root, signing.URLSigner(secret))
+        secret = local.load_or_create_secret(settings.data_dir / local.SECRET_FILE_NAME,
+                                             filemodes.dir_mode(settings.file_mode))
+    return LocalStorage(settings.storage_root, signing.URLSigner(secret), file_mode=settings.file_mode)
 
 
 def _s3(settings: Settings) -> Storage:

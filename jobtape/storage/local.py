@@ -1,7 +1,9 @@
 """A ``Storage`` backend on the local filesystem: one file per blob under a root folder.
 
 Writes go to a temporary file in ``root/.tmp/`` and are published with ``os.replace``,
-so readers see either the old blob or the whole new one, never a partial write.
+so readers see either the old blob or the whole new one, never a partial write. Blobs are
+created with ``file_mode`` (default 0600) and the folders this backend creates with the
+matching folder mode (0700); see :mod:`jobtape.filemodes`.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from jobtape import clock, errors
+from jobtape import clock, errors, filemodes
 from jobtape.storage import base, signing
 
 __all__ = ["SECRET_FILE_NAME", "TEMP_DIR_NAME", "LocalStorage", "load_or_create_secret"]
@@ -35,11 +37,21 @@ class LocalStorage(base.Storage):
     Args:
         root: The folder holding the blobs; created if missing.
         signer: Issues the signed download URLs of :meth:`signed_url`; ``None``: no URLs.
+        file_mode: permission bits of the blobs it writes (default 0o600); folders it
+            creates get :func:`filemodes.dir_mode` of it (0o700).
+
+    Raises:
+        ValueError: ``file_mode`` is not a valid file mode (:func:`filemodes.check_file_mode`).
     """
 
-    def __init__(self, root: Path, signer: signing.URLSigner | None = None) -> None:
+    def __init__(
+        self, root: Path, signer: signing.URLSigner | None = None, *, file_mode: int = filemodes.DEFAULT_FILE_MODE
+    ) -> None:
+        filemodes.check_file_mode(file_mode)
         self.root = Path(root).absolute()
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.file_mode = file_mode
+        self._dir_mode = filemodes.dir_mode(file_mode)
+        filemodes.make_dirs(self.root, self._dir_mode)
         self._temp_dir = self.root / TEMP_DIR_NAME
         self.signer = signer
 
@@ -70,10 +82,12 @@ class LocalStorage(base.Storage):
 
     def put_stream(self, key: str, chunks: Iterable[bytes]) -> int:  # noqa: D102
         target = self._path(key)
-        self._temp_dir.mkdir(parents=True, exist_ok=True)
+        filemodes.make_dirs(self._temp_dir, self._dir_mode)
         fd, temp_name = tempfile.mkstemp(dir=self._temp_dir, prefix="put-", suffix=".part")
         written = 0
         try:
+            if self.file_mode != 0o600:  # mkstemp creates 0600
+                os.fchmod(fd, self.file_mode)
             with os.fdopen(fd, "wb") as temp_file:
                 for chunk in chunks:
                     temp_file.write(chunk)
@@ -145,7 +159,7 @@ class LocalStorage(base.Storage):
     def _publish(self, temp_name: str, target: Path) -> None:
         """Move the finished temp file to ``target``, creating its parent folders."""
         for attempt in range(_PUBLISH_ATTEMPTS):
-            target.parent.mkdir(parents=True, exist_ok=True)
+            filemodes.make_dirs(target.parent, self._dir_mode)
             try:
                 os.replace(temp_name, target)
                 return
@@ -183,8 +197,11 @@ def _read_range(path: Path, key: str, chunk_size: int, start: int, end: int | No
             yield chunk
 
 
-def load_or_create_secret(path: Path) -> bytes:
+def load_or_create_secret(path: Path, dir_mode: int = 0o700) -> bytes:
     """Read the signing secret kept at ``path``, creating it (32 random bytes, hex, mode 0600) if absent.
+
+    A missing parent folder (the data dir) is created with ``dir_mode``; the secret itself
+    is always 0600, whatever ``JOBTAPE_FILE_MODE`` says.
 
     Used when ``JOBTAPE_SIGNING_SECRET`` is unset, so signed URLs survive restarts and are
     shared by every process on the same data dir. Creation is ``O_EXCL``: of two processes
@@ -198,7 +215,7 @@ def load_or_create_secret(path: Path) -> bytes:
     """
     path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        filemodes.make_dirs(path.parent, dir_mode)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:

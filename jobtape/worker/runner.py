@@ -27,12 +27,10 @@ import itertools
 import logging
 import os
 import random
-import tempfile
 import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 from jobtape import clock, errors
@@ -41,7 +39,7 @@ from jobtape.eventlog import events as ev
 from jobtape.projections import state as job_state
 from jobtape.projections.repository import AppendResult, JobRepository
 from jobtape.storage.base import Storage
-from jobtape.worker import children, outage, policy
+from jobtape.worker import children, outage, policy, workdirs
 from jobtape.worker.context import (
     CancelRequested,
     JobContext,
@@ -106,6 +104,8 @@ class Worker:
         self.rng = rng or random.Random()
         self.reaper = Reaper(repository, settings, actor=self.worker_id, host_id=self.host_id,
                              live_worker_ids={self.worker_id}, rng=self.rng)
+        #: This worker's job work folders under ``settings.work_parent`` (swept with the reaper).
+        self.workdirs = workdirs.WorkArea(settings.work_parent)
         self._wake = threading.Event()
         self._stop = threading.Event()  # no more claims
         self._halt = threading.Event()  # the loop ends
@@ -191,6 +191,10 @@ class Worker:
         self._wake.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(30.0)
+        # Here too, not only when the loop ends: a signal that interrupted a join of the loop
+        # thread (CPython < 3.13) makes join() return at once, and the daemon loop dies at exit.
+        if not self.running_job_ids():
+            self.workdirs.release()
 
     def cut_grace(self) -> None:
         """Cut the shutdown grace to zero (a second SIGTERM/SIGINT); safe to call from a signal handler."""
@@ -217,6 +221,9 @@ class Worker:
                       len(self.running_job_ids()))
             self.abandon_all(str(exc))
             raise
+        finally:
+            if not self.running_job_ids():
+                self.workdirs.release()
 
     def abandon_all(self, reason: str) -> None:
         """Stop every running job without appending anything: children terminated (SIGTERM,
@@ -271,7 +278,8 @@ class Worker:
                 next_claim = 0.0
 
     def _reap_if_due(self) -> None:
-        """Every half lease TTL (and in the first cycle): replay orphans, then reap expired leases."""
+        """Every half lease TTL (and in the first cycle): replay orphans, reap expired leases, then
+        sweep work folders (dead workers' folders, and its own of jobs it no longer runs)."""
         if time.monotonic() < self._next_reap:
             return
         self._next_reap = time.monotonic() + self.settings.lease_ttl_s / 2
@@ -279,6 +287,7 @@ class Worker:
         if report.killed or report.reaped:
             log.warning("worker %s: orphan replay killed %s, took back %s", self.worker_id, report.killed, report.reaped)
         self.reaper.reap_expired()
+        self.workdirs.sweep(keep=self.running_job_ids())  # after the replay killed the dead workers' children
 
     def running_job_ids(self) -> list[str]:
         """Ids of the jobs running now."""
@@ -346,7 +355,7 @@ class Worker:
         return None
 
     def _start_job(self, state: job_state.JobState) -> None:
-        workdir = Path(tempfile.mkdtemp(prefix=f"jobtape-{state.job_id[:8]}-"))
+        workdir = self.workdirs.job_dir(state.job_id)
         context = JobContext(
             self.repository, state, worker_id=self.worker_id, workdir=workdir, kill_grace_s=self.settings.kill_grace_s,
             host_id=self.host_id,

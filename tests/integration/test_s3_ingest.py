@@ -29,11 +29,13 @@ SPEECH = Path(__file__).resolve().parents[2] / "media" / "speech_ljspeech.wav"
 
 @pytest.fixture
 def worker_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The folder the worker's per-job temp dirs go to (``tempfile.gettempdir()``)."""
+    """The folder the workers' folders of per-job temp dirs go to (``Settings.work_parent`` under ``tempfile.gettempdir()``)."""
     folder = tmp_path / "worker-tmp"
     folder.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(folder))
-    return folder
+    parent = Settings().work_parent
+    parent.mkdir()
+    return parent
 
 
 @pytest.fixture
@@ -135,7 +137,7 @@ def test_cancelled_job_leaves_no_temp_files_and_no_output(
     worker.start()
     try:
         wait_for(lambda: repository.get(job_id).stage == "measuring", what="the measuring pass")
-        assert len(list(worker_tmp.iterdir())) == 1  # the job's temp dir, holding the downloaded input
+        assert len(list(worker_tmp.iterdir())) == 1  # the worker's folder, holding the job's temp dir with the input
         assert client.post(f"/api/audio/jobs/{job_id}/cancel").status_code in (200, 202)
         wait_for(lambda: repository.get(job_id).status == "cancelled", what="the cancel")
         wait_for(lambda: job_id in worker.finished, what="the job thread to end")

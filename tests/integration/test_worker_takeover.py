@@ -14,7 +14,6 @@ import datetime as dt
 import logging
 import os
 import random
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -66,7 +65,8 @@ def test_a_worker_that_loses_its_job_kills_its_child_removes_partial_output_and_
         assert children.process_alive(loudnorm.pid, loudnorm.started_at_ticks)
         # Its argv names no workdir (the upload is read in place); the child runs inside it.
         workdir = Path(os.readlink(f"/proc/{loudnorm.pid}/cwd"))
-        assert workdir.parent == Path(tempfile.gettempdir()) and workdir.name.startswith(f"jobtape-{job_id[:8]}-")
+        assert workdir.parent == worker.workdirs.folder and workdir.name.startswith(f"{job_id}-")
+        assert workdir.parent.parent == settings.work_parent
         assert (workdir / "measure.stderr").is_file()  # partial output of the running pass
 
         # Another worker's reaper takes the job back, guarded by the version it just read
