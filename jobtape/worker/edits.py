@@ -17,8 +17,10 @@ Stages (``job.stage_changed``; progress 0-100 within the stage where ffmpeg repo
 - save: ``fetching`` → ``measuring`` (only with ``targetLufs``) → ``rendering`` (FLAC
   48 kHz) → ``analyzing`` (loudness of the result) → ``storing``
   (``assets/{newAssetId}/prepared.flac``). Result ``{assetId, preparedKey, durationSec,
-  sampleRate, channels, outputLoudness, recipe, recipeHash, sourceAssetId}``; the
-  ``assets`` projection adds the new asset in the completion's batch.
+  sampleRate, channels, outputLoudness, recipe, recipeHash, sourceAssetId}`` (with
+  ``targetLufs``, plus ``targetMissedByLu`` and ``loudnessNote`` when the output is more
+  than 1 LU off it: :func:`jobtape.worker.loudness.target_report`); the ``assets``
+  projection adds the new asset in the completion's batch.
 
 Every ffmpeg run goes through :meth:`JobContext.run_child`, so cancellation kills it and
 the log records ``child_started`` / ``child_exited``, as for ingest.
@@ -35,7 +37,7 @@ from jobtape.config import Settings
 from jobtape.projections import previews
 from jobtape.recipes import CanonicalRecipe
 from jobtape.storage.base import Storage
-from jobtape.worker import media, render, steps
+from jobtape.worker import loudness, media, render, steps
 from jobtape.worker.context import JobContext
 
 __all__ = ["preview", "preview_key", "save"]
@@ -120,11 +122,11 @@ def save(context: JobContext, storage: Storage, settings: Settings) -> dict[str,
     applied = _render(context, source, output, recipe, "flac", settings)
     info = steps.probe(context, output, "probe-output")
     if applied is not None:
-        loudness = steps.loudness_summary(applied, "output")
+        output_loudness = steps.loudness_summary(applied, "output")
     else:
         context.stage("analyzing")
         target = media.Target(integrated_lufs=settings.target_lufs, true_peak_db=settings.target_true_peak_db)
-        loudness = steps.loudness_summary(
+        output_loudness = steps.loudness_summary(
             media.parse_loudnorm_json(steps.ffmpeg_pass(context, media.loudnorm_measure_argv(output, target), info.duration_sec, "analyze")),
             "input",
         )
@@ -133,14 +135,19 @@ def save(context: JobContext, storage: Storage, settings: Settings) -> dict[str,
     key = f"assets/{asset_id}/prepared.flac"
     context.written_keys.append(key)
     storage.put_file(key, output)
-    return {
+    result = {
         "assetId": asset_id,
         "preparedKey": key,
         "durationSec": round(info.duration_sec, 3),
         "sampleRate": info.sample_rate,
         "channels": info.channels,
-        "outputLoudness": loudness,
+        "outputLoudness": output_loudness,
         "recipe": recipe.to_json_dict(),
         "recipeHash": recipe_hash,
         "sourceAssetId": recipe.asset_id,
     }
+    if recipe.target_lufs is not None:
+        result.update(loudness.target_report(recipe.target_lufs, output_loudness["integratedLufs"],
+                                             duration_sec=info.duration_sec,
+                                             true_peak_db=settings.target_true_peak_db))
+    return result

@@ -21,7 +21,7 @@ from typing import Any
 from jobtape import errors
 from jobtape.config import Settings
 from jobtape.storage.base import Storage
-from jobtape.worker import edits, media, steps, url_ingest
+from jobtape.worker import edits, loudness, media, steps, url_ingest
 from jobtape.worker.context import JobContext
 
 __all__ = ["PIPELINES", "ingest"]
@@ -42,7 +42,9 @@ def normalize_to_asset(context: JobContext, storage: Storage, settings: Settings
 
     Returns:
         ``{assetId, preparedKey, durationSec, sampleRate, channels, inputLoudness,
-        outputLoudness, normalization}``; loudness values in LUFS / dBTP / LU.
+        outputLoudness, normalization, targetLufs}``, plus ``targetMissedByLu`` and
+        ``loudnessNote`` when the output is more than 1 LU off the target
+        (:func:`loudness.target_report`); loudness values in LUFS / dBTP / LU.
 
     Raises:
         errors.MediaError: the input is not media, has no audio, or ffmpeg failed.
@@ -70,6 +72,7 @@ def normalize_to_asset(context: JobContext, storage: Storage, settings: Settings
     key = f"assets/{asset_id}/prepared.flac"
     context.written_keys.append(key)
     storage.put_file(key, prepared)
+    output_loudness = steps.loudness_summary(applied, "output") if applied else None
     return {
         "assetId": asset_id,
         "preparedKey": key,
@@ -77,9 +80,11 @@ def normalize_to_asset(context: JobContext, storage: Storage, settings: Settings
         "sampleRate": output.sample_rate,
         "channels": output.channels,
         "inputLoudness": steps.loudness_summary(measured, "input"),
-        "outputLoudness": steps.loudness_summary(applied, "output") if applied else None,
+        "outputLoudness": output_loudness,
         "normalization": (applied.normalization_type or "linear") if applied else "none (silent input)",
         "targetLufs": settings.target_lufs,
+        **loudness.target_report(settings.target_lufs, output_loudness and output_loudness["integratedLufs"],
+                                 duration_sec=output.duration_sec, true_peak_db=settings.target_true_peak_db),
     }
 
 
