@@ -8,7 +8,6 @@ cancellation. The download routes answer JSON ``{downloadUrl}`` with presigned G
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,12 +66,11 @@ class Env:
 
 
 @pytest.fixture
-def env(repository: JobRepository, s3_storage: S3Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+def env(repository: JobRepository, s3_storage: S3Storage, tmp_path: Path) -> Iterator[Env]:
     """An API and worker on S3 storage, with ``speech_ljspeech.wav`` ingested through the API."""
-    worker_tmp = tmp_path / "worker-tmp"
-    worker_tmp.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(worker_tmp))  # where the worker's per-job temp dirs go
-    settings = Settings(data_dir=tmp_path, download_url_ttl_s=DOWNLOAD_TTL_S, poll_interval_s=0.05, kill_grace_s=2.0)
+    worker_tmp = tmp_path / "worker-tmp"  # where the workers' folders of per-job temp dirs go
+    settings = Settings(data_dir=tmp_path, download_url_ttl_s=DOWNLOAD_TTL_S, poll_interval_s=0.05, kill_grace_s=2.0,
+                        work_dir=worker_tmp)
     with TestClient(create_app(repository, s3_storage, settings)) as client:
         with SPEECH.open("rb") as handle:
             response = client.post("/api/audio/ingest", files={"file": ("speech.wav", handle, "audio/wav")})
@@ -166,7 +164,7 @@ def test_cancelled_render_leaves_no_temp_files_and_no_output(env: Env) -> None:
     worker.start()
     try:
         wait_for(lambda: env.repository.get(job_id).stage == "rendering", what="the render")
-        (workdir,) = env.worker_tmp.iterdir()
+        (workdir,) = env.worker_tmp.glob("worker-*/*-*")  # the job's folder in the worker's folder
         assert (workdir / "source.flac").is_file()  # the asset, fetched from the bucket
         assert env.client.post(f"/api/audio/jobs/{job_id}/cancel").status_code in (200, 202)
         wait_for(lambda: env.repository.get(job_id).status == "cancelled", what="the cancel")
