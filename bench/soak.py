@@ -184,6 +184,7 @@ class _Deployment:
         self.port = _free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "JOBTAPE_DATA_DIR": str(data_dir), "TMPDIR": str(work_tmp),
+               "JOBTAPE_WORK_DIR": str(work_tmp),  # the workers' folders: none may be left at the end
                "JOBTAPE_MAX_ACTIVE_JOBS": "100000", "JOBTAPE_SQLITE_SYNCHRONOUS": "FULL"}
         commands = {
             "serve": _jobtape("serve", "--port", str(self.port), "--workers", "1", "--poll-interval", "0.2"),
