@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlite_utils
 
-from jobtape import errors
+from jobtape import errors, filemodes
 from jobtape.eventlog import schema
 from jobtape.eventlog.store import ConstraintViolation, SQLBackend, Statement
 
@@ -54,7 +54,8 @@ class SQLiteBackend(SQLBackend):
     connection to ``:memory:`` would be a different database.
 
     A new database file is created with mode ``file_mode`` (default 0600; SQLite gives
-    its ``-wal`` and ``-shm`` files the same mode) in a folder created 0700.
+    its ``-wal`` and ``-shm`` files the same mode) in a folder created with the matching
+    folder mode (0700; :func:`jobtape.filemodes.dir_mode`).
 
     ``sqlite3.OperationalError`` is translated here (:func:`translate_operational_error`):
     locked/busy past the busy timeout -> :class:`errors.StoreBusy`, a full disk ->
@@ -328,12 +329,20 @@ def _translate(exc: BaseException) -> BaseException:
 
 
 def _create_private(path: Path, file_mode: int) -> None:
-    """Create the database's folder (0700) and an empty file with ``file_mode`` if they do not exist."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    """Create the database's folder (the folder mode matching ``file_mode``) and an empty file with exactly ``file_mode``.
+
+    Existing ones are left as they are. The file's mode is set with ``fchmod`` after the
+    create, so the process umask cannot narrow a configured mode (0640 stays 0640).
+    """
+    filemodes.make_dirs(path.parent, filemodes.dir_mode(file_mode))
     try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, file_mode))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, file_mode)
     except FileExistsError:
-        pass
+        return
+    try:
+        os.fchmod(fd, file_mode)
+    finally:
+        os.close(fd)
 
 
 class _Pending:
@@ -346,14 +355,3 @@ class _Pending:
         self.results: list[list[tuple[Any, ...]]] | None = None
         self.error: BaseException | None = None
         self.done = False
-
-
-class _Null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-_NULL = _Null()

@@ -96,7 +96,7 @@ class SpoolFolder:
 
     def _take_own_lock(self) -> int:
         """Create, lock and publish ``owner-<token>.lock``; return its fd."""
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)  # uploads in flight are nobody else's
         new = self.path / f"owner-{self.token}.new"
         fd = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
