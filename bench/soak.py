@@ -10,7 +10,8 @@ per ten jobs: five ingests (a multipart upload of ``media/speech_librispeech.mp3
 of speech, through ffmpeg's two-pass loudnorm), two previews and two saves of a random
 trim of an ingested asset (random bounds, so few are cache hits), and one ingest
 cancelled once the job is claimed (``POST .../cancel`` as soon as the SSE stream shows
-``job.claimed``; one that already finished answers 409 and counts as "too late").
+``job.claimed``; one that already finished answers 409, and one claimed before its stream
+began is not cancelled: both count as "too late").
 Each client waits for its job's end on the job's SSE stream.
 
 Every ``--sample-every`` finished jobs it stops submitting until no job is in flight and
@@ -328,6 +329,9 @@ class _Clients:
                             self.cancels_too_late += 1
                         else:
                             answer.raise_for_status()
+        if cancel:  # claimed before the stream began (or never): the job ran to its end uncancelled
+            with self.lock:
+                self.cancels_too_late += 1
         final = client.get(f"/api/audio/jobs/{job_id}").json()
         if final["status"] not in TERMINAL:
             raise RuntimeError(f"the stream of {job_id} closed at status {final['status']}")
