@@ -104,6 +104,10 @@ class Settings:
         upload_url_ttl_s: lifetime of presigned upload URLs, in seconds; default 1 hour.
         max_active_jobs: per-owner limit of active (pending or processing) jobs; the next
             create is refused with 429. Env ``JOBTAPE_MAX_ACTIVE_JOBS``; default 5.
+        failed_upload_retention_s: seconds the original upload of an ingest that failed or
+            was cancelled stays in storage after the job ended; then a worker's sweep removes
+            it through the recorded path (``job.blobs_deleted``, :mod:`jobtape.blobs`). 0 removes
+            it at the next sweep. Env ``JOBTAPE_FAILED_UPLOAD_RETENTION``; default 86400 (24 h).
         signing_secret: HMAC-SHA256 key of the local backend's signed download URLs (>= 32
             bytes). Env ``JOBTAPE_SIGNING_SECRET``; ``None`` (default): a random secret is
             generated once and kept in ``data_dir/signing-secret`` (mode 0600).
@@ -154,6 +158,7 @@ class Settings:
     download_url_ttl_s: int = 7 * 24 * 3600
     upload_url_ttl_s: int = 3600
     max_active_jobs: int = 5
+    failed_upload_retention_s: float = 24 * 3600.0
     signing_secret: str | None = dataclasses.field(default=None, repr=False)
     file_mode: int = filemodes.DEFAULT_FILE_MODE
     work_dir: Path | None = None
@@ -175,6 +180,8 @@ class Settings:
             if not value >= 0:  # also refuses NaN
                 raise ValueError(f"{name} must be 0 (off) or more, not {value}")
         filemodes.check_file_mode(self.file_mode)
+        if self.failed_upload_retention_s < 0:
+            raise ValueError(f"JOBTAPE_FAILED_UPLOAD_RETENTION must be >= 0 seconds, not {self.failed_upload_retention_s}")
         if self.storage_backend != "local" and not self.s3_bucket:
             raise ValueError(f"the {self.storage_backend} storage backend needs a bucket (S3_BUCKET or R2_BUCKET)")
 
@@ -236,6 +243,7 @@ class Settings:
             ("signing_secret", "JOBTAPE_SIGNING_SECRET", str),
             ("file_mode", "JOBTAPE_FILE_MODE", _file_mode),
             ("work_dir", "JOBTAPE_WORK_DIR", Path),
+            ("failed_upload_retention_s", "JOBTAPE_FAILED_UPLOAD_RETENTION", float),
         ):
             if var in env:
                 try:

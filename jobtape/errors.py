@@ -18,6 +18,7 @@ Hierarchy::
     ├── InvalidExport           an export file is malformed, gapped or tampered (names the line)
     ├── QuotaExceeded           the owner has as many active jobs as allowed; retry later
     ├── AssetNotFound           no asset with that id in the ``assets`` projection
+    ├── AssetFileGone           the asset exists on record but its file was removed or is missing
     ├── InvalidRecipe           an edit recipe field is out of range for its asset (names the field)
     ├── InvalidSignature        a signed download link is forged, altered or expired
     ├── StorageError
@@ -32,6 +33,7 @@ The class docstring is the default message.
 from __future__ import annotations
 
 __all__ = [
+    "AssetFileGone",
     "AssetNotFound",
     "BlobNotFound",
     "ConcurrencyError",
@@ -182,6 +184,23 @@ class AssetNotFound(JobtapeError):
     def __init__(self, asset_id: str) -> None:
         self.asset_id = asset_id
         super().__init__(f"Asset not found: {asset_id}")
+
+
+class AssetFileGone(JobtapeError):
+    """The asset's file is no longer stored.
+
+    Attributes:
+        asset_id: the asset.
+        removed: ``True`` when its removal is recorded (``job.blobs_deleted``), ``False``
+            when storage simply lacks it (e.g. a log imported without its files).
+    """
+
+    def __init__(self, asset_id: str, *, removed: bool) -> None:
+        self.asset_id = asset_id
+        self.removed = removed
+        why = "it was removed (see its ingest or save job's events)" if removed else "storage does not have it"
+        super().__init__(f"the asset's file is no longer stored: asset {asset_id}: {why}; "
+                         "ingest the recording again to edit it")
 
 
 class InvalidRecipe(JobtapeError):

@@ -67,4 +67,6 @@ def details(event: ev.Event) -> str:  # noqa: C901 - one case per event type
             return f"{worker_id} attempt {attempt}" + (f"; not before {time_ms(not_before)}" if not_before else "")
         case ev.JobReleased(worker_id=worker_id, reason=reason):
             return f"by {worker_id}: {reason}"
+        case ev.JobBlobsDeleted(keys=keys, reason=reason):
+            return f"removed {', '.join(keys)}" + (f": {reason}" if reason else "")
     return ""

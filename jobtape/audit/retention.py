@@ -10,6 +10,18 @@ job, and deletes their events and their rows in every projection (``jobs``, ``as
 that is not finished or gained events since the export. ``archives`` and
 ``archived_jobs`` themselves refuse UPDATE and DELETE.
 
+Blobs: with a ``storage``, the archive first removes the blobs the jobs own (uploads,
+prepared assets, rendered previews: :func:`jobtape.projections.state.owned_keys`) through
+the recorded path (:func:`jobtape.blobs.remove_job_blobs`): a ``job.blobs_deleted`` naming
+the keys and the archive (``reason``) is appended to each job's stream, the keys are
+deleted, and only then are the streams exported. So the record of which keys went and why
+travels in the archive file with the jobs it concerns (an ``import`` of the file brings
+it back, and polls of those jobs offer no dead links), rather than in an ``archives``
+column that an import would not restore. ``job.blobs_deleted`` leaves ``updated_at`` at the
+job's finish, so a re-run after a crash selects the same jobs and deletes their recorded
+keys again (a no-op for keys already gone). Without a ``storage`` (``--keep-blobs``) the
+blobs stay and :attr:`ArchiveReport.kept_keys` counts them.
+
 ``jobtape import FILE`` brings archived jobs back (at new positions).
 """
 
@@ -22,10 +34,13 @@ import os
 import uuid
 from pathlib import Path
 
-from jobtape import clock, errors
+from jobtape import blobs, clock, errors
 from jobtape.audit import exchange, replay
 from jobtape.eventlog.store import EventStore, Statement
 from jobtape.projections import registry
+from jobtape.projections import state as job_state
+from jobtape.projections.repository import JobRepository
+from jobtape.storage.base import Storage
 
 __all__ = ["ArchiveReport", "JOB_COLUMNS", "archive", "list_archives"]
 
@@ -45,6 +60,9 @@ class ArchiveReport:
         path: the export file.
         sha256: hex sha256 of the file's bytes.
         cutoff: jobs whose last event is older than this UTC time were archived.
+        removed_keys: storage keys of the archived jobs that are gone (recorded in their
+            ``job.blobs_deleted`` events, by this archive or earlier), ``{job_id: keys}``.
+        kept_keys: keys the archived jobs own that were left in storage (``storage=None``).
     """
 
     archive_id: str | None
@@ -53,26 +71,38 @@ class ArchiveReport:
     path: Path
     sha256: str
     cutoff: dt.datetime
+    removed_keys: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    kept_keys: int = 0
 
 
-def archive(store: EventStore, *, cutoff: dt.datetime, path: Path, actor: str) -> ArchiveReport:
-    """Export the finished jobs whose last event is older than ``cutoff`` to ``path``, then remove them.
+def archive(
+    store: EventStore, *, cutoff: dt.datetime, path: Path, actor: str, storage: Storage | None = None
+) -> ArchiveReport:
+    """Remove the jobs' blobs on record, export the finished jobs whose last event is older than
+    ``cutoff`` to ``path``, then remove them.
 
     Args:
         store: the event store.
         cutoff: aware UTC time; jobs with ``finished = 1`` and ``updated_at < cutoff`` are archived.
         path: the file to write (replaced atomically; written even when no job matched).
-        actor: recorded in ``archives.archived_by`` (the CLI passes ``cli:<user>@<host>``).
+        actor: recorded in ``archives.archived_by`` and as the actor of each ``job.blobs_deleted``
+            (the CLI passes ``cli:<user>@<host>``).
+        storage: where the jobs' blobs are: they are removed first (see the module docstring);
+            ``None`` keeps them.
 
     Raises:
         errors.InvalidExport: the exported streams fail the import checks (a broken hash
             chain, a gap): nothing was removed and no file was written (run ``jobtape verify``).
         ConstraintViolation: a job changed between the export and the removal (the batch
-            was refused; nothing was removed; the file stays).
+            was refused; no event was removed; the file stays).
+        errors.StorageError: a blob could not be deleted (its removal is recorded; run the
+            archive again); nothing was exported or removed from the log.
     """
     rows = store.backend.query("SELECT job_id FROM jobs WHERE finished = 1 AND updated_at < ?",
                                [clock.format_timestamp(cutoff)])
     job_ids = {str(row[0]) for row in rows}
+    archive_id = uuid.uuid4().hex
+    removed, kept = _remove_blobs(store, storage, sorted(job_ids), archive_id, path, actor)
     temporary = path.with_name(path.name + ".tmp")
     with temporary.open("w", encoding="utf-8") as out:
         report = replay.export(store, out, job_ids) if job_ids else replay.ExportReport(0, 0, {})
@@ -88,7 +118,6 @@ def archive(store: EventStore, *, cutoff: dt.datetime, path: Path, actor: str) -
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if not job_ids:
         return ArchiveReport(None, 0, 0, path, digest, cutoff)
-    archive_id = uuid.uuid4().hex
     last_positions = dict(store.backend.query(
         f"SELECT job_id, MAX(position) FROM events WHERE job_id IN ({', '.join('?' * len(job_ids))}) GROUP BY job_id",
         sorted(job_ids)))
@@ -107,7 +136,34 @@ def archive(store: EventStore, *, cutoff: dt.datetime, path: Path, actor: str) -
     statements += [Statement(f"DELETE FROM {p.table} WHERE {JOB_COLUMNS[p.table]} IN ({listed})", (archive_id,))
                    for p in registry.PROJECTIONS]
     store.backend.execute_batch(statements)
-    return ArchiveReport(archive_id, report.jobs, report.events, path, digest, cutoff)
+    return ArchiveReport(archive_id, report.jobs, report.events, path, digest, cutoff, removed, kept)
+
+
+def _remove_blobs(
+    store: EventStore, storage: Storage | None, job_ids: list[str], archive_id: str, path: Path, actor: str
+) -> tuple[dict[str, list[str]], int]:
+    """Record and delete the blobs of ``job_ids`` (``storage`` given), or count them (``None``).
+
+    Returns:
+        ``({job_id: keys gone}, number of keys kept)``.
+    """
+    repository = JobRepository(store)
+    removed: dict[str, list[str]] = {}
+    kept = 0
+    reason = f"archive {archive_id} to {path.name}"
+    for job_id in job_ids:
+        if storage is None:
+            state = repository.load(job_id)
+            kept += len([k for k in job_state.owned_keys(state) if k not in state.removed_keys]) if state else 0
+            continue
+        fresh = blobs.remove_job_blobs(repository, storage, job_id, job_state.owned_keys, reason=reason, actor=actor)
+        state = repository.load(job_id)
+        if state is not None and state.removed_keys:
+            for key in state.removed_keys:
+                if key not in fresh:  # recorded earlier: a crash or a failed delete may have left it
+                    storage.delete(key)
+            removed[job_id] = list(state.removed_keys)
+    return removed, kept
 
 
 def list_archives(store: EventStore) -> list[dict[str, object]]:

@@ -11,7 +11,8 @@ Rules (``Violation.rule``):
 - ``malformed``: the event cannot be decoded.
 - ``after_terminal``: an event follows the job's terminal event (``job.completed``,
   ``job.failed``, ``job.cancelled``, or the ``job.cancel_requested`` that finished a
-  pending job).
+  pending job), except ``job.blobs_deleted``, which the fold allows after one (the
+  state machine still checks it: only keys the job owns, each once).
 - ``second_terminal``: a second terminal event (so a finished job has exactly one).
 - ``fold``: the state machine (:mod:`jobtape.projections.state`) refuses the event.
 - ``child_unexited``: a finished job's ``job.child_started`` has no later
@@ -91,7 +92,7 @@ def verify(stored: Iterable[StoredEvent]) -> VerifyReport:
         except errors.MalformedEvent as exc:
             violation("malformed", exc.message)
             continue
-        if stream.terminal_position is not None:
+        if stream.terminal_position is not None and not isinstance(recorded.event, ev.JobBlobsDeleted):
             rule = "second_terminal" if row.type in TERMINAL_TYPES else "after_terminal"
             violation(rule, f"{row.type} after the terminal event at position {stream.terminal_position}")
             continue
@@ -126,7 +127,7 @@ def _fold(recorded: ev.RecordedEvent, stream: _Stream, violation: _Report) -> No
     except errors.IllegalTransition as exc:
         violation("fold", f"{recorded.type} refused: {exc.reason} (state {exc.status})")
         return
-    if stream.state.finished:
+    if stream.state.finished and stream.terminal_position is None:
         stream.terminal_position = recorded.position
 
 

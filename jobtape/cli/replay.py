@@ -20,6 +20,7 @@ from jobtape.audit import replay, retention, timeparse
 from jobtape.cli.audit import (
     data_dir_option,
     echo_json,
+    existing_store_settings,
     json_option,
     open_existing_store,
     settings_from,
@@ -108,23 +109,34 @@ def import_command(file: TextIO, data_dir: Path, as_json: bool) -> None:
               help="Archive finished jobs whose last event is older than this, e.g. 30d, 12h (required, none by default).")
 @click.option("--to", "path", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="The export file to write (required, none by default; JSON Lines that `jobtape import` reads).")
+@click.option("--keep-blobs", is_flag=True,
+              help="Leave the jobs' files (uploads, prepared assets, previews) in storage; by default they are removed.")
 @data_dir_option
 @json_option
-def archive(older_than: str, path: Path, data_dir: Path, as_json: bool) -> None:
-    """Export finished jobs older than --older-than to --to, then remove their events and rows.
+def archive(older_than: str, path: Path, keep_blobs: bool, data_dir: Path, as_json: bool) -> None:
+    """Export finished jobs older than --older-than to --to, then remove their events, rows and files.
 
-    The removal is one recorded batch: an `archives` row (when, by whom, cutoff, file,
-    the file's sha256) and one `archived_jobs` row per job; ordinary DELETE stays refused.
-    `jobtape import FILE` brings the jobs back (at new positions).
+    First each job's files (its upload, prepared asset, rendered preview) are removed on
+    record: a `job.blobs_deleted` event naming the keys and the archive is appended to the
+    job, then the keys are deleted from storage (unless --keep-blobs). The export, which
+    carries those events, follows. The removal of the events is one recorded batch: an
+    `archives` row (when, by whom, cutoff, file, the file's sha256) and one `archived_jobs`
+    row per job; ordinary DELETE stays refused. `jobtape import FILE` brings the jobs back
+    (at new positions; their removed files stay removed).
     """
     try:
         age = timeparse.parse_duration(older_than)
     except errors.InvalidTimeSpec as exc:
         raise click.BadParameter(exc.message, param_hint="--older-than") from exc
-    store = open_existing_store(data_dir)
+    settings = existing_store_settings(data_dir)
+    store = runtime.open_store(settings)
     actor = f"cli:{getpass.getuser()}@{socket.gethostname()}"
     try:
-        report = retention.archive(store, cutoff=clock.utcnow() - age, path=path, actor=actor)
+        storage = None if keep_blobs else runtime.open_storage(settings)
+        report = retention.archive(store, cutoff=clock.utcnow() - age, path=path, actor=actor, storage=storage)
+    except errors.StorageError as exc:
+        raise click.ClickException(f"archive stopped, no event was removed: a file could not be deleted ({exc.message});"
+                                   " its removal is recorded, run the archive again") from exc
     except ConstraintViolation as exc:
         raise click.ClickException(f"archive refused, nothing was removed: {exc.detail}") from exc
     except errors.InvalidExport as exc:
@@ -132,12 +144,20 @@ def archive(older_than: str, path: Path, data_dir: Path, as_json: bool) -> None:
                                    f" (run `jobtape verify`): {exc.message}") from exc
     finally:
         store.close()
+    removed = sum(len(keys) for keys in report.removed_keys.values())
     if as_json:
         return echo_json({"archiveId": report.archive_id, "jobs": report.jobs, "events": report.events,
-                          "file": str(report.path), "sha256": report.sha256, "cutoff": report.cutoff})
+                          "file": str(report.path), "sha256": report.sha256, "cutoff": report.cutoff,
+                          "blobsKept": keep_blobs, "removedKeys": report.removed_keys, "keptKeys": report.kept_keys})
     click.echo(f"archived {report.jobs} jobs ({report.events} events) finished before"
                f" {clock.format_timestamp(report.cutoff)} to {report.path} (sha256 {report.sha256})"
                + (f"; archive {report.archive_id}" if report.archive_id else "; nothing to remove"))
+    if keep_blobs:
+        click.echo(f"--keep-blobs: kept {report.kept_keys} files of the archived jobs in storage;"
+                   " nothing removes them later")
+    elif report.jobs:
+        click.echo(f"removed {removed} files of the archived jobs from storage"
+                   " (each job's job.blobs_deleted in the archive file names them)")
 
 
 #: The commands :mod:`jobtape.cli` registers.

@@ -49,6 +49,9 @@ OPTIONS = (
     ("--host-id", "host_id", str, "JOBTAPE_HOST_ID",
      ("This host's id in worker ids and child records (the orphan replay kills only this host's children);"
       " the hostname by default.")),
+    ("--failed-upload-retention", "failed_upload_retention_s", _SECONDS, "JOBTAPE_FAILED_UPLOAD_RETENTION",
+     ("Seconds the upload of a failed or cancelled ingest is kept after the job ended; then a worker removes it"
+      " and records job.blobs_deleted (0: at the next sweep).")),
     ("--ffmpeg-readrate", "ffmpeg_readrate", click.FloatRange(min=0.01), "JOBTAPE_FFMPEG_READRATE",
      "Read ffmpeg's input at most this many times real time; as fast as it can by default."),
 )

@@ -20,6 +20,7 @@ from jobtape import errors
 __all__ = [
     "EVENT_TYPES",
     "Event",
+    "JobBlobsDeleted",
     "JobCancelRequested",
     "JobCancelled",
     "JobChildExited",
@@ -186,6 +187,24 @@ class JobFailed(_Base, tag="job.failed"):
     retryable: bool = False
 
 
+class JobBlobsDeleted(_Base, tag="job.blobs_deleted"):
+    """Blobs the finished job named are removed from storage, and why.
+
+    Appended BEFORE the blobs are deleted (:mod:`jobtape.blobs`): after a crash in between
+    the event names keys that may still exist, and a re-run deletes them again (deleting a
+    missing key is a no-op). The only event allowed after a terminal one; the job's status,
+    result and ``updated_at`` stay as they were.
+
+    Attributes:
+        keys: the storage keys removed (each one the job owns: its upload, its prepared
+            asset, its rendered preview; see :func:`jobtape.projections.state.owned_keys`).
+        reason: why, e.g. ``failed-upload retention (24h)`` or ``archive 33ef...``.
+    """
+
+    keys: list[str]
+    reason: str = ""
+
+
 Event = (
     JobCreated
     | JobClaimed
@@ -201,6 +220,7 @@ Event = (
     | JobLeaseExpired
     | JobReleased
     | JobRetryScheduled
+    | JobBlobsDeleted
 )
 
 #: tag -> struct class, for every event type.
@@ -221,6 +241,7 @@ EVENT_TYPES: dict[str, type[_Base]] = {
         JobLeaseExpired,
         JobReleased,
         JobRetryScheduled,
+        JobBlobsDeleted,
     )
 }
 

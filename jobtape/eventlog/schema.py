@@ -240,6 +240,26 @@ def _drop_type_index(db: sqlite_utils.Database) -> None:
     db.execute("DROP INDEX events_type_position")
 
 
+def _blob_removals(db: sqlite_utils.Database) -> None:
+    # Blobs of finished jobs are removed only through job.blobs_deleted (jobtape.blobs).
+    # retained_upload: the upload failed-upload retention will remove (a failed or cancelled
+    # ingest's, until recorded as removed); the sweep reads an index range over those rows
+    # only. blobs_removed_at: the latest removal, for the sweep's re-delete after a crash.
+    db["jobs"].add_column("retained_upload", str)  # type: ignore[union-attr]
+    db["jobs"].add_column("blobs_removed_at", str)  # type: ignore[union-attr]
+    db.execute(
+        "UPDATE jobs SET retained_upload = json_extract(state, '$.params.storageKey') "
+        "WHERE job_type = 'ingest' AND finished = 1 AND status IN ('failed', 'cancelled') "
+        "AND COALESCE(json_extract(state, '$.params.sourceType'), 'upload') IN ('upload', 'storage') "
+        "AND json_type(state, '$.params.storageKey') = 'text'"
+    )
+    db.execute("CREATE INDEX jobs_retained_upload ON jobs (updated_at) WHERE retained_upload IS NOT NULL")
+    db.execute("CREATE INDEX jobs_blobs_removed ON jobs (blobs_removed_at) WHERE blobs_removed_at IS NOT NULL")
+    # An asset whose prepared file was removed keeps its row, marked, so an edit naming it
+    # is answered 410 Gone rather than 404 (the asset existed) or 202 (a job bound to fail).
+    db["assets"].add_column("removed_at", str)  # type: ignore[union-attr]
+
+
 #: Ordered migrations: (name, function). Never edit one that has shipped; append a new one.
 MIGRATIONS: list[Migration] = [
     ("0001_events", _events),
@@ -250,6 +270,7 @@ MIGRATIONS: list[Migration] = [
     ("0006_assets_previews_quota", _assets_previews_quota),
     ("0007_cheaper_worker_indexes", _cheaper_worker_indexes),
     ("0008_drop_events_type_index", _drop_type_index),
+    ("0009_blob_removals", _blob_removals),
 ]
 
 

@@ -1,8 +1,10 @@
 """Downloads: signed links on polls, the signed download route, and serving a blob with Range.
 
 - :func:`download_url_for` gives a complete job's poll its ``downloadUrl`` (the result's
-  ``previewKey`` or ``preparedKey`` through :meth:`Storage.signed_url`). Any failure to make
-  a link leaves it out and is logged: the poll itself never fails for it (seed 001).
+  ``previewKey`` or ``preparedKey`` through :meth:`Storage.signed_url`), only for a file
+  that is stored: not one recorded as removed (``job.blobs_deleted``), and not one storage
+  lacks (``Storage.exists``). Any failure to make a link leaves it out and is logged: the
+  poll itself never fails for it (seed 001).
 - ``GET /api/storage/download`` depends on the storage backend:
 
   - local (a storage with a ``signer``): ``?key=&expires=&signature=`` serves the bytes
@@ -59,16 +61,25 @@ def content_type_for(key: str) -> str:
 
 
 def download_url_for(state: job_state.JobState, storage: Storage, expires_in_s: int) -> str | None:
-    """A signed URL of a complete job's output, or ``None`` (not complete, no key, or signing failed).
+    """A signed URL of a complete job's output, or ``None`` (not complete, no key, the file is
+    gone, or signing failed).
 
-    Never raises: a failure is logged and yields ``None`` (seed 001).
+    A link is never handed out for a file that is not there: a key the job's log records as
+    removed gets none without any I/O, and otherwise ``storage.exists`` is asked (a ``stat``
+    on local storage, a HEAD on S3). The check runs only for complete jobs with an output,
+    i.e. once or twice per job rather than on every progress poll, and it is what makes a log
+    imported without its files (or a preview served from a cache entry whose render was
+    archived) answer honestly; its cost is measured in docs/jobs.md. Never raises: a failure
+    is logged and yields ``None`` (seed 001).
     """
     if state.status != "complete" or not state.result:
         return None
     key = next((state.result[name] for name in RESULT_KEYS if isinstance(state.result.get(name), str)), None)
-    if key is None:
+    if key is None or key in state.removed_keys:
         return None
     try:
+        if not storage.exists(key):
+            return None
         return storage.signed_url(key, expires_in_s)
     except Exception:  # a link is optional; the poll must answer
         logger.warning("could not make a download URL for job %s (key %r)", state.job_id, key, exc_info=True)

@@ -2,8 +2,8 @@
 
 ``POST /api/audio/edit/preview`` and ``POST /api/audio/edit/save`` read the recipe body
 themselves (:mod:`jobtape.http.recipe_body`: every recipe problem is a 422 naming the
-field), validate the recipe against its asset, read from the ``assets`` projection (never from storage), and create a
-job; no media work happens in the request. A preview whose recipe hash is in the
+field), validate the recipe against its asset, read from the ``assets`` projection (storage is only asked
+whether the asset's file still exists: 410 Gone when it does not), and create a job; no media work happens in the request. A preview whose recipe hash is in the
 ``previews`` projection is created already complete (``job.created`` + ``job.completed``
 in one append, result ``cacheHit: true``). Two misses of one recipe create two jobs; the
 later one looks in the cache again when it starts (:func:`jobtape.worker.edits.preview`),
@@ -77,6 +77,7 @@ _RESPONSES = {
     202: ResponseSpec(schemas.IngestResponse, description="The job (status 'complete' for a cached preview)"),
     400: _error("The body is not JSON at all"),
     404: _error('{"error": "Asset not found"}'),
+    410: _error("The asset's file is no longer stored (removed on record, or missing from storage); nothing is created"),
     413: _error("The body is larger than 16 KiB"),
     422: _error("The body is not a recipe (not an object, an unknown or missing field, a wrong type) or a field is "
                 "out of range for the asset; the message names the field and what to send. Or the "
@@ -92,12 +93,21 @@ def create_edit_job(
     recipe: recipes.Recipe,
     owner: str,
     idempotency_key: str | None = None,
+    storage: Storage | None = None,
 ) -> tuple[str, str, bool]:
     """Validate ``recipe`` against its asset and create the ``preview`` or ``save`` job (blocking).
+
+    The asset's file must be stored: an asset whose removal is recorded (``assets.removed_at``)
+    is refused without touching storage, and otherwise ``storage.exists`` is asked once (one
+    ``stat`` locally, one HEAD on S3: small next to the job it saves from certain failure), so a
+    log imported without its files answers 410 rather than queueing a job bound to fail. A
+    cached preview whose MP3 is missing is rendered again rather than served from the cache.
 
     Args:
         idempotency_key: the client's ``Idempotency-Key`` (stripped; ``None`` for none).
             When ``owner`` created a job with it before, that job is answered instead.
+        storage: the blob storage the file checks ask; ``None`` skips them (only the
+            recorded removal is checked).
 
     Returns:
         ``(job_id, status, created)``; ``status`` is ``complete`` for a preview cache hit,
@@ -114,13 +124,17 @@ def create_edit_job(
     asset = assets.select_asset(backend, recipe.asset_id)
     if asset is None:
         raise errors.AssetNotFound(recipe.asset_id)
+    if asset.removed_at is not None:
+        raise errors.AssetFileGone(asset.asset_id, removed=True)
+    if storage is not None and not storage.exists(asset.storage_key):
+        raise errors.AssetFileGone(asset.asset_id, removed=False)
     canonical = recipes.validate(recipe, asset.duration_sec)
     recipe_hash = recipes.recipe_hash(canonical)
     params: dict[str, object] = {"recipe": canonical.to_json_dict(), "recipeHash": recipe_hash, "sourceKey": asset.storage_key}
     extra: list[ev.Event] = []
     if job_type == "preview":
         cached = previews.select_preview(backend, recipe_hash)
-        if cached is not None:
+        if cached is not None and (storage is None or storage.exists(cached.preview_key)):
             extra.append(ev.JobCompleted(result=previews.cache_hit_result(cached, recipe_hash, canonical.asset_id)))
     try:
         created = repository.create(
@@ -143,12 +157,14 @@ async def _create(
     request: Request[Any, Any, Any],
     repository: JobRepository,
     settings: Settings,
+    storage: Storage,
     client_id: str | None,
     idempotency_key: str | None,
 ) -> Response[schemas.IngestResponse]:
     recipe = await recipe_body.read_recipe(request)
     key = (idempotency_key or "").strip() or None
-    create = functools.partial(create_edit_job, repository, settings, job_type, recipe, owner_of(client_id), key)
+    create = functools.partial(create_edit_job, repository, settings, job_type, recipe, owner_of(client_id), key,
+                               storage)
     job_id, status, created = await anyio.to_thread.run_sync(create)
     body = schemas.IngestResponse(data=schemas.IngestAccepted(job_id=job_id, status=status))
     return Response(body, status_code=202 if created else 200)
@@ -168,6 +184,7 @@ async def preview_edit(
     request: Request[Any, Any, Any],
     repository: NamedDependency[JobRepository],
     settings: NamedDependency[Settings],
+    storage: NamedDependency[Storage],
     client_id: ClientId = None,
     idempotency_key: IdempotencyKey = None,
 ) -> Response[schemas.IngestResponse]:
@@ -176,9 +193,10 @@ async def preview_edit(
     Raises:
         HTTPException: 400 (not JSON) or 413 (too large), from :func:`recipe_body.read_recipe`.
         errors.InvalidRecipe: the body is not a recipe, or a field is out of range (422).
-        errors.AssetNotFound, errors.IdempotencyKeyReused, errors.QuotaExceeded: see :func:`create_edit_job`.
+        errors.AssetNotFound, errors.AssetFileGone, errors.IdempotencyKeyReused, errors.QuotaExceeded: see
+            :func:`create_edit_job`.
     """
-    return await _create("preview", request, repository, settings, client_id, idempotency_key)
+    return await _create("preview", request, repository, settings, storage, client_id, idempotency_key)
 
 
 @post(
@@ -195,6 +213,7 @@ async def save_edit(
     request: Request[Any, Any, Any],
     repository: NamedDependency[JobRepository],
     settings: NamedDependency[Settings],
+    storage: NamedDependency[Storage],
     client_id: ClientId = None,
     idempotency_key: IdempotencyKey = None,
 ) -> Response[schemas.IngestResponse]:
@@ -203,9 +222,10 @@ async def save_edit(
     Raises:
         HTTPException: 400 (not JSON) or 413 (too large), from :func:`recipe_body.read_recipe`.
         errors.InvalidRecipe: the body is not a recipe, or a field is out of range (422).
-        errors.AssetNotFound, errors.IdempotencyKeyReused, errors.QuotaExceeded: see :func:`create_edit_job`.
+        errors.AssetNotFound, errors.AssetFileGone, errors.IdempotencyKeyReused, errors.QuotaExceeded: see
+            :func:`create_edit_job`.
     """
-    return await _create("save", request, repository, settings, client_id, idempotency_key)
+    return await _create("save", request, repository, settings, storage, client_id, idempotency_key)
 
 
 @get(

@@ -42,6 +42,7 @@ STATUS_CODES: Mapping[type[errors.JobtapeError], tuple[int, str | None]] = {
     errors.SourceUrlRefused: (422, None),
     errors.QuotaExceeded: (429, None),
     errors.AssetNotFound: (404, "Asset not found"),
+    errors.AssetFileGone: (410, None),
     errors.InvalidRecipe: (422, None),
     errors.InvalidTimeSpec: (422, None),
     errors.InvalidSignature: (403, None),

@@ -34,7 +34,7 @@ TABLE = "assets"
 #: Columns in table order; the first is the row key.
 COLUMNS = (
     "asset_id", "storage_key", "duration_sec", "sample_rate", "channels", "integrated_lufs", "true_peak_db",
-    "origin_job_id", "owner", "created_at",
+    "origin_job_id", "owner", "created_at", "removed_at",
 )
 #: Job types whose completion produces an asset.
 ASSET_JOB_TYPES = frozenset({"ingest", "save"})
@@ -54,6 +54,8 @@ class Asset(msgspec.Struct, frozen=True, kw_only=True):
         origin_job_id: the ingest or save job that produced it.
         owner: that job's owner.
         created_at: UTC time of the job's completion.
+        removed_at: UTC time its prepared file was recorded as removed (``job.blobs_deleted``
+            of the origin job); ``None`` while it is stored.
     """
 
     asset_id: str
@@ -66,6 +68,7 @@ class Asset(msgspec.Struct, frozen=True, kw_only=True):
     origin_job_id: str
     owner: str
     created_at: dt.datetime
+    removed_at: dt.datetime | None = None
 
 
 def _number(value: Any) -> float | None:
@@ -104,16 +107,19 @@ def asset_row(state: JobState) -> dict[str, Any] | None:
         "origin_job_id": state.job_id,
         "owner": state.owner,
         "created_at": clock.format_timestamp(state.updated_at),
+        "removed_at": clock.format_timestamp(state.blobs_removed_at)
+        if key in state.removed_keys and state.blobs_removed_at is not None else None,
     }
 
 
 def statements(before: JobState | None, after: JobState, table: str = TABLE) -> list[Statement]:
     """The statements an append from ``before`` to ``after`` runs on ``table`` (empty unless an asset appears).
 
-    Written only on the transition to ``complete`` (``before`` is ``None`` when a rebuild
-    folds a whole stream), as an upsert so a rebuild may write a row twice.
+    Written on the transition to ``complete`` (``before`` is ``None`` when a rebuild
+    folds a whole stream), as an upsert so a rebuild may write a row twice, and again
+    when a ``job.blobs_deleted`` of the finished job sets ``removed_at``.
     """
-    if before is not None and before.finished:
+    if before is not None and before.finished and before.removed_keys == after.removed_keys:
         return []
     row = asset_row(after)
     if row is None:
@@ -124,4 +130,8 @@ def statements(before: JobState | None, after: JobState, table: str = TABLE) -> 
 def select_asset(backend: SQLBackend, asset_id: str) -> Asset | None:
     """Read one asset from the projection; ``None`` if there is no such asset."""
     values = rows.select_row(backend, TABLE, COLUMNS, asset_id)
-    return None if values is None else Asset(**values)
+    if values is None:
+        return None
+    if values["removed_at"] is not None:
+        values["removed_at"] = clock.parse_timestamp(values["removed_at"])
+    return Asset(**values)

@@ -7,16 +7,19 @@ the next append folds onto); the other columns exist for indexes and for operato
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import msgspec
 
 from jobtape import clock
 from jobtape.eventlog.store import SQLBackend, Statement
+from jobtape.projections import state as job_state
 from jobtape.projections.state import JobState
 
 __all__ = [
-    "COLUMNS", "decode_state", "encode_state", "queue_position", "row_values", "select_state", "update", "upsert",
+    "COLUMNS", "decode_state", "encode_state", "queue_position", "row_values", "select_blob_removals",
+    "select_retained_uploads", "select_state", "update", "upsert",
 ]
 
 _STATE_ENCODER = msgspec.json.Encoder()
@@ -28,7 +31,7 @@ COLUMNS = (
     "job_id", "job_type", "owner", "idempotency_key", "status", "stage", "progress", "attempt",
     "worker_id", "lease_expires_at", "result", "error", "cancel_requested", "finished",
     "created_at", "updated_at", "created_position", "last_version", "last_position", "state",
-    "not_before", "orphaned_count",
+    "not_before", "orphaned_count", "retained_upload", "blobs_removed_at",
 )
 #: Columns whose value is looked up in ``events`` by the statement itself.
 _FROM_EVENTS = {
@@ -75,7 +78,13 @@ def row_values(state: JobState) -> dict[str, Any]:
         "state": encode_state(state),
         "not_before": _stamp(state.not_before),
         "orphaned_count": len(state.orphaned_children),
+        **_derived(state),
     }
+
+
+def _derived(state: JobState) -> dict[str, Any]:
+    """Columns computed from the state for the blob sweeps' indexes (migration 0009)."""
+    return {"retained_upload": job_state.retained_upload(state), "blobs_removed_at": _stamp(state.blobs_removed_at)}
 
 
 def _upsert_sql(table: str) -> str:
@@ -131,6 +140,11 @@ def update(before: JobState, after: JobState) -> Statement:
     if len(after.orphaned_children) != len(before.orphaned_children):
         assignments.append("orphaned_count = ?")
         params.append(len(after.orphaned_children))
+    old, new = _derived(before), _derived(after)
+    for name, value in new.items():
+        if value != old[name]:
+            assignments.append(f"{name} = ?")
+            params.append(value)
     params.append(after.job_id)
     return Statement(f"UPDATE jobs SET {', '.join(assignments)} WHERE job_id = ?", tuple(params))
 
@@ -154,3 +168,27 @@ def queue_position(backend: SQLBackend, job_id: str) -> int | None:
         [job_id],
     )
     return int(rows[0][0]) if rows else None
+
+
+def select_retained_uploads(backend: SQLBackend, finished_before: dt.datetime, limit: int) -> list[str]:
+    """Ids of failed or cancelled ingests whose upload is still stored and that finished before
+    ``finished_before`` (aware UTC), oldest first, at most ``limit``.
+
+    An index range over ``jobs_retained_upload`` (rows whose upload awaits removal), never a
+    scan of all jobs.
+    """
+    rows = backend.query(
+        "SELECT job_id FROM jobs WHERE retained_upload IS NOT NULL AND updated_at < ? ORDER BY updated_at LIMIT ?",
+        [clock.format_timestamp(finished_before), limit],
+    )
+    return [str(row[0]) for row in rows]
+
+
+def select_blob_removals(backend: SQLBackend, since: dt.datetime) -> list[JobState]:
+    """States of the jobs whose latest ``job.blobs_deleted`` was recorded at or after ``since``
+    (aware UTC), oldest first (an index range over ``jobs_blobs_removed``)."""
+    rows = backend.query(
+        "SELECT state FROM jobs WHERE blobs_removed_at IS NOT NULL AND blobs_removed_at >= ? ORDER BY blobs_removed_at",
+        [clock.format_timestamp(since)],
+    )
+    return [decode_state(row[0]) for row in rows]

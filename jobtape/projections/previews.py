@@ -58,8 +58,8 @@ def preview_row(state: JobState) -> dict[str, Any] | None:
     if state.job_type != "preview" or state.status != "complete" or not result or result.get("cacheHit"):
         return None
     recipe_hash, key = result.get("recipeHash"), result.get("previewKey")
-    if not isinstance(recipe_hash, str) or not isinstance(key, str):
-        return None
+    if not isinstance(recipe_hash, str) or not isinstance(key, str) or key in state.removed_keys:
+        return None  # a removed render is no longer a cache entry
     duration = result.get("durationSec")
     asset_id = result.get("assetId")
     return {
@@ -73,9 +73,13 @@ def preview_row(state: JobState) -> dict[str, Any] | None:
 
 
 def statements(before: JobState | None, after: JobState, table: str = TABLE) -> list[Statement]:
-    """The statements an append from ``before`` to ``after`` runs on ``table`` (empty unless a render completes)."""
+    """The statements an append from ``before`` to ``after`` runs on ``table``: the row when a render
+    completes, its removal when the render's MP3 is recorded as removed (``job.blobs_deleted``)."""
     if before is not None and before.finished:
-        return []
+        if before.removed_keys == after.removed_keys or before.result is None or preview_row(before) is None:
+            return []
+        return [Statement(f"DELETE FROM {table} WHERE recipe_hash = ? AND job_id = ?",
+                          (before.result["recipeHash"], after.job_id))]
     row = preview_row(after)
     if row is None:
         return []

@@ -15,6 +15,7 @@ States (``status``)::
     processing ──lease_expired / retry_scheduled / released──▶ pending (again)
     pending ──failed──▶ failed   (a reaper giving up after the last attempt)
     pending ──completed──▶ complete   (only as version 2: a cache hit completes at creation)
+    finished ──blobs_deleted──▶ finished (same status; the removed keys are recorded)
 
 Leases: ``job.claimed`` may carry ``lease_ttl_s``; every later event of the holding worker
 (stage, progress, child, heartbeat) renews ``lease_expires_at`` to its own time + TTL.
@@ -35,7 +36,10 @@ import msgspec
 from jobtape import errors
 from jobtape.eventlog import events as ev
 
-__all__ = ["ACTIVE_STATUSES", "JobState", "Status", "TERMINAL_STATUSES", "apply", "fold"]
+__all__ = [
+    "ACTIVE_STATUSES", "JobState", "Status", "TERMINAL_STATUSES", "apply", "fold", "owned_keys", "retained_upload",
+    "upload_key",
+]
 
 Status = Literal["pending", "processing", "complete", "failed", "cancelled"]
 
@@ -72,8 +76,12 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True):
         lease_ttl_s: the current claim's lease length in seconds (``None``: no lease).
         not_before: a pending job is not claimed before this UTC time (retry backoff).
         last_error: the error of the last retryable failure or lease expiry.
-        created_at / updated_at: UTC times of the first and latest events.
+        created_at / updated_at: UTC times of the first and latest events (a
+            ``job.blobs_deleted`` after the job finished leaves ``updated_at`` at the
+            finish, so retention cut-offs keep meaning "finished before").
         version: the version of the last event folded in.
+        removed_keys: storage keys of this job recorded as removed (``job.blobs_deleted``), in order.
+        blobs_removed_at: UTC time of the latest ``job.blobs_deleted``; ``None`` if none.
     """
 
     job_id: str
@@ -99,6 +107,63 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True):
     created_at: dt.datetime
     updated_at: dt.datetime
     version: int = 0
+    removed_keys: tuple[str, ...] = ()
+    blobs_removed_at: dt.datetime | None = None
+
+
+def upload_key(state: JobState) -> str | None:
+    """The storage key of an ingest's original upload (``params.storageKey`` of an
+    ``upload`` or ``storage`` source), or ``None`` (a URL ingest, an edit job)."""
+    if state.job_type != "ingest" or state.params.get("sourceType", "upload") not in ("upload", "storage"):
+        return None
+    key = state.params.get("storageKey")
+    return key if isinstance(key, str) else None
+
+
+def owned_keys(state: JobState) -> tuple[str, ...]:
+    """The storage keys this job owns, which only its ``job.blobs_deleted`` may remove.
+
+    An ingest owns its upload and, once complete, its prepared asset; a save its prepared
+    asset; a preview the MP3 it rendered (a cache hit owns nothing: its ``previewKey`` is
+    the rendering job's). An edit's ``params.sourceKey`` is the source asset's, never its own.
+    """
+    owned = [upload_key(state)]
+    result = state.result or {}
+    if state.status == "complete":
+        if state.job_type in ("ingest", "save"):
+            owned.append(result.get("preparedKey"))
+        elif state.job_type == "preview" and not result.get("cacheHit"):
+            owned.append(result.get("previewKey"))
+    return tuple(key for key in owned if isinstance(key, str))
+
+
+def retained_upload(state: JobState) -> str | None:
+    """The upload failed-upload retention will remove: the upload of an ingest that finished
+    ``failed`` or ``cancelled`` (no asset came of it) and is not recorded as removed; else ``None``."""
+    key = upload_key(state)
+    if key is None or not state.finished or state.status not in ("failed", "cancelled") or key in state.removed_keys:
+        return None
+    return key
+
+
+def _blobs_deleted(state: JobState, event: ev.JobBlobsDeleted, version: int, at: dt.datetime) -> JobState:
+    if version != state.version + 1:
+        raise _refuse(state, event, f"version {version} does not follow {state.version}")
+    if not state.finished:
+        raise _refuse(state, event, "the job has not finished; its blobs are still in use")
+    if not event.keys:
+        raise _refuse(state, event, "no keys named")
+    owned = owned_keys(state)
+    for key in event.keys:
+        if key not in owned:
+            raise _refuse(state, event, f"the job does not own {key!r} (it owns {list(owned)})")
+        if key in state.removed_keys:
+            raise _refuse(state, event, f"{key!r} is recorded as removed already")
+    if len(set(event.keys)) != len(event.keys):
+        raise _refuse(state, event, "a key is named twice")
+    return msgspec.structs.replace(
+        state, removed_keys=(*state.removed_keys, *event.keys), blobs_removed_at=at, version=version
+    )
 
 
 def _refuse(state: JobState, event: ev.Event, reason: str) -> errors.IllegalTransition:
@@ -143,6 +208,8 @@ def apply(
             updated_at=recorded_at,
             version=version,
         )
+    if isinstance(event, ev.JobBlobsDeleted):  # the one event allowed after a terminal one
+        return _blobs_deleted(state, event, version, recorded_at)
     if version != state.version + 1:
         raise _refuse(state, event, f"version {version} does not follow {state.version}")
     if state.finished:
@@ -276,6 +343,8 @@ def _transition(state: JobState, event: ev.Event, at: dt.datetime) -> dict[str, 
             if state.running_children:
                 raise _refuse(state, event, f"children {list(state.running_children)} have not exited")
             return {"status": "failed", "error": error, "finished": True, "stage": None}
+        case ev.JobBlobsDeleted():  # pragma: no cover - handled by apply before the finished check
+            raise _refuse(state, event, "the job has not finished")
     raise _refuse(state, event, "unknown event")  # pragma: no cover - the union is exhaustive
 
 

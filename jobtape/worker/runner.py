@@ -33,7 +33,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from jobtape import clock, errors
+from jobtape import blobs, clock, errors
 from jobtape.config import Settings
 from jobtape.eventlog import events as ev
 from jobtape.projections import state as job_state
@@ -106,6 +106,8 @@ class Worker:
                              live_worker_ids={self.worker_id}, rng=self.rng)
         #: This worker's job work folders under ``settings.work_parent`` (swept with the reaper).
         self.workdirs = workdirs.WorkArea(settings.work_parent)
+        self.blob_sweeper = blobs.BlobSweeper(repository, storage, retention_s=settings.failed_upload_retention_s,
+                                              actor=self.worker_id)
         self._wake = threading.Event()
         self._stop = threading.Event()  # no more claims
         self._halt = threading.Event()  # the loop ends
@@ -288,6 +290,7 @@ class Worker:
             log.warning("worker %s: orphan replay killed %s, took back %s", self.worker_id, report.killed, report.reaped)
         self.reaper.reap_expired()
         self.workdirs.sweep(keep=self.running_job_ids())  # after the replay killed the dead workers' children
+        self.blob_sweeper.sweep()  # failed-upload retention (jobtape.blobs)
 
     def running_job_ids(self) -> list[str]:
         """Ids of the jobs running now."""

@@ -24,6 +24,7 @@ def test_every_event_type_round_trips() -> None:
         ev.JobLeaseExpired(worker_id="w", attempt=1, not_before=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), orphaned_pids=[3]),
         ev.JobReleased(worker_id="w"),
         ev.JobRetryScheduled(error="net", attempt=1),
+        ev.JobBlobsDeleted(keys=["ingest-uploads/x/original.mp3"], reason="failed-upload retention"),
     ]
     assert {ev.event_type(e) for e in samples} == set(ev.EVENT_TYPES)
     for event in samples:
