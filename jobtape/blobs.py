@@ -12,9 +12,10 @@ A blob a job owns (its upload, its prepared asset, its rendered preview:
 
 The event comes first so that storage never lacks a blob the log does not account for. A
 crash between 1 and 2 leaves an event naming keys that may still exist; a re-run deletes
-them again: :meth:`BlobSweeper.sweep` re-deletes the removals recorded in the last
+them again: :meth:`BlobSweeper.sweep` re-deletes the uploads recorded as removed in the last
 :data:`REDELETE_WINDOW_S` on its first run in a process, and ``jobtape archive`` deletes
-every recorded key of the jobs it archives.
+every recorded key of the jobs it archives (but a preview's, ``previews/<recipe hash>.mp3``,
+while a newer render holds it in the preview cache).
 
 Failed-upload retention (:class:`BlobSweeper`): the upload of an ingest that finished
 ``failed`` or ``cancelled`` (no asset came of it, and a finished job is never retried) is
@@ -146,8 +147,8 @@ class BlobSweeper:
         """Remove every retained upload whose job finished more than ``retention_s`` before ``now``.
 
         Safe on many hosts at once: the append's version guard lets one host record and
-        delete each upload. The first call in a process also re-deletes the keys of removals
-        recorded in the last :data:`REDELETE_WINDOW_S` (a crash between record and delete).
+        delete each upload. The first call in a process also re-deletes the uploads recorded
+        as removed in the last :data:`REDELETE_WINDOW_S` (a crash between record and delete).
 
         Args:
             now: aware UTC time; defaults to :func:`jobtape.clock.utcnow`.
@@ -159,8 +160,9 @@ class BlobSweeper:
         backend = self.repository.store.backend
         if not self._redeleted:
             since = now - dt.timedelta(seconds=REDELETE_WINDOW_S)
+            # Uploads only: a preview's key is the recipe's, and a newer render may own it again.
             self._undeleted.update(key for state in jobs_projection.select_blob_removals(backend, since)
-                                   for key in state.removed_keys)
+                                   if (key := job_state.upload_key(state)) in state.removed_keys)
             self._redeleted = True
         redeleted = self._delete_pending()
         cutoff = now - dt.timedelta(seconds=self.retention_s)

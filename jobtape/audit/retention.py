@@ -37,7 +37,7 @@ from pathlib import Path
 from jobtape import blobs, clock, errors
 from jobtape.audit import exchange, replay
 from jobtape.eventlog.store import EventStore, Statement
-from jobtape.projections import registry
+from jobtape.projections import previews, registry
 from jobtape.projections import state as job_state
 from jobtape.projections.repository import JobRepository
 from jobtape.storage.base import Storage
@@ -92,7 +92,9 @@ def archive(
 
     Raises:
         errors.InvalidExport: the exported streams fail the import checks (a broken hash
-            chain, a gap): nothing was removed and no file was written (run ``jobtape verify``).
+            chain, a gap): nothing was removed (no event, no file in storage) and no file was
+            written (run ``jobtape verify``). The streams are exported and checked once before
+            any blob is removed, and once more after, with the removals in them.
         ConstraintViolation: a job changed between the export and the removal (the batch
             was refused; no event was removed; the file stays).
         errors.StorageError: a blob could not be deleted (its removal is recorded; run the
@@ -102,18 +104,15 @@ def archive(
                                [clock.format_timestamp(cutoff)])
     job_ids = {str(row[0]) for row in rows}
     archive_id = uuid.uuid4().hex
-    removed, kept = _remove_blobs(store, storage, sorted(job_ids), archive_id, path, actor)
     temporary = path.with_name(path.name + ".tmp")
-    with temporary.open("w", encoding="utf-8") as out:
-        report = replay.export(store, out, job_ids) if job_ids else replay.ExportReport(0, 0, {})
-        out.flush()
-        os.fsync(out.fileno())
+    report = _export_checked(store, job_ids, temporary)  # refuse a broken log before removing any file
     try:
-        with temporary.open(encoding="utf-8") as written:
-            exchange.check_export(written)  # a broken hash chain or gap: refuse before removing anything
-    except errors.InvalidExport:
-        temporary.unlink()
+        removed, kept = _remove_blobs(store, storage, sorted(job_ids), archive_id, path, actor)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
         raise
+    if storage is not None and job_ids:
+        report = _export_checked(store, job_ids, temporary)  # again, with the job.blobs_deleted events
     temporary.replace(path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if not job_ids:
@@ -139,6 +138,25 @@ def archive(
     return ArchiveReport(archive_id, report.jobs, report.events, path, digest, cutoff, removed, kept)
 
 
+def _export_checked(store: EventStore, job_ids: set[str], temporary: Path) -> replay.ExportReport:
+    """Export the streams of ``job_ids`` to ``temporary`` and check the file as ``import`` would.
+
+    Raises:
+        errors.InvalidExport: the file fails the checks; it is removed.
+    """
+    with temporary.open("w", encoding="utf-8") as out:
+        report = replay.export(store, out, job_ids) if job_ids else replay.ExportReport(0, 0, {})
+        out.flush()
+        os.fsync(out.fileno())
+    try:
+        with temporary.open(encoding="utf-8") as written:
+            exchange.check_export(written)  # a broken hash chain or gap: refuse before removing anything
+    except errors.InvalidExport:
+        temporary.unlink()
+        raise
+    return report
+
+
 def _remove_blobs(
     store: EventStore, storage: Storage | None, job_ids: list[str], archive_id: str, path: Path, actor: str
 ) -> tuple[dict[str, list[str]], int]:
@@ -151,16 +169,25 @@ def _remove_blobs(
     removed: dict[str, list[str]] = {}
     kept = 0
     reason = f"archive {archive_id} to {path.name}"
+    archived = set(job_ids)
+
+    def held_elsewhere(key: str) -> bool:  # a render of the same recipe outside this archive caches that MP3
+        holder = previews.cache_holder(store.backend, key)
+        return holder is not None and holder not in archived
+
+    def select(state: job_state.JobState) -> list[str]:
+        return [key for key in job_state.owned_keys(state) if not held_elsewhere(key)]
+
     for job_id in job_ids:
         if storage is None:
             state = repository.load(job_id)
             kept += len([k for k in job_state.owned_keys(state) if k not in state.removed_keys]) if state else 0
             continue
-        fresh = blobs.remove_job_blobs(repository, storage, job_id, job_state.owned_keys, reason=reason, actor=actor)
+        fresh = blobs.remove_job_blobs(repository, storage, job_id, select, reason=reason, actor=actor)
         state = repository.load(job_id)
         if state is not None and state.removed_keys:
             for key in state.removed_keys:
-                if key not in fresh:  # recorded earlier: a crash or a failed delete may have left it
+                if key not in fresh and not held_elsewhere(key):  # recorded earlier: a crash may have left it
                     storage.delete(key)
             removed[job_id] = list(state.removed_keys)
     return removed, kept

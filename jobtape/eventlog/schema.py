@@ -245,6 +245,8 @@ def _blob_removals(db: sqlite_utils.Database) -> None:
     # retained_upload: the upload failed-upload retention will remove (a failed or cancelled
     # ingest's, until recorded as removed); the sweep reads an index range over those rows
     # only. blobs_removed_at: the latest removal, for the sweep's re-delete after a crash.
+    # The UPDATE fills retained_upload for jobs older than the migration on SQLite; a remote
+    # libSQL gets the columns by replay but not the UPDATE (as with 0007): `jobtape rebuild`.
     db["jobs"].add_column("retained_upload", str)  # type: ignore[union-attr]
     db["jobs"].add_column("blobs_removed_at", str)  # type: ignore[union-attr]
     db.execute(

@@ -29,7 +29,7 @@ from typing import Annotated, Any
 import anyio.to_thread
 from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
-from litestar.exceptions import NotFoundException
+from litestar.exceptions import HTTPException, NotFoundException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import HeaderParameter
 
@@ -235,7 +235,8 @@ async def save_edit(
     "{downloadUrl} with a signed URL. 404 while the job has no preview.",
     responses={
         200: ResponseSpec(schemas.PreviewLink, description="Object storage: a signed URL of the MP3"),
-        404: _error("No such preview job, or it has no preview yet"),
+        404: _error("No such preview job, or it has no preview yet, or its file is missing from storage"),
+        410: _error("The preview's file was removed (job.blobs_deleted); request the preview again"),
         416: _error("The Range is outside the file"),
     },
     tags=["edit"],
@@ -253,14 +254,20 @@ async def preview_audio(
         ClientException: 400, malformed job id.
         errors.JobNotFound: 404.
         NotFoundException: 404, the job is not a preview or has no preview yet.
+        errors.BlobNotFound: 404, storage lacks the preview's file.
+        HTTPException: 410, the preview's file was removed on record.
     """
     state = await anyio.to_thread.run_sync(repository.get, jobs.check_job_id(jobId))
     key = (state.result or {}).get("previewKey") if state.status == "complete" else None
     if state.job_type != "preview" or not isinstance(key, str):
         what = "is not a preview job" if state.job_type != "preview" else f"has no preview yet (status {state.status})"
         raise NotFoundException(detail=f"job {jobId} {what}; poll /api/audio/jobs/{jobId} until it is complete")
+    if key in state.removed_keys:
+        raise HTTPException(status_code=410, detail=f"job {jobId}'s preview file was removed (see its events); "
+                            "request the preview again to render it")
     if storage.local_path(key) is not None:
         return await downloads.serve_blob(request, storage, key)
+    await anyio.to_thread.run_sync(storage.size, key)  # BlobNotFound -> 404 rather than a URL that 404s later
     url = await anyio.to_thread.run_sync(storage.signed_url, key, settings.download_url_ttl_s)
     if url is None:  # pragma: no cover - every backend either has local paths or signs
         raise NotFoundException(detail="this storage backend can neither serve nor sign the preview")

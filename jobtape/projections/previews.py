@@ -15,6 +15,7 @@ Result fields read::
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 import msgspec
@@ -24,7 +25,9 @@ from jobtape.eventlog.store import SQLBackend, Statement
 from jobtape.projections import rows
 from jobtape.projections.state import JobState
 
-__all__ = ["COLUMNS", "TABLE", "Preview", "cache_hit_result", "preview_row", "select_preview", "statements"]
+__all__ = ["COLUMNS", "TABLE", "Preview", "cache_hit_result", "cache_holder", "preview_row", "select_preview", "statements"]
+
+_PREVIEW_KEY = re.compile(r"previews/([0-9a-f]+)\.mp3")
 
 #: The live table.
 TABLE = "previews"
@@ -91,6 +94,16 @@ def select_preview(backend: SQLBackend, recipe_hash: str) -> Preview | None:
     """The cached preview of a recipe hash, or ``None``."""
     values = rows.select_row(backend, TABLE, COLUMNS, recipe_hash)
     return None if values is None else Preview(**values)
+
+
+def cache_holder(backend: SQLBackend, key: str) -> str | None:
+    """The job whose cache entry names the MP3 ``key`` (renders of one recipe share it), or ``None``
+    (also for a key that is no preview's). One primary-key lookup: the key holds the recipe hash."""
+    found = _PREVIEW_KEY.fullmatch(key)
+    if found is None:
+        return None
+    rows = backend.query(f"SELECT job_id FROM {TABLE} WHERE recipe_hash = ? AND preview_key = ?", [found[1], key])
+    return str(rows[0][0]) if rows else None
 
 
 def cache_hit_result(cached: Preview, recipe_hash: str, asset_id: str) -> dict[str, object]:

@@ -138,6 +138,8 @@ def test_archive_removes_the_jobs_blobs_on_record_and_an_import_of_the_archive_o
         with TestClient(create_app(repository, real_log.storage, real_log.settings)) as client:
             polls = {name: client.get(f"/api/audio/jobs/{job_id}").json() for name, job_id in real_log.ids.items()}
             assert [name for name, poll in polls.items() if "downloadUrl" in poll] == []
+            audio = {name: client.get(f"/api/audio/edit/preview/{real_log.ids[name]}/audio") for name in ("render", "hit")}
+            assert (audio["render"].status_code, audio["hit"].status_code) == (410, 404), audio["render"].text
             before = int(repository.store.backend.query("SELECT COUNT(*) FROM events")[0][0])
             asset_id = polls["complete"]["result"]["assetId"]
             edit = client.post("/api/audio/edit/save", json={"assetId": asset_id, "startSec": 0, "endSec": 1})

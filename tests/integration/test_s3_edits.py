@@ -148,8 +148,10 @@ def test_failed_render_leaves_no_temp_files_and_no_output(env: Env) -> None:
 
 
 def test_missing_source_fails_the_job_and_leaves_no_temp_files(env: Env) -> None:
-    env.storage.delete(env.asset_key)
     job_id = env.create("save", {"assetId": env.asset_id})
+    env.storage.delete(env.asset_key)  # gone after the create: the API answers 410 from now on
+    gone = env.client.post("/api/audio/edit/save", json={"assetId": env.asset_id})
+    assert gone.status_code == 410 and "no longer stored" in gone.json()["error"]
     env.run_worker()
     state = env.repository.get(job_id)
     assert state.status == "failed" and state.error is not None

@@ -145,3 +145,35 @@ def test_a_jobtape_worker_with_retention_0_removes_a_failed_uploads_blob_on_reco
         done = subprocess.run([sys.executable, "-m", "jobtape", *command, "--data-dir", str(data_dir)], env=env,
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _render(repository: JobRepository, storage: LocalStorage, job_id: str, recipe_hash: str) -> str:
+    key = f"previews/{recipe_hash}.mp3"
+    storage.put_stream(key, [b"ID3 render of " + job_id.encode()])
+    created = repository.create("preview", {"recipeHash": recipe_hash, "sourceKey": "assets/a/prepared.flac"},
+                                job_id=job_id)
+    repository.append(job_id, [ev.JobClaimed(worker_id="w"), ev.JobCompleted(result={
+        "previewKey": key, "recipeHash": recipe_hash, "durationSec": 1.0, "cacheHit": False})],
+        created.state, actor="w")
+    return key
+
+
+def test_archive_keeps_a_preview_mp3_that_a_newer_render_outside_the_archive_holds_in_the_cache(
+    repository: JobRepository, storage: LocalStorage, tmp_path: Path
+) -> None:
+    from jobtape import clock
+    from jobtape.audit import retention
+    from jobtape.projections import previews
+
+    recipe_hash = "ab" * 32
+    old, newer = "f" * 32, "0" * 32
+    key = _render(repository, storage, old, recipe_hash)
+    other_key = _render(repository, storage, "e" * 32, "cd" * 32)
+    cutoff = clock.utcnow()
+    _render(repository, storage, newer, recipe_hash)  # raced the same recipe, finished after the cutoff
+    assert previews.cache_holder(repository.store.backend, key) == newer  # the smaller job id keeps the row
+
+    report = retention.archive(repository.store, cutoff=cutoff, path=tmp_path / "a.jsonl", actor="cli:t", storage=storage)
+
+    assert report.jobs == 2 and report.removed_keys == {"e" * 32: [other_key]}
+    assert storage.exists(key) and not storage.exists(other_key)  # the newer render's cache entry still plays
