@@ -127,6 +127,7 @@ def test_archive_removes_the_jobs_blobs_on_record_and_an_import_of_the_archive_o
     assert real_log.ids["hit"] not in removals  # a cache hit owns no file
     assert all(r["reason"].startswith("archive ") and r["actor"].startswith("cli:") for r in removals.values())
     assert real_log.jobtape("verify").returncode == 0
+    assert "0 differences" in real_log.jobtape("rebuild", "--verify").stdout
 
     fresh = tmp_path / "fresh"
     assert real_log.jobtape("import", str(archive_file), data_dir=fresh).returncode == 0
