@@ -25,6 +25,7 @@ from rich.table import Table
 
 from jobtape import clock, errors, runtime
 from jobtape.audit import asof, describe, replay, stats, timeline, timeparse, verify
+from jobtape.cli import types
 from jobtape.config import Settings
 from jobtape.eventlog import stored as stored_events
 from jobtape.eventlog.store import EventStore
@@ -268,7 +269,7 @@ def _follow(store: EventStore, start: int, job_id: str | None, type_: str | None
               " --lines events).")
 @click.option("--lines", "-n", type=click.IntRange(min=0), default=20, show_default=True,
               help="Without --since, start with this many of the newest matching events.")
-@click.option("--poll-interval", "poll_interval_s", type=click.FloatRange(min=0.01), default=0.5, show_default=True,
+@click.option("--poll-interval", "poll_interval_s", type=types.Seconds(0.01, 3600.0), default=0.5, show_default=True,
               help="With --follow, how often to read the log for new events, in seconds.")
 @data_dir_option
 @json_option

@@ -24,6 +24,7 @@ from rich.table import Table
 from jobtape import clock, runtime, startup
 from jobtape.audit import describe, timeline
 from jobtape.cli import audit as cli_audit
+from jobtape.cli import types
 from jobtape.config import Settings
 from jobtape.projections import state as job_state
 from jobtape.projections.repository import AppendResult, JobRepository
@@ -49,7 +50,7 @@ def common_options(*, worker: bool = False) -> Callable[[Callable[..., Any]], Ca
     ]
     if worker:
         options += [
-            click.option("--poll-interval", "poll_interval_s", type=click.FloatRange(min=0.01), default=1.0,
+            click.option("--poll-interval", "poll_interval_s", type=types.Seconds(0.01, 3600.0), default=1.0,
                          envvar="JOBTAPE_POLL_INTERVAL", show_envvar=True, show_default=True,
                          help="How often a worker polls the log for new jobs and cancels, in seconds."),
             click.option("--concurrency", type=click.IntRange(min=1), default=1, envvar="JOBTAPE_CONCURRENCY",

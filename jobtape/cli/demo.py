@@ -21,6 +21,7 @@ from rich.progress import (
 )
 
 from jobtape import runtime
+from jobtape.cli import types
 from jobtape.cli.common import (
     common_options,
     console,
@@ -75,7 +76,7 @@ def _follow(out: Console, client: Any, job_id: str, timeout_s: float) -> dict[st
 @click.command()
 @click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @common_options()
-@click.option("--timeout", "timeout_s", type=click.FloatRange(min=1), default=300.0, show_default=True,
+@click.option("--timeout", "timeout_s", type=types.Seconds(1.0, types.DAY_S), default=300.0, show_default=True,
               help="Give up waiting for the job after this many seconds.")
 def demo(file: Path | None, data_dir: Path, timeout_s: float) -> None:
     """Run the API with one embedded worker, ingest FILE, follow it, print its result and history.

@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from jobtape.cli import types
 from jobtape.config import Settings
 
 __all__ = ["OPTIONS", "worker_settings_options"]
@@ -25,11 +26,11 @@ def _option(flag: str, field: str, kind: Any, env: str, help_text: str) -> Calla
                         show_default=default is not None, help=help_text)
 
 
-_SECONDS = click.FloatRange(min=0.0)
+_SECONDS = types.Seconds(0.0, types.DAY_S)
 
 #: (flag, Settings field, click type, environment variable, help text).
 OPTIONS = (
-    ("--lease-ttl", "lease_ttl_s", click.FloatRange(min=0.3), "JOBTAPE_LEASE_TTL",
+    ("--lease-ttl", "lease_ttl_s", types.Seconds(0.3, types.DAY_S), "JOBTAPE_LEASE_TTL",
      ("Lease of a claimed job, in seconds: renewed by every event of the worker, a heartbeat after a third of it"
       " without one; a reaper takes back a job whose lease expired.")),
     ("--grace", "shutdown_grace_s", _SECONDS, "JOBTAPE_SHUTDOWN_GRACE",
@@ -40,19 +41,20 @@ OPTIONS = (
     ("--backoff-base", "backoff_base_s", _SECONDS, "JOBTAPE_BACKOFF_BASE",
      "Retry backoff after the first attempt, in seconds (doubling per attempt, with jitter)."),
     ("--backoff-cap", "backoff_cap_s", _SECONDS, "JOBTAPE_BACKOFF_CAP", "Largest retry backoff, in seconds."),
-    ("--timeout-ingest", "timeout_ingest_s", click.FloatRange(min=0.1), "JOBTAPE_TIMEOUT_INGEST",
+    ("--timeout-ingest", "timeout_ingest_s", types.Seconds(0.1, 7 * types.DAY_S), "JOBTAPE_TIMEOUT_INGEST",
      "Seconds an ingest job may run from its claim before it fails with 'timed out after N s'."),
-    ("--timeout-preview", "timeout_preview_s", click.FloatRange(min=0.1), "JOBTAPE_TIMEOUT_PREVIEW",
+    ("--timeout-preview", "timeout_preview_s", types.Seconds(0.1, 7 * types.DAY_S), "JOBTAPE_TIMEOUT_PREVIEW",
      "Seconds a preview job may run from its claim."),
-    ("--timeout-save", "timeout_save_s", click.FloatRange(min=0.1), "JOBTAPE_TIMEOUT_SAVE",
+    ("--timeout-save", "timeout_save_s", types.Seconds(0.1, 7 * types.DAY_S), "JOBTAPE_TIMEOUT_SAVE",
      "Seconds a save job may run from its claim."),
     ("--host-id", "host_id", str, "JOBTAPE_HOST_ID",
      ("This host's id in worker ids and child records (the orphan replay kills only this host's children);"
       " the hostname by default.")),
-    ("--failed-upload-retention", "failed_upload_retention_s", _SECONDS, "JOBTAPE_FAILED_UPLOAD_RETENTION",
+    ("--failed-upload-retention", "failed_upload_retention_s", types.Seconds(0.0, 366 * types.DAY_S),
+     "JOBTAPE_FAILED_UPLOAD_RETENTION",
      ("Seconds the upload of a failed or cancelled ingest is kept after the job ended; then a worker removes it"
       " and records job.blobs_deleted (0: at the next sweep).")),
-    ("--ffmpeg-readrate", "ffmpeg_readrate", click.FloatRange(min=0.01), "JOBTAPE_FFMPEG_READRATE",
+    ("--ffmpeg-readrate", "ffmpeg_readrate", types.Seconds(0.01, 1000.0), "JOBTAPE_FFMPEG_READRATE",
      "Read ffmpeg's input at most this many times real time; as fast as it can by default."),
 )
 

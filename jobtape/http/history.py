@@ -18,8 +18,9 @@ from jobtape.projections import state as job_state
 __all__ = ["AS_OF_DESCRIPTION", "events_as_of", "parse_as_of", "state_as_of"]
 
 #: OpenAPI description of the ``asOf`` query parameter.
-AS_OF_DESCRIPTION = ("Answer as the job was at this time: ISO 8601 (2026-01-02T14:02:00Z; no offset means UTC) "
-                     "or relative to now (-10m, -2h, -1d). Omitted: now.")
+AS_OF_DESCRIPTION = ("Answer as the job was at this time: ISO 8601 from 1970-01-01T00:00:00Z to 9999-12-31T23:59:59Z "
+                     "(2026-01-02T14:02:00Z; no offset means UTC) or relative to now, at most 100 years back "
+                     "(-10m, -2h, -1d, up to -36525d). Omitted: now. Out of range or not a time: 422.")
 
 
 def parse_as_of(text: str) -> dt.datetime:
@@ -31,7 +32,7 @@ def parse_as_of(text: str) -> dt.datetime:
     try:
         return timeparse.parse_time(text, clock.utcnow())
     except errors.InvalidTimeSpec as exc:
-        raise errors.InvalidTimeSpec(f"asOf={text}", exc.reason) from exc
+        raise errors.InvalidTimeSpec(f"asOf={timeparse.shown(text)}", exc.reason) from exc
 
 
 def events_as_of(store: EventStore, job_id: str, at: dt.datetime) -> list[ev.RecordedEvent]:
