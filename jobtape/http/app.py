@@ -13,6 +13,7 @@ Routes::
     POST /api/audio/edit/save               recipe -> 202 save job (a new asset)
     GET  /api/audio/edit/preview/{jobId}/audio  the preview MP3 (Range) or {downloadUrl}
     GET  /api/storage/download              local: a signed link's bytes (Range); S3: ?key= -> {downloadUrl}
+    GET  /schema                            the API docs page (Swagger UI, served from the swagger-ui-py package)
     GET  /schema/openapi.json               the OpenAPI document
 
 The application holds no global state: the repository, storage and settings passed to
@@ -22,12 +23,16 @@ The application holds no global state: the repository, storage and settings pass
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from litestar import Litestar, get
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.static_files import create_static_files_router
 
 from jobtape import __version__
 from jobtape.config import Settings
@@ -36,7 +41,10 @@ from jobtape.http import direct_upload, downloads, edits, ingest, jobs, schemas,
 from jobtape.projections.repository import JobRepository
 from jobtape.storage import Storage
 
-__all__ = ["create_app", "health"]
+__all__ = ["UI_ASSETS_PATH", "create_app", "health", "swagger_ui_assets"]
+
+#: Where the API docs page's JavaScript and CSS are served (no CDN: the page works offline).
+UI_ASSETS_PATH = "/schema-assets"
 
 LifespanHook = Callable[[], Any]
 
@@ -45,6 +53,23 @@ LifespanHook = Callable[[], Any]
 def health() -> schemas.Health:
     """Answer ``{"status": "ok"}`` while the process serves requests."""
     return schemas.Health()
+
+
+def swagger_ui_assets() -> Path:
+    """The folder of Swagger UI's built files (``swagger-ui-bundle.js``, ``swagger-ui.css``, ...)
+    shipped by the ``swagger-ui-py`` package."""
+    return Path(importlib.util.find_spec("swagger_ui").origin).parent / "static"  # type: ignore[union-attr, arg-type]
+
+
+def _docs_page() -> SwaggerRenderPlugin:
+    """The /schema page: Swagger UI with its assets from :data:`UI_ASSETS_PATH`, nothing from a CDN."""
+    return SwaggerRenderPlugin(
+        js_url=f"{UI_ASSETS_PATH}/swagger-ui-bundle.js",
+        css_url=f"{UI_ASSETS_PATH}/swagger-ui.css",
+        standalone_preset_js_url=f"{UI_ASSETS_PATH}/swagger-ui-standalone-preset.js",
+        favicon=f"<link rel='icon' type='image/png' href='{UI_ASSETS_PATH}/favicon-32x32.png'>",
+        path=["/", "/swagger"],
+    )
 
 
 def _provide(value: object) -> Provide:
@@ -83,8 +108,10 @@ def create_app(
     spool_folder = spool.SpoolFolder(settings.data_dir / ingest.UPLOAD_TEMP_DIR)
     return Litestar(
         route_handlers=[health, ingest.ingest_upload, jobs.get_job, jobs.cancel_job, jobs.list_job_events, stream.stream_job,
-                        direct_upload.request_upload, edits.preview_edit, edits.save_edit, edits.preview_audio,
-                        downloads.download],
+                        direct_upload.upload_route(storage), edits.preview_edit, edits.save_edit,
+                        edits.preview_audio_route(storage), downloads.download_route(storage),
+                        create_static_files_router(UI_ASSETS_PATH, [swagger_ui_assets()], include_in_schema=False,
+                                                   name="schema-assets")],
         dependencies={
             "repository": _provide(repository),
             "storage": _provide(storage),
@@ -99,6 +126,7 @@ def create_app(
             description="Long audio jobs (ingest, edit preview, save) recorded in an append-only event log. "
             'Every error body is {"error": "..."}.',
             path="/schema",
+            render_plugins=[_docs_page()],
         ),
         request_max_body_size=settings.max_upload_bytes + ingest.FORM_OVERHEAD_BYTES,
         on_startup=list(on_startup),

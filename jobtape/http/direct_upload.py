@@ -18,15 +18,14 @@ from typing import Annotated, Any
 
 import anyio.to_thread
 import msgspec
-from litestar import post
+from litestar import Response, post
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody
 
 from jobtape import errors
 from jobtape.config import Settings
-from jobtape.http import ingest, schemas
+from jobtape.http import ingest, openapi
 from jobtape.storage import Storage
 
 __all__ = [
@@ -35,7 +34,9 @@ __all__ = [
     "DirectUploadTicket",
     "is_storage_source",
     "request_upload",
+    "request_upload_unavailable",
     "storage_source_params",
+    "upload_route",
 ]
 
 #: Folder of keys handed out for direct uploads.
@@ -77,7 +78,8 @@ class _StorageSource(_Wire):
     summary="Get a presigned URL to upload a file straight to the bucket",
     description="Answers a presigned PUT URL (valid for the configured upload TTL, 1 hour by default) and the "
     'storage key; after the PUT, POST {"sourceType": "storage", "storageKey": ...} to /api/audio/ingest.',
-    responses={501: ResponseSpec(schemas.ErrorBody, description="The storage backend has no upload URLs (local)")},
+    responses={400: openapi.error("The body is not a JSON object of filename and contentType"),
+               503: openapi.error("The object store cannot be reached; retry later")},
     tags=["ingest"],
 )
 async def request_upload(
@@ -98,6 +100,28 @@ async def request_upload(
             "send the file as multipart/form-data to /api/audio/ingest",
         )
     return DirectUploadTicket(upload_url=url, storage_key=key, expires_in_sec=settings.upload_url_ttl_s)
+
+
+@post(
+    "/api/storage/upload",
+    status_code=501,
+    include_in_schema=False,
+    name="request-upload-unavailable",
+)
+async def request_upload_unavailable() -> Response[Any]:
+    """Local storage: answer 501 naming the multipart upload instead (the route is not in the OpenAPI document)."""
+    raise HTTPException(
+        status_code=501,
+        detail="this server stores files locally and cannot issue upload URLs; "
+        "send the file as multipart/form-data to /api/audio/ingest",
+    )
+
+
+def upload_route(storage: Storage) -> Any:
+    """The direct-upload route for ``storage``: :func:`request_upload` when it issues upload URLs
+    (object storage), else :func:`request_upload_unavailable` (501, left out of the OpenAPI document:
+    the document lists only what this server offers)."""
+    return request_upload if type(storage).upload_url is not Storage.upload_url else request_upload_unavailable
 
 
 def is_storage_source(body: bytes) -> bool:

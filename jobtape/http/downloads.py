@@ -10,6 +10,7 @@
   - local (a storage with a ``signer``): ``?key=&expires=&signature=`` serves the bytes
     after checking the HMAC-SHA256 signature and deadline (:mod:`jobtape.storage.signing`);
     forged, altered or expired links get 403, a link without ``expires``/``signature`` 400.
+    ``HEAD`` answers the same headers without the body.
   - object storage (S3/R2, no ``signer``): ``?key=`` answers JSON ``{"downloadUrl": ...}``,
     a presigned GET of the object valid for ``Settings.download_url_ttl_s`` (7 days by
     default), not a redirect, so browsers need no CORS rule for the API (seed 004: "JSON
@@ -28,7 +29,7 @@ import mimetypes
 from typing import Annotated, Any
 
 import anyio.to_thread
-from litestar import Request, get
+from litestar import HttpMethod, Request, get, route
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException
 from litestar.openapi.datastructures import ResponseSpec
@@ -37,12 +38,15 @@ from litestar.response import Response, Stream
 
 from jobtape import clock
 from jobtape.config import Settings
-from jobtape.http import ranges, schemas
+from jobtape.http import openapi, ranges, schemas
 from jobtape.projections import state as job_state
 from jobtape.storage import signing
 from jobtape.storage.base import Storage
 
-__all__ = ["DOWNLOADABLE_PREFIXES", "RESULT_KEYS", "content_type_for", "download", "download_url_for", "serve_blob"]
+__all__ = [
+    "DOWNLOADABLE_PREFIXES", "RESULT_KEYS", "content_type_for", "download", "download_link", "download_route",
+    "download_url_for", "serve_blob",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +91,10 @@ def download_url_for(state: job_state.JobState, storage: Storage, expires_in_s: 
 
 
 async def serve_blob(request: Request[Any, Any, Any], storage: Storage, key: str) -> Response[Any]:
-    """Stream the blob under ``key``, honouring a single-range ``Range`` header.
+    """Stream the blob under ``key``, honouring a single-range ``Range`` header; headers only for HEAD.
+
+    A ``HEAD`` request gets the very headers a ``GET`` would (status, ``Content-Length``,
+    ``Accept-Ranges``, ``Content-Type``, ``Content-Range``) and no body (RFC 9110 §9.3.2).
 
     Raises:
         errors.BlobNotFound: 404, nothing is stored under ``key``.
@@ -103,72 +110,108 @@ async def serve_blob(request: Request[Any, Any, Any], storage: Storage, key: str
             headers={**headers, "Content-Range": ranges.content_range(None, size)},
         )
     media_type = content_type_for(key)
-    if wanted is None:
-        chunks = await anyio.to_thread.run_sync(storage.open_stream, key)
-        return Stream(chunks, status_code=200, media_type=media_type, headers={**headers, "Content-Length": str(size)})
-    assert isinstance(wanted, ranges.ByteRange)
-    chunks = await anyio.to_thread.run_sync(lambda: storage.open_stream(key, start=wanted.start, end=wanted.end))
-    headers.update({"Content-Range": ranges.content_range(wanted, size), "Content-Length": str(wanted.length)})
-    return Stream(chunks, status_code=206, media_type=media_type, headers=headers)
+    status_code, start, end = 200, 0, None
+    if isinstance(wanted, ranges.ByteRange):
+        status_code, start, end = 206, wanted.start, wanted.end
+        headers["Content-Range"] = ranges.content_range(wanted, size)
+    headers["Content-Length"] = str(wanted.length if isinstance(wanted, ranges.ByteRange) else size)
+    if request.method == "HEAD":
+        return Response(content=b"", status_code=status_code, media_type=media_type, headers=headers)
+    chunks = await anyio.to_thread.run_sync(lambda: storage.open_stream(key, start=start, end=end))
+    return Stream(chunks, status_code=status_code, media_type=media_type, headers=headers)
 
 
-@get(
+_DESCRIPTION_LOCAL = ("Serves the file a poll's signed downloadUrl names (key, expires, signature), with HTTP Range "
+                      "(one range: 206 with Content-Range; 416 when unsatisfiable); a forged, altered or expired "
+                      "link gets 403. HEAD answers the same headers without the body.")
+_DESCRIPTION_OBJECT = ("?key= of a prepared asset or preview answers JSON {downloadUrl}, a presigned GET of the "
+                       "object store valid for the configured download TTL (7 days by default).")
+_KEY_DESCRIPTION = "The storage key"
+#: A key the object-storage route may sign: a prepared asset's or a preview's (no ``.``/``..`` segments).
+_OUTPUT_KEY_PATTERN = r"^(assets|previews)/[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$"
+
+
+@route(
     signing.DOWNLOAD_PATH,
+    http_method=[HttpMethod.GET, HttpMethod.HEAD],
     summary="Download a file",
-    description="Local storage: serves the file a poll's signed downloadUrl names (key, expires, signature), "
-    "with HTTP Range (one range: 206 with Content-Range; 416 when unsatisfiable); a forged, altered or expired "
-    "link gets 403. Object storage (S3/R2): ?key= of a prepared asset or preview answers JSON {downloadUrl}, a "
-    "presigned GET valid for the configured download TTL (7 days by default).",
+    description=_DESCRIPTION_LOCAL,
     responses={
-        200: ResponseSpec(schemas.PreviewLink, description="Object storage: a presigned URL of the file"),
-        400: ResponseSpec(schemas.ErrorBody, description="Local storage: expires or signature is missing"),
-        403: ResponseSpec(schemas.ErrorBody, description="The signature is not valid, the link expired, or "
-                          "(object storage) the key is not a prepared asset or preview"),
-        404: ResponseSpec(schemas.ErrorBody, description="No such file"),
-        416: ResponseSpec(schemas.ErrorBody, description="The Range is outside the file"),
+        200: ResponseSpec(bytes, media_type="audio/*", description="The file (Content-Length, Accept-Ranges)"),
+        206: ResponseSpec(bytes, media_type="audio/*", description="The requested range (Content-Range)"),
+        400: openapi.error("key, expires or signature is missing or malformed"),
+        403: openapi.error("The signature is not valid or the link expired"),
+        404: openapi.error("No such file"),
+        416: openapi.error("The Range is outside the file"),
+        503: openapi.error("The storage failed; retry later"),
     },
     tags=["downloads"],
+    name="download-local",
 )
 async def download(
     request: Request[Any, Any, Any],
     storage: NamedDependency[Storage],
-    settings: NamedDependency[Settings],
-    key: Annotated[str, QueryParameter(name="key", description="The storage key", min_length=1, max_length=1024)],
+    key: Annotated[str, QueryParameter(name="key", description=_KEY_DESCRIPTION, min_length=1, max_length=1024)],
     expires: Annotated[
-        str | None, QueryParameter(name="expires", description="Deadline, Unix seconds (local storage)")
-    ] = None,
+        str, QueryParameter(name="expires", description="Deadline, Unix seconds", pattern=r"^[0-9]{1,12}$")
+    ],
     signature: Annotated[
-        str | None, QueryParameter(name="signature", description="HMAC-SHA256, hex (local storage)")
-    ] = None,
+        str, QueryParameter(name="signature", description="HMAC-SHA256, 64 lowercase hex digits",
+                            pattern=r"^[0-9a-f]{64}$")
+    ],
 ) -> Response[Any]:
-    """Local storage: check the link's signature and deadline, then stream the file.
-    Object storage: answer ``{"downloadUrl": <presigned GET>}`` for a prepared asset or preview.
+    """Local storage: check the link's signature and deadline, then stream the file (headers only for HEAD).
 
     Raises:
-        errors.InvalidSignature: 403 (local).
-        errors.InvalidStorageKey: 400, ``key`` is not a valid key.
+        errors.InvalidSignature: 403.
         errors.BlobNotFound: 404.
-        errors.StorageError: 503, the object store cannot be reached.
-        HTTPException: 400 (local) without ``expires``/``signature``; 403 (object storage)
-            for a key outside :data:`DOWNLOADABLE_PREFIXES`; 416 for an unsatisfiable range.
+        HTTPException: 416 for an unsatisfiable range.
     """
     signer: signing.URLSigner | None = getattr(storage, "signer", None)
-    if signer is None:
-        return await _presigned_link(storage, key, settings.download_url_ttl_s)
-    if expires is None or signature is None:
-        raise HTTPException(status_code=400, detail="a download link needs key, expires and signature; "
-                            "use the downloadUrl of a poll of the complete job")
+    if signer is None:  # pragma: no cover - create_app registers this route for signing storages only
+        raise HTTPException(status_code=404, detail="this storage backend does not sign download links")
     signer.verify(key, expires, signature, clock.utcnow().timestamp())
     return await serve_blob(request, storage, key)
 
 
-async def _presigned_link(storage: Storage, key: str, expires_in_s: int) -> Response[Any]:
-    """``{"downloadUrl": ...}`` for an output stored under ``key`` (object storage)."""
+@get(
+    signing.DOWNLOAD_PATH,
+    summary="Get a download link",
+    description=_DESCRIPTION_OBJECT,
+    responses={
+        400: openapi.error("key is missing or not a valid storage key"),
+        403: openapi.error("The key is not a prepared asset or preview"),
+        404: openapi.error("No such file"),
+        503: openapi.error("The object store cannot be reached; retry later"),
+    },
+    tags=["downloads"],
+    name="download-link",
+)
+async def download_link(
+    storage: NamedDependency[Storage],
+    settings: NamedDependency[Settings],
+    key: Annotated[str, QueryParameter(name="key", description="The storage key of a prepared asset or preview",
+                                       min_length=1, max_length=1024, pattern=_OUTPUT_KEY_PATTERN)],
+) -> schemas.PreviewLink:
+    """Object storage: answer ``{"downloadUrl": <presigned GET>}`` for a prepared asset or preview.
+
+    Raises:
+        errors.InvalidStorageKey: 400, ``key`` is not a valid key.
+        errors.BlobNotFound: 404.
+        errors.StorageError: 503, the object store cannot be reached.
+        HTTPException: 403 for a key outside :data:`DOWNLOADABLE_PREFIXES`.
+    """
     if not key.startswith(DOWNLOADABLE_PREFIXES):
         raise HTTPException(status_code=403, detail=f"only prepared assets and previews can be downloaded by key "
                             f"(keys starting with {' or '.join(DOWNLOADABLE_PREFIXES)}); got {key!r}")
     await anyio.to_thread.run_sync(storage.size, key)  # BlobNotFound -> 404 rather than a URL that 404s later
-    url = await anyio.to_thread.run_sync(storage.signed_url, key, expires_in_s)
+    url = await anyio.to_thread.run_sync(storage.signed_url, key, settings.download_url_ttl_s)
     if url is None:
         raise HTTPException(status_code=404, detail="this storage backend can neither serve nor sign downloads")
-    return Response(schemas.PreviewLink(download_url=url), headers={"Cache-Control": "private, no-store"})
+    return schemas.PreviewLink(download_url=url)
+
+
+def download_route(storage: Storage) -> Any:
+    """The download route for ``storage``: :func:`download` (signed links, bytes) when it signs
+    links itself (local storage), else :func:`download_link` (a presigned URL of the object store)."""
+    return download if getattr(storage, "signer", None) is not None else download_link

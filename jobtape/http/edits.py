@@ -27,7 +27,7 @@ import functools
 from typing import Annotated, Any
 
 import anyio.to_thread
-from litestar import Request, Response, get, post
+from litestar import HttpMethod, Request, Response, get, post, route
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.openapi.datastructures import ResponseSpec
@@ -36,18 +36,19 @@ from litestar.params import HeaderParameter
 from jobtape import errors, recipes
 from jobtape.config import Settings
 from jobtape.eventlog import events as ev
-from jobtape.http import downloads, jobs, recipe_body, schemas
+from jobtape.http import downloads, jobs, openapi, recipe_body, schemas
 from jobtape.projections import assets, previews
 from jobtape.projections.repository import JobRepository
 from jobtape.storage.base import Storage
 
-__all__ = ["ClientId", "IdempotencyKey", "create_edit_job", "owner_of", "preview_audio", "preview_edit", "save_edit"]
+__all__ = ["ClientId", "IdempotencyKey", "create_edit_job", "owner_of", "preview_audio", "preview_audio_link",
+           "preview_audio_route", "preview_edit", "save_edit"]
 
 #: The ``X-Client-Id`` header: the job's owner (not authenticated; see the module docstring).
 ClientId = Annotated[
     str | None,
     HeaderParameter(
-        name="X-Client-Id", required=False, max_length=200,
+        name="X-Client-Id", required=False, schema_extra=openapi.OPTIONAL_STRING, max_length=200,
         description="Job owner for the active-job quota (default 'anonymous'). Not authenticated: not a security boundary.",
     ),
 ]
@@ -58,15 +59,14 @@ def owner_of(client_id: str | None) -> str:
     return (client_id or "").strip() or "anonymous"
 
 
-def _error(description: str) -> ResponseSpec:
-    return ResponseSpec(schemas.ErrorBody, description=description)
+_error = openapi.error
 
 
 #: The ``Idempotency-Key`` header of the edit routes (see the module docstring).
 IdempotencyKey = Annotated[
     str | None,
     HeaderParameter(
-        name="Idempotency-Key", required=False, max_length=255,
+        name="Idempotency-Key", required=False, schema_extra=openapi.OPTIONAL_STRING, max_length=255,
         description="Unique per X-Client-Id: a retry with the same key and body answers 200 with the job created "
         "before instead of creating another; the same key with another body is a 422",
     ),
@@ -83,6 +83,7 @@ _RESPONSES = {
                 "out of range for the asset; the message names the field and what to send. Or the "
                 "Idempotency-Key was used before for another request"),
     429: _error("The owner has the maximum number of active jobs; see Retry-After"),
+    **openapi.STORE_ERRORS,
 }
 
 
@@ -228,27 +229,57 @@ async def save_edit(
     return await _create("save", request, repository, settings, storage, client_id, idempotency_key)
 
 
-@get(
-    "/api/audio/edit/preview/{jobId:str}/audio",
+async def _preview_key(repository: JobRepository, job_id: str) -> str:
+    """The storage key of a complete preview job's MP3.
+
+    Raises:
+        ClientException: 400, malformed job id.
+        errors.JobNotFound: 404.
+        NotFoundException: 404, the job is not a preview or has no preview yet.
+        HTTPException: 410, the preview's file was removed on record (``job.blobs_deleted``).
+    """
+    state = await anyio.to_thread.run_sync(repository.get, jobs.check_job_id(job_id))
+    key = (state.result or {}).get("previewKey") if state.status == "complete" else None
+    if state.job_type != "preview" or not isinstance(key, str):
+        what = "is not a preview job" if state.job_type != "preview" else f"has no preview yet (status {state.status})"
+        raise NotFoundException(detail=f"job {job_id} {what}; poll /api/audio/jobs/{job_id} until it is complete")
+    if key in state.removed_keys:
+        raise HTTPException(status_code=410, detail=f"job {job_id}'s preview file was removed (see its events); "
+                            "request the preview again to render it")
+    return key
+
+
+_PREVIEW_AUDIO_PATH = "/api/audio/edit/preview/{jobId:str}/audio"
+_PREVIEW_ERRORS = {
+    400: _error("jobId is not 32 lowercase hexadecimal characters"),
+    404: _error("No such preview job, or it has no preview yet, or its file is missing from storage"),
+    410: _error("The preview's file was removed (job.blobs_deleted); request the preview again"),
+    **openapi.STORE_READ_ERRORS,
+}
+
+
+@route(
+    _PREVIEW_AUDIO_PATH,
+    http_method=[HttpMethod.GET, HttpMethod.HEAD],
     summary="A preview's audio",
-    description="Local storage: the MP3 bytes (HTTP Range supported, 206/416). Object storage: JSON "
-    "{downloadUrl} with a signed URL. 404 while the job has no preview.",
+    description="The MP3 bytes (HTTP Range supported, 206/416); HEAD answers the same headers without the body. "
+    "404 while the job has no preview.",
     responses={
-        200: ResponseSpec(schemas.PreviewLink, description="Object storage: a signed URL of the MP3"),
-        404: _error("No such preview job, or it has no preview yet, or its file is missing from storage"),
-        410: _error("The preview's file was removed (job.blobs_deleted); request the preview again"),
+        200: ResponseSpec(bytes, media_type="audio/mpeg", description="The MP3 (Content-Length, Accept-Ranges)"),
+        206: ResponseSpec(bytes, media_type="audio/mpeg", description="The requested range (Content-Range)"),
         416: _error("The Range is outside the file"),
+        **_PREVIEW_ERRORS,
     },
     tags=["edit"],
+    name="preview-audio-local",
 )
 async def preview_audio(
     request: Request[Any, Any, Any],
     jobId: jobs.JobIdPath,
     repository: NamedDependency[JobRepository],
     storage: NamedDependency[Storage],
-    settings: NamedDependency[Settings],
 ) -> Response[Any]:
-    """Serve the preview's MP3 through the storage adapter.
+    """Serve the preview's MP3 from storage that has local files (headers only for HEAD).
 
     Raises:
         ClientException: 400, malformed job id.
@@ -257,19 +288,41 @@ async def preview_audio(
         errors.BlobNotFound: 404, storage lacks the preview's file.
         HTTPException: 410, the preview's file was removed on record.
     """
-    state = await anyio.to_thread.run_sync(repository.get, jobs.check_job_id(jobId))
-    key = (state.result or {}).get("previewKey") if state.status == "complete" else None
-    if state.job_type != "preview" or not isinstance(key, str):
-        what = "is not a preview job" if state.job_type != "preview" else f"has no preview yet (status {state.status})"
-        raise NotFoundException(detail=f"job {jobId} {what}; poll /api/audio/jobs/{jobId} until it is complete")
-    if key in state.removed_keys:
-        raise HTTPException(status_code=410, detail=f"job {jobId}'s preview file was removed (see its events); "
-                            "request the preview again to render it")
-    if storage.local_path(key) is not None:
-        return await downloads.serve_blob(request, storage, key)
+    return await downloads.serve_blob(request, storage, await _preview_key(repository, jobId))
+
+
+@get(
+    _PREVIEW_AUDIO_PATH,
+    summary="A preview's audio",
+    description="JSON {downloadUrl}: a signed URL of the MP3 in the object store. 404 while the job has no preview.",
+    responses=_PREVIEW_ERRORS,
+    tags=["edit"],
+    name="preview-audio-link",
+)
+async def preview_audio_link(
+    jobId: jobs.JobIdPath,
+    repository: NamedDependency[JobRepository],
+    storage: NamedDependency[Storage],
+    settings: NamedDependency[Settings],
+) -> schemas.PreviewLink:
+    """Answer a signed URL of the preview's MP3 in the object store.
+
+    Raises:
+        ClientException: 400, malformed job id.
+        errors.JobNotFound: 404.
+        NotFoundException: 404, the job is not a preview or has no preview yet.
+        errors.BlobNotFound: 404, the object store lacks the preview's file.
+        HTTPException: 410, the preview's file was removed on record.
+    """
+    key = await _preview_key(repository, jobId)
     await anyio.to_thread.run_sync(storage.size, key)  # BlobNotFound -> 404 rather than a URL that 404s later
     url = await anyio.to_thread.run_sync(storage.signed_url, key, settings.download_url_ttl_s)
     if url is None:  # pragma: no cover - every backend either has local paths or signs
         raise NotFoundException(detail="this storage backend can neither serve nor sign the preview")
-    return Response(schemas.PreviewLink(download_url=url))
+    return schemas.PreviewLink(download_url=url)
 
+
+def preview_audio_route(storage: Storage) -> Any:
+    """The preview-audio route for ``storage``: bytes from local files, else a signed link (object storage)."""
+    local = type(storage).local_path is not Storage.local_path
+    return preview_audio if local else preview_audio_link

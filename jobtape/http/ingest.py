@@ -36,7 +36,7 @@ from litestar.params import HeaderParameter
 
 from jobtape import errors
 from jobtape.config import Settings
-from jobtape.http import direct_upload, schemas, spool, upload, url_source
+from jobtape.http import direct_upload, openapi, schemas, spool, upload, url_source
 from jobtape.projections import quota
 from jobtape.projections.repository import JobRepository, new_job_id
 from jobtape.storage import Storage
@@ -129,8 +129,7 @@ class _IngestOperation(Operation):
         self.request_body = _UPLOAD_BODY
 
 
-def _error(description: str) -> ResponseSpec:
-    return ResponseSpec(schemas.ErrorBody, description=description)
+_error = openapi.error
 
 
 @post(
@@ -154,6 +153,7 @@ def _error(description: str) -> ResponseSpec:
         422: _error("The file is empty; or the JSON body is invalid, rightsAttested is not true, the URL is not "
                     "http(s), not a YouTube address for sourceType youtube, or resolves to a non-public address; "
                     "or the Idempotency-Key was used before for another source"),
+        429: _error("The owner has the maximum number of active jobs; see Retry-After"),
         503: _error("The server receives as many uploads as it allows at once (Retry-After says when to retry), "
                     "or the event store is unavailable"),
         507: _error("The server's disk is full; nothing was kept"),
@@ -168,11 +168,13 @@ async def ingest_upload(
     spool_folder: NamedDependency[spool.SpoolFolder],
     upload_slots: NamedDependency[upload.UploadSlots],
     client_id: Annotated[
-        str | None, HeaderParameter(name="X-Client-Id", required=False, max_length=200, description="Job owner")
+        str | None, HeaderParameter(
+        name="X-Client-Id", required=False, schema_extra=openapi.OPTIONAL_STRING, max_length=200, description="Job owner")
     ] = None,
     idempotency_key: Annotated[
         str | None,
-        HeaderParameter(name="Idempotency-Key", required=False, max_length=255, description="Unique per X-Client-Id"),
+        HeaderParameter(
+        name="Idempotency-Key", required=False, schema_extra=openapi.OPTIONAL_STRING, max_length=255, description="Unique per X-Client-Id"),
     ] = None,
 ) -> Response[schemas.IngestResponse]:
     """Stream the upload into storage (or check the JSON body's URL) and create the ``ingest`` job.

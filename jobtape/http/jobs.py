@@ -15,33 +15,38 @@ from litestar.datastructures import CacheControlHeader
 from litestar.di import NamedDependency
 from litestar.exceptions import ClientException, HTTPException
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import Example
-from litestar.params import PathParameter, QueryParameter
+from litestar.params import QueryParameter
 
 from jobtape import errors
 from jobtape.eventlog import events as ev
 from jobtape.config import Settings
-from jobtape.http import downloads, history, schemas
+from jobtape.audit import timeparse
+from jobtape.http import downloads, history, openapi, schemas
 from jobtape.projections import state as job_state
 from jobtape.projections.repository import JobRepository
 from jobtape.storage.base import Storage
 
-__all__ = ["cancel_job", "check_job_id", "get_job", "list_job_events", "to_event_view", "to_job_view"]
+__all__ = [
+    "AsOfQuery", "JobIdPath", "cancel_job", "check_job_id", "get_job", "list_job_events", "poll_body", "to_event_view",
+    "to_job_view",
+]
 
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
-_JOB_ID_PARAMETER = PathParameter(
-    description="The job id: 32 lowercase hexadecimal characters.",
-    examples=[Example(value="0123456789abcdef0123456789abcdef")],
-)
-#: The ``{jobId}`` path parameter. Handlers call their argument ``jobId``, not ``job_id``:
-#: Litestar names the OpenAPI path parameter after the argument, and the seed contract's
-#: routes (and so a client generated from /schema) say ``/api/audio/jobs/{jobId}``.
-JobIdPath = Annotated[str, _JOB_ID_PARAMETER]
-AsOfQuery = Annotated[str | None, QueryParameter(name="asOf", description=history.AS_OF_DESCRIPTION)]
+#: The ``{jobId}`` path parameter (see :data:`openapi.JobIdPath`).
+JobIdPath = openapi.JobIdPath
+#: The ``asOf`` query parameter: an RFC 3339 date-time, ``now`` or a relative time (``-10m``).
+AsOfQuery = Annotated[
+    str | None,
+    QueryParameter(
+        name="asOf", description=history.AS_OF_DESCRIPTION, min_length=1, max_length=64,
+        schema_extra={**openapi.OPTIONAL_STRING,
+                      "anyOf": [{"format": "date-time"}, {"pattern": timeparse.RELATIVE_PATTERN}]},
+    ),
+]
 
-_BAD_ID = ResponseSpec(schemas.ErrorBody, description="jobId is not 32 lowercase hexadecimal characters")
-_NOT_FOUND = ResponseSpec(schemas.ErrorBody, description="No job has this id")
-_BAD_AS_OF = ResponseSpec(schemas.ErrorBody, description="asOf is neither ISO 8601 nor a relative time like -10m")
+_BAD_ID = openapi.error("jobId is not 32 lowercase hexadecimal characters, or asOf is empty or too long")
+_NOT_FOUND = openapi.error("No job has this id")
+_BAD_AS_OF = openapi.error("asOf is neither a date-time nor a relative time like -10m, or is out of range")
 _NO_STORE = CacheControlHeader(no_store=True)
 
 
@@ -73,6 +78,24 @@ def to_job_view(state: job_state.JobState, queue_position: int | None) -> schema
     )
 
 
+def poll_body(
+    state: job_state.JobState, queue_position: int | None, storage: Storage, download_url_ttl_s: int
+) -> schemas.JobView:
+    """The poll's body: :func:`to_job_view` plus, for a complete job with an output, its signed ``downloadUrl``.
+
+    The SSE ``state`` message sends the same body (:mod:`jobtape.http.stream`).
+
+    Args:
+        state: the job's state.
+        queue_position: its place among pending jobs (``None`` unless pending).
+        storage: signs the link (:func:`downloads.download_url_for`; a failure only leaves it out).
+        download_url_ttl_s: seconds the link stays valid.
+    """
+    view = to_job_view(state, queue_position)
+    url = downloads.download_url_for(state, storage, download_url_ttl_s)
+    return msgspec.structs.replace(view, download_url=url) if url is not None else view
+
+
 def to_event_view(recorded: ev.RecordedEvent) -> schemas.EventView:
     """Build one entry of the events route; ``data`` is the event's fields as JSON builtins."""
     data: dict[str, Any] = msgspec.to_builtins(msgspec.structs.asdict(recorded.event))
@@ -93,7 +116,7 @@ def to_event_view(recorded: ev.RecordedEvent) -> schemas.EventView:
     summary="Poll a job",
     description="Status, stage, progress (0-100 within the stage), queue position while pending, "
     "and the result or error once finished; with asOf, as folded from the events recorded up to then.",
-    responses={400: _BAD_ID, 404: _NOT_FOUND, 422: _BAD_AS_OF},
+    responses={400: _BAD_ID, 404: _NOT_FOUND, 422: _BAD_AS_OF, **openapi.STORE_READ_ERRORS},
     tags=["jobs"],
 )
 def get_job(
@@ -118,9 +141,7 @@ def get_job(
     else:
         state = repository.get(check_job_id(jobId))
         position = repository.queue_position(jobId) if state.status == "pending" else None
-    view = to_job_view(state, position)
-    url = downloads.download_url_for(state, storage, settings.download_url_ttl_s)
-    return msgspec.structs.replace(view, download_url=url) if url is not None else view
+    return poll_body(state, position, storage, settings.download_url_ttl_s)
 
 
 class _AlreadyTerminalError(Exception):
@@ -142,6 +163,7 @@ class _AlreadyTerminalError(Exception):
         400: _BAD_ID,
         404: _NOT_FOUND,
         409: ResponseSpec(schemas.TerminalConflict, description="The job is complete, failed or cancelled already"),
+        **openapi.STORE_ERRORS,
     },
     tags=["jobs"],
 )
@@ -181,7 +203,7 @@ def cancel_job(jobId: JobIdPath, repository: NamedDependency[JobRepository]) -> 
     cache_control=_NO_STORE,
     summary="List a job's events",
     description="Every event of the job's stream in version order, as recorded; with asOf, those recorded up to then.",
-    responses={400: _BAD_ID, 404: _NOT_FOUND, 422: _BAD_AS_OF},
+    responses={400: _BAD_ID, 404: _NOT_FOUND, 422: _BAD_AS_OF, **openapi.STORE_READ_ERRORS},
     tags=["jobs"],
 )
 def list_job_events(

@@ -39,10 +39,11 @@ class ErrorBody(_Wire):
 
 
 class TerminalConflict(_Wire):
-    """409 from the cancel route: the job is ``complete``, ``failed`` or ``cancelled`` already."""
+    """409 from the cancel route: the job is ``complete``, ``failed`` or ``cancelled`` already (``status``);
+    a conflict with a concurrent change has no ``status``."""
 
     error: str
-    status: str
+    status: str | None = None
 
 
 class IngestUrlRequest(_Wire):
@@ -59,7 +60,11 @@ class IngestUrlRequest(_Wire):
     source_type: Annotated[
         Literal["url", "youtube"], msgspec.Meta(description="'url' for any http(s) page or file, 'youtube' for YouTube")
     ]
-    url: Annotated[str, msgspec.Meta(min_length=1, max_length=2048, description="The http(s) URL of the page or file")]
+    url: Annotated[
+        str,
+        msgspec.Meta(min_length=1, max_length=2048, pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s/?#]+",
+                     description="The http(s) URL of the page or file", extra_json_schema={"format": "uri"}),
+    ]
     rights_attested: Annotated[
         bool, msgspec.Meta(description="Must be true: you confirm you have the rights to ingest this media")
     ] = False

@@ -4,7 +4,7 @@ The stream follows the event log, not the process: it polls the store for the jo
 events after the last version it sent (every :data:`POLL_INTERVAL_S`), so it shows the
 work of a worker in another process or on another host. Messages::
 
-    event: state     id: <version>    data: the poll body (JobView) folded from the log, first
+    event: state     id: <version>    data: the poll body (JobView, downloadUrl included) folded from the log, first
     event: event     id: <version>    data: one recorded event (EventView), as appended
     : keepalive                       a comment every KEEPALIVE_S seconds without events
 
@@ -26,23 +26,25 @@ from __future__ import annotations
 import functools
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 import anyio.to_thread
 import msgspec
 from litestar import MediaType, Response, get
 from litestar.di import NamedDependency
-from litestar.exceptions import ClientException
+from litestar.exceptions import ClientException, HTTPException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import HeaderParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from jobtape import errors
+from jobtape.config import Settings
 from jobtape.eventlog import events as ev
-from jobtape.http import jobs, schemas
+from jobtape.http import downloads, jobs, openapi
 from jobtape.projections import state as job_state
 from jobtape.projections.repository import JobRepository
+from jobtape.storage.base import Storage
 
 __all__ = ["KEEPALIVE_S", "POLL_INTERVAL_S", "follow_job", "parse_last_event_id", "stream_job"]
 
@@ -62,8 +64,10 @@ LastEventIdHeader = Annotated[
     HeaderParameter(
         name="Last-Event-ID",
         description="Resume after this version (the `id` of the last message received), as EventSource "
-        "sends it on a reconnect: only the later events follow, without the initial state.",
+        "sends it on a reconnect: only the later events follow, without the initial state. Digits only; "
+        "empty means none.",
         required=False,
+        schema_extra={**openapi.OPTIONAL_STRING, "pattern": r"^[0-9]{0,18}$"},  # checked by parse_last_event_id
     ),
 ]
 
@@ -98,6 +102,7 @@ async def follow_job(
     *,
     last_event_id: int | None = None,
     poll_interval_s: float = POLL_INTERVAL_S,
+    link: Callable[[job_state.JobState], str | None] = lambda state: None,
 ) -> AsyncIterator[ServerSentEventMessage]:
     """Yield the job's messages until its terminal event; each message's id is a version.
 
@@ -110,6 +115,8 @@ async def follow_job(
         recorded: the job's events read so far (non-empty, version order).
         last_event_id: the version the client received last (``Last-Event-ID``), or ``None``.
         poll_interval_s: seconds between two reads of the log.
+        link: the ``downloadUrl`` of a state (``None``: none), as the poll gives it
+            (:func:`jobtape.http.downloads.download_url_for`).
 
     Raises:
         errors.IllegalTransition: the stored stream breaks the state rules.
@@ -120,7 +127,9 @@ async def follow_job(
     if last_event_id is None:
         pending = state.status == "pending"
         place = await anyio.to_thread.run_sync(repository.queue_position, job_id) if pending else None
-        yield _message("state", state.version, jobs.to_job_view(state, place))
+        view = jobs.to_job_view(state, place)
+        url = link(state)
+        yield _message("state", state.version, msgspec.structs.replace(view, download_url=url) if url else view)
     else:
         for item in recorded:
             if item.version > last_event_id:
@@ -151,19 +160,26 @@ async def follow_job(
     "other processes.",
     responses={204: ResponseSpec(None, description="Last-Event-ID is the finished job's last version: nothing "
                                  "more will come (EventSource stops reconnecting)"),
-               400: ResponseSpec(schemas.ErrorBody, description="jobId is not 32 lowercase hexadecimal characters, "
-                                 "or Last-Event-ID is not a version of this job's stream"),
-               404: ResponseSpec(schemas.ErrorBody, description="No job has this id")},
+               400: openapi.error("jobId is not 32 lowercase hexadecimal characters, or Last-Event-ID is not a "
+                                  "version number"),
+               409: openapi.error("Last-Event-ID is past this job's latest version (the log was restored or "
+                                  "imported): reconnect without it"),
+               404: openapi.error("No job has this id"),
+               **openapi.STORE_READ_ERRORS},
     tags=["jobs"],
 )
 async def stream_job(
-    jobId: jobs.JobIdPath, repository: NamedDependency[JobRepository], last_event_id: LastEventIdHeader = None
+    jobId: jobs.JobIdPath,
+    repository: NamedDependency[JobRepository],
+    storage: NamedDependency[Storage],
+    settings: NamedDependency[Settings],
+    last_event_id: LastEventIdHeader = None,
 ) -> Response[Any]:
     """Open the job's event stream, or resume it after ``Last-Event-ID``.
 
     Raises:
-        ClientException: 400, malformed job id, or a ``Last-Event-ID`` that is not a version
-            or is past the job's latest version.
+        ClientException: 400, malformed job id, or a ``Last-Event-ID`` that is not a version.
+        HTTPException: 409, a ``Last-Event-ID`` past the job's latest version.
         errors.JobNotFound: 404, before the stream starts.
     """
     resume_after = parse_last_event_id(last_event_id)
@@ -173,7 +189,8 @@ async def stream_job(
     if resume_after is not None:
         latest = recorded[-1].version
         if resume_after > latest:
-            raise ClientException(
+            raise HTTPException(
+                status_code=409,
                 detail=f"Last-Event-ID {resume_after} is past this job's latest version {latest}; "
                 "reconnect without Last-Event-ID to start from the job's current state"
             )
@@ -181,5 +198,7 @@ async def stream_job(
         if resume_after == latest and current is not None and current.finished:
             return Response(content=None, status_code=204, media_type=MediaType.TEXT)
     return ServerSentEvent(
-        follow_job(repository, recorded, last_event_id=resume_after), headers={"Cache-Control": "no-store"}
+        follow_job(repository, recorded, last_event_id=resume_after,
+                   link=lambda state: downloads.download_url_for(state, storage, settings.download_url_ttl_s)),
+        headers={"Cache-Control": "no-store"},
     )

@@ -209,12 +209,12 @@ def test_a_malformed_last_event_id_is_400_and_says_what_to_send(served: Served, 
     assert repr(value) in message
 
 
-def test_a_last_event_id_past_the_jobs_latest_version_is_400(served: Served) -> None:
+def test_a_last_event_id_past_the_jobs_latest_version_is_409(served: Served) -> None:
     with httpx.Client(base_url=served.base_url, timeout=30) as client:
         job_id = upload(client)
         response = client.get(f"/api/audio/jobs/{job_id}/stream", headers={"Last-Event-ID": "7"})
 
-    assert (response.status_code, response.json()) == (400, {
+    assert (response.status_code, response.json()) == (409, {
         "error": "Last-Event-ID 7 is past this job's latest version 1; "
                  "reconnect without Last-Event-ID to start from the job's current state"
     })
