@@ -29,7 +29,7 @@ __all__ = [
     "STATS_PERIOD_S", "LoudnormMeasurement", "MediaInfo", "ProgressParser", "Target", "ffmpeg_executable",
     "loudnorm_apply_argv", "loudnorm_measure_argv",
     "measure_integrated_loudness", "measure_volume", "parse_ebur128_summary",
-    "parse_loudnorm_json", "parse_probe", "parse_volumedetect", "probe", "run", "stderr_tail"
+    "parse_loudnorm_json", "parse_probe", "parse_volumedetect", "probe", "run", "scrub_paths", "stderr_tail"
 ]
 
 #: Default time limit of ``run``, in seconds.
@@ -118,6 +118,33 @@ def stderr_tail(text: str, lines: int = 20) -> str:
     """Return the last ``lines`` non-blank lines of ``text`` (``\\r`` counts as a line end)."""
     kept = [line.rstrip() for line in re.split(r"\r\n|\r|\n", text) if line.strip()]
     return "\n".join(kept[-lines:])
+
+
+# An absolute path not inside a URL (``https://host/a/b`` is left alone): a ``/`` not preceded by a
+# word character, ``:``, ``/``, ``.``, ``~``, ``-`` or ``>`` (a placeholder), then one or more folders, then the last segment.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w:/.~>-])/(?:[^\s/'\"(),;:]+/)+([^\s/'\"(),;:]*)")
+
+
+def scrub_paths(text: str, roots: Sequence[tuple[str | os.PathLike[str], str]] = ()) -> str:
+    """Remove this server's file paths from a message meant for clients (pure).
+
+    Each root (a job's work folder, the data dir) is replaced by its placeholder first, so
+    ``/tmp/jobtape-ab12-x/input.wav`` reads ``<workdir>/input.wav``; any other absolute
+    path (a tool's own, a temp file) is cut to its last segment. URLs are left alone.
+
+    Args:
+        text: the message (an error with ffmpeg's or yt-dlp's stderr tail, say).
+        roots: ``(folder, placeholder)`` pairs, e.g. ``(workdir, "<workdir>")``; longer
+            folders are replaced first.
+
+    Returns:
+        ``text`` without absolute server paths.
+    """
+    for root, placeholder in sorted(((os.fspath(r), p) for r, p in roots), key=lambda item: -len(item[0])):
+        for form in {root.rstrip("/"), os.path.realpath(root).rstrip("/")}:
+            if form:
+                text = text.replace(form, placeholder)
+    return _ABSOLUTE_PATH.sub(lambda match: match.group(1) or "/", text)
 
 
 def run(argv: Sequence[str], timeout: float = DEFAULT_TIMEOUT_S, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -39,7 +39,7 @@ from jobtape.eventlog import events as ev
 from jobtape.projections import state as job_state
 from jobtape.projections.repository import AppendResult, JobRepository
 from jobtape.storage.base import Storage
-from jobtape.worker import children, outage, policy, workdirs
+from jobtape.worker import children, media, outage, policy, workdirs
 from jobtape.worker.context import (
     CancelRequested,
     JobContext,
@@ -411,6 +411,15 @@ class Worker:
             log.exception("job %s crashed", context.job_id)
             return exc
 
+    def _client_text(self, context: JobContext, message: str) -> str:
+        """A failure's message as recorded in the log (which the API serves): no server paths.
+
+        The full message goes to this process's log first (:func:`media.scrub_paths`).
+        """
+        log.warning("job %s failed: %s", context.job_id, message)
+        return media.scrub_paths(message, [(context.workdir, "<workdir>"), (self.settings.work_parent, "<work-dir>"),
+                                           (self.settings.data_dir, "<data-dir>")])
+
     def _finish(self, context: JobContext, outcome: dict[str, Any] | Exception) -> None:
         if isinstance(outcome, JobLost):
             log.warning("job %s is no longer ours; stopped without appending (%s)", context.job_id, outcome)
@@ -429,13 +438,15 @@ class Worker:
             case Released():
                 events = [ev.JobReleased(worker_id=self.worker_id, reason="shutdown")]
             case errors.MediaError():
-                events = policy.failure_events(context.state, outcome.message, retryable=outcome.retryable,
-                                               now=clock.utcnow(), settings=self.settings, rng=self.rng)
+                events = policy.failure_events(context.state, self._client_text(context, outcome.message),
+                                               retryable=outcome.retryable, now=clock.utcnow(),
+                                               settings=self.settings, rng=self.rng)
             case errors.StorageError():  # e.g. the bucket unreachable: retried with backoff when it may pass
-                events = policy.failure_events(context.state, f"storage failed: {outcome.message}",
+                events = policy.failure_events(context.state,
+                                               self._client_text(context, f"storage failed: {outcome.message}"),
                                                retryable=outcome.retryable, now=clock.utcnow(),
                                                settings=self.settings, rng=self.rng)
             case _:
                 detail = "".join(traceback.format_exception_only(outcome)).strip()
-                events = [ev.JobFailed(error=f"internal error: {detail}", retryable=False)]
+                events = [ev.JobFailed(error=self._client_text(context, f"internal error: {detail}"), retryable=False)]
         context.append(*events)

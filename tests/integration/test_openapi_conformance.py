@@ -1,11 +1,12 @@
 """The OpenAPI document tells the truth: schemathesis (all checks) against a real ``jobtape serve``.
 
-A real server process on 127.0.0.1 with a fresh data dir and no workers; schemathesis's CLI
+A real server process on 127.0.0.1 with a fresh data dir and one embedded worker (so the
+jobs the run creates finish, and their event streams close); schemathesis's CLI
 (``st run``) reads ``/schema/openapi.json`` and sends generated requests, valid and invalid,
 to every operation, checking each answer: no 5xx, only documented status codes, content
 types, headers and bodies as documented, schema-invalid requests refused, schema-valid ones
 accepted. The run is bounded (a fixed seed, :data:`MAX_EXAMPLES` per operation and phase)
-so it takes about half a minute on two cores. The one per-operation setting is in
+so it takes about a minute on two cores. The one per-operation setting is in
 ``schemathesis.toml`` beside this file, with its reason.
 """
 
@@ -13,15 +14,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
-from polling import wait_for  # type: ignore[import-not-found]  # tests/ is on sys.path
+from serving import jobtape_serve  # type: ignore[import-not-found]  # tests/ is on sys.path
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 #: Test cases per operation and phase: enough to hit every parameter's bounds, bounded in time.
@@ -29,38 +28,11 @@ MAX_EXAMPLES = 25
 SEED = 9
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
-    """``jobtape serve --workers 0`` on a free loopback port; its base URL."""
-    port = _free_port()
-    log = (tmp_path / "serve.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "jobtape", "serve", "--workers", "0", "--port", str(port),
-         "--data-dir", str(tmp_path / "data")],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    base_url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        assert process.poll() is None, (tmp_path / "serve.log").read_text()
-        try:
-            return httpx.get(f"{base_url}/health", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    try:
-        wait_for(healthy, timeout_s=60, what="jobtape serve to answer /health")
+    """``jobtape serve --workers 1`` on a free loopback port; its base URL."""
+    with jobtape_serve(tmp_path / "data", workers=1) as base_url:
         yield base_url
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
-        log.close()
 
 
 def test_every_operation_conforms_to_the_openapi_document(server: str, tmp_path: Path) -> None:
@@ -70,7 +42,7 @@ def test_every_operation_conforms_to_the_openapi_document(server: str, tmp_path:
         "--checks", "all", "--max-examples", str(MAX_EXAMPLES), "--seed", str(SEED), "--workers", "2",
         "--request-timeout", "20", "--report", "json", "--report-dir", str(report_dir), "--no-color",
     ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600,
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path,  # its cache goes there
                           env={**os.environ, "SCHEMATHESIS_TELEMETRY": "false"})
     reports = list(report_dir.glob("json-*.json"))
     assert reports, done.stdout[-5000:] + done.stderr[-5000:]

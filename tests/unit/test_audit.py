@@ -49,6 +49,49 @@ def test_durations_and_positions() -> None:
         timeparse.parse_duration("thirty days")
 
 
+@pytest.mark.parametrize("text", [
+    "-99999999d", "-100000s", "-" + "9" * 400 + "s", "-1e400d",  # past MAX_AMOUNT, or inf as a float
+    "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00",  # outside datetime once in UTC
+])
+def test_times_out_of_range_are_refused_naming_the_range(text: str) -> None:
+    with pytest.raises(errors.InvalidTimeSpec) as caught:
+        timeparse.parse_time(text, NOW)
+    message = caught.value.message
+    assert "0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z" in message and "99999.999999w" in message
+    assert len(message) < 400  # the text is quoted shortened
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("-99999w", NOW - dt.timedelta(weeks=99999)),
+    ("0001-01-01", dt.datetime(1, 1, 1, tzinfo=dt.timezone.utc)),
+    ("9999-12-31T23:59:59Z", dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.timezone.utc)),
+])
+def test_the_edges_of_the_range_are_accepted(text: str, expected: dt.datetime) -> None:
+    assert timeparse.parse_time(text, NOW) == expected
+
+
+@pytest.mark.parametrize("text", ["100000d", "99999999999d", "1e400s"])
+def test_durations_out_of_range_are_refused_naming_the_range(text: str) -> None:
+    with pytest.raises(errors.InvalidTimeSpec, match="a number below 100000 and a unit"):
+        timeparse.parse_duration(text)
+
+
+def test_positions_past_sqlite_integers_are_refused() -> None:
+    assert timeparse.parse_position_or_time(str(timeparse.MAX_POSITION), NOW) == 2**63 - 1
+    with pytest.raises(errors.InvalidTimeSpec, match="from 0 to 9223372036854775807"):
+        timeparse.parse_position_or_time(str(2**63), NOW)
+
+
+def test_the_relative_pattern_accepts_only_texts_in_range() -> None:
+    import re
+
+    pattern = re.compile(timeparse.RELATIVE_PATTERN)
+    for text in ("now", "-1s", "-99999.999999w", "-0.5h"):
+        assert pattern.fullmatch(text) and timeparse.parse_time(text, NOW)
+    for text in ("-100000s", "-1e4d", "10m", "-10 m"):
+        assert not pattern.fullmatch(text)
+
+
 def test_percentile_is_nearest_rank() -> None:
     values = [float(v) for v in range(1, 21)]
     assert (stats.percentile(values, 50), stats.percentile(values, 95), stats.percentile(values, 100)) == (10, 19, 20)

@@ -347,3 +347,27 @@ def test_ffmpeg_executable_is_cached() -> None:
 def test_run_reports_missing_binary(tmp_path: Path) -> None:
     with pytest.raises(errors.MediaError, match="cannot run"):
         media.run([str(tmp_path / "no-such-binary")])
+
+
+def test_scrub_paths_leaves_no_server_path_in_a_client_message() -> None:
+    message = (
+        "ffmpeg exited with status 1\n--- stderr (tail) ---\n"
+        "/tmp/jobtape-ab12cd34-x9/input: Invalid data found when processing input\n"
+        "Error opening input file /srv/jobtape/var/storage/ingest-uploads/ab/original.png.\n"
+        "loaded /usr/lib/x86_64-linux-gnu/libavformat.so.59 (see https://ffmpeg.org/a/b.html)"
+    )
+    scrubbed = media.scrub_paths(message, [("/tmp/jobtape-ab12cd34-x9", "<workdir>"), ("/srv/jobtape/var", "<data-dir>")])
+    assert scrubbed == (
+        "ffmpeg exited with status 1\n--- stderr (tail) ---\n"
+        "<workdir>/input: Invalid data found when processing input\n"
+        "Error opening input file <data-dir>/storage/ingest-uploads/ab/original.png.\n"
+        "loaded libavformat.so.59 (see https://ffmpeg.org/a/b.html)"
+    )
+
+
+def test_scrub_paths_replaces_a_root_given_through_a_symlink(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    assert media.scrub_paths(f"cannot open {real}/input.wav", [(link, "<workdir>")]) == "cannot open <workdir>/input.wav"
