@@ -152,24 +152,29 @@ async def download(
     request: Request[Any, Any, Any],
     storage: NamedDependency[Storage],
     key: Annotated[str, QueryParameter(name="key", description=_KEY_DESCRIPTION, min_length=1, max_length=1024)],
+    # Required in the document; checked here, so that a link without them gets the message below.
     expires: Annotated[
-        str, QueryParameter(name="expires", description="Deadline, Unix seconds", pattern=r"^[0-9]{1,12}$")
-    ],
+        str | None, QueryParameter(name="expires", description="Deadline, Unix seconds", required=True,
+                                   schema_extra={**openapi.OPTIONAL_STRING, "pattern": r"^[0-9]{1,12}$"})
+    ] = None,
     signature: Annotated[
-        str, QueryParameter(name="signature", description="HMAC-SHA256, 64 lowercase hex digits",
-                            pattern=r"^[0-9a-f]{64}$")
-    ],
+        str | None, QueryParameter(name="signature", description="HMAC-SHA256, 64 lowercase hex digits", required=True,
+                                   schema_extra={**openapi.OPTIONAL_STRING, "pattern": r"^[0-9a-f]{64}$"})
+    ] = None,
 ) -> Response[Any]:
     """Local storage: check the link's signature and deadline, then stream the file (headers only for HEAD).
 
     Raises:
         errors.InvalidSignature: 403.
         errors.BlobNotFound: 404.
-        HTTPException: 416 for an unsatisfiable range.
+        HTTPException: 400 without ``expires``/``signature``; 416 for an unsatisfiable range.
     """
     signer: signing.URLSigner | None = getattr(storage, "signer", None)
     if signer is None:  # pragma: no cover - create_app registers this route for signing storages only
         raise HTTPException(status_code=404, detail="this storage backend does not sign download links")
+    if not expires or not signature:
+        raise HTTPException(status_code=400, detail="a download link needs key, expires and signature; "
+                            "use the downloadUrl of a poll of the complete job")
     signer.verify(key, expires, signature, clock.utcnow().timestamp())
     return await serve_blob(request, storage, key)
 
@@ -191,8 +196,10 @@ async def download_link(
     storage: NamedDependency[Storage],
     settings: NamedDependency[Settings],
     key: Annotated[str, QueryParameter(name="key", description="The storage key of a prepared asset or preview",
-                                       min_length=1, max_length=1024, pattern=_OUTPUT_KEY_PATTERN)],
-) -> schemas.PreviewLink:
+                                       min_length=1, max_length=1024,
+                                       # documented; checked below (403 naming the prefixes, 400 for a bad key)
+                                       schema_extra={"pattern": _OUTPUT_KEY_PATTERN})],
+) -> Response[schemas.PreviewLink]:
     """Object storage: answer ``{"downloadUrl": <presigned GET>}`` for a prepared asset or preview.
 
     Raises:
@@ -208,7 +215,7 @@ async def download_link(
     url = await anyio.to_thread.run_sync(storage.signed_url, key, settings.download_url_ttl_s)
     if url is None:
         raise HTTPException(status_code=404, detail="this storage backend can neither serve nor sign downloads")
-    return schemas.PreviewLink(download_url=url)
+    return Response(schemas.PreviewLink(download_url=url), headers={"Cache-Control": "private, no-store"})
 
 
 def download_route(storage: Storage) -> Any:

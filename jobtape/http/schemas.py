@@ -62,8 +62,9 @@ class IngestUrlRequest(_Wire):
     ]
     url: Annotated[
         str,
-        msgspec.Meta(min_length=1, max_length=2048, pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s/?#]+",
-                     description="The http(s) URL of the page or file", extra_json_schema={"format": "uri"}),
+        # The scheme is checked by sources.check_source_url (422 naming it), after stripping blanks.
+        msgspec.Meta(min_length=1, max_length=2048, description="The http(s) URL of the page or file",
+                     extra_json_schema={"format": "uri", "pattern": r"^\s*[Hh][Tt][Tt][Pp][Ss]?://"}),
     ]
     rights_attested: Annotated[
         bool, msgspec.Meta(description="Must be true: you confirm you have the rights to ingest this media")
