@@ -31,7 +31,7 @@ __all__ = [
     "to_job_view",
 ]
 
-_JOB_ID = re.compile(r"[0-9a-f]{32}")
+_JOB_ID = re.compile(openapi.JOB_ID_PATTERN)
 #: The ``{jobId}`` path parameter (see :data:`openapi.JobIdPath`).
 JobIdPath = openapi.JobIdPath
 #: The ``asOf`` query parameter: an RFC 3339 date-time, ``now`` or a relative time (``-10m``).

@@ -41,7 +41,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 from jobtape import errors
 from jobtape.config import Settings
 from jobtape.eventlog import events as ev
-from jobtape.http import downloads, jobs, openapi
+from jobtape.http import jobs, openapi, schemas
 from jobtape.projections import state as job_state
 from jobtape.projections.repository import JobRepository
 from jobtape.storage.base import Storage
@@ -102,7 +102,7 @@ async def follow_job(
     *,
     last_event_id: int | None = None,
     poll_interval_s: float = POLL_INTERVAL_S,
-    link: Callable[[job_state.JobState], str | None] = lambda state: None,
+    body: Callable[[job_state.JobState, int | None], schemas.JobView] = jobs.to_job_view,
 ) -> AsyncIterator[ServerSentEventMessage]:
     """Yield the job's messages until its terminal event; each message's id is a version.
 
@@ -115,8 +115,8 @@ async def follow_job(
         recorded: the job's events read so far (non-empty, version order).
         last_event_id: the version the client received last (``Last-Event-ID``), or ``None``.
         poll_interval_s: seconds between two reads of the log.
-        link: the ``downloadUrl`` of a state (``None``: none), as the poll gives it
-            (:func:`jobtape.http.downloads.download_url_for`).
+        body: the ``state`` message's body from a state and its queue position: the
+            poll's (:func:`jobtape.http.jobs.poll_body`, with ``downloadUrl``).
 
     Raises:
         errors.IllegalTransition: the stored stream breaks the state rules.
@@ -127,9 +127,7 @@ async def follow_job(
     if last_event_id is None:
         pending = state.status == "pending"
         place = await anyio.to_thread.run_sync(repository.queue_position, job_id) if pending else None
-        view = jobs.to_job_view(state, place)
-        url = link(state)
-        yield _message("state", state.version, msgspec.structs.replace(view, download_url=url) if url else view)
+        yield _message("state", state.version, body(state, place))
     else:
         for item in recorded:
             if item.version > last_event_id:
@@ -199,6 +197,6 @@ async def stream_job(
             return Response(content=None, status_code=204, media_type=MediaType.TEXT)
     return ServerSentEvent(
         follow_job(repository, recorded, last_event_id=resume_after,
-                   link=lambda state: downloads.download_url_for(state, storage, settings.download_url_ttl_s)),
+                   body=lambda state, place: jobs.poll_body(state, place, storage, settings.download_url_ttl_s)),
         headers={"Cache-Control": "no-store"},
     )
