@@ -1,7 +1,9 @@
 """The OpenAPI document tells the truth: schemathesis (all checks) against a real ``jobtape serve``.
 
 A real server process on 127.0.0.1 with a fresh data dir and one embedded worker (so the
-jobs the run creates finish, and their event streams close); schemathesis's CLI
+jobs the run creates finish, and their event streams close), holding a real asset and a
+real preview that ``schemathesis.toml`` names (so the byte routes answer 200/206, not only
+404); schemathesis's CLI
 (``st run``) reads ``/schema/openapi.json`` and sends generated requests, valid and invalid,
 to every operation, checking each answer: no 5xx, only documented status codes, content
 types, headers and bodies as documented, schema-invalid requests refused, schema-valid ones
@@ -16,11 +18,17 @@ import json
 import os
 import subprocess
 import sys
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
-from serving import jobtape_serve  # type: ignore[import-not-found]  # tests/ is on sys.path
+from polling import wait_for  # type: ignore[import-not-found]  # tests/ is on sys.path
+from serving import jobtape_serve  # type: ignore[import-not-found]
+
+MEDIA = Path(__file__).resolve().parents[2] / "media"
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 #: Test cases per operation and phase: enough to hit every parameter's bounds, bounded in time.
@@ -29,21 +37,46 @@ SEED = 9
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[str]:
-    """``jobtape serve --workers 1`` on a free loopback port; its base URL."""
-    with jobtape_serve(tmp_path / "data", workers=1) as base_url:
-        yield base_url
+def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """``jobtape serve --workers 1`` on a free loopback port, holding a real asset and a real preview.
+
+    Yields:
+        The base URL, and the environment that names the data for ``schemathesis.toml``.
+    """
+    with jobtape_serve(tmp_path / "data", workers=1) as base_url, httpx.Client(base_url=base_url, timeout=60) as client:
+        files = {"file": ("speech.wav", (MEDIA / "speech_ljspeech.wav").read_bytes(), "audio/wav")}
+        ingest = _finished(client, client.post("/api/audio/ingest", files=files).json()["data"]["jobId"])
+        recipe = {"assetId": ingest["result"]["assetId"], "startSec": 0.5, "endSec": 1.5}
+        preview = _finished(client, client.post("/api/audio/edit/preview", json=recipe).json()["data"]["jobId"])
+        link = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(preview["downloadUrl"]).query))
+        yield base_url, {
+            "JOBTAPE_CONFORMANCE_PREVIEW_JOB": preview["jobId"],
+            "JOBTAPE_CONFORMANCE_KEY": link["key"],
+            "JOBTAPE_CONFORMANCE_EXPIRES": link["expires"],
+            "JOBTAPE_CONFORMANCE_SIGNATURE": link["signature"],
+        }
 
 
-def test_every_operation_conforms_to_the_openapi_document(server: str, tmp_path: Path) -> None:
+def _finished(client: httpx.Client, job_id: str) -> dict[str, Any]:
+    def complete() -> dict[str, Any] | None:
+        view: dict[str, Any] = client.get(f"/api/audio/jobs/{job_id}").json()
+        assert view["status"] not in ("failed", "cancelled"), view
+        return view if view["status"] == "complete" else None
+
+    found: dict[str, Any] = wait_for(complete, timeout_s=120, what=f"job {job_id} to complete")
+    return found
+
+
+def test_every_operation_conforms_to_the_openapi_document(server: tuple[str, dict[str, str]], tmp_path: Path) -> None:
+    base_url, data = server
     report_dir = tmp_path / "report"
     command = [
-        sys.executable, "-m", "schemathesis.cli", "--config-file", str(CONFIG), "run", f"{server}/schema/openapi.json",
+        sys.executable, "-m", "schemathesis.cli", "--config-file", str(CONFIG), "run", f"{base_url}/schema/openapi.json",
         "--checks", "all", "--max-examples", str(MAX_EXAMPLES), "--seed", str(SEED), "--workers", "2",
         "--request-timeout", "20", "--report", "json", "--report-dir", str(report_dir), "--no-color",
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path,  # its cache goes there
-                          env={**os.environ, "SCHEMATHESIS_TELEMETRY": "false"})
+                          env={**os.environ, **data, "SCHEMATHESIS_TELEMETRY": "false"})
     reports = list(report_dir.glob("json-*.json"))
     assert reports, done.stdout[-5000:] + done.stderr[-5000:]
     report = json.loads(reports[0].read_text())
