@@ -22,6 +22,7 @@ from jobtape.audit import describe
 from jobtape.cli import audit as cli_audit
 from jobtape.cli import demo as cli_demo
 from jobtape.cli import replay as cli_replay
+from jobtape.cli import types
 from jobtape.cli.common import (
     common_options,
     console,
@@ -78,11 +79,11 @@ for _command in (cli_demo.demo, *cli_audit.COMMANDS, *cli_replay.COMMANDS):
 @click.option("--max-upload-bytes", type=click.IntRange(min=1), default=Settings.max_upload_bytes,
               envvar="JOBTAPE_MAX_UPLOAD_BYTES", show_envvar=True, show_default=True,
               help="Largest accepted upload, in bytes.")
-@click.option("--upload-idle-timeout", "upload_idle_timeout_s", type=click.FloatRange(min=0),
+@click.option("--upload-idle-timeout", "upload_idle_timeout_s", type=types.Seconds(0.0, types.DAY_S),
               default=Settings.upload_idle_timeout_s, envvar="JOBTAPE_UPLOAD_IDLE_TIMEOUT", show_envvar=True,
               show_default=True, help="Seconds an upload may send nothing before it is abandoned (408) and its"
               " spool file removed (0: no limit).")
-@click.option("--upload-min-rate", "upload_min_rate_bytes_s", type=click.FloatRange(min=0),
+@click.option("--upload-min-rate", "upload_min_rate_bytes_s", type=types.Finite(0.0, 1e12),
               default=Settings.upload_min_rate_bytes_s, envvar="JOBTAPE_UPLOAD_MIN_RATE", show_envvar=True,
               show_default=True, help="Least upload rate in bytes/s, averaged over each idle-timeout window;"
               " slower uploads are abandoned (408; 0: no minimum).")

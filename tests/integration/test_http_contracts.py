@@ -181,6 +181,8 @@ def test_every_error_response_in_the_openapi_document_is_the_error_body(served: 
     (["archive", "--older-than", "99999999999d", "--to", "x.jsonl"], "--older-than"),
     (["worker", "--poll-interval", "nan"], "--poll-interval"),
     (["worker", "--lease-ttl", "inf"], "--lease-ttl"),
+    (["serve", "--upload-idle-timeout", "nan"], "--upload-idle-timeout"),
+    (["serve", "--upload-min-rate", "1e400"], "--upload-min-rate"),
 ])
 def test_cli_times_and_durations_out_of_range_are_usage_errors(tmp_path: Path, args: list[str], option: str | None) -> None:
     from jobtape import runtime
