@@ -12,8 +12,9 @@ Order matters: ``jobs`` comes first, because its update reads ``last_insert_rowi
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import NamedTuple
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from jobtape.eventlog.store import Statement
 from jobtape.projections import assets, jobs, previews
@@ -31,11 +32,15 @@ class Projection(NamedTuple):
         statements: ``statements(before, after, table)`` -> the SQL an append from
             ``before`` (``None`` for a new or re-folded stream) to ``after`` runs on
             ``table`` (the live table, or a rebuild's scratch copy).
+        decoders: column -> decoder, for columns holding an encoded value (``jobs.state``'s
+            JSON snapshot): a rebuild compares those decoded, so a snapshot written before
+            a field with a default was added means the same as one written after.
     """
 
     table: str
     columns: tuple[str, ...]
     statements: Callable[[JobState | None, JobState, str], list[Statement]]
+    decoders: Mapping[str, Callable[[Any], Any]] = MappingProxyType({})
 
     @property
     def key(self) -> str:
@@ -50,7 +55,7 @@ def _jobs_statements(before: JobState | None, after: JobState, table: str) -> li
 
 
 #: ``jobs``: one row per job (status, stage, progress, the state snapshot).
-JOBS = Projection("jobs", jobs.COLUMNS, _jobs_statements)
+JOBS = Projection("jobs", jobs.COLUMNS, _jobs_statements, MappingProxyType({"state": jobs.decode_state}))
 #: ``assets``: one row per prepared asset.
 ASSETS = Projection(assets.TABLE, assets.COLUMNS, assets.statements)
 #: ``previews``: the preview cache, recipe hash -> rendering job.
