@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"PRAGMA synchronous={args.synchronous} (journal_mode=WAL) on both sides")
     print(f"raw sqlite3: {events} single-row transactions in {raw_s:.2f} s = {raw_rate:,.0f} rows/s (baseline)")
     passed_any = False
-    for label, seconds in ((f"1 thread", single_s), (f"{args.threads} threads", multi_s)):
+    for label, seconds in (("1 thread", single_s), (f"{args.threads} threads", multi_s)):
         rate = events / seconds
         ratio = rate / raw_rate
         passed = ratio >= TARGET_RATIO

@@ -22,7 +22,7 @@ def _real(value: dt.datetime) -> dt.datetime:
 
 def utcnow() -> dt.datetime:
     """Return the current UTC time as an aware datetime with microsecond precision."""
-    return _real(dt.datetime.now(dt.timezone.utc))
+    return _real(dt.datetime.now(dt.UTC))
 
 
 def format_timestamp(value: dt.datetime) -> str:
@@ -34,7 +34,7 @@ def format_timestamp(value: dt.datetime) -> str:
     last = _last_formatted
     if last[0] is value:  # an append formats its one timestamp for the event and the row
         return last[1]
-    utc = value.astimezone(dt.timezone.utc) if value.tzinfo is not None and value.utcoffset() else value
+    utc = value.astimezone(dt.UTC) if value.tzinfo is not None and value.utcoffset() else value
     # isoformat is several times faster than strftime; this runs on every append.
     text = utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
     _last_formatted = (value, text)
@@ -52,5 +52,5 @@ def parse_timestamp(text: str) -> dt.datetime:
     """
     value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
-    return _real(value.astimezone(dt.timezone.utc))
+        value = value.replace(tzinfo=dt.UTC)
+    return _real(value.astimezone(dt.UTC))

@@ -19,8 +19,8 @@ from jobtape.config import Settings
 from jobtape.eventlog.sqlite import SQLiteBackend
 from jobtape.eventlog.store import EventStore, SQLBackend
 from jobtape.projections.repository import AppendResult, JobRepository
-from jobtape.storage.base import Storage
 from jobtape.storage import local, signing
+from jobtape.storage.base import Storage
 from jobtape.storage.local import LocalStorage
 
 __all__ = [

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,3 +79,49 @@ def s3_storage(s3_endpoint: str, request: pytest.FixtureRequest) -> Any:
                      multipart_chunk_bytes=5 * 1024 * 1024)
     made.client.create_bucket(Bucket=bucket)
     return made
+
+
+@pytest.fixture
+def mount_tmpfs() -> Iterator[Callable[..., Path]]:
+    """Mount a small tmpfs at a folder, ``mount_tmpfs(folder, size="1m")``: a disk that fills up.
+
+    Needs root (the tests run as root, locally and in CI: with ``CI=true`` a mount failure
+    fails the test). Every mount is lazily unmounted after the test.
+    """
+    mounted: list[Path] = []
+
+    def mount(folder: Path, size: str = "1m") -> Path:
+        if os.geteuid() != 0 and os.environ.get("CI") != "true":
+            pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+        folder.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], check=True)
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounted:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.fixture
+def hold_write_lock() -> Iterator[Callable[[Path], subprocess.Popen[str]]]:
+    """Start another process that holds a SQLite file's write lock (``BEGIN IMMEDIATE``), ``hold_write_lock(path)``.
+
+    Returns once the lock is held; the lock is released when the test ends, or earlier
+    with ``process.communicate("")``.
+    """
+    holders: list[subprocess.Popen[str]] = []
+    script = ("import sqlite3,sys; c=sqlite3.connect(sys.argv[1], isolation_level=None); c.execute('BEGIN IMMEDIATE');"
+              " print('locked', flush=True); sys.stdin.read()")
+
+    def hold(path: Path) -> subprocess.Popen[str]:
+        holder = subprocess.Popen([sys.executable, "-c", script, str(path)], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        holders.append(holder)
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        return holder
+
+    yield hold
+    for holder in holders:
+        if holder.poll() is None:
+            holder.communicate("", timeout=10)

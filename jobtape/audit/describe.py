@@ -12,7 +12,7 @@ __all__ = ["details", "duration", "first_line", "short", "time_ms"]
 
 def time_ms(at: dt.datetime) -> str:
     """``YYYY-MM-DD HH:MM:SS.mmm`` in UTC (milliseconds, truncated)."""
-    return at.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.") + f"{at.microsecond // 1000:03d}"
+    return at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.") + f"{at.microsecond // 1000:03d}"
 
 
 def duration(seconds: float | None) -> str:
@@ -37,7 +37,7 @@ def first_line(text: str) -> str:
     return short(text.strip().splitlines()[0], 120) if text.strip() else "(no message)"
 
 
-def details(event: ev.Event) -> str:  # noqa: C901 - one case per event type
+def details(event: ev.Event) -> str:
     """The key fields of an event in a few words, e.g. ``stage measuring``, ``pid 4242 exit 0``."""
     match event:
         case ev.JobCreated(job_type=job_type, owner=owner, params=params):

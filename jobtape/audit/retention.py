@@ -42,7 +42,7 @@ from jobtape.projections import state as job_state
 from jobtape.projections.repository import JobRepository
 from jobtape.storage.base import Storage
 
-__all__ = ["ArchiveReport", "JOB_COLUMNS", "archive", "list_archives"]
+__all__ = ["JOB_COLUMNS", "ArchiveReport", "archive", "list_archives"]
 
 #: Projection table -> the column naming the job its rows were folded from (every table of
 #: :data:`jobtape.projections.registry.PROJECTIONS` must be listed: their rows go with the job).

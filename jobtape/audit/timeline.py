@@ -165,7 +165,7 @@ class _Builder:
             if child is not None:
                 child.orphaned = True
 
-    def add(self, item: ev.RecordedEvent) -> None:  # noqa: C901 - one case per event type
+    def add(self, item: ev.RecordedEvent) -> None:
         at = item.recorded_at
         match item.event:
             case ev.JobClaimed(worker_id=worker_id, attempt=attempt):

@@ -39,9 +39,9 @@ __all__ = [
 ]
 
 #: The earliest absolute time accepted (the first ``datetime`` can hold).
-EARLIEST = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+EARLIEST = dt.datetime.min.replace(tzinfo=dt.UTC)
 #: The latest absolute time accepted (the last ``datetime`` can hold).
-LATEST = dt.datetime.max.replace(tzinfo=dt.timezone.utc)
+LATEST = dt.datetime.max.replace(tzinfo=dt.UTC)
 #: A duration, or a relative time's offset, is a number below this many of its unit.
 MAX_AMOUNT = 100000
 #: The relative forms ``now`` and ``-<number><unit>`` as a regular expression (always in range).

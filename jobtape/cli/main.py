@@ -257,7 +257,10 @@ def rebuild(data_dir: Path, verify: bool, as_json: bool) -> None:
         err = console(stderr=True)
         with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
             task = bar.add_task("rebuild", total=None)
-            update = lambda done, total: bar.update(task, completed=done, total=total)
+
+            def update(done: int, total: int | None) -> None:
+                bar.update(task, completed=done, total=total)
+
             report = rebuild_projection.rebuild(store, apply_changes=not verify, progress=update)
     except (errors.IllegalTransition, errors.MalformedEvent) as exc:
         raise click.ClickException(f"the event log cannot be folded: {exc}") from exc

@@ -22,7 +22,6 @@ from jobtape.cli.audit import (
     echo_json,
     existing_store_settings,
     json_option,
-    open_existing_store,
     settings_from,
     with_store,
 )

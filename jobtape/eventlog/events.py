@@ -11,7 +11,7 @@ of a field. Real changes get an explicit upcaster in :func:`decode_event`.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import msgspec
 
@@ -38,8 +38,8 @@ __all__ = [
     "JobType",
     "RecordedEvent",
     "decode_event",
-    "event_type",
     "encode_event",
+    "event_type",
 ]
 
 JobType = Literal["ingest", "preview", "save"]
@@ -49,7 +49,7 @@ class _Base(msgspec.Struct, frozen=True, tag_field="type", kw_only=True):
     pass
 
 
-class JobCreated(_Base, tag="job.created"):
+class JobCreated(_Base, frozen=True, tag="job.created"):
     """A job was submitted.
 
     Attributes:
@@ -66,7 +66,7 @@ class JobCreated(_Base, tag="job.created"):
     idempotency_key: str | None = None
 
 
-class JobClaimed(_Base, tag="job.claimed"):
+class JobClaimed(_Base, frozen=True, tag="job.claimed"):
     """A worker took the job.
 
     Attributes:
@@ -83,25 +83,25 @@ class JobClaimed(_Base, tag="job.claimed"):
     lease_ttl_s: float | None = None
 
 
-class JobStageChanged(_Base, tag="job.stage_changed"):
+class JobStageChanged(_Base, frozen=True, tag="job.stage_changed"):
     """The running job entered a stage (``decoding``, ``measuring``, ``normalizing``, ...)."""
 
     stage: str
 
 
-class JobProgress(_Base, tag="job.progress"):
+class JobProgress(_Base, frozen=True, tag="job.progress"):
     """Progress within the current stage, ``percent`` in 0-100."""
 
     percent: int
 
 
-class JobHeartbeat(_Base, tag="job.heartbeat"):
+class JobHeartbeat(_Base, frozen=True, tag="job.heartbeat"):
     """The worker is alive and still holds the job; ``lease_expires_at`` is the new expiry (UTC)."""
 
     lease_expires_at: dt.datetime | None = None
 
 
-class JobLeaseExpired(_Base, tag="job.lease_expired"):
+class JobLeaseExpired(_Base, frozen=True, tag="job.lease_expired"):
     """A reaper found the worker's lease expired and took the job back.
 
     The job returns to pending (the next claim is attempt + 1), not to be claimed before
@@ -121,7 +121,7 @@ class JobLeaseExpired(_Base, tag="job.lease_expired"):
     orphaned_pids: list[int] = []
 
 
-class JobReleased(_Base, tag="job.released"):
+class JobReleased(_Base, frozen=True, tag="job.released"):
     """The worker gave the job back (graceful shutdown) without using an attempt.
 
     ``orphaned_pids`` as in :class:`JobLeaseExpired` (empty when the worker killed its children).
@@ -132,7 +132,7 @@ class JobReleased(_Base, tag="job.released"):
     orphaned_pids: list[int] = []
 
 
-class JobRetryScheduled(_Base, tag="job.retry_scheduled"):
+class JobRetryScheduled(_Base, frozen=True, tag="job.retry_scheduled"):
     """A retryable failure: the job returns to pending, not to be claimed before ``not_before`` (UTC)."""
 
     error: str
@@ -140,13 +140,13 @@ class JobRetryScheduled(_Base, tag="job.retry_scheduled"):
     not_before: dt.datetime | None = None
 
 
-class JobCancelRequested(_Base, tag="job.cancel_requested"):
+class JobCancelRequested(_Base, frozen=True, tag="job.cancel_requested"):
     """Someone asked to cancel the job (``requested_by`` is the actor, ``reason`` free text)."""
 
     reason: str | None = None
 
 
-class JobChildStarted(_Base, tag="job.child_started"):
+class JobChildStarted(_Base, frozen=True, tag="job.child_started"):
     """The worker started a child process.
 
     Attributes:
@@ -163,31 +163,31 @@ class JobChildStarted(_Base, tag="job.child_started"):
     started_at_ticks: int | None = None
 
 
-class JobChildExited(_Base, tag="job.child_exited"):
+class JobChildExited(_Base, frozen=True, tag="job.child_exited"):
     """A child process is gone: ``exit_status`` is its return code (negative: killed by that signal)."""
 
     pid: int
     exit_status: int | None = None
 
 
-class JobCancelled(_Base, tag="job.cancelled"):
+class JobCancelled(_Base, frozen=True, tag="job.cancelled"):
     """The worker confirmed the cancellation: its children are dead and partial output removed."""
 
 
-class JobCompleted(_Base, tag="job.completed"):
+class JobCompleted(_Base, frozen=True, tag="job.completed"):
     """The job finished; ``result`` is the job type's result object (camelCase keys)."""
 
     result: dict[str, Any] = {}
 
 
-class JobFailed(_Base, tag="job.failed"):
+class JobFailed(_Base, frozen=True, tag="job.failed"):
     """The job failed with a readable ``error``; ``retryable`` marks transient failures."""
 
     error: str
     retryable: bool = False
 
 
-class JobBlobsDeleted(_Base, tag="job.blobs_deleted"):
+class JobBlobsDeleted(_Base, frozen=True, tag="job.blobs_deleted"):
     """Blobs the finished job named are removed from storage, and why.
 
     Appended BEFORE the blobs are deleted (:mod:`jobtape.blobs`): after a crash in between
@@ -279,7 +279,7 @@ def decode_event(position: int, type_: str, data: str | bytes) -> Event:
     if decoder is None:
         raise errors.MalformedEvent(position, type_, "unknown event type")
     try:
-        return decoder.decode(data)  # type: ignore[no-any-return]
+        return cast(Event, decoder.decode(data))
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise errors.MalformedEvent(position, type_, str(exc)) from exc
 

@@ -58,11 +58,11 @@ def _events(db: sqlite_utils.Database) -> None:
         BEGIN SELECT RAISE(ABORT, 'version conflict: the stream moved on'); END
         """
     )
-    db["events"].create_index(["type", "position"], index_name="events_type_position")
+    db.table("events").create_index(["type", "position"], index_name="events_type_position")
 
 
 def _jobs(db: sqlite_utils.Database) -> None:
-    db["jobs"].create(
+    db.table("jobs").create(
         {
             "job_id": str,
             "job_type": str,
@@ -90,12 +90,12 @@ def _jobs(db: sqlite_utils.Database) -> None:
                   "created_position", "last_version", "last_position", "state"},
     )
     # Queue position = 1 + COUNT of pending jobs with a smaller created_position: an index range.
-    db["jobs"].create_index(["status", "created_position"], index_name="jobs_status_created")
+    db.table("jobs").create_index(["status", "created_position"], index_name="jobs_status_created")
     db.execute(
         "CREATE UNIQUE INDEX jobs_owner_idempotency ON jobs (owner, idempotency_key) "
         "WHERE idempotency_key IS NOT NULL"
     )
-    db["jobs"].create_index(["owner", "status"], index_name="jobs_owner_status")
+    db.table("jobs").create_index(["owner", "status"], index_name="jobs_owner_status")
 
 
 def _leases_and_hashes(db: sqlite_utils.Database) -> None:

@@ -180,7 +180,7 @@ class SQLiteBackend(SQLBackend):
             try:
                 with self._connection() as conn:
                     self._commit_group(conn, group)
-            except BaseException as exc:  # the pool could not open a connection
+            except BaseException as exc:  # noqa: BLE001 - the pool could not open a connection: every waiter gets it
                 for item in group:
                     if not item.done:
                         item.error, item.done = exc, True
@@ -217,7 +217,7 @@ class SQLiteBackend(SQLBackend):
             if len(group) == 1:
                 try:
                     group[0].results = self._run_alone(conn, group[0].statements)
-                except BaseException as exc:  # handed to the caller's thread
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
                     group[0].error = exc
                 return
             try:
@@ -232,7 +232,7 @@ class SQLiteBackend(SQLBackend):
                         item.error = _translate(exc)
                     conn.execute("RELEASE batch")
                 conn.execute("COMMIT")
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - handed to every caller of the group
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 error = _translate(exc) if isinstance(exc, sqlite3.Error) else exc

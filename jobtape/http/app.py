@@ -36,8 +36,8 @@ from litestar.static_files import create_static_files_router
 
 from jobtape import __version__
 from jobtape.config import Settings
-from jobtape.http import errors as http_errors
 from jobtape.http import direct_upload, downloads, edits, ingest, jobs, schemas, spool, stream, upload
+from jobtape.http import errors as http_errors
 from jobtape.projections.repository import JobRepository
 from jobtape.storage import Storage
 

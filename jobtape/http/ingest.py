@@ -196,8 +196,8 @@ async def ingest_upload(
         if request.content_length is not None and request.content_length <= url_source.MAX_JSON_BYTES:
             body = await request.body()  # cached: url_source reads it again through request.stream()
             if direct_upload.is_storage_source(body):  # a file the client PUT to a presigned URL
-                params = await anyio.to_thread.run_sync(direct_upload.storage_source_params, body, storage, settings)
-                return await _create_job(repository, storage, params, owner, key_text, new_job_id(), blob_key=None,
+                storage_params = await anyio.to_thread.run_sync(direct_upload.storage_source_params, body, storage, settings)
+                return await _create_job(repository, storage, storage_params, owner, key_text, new_job_id(), blob_key=None,
                                          max_active_jobs=settings.max_active_jobs)
         url_params = await url_source.read_url_params(request, settings)
         return await _create_job(repository, storage, url_params, owner, key_text, new_job_id(), blob_key=None,

@@ -18,9 +18,9 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import QueryParameter
 
 from jobtape import errors
-from jobtape.eventlog import events as ev
-from jobtape.config import Settings
 from jobtape.audit import timeparse
+from jobtape.config import Settings
+from jobtape.eventlog import events as ev
 from jobtape.http import downloads, history, openapi, schemas
 from jobtape.projections import state as job_state
 from jobtape.projections.repository import JobRepository

@@ -87,13 +87,14 @@ def struct_schema(struct_type: type[msgspec.Struct], *, description: str | None 
 
 def _to_openapi(node: dict[str, Any]) -> Schema:
     values: dict[str, Any] = {}
-    for key, value in node.items():
+    for key, raw in node.items():
         name = re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
+        value: Any = raw
         if key == "type":
-            value = OpenAPIType(value)
+            value = OpenAPIType(raw)
         elif key == "properties":
-            value = {prop: _to_openapi(child) for prop, child in value.items()}
+            value = {prop: _to_openapi(child) for prop, child in raw.items()}
         elif key in ("anyOf", "oneOf", "allOf"):
-            value = [_to_openapi(child) for child in value]
+            value = [_to_openapi(child) for child in raw]
         values[name] = value
     return Schema(**values)

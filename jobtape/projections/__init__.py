@@ -1,0 +1,1 @@
+"""The pure fold over a job's events and the projections written in the same batch as each append."""

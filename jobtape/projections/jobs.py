@@ -8,6 +8,7 @@ the next append folds onto); the other columns exist for indexes and for operato
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -113,7 +114,7 @@ def upsert(state: JobState, table: str = "jobs") -> Statement:
 #: State attributes that map 1:1 to a column which may change after creation.
 _MUTABLE = ("status", "stage", "progress", "attempt", "worker_id", "lease_expires_at", "result", "error",
             "cancel_requested", "finished", "not_before")
-_ENCODE_COLUMN = {
+_ENCODE_COLUMN: dict[str, Callable[[Any], Any]] = {
     "lease_expires_at": _stamp,
     "not_before": _stamp,
     "result": lambda value: _JSON.encode(value).decode() if value is not None else None,

@@ -37,7 +37,14 @@ from jobtape import errors
 from jobtape.eventlog import events as ev
 
 __all__ = [
-    "ACTIVE_STATUSES", "JobState", "Status", "TERMINAL_STATUSES", "apply", "fold", "owned_keys", "retained_upload",
+    "ACTIVE_STATUSES",
+    "TERMINAL_STATUSES",
+    "JobState",
+    "Status",
+    "apply",
+    "fold",
+    "owned_keys",
+    "retained_upload",
     "upload_key",
 ]
 
@@ -250,7 +257,7 @@ def _require_holder(state: JobState, event: ev.Event, worker_id: str) -> None:
         raise _refuse(state, event, f"worker {worker_id} does not hold the job (holder: {state.worker_id})")
 
 
-def _transition(state: JobState, event: ev.Event, at: dt.datetime) -> dict[str, Any]:  # noqa: C901 - one rule per case
+def _transition(state: JobState, event: ev.Event, at: dt.datetime) -> dict[str, Any]:
     match event:
         case ev.JobCreated():
             raise _refuse(state, event, "the job exists already")

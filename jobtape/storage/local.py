@@ -182,7 +182,7 @@ class LocalStorage(base.Storage):
 
 def _read_range(path: Path, key: str, chunk_size: int, start: int, end: int | None) -> Iterator[bytes]:
     try:
-        handle = open(path, "rb")  # noqa: SIM115
+        handle = open(path, "rb")
     except FileNotFoundError:
         raise errors.BlobNotFound(key) from None
     with handle:

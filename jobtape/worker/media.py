@@ -251,7 +251,7 @@ def _loudnorm_targets(target: Target) -> str:
     return f"loudnorm=I={target.integrated_lufs:g}:TP={target.true_peak_db:g}:LRA={target.lra:g}"
 
 
-def loudnorm_measure_argv(input: str | os.PathLike[str], target: Target = Target()) -> list[str]:  # noqa: A002
+def loudnorm_measure_argv(input: str | os.PathLike[str], target: Target = Target()) -> list[str]:
     """Build the first (measuring) loudnorm pass; it writes no output file.
 
     Progress goes to stdout as ``key=value`` lines; the measurement JSON to stderr.
@@ -270,7 +270,7 @@ def _clamped(value: float, low: float, high: float) -> str:
 
 
 def loudnorm_apply_argv(
-    input: str | os.PathLike[str],  # noqa: A002
+    input: str | os.PathLike[str],
     output: str | os.PathLike[str],
     target: Target,
     measured: LoudnormMeasurement,

@@ -83,7 +83,7 @@ def normalize_to_asset(context: JobContext, storage: Storage, settings: Settings
         "outputLoudness": output_loudness,
         "normalization": (applied.normalization_type or "linear") if applied else "none (silent input)",
         "targetLufs": settings.target_lufs,
-        **loudness.target_report(settings.target_lufs, output_loudness and output_loudness["integratedLufs"],
+        **loudness.target_report(settings.target_lufs, output_loudness["integratedLufs"] if output_loudness else None,
                                  duration_sec=output.duration_sec, true_peak_db=settings.target_true_peak_db),
     }
 

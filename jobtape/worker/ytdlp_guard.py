@@ -80,7 +80,7 @@ def main() -> None:
     cidrs, rest = split_allowed(sys.argv[1:])
     _allowed = sources.parse_networks(cidrs)
     socket.getaddrinfo = guarded_getaddrinfo
-    import yt_dlp  # type: ignore[import-untyped]
+    import yt_dlp
 
     sys.argv[1:] = rest
     sys.argv[0] = "yt-dlp"

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from polling import wait_for  # type: ignore[import-not-found]  # tests/ is on sys.path
 
 from jobtape.eventlog import events as ev
 from jobtape.eventlog.sqlite import SQLiteBackend
@@ -28,7 +29,6 @@ from jobtape.projections import rebuild as rebuild_projection
 from jobtape.projections.repository import JobRepository
 from jobtape.storage import LocalStorage
 from jobtape.worker import children
-from polling import wait_for  # type: ignore[import-not-found]  # tests/ is on sys.path
 
 ROOT = Path(__file__).resolve().parents[2]
 MEDIA = ROOT / "media"

@@ -48,7 +48,7 @@ def test_append_records_versions_positions_actor_and_time(repository: JobReposit
     stream = repository.store.read_stream(first.state.job_id)
     assert [(r.version, r.type, r.actor) for r in stream] == [(1, "job.created", "api"), (2, "job.claimed", "w1")]
     assert stream[0].event == ev.JobCreated(job_type="ingest", params={"storageKey": "k", "n": 1.5, "ok": True, "none": None})
-    assert stream[0].recorded_at == dt.datetime(2026, 11, 23, 12, 0, 0, 123456, tzinfo=dt.timezone.utc)
+    assert stream[0].recorded_at == dt.datetime(2026, 11, 23, 12, 0, 0, 123456, tzinfo=dt.UTC)
     assert [r.position for r in repository.store.read_all(1)] == sorted(r.position for r in repository.store.read_all(1))
     assert len(repository.store.read_all(second.recorded[0].position)) == 2
     assert repository.store.head_position() == recorded[0].position

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from integration.audit_log import build_real_log  # type: ignore[import-not-found]  # tests/ is on sys.path
 from click.testing import CliRunner
+from integration.audit_log import build_real_log  # type: ignore[import-not-found]  # tests/ is on sys.path
 from sqld_server import SqldServer
 
 from jobtape import cli

@@ -19,13 +19,14 @@ from pathlib import Path
 if __name__ == "__main__":  # run as a script: tests/ is not on sys.path as it is under pytest
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from jobtape import runtime  # noqa: E402
-from jobtape.config import Settings  # noqa: E402
-from jobtape.eventlog import events as ev  # noqa: E402
-from jobtape.projections.repository import JobRepository  # noqa: E402
-from jobtape.storage import LocalStorage  # noqa: E402
-from jobtape.worker.runner import Worker  # noqa: E402
-from polling import wait_for  # type: ignore[import-not-found]  # noqa: E402  # tests/ is on sys.path
+from polling import wait_for  # type: ignore[import-not-found]  # tests/ is on sys.path
+
+from jobtape import runtime
+from jobtape.config import Settings
+from jobtape.eventlog import events as ev
+from jobtape.projections.repository import JobRepository
+from jobtape.storage import LocalStorage
+from jobtape.worker.runner import Worker
 
 MEDIA = Path(__file__).resolve().parents[2] / "media"
 

@@ -12,18 +12,18 @@ from typing import Any
 
 import pytest
 from litestar.testing import TestClient
+from polling import wait_for  # type: ignore[import-not-found]  # tests/ is on sys.path
 
 from jobtape.config import Settings
+from jobtape.eventlog import events as ev
 from jobtape.eventlog.sqlite import SQLiteBackend
 from jobtape.eventlog.store import EventStore, Statement
 from jobtape.http import create_app
 from jobtape.projections import assets, rebuild
 from jobtape.projections.repository import JobRepository
 from jobtape.storage import LocalStorage, signing
-from jobtape.eventlog import events as ev
 from jobtape.worker import children, media
 from jobtape.worker.runner import Worker
-from polling import wait_for  # type: ignore[import-not-found]  # tests/ is on sys.path
 
 MEDIA = Path(__file__).resolve().parents[2] / "media"
 

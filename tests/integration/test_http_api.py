@@ -246,7 +246,7 @@ def test_events_route_lists_the_stream_in_version_order(api: Api) -> None:
 
 def test_events_route_encodes_timestamps_in_data(api: Api) -> None:
     job_id = upload(api)
-    lease = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+    lease = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
     api.repository.append(
         job_id, [ev.JobClaimed(worker_id="w", lease_expires_at=lease)], api.repository.get(job_id), actor="w"
     )

@@ -7,8 +7,7 @@ log is 507; neither leaves an event or a stored file behind (issue 9).
 from __future__ import annotations
 
 import subprocess
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,44 +32,28 @@ def post_upload(client: TestClient) -> object:
     return client.post("/api/audio/ingest", files={"file": ("speech.mp3", SPEECH.read_bytes(), "audio/mpeg")})
 
 
-def test_a_locked_log_is_503_with_retry_after_and_nothing_is_kept(tmp_path: Path) -> None:
+def test_a_locked_log_is_503_with_retry_after_and_nothing_is_kept(
+    tmp_path: Path, hold_write_lock: Callable[[Path], subprocess.Popen[str]]
+) -> None:
     path = tmp_path / "jobtape.db"
     backend = SQLiteBackend(path, busy_timeout_s=0.3)
     backend.migrate()
     app = create_app(JobRepository(EventStore(backend)), LocalStorage(tmp_path / "storage"), Settings(data_dir=tmp_path))
-    holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sqlite3,sys; c=sqlite3.connect(sys.argv[1], isolation_level=None); c.execute('BEGIN IMMEDIATE');"
-         " print('locked', flush=True); sys.stdin.read()", str(path)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
-        with TestClient(app) as client:
-            response = post_upload(client)
-            assert response.status_code == 503, response.text  # type: ignore[attr-defined]
-            assert int(response.headers["retry-after"]) >= 1  # type: ignore[attr-defined]
-            assert set(response.json()) == {"error"} and str(tmp_path) not in response.text  # type: ignore[attr-defined]
-            assert client.get("/api/audio/jobs/" + "0" * 32).status_code == 404  # reads still answer
-    finally:
-        holder.communicate("", timeout=10)
+    holder = hold_write_lock(path)
+    with TestClient(app) as client:
+        response = post_upload(client)
+        assert response.status_code == 503, response.text  # type: ignore[attr-defined]
+        assert int(response.headers["retry-after"]) >= 1  # type: ignore[attr-defined]
+        assert set(response.json()) == {"error"} and str(tmp_path) not in response.text  # type: ignore[attr-defined]
+        assert client.get("/api/audio/jobs/" + "0" * 32).status_code == 404  # reads still answer
+    holder.communicate("", timeout=10)
     assert backend.query("SELECT COUNT(*) FROM events") == [(0,)]
     assert stored_files(tmp_path / "storage") == []
     backend.close()
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs (the test runs as root, locally and in CI)."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=True)
-
-
-def test_a_full_disk_under_the_log_is_507_and_nothing_is_kept(tmp_path: Path, small_disk: Path) -> None:
+def test_a_full_disk_under_the_log_is_507_and_nothing_is_kept(tmp_path: Path, mount_tmpfs: Callable[..., Path]) -> None:
+    small_disk = mount_tmpfs(tmp_path / "small")
     backend = SQLiteBackend(small_disk / "jobtape.db", synchronous="NORMAL")
     backend.migrate()
     repository = JobRepository(EventStore(backend))

@@ -10,10 +10,9 @@ import os
 import sqlite3
 import stat
 import subprocess
-import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -82,43 +81,26 @@ def test_a_new_log_and_its_folder_are_private(tmp_path: Path) -> None:
     backend.close()
 
 
-def test_a_write_lock_held_past_the_busy_timeout_is_store_busy_and_writes_nothing(tmp_path: Path) -> None:
+def test_a_write_lock_held_past_the_busy_timeout_is_store_busy_and_writes_nothing(
+    tmp_path: Path, hold_write_lock: Callable[[Path], subprocess.Popen[str]]
+) -> None:
     path = tmp_path / "jobtape.db"
     backend = SQLiteBackend(path, busy_timeout_s=0.2)
     backend.migrate()
     repository = JobRepository(EventStore(backend))
-    # Another process holds the write lock (a second writer on the same file, e.g. `jobtape import`).
-    holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sqlite3,sys; c=sqlite3.connect(sys.argv[1], isolation_level=None); c.execute('BEGIN IMMEDIATE');"
-         " print('locked', flush=True); sys.stdin.read()", str(path)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
-        with pytest.raises(errors.StoreBusy) as raised:
-            repository.create("ingest", {})
-        assert raised.value.retry_after_s >= 1 and str(path) not in raised.value.message
-        assert isinstance(raised.value, errors.StoreUnavailable)  # workers back off as for any outage
-    finally:
-        holder.communicate("", timeout=10)
+    holder = hold_write_lock(path)  # another process holds the write lock (e.g. `jobtape import`)
+    with pytest.raises(errors.StoreBusy) as raised:
+        repository.create("ingest", {})
+    assert raised.value.retry_after_s >= 1 and str(path) not in raised.value.message
+    assert isinstance(raised.value, errors.StoreUnavailable)  # workers back off as for any outage
+    holder.communicate("", timeout=10)
     assert backend.query("SELECT COUNT(*) FROM events") == [(0,)]
     repository.create("ingest", {})  # the lock is gone: the next append lands
     backend.close()
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Any:
-    """A 1 MiB tmpfs (the test runs as root, locally and in CI)."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=True)
-
-
-def test_a_full_disk_is_store_full_and_the_batch_is_not_half_written(small_disk: Path) -> None:
+def test_a_full_disk_is_store_full_and_the_batch_is_not_half_written(tmp_path: Path, mount_tmpfs: Callable[..., Path]) -> None:
+    small_disk = mount_tmpfs(tmp_path / "small")
     backend = SQLiteBackend(small_disk / "jobtape.db", synchronous="NORMAL")
     backend.migrate()
     store = EventStore(backend)
@@ -156,7 +138,7 @@ def test_statement_errors_inside_a_group_commit_do_not_poison_other_batches(tmp_
             backend.execute_batch([Statement("INSERT INTO _jobtape_migrations (name, applied_at) VALUES (?, 'x')",
                                              ("dup" if i % 2 else f"n{i}",))])
             outcomes.append("ok")
-        except Exception as exc:  # noqa: BLE001 - the test sorts them
+        except Exception as exc:
             outcomes.append(type(exc).__name__)
 
     threads = [threading.Thread(target=write, args=(i,)) for i in range(8)]
@@ -181,7 +163,7 @@ def test_processes_that_start_together_on_a_new_file_migrate_it_once(tmp_path: P
         barrier.wait(10)
         try:
             applied.append(backend.migrate())
-        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+        except BaseException as exc:
             failures.append(exc)
         finally:
             backend.close()

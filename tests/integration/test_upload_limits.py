@@ -124,7 +124,7 @@ def read_response(client: socket.socket, timeout_s: float) -> tuple[int, dict[st
         data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
-    headers = dict((name.strip().lower(), value.strip()) for name, _, value in (line.partition(":") for line in lines[1:]))
+    headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])}
     return int(lines[0].split()[1]), headers, body
 
 
@@ -258,21 +258,9 @@ def test_a_restart_after_kill_9_removes_the_stale_spool_file(start_server: Calla
 
 
 @pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Callable[[Path], Path]]:
-    """Mount a 2 MiB tmpfs at a folder (as root, also in CI); unmounted after the test."""
-    mounted: list[Path] = []
-
-    def mount(folder: Path) -> Path:
-        if os.geteuid() != 0 and os.environ.get("CI") != "true":
-            pytest.skip("mounting a tmpfs needs root (CI runs as root)")
-        folder.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)], check=True)
-        mounted.append(folder)
-        return folder
-
-    yield mount
-    for folder in mounted:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
+def small_disk(mount_tmpfs: Callable[..., Path]) -> Callable[[Path], Path]:
+    """Mount a 2 MiB tmpfs at a folder (see the ``mount_tmpfs`` fixture in tests/conftest.py)."""
+    return lambda folder: mount_tmpfs(folder, size="2m")
 
 
 @pytest.mark.parametrize("full", ["upload-tmp", "storage"])

@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from polling import wait_for  # type: ignore[import-not-found]  # tests/ is on sys.path
 
 from jobtape import blobs
 from jobtape.eventlog import events as ev
@@ -20,7 +21,6 @@ from jobtape.eventlog.sqlite import SQLiteBackend
 from jobtape.eventlog.store import EventStore
 from jobtape.projections.repository import JobRepository
 from jobtape.storage import LocalStorage
-from polling import wait_for  # type: ignore[import-not-found]  # tests/ is on sys.path
 
 CORRUPT = random.Random(9).randbytes(64 * 1024)  # fixed bytes that are no media format (see test_worker)
 DAY = dt.timedelta(hours=24)

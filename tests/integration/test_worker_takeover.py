@@ -154,7 +154,7 @@ def test_racing_reapers_take_each_expired_job_back_exactly_once(
             began = time.monotonic()
             won[index] = reapers[index].reap_expired()
             spans[index] = (began, time.monotonic())
-        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+        except BaseException as exc:
             failures.append(exc)
 
     caplog.set_level(logging.INFO, logger="jobtape.worker.reaper")

@@ -14,7 +14,7 @@ from jobtape.eventlog import events as ev
 from jobtape.eventlog import hashing
 from jobtape.eventlog.stored import StoredEvent, to_recorded
 
-NOW = dt.datetime(2026, 1, 2, 12, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 1, 2, 12, 0, tzinfo=dt.UTC)
 JOB = "a" * 32
 
 
@@ -24,10 +24,10 @@ JOB = "a" * 32
     ("-1d", NOW - dt.timedelta(days=1)),
     ("-1.5h", NOW - dt.timedelta(minutes=90)),
     ("now", NOW),
-    ("2026-01-01T10:00:00Z", dt.datetime(2026, 1, 1, 10, tzinfo=dt.timezone.utc)),
-    ("2026-01-01T10:00:00+02:00", dt.datetime(2026, 1, 1, 8, tzinfo=dt.timezone.utc)),
-    ("2026-01-01 10:00", dt.datetime(2026, 1, 1, 10, tzinfo=dt.timezone.utc)),
-    ("2026-01-01", dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)),
+    ("2026-01-01T10:00:00Z", dt.datetime(2026, 1, 1, 10, tzinfo=dt.UTC)),
+    ("2026-01-01T10:00:00+02:00", dt.datetime(2026, 1, 1, 8, tzinfo=dt.UTC)),
+    ("2026-01-01 10:00", dt.datetime(2026, 1, 1, 10, tzinfo=dt.UTC)),
+    ("2026-01-01", dt.datetime(2026, 1, 1, tzinfo=dt.UTC)),
 ])
 def test_parse_time_accepts_iso_8601_and_relative_times(text: str, expected: dt.datetime) -> None:
     assert timeparse.parse_time(text, NOW) == expected
@@ -63,8 +63,8 @@ def test_times_out_of_range_are_refused_naming_the_range(text: str) -> None:
 
 @pytest.mark.parametrize(("text", "expected"), [
     ("-99999w", NOW - dt.timedelta(weeks=99999)),
-    ("0001-01-01", dt.datetime(1, 1, 1, tzinfo=dt.timezone.utc)),
-    ("9999-12-31T23:59:59Z", dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.timezone.utc)),
+    ("0001-01-01", dt.datetime(1, 1, 1, tzinfo=dt.UTC)),
+    ("9999-12-31T23:59:59Z", dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC)),
 ])
 def test_the_edges_of_the_range_are_accepted(text: str, expected: dt.datetime) -> None:
     assert timeparse.parse_time(text, NOW) == expected

@@ -14,7 +14,7 @@ from jobtape.eventlog.stored import StoredEvent
 from jobtape.projections import assets, previews
 from jobtape.projections import state as job_state
 
-T0 = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
 UPLOAD = "ingest-uploads/j/original.mp3"
 PREPARED = "assets/a1/prepared.flac"
 CREATED = ev.JobCreated(job_type="ingest", params={"sourceType": "upload", "storageKey": UPLOAD})

@@ -96,7 +96,7 @@ def test_local_storage_signs_with_the_frozen_clock(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path, signing.URLSigner(b"k" * 32))
     with freeze_time("2026-01-01T00:00:00Z"):
         url = storage.signed_url("assets/x/prepared.flac", 3600)
-    assert url is not None and f"expires={int(dt.datetime(2026, 1, 1, 1, tzinfo=dt.timezone.utc).timestamp())}" in url
+    assert url is not None and f"expires={int(dt.datetime(2026, 1, 1, 1, tzinfo=dt.UTC).timestamp())}" in url
     assert LocalStorage(tmp_path / "unsigned").signed_url("a/b", 60) is None
     with pytest.raises(errors.InvalidStorageKey):
         storage.signed_url("../etc/passwd", 60)
@@ -136,7 +136,7 @@ def test_content_range_values() -> None:
 
 
 def _state(job_type: str, status: str, result: dict[str, object] | None) -> JobState:
-    at = dt.datetime(2026, 11, 23, 12, tzinfo=dt.timezone.utc)
+    at = dt.datetime(2026, 11, 23, 12, tzinfo=dt.UTC)
     return JobState(job_id="j" * 32, job_type=job_type, status=status, result=result, owner="o",  # type: ignore[arg-type]
                     created_at=at, updated_at=at, finished=status == "complete", version=5)
 

@@ -11,7 +11,7 @@ from jobtape.eventlog import events as ev
 def test_every_event_type_round_trips() -> None:
     samples = [
         ev.JobCreated(job_type="ingest", params={"storageKey": "k"}, owner="o", idempotency_key="i"),
-        ev.JobClaimed(worker_id="w", attempt=2, lease_expires_at=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)),
+        ev.JobClaimed(worker_id="w", attempt=2, lease_expires_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC)),
         ev.JobStageChanged(stage="measuring"),
         ev.JobProgress(percent=42),
         ev.JobHeartbeat(),
@@ -21,7 +21,7 @@ def test_every_event_type_round_trips() -> None:
         ev.JobCancelled(),
         ev.JobCompleted(result={"assetId": "a"}),
         ev.JobFailed(error="boom", retryable=True),
-        ev.JobLeaseExpired(worker_id="w", attempt=1, not_before=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), orphaned_pids=[3]),
+        ev.JobLeaseExpired(worker_id="w", attempt=1, not_before=dt.datetime(2026, 1, 1, tzinfo=dt.UTC), orphaned_pids=[3]),
         ev.JobReleased(worker_id="w"),
         ev.JobRetryScheduled(error="net", attempt=1),
         ev.JobBlobsDeleted(keys=["ingest-uploads/x/original.mp3"], reason="failed-upload retention"),

@@ -13,7 +13,7 @@ from jobtape import errors
 from jobtape.eventlog import events as ev
 from jobtape.projections import state as job_state
 
-T0 = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
 
 
 def run(*events: ev.Event) -> job_state.JobState:
@@ -121,7 +121,7 @@ class FoldMachine(RuleBasedStateMachine):
         self.orphans: list[int] = []
         self.cancelled_while_pending = False
 
-    def expected_legal(self, event: ev.Event) -> bool:  # noqa: C901, PLR0911 - the rules, one line each
+    def expected_legal(self, event: ev.Event) -> bool:
         s = self.state
         if s is None:
             return isinstance(event, ev.JobCreated)

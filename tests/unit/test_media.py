@@ -280,7 +280,7 @@ def test_parse_ebur128_summary_ignores_running_values() -> None:
 
 def test_parse_ebur128_summary_missing() -> None:
     with pytest.raises(errors.MediaError, match="no ebur128 summary"):
-        media.parse_ebur128_summary(EBUR128_STDERR.split("Summary")[0])
+        media.parse_ebur128_summary(EBUR128_STDERR.split("Summary", maxsplit=1)[0])
 
 
 def test_parse_volumedetect() -> None:

@@ -19,7 +19,7 @@ from jobtape.projections.repository import JobRepository
 
 __all__: list[str] = []
 
-LEASE = dt.datetime(2026, 11, 23, 12, 5, 0, 123456, tzinfo=dt.timezone.utc)
+LEASE = dt.datetime(2026, 11, 23, 12, 5, 0, 123456, tzinfo=dt.UTC)
 
 
 @pytest.fixture
