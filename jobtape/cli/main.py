@@ -53,14 +53,16 @@ def cli() -> None:
 def main() -> None:
     """Console-script entry point (``jobtape``, ``python -m jobtape``).
 
-    A store that refuses the credentials (:class:`errors.StoreAuthRejected`), or one that
-    cannot be reached by a command that does not wait for it (:class:`errors.StoreUnavailable`;
-    ``serve`` and ``worker`` wait), ends the command with its message and exit status 1,
-    not a traceback.
+    Any jobtape error that reaches it ends the command with its message and exit status 1,
+    not a traceback: a store that refuses the credentials (:class:`errors.StoreAuthRejected`),
+    one that cannot be reached by a command that does not wait for it
+    (:class:`errors.StoreUnavailable`; ``serve`` and ``worker`` wait), a full disk
+    (:class:`errors.StoreFull`), a work folder parent that is unsafe to use
+    (:class:`errors.StorageError`). Other exceptions are bugs and keep their traceback.
     """
     try:
         cli.main(prog_name="jobtape")
-    except (errors.StoreAuthRejected, errors.StoreUnavailable) as exc:
+    except errors.JobtapeError as exc:
         click.echo(f"Error: {exc.message}", err=True)
         raise SystemExit(1) from exc
 

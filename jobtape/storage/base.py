@@ -156,6 +156,20 @@ class Storage(abc.ABC):
             errors.InvalidStorageKey: If ``prefix`` minus a trailing ``/`` is not a valid key.
         """
 
+    def sweep_partial_writes(self, older_than_s: float = 3600.0) -> int:
+        """Remove what writes of killed processes left behind; return how many items went.
+
+        A write in flight is never removed: the local backend removes only temporary files
+        unmodified for ``older_than_s`` seconds (a live write appends continuously). The
+        default is a no-op: on S3/R2 an upload interrupted by a killed process leaves an
+        incomplete multipart upload, which a bucket lifecycle rule
+        (``AbortIncompleteMultipartUpload``) removes (docs/deploy.md).
+
+        Args:
+            older_than_s: age past which an untouched temporary file is a leftover, in seconds.
+        """
+        return 0
+
     def exists(self, key: str) -> bool:
         """Return whether a blob is stored under ``key``.
 

@@ -9,14 +9,18 @@ matching folder mode (0700); see :mod:`jobtape.filemodes`.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import secrets
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from jobtape import clock, errors, filemodes
 from jobtape.storage import base, signing
+
+log = logging.getLogger(__name__)
 
 __all__ = ["SECRET_FILE_NAME", "TEMP_DIR_NAME", "LocalStorage", "load_or_create_secret"]
 
@@ -54,6 +58,31 @@ class LocalStorage(base.Storage):
         filemodes.make_dirs(self.root, self._dir_mode)
         self._temp_dir = self.root / TEMP_DIR_NAME
         self.signer = signer
+        self.sweep_partial_writes()  # at start-up: the temporary files of a killed process
+
+    def sweep_partial_writes(self, older_than_s: float = 3600.0) -> int:
+        """Remove ``root/.tmp/put-*.part`` files unmodified for ``older_than_s`` seconds; return how many.
+
+        :meth:`put_stream` writes a blob to such a file and renames it into place, or
+        removes it on any error; only a killed process leaves one. A put in flight writes
+        to its file continuously, so an hour without a write means nobody owns it.
+        """
+        removed = 0
+        now = time.time()
+        try:
+            entries = list(os.scandir(self._temp_dir))
+        except FileNotFoundError:
+            return 0
+        for entry in entries:
+            if not (entry.name.startswith("put-") and entry.name.endswith(".part")):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                if now - entry.stat(follow_symlinks=False).st_mtime > older_than_s:
+                    os.unlink(entry.path)
+                    removed += 1
+        if removed:
+            log.warning("removed %d temporary file(s) left in %s by a killed process", removed, self._temp_dir)
+        return removed
 
     def _path(self, key: str) -> Path:
         base.validate_key(key)

@@ -291,6 +291,7 @@ class Worker:
         self.reaper.reap_expired()
         self.workdirs.sweep(keep=self.running_job_ids())  # after the replay killed the dead workers' children
         self.blob_sweeper.sweep()  # failed-upload retention (jobtape.blobs)
+        self.storage.sweep_partial_writes()  # temporary files of a killed process's writes
 
     def running_job_ids(self) -> list[str]:
         """Ids of the jobs running now."""

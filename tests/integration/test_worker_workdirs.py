@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -157,3 +158,41 @@ def test_an_unsafe_parent_is_refused(tmp_path: Path) -> None:
     (tmp_path / "link").symlink_to(target)
     with pytest.raises(errors.StorageError, match="not a folder of this user"):
         workdirs.WorkArea(tmp_path / "link")
+
+
+def test_jobtape_worker_with_an_unsafe_parent_says_so_without_a_traceback(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (tmp_path / "link").symlink_to(target)
+    done = subprocess.run(
+        [sys.executable, "-m", "jobtape", "worker", "--data-dir", str(tmp_path / "data")],
+        env={**os.environ, "JOBTAPE_WORK_DIR": str(tmp_path / "link")}, capture_output=True, text=True, timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith("Error: ") and "not a folder of this user" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_killed_writers_temporary_blob_is_removed_by_the_next_start_and_a_fresh_one_is_kept(tmp_path: Path) -> None:
+    root = tmp_path / "storage"
+    writer = subprocess.Popen(  # a put_stream that never ends: its process is killed mid-write
+        [sys.executable, "-c",
+         ("import sys; from pathlib import Path; from jobtape.storage.local import LocalStorage\n"
+         "def chunks():\n    yield b'x' * 65536\n    print('writing', flush=True)\n    sys.stdin.read()\n    yield b''\n"
+         "LocalStorage(Path(sys.argv[1])).put_stream('assets/a/prepared.flac', chunks())"), str(root)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout is not None and writer.stdout.readline().strip() == "writing"
+    finally:
+        writer.kill()
+        writer.wait(10)
+    (left,) = (root / ".tmp").glob("put-*.part")
+    fresh = root / ".tmp" / "put-fresh.part"  # a write in flight in another process
+    fresh.write_bytes(b"y")
+    LocalStorage(root)  # start-up: the killed write is recent, so it is kept too
+    assert left.exists() and fresh.exists()
+    two_hours_ago = time.time() - 7200
+    os.utime(left, (two_hours_ago, two_hours_ago))  # an hour without a write: nobody owns it
+    assert LocalStorage(root).exists("assets/a/prepared.flac") is False
+    assert not left.exists() and fresh.exists()
