@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from pathlib import Path
 
 import httpx
@@ -129,3 +130,26 @@ def test_runtime_opens_s3_storage_from_settings(s3_storage: S3Storage, s3_endpoi
     assert isinstance(opened, S3Storage)
     opened.put_stream("via/runtime", [b"ok"])
     assert b"".join(s3_storage.open_stream("via/runtime")) == b"ok"
+
+
+def test_hundreds_of_blob_round_trips_hold_no_more_connections(s3_storage: S3Storage, tmp_path: Path) -> None:
+    # Issue 9: one boto3 client per storage, its HTTP pool bounded (10 connections), so a
+    # worker storing and fetching thousands of files keeps its descriptors flat. The moto
+    # server runs in this process, so its side of each connection is counted too.
+    source = tmp_path / "in.bin"
+    source.write_bytes(os.urandom(64 * 1024))
+
+    def round_trip(n: int) -> None:
+        key = f"assets/{n}/prepared.flac"
+        s3_storage.put_file(key, source)
+        s3_storage.get_to_file(key, tmp_path / "out.bin")
+        assert s3_storage.exists(key) and s3_storage.signed_url(key, 60)
+        s3_storage.delete(key)
+
+    for n in range(20):  # warm-up: the pool opens its connections
+        round_trip(n)
+    fds, threads = len(os.listdir("/proc/self/fd")), threading.active_count()
+    for n in range(20, 170):
+        round_trip(n)
+    assert len(os.listdir("/proc/self/fd")) - fds <= 4
+    assert threading.active_count() - threads <= 4
