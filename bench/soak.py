@@ -35,6 +35,7 @@ with fd growth <= 5 and RSS growth <= 20 MB per process.
 Usage::
 
     python bench/soak.py [--jobs 10000] [--clients 6] [--sample-every 500] [--data-dir DIR]
+    python bench/soak.py --store libsql --storage s3   # the log on sqld, blobs on an S3 API server
 
 ``tests/acceptance/test_soak.py`` runs a short form (a few hundred jobs) through
 :func:`run_soak` and asserts on descriptors and lost jobs, never on time.
@@ -44,12 +45,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import os
 import random
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -57,9 +58,13 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import httpx
+
+from jobtape import runtime
+from jobtape.config import Settings
 
 __all__ = ["ProcessSample", "SoakReport", "main", "run_soak", "sample_process"]
 
@@ -178,13 +183,72 @@ def _jobtape(*args: str) -> list[str]:
     return [str(Path(sys.executable).with_name("jobtape")), *args]
 
 
+def _load_module(path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"jobtape_soak_{path.stem}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+class _RemoteBackends:
+    """sqld (``--store libsql``) and a moto S3 server (``--storage s3``), each its own process on 127.0.0.1.
+
+    ``env`` holds the variables that point jobtape at them (empty for the embedded defaults).
+    """
+
+    def __init__(self, store: str, storage: str, data_dir: Path, log_dir: Path) -> None:
+        self.env: dict[str, str] = {}
+        self.sqld: Any = None
+        self.moto: subprocess.Popen[bytes] | None = None
+        if store == "libsql":
+            sqld_server = _load_module(ROOT / "tests" / "conformance" / "sqld_server.py")
+            binary = sqld_server.find_sqld()
+            if binary is None:
+                raise RuntimeError("sqld is not installed: run scripts/setup-sqld.sh (or set JOBTAPE_SQLD)")
+            self.sqld = sqld_server.SqldServer(binary, data_dir / "sqld")
+            self.sqld.start()
+            self.env.update(JOB_STORE_BACKEND="libsql", TURSO_DATABASE_URL=self.sqld.ws_url)
+        if storage == "s3":
+            import boto3
+
+            port = _free_port()
+            with (log_dir / "moto.log").open("wb") as log:
+                self.moto = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1",
+                                              "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
+            endpoint = f"http://127.0.0.1:{port}"
+            self.env.update(STORAGE_BACKEND="s3", S3_BUCKET="soak", S3_ENDPOINT_URL=endpoint, AWS_REGION="us-east-1",
+                            AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+            client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
+                                  aws_secret_access_key="testing")
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    client.create_bucket(Bucket="soak")
+                    break
+                except Exception:  # not listening yet; the last one is raised
+                    if time.monotonic() > deadline:
+                        self.stop()
+                        raise
+                    time.sleep(0.1)
+
+    def stop(self) -> None:
+        """Stop the servers this started."""
+        if self.sqld is not None:
+            self.sqld.stop()
+        if self.moto is not None:
+            self.moto.terminate()
+            self.moto.wait(30)
+
+
 class _Deployment:
     """``jobtape serve`` (one embedded worker) plus two ``jobtape worker`` processes on one data dir."""
 
-    def __init__(self, data_dir: Path, work_tmp: Path, log_dir: Path) -> None:
+    def __init__(self, data_dir: Path, work_tmp: Path, log_dir: Path, backend_env: dict[str, str]) -> None:
         self.port = _free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "JOBTAPE_DATA_DIR": str(data_dir), "TMPDIR": str(work_tmp),
+        env = {**os.environ, **backend_env, "JOBTAPE_DATA_DIR": str(data_dir), "TMPDIR": str(work_tmp),
                "JOBTAPE_WORK_DIR": str(work_tmp),  # the workers' folders: none may be left at the end
                "JOBTAPE_MAX_ACTIVE_JOBS": "100000", "JOBTAPE_SQLITE_SYNCHRONOUS": "FULL"}
         commands = {
@@ -350,6 +414,8 @@ def run_soak(
     max_rss_growth_mb: float = 20.0,
     max_thread_growth: int = 2,
     settle_s: float = 15.0,
+    store: str = "sqlite",
+    storage: str = "local",
     progress: bool = False,
 ) -> SoakReport:
     """Run the soak (see the module docstring) and judge it.
@@ -364,6 +430,8 @@ def run_soak(
         max_fd_growth, max_rss_growth_mb, max_thread_growth: the largest growth allowed
             per process between the baseline and the last sample (descriptors, MB, threads).
         settle_s: seconds of quiet looks per sample (see :func:`_settled_samples`).
+        store: ``sqlite`` (the embedded file) or ``libsql`` (a sqld process started here).
+        storage: ``local`` (the data dir) or ``s3`` (a moto S3 server process started here).
         progress: print each sample as it is taken.
 
     Returns:
@@ -374,7 +442,21 @@ def run_soak(
     for folder in (work_tmp, logs, store_dir):
         folder.mkdir(parents=True, exist_ok=True)
     report = SoakReport(jobs=jobs)
-    deployment = _Deployment(store_dir, work_tmp, logs)
+    remote = _RemoteBackends(store, storage, data_dir, logs)
+    try:
+        return _run(report, remote.env, store_dir, work_tmp, logs, clients=clients, sample_every=sample_every,
+                    warmup=warmup, seed=seed, limits=(max_fd_growth, max_rss_growth_mb, max_thread_growth),
+                    settle_s=settle_s, progress=progress)
+    finally:
+        remote.stop()
+
+
+def _run(report: SoakReport, backend_env: dict[str, str], store_dir: Path, work_tmp: Path, logs: Path, *, clients: int,
+         sample_every: int, warmup: int, seed: int, limits: tuple[int, float, int], settle_s: float,
+         progress: bool) -> SoakReport:
+    jobs = report.jobs
+    max_fd_growth, max_rss_growth_mb, max_thread_growth = limits
+    deployment = _Deployment(store_dir, work_tmp, logs, backend_env)
     pids = {name: process.pid for name, process in deployment.processes.items()}
     load = _Clients(deployment.base_url, jobs, seed)
     threads = [threading.Thread(target=load.run, name=f"soak client {n}") for n in range(clients)]
@@ -415,15 +497,19 @@ def run_soak(
     for name, code in exits.items():
         if code not in (0, -signal.SIGTERM):
             report.failures.append(f"{name} exited {code} (see {logs / (name + '.log')})")
-    env = {**os.environ, "JOBTAPE_DATA_DIR": str(store_dir)}
+    env = {**os.environ, **backend_env, "JOBTAPE_DATA_DIR": str(store_dir)}
     for label, args in (("verify", ["verify"]), ("rebuild --verify", ["rebuild", "--verify"])):
         checked = subprocess.run(_jobtape(*args), env=env, capture_output=True, text=True, cwd=ROOT, check=False)
         report.checks[label] = checked.returncode
         if checked.returncode != 0:
             report.failures.append(f"jobtape {label} exited {checked.returncode}: {checked.stdout[-500:]}{checked.stderr[-500:]}")
-    with sqlite3.connect(store_dir / "jobtape.db") as db:
-        report.statuses = dict(db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall())
-        finished = {row[0] for row in db.execute(f"SELECT job_id FROM jobs WHERE status IN {TERMINAL}")}
+    backend = runtime.open_backend(Settings.from_env(env))
+    try:
+        report.statuses = {str(status): int(count) for status, count in
+                           backend.query("SELECT status, COUNT(*) FROM jobs GROUP BY status")}
+        finished = {str(row[0]) for row in backend.query(f"SELECT job_id FROM jobs WHERE status IN {TERMINAL}")}
+    finally:
+        backend.close()
     lost = [job_id for job_id in load.job_ids if job_id not in finished]
     if lost or len(load.job_ids) != jobs:
         report.failures.append(f"{len(lost)} job(s) not finished, {jobs - len(load.job_ids)} never submitted")
@@ -479,6 +565,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-thread-growth", type=int, default=2)
     parser.add_argument("--settle", type=float, default=15.0, help="seconds of quiet looks per sample")
     parser.add_argument("--data-dir", type=Path, default=None, help="an empty folder (default: a new temp folder)")
+    parser.add_argument("--store", choices=("sqlite", "libsql"), default="sqlite",
+                        help="libsql: the log on a sqld process started by the soak")
+    parser.add_argument("--storage", choices=("local", "s3"), default="local",
+                        help="s3: blobs on a moto S3 server process started by the soak")
     parser.add_argument("--json", action="store_true", help="also print the samples as JSON")
     args = parser.parse_args(argv)
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="jobtape-soak-"))
@@ -486,7 +576,7 @@ def main(argv: list[str] | None = None) -> int:
     report = run_soak(args.jobs, data_dir=data_dir, clients=args.clients, sample_every=args.sample_every,
                       warmup=args.warmup, seed=args.seed, max_fd_growth=args.max_fd_growth,
                       max_rss_growth_mb=args.max_rss_growth_mb, max_thread_growth=args.max_thread_growth,
-                      settle_s=args.settle, progress=True)
+                      settle_s=args.settle, store=args.store, storage=args.storage, progress=True)
     print(render(report))
     if args.json:
         print(json.dumps({name: [dataclasses.asdict(s) for s in samples] for name, samples in report.samples.items()}))
