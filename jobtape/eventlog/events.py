@@ -11,7 +11,8 @@ of a field. Real changes get an explicit upcaster in :func:`decode_event`.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal, cast
+import re
+from typing import Any, cast
 
 import msgspec
 
@@ -19,6 +20,7 @@ from jobtape import errors
 
 __all__ = [
     "EVENT_TYPES",
+    "JOB_TYPE_PATTERN",
     "Event",
     "JobBlobsDeleted",
     "JobCancelRequested",
@@ -42,7 +44,12 @@ __all__ = [
     "event_type",
 ]
 
-JobType = Literal["ingest", "preview", "save"]
+#: A job type's name, as stored in the log forever: a lowercase letter, then up to 63
+#: lowercase letters, digits, ``_``, ``.`` or ``-``. The audio jobs are ``ingest``,
+#: ``preview`` and ``save``; any other name decodes too, so a job of a type this program
+#: does not run stays readable by every tool (a worker claims only the types it runs).
+JobType = str
+JOB_TYPE_PATTERN = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
 
 
 class _Base(msgspec.Struct, frozen=True, tag_field="type", kw_only=True):
@@ -53,7 +60,8 @@ class JobCreated(_Base, frozen=True, tag="job.created"):
     """A job was submitted.
 
     Attributes:
-        job_type: ``ingest``, ``preview`` or ``save``.
+        job_type: the job type's name (:data:`JOB_TYPE_PATTERN`), e.g. ``ingest``,
+            ``preview`` or ``save``.
         params: job parameters, e.g. ``{"sourceType": "upload", "storageKey": "...",
             "originalFilename": "a.mp3"}`` for an upload ingest.
         owner: the client that submitted it (``X-Client-Id``; ``anonymous`` by default).
@@ -64,6 +72,15 @@ class JobCreated(_Base, frozen=True, tag="job.created"):
     params: dict[str, Any] = {}
     owner: str = "anonymous"
     idempotency_key: str | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse a job type name the log could not keep (checked when made and when decoded).
+
+        Raises:
+            ValueError: ``job_type`` does not match :data:`JOB_TYPE_PATTERN`.
+        """
+        if not isinstance(self.job_type, str) or JOB_TYPE_PATTERN.fullmatch(self.job_type) is None:
+            raise ValueError(f"job type {self.job_type!r} is not a lowercase name (a-z, 0-9, '_', '.', '-'; at most 64)")
 
 
 class JobClaimed(_Base, frozen=True, tag="job.claimed"):
