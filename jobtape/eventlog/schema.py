@@ -252,7 +252,7 @@ def _blob_removals(db: sqlite_utils.Database) -> None:
     db.execute(
         "UPDATE jobs SET retained_upload = json_extract(state, '$.params.storageKey') "
         "WHERE job_type = 'ingest' AND finished = 1 AND status IN ('failed', 'cancelled') "
-        "AND COALESCE(json_extract(state, '$.params.sourceType'), 'upload') IN ('upload', 'storage') "
+        "AND COALESCE(json_extract(state, '$.params.sourceType'), 'upload') = 'upload' "
         "AND json_type(state, '$.params.storageKey') = 'text'"
     )
     db.execute("CREATE INDEX jobs_retained_upload ON jobs (updated_at) WHERE retained_upload IS NOT NULL")

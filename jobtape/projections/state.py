@@ -119,9 +119,15 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def upload_key(state: JobState) -> str | None:
-    """The storage key of an ingest's original upload (``params.storageKey`` of an
-    ``upload`` or ``storage`` source), or ``None`` (a URL ingest, an edit job)."""
-    if state.job_type != "ingest" or state.params.get("sourceType", "upload") not in ("upload", "storage"):
+    """The storage key of an ingest's own original upload, or ``None``.
+
+    Only an ``upload`` source's key (``ingest-uploads/<jobId>/...``, written by the API for
+    this one job) is the job's. A ``storage`` source names a file the client put through a
+    presigned URL (``direct-uploads/...``): several jobs may name the same one, so no job's
+    removal may take it (a bucket lifecycle rule expires those, docs/deploy.md). A URL
+    ingest or an edit job has none.
+    """
+    if state.job_type != "ingest" or state.params.get("sourceType", "upload") != "upload":
         return None
     key = state.params.get("storageKey")
     return key if isinstance(key, str) else None

@@ -105,3 +105,12 @@ def test_verify_accepts_a_removal_after_the_terminal_event_and_names_a_refused_o
     bad = verify.verify(_stored("j", [CREATED, CLAIMED, ev.JobFailed(error="x"), ev.JobBlobsDeleted(keys=[PREPARED]),
                                       ev.JobProgress(percent=3)]))
     assert [(v.position, v.rule) for v in bad.violations] == [(4, "fold"), (5, "after_terminal")]
+
+
+def test_a_direct_upload_named_by_the_client_is_never_a_jobs_to_remove() -> None:
+    # Two ingests may name the same presigned upload: removing it for one would take the other's source.
+    shared = "direct-uploads/abc/original.wav"
+    created = ev.JobCreated(job_type="ingest", params={"sourceType": "storage", "storageKey": shared})
+    failed = run(created, CLAIMED, ev.JobFailed(error="bad input", retryable=False))
+    assert job_state.upload_key(failed) is None and shared not in job_state.owned_keys(failed)
+    assert job_state.retained_upload(failed) is None
