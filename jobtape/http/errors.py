@@ -129,6 +129,8 @@ def _handle_domain(request: Request[Any, Any, Any], exc: errors.JobtapeError) ->
     if isinstance(exc, errors.StoreUnavailable):  # expected while the store restarts: no traceback
         logger.warning("%s %s: %s", request.method, request.url.path, exc)
         headers["Retry-After"] = str(exc.retry_after_s)
+    elif isinstance(exc, errors.StoreFull):  # an operator's matter, not a bug: one line, no traceback
+        logger.error("%s %s: %s", request.method, request.url.path, exc)
     elif status_code >= 500:
         logger.error("%s %s failed: %s", request.method, request.url.path, exc, exc_info=exc)
     if isinstance(exc, errors.QuotaExceeded):
