@@ -24,7 +24,11 @@ Hierarchy::
     ├── StorageError
     │   ├── InvalidStorageKey   a key that is absolute, contains ``..`` or empty segments
     │   └── BlobNotFound        no blob under that key
-    └── MediaError              ffmpeg / yt-dlp failed; carries the tail of stderr
+    ├── MediaError              ffmpeg / yt-dlp failed; carries the tail of stderr
+    ├── JobFailed               a registered job type's handler failed its job on purpose
+    ├── JobTypeAlreadyRegistered an app registers a job type name twice
+    ├── UnknownJobType          a job type no app registered (names the registered ones)
+    └── InvalidParams           a job's params do not fit its type's params schema (names the field)
 
 Only ``jobtape.http`` maps these to HTTP status codes, in one table.
 The class docstring is the default message.
@@ -41,11 +45,14 @@ __all__ = [
     "IdempotencyKeyReused",
     "IllegalTransition",
     "InvalidExport",
+    "InvalidParams",
     "InvalidRecipe",
     "InvalidSignature",
     "InvalidStorageKey",
     "InvalidTimeSpec",
+    "JobFailed",
     "JobNotFound",
+    "JobTypeAlreadyRegistered",
     "JobtapeError",
     "MalformedEvent",
     "MediaError",
@@ -56,6 +63,7 @@ __all__ = [
     "StoreBusy",
     "StoreFull",
     "StoreUnavailable",
+    "UnknownJobType",
 ]
 
 
@@ -333,3 +341,61 @@ class MediaError(JobtapeError):
         self.stderr_tail = stderr_tail
         self.retryable = retryable
         super().__init__(message + (f"\n--- stderr (tail) ---\n{stderr_tail}" if stderr_tail else ""))
+
+
+class JobFailed(JobtapeError):
+    """The job failed.
+
+    Raised by a job type's handler (:meth:`jobtape.App.job_type`) to fail its job with a
+    message for the client (it is recorded in ``job.failed`` and served by the poll). A
+    ``retryable`` failure is retried with backoff until the type's ``max_attempts``
+    (:func:`jobtape.worker.policy.failure_events`); any other exception a handler raises
+    fails the job at once as an internal error, logged with its traceback.
+
+    Attributes:
+        retryable: whether trying again may succeed (a network error, say).
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        self.retryable = retryable
+        super().__init__(message)
+
+
+class JobTypeAlreadyRegistered(JobtapeError):
+    """An app already has a job type of that name (or alias).
+
+    Attributes:
+        job_type: the name registered twice.
+    """
+
+    def __init__(self, job_type: str) -> None:
+        self.job_type = job_type
+        super().__init__(f"job type {job_type!r} is registered already")
+
+
+class UnknownJobType(JobtapeError):
+    """No job type of that name is registered.
+
+    Attributes:
+        job_type: the name asked for.
+        registered: the names that are registered, sorted.
+    """
+
+    def __init__(self, job_type: str, registered: list[str]) -> None:
+        self.job_type = job_type
+        self.registered = registered
+        super().__init__(f"unknown job type {job_type!r}; registered: {', '.join(registered) or 'none'}")
+
+
+class InvalidParams(JobtapeError):
+    """A job's params do not fit its type's params schema.
+
+    Attributes:
+        job_type: the job type.
+        detail: msgspec's description, naming the field (e.g. ``Expected `int`, got `str` - at `$.a```).
+    """
+
+    def __init__(self, job_type: str, detail: str) -> None:
+        self.job_type = job_type
+        self.detail = detail
+        super().__init__(f"invalid params for job type {job_type!r}: {detail}")

@@ -18,6 +18,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from jobtape import errors, runtime, startup
+from jobtape.app import load_app
 from jobtape.audit import describe
 from jobtape.cli import audit as cli_audit
 from jobtape.cli import demo as cli_demo
@@ -171,8 +172,11 @@ def _stop_handler(job_workers: Sequence[runner.Worker]) -> Callable[[int, object
 @cli.command()
 @common_options(worker=True)
 @worker_settings_options
+@click.option("--app", "app_reference", default=None, envvar="JOBTAPE_APP", show_envvar=True, metavar="MODULE:ATTR",
+              help="Run the job types of this jobtape.App (e.g. myproject.jobs:app) instead of the audio jobs; "
+                   "the worker claims only its types.")
 def worker(data_dir: Path, poll_interval_s: float, concurrency: int, allow_private_urls: bool,
-           max_download_bytes: int, worker_settings: dict[str, Any]) -> None:
+           max_download_bytes: int, worker_settings: dict[str, Any], app_reference: str | None) -> None:
     """Run a worker process that polls the event log, until SIGINT or SIGTERM.
 
     On the signal it stops claiming and gives running jobs --grace seconds to finish;
@@ -187,6 +191,18 @@ def worker(data_dir: Path, poll_interval_s: float, concurrency: int, allow_priva
     settings = settings_from(data_dir=data_dir, poll_interval_s=poll_interval_s, concurrency=concurrency,
                          allow_private_urls=allow_private_urls, max_download_bytes=max_download_bytes,
                          **worker_settings)
+    job_types: dict[str, Any] = {}
+    if app_reference:
+        import sys
+
+        sys.path.insert(0, str(Path.cwd()))  # as celery -A and procrastinate --app find a project's module
+        try:
+            user_app = load_app(app_reference)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--app") from exc
+        if not user_app.job_types:
+            raise click.BadParameter(f"{app_reference} registers no job type", param_hint="--app")
+        job_types = {"pipelines": user_app.pipelines(), "limits": user_app.limits()}
     started: list[runner.Worker] = []
     # The handler raises instead of setting an Event: it must take no lock the main thread may hold.
     handler = _stop_handler(started)
@@ -194,7 +210,7 @@ def worker(data_dir: Path, poll_interval_s: float, concurrency: int, allow_priva
     repository: JobRepository | None = None
     try:
         repository = startup.open_repository_waiting(settings)  # retries while the store is unreachable
-        job_worker = runner.Worker(repository, runtime.open_storage(settings), settings)
+        job_worker = runner.Worker(repository, runtime.open_storage(settings), settings, **job_types)
         started.append(job_worker)
         job_worker.start()
         click.echo(f"worker {job_worker.worker_id} polling {runtime.describe_store(settings)} every {poll_interval_s:g} s,"

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from jobtape.config import Settings
 from jobtape.eventlog import events as ev
@@ -33,6 +33,7 @@ from jobtape.projections import state as job_state
 
 __all__ = [
     "Random",
+    "TypeLimits",
     "backoff_s",
     "failure_events",
     "heartbeat_due",
@@ -160,11 +161,24 @@ def failure_events(
     return [ev.JobFailed(error=f"{error} (gave up after {state.attempt} attempts)", retryable=True)]
 
 
-def job_timeout_s(job_type: str, settings: Settings) -> float:
-    """The timeout of a job type in seconds (``timeout_ingest_s``, ``timeout_preview_s``, ``timeout_save_s``).
+class TypeLimits(NamedTuple):
+    """A job type's own limits, overriding the settings' (``None``: the settings decide).
 
-    Unknown types get the longest of the three.
+    Attributes:
+        timeout_s: seconds a job of the type may run from its claim.
+        max_attempts: attempts (retryable failures and lease expiries) before it fails.
     """
+
+    timeout_s: float | None = None
+    max_attempts: int | None = None
+
+
+def job_timeout_s(job_type: str, settings: Settings, limits: TypeLimits | None = None) -> float:
+    """The timeout of a job type in seconds: its own (``limits``), else ``timeout_ingest_s``,
+    ``timeout_preview_s`` or ``timeout_save_s``; other types get the longest of the three.
+    """
+    if limits is not None and limits.timeout_s is not None:
+        return limits.timeout_s
     timeouts = {"ingest": settings.timeout_ingest_s, "preview": settings.timeout_preview_s, "save": settings.timeout_save_s}
     return timeouts.get(job_type, max(timeouts.values()))
 

@@ -23,6 +23,7 @@ period to finish, then their children are terminated and the jobs released
 from __future__ import annotations
 
 import collections
+import dataclasses
 import itertools
 import logging
 import os
@@ -77,6 +78,9 @@ class Worker:
         settings: poll interval, concurrency, lease TTL, timeouts, retries, shutdown grace,
             kill grace, host id, loudness target.
         pipelines: job type -> pipeline; defaults to :data:`jobtape.worker.pipelines.PIPELINES`.
+            The worker claims only these types.
+        limits: job type -> its own timeout and ``max_attempts`` (:class:`policy.TypeLimits`);
+            a type without an entry uses the settings'.
         worker_id: defaults to ``host:pid:n`` (host: ``settings.host_id`` or the hostname).
         rng: jitter source for retry backoff; defaults to a fresh ``random.Random``.
     """
@@ -88,6 +92,7 @@ class Worker:
         settings: Settings,
         *,
         pipelines: Mapping[str, Pipeline] | None = None,
+        limits: Mapping[str, policy.TypeLimits] | None = None,
         worker_id: str | None = None,
         rng: policy.Random | None = None,
     ) -> None:
@@ -99,6 +104,7 @@ class Worker:
         self.storage = storage
         self.settings = settings
         self.pipelines = dict(pipelines)
+        self.limits = dict(limits or {})
         self.host_id = settings.host_id or children.host_id()
         self.worker_id = worker_id or f"{self.host_id}:{os.getpid()}:{next(_counter)}"
         self.rng = rng or random.Random()
@@ -309,7 +315,7 @@ class Worker:
         for job_id, (context, _) in running:
             context.observe(self.repository.load(job_id))  # a cancel request, or a takeover
             now = clock.utcnow()
-            timeout_s = policy.job_timeout_s(context.state.job_type, self.settings)
+            timeout_s = policy.job_timeout_s(context.state.job_type, self.settings, self.limits.get(context.state.job_type))
             if not context.interrupt_event.is_set() and policy.timed_out(context.claimed_at, now, timeout_s):
                 log.warning("worker %s: job %s timed out after %g s", self.worker_id, job_id, timeout_s)
                 context.request_timeout(timeout_s)
@@ -404,13 +410,21 @@ class Worker:
     def _run_pipeline(self, context: JobContext) -> dict[str, Any] | Exception:
         try:
             return self.pipelines[context.state.job_type](context, self.storage, self.settings)
-        except (CancelRequested, JobLost, TimedOut, Released, errors.MediaError, errors.StorageError) as exc:
+        except (CancelRequested, JobLost, TimedOut, Released, errors.MediaError, errors.StorageError,
+                errors.JobFailed) as exc:
             return exc
         except errors.StoreAuthRejected:
             raise  # not the job's fault: nothing can be appended (see execute)
         except Exception as exc:  # a bug must fail the job, not the worker
             log.exception("job %s crashed", context.job_id)
             return exc
+
+    def _settings_of(self, job_type: str) -> Settings:
+        """The settings with the job type's own ``max_attempts``, if it has one."""
+        limits = self.limits.get(job_type)
+        if limits is None or limits.max_attempts is None:
+            return self.settings
+        return dataclasses.replace(self.settings, max_attempts=limits.max_attempts)
 
     def _client_text(self, context: JobContext, message: str) -> str:
         """A failure's message as recorded in the log (which the API serves): no server paths.
@@ -438,10 +452,10 @@ class Worker:
                 events = [ev.JobFailed(error=str(outcome), retryable=False)]
             case Released():
                 events = [ev.JobReleased(worker_id=self.worker_id, reason="shutdown")]
-            case errors.MediaError():
+            case errors.MediaError() | errors.JobFailed():
                 events = policy.failure_events(context.state, self._client_text(context, outcome.message),
                                                retryable=outcome.retryable, now=clock.utcnow(),
-                                               settings=self.settings, rng=self.rng)
+                                               settings=self._settings_of(context.state.job_type), rng=self.rng)
             case errors.StorageError():  # e.g. the bucket unreachable: retried with backoff when it may pass
                 events = policy.failure_events(context.state,
                                                self._client_text(context, f"storage failed: {outcome.message}"),

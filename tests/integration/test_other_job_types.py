@@ -48,7 +48,7 @@ def test_a_job_of_another_type_runs_on_a_worker_that_has_it_and_every_tool_reads
         body = client.get(f"/api/audio/jobs/{job_id}").json()
         assert (body["type"], body["status"], body["result"]) == ("sum", "complete", {"sum": 5})
         assert body.get("downloadUrl") is None
-        assert [e["type"] for e in client.get(f"/api/audio/jobs/{job_id}/events").json()["events"]][0] == "job.created"
+        assert next(e["type"] for e in client.get(f"/api/audio/jobs/{job_id}/events").json()["events"]) == "job.created"
 
     env = {**os.environ, "JOBTAPE_DATA_DIR": str(tmp_path)}
     for command in (["verify"], ["rebuild", "--verify"], ["history", job_id], ["export"], ["stats"]):

@@ -1,0 +1,345 @@
+"""The engine as a library: register your own job types on an :class:`App` and run them on the log.
+
+::
+
+    import msgspec, jobtape
+
+    app = jobtape.App()                      # settings from the environment, as the CLI reads them
+
+    class Sum(msgspec.Struct):
+        a: int
+        b: int
+
+    @app.job_type("sum", timeout_s=60, max_attempts=3)
+    def add(ctx: jobtape.JobContext, params: Sum) -> dict:
+        ctx.stage("adding")
+        ctx.progress(50)
+        return {"sum": params.a + params.b}
+
+    job_id = app.submit("sum", {"a": 2, "b": 3})   # the same guarded batch the API appends
+
+``jobtape worker --app module:attr`` (or ``JOBTAPE_APP``) runs the app's job types, as
+``celery -A`` or ``procrastinate --app`` do; a worker claims only the types its app has,
+and a job of a type no app here registered stays readable by every tool. A handler gets a
+:class:`JobContext` and its params decoded into the registered msgspec type (a plain
+``dict`` when the annotation is ``dict`` or missing), and returns the job's result (a
+JSON object). It fails the job by raising :class:`jobtape.errors.JobFailed`
+(``retryable=True`` to retry with backoff); any other exception fails it as an internal
+error, logged with its traceback, never retried.
+
+Registration follows procrastinate's blueprints: one registry, one decorator, a duplicate
+name is an error (:class:`errors.JobTypeAlreadyRegistered`) and leaves the registry as it was.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import threading
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from jobtape import errors, runtime
+from jobtape.config import Settings
+from jobtape.eventlog import events as ev
+from jobtape.projections.repository import JobRepository
+from jobtape.storage.base import Storage
+from jobtape.worker import context as worker_context
+from jobtape.worker import policy
+from jobtape.worker.runner import Pipeline, Worker
+
+__all__ = ["App", "JobContext", "JobTypeSpec", "load_app"]
+
+Handler = Callable[..., Mapping[str, Any]]
+
+
+class JobContext:
+    """What a running job's handler sees: its identity, its params, and the ways to report and stop.
+
+    Everything it records is an event in the job's stream, appended by the worker that
+    holds the job's lease; a cancel, a timeout or a lost lease stops the job at the next
+    :meth:`stage`, :meth:`progress`, :meth:`check_cancelled` or while :meth:`run_child` waits.
+    """
+
+    def __init__(self, running: worker_context.JobContext, storage: Storage, params: Any) -> None:
+        self._running = running
+        self._storage = storage
+        self._params = params
+
+    @property
+    def job_id(self) -> str:
+        """The job's id (32 lowercase hex characters)."""
+        return self._running.job_id
+
+    @property
+    def attempt(self) -> int:
+        """This attempt's number, 1 for the first (retries and lease expiries add one)."""
+        return self._running.state.attempt
+
+    @property
+    def params(self) -> Any:
+        """The params, decoded into the job type's msgspec type (or a ``dict``)."""
+        return self._params
+
+    @property
+    def workdir(self) -> Path:
+        """A private folder for this attempt's temporary files, removed when the job ends."""
+        return self._running.workdir
+
+    @property
+    def storage(self) -> Storage:
+        """The blob storage (local folder, S3 or R2) the deployment is configured with."""
+        return self._storage
+
+    def stage(self, name: str) -> None:
+        """Enter a stage (``job.stage_changed``); progress restarts at 0.
+
+        Raises:
+            jobtape.worker.context.CancelRequested: the job was cancelled (let it propagate).
+        """
+        self._running.stage(name)
+
+    def progress(self, percent: int) -> None:
+        """Report 0-100 percent within the stage (``job.progress``; throttled to changes every 0.25 s)."""
+        self._running.progress(percent)
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the job must stop now: a cancel, a timeout, a shutdown or a lost lease."""
+        return self._running.interrupt_event.is_set() or self._running.cancel_event.is_set()
+
+    def check_cancelled(self) -> None:
+        """Raise if the job must stop (see :attr:`cancelled`); call it in a long pure-Python loop.
+
+        Raises:
+            jobtape.worker.context.CancelRequested: the job was cancelled; ``TimedOut``,
+                ``Released`` or ``JobLost`` for the other interruptions. Let it propagate:
+                the worker records the outcome.
+        """
+        self._running.check_cancelled()
+
+    def run_child(
+        self, argv: Sequence[str], *, on_line: Callable[[str], None] | None = None, timeout_s: float | None = None
+    ) -> worker_context.ChildOutcome:
+        """Run a child process in its own process group, recorded as ``job.child_started`` / ``job.child_exited``.
+
+        On a cancel, a timeout or a lost lease the child's group gets SIGTERM, then SIGKILL
+        after the kill grace (``JOBTAPE_KILL_GRACE``), and the interruption is raised.
+
+        Args:
+            argv: the command line.
+            on_line: called with each line the child writes to stdout.
+            timeout_s: seconds after which the child is stopped and the outcome says ``timed_out``.
+
+        Returns:
+            ``returncode`` (negative: the signal that ended it), the tail of ``stderr``, ``timed_out``.
+        """
+        return self._running.run_child(argv, on_line=on_line, timeout_s=timeout_s)
+
+
+@dataclasses.dataclass(frozen=True)
+class JobTypeSpec:
+    """One registered job type.
+
+    Attributes:
+        name: the type's name, stored in the log forever (:data:`jobtape.eventlog.events.JOB_TYPE_PATTERN`).
+        handler: ``handler(ctx, params) -> dict``.
+        params_type: the msgspec type params are decoded into (``dict`` for none).
+        limits: its own timeout and ``max_attempts`` (``None`` fields: the settings').
+    """
+
+    name: str
+    handler: Handler
+    params_type: Any
+    limits: policy.TypeLimits
+
+    def decode_params(self, params: Mapping[str, Any]) -> Any:
+        """Decode stored or submitted params into :attr:`params_type`.
+
+        Raises:
+            errors.InvalidParams: a field is missing, extra (for a ``forbid_unknown_fields``
+                Struct) or of the wrong type; the message names it.
+        """
+        try:
+            return msgspec.convert(dict(params), self.params_type)
+        except msgspec.ValidationError as exc:
+            raise errors.InvalidParams(self.name, str(exc)) from exc
+
+    def encode_params(self, params: Any) -> dict[str, Any]:
+        """Check ``params`` (a dict or an instance of :attr:`params_type`) and return the JSON object to store.
+
+        Raises:
+            errors.InvalidParams: see :meth:`decode_params`.
+        """
+        raw = msgspec.to_builtins(params) if isinstance(params, msgspec.Struct) else params
+        if not isinstance(raw, Mapping):
+            raise errors.InvalidParams(self.name, "params must be a JSON object")
+        self.decode_params(raw)
+        return dict(raw)
+
+    def pipeline(self) -> Pipeline:
+        """The worker's pipeline for this type: decode the params, call the handler, check the result."""
+
+        def run(running: worker_context.JobContext, storage: Storage, settings: Settings) -> dict[str, Any]:
+            params = self.decode_params(running.params)
+            result = self.handler(JobContext(running, storage, params), params)
+            if not isinstance(result, Mapping):
+                raise TypeError(f"the handler of {self.name!r} returned {type(result).__name__}, not a dict")
+            return dict(result)
+
+        return run
+
+
+class App:
+    """A registry of job types and the settings to run them with.
+
+    Args:
+        settings: the settings; ``None`` reads them from the environment as the CLI does
+            (:meth:`Settings.from_env`: ``JOBTAPE_DATA_DIR``, ``JOB_STORE_BACKEND``, ...).
+    """
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        self._types: dict[str, JobTypeSpec] = {}
+        self._repository: JobRepository | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def job_types(self) -> Mapping[str, JobTypeSpec]:
+        """The registered job types by name."""
+        return dict(self._types)
+
+    def job_type(
+        self, name: str, *, timeout_s: float | None = None, max_attempts: int | None = None, params: Any = None
+    ) -> Callable[[Handler], Handler]:
+        """Register the decorated function as the handler of job type ``name``.
+
+        Args:
+            name: the type's name (lowercase, ``[a-z][a-z0-9_.-]{0,63}``), stored in the log forever.
+            timeout_s: seconds a job may run from its claim before it fails ``timed out``;
+                ``None``: the longest of the settings' timeouts.
+            max_attempts: attempts before a retryable failure is final; ``None``: ``JOBTAPE_MAX_ATTEMPTS``.
+            params: the msgspec type of the params; ``None`` takes the handler's second
+                parameter's annotation (``dict`` when it has none).
+
+        Returns:
+            The decorator; it returns the function unchanged.
+
+        Raises:
+            errors.JobTypeAlreadyRegistered: ``name`` is taken.
+            ValueError: ``name`` is not a valid job type name.
+        """
+        if ev.JOB_TYPE_PATTERN.fullmatch(name) is None:
+            raise ValueError(f"job type {name!r} is not a lowercase name (a-z, 0-9, '_', '.', '-'; at most 64)")
+
+        def register(handler: Handler) -> Handler:
+            spec = JobTypeSpec(name, handler, params or _params_annotation(handler),
+                               policy.TypeLimits(timeout_s=timeout_s, max_attempts=max_attempts))
+            with self._lock:
+                if name in self._types:
+                    raise errors.JobTypeAlreadyRegistered(name)
+                self._types[name] = spec
+            return handler
+
+        return register
+
+    def spec(self, name: str) -> JobTypeSpec:
+        """The registered type ``name``.
+
+        Raises:
+            errors.UnknownJobType: no such type is registered (the message lists the registered ones).
+        """
+        spec = self._types.get(name)
+        if spec is None:
+            raise errors.UnknownJobType(name, sorted(self._types))
+        return spec
+
+    @property
+    def repository(self) -> JobRepository:
+        """The job log the settings name, opened (and migrated) on first use."""
+        with self._lock:
+            if self._repository is None:
+                self._repository = runtime.open_repository(self.settings)
+            return self._repository
+
+    def submit(self, job_type: str, params: Any, *, owner: str | None = None,
+               idempotency_key: str | None = None) -> str:
+        """Create a job in-process with the same guarded batch the API appends; return its id.
+
+        Args:
+            job_type: a registered type.
+            params: a dict or an instance of the type's params Struct.
+            owner: the owner recorded in ``job.created`` (``anonymous`` when ``None``).
+            idempotency_key: at most one job per (owner, key); a second submit raises.
+
+        Raises:
+            errors.UnknownJobType: ``job_type`` is not registered.
+            errors.InvalidParams: ``params`` do not fit the type's schema; nothing is appended.
+            errors.DuplicateIdempotencyKey: the owner used that key already.
+        """
+        spec = self.spec(job_type)
+        stored = spec.encode_params(params)
+        result = self.repository.create(job_type, stored, owner=owner or "anonymous", idempotency_key=idempotency_key,
+                                        actor="app")
+        return result.state.job_id
+
+    def worker(self, *, storage: Storage | None = None, **options: Any) -> Worker:
+        """A :class:`Worker` that runs this app's job types (and claims no other).
+
+        Args:
+            storage: the blob storage; ``None`` opens the one the settings name.
+            options: more :class:`Worker` keyword arguments (``worker_id``, ``rng``).
+        """
+        return Worker(self.repository, storage or runtime.open_storage(self.settings), self.settings,
+                      pipelines=self.pipelines(), limits=self.limits(), **options)
+
+    def pipelines(self) -> dict[str, Pipeline]:
+        """Job type -> the worker pipeline that runs its handler (``Worker(pipelines=...)``)."""
+        return {name: spec.pipeline() for name, spec in self._types.items()}
+
+    def limits(self) -> dict[str, policy.TypeLimits]:
+        """Job type -> its own timeout and ``max_attempts`` (``Worker(limits=...)``)."""
+        return {name: spec.limits for name, spec in self._types.items()}
+
+    def close(self) -> None:
+        """Close the job log if it was opened."""
+        with self._lock:
+            if self._repository is not None:
+                self._repository.store.close()
+                self._repository = None
+
+
+def _params_annotation(handler: Handler) -> Any:
+    """The annotation of the handler's second parameter (``dict`` when there is none)."""
+    parameters = list(inspect.signature(handler).parameters.values())
+    if len(parameters) < 2:
+        raise TypeError(f"a job handler takes (ctx, params); {handler.__name__} takes {len(parameters)} parameter(s)")
+    hints = typing.get_type_hints(handler)
+    annotation = hints.get(parameters[1].name, dict)
+    return dict if annotation in (dict, Any) or typing.get_origin(annotation) is dict else annotation
+
+
+def load_app(reference: str) -> App:
+    """Import ``module:attr`` (or ``module`` with an attribute ``app``) and return the :class:`App` it names.
+
+    Args:
+        reference: e.g. ``myproject.jobs:app``.
+
+    Raises:
+        ValueError: the module cannot be imported, or the attribute is missing or not an App
+            (the message says which).
+    """
+    module_name, _, attribute = reference.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"cannot import {module_name!r} for --app: {exc}") from exc
+    found = getattr(module, attribute or "app", None)
+    if not isinstance(found, App):
+        raise ValueError(f"--app {reference!r} does not name a jobtape.App (found {type(found).__name__})")
+    return found
