@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from folding import T0, run  # type: ignore[import-not-found]  # tests/ is on sys.path
 
 from jobtape import errors
 from jobtape.audit import verify
@@ -14,20 +15,12 @@ from jobtape.eventlog.stored import StoredEvent
 from jobtape.projections import assets, previews
 from jobtape.projections import state as job_state
 
-T0 = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
 UPLOAD = "ingest-uploads/j/original.mp3"
 PREPARED = "assets/a1/prepared.flac"
 CREATED = ev.JobCreated(job_type="ingest", params={"sourceType": "upload", "storageKey": UPLOAD})
 CLAIMED = ev.JobClaimed(worker_id="w1")
 DONE = ev.JobCompleted(result={"assetId": "a1", "preparedKey": PREPARED, "durationSec": 2.0})
 
-
-def run(*events: ev.Event) -> job_state.JobState:
-    state = None
-    for version, event in enumerate(events, start=1):
-        state = job_state.apply(state, event, job_id="j", version=version, recorded_at=T0 + dt.timedelta(seconds=version))
-    assert state is not None
-    return state
 
 
 def test_a_finished_job_records_removed_keys_without_changing_status_result_or_updated_at() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from folding import T0, run  # type: ignore[import-not-found]  # tests/ is on sys.path
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
@@ -12,17 +13,6 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from jobtape import errors
 from jobtape.eventlog import events as ev
 from jobtape.projections import state as job_state
-
-T0 = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
-
-
-def run(*events: ev.Event) -> job_state.JobState:
-    state = None
-    for version, event in enumerate(events, start=1):
-        state = job_state.apply(state, event, job_id="j", version=version, recorded_at=T0 + dt.timedelta(seconds=version))
-    assert state is not None
-    return state
-
 
 CREATED = ev.JobCreated(job_type="ingest")
 CLAIMED = ev.JobClaimed(worker_id="w1")
