@@ -174,7 +174,7 @@ def _stop_handler(job_workers: Sequence[runner.Worker]) -> Callable[[int, object
 @worker_settings_options
 @click.option("--app", "app_reference", default=None, envvar="JOBTAPE_APP", show_envvar=True, metavar="MODULE:ATTR",
               help="Run the job types of this jobtape.App (e.g. myproject.jobs:app); the worker claims only its "
-                   "types. By default it runs the audio jobs (docs/library.md).")
+                   "types; by default it runs the audio jobs (docs/library.md).")
 def worker(data_dir: Path, poll_interval_s: float, concurrency: int, allow_private_urls: bool,
            max_download_bytes: int, worker_settings: dict[str, Any], app_reference: str | None) -> None:
     """Run a worker process that polls the event log, until SIGINT or SIGTERM.
