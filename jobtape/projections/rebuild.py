@@ -180,7 +180,7 @@ def _run(
         if progress is not None:
             progress(folder.events_read, total)
         _write_rows(backend, projections, [folder.states[job_id] for job_id in sorted(touched)])
-        live, rebuilt, head = _read_snapshot(backend, projections)
+        live, rebuilt, head, counts = _read_snapshot(backend, projections)
         if head != folder.head:
             continue  # appends arrived: fold them before comparing
         differences = [d for p in projections for d in _compare(p, live[p.table], rebuilt[p.table])]
@@ -191,7 +191,6 @@ def _run(
                 if _GUARD_NAME not in exc.detail:
                     raise
                 continue  # an append slipped in before the swap: catch up and try again
-        counts = {p.table: len(rebuilt[p.table]) for p in projections}
         return RebuildReport(len(folder.states), folder.events_read, differences, apply_changes, counts)
     raise errors.ConcurrencyError("*", folder.head, f"the log kept moving past position {folder.head}; try again")
 
@@ -233,30 +232,46 @@ def _write_rows(backend: SQLBackend, projections: tuple[registry.Projection, ...
             backend.execute_batch(statements)
 
 
-def _read_snapshot(backend: SQLBackend, projections: tuple[registry.Projection, ...]) -> tuple[Rows, Rows, int]:
-    """Every live and scratch table and the log's head from ONE statement (one read snapshot).
+def _read_snapshot(
+    backend: SQLBackend, projections: tuple[registry.Projection, ...]
+) -> tuple[Rows, Rows, int, dict[str, int]]:
+    """The rows that differ between each live and scratch table, the counts and the log's head, in ONE statement.
+
+    One statement is one read snapshot. The comparison runs in SQL (``EXCEPT`` both
+    ways), so only rows that differ cross the wire: a log of any size fits in one answer
+    (a remote sqld refuses answers over its ``--max-response-size``, 10 MB by default,
+    which the whole tables of a few thousand jobs exceed).
 
     Returns:
-        ``(live, rebuilt, head)``: rows per table keyed by row key, and the newest position.
+        ``(live, rebuilt, head, counts)``: per table, the rows found on that side only or
+        with other values, keyed by row key; the newest position; the rebuilt rows per table.
     """
     width = max(len(p.columns) for p in projections)
     selects = []
     for projection in projections:
-        padded = ", ".join([*projection.columns, *["NULL"] * (width - len(projection.columns))])
-        for side, table in (("live", projection.table), ("rebuilt", scratch_table(projection.table))):
-            selects.append(f"SELECT '{side}', '{projection.table}', {padded}, NULL FROM {table}")
+        columns = ", ".join(projection.columns)
+        padding = "".join(", NULL" * (width - len(projection.columns)))
+        live_table, rebuilt_table = projection.table, scratch_table(projection.table)
+        for side, first, second in (("live", live_table, rebuilt_table), ("rebuilt", rebuilt_table, live_table)):
+            selects.append(f"SELECT * FROM (SELECT '{side}', '{projection.table}', {columns}{padding}, NULL FROM "
+                           f"(SELECT {columns} FROM {first} EXCEPT SELECT {columns} FROM {second}))")
+        nulls = ", NULL" * width
+        selects.append(f"SELECT 'count', '{projection.table}'{nulls}, (SELECT COUNT(*) FROM {rebuilt_table})")
     nulls = ", ".join(["NULL"] * width)
     selects.append(f"SELECT 'head', NULL, {nulls}, (SELECT COALESCE(MAX(position), 0) FROM events)")
     live: Rows = {p.table: {} for p in projections}
     rebuilt: Rows = {p.table: {} for p in projections}
     sizes = {p.table: len(p.columns) for p in projections}
+    counts: dict[str, int] = {}
     head = 0
     for side, table, *values in backend.query(" UNION ALL ".join(selects)):
         if side == "head":
             head = int(values[-1])
+        elif side == "count":
+            counts[table] = int(values[-1])
         else:
             (live if side == "live" else rebuilt)[table][values[0]] = tuple(values[: sizes[table]])
-    return live, rebuilt, head
+    return live, rebuilt, head, counts
 
 
 def _compare(
