@@ -23,6 +23,9 @@ Failure translation at this boundary:
 - a connection error, an HTTP 5xx, a closed WebSocket or a timeout ->
   :class:`jobtape.errors.StoreUnavailable` (the client is then replaced, so the next call
   reconnects);
+- an answer larger than the server sends (``RESPONSE_TOO_LARGE``, sqld's
+  ``--max-response-size``) -> :class:`jobtape.errors.JobtapeError` saying so (the CLI
+  prints it as ``Error: ...``);
 - anything else (a SQL error: a bug) propagates as ``libsql_client.LibsqlError``.
 """
 
@@ -124,6 +127,11 @@ class LibSQLBackend(SQLBackend):
                 raise ConstraintViolation(_sqlite_message(exc)) from exc
             if _is_transient(exc):
                 raise errors.StoreUnavailable(_describe(exc), in_doubt=write) from exc
+            if exc.code == "RESPONSE_TOO_LARGE":
+                raise errors.JobtapeError(
+                    "the event store refused to send an answer this large (sqld's --max-response-size, 10 MB by "
+                    "default): raise that limit or narrow the command"
+                ) from exc
             raise
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise errors.StoreUnavailable(_describe(exc), in_doubt=write) from exc

@@ -12,6 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
+from jobtape import errors
 from jobtape.eventlog.libsql import LibSQLBackend
 from jobtape.eventlog.store import EventStore, Statement
 from jobtape.projections.rebuild import rebuild
@@ -35,5 +38,7 @@ def test_rebuild_verify_compares_tables_larger_than_one_answer(sqld_factory: Cal
         assert [(d.job_id, d.column, d.live, d.rebuilt) for d in report.differences] == [(job_ids[7], "progress", 42, 0)]
         rebuild(repository.store)  # repair
         assert rebuild(repository.store, apply_changes=False).differences == []
+        with pytest.raises(errors.JobtapeError, match="max-response-size"):  # an answer over the limit is named
+            backend.query("SELECT state, state FROM jobs")  # 2.4 MB
     finally:
         backend.close()
