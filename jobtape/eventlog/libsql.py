@@ -13,6 +13,9 @@ Failure translation at this boundary:
 
 - ``SQLITE_CONSTRAINT*`` (UNIQUE, CHECK, a trigger's ``RAISE(ABORT, ...)``) ->
   :class:`jobtape.eventlog.store.ConstraintViolation` with SQLite's message;
+- ``SQLITE_BUSY`` / ``SQLITE_LOCKED`` (sqld's writers queued past its busy timeout) ->
+  :class:`jobtape.errors.StoreBusy`, which a worker waits out like an outage (the 10,000-job
+  soak on sqld failed one job as an "internal error" before);
 - credentials the server refuses -> :class:`jobtape.errors.StoreAuthRejected` (not retried):
   an HTTP 401/403 answer (a refused WebSocket handshake, Hrana over HTTP), or a Hrana
   ``hello_error`` with an ``AUTH_*`` code (sqld accepts the WebSocket and refuses the
@@ -41,7 +44,7 @@ import re
 import threading
 import urllib.parse
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import aiohttp
 import libsql_client
@@ -50,7 +53,7 @@ from jobtape import errors
 from jobtape.eventlog import replay, schema
 from jobtape.eventlog.store import ConstraintViolation, SQLBackend, Statement
 
-__all__ = ["LibSQLBackend"]
+__all__ = ["LibSQLBackend", "translate_error"]
 
 log = logging.getLogger(__name__)
 
@@ -123,16 +126,10 @@ class LibSQLBackend(SQLBackend):
         try:
             return future.result()
         except libsql_client.LibsqlError as exc:
-            if exc.code.startswith("SQLITE_CONSTRAINT"):
-                raise ConstraintViolation(_sqlite_message(exc)) from exc
-            if _is_transient(exc):
-                raise errors.StoreUnavailable(_describe(exc), in_doubt=write) from exc
-            if exc.code == "RESPONSE_TOO_LARGE":
-                raise errors.JobtapeError(
-                    "the event store refused to send an answer this large (sqld's --max-response-size, 10 MB by "
-                    "default): raise that limit or narrow the command"
-                ) from exc
-            raise
+            translated = translate_error(exc, write=write)
+            if translated is exc:
+                raise
+            raise translated from exc
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise errors.StoreUnavailable(_describe(exc), in_doubt=write) from exc
 
@@ -211,6 +208,27 @@ class LibSQLBackend(SQLBackend):
         self._thread.join(self.timeout_s)
         if not self._thread.is_alive():
             self._loop.close()
+
+
+def translate_error(exc: libsql_client.LibsqlError, *, write: bool) -> BaseException:
+    """Map an error sqld answered with into the error tree (see the module docstring); anything else is returned as is.
+
+    Args:
+        exc: the client's error; ``exc.code`` is sqld's code (``SQLITE_BUSY``, ``RESPONSE_TOO_LARGE``, ...).
+        write: the request was a write (a transient failure then leaves it in doubt).
+    """
+    if exc.code.startswith("SQLITE_CONSTRAINT"):
+        return ConstraintViolation(_sqlite_message(exc))
+    if exc.code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):  # nothing of the batch was written
+        return errors.StoreBusy()
+    if _is_transient(exc):
+        return errors.StoreUnavailable(_describe(exc), in_doubt=write)
+    if exc.code == "RESPONSE_TOO_LARGE":
+        return errors.JobtapeError(
+            "the event store refused to send an answer this large (sqld's --max-response-size, 10 MB by "
+            "default): raise that limit or narrow the command"
+        )
+    return cast(BaseException, exc)
 
 
 def _is_transient(exc: BaseException) -> bool:
