@@ -250,7 +250,7 @@ def _read_snapshot(
     selects = []
     for projection in projections:
         columns = ", ".join(projection.columns)
-        padding = "".join(", NULL" * (width - len(projection.columns)))
+        padding = ", NULL" * (width - len(projection.columns))
         live_table, rebuilt_table = projection.table, scratch_table(projection.table)
         for side, first, second in (("live", live_table, rebuilt_table), ("rebuilt", rebuilt_table, live_table)):
             selects.append(f"SELECT * FROM (SELECT '{side}', '{projection.table}', {columns}{padding}, NULL FROM "
