@@ -37,13 +37,14 @@ import httpx
 import uvicorn
 
 from jobtape import runtime
+from jobtape.audio.settings import AudioSettings
 from jobtape.config import Settings
+from jobtape.defaults import create_app, default_tables
+from jobtape.defaults import worker as Worker
 from jobtape.eventlog import events as ev
-from jobtape.http.app import create_app
 from jobtape.projections.repository import JobRepository
 from jobtape.storage import LocalStorage
 from jobtape.worker import children
-from jobtape.worker.runner import Worker
 
 __all__ = ["main", "measure", "percentile"]
 
@@ -112,11 +113,12 @@ def measure(base_url: str, repository: JobRepository, cancels: int) -> list[floa
 
 
 def _embedded(data_dir: Path, cancels: int) -> list[float]:
-    settings = Settings(data_dir=data_dir, ffmpeg_readrate=1.0)
-    workers: list[Worker] = []
-    repository = runtime.open_repository(settings, on_append=lambda result: [w.on_append(result) for w in workers])
+    settings, audio = Settings(data_dir=data_dir), AudioSettings(ffmpeg_readrate=1.0)
+    workers: list[Any] = []
+    repository = runtime.open_repository(settings, on_append=lambda result: [w.on_append(result) for w in workers],
+                                         tables=default_tables())
     storage = LocalStorage(settings.storage_root)
-    workers.append(Worker(repository, storage, settings))
+    workers.append(Worker(repository, storage, settings, audio))
     hooks = ([workers[0].start], [lambda: workers[0].stop(grace_s=0)])
     try:
         with _api(repository, storage, settings, hooks) as base_url:
@@ -127,7 +129,7 @@ def _embedded(data_dir: Path, cancels: int) -> list[float]:
 
 def _separate(data_dir: Path, cancels: int, poll_interval_s: float) -> list[float]:
     settings = Settings(data_dir=data_dir)
-    repository = runtime.open_repository(settings)
+    repository = runtime.open_repository(settings, tables=default_tables())
     storage = LocalStorage(settings.storage_root)
     worker = subprocess.Popen(
         [sys.executable, "-m", "jobtape", "worker", "--data-dir", str(data_dir), "--poll-interval", f"{poll_interval_s:g}",

@@ -31,12 +31,15 @@ import threading
 import time
 from pathlib import Path
 
+from jobtape.defaults import default_tables
 from jobtape.eventlog import events as ev
 from jobtape.eventlog.sqlite import SYNCHRONOUS_MODES, SQLiteBackend, pragmas
 from jobtape.eventlog.store import EventStore
 from jobtape.projections.repository import JobRepository
 
 __all__ = ["main", "run_lifecycles", "run_raw_inserts"]
+
+TABLES = default_tables()
 
 EVENTS_PER_JOB = 8
 TARGET_RATIO = 0.5
@@ -66,8 +69,8 @@ def run_lifecycles(path: Path, jobs: int, threads: int = 1, synchronous: str = "
         ``(elapsed seconds, batches per transaction)`` (the latter is 1.0 without group commit).
     """
     backend = SQLiteBackend(_fresh(path), synchronous=synchronous)
-    backend.migrate()
-    repository = JobRepository(EventStore(backend))
+    backend.migrate(TABLES.migrations)
+    repository = JobRepository(EventStore(backend), projections=TABLES.projections)
     share = -(-jobs // threads)
     workers = [
         threading.Thread(target=_lifecycles, args=(repository, range(n * share, min(jobs, (n + 1) * share))))

@@ -65,8 +65,11 @@ import httpx
 
 from jobtape import runtime
 from jobtape.config import Settings
+from jobtape.defaults import default_tables
 
 __all__ = ["ProcessSample", "SoakReport", "main", "run_soak", "sample_process"]
+
+TABLES = default_tables()
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "media" / "speech_librispeech.mp3"
@@ -503,7 +506,7 @@ def _run(report: SoakReport, backend_env: dict[str, str], store_dir: Path, work_
         report.checks[label] = checked.returncode
         if checked.returncode != 0:
             report.failures.append(f"jobtape {label} exited {checked.returncode}: {checked.stdout[-500:]}{checked.stderr[-500:]}")
-    backend = runtime.open_backend(Settings.from_env(env))
+    backend = runtime.open_backend(Settings.from_env(env), TABLES)
     try:
         report.statuses = {str(status): int(count) for status, count in
                            backend.query("SELECT status, COUNT(*) FROM jobs GROUP BY status")}

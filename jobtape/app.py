@@ -47,6 +47,8 @@ import msgspec
 from jobtape import errors, runtime
 from jobtape.config import Settings
 from jobtape.eventlog import events as ev
+from jobtape.eventlog import schema
+from jobtape.projections import registry
 from jobtape.projections.repository import JobRepository
 from jobtape.storage.base import Storage
 from jobtape.worker import context as worker_context
@@ -56,6 +58,9 @@ from jobtape.worker.runner import Pipeline, Worker
 __all__ = ["App", "JobContext", "JobTypeSpec", "load_app"]
 
 Handler = Callable[..., Mapping[str, Any]]
+
+#: The dependencies the HTTP app gives every route (:func:`jobtape.http.create_app`).
+_ENGINE_DEPENDENCIES = frozenset({"repository", "storage", "settings", "spool_folder", "upload_slots"})
 
 
 class JobContext:
@@ -123,8 +128,30 @@ class JobContext:
         """
         self._running.check_cancelled()
 
+    @property
+    def repository(self) -> JobRepository:
+        """The job log the worker appends through, to read projections (a package's own tables).
+
+        Append to this job only through the context's methods: they hold the lease.
+        """
+        return self._running.repository
+
+    def output_written(self, key: str) -> None:
+        """Record that this attempt stored a blob under ``key`` (its output).
+
+        A key recorded here is deleted if the job does not complete (cancelled, failed,
+        timed out, released), so no partial output is left behind; once the job completes
+        its result owns the key. Call it just before the blob is stored.
+        """
+        self._running.written_keys.append(key)
+
     def run_child(
-        self, argv: Sequence[str], *, on_line: Callable[[str], None] | None = None, timeout_s: float | None = None
+        self,
+        argv: Sequence[str],
+        *,
+        on_line: Callable[[str], None] | None = None,
+        timeout_s: float | None = None,
+        name: str = "child",
     ) -> worker_context.ChildOutcome:
         """Run a child process in its own process group, recorded as ``job.child_started`` / ``job.child_exited``.
 
@@ -135,11 +162,12 @@ class JobContext:
             argv: the command line.
             on_line: called with each line the child writes to stdout.
             timeout_s: seconds after which the child is stopped and the outcome says ``timed_out``.
+            name: names the child's stderr file in the workdir (``<name>.stderr``).
 
         Returns:
             ``returncode`` (negative: the signal that ended it), the tail of ``stderr``, ``timed_out``.
         """
-        return self._running.run_child(argv, on_line=on_line, timeout_s=timeout_s)
+        return self._running.run_child(argv, on_line=on_line, timeout_s=timeout_s, name=name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,8 +234,97 @@ class App:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings.from_env()
         self._types: dict[str, JobTypeSpec] = {}
+        self._tables = registry.ENGINE_TABLES
+        self._routes: list[tuple[Any, bool]] = []
+        self._dependencies: dict[str, Any] = {}
         self._repository: JobRepository | None = None
         self._lock = threading.Lock()
+
+    @property
+    def tables(self) -> registry.Tables:
+        """The log's tables for this app: the engine's migrations and ``jobs``, then every registered package's."""
+        return self._tables
+
+    def projection(self, projection: registry.Projection) -> registry.Projection:
+        """Register a projection: its statements run in each append's batch, after ``jobs`` and earlier ones.
+
+        ``rebuild``, ``archive`` and ``import`` cover it too. Its table must be created by a
+        migration registered with :meth:`migration`. Register before the log is opened
+        (:attr:`repository`, ``serve``, ``worker``).
+
+        Args:
+            projection: the table, its columns (row key first), the statements of a state
+                transition, and :attr:`~registry.Projection.job_column` (rows leave with their job on archive).
+
+        Returns:
+            ``projection``, unchanged.
+
+        Raises:
+            ValueError: a projection of that table is registered already.
+        """
+        with self._lock:
+            self._tables = self._tables.extended(projections=(projection,))
+        return projection
+
+    def migration(self, name: str, step: schema.MigrationStep, *, replaces: tuple[str, ...] = ()) -> None:
+        """Register a migration, applied after the engine's and earlier registered ones when the log is opened.
+
+        Applied like the engine's (:func:`jobtape.eventlog.schema.migrate`): one ``BEGIN
+        IMMEDIATE`` transaction each, recorded by name in ``_jobtape_migrations`` so it runs
+        once per database; replayed as DDL on libSQL. Never edit one that has shipped.
+
+        Args:
+            name: unique across the engine and every package; prefix it with the package
+                (``audio.0001_assets_previews``).
+            step: the change, over a :class:`sqlite_utils.Database`.
+            replaces: names under which the same change may already be recorded (a
+                migration that moved into a package); any of them recorded skips this one.
+
+        Raises:
+            ValueError: ``name`` is registered already.
+        """
+        with self._lock:
+            self._tables = self._tables.extended(migrations=(schema.Migration(name, step, replaces),))
+
+    def route(self, handler: Any, *, for_storage: bool = False) -> Any:
+        """Register a Litestar route handler that ``jobtape serve`` (and :func:`jobtape.http.create_app`) serves.
+
+        Handlers get the app's dependencies by name: ``repository``, ``storage``,
+        ``settings``, ``spool_folder``, ``upload_slots``.
+
+        Args:
+            handler: a Litestar route handler (``@get(...)``, ``@post(...)``), or with
+                ``for_storage`` a function ``handler(storage) -> route handler`` choosing one
+                for the configured storage (a local folder serves bytes, S3 signs links).
+            for_storage: see ``handler``.
+
+        Returns:
+            ``handler``, unchanged (so it works as a decorator).
+        """
+        with self._lock:
+            self._routes.append((handler, for_storage))
+        return handler
+
+    def provide(self, name: str, value: Any) -> None:
+        """Make ``value`` a dependency the registered routes receive as the parameter ``name``.
+
+        Raises:
+            ValueError: ``name`` is provided already, or is one of the engine's
+                (``repository``, ``storage``, ``settings``, ``spool_folder``, ``upload_slots``).
+        """
+        with self._lock:
+            if name in self._dependencies or name in _ENGINE_DEPENDENCIES:
+                raise ValueError(f"the dependency {name!r} is provided already")
+            self._dependencies[name] = value
+
+    @property
+    def dependencies(self) -> Mapping[str, Any]:
+        """The dependencies registered with :meth:`provide`, by name."""
+        return dict(self._dependencies)
+
+    def routes_for(self, storage: Storage) -> list[Any]:
+        """The registered route handlers, in registration order, resolved for ``storage``."""
+        return [handler(storage) if for_storage else handler for handler, for_storage in self._routes]
 
     @property
     def job_types(self) -> Mapping[str, JobTypeSpec]:
@@ -264,7 +381,7 @@ class App:
         """The job log the settings name, opened (and migrated) on first use."""
         with self._lock:
             if self._repository is None:
-                self._repository = runtime.open_repository(self.settings)
+                self._repository = runtime.open_repository(self.settings, tables=self._tables)
             return self._repository
 
     def submit(self, job_type: str, params: Any, *, owner: str | None = None,

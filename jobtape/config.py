@@ -13,9 +13,9 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from jobtape import filemodes, sources
+from jobtape import filemodes
 
-__all__ = ["JOB_STORE_BACKENDS", "STORAGE_BACKENDS", "Settings"]
+__all__ = ["JOB_STORE_BACKENDS", "STORAGE_BACKENDS", "Settings", "parse_flag"]
 
 #: Accepted values of ``JOB_STORE_BACKEND``.
 JOB_STORE_BACKENDS = ("sqlite", "libsql")
@@ -46,10 +46,9 @@ class Settings:
             per attempt, equal jitter; see :mod:`jobtape.worker.policy`). Env
             ``JOBTAPE_BACKOFF_BASE``; default 2.
         backoff_cap_s: the largest retry backoff ceiling, in seconds. Env ``JOBTAPE_BACKOFF_CAP``; default 60.
-        timeout_ingest_s, timeout_preview_s, timeout_save_s: seconds a job of that type may
-            run from its claim before its child is terminated and it fails with ``timed out
-            after N s``. Env ``JOBTAPE_TIMEOUT_INGEST`` / ``_PREVIEW`` / ``_SAVE``; defaults
-            600, 120, 600 (seed 004's reaper default of 10 minutes).
+        job_timeout_s: seconds a job may run from its claim before its child is terminated
+            and it fails with ``timed out after N s``, for a job type registered without its
+            own ``timeout_s``. Env ``JOBTAPE_JOB_TIMEOUT``; default 600.
         host_id: this host's id in ``job.child_started`` and worker ids (orphan replay kills
             only children recorded with it); ``None`` uses the hostname. Env ``JOBTAPE_HOST_ID``.
         max_upload_bytes: largest accepted upload, in bytes; default 500 MB.
@@ -65,25 +64,12 @@ class Settings:
         upload_sweep_interval_s: seconds between sweeps that remove upload spool files no live
             process owns (one sweep also runs at start-up); 0: at start-up only. Env
             ``JOBTAPE_UPLOAD_SWEEP_INTERVAL``; default 300.
-        target_lufs: integrated loudness of prepared assets, LUFS; default -16.0.
-        target_true_peak_db: true-peak ceiling of prepared assets, dBTP; default -1.5.
-        ffmpeg_readrate: if set, ffmpeg reads its input at most this many times real time
-            (``-readrate``), so a worker sharing a host does not take every core; ``None``
-            (the default) reads as fast as it can. Env ``JOBTAPE_FFMPEG_READRATE``.
         sqlite_synchronous: ``FULL`` (default) or ``NORMAL``: whether the embedded SQLite
             log fsyncs at every commit, so an acknowledged append survives a power loss, or
             only at checkpoints (faster; a power loss may drop the last appends). Env
             ``JOBTAPE_SQLITE_SYNCHRONOUS``.
-        allow_private_urls: let URL ingests fetch from loopback, private, link-local and
-            other non-public addresses (see :mod:`jobtape.sources`); off by default (SSRF
-            guard). Env ``JOBTAPE_ALLOW_PRIVATE_URLS=1``; flag ``--allow-private-urls``.
-        allowed_private_networks: narrower than ``allow_private_urls``: non-public networks
-            (CIDR, e.g. ``10.1.2.0/24`` for an internal media server) that URL ingests may
-            fetch from, every other non-public address still refused; cloud metadata
-            addresses never pass. Env ``JOBTAPE_ALLOWED_PRIVATE_NETWORKS`` (comma-separated);
-            flag ``--allow-private-network`` (repeatable).
-        max_download_bytes: largest media a URL ingest downloads, in bytes; default 500 MB.
-            Env ``JOBTAPE_MAX_DOWNLOAD_BYTES``. (The download's time limit is ``timeout_ingest_s``.)
+        (The audio jobs' settings, loudness target, ffmpeg pace, URL sources and their
+        timeouts, are :class:`jobtape.audio.settings.AudioSettings`.)
 
         job_store_backend: ``"sqlite"`` (the embedded file, the default) or ``"libsql"``
             (a sqld / Turso server). Env ``JOB_STORE_BACKEND``; when unset, ``DEPLOY_ENV=production``
@@ -130,22 +116,14 @@ class Settings:
     max_attempts: int = 3
     backoff_base_s: float = 2.0
     backoff_cap_s: float = 60.0
-    timeout_ingest_s: float = 600.0
-    timeout_preview_s: float = 120.0
-    timeout_save_s: float = 600.0
+    job_timeout_s: float = 600.0
     host_id: str | None = None
     max_upload_bytes: int = 500 * 1000 * 1000
     upload_idle_timeout_s: float = 30.0
     upload_min_rate_bytes_s: float = 1024.0
     max_concurrent_uploads: int = 8
     upload_sweep_interval_s: float = 300.0
-    target_lufs: float = -16.0
-    target_true_peak_db: float = -1.5
-    ffmpeg_readrate: float | None = None
     sqlite_synchronous: str = "FULL"
-    allow_private_urls: bool = False
-    allowed_private_networks: tuple[str, ...] = ()
-    max_download_bytes: int = 500 * 1000 * 1000
     job_store_backend: str = "sqlite"
     turso_database_url: str | None = None
     turso_auth_token: str | None = dataclasses.field(default=None, repr=False)
@@ -172,7 +150,6 @@ class Settings:
             raise ValueError("the libsql job store needs TURSO_DATABASE_URL")
         if self.storage_backend not in STORAGE_BACKENDS:
             raise ValueError(f"storage backend {self.storage_backend!r} is not one of {', '.join(STORAGE_BACKENDS)}")
-        sources.parse_networks(self.allowed_private_networks)  # a clear ValueError naming a bad item
         if self.max_concurrent_uploads < 1:
             raise ValueError(f"JOBTAPE_MAX_CONCURRENT_UPLOADS must be at least 1, not {self.max_concurrent_uploads}")
         for name, value in (("JOBTAPE_UPLOAD_IDLE_TIMEOUT", self.upload_idle_timeout_s),
@@ -189,11 +166,6 @@ class Settings:
     def database_path(self) -> Path:
         """The SQLite event log file: ``data_dir/jobtape.db``."""
         return self.data_dir / "jobtape.db"
-
-    @property
-    def private_networks(self) -> tuple[sources.Network, ...]:
-        """:attr:`allowed_private_networks` parsed (see :func:`jobtape.sources.parse_networks`)."""
-        return sources.parse_networks(self.allowed_private_networks)
 
     @property
     def work_parent(self) -> Path:
@@ -225,20 +197,14 @@ class Settings:
             ("max_attempts", "JOBTAPE_MAX_ATTEMPTS", int),
             ("backoff_base_s", "JOBTAPE_BACKOFF_BASE", float),
             ("backoff_cap_s", "JOBTAPE_BACKOFF_CAP", float),
-            ("timeout_ingest_s", "JOBTAPE_TIMEOUT_INGEST", float),
-            ("timeout_preview_s", "JOBTAPE_TIMEOUT_PREVIEW", float),
-            ("timeout_save_s", "JOBTAPE_TIMEOUT_SAVE", float),
+            ("job_timeout_s", "JOBTAPE_JOB_TIMEOUT", float),
             ("host_id", "JOBTAPE_HOST_ID", str),
             ("max_upload_bytes", "JOBTAPE_MAX_UPLOAD_BYTES", int),
             ("upload_idle_timeout_s", "JOBTAPE_UPLOAD_IDLE_TIMEOUT", float),
             ("upload_min_rate_bytes_s", "JOBTAPE_UPLOAD_MIN_RATE", float),
             ("max_concurrent_uploads", "JOBTAPE_MAX_CONCURRENT_UPLOADS", int),
             ("upload_sweep_interval_s", "JOBTAPE_UPLOAD_SWEEP_INTERVAL", float),
-            ("ffmpeg_readrate", "JOBTAPE_FFMPEG_READRATE", float),
             ("sqlite_synchronous", "JOBTAPE_SQLITE_SYNCHRONOUS", str.upper),
-            ("allow_private_urls", "JOBTAPE_ALLOW_PRIVATE_URLS", _flag),
-            ("allowed_private_networks", "JOBTAPE_ALLOWED_PRIVATE_NETWORKS", _networks),
-            ("max_download_bytes", "JOBTAPE_MAX_DOWNLOAD_BYTES", int),
             ("max_active_jobs", "JOBTAPE_MAX_ACTIVE_JOBS", int),
             ("signing_secret", "JOBTAPE_SIGNING_SECRET", str),
             ("file_mode", "JOBTAPE_FILE_MODE", _file_mode),
@@ -255,7 +221,7 @@ class Settings:
         return cls(**values)  # type: ignore[arg-type]
 
 
-def _flag(text: str) -> bool:
+def parse_flag(text: str) -> bool:
     """``1/true/yes/on`` -> ``True``, ``0/false/no/off/""`` -> ``False`` (case-insensitive).
 
     Raises:
@@ -269,21 +235,7 @@ def _flag(text: str) -> bool:
     raise ValueError(f"{text!r} is not a boolean; use 1 or 0")
 
 
-_flag.__name__ = "boolean (1 or 0)"
-
-
-def _networks(text: str) -> tuple[str, ...]:
-    """``"10.1.2.0/24, fd00::/8"`` -> ``("10.1.2.0/24", "fd00::/8")``, each checked.
-
-    Raises:
-        ValueError: an item is not a network in CIDR notation.
-    """
-    items = tuple(item.strip() for item in text.split(",") if item.strip())
-    sources.parse_networks(items)
-    return items
-
-
-_networks.__name__ = "list of networks (CIDR, comma-separated)"
+parse_flag.__name__ = "boolean (1 or 0)"
 
 
 def _file_mode(text: str) -> int:

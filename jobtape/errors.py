@@ -24,8 +24,8 @@ Hierarchy::
     ├── StorageError
     │   ├── InvalidStorageKey   a key that is absolute, contains ``..`` or empty segments
     │   └── BlobNotFound        no blob under that key
-    ├── MediaError              ffmpeg / yt-dlp failed; carries the tail of stderr
     ├── JobFailed               a registered job type's handler failed its job on purpose
+    │   └── (jobtape.audio.errors.MediaError: ffmpeg / yt-dlp failed; carries the tail of stderr)
     ├── JobTypeAlreadyRegistered an app registers a job type name twice
     ├── UnknownJobType          a job type no app registered (names the registered ones)
     └── InvalidParams           a job's params do not fit its type's params schema (names the field)
@@ -55,7 +55,6 @@ __all__ = [
     "JobTypeAlreadyRegistered",
     "JobtapeError",
     "MalformedEvent",
-    "MediaError",
     "QuotaExceeded",
     "SourceUrlRefused",
     "StorageError",
@@ -332,15 +331,6 @@ class BlobNotFound(StorageError):
     def __init__(self, key: str) -> None:
         self.key = key
         super().__init__(f"no blob stored under key {key!r}")
-
-
-class MediaError(JobtapeError):
-    """A media tool (ffmpeg, yt-dlp) failed."""
-
-    def __init__(self, message: str, stderr_tail: str = "", retryable: bool = False) -> None:
-        self.stderr_tail = stderr_tail
-        self.retryable = retryable
-        super().__init__(message + (f"\n--- stderr (tail) ---\n{stderr_tail}" if stderr_tail else ""))
 
 
 class JobFailed(JobtapeError):

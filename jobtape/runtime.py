@@ -18,6 +18,7 @@ from jobtape import filemodes
 from jobtape.config import Settings
 from jobtape.eventlog.sqlite import SQLiteBackend
 from jobtape.eventlog.store import EventStore, SQLBackend
+from jobtape.projections.registry import ENGINE_TABLES, Tables
 from jobtape.projections.repository import AppendResult, JobRepository
 from jobtape.storage import local, signing
 from jobtape.storage.base import Storage
@@ -75,8 +76,11 @@ STORE_BACKENDS: dict[str, Callable[[Settings], SQLBackend]] = {"sqlite": _sqlite
 STORAGE_BACKENDS: dict[str, Callable[[Settings], Storage]] = {"local": _local, "s3": _s3, "r2": _s3}
 
 
-def open_backend(settings: Settings) -> SQLBackend:
+def open_backend(settings: Settings, tables: Tables = ENGINE_TABLES) -> SQLBackend:
     """Open (and migrate) the SQL backend the settings name.
+
+    ``tables``: the migrations to apply (the engine's, then a package's: an app's
+    :attr:`jobtape.App.tables`).
 
     Raises:
         KeyError: no factory is registered under ``settings.job_store_backend``.
@@ -84,21 +88,23 @@ def open_backend(settings: Settings) -> SQLBackend:
     """
     backend = STORE_BACKENDS[settings.job_store_backend](settings)
     try:
-        backend.migrate()
+        backend.migrate(tables.migrations)
     except BaseException:
         backend.close()
         raise
     return backend
 
 
-def open_store(settings: Settings) -> EventStore:
-    """Open (and migrate) the event store the settings name (the embedded SQLite file by default)."""
-    return EventStore(open_backend(settings))
+def open_store(settings: Settings, tables: Tables = ENGINE_TABLES) -> EventStore:
+    """Open (and migrate with ``tables``) the event store the settings name (the embedded SQLite file by default)."""
+    return EventStore(open_backend(settings, tables))
 
 
-def open_repository(settings: Settings, on_append: Callable[[AppendResult], None] | None = None) -> JobRepository:
-    """Open the event store and wrap it in a :class:`JobRepository`."""
-    return JobRepository(open_store(settings), on_append=on_append)
+def open_repository(
+    settings: Settings, on_append: Callable[[AppendResult], None] | None = None, *, tables: Tables = ENGINE_TABLES
+) -> JobRepository:
+    """Open the event store (migrated with ``tables``) and wrap it in a :class:`JobRepository` writing ``tables``' projections."""
+    return JobRepository(open_store(settings, tables), on_append=on_append, projections=tables.projections)
 
 
 def open_storage(settings: Settings) -> Storage:

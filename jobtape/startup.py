@@ -22,6 +22,7 @@ from collections.abc import Callable
 from jobtape import errors, runtime
 from jobtape.config import Settings
 from jobtape.eventlog.store import EventStore, SQLBackend
+from jobtape.projections.registry import ENGINE_TABLES, Tables
 from jobtape.projections.repository import AppendResult, JobRepository
 from jobtape.worker import outage
 
@@ -40,6 +41,7 @@ def open_backend_waiting(
     *,
     stop: threading.Event | None = None,
     backoff: outage.Backoff | None = None,
+    tables: Tables = ENGINE_TABLES,
 ) -> SQLBackend:
     """Open and migrate the configured backend, waiting for the store while it is unreachable.
 
@@ -48,6 +50,7 @@ def open_backend_waiting(
         stop: when set (e.g. by a signal handler), stop waiting; ``None``: wait until the
             store answers or the calling thread is interrupted by an exception.
         backoff: pauses between tries; default :data:`FIRST_DELAY_S` doubling to :data:`MAX_DELAY_S`.
+        tables: the migrations to apply (an app's :attr:`jobtape.App.tables`).
 
     Returns:
         The migrated backend.
@@ -61,7 +64,7 @@ def open_backend_waiting(
     tries = 0
     while True:
         try:
-            backend = runtime.open_backend(settings)
+            backend = runtime.open_backend(settings, tables)
         except errors.StoreUnavailable as exc:
             tries += 1
             if stop is not None and stop.is_set():
@@ -85,10 +88,12 @@ def open_repository_waiting(
     on_append: Callable[[AppendResult], None] | None = None,
     *,
     stop: threading.Event | None = None,
+    tables: Tables = ENGINE_TABLES,
 ) -> JobRepository:
     """:func:`runtime.open_repository` that waits for the store; see :func:`open_backend_waiting`.
 
     Raises:
         errors.StoreUnavailable: ``stop`` was set while the store was unreachable.
     """
-    return JobRepository(EventStore(open_backend_waiting(settings, stop=stop)), on_append=on_append)
+    store = EventStore(open_backend_waiting(settings, stop=stop, tables=tables))
+    return JobRepository(store, on_append=on_append, projections=tables.projections)

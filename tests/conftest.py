@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from configs import TABLES  # tests/ is on sys.path
 
 from jobtape.eventlog.sqlite import SQLiteBackend
 from jobtape.eventlog.store import EventStore
@@ -35,14 +36,14 @@ def store(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[EventStore
     from jobtape.projections.rebuild import rebuild
 
     backend = SQLiteBackend(tmp_path / "jobtape.db")
-    backend.migrate()
+    backend.migrate(TABLES.migrations)
     event_store = EventStore(backend)
     yield event_store
     try:
         if request.node.get_closest_marker("raw_log") is None and backend.query(
             "SELECT name FROM sqlite_master WHERE name = 'jobs'"
         ):
-            differences = rebuild(event_store, apply_changes=False).differences
+            differences = rebuild(event_store, apply_changes=False, tables=TABLES).differences
             assert differences == [], f"projections differ from a rebuild of the log: {differences[:3]}"
     finally:
         event_store.close()
@@ -50,8 +51,8 @@ def store(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[EventStore
 
 @pytest.fixture
 def repository(store: EventStore) -> JobRepository:
-    """A job repository over :func:`store`."""
-    return JobRepository(store)
+    """A job repository over :func:`store`, writing the default app's projections."""
+    return JobRepository(store, projections=TABLES.projections)
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,7 @@
 An import writes each event verbatim (original ``recorded_at``, ``actor``, ``hash``)
 through :func:`jobtape.eventlog.stored.import_batch`, so the gapless-version trigger and
 ``UNIQUE (job_id, version)`` guard it, with the projection rows of the batch's jobs
-(every table of :data:`jobtape.projections.registry.PROJECTIONS`, from states folded by
+(every registered projection, :class:`jobtape.projections.registry.Tables`, from states folded by
 :mod:`jobtape.projections.state`) written in the same batch. Positions are
 assigned by the target log in file order: they differ from the source's whenever the
 target is not empty or the source had gaps (rolled-back appends, archived jobs).
@@ -97,12 +97,15 @@ class ImportReport:
     last_position: int | None
 
 
-def import_lines(store: EventStore, lines: Iterable[str]) -> ImportReport:
+def import_lines(
+    store: EventStore, lines: Iterable[str], tables: registry.Tables = registry.ENGINE_TABLES
+) -> ImportReport:
     """Check an export completely, then write it in batches of :data:`IMPORT_BATCH` events.
 
     Args:
         store: the target event store (a fresh one, or one without these jobs).
         lines: the export file's lines.
+        tables: the log's registered projections, written for the imported jobs.
 
     Raises:
         errors.InvalidExport: a line is malformed, gapped, fails the hash chain or the state
@@ -121,7 +124,7 @@ def import_lines(store: EventStore, lines: Iterable[str]) -> ImportReport:
                                                  version=row.version, recorded_at=recorded.recorded_at)
             touched[row.job_id] = None
         try:
-            extra = [statement for job_id in touched for statement in registry.statements_for(None, states[job_id])]
+            extra = [statement for job_id in touched for statement in registry.statements_for(None, states[job_id], tables.projections)]
             positions += stored_events.import_batch(store.backend, chunk, extra)
         except (errors.ConcurrencyError, ConstraintViolation) as exc:
             existing = _existing_job(store, chunk)

@@ -3,8 +3,8 @@
 :func:`archive` exports the jobs' whole streams to a file (JSON Lines, see
 :mod:`jobtape.audit.exchange`) and then, in ONE batch, inserts an ``archives`` row (who,
 when, the cutoff, the file name, the file's sha256, counts), one ``archived_jobs`` row per
-job, and deletes their events and their rows in every projection (``jobs``, ``assets``,
-``previews``: an archived ingest's asset leaves the ``assets`` table with it). The guards are in SQL (migration
+job, and deletes their events and their rows in every registered projection (``jobs``, and a
+package's: the audio package's ``assets`` and ``previews``; an archived ingest's asset leaves the ``assets`` table with it). The guards are in SQL (migration
 ``0004_archives``): ``events_no_delete`` refuses a DELETE unless the job is listed in
 ``archived_jobs`` up to that position, and ``archived_jobs_finished_only`` refuses a job
 that is not finished or gained events since the export. ``archives`` and
@@ -37,16 +37,12 @@ from pathlib import Path
 from jobtape import blobs, clock, errors
 from jobtape.audit import exchange, replay
 from jobtape.eventlog.store import EventStore, Statement
-from jobtape.projections import previews, registry
+from jobtape.projections import registry
 from jobtape.projections import state as job_state
 from jobtape.projections.repository import JobRepository
 from jobtape.storage.base import Storage
 
-__all__ = ["JOB_COLUMNS", "ArchiveReport", "archive", "list_archives"]
-
-#: Projection table -> the column naming the job its rows were folded from (every table of
-#: :data:`jobtape.projections.registry.PROJECTIONS` must be listed: their rows go with the job).
-JOB_COLUMNS = {"jobs": "job_id", "assets": "origin_job_id", "previews": "job_id"}
+__all__ = ["ArchiveReport", "archive", "list_archives"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +72,8 @@ class ArchiveReport:
 
 
 def archive(
-    store: EventStore, *, cutoff: dt.datetime, path: Path, actor: str, storage: Storage | None = None
+    store: EventStore, *, cutoff: dt.datetime, path: Path, actor: str, storage: Storage | None = None,
+    tables: registry.Tables = registry.ENGINE_TABLES,
 ) -> ArchiveReport:
     """Remove the jobs' blobs on record, export the finished jobs whose last event is older than
     ``cutoff`` to ``path``, then remove them.
@@ -89,6 +86,9 @@ def archive(
             (the CLI passes ``cli:<user>@<host>``).
         storage: where the jobs' blobs are: they are removed first (see the module docstring);
             ``None`` keeps them.
+        tables: the log's registered projections (an app's :attr:`jobtape.App.tables`): the
+            jobs' rows leave each of them (by :attr:`registry.Projection.job_column`), and a
+            key another job's row holds (:attr:`registry.Projection.blob_holder`) is kept.
 
     Raises:
         errors.InvalidExport: the exported streams fail the import checks (a broken hash
@@ -107,7 +107,7 @@ def archive(
     temporary = path.with_name(path.name + ".tmp")
     report = _export_checked(store, job_ids, temporary)  # refuse a broken log before removing any file
     try:
-        removed, kept = _remove_blobs(store, storage, sorted(job_ids), archive_id, path, actor)
+        removed, kept = _remove_blobs(store, storage, sorted(job_ids), archive_id, path, actor, tables)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
@@ -132,8 +132,8 @@ def archive(
     ]
     listed = "SELECT job_id FROM archived_jobs WHERE archive_id = ?"
     statements.append(Statement(f"DELETE FROM events WHERE job_id IN ({listed})", (archive_id,)))
-    statements += [Statement(f"DELETE FROM {p.table} WHERE {JOB_COLUMNS[p.table]} IN ({listed})", (archive_id,))
-                   for p in registry.PROJECTIONS]
+    statements += [Statement(f"DELETE FROM {p.table} WHERE {p.job_column} IN ({listed})", (archive_id,))
+                   for p in tables.projections]
     store.backend.execute_batch(statements)
     return ArchiveReport(archive_id, report.jobs, report.events, path, digest, cutoff, removed, kept)
 
@@ -158,22 +158,23 @@ def _export_checked(store: EventStore, job_ids: set[str], temporary: Path) -> re
 
 
 def _remove_blobs(
-    store: EventStore, storage: Storage | None, job_ids: list[str], archive_id: str, path: Path, actor: str
+    store: EventStore, storage: Storage | None, job_ids: list[str], archive_id: str, path: Path, actor: str,
+    tables: registry.Tables,
 ) -> tuple[dict[str, list[str]], int]:
     """Record and delete the blobs of ``job_ids`` (``storage`` given), or count them (``None``).
 
     Returns:
         ``({job_id: keys gone}, number of keys kept)``.
     """
-    repository = JobRepository(store)
+    repository = JobRepository(store, projections=tables.projections)
+    holders = [p.blob_holder for p in tables.projections if p.blob_holder is not None]
     removed: dict[str, list[str]] = {}
     kept = 0
     reason = f"archive {archive_id} to {path.name}"
     archived = set(job_ids)
 
-    def held_elsewhere(key: str) -> bool:  # a render of the same recipe outside this archive caches that MP3
-        holder = previews.cache_holder(store.backend, key)
-        return holder is not None and holder not in archived
+    def held_elsewhere(key: str) -> bool:  # e.g. a render of the same recipe outside this archive caches that MP3
+        return any((holder := find(store.backend, key)) is not None and holder not in archived for find in holders)
 
     def select(state: job_state.JobState) -> list[str]:
         return [key for key in job_state.owned_keys(state) if not held_elsewhere(key)]

@@ -23,7 +23,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from jobtape import clock, errors, runtime
+from jobtape import clock, defaults, errors, runtime
+from jobtape.audio.settings import AudioSettings
 from jobtape.audit import asof, describe, replay, stats, timeline, timeparse, verify
 from jobtape.cli import types
 from jobtape.config import Settings
@@ -53,6 +54,25 @@ def json_option(command: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables (off by default).")(command)
 
 
+def audio_settings_from(**values: Any) -> AudioSettings:
+    """The audio package's settings of a CLI command: its flags given plus the environment.
+
+    Raises:
+        click.ClickException: a variable has a bad value (exit 1, the message names it).
+    """
+    try:
+        return AudioSettings.from_env(**values)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def split_values(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Flag values -> ``(engine Settings fields, AudioSettings fields)``."""
+    audio_fields = AudioSettings.fields()
+    return ({k: v for k, v in values.items() if k not in audio_fields},
+            {k: v for k, v in values.items() if k in audio_fields})
+
+
 def settings_from(**values: Any) -> Settings:
     """Settings of a CLI command: the flags given plus the environment, so every command uses
     the store ``JOB_STORE_BACKEND`` / ``TURSO_*`` name (the embedded SQLite file by default)
@@ -80,8 +100,8 @@ def existing_store_settings(data_dir: Path) -> Settings:
 
 
 def open_existing_store(data_dir: Path) -> EventStore:
-    """Open the event log the command names (see :func:`existing_store_settings`)."""
-    return runtime.open_store(existing_store_settings(data_dir))
+    """Open the event log the command names (see :func:`existing_store_settings`), with the default app's tables."""
+    return runtime.open_store(existing_store_settings(data_dir), defaults.default_tables())
 
 
 def parse_time_option(text: str | None) -> dt.datetime | None:

@@ -21,7 +21,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from jobtape import clock, runtime, startup
+from jobtape import clock, defaults, runtime, startup
+from jobtape.audio.settings import AudioSettings
 from jobtape.audit import describe, timeline
 from jobtape.cli import audit as cli_audit
 from jobtape.cli import types
@@ -58,7 +59,7 @@ def common_options(*, worker: bool = False) -> Callable[[Callable[..., Any]], Ca
             click.option("--allow-private-urls", is_flag=True, default=False, envvar="JOBTAPE_ALLOW_PRIVATE_URLS",
                          show_envvar=True, help="Let URL ingests fetch from loopback, private, link-local and other"
                          " non-public addresses (off by default: server-side request forgery guard)."),
-            click.option("--max-download-bytes", type=click.IntRange(min=1), default=Settings.max_download_bytes,
+            click.option("--max-download-bytes", type=click.IntRange(min=1), default=AudioSettings.max_download_bytes,
                          envvar="JOBTAPE_MAX_DOWNLOAD_BYTES", show_envvar=True, show_default=True,
                          help="Largest media a URL ingest downloads, in bytes."),
         ]
@@ -76,13 +77,17 @@ def embedded_app(
     *,
     wait_for_store: bool = False,
     on_worker_fatal: Callable[[Exception], None] | None = None,
+    audio_settings: AudioSettings | None = None,
 ) -> tuple[Any, JobRepository]:
     """The API with ``worker_count`` in-process workers woken by every new job and cancel.
 
     With ``wait_for_store`` an unreachable store is retried with backoff (:mod:`jobtape.startup`).
     ``on_worker_fatal`` is called from a worker's thread when its loop ends because the store
-    refused the credentials (:attr:`runner.Worker.on_fatal`).
+    refused the credentials (:attr:`runner.Worker.on_fatal`). The app is the default one
+    (:func:`jobtape.defaults.default_app`: the audio jobs) with ``audio_settings``
+    (``None``: from the environment).
     """
+    job_app = defaults.default_app(settings, audio_settings)
     from jobtape.http import app as http_app
 
     workers: list[runner.Worker] = []
@@ -92,11 +97,12 @@ def embedded_app(
             worker.on_append(result)
 
     if wait_for_store:
-        repository = startup.open_repository_waiting(settings, on_append=wake_workers)
+        repository = startup.open_repository_waiting(settings, on_append=wake_workers, tables=job_app.tables)
     else:
-        repository = runtime.open_repository(settings, on_append=wake_workers)
+        repository = runtime.open_repository(settings, on_append=wake_workers, tables=job_app.tables)
     storage = runtime.open_storage(settings)
-    workers.extend(runner.Worker(repository, storage, settings) for _ in range(worker_count))
+    workers.extend(runner.Worker(repository, storage, settings, pipelines=job_app.pipelines(), limits=job_app.limits())
+                   for _ in range(worker_count))
     for worker in workers:
         worker.on_fatal = on_worker_fatal
 
@@ -111,7 +117,8 @@ def embedded_app(
         for thread in stopping:
             thread.join()
 
-    app = http_app.create_app(repository, storage, settings, on_startup=[start_workers], on_shutdown=[stop_workers])
+    app = http_app.create_app(repository, storage, settings, routes=job_app.routes_for(storage),
+                              dependencies=job_app.dependencies, on_startup=[start_workers], on_shutdown=[stop_workers])
     return app, repository
 
 

@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from jobtape import errors, runtime, startup
+from jobtape import defaults, errors, runtime, startup
 from jobtape.app import load_app
 from jobtape.audit import describe
 from jobtape.cli import audit as cli_audit
@@ -111,12 +111,14 @@ def serve(host: str, port: int, data_dir: Path, poll_interval_s: float, concurre
     """
     import uvicorn
 
+    engine_values, audio_values = cli_audit.split_values(worker_settings)
     settings = settings_from(data_dir=data_dir, poll_interval_s=poll_interval_s, concurrency=concurrency,
                         max_upload_bytes=max_upload_bytes, upload_idle_timeout_s=upload_idle_timeout_s,
                         upload_min_rate_bytes_s=upload_min_rate_bytes_s,
                         max_concurrent_uploads=max_concurrent_uploads, max_active_jobs=max_active_jobs,
-                        allow_private_urls=allow_private_urls,
-                        max_download_bytes=max_download_bytes, **worker_settings)
+                        **engine_values)
+    audio_settings = cli_audit.audio_settings_from(allow_private_urls=allow_private_urls,
+                                                   max_download_bytes=max_download_bytes, **audio_values)
     fatal: list[Exception] = []
     servers: list[uvicorn.Server] = []
 
@@ -128,7 +130,8 @@ def serve(host: str, port: int, data_dir: Path, poll_interval_s: float, concurre
     # Until uvicorn installs its own handlers, SIGINT/SIGTERM end the wait for the store.
     previous = {sig: signal.signal(sig, _stop_handler([])) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        app, repository = embedded_app(settings, worker_count, wait_for_store=True, on_worker_fatal=stop_serving)
+        app, repository = embedded_app(settings, worker_count, wait_for_store=True, on_worker_fatal=stop_serving,
+                                       audio_settings=audio_settings)
     except _StopSignal:
         click.echo("stopped before the event store answered", err=True)
         return
@@ -188,10 +191,12 @@ def worker(data_dir: Path, poll_interval_s: float, concurrency: int, allow_priva
     it terminates its children, appends nothing more and exits 1 with the message.
     Rules: docs/worker.md.
     """
+    engine_values, audio_values = cli_audit.split_values(worker_settings)
     settings = settings_from(data_dir=data_dir, poll_interval_s=poll_interval_s, concurrency=concurrency,
-                         allow_private_urls=allow_private_urls, max_download_bytes=max_download_bytes,
-                         **worker_settings)
-    job_types: dict[str, Any] = {}
+                             **engine_values)
+    audio_settings = cli_audit.audio_settings_from(allow_private_urls=allow_private_urls,
+                                                   max_download_bytes=max_download_bytes, **audio_values)
+    job_app = defaults.default_app(settings, audio_settings)
     if app_reference:
         import sys
 
@@ -202,15 +207,17 @@ def worker(data_dir: Path, poll_interval_s: float, concurrency: int, allow_priva
             raise click.BadParameter(str(exc), param_hint="--app") from exc
         if not user_app.job_types:
             raise click.BadParameter(f"{app_reference} registers no job type", param_hint="--app")
-        job_types = {"pipelines": user_app.pipelines(), "limits": user_app.limits()}
+        job_app = user_app
     started: list[runner.Worker] = []
     # The handler raises instead of setting an Event: it must take no lock the main thread may hold.
     handler = _stop_handler(started)
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     repository: JobRepository | None = None
     try:
-        repository = startup.open_repository_waiting(settings)  # retries while the store is unreachable
-        job_worker = runner.Worker(repository, runtime.open_storage(settings), settings, **job_types)
+        # retries while the store is unreachable
+        repository = startup.open_repository_waiting(settings, tables=job_app.tables)
+        job_worker = runner.Worker(repository, runtime.open_storage(settings), settings,
+                                   pipelines=job_app.pipelines(), limits=job_app.limits())
         started.append(job_worker)
         job_worker.start()
         click.echo(f"worker {job_worker.worker_id} polling {runtime.describe_store(settings)} every {poll_interval_s:g} s,"
@@ -237,7 +244,7 @@ def worker(data_dir: Path, poll_interval_s: float, concurrency: int, allow_priva
 @click.option("--json", "as_json", is_flag=True, help="Print the events as JSON instead of a table (off by default).")
 def history(job_id: str, data_dir: Path, as_json: bool) -> None:
     """Show JOB_ID's events as a timeline (UTC time in ms, delta, actor, type, key fields); exit 1 if unknown."""
-    repository = runtime.open_repository(existing_store_settings(data_dir))
+    repository = runtime.open_repository(existing_store_settings(data_dir), tables=defaults.default_tables())
     try:
         print_history(console(), repository, job_id, as_json=as_json)
     finally:
@@ -269,7 +276,8 @@ def rebuild(data_dir: Path, verify: bool, as_json: bool) -> None:
     (jobsRebuilt, eventsRead, rowsRebuilt, applied, differences).
     """
     out = console()
-    store = runtime.open_store(existing_store_settings(data_dir))
+    tables = defaults.default_tables()
+    store = runtime.open_store(existing_store_settings(data_dir), tables)
     try:
         columns = (TextColumn("folding events"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn())
         err = console(stderr=True)
@@ -279,7 +287,7 @@ def rebuild(data_dir: Path, verify: bool, as_json: bool) -> None:
             def update(done: int, total: int | None) -> None:
                 bar.update(task, completed=done, total=total)
 
-            report = rebuild_projection.rebuild(store, apply_changes=not verify, progress=update)
+            report = rebuild_projection.rebuild(store, apply_changes=not verify, progress=update, tables=tables)
     except (errors.IllegalTransition, errors.MalformedEvent) as exc:
         raise click.ClickException(f"the event log cannot be folded: {exc}") from exc
     finally:

@@ -15,7 +15,7 @@ from typing import TextIO
 
 import click
 
-from jobtape import clock, errors, runtime
+from jobtape import clock, defaults, errors, runtime
 from jobtape.audit import replay, retention, timeparse
 from jobtape.cli.audit import (
     data_dir_option,
@@ -89,9 +89,10 @@ def import_command(file: TextIO, data_dir: Path, as_json: bool) -> None:
     recorded_at, actor and hash; positions are assigned by the target log. The jobs
     projection is written in the same batches.
     """
-    store = runtime.open_store(settings_from(data_dir=data_dir))
+    tables = defaults.default_tables()
+    store = runtime.open_store(settings_from(data_dir=data_dir), tables)
     try:
-        report = replay.import_lines(store, file)
+        report = replay.import_lines(store, file, tables)
     except errors.InvalidExport as exc:
         raise click.ClickException(f"{file.name}: {exc.message}") from exc
     finally:
@@ -128,11 +129,13 @@ def archive(older_than: str, path: Path, keep_blobs: bool, data_dir: Path, as_js
     except errors.InvalidTimeSpec as exc:
         raise click.BadParameter(exc.message, param_hint="--older-than") from exc
     settings = existing_store_settings(data_dir)
-    store = runtime.open_store(settings)
+    tables = defaults.default_tables()
+    store = runtime.open_store(settings, tables)
     actor = f"cli:{getpass.getuser()}@{socket.gethostname()}"
     try:
         storage = None if keep_blobs else runtime.open_storage(settings)
-        report = retention.archive(store, cutoff=clock.utcnow() - age, path=path, actor=actor, storage=storage)
+        report = retention.archive(store, cutoff=clock.utcnow() - age, path=path, actor=actor, storage=storage,
+                                   tables=tables)
     except errors.StorageError as exc:
         raise click.ClickException(f"archive stopped, no event was removed: a file could not be deleted ({exc.message});"
                                    " its removal is recorded, run the archive again") from exc

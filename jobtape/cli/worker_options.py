@@ -2,8 +2,10 @@
 
 Shared by ``jobtape worker`` and ``jobtape serve`` (whose embedded workers use them), so
 both take the same flags and environment variables. Each flag's value (flag, then its
-``JOBTAPE_*`` variable, then the default of :class:`jobtape.config.Settings`) reaches the
-command as one ``worker_settings`` keyword: ``{Settings field: value}``.
+``JOBTAPE_*`` variable, then the default of :class:`jobtape.config.Settings` or, for the
+audio jobs' timeouts and ffmpeg pace, :class:`jobtape.audio.settings.AudioSettings`) reaches
+the command as one ``worker_settings`` keyword: ``{field: value}``
+(:func:`jobtape.cli.audit.split_values` parts them).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 import click
 
+from jobtape.audio.settings import AudioSettings
 from jobtape.cli import types
 from jobtape.config import Settings
 
@@ -21,7 +24,7 @@ __all__ = ["OPTIONS", "worker_settings_options"]
 
 
 def _option(flag: str, field: str, kind: Any, env: str, help_text: str) -> Callable[[Callable[..., Any]], Any]:
-    default = getattr(Settings, field)
+    default = getattr(AudioSettings if field in AudioSettings.fields() else Settings, field)
     return click.option(flag, field, type=kind, default=default, envvar=env, show_envvar=True,
                         show_default=default is not None, help=help_text)
 

@@ -157,8 +157,11 @@ class LibSQLBackend(SQLBackend):
         result = self._run(lambda client: client.execute(sql, list(params)), write=False)
         return [tuple(row) for row in result.rows]
 
-    def migrate(self) -> list[str]:
+    def migrate(self, migrations: Sequence[schema.Migration] | None = None) -> list[str]:
         """Apply pending migrations by replaying their DDL (:mod:`jobtape.eventlog.replay`).
+
+        ``migrations``: the engine's and the registered packages' (default: the engine's
+        :data:`schema.MIGRATIONS`); one recorded under a name it ``replaces`` is not applied again.
 
         Each migration's statements and its ``_jobtape_migrations`` row go in one batch.
         When another process applies the same migration at the same time, one batch
@@ -173,11 +176,12 @@ class LibSQLBackend(SQLBackend):
         """
         self.execute_batch([Statement(_MIGRATIONS_TABLE)])
         applied = []
-        for index, (name, _step) in enumerate(schema.MIGRATIONS):
-            if name in self._applied():
+        ordered = [schema.as_migration(item) for item in (migrations or schema.MIGRATIONS)]
+        for index, (name, _step, replaces) in enumerate(ordered):
+            if self._applied().intersection((name, *replaces)):
                 continue
             stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-            statements = [Statement(sql) for sql in replay.migration_statements(schema.MIGRATIONS, index)]
+            statements = [Statement(sql) for sql in replay.migration_statements(ordered, index)]
             record = Statement('INSERT INTO "_jobtape_migrations" (name, applied_at) VALUES (?, ?)', (name, stamp))
             try:
                 self.execute_batch([*statements, record])

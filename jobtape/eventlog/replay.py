@@ -78,11 +78,11 @@ def _table_change(name: str, before: list[_Column], after: list[_Column], migrat
     return [_add_column_sql(name, column) for column in after[len(before) :]]
 
 
-def migration_statements(migrations: Sequence[schema.Migration], index: int) -> list[str]:
+def migration_statements(migrations: Sequence[schema.Migration | tuple[str, schema.MigrationStep]], index: int) -> list[str]:
     """The DDL that migration ``migrations[index]`` runs, given that the earlier ones ran.
 
     Args:
-        migrations: the ordered migrations (usually :data:`jobtape.eventlog.schema.MIGRATIONS`).
+        migrations: the ordered migrations (the engine's :data:`jobtape.eventlog.schema.MIGRATIONS`, then a package's).
         index: which one to translate (0-based).
 
     Returns:
@@ -92,12 +92,12 @@ def migration_statements(migrations: Sequence[schema.Migration], index: int) -> 
         ValueError: the migration rebuilds a table, which replay cannot express.
         IndexError: ``index`` is out of range.
     """
-    name, step = migrations[index]
+    name, step, _replaces = schema.as_migration(migrations[index])
     conn = sqlite3.connect(":memory:", isolation_level=None)
     try:
         db = sqlite_utils.Database(conn)
-        for _earlier_name, earlier in migrations[:index]:
-            earlier(db)
+        for earlier in migrations[:index]:
+            schema.as_migration(earlier).step(db)
         before = _objects(conn)
         columns_before = {n: _columns(conn, n) for n, o in before.items() if o.type == "table"}
         step(db)

@@ -12,13 +12,38 @@ lives in the database, not in Python).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import sqlite_utils
 
-__all__ = ["MIGRATIONS", "Migration", "migrate"]
+__all__ = ["MIGRATIONS", "Migration", "MigrationStep", "as_migration", "migrate"]
 
-Migration = tuple[str, Callable[[sqlite_utils.Database], None]]
+#: A migration's body: DDL (and data fixes) over a :class:`sqlite_utils.Database`.
+MigrationStep = Callable[[sqlite_utils.Database], None]
+
+
+class Migration(NamedTuple):
+    """One named schema change.
+
+    Attributes:
+        name: recorded in ``_jobtape_migrations`` once applied; unique across the engine and
+            every package (prefix a package's names, e.g. ``audio.0001_assets_previews``).
+        step: the change.
+        replaces: older names under which this change (or a larger one containing it) may
+            already be recorded: a database where any of them is recorded skips this one.
+            This is how a shipped migration is split between the engine and a package
+            without re-running it on an existing database.
+    """
+
+    name: str
+    step: MigrationStep
+    replaces: tuple[str, ...] = ()
+
+
+def as_migration(item: Migration | tuple[str, MigrationStep]) -> Migration:
+    """``item`` as a :class:`Migration` (a plain ``(name, step)`` pair replaces nothing)."""
+    return item if isinstance(item, Migration) else Migration(item[0], item[1])
 
 
 def _events(db: sqlite_utils.Database) -> None:
@@ -175,37 +200,10 @@ def _worker_indexes(db: sqlite_utils.Database) -> None:
     )
 
 
-def _assets_previews_quota(db: sqlite_utils.Database) -> None:
-    # Projections folded from completed jobs (jobtape.projections.assets / previews).
-    db.execute(
-        """
-        CREATE TABLE assets (
-            asset_id TEXT PRIMARY KEY,
-            storage_key TEXT NOT NULL,
-            duration_sec REAL NOT NULL,
-            sample_rate INTEGER,
-            channels INTEGER,
-            integrated_lufs REAL,
-            true_peak_db REAL,
-            origin_job_id TEXT NOT NULL,
-            owner TEXT NOT NULL,
-            created_at TEXT NOT NULL
-        )
-        """
-    )
-    db.execute(
-        """
-        CREATE TABLE previews (
-            recipe_hash TEXT PRIMARY KEY,
-            job_id TEXT NOT NULL,
-            preview_key TEXT NOT NULL,
-            duration_sec REAL NOT NULL,
-            asset_id TEXT,
-            created_at TEXT NOT NULL
-        )
-        """
-    )
-    # The per-owner quota guard (jobtape.projections.quota): a create batch inserts one row
+def _quota(db: sqlite_utils.Database) -> None:
+    # Shipped as part of 0006_assets_previews_quota, whose assets and previews tables moved
+    # to the audio package's migrations (jobtape.audio.store); a database that recorded
+    # 0006 has this table already. The per-owner quota guard (jobtape.projections.quota): a create batch inserts one row
     # whose CHECK fails when the owner's active jobs already reach the limit, aborting the
     # whole batch, then deletes it; the table stays empty.
     db.execute(
@@ -245,39 +243,34 @@ def _blob_removals(db: sqlite_utils.Database) -> None:
     # retained_upload: the upload failed-upload retention will remove (a failed or cancelled
     # ingest's, until recorded as removed); the sweep reads an index range over those rows
     # only. blobs_removed_at: the latest removal, for the sweep's re-delete after a crash.
-    # The UPDATE fills retained_upload for jobs older than the migration on SQLite; a remote
-    # libSQL gets the columns by replay but not the UPDATE (as with 0007): `jobtape rebuild`.
+    # Shipped as part of 0009_blob_removals, whose backfill of ingest rows and assets column
+    # moved to the audio package's migrations (jobtape.audio.store).
     db["jobs"].add_column("retained_upload", str)  # type: ignore[union-attr]
     db["jobs"].add_column("blobs_removed_at", str)  # type: ignore[union-attr]
-    db.execute(
-        "UPDATE jobs SET retained_upload = json_extract(state, '$.params.storageKey') "
-        "WHERE job_type = 'ingest' AND finished = 1 AND status IN ('failed', 'cancelled') "
-        "AND COALESCE(json_extract(state, '$.params.sourceType'), 'upload') = 'upload' "
-        "AND json_type(state, '$.params.storageKey') = 'text'"
-    )
     db.execute("CREATE INDEX jobs_retained_upload ON jobs (updated_at) WHERE retained_upload IS NOT NULL")
     db.execute("CREATE INDEX jobs_blobs_removed ON jobs (blobs_removed_at) WHERE blobs_removed_at IS NOT NULL")
-    # An asset whose prepared file was removed keeps its row, marked, so an edit naming it
-    # is answered 410 Gone rather than 404 (the asset existed) or 202 (a job bound to fail).
-    db["assets"].add_column("removed_at", str)  # type: ignore[union-attr]
 
 
-#: Ordered migrations: (name, function). Never edit one that has shipped; append a new one.
+#: The engine's ordered migrations. Never edit one that has shipped; append a new one (or
+#: split one under new names that list the shipped name in ``replaces``, as 0006 and 0009 were
+#: when the audio tables moved to :mod:`jobtape.audio`). A package's migrations run after these.
 MIGRATIONS: list[Migration] = [
-    ("0001_events", _events),
-    ("0002_jobs", _jobs),
-    ("0003_leases_and_hashes", _leases_and_hashes),
-    ("0004_archives", _archives),
-    ("0005_worker_indexes", _worker_indexes),
-    ("0006_assets_previews_quota", _assets_previews_quota),
-    ("0007_cheaper_worker_indexes", _cheaper_worker_indexes),
-    ("0008_drop_events_type_index", _drop_type_index),
-    ("0009_blob_removals", _blob_removals),
+    Migration("0001_events", _events),
+    Migration("0002_jobs", _jobs),
+    Migration("0003_leases_and_hashes", _leases_and_hashes),
+    Migration("0004_archives", _archives),
+    Migration("0005_worker_indexes", _worker_indexes),
+    Migration("0006_quota_guard", _quota, replaces=("0006_assets_previews_quota",)),
+    Migration("0007_cheaper_worker_indexes", _cheaper_worker_indexes),
+    Migration("0008_drop_events_type_index", _drop_type_index),
+    Migration("0009_blob_removal_columns", _blob_removals, replaces=("0009_blob_removals",)),
 ]
 
 
-def migrate(db: sqlite_utils.Database, migrations: list[Migration] | None = None) -> list[str]:
-    """Apply the migrations not yet recorded in ``_jobtape_migrations``.
+def migrate(
+    db: sqlite_utils.Database, migrations: Sequence[Migration | tuple[str, MigrationStep]] | None = None
+) -> list[str]:
+    """Apply the migrations not yet recorded in ``_jobtape_migrations`` (under their name or one they replace).
 
     Each migration and its ``_jobtape_migrations`` row are one ``BEGIN IMMEDIATE``
     transaction, and whether it is still pending is read again inside it, so processes
@@ -288,7 +281,8 @@ def migrate(db: sqlite_utils.Database, migrations: list[Migration] | None = None
     Args:
         db: the database (a sqlite-utils wrapper around a sqlite3 connection in autocommit
             mode, ``isolation_level=None``).
-        migrations: defaults to :data:`MIGRATIONS`.
+        migrations: the engine's and the registered packages' (:class:`jobtape.projections.registry.Tables`);
+            defaults to :data:`MIGRATIONS`.
 
     Raises:
         RuntimeError: a migration step committed or rolled back on its own.
@@ -300,14 +294,16 @@ def migrate(db: sqlite_utils.Database, migrations: list[Migration] | None = None
     conn.execute('CREATE TABLE IF NOT EXISTS "_jobtape_migrations" ([name] TEXT PRIMARY KEY, [applied_at] TEXT)')
     done = {row[0] for row in conn.execute("SELECT name FROM _jobtape_migrations")}
     applied = []
-    for name, step in migrations or MIGRATIONS:
-        if name in done:
+    for name, step, replaces in map(as_migration, migrations or MIGRATIONS):
+        recorded = (name, *replaces)
+        if done.intersection(recorded):
             continue
         # One write transaction per migration, taken before the check: several processes
         # starting on a new file (serve and workers) apply each migration exactly once.
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if conn.execute("SELECT 1 FROM _jobtape_migrations WHERE name = ?", [name]).fetchone():
+            marks = ", ".join("?" * len(recorded))
+            if conn.execute(f"SELECT 1 FROM _jobtape_migrations WHERE name IN ({marks})", recorded).fetchone():
                 conn.execute("COMMIT")
                 continue
             step(db)

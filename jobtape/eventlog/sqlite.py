@@ -260,15 +260,18 @@ class SQLiteBackend(SQLBackend):
         except sqlite3.OperationalError as exc:
             raise translate_operational_error(exc) from exc
 
-    def migrate(self) -> list[str]:
-        """Apply pending migrations with sqlite-utils; see :func:`jobtape.eventlog.schema.migrate`."""
+    def migrate(self, migrations: Sequence[schema.Migration] | None = None) -> list[str]:
+        """Apply pending migrations with sqlite-utils; see :func:`jobtape.eventlog.schema.migrate`.
+
+        ``migrations``: the engine's and the registered packages' (default: the engine's).
+        """
         if self._memory:
             with self._lock:
                 if self._shared is None:
                     self._shared = self._connect()
-                return schema.migrate(sqlite_utils.Database(self._shared))
+                return schema.migrate(sqlite_utils.Database(self._shared), migrations)
         with self._lock, self._connection() as conn:
-            return schema.migrate(sqlite_utils.Database(conn))
+            return schema.migrate(sqlite_utils.Database(conn), migrations)
 
     def close(self) -> None:
         """Close every connection this backend opened (a connection lent out now is closed when given back)."""

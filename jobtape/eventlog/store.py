@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterator, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from jobtape import clock, errors
 from jobtape.eventlog import events as ev
 from jobtape.eventlog import hashing
+
+if TYPE_CHECKING:
+    from jobtape.eventlog import schema
 
 __all__ = ["ConstraintViolation", "EventStore", "SQLBackend", "Statement"]
 
@@ -62,8 +65,14 @@ class SQLBackend(abc.ABC):
         """Run one read-only statement and return its rows."""
 
     @abc.abstractmethod
-    def migrate(self) -> list[str]:
-        """Bring the schema up to date; return the migration names applied."""
+    def migrate(self, migrations: Sequence[schema.Migration] | None = None) -> list[str]:
+        """Bring the schema up to date; return the migration names applied.
+
+        Args:
+            migrations: the engine's and the registered packages' migrations, in order
+                (:attr:`jobtape.projections.registry.Tables.migrations`); ``None``: the
+                engine's own (:data:`jobtape.eventlog.schema.MIGRATIONS`).
+        """
 
     @abc.abstractmethod
     def close(self) -> None:

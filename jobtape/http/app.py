@@ -24,7 +24,7 @@ The application holds no global state: the repository, storage and settings pass
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from litestar.static_files import create_static_files_router
 
 from jobtape import __version__
 from jobtape.config import Settings
-from jobtape.http import direct_upload, downloads, edits, ingest, jobs, schemas, spool, stream, upload
+from jobtape.http import downloads, jobs, schemas, spool, stream, upload
 from jobtape.http import errors as http_errors
 from jobtape.projections.repository import JobRepository
 from jobtape.storage import Storage
@@ -84,6 +84,8 @@ def create_app(
     storage: Storage,
     settings: Settings,
     *,
+    routes: Sequence[Any] = (),
+    dependencies: Mapping[str, Any] | None = None,
     on_startup: Sequence[LifespanHook] = (),
     on_shutdown: Sequence[LifespanHook] = (),
     debug: bool = False,
@@ -97,6 +99,9 @@ def create_app(
             timeout and minimum rate) and ``data_dir``: uploads are spooled to
             ``data_dir/upload-tmp``, which the app sweeps of files no live process owns at
             start-up and every ``upload_sweep_interval_s`` (:mod:`jobtape.http.spool`).
+        routes: more route handlers, served after the engine's job routes: a package's
+            (:meth:`jobtape.App.routes_for`; the default app's are the audio routes).
+        dependencies: more named dependencies for those routes (:attr:`jobtape.App.dependencies`).
         on_startup: callables (sync or async, no arguments) run when the server starts,
             e.g. starting an embedded worker.
         on_shutdown: callables run when the server stops.
@@ -105,14 +110,14 @@ def create_app(
     Returns:
         The ASGI application.
     """
-    spool_folder = spool.SpoolFolder(settings.data_dir / ingest.UPLOAD_TEMP_DIR)
+    spool_folder = spool.SpoolFolder(settings.data_dir / spool.UPLOAD_TEMP_DIR)
     return Litestar(
-        route_handlers=[health, ingest.ingest_upload, jobs.get_job, jobs.cancel_job, jobs.list_job_events, stream.stream_job,
-                        direct_upload.upload_route(storage), edits.preview_edit, edits.save_edit,
-                        edits.preview_audio_route(storage), downloads.download_route(storage),
+        route_handlers=[health, jobs.get_job, jobs.cancel_job, jobs.list_job_events, stream.stream_job, *routes,
+                        downloads.download_route(storage),
                         create_static_files_router(UI_ASSETS_PATH, [swagger_ui_assets()], include_in_schema=False,
                                                    name="schema-assets")],
         dependencies={
+            **{name: _provide(value) for name, value in (dependencies or {}).items()},
             "repository": _provide(repository),
             "storage": _provide(storage),
             "settings": _provide(settings),
@@ -128,7 +133,7 @@ def create_app(
             path="/schema",
             render_plugins=[_docs_page()],
         ),
-        request_max_body_size=settings.max_upload_bytes + ingest.FORM_OVERHEAD_BYTES,
+        request_max_body_size=settings.max_upload_bytes + upload.FORM_OVERHEAD_BYTES,
         on_startup=list(on_startup),
         on_shutdown=list(on_shutdown),
         lifespan=[lambda _app: spool.sweeping(spool_folder, settings.upload_sweep_interval_s)],

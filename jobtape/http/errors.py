@@ -53,7 +53,6 @@ STATUS_CODES: Mapping[type[errors.JobtapeError], tuple[int, str | None]] = {
     errors.StoreFull: (507, "the server has no room to store this; retry later"),
     errors.StoreAuthRejected: (503, "the event store refused this server's credentials; the server log has the details"),
     errors.StorageError: (503, None),
-    errors.MediaError: (502, None),
     errors.MalformedEvent: (500, None),
     errors.JobtapeError: (500, None),
 }

@@ -46,7 +46,10 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
-__all__ = ["SpoolFolder", "sweeping"]
+__all__ = ["UPLOAD_TEMP_DIR", "SpoolFolder", "sweeping"]
+
+#: Folder (under ``Settings.data_dir``) holding uploads while they arrive.
+UPLOAD_TEMP_DIR = "upload-tmp"
 
 logger = logging.getLogger(__name__)
 

@@ -38,6 +38,7 @@ from jobtape.http import spool
 
 __all__ = [
     "ACCEPTED_TYPES_TEXT",
+    "FORM_OVERHEAD_BYTES",
     "ClientDisconnected",
     "SpooledUpload",
     "UploadSlots",
@@ -48,6 +49,8 @@ __all__ = [
 
 #: How many file bytes are buffered before a write to the temporary file.
 DEFAULT_FLUSH_BYTES = 1024 * 1024
+#: Room for multipart boundaries and part headers on top of ``max_upload_bytes``, in bytes.
+FORM_OVERHEAD_BYTES = 64 * 1024
 #: For messages: the file part content types the ingest route accepts.
 ACCEPTED_TYPES_TEXT = "audio/*, video/* or application/octet-stream"
 #: ``errno`` values that mean the disk (or the user's quota on it) is full.

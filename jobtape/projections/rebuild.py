@@ -1,6 +1,7 @@
 """Rebuild every projection from the event log, and report how each differs from the live one.
 
-The projections (``jobs``, ``assets``, ``previews``: :data:`registry.PROJECTIONS`) are
+The registered projections (``jobs``, and a package's, e.g. the audio package's ``assets``
+and ``previews``: :class:`registry.Tables`) are
 written in the same batch as the events they fold, so they should never drift;
 :func:`rebuild` checks that claim (``jobtape rebuild --verify``) and repairs a table that
 did drift (a manual UPDATE, a bug in an older fold, a restore from a partial backup).
@@ -131,6 +132,7 @@ def rebuild(
     *,
     apply_changes: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    tables: registry.Tables = registry.ENGINE_TABLES,
 ) -> RebuildReport:
     """Recompute every projection from the log and compare each with its live table.
 
@@ -140,6 +142,7 @@ def rebuild(
             atomic batch); with ``False`` the live tables are left untouched (verify only).
         progress: called as ``progress(done_events, total_events)`` every 1,000 events and
             after each pass; ``total_events`` grows if appends arrive during the rebuild.
+        tables: the log's registered projections (an app's :attr:`jobtape.App.tables`); each is rebuilt.
 
     Returns:
         The counts and every difference found (before the swap, if applied).
@@ -152,7 +155,7 @@ def rebuild(
         In every case the live tables are unchanged and the scratch tables are dropped.
     """
     backend = store.backend
-    projections = registry.PROJECTIONS
+    projections = tables.projections
     _create_scratch_tables(backend, projections)
     try:
         return _run(store, backend, projections, apply_changes, progress)

@@ -2,9 +2,15 @@
 
 A :class:`Projection` turns one transition of a job's state (``before`` -> ``after``, both
 from the pure fold) into SQL statements on its table. :class:`JobRepository` runs the
-statements of every projection in :data:`PROJECTIONS` in the same batch as the events,
-and :func:`jobtape.projections.rebuild.rebuild` replays them with ``before=None`` over the
+statements of every registered projection in the same batch as the events, and
+:func:`jobtape.projections.rebuild.rebuild` replays them with ``before=None`` over the
 final state of every stream into scratch tables to verify or repair each projection.
+
+The engine has one projection, :data:`JOBS`. A package (the audio jobs: ``jobtape.audio``)
+registers its own on an :class:`jobtape.App` (``app.projection(...)``, ``app.migration(...)``);
+:class:`Tables` is what a log opened for that app has: the engine's migrations and
+projections followed by the package's. Every tool that writes or rebuilds projections
+(the repository, ``rebuild``, ``archive``, ``import``) takes a :class:`Tables`.
 
 Order matters: ``jobs`` comes first, because its update reads ``last_insert_rowid()``
 (the batch's last event insert) and any later insert would move it.
@@ -12,15 +18,17 @@ Order matters: ``jobs`` comes first, because its update reads ``last_insert_rowi
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from jobtape.eventlog.store import Statement
-from jobtape.projections import assets, jobs, previews
+from jobtape.eventlog import schema
+from jobtape.eventlog.store import SQLBackend, Statement
+from jobtape.projections import jobs
 from jobtape.projections.state import JobState
 
-__all__ = ["ASSETS", "JOBS", "PREVIEWS", "PROJECTIONS", "Projection", "statements_for"]
+__all__ = ["ENGINE_TABLES", "JOBS", "PROJECTIONS", "Projection", "Tables", "statements_for"]
 
 
 class Projection(NamedTuple):
@@ -35,12 +43,19 @@ class Projection(NamedTuple):
         decoders: column -> decoder, for columns holding an encoded value (``jobs.state``'s
             JSON snapshot): a rebuild compares those decoded, so a snapshot written before
             a field with a default was added means the same as one written after.
+        job_column: the column naming the job a row was folded from; an archive deletes
+            the rows of the jobs it removes by it.
+        blob_holder: ``blob_holder(backend, key)`` -> the id of the job whose row still
+            refers to storage ``key`` (a cache shared between jobs), or ``None``; an archive
+            keeps a key another job's row still holds. ``None``: rows hold no shared keys.
     """
 
     table: str
     columns: tuple[str, ...]
     statements: Callable[[JobState | None, JobState, str], list[Statement]]
     decoders: Mapping[str, Callable[[Any], Any]] = MappingProxyType({})
+    job_column: str = "job_id"
+    blob_holder: Callable[[SQLBackend, str], str | None] | None = None
 
     @property
     def key(self) -> str:
@@ -56,12 +71,40 @@ def _jobs_statements(before: JobState | None, after: JobState, table: str) -> li
 
 #: ``jobs``: one row per job (status, stage, progress, the state snapshot).
 JOBS = Projection("jobs", jobs.COLUMNS, _jobs_statements, MappingProxyType({"state": jobs.decode_state}))
-#: ``assets``: one row per prepared asset.
-ASSETS = Projection(assets.TABLE, assets.COLUMNS, assets.statements)
-#: ``previews``: the preview cache, recipe hash -> rendering job.
-PREVIEWS = Projection(previews.TABLE, previews.COLUMNS, previews.statements)
-#: Every projection, ``jobs`` first (see the module docstring).
-PROJECTIONS: tuple[Projection, ...] = (JOBS, ASSETS, PREVIEWS)
+#: The engine's projections (``jobs`` first, see the module docstring); packages add theirs after it.
+PROJECTIONS: tuple[Projection, ...] = (JOBS,)
+
+
+@dataclasses.dataclass(frozen=True)
+class Tables:
+    """The tables of a log: the migrations that create them and the projections that write them.
+
+    Attributes:
+        migrations: applied in order when the log is opened (the engine's first).
+        projections: written in each append's batch, in order (``jobs`` first).
+    """
+
+    migrations: tuple[schema.Migration, ...] = tuple(schema.MIGRATIONS)
+    projections: tuple[Projection, ...] = PROJECTIONS
+
+    def extended(self, *, migrations: tuple[schema.Migration, ...] = (),
+                 projections: tuple[Projection, ...] = ()) -> Tables:
+        """These tables followed by more.
+
+        Raises:
+            ValueError: a migration name or a projection table is taken already.
+        """
+        names = [m.name for m in (*self.migrations, *migrations)]
+        tables = [p.table for p in (*self.projections, *projections)]
+        for kind, found in (("migration", names), ("projection table", tables)):
+            taken = sorted({item for item in found if found.count(item) > 1})
+            if taken:
+                raise ValueError(f"{kind} {', '.join(taken)} is registered twice")
+        return Tables((*self.migrations, *migrations), (*self.projections, *projections))
+
+
+#: The engine's own tables (a log opened without any package).
+ENGINE_TABLES = Tables()
 
 
 def statements_for(

@@ -174,13 +174,12 @@ class TypeLimits(NamedTuple):
 
 
 def job_timeout_s(job_type: str, settings: Settings, limits: TypeLimits | None = None) -> float:
-    """The timeout of a job type in seconds: its own (``limits``), else ``timeout_ingest_s``,
-    ``timeout_preview_s`` or ``timeout_save_s``; other types get the longest of the three.
+    """The timeout of a job type in seconds: its own (``limits``, registered with the type),
+    else the settings' ``job_timeout_s`` (``JOBTAPE_JOB_TIMEOUT``).
     """
     if limits is not None and limits.timeout_s is not None:
         return limits.timeout_s
-    timeouts = {"ingest": settings.timeout_ingest_s, "preview": settings.timeout_preview_s, "save": settings.timeout_save_s}
-    return timeouts.get(job_type, max(timeouts.values()))
+    return settings.job_timeout_s
 
 
 def timed_out(claimed_at: dt.datetime, now: dt.datetime, timeout_s: float) -> bool:

@@ -40,7 +40,7 @@ from jobtape.eventlog import events as ev
 from jobtape.projections import state as job_state
 from jobtape.projections.repository import AppendResult, JobRepository
 from jobtape.storage.base import Storage
-from jobtape.worker import children, media, outage, policy, workdirs
+from jobtape.worker import children, messages, outage, policy, workdirs
 from jobtape.worker.context import (
     CancelRequested,
     JobContext,
@@ -77,8 +77,8 @@ class Worker:
         storage: blob storage for inputs and outputs.
         settings: poll interval, concurrency, lease TTL, timeouts, retries, shutdown grace,
             kill grace, host id, loudness target.
-        pipelines: job type -> pipeline; defaults to :data:`jobtape.worker.pipelines.PIPELINES`.
-            The worker claims only these types.
+        pipelines: job type -> pipeline (an app's: :meth:`jobtape.App.pipelines`). The worker
+            claims only these types.
         limits: job type -> its own timeout and ``max_attempts`` (:class:`policy.TypeLimits`);
             a type without an entry uses the settings'.
         worker_id: defaults to ``host:pid:n`` (host: ``settings.host_id`` or the hostname).
@@ -91,15 +91,11 @@ class Worker:
         storage: Storage,
         settings: Settings,
         *,
-        pipelines: Mapping[str, Pipeline] | None = None,
+        pipelines: Mapping[str, Pipeline],
         limits: Mapping[str, policy.TypeLimits] | None = None,
         worker_id: str | None = None,
         rng: policy.Random | None = None,
     ) -> None:
-        if pipelines is None:
-            from jobtape.worker.pipelines import PIPELINES
-
-            pipelines = PIPELINES
         self.repository = repository
         self.storage = storage
         self.settings = settings
@@ -410,8 +406,7 @@ class Worker:
     def _run_pipeline(self, context: JobContext) -> dict[str, Any] | Exception:
         try:
             return self.pipelines[context.state.job_type](context, self.storage, self.settings)
-        except (CancelRequested, JobLost, TimedOut, Released, errors.MediaError, errors.StorageError,
-                errors.JobFailed) as exc:
+        except (CancelRequested, JobLost, TimedOut, Released, errors.StorageError, errors.JobFailed) as exc:
             return exc
         except errors.StoreAuthRejected:
             raise  # not the job's fault: nothing can be appended (see execute)
@@ -429,10 +424,10 @@ class Worker:
     def _client_text(self, context: JobContext, message: str) -> str:
         """A failure's message as recorded in the log (which the API serves): no server paths.
 
-        The full message goes to this process's log first (:func:`media.scrub_paths`).
+        The full message goes to this process's log first (:func:`messages.scrub_paths`).
         """
         log.warning("job %s failed: %s", context.job_id, message)
-        return media.scrub_paths(message, [(context.workdir, "<workdir>"), (self.settings.work_parent, "<work-dir>"),
+        return messages.scrub_paths(message, [(context.workdir, "<workdir>"), (self.settings.work_parent, "<work-dir>"),
                                            (self.settings.data_dir, "<data-dir>")])
 
     def _finish(self, context: JobContext, outcome: dict[str, Any] | Exception) -> None:
@@ -452,7 +447,7 @@ class Worker:
                 events = [ev.JobFailed(error=str(outcome), retryable=False)]
             case Released():
                 events = [ev.JobReleased(worker_id=self.worker_id, reason="shutdown")]
-            case errors.MediaError() | errors.JobFailed():
+            case errors.JobFailed():
                 events = policy.failure_events(context.state, self._client_text(context, outcome.message),
                                                retryable=outcome.retryable, now=clock.utcnow(),
                                                settings=self._settings_of(context.state.job_type), rng=self.rng)

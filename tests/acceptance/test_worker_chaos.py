@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from configs import TABLES  # tests/ is on sys.path
 from polling import wait_for  # type: ignore[import-not-found]  # tests/ is on sys.path
 
 from jobtape.eventlog import events as ev
@@ -98,8 +99,8 @@ def _takeovers(stream: list[ev.RecordedEvent]) -> int:
 @pytest.mark.slow
 def test_jobs_survive_workers_killed_at_random(tmp_path: Path, workers: Workers) -> None:
     backend = SQLiteBackend(tmp_path / "jobtape.db")
-    backend.migrate()
-    repository = JobRepository(EventStore(backend))
+    backend.migrate(TABLES.migrations)
+    repository = JobRepository(EventStore(backend), projections=TABLES.projections)
     storage = LocalStorage(tmp_path / "storage")
     job_ids = []
     for n in range(JOBS):
@@ -164,7 +165,7 @@ def test_jobs_survive_workers_killed_at_random(tmp_path: Path, workers: Workers)
         assert state.status == "complete" or (state.status == "failed" and state.error), (job_id, state.error)
         assert [r.type for r in stream].count("job.completed") <= 1
     assert kills == KILLS and takeovers >= 1
-    assert rebuild_projection.rebuild(repository.store, apply_changes=False).differences == []
+    assert rebuild_projection.rebuild(repository.store, apply_changes=False, tables=TABLES).differences == []
     backend.close()
 
 

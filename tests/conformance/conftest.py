@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from configs import TABLES  # tests/ is on sys.path
 from sqld_server import SqldServer, find_sqld
 
 from jobtape.eventlog.libsql import LibSQLBackend
@@ -92,7 +93,7 @@ def open_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cal
 def backend(open_backend: Callable[[], SQLBackend]) -> SQLBackend:
     """A migrated backend on a fresh database."""
     made = open_backend()
-    made.migrate()
+    made.migrate(TABLES.migrations)
     return made
 
 
@@ -105,7 +106,7 @@ def store(backend: SQLBackend) -> EventStore:
 @pytest.fixture
 def repository(store: EventStore) -> JobRepository:
     """A job repository over :func:`store`."""
-    return JobRepository(store)
+    return JobRepository(store, projections=TABLES.projections)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

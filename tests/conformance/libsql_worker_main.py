@@ -10,15 +10,16 @@ from pathlib import Path
 
 from jobtape import runtime
 from jobtape.config import Settings
+from jobtape.defaults import default_tables
+from jobtape.defaults import worker as Worker
 from jobtape.storage import MemoryStorage
-from jobtape.worker.runner import Worker
 
 
 def main() -> None:
     url, name = sys.argv[1], sys.argv[2]
     settings = Settings(data_dir=Path("."), concurrency=2, poll_interval_s=0.01, job_store_backend="libsql",
                         turso_database_url=url)
-    repository = runtime.open_repository(settings)
+    repository = runtime.open_repository(settings, tables=default_tables())
     worker = Worker(
         repository, MemoryStorage(), settings,
         pipelines={"ingest": lambda context, storage, settings: {"by": context.worker_id}},

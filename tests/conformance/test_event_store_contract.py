@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from configs import TABLES  # tests/ is on sys.path
 from freezegun import freeze_time
 
 from jobtape import errors
@@ -123,9 +124,9 @@ def test_idempotency_key_is_unique_per_owner(repository: JobRepository) -> None:
 
 def test_concurrent_appenders_never_both_win(open_backend: Callable[[], SQLBackend]) -> None:
     first = open_backend()
-    first.migrate()
-    created = JobRepository(EventStore(first)).create("ingest", {})
-    repositories = [JobRepository(EventStore(open_backend())) for _ in range(4)]  # separate connections
+    first.migrate(TABLES.migrations)
+    created = JobRepository(EventStore(first), projections=TABLES.projections).create("ingest", {})
+    repositories = [JobRepository(EventStore(open_backend()), projections=TABLES.projections) for _ in range(4)]  # separate connections
     wins: list[str] = []
     barrier = threading.Barrier(8)
 
@@ -215,15 +216,15 @@ def test_queue_position_counts_pending_jobs_created_before(repository: JobReposi
 
 def test_claims_are_exclusive_across_workers(open_backend: Callable[[], SQLBackend]) -> None:
     from jobtape.config import Settings
+    from jobtape.defaults import worker as Worker
     from jobtape.storage import MemoryStorage
-    from jobtape.worker.runner import Worker
 
     first = open_backend()
-    first.migrate()
-    job_ids = [JobRepository(EventStore(first)).create("ingest", {}).state.job_id for _ in range(12)]
+    first.migrate(TABLES.migrations)
+    job_ids = [JobRepository(EventStore(first), projections=TABLES.projections).create("ingest", {}).state.job_id for _ in range(12)]
     settings = Settings(concurrency=2, poll_interval_s=0.01)
     workers = [
-        Worker(JobRepository(EventStore(open_backend())), MemoryStorage(), settings,
+        Worker(JobRepository(EventStore(open_backend()), projections=TABLES.projections), MemoryStorage(), settings,
                pipelines={"ingest": lambda context, storage, settings: {"by": context.worker_id}}, worker_id=f"w{n}")
         for n in range(3)
     ]
@@ -233,7 +234,7 @@ def test_claims_are_exclusive_across_workers(open_backend: Callable[[], SQLBacke
     for thread in threads:
         thread.join(60)
     assert sorted(j for w in workers for j in w.finished) == sorted(job_ids)
-    repository = JobRepository(EventStore(first))
+    repository = JobRepository(EventStore(first), projections=TABLES.projections)
     for job_id in job_ids:
         assert [r.type for r in repository.store.read_stream(job_id)] == ["job.created", "job.claimed", "job.completed"]
         state = repository.get(job_id)
@@ -248,13 +249,13 @@ def test_rebuild_finds_and_repairs_drift(repository: JobRepository) -> None:
     claimed = repository.append(created.state.job_id, [ev.JobClaimed(worker_id="w"), ev.JobProgress(percent=5)],
                                 created.state, actor="w")
     repository.create("preview", {})
-    report = rebuild_module.rebuild(repository.store, apply_changes=False)
+    report = rebuild_module.rebuild(repository.store, apply_changes=False, tables=TABLES)
     assert (report.jobs_rebuilt, report.events_read, report.differences) == (2, 4, [])
     repository.store.backend.execute_batch([Statement("UPDATE jobs SET progress = 99 WHERE job_id = ?", (created.state.job_id,))])
-    report = rebuild_module.rebuild(repository.store)
+    report = rebuild_module.rebuild(repository.store, tables=TABLES)
     assert [(d.job_id, d.column) for d in report.differences] == [(created.state.job_id, "progress")]
     assert repository.get(created.state.job_id) == claimed.state
-    assert rebuild_module.rebuild(repository.store, apply_changes=False).differences == []
+    assert rebuild_module.rebuild(repository.store, apply_changes=False, tables=TABLES).differences == []
     tables = {row[0] for row in repository.store.backend.query("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert rebuild_module.REBUILD_TABLE not in tables
 
@@ -296,25 +297,25 @@ def test_migrations_give_the_same_schema_as_sqlite_and_are_idempotent(backend: S
     conn = sqlite3.connect(":memory:")
     import sqlite_utils
 
-    schema.migrate(sqlite_utils.Database(conn))
+    schema.migrate(sqlite_utils.Database(conn), TABLES.migrations)
     assert _schema(lambda sql: backend.query(sql)) == _schema(lambda sql: conn.execute(sql).fetchall())
-    assert backend.migrate() == []
+    assert backend.migrate(TABLES.migrations) == []
     assert [row[0] for row in backend.query("SELECT name FROM _jobtape_migrations ORDER BY name")] == [
-        name for name, _ in schema.MIGRATIONS]
+        migration.name for migration in TABLES.migrations]
 
 
 def test_migrations_apply_incrementally(open_backend: Callable[[], SQLBackend], monkeypatch: pytest.MonkeyPatch) -> None:
     backend = open_backend()
     monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:2])
     if hasattr(backend, "url"):
-        assert backend.migrate() == ["0001_events", "0002_jobs"]
+        assert backend.migrate() == ["0001_events", "0002_jobs"]  # the engine's (patched) list by default
     else:  # the SQLite backend reads the default list inside schema.migrate
         import sqlite_utils
 
         with sqlite3.connect(backend.path) as conn:  # type: ignore[attr-defined]
             assert schema.migrate(sqlite_utils.Database(conn), schema.MIGRATIONS[:2]) == ["0001_events", "0002_jobs"]
     monkeypatch.undo()
-    assert backend.migrate() == [name for name, _ in schema.MIGRATIONS[2:]]
+    assert backend.migrate(TABLES.migrations) == [migration.name for migration in TABLES.migrations[2:]]
     assert "hash" in [row[1] for row in backend.query("PRAGMA table_info(events)")]
 
 

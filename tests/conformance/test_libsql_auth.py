@@ -17,7 +17,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import configs  # tests/ is on sys.path
 import pytest
+from configs import TABLES  # tests/ is on sys.path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from polling import wait_for  # type: ignore[import-not-found]  # tests/ is on sys.path
@@ -25,6 +27,7 @@ from sqld_server import SqldServer
 
 from jobtape import clock, errors
 from jobtape.config import Settings
+from jobtape.defaults import worker as Worker
 from jobtape.eventlog import events as ev
 from jobtape.eventlog.libsql import LibSQLBackend
 from jobtape.eventlog.store import EventStore
@@ -32,7 +35,6 @@ from jobtape.http import errors as http_errors
 from jobtape.projections.repository import JobRepository
 from jobtape.storage import LocalStorage
 from jobtape.worker import children
-from jobtape.worker.runner import Worker
 
 __all__: list[str] = []
 
@@ -97,8 +99,8 @@ def _url(server: SqldServer, scheme: str) -> str:
 def test_the_right_token_appends_and_reads(auth_sqld: SqldServer, server_key: Ed25519PrivateKey, scheme: str) -> None:
     backend = LibSQLBackend(_url(auth_sqld, scheme), _jwt(server_key, {"a": "rw"}), timeout_s=TIMEOUT_S)
     try:
-        backend.migrate()
-        repository = JobRepository(EventStore(backend))
+        backend.migrate(TABLES.migrations)
+        repository = JobRepository(EventStore(backend), projections=TABLES.projections)
         created = repository.create("ingest", {"storageKey": "k"})
         assert repository.get(created.state.job_id).status == "pending"
     finally:
@@ -113,7 +115,7 @@ def test_a_refused_token_raises_store_auth_rejected_at_once(auth_sqld: SqldServe
     started = time.monotonic()
     try:
         with pytest.raises(errors.StoreAuthRejected) as caught:
-            backend.migrate()
+            backend.migrate(TABLES.migrations)
         assert time.monotonic() - started < 3.0
         assert "check TURSO_AUTH_TOKEN" in caught.value.message
         assert ("AUTH_" if scheme == "ws" else "HTTP status 401") in caught.value.detail
@@ -143,13 +145,13 @@ def test_a_token_revoked_mid_job_stops_the_worker_and_kills_its_ffmpeg_then_a_va
     token = _jwt(server_key, {"a": "rw"})
     storage = LocalStorage(tmp_path / "storage")
     backend = LibSQLBackend(auth_sqld.ws_url, token, timeout_s=TIMEOUT_S)
-    backend.migrate()
-    repository = JobRepository(EventStore(backend))
+    backend.migrate(TABLES.migrations)
+    repository = JobRepository(EventStore(backend), projections=TABLES.projections)
     key = "ingest-uploads/revoked/original.ogg"
     storage.put_file(key, media_dir / "music_strings.ogg")  # 45 s at real time
     job_id = repository.create("ingest", {"sourceType": "upload", "storageKey": key}).state.job_id
-    slow = Settings(data_dir=tmp_path, ffmpeg_readrate=1.0, lease_ttl_s=2.0, poll_interval_s=0.05, kill_grace_s=2)
-    worker = Worker(repository, storage, slow)
+    slow, slow_audio = configs.split(data_dir=tmp_path, ffmpeg_readrate=1.0, lease_ttl_s=2.0, poll_interval_s=0.05, kill_grace_s=2)
+    worker = Worker(repository, storage, slow, slow_audio)
     worker.start()
     try:
         def loudnorm() -> ev.JobChildStarted | None:  # the second ffmpeg: 45 s at real time
@@ -170,7 +172,7 @@ def test_a_token_revoked_mid_job_stops_the_worker_and_kills_its_ffmpeg_then_a_va
 
     _restart_trusting(auth_sqld, server_key)  # the operator puts the right key back
     backend = LibSQLBackend(auth_sqld.ws_url, token, timeout_s=TIMEOUT_S)
-    repository = JobRepository(EventStore(backend))
+    repository = JobRepository(EventStore(backend), projections=TABLES.projections)
     fixed = Worker(repository, storage, Settings(data_dir=tmp_path, lease_ttl_s=2.0, poll_interval_s=0.05,
                                                  backoff_base_s=0.05, backoff_cap_s=0.1))
     fixed.start()

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from configs import TABLES  # tests/ is on sys.path
 from integration.audit_log import build_real_log  # type: ignore[import-not-found]  # tests/ is on sys.path
 from sqld_server import SqldServer
 
@@ -105,7 +106,7 @@ def test_the_configuration_reaches_sqld_through_every_url_form(sqld_factory: Cal
     for url in (server.ws_url, server.http_url, f"libsql://127.0.0.1:{port}?tls=0"):
         settings = Settings.from_env({"DEPLOY_ENV": "production", "TURSO_DATABASE_URL": url})
         assert settings.job_store_backend == "libsql"
-        repository = runtime.open_repository(settings)
+        repository = runtime.open_repository(settings, tables=TABLES)
         try:
             created = repository.create("ingest", {"storageKey": url})
             assert repository.get(created.state.job_id).params == {"storageKey": url}

@@ -17,16 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from configs import TABLES  # tests/ is on sys.path
 from litestar.testing import TestClient
 from polling import wait_for  # type: ignore[import-not-found]  # tests/ is on sys.path
 from sqld_server import SqldServer
 
 from jobtape import runtime
 from jobtape.config import Settings
+from jobtape.defaults import create_app
 from jobtape.eventlog import hashing
 from jobtape.eventlog.libsql import LibSQLBackend
 from jobtape.eventlog.store import EventStore
-from jobtape.http import create_app
 from jobtape.projections import rebuild as rebuild_module
 from jobtape.projections.repository import JobRepository
 from jobtape.storage import LocalStorage
@@ -39,7 +40,7 @@ SPEECH = Path(__file__).resolve().parents[2] / "media" / "speech_ljspeech.wav"
 @pytest.fixture
 def libsql_repository(sqld: SqldServer) -> Iterator[JobRepository]:
     repository = runtime.open_repository(
-        Settings(job_store_backend="libsql", turso_database_url=sqld.ws_url))
+        Settings(job_store_backend="libsql", turso_database_url=sqld.ws_url), tables=TABLES)
     yield repository
     repository.store.close()
 
@@ -66,8 +67,8 @@ def test_worker_processes_claim_each_job_exactly_once_over_the_network(
 def test_http_url_works_like_the_websocket(sqld: SqldServer) -> None:
     backend = LibSQLBackend(sqld.http_url)
     try:
-        backend.migrate()
-        repository = JobRepository(EventStore(backend))
+        backend.migrate(TABLES.migrations)
+        repository = JobRepository(EventStore(backend), projections=TABLES.projections)
         created = repository.create("ingest", {"a": 1})
         assert repository.get(created.state.job_id).params == {"a": 1}
     finally:
@@ -79,7 +80,7 @@ def test_an_unreachable_store_raises_store_unavailable(sqld: SqldServer) -> None
 
     backend = LibSQLBackend(sqld.ws_url, timeout_s=5.0)
     try:
-        backend.migrate()
+        backend.migrate(TABLES.migrations)
         sqld.stop()
         with pytest.raises(errors.StoreUnavailable) as info:
             backend.query("SELECT 1")
@@ -169,5 +170,5 @@ def test_sqld_outage_mid_run_api_answers_503_workers_back_off_and_every_job_fini
         assert types.count("job.created") == 1 and types.count("job.completed") == 1, types
         assert types.count("job.claimed") == 1, types
         assert types[-1] == "job.completed", types
-    assert rebuild_module.rebuild(libsql_repository.store, apply_changes=False).differences == []
+    assert rebuild_module.rebuild(libsql_repository.store, apply_changes=False, tables=TABLES).differences == []
     assert [p.returncode for p in workers] == [0, 0], [log.read_text()[-2000:] for log in logs]

@@ -14,6 +14,7 @@ from typing import Any
 
 import libsql_client
 import pytest
+from configs import TABLES  # tests/ is on sys.path
 
 from jobtape import errors
 from jobtape.eventlog.libsql import LibSQLBackend
@@ -26,19 +27,19 @@ def test_rebuild_verify_compares_tables_larger_than_one_answer(sqld_factory: Cal
     server = sqld_factory("--max-response-size", "1500KB")
     backend = LibSQLBackend(server.ws_url)
     try:
-        backend.migrate()
-        repository = JobRepository(EventStore(backend))
+        backend.migrate(TABLES.migrations)
+        repository = JobRepository(EventStore(backend), projections=TABLES.projections)
         job_ids = [repository.create("ingest", {"padding": "x" * 1000}).state.job_id for _ in range(900)]
         assert len(backend.query("SELECT state FROM jobs LIMIT 10")) == 10  # a small read still fits
 
-        report = rebuild(repository.store, apply_changes=False)
+        report = rebuild(repository.store, apply_changes=False, tables=TABLES)
         assert report.differences == [] and report.rows_rebuilt["jobs"] == 900
 
         backend.execute_batch([Statement("UPDATE jobs SET progress = 42 WHERE job_id = ?", (job_ids[7],))])
-        report = rebuild(repository.store, apply_changes=False)
+        report = rebuild(repository.store, apply_changes=False, tables=TABLES)
         assert [(d.job_id, d.column, d.live, d.rebuilt) for d in report.differences] == [(job_ids[7], "progress", 42, 0)]
-        rebuild(repository.store)  # repair
-        assert rebuild(repository.store, apply_changes=False).differences == []
+        rebuild(repository.store, tables=TABLES)  # repair
+        assert rebuild(repository.store, apply_changes=False, tables=TABLES).differences == []
         with pytest.raises(errors.JobtapeError, match="max-response-size"):  # an answer over the limit is named
             backend.query("SELECT state, state FROM jobs")  # 2.4 MB
     finally:

@@ -12,9 +12,9 @@ import threading
 from pathlib import Path
 
 from jobtape.config import Settings
+from jobtape.defaults import worker as Worker
 from jobtape.projections.repository import JobRepository
 from jobtape.storage.local import LocalStorage
-from jobtape.worker.runner import Worker
 
 
 def open_fds() -> int:

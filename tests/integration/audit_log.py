@@ -16,6 +16,9 @@ import os
 import sys
 from pathlib import Path
 
+import configs  # tests/ is on sys.path
+from configs import TABLES  # tests/ is on sys.path
+
 if __name__ == "__main__":  # run as a script: tests/ is not on sys.path as it is under pytest
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -23,10 +26,10 @@ from polling import wait_for  # type: ignore[import-not-found]  # tests/ is on s
 
 from jobtape import runtime
 from jobtape.config import Settings
+from jobtape.defaults import worker as Worker
 from jobtape.eventlog import events as ev
 from jobtape.projections.repository import JobRepository
 from jobtape.storage import LocalStorage
-from jobtape.worker.runner import Worker
 
 MEDIA = Path(__file__).resolve().parents[2] / "media"
 
@@ -42,7 +45,7 @@ def _upload(repository: JobRepository, storage: LocalStorage, source: Path) -> s
 def build_real_log(data_dir: Path) -> dict[str, str]:
     """Run the jobs described in the module docstring; return ``{name: job_id}``."""
     settings = Settings(data_dir=data_dir)
-    repository = runtime.open_repository(settings)
+    repository = runtime.open_repository(settings, tables=TABLES)
     storage = LocalStorage(settings.storage_root)
     try:
         corrupt = data_dir / "corrupt.mp3"
@@ -55,8 +58,8 @@ def build_real_log(data_dir: Path) -> dict[str, str]:
         )}
         Worker(repository, storage, settings, worker_id="audit-host:100:1").run(until_idle=True)
         ids["cancelled"] = job_id = _upload(repository, storage, MEDIA / "music_strings.ogg")
-        slow = Settings(data_dir=data_dir, ffmpeg_readrate=1.0, poll_interval_s=0.05, kill_grace_s=2.0)
-        worker = Worker(repository, storage, slow, worker_id="audit-host:200:1")
+        slow, slow_audio = configs.split(data_dir=data_dir, ffmpeg_readrate=1.0, poll_interval_s=0.05, kill_grace_s=2.0)
+        worker = Worker(repository, storage, slow, slow_audio, worker_id="audit-host:200:1")
         worker.start()
         try:
             wait_for(lambda: any(isinstance(r.event, ev.JobChildStarted) and "loudnorm" in " ".join(r.event.argv)

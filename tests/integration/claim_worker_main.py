@@ -9,17 +9,18 @@ import sys
 from pathlib import Path
 
 from jobtape.config import Settings
+from jobtape.defaults import default_tables
+from jobtape.defaults import worker as Worker
 from jobtape.eventlog.sqlite import SQLiteBackend
 from jobtape.eventlog.store import EventStore
 from jobtape.projections.repository import JobRepository
 from jobtape.storage import MemoryStorage
-from jobtape.worker.runner import Worker
 
 
 def main() -> None:
     db_path, name = sys.argv[1], sys.argv[2]
     backend = SQLiteBackend(Path(db_path))
-    repository = JobRepository(EventStore(backend))
+    repository = JobRepository(EventStore(backend), projections=default_tables().projections)
     settings = Settings(data_dir=Path(db_path).parent, concurrency=2, poll_interval_s=0.01)
     worker = Worker(
         repository, MemoryStorage(), settings,

@@ -56,7 +56,7 @@ def test_a_registered_type_is_submitted_run_and_recorded(app: jobtape.App) -> No
     # (the progress report came within 0.25 s of the stage, so it was throttled away)
     assert types(app, job_id) == ["job.created", "job.claimed", "job.stage_changed", "job.completed"]
     assert app.repository.store.read_stream(job_id)[0].actor == "app"
-    assert rebuild(app.repository.store, apply_changes=False).differences == []
+    assert rebuild(app.repository.store, apply_changes=False, tables=app.tables).differences == []
 
 
 def test_bad_params_an_unknown_type_and_a_duplicate_name_are_refused_with_nothing_written(app: jobtape.App) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from audit_log import build_real_log  # type: ignore[import-not-found]  # tests/integration is on sys.path
 from click.testing import CliRunner
+from configs import TABLES  # tests/ is on sys.path
 
 from jobtape import cli, clock, runtime
 from jobtape.config import Settings
@@ -160,7 +161,7 @@ def test_tail_follow_prints_events_appended_by_another_process_and_exits_0_on_ct
          "--data-dir", str(log_copy)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         _read_stdout_until(process, b"job.cancelled", 30)
-        repository = runtime.open_repository(Settings(data_dir=log_copy))
+        repository = runtime.open_repository(Settings(data_dir=log_copy), tables=TABLES)
         try:
             job_id = repository.create("ingest", {"sourceType": "upload"}, actor="tail-test").state.job_id
         finally:

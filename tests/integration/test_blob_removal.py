@@ -15,17 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from configs import TABLES  # tests/ is on sys.path
 from litestar.testing import TestClient
 
 from jobtape.config import Settings
+from jobtape.defaults import create_app
+from jobtape.defaults import worker as Worker
 from jobtape.eventlog.sqlite import SQLiteBackend
 from jobtape.eventlog.store import EventStore
-from jobtape.http import create_app
 from jobtape.projections import state as job_state
 from jobtape.projections.repository import JobRepository
 from jobtape.storage import LocalStorage, signing
 from jobtape.storage.base import Storage
-from jobtape.worker.runner import Worker
 
 pytestmark = pytest.mark.slow
 
@@ -57,8 +58,8 @@ class Log:
 
 def _open(data_dir: Path) -> JobRepository:
     backend = SQLiteBackend(data_dir / "jobtape.db")
-    backend.migrate()
-    return JobRepository(EventStore(backend))
+    backend.migrate(TABLES.migrations)
+    return JobRepository(EventStore(backend), projections=TABLES.projections)
 
 
 def _upload(repository: JobRepository, storage: Storage, name: str, content: bytes) -> str:

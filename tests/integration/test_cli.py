@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
+from configs import TABLES  # tests/ is on sys.path
 
 from jobtape import cli, runtime
 from jobtape.config import Settings
@@ -27,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _job(data_dir: Path) -> str:
-    repository = runtime.open_repository(Settings(data_dir=data_dir))
+    repository = runtime.open_repository(Settings(data_dir=data_dir), tables=TABLES)
     try:
         state = repository.create("ingest", {"sourceType": "upload", "originalFilename": "a.wav"}).state
         for event in (
@@ -82,7 +83,7 @@ def test_history_reads_the_data_dir_from_the_environment_and_prints_json(data_di
 
 
 def test_history_shows_errors_literally_and_the_failed_status(data_dir: Path) -> None:
-    repository = runtime.open_repository(Settings(data_dir=data_dir))
+    repository = runtime.open_repository(Settings(data_dir=data_dir), tables=TABLES)
     try:
         state = repository.create("ingest", {"sourceType": "upload"}).state
         state = repository.append(state.job_id, [ev.JobClaimed(worker_id="w")], state, actor="w").state
@@ -110,7 +111,7 @@ def test_history_without_an_event_log_fails_clearly(tmp_path: Path) -> None:
 
 
 def _tamper(data_dir: Path, job_id: str) -> None:
-    store = runtime.open_store(Settings(data_dir=data_dir))
+    store = runtime.open_store(Settings(data_dir=data_dir), TABLES)
     try:
         store.backend.execute_batch([Statement("UPDATE jobs SET status = 'failed' WHERE job_id = ?", (job_id,))])
     finally:
@@ -138,7 +139,7 @@ def test_rebuild_verify_exit_codes_and_repair(data_dir: Path, job_id: str) -> No
 
 
 def test_rebuild_of_a_log_that_cannot_be_folded_names_the_position(data_dir: Path, job_id: str) -> None:
-    store = runtime.open_store(Settings(data_dir=data_dir))
+    store = runtime.open_store(Settings(data_dir=data_dir), TABLES)
     try:
         store.backend.execute_batch([Statement(
             "INSERT INTO events (job_id, version, type, data, actor, recorded_at)"

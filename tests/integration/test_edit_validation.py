@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
+from jobtape.audio.http import recipe_body
 from jobtape.config import Settings
-from jobtape.http import create_app, recipe_body
+from jobtape.defaults import create_app
 from jobtape.projections.repository import JobRepository
 from jobtape.storage import LocalStorage
 

@@ -10,20 +10,24 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import configs  # tests/ is on sys.path
 import pytest
+from configs import TABLES  # tests/ is on sys.path
 from litestar.testing import TestClient
 from polling import wait_for  # type: ignore[import-not-found]  # tests/ is on sys.path
 
+from jobtape.audio import media
+from jobtape.audio.store import assets
 from jobtape.config import Settings
+from jobtape.defaults import create_app
+from jobtape.defaults import worker as Worker
 from jobtape.eventlog import events as ev
 from jobtape.eventlog.sqlite import SQLiteBackend
 from jobtape.eventlog.store import EventStore, Statement
-from jobtape.http import create_app
-from jobtape.projections import assets, rebuild
+from jobtape.projections import rebuild
 from jobtape.projections.repository import JobRepository
 from jobtape.storage import LocalStorage, signing
-from jobtape.worker import children, media
-from jobtape.worker.runner import Worker
+from jobtape.worker import children
 
 MEDIA = Path(__file__).resolve().parents[2] / "media"
 
@@ -78,8 +82,8 @@ def _ingest(repository: JobRepository, storage: LocalStorage, settings: Settings
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     data_dir = tmp_path_factory.mktemp("edits")
     backend = SQLiteBackend(data_dir / "jobtape.db")
-    backend.migrate()
-    repository = JobRepository(EventStore(backend))
+    backend.migrate(TABLES.migrations)
+    repository = JobRepository(EventStore(backend), projections=TABLES.projections)
     storage = LocalStorage(data_dir / "storage", signing.URLSigner(b"s" * 32))
     settings = Settings(data_dir=data_dir, max_active_jobs=50)
     speech = _ingest(repository, storage, settings, MEDIA / "speech_ljspeech.wav")
@@ -203,7 +207,7 @@ def test_renders_report_stages_and_progress_like_ingest(env: Env) -> None:
 
 
 def test_cancelling_a_save_while_it_renders_kills_ffmpeg_and_leaves_no_asset(env: Env, tmp_path: Path) -> None:
-    slow = Worker(env.repository, env.storage, Settings(data_dir=tmp_path, ffmpeg_readrate=1.0, kill_grace_s=2))
+    slow = Worker(env.repository, env.storage, *configs.split(data_dir=tmp_path, ffmpeg_readrate=1.0, kill_grace_s=2))
     response = env.post("save", {"assetId": env.music.asset_id, "startSec": 1.0})  # ~45 s at real time
     job_id = response.json()["data"]["jobId"]
     assets_before = sorted((env.storage.root / "assets").rglob("*"))
@@ -351,16 +355,16 @@ def test_a_retried_save_with_its_idempotency_key_answers_the_first_job(env: Env)
 
 def test_rebuild_verifies_and_repairs_assets_and_previews(env: Env) -> None:
     backend = env.repository.store.backend
-    assert rebuild.rebuild(env.repository.store, apply_changes=False).differences == []
+    assert rebuild.rebuild(env.repository.store, apply_changes=False, tables=TABLES).differences == []
     backend.execute_batch([
         Statement("UPDATE assets SET duration_sec = 1.0 WHERE asset_id = ?", (env.speech.asset_id,)),
         Statement("DELETE FROM previews WHERE recipe_hash = (SELECT MIN(recipe_hash) FROM previews)"),
     ])
-    report = rebuild.rebuild(env.repository.store, apply_changes=False)
+    report = rebuild.rebuild(env.repository.store, apply_changes=False, tables=TABLES)
     found = {(d.table, d.column) for d in report.differences}
     assert found == {("assets", "duration_sec"), ("previews", "*")}
     assert report.rows_rebuilt["assets"] >= 2 and report.rows_rebuilt["previews"] >= 1
-    rebuild.rebuild(env.repository.store)
-    assert rebuild.rebuild(env.repository.store, apply_changes=False).differences == []
+    rebuild.rebuild(env.repository.store, tables=TABLES)
+    assert rebuild.rebuild(env.repository.store, apply_changes=False, tables=TABLES).differences == []
     repaired = assets.select_asset(backend, env.speech.asset_id)
     assert repaired is not None and repaired.duration_sec == env.speech.duration_sec

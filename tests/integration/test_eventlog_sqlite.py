@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from configs import TABLES  # tests/ is on sys.path
 from freezegun import freeze_time
 
 from jobtape import errors
@@ -126,8 +127,8 @@ def test_concurrent_appenders_never_both_win(tmp_path: Path) -> None:
     from jobtape.eventlog.sqlite import SQLiteBackend
 
     backend = SQLiteBackend(tmp_path / "race.db")
-    backend.migrate()
-    repository = JobRepository(EventStore(backend))
+    backend.migrate(TABLES.migrations)
+    repository = JobRepository(EventStore(backend), projections=TABLES.projections)
     created = repository.create("ingest", {})
     wins: list[str] = []
     barrier = threading.Barrier(8)
@@ -171,8 +172,8 @@ def test_group_commit_keeps_each_batch_atomic_under_concurrency(tmp_path: Path) 
     from jobtape.eventlog.sqlite import SQLiteBackend
 
     backend = SQLiteBackend(tmp_path / "group.db")
-    backend.migrate()
-    repository = JobRepository(EventStore(backend))
+    backend.migrate(TABLES.migrations)
+    repository = JobRepository(EventStore(backend), projections=TABLES.projections)
     contested = [repository.create("ingest", {}).state for _ in range(20)]
     barrier = threading.Barrier(12)
     claims: list[tuple[str, str]] = []

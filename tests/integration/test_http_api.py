@@ -8,14 +8,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from configs import TABLES  # tests/ is on sys.path
 from freezegun import freeze_time
 from litestar.testing import TestClient
 
 from jobtape.config import Settings
+from jobtape.defaults import create_app
 from jobtape.eventlog import events as ev
 from jobtape.eventlog.sqlite import SQLiteBackend
 from jobtape.eventlog.store import EventStore
-from jobtape.http import create_app
 from jobtape.projections import state as job_state
 from jobtape.projections.repository import JobRepository
 from jobtape.storage import LocalStorage
@@ -33,8 +34,8 @@ class Api:
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[Api]:
     backend = SQLiteBackend(tmp_path / "jobtape.db")
-    backend.migrate()
-    repository = JobRepository(EventStore(backend))
+    backend.migrate(TABLES.migrations)
+    repository = JobRepository(EventStore(backend), projections=TABLES.projections)
     app = create_app(repository, LocalStorage(tmp_path / "storage"), Settings(data_dir=tmp_path))
     with TestClient(app) as client:
         yield Api(client, repository)
@@ -343,13 +344,13 @@ def test_a_real_upload_comes_back_through_the_api_normalised(tmp_path: Path) -> 
     """Issue 2's end-to-end check: upload over HTTP, a real worker, poll over HTTP, download the
     prepared file over its signed link, and measure it with an independent ffmpeg ebur128 pass."""
     from jobtape import runtime
-    from jobtape.worker import media
-    from jobtape.worker.runner import Worker
+    from jobtape.audio import media
+    from jobtape.defaults import worker as Worker
 
     source = SPEECH.parent / "music_strings.ogg"
     backend = SQLiteBackend(tmp_path / "jobtape.db")
-    backend.migrate()
-    repository = JobRepository(EventStore(backend))
+    backend.migrate(TABLES.migrations)
+    repository = JobRepository(EventStore(backend), projections=TABLES.projections)
     settings = Settings(data_dir=tmp_path)
     storage = runtime.open_storage(settings)  # as `jobtape serve` opens it: local, with the signing secret
     try:
@@ -379,8 +380,8 @@ def test_a_download_link_that_cannot_be_made_leaves_the_poll_answering(tmp_path:
     from jobtape import runtime
 
     backend = SQLiteBackend(tmp_path / "jobtape.db")
-    backend.migrate()
-    repository = JobRepository(EventStore(backend))
+    backend.migrate(TABLES.migrations)
+    repository = JobRepository(EventStore(backend), projections=TABLES.projections)
     settings = Settings(data_dir=tmp_path)
     job_id = repository.create("ingest", {"sourceType": "upload", "storageKey": "ingest-uploads/x/original.wav"}).state.job_id
     state = repository.append(job_id, [ev.JobClaimed(worker_id="host:1:0")], repository.get(job_id), actor="host:1:0").state

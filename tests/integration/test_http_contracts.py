@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from configs import TABLES  # tests/ is on sys.path
 from polling import wait_for  # type: ignore[import-not-found]  # tests/ is on sys.path
 from serving import jobtape_serve  # type: ignore[import-not-found]
 
@@ -188,7 +189,7 @@ def test_cli_times_and_durations_out_of_range_are_usage_errors(tmp_path: Path, a
     from jobtape import runtime
     from jobtape.config import Settings
 
-    runtime.open_repository(Settings(data_dir=tmp_path)).store.close()  # an empty log to read
+    runtime.open_repository(Settings(data_dir=tmp_path), tables=TABLES).store.close()  # an empty log to read
     done = subprocess.run([sys.executable, "-m", "jobtape", *args, "--data-dir", str(tmp_path)],
                           capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr

@@ -12,14 +12,15 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+from configs import TABLES  # tests/ is on sys.path
 from litestar import Litestar
 from litestar.testing import TestClient
 
+from jobtape.audio.http.ingest import extension_for
 from jobtape.config import Settings
+from jobtape.defaults import create_app
 from jobtape.eventlog.sqlite import SQLiteBackend
 from jobtape.eventlog.store import EventStore
-from jobtape.http import create_app
-from jobtape.http.ingest import extension_for
 from jobtape.projections.repository import JobRepository
 from jobtape.storage import LocalStorage
 
@@ -53,8 +54,8 @@ def make_api(tmp_path: Path) -> Iterator[Callable[..., Api]]:
 
     def make(max_upload_bytes: int = 50 * 1000 * 1000) -> Api:
         backend = SQLiteBackend(tmp_path / "jobtape.db")
-        backend.migrate()
-        repository = JobRepository(EventStore(backend))
+        backend.migrate(TABLES.migrations)
+        repository = JobRepository(EventStore(backend), projections=TABLES.projections)
         storage = LocalStorage(tmp_path / "storage")
         app = create_app(repository, storage, Settings(data_dir=tmp_path, max_upload_bytes=max_upload_bytes))
         client = TestClient(app).__enter__()

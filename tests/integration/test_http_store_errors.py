@@ -11,13 +11,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from configs import TABLES  # tests/ is on sys.path
 from litestar.testing import TestClient
 
 from jobtape import errors
 from jobtape.config import Settings
+from jobtape.defaults import create_app
 from jobtape.eventlog.sqlite import SQLiteBackend
 from jobtape.eventlog.store import EventStore
-from jobtape.http import create_app
 from jobtape.projections.repository import JobRepository
 from jobtape.storage import LocalStorage
 
@@ -37,8 +38,8 @@ def test_a_locked_log_is_503_with_retry_after_and_nothing_is_kept(
 ) -> None:
     path = tmp_path / "jobtape.db"
     backend = SQLiteBackend(path, busy_timeout_s=0.3)
-    backend.migrate()
-    app = create_app(JobRepository(EventStore(backend)), LocalStorage(tmp_path / "storage"), Settings(data_dir=tmp_path))
+    backend.migrate(TABLES.migrations)
+    app = create_app(JobRepository(EventStore(backend), projections=TABLES.projections), LocalStorage(tmp_path / "storage"), Settings(data_dir=tmp_path))
     holder = hold_write_lock(path)
     with TestClient(app) as client:
         response = post_upload(client)
@@ -55,12 +56,12 @@ def test_a_locked_log_is_503_with_retry_after_and_nothing_is_kept(
 def test_a_full_disk_under_the_log_is_507_and_nothing_is_kept(tmp_path: Path, mount_tmpfs: Callable[..., Path]) -> None:
     small_disk = mount_tmpfs(tmp_path / "small")
     backend = SQLiteBackend(small_disk / "jobtape.db", synchronous="NORMAL")
-    backend.migrate()
-    repository = JobRepository(EventStore(backend))
+    backend.migrate(TABLES.migrations)
+    repository = JobRepository(EventStore(backend), projections=TABLES.projections)
     for size in (100_000, 10_000, 1_000, 100, 10):  # fill the disk until not even a small job fits
         with pytest.raises(errors.StoreFull):
             while True:
-                repository.create("ingest", {"padding": "x" * size})
+                repository.create("ingest", {"padding": "x" * size}, owner="filler")  # not the uploader's quota
     events = backend.query("SELECT COUNT(*) FROM events")
     app = create_app(repository, LocalStorage(tmp_path / "storage"), Settings(data_dir=tmp_path))
     with TestClient(app) as client:

@@ -16,14 +16,15 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from configs import TABLES  # tests/ is on sys.path
 from polling import wait_for  # type: ignore[import-not-found]  # tests/ is on sys.path
 
 from jobtape import clock
 from jobtape.config import Settings
+from jobtape.defaults import create_app
 from jobtape.eventlog import events as ev
 from jobtape.eventlog.sqlite import SQLiteBackend
 from jobtape.eventlog.store import EventStore
-from jobtape.http import create_app
 from jobtape.projections.repository import JobRepository
 from jobtape.storage import LocalStorage
 
@@ -42,8 +43,8 @@ class Served:
 def served(tmp_path: Path) -> Iterator[Served]:
     """The API (no embedded worker) on a free loopback port, over a real SQLite file."""
     backend = SQLiteBackend(tmp_path / "jobtape.db")
-    backend.migrate()
-    repository = JobRepository(EventStore(backend))
+    backend.migrate(TABLES.migrations)
+    repository = JobRepository(EventStore(backend), projections=TABLES.projections)
     app = create_app(repository, LocalStorage(tmp_path / "storage"), Settings(data_dir=tmp_path))
     listener = socket.create_server(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))

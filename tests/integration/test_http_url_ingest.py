@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from configs import TABLES  # tests/ is on sys.path
 from litestar.testing import TestClient
 
+from jobtape.audio.settings import AudioSettings
 from jobtape.config import Settings
+from jobtape.defaults import create_app
 from jobtape.eventlog.sqlite import SQLiteBackend
 from jobtape.eventlog.store import EventStore
-from jobtape.http import create_app
 from jobtape.projections.repository import JobRepository
 from jobtape.storage import LocalStorage
 
@@ -39,11 +41,11 @@ def make_api(tmp_path: Path) -> Iterator[Callable[..., Api]]:
 
     def make(*, allow_private_urls: bool, allowed_private_networks: tuple[str, ...] = ()) -> Api:
         backend = SQLiteBackend(tmp_path / "jobtape.db")
-        backend.migrate()
-        repository = JobRepository(EventStore(backend))
-        settings = Settings(data_dir=tmp_path, allow_private_urls=allow_private_urls,
-                            allowed_private_networks=allowed_private_networks)
-        client = TestClient(create_app(repository, LocalStorage(tmp_path / "storage"), settings)).__enter__()
+        backend.migrate(TABLES.migrations)
+        repository = JobRepository(EventStore(backend), projections=TABLES.projections)
+        audio = AudioSettings(allow_private_urls=allow_private_urls, allowed_private_networks=allowed_private_networks)
+        client = TestClient(create_app(repository, LocalStorage(tmp_path / "storage"), Settings(data_dir=tmp_path),
+                                       audio)).__enter__()
         opened.append((backend, client))
         return Api(client, repository)
 

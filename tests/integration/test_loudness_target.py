@@ -10,12 +10,11 @@ from typing import Any
 import pytest
 from test_worker import upload
 
-from jobtape import recipes
+from jobtape.audio import loudness, media, recipes
 from jobtape.config import Settings
+from jobtape.defaults import worker as Worker
 from jobtape.projections.repository import JobRepository
 from jobtape.storage import LocalStorage
-from jobtape.worker import loudness, media
-from jobtape.worker.runner import Worker
 
 pytestmark = pytest.mark.slow
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from jobtape import errors
-from jobtape.worker import media
+from jobtape.audio import media
+from jobtape.audio.errors import MediaError
 
 __all__: list[str] = []
 
@@ -46,16 +46,16 @@ def test_probe_real_media(name: str, duration: float, sample_rate: int, channels
 def test_probe_corrupt_file(tmp_path: Path) -> None:
     bogus = tmp_path / "upload.mp3"
     bogus.write_bytes(os.urandom(5000))
-    with pytest.raises(errors.MediaError) as info:
+    with pytest.raises(MediaError) as info:
         media.probe(bogus)
     assert "Invalid data found when processing input" in info.value.stderr_tail
     assert "stderr (tail)" in str(info.value)
 
 
 def test_probe_text_file_and_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(errors.MediaError, match="Invalid data"):
+    with pytest.raises(MediaError, match="Invalid data"):
         media.probe(MEDIA / "SOURCES.md")
-    with pytest.raises(errors.MediaError, match="No such file"):
+    with pytest.raises(MediaError, match="No such file"):
         media.probe(tmp_path / "missing.wav")
 
 
@@ -160,7 +160,7 @@ def test_progress_parser_on_a_popen_run(tmp_path: Path) -> None:
 def test_run_failure_carries_stderr_tail(tmp_path: Path) -> None:
     bogus = tmp_path / "bad.mp3"
     bogus.write_bytes(os.urandom(4000))
-    with pytest.raises(errors.MediaError) as info:
+    with pytest.raises(MediaError) as info:
         media.run(media.loudnorm_measure_argv(bogus))
     assert "exited with status" in str(info.value)
     assert "Invalid data" in info.value.stderr_tail

@@ -14,15 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from configs import TABLES  # tests/ is on sys.path
 from litestar.testing import TestClient
 
 from jobtape.config import Settings
+from jobtape.defaults import create_app
+from jobtape.defaults import worker as Worker
 from jobtape.eventlog import events as ev
-from jobtape.http import create_app
 from jobtape.projections.rebuild import rebuild
 from jobtape.projections.repository import JobRepository
 from jobtape.storage import LocalStorage
-from jobtape.worker.runner import Worker
 
 
 def test_a_job_of_another_type_runs_on_a_worker_that_has_it_and_every_tool_reads_it(
@@ -42,7 +43,7 @@ def test_a_job_of_another_type_runs_on_a_worker_that_has_it_and_every_tool_reads
     state = repository.get(job_id)
     assert (state.job_type, state.status, state.result) == ("sum", "complete", {"sum": 5})
     assert [r.type for r in repository.store.read_stream(job_id)][-1] == "job.completed"
-    assert rebuild(repository.store, apply_changes=False).differences == []
+    assert rebuild(repository.store, apply_changes=False, tables=TABLES).differences == []
 
     with TestClient(create_app(repository, storage, Settings(data_dir=tmp_path))) as client:
         body = client.get(f"/api/audio/jobs/{job_id}").json()

@@ -18,11 +18,12 @@ import pytest
 from litestar.testing import TestClient
 from polling import wait_for  # type: ignore[import-not-found]  # tests/ is on sys.path
 
+from jobtape.audio.settings import AudioSettings
 from jobtape.config import Settings
-from jobtape.http import create_app
+from jobtape.defaults import create_app
+from jobtape.defaults import worker as Worker
 from jobtape.projections.repository import JobRepository
 from jobtape.storage.s3 import S3Storage
-from jobtape.worker.runner import Worker
 
 __all__: list[str] = []
 
@@ -160,9 +161,9 @@ def test_missing_source_fails_the_job_and_leaves_no_temp_files(env: Env) -> None
 
 
 def test_cancelled_render_leaves_no_temp_files_and_no_output(env: Env) -> None:
-    settings = dataclasses.replace(env.settings, ffmpeg_readrate=1.0)  # real time: ~9 s, long enough to cancel
+    slow = AudioSettings(ffmpeg_readrate=1.0)  # real time: ~9 s, long enough to cancel
     job_id = env.create("save", {"assetId": env.asset_id})
-    worker = Worker(env.repository, env.storage, settings)
+    worker = Worker(env.repository, env.storage, env.settings, slow)
     worker.start()
     try:
         wait_for(lambda: env.repository.get(job_id).stage == "rendering", what="the render")

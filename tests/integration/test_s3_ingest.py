@@ -10,17 +10,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import configs  # tests/ is on sys.path
 import httpx
 import pytest
 from litestar.testing import TestClient
 from polling import wait_for  # type: ignore[import-not-found]  # tests/ is on sys.path
 
 from jobtape.config import Settings
-from jobtape.http import create_app
+from jobtape.defaults import create_app
+from jobtape.defaults import worker as Worker
 from jobtape.projections.repository import JobRepository
 from jobtape.storage import LocalStorage
 from jobtape.storage.s3 import S3Storage
-from jobtape.worker.runner import Worker
 
 __all__: list[str] = []
 
@@ -132,8 +133,8 @@ def test_cancelled_job_leaves_no_temp_files_and_no_output(
 ) -> None:
     key = _direct_upload(client, SPEECH.read_bytes())
     job_id = _ingest_key(client, key).json()["data"]["jobId"]
-    settings = Settings(data_dir=tmp_path, ffmpeg_readrate=1.0, poll_interval_s=0.05, kill_grace_s=2.0)
-    worker = Worker(repository, s3_storage, settings)
+    settings, settings_audio = configs.split(data_dir=tmp_path, ffmpeg_readrate=1.0, poll_interval_s=0.05, kill_grace_s=2.0)
+    worker = Worker(repository, s3_storage, settings, settings_audio)
     worker.start()
     try:
         wait_for(lambda: repository.get(job_id).stage == "measuring", what="the measuring pass")

@@ -15,14 +15,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from configs import TABLES  # tests/ is on sys.path
 
 from jobtape import errors
 from jobtape.config import Settings
+from jobtape.defaults import worker as Worker
 from jobtape.eventlog.sqlite import SQLiteBackend
 from jobtape.eventlog.store import EventStore, Statement
 from jobtape.projections.repository import JobRepository
 from jobtape.storage.local import LocalStorage
-from jobtape.worker.runner import Worker
 
 
 def open_fds() -> int:
@@ -31,8 +32,8 @@ def open_fds() -> int:
 
 def test_connections_and_fds_stay_flat_however_many_job_threads_ran(tmp_path: Path) -> None:
     backend = SQLiteBackend(tmp_path / "jobtape.db", synchronous="NORMAL")
-    backend.migrate()
-    repository = JobRepository(EventStore(backend))
+    backend.migrate(TABLES.migrations)
+    repository = JobRepository(EventStore(backend), projections=TABLES.projections)
     storage = LocalStorage(tmp_path / "storage")
     worker = Worker(repository, storage, Settings(data_dir=tmp_path, concurrency=4, poll_interval_s=0.01),
                     pipelines={"ingest": lambda context, storage_, settings: {}})
@@ -54,7 +55,7 @@ def test_connections_and_fds_stay_flat_however_many_job_threads_ran(tmp_path: Pa
 
 def test_many_threads_share_a_bounded_pool(tmp_path: Path) -> None:
     backend = SQLiteBackend(tmp_path / "x.db", max_idle_connections=2)
-    backend.migrate()
+    backend.migrate(TABLES.migrations)
     barrier = threading.Barrier(6)
 
     def read() -> None:
@@ -73,8 +74,8 @@ def test_many_threads_share_a_bounded_pool(tmp_path: Path) -> None:
 
 def test_a_new_log_and_its_folder_are_private(tmp_path: Path) -> None:
     backend = SQLiteBackend(tmp_path / "data" / "jobtape.db")
-    backend.migrate()
-    JobRepository(EventStore(backend)).create("ingest", {})
+    backend.migrate(TABLES.migrations)
+    JobRepository(EventStore(backend), projections=TABLES.projections).create("ingest", {})
     assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o700
     for name in ("jobtape.db", "jobtape.db-wal", "jobtape.db-shm"):
         assert stat.S_IMODE((tmp_path / "data" / name).stat().st_mode) == 0o600, name
@@ -86,8 +87,8 @@ def test_a_write_lock_held_past_the_busy_timeout_is_store_busy_and_writes_nothin
 ) -> None:
     path = tmp_path / "jobtape.db"
     backend = SQLiteBackend(path, busy_timeout_s=0.2)
-    backend.migrate()
-    repository = JobRepository(EventStore(backend))
+    backend.migrate(TABLES.migrations)
+    repository = JobRepository(EventStore(backend), projections=TABLES.projections)
     holder = hold_write_lock(path)  # another process holds the write lock (e.g. `jobtape import`)
     with pytest.raises(errors.StoreBusy) as raised:
         repository.create("ingest", {})
@@ -102,9 +103,9 @@ def test_a_write_lock_held_past_the_busy_timeout_is_store_busy_and_writes_nothin
 def test_a_full_disk_is_store_full_and_the_batch_is_not_half_written(tmp_path: Path, mount_tmpfs: Callable[..., Path]) -> None:
     small_disk = mount_tmpfs(tmp_path / "small")
     backend = SQLiteBackend(small_disk / "jobtape.db", synchronous="NORMAL")
-    backend.migrate()
+    backend.migrate(TABLES.migrations)
     store = EventStore(backend)
-    repository = JobRepository(store)
+    repository = JobRepository(store, projections=TABLES.projections)
     big = "x" * 200_000
     created = 0
     with pytest.raises(errors.StoreFull) as raised:
@@ -128,7 +129,7 @@ def test_other_operational_errors_are_translated_or_passed_on() -> None:
 
 def test_statement_errors_inside_a_group_commit_do_not_poison_other_batches(tmp_path: Path) -> None:
     backend = SQLiteBackend(tmp_path / "g.db")
-    backend.migrate()
+    backend.migrate(TABLES.migrations)
     barrier = threading.Barrier(8)
     outcomes: list[str] = []
 
@@ -162,7 +163,7 @@ def test_processes_that_start_together_on_a_new_file_migrate_it_once(tmp_path: P
         backend = SQLiteBackend(path)
         barrier.wait(10)
         try:
-            applied.append(backend.migrate())
+            applied.append(backend.migrate(TABLES.migrations))
         except BaseException as exc:
             failures.append(exc)
         finally:
@@ -174,9 +175,7 @@ def test_processes_that_start_together_on_a_new_file_migrate_it_once(tmp_path: P
     for thread in threads:
         thread.join(60)
     assert failures == []
-    from jobtape.eventlog import schema
-
-    names = [name for name, _ in schema.MIGRATIONS]
+    names = [migration.name for migration in TABLES.migrations]
     assert sorted(name for names_applied in applied for name in names_applied) == sorted(names)
 
 
@@ -185,7 +184,7 @@ def test_idle_connections_are_closed_after_the_idle_timeout(tmp_path: Path) -> N
 
     with freeze_time("2026-11-30 12:00:00") as frozen:
         backend = SQLiteBackend(tmp_path / "idle.db", idle_timeout_s=10)
-        backend.migrate()
+        backend.migrate(TABLES.migrations)
         with backend._connection(), backend._connection(), backend._connection():  # three calls at once
             pass
         assert backend.open_connections == 3

@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from configs import TABLES  # tests/ is on sys.path
 from polling import wait_for  # type: ignore[import-not-found]  # tests/ is on sys.path
 
 from jobtape import blobs
@@ -72,8 +73,8 @@ def test_of_two_hosts_sweeping_at_once_exactly_one_records_and_deletes(tmp_path:
     repositories = []
     for _ in range(2):  # two hosts: each its own connection to the same log file
         backend = SQLiteBackend(tmp_path / "jobtape.db")
-        backend.migrate()
-        repositories.append(JobRepository(EventStore(backend)))
+        backend.migrate(TABLES.migrations)
+        repositories.append(JobRepository(EventStore(backend), projections=TABLES.projections))
     job_id, key = _failed_ingest(repositories[0], storage)
     both_read = threading.Barrier(2, timeout=30)
     results: list[list[str]] = []
@@ -118,8 +119,8 @@ def test_a_removal_recorded_before_a_crash_is_deleted_by_the_next_process_sweep(
 def test_a_jobtape_worker_with_retention_0_removes_a_failed_uploads_blob_on_record(tmp_path: Path) -> None:
     data_dir = tmp_path / "var"
     backend = SQLiteBackend(data_dir / "jobtape.db")
-    backend.migrate()
-    repository = JobRepository(EventStore(backend))
+    backend.migrate(TABLES.migrations)
+    repository = JobRepository(EventStore(backend), projections=TABLES.projections)
     storage = LocalStorage(data_dir / "storage")
     job_id = os.urandom(16).hex()
     key = f"ingest-uploads/{job_id}/original.mp3"
@@ -162,8 +163,8 @@ def test_archive_keeps_a_preview_mp3_that_a_newer_render_outside_the_archive_hol
     repository: JobRepository, storage: LocalStorage, tmp_path: Path
 ) -> None:
     from jobtape import clock
+    from jobtape.audio.store import previews
     from jobtape.audit import retention
-    from jobtape.projections import previews
 
     recipe_hash = "ab" * 32
     old, newer = "f" * 32, "0" * 32
@@ -173,7 +174,7 @@ def test_archive_keeps_a_preview_mp3_that_a_newer_render_outside_the_archive_hol
     _render(repository, storage, newer, recipe_hash)  # raced the same recipe, finished after the cutoff
     assert previews.cache_holder(repository.store.backend, key) == newer  # the smaller job id keeps the row
 
-    report = retention.archive(repository.store, cutoff=cutoff, path=tmp_path / "a.jsonl", actor="cli:t", storage=storage)
+    report = retention.archive(repository.store, cutoff=cutoff, path=tmp_path / "a.jsonl", actor="cli:t", storage=storage, tables=TABLES)
 
     assert report.jobs == 2 and report.removed_keys == {"e" * 32: [other_key]}
     assert storage.exists(key) and not storage.exists(other_key)  # the newer render's cache entry still plays

@@ -15,15 +15,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import configs  # tests/ is on sys.path
 import pytest
 from polling import wait_for  # type: ignore[import-not-found]  # tests/ is on sys.path
 
+from jobtape.audio import media, ytdlp
+from jobtape.audio.settings import AudioSettings
 from jobtape.config import Settings
+from jobtape.defaults import worker as Worker
 from jobtape.eventlog import events as ev
 from jobtape.projections.repository import JobRepository
 from jobtape.storage import LocalStorage
-from jobtape.worker import children, media, ytdlp
-from jobtape.worker.runner import Worker
+from jobtape.worker import children
 
 #: Bytes and pause of the trickling handler: about 40 KB/s, so music_strings.ogg takes ~15 s.
 TRICKLE_CHUNK = 2048
@@ -118,8 +121,8 @@ def storage(tmp_path: Path) -> LocalStorage:
     return LocalStorage(tmp_path / "storage")
 
 
-def settings(tmp_path: Path, **overrides: Any) -> Settings:
-    return Settings(data_dir=tmp_path, allow_private_urls=True, kill_grace_s=2.0, **overrides)
+def settings(tmp_path: Path, **overrides: Any) -> tuple[Settings, AudioSettings]:
+    return configs.split(data_dir=tmp_path, allow_private_urls=True, kill_grace_s=2.0, **overrides)
 
 
 def submit(repository: JobRepository, url: str, source_type: str = "url") -> str:
@@ -127,9 +130,9 @@ def submit(repository: JobRepository, url: str, source_type: str = "url") -> str
     return repository.create("ingest", params).state.job_id
 
 
-def run_one(repository: JobRepository, storage: LocalStorage, config: Settings, url: str) -> Any:
+def run_one(repository: JobRepository, storage: LocalStorage, config: tuple[Settings, AudioSettings], url: str) -> Any:
     job_id = submit(repository, url)
-    Worker(repository, storage, config).run(until_idle=True)
+    Worker(repository, storage, *config).run(until_idle=True)
     return repository.get(job_id)
 
 
@@ -137,7 +140,7 @@ def workdirs(repository: JobRepository, job_id: str) -> list[Path]:
     """The job workdirs named in the yt-dlp command lines the job recorded."""
     found = []
     for recorded in repository.store.read_stream(job_id):
-        if isinstance(recorded.event, ev.JobChildStarted) and {"yt_dlp", "jobtape.worker.ytdlp_guard"} & set(recorded.event.argv):
+        if isinstance(recorded.event, ev.JobChildStarted) and {"yt_dlp", "jobtape.audio.ytdlp_guard"} & set(recorded.event.argv):
             home = next(a for a in recorded.event.argv if a.startswith("home:"))
             found.append(Path(home.removeprefix("home:")).parent)
     return found
@@ -220,7 +223,7 @@ def test_refused_at_the_worker_when_the_allowance_is_off(
     tmp_path: Path, repository: JobRepository, storage: LocalStorage, site: MediaServer
 ) -> None:
     served = len(site.requests)
-    state = run_one(repository, storage, Settings(data_dir=tmp_path), site.url("speech_librispeech.mp3"))
+    state = run_one(repository, storage, configs.split(data_dir=tmp_path), site.url("speech_librispeech.mp3"))
 
     assert state.status == "failed"
     assert state.error.startswith("the URL was refused: url host '127.0.0.1' resolves to 127.0.0.1, a loopback address")
@@ -245,7 +248,7 @@ def test_slow_download_over_the_time_limit_is_stopped(
 def test_cancel_during_a_slow_download_kills_yt_dlp(
     tmp_path: Path, repository: JobRepository, storage: LocalStorage, site: MediaServer
 ) -> None:
-    worker = Worker(repository, storage, settings(tmp_path, poll_interval_s=60.0))
+    worker = Worker(repository, storage, *settings(tmp_path, poll_interval_s=60.0))
     repository.on_append = worker.on_append  # the embedded worker: woken by the cancel at once
     job_id = submit(repository, site.url("slow/music_strings.ogg"))
     worker.start()
@@ -303,9 +306,9 @@ def inside(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MediaServer]:
     server.close()
 
 
-def only_the_site(tmp_path: Path) -> Settings:
+def only_the_site(tmp_path: Path) -> tuple[Settings, AudioSettings]:
     """The SSRF guard on, with the test site's address (127.0.0.1) allowlisted and nothing else."""
-    return Settings(data_dir=tmp_path, allowed_private_networks=("127.0.0.1/32",), kill_grace_s=2.0)
+    return configs.split(data_dir=tmp_path, allowed_private_networks=("127.0.0.1/32",), kill_grace_s=2.0)
 
 
 def test_an_allowlisted_network_is_fetched_through_the_guard(
@@ -315,7 +318,7 @@ def test_an_allowlisted_network_is_fetched_through_the_guard(
 
     assert state.status == "complete", state.error
     child = next(r.event for r in repository.store.read_stream(state.job_id) if isinstance(r.event, ev.JobChildStarted))
-    assert child.argv[1:5] == ["-m", "jobtape.worker.ytdlp_guard", "--allow-network", "127.0.0.1/32"]
+    assert child.argv[1:5] == ["-m", "jobtape.audio.ytdlp_guard", "--allow-network", "127.0.0.1/32"]
 
 
 @pytest.mark.parametrize("via", ["redirect", "embedding page"])

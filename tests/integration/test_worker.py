@@ -10,17 +10,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import configs  # tests/ is on sys.path
 import pytest
+from configs import TABLES  # tests/ is on sys.path
 from polling import wait_for  # type: ignore[import-not-found]  # tests/ is on sys.path
 
+from jobtape.audio import media
 from jobtape.config import Settings
+from jobtape.defaults import worker as Worker
 from jobtape.eventlog import events as ev
 from jobtape.eventlog.sqlite import SQLiteBackend
 from jobtape.eventlog.store import EventStore
 from jobtape.projections.repository import JobRepository
 from jobtape.storage import LocalStorage
-from jobtape.worker import children, media
-from jobtape.worker.runner import Worker
+from jobtape.worker import children
 
 
 @pytest.fixture
@@ -90,10 +93,10 @@ def events_of(repository: JobRepository, job_id: str) -> list[ev.RecordedEvent]:
 @pytest.mark.parametrize("embedded", [True, False], ids=["embedded", "polling"])
 def test_cancel_kills_the_running_ffmpeg(tmp_path: Path, storage: LocalStorage, media_dir: Path, embedded: bool) -> None:
     backend = SQLiteBackend(tmp_path / "jobtape.db")
-    backend.migrate()
-    settings = Settings(data_dir=tmp_path, ffmpeg_readrate=1.0, poll_interval_s=60.0 if embedded else 0.2, kill_grace_s=2.0)
-    repository = JobRepository(EventStore(backend))
-    worker = Worker(repository, storage, settings)
+    backend.migrate(TABLES.migrations)
+    settings, settings_audio = configs.split(data_dir=tmp_path, ffmpeg_readrate=1.0, poll_interval_s=60.0 if embedded else 0.2, kill_grace_s=2.0)
+    repository = JobRepository(EventStore(backend), projections=TABLES.projections)
+    worker = Worker(repository, storage, settings, settings_audio)
     if embedded:
         repository.on_append = worker.on_append
     job_id = upload(repository, storage, media_dir / "music_strings.ogg")
@@ -155,8 +158,8 @@ def test_embedded_worker_wakes_on_a_new_job(tmp_path: Path, repository: JobRepos
 @pytest.fixture
 def shared_db(tmp_path: Path) -> Iterator[tuple[Path, JobRepository]]:
     backend = SQLiteBackend(tmp_path / "shared.db")
-    backend.migrate()
-    yield tmp_path / "shared.db", JobRepository(EventStore(backend))
+    backend.migrate(TABLES.migrations)
+    yield tmp_path / "shared.db", JobRepository(EventStore(backend), projections=TABLES.projections)
     backend.close()
 
 

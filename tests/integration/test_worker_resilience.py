@@ -14,17 +14,19 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import configs  # tests/ is on sys.path
 import pytest
 from test_worker import blobs, upload, wait_for
 
-from jobtape import errors
+from jobtape.audio import media
+from jobtape.audio.errors import MediaError
 from jobtape.config import Settings
+from jobtape.defaults import worker as Worker
 from jobtape.eventlog import events as ev
 from jobtape.projections.repository import JobRepository
 from jobtape.storage import LocalStorage
-from jobtape.worker import children, media
+from jobtape.worker import children
 from jobtape.worker.context import JobContext
-from jobtape.worker.runner import Worker
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -70,7 +72,7 @@ def test_a_retryable_failure_is_retried_with_backoff_then_fails_after_max_attemp
     tmp_path: Path, repository: JobRepository, storage: LocalStorage
 ) -> None:
     def flaky(context: JobContext, storage_: Any, settings: Settings) -> dict[str, Any]:
-        raise errors.MediaError("download reset by peer", retryable=True)
+        raise MediaError("download reset by peer", retryable=True)
 
     settings = Settings(data_dir=tmp_path, max_attempts=3, backoff_base_s=0.2, backoff_cap_s=0.3, poll_interval_s=0.02)
     job_id = repository.create("ingest", {}).state.job_id
@@ -94,9 +96,9 @@ def test_a_retryable_failure_is_retried_with_backoff_then_fails_after_max_attemp
 
 def test_a_job_past_its_timeout_has_its_ffmpeg_killed_and_fails(tmp_path: Path, repository: JobRepository,
                                                                 storage: LocalStorage, media_dir: Path) -> None:
-    settings = Settings(data_dir=tmp_path, ffmpeg_readrate=1.0, timeout_ingest_s=1.5, poll_interval_s=0.05, kill_grace_s=2)
+    settings, settings_audio = configs.split(data_dir=tmp_path, ffmpeg_readrate=1.0, timeout_ingest_s=1.5, poll_interval_s=0.05, kill_grace_s=2)
     job_id = upload(repository, storage, media_dir / "music_strings.ogg")  # 45 s at real time
-    Worker(repository, storage, settings).run(until_idle=True)
+    Worker(repository, storage, settings, settings_audio).run(until_idle=True)
     state = repository.get(job_id)
     assert (state.status, state.error) == ("failed", "timed out after 1.5 s")
     assert (state.updated_at - state.created_at).total_seconds() < 6
@@ -112,9 +114,9 @@ def test_a_separate_worker_answers_a_cancel_between_its_polls(tmp_path: Path, re
                                                              storage: LocalStorage, media_dir: Path) -> None:
     """Nothing wakes this worker (as with a worker in another process): it sees the cancel by
     watching its running job every WATCH_INTERVAL_S, long before its next claim cycle (5 s)."""
-    settings = Settings(data_dir=tmp_path, ffmpeg_readrate=1.0, poll_interval_s=60.0, kill_grace_s=2)
+    settings, settings_audio = configs.split(data_dir=tmp_path, ffmpeg_readrate=1.0, poll_interval_s=60.0, kill_grace_s=2)
     job_id = upload(repository, storage, media_dir / "music_strings.ogg")  # 45 s at real time
-    worker = Worker(repository, storage, settings)
+    worker = Worker(repository, storage, settings, settings_audio)
     worker.start()
     try:
         wait_for(lambda: types(repository, job_id).count("job.child_started") >= 2, timeout_s=10,

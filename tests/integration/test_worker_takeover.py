@@ -18,12 +18,15 @@ import threading
 import time
 from pathlib import Path
 
+import configs  # tests/ is on sys.path
 import pytest
+from configs import TABLES  # tests/ is on sys.path
 from polling import wait_for  # type: ignore[import-not-found]  # tests/ is on sys.path
 from test_worker import blobs, upload  # type: ignore[import-not-found]
 
 from jobtape import clock, errors
 from jobtape.config import Settings
+from jobtape.defaults import worker as Worker
 from jobtape.eventlog import events as ev
 from jobtape.eventlog.sqlite import SQLiteBackend
 from jobtape.eventlog.store import EventStore
@@ -31,7 +34,6 @@ from jobtape.projections.repository import JobRepository
 from jobtape.storage import LocalStorage
 from jobtape.worker import children
 from jobtape.worker.reaper import Reaper
-from jobtape.worker.runner import Worker
 
 OTHER_REAPER = "other-host:1:1"
 
@@ -52,9 +54,9 @@ def test_a_worker_that_loses_its_job_kills_its_child_removes_partial_output_and_
     # every 60 s. At the default 30 s its replay would, 15 s in, record the exit of the ffmpeg
     # it lost (job.child_exited, actor: the worker's id), which this test would have to tell
     # apart from an append by the losing job thread.
-    settings = Settings(data_dir=tmp_path, ffmpeg_readrate=1.0, kill_grace_s=2, poll_interval_s=0.05, lease_ttl_s=120)
+    settings, settings_audio = configs.split(data_dir=tmp_path, ffmpeg_readrate=1.0, kill_grace_s=2, poll_interval_s=0.05, lease_ttl_s=120)
     job_id = upload(repository, storage, media_dir / "music_strings.ogg")  # 45 s at real time
-    worker = Worker(repository, storage, settings)
+    worker = Worker(repository, storage, settings, settings_audio)
     loudnorm: ev.JobChildStarted | None = None
     worker.start()
     try:
@@ -139,7 +141,7 @@ def test_racing_reapers_take_each_expired_job_back_exactly_once(
     # Each reaper has its own connection to the database, like the reapers of separate worker processes.
     backends = [SQLiteBackend(repository.store.backend.path) for _ in range(REAPERS)]  # type: ignore[attr-defined]
     reapers = [
-        Reaper(JobRepository(EventStore(backend)), settings, actor=f"host{i}:{1000 + i}:1", host_id=f"host{i}",
+        Reaper(JobRepository(EventStore(backend), projections=TABLES.projections), settings, actor=f"host{i}:{1000 + i}:1", host_id=f"host{i}",
                rng=random.Random(i))
         for i, backend in enumerate(backends)
     ]

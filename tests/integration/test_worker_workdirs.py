@@ -15,11 +15,11 @@ from test_worker import upload, wait_for
 
 from jobtape import errors
 from jobtape.config import Settings
+from jobtape.defaults import worker as Worker
 from jobtape.eventlog import events as ev
 from jobtape.projections.repository import JobRepository
 from jobtape.storage import LocalStorage
 from jobtape.worker import children, workdirs
-from jobtape.worker.runner import Worker
 
 #: A process that makes a WorkArea with one job folder under argv[1], prints the job
 #: folder, then holds its lock until its stdin closes (or it is killed).

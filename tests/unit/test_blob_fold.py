@@ -8,11 +8,11 @@ import pytest
 from folding import T0, run  # type: ignore[import-not-found]  # tests/ is on sys.path
 
 from jobtape import errors
+from jobtape.audio.store import assets, previews
 from jobtape.audit import verify
 from jobtape.eventlog import events as ev
 from jobtape.eventlog import hashing
 from jobtape.eventlog.stored import StoredEvent
-from jobtape.projections import assets, previews
 from jobtape.projections import state as job_state
 
 UPLOAD = "ingest-uploads/j/original.mp3"

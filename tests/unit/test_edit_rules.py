@@ -8,18 +8,20 @@ import threading
 from pathlib import Path
 
 import pytest
+from configs import TABLES  # tests/ is on sys.path
 from freezegun import freeze_time
 
-from jobtape import errors, recipes
+from jobtape import errors
+from jobtape.audio import recipes, render
+from jobtape.audio.store import assets, previews
 from jobtape.eventlog import events as ev
 from jobtape.eventlog.sqlite import SQLiteBackend
 from jobtape.eventlog.store import EventStore
 from jobtape.http import ranges
-from jobtape.projections import assets, previews, quota
+from jobtape.projections import quota
 from jobtape.projections.repository import JobRepository
 from jobtape.projections.state import JobState
 from jobtape.storage import LocalStorage, local, signing
-from jobtape.worker import render
 
 ASSET = "a" * 32
 
@@ -158,8 +160,8 @@ def test_asset_rows_come_from_completed_ingest_and_save_jobs_only() -> None:
 @pytest.fixture
 def repository(tmp_path: Path) -> JobRepository:
     backend = SQLiteBackend(tmp_path / "jobtape.db")
-    backend.migrate()
-    return JobRepository(EventStore(backend))
+    backend.migrate(TABLES.migrations)
+    return JobRepository(EventStore(backend), projections=TABLES.projections)
 
 
 def test_quota_counts_only_active_jobs_and_ignores_cache_hits(repository: JobRepository) -> None:

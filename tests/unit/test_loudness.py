@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jobtape.worker import loudness
+from jobtape.audio import loudness
 
 
 def test_on_target_within_the_tolerance_says_nothing() -> None:

@@ -1,4 +1,4 @@
-"""Unit tests of the pure ffmpeg argv builders and output parsers in ``jobtape.worker.media``.
+"""Unit tests of the pure ffmpeg argv builders and output parsers in ``jobtape.audio.media``.
 
 The stderr samples below were captured from ffmpeg n9.0.2 (imageio-ffmpeg) on media/.
 """
@@ -11,8 +11,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from jobtape import errors
-from jobtape.worker import media
+from jobtape.audio import media
+from jobtape.audio.errors import MediaError
 
 __all__: list[str] = []
 
@@ -179,7 +179,7 @@ def test_cover_art_is_not_video() -> None:
 
 @pytest.mark.parametrize("stderr", [PROBE_CORRUPT, PROBE_MISSING, ""])
 def test_parse_probe_not_media(stderr: str) -> None:
-    with pytest.raises(errors.MediaError) as info:
+    with pytest.raises(MediaError) as info:
         media.parse_probe(stderr)
     assert info.value.stderr_tail == media.stderr_tail(stderr)
     if stderr:
@@ -188,7 +188,7 @@ def test_parse_probe_not_media(stderr: str) -> None:
 
 def test_parse_probe_no_audio() -> None:
     video_only = PROBE_MP4.replace("Audio: aac", "Data: bin_data")
-    with pytest.raises(errors.MediaError, match="no audio stream"):
+    with pytest.raises(MediaError, match="no audio stream"):
         media.parse_probe(video_only)
 
 
@@ -212,7 +212,7 @@ def test_parse_loudnorm_json_takes_last_object_and_inf() -> None:
 
 
 def test_parse_loudnorm_json_missing() -> None:
-    with pytest.raises(errors.MediaError, match="no loudnorm measurement"):
+    with pytest.raises(MediaError, match="no loudnorm measurement"):
         media.parse_loudnorm_json(PROBE_WAV)
 
 
@@ -279,7 +279,7 @@ def test_parse_ebur128_summary_ignores_running_values() -> None:
 
 
 def test_parse_ebur128_summary_missing() -> None:
-    with pytest.raises(errors.MediaError, match="no ebur128 summary"):
+    with pytest.raises(MediaError, match="no ebur128 summary"):
         media.parse_ebur128_summary(EBUR128_STDERR.split("Summary", maxsplit=1)[0])
 
 
@@ -287,7 +287,7 @@ def test_parse_volumedetect() -> None:
     assert media.parse_volumedetect(VOLUMEDETECT_STDERR) == (-20.3, -1.3)
     silent = VOLUMEDETECT_STDERR.replace("-20.3", "-inf").replace("-1.3", "-inf")
     assert media.parse_volumedetect(silent) == (-math.inf, -math.inf)
-    with pytest.raises(errors.MediaError):
+    with pytest.raises(MediaError):
         media.parse_volumedetect("nothing here")
 
 
@@ -345,7 +345,7 @@ def test_ffmpeg_executable_is_cached() -> None:
 
 
 def test_run_reports_missing_binary(tmp_path: Path) -> None:
-    with pytest.raises(errors.MediaError, match="cannot run"):
+    with pytest.raises(MediaError, match="cannot run"):
         media.run([str(tmp_path / "no-such-binary")])
 
 

@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
+from configs import TABLES  # tests/ is on sys.path
 
 from jobtape import errors
 from jobtape.eventlog import events as ev
@@ -25,8 +26,8 @@ LEASE = dt.datetime(2026, 11, 23, 12, 5, 0, 123456, tzinfo=dt.UTC)
 @pytest.fixture
 def repository(tmp_path: Any) -> Iterator[JobRepository]:
     backend = SQLiteBackend(tmp_path / "jobtape.db")
-    backend.migrate()
-    repository = JobRepository(EventStore(backend))
+    backend.migrate(TABLES.migrations)
+    repository = JobRepository(EventStore(backend), projections=TABLES.projections)
     yield repository
     backend.close()
 
@@ -61,7 +62,7 @@ def test_rebuild_of_an_exact_projection_finds_no_difference(repository: JobRepos
     before = repository.store.backend.query("SELECT * FROM jobs ORDER BY job_id")
     seen: list[tuple[int, int]] = []
 
-    report = rebuild(repository.store, apply_changes=False, progress=lambda done, total: seen.append((done, total)))
+    report = rebuild(repository.store, apply_changes=False, progress=lambda done, total: seen.append((done, total)), tables=TABLES)
 
     assert report.differences == []
     assert (report.jobs_rebuilt, report.events_read, report.applied) == (6, 20, False)
@@ -75,7 +76,7 @@ def test_verify_reports_a_tampered_column_and_apply_repairs_it(repository: JobRe
     backend = repository.store.backend
     backend.execute_batch([Statement("UPDATE jobs SET progress = 77, stage = 'bogus' WHERE job_id = ?", (jobs["processing"],))])
 
-    report = rebuild(repository.store, apply_changes=False)
+    report = rebuild(repository.store, apply_changes=False, tables=TABLES)
 
     assert report.differences == [
         RowDifference(jobs["processing"], "stage", "bogus", "measuring"),
@@ -83,11 +84,11 @@ def test_verify_reports_a_tampered_column_and_apply_repairs_it(repository: JobRe
     ]
     assert backend.query("SELECT progress FROM jobs WHERE job_id = ?", [jobs["processing"]]) == [(77,)]
 
-    applied = rebuild(repository.store)
+    applied = rebuild(repository.store, tables=TABLES)
 
     assert applied.applied and len(applied.differences) == 2
     assert backend.query("SELECT progress, stage FROM jobs WHERE job_id = ?", [jobs["processing"]]) == [(40, "measuring")]
-    assert rebuild(repository.store, apply_changes=False).differences == []
+    assert rebuild(repository.store, apply_changes=False, tables=TABLES).differences == []
     assert "jobs_rebuild" not in _tables(repository)
 
 
@@ -102,19 +103,19 @@ def test_a_row_missing_on_either_side_is_a_whole_row_difference(repository: JobR
                   (stray["job_id"], jobs["pending"])),
     ])
 
-    report = rebuild(repository.store, apply_changes=False)
+    report = rebuild(repository.store, apply_changes=False, tables=TABLES)
 
     assert [(d.job_id, d.column) for d in report.differences] == sorted([(jobs["failed"], "*"), (stray["job_id"], "*")])
     by_job = {d.job_id: d for d in report.differences}
     assert by_job[jobs["failed"]].live is None and by_job[jobs["failed"]].rebuilt["status"] == "failed"
     assert by_job[stray["job_id"]].rebuilt is None and by_job[stray["job_id"]].live["status"] == "pending"
 
-    rebuild(repository.store)
+    rebuild(repository.store, tables=TABLES)
     assert {row[0] for row in backend.query("SELECT job_id FROM jobs")} == set(jobs.values())
 
 
 def test_rebuild_of_an_empty_log_is_empty(repository: JobRepository) -> None:
-    report = rebuild(repository.store)
+    report = rebuild(repository.store, tables=TABLES)
     assert (report.jobs_rebuilt, report.events_read, report.differences) == (0, 0, [])
 
 
@@ -133,7 +134,7 @@ def test_a_stream_that_breaks_the_fold_is_an_error_naming_job_and_position(repos
     before = repository.store.backend.query("SELECT * FROM jobs ORDER BY job_id")
 
     with pytest.raises(errors.IllegalTransition, match=rf"job {'b' * 32}: .*position {position}, version 1"):
-        rebuild(repository.store)
+        rebuild(repository.store, tables=TABLES)
 
     assert repository.store.backend.query("SELECT * FROM jobs ORDER BY job_id") == before
     assert "jobs_rebuild" not in _tables(repository)
@@ -144,7 +145,7 @@ def test_a_malformed_event_is_an_error_naming_position_and_job(repository: JobRe
     position = _insert_raw(repository, job_id, 2, "job.progress", '{"percent": "lots"}')
 
     with pytest.raises(errors.MalformedEvent, match=rf"position {position} .*job {job_id}") as caught:
-        rebuild(repository.store, apply_changes=False)
+        rebuild(repository.store, apply_changes=False, tables=TABLES)
 
     assert caught.value.position == position
     assert "jobs_rebuild" not in _tables(repository)
@@ -159,7 +160,7 @@ def test_an_append_during_the_fold_is_folded_before_the_comparison(repository: J
         if not appended:
             appended.append(repository.append(pending.job_id, [ev.JobClaimed(worker_id="w2")], pending, actor="w2").state.status)
 
-    report = rebuild(repository.store, progress=append_once)
+    report = rebuild(repository.store, progress=append_once, tables=TABLES)
 
     assert appended == ["processing"]
     assert (report.differences, report.events_read) == ([], 21)
@@ -183,15 +184,15 @@ class _AppendBeforeSwap(SQLiteBackend):
 
 def test_an_append_between_comparison_and_swap_aborts_the_swap_and_is_caught_up(tmp_path: Any) -> None:
     backend = _AppendBeforeSwap(tmp_path / "jobtape.db")
-    backend.migrate()
-    repository = JobRepository(EventStore(backend))
+    backend.migrate(TABLES.migrations)
+    repository = JobRepository(EventStore(backend), projections=TABLES.projections)
     backend.repository = repository
     backend.job_id = _run(repository)
     try:
-        report = rebuild(repository.store)
+        report = rebuild(repository.store, tables=TABLES)
         assert backend.fired and report.events_read == 2
         assert repository.get(backend.job_id).status == "processing"
-        assert rebuild(repository.store, apply_changes=False).differences == []
+        assert rebuild(repository.store, apply_changes=False, tables=TABLES).differences == []
     finally:
         backend.close()
 
@@ -199,7 +200,7 @@ def test_an_append_between_comparison_and_swap_aborts_the_swap_and_is_caught_up(
 def test_scratch_table_left_by_a_crashed_run_is_replaced(repository: JobRepository) -> None:
     _run(repository)
     repository.store.backend.execute_batch([Statement(f"CREATE TABLE {rebuild_module.REBUILD_TABLE} (x)")])
-    assert rebuild(repository.store).jobs_rebuilt == 1
+    assert rebuild(repository.store, tables=TABLES).jobs_rebuilt == 1
 
 
 def test_a_state_snapshot_written_before_a_field_was_added_is_no_difference(repository: JobRepository) -> None:
@@ -209,9 +210,9 @@ def test_a_state_snapshot_written_before_a_field_was_added_is_no_difference(repo
     backend = repository.store.backend
     backend.execute_batch([Statement("UPDATE jobs SET state = json_remove(state, '$.removed_keys', '$.blobs_removed_at')")])
     assert backend.query("SELECT COUNT(*) FROM jobs WHERE json_extract(state, '$.removed_keys') IS NOT NULL") == [(0,)]
-    assert rebuild(repository.store, apply_changes=False).differences == []
+    assert rebuild(repository.store, apply_changes=False, tables=TABLES).differences == []
     # ...but a snapshot that says something else is still a difference.
     backend.execute_batch([Statement("UPDATE jobs SET state = json_set(state, '$.attempt', 9) WHERE job_id = ?",
                                      (jobs["processing"],))])
-    assert [(d.job_id, d.column) for d in rebuild(repository.store, apply_changes=False).differences] == [
+    assert [(d.job_id, d.column) for d in rebuild(repository.store, apply_changes=False, tables=TABLES).differences] == [
         (jobs["processing"], "state")]

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from jobtape import errors, sources
+from jobtape import errors
+from jobtape.audio import sources
 
 
 def resolver(table: dict[str, Sequence[str]]) -> sources.Resolver:
@@ -174,12 +175,12 @@ def test_a_bad_network_is_named(text: str) -> None:
 
 
 def test_settings_read_the_allowlist_from_the_environment() -> None:
-    from jobtape.config import Settings
+    from jobtape.audio.settings import AudioSettings
 
-    settings = Settings.from_env({"JOBTAPE_ALLOWED_PRIVATE_NETWORKS": "10.1.2.0/24, fd00::/8,"})
+    settings = AudioSettings.from_env({"JOBTAPE_ALLOWED_PRIVATE_NETWORKS": "10.1.2.0/24, fd00::/8,"})
     assert settings.allowed_private_networks == ("10.1.2.0/24", "fd00::/8")
     assert [str(n) for n in settings.private_networks] == ["10.1.2.0/24", "fd00::/8"]
     with pytest.raises(ValueError, match="JOBTAPE_ALLOWED_PRIVATE_NETWORKS='10.1.2.0/24, intranet'"):
-        Settings.from_env({"JOBTAPE_ALLOWED_PRIVATE_NETWORKS": "10.1.2.0/24, intranet"})
+        AudioSettings.from_env({"JOBTAPE_ALLOWED_PRIVATE_NETWORKS": "10.1.2.0/24, intranet"})
     with pytest.raises(ValueError, match="'intranet' is not an IP network"):
-        Settings(allowed_private_networks=("intranet",))
+        AudioSettings(allowed_private_networks=("intranet",))

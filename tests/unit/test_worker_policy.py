@@ -192,13 +192,19 @@ def test_a_non_retryable_failure_fails_at_once(frozen: FrozenDateTimeFactory) ->
 
 
 def test_timeouts_are_per_job_type_and_count_from_the_claim(frozen: FrozenDateTimeFactory) -> None:
+    from jobtape.audio.settings import AudioSettings
+    from jobtape.defaults import default_app
+
     settings = Settings()
-    assert [policy.job_timeout_s(t, settings) for t in ("ingest", "preview", "save")] == [600.0, 120.0, 600.0]
+    limits = default_app(settings, AudioSettings()).limits()  # the audio types register their own timeouts
+    assert [policy.job_timeout_s(t, settings, limits.get(t)) for t in ("ingest", "preview", "save", "sum")] == [
+        600.0, 120.0, 600.0, 600.0]  # a type without its own: JOBTAPE_JOB_TIMEOUT
+    assert policy.job_timeout_s("sum", Settings(job_timeout_s=5.0)) == 5.0
     claimed_at = clock.utcnow()
     frozen.tick(119.9)
-    assert not policy.timed_out(claimed_at, clock.utcnow(), policy.job_timeout_s("preview", settings))
+    assert not policy.timed_out(claimed_at, clock.utcnow(), policy.job_timeout_s("preview", settings, limits["preview"]))
     frozen.tick(0.1)
-    assert policy.timed_out(claimed_at, clock.utcnow(), policy.job_timeout_s("preview", settings))
+    assert policy.timed_out(claimed_at, clock.utcnow(), policy.job_timeout_s("preview", settings, limits["preview"]))
     assert policy.timeout_error(120.0) == "timed out after 120 s"
 
 

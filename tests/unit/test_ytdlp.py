@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from jobtape.worker import ytdlp, ytdlp_guard
+from jobtape.audio import ytdlp, ytdlp_guard
 
 
 def test_argv_runs_the_module_with_limits_and_machine_readable_output(tmp_path: Path) -> None:
@@ -28,7 +28,7 @@ def test_argv_runs_the_module_with_limits_and_machine_readable_output(tmp_path: 
 
 def test_argv_runs_the_guard_unless_private_urls_are_allowed(tmp_path: Path) -> None:
     guarded = ytdlp.download_argv("https://example.org/a.mp3", tmp_path, tmp_path / "i", ffmpeg="ffmpeg", max_bytes=1)
-    assert guarded[1:3] == ["-m", "jobtape.worker.ytdlp_guard"]
+    assert guarded[1:3] == ["-m", "jobtape.audio.ytdlp_guard"]
 
 
 @pytest.mark.parametrize(
@@ -95,7 +95,7 @@ def test_failures_get_a_readable_message(stderr: str, message: str, retryable: b
 def test_the_guard_gets_the_allowlist_before_yt_dlps_own_options(tmp_path: Path) -> None:
     argv = ytdlp.download_argv("https://example.org/a.mp3", tmp_path, tmp_path / "i", ffmpeg="ffmpeg", max_bytes=1,
                                allowed_networks=["10.1.2.0/24", "fd00::/8"])
-    assert argv[1:7] == ["-m", "jobtape.worker.ytdlp_guard", "--allow-network", "10.1.2.0/24", "--allow-network", "fd00::/8"]
+    assert argv[1:7] == ["-m", "jobtape.audio.ytdlp_guard", "--allow-network", "10.1.2.0/24", "--allow-network", "fd00::/8"]
     assert argv[7] == "--ignore-config"
     assert ytdlp_guard.split_allowed(argv[3:]) == (["10.1.2.0/24", "fd00::/8"], argv[7:])
     unguarded = ytdlp.download_argv("https://example.org/a.mp3", tmp_path, tmp_path / "i", ffmpeg="ffmpeg",

@@ -1,16 +1,16 @@
 """The ``downloading`` stage of a URL or YouTube ingest: check the URL again, run yt-dlp, find the file.
 
 The API checked the URL before creating the job; DNS may have changed since, so the
-worker re-resolves and re-checks it (:func:`jobtape.sources.check_source_url`) right before
-the download, with its own ``Settings.allow_private_urls``; unless that allows private
-addresses, yt-dlp runs through :mod:`jobtape.worker.ytdlp_guard`, which applies the same
+worker re-resolves and re-checks it (:func:`jobtape.audio.sources.check_source_url`) right before
+the download, with its own ``AudioSettings.allow_private_urls``; unless that allows private
+addresses, yt-dlp runs through :mod:`jobtape.audio.ytdlp_guard`, which applies the same
 policy to every host yt-dlp resolves (redirects, embedded URLs). yt-dlp runs as a child
 process through :meth:`JobContext.run_child` (``job.child_started``/``job.child_exited``;
 a cancel terminates it and the workdir with its partial files is removed), limited to
-``Settings.max_download_bytes`` (yt-dlp's ``--max-filesize`` on the Content-Length, and the
-bytes actually received, checked on every progress line) and to ``Settings.timeout_ingest_s``
+``AudioSettings.max_download_bytes`` (yt-dlp's ``--max-filesize`` on the Content-Length, and the
+bytes actually received, checked on every progress line) and to ``AudioSettings.timeout_ingest_s``
 seconds. The rest of the ingest is the upload pipeline's
-(:func:`jobtape.worker.pipelines.normalize_to_asset`).
+(:func:`jobtape.audio.jobs.ingest.normalize_to_asset`).
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from jobtape import errors, sources
-from jobtape.config import Settings
-from jobtape.worker import media, ytdlp
-from jobtape.worker.context import JobContext
+from jobtape import errors
+from jobtape.app import JobContext
+from jobtape.audio import media, sources, ytdlp
+from jobtape.audio.errors import MediaError
+from jobtape.audio.settings import AudioSettings
 
 __all__ = ["DOWNLOAD_DIR", "Downloaded", "download_source"]
 
@@ -45,7 +46,7 @@ class Downloaded:
     source: dict[str, Any]
 
 
-def download_source(context: JobContext, settings: Settings) -> Downloaded:
+def download_source(context: JobContext, settings: AudioSettings) -> Downloaded:
     """Stage ``downloading``: fetch the job's ``params.url`` with yt-dlp into the workdir.
 
     Job params (from the API): ``{"sourceType": "url" | "youtube", "url": ..., "rightsAttested": true}``.
@@ -54,7 +55,7 @@ def download_source(context: JobContext, settings: Settings) -> Downloaded:
         The downloaded file and where it came from.
 
     Raises:
-        errors.MediaError: the URL is refused now (retryable only if DNS failed), the URL
+        MediaError: the URL is refused now (retryable only if DNS failed), the URL
             answered 404, has no media, is larger than ``max_download_bytes``, took longer than
             ``timeout_ingest_s``, or a network error (retryable) - the message says which.
         CancelRequested: a cancel arrived; yt-dlp is terminated.
@@ -66,7 +67,7 @@ def download_source(context: JobContext, settings: Settings) -> Downloaded:
         sources.check_source_url(url, source_type, allow_private=settings.allow_private_urls,
                                  allowed_networks=settings.private_networks)
     except errors.SourceUrlRefused as exc:
-        raise errors.MediaError(f"the URL was refused: {exc.message}", retryable=exc.reason == "unresolvable") from exc
+        raise MediaError(f"the URL was refused: {exc.message}", retryable=exc.reason == "unresolvable") from exc
 
     output_dir = context.workdir / DOWNLOAD_DIR
     output_dir.mkdir(exist_ok=True)
@@ -85,31 +86,31 @@ def download_source(context: JobContext, settings: Settings) -> Downloaded:
                 stdout_tail.append(line)
             return
         if progress.downloaded_bytes > limit or (progress.total_bytes or 0) > limit:
-            raise errors.MediaError(_too_large(max(progress.downloaded_bytes, progress.total_bytes or 0), limit))
+            raise MediaError(_too_large(max(progress.downloaded_bytes, progress.total_bytes or 0), limit))
         if progress.percent is not None:
             context.progress(progress.percent)
 
     outcome = context.run_child(argv, on_line=on_line, name="download", timeout_s=settings.timeout_ingest_s)
     if outcome.timed_out:
-        raise errors.MediaError(
+        raise MediaError(
             f"the download took longer than {settings.timeout_ingest_s:g} s and was stopped",
             media.stderr_tail(outcome.stderr),
         )
     if outcome.returncode != 0:
         message, retryable = ytdlp.describe_failure(outcome.returncode, outcome.stderr)
-        raise errors.MediaError(message, media.stderr_tail(outcome.stderr), retryable=retryable)
+        raise MediaError(message, media.stderr_tail(outcome.stderr), retryable=retryable)
     skipped = ytdlp.skipped_as_too_large(stdout_tail)
     if skipped is not None:
-        raise errors.MediaError(_too_large(*skipped))
+        raise MediaError(_too_large(*skipped))
     info = ytdlp.parse_info_lines(info_path.read_text(errors="replace")) if info_path.exists() else None
     path = Path(str(info.get("filepath", ""))) if info else None
     if info is None or path is None or not path.is_file() or output_dir.resolve() not in path.resolve().parents:
-        raise errors.MediaError(
+        raise MediaError(
             "yt-dlp finished without producing a media file", media.stderr_tail("\n".join(stdout_tail) + "\n" + outcome.stderr)
         )
     size = path.stat().st_size
     if size > limit:
-        raise errors.MediaError(_too_large(size, limit))
+        raise MediaError(_too_large(size, limit))
     duration = info.get("duration")
     return Downloaded(
         path,

@@ -1,13 +1,13 @@
 """Run yt-dlp with every host name it resolves checked against the SSRF address policy.
 
-Usage: ``python -m jobtape.worker.ytdlp_guard [--allow-network CIDR]... [yt-dlp options] -- URL``
+Usage: ``python -m jobtape.audio.ytdlp_guard [--allow-network CIDR]... [yt-dlp options] -- URL``
 (after the guard's own leading ``--allow-network`` options, the same options as
 ``python -m yt_dlp``; each CIDR is an allowlisted network, ``Settings.allowed_private_networks``). The worker runs this instead of ``-m yt_dlp`` when private URLs are
-not allowed: the URL check before the download (:func:`jobtape.sources.check_source_url`)
+not allowed: the URL check before the download (:func:`jobtape.audio.sources.check_source_url`)
 cannot see the redirects yt-dlp follows, the URLs named inside a page or playlist, or a DNS
 answer that changes between the check and the connection. Here, in the child itself,
 ``socket.getaddrinfo`` refuses any answer holding an address that
-:func:`jobtape.sources.classify_address` flags, so every connection yt-dlp's HTTP stack
+:func:`jobtape.audio.sources.classify_address` flags, so every connection yt-dlp's HTTP stack
 (urllib, requests/urllib3, websockets) opens goes to a public address.
 
 Not covered: connections opened by other programs yt-dlp starts (ffmpeg for some
@@ -22,7 +22,7 @@ import socket
 import sys
 from typing import Any
 
-from jobtape import sources
+from jobtape.audio import sources
 
 __all__ = ["REFUSED_MARKER", "guarded_getaddrinfo", "main", "split_allowed"]
 

@@ -25,7 +25,7 @@ from litestar.openapi.spec import (
     Schema,
 )
 
-from jobtape import recipes
+from jobtape.audio import recipes
 from jobtape.http import openapi
 
 __all__ = ["MAX_JSON_BYTES", "RecipeOperation", "read_recipe", "recipe_schema"]

@@ -1,7 +1,7 @@
 """The JSON body of a URL/YouTube ingest: read it (bounded), validate it, check the URL (SSRF guard).
 
 Nothing is downloaded in the request: :func:`read_url_params` only parses the body,
-requires ``rightsAttested: true`` and runs :func:`jobtape.sources.check_source_url` (which
+requires ``rightsAttested: true`` and runs :func:`jobtape.audio.sources.check_source_url` (which
 resolves the host, in a thread) before the route creates the job. Any refusal raises
 before a job exists, so nothing is appended.
 """
@@ -17,8 +17,8 @@ from litestar import Request
 from litestar.exceptions import ClientException, HTTPException
 from litestar.openapi.spec import Schema
 
-from jobtape import sources
-from jobtape.config import Settings
+from jobtape.audio import sources
+from jobtape.audio.settings import AudioSettings
 from jobtape.http import openapi, schemas
 
 __all__ = ["BODY_EXAMPLE", "MAX_JSON_BYTES", "json_body_schema", "read_url_params"]
@@ -32,7 +32,7 @@ _DECODER = msgspec.json.Decoder(schemas.IngestUrlRequest)
 
 
 async def read_url_params(
-    request: Request[Any, Any, Any], settings: Settings, resolve: sources.Resolver = sources.resolve_host
+    request: Request[Any, Any, Any], settings: AudioSettings, resolve: sources.Resolver = sources.resolve_host
 ) -> dict[str, Any]:
     """Read and check a JSON ingest body; return the ingest job's params.
 

@@ -20,7 +20,7 @@ It is checked twice: by the API before a job exists, and by the worker right bef
 download (DNS may have changed in between: it re-resolves).
 
 yt-dlp resolves the host again itself, follows HTTP redirects and fetches URLs named inside
-the page or playlist (``<video src>``, HLS segments); :mod:`jobtape.worker.ytdlp_guard`
+the page or playlist (``<video src>``, HLS segments); :mod:`jobtape.audio.ytdlp_guard`
 applies :func:`classify_address` to those inside the yt-dlp child. The residual risks
 (programs yt-dlp starts, proxies) are in docs/jobs.md.
 

@@ -9,7 +9,7 @@ reports it):
 ``assets/{assetId}/prepared.flac``).
 
 A URL or YouTube ingest replaces ``fetching`` with ``downloading`` (yt-dlp as a child,
-progress by bytes or fragments; see :mod:`jobtape.worker.url_ingest`); the rest is the same.
+progress by bytes or fragments; see :mod:`jobtape.audio.jobs.url_ingest`); the rest is the same.
 """
 
 from __future__ import annotations
@@ -19,12 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from jobtape import errors
-from jobtape.config import Settings
+from jobtape.app import JobContext
+from jobtape.audio import loudness, media
+from jobtape.audio.errors import MediaError
+from jobtape.audio.jobs import steps, url_ingest
+from jobtape.audio.settings import AudioSettings
 from jobtape.storage.base import Storage
-from jobtape.worker import edits, loudness, media, steps, url_ingest
-from jobtape.worker.context import JobContext
 
-__all__ = ["PIPELINES", "ingest"]
+__all__ = ["fetch_input", "ingest", "normalize_to_asset"]
 
 
 def fetch_input(context: JobContext, storage: Storage, key: str) -> Path:
@@ -37,7 +39,7 @@ def fetch_input(context: JobContext, storage: Storage, key: str) -> Path:
     return steps.fetch(context, storage, key, "input" + Path(key).suffix)
 
 
-def normalize_to_asset(context: JobContext, storage: Storage, settings: Settings, source: Path) -> dict[str, Any]:
+def normalize_to_asset(context: JobContext, storage: Storage, settings: AudioSettings, source: Path) -> dict[str, Any]:
     """Probe, two-pass loudness-normalise and store ``source`` as a new prepared asset.
 
     Returns:
@@ -47,7 +49,7 @@ def normalize_to_asset(context: JobContext, storage: Storage, settings: Settings
         (:func:`loudness.target_report`); loudness values in LUFS / dBTP / LU.
 
     Raises:
-        errors.MediaError: the input is not media, has no audio, or ffmpeg failed.
+        MediaError: the input is not media, has no audio, or ffmpeg failed.
     """
     context.stage("probing")
     info = steps.probe(context, source, "probe")
@@ -70,7 +72,7 @@ def normalize_to_asset(context: JobContext, storage: Storage, settings: Settings
     context.stage("storing")
     asset_id = uuid.uuid4().hex
     key = f"assets/{asset_id}/prepared.flac"
-    context.written_keys.append(key)
+    context.output_written(key)
     storage.put_file(key, prepared)
     output_loudness = steps.loudness_summary(applied, "output") if applied else None
     return {
@@ -88,7 +90,7 @@ def normalize_to_asset(context: JobContext, storage: Storage, settings: Settings
     }
 
 
-def ingest(context: JobContext, storage: Storage, settings: Settings) -> dict[str, Any]:
+def ingest(context: JobContext, storage: Storage, settings: AudioSettings) -> dict[str, Any]:
     """The ingest pipeline for uploads and URL/YouTube sources: see the module docstring.
 
     Job params (from the API): ``{"sourceType": "upload", "storageKey": ...,
@@ -96,7 +98,7 @@ def ingest(context: JobContext, storage: Storage, settings: Settings) -> dict[st
     "rightsAttested": true}``.
 
     Raises:
-        errors.MediaError: bad media, an ffmpeg failure, or a failed download (the job fails;
+        MediaError: bad media, an ffmpeg failure, or a failed download (the job fails;
             retryable only for network errors).
     """
     params = context.params
@@ -107,15 +109,11 @@ def ingest(context: JobContext, storage: Storage, settings: Settings) -> dict[st
         result["source"] = downloaded.source
         return result
     if source_type not in ("upload", "storage"):
-        raise errors.MediaError(f"ingest source type {source_type!r} is not supported by this worker")
+        raise MediaError(f"ingest source type {source_type!r} is not supported by this worker")
     try:
         source = fetch_input(context, storage, params["storageKey"])
     except errors.BlobNotFound as exc:
-        raise errors.MediaError(f"the uploaded file is missing from storage: {exc.key}") from exc
+        raise MediaError(f"the uploaded file is missing from storage: {exc.key}") from exc
     result = normalize_to_asset(context, storage, settings, source)
     result["source"] = {"type": source_type, "originalFilename": params.get("originalFilename")}
     return result
-
-
-#: job type -> pipeline, used by :class:`jobtape.worker.runner.Worker`.
-PIPELINES = {"ingest": ingest, "preview": edits.preview, "save": edits.save}

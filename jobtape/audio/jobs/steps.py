@@ -9,11 +9,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from jobtape import errors
-from jobtape.config import Settings
+from jobtape.app import JobContext
+from jobtape.audio import media
+from jobtape.audio.errors import MediaError
+from jobtape.audio.settings import AudioSettings
 from jobtape.storage.base import Storage
-from jobtape.worker import media
-from jobtape.worker.context import JobContext
 
 __all__ = ["fetch", "ffmpeg_pass", "loudness_summary", "probe", "with_readrate"]
 
@@ -22,14 +22,14 @@ def probe(context: JobContext, path: Path, name: str) -> media.MediaInfo:
     """Describe ``path`` with an ffmpeg child named ``name``.
 
     Raises:
-        errors.MediaError: not media, or no audio stream (with ffmpeg's stderr tail).
+        MediaError: not media, or no audio stream (with ffmpeg's stderr tail).
     """
     # "-t 0 -f null -" decodes nothing but makes ffmpeg exit 0 for a readable file.
     argv = [media.ffmpeg_executable(), "-hide_banner", "-nostdin", "-i", str(path), "-t", "0", "-f", "null", "-"]
     return media.parse_probe(context.run_child(argv, name=name).stderr)
 
 
-def with_readrate(argv: list[str], settings: Settings) -> list[str]:
+def with_readrate(argv: list[str], settings: AudioSettings) -> list[str]:
     """``argv`` with ``-readrate N`` before its ``-i`` when ``settings.ffmpeg_readrate`` is set."""
     if settings.ffmpeg_readrate is None:
         return argv
@@ -44,7 +44,7 @@ def ffmpeg_pass(context: JobContext, argv: list[str], duration_sec: float, name:
         ffmpeg's stderr (for loudnorm's JSON).
 
     Raises:
-        errors.MediaError: ffmpeg exited non-zero; the message carries its stderr tail.
+        MediaError: ffmpeg exited non-zero; the message carries its stderr tail.
     """
     parser = media.ProgressParser(duration_sec)
 
@@ -55,7 +55,7 @@ def ffmpeg_pass(context: JobContext, argv: list[str], duration_sec: float, name:
 
     outcome = context.run_child(argv, on_line=on_line, name=name)
     if outcome.returncode != 0:
-        raise errors.MediaError(
+        raise MediaError(
             f"ffmpeg {name} failed with exit status {outcome.returncode}", media.stderr_tail(outcome.stderr)
         )
     return outcome.stderr

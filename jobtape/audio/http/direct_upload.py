@@ -24,8 +24,9 @@ from litestar.exceptions import HTTPException
 from litestar.params import JSONBody
 
 from jobtape import errors
+from jobtape.audio.http import ingest
 from jobtape.config import Settings
-from jobtape.http import ingest, openapi
+from jobtape.http import openapi
 from jobtape.storage import Storage
 
 __all__ = [

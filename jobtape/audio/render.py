@@ -20,8 +20,8 @@ import math
 import os
 from typing import Literal
 
-from jobtape.recipes import CanonicalRecipe
-from jobtape.worker import media
+from jobtape.audio import media
+from jobtape.audio.recipes import CanonicalRecipe
 
 __all__ = ["PREVIEW_BITRATE", "SAVE_SAMPLE_RATE", "OutputFormat", "edit_filters", "measure_argv", "render_argv"]
 

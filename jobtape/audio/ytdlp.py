@@ -1,9 +1,9 @@
 """yt-dlp as a child process: the command line, its progress and info lines, its failures.
 
-Pure functions, like :mod:`jobtape.worker.media` for ffmpeg; the download step that runs
-them is :mod:`jobtape.worker.url_ingest`. yt-dlp runs as ``python -m yt_dlp`` (never
+Pure functions, like :mod:`jobtape.audio.media` for ffmpeg; the download step that runs
+them is :mod:`jobtape.audio.jobs.url_ingest`. yt-dlp runs as ``python -m yt_dlp`` (never
 imported here), so a cancel terminates it like ffmpeg; when private URLs are not allowed,
-as ``python -m jobtape.worker.ytdlp_guard`` (the same yt-dlp, with every host it resolves
+as ``python -m jobtape.audio.ytdlp_guard`` (the same yt-dlp, with every host it resolves
 checked against the SSRF policy, redirects and embedded URLs included).
 
 The command line makes yt-dlp's output machine-readable:
@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from jobtape.worker import ytdlp_guard
+from jobtape.audio import ytdlp_guard
 
 __all__ = [
     "INFO_FIELDS",
@@ -82,13 +82,13 @@ def download_argv(
     even for a playlist URL, no user or system config files, no cache, retries kept short.
 
     Args:
-        url: an http(s) URL already checked by :func:`jobtape.sources.check_source_url`.
+        url: an http(s) URL already checked by :func:`jobtape.audio.sources.check_source_url`.
         output_dir: folder for the file and yt-dlp's temporary ``.part``/fragment files.
         info_path: absolute path of the info file (see the module docstring).
         ffmpeg: the ffmpeg executable yt-dlp uses to merge/fix up (HLS) files.
         max_bytes: ``--max-filesize``, in bytes.
         socket_timeout_s: seconds a connection may stay silent before yt-dlp gives up.
-        guard: run it through :mod:`jobtape.worker.ytdlp_guard` (refuse non-public
+        guard: run it through :mod:`jobtape.audio.ytdlp_guard` (refuse non-public
             addresses); ``False`` when ``Settings.allow_private_urls`` is on.
         allowed_networks: CIDRs the guard lets through (``Settings.allowed_private_networks``),
             passed as its own ``--allow-network`` options before yt-dlp's.
@@ -98,7 +98,7 @@ def download_argv(
         The argv list.
     """
     info_template = "%(.{" + ",".join(INFO_FIELDS) + "})j"
-    runner = ["-m", "jobtape.worker.ytdlp_guard", *(arg for net in allowed_networks for arg in ("--allow-network", net))]
+    runner = ["-m", "jobtape.audio.ytdlp_guard", *(arg for net in allowed_networks for arg in ("--allow-network", net))]
     return [
         python, *(runner if guard else ["-m", "yt_dlp"]),
         "--ignore-config", "--no-playlist", "--no-cache-dir", "--no-mtime",

@@ -1,6 +1,6 @@
 """The edit pipelines: render a recipe as a preview (MP3) or save it as a new asset (FLAC).
 
-Job params (written by ``jobtape.http.edits``)::
+Job params (written by ``jobtape.audio.http.edits``)::
 
     {"recipe": {<canonical recipe, camelCase>}, "recipeHash": "<sha256 hex>",
      "sourceKey": "assets/<assetId>/prepared.flac"}
@@ -19,7 +19,7 @@ Stages (``job.stage_changed``; progress 0-100 within the stage where ffmpeg repo
   (``assets/{newAssetId}/prepared.flac``). Result ``{assetId, preparedKey, durationSec,
   sampleRate, channels, outputLoudness, recipe, recipeHash, sourceAssetId}`` (with
   ``targetLufs``, plus ``targetMissedByLu`` and ``loudnessNote`` when the output is more
-  than 1 LU off it: :func:`jobtape.worker.loudness.target_report`); the ``assets``
+  than 1 LU off it: :func:`jobtape.audio.loudness.target_report`); the ``assets``
   projection adds the new asset in the completion's batch.
 
 Every ffmpeg run goes through :meth:`JobContext.run_child`, so cancellation kills it and
@@ -33,12 +33,14 @@ from pathlib import Path
 from typing import Any
 
 from jobtape import errors
-from jobtape.config import Settings
-from jobtape.projections import previews
-from jobtape.recipes import CanonicalRecipe
+from jobtape.app import JobContext
+from jobtape.audio import loudness, media, render
+from jobtape.audio.errors import MediaError
+from jobtape.audio.jobs import steps
+from jobtape.audio.recipes import CanonicalRecipe
+from jobtape.audio.settings import AudioSettings
+from jobtape.audio.store import previews
 from jobtape.storage.base import Storage
-from jobtape.worker import loudness, media, render, steps
-from jobtape.worker.context import JobContext
 
 __all__ = ["preview", "preview_key", "save"]
 
@@ -52,12 +54,12 @@ def _fetch(context: JobContext, storage: Storage, key: str) -> Path:
     try:
         return steps.fetch(context, storage, key, "source.flac")
     except errors.BlobNotFound as exc:
-        raise errors.MediaError(f"the source asset's audio is missing from storage: {exc.key}") from exc
+        raise MediaError(f"the source asset's audio is missing from storage: {exc.key}") from exc
 
 
 def _render(
     context: JobContext, source: Path, output: Path, recipe: CanonicalRecipe, output_format: render.OutputFormat,
-    settings: Settings,
+    settings: AudioSettings,
 ) -> media.LoudnormMeasurement | None:
     """Stages ``measuring`` (with targetLufs) and ``rendering``; returns loudnorm's output JSON, if any."""
     measured = None
@@ -79,14 +81,14 @@ def _params(context: JobContext) -> tuple[CanonicalRecipe, str, str]:
     try:
         return CanonicalRecipe.from_json_dict(params["recipe"]), str(params["recipeHash"]), str(params["sourceKey"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise errors.MediaError(f"the job's params are not an edit recipe: {exc!r}") from exc
+        raise MediaError(f"the job's params are not an edit recipe: {exc!r}") from exc
 
 
-def preview(context: JobContext, storage: Storage, settings: Settings) -> dict[str, Any]:
+def preview(context: JobContext, storage: Storage, settings: AudioSettings) -> dict[str, Any]:
     """Render a 128 kbps MP3 preview of the recipe; see the module docstring.
 
     Raises:
-        errors.MediaError: the source is missing or ffmpeg failed (the job fails).
+        MediaError: the source is missing or ffmpeg failed (the job fails).
     """
     recipe, recipe_hash, source_key = _params(context)
     cached = previews.select_preview(context.repository.store.backend, recipe_hash)
@@ -99,7 +101,7 @@ def preview(context: JobContext, storage: Storage, settings: Settings) -> dict[s
     context.stage("storing")
     key = preview_key(recipe_hash)
     if not storage.exists(key):  # a concurrent render of the same recipe may own it already
-        context.written_keys.append(key)
+        context.output_written(key)
     storage.put_file(key, output)
     return {
         "previewKey": key,
@@ -110,11 +112,11 @@ def preview(context: JobContext, storage: Storage, settings: Settings) -> dict[s
     }
 
 
-def save(context: JobContext, storage: Storage, settings: Settings) -> dict[str, Any]:
+def save(context: JobContext, storage: Storage, settings: AudioSettings) -> dict[str, Any]:
     """Render the recipe as FLAC 48 kHz and store it as a new asset; see the module docstring.
 
     Raises:
-        errors.MediaError: the source is missing or ffmpeg failed (the job fails).
+        MediaError: the source is missing or ffmpeg failed (the job fails).
     """
     recipe, recipe_hash, source_key = _params(context)
     source = _fetch(context, storage, source_key)
@@ -133,7 +135,7 @@ def save(context: JobContext, storage: Storage, settings: Settings) -> dict[str,
     context.stage("storing")
     asset_id = uuid.uuid4().hex
     key = f"assets/{asset_id}/prepared.flac"
-    context.written_keys.append(key)
+    context.output_written(key)
     storage.put_file(key, output)
     result = {
         "assetId": asset_id,

@@ -1,12 +1,12 @@
 """Edit routes: preview and save a recipe, fetch a preview's audio.
 
 ``POST /api/audio/edit/preview`` and ``POST /api/audio/edit/save`` read the recipe body
-themselves (:mod:`jobtape.http.recipe_body`: every recipe problem is a 422 naming the
+themselves (:mod:`jobtape.audio.http.recipe_body`: every recipe problem is a 422 naming the
 field), validate the recipe against its asset, read from the ``assets`` projection (storage is only asked
 whether the asset's file still exists: 410 Gone when it does not), and create a job; no media work happens in the request. A preview whose recipe hash is in the
 ``previews`` projection is created already complete (``job.created`` + ``job.completed``
 in one append, result ``cacheHit: true``). Two misses of one recipe create two jobs; the
-later one looks in the cache again when it starts (:func:`jobtape.worker.edits.preview`),
+later one looks in the cache again when it starts (:func:`jobtape.audio.jobs.edits.preview`),
 so only two renders at the very same moment both run ffmpeg; the cache is only an
 optimisation, so that race costs work, not correctness.
 
@@ -33,11 +33,13 @@ from litestar.exceptions import HTTPException, NotFoundException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import HeaderParameter
 
-from jobtape import errors, recipes
+from jobtape import errors
+from jobtape.audio import recipes
+from jobtape.audio.http import recipe_body
+from jobtape.audio.store import assets, previews
 from jobtape.config import Settings
 from jobtape.eventlog import events as ev
-from jobtape.http import downloads, jobs, openapi, recipe_body, schemas
-from jobtape.projections import assets, previews
+from jobtape.http import downloads, jobs, openapi, schemas
 from jobtape.projections.repository import JobRepository
 from jobtape.storage.base import Storage
 

@@ -6,7 +6,7 @@ exists before the job that names it. Any failure after the blob was stored delet
 a rejected request leaves neither an event nor a blob behind.
 
 A JSON body (``{"sourceType": "url" | "youtube", "url": ..., "rightsAttested": true}``)
-names a URL instead: it is checked (:mod:`jobtape.http.url_source`, SSRF guard included)
+names a URL instead: it is checked (:mod:`jobtape.audio.http.url_source`, SSRF guard included)
 and the job is created with the URL in its params; the worker downloads it.
 """
 
@@ -35,8 +35,10 @@ from litestar.openapi.spec import (
 from litestar.params import HeaderParameter
 
 from jobtape import errors
+from jobtape.audio.http import direct_upload, url_source
+from jobtape.audio.settings import AudioSettings
 from jobtape.config import Settings
-from jobtape.http import direct_upload, openapi, schemas, spool, upload, url_source
+from jobtape.http import openapi, schemas, spool, upload
 from jobtape.projections import quota
 from jobtape.projections.repository import JobRepository, new_job_id
 from jobtape.storage import Storage
@@ -45,10 +47,10 @@ __all__ = ["FORM_OVERHEAD_BYTES", "extension_for", "ingest_upload", "same_ingest
 
 logger = logging.getLogger(__name__)
 
-#: Room for multipart boundaries and part headers on top of ``max_upload_bytes``, in bytes.
-FORM_OVERHEAD_BYTES = 64 * 1024
+#: Room for multipart boundaries and part headers on top of ``max_upload_bytes``, in bytes (the engine's).
+FORM_OVERHEAD_BYTES = upload.FORM_OVERHEAD_BYTES
 #: Folder (under ``Settings.data_dir``) holding uploads while they arrive (see :mod:`jobtape.http.spool`).
-UPLOAD_TEMP_DIR = "upload-tmp"
+UPLOAD_TEMP_DIR = spool.UPLOAD_TEMP_DIR
 
 _EXTENSIONS = {
     "audio/mpeg": "mp3",
@@ -165,6 +167,7 @@ async def ingest_upload(
     repository: NamedDependency[JobRepository],
     storage: NamedDependency[Storage],
     settings: NamedDependency[Settings],
+    audio_settings: NamedDependency[AudioSettings],
     spool_folder: NamedDependency[spool.SpoolFolder],
     upload_slots: NamedDependency[upload.UploadSlots],
     client_id: Annotated[
@@ -184,7 +187,7 @@ async def ingest_upload(
 
     Raises:
         HTTPException: 400/408/413/415/422 for bad input (see :mod:`jobtape.http.upload` and
-            :mod:`jobtape.http.url_source`), 503 when every upload slot is held.
+            :mod:`jobtape.audio.http.url_source`), 503 when every upload slot is held.
         errors.StoreFull: the disk filled up while the upload was spooled or stored (507).
         errors.SourceUrlRefused: a URL that may not be fetched (422).
         errors.JobtapeError: storage or event-log failures, mapped by :mod:`jobtape.http.errors`.
@@ -199,7 +202,7 @@ async def ingest_upload(
                 storage_params = await anyio.to_thread.run_sync(direct_upload.storage_source_params, body, storage, settings)
                 return await _create_job(repository, storage, storage_params, owner, key_text, new_job_id(), blob_key=None,
                                          max_active_jobs=settings.max_active_jobs)
-        url_params = await url_source.read_url_params(request, settings)
+        url_params = await url_source.read_url_params(request, audio_settings)
         return await _create_job(repository, storage, url_params, owner, key_text, new_job_id(), blob_key=None,
                                  max_active_jobs=settings.max_active_jobs)
     boundary = _multipart_boundary(request)

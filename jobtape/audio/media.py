@@ -23,7 +23,8 @@ from typing import Any
 
 import msgspec
 
-from jobtape import errors
+from jobtape.audio.errors import MediaError
+from jobtape.worker.messages import scrub_paths
 
 __all__ = [
     "STATS_PERIOD_S", "LoudnormMeasurement", "MediaInfo", "ProgressParser", "Target", "ffmpeg_executable",
@@ -96,7 +97,7 @@ def ffmpeg_executable() -> str:
     """Return the ffmpeg binary: ``ffmpeg`` on PATH, else the one bundled by imageio-ffmpeg.
 
     Raises:
-        errors.MediaError: If neither is available.
+        MediaError: If neither is available.
     """
     found = shutil.which("ffmpeg")
     if found:
@@ -106,7 +107,7 @@ def ffmpeg_executable() -> str:
 
         return str(imageio_ffmpeg.get_ffmpeg_exe())
     except (ImportError, RuntimeError) as exc:
-        raise errors.MediaError(f"no ffmpeg binary found: {exc}") from exc
+        raise MediaError(f"no ffmpeg binary found: {exc}") from exc
 
 
 def _path_arg(path: str | os.PathLike[str]) -> str:
@@ -122,31 +123,6 @@ def stderr_tail(text: str, lines: int = 20) -> str:
 
 # An absolute path not inside a URL (``https://host/a/b`` is left alone): a ``/`` not preceded by a
 # word character, ``:``, ``/``, ``.``, ``~``, ``-`` or ``>`` (a placeholder), then one or more folders, then the last segment.
-_ABSOLUTE_PATH = re.compile(r"(?<![\w:/.~>-])/(?:[^\s/'\"(),;:]+/)+([^\s/'\"(),;:]*)")
-
-
-def scrub_paths(text: str, roots: Sequence[tuple[str | os.PathLike[str], str]] = ()) -> str:
-    """Remove this server's file paths from a message meant for clients (pure).
-
-    Each root (a job's work folder, the data dir) is replaced by its placeholder first, so
-    ``/tmp/jobtape-ab12-x/input.wav`` reads ``<workdir>/input.wav``; any other absolute
-    path (a tool's own, a temp file) is cut to its last segment. URLs are left alone.
-
-    Args:
-        text: the message (an error with ffmpeg's or yt-dlp's stderr tail, say).
-        roots: ``(folder, placeholder)`` pairs, e.g. ``(workdir, "<workdir>")``; longer
-            folders are replaced first.
-
-    Returns:
-        ``text`` without absolute server paths.
-    """
-    for root, placeholder in sorted(((os.fspath(r), p) for r, p in roots), key=lambda item: -len(item[0])):
-        for form in {root.rstrip("/"), os.path.realpath(root).rstrip("/")}:
-            if form:
-                text = text.replace(form, placeholder)
-    return _ABSOLUTE_PATH.sub(lambda match: match.group(1) or "/", text)
-
-
 def run(argv: Sequence[str], timeout: float = DEFAULT_TIMEOUT_S, check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run a command to completion; return it with stdout/stderr as text (bad bytes replaced).
 
@@ -156,7 +132,7 @@ def run(argv: Sequence[str], timeout: float = DEFAULT_TIMEOUT_S, check: bool = T
         check: Raise on a non-zero exit status.
 
     Raises:
-        errors.MediaError: If the binary is missing, the time limit passes, or (with
+        MediaError: If the binary is missing, the time limit passes, or (with
             ``check``) the exit status is not 0; carries the last 20 lines of stderr.
     """
     name = os.path.basename(argv[0])
@@ -166,12 +142,12 @@ def run(argv: Sequence[str], timeout: float = DEFAULT_TIMEOUT_S, check: bool = T
             errors="replace", timeout=timeout, check=False,
         )
     except FileNotFoundError as exc:
-        raise errors.MediaError(f"cannot run {name}: {exc}") from exc
+        raise MediaError(f"cannot run {name}: {exc}") from exc
     except subprocess.TimeoutExpired as exc:
         stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr or ""
-        raise errors.MediaError(f"{name} timed out after {timeout:g} s", stderr_tail(stderr), retryable=True) from exc
+        raise MediaError(f"{name} timed out after {timeout:g} s", stderr_tail(stderr), retryable=True) from exc
     if check and completed.returncode != 0:
-        raise errors.MediaError(f"{name} exited with status {completed.returncode}", stderr_tail(completed.stderr))
+        raise MediaError(f"{name} exited with status {completed.returncode}", stderr_tail(completed.stderr))
     return completed
 
 
@@ -202,12 +178,12 @@ def parse_probe(stderr: str) -> MediaInfo:
             followed by ``"  Stream #0:0: Audio: mp3 (mp3float), 16000 Hz, mono, ..."``.
 
     Raises:
-        errors.MediaError: If the input could not be opened or is not media, or if it
+        MediaError: If the input could not be opened or is not media, or if it
             has no audio stream; carries the tail of ``stderr``.
     """
     if "Input #" not in stderr:
         reason = next((marker for marker in _INPUT_ERRORS if marker in stderr), "ffmpeg described no input")
-        raise errors.MediaError(f"not a readable media file: {reason}", stderr_tail(stderr))
+        raise MediaError(f"not a readable media file: {reason}", stderr_tail(stderr))
     duration = 0.0
     if (match := _DURATION.search(stderr)) and match.group(1) is not None:
         hours, minutes, seconds = match.groups()
@@ -216,7 +192,7 @@ def parse_probe(stderr: str) -> MediaInfo:
     audio = [details for kind, details in streams if kind == "Audio"]
     has_video = any(kind == "Video" and "(attached pic)" not in details for kind, details in streams)
     if not audio:
-        raise errors.MediaError("the file has no audio stream", stderr_tail(stderr))
+        raise MediaError("the file has no audio stream", stderr_tail(stderr))
     fields = [field.strip() for field in re.split(r",(?![^(]*\))", audio[0])]
     codec_match = re.match(r"[\w-]+", fields[0])
     hz = next((index for index, field in enumerate(fields) if re.fullmatch(r"\d+ Hz", field)), None)
@@ -232,7 +208,7 @@ def probe(path: str | os.PathLike[str], timeout: float = 60.0) -> MediaInfo:
     """Describe a local media file; if the banner has no duration, decode to measure it.
 
     Raises:
-        errors.MediaError: If the file is missing, not media, or has no audio stream.
+        MediaError: If the file is missing, not media, or has no audio stream.
     """
     completed = run([ffmpeg_executable(), "-hide_banner", "-nostdin", "-i", _path_arg(path)], timeout, check=False)
     info = parse_probe(completed.stderr)
@@ -302,7 +278,7 @@ def parse_loudnorm_json(stderr: str) -> LoudnormMeasurement:
     """Parse the last loudnorm JSON object in ``stderr`` (values are quoted numbers).
 
     Raises:
-        errors.MediaError: If ``stderr`` holds no loudnorm JSON object.
+        MediaError: If ``stderr`` holds no loudnorm JSON object.
     """
     for block in reversed(re.findall(r"\{[^{}]*\}", stderr)):
         try:
@@ -311,19 +287,19 @@ def parse_loudnorm_json(stderr: str) -> LoudnormMeasurement:
         except (msgspec.DecodeError, KeyError, TypeError, ValueError):
             continue
         return LoudnormMeasurement(**values, normalization_type=str(raw.get("normalization_type", "")))
-    raise errors.MediaError("no loudnorm measurement in ffmpeg output", stderr_tail(stderr))
+    raise MediaError("no loudnorm measurement in ffmpeg output", stderr_tail(stderr))
 
 
 def parse_ebur128_summary(stderr: str) -> float:
     """Return the integrated loudness (LUFS) from the ``Summary:`` block ebur128 prints.
 
     Raises:
-        errors.MediaError: If there is no summary.
+        MediaError: If there is no summary.
     """
     summary = stderr.rpartition("Summary:")[2]
     match = re.search(r"^\s*I:\s*(-?(?:\d+(?:\.\d+)?|inf))\s*LUFS", summary, re.MULTILINE)
     if "Summary:" not in stderr or match is None:
-        raise errors.MediaError("no ebur128 summary in ffmpeg output", stderr_tail(stderr))
+        raise MediaError("no ebur128 summary in ffmpeg output", stderr_tail(stderr))
     return float(match.group(1))
 
 
@@ -331,7 +307,7 @@ def measure_integrated_loudness(path: str | os.PathLike[str], timeout: float = D
     """Measure the first audio track's integrated loudness in LUFS with ``ebur128``.
 
     Raises:
-        errors.MediaError: If ffmpeg fails.
+        MediaError: If ffmpeg fails.
     """
     argv = [
         ffmpeg_executable(), *_GLOBAL_OPTIONS, "-i", _path_arg(path), "-map", "0:a:0",
@@ -344,12 +320,12 @@ def parse_volumedetect(stderr: str) -> tuple[float, float]:
     """Return ``(mean_volume, max_volume)`` in dBFS (``-inf`` for silence).
 
     Raises:
-        errors.MediaError: If volumedetect printed no result.
+        MediaError: If volumedetect printed no result.
     """
     mean = re.findall(r"mean_volume:\s*(-?(?:[\d.]+|inf)) dB", stderr)
     peak = re.findall(r"max_volume:\s*(-?(?:[\d.]+|inf)) dB", stderr)
     if not mean or not peak:
-        raise errors.MediaError("no volumedetect result in ffmpeg output", stderr_tail(stderr))
+        raise MediaError("no volumedetect result in ffmpeg output", stderr_tail(stderr))
     return float(mean[-1]), float(peak[-1])
 
 
@@ -360,7 +336,7 @@ def measure_volume(
     """Measure ``(mean_db, max_db)`` in dBFS over ``duration`` s from ``start`` s (None: all).
 
     Raises:
-        errors.MediaError: If ffmpeg fails or the window holds no audio.
+        MediaError: If ffmpeg fails or the window holds no audio.
     """
     window = [*(["-ss", f"{start:.6f}"] if start is not None else []), *(["-t", f"{duration:.6f}"] if duration is not None else [])]
     argv = [

@@ -39,7 +39,7 @@ class Preview(msgspec.Struct, frozen=True, kw_only=True):
     """One row of ``previews``.
 
     Attributes:
-        recipe_hash: sha256 hex of the canonical recipe (:func:`jobtape.recipes.recipe_hash`).
+        recipe_hash: sha256 hex of the canonical recipe (:func:`jobtape.audio.recipes.recipe_hash`).
         job_id: the preview job that rendered it.
         preview_key: ``previews/{recipeHash}.mp3``.
         duration_sec: the render's length in seconds.

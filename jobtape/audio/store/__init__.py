@@ -1,0 +1,1 @@
+"""The audio projections (``assets``, ``previews``) and their migrations."""
