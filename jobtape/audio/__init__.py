@@ -59,15 +59,15 @@ def register(app: App, settings: AudioSettings | None = None) -> AudioSettings:
     for projection in tables.PROJECTIONS:
         app.projection(projection)
 
-    @app.job_type("ingest", timeout_s=audio.timeout_ingest_s, params=dict)
+    @app.job_type("ingest", timeout_s=audio.timeout_ingest_s, params=dict, http_submit=False)
     def ingest_handler(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         return ingest_job.ingest(ctx, ctx.storage, audio)
 
-    @app.job_type("preview", timeout_s=audio.timeout_preview_s, params=dict)
+    @app.job_type("preview", timeout_s=audio.timeout_preview_s, params=dict, http_submit=False)
     def preview_handler(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         return edit_jobs.preview(ctx, ctx.storage, audio)
 
-    @app.job_type("save", timeout_s=audio.timeout_save_s, params=dict)
+    @app.job_type("save", timeout_s=audio.timeout_save_s, params=dict, http_submit=False)
     def save_handler(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         return edit_jobs.save(ctx, ctx.storage, audio)
 
