@@ -236,22 +236,17 @@ def _start_position(store: EventStore, since: str | None, job_id: str | None, ty
             raise click.BadParameter(f"{exc.message} (or give a global position such as 1200)") from exc
         if isinstance(bound, int):
             return bound
-        rows = store.backend.query("SELECT MIN(position) FROM events WHERE recorded_at >= ?", [clock.format_timestamp(bound)])
-        return int(rows[0][0]) if rows[0][0] is not None else store.head_position() + 1
-    sql, params = "SELECT position FROM events WHERE 1 = 1", []
-    for column, value in (("job_id", job_id), ("type", type_)):
-        if value is not None:
-            sql += f" AND {column} = ?"
-            params.append(value)
-    rows = store.backend.query(sql + " ORDER BY position DESC LIMIT 1 OFFSET ?", [*params, max(lines - 1, 0)])
-    return int(rows[0][0]) if rows else 1
+        first = store.first_position_since(bound)
+        return first if first is not None else store.head_position() + 1
+    found = store.nth_newest_position(lines, job_id=job_id, type_=type_)
+    return found if found is not None else 1
 
 
 def _follow(store: EventStore, start: int, job_id: str | None, type_: str | None, follow: bool,
             poll_interval_s: float) -> Iterator[stored_events.StoredEvent]:
     position = start
     while True:
-        for row in stored_events.iter_stored(store.backend, from_position=position, job_id=job_id):
+        for row in store.iter_stored(from_position=position, job_id=job_id):
             position = row.position + 1
             if type_ is None or row.type == type_:
                 yield row
@@ -309,7 +304,7 @@ def verify_command(as_json: bool, store: EventStore) -> None:
     event per finished job, the state rules, every child_started matched by a
     child_exited (or listed as orphaned) once the job is finished, and the sha256 chain.
     """
-    report = verify.verify(stored_events.iter_stored(store.backend))
+    report = verify.verify(store.iter_stored())
     if as_json:
         echo_json(report)
     else:

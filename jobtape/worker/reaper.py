@@ -40,16 +40,6 @@ log = logging.getLogger(__name__)
 #: can take no child_exited, but a child of a lost attempt may still run).
 ORPHAN_LOOKBACK = dt.timedelta(days=1)
 
-_EXPIRED = (
-    "SELECT job_id FROM jobs WHERE status IN ('processing', 'cancelled') AND finished = 0"
-    " AND lease_expires_at < ? ORDER BY lease_expires_at LIMIT ?"
-)
-_HELD = "SELECT job_id FROM jobs WHERE status IN ('processing', 'cancelled') AND finished = 0"
-_WITH_ORPHANS = (
-    "SELECT job_id FROM jobs WHERE orphaned_count > 0"
-    " AND (finished = 0 OR updated_at >= ?)"
-)
-
 
 @dataclasses.dataclass
 class OrphanReport:
@@ -112,9 +102,8 @@ class Reaper:
             reaper or renewed by their worker: left alone).
         """
         now = now or clock.utcnow()
-        rows = self.repository.store.backend.query(_EXPIRED, [clock.format_timestamp(now), limit])
         reaped = []
-        for (job_id,) in rows:
+        for job_id in self.repository.expired_leases(now, limit=limit):
             state = self.repository.load(job_id)
             events = policy.reap_events(state, now, self.settings, self.rng) if state else []
             if state is not None and events and self._append(state, events):
@@ -143,9 +132,7 @@ class Reaper:
             What was done (see :class:`OrphanReport`).
         """
         now = now or clock.utcnow()
-        backend = self.repository.store.backend
-        job_ids = [row[0] for row in backend.query(_HELD)]
-        job_ids += [row[0] for row in backend.query(_WITH_ORPHANS, [clock.format_timestamp(now - ORPHAN_LOOKBACK)])]
+        job_ids = self.repository.held_jobs() + self.repository.jobs_with_orphans(now - ORPHAN_LOOKBACK)
         report = OrphanReport()
         for job_id in dict.fromkeys(job_ids):
             state = self.repository.load(job_id)

@@ -341,13 +341,7 @@ class Worker:
 
         Racing workers are resolved by the version guard: the loser moves to the next candidate.
         """
-        types = sorted(self.pipelines)
-        rows = self.repository.store.backend.query(
-            f"SELECT job_id FROM jobs WHERE status = 'pending' AND job_type IN ({', '.join('?' * len(types))})"
-            " AND (not_before IS NULL OR not_before <= ?) ORDER BY created_position LIMIT 16",
-            [*types, clock.format_timestamp(clock.utcnow())],
-        )
-        for (job_id,) in rows:
+        for job_id in self.repository.claimable(self.pipelines, clock.utcnow(), limit=16):
             current = self.repository.load(job_id)
             if current is None or current.status != "pending":
                 continue
