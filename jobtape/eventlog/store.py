@@ -25,6 +25,7 @@ from collections.abc import Collection, Iterator, Sequence
 from typing import Any, NamedTuple
 
 from jobtape import clock, errors
+from jobtape.errors import ConstraintViolation
 from jobtape.eventlog import events as ev
 from jobtape.eventlog import hashing, stored
 
@@ -36,18 +37,6 @@ class Statement(NamedTuple):
 
     sql: str
     params: tuple[Any, ...] = ()
-
-
-class ConstraintViolation(Exception):
-    """Raised by a backend when a batch broke a constraint or a trigger aborted it.
-
-    ``detail`` is the database's message (e.g. ``UNIQUE constraint failed: events.job_id,
-    events.version`` or a trigger's ``RAISE`` text). The store translates it to a domain error.
-    """
-
-    def __init__(self, detail: str) -> None:
-        self.detail = detail
-        super().__init__(detail)
 
 
 class SQLBackend(abc.ABC):

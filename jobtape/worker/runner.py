@@ -401,7 +401,7 @@ class Worker:
         finally:
             context.cleanup(self.storage.delete)
 
-    def _run_pipeline(self, context: JobContext) -> dict[str, Any] | Exception:
+    def _run_pipeline(self, context: JobContext) -> dict[str, Any] | Exception | errors.JobInterrupted:
         try:
             return self.pipelines[context.state.job_type](context, self.storage, self.settings)
         except (CancelRequested, JobLost, TimedOut, Released, errors.MediaError, errors.StorageError,
@@ -429,7 +429,7 @@ class Worker:
         return media.scrub_paths(message, [(context.workdir, "<workdir>"), (self.settings.work_parent, "<work-dir>"),
                                            (self.settings.data_dir, "<data-dir>")])
 
-    def _finish(self, context: JobContext, outcome: dict[str, Any] | Exception) -> None:
+    def _finish(self, context: JobContext, outcome: dict[str, Any] | Exception | errors.JobInterrupted) -> None:
         if isinstance(outcome, JobLost):
             log.warning("job %s is no longer ours; stopped without appending (%s)", context.job_id, outcome)
             return
