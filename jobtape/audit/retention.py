@@ -36,7 +36,7 @@ import uuid
 from pathlib import Path
 
 from jobtape import blobs, errors
-from jobtape.audit import exchange, replay
+from jobtape.audit import exchange, transfer
 from jobtape.eventlog.store import EventStore
 from jobtape.projections import archives, previews
 from jobtape.projections import state as job_state
@@ -121,14 +121,14 @@ def archive(
     return ArchiveReport(archive_id, report.jobs, report.events, path, digest, cutoff, removed, kept)
 
 
-def _export_checked(store: EventStore, job_ids: set[str], temporary: Path) -> replay.ExportReport:
+def _export_checked(store: EventStore, job_ids: set[str], temporary: Path) -> transfer.ExportReport:
     """Export the streams of ``job_ids`` to ``temporary`` and check the file as ``import`` would.
 
     Raises:
         errors.InvalidExport: the file fails the checks; it is removed.
     """
     with temporary.open("w", encoding="utf-8") as out:
-        report = replay.export(store, out, job_ids) if job_ids else replay.ExportReport(0, 0, {})
+        report = transfer.export(store, out, job_ids) if job_ids else transfer.ExportReport(0, 0, {})
         out.flush()
         os.fsync(out.fileno())
     try:

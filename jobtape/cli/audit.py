@@ -24,7 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from jobtape import clock, errors, runtime
-from jobtape.audit import asof, describe, replay, stats, timeline, timeparse, verify
+from jobtape.audit import asof, describe, stats, timeline, timeparse, transfer, verify
 from jobtape.cli import types
 from jobtape.config import Settings
 from jobtape.eventlog import stored as stored_events
@@ -334,8 +334,8 @@ def stats_command(since: str | None, as_json: bool, store: EventStore) -> None:
             bound = timeparse.parse_position_or_time(since, clock.utcnow())
         except errors.InvalidTimeSpec as exc:
             raise click.BadParameter(exc.message) from exc
-    selected = replay.select_jobs(store, since=bound) if bound is not None else None
-    result = stats.compute(replay.timelines(store, selected))
+    selected = transfer.select_jobs(store, since=bound) if bound is not None else None
+    result = stats.compute(transfer.timelines(store, selected))
     if as_json:
         return echo_json(result)
     out = console()
@@ -350,5 +350,5 @@ def stats_command(since: str | None, as_json: bool, store: EventStore) -> None:
     out.print(durations)
 
 
-#: The commands :mod:`jobtape.cli` registers (with those of :mod:`jobtape.cli.replay`).
+#: The commands :mod:`jobtape.cli` registers (with those of :mod:`jobtape.cli.transfer`).
 COMMANDS = [status, jobs, tail, verify_command, stats_command]

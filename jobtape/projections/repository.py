@@ -125,7 +125,7 @@ class JobRepository:
             self.on_append(result)
         return result
 
-    def execute(self, job_id: str, decide: Decide, *, actor: str, max_attempts: int = 10) -> AppendResult | None:
+    def execute(self, job_id: str, decide: Decide, *, actor: str, max_cycles: int = 10) -> AppendResult | None:
         """Load, decide and append, retrying the whole cycle on a concurrency conflict.
 
         Args:
@@ -133,14 +133,14 @@ class JobRepository:
             decide: given the current state (``None`` for no job), returns the events to
                 append; an empty sequence means "nothing to do" and :meth:`execute` returns ``None``.
             actor: who appends.
-            max_attempts: how many load-decide-append cycles to try.
+            max_cycles: how many load-decide-append cycles to try (not a job's attempts).
 
         Raises:
-            errors.ConcurrencyError: still conflicting after ``max_attempts`` cycles.
+            errors.ConcurrencyError: still conflicting after ``max_cycles`` cycles.
             errors.IllegalTransition: the fold refused the decided events.
             Any exception ``decide`` raises.
         """
-        for attempt in range(max_attempts):
+        for cycle in range(max_cycles):
             current = self.load(job_id)
             events = decide(current)
             if not events:
@@ -148,7 +148,7 @@ class JobRepository:
             try:
                 return self.append(job_id, events, current, actor=actor)
             except errors.ConcurrencyError:
-                if attempt == max_attempts - 1:
+                if cycle == max_cycles - 1:
                     raise
         return None  # pragma: no cover
 

@@ -76,7 +76,7 @@ class JobContext:
         workdir: a private temp folder, removed when the job ends.
         kill_grace_s: seconds from SIGTERM to SIGKILL when a child must stop.
         progress_interval_s: minimum seconds between two progress events.
-        host_id: recorded in ``job.child_started`` (the orphan replay matches it); ``None``
+        host_id: recorded in ``job.child_started`` (the orphan sweep matches it); ``None``
             uses :func:`children.host_id`.
     """
 
