@@ -109,3 +109,16 @@ def test_the_scan_finds_backend_access_and_sql_literals(tmp_path: Path, source: 
     module.parent.mkdir()
     module.write_text(source, encoding="utf-8")
     assert len(violations(module, tmp_path / "jobtape")) == expected
+
+
+def test_the_event_insert_and_the_row_decoding_exist_once() -> None:
+    """One statement inserts events (append and import share it), one function decodes a row (eventlog/stored.py)."""
+    inserts, decodes = [], []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        name = path.relative_to(PACKAGE.parent).as_posix()
+        inserts += [name for _, text in _strings(tree) if re.search(r"INSERT\s+INTO\s+events\b", text)]
+        decodes += [name for node in ast.walk(tree)
+                    if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "decode_event"]
+    assert inserts == ["jobtape/eventlog/stored.py"]
+    assert decodes == ["jobtape/eventlog/stored.py"]
