@@ -10,8 +10,9 @@ statements, so every write is one batch whose guards live in SQL:
 - any projection statements passed as ``extra`` run in the same batch, so a projection
   row never lags the events it folds.
 
-Every query of the ``events`` table is a named method here (reads of stored rows for the
-audit tools, the verbatim import, the lookups of ``tail`` and ``export``); the row format
+The queries of the ``events`` table that the other layers need are named methods here
+(reads of stored rows for the audit tools, the verbatim import, the lookups of ``tail``,
+``export`` and ``archive``); the row format
 (the one event INSERT, the one row decoding) is :mod:`jobtape.eventlog.stored`. Nothing
 outside :mod:`jobtape.eventlog` and :mod:`jobtape.projections` touches :attr:`EventStore.backend`
 (``tests/unit/test_store_layer.py`` checks it).
