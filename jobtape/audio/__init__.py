@@ -50,8 +50,8 @@ def register(app: App, settings: AudioSettings | None = None) -> AudioSettings:
     from jobtape.audio.http import direct_upload, edits, ingest
     from jobtape.audio.jobs import edits as edit_jobs
     from jobtape.audio.jobs import ingest as ingest_job
+    from jobtape.audio.projections import tables
     from jobtape.audio.settings import AudioSettings
-    from jobtape.audio.store import tables
 
     audio = settings or AudioSettings.from_env()
     for migration in tables.MIGRATIONS:

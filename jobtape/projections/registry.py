@@ -3,7 +3,7 @@
 A :class:`Projection` turns one transition of a job's state (``before`` -> ``after``, both
 from the pure fold) into SQL statements on its table. :class:`JobRepository` runs the
 statements of every registered projection in the same batch as the events, and
-:func:`jobtape.projections.rebuild.rebuild` replays them with ``before=None`` over the
+:func:`jobtape.projections.rebuild.rebuild` runs them with ``before=None`` over the
 final state of every stream into scratch tables to verify or repair each projection.
 
 The engine has one projection, :data:`JOBS`. A package (the audio jobs: ``jobtape.audio``)
@@ -24,7 +24,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from jobtape.eventlog import schema
-from jobtape.eventlog.store import SQLBackend, Statement
+from jobtape.eventlog.store import EventStore, Statement
 from jobtape.projections import jobs
 from jobtape.projections.state import JobState
 
@@ -45,7 +45,7 @@ class Projection(NamedTuple):
             a field with a default was added means the same as one written after.
         job_column: the column naming the job a row was folded from; an archive deletes
             the rows of the jobs it removes by it.
-        blob_holder: ``blob_holder(backend, key)`` -> the id of the job whose row still
+        blob_holder: ``blob_holder(store, key)`` -> the id of the job whose row still
             refers to storage ``key`` (a cache shared between jobs), or ``None``; an archive
             keeps a key another job's row still holds. ``None``: rows hold no shared keys.
     """
@@ -55,7 +55,7 @@ class Projection(NamedTuple):
     statements: Callable[[JobState | None, JobState, str], list[Statement]]
     decoders: Mapping[str, Callable[[Any], Any]] = MappingProxyType({})
     job_column: str = "job_id"
-    blob_holder: Callable[[SQLBackend, str], str | None] | None = None
+    blob_holder: Callable[[EventStore, str], str | None] | None = None
 
     @property
     def key(self) -> str:

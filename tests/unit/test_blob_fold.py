@@ -8,7 +8,7 @@ import pytest
 from folding import T0, run  # type: ignore[import-not-found]  # tests/ is on sys.path
 
 from jobtape import errors
-from jobtape.audio.store import assets, previews
+from jobtape.audio.projections import assets, previews
 from jobtape.audit import verify
 from jobtape.eventlog import events as ev
 from jobtape.eventlog import hashing

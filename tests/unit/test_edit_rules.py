@@ -13,7 +13,7 @@ from freezegun import freeze_time
 
 from jobtape import errors
 from jobtape.audio import recipes, render
-from jobtape.audio.store import assets, previews
+from jobtape.audio.projections import assets, previews
 from jobtape.eventlog import events as ev
 from jobtape.eventlog.sqlite import SQLiteBackend
 from jobtape.eventlog.store import EventStore

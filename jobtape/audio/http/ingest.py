@@ -39,7 +39,6 @@ from jobtape.audio.http import direct_upload, url_source
 from jobtape.audio.settings import AudioSettings
 from jobtape.config import Settings
 from jobtape.http import creation, openapi, schemas, spool, upload
-from jobtape.projections import quota
 from jobtape.projections.repository import JobRepository, new_job_id
 from jobtape.storage import Storage
 
@@ -212,7 +211,7 @@ async def ingest_upload(
     job_id = new_job_id()
     with upload_slots.hold():
         # Cheap early refusal before receiving the file; the guard in the create batch decides.
-        await anyio.to_thread.run_sync(quota.check_early, repository.store.backend, owner, settings.max_active_jobs)
+        await anyio.to_thread.run_sync(repository.check_quota_early, owner, settings.max_active_jobs)
         spooled, key, size = await _receive_and_store(request, boundary, job_id, storage, settings, spool_folder)
     params: dict[str, object] = {
         "sourceType": "upload",

@@ -37,9 +37,9 @@ from jobtape.app import JobContext
 from jobtape.audio import loudness, media, render
 from jobtape.audio.errors import MediaError
 from jobtape.audio.jobs import steps
+from jobtape.audio.projections import previews
 from jobtape.audio.recipes import CanonicalRecipe
 from jobtape.audio.settings import AudioSettings
-from jobtape.audio.store import previews
 from jobtape.storage.base import Storage
 
 __all__ = ["preview", "preview_key", "save"]
@@ -91,7 +91,7 @@ def preview(context: JobContext, storage: Storage, settings: AudioSettings) -> d
         MediaError: the source is missing or ffmpeg failed (the job fails).
     """
     recipe, recipe_hash, source_key = _params(context)
-    cached = previews.select_preview(context.repository.store.backend, recipe_hash)
+    cached = previews.select_preview(context.repository.store, recipe_hash)
     if cached is not None and storage.exists(cached.preview_key):  # rendered since this job was created
         return previews.cache_hit_result(cached, recipe_hash, recipe.asset_id)
     source = _fetch(context, storage, source_key)

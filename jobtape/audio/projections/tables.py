@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlite_utils
 
-from jobtape.audio.store import assets, previews
+from jobtape.audio.projections import assets, previews
 from jobtape.eventlog.schema import Migration
 from jobtape.projections.registry import Projection
 
@@ -19,7 +19,7 @@ __all__ = ["ASSETS", "MIGRATIONS", "PREVIEWS", "PROJECTIONS"]
 
 
 def _assets_previews(db: sqlite_utils.Database) -> None:
-    # Projections folded from completed jobs (jobtape.audio.store.assets / previews).
+    # Projections folded from completed jobs (jobtape.audio.projections.assets / previews).
     db.execute(
         """
         CREATE TABLE assets (
