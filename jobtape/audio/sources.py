@@ -43,6 +43,7 @@ __all__ = [
     "MAX_URL_LENGTH",
     "METADATA_ADDRESSES",
     "METADATA_HOSTS",
+    "REFUSED_MARKER",
     "SOURCE_TYPES",
     "YOUTUBE_HOSTS",
     "CheckedSource",
@@ -56,6 +57,10 @@ __all__ = [
     "parse_source_url",
     "resolve_host",
 ]
+
+#: Written by the yt-dlp guard (:mod:`jobtape.audio.ytdlp_guard`) when it refuses an address;
+#: read back from its stderr by :func:`jobtape.audio.ytdlp.describe_failure`.
+REFUSED_MARKER = "jobtape refused to connect"
 
 SourceType = Literal["url", "youtube"]
 #: An allowlisted network (``ipaddress.ip_network`` of a CIDR such as ``10.1.2.0/24``).

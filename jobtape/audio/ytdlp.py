@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from jobtape.audio import ytdlp_guard
+from jobtape.audio import sources
 
 __all__ = [
     "INFO_FIELDS",
@@ -205,8 +205,8 @@ def describe_failure(returncode: int, stderr: str) -> tuple[str, bool]:
     Returns:
         ``(message, retryable)``.
     """
-    if ytdlp_guard.REFUSED_MARKER in stderr:  # wherever it appears: a redirect's or a fragment's refusal too
-        refused = stderr[stderr.rindex(ytdlp_guard.REFUSED_MARKER) + len(ytdlp_guard.REFUSED_MARKER):]
+    if sources.REFUSED_MARKER in stderr:  # wherever it appears: a redirect's or a fragment's refusal too
+        refused = stderr[stderr.rindex(sources.REFUSED_MARKER) + len(sources.REFUSED_MARKER):]
         return f"the download was refused: it led to a non-public address ({refused.split(')')[0].strip()})", False
     lines = stderr.splitlines()
     errors_seen = []

@@ -27,7 +27,7 @@ from jobtape.audio import sources
 __all__ = ["REFUSED_MARKER", "guarded_getaddrinfo", "main", "split_allowed"]
 
 #: Text in the error yt-dlp reports when the guard refused a host.
-REFUSED_MARKER = "jobtape refused to connect"
+REFUSED_MARKER = sources.REFUSED_MARKER
 
 _original_getaddrinfo = socket.getaddrinfo
 
