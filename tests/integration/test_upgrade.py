@@ -1,0 +1,67 @@
+"""A data dir written by the code before the audio package (main at 248ad6f) opens and upgrades unchanged.
+
+The audio tables moved from the engine's migrations 0006 and 0009 into the audio package's
+(``audio.0001_assets_previews``, ``audio.0002_asset_removals``); the engine's parts were
+renamed (``0006_quota_guard``, ``0009_blob_removal_columns``). Each lists the shipped name in
+``replaces``, so a database that recorded the shipped names applies none of them again (a
+re-run would fail: ``table assets already exists``). ``tests/data/main-248ad6f.db`` was
+written by that code (``tests/data/make_main_db.py``): a completed ingest (an ``assets``
+row), a rendered preview (a ``previews`` row) and a failed upload (``retained_upload``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+from configs import TABLES  # tests/ is on sys.path
+
+from jobtape import runtime
+from jobtape.audio.projections import assets, previews
+from jobtape.config import Settings
+from jobtape.eventlog.sqlite import SQLiteBackend
+from jobtape.projections.rebuild import rebuild
+
+MAIN_DB = Path(__file__).resolve().parents[1] / "data" / "main-248ad6f.db"
+ASSET_ID, RECIPE_HASH = "a" * 32, "b" * 64
+
+
+def _schema(path: Path) -> list[tuple[str, str, str]]:
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY name")
+        return [(kind, name, " ".join((sql or "").split())) for kind, name, sql in rows]
+
+
+def test_a_data_dir_of_the_code_before_the_audio_package_applies_no_migration_and_reads_the_same(tmp_path: Path) -> None:
+    data_dir = tmp_path / "var"
+    data_dir.mkdir()
+    shutil.copy(MAIN_DB, data_dir / "jobtape.db")
+
+    backend = SQLiteBackend(data_dir / "jobtape.db")
+    assert backend.migrate(TABLES.migrations) == []  # every split migration is recorded under its shipped name
+    backend.close()
+    fresh = tmp_path / "fresh.db"
+    SQLiteBackend(fresh).migrate(TABLES.migrations)
+    assert _schema(data_dir / "jobtape.db") == _schema(fresh)  # the split migrations build the same tables
+
+    repository = runtime.open_repository(Settings(data_dir=data_dir), tables=TABLES)
+    try:
+        assert rebuild(repository.store, apply_changes=False, tables=TABLES).differences == []
+        asset = assets.select_asset(repository.store, ASSET_ID)
+        assert asset is not None and asset.storage_key == f"assets/{ASSET_ID}/prepared.flac" and asset.owner == "alice"
+        cached = previews.select_preview(repository.store, RECIPE_HASH)
+        assert cached is not None and cached.preview_key == f"previews/{RECIPE_HASH}.mp3"
+        created = repository.create("save", {"assetId": ASSET_ID}, owner="alice")  # the log takes new jobs
+        assert created.state.version == 1
+    finally:
+        repository.store.close()
+
+    env = {**os.environ, "JOBTAPE_DATA_DIR": str(data_dir)}
+    for command in (["verify"], ["rebuild", "--verify"]):
+        done = subprocess.run([sys.executable, "-m", "jobtape", *command], env=env, capture_output=True, text=True,
+                              timeout=60, check=False)
+        assert done.returncode == 0, (command, done.stdout[-500:], done.stderr[-500:])
