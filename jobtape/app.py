@@ -51,7 +51,7 @@ from jobtape.projections.repository import JobRepository
 from jobtape.storage.base import Storage
 from jobtape.worker import context as worker_context
 from jobtape.worker import policy
-from jobtape.worker.runner import Pipeline, Worker
+from jobtape.worker.runner import JobHandler, Worker
 
 __all__ = ["App", "JobContext", "JobTypeSpec", "load_app"]
 
@@ -360,11 +360,11 @@ class App:
             options: more :class:`Worker` keyword arguments (``worker_id``, ``rng``).
         """
         return Worker(self.repository, storage or runtime.open_storage(self.settings), self.settings,
-                      pipelines=self.pipelines(), limits=self.limits(), **options)
+                      handlers=self.job_handlers(), limits=self.limits(), **options)
 
-    def pipelines(self) -> dict[str, Pipeline]:
-        """Job type -> the worker pipeline that runs its handler (``Worker(pipelines=...)``)."""
-        return {name: _pipeline(spec) for name, spec in self._types.items()}
+    def job_handlers(self) -> dict[str, JobHandler]:
+        """Job type -> the job handler the worker calls: decodes the params, calls the registered function (``Worker(handlers=...)``)."""
+        return {name: _worker_handler(spec) for name, spec in self._types.items()}
 
     def limits(self) -> dict[str, policy.TypeLimits]:
         """Job type -> its own timeout and ``max_attempts`` (``Worker(limits=...)``)."""
@@ -379,8 +379,8 @@ class App:
                 self._repository = None
 
 
-def _pipeline(spec: JobTypeSpec) -> Pipeline:
-    """The worker's pipeline for a job type: decode the params, call the handler, check the result."""
+def _worker_handler(spec: JobTypeSpec) -> JobHandler:
+    """The worker's job handler for a job type: decode the params, call the handler, check the result."""
 
     def run(running: worker_context.JobContext, storage: Storage, settings: Settings) -> dict[str, Any]:
         params = spec.decode_params(running.params)

@@ -84,6 +84,6 @@ def worker(
         options: more :class:`Worker` keyword arguments (``handlers`` replaces the app's, ``worker_id``, ...).
     """
     chosen = app or default_app(settings, audio_settings or AudioSettings())
-    options.setdefault("pipelines", chosen.pipelines())
+    options.setdefault("handlers", chosen.job_handlers())
     options.setdefault("limits", chosen.limits())
     return Worker(repository, storage, settings, **options)

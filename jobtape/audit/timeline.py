@@ -1,9 +1,9 @@
 """A job's history summarised: attempts, time in each stage, who ran which child (pure).
 
-Built from one stream's recorded events in version order. Besides the pipeline's own
+Built from one stream's recorded events in version order. Besides the job handler's own
 stages (``job.stage_changed``) three spans are named here: ``queued`` (from creation, or
 from a return to pending, until the next claim), ``claimed`` (from the claim until the
-pipeline's first stage) and ``cancelling`` (from a cancel request on a running job until
+job handler's first stage) and ``cancelling`` (from a cancel request on a running job until
 the worker confirms with ``job.cancelled``). So the spans of a finished job cover its
 whole life. Durations are in seconds, from the events' ``recorded_at``.
 """

@@ -138,7 +138,7 @@ def embedded_app(
     else:
         repository = runtime.open_repository(settings, on_append=wake_workers, tables=job_app.tables)
     storage = runtime.open_storage(settings)
-    workers.extend(runner.Worker(repository, storage, settings, pipelines=job_app.pipelines(), limits=job_app.limits())
+    workers.extend(runner.Worker(repository, storage, settings, handlers=job_app.job_handlers(), limits=job_app.limits())
                    for _ in range(worker_count))
     for worker in workers:
         worker.on_fatal = on_worker_fatal

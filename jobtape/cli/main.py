@@ -209,7 +209,7 @@ def worker(data_dir: Path, poll_interval_s: float, concurrency: int, allow_priva
         # retries while the store is unreachable
         repository = startup.open_repository_waiting(settings, tables=job_app.tables)
         job_worker = runner.Worker(repository, runtime.open_storage(settings), settings,
-                                   pipelines=job_app.pipelines(), limits=job_app.limits())
+                                   handlers=job_app.job_handlers(), limits=job_app.limits())
         started.append(job_worker)
         job_worker.start()
         click.echo(f"worker {job_worker.worker_id} polling {runtime.describe_store(settings)} every {poll_interval_s:g} s,"

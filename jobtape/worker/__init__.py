@@ -1,1 +1,1 @@
-"""Workers: claim jobs, run their pipelines and child processes, heartbeat, reap expired leases."""
+"""Workers: claim jobs, run their job handlers and child processes, heartbeat, reap expired leases."""

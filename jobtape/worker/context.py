@@ -1,16 +1,16 @@
-"""What a running job's pipeline sees: guarded appends, stages, progress, child processes.
+"""What a running job's handler sees: guarded appends, stages, progress, child processes.
 
 Every append is guarded by the version the worker last saw. When the guard (or the fold)
 refuses an append, the context re-reads the job: if the job is no longer this worker's it
 raises :class:`JobLost`; if a cancel was requested it raises :class:`CancelRequested`;
-otherwise it retries on the fresh state. The pipeline never decides state itself.
+otherwise it retries on the fresh state. The job handler never decides state itself.
 
 The worker's loop thread may interrupt a running job (:meth:`JobContext.request_cancel`,
 :meth:`~JobContext.request_timeout`, :meth:`~JobContext.request_release`,
 :meth:`~JobContext.abandon`): the running child gets SIGTERM (SIGKILL after the grace) and
-the pipeline's next step raises the matching control-flow exception, a
+the handler's next step raises the matching control-flow exception, a
 :class:`jobtape.errors.JobInterrupted` (a ``BaseException``: an ``except Exception`` in a
-pipeline or job handler does not swallow it; see :mod:`jobtape.errors`). It also appends the
+job handler does not swallow it; see :mod:`jobtape.errors`). It also appends the
 job's heartbeats (:meth:`JobContext.heartbeat`); appends from both threads are serialised.
 """
 
@@ -35,7 +35,7 @@ __all__ = ["CancelRequested", "ChildOutcome", "JobContext", "JobLost", "Released
 
 
 class CancelRequested(errors.JobInterrupted):
-    """Control flow: the job's cancel was requested; the pipeline must stop."""
+    """Control flow: the job's cancel was requested; the job handler must stop."""
 
 
 class JobLost(errors.JobInterrupted):
@@ -67,7 +67,7 @@ class ChildOutcome:
 
 
 class JobContext:
-    """The running job as its pipeline sees it.
+    """The running job as its job handler sees it.
 
     Args:
         repository: where events go.
@@ -161,7 +161,7 @@ class JobContext:
         """Append ``job.heartbeat`` if the lease was last renewed ``lease_ttl_s / 3`` seconds or more ago.
 
         Called by the worker's loop thread. If the append finds the job no longer ours,
-        the job is abandoned (:meth:`abandon`: its child killed; the pipeline stops on JobLost).
+        the job is abandoned (:meth:`abandon`: its child killed; the job handler stops on JobLost).
 
         Args:
             now: the current UTC time.
@@ -192,7 +192,7 @@ class JobContext:
         A cancel request SIGTERMs the child (:meth:`request_cancel`). A job that is no longer
         this worker's (a reaper took it back, it was archived) is abandoned at once
         (:meth:`abandon`: the child is terminated, nothing more is appended), instead of at
-        the pipeline's next append, which may be a heartbeat a third of the lease away.
+        the job handler's next append, which may be a heartbeat a third of the lease away.
         """
         if fresh is not None and fresh.cancel_requested and not self.cancel_event.is_set():
             self.request_cancel()
@@ -336,15 +336,15 @@ class JobContext:
         self._interrupt(None)
 
     def request_timeout(self, timeout_s: float) -> None:
-        """The job ran past its ``timeout_s`` (seconds): stop its child; the pipeline raises :class:`TimedOut`."""
+        """The job ran past its ``timeout_s`` (seconds): stop its child; the job handler raises :class:`TimedOut`."""
         self._interrupt(TimedOut(timeout_s))
 
     def request_release(self) -> None:
-        """The worker shuts down: stop the child; the pipeline raises :class:`Released`."""
+        """The worker shuts down: stop the child; the job handler raises :class:`Released`."""
         self._interrupt(Released())
 
     def abandon(self, cause: JobLost | None = None) -> None:
-        """The job is no longer ours: stop the child; the pipeline raises :class:`JobLost` and appends nothing."""
+        """The job is no longer ours: stop the child; the job handler raises :class:`JobLost` and appends nothing."""
         self._interrupt(cause or JobLost("the job was taken over"), force=True)
 
     def _interrupt(self, cause: errors.JobInterrupted | None, *, force: bool = False) -> None:

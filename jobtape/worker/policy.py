@@ -145,7 +145,7 @@ def reap_events(
 def failure_events(
     state: job_state.JobState, error: str, *, retryable: bool, now: dt.datetime, settings: Settings, rng: Random
 ) -> list[ev.Event]:
-    """What the worker appends when a job's pipeline failed with ``error``.
+    """What the worker appends when a job's handler failed with ``error``.
 
     Args:
         state: the job's state (the worker's current attempt).

@@ -1,4 +1,4 @@
-"""The worker: claims pending jobs, runs their pipelines in threads, watches over them.
+"""The worker: claims pending jobs, runs their job handlers in threads, watches over them.
 
 One :class:`Worker` runs up to ``concurrency`` jobs at once. When it starts it sweeps
 this host's orphaned children (:meth:`Reaper.sweep_orphans`). Then its loop, once per
@@ -49,13 +49,13 @@ from jobtape.worker.context import (
 )
 from jobtape.worker.reaper import Reaper
 
-__all__ = ["Pipeline", "Worker"]
+__all__ = ["JobHandler", "Worker"]
 
 log = logging.getLogger(__name__)
 
-#: A pipeline runs one job type: given the context, the storage and the settings, it
+#: A job handler runs one job type: given the context, the storage and the settings, it
 #: returns the job's result (camelCase keys) or raises errors.JobFailed.
-Pipeline = Callable[[JobContext, Storage, Settings], dict[str, Any]]
+JobHandler = Callable[[JobContext, Storage, Settings], dict[str, Any]]
 
 _counter = itertools.count(1)
 
@@ -75,8 +75,8 @@ class Worker:
         repository: the job log.
         storage: blob storage for inputs and outputs.
         settings: poll interval, concurrency, lease TTL, timeouts, retries, shutdown grace,
-            kill grace, host id, loudness target.
-        pipelines: job type -> pipeline (an app's: :meth:`jobtape.App.pipelines`). The worker
+            kill grace, host id.
+        handlers: job type -> job handler (an app's: :meth:`jobtape.App.job_handlers`). The worker
             claims only these types.
         limits: job type -> its own timeout and ``max_attempts`` (:class:`policy.TypeLimits`);
             a type without an entry uses the settings'.
@@ -90,7 +90,7 @@ class Worker:
         storage: Storage,
         settings: Settings,
         *,
-        pipelines: Mapping[str, Pipeline],
+        handlers: Mapping[str, JobHandler],
         limits: Mapping[str, policy.TypeLimits] | None = None,
         worker_id: str | None = None,
         rng: policy.Random | None = None,
@@ -98,7 +98,7 @@ class Worker:
         self.repository = repository
         self.storage = storage
         self.settings = settings
-        self.pipelines = dict(pipelines)
+        self.handlers = dict(handlers)
         self.limits = dict(limits or {})
         self.host_id = settings.host_id or children.host_id()
         self.worker_id = worker_id or f"{self.host_id}:{os.getpid()}:{next(_counter)}"
@@ -336,7 +336,7 @@ class Worker:
 
         Racing workers are resolved by the version guard: the loser moves to the next candidate.
         """
-        for job_id in self.repository.claimable(self.pipelines, clock.utcnow(), limit=16):
+        for job_id in self.repository.claimable(self.handlers, clock.utcnow(), limit=16):
             current = self.repository.load(job_id)
             if current is None or current.status != "pending":
                 continue
@@ -375,7 +375,7 @@ class Worker:
             self._wake.set()
 
     def execute(self, context: JobContext) -> None:
-        """Run a claimed job's pipeline and append its terminal event (or nothing, if lost).
+        """Run a claimed job's handler and append its terminal event (or nothing, if lost).
 
         Outcomes: a result -> ``job.completed``; a cancel -> partial output removed, then
         ``job.cancelled``; a timeout -> ``job.failed`` ``timed out after N s``; a shutdown
@@ -383,7 +383,7 @@ class Worker:
         retried with backoff until ``max_attempts``); a takeover -> nothing.
         """
         try:
-            outcome = self._run_pipeline(context)
+            outcome = self._run_handler(context)
             for _ in range(3):  # a cancel or a takeover may overtake the terminal append
                 try:
                     self._finish(context, outcome)
@@ -396,9 +396,9 @@ class Worker:
         finally:
             context.cleanup(self.storage.delete)
 
-    def _run_pipeline(self, context: JobContext) -> dict[str, Any] | Exception | errors.JobInterrupted:
+    def _run_handler(self, context: JobContext) -> dict[str, Any] | Exception | errors.JobInterrupted:
         try:
-            return self.pipelines[context.state.job_type](context, self.storage, self.settings)
+            return self.handlers[context.state.job_type](context, self.storage, self.settings)
         except (CancelRequested, JobLost, TimedOut, Released, errors.StorageError, errors.JobFailed) as exc:
             return exc
         except errors.StoreAuthRejected:

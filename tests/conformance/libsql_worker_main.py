@@ -1,4 +1,4 @@
-"""A worker process for the libSQL claim test: its own connection to sqld, a no-media pipeline, run until idle.
+"""A worker process for the libSQL claim test: its own connection to sqld, a no-media job handler, run until idle.
 
 Usage: python libsql_worker_main.py URL NAME   (prints how many jobs it finished)
 """
@@ -22,7 +22,7 @@ def main() -> None:
     repository = runtime.open_repository(settings, tables=default_tables())
     worker = Worker(
         repository, MemoryStorage(), settings,
-        pipelines={"ingest": lambda context, storage, settings: {"by": context.worker_id}},
+        handlers={"ingest": lambda context, storage, settings: {"by": context.worker_id}},
         worker_id=name,
     )
     worker.run(until_idle=True)

@@ -225,7 +225,7 @@ def test_claims_are_exclusive_across_workers(open_backend: Callable[[], SQLBacke
     settings = Settings(concurrency=2, poll_interval_s=0.01)
     workers = [
         Worker(JobRepository(EventStore(open_backend()), projections=TABLES.projections), MemoryStorage(), settings,
-               pipelines={"ingest": lambda context, storage, settings: {"by": context.worker_id}}, worker_id=f"w{n}")
+               handlers={"ingest": lambda context, storage, settings: {"by": context.worker_id}}, worker_id=f"w{n}")
         for n in range(3)
     ]
     threads = [threading.Thread(target=w.run, kwargs={"until_idle": True}) for w in workers]

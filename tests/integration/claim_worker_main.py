@@ -1,4 +1,4 @@
-"""A worker process for the claim-exclusivity test: a no-media pipeline, run until idle.
+"""A worker process for the claim-exclusivity test: a no-media job handler, run until idle.
 
 Usage: python claim_worker_main.py DB_PATH NAME
 """
@@ -24,7 +24,7 @@ def main() -> None:
     settings = Settings(data_dir=Path(db_path).parent, concurrency=2, poll_interval_s=0.01)
     worker = Worker(
         repository, MemoryStorage(), settings,
-        pipelines={"ingest": lambda context, storage, settings: {"by": context.worker_id}},
+        handlers={"ingest": lambda context, storage, settings: {"by": context.worker_id}},
         worker_id=name,
     )
     worker.run(until_idle=True)

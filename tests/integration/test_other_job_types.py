@@ -1,4 +1,4 @@
-"""A job of a type the audio pipelines do not know is created, run and stays readable by every tool.
+"""A job of a type the audio job handlers do not know is created, run and stays readable by every tool.
 
 The first step of the engine as a library (issue 10): ``JobCreated.job_type`` was
 ``Literal["ingest", "preview", "save"]``, so a job of any other type, once appended,
@@ -35,11 +35,11 @@ def test_a_job_of_another_type_runs_on_a_worker_that_has_it_and_every_tool_reads
         return {"sum": params["a"] + params["b"]}
 
     job_id = repository.create("sum", {"a": 2, "b": 3}).state.job_id
-    audio_only = Worker(repository, storage, Settings(data_dir=tmp_path))  # the default: the audio pipelines
+    audio_only = Worker(repository, storage, Settings(data_dir=tmp_path))  # the default: the audio job handlers
     audio_only.run(until_idle=True)
     assert repository.get(job_id).status == "pending"  # a worker claims only the types it runs
 
-    Worker(repository, storage, Settings(data_dir=tmp_path), pipelines={"sum": add}).run(until_idle=True)
+    Worker(repository, storage, Settings(data_dir=tmp_path), handlers={"sum": add}).run(until_idle=True)
     state = repository.get(job_id)
     assert (state.job_type, state.status, state.result) == ("sum", "complete", {"sum": 5})
     assert [r.type for r in repository.store.read_stream(job_id)][-1] == "job.completed"

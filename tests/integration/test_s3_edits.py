@@ -1,5 +1,5 @@
 """The ingest -> preview -> save path with S3 storage (moto's server over HTTP on 127.0.0.1)
-and real ffmpeg on a real recording: the edit pipelines fetch the asset from the bucket into
+and real ffmpeg on a real recording: the edit job handlers fetch the asset from the bucket into
 the job's temp dir and upload their result; no temp file remains after success, failure and
 cancellation. The download routes answer JSON ``{downloadUrl}`` with presigned GET URLs whose
 ``X-Amz-Expires`` is the configured TTL (moto does not enforce expiry; S3/R2 do).

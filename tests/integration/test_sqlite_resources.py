@@ -36,7 +36,7 @@ def test_connections_and_fds_stay_flat_however_many_job_threads_ran(tmp_path: Pa
     repository = JobRepository(EventStore(backend), projections=TABLES.projections)
     storage = LocalStorage(tmp_path / "storage")
     worker = Worker(repository, storage, Settings(data_dir=tmp_path, concurrency=4, poll_interval_s=0.01),
-                    pipelines={"ingest": lambda context, storage_, settings: {}})
+                    handlers={"ingest": lambda context, storage_, settings: {}})
 
     def run(jobs: int) -> None:
         for _ in range(jobs):

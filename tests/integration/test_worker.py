@@ -126,7 +126,7 @@ def test_cancel_kills_the_running_ffmpeg(tmp_path: Path, storage: LocalStorage, 
 
 
 def test_cancel_in_the_same_instant_as_completion_never_completes(tmp_path: Path, repository: JobRepository, storage: LocalStorage) -> None:
-    def pipeline(context: Any, storage_: LocalStorage, settings: Settings) -> dict[str, Any]:
+    def handler(context: Any, storage_: LocalStorage, settings: Settings) -> dict[str, Any]:
         key = "assets/raced/prepared.flac"
         context.written_keys.append(key)
         storage_.put_stream(key, [b"audio"])
@@ -135,7 +135,7 @@ def test_cancel_in_the_same_instant_as_completion_never_completes(tmp_path: Path
         return {"preparedKey": key}
 
     job_id = repository.create("ingest", {}).state.job_id
-    Worker(repository, storage, Settings(data_dir=tmp_path), pipelines={"ingest": pipeline}).run(until_idle=True)
+    Worker(repository, storage, Settings(data_dir=tmp_path), handlers={"ingest": handler}).run(until_idle=True)
     state = repository.get(job_id)
     assert (state.status, state.finished) == ("cancelled", True)
     assert "job.completed" not in [r.type for r in events_of(repository, job_id)]
@@ -144,7 +144,7 @@ def test_cancel_in_the_same_instant_as_completion_never_completes(tmp_path: Path
 
 def test_embedded_worker_wakes_on_a_new_job(tmp_path: Path, repository: JobRepository, storage: LocalStorage) -> None:
     worker = Worker(repository, storage, Settings(data_dir=tmp_path, poll_interval_s=3600),
-                    pipelines={"ingest": lambda c, s, t: {"ok": True}})
+                    handlers={"ingest": lambda c, s, t: {"ok": True}})
     repository.on_append = worker.on_append
     worker.start()
     try:

@@ -45,11 +45,11 @@ def test_heartbeats_keep_a_quiet_job_leased_and_stop_when_it_appends(tmp_path: P
     release = threading.Event()
 
     def quiet(context: JobContext, storage_: Any, settings: Settings) -> dict[str, Any]:
-        release.wait(30)  # a pipeline step that appends nothing (a long upload, say)
+        release.wait(30)  # a job handler step that appends nothing (a long upload, say)
         return {"ok": True}
 
     worker = Worker(repository, storage, Settings(data_dir=tmp_path, lease_ttl_s=1.5, poll_interval_s=0.05),
-                    pipelines={"ingest": quiet})
+                    handlers={"ingest": quiet})
     job_id = repository.create("ingest", {}).state.job_id
     worker.start()
     try:
@@ -76,7 +76,7 @@ def test_a_retryable_failure_is_retried_with_backoff_then_fails_after_max_attemp
 
     settings = Settings(data_dir=tmp_path, max_attempts=3, backoff_base_s=0.2, backoff_cap_s=0.3, poll_interval_s=0.02)
     job_id = repository.create("ingest", {}).state.job_id
-    worker = Worker(repository, storage, settings, pipelines={"ingest": flaky})
+    worker = Worker(repository, storage, settings, handlers={"ingest": flaky})
     worker.start()
     try:
         wait_for(lambda: repository.get(job_id).finished, timeout_s=15, what="the job to fail")
@@ -210,7 +210,7 @@ def test_a_reused_pid_is_never_killed(tmp_path: Path, repository: JobRepository,
         old_child = ev.JobChildStarted(pid=bystander.pid, argv=["ffmpeg"], host_id=children.host_id(),
                                        started_at_ticks=ticks - 1)  # same pid, another start time
         repository.append(job_id, [old_child], state, actor=ghost)
-        worker = Worker(repository, storage, Settings(data_dir=tmp_path), pipelines={"ingest": lambda c, s, t: {}})
+        worker = Worker(repository, storage, Settings(data_dir=tmp_path), handlers={"ingest": lambda c, s, t: {}})
         report = worker.reaper.sweep_orphans()
         assert report.killed == [] and report.reaped == [job_id]
         assert bystander.poll() is None

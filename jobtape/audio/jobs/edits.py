@@ -1,4 +1,4 @@
-"""The edit pipelines: render a recipe as a preview (MP3) or save it as a new asset (FLAC).
+"""The edit job handlers: render a recipe as a preview (MP3) or save it as a new asset (FLAC).
 
 Job params (written by ``jobtape.audio.http.edits``)::
 

@@ -1,4 +1,4 @@
-"""Job pipelines: what a worker does for each job type (ffmpeg runs as child processes).
+"""The ingest job handler: what a worker does for an ingest (ffmpeg runs as child processes).
 
 Ingest stages (each a ``job.stage_changed``; progress 0-100 within the stage where ffmpeg
 reports it):
@@ -91,7 +91,7 @@ def normalize_to_asset(context: JobContext, storage: Storage, settings: AudioSet
 
 
 def ingest(context: JobContext, storage: Storage, settings: AudioSettings) -> dict[str, Any]:
-    """The ingest pipeline for uploads and URL/YouTube sources: see the module docstring.
+    """The ingest job handler for uploads and URL/YouTube sources: see the module docstring.
 
     Job params (from the API): ``{"sourceType": "upload", "storageKey": ...,
     "originalFilename": ...}`` (``"storage"`` for a direct upload), or ``{"sourceType": "url" | "youtube", "url": ...,

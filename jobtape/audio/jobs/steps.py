@@ -1,4 +1,4 @@
-"""Steps shared by every pipeline: fetch an input, probe it, run an ffmpeg pass with progress.
+"""Steps shared by every job handler: fetch an input, probe it, run an ffmpeg pass with progress.
 
 Each step runs its ffmpeg through :meth:`JobContext.run_child`, so it is recorded as
 ``job.child_started`` / ``job.child_exited``, cancellable, and bounded by the job's timeout.

@@ -9,7 +9,7 @@ process through :meth:`JobContext.run_child` (``job.child_started``/``job.child_
 a cancel terminates it and the workdir with its partial files is removed), limited to
 ``AudioSettings.max_download_bytes`` (yt-dlp's ``--max-filesize`` on the Content-Length, and the
 bytes actually received, checked on every progress line) and to ``AudioSettings.timeout_ingest_s``
-seconds. The rest of the ingest is the upload pipeline's
+seconds. The rest of the ingest is the upload job handler's
 (:func:`jobtape.audio.jobs.ingest.normalize_to_asset`).
 """
 

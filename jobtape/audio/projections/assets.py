@@ -6,7 +6,7 @@ row is written in the SAME batch as that ``job.completed`` event (see
 answered from here, never by asking storage.
 
 The mapping from a job's state to the row (:func:`asset_row`) is pure. Result fields read
-(as written by :func:`jobtape.audio.jobs.ingest.normalize_to_asset` and the save pipeline)::
+(as written by :func:`jobtape.audio.jobs.ingest.normalize_to_asset` and the save job handler)::
 
     {"assetId": str, "preparedKey": str, "durationSec": float, "sampleRate": int,
      "channels": int, "outputLoudness": {"integratedLufs": float | None,
