@@ -438,7 +438,7 @@ class _Follow:
         """
         if not self.connected_once and not isinstance(exc, httpx.ReadTimeout):
             raise ServerUnreachable(f"cannot reach the jobtape server to follow job {self.job_id}: {exc!r}") from exc
-        self.check_deadline(f" (last connection error: {exc!r})")
+        self.check_deadline("" if isinstance(exc, httpx.TimeoutException) else f" (the connection failed: {exc!r})")
         pause = 0.0 if self.failures == 0 else min(0.1 * 2 ** (self.failures - 1), MAX_RECONNECT_PAUSE_S)
         self.failures += 1
         return max(0.0, min(pause, self.remaining_s()))
