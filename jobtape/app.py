@@ -33,7 +33,6 @@ name is an error (:class:`errors.JobTypeAlreadyRegistered`) and leaves the regis
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import inspect
 import threading
@@ -42,11 +41,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
 from jobtape import errors, runtime
 from jobtape.config import Settings
 from jobtape.eventlog import events as ev
+from jobtape.jobtypes import Handler, JobTypeSpec
 from jobtape.projections.repository import JobRepository
 from jobtape.storage.base import Storage
 from jobtape.worker import context as worker_context
@@ -54,9 +52,6 @@ from jobtape.worker import policy
 from jobtape.worker.runner import Pipeline, Worker
 
 __all__ = ["App", "JobContext", "JobTypeSpec", "load_app"]
-
-Handler = Callable[..., Mapping[str, Any]]
-
 
 class JobContext:
     """What a running job's handler sees: its identity, its params, and the ways to report and stop.
@@ -142,59 +137,6 @@ class JobContext:
         return self._running.run_child(argv, on_line=on_line, timeout_s=timeout_s)
 
 
-@dataclasses.dataclass(frozen=True)
-class JobTypeSpec:
-    """One registered job type.
-
-    Attributes:
-        name: the type's name, stored in the log forever (:data:`jobtape.eventlog.events.JOB_TYPE_PATTERN`).
-        handler: ``handler(ctx, params) -> dict``.
-        params_type: the msgspec type params are decoded into (``dict`` for none).
-        limits: its own timeout and ``max_attempts`` (``None`` fields: the settings').
-    """
-
-    name: str
-    handler: Handler
-    params_type: Any
-    limits: policy.TypeLimits
-
-    def decode_params(self, params: Mapping[str, Any]) -> Any:
-        """Decode stored or submitted params into :attr:`params_type`.
-
-        Raises:
-            errors.InvalidParams: a field is missing, extra (for a ``forbid_unknown_fields``
-                Struct) or of the wrong type; the message names it.
-        """
-        try:
-            return msgspec.convert(dict(params), self.params_type)
-        except msgspec.ValidationError as exc:
-            raise errors.InvalidParams(self.name, str(exc)) from exc
-
-    def encode_params(self, params: Any) -> dict[str, Any]:
-        """Check ``params`` (a dict or an instance of :attr:`params_type`) and return the JSON object to store.
-
-        Raises:
-            errors.InvalidParams: see :meth:`decode_params`.
-        """
-        raw = msgspec.to_builtins(params) if isinstance(params, msgspec.Struct) else params
-        if not isinstance(raw, Mapping):
-            raise errors.InvalidParams(self.name, "params must be a JSON object")
-        self.decode_params(raw)
-        return dict(raw)
-
-    def pipeline(self) -> Pipeline:
-        """The worker's pipeline for this type: decode the params, call the handler, check the result."""
-
-        def run(running: worker_context.JobContext, storage: Storage, settings: Settings) -> dict[str, Any]:
-            params = self.decode_params(running.params)
-            result = self.handler(JobContext(running, storage, params), params)
-            if not isinstance(result, Mapping):
-                raise TypeError(f"the handler of {self.name!r} returned {type(result).__name__}, not a dict")
-            return dict(result)
-
-        return run
-
-
 class App:
     """A registry of job types and the settings to run them with.
 
@@ -215,7 +157,8 @@ class App:
         return dict(self._types)
 
     def job_type(
-        self, name: str, *, timeout_s: float | None = None, max_attempts: int | None = None, params: Any = None
+        self, name: str, *, timeout_s: float | None = None, max_attempts: int | None = None, params: Any = None,
+        http_submit: bool = True,
     ) -> Callable[[Handler], Handler]:
         """Register the decorated function as the handler of job type ``name``.
 
@@ -226,6 +169,9 @@ class App:
             max_attempts: attempts before a retryable failure is final; ``None``: ``JOBTAPE_MAX_ATTEMPTS``.
             params: the msgspec type of the params; ``None`` takes the handler's second
                 parameter's annotation (``dict`` when it has none).
+            http_submit: whether ``POST /api/jobs`` of ``jobtape serve --app`` accepts the type;
+                ``False`` for a type created only through its own routes (the audio jobs) or
+                only in-process (:meth:`submit`).
 
         Returns:
             The decorator; it returns the function unchanged.
@@ -238,8 +184,8 @@ class App:
             raise ValueError(f"job type {name!r} is not a lowercase name (a-z, 0-9, '_', '.', '-'; at most 64)")
 
         def register(handler: Handler) -> Handler:
-            spec = JobTypeSpec(name, handler, params or _params_annotation(handler),
-                               policy.TypeLimits(timeout_s=timeout_s, max_attempts=max_attempts))
+            spec = JobTypeSpec(name, handler, params or _params_annotation(handler), timeout_s=timeout_s,
+                               max_attempts=max_attempts, http_submit=http_submit)
             with self._lock:
                 if name in self._types:
                     raise errors.JobTypeAlreadyRegistered(name)
@@ -300,11 +246,12 @@ class App:
 
     def pipelines(self) -> dict[str, Pipeline]:
         """Job type -> the worker pipeline that runs its handler (``Worker(pipelines=...)``)."""
-        return {name: spec.pipeline() for name, spec in self._types.items()}
+        return {name: _pipeline(spec) for name, spec in self._types.items()}
 
     def limits(self) -> dict[str, policy.TypeLimits]:
         """Job type -> its own timeout and ``max_attempts`` (``Worker(limits=...)``)."""
-        return {name: spec.limits for name, spec in self._types.items()}
+        return {name: policy.TypeLimits(timeout_s=spec.timeout_s, max_attempts=spec.max_attempts)
+                for name, spec in self._types.items()}
 
     def close(self) -> None:
         """Close the job log if it was opened."""
@@ -312,6 +259,19 @@ class App:
             if self._repository is not None:
                 self._repository.store.close()
                 self._repository = None
+
+
+def _pipeline(spec: JobTypeSpec) -> Pipeline:
+    """The worker's pipeline for a job type: decode the params, call the handler, check the result."""
+
+    def run(running: worker_context.JobContext, storage: Storage, settings: Settings) -> dict[str, Any]:
+        params = spec.decode_params(running.params)
+        result = spec.handler(JobContext(running, storage, params), params)
+        if not isinstance(result, Mapping):
+            raise TypeError(f"the handler of {spec.name!r} returned {type(result).__name__}, not a dict")
+        return dict(result)
+
+    return run
 
 
 def _params_annotation(handler: Handler) -> Any:

@@ -26,8 +26,10 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def jobtape_serve(data_dir: Path, *extra: str, workers: int = 1) -> Iterator[str]:
+def jobtape_serve(data_dir: Path, *extra: str, workers: int = 1, cwd: Path | None = None) -> Iterator[str]:
     """Run ``jobtape serve --workers N`` over ``data_dir`` until the block ends; yield its base URL.
+
+    ``cwd`` is the server's working folder (where ``--app`` finds a module; default: the tests').
 
     Its output goes to ``data_dir/../serve-<port>.log`` (named in the error when it dies early).
 
@@ -40,7 +42,7 @@ def jobtape_serve(data_dir: Path, *extra: str, workers: int = 1) -> Iterator[str
         process = subprocess.Popen(
             [sys.executable, "-m", "jobtape", "serve", "--workers", str(workers), "--poll-interval", "0.05",
              "--port", str(port), "--data-dir", str(data_dir), *extra],
-            stdout=log, stderr=subprocess.STDOUT,
+            stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
         )
         base_url = f"http://127.0.0.1:{port}"
 

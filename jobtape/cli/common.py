@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from jobtape import clock, runtime, startup
+from jobtape.app import App, load_app
 from jobtape.audit import describe, timeline
 from jobtape.cli import audit as cli_audit
 from jobtape.cli import types
@@ -30,7 +32,8 @@ from jobtape.projections import state as job_state
 from jobtape.projections.repository import AppendResult, JobRepository
 from jobtape.worker import runner
 
-__all__ = ["common_options", "console", "embedded_app", "existing_store_settings", "print_history", "settings_from"]
+__all__ = ["app_option", "common_options", "console", "embedded_app", "existing_store_settings", "print_history",
+           "settings_from"]
 
 
 def console(*, stderr: bool = False) -> Console:
@@ -66,6 +69,38 @@ def common_options(*, worker: bool = False) -> Callable[[Callable[..., Any]], Ca
     return lambda command: functools.reduce(lambda cmd, option: option(cmd), reversed(options), command)
 
 
+def _load_app(ctx: click.Context, param: click.Parameter, reference: str | None) -> App | None:
+    """Load the ``--app`` reference (``None`` when not given); a bad one is a usage error (exit 2)."""
+    if not reference:
+        return None
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))  # as celery -A and procrastinate --app find a project's module
+    try:
+        loaded = load_app(reference)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from exc
+    if not loaded.job_types:
+        raise click.BadParameter(f"{reference} registers no job type", ctx=ctx, param=param)
+    return loaded
+
+
+def app_option(action: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator adding ``--app MODULE:ATTR`` (``JOBTAPE_APP``); the command gets the loaded ``App`` (or ``None``) as ``app``.
+
+    The module is imported from the current folder or ``PYTHONPATH`` (:func:`jobtape.app.load_app`);
+    a reference that names no :class:`App`, or one with no job type, is a usage error (exit 2).
+
+    Args:
+        action: what the command does with the app's job types, for the help text.
+    """
+    return click.option(
+        "--app", "app", default=None, envvar="JOBTAPE_APP", show_envvar=True, metavar="MODULE:ATTR",
+        callback=_load_app,
+        help=f"{action} the job types of this jobtape.App (e.g. myproject.jobs:app), and claim no other type;"
+             " by default the audio jobs (docs/library.md).",
+    )
+
+
 settings_from = cli_audit.settings_from
 existing_store_settings = cli_audit.existing_store_settings
 
@@ -76,12 +111,15 @@ def embedded_app(
     *,
     wait_for_store: bool = False,
     on_worker_fatal: Callable[[Exception], None] | None = None,
+    app: App | None = None,
 ) -> tuple[Any, JobRepository]:
     """The API with ``worker_count`` in-process workers woken by every new job and cancel.
 
     With ``wait_for_store`` an unreachable store is retried with backoff (:mod:`jobtape.startup`).
     ``on_worker_fatal`` is called from a worker's thread when its loop ends because the store
-    refused the credentials (:attr:`runner.Worker.on_fatal`).
+    refused the credentials (:attr:`runner.Worker.on_fatal`). With ``app`` (``serve --app``)
+    ``POST /api/jobs`` accepts its job types and the workers run them (and claim no other
+    type); without, the workers run the audio jobs.
     """
     from jobtape.http import app as http_app
 
@@ -96,7 +134,8 @@ def embedded_app(
     else:
         repository = runtime.open_repository(settings, on_append=wake_workers)
     storage = runtime.open_storage(settings)
-    workers.extend(runner.Worker(repository, storage, settings) for _ in range(worker_count))
+    job_types: dict[str, Any] = {} if app is None else {"pipelines": app.pipelines(), "limits": app.limits()}
+    workers.extend(runner.Worker(repository, storage, settings, **job_types) for _ in range(worker_count))
     for worker in workers:
         worker.on_fatal = on_worker_fatal
 
@@ -111,8 +150,9 @@ def embedded_app(
         for thread in stopping:
             thread.join()
 
-    app = http_app.create_app(repository, storage, settings, on_startup=[start_workers], on_shutdown=[stop_workers])
-    return app, repository
+    api = http_app.create_app(repository, storage, settings, on_startup=[start_workers], on_shutdown=[stop_workers],
+                              job_types=app.job_types if app is not None else None)
+    return api, repository
 
 
 _time_ms = describe.time_ms

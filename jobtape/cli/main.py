@@ -18,13 +18,14 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from jobtape import errors, runtime, startup
-from jobtape.app import load_app
+from jobtape.app import App
 from jobtape.audit import describe
 from jobtape.cli import audit as cli_audit
 from jobtape.cli import demo as cli_demo
 from jobtape.cli import replay as cli_replay
 from jobtape.cli import types
 from jobtape.cli.common import (
+    app_option,
     common_options,
     console,
     embedded_app,
@@ -97,11 +98,15 @@ for _command in (cli_demo.demo, *cli_audit.COMMANDS, *cli_replay.COMMANDS):
               envvar="JOBTAPE_MAX_ACTIVE_JOBS", show_envvar=True, show_default=True,
               help="Per-owner (X-Client-Id) limit of pending + processing jobs; the next POST gets 429.")
 @worker_settings_options
+@app_option("Serve (POST /api/jobs) and run")
 def serve(host: str, port: int, data_dir: Path, poll_interval_s: float, concurrency: int, worker_count: int,
           max_upload_bytes: int, upload_idle_timeout_s: float, upload_min_rate_bytes_s: float,
           max_concurrent_uploads: int, max_active_jobs: int, allow_private_urls: bool, max_download_bytes: int,
-          worker_settings: dict[str, Any]) -> None:
+          worker_settings: dict[str, Any], app: App | None) -> None:
     """Serve the HTTP API (with embedded workers unless --workers 0) until Ctrl-C.
+
+    With --app, POST /api/jobs accepts the app's job types and the embedded workers run them
+    (and claim no other type); without it, the workers run the audio jobs.
 
     On shutdown the embedded workers stop like `jobtape worker` does: no more claims,
     running jobs get --grace seconds, then they are released. An event store unreachable at
@@ -128,14 +133,15 @@ def serve(host: str, port: int, data_dir: Path, poll_interval_s: float, concurre
     # Until uvicorn installs its own handlers, SIGINT/SIGTERM end the wait for the store.
     previous = {sig: signal.signal(sig, _stop_handler([])) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        app, repository = embedded_app(settings, worker_count, wait_for_store=True, on_worker_fatal=stop_serving)
+        api, repository = embedded_app(settings, worker_count, wait_for_store=True, on_worker_fatal=stop_serving,
+                                       app=app)
     except _StopSignal:
         click.echo("stopped before the event store answered", err=True)
         return
     finally:
         for sig, previous_handler in previous.items():
             signal.signal(sig, previous_handler)
-    servers.append(uvicorn.Server(uvicorn.Config(app, host=host, port=port)))
+    servers.append(uvicorn.Server(uvicorn.Config(api, host=host, port=port)))
     try:
         servers[0].run()
     finally:
@@ -172,11 +178,9 @@ def _stop_handler(job_workers: Sequence[runner.Worker]) -> Callable[[int, object
 @cli.command()
 @common_options(worker=True)
 @worker_settings_options
-@click.option("--app", "app_reference", default=None, envvar="JOBTAPE_APP", show_envvar=True, metavar="MODULE:ATTR",
-              help="Run the job types of this jobtape.App (e.g. myproject.jobs:app); the worker claims only its "
-                   "types; by default it runs the audio jobs (docs/library.md).")
+@app_option("Run")
 def worker(data_dir: Path, poll_interval_s: float, concurrency: int, allow_private_urls: bool,
-           max_download_bytes: int, worker_settings: dict[str, Any], app_reference: str | None) -> None:
+           max_download_bytes: int, worker_settings: dict[str, Any], app: App | None) -> None:
     """Run a worker process that polls the event log, until SIGINT or SIGTERM.
 
     On the signal it stops claiming and gives running jobs --grace seconds to finish;
@@ -191,18 +195,7 @@ def worker(data_dir: Path, poll_interval_s: float, concurrency: int, allow_priva
     settings = settings_from(data_dir=data_dir, poll_interval_s=poll_interval_s, concurrency=concurrency,
                          allow_private_urls=allow_private_urls, max_download_bytes=max_download_bytes,
                          **worker_settings)
-    job_types: dict[str, Any] = {}
-    if app_reference:
-        import sys
-
-        sys.path.insert(0, str(Path.cwd()))  # as celery -A and procrastinate --app find a project's module
-        try:
-            user_app = load_app(app_reference)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--app") from exc
-        if not user_app.job_types:
-            raise click.BadParameter(f"{app_reference} registers no job type", param_hint="--app")
-        job_types = {"pipelines": user_app.pipelines(), "limits": user_app.limits()}
+    job_types: dict[str, Any] = {} if app is None else {"pipelines": app.pipelines(), "limits": app.limits()}
     started: list[runner.Worker] = []
     # The handler raises instead of setting an Event: it must take no lock the main thread may hold.
     handler = _stop_handler(started)

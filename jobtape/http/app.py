@@ -9,6 +9,11 @@ Routes::
     POST /api/audio/jobs/{jobId}/cancel     request cancellation
     GET  /api/audio/jobs/{jobId}/events     the job's event stream (?asOf= for a past moment)
     GET  /api/audio/jobs/{jobId}/stream     the job's live progress as Server-Sent Events
+    POST /api/jobs                          {"type", "params"} -> 202 pending job of a registered job type
+    GET  /api/jobs/{jobId}                  the same poll, cancel, events and stream routes as
+    POST /api/jobs/{jobId}/cancel             /api/audio/jobs/..., for a job of any type
+    GET  /api/jobs/{jobId}/events
+    GET  /api/jobs/{jobId}/stream
     POST /api/audio/edit/preview            recipe -> 202 preview job (complete at once on a cache hit)
     POST /api/audio/edit/save               recipe -> 202 save job (a new asset)
     GET  /api/audio/edit/preview/{jobId}/audio  the preview MP3 (Range) or {downloadUrl}
@@ -18,13 +23,13 @@ Routes::
 
 The application holds no global state: the repository, storage and settings passed to
 :func:`create_app` are injected into the handlers as ``repository``, ``storage`` and
-``settings``.
+``settings``; the job types ``POST /api/jobs`` accepts are passed as ``job_types``.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +41,9 @@ from litestar.static_files import create_static_files_router
 
 from jobtape import __version__
 from jobtape.config import Settings
-from jobtape.http import direct_upload, downloads, edits, ingest, jobs, schemas, spool, stream, upload
+from jobtape.http import direct_upload, downloads, edits, ingest, jobs, schemas, spool, stream, submit, upload
 from jobtape.http import errors as http_errors
+from jobtape.jobtypes import JobTypeSpec
 from jobtape.projections.repository import JobRepository
 from jobtape.storage import Storage
 
@@ -87,6 +93,7 @@ def create_app(
     on_startup: Sequence[LifespanHook] = (),
     on_shutdown: Sequence[LifespanHook] = (),
     debug: bool = False,
+    job_types: Mapping[str, JobTypeSpec] | None = None,
 ) -> Litestar:
     """Build the HTTP API.
 
@@ -101,13 +108,18 @@ def create_app(
             e.g. starting an embedded worker.
         on_shutdown: callables run when the server stops.
         debug: Litestar debug mode (tracebacks in the log for every error).
+        job_types: the registered job types by name (``App.job_types``); ``POST /api/jobs``
+            accepts those registered with ``http_submit=True`` and documents their params
+            schemas (:mod:`jobtape.http.submit`). Default: none.
 
     Returns:
         The ASGI application.
     """
     spool_folder = spool.SpoolFolder(settings.data_dir / ingest.UPLOAD_TEMP_DIR)
-    return Litestar(
+    types = dict(job_types or {})
+    app = Litestar(
         route_handlers=[health, ingest.ingest_upload, jobs.get_job, jobs.cancel_job, jobs.list_job_events, stream.stream_job,
+                        submit.submit_route(types),
                         direct_upload.upload_route(storage), edits.preview_edit, edits.save_edit,
                         edits.preview_audio_route(storage), downloads.download_route(storage),
                         create_static_files_router(UI_ASSETS_PATH, [swagger_ui_assets()], include_in_schema=False,
@@ -134,3 +146,10 @@ def create_app(
         lifespan=[lambda _app: spool.sweeping(spool_folder, settings.upload_sweep_interval_s)],
         debug=debug,
     )
+    # Litestar builds components.schemas from the types its handlers name, replacing the
+    # config's; the params schemas come from msgspec, so they join the built document.
+    extra = submit.components(submit.submittable(types))
+    if extra:
+        document = app.openapi_schema
+        document.components.schemas = {**(document.components.schemas or {}), **extra}
+    return app

@@ -10,33 +10,29 @@ later one looks in the cache again when it starts (:func:`jobtape.worker.edits.p
 so only two renders at the very same moment both run ffmpeg; the cache is only an
 optimisation, so that race costs work, not correctness.
 
-The owner is the ``X-Client-Id`` header (default ``anonymous``). It is NOT a security
-boundary yet: any client can claim any id. It scopes the active-job quota (429) and the
-``Idempotency-Key`` header: a client that retries a POST with the key it sent before gets
-200 with the job that key created, not a second job (a second save would render a second
-asset). The guard is the ``jobs (owner, idempotency_key)`` UNIQUE index inside the create
-batch; only after that write fails is the first job read, to answer the replay. Reusing a
-key for another request (another job type or another recipe) is a 422, as the IETF draft
-*The Idempotency-Key HTTP Header Field* (draft-ietf-httpapi-idempotency-key-header) says of
-a key reused with a different payload.
+The owner is the ``X-Client-Id`` header (default ``anonymous``; not authenticated): it scopes
+the active-job quota (429) and the ``Idempotency-Key`` header: a client that retries a POST
+with the key it sent before gets 200 with the job that key created, not a second job (a
+second save would render a second asset); the same key for another job type or another
+recipe is a 422. The rules are :mod:`jobtape.http.creation`'s, shared by every create route.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Annotated, Any
+from typing import Any
 
 import anyio.to_thread
 from litestar import HttpMethod, Request, Response, get, post, route
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import HeaderParameter
 
 from jobtape import errors, recipes
 from jobtape.config import Settings
 from jobtape.eventlog import events as ev
-from jobtape.http import downloads, jobs, openapi, recipe_body, schemas
+from jobtape.http import creation, downloads, jobs, openapi, recipe_body, schemas
+from jobtape.http.creation import ClientId, IdempotencyKey, owner_of
 from jobtape.projections import assets, previews
 from jobtape.projections.repository import JobRepository
 from jobtape.storage.base import Storage
@@ -44,33 +40,8 @@ from jobtape.storage.base import Storage
 __all__ = ["ClientId", "IdempotencyKey", "create_edit_job", "owner_of", "preview_audio", "preview_audio_link",
            "preview_audio_route", "preview_edit", "save_edit"]
 
-#: The ``X-Client-Id`` header: the job's owner (not authenticated; see the module docstring).
-ClientId = Annotated[
-    str | None,
-    HeaderParameter(
-        name="X-Client-Id", required=False, schema_extra=openapi.OPTIONAL_STRING, max_length=200,
-        description="Job owner for the active-job quota (default 'anonymous'). Not authenticated: not a security boundary.",
-    ),
-]
-
-
-def owner_of(client_id: str | None) -> str:
-    """The owner named by an ``X-Client-Id`` header: its stripped text, or ``anonymous``."""
-    return (client_id or "").strip() or "anonymous"
-
-
 _error = openapi.error
 
-
-#: The ``Idempotency-Key`` header of the edit routes (see the module docstring).
-IdempotencyKey = Annotated[
-    str | None,
-    HeaderParameter(
-        name="Idempotency-Key", required=False, schema_extra=openapi.OPTIONAL_STRING, max_length=255,
-        description="Unique per X-Client-Id: a retry with the same key and body answers 200 with the job created "
-        "before instead of creating another; the same key with another body is a 422",
-    ),
-]
 
 _RESPONSES = {
     200: ResponseSpec(schemas.IngestResponse, description="Idempotent replay: the job this Idempotency-Key created"),
@@ -137,19 +108,11 @@ def create_edit_job(
         cached = previews.select_preview(backend, recipe_hash)
         if cached is not None and (storage is None or storage.exists(cached.preview_key)):
             extra.append(ev.JobCompleted(result=previews.cache_hit_result(cached, recipe_hash, canonical.asset_id)))
-    try:
-        created = repository.create(
-            job_type, params, owner=owner, actor="api", extra_events=extra, idempotency_key=idempotency_key,
-            max_active_jobs=settings.max_active_jobs,
-        )
-    except errors.DuplicateIdempotencyKey:
-        earlier = repository.find_by_idempotency_key(owner, idempotency_key)
-        if earlier is None:  # its row went between the failed write and this read (archived): 409
-            raise
-        if earlier.job_type != job_type or earlier.params.get("recipeHash") != recipe_hash:
-            raise errors.IdempotencyKeyReused(str(idempotency_key), earlier.job_type, earlier.job_id) from None
-        return earlier.job_id, earlier.status, False
-    return created.state.job_id, created.state.status, True
+    return creation.create_or_replay(
+        repository, job_type, params, owner=owner, idempotency_key=idempotency_key,
+        same_request=lambda earlier, _: earlier.get("recipeHash") == recipe_hash, extra_events=extra,
+        max_active_jobs=settings.max_active_jobs,
+    )
 
 
 
@@ -163,12 +126,9 @@ async def _create(
     idempotency_key: str | None,
 ) -> Response[schemas.IngestResponse]:
     recipe = await recipe_body.read_recipe(request)
-    key = (idempotency_key or "").strip() or None
-    create = functools.partial(create_edit_job, repository, settings, job_type, recipe, owner_of(client_id), key,
-                               storage)
-    job_id, status, created = await anyio.to_thread.run_sync(create)
-    body = schemas.IngestResponse(data=schemas.IngestAccepted(job_id=job_id, status=status))
-    return Response(body, status_code=202 if created else 200)
+    create = functools.partial(create_edit_job, repository, settings, job_type, recipe, owner_of(client_id),
+                               creation.key_of(idempotency_key), storage)
+    return creation.accepted(*await anyio.to_thread.run_sync(create))
 
 
 @post(

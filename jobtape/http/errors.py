@@ -44,6 +44,8 @@ STATUS_CODES: Mapping[type[errors.JobtapeError], tuple[int, str | None]] = {
     errors.AssetNotFound: (404, "Asset not found"),
     errors.AssetFileGone: (410, None),
     errors.InvalidRecipe: (422, None),
+    errors.InvalidParams: (422, None),
+    errors.UnknownJobType: (422, None),
     errors.InvalidTimeSpec: (422, None),
     errors.InvalidSignature: (403, None),
     errors.IllegalTransition: (409, None),

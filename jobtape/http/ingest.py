@@ -36,7 +36,7 @@ from litestar.params import HeaderParameter
 
 from jobtape import errors
 from jobtape.config import Settings
-from jobtape.http import direct_upload, openapi, schemas, spool, upload, url_source
+from jobtape.http import creation, direct_upload, openapi, schemas, spool, upload, url_source
 from jobtape.projections import quota
 from jobtape.projections.repository import JobRepository, new_job_id
 from jobtape.storage import Storage
@@ -189,8 +189,8 @@ async def ingest_upload(
         errors.SourceUrlRefused: a URL that may not be fetched (422).
         errors.JobtapeError: storage or event-log failures, mapped by :mod:`jobtape.http.errors`.
     """
-    owner = (client_id or "").strip() or "anonymous"
-    key_text = (idempotency_key or "").strip() or None
+    owner = creation.owner_of(client_id)
+    key_text = creation.key_of(idempotency_key)
     media_type = request.content_type[0]
     if media_type == "application/json" or media_type.endswith("+json"):
         if request.content_length is not None and request.content_length <= url_source.MAX_JSON_BYTES:
@@ -240,25 +240,18 @@ async def _create_job(
     just-stored upload ``blob_key`` is deleted.
     """
     create = functools.partial(
-        repository.create, "ingest", params, owner=owner, idempotency_key=key_text, actor="api", job_id=job_id,
-        max_active_jobs=max_active_jobs,
+        creation.create_or_replay, repository, "ingest", params, owner=owner, idempotency_key=key_text,
+        same_request=same_ingest_request, differs="another source", job_id=job_id, max_active_jobs=max_active_jobs,
     )
     try:
-        created = await anyio.to_thread.run_sync(create)
-    except errors.DuplicateIdempotencyKey:
-        if blob_key is not None:
-            await _delete_quietly(storage, blob_key)
-        existing = await anyio.to_thread.run_sync(_find_by_idempotency_key, repository, owner, key_text, params)
-        if existing is None:
-            raise
-        accepted = schemas.IngestAccepted(job_id=existing[0], status=existing[1])
-        return Response(schemas.IngestResponse(data=accepted), status_code=200)
+        created_id, status, created = await anyio.to_thread.run_sync(create)
     except BaseException:
         if blob_key is not None:
             await _delete_quietly(storage, blob_key)
         raise
-    accepted = schemas.IngestAccepted(job_id=created.state.job_id, status=created.state.status)
-    return Response(schemas.IngestResponse(data=accepted), status_code=202)
+    if not created and blob_key is not None:
+        await _delete_quietly(storage, blob_key)
+    return creation.accepted(created_id, status, created)
 
 
 async def _receive_and_store(
@@ -336,24 +329,6 @@ def same_ingest_request(earlier: dict[str, Any], params: dict[str, Any]) -> bool
         return False
     fields = _REQUEST_FIELDS.get(str(source), ())
     return all(earlier[name] == params.get(name) for name in fields if name in earlier)
-
-
-def _find_by_idempotency_key(
-    repository: JobRepository, owner: str, key: str | None, params: dict[str, Any]
-) -> tuple[str, str] | None:
-    """The ``(job_id, status)`` of the ingest job ``owner`` created with ``key``, or ``None``.
-
-    Raises:
-        errors.IdempotencyKeyReused: the key created a job of another type (a preview or save),
-            or an ingest of another source (another file, URL or storage key).
-    """
-    state = repository.find_by_idempotency_key(owner, key)
-    if state is None:
-        return None
-    if state.job_type != "ingest" or not same_ingest_request(state.params, params):
-        what = "another source" if state.job_type == "ingest" else "another request"
-        raise errors.IdempotencyKeyReused(str(key), state.job_type, state.job_id, what)
-    return state.job_id, state.status
 
 
 async def _delete_quietly(storage: Storage, key: str) -> None:

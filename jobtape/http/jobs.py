@@ -110,7 +110,8 @@ def to_event_view(recorded: ev.RecordedEvent) -> schemas.EventView:
 
 
 @get(
-    "/api/audio/jobs/{jobId:str}",
+    ["/api/audio/jobs/{jobId:str}", "/api/jobs/{jobId:str}"],
+    operation_id=openapi.operation_id("get_job"),
     sync_to_thread=True,
     cache_control=_NO_STORE,
     summary="Poll a job",
@@ -153,7 +154,8 @@ class _AlreadyTerminalError(Exception):
 
 
 @post(
-    "/api/audio/jobs/{jobId:str}/cancel",
+    ["/api/audio/jobs/{jobId:str}/cancel", "/api/jobs/{jobId:str}/cancel"],
+    operation_id=openapi.operation_id("cancel_job"),
     sync_to_thread=True,
     status_code=200,
     summary="Cancel a job",
@@ -198,7 +200,8 @@ def cancel_job(jobId: JobIdPath, repository: NamedDependency[JobRepository]) -> 
 
 
 @get(
-    "/api/audio/jobs/{jobId:str}/events",
+    ["/api/audio/jobs/{jobId:str}/events", "/api/jobs/{jobId:str}/events"],
+    operation_id=openapi.operation_id("list_job_events"),
     sync_to_thread=True,
     cache_control=_NO_STORE,
     summary="List a job's events",

@@ -14,18 +14,21 @@ Schema, so the documentation and the decoder share one source.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Annotated, Any
 
 import msgspec
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import Example, OpenAPIType, Schema
+from litestar.openapi.spec import Discriminator, Example, OpenAPIType, Reference, Schema
 from litestar.params import PathParameter
+from litestar.types import OperationIDCreator
 
 from jobtape.http import schemas
 
 __all__ = [
-    "JOB_ID_PATTERN", "OPTIONAL_STRING", "STORE_ERRORS", "STORE_READ_ERRORS", "JobIdPath", "error", "struct_schema"]
+    "JOB_ID_PATTERN", "OPTIONAL_STRING", "STORE_ERRORS", "STORE_READ_ERRORS", "JobIdPath", "error", "json_schema_object", "json_schema_to_openapi", "operation_id",
+    "struct_schema"]
 
 #: A job id: 32 lowercase hexadecimal digits (``uuid.uuid4().hex``), anchored for msgspec and JSON Schema alike.
 JOB_ID_PATTERN = r"^[0-9a-f]{32}$"
@@ -82,19 +85,87 @@ def struct_schema(struct_type: type[msgspec.Struct], *, description: str | None 
     node = dict(document["$defs"][struct_type.__name__])
     if description is not None:
         node["description"] = description
-    return _to_openapi(node)
+    return json_schema_object(node)
 
 
-def _to_openapi(node: dict[str, Any]) -> Schema:
+def json_schema_to_openapi(node: dict[str, Any]) -> Schema | Reference:
+    """Convert a JSON Schema node (as ``msgspec.json.schema`` writes it) into Litestar's OpenAPI objects.
+
+    OpenAPI 3.1 schemas are JSON Schema 2020-12, so the conversion is one of names: each
+    keyword becomes the :class:`Schema` field it is an alias of, sub-schemas are converted in
+    turn, ``{"$ref": ...}`` becomes a :class:`Reference`. ``$defs`` is left out (the caller
+    places the definitions among the document's components), and so is a keyword Litestar's
+    :class:`Schema` has no field for.
+
+    Args:
+        node: a JSON Schema object.
+
+    Returns:
+        The schema, or a reference when ``node`` is one.
+    """
+    if "$ref" in node:
+        return Reference(ref=node["$ref"])
     values: dict[str, Any] = {}
     for key, raw in node.items():
-        name = re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
+        name = _SCHEMA_FIELDS.get(key)
+        if name is None:
+            continue
         value: Any = raw
         if key == "type":
-            value = OpenAPIType(raw)
-        elif key == "properties":
-            value = {prop: _to_openapi(child) for prop, child in raw.items()}
-        elif key in ("anyOf", "oneOf", "allOf"):
-            value = [_to_openapi(child) for child in raw]
+            value = OpenAPIType(raw) if isinstance(raw, str) else [OpenAPIType(item) for item in raw]
+        elif key in _SUBSCHEMA and isinstance(raw, dict):
+            value = json_schema_to_openapi(raw)
+        elif key in _SUBSCHEMA_LISTS:
+            value = [json_schema_to_openapi(child) for child in raw]
+        elif key in _SUBSCHEMA_MAPS:
+            value = {prop: json_schema_to_openapi(child) for prop, child in raw.items()}
+        elif key == "discriminator":
+            value = Discriminator(property_name=raw["propertyName"], mapping=raw.get("mapping"))
         values[name] = value
     return Schema(**values)
+
+
+#: JSON Schema keyword -> the :class:`Schema` field that writes it.
+_SCHEMA_FIELDS = {str(field.metadata.get("alias") or re.sub(r"_([a-z])", lambda m: m.group(1).upper(), field.name)): field.name
+                  for field in dataclasses.fields(Schema)}
+_SUBSCHEMA = {"not", "if", "then", "else", "items", "contains", "additionalProperties", "propertyNames",
+              "unevaluatedItems", "unevaluatedProperties", "contentSchema"}
+_SUBSCHEMA_LISTS = {"allOf", "anyOf", "oneOf", "prefixItems"}
+_SUBSCHEMA_MAPS = {"properties", "patternProperties", "dependentSchemas"}
+
+
+def json_schema_object(node: dict[str, Any]) -> Schema:
+    """Like :func:`json_schema_to_openapi`, for a node that is a schema, not a ``$ref`` (a component's definition).
+
+    Raises:
+        ValueError: ``node`` is a reference.
+    """
+    converted = json_schema_to_openapi(node)
+    if not isinstance(converted, Schema):
+        raise ValueError(f"expected a schema, got a reference to {converted.ref}")
+    return converted
+
+
+_SEPARATORS = re.compile(r"[!#$%&'*+\-.^_`|~:]+")
+
+
+def operation_id(handler_name: str) -> OperationIDCreator:
+    """Litestar's default ``operationId`` (path components, then the handler's name), with the name given.
+
+    A synchronous handler served on several paths (``/api/audio/jobs/...`` and ``/api/jobs/...``)
+    would otherwise be named ``AsyncCallable`` by Litestar (it names the wrapper that runs it in a
+    thread); the seed routes keep their ids (``ApiAudioJobsJobidGetJob``) and the generic ones get
+    matching ids (``ApiJobsJobidGetJob``).
+
+    Args:
+        handler_name: the handler function's name, e.g. ``get_job``.
+    """
+
+    def create(route_handler: Any, http_method: Any, path_components: list[Any]) -> str:
+        namespace = ""
+        for component in (c if isinstance(c, str) else c.name for c in path_components):
+            if component.title() not in namespace:
+                namespace += component.title()
+        return _SEPARATORS.sub("", namespace + handler_name.title())
+
+    return create

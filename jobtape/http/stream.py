@@ -148,7 +148,8 @@ async def follow_job(
 
 
 @get(
-    "/api/audio/jobs/{jobId:str}/stream",
+    ["/api/audio/jobs/{jobId:str}/stream", "/api/jobs/{jobId:str}/stream"],
+    operation_id=openapi.operation_id("stream_job"),
     media_type="text/event-stream",
     summary="Follow a job live (Server-Sent Events)",
     description="text/event-stream: first `event: state` (the poll body), then one `event: event` per appended "

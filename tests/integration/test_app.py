@@ -118,7 +118,7 @@ def test_jobtape_worker_app_runs_a_users_types_kills_a_cancelled_child_and_claim
         sys.path.remove(str(APPS))
     user = jobtape.App(Settings(data_dir=tmp_path))
     for name, spec in sums.app.job_types.items():  # the same registrations, on this test's data dir
-        user.job_type(name, timeout_s=spec.limits.timeout_s, max_attempts=spec.limits.max_attempts,
+        user.job_type(name, timeout_s=spec.timeout_s, max_attempts=spec.max_attempts,
                       params=spec.params_type)(spec.handler)
     audio_job = user.repository.create("ingest", {"sourceType": "upload", "storageKey": "ingest-uploads/x/original.wav"})
     sum_id = user.submit("sum", {"a": 20, "b": 22})
