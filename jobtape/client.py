@@ -230,16 +230,22 @@ def _rebuilt(cls: type[errors.JobtapeError], message: str, status_code: int | No
     return exc
 
 
+_PLACEHOLDER = "JOBTAPE-PLACEHOLDER"
+
+
 def _prefix(made: errors.JobtapeError) -> str:
-    """The fixed start of a class's message, from an instance built with a NUL placeholder."""
-    return made.message.split("\0")[0]
+    """The fixed start of a class's message, from an instance built with :data:`_PLACEHOLDER` as its first argument."""
+    return made.message.split(_PLACEHOLDER)[0]
 
 
 # The start of each 422 message the submit route may answer, taken from the classes themselves.
-_UNKNOWN_TYPE = _prefix(errors.UnknownJobType("\0", []))
-_INVALID_PARAMS = _prefix(errors.InvalidParams("\0", ""))
-_KEY_REUSED = _prefix(errors.IdempotencyKeyReused("\0", "a", "x"))
-_REGISTERED = re.compile(r"; registered: (.*)$")
+_UNKNOWN_TYPE = _prefix(errors.UnknownJobType(_PLACEHOLDER, []))
+_INVALID_PARAMS = _prefix(errors.InvalidParams(_PLACEHOLDER, ""))
+_KEY_REUSED = _prefix(errors.IdempotencyKeyReused(_PLACEHOLDER, "a", "x"))
+# POST /api/jobs words its own refusal of a type (jobtape.http.submit): "type 'x' is not a job type
+# this server accepts at POST /api/jobs; send one of: a, b".
+_NOT_ACCEPTED = re.compile(r"type '.*' is not a job type this server accepts")
+_REGISTERED = re.compile(r"; (?:registered|send one of): ([a-z0-9_., -]*)$")
 _MAX_ACTIVE = re.compile(r"already has (\d+) active")
 
 
@@ -290,9 +296,9 @@ def raise_for_response(response: httpx.Response, context: _Context) -> None:
                            idempotency_key=context.idempotency_key)
         raise _rebuilt(errors.ConcurrencyError, message, status, job_id=job_id, expected_version=None)
     if status == 422:
-        if context.operation == "submit" and message.startswith(_UNKNOWN_TYPE):
+        if context.operation == "submit" and (message.startswith(_UNKNOWN_TYPE) or _NOT_ACCEPTED.match(message)):
             found = _REGISTERED.search(message)
-            registered = [] if found is None or found.group(1) == "none" else found.group(1).split(", ")
+            registered = [] if found is None or found.group(1) in ("", "none") else found.group(1).split(", ")
             raise _rebuilt(errors.UnknownJobType, message, status, job_type=context.job_type, registered=registered)
         if context.operation == "submit" and message.startswith(_KEY_REUSED):
             raise _rebuilt(errors.IdempotencyKeyReused, message, status, idempotency_key=context.idempotency_key)

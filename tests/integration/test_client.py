@@ -87,14 +87,14 @@ def test_the_servers_errors_are_the_exception_trees_classes_with_its_message(ser
         with pytest.raises(errors.UnknownJobType) as unknown:
             client.submit("product", {"a": 1})
         assert (unknown.value.job_type, unknown.value.registered) == ("product", ["primes", "sleep"])
-        assert "registered: primes, sleep" in unknown.value.message
+        assert unknown.value.message.endswith("primes, sleep")
 
-        with pytest.raises(errors.InvalidParams, match=r"\$\.limit") as invalid:
+        with pytest.raises(errors.InvalidParams, match=r"\$\.params\.limit") as invalid:
             client.submit("primes", {"limit": "many"})
-        assert invalid.value.job_type == "primes" and "$.limit" in invalid.value.detail
-        with pytest.raises(errors.InvalidParams, match=r"\$\.limit"):
+        assert invalid.value.job_type == "primes" and "$.params.limit" in invalid.value.detail
+        with pytest.raises(errors.InvalidParams, match=r"\$\.params\.limit"):
             client.submit("primes", {"limit": 1})  # below the Struct's ge=2
-        with pytest.raises(errors.InvalidParams, match="seconds"):
+        with pytest.raises(errors.InvalidParams, match="unknown field `secnds`"):
             client.submit("sleep", {"seconds": 1, "secnds": 2})  # forbid_unknown_fields
 
         missing = "0" * 32
