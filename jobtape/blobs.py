@@ -34,7 +34,6 @@ from collections.abc import Callable, Sequence
 
 from jobtape import clock, errors
 from jobtape.eventlog import events as ev
-from jobtape.projections import jobs as jobs_projection
 from jobtape.projections import state as job_state
 from jobtape.projections.repository import JobRepository
 from jobtape.storage.base import Storage
@@ -157,17 +156,16 @@ class BlobSweeper:
             errors.StoreUnavailable: the log cannot be read or written (the caller retries later).
         """
         now = now or clock.utcnow()
-        backend = self.repository.store.backend
         if not self._redeleted:
             since = now - dt.timedelta(seconds=REDELETE_WINDOW_S)
             # Uploads only: a preview's key is the recipe's, and a newer render may own it again.
-            self._undeleted.update(key for state in jobs_projection.select_blob_removals(backend, since)
+            self._undeleted.update(key for state in self.repository.blob_removals(since)
                                    if (key := job_state.upload_key(state)) in state.removed_keys)
             self._redeleted = True
         redeleted = self._delete_pending()
         cutoff = now - dt.timedelta(seconds=self.retention_s)
         removed: dict[str, list[str]] = {}
-        for job_id in jobs_projection.select_retained_uploads(backend, cutoff, _SWEEP_LIMIT):
+        for job_id in self.repository.retained_uploads(cutoff, _SWEEP_LIMIT):
             keys = remove_job_blobs(self.repository, self.storage, job_id, lambda state: _due(state, cutoff),
                                     reason=self.reason, actor=self.actor, on_error=self._undeleted.add)
             if keys:

@@ -40,8 +40,10 @@ class Settings:
         shutdown_grace_s: on SIGTERM/SIGINT, seconds running jobs may take to finish before
             their children are terminated and the jobs released. Env ``JOBTAPE_SHUTDOWN_GRACE``;
             default 30.
-        max_attempts: attempts per job (lease expiries and retryable failures each use one)
-            before it fails. Env ``JOBTAPE_MAX_ATTEMPTS``; default 3.
+        max_attempts: the total number of attempts of a job, the first included (3 = the first
+            run and at most 2 more); a retryable failure or a lease expiry on the last one
+            fails the job. A job type's own ``max_attempts`` overrides it. Env
+            ``JOBTAPE_MAX_ATTEMPTS``; default 3.
         backoff_base_s: retry backoff ceiling after the first attempt, in seconds (doubling
             per attempt, equal jitter; see :mod:`jobtape.worker.policy`). Env
             ``JOBTAPE_BACKOFF_BASE``; default 2.
@@ -50,7 +52,7 @@ class Settings:
             run from its claim before its child is terminated and it fails with ``timed out
             after N s``. Env ``JOBTAPE_TIMEOUT_INGEST`` / ``_PREVIEW`` / ``_SAVE``; defaults
             600, 120, 600 (seed 004's reaper default of 10 minutes).
-        host_id: this host's id in ``job.child_started`` and worker ids (orphan replay kills
+        host_id: this host's id in ``job.child_started`` and worker ids (the orphan sweep kills
             only children recorded with it); ``None`` uses the hostname. Env ``JOBTAPE_HOST_ID``.
         max_upload_bytes: largest accepted upload, in bytes; default 500 MB.
         upload_idle_timeout_s: seconds an upload's client may send nothing before the upload

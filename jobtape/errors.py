@@ -1,36 +1,57 @@
 """The one exception hierarchy of jobtape.
 
-Hierarchy::
+Errors are grouped by what a caller catches, as httpx groups its errors: catch
+:class:`StoreError` to wait out the event store, :class:`ConflictError` to re-read the job
+and decide again, :class:`RequestError` to tell a caller what to fix, :class:`JobError`
+for a job's own failure, :class:`StorageError` for the blob storage; catch
+:class:`JobtapeError` for all of them. Hierarchy::
 
     JobtapeError
-    ├── ConcurrencyError        the stream moved on since the version the caller read
-    ├── IllegalTransition       the fold refuses an event in the job's current state
-    ├── MalformedEvent          a stored event cannot be decoded (names its position)
-    ├── JobNotFound             no stream for that job id
-    ├── DuplicateIdempotencyKey a job with this (owner, idempotency key) exists already
-    ├── IdempotencyKeyReused    an idempotency key sent again with another request
-    ├── SourceUrlRefused        a URL to ingest is malformed, not http(s), or points inside the network
-    ├── StoreUnavailable        the event store cannot be reached now; retry after a pause
-    │   └── StoreBusy           the event store is locked by another writer past the busy timeout
-    ├── StoreFull               the disk under the event store or storage is full (507)
-    ├── StoreAuthRejected       the event store refused the credentials; retrying cannot help
-    ├── InvalidTimeSpec         a time given by a user is neither ISO 8601 nor relative (``-10m``)
-    ├── InvalidExport           an export file is malformed, gapped or tampered (names the line)
-    ├── QuotaExceeded           the owner has as many active jobs as allowed; retry later
-    ├── AssetNotFound           no asset with that id in the ``assets`` projection
-    ├── AssetFileGone           the asset exists on record but its file was removed or is missing
-    ├── InvalidRecipe           an edit recipe field is out of range for its asset (names the field)
-    ├── InvalidSignature        a signed download link is forged, altered or expired
-    ├── StorageError
+    ├── StoreError              the event store cannot serve the call now, or what it holds is unreadable
+    │   ├── StoreUnavailable    the event store cannot be reached now; retry after a pause (503)
+    │   │   └── StoreBusy       the event store is locked by another writer past the busy timeout
+    │   ├── StoreFull           the disk under the event store or storage is full (507)
+    │   ├── StoreAuthRejected   the event store refused the credentials; retrying cannot help
+    │   └── MalformedEvent      a stored event cannot be decoded (names its position)
+    ├── ConflictError           a guarded write was refused: nothing was written (409)
+    │   ├── ConcurrencyError    the stream moved on since the version the caller read
+    │   ├── IllegalTransition   the fold refuses an event in the job's current state
+    │   ├── DuplicateIdempotencyKey a job with this (owner, idempotency key) exists already
+    │   └── ConstraintViolation any other constraint or trigger of the schema refused a batch
+    ├── RequestError            bad input from a caller: the message says what to fix (4xx)
+    │   ├── JobNotFound         no stream for that job id (404)
+    │   ├── AssetNotFound       no asset with that id in the ``assets`` projection (404)
+    │   ├── AssetFileGone       the asset exists on record but its file was removed or is missing (410)
+    │   ├── IdempotencyKeyReused an idempotency key sent again with another request (422)
+    │   ├── QuotaExceeded       the owner has as many active jobs as allowed; retry later (429)
+    │   ├── InvalidParams       a job's params do not fit its type's params schema (names the field)
+    │   ├── UnknownJobType      a job type no app registered (names the registered ones)
+    │   ├── InvalidRecipe       an edit recipe field is out of range for its asset (names the field)
+    │   ├── SourceUrlRefused    a URL to ingest is malformed, not http(s), or points inside the network
+    │   ├── InvalidSignature    a signed download link is forged, altered or expired (403)
+    │   ├── InvalidTimeSpec     a time given by a user is neither ISO 8601 nor relative (``-10m``)
+    │   └── InvalidExport       an export file is malformed, gapped or tampered (names the line)
+    ├── JobError                a job's own outcome, raised inside a worker
+    │   ├── JobFailed           a job handler failed its job on purpose (``retryable`` or not)
+    │   └── MediaError          ffmpeg / yt-dlp failed; carries the tail of stderr
+    ├── StorageError            a blob storage operation failed (``retryable`` when it may pass)
     │   ├── InvalidStorageKey   a key that is absolute, contains ``..`` or empty segments
     │   └── BlobNotFound        no blob under that key
-    ├── MediaError              ffmpeg / yt-dlp failed; carries the tail of stderr
-    ├── JobFailed               a registered job type's handler failed its job on purpose
-    ├── JobTypeAlreadyRegistered an app registers a job type name twice
-    ├── UnknownJobType          a job type no app registered (names the registered ones)
-    └── InvalidParams           a job's params do not fit its type's params schema (names the field)
+    └── JobTypeAlreadyRegistered an app registers a job type name twice (a programming error)
 
-Only ``jobtape.http`` maps these to HTTP status codes, in one table.
+    JobInterrupted (a BaseException, not a JobtapeError: see below)
+    ├── CancelRequested, JobLost, TimedOut, Released    (jobtape.worker.context)
+
+The control flow of a running job is :class:`JobInterrupted`: the worker raises it inside
+a job handler (at ``ctx.check_cancelled()``, ``ctx.stage()``, ``ctx.run_child()``...) to
+stop the handler on a cancel, a lost lease, a timeout or a shutdown. It derives from
+``BaseException``, like :class:`asyncio.CancelledError` since Python 3.8 (bpo-32528) and
+``KeyboardInterrupt``, so neither ``except JobtapeError`` nor the ``except Exception`` a
+handler writes around its own work can swallow a cancel by accident: it reaches the
+worker, which records the outcome. A handler that must clean up uses ``finally``.
+
+Only ``jobtape.http`` maps these to HTTP status codes, in one table (the groups have rows,
+so a new member gets its group's status until it has its own).
 The class docstring is the default message.
 """
 
@@ -41,6 +62,8 @@ __all__ = [
     "AssetNotFound",
     "BlobNotFound",
     "ConcurrencyError",
+    "ConflictError",
+    "ConstraintViolation",
     "DuplicateIdempotencyKey",
     "IdempotencyKeyReused",
     "IllegalTransition",
@@ -50,17 +73,21 @@ __all__ = [
     "InvalidSignature",
     "InvalidStorageKey",
     "InvalidTimeSpec",
+    "JobError",
     "JobFailed",
+    "JobInterrupted",
     "JobNotFound",
     "JobTypeAlreadyRegistered",
     "JobtapeError",
     "MalformedEvent",
     "MediaError",
     "QuotaExceeded",
+    "RequestError",
     "SourceUrlRefused",
     "StorageError",
     "StoreAuthRejected",
     "StoreBusy",
+    "StoreError",
     "StoreFull",
     "StoreUnavailable",
     "UnknownJobType",
@@ -79,7 +106,46 @@ class JobtapeError(Exception):
         return str(self.args[0]) if self.args else ""
 
 
-class ConcurrencyError(JobtapeError):
+class StoreError(JobtapeError):
+    """The event store cannot serve the call.
+
+    The group of the store's own failures: it cannot be reached or is locked
+    (:class:`StoreUnavailable`, wait and retry), its disk is full, it refused the
+    credentials, or an event it holds cannot be decoded. Not the caller's input.
+    """
+
+
+class ConflictError(JobtapeError):
+    """A guarded write was refused; nothing was written.
+
+    The guards live in the SQL of the write (the version check, the fold's rules, the
+    UNIQUE indexes, the schema's triggers). A caller re-reads the job and decides again,
+    or reports the conflict (HTTP 409).
+    """
+
+
+class RequestError(JobtapeError):
+    """The request is not valid: its message says what to fix.
+
+    Bad input from a caller (an HTTP client, a CLI user, a script calling
+    :meth:`jobtape.App.submit`); a request refused with one appended nothing.
+    """
+
+
+class JobError(JobtapeError):
+    """A job's own outcome, raised inside a worker while it runs the job's handler."""
+
+
+class JobInterrupted(BaseException):
+    """Control flow: the running job must stop (a cancel, a lost lease, a timeout, a shutdown).
+
+    A ``BaseException``, not a :class:`JobtapeError`, so that an ``except Exception`` or
+    ``except JobtapeError`` in a job handler does not swallow it (see the module
+    docstring). Its subclasses are in :mod:`jobtape.worker.context`.
+    """
+
+
+class ConcurrencyError(ConflictError):
     """The job's stream moved on since the expected version (optimistic concurrency)."""
 
     def __init__(self, job_id: str, expected_version: int, message: str | None = None) -> None:
@@ -91,7 +157,7 @@ class ConcurrencyError(JobtapeError):
         )
 
 
-class IllegalTransition(JobtapeError):
+class IllegalTransition(ConflictError):
     """The fold refuses this event in the job's current state."""
 
     def __init__(self, job_id: str, status: str, event_type: str, reason: str) -> None:
@@ -102,7 +168,7 @@ class IllegalTransition(JobtapeError):
         super().__init__(f"job {job_id}: {event_type} is not allowed while {status}: {reason}")
 
 
-class MalformedEvent(JobtapeError):
+class MalformedEvent(StoreError):
     """A stored event cannot be decoded."""
 
     def __init__(self, position: int, event_type: str, detail: str) -> None:
@@ -111,7 +177,7 @@ class MalformedEvent(JobtapeError):
         super().__init__(f"event at position {position} ({event_type!r}) cannot be decoded: {detail}")
 
 
-class JobNotFound(JobtapeError):
+class JobNotFound(RequestError):
     """Job not found."""
 
     def __init__(self, job_id: str) -> None:
@@ -119,7 +185,7 @@ class JobNotFound(JobtapeError):
         super().__init__(f"Job not found: {job_id}")
 
 
-class DuplicateIdempotencyKey(JobtapeError):
+class DuplicateIdempotencyKey(ConflictError):
     """A job with this owner and idempotency key exists already."""
 
     def __init__(self, owner: str, idempotency_key: str) -> None:
@@ -128,7 +194,25 @@ class DuplicateIdempotencyKey(JobtapeError):
         super().__init__(f"owner {owner!r} already created a job with idempotency key {idempotency_key!r}")
 
 
-class IdempotencyKeyReused(JobtapeError):
+class ConstraintViolation(ConflictError):
+    """A constraint or trigger of the schema refused a batch; nothing of it was written.
+
+    Raised by an event-store backend (:class:`jobtape.eventlog.store.SQLBackend`).
+    ``detail`` is the database's message (e.g. ``UNIQUE constraint failed: events.job_id,
+    events.version`` or a trigger's ``RAISE`` text), which is also the error's message; the
+    store translates the ones it knows into a narrower error (:class:`ConcurrencyError`,
+    :class:`DuplicateIdempotencyKey`, :class:`QuotaExceeded`).
+
+    Attributes:
+        detail: the database's message.
+    """
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(detail)
+
+
+class IdempotencyKeyReused(RequestError):
     """An idempotency key sent again with another request (another job type or payload).
 
     The IETF draft *The Idempotency-Key HTTP Header Field* (draft-ietf-httpapi-idempotency-key-header,
@@ -144,7 +228,7 @@ class IdempotencyKeyReused(JobtapeError):
         )
 
 
-class InvalidTimeSpec(JobtapeError):
+class InvalidTimeSpec(RequestError):
     """A time given by a user is neither ISO 8601 nor a relative time like ``-10m``."""
 
     def __init__(self, text: str, reason: str) -> None:
@@ -153,7 +237,7 @@ class InvalidTimeSpec(JobtapeError):
         super().__init__(f"{text!r} is not a time: {reason}")
 
 
-class InvalidExport(JobtapeError):
+class InvalidExport(RequestError):
     """An export file cannot be imported: malformed, gapped, or its hashes do not match.
 
     Attributes:
@@ -167,7 +251,7 @@ class InvalidExport(JobtapeError):
         super().__init__(f"line {line}: {reason}")
 
 
-class QuotaExceeded(JobtapeError):
+class QuotaExceeded(RequestError):
     """Too many active jobs for this owner; wait for one to finish.
 
     Attributes:
@@ -186,7 +270,7 @@ class QuotaExceeded(JobtapeError):
         )
 
 
-class AssetNotFound(JobtapeError):
+class AssetNotFound(RequestError):
     """Asset not found."""
 
     def __init__(self, asset_id: str) -> None:
@@ -194,7 +278,7 @@ class AssetNotFound(JobtapeError):
         super().__init__(f"Asset not found: {asset_id}")
 
 
-class AssetFileGone(JobtapeError):
+class AssetFileGone(RequestError):
     """The asset's file is no longer stored.
 
     Attributes:
@@ -211,7 +295,7 @@ class AssetFileGone(JobtapeError):
                          "ingest the recording again to edit it")
 
 
-class InvalidRecipe(JobtapeError):
+class InvalidRecipe(RequestError):
     """An edit recipe is not valid for its asset.
 
     Attributes:
@@ -223,11 +307,11 @@ class InvalidRecipe(JobtapeError):
         super().__init__(f"{field}: {message}")
 
 
-class InvalidSignature(JobtapeError):
+class InvalidSignature(RequestError):
     """The download link is not valid."""
 
 
-class StoreUnavailable(JobtapeError):
+class StoreUnavailable(StoreError):
     """The event store cannot be reached; retry after a pause.
 
     Raised by a networked backend (libSQL) when a connection fails or a request times
@@ -257,7 +341,7 @@ class StoreBusy(StoreUnavailable):
         super().__init__(detail, retry_after_s=retry_after_s)
 
 
-class StoreFull(JobtapeError):
+class StoreFull(StoreError):
     """There is no room left on the disk that holds the event store or the stored files.
 
     Translated from SQLite's SQLITE_FULL ("database or disk is full") and from ``OSError``
@@ -269,7 +353,7 @@ class StoreFull(JobtapeError):
         super().__init__(f"the server has no room to store this: {detail}; free disk space, then retry")
 
 
-class StoreAuthRejected(JobtapeError):
+class StoreAuthRejected(StoreError):
     """The event store refused the credentials: check TURSO_AUTH_TOKEN.
 
     Raised by a networked backend (libSQL) when the server answers HTTP 401/403 (a refused
@@ -287,7 +371,7 @@ class StoreAuthRejected(JobtapeError):
         super().__init__(f"the event store refused the credentials: check TURSO_AUTH_TOKEN (the server answered: {detail})")
 
 
-class SourceUrlRefused(JobtapeError):
+class SourceUrlRefused(RequestError):
     """A URL source may not be fetched.
 
     Attributes:
@@ -334,7 +418,7 @@ class BlobNotFound(StorageError):
         super().__init__(f"no blob stored under key {key!r}")
 
 
-class MediaError(JobtapeError):
+class MediaError(JobError):
     """A media tool (ffmpeg, yt-dlp) failed."""
 
     def __init__(self, message: str, stderr_tail: str = "", retryable: bool = False) -> None:
@@ -343,7 +427,7 @@ class MediaError(JobtapeError):
         super().__init__(message + (f"\n--- stderr (tail) ---\n{stderr_tail}" if stderr_tail else ""))
 
 
-class JobFailed(JobtapeError):
+class JobFailed(JobError):
     """The job failed.
 
     Raised by a job type's handler (:meth:`jobtape.App.job_type`) to fail its job with a
@@ -373,7 +457,7 @@ class JobTypeAlreadyRegistered(JobtapeError):
         super().__init__(f"job type {job_type!r} is registered already")
 
 
-class UnknownJobType(JobtapeError):
+class UnknownJobType(RequestError):
     """No job type of that name is registered.
 
     Attributes:
@@ -387,7 +471,7 @@ class UnknownJobType(JobtapeError):
         super().__init__(f"unknown job type {job_type!r}; registered: {', '.join(registered) or 'none'}")
 
 
-class InvalidParams(JobtapeError):
+class InvalidParams(RequestError):
     """A job's params do not fit its type's params schema.
 
     Attributes:

@@ -4,7 +4,8 @@
 :mod:`jobtape.audit.exchange`) and then, in ONE batch, inserts an ``archives`` row (who,
 when, the cutoff, the file name, the file's sha256, counts), one ``archived_jobs`` row per
 job, and deletes their events and their rows in every projection (``jobs``, ``assets``,
-``previews``: an archived ingest's asset leaves the ``assets`` table with it). The guards are in SQL (migration
+``previews``: an archived ingest's asset leaves the ``assets`` table with it); that batch is
+:func:`jobtape.projections.archives.record_archive`. The guards are in SQL (migration
 ``0004_archives``): ``events_no_delete`` refuses a DELETE unless the job is listed in
 ``archived_jobs`` up to that position, and ``archived_jobs_finished_only`` refuses a job
 that is not finished or gained events since the export. ``archives`` and
@@ -34,19 +35,19 @@ import os
 import uuid
 from pathlib import Path
 
-from jobtape import blobs, clock, errors
-from jobtape.audit import exchange, replay
-from jobtape.eventlog.store import EventStore, Statement
-from jobtape.projections import previews, registry
+from jobtape import blobs, errors
+from jobtape.audit import exchange, transfer
+from jobtape.eventlog.store import EventStore
+from jobtape.projections import archives, previews
 from jobtape.projections import state as job_state
 from jobtape.projections.repository import JobRepository
 from jobtape.storage.base import Storage
 
 __all__ = ["JOB_COLUMNS", "ArchiveReport", "archive", "list_archives"]
 
-#: Projection table -> the column naming the job its rows were folded from (every table of
-#: :data:`jobtape.projections.registry.PROJECTIONS` must be listed: their rows go with the job).
-JOB_COLUMNS = {"jobs": "job_id", "assets": "origin_job_id", "previews": "job_id"}
+#: Projection table -> the column naming the job its rows were folded from (see
+#: :data:`jobtape.projections.archives.JOB_COLUMNS`, where the archive's batch uses it).
+JOB_COLUMNS = archives.JOB_COLUMNS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,9 +101,7 @@ def archive(
         errors.StorageError: a blob could not be deleted (its removal is recorded; run the
             archive again); nothing was exported or removed from the log.
     """
-    rows = store.backend.query("SELECT job_id FROM jobs WHERE finished = 1 AND updated_at < ?",
-                               [clock.format_timestamp(cutoff)])
-    job_ids = {str(row[0]) for row in rows}
+    job_ids = JobRepository(store).finished_before(cutoff)
     archive_id = uuid.uuid4().hex
     temporary = path.with_name(path.name + ".tmp")
     report = _export_checked(store, job_ids, temporary)  # refuse a broken log before removing any file
@@ -117,35 +116,19 @@ def archive(
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if not job_ids:
         return ArchiveReport(None, 0, 0, path, digest, cutoff)
-    last_positions = dict(store.backend.query(
-        f"SELECT job_id, MAX(position) FROM events WHERE job_id IN ({', '.join('?' * len(job_ids))}) GROUP BY job_id",
-        sorted(job_ids)))
-    statements = [Statement(
-        "INSERT INTO archives (archive_id, archived_at, archived_by, cutoff, file_name, export_sha256, job_count,"
-        " event_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (archive_id, clock.format_timestamp(clock.utcnow()), actor, clock.format_timestamp(cutoff), str(path),
-         digest, report.jobs, report.events))]
-    statements += [
-        Statement("INSERT INTO archived_jobs (archive_id, job_id, last_position, event_count) VALUES (?, ?, ?, ?)",
-                  (archive_id, job_id, last_positions[job_id], count))
-        for job_id, count in sorted(report.events_per_job.items())
-    ]
-    listed = "SELECT job_id FROM archived_jobs WHERE archive_id = ?"
-    statements.append(Statement(f"DELETE FROM events WHERE job_id IN ({listed})", (archive_id,)))
-    statements += [Statement(f"DELETE FROM {p.table} WHERE {JOB_COLUMNS[p.table]} IN ({listed})", (archive_id,))
-                   for p in registry.PROJECTIONS]
-    store.backend.execute_batch(statements)
+    archives.record_archive(store, archive_id=archive_id, actor=actor, cutoff=cutoff, file_name=str(path), sha256=digest,
+                            events_per_job=report.events_per_job)
     return ArchiveReport(archive_id, report.jobs, report.events, path, digest, cutoff, removed, kept)
 
 
-def _export_checked(store: EventStore, job_ids: set[str], temporary: Path) -> replay.ExportReport:
+def _export_checked(store: EventStore, job_ids: set[str], temporary: Path) -> transfer.ExportReport:
     """Export the streams of ``job_ids`` to ``temporary`` and check the file as ``import`` would.
 
     Raises:
         errors.InvalidExport: the file fails the checks; it is removed.
     """
     with temporary.open("w", encoding="utf-8") as out:
-        report = replay.export(store, out, job_ids) if job_ids else replay.ExportReport(0, 0, {})
+        report = transfer.export(store, out, job_ids) if job_ids else transfer.ExportReport(0, 0, {})
         out.flush()
         os.fsync(out.fileno())
     try:
@@ -172,7 +155,7 @@ def _remove_blobs(
     archived = set(job_ids)
 
     def held_elsewhere(key: str) -> bool:  # a render of the same recipe outside this archive caches that MP3
-        holder = previews.cache_holder(store.backend, key)
+        holder = previews.cache_holder(store, key)
         return holder is not None and holder not in archived
 
     def select(state: job_state.JobState) -> list[str]:
@@ -194,7 +177,5 @@ def _remove_blobs(
 
 
 def list_archives(store: EventStore) -> list[dict[str, object]]:
-    """Every ``archives`` row, oldest first, as ``{column: value}`` dicts."""
-    columns = ("archive_id", "archived_at", "archived_by", "cutoff", "file_name", "export_sha256", "job_count", "event_count")
-    rows = store.backend.query(f"SELECT {', '.join(columns)} FROM archives ORDER BY archived_at")
-    return [dict(zip(columns, row, strict=True)) for row in rows]
+    """Every ``archives`` row, oldest first, as ``{column: value}`` dicts (:func:`jobtape.projections.archives.list_archives`)."""
+    return archives.list_archives(store)

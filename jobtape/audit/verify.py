@@ -17,7 +17,7 @@ Rules (``Violation.rule``):
 - ``fold``: the state machine (:mod:`jobtape.projections.state`) refuses the event.
 - ``child_unexited``: a finished job's ``job.child_started`` has no later
   ``job.child_exited`` for that pid, and no later ``job.lease_expired``/``job.released``
-  lists the pid in ``orphaned_pids`` (issue 4: orphans are killed by the host's replay).
+  lists the pid in ``orphaned_pids`` (issue 4: orphans are killed by the host's orphan sweep).
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from jobtape import clock, errors, runtime
-from jobtape.audit import asof, describe, replay, stats, timeline, timeparse, verify
+from jobtape.audit import asof, describe, stats, timeline, timeparse, transfer, verify
 from jobtape.cli import types
 from jobtape.config import Settings
 from jobtape.eventlog import stored as stored_events
@@ -236,22 +236,17 @@ def _start_position(store: EventStore, since: str | None, job_id: str | None, ty
             raise click.BadParameter(f"{exc.message} (or give a global position such as 1200)") from exc
         if isinstance(bound, int):
             return bound
-        rows = store.backend.query("SELECT MIN(position) FROM events WHERE recorded_at >= ?", [clock.format_timestamp(bound)])
-        return int(rows[0][0]) if rows[0][0] is not None else store.head_position() + 1
-    sql, params = "SELECT position FROM events WHERE 1 = 1", []
-    for column, value in (("job_id", job_id), ("type", type_)):
-        if value is not None:
-            sql += f" AND {column} = ?"
-            params.append(value)
-    rows = store.backend.query(sql + " ORDER BY position DESC LIMIT 1 OFFSET ?", [*params, max(lines - 1, 0)])
-    return int(rows[0][0]) if rows else 1
+        first = store.first_position_since(bound)
+        return first if first is not None else store.head_position() + 1
+    found = store.nth_newest_position(lines, job_id=job_id, type_=type_)
+    return found if found is not None else 1
 
 
 def _follow(store: EventStore, start: int, job_id: str | None, type_: str | None, follow: bool,
             poll_interval_s: float) -> Iterator[stored_events.StoredEvent]:
     position = start
     while True:
-        for row in stored_events.iter_stored(store.backend, from_position=position, job_id=job_id):
+        for row in store.iter_stored(from_position=position, job_id=job_id):
             position = row.position + 1
             if type_ is None or row.type == type_:
                 yield row
@@ -309,7 +304,7 @@ def verify_command(as_json: bool, store: EventStore) -> None:
     event per finished job, the state rules, every child_started matched by a
     child_exited (or listed as orphaned) once the job is finished, and the sha256 chain.
     """
-    report = verify.verify(stored_events.iter_stored(store.backend))
+    report = verify.verify(store.iter_stored())
     if as_json:
         echo_json(report)
     else:
@@ -339,8 +334,8 @@ def stats_command(since: str | None, as_json: bool, store: EventStore) -> None:
             bound = timeparse.parse_position_or_time(since, clock.utcnow())
         except errors.InvalidTimeSpec as exc:
             raise click.BadParameter(exc.message) from exc
-    selected = replay.select_jobs(store, since=bound) if bound is not None else None
-    result = stats.compute(replay.timelines(store, selected))
+    selected = transfer.select_jobs(store, since=bound) if bound is not None else None
+    result = stats.compute(transfer.timelines(store, selected))
     if as_json:
         return echo_json(result)
     out = console()
@@ -355,5 +350,5 @@ def stats_command(since: str | None, as_json: bool, store: EventStore) -> None:
     out.print(durations)
 
 
-#: The commands :mod:`jobtape.cli` registers (with those of :mod:`jobtape.cli.replay`).
+#: The commands :mod:`jobtape.cli` registers (with those of :mod:`jobtape.cli.transfer`).
 COMMANDS = [status, jobs, tail, verify_command, stats_command]

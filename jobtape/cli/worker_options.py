@@ -37,7 +37,8 @@ OPTIONS = (
      ("On SIGTERM/SIGINT, seconds running jobs may take to finish before their children are terminated and the"
       " jobs released (a second signal: 0).")),
     ("--max-attempts", "max_attempts", click.IntRange(min=1), "JOBTAPE_MAX_ATTEMPTS",
-     "Attempts per job (lease expiries and retryable failures use one each) before it fails."),
+     ("Total attempts per job, the first included (3: the first run and at most 2 more); a retryable failure or"
+      " a lease expiry on the last one fails the job. A job type's own max_attempts overrides it.")),
     ("--backoff-base", "backoff_base_s", _SECONDS, "JOBTAPE_BACKOFF_BASE",
      "Retry backoff after the first attempt, in seconds (doubling per attempt, with jitter)."),
     ("--backoff-cap", "backoff_cap_s", _SECONDS, "JOBTAPE_BACKOFF_CAP", "Largest retry backoff, in seconds."),
@@ -48,7 +49,7 @@ OPTIONS = (
     ("--timeout-save", "timeout_save_s", types.Seconds(0.1, 7 * types.DAY_S), "JOBTAPE_TIMEOUT_SAVE",
      "Seconds a save job may run from its claim."),
     ("--host-id", "host_id", str, "JOBTAPE_HOST_ID",
-     ("This host's id in worker ids and child records (the orphan replay kills only this host's children);"
+     ("This host's id in worker ids and child records (the orphan sweep kills only this host's children);"
       " the hostname by default.")),
     ("--failed-upload-retention", "failed_upload_retention_s", types.Seconds(0.0, 366 * types.DAY_S),
      "JOBTAPE_FAILED_UPLOAD_RETENTION",

@@ -50,7 +50,7 @@ import aiohttp
 import libsql_client
 
 from jobtape import errors
-from jobtape.eventlog import replay, schema
+from jobtape.eventlog import ddl, schema
 from jobtape.eventlog.store import ConstraintViolation, SQLBackend, Statement
 
 __all__ = ["LibSQLBackend", "translate_error"]
@@ -158,7 +158,7 @@ class LibSQLBackend(SQLBackend):
         return [tuple(row) for row in result.rows]
 
     def migrate(self) -> list[str]:
-        """Apply pending migrations by replaying their DDL (:mod:`jobtape.eventlog.replay`).
+        """Apply pending migrations by running their DDL (:mod:`jobtape.eventlog.ddl`).
 
         Each migration's statements and its ``_jobtape_migrations`` row go in one batch.
         When another process applies the same migration at the same time, one batch
@@ -177,7 +177,7 @@ class LibSQLBackend(SQLBackend):
             if name in self._applied():
                 continue
             stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-            statements = [Statement(sql) for sql in replay.migration_statements(schema.MIGRATIONS, index)]
+            statements = [Statement(sql) for sql in ddl.migration_statements(schema.MIGRATIONS, index)]
             record = Statement('INSERT INTO "_jobtape_migrations" (name, applied_at) VALUES (?, ?)', (name, stamp))
             try:
                 self.execute_batch([*statements, record])

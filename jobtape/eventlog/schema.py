@@ -2,8 +2,8 @@
 
 Each migration is a function over a :class:`sqlite_utils.Database`. The SQLite backend
 applies the ones not yet recorded in ``_jobtape_migrations``; a remote libSQL backend
-applies them to an in-memory database and replays the resulting ``sqlite_master`` SQL,
-so both run the same DDL.
+applies them to an in-memory database and runs the resulting ``sqlite_master`` SQL
+(:mod:`jobtape.eventlog.ddl`), so both run the same DDL.
 
 The ``events`` table is append-only: triggers abort any UPDATE or DELETE, and a BEFORE
 INSERT trigger keeps each stream's versions gapless (the optimistic-concurrency guard
@@ -168,7 +168,7 @@ def _worker_indexes(db: sqlite_utils.Database) -> None:
     # The reaper's query: held jobs (processing, or cancelled but not finished) whose lease
     # expired -- an index range per status over unfinished rows only.
     db.execute("CREATE INDEX jobs_lease ON jobs (status, lease_expires_at) WHERE finished = 0")
-    # The orphan replay's query: jobs whose log still shows children of a lost attempt.
+    # The orphan sweep's query: jobs whose log still shows children of a lost attempt.
     db.execute(
         "CREATE INDEX jobs_orphaned ON jobs (updated_at) "
         "WHERE json_array_length(state, '$.orphaned_children') > 0"
@@ -224,7 +224,7 @@ def _cheaper_worker_indexes(db: sqlite_utils.Database) -> None:
     # 0005's indexes were rewritten on every append: jobs_lease is keyed by lease_expires_at,
     # which every event of a running job renews, and jobs_orphaned's condition parsed the
     # state JSON on every UPDATE. Held jobs are few (bounded by the workers' concurrency),
-    # so the reaper finds them by status and filters the lease; the orphan replay reads a
+    # so the reaper finds them by status and filters the lease; the orphan sweep reads a
     # count column the jobs projection only writes when it changes.
     db.execute("DROP INDEX jobs_lease")
     db.execute("DROP INDEX jobs_orphaned")
@@ -246,7 +246,7 @@ def _blob_removals(db: sqlite_utils.Database) -> None:
     # ingest's, until recorded as removed); the sweep reads an index range over those rows
     # only. blobs_removed_at: the latest removal, for the sweep's re-delete after a crash.
     # The UPDATE fills retained_upload for jobs older than the migration on SQLite; a remote
-    # libSQL gets the columns by replay but not the UPDATE (as with 0007): `jobtape rebuild`.
+    # libSQL gets the columns as DDL but not the UPDATE (as with 0007): `jobtape rebuild`.
     db["jobs"].add_column("retained_upload", str)  # type: ignore[union-attr]
     db["jobs"].add_column("blobs_removed_at", str)  # type: ignore[union-attr]
     db.execute(

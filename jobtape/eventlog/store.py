@@ -9,17 +9,26 @@ statements, so every write is one batch whose guards live in SQL:
   append whose expected version is stale (optimistic concurrency);
 - any projection statements passed as ``extra`` run in the same batch, so a projection
   row never lags the events it folds.
+
+The queries of the ``events`` table that the other layers need are named methods here
+(reads of stored rows for the audit tools, the verbatim import, the lookups of ``tail``,
+``export`` and ``archive``); the row format
+(the one event INSERT, the one row decoding) is :mod:`jobtape.eventlog.stored`. Nothing
+outside :mod:`jobtape.eventlog` and :mod:`jobtape.projections` touches :attr:`EventStore.backend`
+(``tests/unit/test_store_layer.py`` checks it).
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator, Sequence
+import datetime as dt
+from collections.abc import Collection, Iterator, Sequence
 from typing import Any, NamedTuple
 
 from jobtape import clock, errors
+from jobtape.errors import ConstraintViolation
 from jobtape.eventlog import events as ev
-from jobtape.eventlog import hashing
+from jobtape.eventlog import hashing, stored
 
 __all__ = ["ConstraintViolation", "EventStore", "SQLBackend", "Statement"]
 
@@ -29,18 +38,6 @@ class Statement(NamedTuple):
 
     sql: str
     params: tuple[Any, ...] = ()
-
-
-class ConstraintViolation(Exception):
-    """Raised by a backend when a batch broke a constraint or a trigger aborted it.
-
-    ``detail`` is the database's message (e.g. ``UNIQUE constraint failed: events.job_id,
-    events.version`` or a trigger's ``RAISE`` text). The store translates it to a domain error.
-    """
-
-    def __init__(self, detail: str) -> None:
-        self.detail = detail
-        super().__init__(detail)
 
 
 class SQLBackend(abc.ABC):
@@ -70,13 +67,9 @@ class SQLBackend(abc.ABC):
         """Release connections. Further use is an error."""
 
 
-_INSERT_EVENT = (
-    "INSERT INTO events (job_id, version, type, data, actor, recorded_at, hash) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING position"
-)
 #: How many streams' last hashes :class:`EventStore` remembers (saves a read per append).
 _HASH_CACHE_SIZE = 4096
-_SELECT_COLUMNS = "SELECT position, job_id, version, type, data, actor, recorded_at FROM events"
+_SELECT_COLUMNS = f"SELECT {stored.COLUMNS} FROM events"
 
 
 class EventStore:
@@ -139,7 +132,7 @@ class EventStore:
             type_, data = ev.encode_event(event)
             version = expected_version + offset
             previous = hashing.event_hash(previous, job_id, version, type_, data, actor, stamp)
-            statements.append(Statement(_INSERT_EVENT, (job_id, version, type_, data, actor, stamp, previous)))
+            statements.append(Statement(stored.INSERT_EVENT, (job_id, version, type_, data, actor, stamp, previous)))
         try:
             results = self.backend.execute_batch([*statements, *extra])
         except ConstraintViolation as exc:
@@ -161,11 +154,15 @@ class EventStore:
         ]
 
     @staticmethod
+    def _is_version_conflict(exc: ConstraintViolation) -> bool:
+        return "version conflict" in exc.detail or "events.job_id, events.version" in exc.detail
+
+    @classmethod
     def _translate(
-        exc: ConstraintViolation, job_id: str, expected_version: int, events: Sequence[ev.Event]
+        cls, exc: ConstraintViolation, job_id: str, expected_version: int, events: Sequence[ev.Event]
     ) -> Exception:
         detail = exc.detail
-        if "version conflict" in detail or "events.job_id, events.version" in detail:
+        if cls._is_version_conflict(exc):
             return errors.ConcurrencyError(job_id, expected_version)
         if "idempotency_key" in detail or "jobs_owner_idempotency" in detail:
             created = next((e for e in events if isinstance(e, ev.JobCreated)), None)
@@ -189,7 +186,7 @@ class EventStore:
         if to_position is not None:
             sql += " AND position <= ?"
             params.append(to_position)
-        return [_decode_row(row) for row in self.backend.query(sql + " ORDER BY version", params)]
+        return [stored.to_recorded(stored.from_row(row)) for row in self.backend.query(sql + " ORDER BY version", params)]
 
     def read_all(self, from_position: int = 1, *, limit: int = 1000) -> list[ev.RecordedEvent]:
         """Return up to ``limit`` events of every stream with ``position >= from_position``, in position order.
@@ -198,7 +195,7 @@ class EventStore:
             errors.MalformedEvent: a stored event cannot be decoded.
         """
         rows = self.backend.query(f"{_SELECT_COLUMNS} WHERE position >= ? ORDER BY position LIMIT ?", [from_position, limit])
-        return [_decode_row(row) for row in rows]
+        return [stored.to_recorded(stored.from_row(row)) for row in rows]
 
     def iter_all(self, from_position: int = 1, *, page_size: int = 1000) -> Iterator[ev.RecordedEvent]:
         """Iterate over every event from ``from_position`` on, reading pages of ``page_size``."""
@@ -215,16 +212,145 @@ class EventStore:
         rows = self.backend.query("SELECT COALESCE(MAX(position), 0) FROM events")
         return int(rows[0][0])
 
+    def read_stored(
+        self,
+        *,
+        from_position: int = 1,
+        to_position: int | None = None,
+        job_id: str | None = None,
+        limit: int = 1000,
+    ) -> list[stored.StoredEvent]:
+        """Return up to ``limit`` stored events with ``from_position <= position <= to_position``, in position order.
+
+        Args:
+            from_position: first global position to return.
+            to_position: last global position to return (``None``: up to the head).
+            job_id: only this stream (``None``: every stream).
+            limit: at most this many rows.
+        """
+        sql = f"{_SELECT_COLUMNS} WHERE position >= ?"
+        params: list[Any] = [from_position]
+        if to_position is not None:
+            sql += " AND position <= ?"
+            params.append(to_position)
+        if job_id is not None:
+            sql += " AND job_id = ?"
+            params.append(job_id)
+        rows = self.backend.query(sql + " ORDER BY position LIMIT ?", [*params, limit])
+        return [stored.from_row(row) for row in rows]
+
+    def iter_stored(
+        self,
+        *,
+        from_position: int = 1,
+        to_position: int | None = None,
+        job_id: str | None = None,
+        page_size: int = 1000,
+    ) -> Iterator[stored.StoredEvent]:
+        """Iterate over :meth:`read_stored`'s rows page by page (``page_size`` rows per query)."""
+        position = from_position
+        while True:
+            page = self.read_stored(from_position=position, to_position=to_position, job_id=job_id, limit=page_size)
+            yield from page
+            if len(page) < page_size:
+                return
+            position = page[-1].position + 1
+
+    def import_events(self, events: Sequence[stored.StoredEvent], extra: Sequence[Statement] = ()) -> list[int]:
+        """Insert events verbatim (new positions, every other column as given) plus ``extra``, in ONE batch.
+
+        An import keeps each event's original ``recorded_at``, ``actor`` and ``hash``. The
+        events' ``position`` is ignored: the table assigns the next positions, in the order
+        given. The gapless-version trigger and ``UNIQUE (job_id, version)`` apply as for any
+        append, so a stream that exists already, or a version that does not follow the
+        stream's last one, refuses the whole batch.
+
+        Args:
+            events: the events to insert, each stream's in version order.
+            extra: statements run after the inserts in the same batch (projection rows).
+
+        Returns:
+            The new positions, one per event.
+
+        Raises:
+            errors.ConcurrencyError: a version does not follow its stream's last one;
+                nothing was written.
+            ConstraintViolation: any other constraint failed; nothing was written.
+        """
+        statements = [Statement(stored.INSERT_EVENT, stored.insert_params(e)) for e in events]
+        try:
+            results = self.backend.execute_batch([*statements, *extra])
+        except ConstraintViolation as exc:
+            for job_id in {e.job_id for e in events}:
+                self._last_hash.pop(job_id, None)
+            if self._is_version_conflict(exc):
+                raise errors.ConcurrencyError(
+                    "*", 0, f"the batch does not continue the streams in the store ({exc.detail}); nothing was written"
+                ) from exc
+            raise
+        return [int(results[i][0][0]) for i in range(len(events))]
+
+    def stream_exists(self, job_id: str) -> bool:
+        """Whether the log holds any event of ``job_id``."""
+        return bool(self.backend.query("SELECT 1 FROM events WHERE job_id = ? LIMIT 1", [job_id]))
+
+    def created_job_ids(
+        self, *, since: int | dt.datetime | None = None, until: int | dt.datetime | None = None, job_id: str | None = None
+    ) -> set[str]:
+        """Ids of the jobs whose ``job.created`` (version 1) lies in ``[since, until)``.
+
+        Args:
+            since: a global position (``int``) or an aware UTC time; ``None``: no lower bound.
+            until: likewise, exclusive; ``None``: no upper bound.
+            job_id: only this job.
+        """
+        sql = "SELECT job_id FROM events WHERE version = 1"
+        params: list[object] = []
+        for bound, operator in ((since, ">="), (until, "<")):
+            if isinstance(bound, int):
+                sql += f" AND position {operator} ?"
+                params.append(bound)
+            elif isinstance(bound, dt.datetime):
+                sql += f" AND recorded_at {operator} ?"
+                params.append(clock.format_timestamp(bound))
+        if job_id is not None:
+            sql += " AND job_id = ?"
+            params.append(job_id)
+        return {str(row[0]) for row in self.backend.query(sql, params)}
+
+    def first_position_since(self, at: dt.datetime) -> int | None:
+        """The global position of the first event recorded at or after ``at`` (aware UTC); ``None`` if none."""
+        rows = self.backend.query("SELECT MIN(position) FROM events WHERE recorded_at >= ?", [clock.format_timestamp(at)])
+        return int(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    def nth_newest_position(self, n: int, *, job_id: str | None = None, type_: str | None = None) -> int | None:
+        """The global position of the ``n``-th newest event (1 = the newest) matching the filters; ``None``
+        when fewer match.
+
+        Args:
+            n: 1 or more.
+            job_id: only this stream's events.
+            type_: only events of this type (e.g. ``job.failed``).
+        """
+        sql, params = "SELECT position FROM events WHERE 1 = 1", []
+        for column, value in (("job_id", job_id), ("type", type_)):
+            if value is not None:
+                sql += f" AND {column} = ?"
+                params.append(value)
+        rows = self.backend.query(sql + " ORDER BY position DESC LIMIT 1 OFFSET ?", [*params, max(n - 1, 0)])
+        return int(rows[0][0]) if rows else None
+
+    def last_positions(self, job_ids: Collection[str]) -> dict[str, int]:
+        """``{job_id: global position of its newest event}`` for those of ``job_ids`` that have events."""
+        if not job_ids:
+            return {}
+        rows = self.backend.query(
+            f"SELECT job_id, MAX(position) FROM events WHERE job_id IN ({', '.join('?' * len(job_ids))}) GROUP BY job_id",
+            sorted(job_ids),
+        )
+        return {str(job_id): int(position) for job_id, position in rows}
+
     def close(self) -> None:
         """Close the backend."""
         self.backend.close()
 
-
-def _decode_row(row: Sequence[Any]) -> ev.RecordedEvent:
-    position, job_id, version, type_, data, actor, recorded_at = row
-    event = ev.decode_event(position, type_, data)
-    try:
-        at = clock.parse_timestamp(recorded_at)
-    except (TypeError, ValueError) as exc:
-        raise errors.MalformedEvent(position, type_, f"recorded_at {recorded_at!r} is not a timestamp") from exc
-    return ev.RecordedEvent(position=position, job_id=job_id, version=version, event=event, actor=actor, recorded_at=at)

@@ -1,28 +1,29 @@
-"""Stored events exactly as the ``events`` table holds them, and the verbatim import path.
+"""The row format of the ``events`` table: a stored event exactly as the table holds it.
 
-:class:`EventStore` reads decoded :class:`~jobtape.eventlog.events.RecordedEvent` objects;
-the audit tools (export, import, verify) need the stored text columns themselves, since
-the hash chain (:mod:`jobtape.eventlog.hashing`) is computed over that text. This module
-reads them and writes them back verbatim (an import keeps each event's original
-``recorded_at``, ``actor`` and ``hash``), through the same guards as an append: the
-``UNIQUE (job_id, version)`` constraint and the ``events_gapless_version`` trigger.
+This module is the one place that knows the table's columns: :data:`INSERT_EVENT` is the
+only statement that inserts an event (an append and an import both use it), and
+:func:`from_row` + :func:`to_recorded` are the only decoding of a row into a
+:class:`~jobtape.eventlog.events.RecordedEvent`. The audit tools (export, import, verify)
+work on :class:`StoredEvent` itself, since the hash chain (:mod:`jobtape.eventlog.hashing`)
+is computed over the stored text. The queries live on :class:`jobtape.eventlog.store.EventStore`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
 from jobtape import clock, errors
 from jobtape.eventlog import events as ev
-from jobtape.eventlog.store import ConstraintViolation, SQLBackend, Statement
 
-__all__ = ["StoredEvent", "import_batch", "iter_stored", "read_stored", "to_recorded"]
+__all__ = ["COLUMNS", "INSERT_EVENT", "StoredEvent", "from_row", "insert_params", "to_recorded"]
 
-_COLUMNS = "position, job_id, version, type, data, actor, recorded_at, hash"
-_INSERT = (
+#: The columns a read selects, in :func:`from_row`'s order.
+COLUMNS = "position, job_id, version, type, data, actor, recorded_at, hash"
+#: The one statement that inserts an event; the table assigns ``position`` (returned).
+INSERT_EVENT = (
     "INSERT INTO events (job_id, version, type, data, actor, recorded_at, hash) "
     "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING position"
 )
@@ -53,58 +54,17 @@ class StoredEvent(msgspec.Struct, frozen=True, kw_only=True):
     hash: str | None = None
 
 
-def _row(row: Sequence[Any]) -> StoredEvent:
+def insert_params(stored: StoredEvent) -> tuple[Any, ...]:
+    """The parameters of :data:`INSERT_EVENT` for ``stored`` (its ``position`` is not inserted)."""
+    return (stored.job_id, stored.version, stored.type, stored.data, stored.actor, stored.recorded_at, stored.hash)
+
+
+def from_row(row: Sequence[Any]) -> StoredEvent:
+    """A row selected with :data:`COLUMNS` as a :class:`StoredEvent` (``data`` as text)."""
     position, job_id, version, type_, data, actor, recorded_at, hash_ = row
     data_text = data.decode() if isinstance(data, bytes) else str(data)
     return StoredEvent(position=int(position), job_id=str(job_id), version=int(version), type=str(type_),
                        data=data_text, actor=str(actor), recorded_at=str(recorded_at), hash=hash_)
-
-
-def read_stored(
-    backend: SQLBackend,
-    *,
-    from_position: int = 1,
-    to_position: int | None = None,
-    job_id: str | None = None,
-    limit: int = 1000,
-) -> list[StoredEvent]:
-    """Return up to ``limit`` stored events with ``from_position <= position <= to_position``, in position order.
-
-    Args:
-        backend: the event store's backend.
-        from_position: first global position to return.
-        to_position: last global position to return (``None``: up to the head).
-        job_id: only this stream (``None``: every stream).
-        limit: at most this many rows.
-    """
-    sql = f"SELECT {_COLUMNS} FROM events WHERE position >= ?"
-    params: list[Any] = [from_position]
-    if to_position is not None:
-        sql += " AND position <= ?"
-        params.append(to_position)
-    if job_id is not None:
-        sql += " AND job_id = ?"
-        params.append(job_id)
-    rows = backend.query(sql + " ORDER BY position LIMIT ?", [*params, limit])
-    return [_row(row) for row in rows]
-
-
-def iter_stored(
-    backend: SQLBackend,
-    *,
-    from_position: int = 1,
-    to_position: int | None = None,
-    job_id: str | None = None,
-    page_size: int = 1000,
-) -> Iterator[StoredEvent]:
-    """Iterate over :func:`read_stored`'s rows page by page (``page_size`` rows per query)."""
-    position = from_position
-    while True:
-        page = read_stored(backend, from_position=position, to_position=to_position, job_id=job_id, limit=page_size)
-        yield from page
-        if len(page) < page_size:
-            return
-        position = page[-1].position + 1
 
 
 def to_recorded(stored: StoredEvent) -> ev.RecordedEvent:
@@ -120,36 +80,3 @@ def to_recorded(stored: StoredEvent) -> ev.RecordedEvent:
         raise errors.MalformedEvent(stored.position, stored.type, f"recorded_at {stored.recorded_at!r} is not a timestamp") from exc
     return ev.RecordedEvent(position=stored.position, job_id=stored.job_id, version=stored.version, event=event,
                             actor=stored.actor, recorded_at=at)
-
-
-def import_batch(backend: SQLBackend, events: Sequence[StoredEvent], extra: Sequence[Statement] = ()) -> list[int]:
-    """Insert events verbatim (new positions, every other column as given) plus ``extra``, in ONE batch.
-
-    The events' ``position`` is ignored: the table assigns the next positions, in the
-    order given. The gapless-version trigger and ``UNIQUE (job_id, version)`` apply as
-    for any append, so a stream that exists already, or a version that does not follow
-    the stream's last one, refuses the whole batch.
-
-    Args:
-        backend: the event store's backend.
-        events: the events to insert, each stream's in version order.
-        extra: statements run after the inserts in the same batch (projection rows).
-
-    Returns:
-        The new positions, one per event.
-
-    Raises:
-        errors.ConcurrencyError: a version does not follow its stream's last one (names
-            the job); nothing was written.
-        ConstraintViolation: any other constraint failed; nothing was written.
-    """
-    statements = [Statement(_INSERT, (e.job_id, e.version, e.type, e.data, e.actor, e.recorded_at, e.hash)) for e in events]
-    try:
-        results = backend.execute_batch([*statements, *extra])
-    except ConstraintViolation as exc:
-        if "version conflict" in exc.detail or "events.job_id, events.version" in exc.detail:
-            raise errors.ConcurrencyError(
-                "*", 0, f"the batch does not continue the streams in the store ({exc.detail}); nothing was written"
-            ) from exc
-        raise
-    return [int(results[i][0][0]) for i in range(len(events))]

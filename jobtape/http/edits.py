@@ -92,8 +92,7 @@ def create_edit_job(
         errors.IdempotencyKeyReused: the key named another job type or recipe (422).
         errors.QuotaExceeded: the owner is at ``settings.max_active_jobs`` (429); nothing appended.
     """
-    backend = repository.store.backend
-    asset = assets.select_asset(backend, recipe.asset_id)
+    asset = assets.select_asset(repository.store, recipe.asset_id)
     if asset is None:
         raise errors.AssetNotFound(recipe.asset_id)
     if asset.removed_at is not None:
@@ -105,7 +104,7 @@ def create_edit_job(
     params: dict[str, object] = {"recipe": canonical.to_json_dict(), "recipeHash": recipe_hash, "sourceKey": asset.storage_key}
     extra: list[ev.Event] = []
     if job_type == "preview":
-        cached = previews.select_preview(backend, recipe_hash)
+        cached = previews.select_preview(repository.store, recipe_hash)
         if cached is not None and (storage is None or storage.exists(cached.preview_key)):
             extra.append(ev.JobCompleted(result=previews.cache_hit_result(cached, recipe_hash, canonical.asset_id)))
     return creation.create_or_replay(

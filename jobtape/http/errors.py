@@ -57,6 +57,12 @@ STATUS_CODES: Mapping[type[errors.JobtapeError], tuple[int, str | None]] = {
     errors.StorageError: (503, None),
     errors.MediaError: (502, None),
     errors.MalformedEvent: (500, None),
+    errors.ConstraintViolation: (409, "a guard of the event log refused this change; nothing was written; read the job and retry"),
+    # The groups (jobtape.errors): a new member answers its group's status until it has a row.
+    errors.RequestError: (422, None),
+    errors.ConflictError: (409, None),
+    errors.StoreError: (503, None),
+    errors.JobError: (500, None),
     errors.JobtapeError: (500, None),
 }
 

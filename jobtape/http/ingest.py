@@ -37,7 +37,6 @@ from litestar.params import HeaderParameter
 from jobtape import errors
 from jobtape.config import Settings
 from jobtape.http import creation, direct_upload, openapi, schemas, spool, upload, url_source
-from jobtape.projections import quota
 from jobtape.projections.repository import JobRepository, new_job_id
 from jobtape.storage import Storage
 
@@ -209,7 +208,7 @@ async def ingest_upload(
     job_id = new_job_id()
     with upload_slots.hold():
         # Cheap early refusal before receiving the file; the guard in the create batch decides.
-        await anyio.to_thread.run_sync(quota.check_early, repository.store.backend, owner, settings.max_active_jobs)
+        await anyio.to_thread.run_sync(repository.check_quota_early, owner, settings.max_active_jobs)
         spooled, key, size = await _receive_and_store(request, boundary, job_id, storage, settings, spool_folder)
     params: dict[str, object] = {
         "sourceType": "upload",

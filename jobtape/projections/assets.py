@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 
 from jobtape import clock
-from jobtape.eventlog.store import SQLBackend, Statement
+from jobtape.eventlog.store import EventStore, Statement
 from jobtape.projections import rows
 from jobtape.projections.state import JobState
 
@@ -127,9 +127,9 @@ def statements(before: JobState | None, after: JobState, table: str = TABLE) -> 
     return [rows.upsert_row(table, COLUMNS, row)]
 
 
-def select_asset(backend: SQLBackend, asset_id: str) -> Asset | None:
+def select_asset(store: EventStore, asset_id: str) -> Asset | None:
     """Read one asset from the projection; ``None`` if there is no such asset."""
-    values = rows.select_row(backend, TABLE, COLUMNS, asset_id)
+    values = rows.select_row(store, TABLE, COLUMNS, asset_id)
     if values is None:
         return None
     if values["removed_at"] is not None:

@@ -8,7 +8,7 @@ the next append folds onto); the other columns exist for indexes and for operato
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import msgspec
@@ -20,7 +20,8 @@ from jobtape.projections.state import JobState
 
 __all__ = [
     "COLUMNS", "decode_state", "encode_state", "queue_position", "row_values", "select_blob_removals",
-    "select_retained_uploads", "select_state", "update", "upsert",
+    "select_by_idempotency_key", "select_claimable", "select_expired_leases", "select_finished_before", "select_held",
+    "select_retained_uploads", "select_state", "select_with_orphans", "update", "upsert",
 ]
 
 _STATE_ENCODER = msgspec.json.Encoder()
@@ -193,3 +194,53 @@ def select_blob_removals(backend: SQLBackend, since: dt.datetime) -> list[JobSta
         [clock.format_timestamp(since)],
     )
     return [decode_state(row[0]) for row in rows]
+
+
+#: Jobs a worker holds: ``processing``, or ``cancelled`` (cancel requested) and not finished yet.
+_HELD = "status IN ('processing', 'cancelled') AND finished = 0"
+
+
+def select_by_idempotency_key(backend: SQLBackend, owner: str, idempotency_key: str | None) -> str | None:
+    """The id of the job ``owner`` created with ``idempotency_key``, or ``None``."""
+    rows = backend.query("SELECT job_id FROM jobs WHERE owner = ? AND idempotency_key = ?", [owner, idempotency_key])
+    return str(rows[0][0]) if rows else None
+
+
+def select_claimable(backend: SQLBackend, job_types: Collection[str], now: dt.datetime, limit: int) -> list[str]:
+    """Ids of up to ``limit`` pending jobs of ``job_types`` whose ``not_before`` (backoff) has passed at
+    ``now`` (aware UTC), in created order (an index range on ``jobs_status_created``)."""
+    types = sorted(job_types)
+    if not types:
+        return []
+    rows = backend.query(
+        f"SELECT job_id FROM jobs WHERE status = 'pending' AND job_type IN ({', '.join('?' * len(types))})"
+        " AND (not_before IS NULL OR not_before <= ?) ORDER BY created_position LIMIT ?",
+        [*types, clock.format_timestamp(now), limit],
+    )
+    return [str(row[0]) for row in rows]
+
+
+def select_expired_leases(backend: SQLBackend, now: dt.datetime, limit: int) -> list[str]:
+    """Ids of up to ``limit`` held jobs whose ``lease_expires_at`` is before ``now`` (aware UTC), oldest lease first."""
+    rows = backend.query(f"SELECT job_id FROM jobs WHERE {_HELD} AND lease_expires_at < ? ORDER BY lease_expires_at LIMIT ?",
+                         [clock.format_timestamp(now), limit])
+    return [str(row[0]) for row in rows]
+
+
+def select_held(backend: SQLBackend) -> list[str]:
+    """Ids of every held job (``processing``, or cancelling, and not finished)."""
+    return [str(row[0]) for row in backend.query(f"SELECT job_id FROM jobs WHERE {_HELD}")]
+
+
+def select_with_orphans(backend: SQLBackend, finished_since: dt.datetime) -> list[str]:
+    """Ids of the jobs with orphaned children on record (``orphaned_count > 0``) that are not finished
+    or changed at or after ``finished_since`` (aware UTC)."""
+    rows = backend.query("SELECT job_id FROM jobs WHERE orphaned_count > 0 AND (finished = 0 OR updated_at >= ?)",
+                         [clock.format_timestamp(finished_since)])
+    return [str(row[0]) for row in rows]
+
+
+def select_finished_before(backend: SQLBackend, cutoff: dt.datetime) -> set[str]:
+    """Ids of the finished jobs whose ``updated_at`` is before ``cutoff`` (aware UTC)."""
+    rows = backend.query("SELECT job_id FROM jobs WHERE finished = 1 AND updated_at < ?", [clock.format_timestamp(cutoff)])
+    return {str(row[0]) for row in rows}

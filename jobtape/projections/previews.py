@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 
 from jobtape import clock
-from jobtape.eventlog.store import SQLBackend, Statement
+from jobtape.eventlog.store import EventStore, Statement
 from jobtape.projections import rows
 from jobtape.projections.state import JobState
 
@@ -90,19 +90,19 @@ def statements(before: JobState | None, after: JobState, table: str = TABLE) -> 
     return [rows.upsert_row(table, COLUMNS, row, only_if=f"excluded.job_id < {table}.job_id")]
 
 
-def select_preview(backend: SQLBackend, recipe_hash: str) -> Preview | None:
+def select_preview(store: EventStore, recipe_hash: str) -> Preview | None:
     """The cached preview of a recipe hash, or ``None``."""
-    values = rows.select_row(backend, TABLE, COLUMNS, recipe_hash)
+    values = rows.select_row(store, TABLE, COLUMNS, recipe_hash)
     return None if values is None else Preview(**values)
 
 
-def cache_holder(backend: SQLBackend, key: str) -> str | None:
+def cache_holder(store: EventStore, key: str) -> str | None:
     """The job whose cache entry names the MP3 ``key`` (renders of one recipe share it), or ``None``
     (also for a key that is no preview's). One primary-key lookup: the key holds the recipe hash."""
     found = _PREVIEW_KEY.fullmatch(key)
     if found is None:
         return None
-    rows = backend.query(f"SELECT job_id FROM {TABLE} WHERE recipe_hash = ? AND preview_key = ?", [found[1], key])
+    rows = store.backend.query(f"SELECT job_id FROM {TABLE} WHERE recipe_hash = ? AND preview_key = ?", [found[1], key])
     return str(rows[0][0]) if rows else None
 
 

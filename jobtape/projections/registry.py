@@ -3,7 +3,7 @@
 A :class:`Projection` turns one transition of a job's state (``before`` -> ``after``, both
 from the pure fold) into SQL statements on its table. :class:`JobRepository` runs the
 statements of every projection in :data:`PROJECTIONS` in the same batch as the events,
-and :func:`jobtape.projections.rebuild.rebuild` replays them with ``before=None`` over the
+and :func:`jobtape.projections.rebuild.rebuild` runs them with ``before=None`` over the
 final state of every stream into scratch tables to verify or repair each projection.
 
 Order matters: ``jobs`` comes first, because its update reads ``last_insert_rowid()``

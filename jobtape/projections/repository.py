@@ -6,12 +6,18 @@ decides, and an illegal transition is refused before anything is written), then 
 the events and the statements of every registered projection (``jobs``, ``assets``,
 ``previews``: :mod:`jobtape.projections.registry`) in ONE batch guarded by the expected
 version, plus, for a create, the per-owner quota guard (:mod:`jobtape.projections.quota`).
+
+It also answers the named queries over the ``jobs`` projection that the worker, the
+reaper, the blob sweeps, the API and the audit tools ask (claimable jobs, expired leases,
+held jobs, retained uploads...): the SQL stays in this package, the callers name what
+they want.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from jobtape import clock, errors
 from jobtape.eventlog import events as ev
@@ -71,10 +77,8 @@ class JobRepository:
         Read after a create failed with :class:`errors.DuplicateIdempotencyKey`, to answer the
         replay; the guard itself is the ``jobs (owner, idempotency_key)`` UNIQUE index.
         """
-        rows = self.store.backend.query(
-            "SELECT job_id FROM jobs WHERE owner = ? AND idempotency_key = ?", [owner, idempotency_key]
-        )
-        return self.load(str(rows[0][0])) if rows else None
+        job_id = jobs_projection.select_by_idempotency_key(self.store.backend, owner, idempotency_key)
+        return self.load(job_id) if job_id is not None else None
 
     def get(self, job_id: str) -> job_state.JobState:
         """Like :meth:`load`, raising :class:`errors.JobNotFound` for an unknown job."""
@@ -121,7 +125,7 @@ class JobRepository:
             self.on_append(result)
         return result
 
-    def execute(self, job_id: str, decide: Decide, *, actor: str, max_attempts: int = 10) -> AppendResult | None:
+    def execute(self, job_id: str, decide: Decide, *, actor: str, max_cycles: int = 10) -> AppendResult | None:
         """Load, decide and append, retrying the whole cycle on a concurrency conflict.
 
         Args:
@@ -129,14 +133,14 @@ class JobRepository:
             decide: given the current state (``None`` for no job), returns the events to
                 append; an empty sequence means "nothing to do" and :meth:`execute` returns ``None``.
             actor: who appends.
-            max_attempts: how many load-decide-append cycles to try.
+            max_cycles: how many load-decide-append cycles to try (not a job's attempts).
 
         Raises:
-            errors.ConcurrencyError: still conflicting after ``max_attempts`` cycles.
+            errors.ConcurrencyError: still conflicting after ``max_cycles`` cycles.
             errors.IllegalTransition: the fold refused the decided events.
             Any exception ``decide`` raises.
         """
-        for attempt in range(max_attempts):
+        for cycle in range(max_cycles):
             current = self.load(job_id)
             events = decide(current)
             if not events:
@@ -144,7 +148,7 @@ class JobRepository:
             try:
                 return self.append(job_id, events, current, actor=actor)
             except errors.ConcurrencyError:
-                if attempt == max_attempts - 1:
+                if cycle == max_cycles - 1:
                     raise
         return None  # pragma: no cover
 
@@ -187,3 +191,47 @@ class JobRepository:
     def queue_position(self, job_id: str) -> int | None:
         """1 + pending jobs created before this one; ``None`` unless it is pending."""
         return jobs_projection.queue_position(self.store.backend, job_id)
+
+    def claimable(self, job_types: Collection[str], now: dt.datetime, *, limit: int = 16) -> list[str]:
+        """Ids of up to ``limit`` pending jobs of ``job_types`` due at ``now`` (aware UTC), oldest first.
+
+        Candidates only: the claim itself is an append guarded by the job's version.
+        """
+        return jobs_projection.select_claimable(self.store.backend, job_types, now, limit)
+
+    def expired_leases(self, now: dt.datetime, *, limit: int = 100) -> list[str]:
+        """Ids of up to ``limit`` held jobs (``processing``, or cancelling) whose lease expired before ``now``."""
+        return jobs_projection.select_expired_leases(self.store.backend, now, limit)
+
+    def held_jobs(self) -> list[str]:
+        """Ids of every job held by a worker now (``processing``, or cancelling, not finished)."""
+        return jobs_projection.select_held(self.store.backend)
+
+    def jobs_with_orphans(self, finished_since: dt.datetime) -> list[str]:
+        """Ids of the jobs with orphaned children on record, unfinished or finished at or after ``finished_since``."""
+        return jobs_projection.select_with_orphans(self.store.backend, finished_since)
+
+    def finished_before(self, cutoff: dt.datetime) -> set[str]:
+        """Ids of the finished jobs whose last change is older than ``cutoff`` (aware UTC)."""
+        return jobs_projection.select_finished_before(self.store.backend, cutoff)
+
+    def retained_uploads(self, finished_before: dt.datetime, limit: int) -> list[str]:
+        """See :func:`jobtape.projections.jobs.select_retained_uploads`."""
+        return jobs_projection.select_retained_uploads(self.store.backend, finished_before, limit)
+
+    def blob_removals(self, since: dt.datetime) -> list[job_state.JobState]:
+        """See :func:`jobtape.projections.jobs.select_blob_removals`."""
+        return jobs_projection.select_blob_removals(self.store.backend, since)
+
+    def count_active(self, owner: str) -> int:
+        """The owner's pending + processing jobs now (:func:`jobtape.projections.quota.count_active`)."""
+        return quota.count_active(self.store.backend, owner)
+
+    def check_quota_early(self, owner: str, max_active_jobs: int) -> None:
+        """Refuse at once when ``owner`` is at the limit, before expensive work; advisory only
+        (the guard in the create batch decides; :func:`jobtape.projections.quota.check_early`).
+
+        Raises:
+            errors.QuotaExceeded: the owner has ``max_active_jobs`` active jobs now.
+        """
+        quota.check_early(self.store.backend, owner, max_active_jobs)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from jobtape import clock
-from jobtape.eventlog.store import SQLBackend, Statement
+from jobtape.eventlog.store import EventStore, Statement
 
 __all__ = ["select_row", "upsert_row"]
 
@@ -28,10 +28,10 @@ def upsert_row(table: str, columns: Sequence[str], row: dict[str, Any], *, only_
     return Statement(sql, tuple(row[c] for c in columns))
 
 
-def select_row(backend: SQLBackend, table: str, columns: Sequence[str], key: str) -> dict[str, Any] | None:
+def select_row(store: EventStore, table: str, columns: Sequence[str], key: str) -> dict[str, Any] | None:
     """The row whose first column equals ``key`` as ``{column: value}`` with ``created_at``
     parsed to an aware UTC datetime; ``None`` if there is none."""
-    rows = backend.query(f"SELECT {', '.join(columns)} FROM {table} WHERE {columns[0]} = ?", [key])
+    rows = store.backend.query(f"SELECT {', '.join(columns)} FROM {table} WHERE {columns[0]} = ?", [key])
     if not rows:
         return None
     values = dict(zip(columns, rows[0], strict=True))

@@ -79,7 +79,7 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True):
             pending job was cancelled. Nothing may follow.
         running_children: pids of child processes started in the current attempt and not yet exited.
         orphaned_children: pids of children of an earlier attempt whose worker lost the job
-            without recording their exit (killed later by that host's orphan replay).
+            without recording their exit (killed later by that host's orphan sweep).
         lease_ttl_s: the current claim's lease length in seconds (``None``: no lease).
         not_before: a pending job is not claimed before this UTC time (retry backoff).
         last_error: the error of the last retryable failure or lease expiry.
@@ -333,7 +333,7 @@ def _transition(state: JobState, event: ev.Event, at: dt.datetime) -> dict[str, 
             if pid in state.running_children:
                 _require_running(state, event, allow_cancelling=True)
                 return {"running_children": tuple(p for p in state.running_children if p != pid), **_renewed(state, at)}
-            if pid in state.orphaned_children:  # an earlier attempt's child, found by orphan replay
+            if pid in state.orphaned_children:  # an earlier attempt's child, found by the orphan sweep
                 return {"orphaned_children": tuple(p for p in state.orphaned_children if p != pid)}
             raise _refuse(state, event, f"no running child with pid {pid}")
         case ev.JobCancelled():

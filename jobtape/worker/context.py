@@ -8,7 +8,9 @@ otherwise it retries on the fresh state. The pipeline never decides state itself
 The worker's loop thread may interrupt a running job (:meth:`JobContext.request_cancel`,
 :meth:`~JobContext.request_timeout`, :meth:`~JobContext.request_release`,
 :meth:`~JobContext.abandon`): the running child gets SIGTERM (SIGKILL after the grace) and
-the pipeline's next step raises the matching control-flow exception. It also appends the
+the pipeline's next step raises the matching control-flow exception, a
+:class:`jobtape.errors.JobInterrupted` (a ``BaseException``: an ``except Exception`` in a
+pipeline or job handler does not swallow it; see :mod:`jobtape.errors`). It also appends the
 job's heartbeats (:meth:`JobContext.heartbeat`); appends from both threads are serialised.
 """
 
@@ -32,15 +34,15 @@ from jobtape.worker import children, outage, policy
 __all__ = ["CancelRequested", "ChildOutcome", "JobContext", "JobLost", "Released", "TimedOut"]
 
 
-class CancelRequested(Exception):
+class CancelRequested(errors.JobInterrupted):
     """Control flow: the job's cancel was requested; the pipeline must stop."""
 
 
-class JobLost(Exception):
+class JobLost(errors.JobInterrupted):
     """Control flow: another actor took the job over (or ended it); stop without appending."""
 
 
-class TimedOut(Exception):
+class TimedOut(errors.JobInterrupted):
     """Control flow: the job ran past its type's timeout; it must fail with ``timed out after N s``."""
 
     def __init__(self, timeout_s: float) -> None:
@@ -48,7 +50,7 @@ class TimedOut(Exception):
         super().__init__(policy.timeout_error(timeout_s))
 
 
-class Released(Exception):
+class Released(errors.JobInterrupted):
     """Control flow: the worker shuts down and gives the job back (``job.released``)."""
 
 
@@ -74,7 +76,7 @@ class JobContext:
         workdir: a private temp folder, removed when the job ends.
         kill_grace_s: seconds from SIGTERM to SIGKILL when a child must stop.
         progress_interval_s: minimum seconds between two progress events.
-        host_id: recorded in ``job.child_started`` (the orphan replay matches it); ``None``
+        host_id: recorded in ``job.child_started`` (the orphan sweep matches it); ``None``
             uses :func:`children.host_id`.
     """
 
@@ -107,7 +109,7 @@ class JobContext:
         self.claimed_at: dt.datetime = state.updated_at
         #: set by any interruption (cancel, timeout, release, loss): the child must stop.
         self.interrupt_event = threading.Event()
-        self._cause: Exception | None = None  # the TimedOut / Released / JobLost to raise
+        self._cause: errors.JobInterrupted | None = None  # the TimedOut / Released / JobLost to raise
         self._append_lock = threading.RLock()
 
     @property
@@ -300,7 +302,7 @@ class JobContext:
                     break
                 if on_line is not None:
                     on_line(line.strip())
-        except Exception as exc:  # noqa: BLE001 - CancelRequested, JobLost or the on_line's own error
+        except (Exception, errors.JobInterrupted) as exc:  # noqa: BLE001 - CancelRequested, JobLost or the on_line's own error
             interrupted = exc
         if self.interrupt_event.is_set() or interrupted is not None:
             returncode = child.terminate(self.kill_grace_s)
@@ -345,7 +347,7 @@ class JobContext:
         """The job is no longer ours: stop the child; the pipeline raises :class:`JobLost` and appends nothing."""
         self._interrupt(cause or JobLost("the job was taken over"), force=True)
 
-    def _interrupt(self, cause: Exception | None, *, force: bool = False) -> None:
+    def _interrupt(self, cause: errors.JobInterrupted | None, *, force: bool = False) -> None:
         if cause is not None and (self._cause is None or force):
             self._cause = cause
         self.interrupt_event.set()

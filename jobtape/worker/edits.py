@@ -89,7 +89,7 @@ def preview(context: JobContext, storage: Storage, settings: Settings) -> dict[s
         errors.MediaError: the source is missing or ffmpeg failed (the job fails).
     """
     recipe, recipe_hash, source_key = _params(context)
-    cached = previews.select_preview(context.repository.store.backend, recipe_hash)
+    cached = previews.select_preview(context.repository.store, recipe_hash)
     if cached is not None and storage.exists(cached.preview_key):  # rendered since this job was created
         return previews.cache_hit_result(cached, recipe_hash, recipe.asset_id)
     source = _fetch(context, storage, source_key)

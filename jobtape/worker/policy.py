@@ -11,9 +11,15 @@ Rules (docs/worker.md explains them with a real takeover):
 - **Backoff**: "equal jitter" exponential backoff (AWS Architecture Blog, "Exponential
   Backoff And Jitter", 2015): the ceiling ``min(cap, base * 2 ** (attempt - 1))`` seconds,
   of which half is fixed and half random, so retries of jobs that failed together spread out.
+- **Attempts**: ``max_attempts`` is the TOTAL number of attempts of a job, the first one
+  included (3 = the first run and at most 2 more); every claim starts the next attempt
+  (``JobState.attempt`` 1, 2, 3...). A job type's own ``max_attempts``
+  (:class:`TypeLimits`, ``app.job_type(max_attempts=...)``) overrides the setting
+  (``JOBTAPE_MAX_ATTEMPTS``, ``--max-attempts``) for the worker's failures and the
+  reaper's lease expiries alike (:func:`type_settings`).
 - **Reaper**: a job whose lease expired goes back to pending with a backoff ``not_before``,
-  or fails after ``max_attempts`` attempts (default 3); a job whose cancel was requested is
-  confirmed cancelled instead.
+  or fails if that was attempt ``max_attempts`` (default 3); a job whose cancel was
+  requested is confirmed cancelled instead.
 - **Retry**: a retryable failure follows the same path; a non-retryable one fails at once.
 - **Timeout**: a job running longer than its type's timeout (seed 004: the reaper's
   10-minute default, now per type) is failed with ``timed out after N s``.
@@ -23,6 +29,7 @@ Rules (docs/worker.md explains them with a real takeover):
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Iterable
 from typing import NamedTuple, Protocol
@@ -87,7 +94,7 @@ def reap_events(
 
     A job is reaped when it is held (``processing``, or ``cancelled`` but not finished,
     i.e. cancelling) and either its lease expired (``lease_expires_at < now``) or
-    ``holder_gone`` (the orphan replay saw the holding worker's process dead on this host).
+    ``holder_gone`` (the orphan sweep saw the holding worker's process dead on this host).
     A job without a lease is never reaped on expiry.
 
     Args:
@@ -95,7 +102,7 @@ def reap_events(
         now: the current UTC time.
         settings: ``max_attempts``, ``backoff_base_s``, ``backoff_cap_s``.
         rng: jitter source for the backoff.
-        exited: ``(pid, exit_status)`` of children the caller just killed (orphan replay);
+        exited: ``(pid, exit_status)`` of children the caller just killed (orphan sweep);
             they get a ``job.child_exited`` after the ``job.lease_expired``.
         holder_gone: reap now, whatever the lease says.
 
@@ -166,11 +173,20 @@ class TypeLimits(NamedTuple):
 
     Attributes:
         timeout_s: seconds a job of the type may run from its claim.
-        max_attempts: attempts (retryable failures and lease expiries) before it fails.
+        max_attempts: the total number of attempts of a job of the type, the first included
+            (a retryable failure or a lease expiry on the last one fails the job).
     """
 
     timeout_s: float | None = None
     max_attempts: int | None = None
+
+
+def type_settings(settings: Settings, limits: TypeLimits | None) -> Settings:
+    """The settings a job type's attempts are counted against: ``settings`` with the type's own
+    ``max_attempts`` (total attempts, the first included) when ``limits`` has one."""
+    if limits is None or limits.max_attempts is None or limits.max_attempts == settings.max_attempts:
+        return settings
+    return dataclasses.replace(settings, max_attempts=limits.max_attempts)
 
 
 def job_timeout_s(job_type: str, settings: Settings, limits: TypeLimits | None = None) -> float:

@@ -1,4 +1,4 @@
-"""The reaper and the orphan replay: taking back jobs whose worker is gone, killing its children.
+"""The reaper and the orphan sweep: taking back jobs whose worker is gone, killing its children.
 
 Both run in every worker's loop (:class:`jobtape.worker.runner.Worker`); the decisions are
 the pure :func:`jobtape.worker.policy.reap_events`, and every append is guarded by the
@@ -8,7 +8,7 @@ that renewed its lease in between wins over all of them.
 - :meth:`Reaper.reap_expired`: held jobs (``processing``, or cancelling) whose
   ``lease_expires_at`` passed -> ``job.lease_expired`` + back to pending with backoff, or
   ``job.failed`` after ``max_attempts``, or ``job.cancelled`` if a cancel was requested.
-- :meth:`Reaper.replay_orphans`: the children this host's log shows started and not
+- :meth:`Reaper.sweep_orphans`: the children this host's log shows started and not
   exited (``job.child_started`` without ``job.child_exited``): each one still alive with
   the recorded start time (``/proc``; a reused pid is never killed) gets SIGTERM, then
   SIGKILL, and its ``job.child_exited`` is appended while the job is not finished. A job
@@ -23,7 +23,7 @@ import datetime as dt
 import logging
 import os
 import random
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
 from jobtape import clock, errors
 from jobtape.config import Settings
@@ -40,20 +40,10 @@ log = logging.getLogger(__name__)
 #: can take no child_exited, but a child of a lost attempt may still run).
 ORPHAN_LOOKBACK = dt.timedelta(days=1)
 
-_EXPIRED = (
-    "SELECT job_id FROM jobs WHERE status IN ('processing', 'cancelled') AND finished = 0"
-    " AND lease_expires_at < ? ORDER BY lease_expires_at LIMIT ?"
-)
-_HELD = "SELECT job_id FROM jobs WHERE status IN ('processing', 'cancelled') AND finished = 0"
-_WITH_ORPHANS = (
-    "SELECT job_id FROM jobs WHERE orphaned_count > 0"
-    " AND (finished = 0 OR updated_at >= ?)"
-)
-
 
 @dataclasses.dataclass
 class OrphanReport:
-    """What one orphan replay did.
+    """What one orphan sweep did.
 
     Attributes:
         killed: pids of live orphans it terminated (SIGTERM, SIGKILL if needed).
@@ -71,12 +61,14 @@ class Reaper:
 
     Args:
         repository: the job log.
-        settings: ``max_attempts``, backoff, ``kill_grace_s``.
+        settings: ``max_attempts`` (total attempts), backoff, ``kill_grace_s``.
         actor: who appends (the worker id of the worker running the reaper).
         host_id: this host's id (as in ``job.child_started.host_id`` and worker ids).
         live_worker_ids: ids of the workers running in this process (their jobs are never
-            taken over by the orphan replay).
+            taken over by the orphan sweep).
         rng: jitter source for the backoff; defaults to a fresh ``random.Random``.
+        limits: job type -> its own limits; a type's ``max_attempts`` (total attempts)
+            decides when a lease expiry fails its job (other types: ``settings.max_attempts``).
     """
 
     def __init__(
@@ -88,6 +80,7 @@ class Reaper:
         host_id: str,
         live_worker_ids: Collection[str] = (),
         rng: policy.Random | None = None,
+        limits: Mapping[str, policy.TypeLimits] | None = None,
     ) -> None:
         self.repository = repository
         self.settings = settings
@@ -95,6 +88,10 @@ class Reaper:
         self.host_id = host_id
         self.live_worker_ids = live_worker_ids
         self.rng = rng or random.Random()
+        self.limits = dict(limits or {})
+
+    def _settings_of(self, state: job_state.JobState) -> Settings:
+        return policy.type_settings(self.settings, self.limits.get(state.job_type))
 
     def _append(self, state: job_state.JobState, events: list[ev.Event]) -> bool:
         try:
@@ -112,11 +109,10 @@ class Reaper:
             reaper or renewed by their worker: left alone).
         """
         now = now or clock.utcnow()
-        rows = self.repository.store.backend.query(_EXPIRED, [clock.format_timestamp(now), limit])
         reaped = []
-        for (job_id,) in rows:
+        for job_id in self.repository.expired_leases(now, limit=limit):
             state = self.repository.load(job_id)
-            events = policy.reap_events(state, now, self.settings, self.rng) if state else []
+            events = policy.reap_events(state, now, self._settings_of(state), self.rng) if state else []
             if state is not None and events and self._append(state, events):
                 log.warning("reaper %s took back job %s from %s (attempt %d)", self.actor, job_id, state.worker_id, state.attempt)
                 reaped.append(job_id)
@@ -132,7 +128,7 @@ class Reaper:
             return False  # another host's, or a sibling worker of this process: its lease decides
         return not children.process_alive(pid, None)
 
-    def replay_orphans(self, now: dt.datetime | None = None) -> OrphanReport:
+    def sweep_orphans(self, now: dt.datetime | None = None) -> OrphanReport:
         """Kill this host's orphaned children and record their exit; reap jobs of dead local workers.
 
         Args:
@@ -143,17 +139,15 @@ class Reaper:
             What was done (see :class:`OrphanReport`).
         """
         now = now or clock.utcnow()
-        backend = self.repository.store.backend
-        job_ids = [row[0] for row in backend.query(_HELD)]
-        job_ids += [row[0] for row in backend.query(_WITH_ORPHANS, [clock.format_timestamp(now - ORPHAN_LOOKBACK)])]
+        job_ids = self.repository.held_jobs() + self.repository.jobs_with_orphans(now - ORPHAN_LOOKBACK)
         report = OrphanReport()
         for job_id in dict.fromkeys(job_ids):
             state = self.repository.load(job_id)
             if state is not None:
-                self._replay_job(state, now, report)
+                self._sweep_job(state, now, report)
         return report
 
-    def _replay_job(self, state: job_state.JobState, now: dt.datetime, report: OrphanReport) -> None:
+    def _sweep_job(self, state: job_state.JobState, now: dt.datetime, report: OrphanReport) -> None:
         holder_gone = not state.finished and state.status != "pending" and self._holder_gone(state)
         pids = set(state.orphaned_children) | (set(state.running_children) if holder_gone else set())
         if not pids and not holder_gone:
@@ -166,16 +160,16 @@ class Reaper:
         exited: list[tuple[int, int | None]] = []
         for pid, child in started.items():
             if child.host_id != self.host_id or child.started_at_ticks is None:
-                continue  # another host's child (its workers replay it), or one we cannot identify
+                continue  # another host's child (its workers sweep it), or one we cannot identify
             status = children.kill_if_ours(pid, child.started_at_ticks, self.settings.kill_grace_s)
             if status is not None:
-                log.warning("orphan replay: killed pid %d of job %s (%s)", pid, state.job_id, " ".join(child.argv[:1]))
+                log.warning("orphan sweep: killed pid %d of job %s (%s)", pid, state.job_id, " ".join(child.argv[:1]))
                 report.killed.append(pid)
             exited.append((pid, status))
         if state.finished:
             return  # nothing may follow a terminal event; the children are dead, which is what matters
         if holder_gone:
-            events = policy.reap_events(state, now, self.settings, self.rng, exited=exited, holder_gone=True)
+            events = policy.reap_events(state, now, self._settings_of(state), self.rng, exited=exited, holder_gone=True)
             if events and self._append(state, events):
                 report.reaped.append(state.job_id)
                 report.exits_recorded += sum(isinstance(e, ev.JobChildExited) for e in events)

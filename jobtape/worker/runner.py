@@ -1,7 +1,7 @@
 """The worker: claims pending jobs, runs their pipelines in threads, watches over them.
 
-One :class:`Worker` runs up to ``concurrency`` jobs at once. When it starts it replays
-this host's orphaned children (:meth:`Reaper.replay_orphans`). Then its loop, once per
+One :class:`Worker` runs up to ``concurrency`` jobs at once. When it starts it sweeps
+this host's orphaned children (:meth:`Reaper.sweep_orphans`). Then its loop, once per
 cycle (the poll interval, at most a sixth of the lease TTL; or at once when
 :meth:`Worker.wake` is called, as the embedded worker is on every new job and cancel):
 
@@ -10,7 +10,7 @@ cycle (the poll interval, at most a sixth of the lease TTL; or at once when
    appends a ``job.heartbeat`` for those with nothing appended for a third of the lease TTL.
    While jobs run, this step also runs between cycles, every :data:`WATCH_INTERVAL_S`
    (0.25 s), so a cancel does not wait for a long poll interval;
-2. every half lease TTL, reaps expired leases and replays orphans (:mod:`jobtape.worker.reaper`);
+2. every half lease TTL, reaps expired leases and sweeps orphans (:mod:`jobtape.worker.reaper`);
 3. claims the oldest claimable pending jobs (``not_before`` passed) while it has capacity:
    ``job.claimed`` with a lease, appended with the version it read, so of two workers
    racing for a job exactly one wins.
@@ -23,7 +23,6 @@ period to finish, then their children are terminated and the jobs released
 from __future__ import annotations
 
 import collections
-import dataclasses
 import itertools
 import logging
 import os
@@ -109,7 +108,7 @@ class Worker:
         self.worker_id = worker_id or f"{self.host_id}:{os.getpid()}:{next(_counter)}"
         self.rng = rng or random.Random()
         self.reaper = Reaper(repository, settings, actor=self.worker_id, host_id=self.host_id,
-                             live_worker_ids={self.worker_id}, rng=self.rng)
+                             live_worker_ids={self.worker_id}, rng=self.rng, limits=self.limits)
         #: This worker's job work folders under ``settings.work_parent`` (swept with the reaper).
         self.workdirs = workdirs.WorkArea(settings.work_parent)
         self.blob_sweeper = blobs.BlobSweeper(repository, storage, retention_s=settings.failed_upload_retention_s,
@@ -286,16 +285,16 @@ class Worker:
                 next_claim = 0.0
 
     def _reap_if_due(self) -> None:
-        """Every half lease TTL (and in the first cycle): replay orphans, reap expired leases, then
+        """Every half lease TTL (and in the first cycle): sweep orphans, reap expired leases, then
         sweep work folders (dead workers' folders, and its own of jobs it no longer runs)."""
         if time.monotonic() < self._next_reap:
             return
         self._next_reap = time.monotonic() + self.settings.lease_ttl_s / 2
-        report = self.reaper.replay_orphans()
+        report = self.reaper.sweep_orphans()
         if report.killed or report.reaped:
-            log.warning("worker %s: orphan replay killed %s, took back %s", self.worker_id, report.killed, report.reaped)
+            log.warning("worker %s: orphan sweep killed %s, took back %s", self.worker_id, report.killed, report.reaped)
         self.reaper.reap_expired()
-        self.workdirs.sweep(keep=self.running_job_ids())  # after the replay killed the dead workers' children
+        self.workdirs.sweep(keep=self.running_job_ids())  # after the orphan sweep killed the dead workers' children
         self.blob_sweeper.sweep()  # failed-upload retention (jobtape.blobs)
         self.storage.sweep_partial_writes()  # temporary files of a killed process's writes
 
@@ -341,13 +340,7 @@ class Worker:
 
         Racing workers are resolved by the version guard: the loser moves to the next candidate.
         """
-        types = sorted(self.pipelines)
-        rows = self.repository.store.backend.query(
-            f"SELECT job_id FROM jobs WHERE status = 'pending' AND job_type IN ({', '.join('?' * len(types))})"
-            " AND (not_before IS NULL OR not_before <= ?) ORDER BY created_position LIMIT 16",
-            [*types, clock.format_timestamp(clock.utcnow())],
-        )
-        for (job_id,) in rows:
+        for job_id in self.repository.claimable(self.pipelines, clock.utcnow(), limit=16):
             current = self.repository.load(job_id)
             if current is None or current.status != "pending":
                 continue
@@ -407,7 +400,7 @@ class Worker:
         finally:
             context.cleanup(self.storage.delete)
 
-    def _run_pipeline(self, context: JobContext) -> dict[str, Any] | Exception:
+    def _run_pipeline(self, context: JobContext) -> dict[str, Any] | Exception | errors.JobInterrupted:
         try:
             return self.pipelines[context.state.job_type](context, self.storage, self.settings)
         except (CancelRequested, JobLost, TimedOut, Released, errors.MediaError, errors.StorageError,
@@ -420,11 +413,8 @@ class Worker:
             return exc
 
     def _settings_of(self, job_type: str) -> Settings:
-        """The settings with the job type's own ``max_attempts``, if it has one."""
-        limits = self.limits.get(job_type)
-        if limits is None or limits.max_attempts is None:
-            return self.settings
-        return dataclasses.replace(self.settings, max_attempts=limits.max_attempts)
+        """The settings with the job type's own ``max_attempts``, if it has one (:func:`policy.type_settings`)."""
+        return policy.type_settings(self.settings, self.limits.get(job_type))
 
     def _client_text(self, context: JobContext, message: str) -> str:
         """A failure's message as recorded in the log (which the API serves): no server paths.
@@ -435,7 +425,7 @@ class Worker:
         return media.scrub_paths(message, [(context.workdir, "<workdir>"), (self.settings.work_parent, "<work-dir>"),
                                            (self.settings.data_dir, "<data-dir>")])
 
-    def _finish(self, context: JobContext, outcome: dict[str, Any] | Exception) -> None:
+    def _finish(self, context: JobContext, outcome: dict[str, Any] | Exception | errors.JobInterrupted) -> None:
         if isinstance(outcome, JobLost):
             log.warning("job %s is no longer ours; stopped without appending (%s)", context.job_id, outcome)
             return
@@ -460,7 +450,7 @@ class Worker:
                 events = policy.failure_events(context.state,
                                                self._client_text(context, f"storage failed: {outcome.message}"),
                                                retryable=outcome.retryable, now=clock.utcnow(),
-                                               settings=self.settings, rng=self.rng)
+                                               settings=self._settings_of(context.state.job_type), rng=self.rng)
             case _:
                 detail = "".join(traceback.format_exception_only(outcome)).strip()
                 events = [ev.JobFailed(error=self._client_text(context, f"internal error: {detail}"), retryable=False)]

@@ -13,7 +13,7 @@ one folder of its own, and every worker of the host removes the folders whose ow
 The kernel drops an flock when its holder's last descriptor closes, which a process's
 death does whatever the signal, so "the lock can be taken" means "the owner is dead"
 without trusting pids (which are reused) or clocks. :meth:`WorkArea.sweep` (at start-up
-and every half lease TTL, after the orphan replay killed the dead worker's children):
+and every half lease TTL, after the orphan sweep killed the dead worker's children):
 
 - another worker's folder whose lock it can take: the owner is dead, the folder goes
   (removed while holding the lock, so two sweepers never race the owner);

@@ -139,7 +139,7 @@ def test_jobs_survive_workers_killed_at_random(tmp_path: Path, workers: Workers)
     def alive_children() -> list[int]:
         return [pid for pid, ticks in spawned if children.process_alive(pid, ticks)]
 
-    # The live workers' orphan replay kills what the dead ones left.
+    # The live workers' orphan sweep kills what the dead ones left.
     wait_for(lambda: not alive_children(), 15, "orphaned ffmpeg processes to be killed", 0.1)
     alive = alive_children()
     exit_codes = workers.stop()

@@ -16,8 +16,8 @@ import pytest
 from freezegun import freeze_time
 
 from jobtape import errors
+from jobtape.eventlog import ddl, hashing, schema
 from jobtape.eventlog import events as ev
-from jobtape.eventlog import hashing, replay, schema
 from jobtape.eventlog.store import (
     ConstraintViolation,
     EventStore,
@@ -318,16 +318,16 @@ def test_migrations_apply_incrementally(open_backend: Callable[[], SQLBackend], 
     assert "hash" in [row[1] for row in backend.query("PRAGMA table_info(events)")]
 
 
-def test_replay_turns_add_column_into_alter_table() -> None:
-    statements = replay.migration_statements(schema.MIGRATIONS, 2)
+def test_ddl_turns_add_column_into_alter_table() -> None:
+    statements = ddl.migration_statements(schema.MIGRATIONS, 2)
     assert statements == ['ALTER TABLE "events" ADD COLUMN "hash" TEXT', 'ALTER TABLE "jobs" ADD COLUMN "not_before" TEXT']
 
 
-def test_replay_refuses_a_table_rebuild() -> None:
+def test_ddl_refuses_a_table_rebuild() -> None:
     import sqlite_utils
 
     def rebuild_jobs(db: sqlite_utils.Database) -> None:
         db["jobs"].transform(types={"progress": float})  # type: ignore[union-attr]
 
     with pytest.raises(ValueError, match="rebuilds table 'jobs'"):
-        replay.migration_statements([*schema.MIGRATIONS, ("0099_progress_real", rebuild_jobs)], len(schema.MIGRATIONS))
+        ddl.migration_statements([*schema.MIGRATIONS, ("0099_progress_real", rebuild_jobs)], len(schema.MIGRATIONS))

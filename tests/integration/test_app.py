@@ -163,6 +163,39 @@ def test_a_pure_python_loop_stops_within_one_check_of_a_cancel(app: jobtape.App)
     assert app.repository.get(job_id).status == "cancelled"
 
 
+def test_a_handlers_broad_except_does_not_swallow_a_cancel(app: jobtape.App) -> None:
+    """A cancel is a ``JobInterrupted`` (a BaseException): ``except Exception`` around ``check_cancelled`` lets it through."""
+    swallowed: list[BaseException] = []
+
+    @app.job_type("careless")
+    def careless(ctx: jobtape.JobContext, params: dict[str, Any]) -> dict[str, Any]:
+        ctx.stage("looping")
+        turns = 0
+        while len(swallowed) < 100:
+            try:
+                ctx.check_cancelled()
+            except Exception as exc:  # the blanket except a handler may have around each item of its work
+                swallowed.append(exc)
+                continue
+            turns += 1
+            if turns % 1000 == 0:
+                ctx.progress(min(99, turns // 1000))
+        return {"swallowed": len(swallowed)}
+
+    job_id = app.submit("careless", {})
+    worker = app.worker()
+    worker.start()
+    try:
+        wait_for(lambda: "job.progress" in types(app, job_id), 30, "the loop to run")
+        app.repository.append(job_id, [ev.JobCancelRequested(reason="test")], app.repository.get(job_id), actor="test")
+        wait_for(lambda: app.repository.get(job_id).finished, 10, "the job to finish")
+    finally:
+        worker.stop(grace_s=5)
+    assert swallowed == []
+    state = app.repository.get(job_id)
+    assert (state.status, state.result) == ("cancelled", None)
+
+
 def test_an_app_reference_that_names_no_app_is_a_usage_error(tmp_path: Path) -> None:
     env = {**os.environ, "JOBTAPE_DATA_DIR": str(tmp_path), "PYTHONPATH": str(APPS)}
     for reference, message in (("sums:nothing", "does not name a jobtape.App"), ("no_such_module:app", "cannot import")):

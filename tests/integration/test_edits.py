@@ -69,7 +69,7 @@ def _ingest(repository: JobRepository, storage: LocalStorage, settings: Settings
     Worker(repository, storage, settings).run(until_idle=True)
     state = repository.get(job_id)
     assert state.status == "complete", state.error
-    found = assets.select_asset(repository.store.backend, state.result["assetId"])  # type: ignore[index]
+    found = assets.select_asset(repository.store, state.result["assetId"])  # type: ignore[index]
     assert found is not None
     return found
 
@@ -138,7 +138,7 @@ def test_save_with_target_lufs_is_a_new_asset_within_1_lu(env: Env) -> None:
     assert (info.codec, info.sample_rate, info.channels) == ("flac", 48000, 2)
     assert abs(info.duration_sec - 20.0) <= 0.05
     assert abs(media.measure_integrated_loudness(prepared) - (-23.0)) <= 1.0
-    saved = assets.select_asset(env.repository.store.backend, result["assetId"])
+    saved = assets.select_asset(env.repository.store, result["assetId"])
     assert saved is not None and saved.duration_sec == pytest.approx(20.0, abs=0.05)
     assert saved.origin_job_id == view["jobId"] and saved.integrated_lufs == pytest.approx(-23.0, abs=1.0)
     assert view["downloadUrl"].startswith("/api/storage/download?key=assets%2F")
@@ -362,5 +362,5 @@ def test_rebuild_verifies_and_repairs_assets_and_previews(env: Env) -> None:
     assert report.rows_rebuilt["assets"] >= 2 and report.rows_rebuilt["previews"] >= 1
     rebuild.rebuild(env.repository.store)
     assert rebuild.rebuild(env.repository.store, apply_changes=False).differences == []
-    repaired = assets.select_asset(backend, env.speech.asset_id)
+    repaired = assets.select_asset(env.repository.store, env.speech.asset_id)
     assert repaired is not None and repaired.duration_sec == env.speech.duration_sec

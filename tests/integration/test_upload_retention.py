@@ -171,7 +171,7 @@ def test_archive_keeps_a_preview_mp3_that_a_newer_render_outside_the_archive_hol
     other_key = _render(repository, storage, "e" * 32, "cd" * 32)
     cutoff = clock.utcnow()
     _render(repository, storage, newer, recipe_hash)  # raced the same recipe, finished after the cutoff
-    assert previews.cache_holder(repository.store.backend, key) == newer  # the smaller job id keeps the row
+    assert previews.cache_holder(repository.store, key) == newer  # the smaller job id keeps the row
 
     report = retention.archive(repository.store, cutoff=cutoff, path=tmp_path / "a.jsonl", actor="cli:t", storage=storage)
 

@@ -1,6 +1,6 @@
 """The worker surviving crashes, restarts and its own children, on real SQLite, ffmpeg and processes.
 
-Leases and heartbeats, retries with backoff, timeouts, the orphan replay of a dead
+Leases and heartbeats, retries with backoff, timeouts, the orphan sweep of a dead
 worker's ffmpeg, and the graceful shutdown of a ``jobtape worker`` process.
 """
 
@@ -150,13 +150,13 @@ def _orphaned_job(repository: JobRepository, storage: LocalStorage, media_dir: P
     return job_id, child
 
 
-def _ended_by_the_replay(orphan: children.Child) -> None:
+def _ended_by_the_sweep(orphan: children.Child) -> None:
     """The orphan (45 s of work) was already gone before the test's own clean-up ran.
 
     How ffmpeg ends on SIGTERM depends on when it arrives, which is up to the scheduler:
     before ffmpeg installs its handler it dies of the signal (-15); while it opens its input
     the handler turns the open into AVERROR_EXIT, which ffmpeg's main() reports as 0; once it
-    transcodes it exits 255. All three are the replay's SIGTERM (measured: -15 within ~5 ms
+    transcodes it exits 255. All three are the sweep's SIGTERM (measured: -15 within ~5 ms
     of the start, 255 after ~10 ms; 0 seen about once in 70 runs of this test).
     """
     assert orphan.process.poll() in (-signal.SIGTERM, 0, 255), orphan.process.returncode
@@ -171,7 +171,7 @@ def test_a_starting_worker_kills_a_dead_workers_ffmpeg_and_takes_the_job_back(
     worker.start()
     try:
         wait_for(lambda: repository.get(job_id).finished, timeout_s=30, what="the job to be taken back and completed")
-        _ended_by_the_replay(orphan)  # killed by the replay, long before its 45 s
+        _ended_by_the_sweep(orphan)  # killed by the sweep, long before its 45 s
     finally:
         worker.stop(grace_s=5)
         orphan.terminate(1.0)
@@ -187,7 +187,7 @@ def test_a_cancel_that_arrived_while_the_worker_was_down_is_answered_at_start(
     job_id, orphan = _orphaned_job(repository, storage, media_dir, tmp_path, cancel=True)
     try:
         Worker(repository, storage, Settings(data_dir=tmp_path, kill_grace_s=2)).run(until_idle=True)
-        _ended_by_the_replay(orphan)
+        _ended_by_the_sweep(orphan)
     finally:
         orphan.terminate(1.0)
     assert types(repository, job_id)[-4:] == ["job.cancel_requested", "job.lease_expired", "job.child_exited",
@@ -209,7 +209,7 @@ def test_a_reused_pid_is_never_killed(tmp_path: Path, repository: JobRepository,
                                        started_at_ticks=ticks - 1)  # same pid, another start time
         repository.append(job_id, [old_child], state, actor=ghost)
         worker = Worker(repository, storage, Settings(data_dir=tmp_path), pipelines={"ingest": lambda c, s, t: {}})
-        report = worker.reaper.replay_orphans()
+        report = worker.reaper.sweep_orphans()
         assert report.killed == [] and report.reaped == [job_id]
         assert bystander.poll() is None
         assert types(repository, job_id)[-2:] == ["job.lease_expired", "job.child_exited"]

@@ -29,7 +29,7 @@ from jobtape.eventlog.sqlite import SQLiteBackend
 from jobtape.eventlog.store import EventStore
 from jobtape.projections.repository import JobRepository
 from jobtape.storage import LocalStorage
-from jobtape.worker import children
+from jobtape.worker import children, policy
 from jobtape.worker.reaper import Reaper
 from jobtape.worker.runner import Worker
 
@@ -48,8 +48,8 @@ def started_children(repository: JobRepository, job_id: str) -> list[ev.JobChild
 def test_a_worker_that_loses_its_job_kills_its_child_removes_partial_output_and_appends_nothing(
     tmp_path: Path, repository: JobRepository, storage: LocalStorage, media_dir: Path
 ) -> None:
-    # lease_ttl_s=120: the worker's own reaper and orphan replay run at its start, then only
-    # every 60 s. At the default 30 s its replay would, 15 s in, record the exit of the ffmpeg
+    # lease_ttl_s=120: the worker's own reaper and orphan sweep run at its start, then only
+    # every 60 s. At the default 30 s its orphan sweep would, 15 s in, record the exit of the ffmpeg
     # it lost (job.child_exited, actor: the worker's id), which this test would have to tell
     # apart from an append by the losing job thread.
     settings = Settings(data_dir=tmp_path, ffmpeg_readrate=1.0, kill_grace_s=2, poll_interval_s=0.05, lease_ttl_s=120)
@@ -109,7 +109,7 @@ def test_a_worker_that_loses_its_job_kills_its_child_removes_partial_output_and_
     assert by_loser == [], f"the worker appended after losing the job: {by_loser}"
     state = repository.get(job_id)
     assert (state.status, state.attempt, state.worker_id) == ("pending", 1, None)
-    assert loudnorm.pid in state.orphaned_children  # no exit recorded by the loser; the host's replay will
+    assert loudnorm.pid in state.orphaned_children  # no exit recorded by the loser; the host's orphan sweep will
 
 
 JOBS = 12
@@ -201,3 +201,22 @@ def test_racing_reapers_take_each_expired_job_back_exactly_once(
     refused = [r.getMessage() for r in caplog.records if "moved on, left alone" in r.getMessage()]
     assert refused, "no reaper lost a race: the reapers did not contend for the same job"
     assert all("another writer appended first" in message for message in refused), refused[:3]
+
+
+def test_a_types_own_max_attempts_decides_when_the_reaper_fails_its_job(repository: JobRepository, tmp_path: Path) -> None:
+    """``max_attempts`` is the total number of attempts, for the reaper as for the worker: a type
+    allowed one attempt fails on its first lease expiry; another type goes back to pending."""
+    settings = Settings(data_dir=tmp_path, max_attempts=3)
+    ghost = "ghost:1:1"
+    expired_at = clock.utcnow() - dt.timedelta(minutes=1)
+    job_ids = {}
+    for job_type in ("ingest", "save"):
+        state = repository.create(job_type, {}).state
+        claim = ev.JobClaimed(worker_id=ghost, attempt=1, lease_expires_at=expired_at, lease_ttl_s=30)
+        job_ids[job_type] = repository.append(state.job_id, [claim], state, actor=ghost).state.job_id
+    reaper = Reaper(repository, settings, actor="host:2:1", host_id="host", limits={"ingest": policy.TypeLimits(max_attempts=1)})
+    assert sorted(reaper.reap_expired()) == sorted(job_ids.values())
+    once = repository.get(job_ids["ingest"])
+    assert once.status == "failed"
+    assert once.error == "worker ghost:1:1 lost the job (its lease expired) on attempt 1 of 1; giving up after 1 attempts"
+    assert repository.get(job_ids["save"]).status == "pending"  # attempt 1 of the settings' 3

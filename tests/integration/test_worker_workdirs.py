@@ -92,7 +92,7 @@ def test_a_killed_workers_folder_is_swept_by_the_next_worker_and_a_live_ones_is_
     orphan = next(r.event for r in repository.store.read_stream(first)
                   if isinstance(r.event, ev.JobChildStarted) and "loudnorm" in " ".join(r.event.argv))
     try:
-        _worker(tmp_path, work, processes)  # C: its start-up replay kills A's ffmpeg, then sweeps
+        _worker(tmp_path, work, processes)  # C: its start-up orphan sweep kills A's ffmpeg, then sweeps
         wait_for(lambda: not doomed_dir.parent.exists(), timeout_s=30, what="the dead worker's folder to go")
     finally:
         children.kill_if_ours(orphan.pid, orphan.started_at_ticks, 2.0)

@@ -218,3 +218,10 @@ def test_a_heartbeat_is_due_after_a_third_of_the_ttl_without_an_append(frozen: F
 ])
 def test_worker_ids_name_their_host_and_pid(worker_id: str, parsed: tuple[str, int] | None) -> None:
     assert policy.parse_worker_id(worker_id) == parsed
+
+
+def test_a_types_max_attempts_replaces_the_settings_total_attempts() -> None:
+    assert policy.type_settings(SETTINGS, None) is SETTINGS
+    assert policy.type_settings(SETTINGS, policy.TypeLimits(timeout_s=5.0)) is SETTINGS
+    own = policy.type_settings(SETTINGS, policy.TypeLimits(max_attempts=1))
+    assert (own.max_attempts, own.backoff_base_s) == (1, SETTINGS.backoff_base_s)

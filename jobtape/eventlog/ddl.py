@@ -2,7 +2,7 @@
 
 The migrations in :mod:`jobtape.eventlog.schema` are functions over a
 :class:`sqlite_utils.Database`, which needs a local sqlite3 connection. A remote libSQL
-server gets the same schema by replay: :func:`migration_statements` applies the earlier
+server gets the same schema as DDL: :func:`migration_statements` applies the earlier
 migrations to an in-memory SQLite database, snapshots ``sqlite_master``, applies the one
 migration, and diffs the snapshots:
 
@@ -73,7 +73,7 @@ def _add_column_sql(table: str, column: _Column) -> str:
 def _table_change(name: str, before: list[_Column], after: list[_Column], migration: str) -> list[str]:
     if after[: len(before)] != before:
         raise ValueError(
-            f"migration {migration} rebuilds table {name!r}; the libSQL replay only supports ADD COLUMN for tables"
+            f"migration {migration} rebuilds table {name!r}; the DDL translation for libSQL only supports ADD COLUMN for tables"
         )
     return [_add_column_sql(name, column) for column in after[len(before) :]]
 
@@ -89,7 +89,7 @@ def migration_statements(migrations: Sequence[schema.Migration], index: int) -> 
         SQL statements without parameters, in the order to run them.
 
     Raises:
-        ValueError: the migration rebuilds a table, which replay cannot express.
+        ValueError: the migration rebuilds a table, which plain DDL cannot express.
         IndexError: ``index`` is out of range.
     """
     name, step = migrations[index]

@@ -16,7 +16,7 @@ from typing import TextIO
 import click
 
 from jobtape import clock, errors, runtime
-from jobtape.audit import replay, retention, timeparse
+from jobtape.audit import retention, timeparse, transfer
 from jobtape.cli.audit import (
     data_dir_option,
     echo_json,
@@ -58,16 +58,16 @@ def export(since: str | None, until: str | None, job_id: str | None, output: Pat
     stream is written whole, in position order, so the file can be imported. A summary
     goes to stderr (as JSON with --json).
     """
-    selected = replay.select_jobs(store, since=_bound(since, "--since"), until=_bound(until, "--until"),  # type: ignore[arg-type]
+    selected = transfer.select_jobs(store, since=_bound(since, "--since"), until=_bound(until, "--until"),  # type: ignore[arg-type]
                                   job_id=job_id)
     if job_id is not None and not selected:
         raise click.ClickException(f"Job not found: {job_id}")
     everything = since is None and until is None and job_id is None
     if output is None:
-        report = replay.export(store, sys.stdout, None if everything else selected)
+        report = transfer.export(store, sys.stdout, None if everything else selected)
     else:
         with output.open("w", encoding="utf-8") as out:
-            report = replay.export(store, out, None if everything else selected)
+            report = transfer.export(store, out, None if everything else selected)
     summary = {"jobs": report.jobs, "events": report.events}
     click.echo(json.dumps(summary) if as_json else f"exported {report.events} events of {report.jobs} jobs", err=True)
 
@@ -91,7 +91,7 @@ def import_command(file: TextIO, data_dir: Path, as_json: bool) -> None:
     """
     store = runtime.open_store(settings_from(data_dir=data_dir))
     try:
-        report = replay.import_lines(store, file)
+        report = transfer.import_lines(store, file)
     except errors.InvalidExport as exc:
         raise click.ClickException(f"{file.name}: {exc.message}") from exc
     finally:

@@ -1,7 +1,7 @@
 """Export, import and read-side helpers of the audit tools: the I/O around the pure modules.
 
 An import writes each event verbatim (original ``recorded_at``, ``actor``, ``hash``)
-through :func:`jobtape.eventlog.stored.import_batch`, so the gapless-version trigger and
+through :meth:`jobtape.eventlog.store.EventStore.import_events`, so the gapless-version trigger and
 ``UNIQUE (job_id, version)`` guard it, with the projection rows of the batch's jobs
 (every table of :data:`jobtape.projections.registry.PROJECTIONS`, from states folded by
 :mod:`jobtape.projections.state`) written in the same batch. Positions are
@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from typing import TextIO
 
-from jobtape import clock, errors
+from jobtape import errors
 from jobtape.audit import exchange, timeline
 from jobtape.eventlog import events as ev
 from jobtape.eventlog import stored as stored_events
@@ -43,19 +43,7 @@ def select_jobs(store: EventStore, *, since: Bound = None, until: Bound = None, 
         until: likewise; jobs whose ``job.created`` is before it (``None``: no upper bound).
         job_id: only this job.
     """
-    sql = "SELECT job_id FROM events WHERE version = 1"
-    params: list[object] = []
-    for bound, operator in ((since, ">="), (until, "<")):
-        if isinstance(bound, int):
-            sql += f" AND position {operator} ?"
-            params.append(bound)
-        elif isinstance(bound, dt.datetime):
-            sql += f" AND recorded_at {operator} ?"
-            params.append(clock.format_timestamp(bound))
-    if job_id is not None:
-        sql += " AND job_id = ?"
-        params.append(job_id)
-    return {str(row[0]) for row in store.backend.query(sql, params)}
+    return store.created_job_ids(since=since, until=until, job_id=job_id)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,9 +65,9 @@ def export(store: EventStore, out: TextIO, job_ids: set[str] | None) -> ExportRe
     """
     per_job: dict[str, int] = defaultdict(int)
     if job_ids is not None and len(job_ids) == 1:
-        rows: Iterable[stored_events.StoredEvent] = stored_events.iter_stored(store.backend, job_id=next(iter(job_ids)))
+        rows: Iterable[stored_events.StoredEvent] = store.iter_stored(job_id=next(iter(job_ids)))
     else:
-        rows = stored_events.iter_stored(store.backend)
+        rows = store.iter_stored()
     for row in rows:
         if job_ids is None or row.job_id in job_ids:
             out.write(exchange.encode_line(row) + "\n")
@@ -122,7 +110,7 @@ def import_lines(store: EventStore, lines: Iterable[str]) -> ImportReport:
             touched[row.job_id] = None
         try:
             extra = [statement for job_id in touched for statement in registry.statements_for(None, states[job_id])]
-            positions += stored_events.import_batch(store.backend, chunk, extra)
+            positions += store.import_events(chunk, extra)
         except (errors.ConcurrencyError, ConstraintViolation) as exc:
             existing = _existing_job(store, chunk)
             reason = f"job {existing} exists in the target store already" if existing else str(exc)
@@ -134,7 +122,7 @@ def import_lines(store: EventStore, lines: Iterable[str]) -> ImportReport:
 
 def _existing_job(store: EventStore, chunk: list[stored_events.StoredEvent]) -> str | None:
     for row in chunk:  # only to word the error: the batch's guard already refused it
-        if row.version == 1 and store.backend.query("SELECT 1 FROM events WHERE job_id = ? LIMIT 1", [row.job_id]):
+        if row.version == 1 and store.stream_exists(row.job_id):
             return row.job_id
     return None
 

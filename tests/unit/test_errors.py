@@ -1,0 +1,60 @@
+"""The exception tree (jobtape/errors.py): groups a caller can catch, and job control flow no ``except`` swallows."""
+
+from __future__ import annotations
+
+import pytest
+
+from jobtape import errors
+from jobtape.eventlog import store
+from jobtape.http.errors import status_for
+from jobtape.worker import context
+
+
+@pytest.mark.parametrize(
+    ("error", "group", "status"),
+    [
+        (errors.StoreUnavailable("down"), errors.StoreError, 503),
+        (errors.StoreBusy(), errors.StoreError, 503),
+        (errors.StoreFull(), errors.StoreError, 507),
+        (errors.StoreAuthRejected("AUTH_JWT_INVALID"), errors.StoreError, 503),
+        (errors.MalformedEvent(3, "job.nope", "unknown event type"), errors.StoreError, 500),
+        (errors.ConcurrencyError("j", 2), errors.ConflictError, 409),
+        (errors.IllegalTransition("j", "complete", "job.progress", "finished"), errors.ConflictError, 409),
+        (errors.DuplicateIdempotencyKey("alice", "k"), errors.ConflictError, 409),
+        (errors.ConstraintViolation("CHECK constraint failed: quota_exceeded"), errors.ConflictError, 409),
+        (errors.JobNotFound("j"), errors.RequestError, 404),
+        (errors.QuotaExceeded("alice", 2), errors.RequestError, 429),
+        (errors.InvalidParams("sum", "Expected `int`, got `str` - at `$.a`"), errors.RequestError, 422),
+        (errors.UnknownJobType("nope", ["sum"]), errors.RequestError, 422),
+        (errors.InvalidTimeSpec("soon", "not a time"), errors.RequestError, 422),
+        (errors.SourceUrlRefused("ftp://x", "scheme", "only http(s)"), errors.RequestError, 422),
+        (errors.InvalidSignature(), errors.RequestError, 403),
+        (errors.JobFailed("no"), errors.JobError, 500),
+        (errors.MediaError("ffmpeg failed"), errors.JobError, 502),
+        (errors.BlobNotFound("a/b"), errors.StorageError, 404),
+    ],
+)
+def test_each_error_is_caught_by_its_group_and_keeps_its_http_status(error: errors.JobtapeError, group: type, status: int) -> None:
+    with pytest.raises(group):
+        raise error
+    assert status_for(error)[0] == status
+    others = {errors.StoreError, errors.ConflictError, errors.RequestError, errors.JobError, errors.StorageError} - {group}
+    assert not any(isinstance(error, other) for other in others)
+
+
+def test_the_store_raises_the_trees_constraint_violation() -> None:
+    assert store.ConstraintViolation is errors.ConstraintViolation
+    assert errors.ConstraintViolation("UNIQUE constraint failed").detail == "UNIQUE constraint failed"
+
+
+@pytest.mark.parametrize("interruption", [context.CancelRequested(), context.JobLost("taken"), context.TimedOut(5.0),
+                                          context.Released()])
+def test_a_jobs_control_flow_is_not_caught_by_except_exception_or_except_jobtape_error(interruption: BaseException) -> None:
+    assert isinstance(interruption, errors.JobInterrupted)
+    with pytest.raises(errors.JobInterrupted):
+        try:
+            raise interruption
+        except errors.JobtapeError:
+            pytest.fail("except JobtapeError caught a job's control flow")
+        except Exception:
+            pytest.fail("except Exception caught a job's control flow")
