@@ -30,7 +30,7 @@ status    raised
 404       :class:`~jobtape.errors.JobNotFound` (on a job's routes)
 409       :class:`~jobtape.errors.IllegalTransition` (cancel of a finished job; ``status`` is set),
           :class:`~jobtape.errors.DuplicateIdempotencyKey` (submit),
-          :class:`~jobtape.errors.ConcurrencyError` (anything else)
+          :class:`~jobtape.errors.ConflictError` (anything else: re-read the job and decide again)
 422       :class:`~jobtape.errors.UnknownJobType`, :class:`~jobtape.errors.InvalidParams`,
           :class:`~jobtape.errors.IdempotencyKeyReused` (submit, told apart by the message),
           :class:`~jobtape.errors.InvalidTimeSpec` (``as_of``)
@@ -38,7 +38,7 @@ status    raised
 503       :class:`~jobtape.errors.StoreUnavailable` (``retry_after_s`` from ``Retry-After``;
           ``in_doubt`` for a submit: the job may or may not have been created)
 507       :class:`~jobtape.errors.StoreFull`
-other 4xx :class:`RequestRejected`
+other 4xx :class:`RequestRejected` (a :class:`~jobtape.errors.RequestError`)
 other 5xx :class:`ServerError`
 ========  =====================================================================================
 
@@ -182,7 +182,7 @@ class ServerUnreachable(errors.JobtapeError):
     status_code: int | None = None
 
 
-class RequestRejected(errors.JobtapeError):
+class RequestRejected(errors.RequestError):
     """The server refused the request with a 4xx that has no class of its own (400, 413, ...).
 
     Attributes:
@@ -294,7 +294,7 @@ def raise_for_response(response: httpx.Response, context: _Context) -> None:
         if context.operation == "submit" and context.idempotency_key is not None:
             raise _rebuilt(errors.DuplicateIdempotencyKey, message, status, owner=context.owner,
                            idempotency_key=context.idempotency_key)
-        raise _rebuilt(errors.ConcurrencyError, message, status, job_id=job_id, expected_version=None)
+        raise _rebuilt(errors.ConflictError, message, status)
     if status == 422:
         if context.operation == "submit" and (message.startswith(_UNKNOWN_TYPE) or _NOT_ACCEPTED.match(message)):
             found = _REGISTERED.search(message)
@@ -302,8 +302,8 @@ def raise_for_response(response: httpx.Response, context: _Context) -> None:
             raise _rebuilt(errors.UnknownJobType, message, status, job_type=context.job_type, registered=registered)
         if context.operation == "submit" and message.startswith(_KEY_REUSED):
             raise _rebuilt(errors.IdempotencyKeyReused, message, status, idempotency_key=context.idempotency_key)
-        if context.operation == "submit":
-            detail = message.split(": ", 1)[1] if message.startswith(_INVALID_PARAMS) and ": " in message else message
+        if context.operation == "submit" and message.startswith(_INVALID_PARAMS):
+            detail = message.split(": ", 1)[1] if ": " in message else message
             raise _rebuilt(errors.InvalidParams, message, status, job_type=context.job_type, detail=detail)
         if context.as_of is not None:
             raise _rebuilt(errors.InvalidTimeSpec, message, status, text=context.as_of, reason=message)

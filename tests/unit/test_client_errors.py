@@ -51,3 +51,17 @@ def test_a_route_the_server_lacks_is_request_rejected_not_job_not_found() -> Non
 
 def test_a_success_raises_nothing() -> None:
     client.raise_for_response(answer(200, b"{}"), POLL)
+
+
+def test_a_conflict_without_a_class_of_its_own_is_the_conflict_group() -> None:
+    with pytest.raises(errors.ConflictError, match="send the request again") as raised:
+        client.raise_for_response(answer(409, b'{"error": "the job changed while this request ran; send the request again"}'),
+                                  client._Context("cancel", job_id="a" * 32))
+    assert type(raised.value) is errors.ConflictError and raised.value.status_code == 409  # type: ignore[attr-defined]
+
+
+def test_a_422_that_is_neither_a_type_nor_params_is_request_rejected_a_request_error() -> None:
+    with pytest.raises(client.RequestRejected, match="not a job request") as raised:
+        client.raise_for_response(answer(422, b'{"error": "the body is not a job request (Object missing required field `type`)"}'),
+                                  SUBMIT)
+    assert isinstance(raised.value, errors.RequestError) and raised.value.status_code == 422
