@@ -43,7 +43,11 @@ class TcpRelay:
                 client, _ = self._listener.accept()
             except OSError:
                 return
-            upstream = socket.create_connection(("127.0.0.1", self._target_port))
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self._target_port))
+            except OSError:  # the server is gone: the client sees its connection closed
+                client.close()
+                continue
             with self._lock:
                 sent, received = bytearray(), bytearray()
                 self.sent.append(sent)
