@@ -8,6 +8,7 @@ Layout (see docs/architecture.md):
 - ``jobtape.worker``: claims jobs and runs ffmpeg / yt-dlp as child processes.
 - ``jobtape.http``: the Litestar API.
 - ``jobtape.app``: the engine as a library: :class:`App` registers job types (``@app.job_type``).
+- ``jobtape.client``: :class:`Client` / :class:`AsyncClient`, the HTTP client of a server's job routes.
 """
 
 from __future__ import annotations
@@ -16,17 +17,19 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from jobtape.app import App, JobContext, load_app
+    from jobtape.client import AsyncClient, Client
     from jobtape.errors import JobFailed
 
-__all__ = ["App", "JobContext", "JobFailed", "__version__", "load_app"]
+__all__ = ["App", "AsyncClient", "Client", "JobContext", "JobFailed", "__version__", "load_app"]
 
 #: The public names and the module each comes from, imported on first use (PEP 562), so
 #: ``from jobtape import errors`` in the HTTP API or a worker does not load the whole engine.
-_PUBLIC = {"App": "jobtape.app", "JobContext": "jobtape.app", "load_app": "jobtape.app", "JobFailed": "jobtape.errors"}
+_PUBLIC = {"App": "jobtape.app", "JobContext": "jobtape.app", "load_app": "jobtape.app", "JobFailed": "jobtape.errors",
+           "Client": "jobtape.client", "AsyncClient": "jobtape.client"}
 
 
 def __getattr__(name: str) -> Any:
-    """Import a public name on first use (``jobtape.App``, ``jobtape.JobContext``, ``jobtape.JobFailed``)."""
+    """Import a public name on first use (``jobtape.App``, ``jobtape.Client``, ``jobtape.JobFailed``, ...)."""
     module = _PUBLIC.get(name)
     if module is None:
         raise AttributeError(f"module 'jobtape' has no attribute {name!r}")
