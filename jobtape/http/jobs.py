@@ -1,5 +1,8 @@
 """Routes on one job: poll its state, request its cancellation, list its events.
 
+Each is served on two paths, ``/api/audio/jobs/{jobId}/...`` (the seed's) and the generic
+``/api/jobs/{jobId}/...``: one handler, so the same answers for a job of any type.
+
 The handlers are synchronous (the event store is synchronous SQLite) and run in a
 worker thread. ``repository`` is injected by :func:`jobtape.http.app.create_app`.
 """

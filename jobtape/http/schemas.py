@@ -90,7 +90,7 @@ class JobView(_Wire, omit_defaults=True):
 
     Attributes:
         job_id: 32 lowercase hex digits.
-        type: ``ingest``, ``preview`` or ``save``.
+        type: the job type's name (``ingest``, ``preview``, ``save``, or a type an app registered).
         status: ``pending``, ``processing``, ``complete``, ``failed`` or ``cancelled``.
         progress: 0-100 percent within the current stage; 0 with a stage means indeterminate.
         stage: the stage name (``cancelling`` while a cancel awaits the worker), or ``None``.

@@ -1,4 +1,4 @@
-"""``GET /api/audio/jobs/{jobId}/stream``: a job's live progress as Server-Sent Events.
+"""``GET /api/audio/jobs/{jobId}/stream`` (and ``/api/jobs/{jobId}/stream``): a job's live progress as Server-Sent Events.
 
 The stream follows the event log, not the process: it polls the store for the job's
 events after the last version it sent (every :data:`POLL_INTERVAL_S`), so it shows the

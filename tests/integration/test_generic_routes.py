@@ -13,7 +13,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import msgspec
@@ -299,3 +299,41 @@ def test_a_params_struct_is_stored_as_sent_and_decoded_by_the_handler(local: tup
     app.worker().run(until_idle=True)
     assert app.repository.get(job_id).result == {"sum": 11, "attempt": 1}
     assert msgspec.json.decode(client.get(f"/api/jobs/{job_id}").content)["status"] == "complete"
+
+
+class Inner(msgspec.Struct):
+    x: int
+
+
+class Outer(msgspec.Struct, forbid_unknown_fields=True):
+    inner: list[Inner]
+    mode: Literal["fast", "slow"] = "fast"
+    note: str | None = None
+
+
+def test_nested_params_are_documented_as_components_and_checked_to_the_nested_field(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    app = jobtape.App(settings)
+
+    @app.job_type("nested")
+    def nested(ctx: jobtape.JobContext, params: Outer) -> dict[str, Any]:
+        return {"count": len(params.inner)}
+
+    try:
+        api = create_app(app.repository, runtime.open_storage(settings), settings, job_types=app.job_types)
+        with TestClient(api) as client:
+            schemas = client.get("/schema/openapi.json").json()["components"]["schemas"]
+            assert schemas["JobRequest.nested"]["properties"]["params"] == {"$ref": "#/components/schemas/JobParams.Outer"}
+            outer = schemas["JobParams.Outer"]
+            assert outer["properties"]["inner"] == {"type": "array", "items": {"$ref": "#/components/schemas/JobParams.Inner"}}
+            assert outer["properties"]["mode"] == {"enum": ["fast", "slow"], "default": "fast"}
+            assert outer["required"] == ["inner"] and outer["additionalProperties"] is False
+            assert schemas["JobParams.Inner"]["required"] == ["x"]
+            refused = client.post("/api/jobs", json={"type": "nested", "params": {"inner": [{"x": 1}, {"x": "2"}]}})
+            assert refused.status_code == 422 and "at `$.params.inner[1].x`" in refused.json()["error"], refused.text
+            refused = client.post("/api/jobs", json={"type": "nested", "params": {"inner": [], "mode": "medium"}})
+            assert refused.status_code == 422 and "`$.params.mode`" in refused.json()["error"], refused.text
+            accepted = client.post("/api/jobs", json={"type": "nested", "params": {"inner": [{"x": 1}], "note": None}})
+            assert accepted.status_code == 202, accepted.text
+    finally:
+        app.close()
