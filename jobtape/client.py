@@ -74,6 +74,7 @@ __all__ = [
     "ServerError",
     "ServerUnreachable",
     "WaitTimedOut",
+    "raise_for_response",
 ]
 
 #: Seconds a request may take by default (connect, read, write each).
