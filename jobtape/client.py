@@ -1,4 +1,4 @@
-"""The HTTP client of a jobtape server: :class:`Client` (blocking) and :class:`AsyncClient` (asyncio), on httpx.
+"""The HTTP client of a jobtape server: :class:`Client` (blocking) and :class:`AsyncClient` (asyncio or trio), on httpx.
 
 ::
 
@@ -50,7 +50,6 @@ them has ``status_code`` (``None`` for the last two) and is a
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import datetime as dt
 import re
@@ -59,6 +58,7 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
+import anyio
 import httpx
 import msgspec
 from httpx_sse import EventSource, ServerSentEvent
@@ -74,6 +74,7 @@ __all__ = [
     "ServerError",
     "ServerUnreachable",
     "WaitTimedOut",
+    "raise_for_response",
 ]
 
 #: Seconds a request may take by default (connect, read, write each).
@@ -435,16 +436,18 @@ class _Follow:
             self.last_event_id = message.id
         self.check_deadline()
 
-    def dropped(self, exc: httpx.TransportError) -> float:
-        """The connection failed or broke; return the pause before reconnecting, in seconds.
+    def dropped(self, exc: BaseException | None) -> float:
+        """The connection failed or broke (``exc``, an httpx transport error); return the pause before reconnecting, in seconds.
 
         Raises:
-            WaitTimedOut: the deadline passed.
-            ServerUnreachable: the very first connection failed.
+            WaitTimedOut: the deadline passed (a request cut short by it is a timeout, not a failure).
+            ServerUnreachable: the very first connection failed before the deadline.
         """
-        if not self.connected_once and not isinstance(exc, httpx.ReadTimeout):
+        if isinstance(exc, httpx.TimeoutException):
+            self.check_deadline()
+        if not self.connected_once:
             raise ServerUnreachable(f"cannot reach the jobtape server to follow job {self.job_id}: {exc!r}") from exc
-        self.check_deadline("" if isinstance(exc, httpx.TimeoutException) else f" (the connection failed: {exc!r})")
+        self.check_deadline(f" (the connection failed: {exc!r})")
         pause = 0.0 if self.failures == 0 else min(0.1 * 2 ** (self.failures - 1), MAX_RECONNECT_PAUSE_S)
         self.failures += 1
         return max(0.0, min(pause, self.remaining_s()))
@@ -570,10 +573,14 @@ class Client:
                     if follow.opened(response):
                         for message in EventSource(response).iter_sse():
                             follow.received(message)
+                view = self.get(job_id)
             except httpx.TransportError as exc:
                 time.sleep(follow.dropped(exc))
                 continue
-            if follow.finished(view := self.get(job_id)):
+            except ServerUnreachable as exc:  # the poll after the stream ended
+                time.sleep(follow.dropped(exc.__cause__))
+                continue
+            if follow.finished(view):
                 return view
 
     def close(self) -> None:
@@ -588,7 +595,7 @@ class Client:
 
 
 class AsyncClient:
-    """The asyncio twin of :class:`Client`: the same methods, awaited, the same errors.
+    """The async twin of :class:`Client` (asyncio or trio, as httpx): the same methods, awaited, the same errors.
 
     Args:
         base_url: the server, e.g. ``http://127.0.0.1:8000``.
@@ -640,10 +647,14 @@ class AsyncClient:
                     if follow.opened(response):
                         async for message in EventSource(response).aiter_sse():
                             follow.received(message)
+                view = await self.get(job_id)
             except httpx.TransportError as exc:
-                await asyncio.sleep(follow.dropped(exc))
+                await anyio.sleep(follow.dropped(exc))
                 continue
-            if follow.finished(view := await self.get(job_id)):
+            except ServerUnreachable as exc:  # the poll after the stream ended
+                await anyio.sleep(follow.dropped(exc.__cause__))
+                continue
+            if follow.finished(view):
                 return view
 
     async def aclose(self) -> None:
