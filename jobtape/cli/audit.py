@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,12 +25,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from jobtape import clock, defaults, errors, runtime
+from jobtape.app import load_app
 from jobtape.audio.settings import AudioSettings
 from jobtape.audit import asof, describe, stats, timeline, timeparse, transfer, verify
 from jobtape.cli import types
 from jobtape.config import Settings
 from jobtape.eventlog import stored as stored_events
 from jobtape.eventlog.store import EventStore
+from jobtape.projections.registry import Tables
 
 __all__ = ["COMMANDS", "jobs", "print_timeline", "stats_command", "status", "tail", "timeline_json", "verify_command"]
 
@@ -97,6 +100,29 @@ def existing_store_settings(data_dir: Path) -> Settings:
     if settings.job_store_backend == "sqlite" and not settings.database_path.is_file():
         raise click.ClickException(f"no event log at {settings.database_path}; pass --data-dir (or set JOBTAPE_DATA_DIR)")
     return settings
+
+
+def tables_of(reference: str | None) -> Tables:
+    """The tables of the app ``reference`` names (``module:attr``), or the default app's (the audio jobs').
+
+    Raises:
+        click.BadParameter: the reference names no :class:`jobtape.App` (exit 2).
+    """
+    if not reference:
+        return defaults.default_tables()
+    sys.path.insert(0, str(Path.cwd()))  # as serve/worker --app find a project's module
+    try:
+        return load_app(reference).tables
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--app") from exc
+
+
+def tables_app_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--app MODULE:ATTR`` (``JOBTAPE_APP``) to a command that writes projections; it gets ``app_reference``."""
+    return click.option(
+        "--app", "app_reference", default=None, envvar="JOBTAPE_APP", show_envvar=True, metavar="MODULE:ATTR",
+        help="Cover the projections this jobtape.App registered (e.g. myproject.jobs:app); by default the audio"
+             " jobs' (jobs, assets, previews).")(command)
 
 
 def open_existing_store(data_dir: Path) -> EventStore:

@@ -104,6 +104,7 @@ def app_option(action: str) -> Callable[[Callable[..., Any]], Callable[..., Any]
 
 settings_from = cli_audit.settings_from
 existing_store_settings = cli_audit.existing_store_settings
+tables_app_option = cli_audit.tables_app_option
 
 
 def embedded_app(

@@ -260,15 +260,18 @@ def _difference_table(differences: Sequence[rebuild_projection.RowDifference]) -
 @click.option("--verify", is_flag=True, help="Only compare (off by default): print the differences, change nothing,"
               " exit 1 if there are any.")
 @cli_audit.json_option
-def rebuild(data_dir: Path, verify: bool, as_json: bool) -> None:
-    """Recompute every projection (jobs, assets, previews) from the event log and replace it (or just verify).
+@cli_audit.tables_app_option
+def rebuild(data_dir: Path, verify: bool, as_json: bool, app_reference: str | None) -> None:
+    """Recompute every projection from the event log and replace it (or just verify).
+
+    The projections are the default app's (jobs, assets, previews), or with --app that app's.
 
     Exits 1 when --verify finds differences, or when a stored event cannot be folded
     (the error names the job and the position). --json prints the report
     (jobsRebuilt, eventsRead, rowsRebuilt, applied, differences).
     """
     out = console()
-    tables = defaults.default_tables()
+    tables = cli_audit.tables_of(app_reference)
     store = runtime.open_store(existing_store_settings(data_dir), tables)
     try:
         columns = (TextColumn("folding events"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn())

@@ -15,7 +15,7 @@ from typing import TextIO
 
 import click
 
-from jobtape import clock, defaults, errors, runtime
+from jobtape import clock, errors, runtime
 from jobtape.audit import retention, timeparse, transfer
 from jobtape.cli.audit import (
     data_dir_option,
@@ -23,6 +23,8 @@ from jobtape.cli.audit import (
     existing_store_settings,
     json_option,
     settings_from,
+    tables_app_option,
+    tables_of,
     with_store,
 )
 from jobtape.eventlog.store import ConstraintViolation, EventStore
@@ -78,7 +80,8 @@ def export(since: str | None, until: str | None, job_id: str | None, output: Pat
               help="Folder of the target event log (none by default: required); the imported jobs must not exist there."
               " With JOB_STORE_BACKEND=libsql the target is the TURSO_DATABASE_URL database instead.")
 @json_option
-def import_command(file: TextIO, data_dir: Path, as_json: bool) -> None:
+@tables_app_option
+def import_command(file: TextIO, data_dir: Path, as_json: bool, app_reference: str | None) -> None:
     """Load an export (FILE, or - for stdin) into the event log, re-checking it.
 
     The target is the SQLite log under --data-dir, or the libSQL database the environment
@@ -89,7 +92,7 @@ def import_command(file: TextIO, data_dir: Path, as_json: bool) -> None:
     recorded_at, actor and hash; positions are assigned by the target log. The jobs
     projection is written in the same batches.
     """
-    tables = defaults.default_tables()
+    tables = tables_of(app_reference)
     store = runtime.open_store(settings_from(data_dir=data_dir), tables)
     try:
         report = transfer.import_lines(store, file, tables)
@@ -113,7 +116,9 @@ def import_command(file: TextIO, data_dir: Path, as_json: bool) -> None:
               help="Leave the jobs' files (uploads, prepared assets, previews) in storage; by default they are removed.")
 @data_dir_option
 @json_option
-def archive(older_than: str, path: Path, keep_blobs: bool, data_dir: Path, as_json: bool) -> None:
+@tables_app_option
+def archive(older_than: str, path: Path, keep_blobs: bool, data_dir: Path, as_json: bool,
+            app_reference: str | None) -> None:
     """Export finished jobs older than --older-than to --to, then remove their events, rows and files.
 
     First each job's files (its upload, prepared asset, rendered preview) are removed on
@@ -129,7 +134,7 @@ def archive(older_than: str, path: Path, keep_blobs: bool, data_dir: Path, as_js
     except errors.InvalidTimeSpec as exc:
         raise click.BadParameter(exc.message, param_hint="--older-than") from exc
     settings = existing_store_settings(data_dir)
-    tables = defaults.default_tables()
+    tables = tables_of(app_reference)
     store = runtime.open_store(settings, tables)
     actor = f"cli:{getpass.getuser()}@{socket.gethostname()}"
     try:

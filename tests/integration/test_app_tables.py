@@ -1,18 +1,22 @@
 """A package's own tables on the public App: a migration, a projection and a route registered by any app.
 
 The audio package registers ``assets`` and ``previews`` this way; here a small app registers
-``totals``: its migration runs when the log is opened (once, recorded by name), its rows are
-written in each append's batch, ``rebuild`` verifies and repairs them, ``archive`` removes them
-with their jobs, and its route is served next to the engine's.
+``totals`` (``tests/apps/totals.py``): its migration runs when the log is opened (once, recorded
+by name), its rows are written in each append's batch, ``rebuild`` verifies and repairs them
+(``jobtape rebuild --app`` too), ``archive`` removes them with their jobs, and its route is
+served next to the engine's.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlite_utils
+from apps import totals  # type: ignore[import-not-found]  # tests/ is on sys.path
 from litestar import get
 from litestar.di import NamedDependency
 from litestar.params import FromPath
@@ -26,17 +30,8 @@ from jobtape.eventlog.store import EventStore, Statement
 from jobtape.http import create_app
 from jobtape.projections import registry
 from jobtape.projections.rebuild import rebuild
-from jobtape.projections.state import JobState
 
-
-def _totals(db: sqlite_utils.Database) -> None:
-    db.execute("CREATE TABLE totals (job_id TEXT PRIMARY KEY, total INTEGER NOT NULL)")
-
-
-def _statements(before: JobState | None, after: JobState, table: str) -> list[Statement]:
-    if after.status != "complete" or (before is not None and before.status == "complete") or not after.result:
-        return []
-    return [Statement(f"INSERT OR REPLACE INTO {table} (job_id, total) VALUES (?, ?)", (after.job_id, after.result["sum"]))]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _total(store: EventStore, job_id: str) -> list[tuple[Any, ...]]:
@@ -51,16 +46,9 @@ def read_total(job_id: FromPath[str], repository: NamedDependency[Any], unit: Na
 
 @pytest.fixture
 def app(tmp_path: Path) -> Any:
-    made = jobtape.App(Settings(data_dir=tmp_path, poll_interval_s=0.02))
-    made.migration("totals.0001_totals", _totals)
-    made.projection(registry.Projection("totals", ("job_id", "total"), _statements))
+    made = totals.install(jobtape.App(Settings(data_dir=tmp_path, poll_interval_s=0.02)))
     made.route(read_total)
     made.provide("unit", "apples")
-
-    @made.job_type("sum")
-    def add(ctx: jobtape.JobContext, params: dict[str, Any]) -> dict[str, Any]:
-        return {"sum": params["a"] + params["b"]}
-
     yield made
     made.close()
 
@@ -76,6 +64,12 @@ def test_a_registered_projection_is_written_rebuilt_served_and_archived(app: job
     store.backend.execute_batch([Statement("UPDATE totals SET total = 6")])  # drift
     found = rebuild(store, apply_changes=False, tables=app.tables).differences
     assert [(d.table, d.job_id, d.column, d.live, d.rebuilt) for d in found] == [("totals", job_id, "total", 6, 5)]
+    env = {**os.environ, "JOBTAPE_DATA_DIR": str(tmp_path)}
+    for app_option, code in (([], 0), (["--app", "tests.apps.totals:app"], 1)):  # only --app's tables have totals
+        done = subprocess.run([sys.executable, "-m", "jobtape", "rebuild", "--verify", *app_option], env=env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == code, (app_option, done.stdout[-500:], done.stderr[-500:])
+    assert "totals" in done.stdout
     rebuild(store, tables=app.tables)
     assert _total(store, job_id) == [(job_id, 5)]
 
@@ -95,8 +89,8 @@ def test_a_registered_migration_runs_once_and_names_are_unique(app: jobtape.App)
     assert backend.migrate(app.tables.migrations) == []
     backend.close()
     with pytest.raises(ValueError, match="totals.0001_totals is registered twice"):
-        app.migration("totals.0001_totals", _totals)
+        app.migration("totals.0001_totals", lambda db: None)
     with pytest.raises(ValueError, match="projection table totals is registered twice"):
-        app.projection(registry.Projection("totals", ("job_id",), _statements))
+        app.projection(registry.Projection("totals", ("job_id",), lambda before, after, table: []))
     with pytest.raises(ValueError, match="'repository' is provided already"):
         app.provide("repository", None)
