@@ -15,7 +15,7 @@ may register it too::
 
 Layout: pure builders and rules (:mod:`.media`, :mod:`.render`, :mod:`.ytdlp`,
 :mod:`.loudness`, :mod:`.recipes`, :mod:`.sources`); job handlers (:mod:`.jobs`); routes
-(:mod:`.http`); projections and migrations (:mod:`.store`); :mod:`.settings`; :mod:`.errors`.
+(:mod:`.http`); projections and migrations (:mod:`.projections`); :mod:`.settings`; :mod:`.errors`.
 """
 
 from __future__ import annotations
