@@ -57,7 +57,7 @@ def test_a_conflict_without_a_class_of_its_own_is_the_conflict_group() -> None:
     with pytest.raises(errors.ConflictError, match="send the request again") as raised:
         client.raise_for_response(answer(409, b'{"error": "the job changed while this request ran; send the request again"}'),
                                   client._Context("cancel", job_id="a" * 32))
-    assert type(raised.value) is errors.ConflictError and raised.value.status_code == 409  # type: ignore[attr-defined]
+    assert type(raised.value) is errors.ConflictError and raised.value.status_code == 409
 
 
 def test_a_422_that_is_neither_a_type_nor_params_is_request_rejected_a_request_error() -> None:

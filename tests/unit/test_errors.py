@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from jobtape import errors
+from jobtape.audio import errors as audio_errors
 from jobtape.audio.errors import MediaError
 from jobtape.eventlog import store
 from jobtape.http.errors import status_for
@@ -28,7 +29,10 @@ from jobtape.worker import context
         (errors.InvalidParams("sum", "Expected `int`, got `str` - at `$.a`"), errors.RequestError, 422),
         (errors.UnknownJobType("nope", ["sum"]), errors.RequestError, 422),
         (errors.InvalidTimeSpec("soon", "not a time"), errors.RequestError, 422),
-        (errors.SourceUrlRefused("ftp://x", "scheme", "only http(s)"), errors.RequestError, 422),
+        (audio_errors.SourceUrlRefused("ftp://x", "scheme", "only http(s)"), errors.RequestError, 422),
+        (audio_errors.AssetNotFound("a"), errors.RequestError, 404),
+        (audio_errors.AssetFileGone("a", removed=True), errors.RequestError, 410),
+        (audio_errors.InvalidRecipe("endSec", "too late"), errors.RequestError, 422),
         (errors.InvalidSignature(), errors.RequestError, 403),
         (errors.JobFailed("no"), errors.JobError, 500),
         (MediaError("ffmpeg failed"), errors.JobError, 500),  # the audio package's JobFailed; raised in workers only

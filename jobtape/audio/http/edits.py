@@ -28,7 +28,7 @@ from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.openapi.datastructures import ResponseSpec
 
-from jobtape import errors
+from jobtape.audio import errors as audio_errors
 from jobtape.audio import recipes
 from jobtape.audio.http import recipe_body
 from jobtape.audio.projections import assets, previews
@@ -89,18 +89,18 @@ def create_edit_job(
         (then ``status`` is the earlier job's current status).
 
     Raises:
-        errors.AssetNotFound: no such asset in the projection (404).
-        errors.InvalidRecipe: a field is out of range (422, names the field).
+        audio_errors.AssetNotFound: no such asset in the projection (404).
+        audio_errors.InvalidRecipe: a field is out of range (422, names the field).
         errors.IdempotencyKeyReused: the key named another job type or recipe (422).
         errors.QuotaExceeded: the owner is at ``settings.max_active_jobs`` (429); nothing appended.
     """
     asset = assets.select_asset(repository.store, recipe.asset_id)
     if asset is None:
-        raise errors.AssetNotFound(recipe.asset_id)
+        raise audio_errors.AssetNotFound(recipe.asset_id)
     if asset.removed_at is not None:
-        raise errors.AssetFileGone(asset.asset_id, removed=True)
+        raise audio_errors.AssetFileGone(asset.asset_id, removed=True)
     if storage is not None and not storage.exists(asset.storage_key):
-        raise errors.AssetFileGone(asset.asset_id, removed=False)
+        raise audio_errors.AssetFileGone(asset.asset_id, removed=False)
     canonical = recipes.validate(recipe, asset.duration_sec)
     recipe_hash = recipes.recipe_hash(canonical)
     params: dict[str, object] = {"recipe": canonical.to_json_dict(), "recipeHash": recipe_hash, "sourceKey": asset.storage_key}
@@ -154,8 +154,8 @@ async def preview_edit(
 
     Raises:
         HTTPException: 400 (not JSON) or 413 (too large), from :func:`recipe_body.read_recipe`.
-        errors.InvalidRecipe: the body is not a recipe, or a field is out of range (422).
-        errors.AssetNotFound, errors.AssetFileGone, errors.IdempotencyKeyReused, errors.QuotaExceeded: see
+        audio_errors.InvalidRecipe: the body is not a recipe, or a field is out of range (422).
+        audio_errors.AssetNotFound, audio_errors.AssetFileGone, errors.IdempotencyKeyReused, errors.QuotaExceeded: see
             :func:`create_edit_job`.
     """
     return await _create("preview", request, repository, settings, storage, client_id, idempotency_key)
@@ -183,8 +183,8 @@ async def save_edit(
 
     Raises:
         HTTPException: 400 (not JSON) or 413 (too large), from :func:`recipe_body.read_recipe`.
-        errors.InvalidRecipe: the body is not a recipe, or a field is out of range (422).
-        errors.AssetNotFound, errors.AssetFileGone, errors.IdempotencyKeyReused, errors.QuotaExceeded: see
+        audio_errors.InvalidRecipe: the body is not a recipe, or a field is out of range (422).
+        audio_errors.AssetNotFound, audio_errors.AssetFileGone, errors.IdempotencyKeyReused, errors.QuotaExceeded: see
             :func:`create_edit_job`.
     """
     return await _create("save", request, repository, settings, storage, client_id, idempotency_key)

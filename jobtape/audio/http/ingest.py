@@ -188,7 +188,7 @@ async def ingest_upload(
         HTTPException: 400/408/413/415/422 for bad input (see :mod:`jobtape.http.upload` and
             :mod:`jobtape.audio.http.url_source`), 503 when every upload slot is held.
         errors.StoreFull: the disk filled up while the upload was spooled or stored (507).
-        errors.SourceUrlRefused: a URL that may not be fetched (422).
+        audio_errors.SourceUrlRefused: a URL that may not be fetched (422).
         errors.JobtapeError: storage or event-log failures, mapped by :mod:`jobtape.http.errors`.
     """
     owner = creation.owner_of(client_id)

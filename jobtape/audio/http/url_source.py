@@ -47,7 +47,7 @@ async def read_url_params(
     Raises:
         HTTPException: 413 for a body over :data:`MAX_JSON_BYTES`; 400 for malformed JSON;
             422 for a body of the wrong shape or ``rightsAttested`` not ``true``.
-        errors.SourceUrlRefused: the URL is not http(s), not YouTube's for ``youtube``, or
+        audio_errors.SourceUrlRefused: the URL is not http(s), not YouTube's for ``youtube``, or
             resolves to a non-public address (mapped to 422 by :mod:`jobtape.http.errors`).
     """
     if request.content_length is not None and request.content_length > MAX_JSON_BYTES:
