@@ -194,8 +194,8 @@ def submit_route(job_types: Mapping[str, JobTypeSpec]) -> HTTPRouteHandler:
         "Poll it at /api/jobs/{jobId}, follow it at /api/jobs/{jobId}/stream. Repeating an Idempotency-Key for "
         "the same X-Client-Id with the same type and params answers 200 with the job created before.",
         responses={
-            200: ResponseSpec(schemas.IngestResponse, description="Idempotent replay: the job this Idempotency-Key created"),
-            202: ResponseSpec(schemas.IngestResponse, description="The pending job"),
+            200: ResponseSpec(schemas.JobAccepted, description="Idempotent replay: the job this Idempotency-Key created"),
+            202: ResponseSpec(schemas.JobAccepted, description="The pending job"),
             400: openapi.error("The body is empty or not JSON at all"),
             409: openapi.error("Idempotency-Key conflict: the job it created is no longer readable"),
             413: openapi.error(f"The body is larger than {MAX_BODY_BYTES // 1024} KiB"),
@@ -213,7 +213,7 @@ def submit_route(job_types: Mapping[str, JobTypeSpec]) -> HTTPRouteHandler:
         settings: NamedDependency[Settings],
         client_id: creation.ClientId = None,
         idempotency_key: creation.IdempotencyKey = None,
-    ) -> Response[schemas.IngestResponse]:
+    ) -> Response[schemas.JobAccepted]:
         """Check the body and create the job: 202 with its id, or 200 for an idempotent replay.
 
         Raises:

@@ -31,6 +31,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from jobtape.audio import errors as audio_errors
 from jobtape.audio import recipes
 from jobtape.audio.http import recipe_body
+from jobtape.audio.http import schemas as audio_schemas
 from jobtape.audio.projections import assets, previews
 from jobtape.config import Settings
 from jobtape.eventlog import events as ev
@@ -46,8 +47,8 @@ _error = openapi.error
 
 
 _RESPONSES = {
-    200: ResponseSpec(schemas.IngestResponse, description="Idempotent replay: the job this Idempotency-Key created"),
-    202: ResponseSpec(schemas.IngestResponse, description="The job (status 'complete' for a cached preview)"),
+    200: ResponseSpec(audio_schemas.IngestResponse, description="Idempotent replay: the job this Idempotency-Key created"),
+    202: ResponseSpec(audio_schemas.IngestResponse, description="The job (status 'complete' for a cached preview)"),
     400: _error("The body is not JSON at all"),
     404: _error('{"error": "Asset not found"}'),
     410: _error("The asset's file is no longer stored (removed on record, or missing from storage); nothing is created"),
@@ -125,11 +126,12 @@ async def _create(
     storage: Storage,
     client_id: str | None,
     idempotency_key: str | None,
-) -> Response[schemas.IngestResponse]:
+) -> Response[audio_schemas.IngestResponse]:
     recipe = await recipe_body.read_recipe(request)
     create = functools.partial(create_edit_job, repository, settings, job_type, recipe, owner_of(client_id),
                                creation.key_of(idempotency_key), storage)
-    return creation.accepted(*await anyio.to_thread.run_sync(create))
+    job_id, status, created = await anyio.to_thread.run_sync(create)
+    return creation.answer(audio_schemas.IngestResponse.for_job(job_id, status), created)
 
 
 @post(
@@ -149,7 +151,7 @@ async def preview_edit(
     storage: NamedDependency[Storage],
     client_id: ClientId = None,
     idempotency_key: IdempotencyKey = None,
-) -> Response[schemas.IngestResponse]:
+) -> Response[audio_schemas.IngestResponse]:
     """Create a preview job (or a complete one from the cache).
 
     Raises:
@@ -178,7 +180,7 @@ async def save_edit(
     storage: NamedDependency[Storage],
     client_id: ClientId = None,
     idempotency_key: IdempotencyKey = None,
-) -> Response[schemas.IngestResponse]:
+) -> Response[audio_schemas.IngestResponse]:
     """Create a save job.
 
     Raises:
