@@ -132,11 +132,12 @@ class JobtapeError(Exception):
         """Check a declared ``http_status`` when the class is defined, not when a request fails.
 
         Raises:
-            TypeError: ``http_status`` is not an int from 400 to 599 (an error is never a 2xx or 3xx).
+            TypeError: ``http_status`` is not an int from 400 to 599 (an error is never a 2xx or 3xx);
+                an :class:`http.HTTPStatus` member is an int.
         """
         super().__init_subclass__(**kwargs)
         status = vars(cls).get("http_status")
-        if status is not None and (type(status) is not int or not 400 <= status <= 599):
+        if status is not None and (not isinstance(status, int) or isinstance(status, bool) or not 400 <= status <= 599):
             raise TypeError(f"{cls.__qualname__}.http_status must be an HTTP error status (an int from 400 to 599), "
                             f"not {status!r}")
 

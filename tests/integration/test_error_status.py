@@ -10,6 +10,7 @@ the MRO: an undeclared subclass answers its parent's, a group its group's) and t
 from __future__ import annotations
 
 from collections.abc import Iterator
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from jobtape import errors, runtime
 from jobtape.config import Settings
 from jobtape.http import app as http_app
 from jobtape.http import create_app
+from jobtape.http.errors import status_for
 
 
 class OutOfStock(jobtape.RequestError):
@@ -114,6 +116,8 @@ def test_a_class_that_declares_a_status_that_is_not_an_error_is_refused_when_def
     for wrong in (200, 302, 600, "409", True):
         with pytest.raises(TypeError, match="http_status must be an HTTP error status"):
             type("Wrong", (jobtape.RequestError,), {"http_status": wrong})
+    teapot = type("Teapot", (jobtape.RequestError,), {"http_status": HTTPStatus.IM_A_TEAPOT})
+    assert status_for(teapot("short and stout")) == (418, "short and stout")
 
 
 def test_the_document_describes_the_job_api_after_the_apps_own_description(
