@@ -172,10 +172,18 @@ class App:
     Args:
         settings: the settings; ``None`` reads them from the environment as the CLI does
             (:meth:`Settings.from_env`: ``JOBTAPE_DATA_DIR``, ``JOB_STORE_BACKEND``, ...).
+        description: what the app's jobs are, for the OpenAPI document ``jobtape serve --app``
+            publishes at ``/schema`` (Markdown); it comes before the engine's description of
+            the job routes. ``None``: the engine's description alone.
+
+    Attributes:
+        settings: the settings in effect.
+        description: as given.
     """
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, *, description: str | None = None) -> None:
         self.settings = settings or Settings.from_env()
+        self.description = description
         self._types: dict[str, JobTypeSpec] = {}
         self._tables = registry.ENGINE_TABLES
         self._routes: list[tuple[Any, bool]] = []

@@ -31,21 +31,25 @@ status    raised
 409       :class:`~jobtape.errors.IllegalTransition` (cancel of a finished job; ``status`` is set),
           :class:`~jobtape.errors.DuplicateIdempotencyKey` (submit),
           :class:`~jobtape.errors.ConflictError` (anything else: re-read the job and decide again)
-422       :class:`~jobtape.errors.UnknownJobType`, :class:`~jobtape.errors.InvalidParams`,
-          :class:`~jobtape.errors.IdempotencyKeyReused` (submit, told apart by the message),
+422       :class:`~jobtape.errors.UnknownJobType` (submit; ``registered``: the types the server accepts),
+          :class:`~jobtape.errors.InvalidParams`, :class:`~jobtape.errors.IdempotencyKeyReused`
+          (submit; told apart by the message, matched with the formats of the classes themselves),
           :class:`~jobtape.errors.InvalidTimeSpec` (``as_of``)
 429       :class:`~jobtape.errors.QuotaExceeded` (``retry_after_s`` from ``Retry-After``)
 503       :class:`~jobtape.errors.StoreUnavailable` (``retry_after_s`` from ``Retry-After``;
           ``in_doubt`` for a submit: the job may or may not have been created)
 507       :class:`~jobtape.errors.StoreFull`
-other 4xx :class:`RequestRejected` (a :class:`~jobtape.errors.RequestError`)
-other 5xx :class:`ServerError`
+other 4xx :class:`~jobtape.errors.RequestRejected` (a :class:`~jobtape.errors.RequestError`)
+other 5xx :class:`~jobtape.errors.ServerError`
 ========  =====================================================================================
 
-The server could not be reached at all: :class:`ServerUnreachable`. :meth:`Client.wait`
-past its deadline: :class:`WaitTimedOut` (also a :class:`TimeoutError`). Every one of
-them has ``status_code`` (``None`` for the last two) and is a
-:class:`~jobtape.errors.JobtapeError`.
+The server could not be reached at all: :class:`~jobtape.errors.ServerUnreachable`.
+:meth:`Client.wait` past its deadline: :class:`~jobtape.errors.WaitTimedOut` (also a
+:class:`TimeoutError`). These four client-side classes are in :mod:`jobtape.errors`, so
+``except jobtape.errors.ServerUnreachable`` works, and importable from this module too
+(``jobtape.client.ServerUnreachable``). Every error the client raises is a
+:class:`~jobtape.errors.JobtapeError` whose :attr:`~jobtape.errors.JobtapeError.status_code`
+is the answer's HTTP status (``None`` for the last two: no answer).
 """
 
 from __future__ import annotations
@@ -173,53 +177,12 @@ class _ErrorBody(msgspec.Struct):
     status: str | None = None
 
 
-class ServerUnreachable(errors.JobtapeError):
-    """The jobtape server could not be reached (connection refused, DNS, a timeout, a broken connection).
-
-    Attributes:
-        status_code: always ``None`` (no answer).
-    """
-
-    status_code: int | None = None
-
-
-class RequestRejected(errors.RequestError):
-    """The server refused the request with a 4xx that has no class of its own (400, 413, ...).
-
-    Attributes:
-        status_code: the HTTP status.
-    """
-
-    status_code: int | None = None
-
-
-class ServerError(errors.JobtapeError):
-    """The server failed with a 5xx that has no class of its own (500, 502, ...); its log has the details.
-
-    Attributes:
-        status_code: the HTTP status.
-    """
-
-    status_code: int | None = None
-
-
-class WaitTimedOut(errors.JobtapeError, TimeoutError):
-    """:meth:`Client.wait` gave up: the job had not finished when its ``timeout_s`` ran out.
-
-    The job goes on; wait again, or cancel it.
-
-    Attributes:
-        job_id: the job.
-        timeout_s: the wait's limit, in seconds.
-        status_code: always ``None``.
-    """
-
-    status_code: int | None = None
-
-    def __init__(self, job_id: str, timeout_s: float, detail: str = "") -> None:
-        self.job_id = job_id
-        self.timeout_s = timeout_s
-        super().__init__(f"job {job_id} did not finish within {timeout_s:g} s{detail}; it goes on: wait again or cancel it")
+# The client's own classes live in the tree (jobtape.errors), so ``except jobtape.errors.ServerUnreachable``
+# works; they stay importable from here, where they are raised.
+ServerUnreachable = errors.ServerUnreachable
+RequestRejected = errors.RequestRejected
+ServerError = errors.ServerError
+WaitTimedOut = errors.WaitTimedOut
 
 
 def _rebuilt(cls: type[errors.JobtapeError], message: str, status_code: int | None, **attributes: Any) -> errors.JobtapeError:
@@ -239,14 +202,27 @@ def _prefix(made: errors.JobtapeError) -> str:
     return made.message.split(_PLACEHOLDER)[0]
 
 
+# The route the client submits to; the server's errors.UnknownJobType names it in its message.
+_SUBMIT_ROUTE = "POST /api/jobs"
+
+
+def _pattern(made: errors.JobtapeError) -> re.Pattern[str]:
+    """A regex matching the messages of ``made``'s class, from an instance built with :data:`_PLACEHOLDER` arguments.
+
+    Each placeholder (with the quotes ``repr`` put around it) becomes a group, so the message
+    format lives in the class alone.
+    """
+    parts = re.split(f"{re.escape(repr(_PLACEHOLDER))}|{re.escape(_PLACEHOLDER)}", made.message)
+    return re.compile("(.*)".join(re.escape(part) for part in parts) + r"\Z", re.DOTALL)
+
+
 # The start of each 422 message the submit route may answer, taken from the classes themselves.
-_UNKNOWN_TYPE = _prefix(errors.UnknownJobType(_PLACEHOLDER, []))
 _INVALID_PARAMS = _prefix(errors.InvalidParams(_PLACEHOLDER, ""))
 _KEY_REUSED = _prefix(errors.IdempotencyKeyReused(_PLACEHOLDER, "a", "x"))
-# POST /api/jobs words its own refusal of a type (jobtape.http.submit): "type 'x' is not a job type
-# this server accepts at POST /api/jobs; send one of: a, b".
-_NOT_ACCEPTED = re.compile(r"type '.*' is not a job type this server accepts")
-_REGISTERED = re.compile(r"; (?:registered|send one of): ([a-z0-9_., -]*)$")
+# POST /api/jobs refuses a type it does not accept with errors.UnknownJobType(route=_SUBMIT_ROUTE): "type 'x' is
+# not a job type this server accepts at POST /api/jobs; send one of: a, b"; groups: the type, the accepted ones.
+_UNKNOWN_TYPE = _pattern(errors.UnknownJobType(_PLACEHOLDER, [_PLACEHOLDER], route=_SUBMIT_ROUTE))
+_NONE_ACCEPTED = errors.UnknownJobType("x", [], route=_SUBMIT_ROUTE).message.rsplit(": ", 1)[1]
 _MAX_ACTIVE = re.compile(r"already has (\d+) active")
 
 
@@ -297,9 +273,10 @@ def raise_for_response(response: httpx.Response, context: _Context) -> None:
                            idempotency_key=context.idempotency_key)
         raise _rebuilt(errors.ConflictError, message, status)
     if status == 422:
-        if context.operation == "submit" and (message.startswith(_UNKNOWN_TYPE) or _NOT_ACCEPTED.match(message)):
-            found = _REGISTERED.search(message)
-            registered = [] if found is None or found.group(1) in ("", "none") else found.group(1).split(", ")
+        unknown = _UNKNOWN_TYPE.match(message) if context.operation == "submit" else None
+        if unknown is not None:
+            accepted = unknown.group(2)
+            registered = [] if accepted in ("", _NONE_ACCEPTED) else accepted.split(", ")
             raise _rebuilt(errors.UnknownJobType, message, status, job_type=context.job_type, registered=registered)
         if context.operation == "submit" and message.startswith(_KEY_REUSED):
             raise _rebuilt(errors.IdempotencyKeyReused, message, status, idempotency_key=context.idempotency_key)

@@ -32,7 +32,7 @@ def default_app(settings: Settings | None = None, audio_settings: AudioSettings 
         settings: the engine's settings; ``None``: from the environment.
         audio_settings: the audio package's; ``None``: from the environment.
     """
-    app = App(settings)
+    app = App(settings, description=audio.DESCRIPTION)
     audio.register(app, audio_settings)
     return app
 
@@ -63,7 +63,7 @@ def create_app(
 
     chosen = app or default_app(settings, audio_settings or AudioSettings())
     return http_app.create_app(repository, storage, settings, routes=chosen.routes_for(storage),
-                               dependencies=chosen.dependencies, **options)
+                               dependencies=chosen.dependencies, description=chosen.description, **options)
 
 
 def worker(

@@ -4,43 +4,58 @@ Errors are grouped by what a caller catches, as httpx groups its errors: catch
 :class:`StoreError` to wait out the event store, :class:`ConflictError` to re-read the job
 and decide again, :class:`RequestError` to tell a caller what to fix, :class:`JobError`
 for a job's own failure, :class:`StorageError` for the blob storage; catch
-:class:`JobtapeError` for all of them. Hierarchy::
+:class:`JobtapeError` for all of them. Hierarchy (HTTP status in brackets)::
 
-    JobtapeError
-    ├── StoreError              the event store cannot serve the call now, or what it holds is unreadable
-    │   ├── StoreUnavailable    the event store cannot be reached now; retry after a pause (503)
+    JobtapeError [500]
+    ├── StoreError [503]        the event store cannot serve the call now, or what it holds is unreadable
+    │   ├── StoreUnavailable    the event store cannot be reached now; retry after a pause
     │   │   └── StoreBusy       the event store is locked by another writer past the busy timeout
-    │   ├── StoreFull           the disk under the event store or storage is full (507)
+    │   ├── StoreFull [507]     the disk under the event store or storage is full
     │   ├── StoreAuthRejected   the event store refused the credentials; retrying cannot help
-    │   └── MalformedEvent      a stored event cannot be decoded (names its position)
-    ├── ConflictError           a guarded write was refused: nothing was written (409)
+    │   └── MalformedEvent [500] a stored event cannot be decoded (names its position)
+    ├── ConflictError [409]     a guarded write was refused: nothing was written
     │   ├── ConcurrencyError    the stream moved on since the version the caller read
     │   ├── IllegalTransition   the fold refuses an event in the job's current state
     │   ├── DuplicateIdempotencyKey a job with this (owner, idempotency key) exists already
     │   └── ConstraintViolation any other constraint or trigger of the schema refused a batch
-    ├── RequestError            bad input from a caller: the message says what to fix (4xx)
-    │   ├── JobNotFound         no stream for that job id (404)
-    │   ├── AssetNotFound       no asset with that id in the ``assets`` projection (404)
-    │   ├── AssetFileGone       the asset exists on record but its file was removed or is missing (410)
-    │   ├── IdempotencyKeyReused an idempotency key sent again with another request (422)
-    │   ├── QuotaExceeded       the owner has as many active jobs as allowed; retry later (429)
+    ├── RequestError [422]      bad input from a caller: the message says what to fix
+    │   ├── JobNotFound [404]   no stream for that job id
+    │   ├── IdempotencyKeyReused an idempotency key sent again with another request
+    │   ├── QuotaExceeded [429] the owner has as many active jobs as allowed; retry later
     │   ├── InvalidParams       a job's params do not fit its type's params schema (names the field)
-    │   ├── UnknownJobType      a job type no app registered (names the registered ones)
-    │   ├── InvalidRecipe       an edit recipe field is out of range for its asset (names the field)
-    │   ├── SourceUrlRefused    a URL to ingest is malformed, not http(s), or points inside the network
-    │   ├── InvalidSignature    a signed download link is forged, altered or expired (403)
+    │   ├── UnknownJobType      a job type no app registered, or not submittable (names the registered ones)
+    │   ├── InvalidSignature [403] a signed download link is forged, altered or expired
     │   ├── InvalidTimeSpec     a time given by a user is neither ISO 8601 nor relative (``-10m``)
-    │   └── InvalidExport       an export file is malformed, gapped or tampered (names the line)
-    ├── JobError                a job's own outcome, raised inside a worker
+    │   ├── InvalidExport       an export file is malformed, gapped or tampered (names the line)
+    │   ├── RequestRejected     (client) the server refused a request with a 4xx of no class of its own
+    │   └── (jobtape.audio.errors: AssetNotFound [404], AssetFileGone [410], InvalidRecipe, SourceUrlRefused)
+    ├── JobError [500]          a job's own outcome, raised inside a worker
     │   └── JobFailed           a job handler failed its job on purpose (``retryable`` or not)
     │       └── (jobtape.audio.errors.MediaError: ffmpeg / yt-dlp failed; carries the tail of stderr)
-    ├── StorageError            a blob storage operation failed (``retryable`` when it may pass)
-    │   ├── InvalidStorageKey   a key that is absolute, contains ``..`` or empty segments
-    │   └── BlobNotFound        no blob under that key
-    └── JobTypeAlreadyRegistered an app registers a job type name twice (a programming error)
+    ├── StorageError [503]      a blob storage operation failed (``retryable`` when it may pass)
+    │   ├── InvalidStorageKey [400] a key that is absolute, contains ``..`` or empty segments
+    │   └── BlobNotFound [404]  no blob under that key
+    ├── JobTypeAlreadyRegistered an app registers a job type name twice (a programming error)
+    ├── ServerError             (client) the server failed with a 5xx of no class of its own
+    ├── ServerUnreachable       (client) the server could not be reached at all
+    └── WaitTimedOut            (client) ``Client.wait`` passed its deadline; also a ``TimeoutError``
 
     JobInterrupted (a BaseException, not a JobtapeError: see below)
     ├── CancelRequested, JobLost, TimedOut, Released    (jobtape.worker.context)
+
+The classes marked *(client)* are raised by :class:`jobtape.Client` only (they stand for an
+HTTP answer, or for none); the client raises the other classes too, rebuilt from the
+server's answer (:mod:`jobtape.client`), with :attr:`JobtapeError.status_code` set.
+
+**HTTP status.** Each class declares the status the HTTP API answers it with, as the class
+attribute :attr:`JobtapeError.http_status` (and, optionally, :attr:`JobtapeError.http_message`,
+a fixed message sent instead of the error's own). :func:`jobtape.http.errors.status_for`
+takes both from the first class along the error's MRO that declares ``http_status``, so a
+class without one answers its group's status (the groups declare theirs), and a package's
+error gets its 4xx by subclassing a group and declaring it, with no change to the engine::
+
+    class OutOfStock(jobtape.errors.RequestError):   # bad input: 422, unless it declares another status
+        http_status = 409                             # the API answers 409 {"error": <the error's message>}
 
 The control flow of a running job is :class:`JobInterrupted`: the worker raises it inside
 a job handler (at ``ctx.check_cancelled()``, ``ctx.stage()``, ``ctx.run_child()``...) to
@@ -50,16 +65,14 @@ stop the handler on a cancel, a lost lease, a timeout or a shutdown. It derives 
 handler writes around its own work can swallow a cancel by accident: it reaches the
 worker, which records the outcome. A handler that must clean up uses ``finally``.
 
-Only ``jobtape.http`` maps these to HTTP status codes, in one table (the groups have rows,
-so a new member gets its group's status until it has its own).
 The class docstring is the default message.
 """
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 __all__ = [
-    "AssetFileGone",
-    "AssetNotFound",
     "BlobNotFound",
     "ConcurrencyError",
     "ConflictError",
@@ -69,7 +82,6 @@ __all__ = [
     "IllegalTransition",
     "InvalidExport",
     "InvalidParams",
-    "InvalidRecipe",
     "InvalidSignature",
     "InvalidStorageKey",
     "InvalidTimeSpec",
@@ -82,7 +94,9 @@ __all__ = [
     "MalformedEvent",
     "QuotaExceeded",
     "RequestError",
-    "SourceUrlRefused",
+    "RequestRejected",
+    "ServerError",
+    "ServerUnreachable",
     "StorageError",
     "StoreAuthRejected",
     "StoreBusy",
@@ -90,11 +104,42 @@ __all__ = [
     "StoreFull",
     "StoreUnavailable",
     "UnknownJobType",
+    "WaitTimedOut",
 ]
 
 
 class JobtapeError(Exception):
-    """A jobtape error."""
+    """A jobtape error.
+
+    Attributes:
+        http_status: (class attribute) the HTTP status the API answers this error with; a
+            class that does not declare it answers its nearest ancestor's (see the module
+            docstring). 500 here; each group declares its own.
+        http_message: (class attribute) a fixed message the API sends instead of the
+            error's own (e.g. ``"Job not found"``, without the id), or ``None`` for the
+            error's own. Read from the class that declares ``http_status``, so declare them
+            together.
+        status_code: the HTTP status of the answer this error was rebuilt from, when
+            :class:`jobtape.Client` raised it; ``None`` for an error raised in this process
+            or when no answer came (:class:`ServerUnreachable`, :class:`WaitTimedOut`).
+    """
+
+    http_status: ClassVar[int] = 500
+    http_message: ClassVar[str | None] = None
+    status_code: int | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Check a declared ``http_status`` when the class is defined, not when a request fails.
+
+        Raises:
+            TypeError: ``http_status`` is not an int from 400 to 599 (an error is never a 2xx or 3xx);
+                an :class:`http.HTTPStatus` member is an int.
+        """
+        super().__init_subclass__(**kwargs)
+        status = vars(cls).get("http_status")
+        if status is not None and (not isinstance(status, int) or isinstance(status, bool) or not 400 <= status <= 599):
+            raise TypeError(f"{cls.__qualname__}.http_status must be an HTTP error status (an int from 400 to 599), "
+                            f"not {status!r}")
 
     def __init__(self, message: str | None = None) -> None:
         super().__init__(message or (self.__class__.__doc__ or "").strip().splitlines()[0])
@@ -113,6 +158,8 @@ class StoreError(JobtapeError):
     credentials, or an event it holds cannot be decoded. Not the caller's input.
     """
 
+    http_status = 503
+
 
 class ConflictError(JobtapeError):
     """A guarded write was refused; nothing was written.
@@ -122,6 +169,8 @@ class ConflictError(JobtapeError):
     or reports the conflict (HTTP 409).
     """
 
+    http_status = 409
+
 
 class RequestError(JobtapeError):
     """The request is not valid: its message says what to fix.
@@ -130,9 +179,13 @@ class RequestError(JobtapeError):
     :meth:`jobtape.App.submit`); a request refused with one appended nothing.
     """
 
+    http_status = 422
+
 
 class JobError(JobtapeError):
     """A job's own outcome, raised inside a worker while it runs the job's handler."""
+
+    http_status = 500
 
 
 class JobInterrupted(BaseException):
@@ -146,6 +199,9 @@ class JobInterrupted(BaseException):
 
 class ConcurrencyError(ConflictError):
     """The job's stream moved on since the expected version (optimistic concurrency)."""
+
+    http_status = 409
+    http_message = 'the job changed while this request ran; send the request again'
 
     def __init__(self, job_id: str, expected_version: int, message: str | None = None) -> None:
         self.job_id = job_id
@@ -170,6 +226,8 @@ class IllegalTransition(ConflictError):
 class MalformedEvent(StoreError):
     """A stored event cannot be decoded."""
 
+    http_status = 500
+
     def __init__(self, position: int, event_type: str, detail: str) -> None:
         self.position = position
         self.event_type = event_type
@@ -178,6 +236,9 @@ class MalformedEvent(StoreError):
 
 class JobNotFound(RequestError):
     """Job not found."""
+
+    http_status = 404
+    http_message = 'Job not found'
 
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
@@ -205,6 +266,9 @@ class ConstraintViolation(ConflictError):
     Attributes:
         detail: the database's message.
     """
+
+    http_status = 409
+    http_message = 'a guard of the event log refused this change; nothing was written; read the job and retry'
 
     def __init__(self, detail: str) -> None:
         self.detail = detail
@@ -259,6 +323,8 @@ class QuotaExceeded(RequestError):
         retry_after_s: a suggested pause before retrying, in seconds (``Retry-After``).
     """
 
+    http_status = 429
+
     def __init__(self, owner: str, max_active_jobs: int, *, retry_after_s: int = 10) -> None:
         self.owner = owner
         self.max_active_jobs = max_active_jobs
@@ -269,45 +335,13 @@ class QuotaExceeded(RequestError):
         )
 
 
-class AssetNotFound(RequestError):
-    """Asset not found."""
 
-    def __init__(self, asset_id: str) -> None:
-        self.asset_id = asset_id
-        super().__init__(f"Asset not found: {asset_id}")
-
-
-class AssetFileGone(RequestError):
-    """The asset's file is no longer stored.
-
-    Attributes:
-        asset_id: the asset.
-        removed: ``True`` when its removal is recorded (``job.blobs_deleted``), ``False``
-            when storage simply lacks it (e.g. a log imported without its files).
-    """
-
-    def __init__(self, asset_id: str, *, removed: bool) -> None:
-        self.asset_id = asset_id
-        self.removed = removed
-        why = "it was removed (see its ingest or save job's events)" if removed else "storage does not have it"
-        super().__init__(f"the asset's file is no longer stored: asset {asset_id}: {why}; "
-                         "ingest the recording again to edit it")
-
-
-class InvalidRecipe(RequestError):
-    """An edit recipe is not valid for its asset.
-
-    Attributes:
-        field: the offending field in camelCase (``endSec``, ``fadeInSec``...).
-    """
-
-    def __init__(self, field: str, message: str) -> None:
-        self.field = field
-        super().__init__(f"{field}: {message}")
 
 
 class InvalidSignature(RequestError):
     """The download link is not valid."""
+
+    http_status = 403
 
 
 class StoreUnavailable(StoreError):
@@ -336,6 +370,9 @@ class StoreBusy(StoreUnavailable):
     written (``in_doubt`` is ``False``).
     """
 
+    http_status = 503
+    http_message = 'the event store is busy; retry shortly'
+
     def __init__(self, detail: str = "the database is locked by another writer", *, retry_after_s: int = 1) -> None:
         super().__init__(detail, retry_after_s=retry_after_s)
 
@@ -347,6 +384,9 @@ class StoreFull(StoreError):
     ``ENOSPC``/``EDQUOT`` while a blob or upload is written. Nothing of the failed write was
     kept. The API answers 507 Insufficient Storage (RFC 4918, section 11.5).
     """
+
+    http_status = 507
+    http_message = 'the server has no room to store this; retry later'
 
     def __init__(self, detail: str = "no space left on the server's disk") -> None:
         super().__init__(f"the server has no room to store this: {detail}; free disk space, then retry")
@@ -365,25 +405,13 @@ class StoreAuthRejected(StoreError):
         detail: the server's answer, e.g. ``"AUTH_JWT_INVALID: Authentication failed: The JWT is invalid"``.
     """
 
+    http_status = 503
+    http_message = "the event store refused this server's credentials; the server log has the details"
+
     def __init__(self, detail: str) -> None:
         self.detail = detail
         super().__init__(f"the event store refused the credentials: check TURSO_AUTH_TOKEN (the server answered: {detail})")
 
-
-class SourceUrlRefused(RequestError):
-    """A URL source may not be fetched.
-
-    Attributes:
-        url: the URL as given.
-        reason: a code for callers that act on it: ``"malformed"``, ``"scheme"``,
-            ``"credentials"``, ``"not_youtube"``, ``"private_address"`` (server-side request
-            forgery guard) or ``"unresolvable"`` (DNS gave no address; may be transient).
-    """
-
-    def __init__(self, url: str, reason: str, message: str) -> None:
-        self.url = url
-        self.reason = reason
-        super().__init__(message)
 
 
 class StorageError(JobtapeError):
@@ -396,6 +424,8 @@ class StorageError(JobtapeError):
             a bad key, a missing blob).
     """
 
+    http_status = 503
+
     def __init__(self, message: str | None = None, *, retryable: bool = False) -> None:
         self.retryable = retryable
         super().__init__(message)
@@ -404,6 +434,8 @@ class StorageError(JobtapeError):
 class InvalidStorageKey(StorageError):
     """The storage key is not valid."""
 
+    http_status = 400
+
     def __init__(self, key: str, reason: str) -> None:
         self.key = key
         super().__init__(f"invalid storage key {key!r}: {reason}")
@@ -411,6 +443,8 @@ class InvalidStorageKey(StorageError):
 
 class BlobNotFound(StorageError):
     """No blob is stored under this key."""
+
+    http_status = 404
 
     def __init__(self, key: str) -> None:
         self.key = key
@@ -450,15 +484,37 @@ class JobTypeAlreadyRegistered(JobtapeError):
 class UnknownJobType(RequestError):
     """No job type of that name is registered.
 
+    Raised by :meth:`jobtape.App.submit` for a name no job type of the app has, and by
+    ``POST /api/jobs`` for a name that is not one of the types it accepts (registered
+    with ``http_submit=True``); the route's message names the route, the client
+    (:class:`jobtape.Client`) rebuilds the error from it.
+
+    Args:
+        job_type: the name asked for.
+        registered: the names that may be asked for, sorted.
+        route: the HTTP route that refused the name (``"POST /api/jobs"``), or ``None``
+            when no HTTP request was involved; it words the message: ``type 'x' is not a
+            job type this server accepts at POST /api/jobs; send one of: a, b`` (the name
+            cut to :data:`SHOWN_NAME_CHARS` characters), else ``unknown job type 'x';
+            registered: a, b``.
+
     Attributes:
         job_type: the name asked for.
-        registered: the names that are registered, sorted.
+        registered: the names that may be asked for, sorted (for the route, those it accepts).
     """
 
-    def __init__(self, job_type: str, registered: list[str]) -> None:
+    #: How much of an unknown name a message repeats, in characters (a route echoes no megabyte).
+    SHOWN_NAME_CHARS: ClassVar[int] = 80
+
+    def __init__(self, job_type: str, registered: list[str], *, route: str | None = None) -> None:
         self.job_type = job_type
         self.registered = registered
-        super().__init__(f"unknown job type {job_type!r}; registered: {', '.join(registered) or 'none'}")
+        if route is None:
+            super().__init__(f"unknown job type {job_type!r}; registered: {', '.join(registered) or 'none'}")
+            return
+        accepted = ", ".join(registered) or "none (this server runs no app with job types submittable over HTTP)"
+        super().__init__(f"type {job_type[:self.SHOWN_NAME_CHARS]!r} is not a job type this server accepts at {route}; "
+                         f"send one of: {accepted}")
 
 
 class InvalidParams(RequestError):
@@ -473,3 +529,45 @@ class InvalidParams(RequestError):
         self.job_type = job_type
         self.detail = detail
         super().__init__(f"invalid params for job type {job_type!r}: {detail}")
+
+
+
+class RequestRejected(RequestError):
+    """The server refused the request with a 4xx that has no class of its own (400, 413, ...).
+
+    Raised by :class:`jobtape.Client` (also importable as ``jobtape.client.RequestRejected``);
+    its message is the server's, :attr:`status_code` the answer's status.
+    """
+
+
+class ServerError(JobtapeError):
+    """The server failed with a 5xx that has no class of its own (500, 502, ...); its log has the details.
+
+    Raised by :class:`jobtape.Client` (also ``jobtape.client.ServerError``); :attr:`status_code`
+    is the answer's status.
+    """
+
+
+class ServerUnreachable(JobtapeError):
+    """The jobtape server could not be reached (connection refused, DNS, a timeout, a broken connection).
+
+    Raised by :class:`jobtape.Client` (also ``jobtape.client.ServerUnreachable``);
+    :attr:`status_code` is ``None`` (no answer).
+    """
+
+
+class WaitTimedOut(JobtapeError, TimeoutError):
+    """:meth:`jobtape.Client.wait` gave up: the job had not finished when its ``timeout_s`` ran out.
+
+    The job goes on; wait again, or cancel it. Also a :class:`TimeoutError`; also
+    ``jobtape.client.WaitTimedOut``. :attr:`status_code` is ``None``.
+
+    Attributes:
+        job_id: the job.
+        timeout_s: the wait's limit, in seconds.
+    """
+
+    def __init__(self, job_id: str, timeout_s: float, detail: str = "") -> None:
+        self.job_id = job_id
+        self.timeout_s = timeout_s
+        super().__init__(f"job {job_id} did not finish within {timeout_s:g} s{detail}; it goes on: wait again or cancel it")

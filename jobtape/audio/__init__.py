@@ -26,10 +26,16 @@ if TYPE_CHECKING:
     from jobtape.app import App, JobContext
     from jobtape.audio.settings import AudioSettings
 
-__all__ = ["JOB_TYPES", "register"]
+__all__ = ["DESCRIPTION", "JOB_TYPES", "register"]
 
 #: The job types :func:`register` adds.
 JOB_TYPES = ("ingest", "preview", "save")
+#: The default app's description in the OpenAPI document (:attr:`jobtape.App.description`).
+DESCRIPTION = (
+    "Long audio jobs (ingest, edit preview, save) recorded in an append-only event log: upload a recording or "
+    "name a URL (POST /api/audio/ingest), render a preview of an edit recipe and save it as a new asset "
+    "(/api/audio/edit/...), and follow each job at /api/audio/jobs/{jobId}."
+)
 
 
 def register(app: App, settings: AudioSettings | None = None) -> AudioSettings:

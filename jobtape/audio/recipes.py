@@ -26,7 +26,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from jobtape import errors
+from jobtape.audio import errors
 
 __all__ = [
     "EXAMPLE",

@@ -37,7 +37,7 @@ import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
 from typing import Literal
 
-from jobtape import errors
+from jobtape.audio import errors
 
 __all__ = [
     "MAX_URL_LENGTH",

@@ -157,7 +157,7 @@ def embedded_app(
 
     api = http_app.create_app(repository, storage, settings, routes=job_app.routes_for(storage),
                               dependencies=job_app.dependencies, on_startup=[start_workers], on_shutdown=[stop_workers],
-                              job_types=job_app.job_types)
+                              job_types=job_app.job_types, description=job_app.description)
     return api, repository
 
 

@@ -47,7 +47,14 @@ from jobtape.jobtypes import JobTypeSpec
 from jobtape.projections.repository import JobRepository
 from jobtape.storage import Storage
 
-__all__ = ["UI_ASSETS_PATH", "create_app", "health", "swagger_ui_assets"]
+__all__ = ["DESCRIPTION", "UI_ASSETS_PATH", "create_app", "health", "swagger_ui_assets"]
+
+#: The OpenAPI document's description of the engine's job API (an app's own description comes first).
+DESCRIPTION = (
+    "Jobs recorded in an append-only event log. POST /api/jobs creates a job of a registered job type; "
+    "GET /api/jobs/{jobId} polls it, and its /cancel, /events and /stream routes cancel it, list its events "
+    'and follow it live (Server-Sent Events). Every error body is {"error": "..."}.'
+)
 
 #: Where the API docs page's JavaScript and CSS are served (no CDN: the page works offline).
 UI_ASSETS_PATH = "/schema-assets"
@@ -96,6 +103,7 @@ def create_app(
     on_shutdown: Sequence[LifespanHook] = (),
     debug: bool = False,
     job_types: Mapping[str, JobTypeSpec] | None = None,
+    description: str | None = None,
 ) -> Litestar:
     """Build the HTTP API.
 
@@ -116,6 +124,8 @@ def create_app(
         job_types: the registered job types by name (``App.job_types``); ``POST /api/jobs``
             accepts those registered with ``http_submit=True`` and documents their params
             schemas (:mod:`jobtape.http.submit`). Default: none.
+        description: the app's description for the OpenAPI document (:attr:`jobtape.App.description`),
+            placed before the engine's :data:`DESCRIPTION`; ``None``: the engine's alone.
 
     Returns:
         The ASGI application.
@@ -139,8 +149,7 @@ def create_app(
         openapi_config=OpenAPIConfig(
             title="jobtape",
             version=__version__,
-            description="Long audio jobs (ingest, edit preview, save) recorded in an append-only event log. "
-            'Every error body is {"error": "..."}.',
+            description=f"{description}\n\n{DESCRIPTION}" if description else DESCRIPTION,
             path="/schema",
             render_plugins=[_docs_page()],
         ),

@@ -19,7 +19,7 @@ its owner from the ``X-Client-Id`` header (default ``anonymous``) and honours th
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from litestar import Response
 from litestar.params import HeaderParameter
@@ -28,7 +28,7 @@ from jobtape import errors
 from jobtape.http import openapi, schemas
 from jobtape.projections.repository import JobRepository
 
-__all__ = ["ClientId", "IdempotencyKey", "SameRequest", "accepted", "create_or_replay", "key_of", "owner_of"]
+__all__ = ["ClientId", "IdempotencyKey", "SameRequest", "accepted", "answer", "create_or_replay", "key_of", "owner_of"]
 
 #: The ``X-Client-Id`` header: the job's owner (not authenticated; see the module docstring).
 ClientId = Annotated[
@@ -112,7 +112,19 @@ def create_or_replay(
     return created.state.job_id, created.state.status, True
 
 
-def accepted(job_id: str, status: str, created: bool) -> Response[schemas.IngestResponse]:
+def accepted(job_id: str, status: str, created: bool) -> Response[schemas.JobAccepted]:
     """The answer of a create route: 202 ``{"success": true, "data": {"jobId", "status"}}``, 200 for a replay."""
-    body = schemas.IngestResponse(data=schemas.IngestAccepted(job_id=job_id, status=status))
+    return answer(schemas.JobAccepted(data=schemas.JobAcceptedData(job_id=job_id, status=status)), created)
+
+
+_Body = TypeVar("_Body")
+
+
+def answer(body: _Body, created: bool) -> Response[_Body]:
+    """A create route's answer with the body a route chose (a package's own name for :class:`schemas.JobAccepted`).
+
+    Args:
+        body: the answer's body.
+        created: ``True``: 202 (a new job); ``False``: 200 (an idempotent replay).
+    """
     return Response(body, status_code=202 if created else 200)

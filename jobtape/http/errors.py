@@ -1,9 +1,14 @@
-"""Error responses: the ONE table from jobtape errors to HTTP status codes, and the handlers.
+"""Error responses: jobtape errors to HTTP status codes, and the handlers.
 
 Every error the API answers has the body ``{"error": "<what went wrong and what to fix>"}``
-(the cancel route's 409 adds ``"status"``). That holds for domain errors (mapped by
-:data:`STATUS_CODES`), for Litestar's own errors (validation, unknown route, wrong
+(the cancel route's 409 adds ``"status"``). That holds for domain errors (their status
+from :func:`status_for`), for Litestar's own errors (validation, unknown route, wrong
 method, body too large) and for unexpected exceptions (500, logged with the traceback).
+
+A domain error's status is declared by its class (:attr:`jobtape.errors.JobtapeError.http_status`
+and ``http_message``, read along the MRO: a class that declares none answers its group's),
+so this module names no error class for its status: a package's error (the audio
+package's ``AssetNotFound``, a user's ``RequestError`` subclass) gets its 4xx by declaring it.
 
 Handlers raise :class:`litestar.exceptions.HTTPException` for problems that only exist at
 the HTTP level (a bad upload, a malformed job id); its ``detail`` becomes ``error`` and a
@@ -27,60 +32,29 @@ from litestar.exceptions import (
 
 from jobtape import errors
 
-__all__ = ["STATUS_CODES", "error_response", "exception_handlers", "status_for"]
+__all__ = ["error_response", "exception_handlers", "status_for"]
 
 logger = logging.getLogger(__name__)
 
-#: jobtape error class -> (HTTP status, fixed message or ``None`` to use the error's own).
-#: Looked up along the exception's MRO, so a subclass without a row gets its parent's.
-STATUS_CODES: Mapping[type[errors.JobtapeError], tuple[int, str | None]] = {
-    errors.JobNotFound: (404, "Job not found"),
-    errors.BlobNotFound: (404, None),
-    errors.InvalidStorageKey: (400, None),
-    errors.DuplicateIdempotencyKey: (409, None),
-    errors.IdempotencyKeyReused: (422, None),
-    errors.SourceUrlRefused: (422, None),
-    errors.QuotaExceeded: (429, None),
-    errors.AssetNotFound: (404, "Asset not found"),
-    errors.AssetFileGone: (410, None),
-    errors.InvalidRecipe: (422, None),
-    errors.InvalidParams: (422, None),
-    errors.UnknownJobType: (422, None),
-    errors.InvalidTimeSpec: (422, None),
-    errors.InvalidSignature: (403, None),
-    errors.IllegalTransition: (409, None),
-    errors.ConcurrencyError: (409, "the job changed while this request ran; send the request again"),
-    errors.StoreBusy: (503, "the event store is busy; retry shortly"),
-    errors.StoreUnavailable: (503, None),
-    errors.StoreFull: (507, "the server has no room to store this; retry later"),
-    errors.StoreAuthRejected: (503, "the event store refused this server's credentials; the server log has the details"),
-    errors.StorageError: (503, None),
-    errors.MalformedEvent: (500, None),
-    errors.ConstraintViolation: (409, "a guard of the event log refused this change; nothing was written; read the job and retry"),
-    # The groups (jobtape.errors): a new member answers its group's status until it has a row.
-    errors.RequestError: (422, None),
-    errors.ConflictError: (409, None),
-    errors.StoreError: (503, None),
-    errors.JobError: (500, None),
-    errors.JobtapeError: (500, None),
-}
-
 
 def status_for(exc: errors.JobtapeError) -> tuple[int, str]:
-    """Look up the status code and message for a jobtape error.
+    """Look up the status code and message the API answers a jobtape error with.
+
+    The first class along ``type(exc).__mro__`` that declares ``http_status`` in its own
+    body gives the status and its ``http_message`` (``None``: the error's own message);
+    :class:`jobtape.errors.JobtapeError` declares 500, each group its own.
 
     Args:
         exc: the error.
 
     Returns:
-        ``(status, message)``: the table row of the nearest class in ``exc``'s MRO.
+        ``(status, message)``.
     """
     for cls in type(exc).__mro__:
-        row = STATUS_CODES.get(cls)
-        if row is not None:
-            status, message = row
-            return status, message or exc.message
-    return 500, exc.message  # pragma: no cover - JobtapeError is in the table
+        declared = vars(cls)
+        if "http_status" in declared:
+            return int(declared["http_status"]), declared.get("http_message") or exc.message
+    return 500, exc.message  # pragma: no cover - JobtapeError declares it
 
 
 def error_response(

@@ -9,7 +9,7 @@ Timestamps are aware UTC datetimes, encoded as ISO 8601 with a ``Z`` suffix
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -19,9 +19,8 @@ __all__ = [
     "EventList",
     "EventView",
     "Health",
-    "IngestAccepted",
-    "IngestResponse",
-    "IngestUrlRequest",
+    "JobAccepted",
+    "JobAcceptedData",
     "JobView",
     "PreviewLink",
     "TerminalConflict",
@@ -46,43 +45,27 @@ class TerminalConflict(_Wire):
     status: str | None = None
 
 
-class IngestUrlRequest(_Wire):
-    """A URL or YouTube ingest: the worker downloads the media with yt-dlp (nothing is fetched in the request).
+class JobAcceptedData(_Wire):
+    """The job a create request created (202) or, on an idempotent replay, the one it created before (200).
 
     Attributes:
-        source_type: ``url`` (any http/https page or file yt-dlp can read) or ``youtube``
-            (a youtube.com / youtu.be / youtube-nocookie.com address).
-        url: the http(s) URL; its host must resolve to public addresses only unless the
-            server allows private URLs (``--allow-private-urls``).
-        rights_attested: must be ``true``: the client confirms it may ingest this media.
+        job_id: 32 lowercase hex digits.
+        status: the job's status (``pending``; ``complete`` for a job created complete).
     """
-
-    source_type: Annotated[
-        Literal["url", "youtube"], msgspec.Meta(description="'url' for any http(s) page or file, 'youtube' for YouTube")
-    ]
-    url: Annotated[
-        str,
-        # The scheme is checked by sources.check_source_url (422 naming it), after stripping blanks.
-        msgspec.Meta(min_length=1, max_length=2048, description="The http(s) URL of the page or file",
-                     extra_json_schema={"format": "uri", "pattern": r"^\s*[Hh][Tt][Tt][Pp][Ss]?://"}),
-    ]
-    rights_attested: Annotated[
-        bool, msgspec.Meta(description="Must be true: you confirm you have the rights to ingest this media")
-    ] = False
-
-
-class IngestAccepted(_Wire):
-    """The job an upload created (202) or, on an idempotent replay, the job it created before (200)."""
 
     job_id: str
     status: str
 
 
-class IngestResponse(_Wire, kw_only=True):
-    """The ingest route's envelope: ``{"success": true, "data": {"jobId": ..., "status": ...}}``."""
+class JobAccepted(_Wire, kw_only=True):
+    """The answer of ``POST /api/jobs``: ``{"success": true, "data": {"jobId": ..., "status": ...}}``.
+
+    The audio create routes answer the same JSON under their own names
+    (:class:`jobtape.audio.http.schemas.IngestResponse`).
+    """
 
     success: bool = True
-    data: IngestAccepted
+    data: JobAcceptedData
 
 
 class JobView(_Wire, omit_defaults=True):

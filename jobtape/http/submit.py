@@ -45,8 +45,10 @@ from jobtape.http import creation, openapi, schemas
 from jobtape.jobtypes import JobTypeSpec
 from jobtape.projections.repository import JobRepository
 
-__all__ = ["MAX_BODY_BYTES", "JobSubmission", "components", "submit_route", "submittable"]
+__all__ = ["MAX_BODY_BYTES", "ROUTE", "JobSubmission", "components", "submit_route", "submittable"]
 
+#: The route, as :class:`errors.UnknownJobType` names it (``jobtape.Client`` matches the message).
+ROUTE = "POST /api/jobs"
 #: Largest accepted body, in bytes.
 MAX_BODY_BYTES = 64 * 1024
 #: Where the document's components of this route live: ``#/components/schemas/<prefix><name>``.
@@ -81,7 +83,8 @@ def read_submission(body: bytes, job_types: Mapping[str, JobTypeSpec]) -> tuple[
 
     Raises:
         ClientException: 400, the body is empty or not JSON.
-        HTTPException: 422, the body is not ``{"type", "params"}`` or names no submittable type.
+        HTTPException: 422, the body is not ``{"type", "params"}``.
+        errors.UnknownJobType: 422, the type is not one of ``job_types`` (the message lists them).
         errors.InvalidParams: 422, the params do not fit the type (the message names the field).
     """
     if not body.strip():
@@ -94,9 +97,7 @@ def read_submission(body: bytes, job_types: Mapping[str, JobTypeSpec]) -> tuple[
         raise ClientException(detail=f"the body is not valid JSON ({exc}); send {_EXAMPLE}") from None
     spec = job_types.get(submission.type)
     if spec is None:
-        accepted = ", ".join(job_types) or "none (this server runs no app with job types submittable over HTTP)"
-        raise HTTPException(status_code=422, detail=f"type {submission.type[:80]!r} is not a job type this server "
-                            f"accepts at POST /api/jobs; send one of: {accepted}")
+        raise errors.UnknownJobType(submission.type, list(job_types), route=ROUTE)
     try:
         return spec, spec.encode_params(submission.params)
     except errors.InvalidParams as exc:  # msgspec's path starts at the params: name the body's field
@@ -193,8 +194,8 @@ def submit_route(job_types: Mapping[str, JobTypeSpec]) -> HTTPRouteHandler:
         "Poll it at /api/jobs/{jobId}, follow it at /api/jobs/{jobId}/stream. Repeating an Idempotency-Key for "
         "the same X-Client-Id with the same type and params answers 200 with the job created before.",
         responses={
-            200: ResponseSpec(schemas.IngestResponse, description="Idempotent replay: the job this Idempotency-Key created"),
-            202: ResponseSpec(schemas.IngestResponse, description="The pending job"),
+            200: ResponseSpec(schemas.JobAccepted, description="Idempotent replay: the job this Idempotency-Key created"),
+            202: ResponseSpec(schemas.JobAccepted, description="The pending job"),
             400: openapi.error("The body is empty or not JSON at all"),
             409: openapi.error("Idempotency-Key conflict: the job it created is no longer readable"),
             413: openapi.error(f"The body is larger than {MAX_BODY_BYTES // 1024} KiB"),
@@ -212,11 +213,12 @@ def submit_route(job_types: Mapping[str, JobTypeSpec]) -> HTTPRouteHandler:
         settings: NamedDependency[Settings],
         client_id: creation.ClientId = None,
         idempotency_key: creation.IdempotencyKey = None,
-    ) -> Response[schemas.IngestResponse]:
+    ) -> Response[schemas.JobAccepted]:
         """Check the body and create the job: 202 with its id, or 200 for an idempotent replay.
 
         Raises:
             HTTPException: 400/413/422 for a body that does not fit (see :func:`read_submission`).
+            errors.UnknownJobType: 422, a type this route does not accept (listing those it does).
             errors.InvalidParams: 422, naming the field.
             errors.IdempotencyKeyReused, errors.QuotaExceeded: see :func:`creation.create_or_replay`.
         """

@@ -79,7 +79,7 @@ def test_a_struct_is_sent_as_params_and_an_idempotency_key_names_one_job(server:
         assert client.wait(job_id, timeout_s=60).result == {"count": 25, "largest": 97}
         with pytest.raises(errors.IdempotencyKeyReused, match="order-17") as reused:
             client.submit("primes", {"limit": 101}, idempotency_key="order-17")
-        assert reused.value.status_code == 422  # type: ignore[attr-defined]
+        assert reused.value.status_code == 422
 
 
 def test_the_servers_errors_are_the_exception_trees_classes_with_its_message(server: str) -> None:
@@ -100,7 +100,7 @@ def test_the_servers_errors_are_the_exception_trees_classes_with_its_message(ser
         missing = "0" * 32
         with pytest.raises(errors.JobNotFound) as not_found:
             client.get(missing)
-        assert (not_found.value.job_id, not_found.value.message, not_found.value.status_code) == (  # type: ignore[attr-defined]
+        assert (not_found.value.job_id, not_found.value.message, not_found.value.status_code) == (
             missing, "Job not found", 404)
         for call in (client.cancel, client.events, lambda job_id: client.wait(job_id, timeout_s=10)):
             with pytest.raises(errors.JobNotFound):
@@ -228,7 +228,7 @@ def test_quota_exceeded_carries_the_limit_and_retry_after(tmp_path: Path) -> Non
             client.submit("sleep", {"seconds": 1})
             with pytest.raises(errors.QuotaExceeded) as quota:
                 client.submit("sleep", {"seconds": 1})
-            assert (quota.value.owner, quota.value.max_active_jobs, quota.value.status_code) == ("dave", 1, 429)  # type: ignore[attr-defined]
+            assert (quota.value.owner, quota.value.max_active_jobs, quota.value.status_code) == ("dave", 1, 429)
             assert quota.value.retry_after_s > 0
             assert "dave" in quota.value.message
 

@@ -94,6 +94,18 @@ def test_a_rejected_submission_says_what_to_fix_and_appends_nothing(
     assert (_count_events(app), _files(tmp_path)) == (before, files_before)
 
 
+def test_an_unknown_type_is_the_unknown_job_type_error_with_the_body_the_route_always_sent(
+    local: tuple[TestClient[Any], jobtape.App],
+) -> None:
+    client, _ = local
+    for name in ("product", "internal"):  # unregistered; registered but not submittable over HTTP
+        response = client.post("/api/jobs", json={"type": name, "params": {}})
+        assert (response.status_code, response.headers["content-type"], response.content) == (
+            422, "application/json",
+            b'{"error":"type \'' + name.encode() + b'\' is not a job type this server accepts at POST /api/jobs; '
+            b'send one of: sleep, spin, sum"}')
+
+
 def test_the_same_idempotency_key_replays_the_job_and_another_request_with_it_is_refused(
     local: tuple[TestClient[Any], jobtape.App],
 ) -> None:

@@ -7,10 +7,13 @@ statuses are exercised against a real server in tests/integration/test_client.py
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
 from jobtape import client, errors
+from jobtape.http import submit
 
 SUBMIT = client._Context("submit", job_type="primes", owner="alice")
 POLL = client._Context("get", job_id="a" * 32)
@@ -57,7 +60,7 @@ def test_a_conflict_without_a_class_of_its_own_is_the_conflict_group() -> None:
     with pytest.raises(errors.ConflictError, match="send the request again") as raised:
         client.raise_for_response(answer(409, b'{"error": "the job changed while this request ran; send the request again"}'),
                                   client._Context("cancel", job_id="a" * 32))
-    assert type(raised.value) is errors.ConflictError and raised.value.status_code == 409  # type: ignore[attr-defined]
+    assert type(raised.value) is errors.ConflictError and raised.value.status_code == 409
 
 
 def test_a_422_that_is_neither_a_type_nor_params_is_request_rejected_a_request_error() -> None:
@@ -65,3 +68,26 @@ def test_a_422_that_is_neither_a_type_nor_params_is_request_rejected_a_request_e
         client.raise_for_response(answer(422, b'{"error": "the body is not a job request (Object missing required field `type`)"}'),
                                   SUBMIT)
     assert isinstance(raised.value, errors.RequestError) and raised.value.status_code == 422
+
+
+@pytest.mark.parametrize(("job_type", "accepted"), [
+    ("product", ["primes", "sleep"]),
+    ("none", []),  # a server with no submittable type
+    ("it's", ["sum"]),  # repr quotes it with double quotes
+    ("x" * 200, ["sum"]),  # the server repeats only the first 80 characters
+])
+def test_an_unknown_type_is_rebuilt_from_the_submit_routes_own_error(job_type: str, accepted: list[str]) -> None:
+    # The body the server sends: its UnknownJobType, worded for the route (jobtape.http.submit).
+    refused = errors.UnknownJobType(job_type, accepted, route=submit.ROUTE)
+    body = json.dumps({"error": refused.message}).encode()
+    with pytest.raises(errors.UnknownJobType) as raised:
+        client.raise_for_response(answer(422, body), client._Context("submit", job_type=job_type, owner="alice"))
+    assert (raised.value.job_type, raised.value.registered, raised.value.message, raised.value.status_code) == (
+        job_type, accepted, refused.message, 422)
+
+
+def test_the_clients_classes_are_the_trees() -> None:
+    assert (client.RequestRejected, client.ServerError, client.ServerUnreachable, client.WaitTimedOut) == (
+        errors.RequestRejected, errors.ServerError, errors.ServerUnreachable, errors.WaitTimedOut)
+    timed_out = errors.WaitTimedOut("a" * 32, 1.5)
+    assert isinstance(timed_out, TimeoutError) and timed_out.status_code is None

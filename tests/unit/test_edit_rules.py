@@ -12,6 +12,7 @@ from configs import TABLES  # tests/ is on sys.path
 from freezegun import freeze_time
 
 from jobtape import errors
+from jobtape.audio import errors as audio_errors
 from jobtape.audio import recipes, render
 from jobtape.audio.projections import assets, previews
 from jobtape.eventlog import events as ev
@@ -57,7 +58,7 @@ def test_defaults_are_filled_in_and_equivalent_recipes_hash_alike() -> None:
     ],
 )
 def test_invalid_recipes_name_the_field(fields: dict[str, float], field: str, words: str) -> None:
-    with pytest.raises(errors.InvalidRecipe, match=words) as caught:
+    with pytest.raises(audio_errors.InvalidRecipe, match=words) as caught:
         recipes.validate(_recipe(**fields), 9.66)
     assert caught.value.field == field and caught.value.message.startswith(field)
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
+import jobtape
 from jobtape import errors
+from jobtape.audio import errors as audio_errors
 from jobtape.audio.errors import MediaError
 from jobtape.eventlog import store
 from jobtape.http.errors import status_for
@@ -28,7 +33,10 @@ from jobtape.worker import context
         (errors.InvalidParams("sum", "Expected `int`, got `str` - at `$.a`"), errors.RequestError, 422),
         (errors.UnknownJobType("nope", ["sum"]), errors.RequestError, 422),
         (errors.InvalidTimeSpec("soon", "not a time"), errors.RequestError, 422),
-        (errors.SourceUrlRefused("ftp://x", "scheme", "only http(s)"), errors.RequestError, 422),
+        (audio_errors.SourceUrlRefused("ftp://x", "scheme", "only http(s)"), errors.RequestError, 422),
+        (audio_errors.AssetNotFound("a"), errors.RequestError, 404),
+        (audio_errors.AssetFileGone("a", removed=True), errors.RequestError, 410),
+        (audio_errors.InvalidRecipe("endSec", "too late"), errors.RequestError, 422),
         (errors.InvalidSignature(), errors.RequestError, 403),
         (errors.JobFailed("no"), errors.JobError, 500),
         (MediaError("ffmpeg failed"), errors.JobError, 500),  # the audio package's JobFailed; raised in workers only
@@ -59,3 +67,21 @@ def test_a_jobs_control_flow_is_not_caught_by_except_exception_or_except_jobtape
             pytest.fail("except JobtapeError caught a job's control flow")
         except Exception:
             pytest.fail("except Exception caught a job's control flow")
+
+
+def test_a_bare_import_jobtape_reaches_the_tree_and_the_public_names() -> None:
+    """``except jobtape.errors.RequestError:`` after ``import jobtape`` alone (nothing else loaded the submodule),
+    and every name of ``jobtape.__all__``; the error names at the top are the tree's classes."""
+    code = (
+        "import jobtape\n"
+        "assert jobtape.errors.RequestError.__module__ == 'jobtape.errors'\n"
+        "assert jobtape.client.WaitTimedOut is jobtape.errors.WaitTimedOut\n"
+        "for name in jobtape.__all__:\n"
+        "    value = getattr(jobtape, name)\n"
+        "    if isinstance(value, type) and issubclass(value, BaseException):\n"
+        "        assert getattr(jobtape.errors, name) is value, name\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert {"JobtapeError", "StoreError", "ConflictError", "RequestError", "JobError", "StorageError", "JobFailed",
+            "JobInterrupted", "RequestRejected", "ServerError", "ServerUnreachable", "WaitTimedOut"} <= set(jobtape.__all__)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from jobtape import errors
+from jobtape.audio import errors as audio_errors
 from jobtape.audio import sources
 
 
@@ -39,7 +39,7 @@ PUBLIC = resolver({"media.example": ["93.184.215.14", "2606:2800:21f:cb07:6820:8
     ],
 )
 def test_malformed_urls_are_refused_with_the_fix(url: str, reason: str, message: str) -> None:
-    with pytest.raises(errors.SourceUrlRefused) as refused:
+    with pytest.raises(audio_errors.SourceUrlRefused) as refused:
         sources.check_source_url(url, resolve=PUBLIC)
     assert refused.value.reason == reason
     assert message in refused.value.message
@@ -64,7 +64,7 @@ def test_youtube_hosts_are_accepted(url: str) -> None:
 
 @pytest.mark.parametrize("url", ["https://youtube.com.evil.example/x", "https://notyoutube.com/x", "https://vimeo.com/1"])
 def test_youtube_source_with_another_host_is_refused(url: str) -> None:
-    with pytest.raises(errors.SourceUrlRefused, match="is not a YouTube address") as refused:
+    with pytest.raises(audio_errors.SourceUrlRefused, match="is not a YouTube address") as refused:
         sources.check_source_url(url, "youtube", allow_private=True)
     assert refused.value.reason == "not_youtube"
 
@@ -121,26 +121,26 @@ def test_public_addresses_are_not_flagged(address: str) -> None:
     ],
 )
 def test_hosts_resolving_inside_the_network_are_refused(url: str, table: dict[str, Sequence[str]]) -> None:
-    with pytest.raises(errors.SourceUrlRefused, match="only public addresses can be ingested") as refused:
+    with pytest.raises(audio_errors.SourceUrlRefused, match="only public addresses can be ingested") as refused:
         sources.check_source_url(url, resolve=resolver(table))
     assert refused.value.reason == "private_address"
 
 
 @pytest.mark.parametrize("host", ["metadata.google.internal", "METADATA.GOOGLE.INTERNAL.", "metadata"])
 def test_metadata_names_are_refused_without_a_lookup(host: str) -> None:
-    with pytest.raises(errors.SourceUrlRefused, match="cloud metadata service"):
+    with pytest.raises(audio_errors.SourceUrlRefused, match="cloud metadata service"):
         sources.check_source_url(f"http://{host}/computeMetadata/v1/", resolve=resolver({}))
 
 
 def test_allowance_skips_the_address_policy_but_not_the_form() -> None:
     checked = sources.check_source_url("http://127.0.0.1:8000/a.mp3", allow_private=True, resolve=resolver({}))
     assert (checked.host, checked.port, checked.addresses) == ("127.0.0.1", 8000, ())
-    with pytest.raises(errors.SourceUrlRefused, match="only http"):
+    with pytest.raises(audio_errors.SourceUrlRefused, match="only http"):
         sources.check_source_url("gopher://127.0.0.1/", allow_private=True)
 
 
 def test_unresolvable_host_is_refused_as_such() -> None:
-    with pytest.raises(errors.SourceUrlRefused, match="does not resolve") as refused:
+    with pytest.raises(audio_errors.SourceUrlRefused, match="does not resolve") as refused:
         sources.check_source_url("https://no-such-host.example/a.mp3", resolve=resolver({}))
     assert refused.value.reason == "unresolvable"
 
@@ -162,7 +162,7 @@ def test_check_source_url_applies_the_allowlist_to_every_address() -> None:
     inside = sources.check_source_url("http://media.internal/a.mp3", allowed_networks=allowed,
                                       resolve=lambda host, port: ["10.1.2.5"])
     assert inside.addresses == ("10.1.2.5",)
-    with pytest.raises(errors.SourceUrlRefused, match="10.9.9.9, a private address") as caught:
+    with pytest.raises(audio_errors.SourceUrlRefused, match="10.9.9.9, a private address") as caught:
         sources.check_source_url("http://media.internal/a.mp3", allowed_networks=allowed,
                                  resolve=lambda host, port: ["10.1.2.5", "10.9.9.9"])
     assert caught.value.reason == "private_address"

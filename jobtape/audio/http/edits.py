@@ -28,9 +28,10 @@ from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.openapi.datastructures import ResponseSpec
 
-from jobtape import errors
+from jobtape.audio import errors as audio_errors
 from jobtape.audio import recipes
 from jobtape.audio.http import recipe_body
+from jobtape.audio.http import schemas as audio_schemas
 from jobtape.audio.projections import assets, previews
 from jobtape.config import Settings
 from jobtape.eventlog import events as ev
@@ -46,8 +47,8 @@ _error = openapi.error
 
 
 _RESPONSES = {
-    200: ResponseSpec(schemas.IngestResponse, description="Idempotent replay: the job this Idempotency-Key created"),
-    202: ResponseSpec(schemas.IngestResponse, description="The job (status 'complete' for a cached preview)"),
+    200: ResponseSpec(audio_schemas.IngestResponse, description="Idempotent replay: the job this Idempotency-Key created"),
+    202: ResponseSpec(audio_schemas.IngestResponse, description="The job (status 'complete' for a cached preview)"),
     400: _error("The body is not JSON at all"),
     404: _error('{"error": "Asset not found"}'),
     410: _error("The asset's file is no longer stored (removed on record, or missing from storage); nothing is created"),
@@ -89,18 +90,18 @@ def create_edit_job(
         (then ``status`` is the earlier job's current status).
 
     Raises:
-        errors.AssetNotFound: no such asset in the projection (404).
-        errors.InvalidRecipe: a field is out of range (422, names the field).
+        audio_errors.AssetNotFound: no such asset in the projection (404).
+        audio_errors.InvalidRecipe: a field is out of range (422, names the field).
         errors.IdempotencyKeyReused: the key named another job type or recipe (422).
         errors.QuotaExceeded: the owner is at ``settings.max_active_jobs`` (429); nothing appended.
     """
     asset = assets.select_asset(repository.store, recipe.asset_id)
     if asset is None:
-        raise errors.AssetNotFound(recipe.asset_id)
+        raise audio_errors.AssetNotFound(recipe.asset_id)
     if asset.removed_at is not None:
-        raise errors.AssetFileGone(asset.asset_id, removed=True)
+        raise audio_errors.AssetFileGone(asset.asset_id, removed=True)
     if storage is not None and not storage.exists(asset.storage_key):
-        raise errors.AssetFileGone(asset.asset_id, removed=False)
+        raise audio_errors.AssetFileGone(asset.asset_id, removed=False)
     canonical = recipes.validate(recipe, asset.duration_sec)
     recipe_hash = recipes.recipe_hash(canonical)
     params: dict[str, object] = {"recipe": canonical.to_json_dict(), "recipeHash": recipe_hash, "sourceKey": asset.storage_key}
@@ -125,11 +126,12 @@ async def _create(
     storage: Storage,
     client_id: str | None,
     idempotency_key: str | None,
-) -> Response[schemas.IngestResponse]:
+) -> Response[audio_schemas.IngestResponse]:
     recipe = await recipe_body.read_recipe(request)
     create = functools.partial(create_edit_job, repository, settings, job_type, recipe, owner_of(client_id),
                                creation.key_of(idempotency_key), storage)
-    return creation.accepted(*await anyio.to_thread.run_sync(create))
+    job_id, status, created = await anyio.to_thread.run_sync(create)
+    return creation.answer(audio_schemas.IngestResponse.for_job(job_id, status), created)
 
 
 @post(
@@ -149,13 +151,13 @@ async def preview_edit(
     storage: NamedDependency[Storage],
     client_id: ClientId = None,
     idempotency_key: IdempotencyKey = None,
-) -> Response[schemas.IngestResponse]:
+) -> Response[audio_schemas.IngestResponse]:
     """Create a preview job (or a complete one from the cache).
 
     Raises:
         HTTPException: 400 (not JSON) or 413 (too large), from :func:`recipe_body.read_recipe`.
-        errors.InvalidRecipe: the body is not a recipe, or a field is out of range (422).
-        errors.AssetNotFound, errors.AssetFileGone, errors.IdempotencyKeyReused, errors.QuotaExceeded: see
+        audio_errors.InvalidRecipe: the body is not a recipe, or a field is out of range (422).
+        audio_errors.AssetNotFound, audio_errors.AssetFileGone, errors.IdempotencyKeyReused, errors.QuotaExceeded: see
             :func:`create_edit_job`.
     """
     return await _create("preview", request, repository, settings, storage, client_id, idempotency_key)
@@ -178,13 +180,13 @@ async def save_edit(
     storage: NamedDependency[Storage],
     client_id: ClientId = None,
     idempotency_key: IdempotencyKey = None,
-) -> Response[schemas.IngestResponse]:
+) -> Response[audio_schemas.IngestResponse]:
     """Create a save job.
 
     Raises:
         HTTPException: 400 (not JSON) or 413 (too large), from :func:`recipe_body.read_recipe`.
-        errors.InvalidRecipe: the body is not a recipe, or a field is out of range (422).
-        errors.AssetNotFound, errors.AssetFileGone, errors.IdempotencyKeyReused, errors.QuotaExceeded: see
+        audio_errors.InvalidRecipe: the body is not a recipe, or a field is out of range (422).
+        audio_errors.AssetNotFound, audio_errors.AssetFileGone, errors.IdempotencyKeyReused, errors.QuotaExceeded: see
             :func:`create_edit_job`.
     """
     return await _create("save", request, repository, settings, storage, client_id, idempotency_key)

@@ -36,9 +36,10 @@ from litestar.params import HeaderParameter
 
 from jobtape import errors
 from jobtape.audio.http import direct_upload, url_source
+from jobtape.audio.http import schemas as audio_schemas
 from jobtape.audio.settings import AudioSettings
 from jobtape.config import Settings
-from jobtape.http import creation, openapi, schemas, spool, upload
+from jobtape.http import creation, openapi, spool, upload
 from jobtape.projections.repository import JobRepository, new_job_id
 from jobtape.storage import Storage
 
@@ -144,7 +145,7 @@ _error = openapi.error
     "Repeating an Idempotency-Key for the same X-Client-Id with the same source (the same file bytes, URL or "
     "storage key) answers 200 with the job created before; the same key with another source is a 422.",
     responses={
-        200: ResponseSpec(schemas.IngestResponse, description="Idempotent replay: the job this key created"),
+        200: ResponseSpec(audio_schemas.IngestResponse, description="Idempotent replay: the job this key created"),
         400: _error("Malformed form or JSON, or no 'file' field"),
         408: _error("The upload stalled (no bytes for the idle timeout) or arrived below the minimum rate; "
                     "the connection is closed"),
@@ -178,7 +179,7 @@ async def ingest_upload(
         HeaderParameter(
         name="Idempotency-Key", required=False, schema_extra=openapi.OPTIONAL_STRING, max_length=255, description="Unique per X-Client-Id"),
     ] = None,
-) -> Response[schemas.IngestResponse]:
+) -> Response[audio_schemas.IngestResponse]:
     """Stream the upload into storage (or check the JSON body's URL) and create the ``ingest`` job.
 
     An upload holds one of ``upload_slots`` while its body arrives and is stored; when all
@@ -188,7 +189,7 @@ async def ingest_upload(
         HTTPException: 400/408/413/415/422 for bad input (see :mod:`jobtape.http.upload` and
             :mod:`jobtape.audio.http.url_source`), 503 when every upload slot is held.
         errors.StoreFull: the disk filled up while the upload was spooled or stored (507).
-        errors.SourceUrlRefused: a URL that may not be fetched (422).
+        audio_errors.SourceUrlRefused: a URL that may not be fetched (422).
         errors.JobtapeError: storage or event-log failures, mapped by :mod:`jobtape.http.errors`.
     """
     owner = creation.owner_of(client_id)
@@ -235,7 +236,7 @@ async def _create_job(
     *,
     blob_key: str | None,
     max_active_jobs: int | None = None,
-) -> Response[schemas.IngestResponse]:
+) -> Response[audio_schemas.IngestResponse]:
     """Append ``job.created``: 202 with the new job, or 200 with the job an idempotent replay names.
 
     When the append fails (or is a replay, or the owner's quota refuses it: 429), the
@@ -253,7 +254,7 @@ async def _create_job(
         raise
     if not created and blob_key is not None:
         await _delete_quietly(storage, blob_key)
-    return creation.accepted(created_id, status, created)
+    return creation.answer(audio_schemas.IngestResponse.for_job(created_id, status), created)
 
 
 async def _receive_and_store(

@@ -3,7 +3,7 @@
 The routes read the body here rather than through Litestar's ``data`` parameter, whose
 validation would answer 400 before the recipe rules run: here every recipe problem (not a
 JSON object, an unknown or missing field, a wrong type, a value out of range) is an
-:class:`errors.InvalidRecipe`, which :mod:`jobtape.http.errors` maps to 422 naming the
+:class:`audio_errors.InvalidRecipe`, which :mod:`jobtape.http.errors` maps to 422 naming the
 field (issue 3). Only a body that is not JSON at all answers 400, and one over
 :data:`MAX_JSON_BYTES` 413. Nothing is appended in any of these cases: they raise before
 the route creates a job. The OpenAPI request body is :class:`recipes.Recipe`'s JSON
@@ -46,7 +46,7 @@ async def read_recipe(request: Request[Any, Any, Any]) -> recipes.Recipe:
     Raises:
         HTTPException: 413 for a body over :data:`MAX_JSON_BYTES`.
         ClientException: 400 for a body that is empty or not JSON at all (truncated, a syntax error).
-        errors.InvalidRecipe: a JSON body that is not a recipe (422, names the field); see
+        audio_errors.InvalidRecipe: a JSON body that is not a recipe (422, names the field); see
             :func:`recipes.decode`.
     """
     too_large = f"the recipe body is larger than {MAX_JSON_BYTES} bytes"

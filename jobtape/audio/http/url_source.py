@@ -18,8 +18,9 @@ from litestar.exceptions import ClientException, HTTPException
 from litestar.openapi.spec import Schema
 
 from jobtape.audio import sources
+from jobtape.audio.http import schemas as audio_schemas
 from jobtape.audio.settings import AudioSettings
-from jobtape.http import openapi, schemas
+from jobtape.http import openapi
 
 __all__ = ["BODY_EXAMPLE", "MAX_JSON_BYTES", "json_body_schema", "read_url_params"]
 
@@ -28,7 +29,7 @@ MAX_JSON_BYTES = 16 * 1024
 #: The body shape, quoted in error messages.
 BODY_EXAMPLE = '{"sourceType": "url" | "youtube", "url": "https://...", "rightsAttested": true}'
 
-_DECODER = msgspec.json.Decoder(schemas.IngestUrlRequest)
+_DECODER = msgspec.json.Decoder(audio_schemas.IngestUrlRequest)
 
 
 async def read_url_params(
@@ -47,7 +48,7 @@ async def read_url_params(
     Raises:
         HTTPException: 413 for a body over :data:`MAX_JSON_BYTES`; 400 for malformed JSON;
             422 for a body of the wrong shape or ``rightsAttested`` not ``true``.
-        errors.SourceUrlRefused: the URL is not http(s), not YouTube's for ``youtube``, or
+        audio_errors.SourceUrlRefused: the URL is not http(s), not YouTube's for ``youtube``, or
             resolves to a non-public address (mapped to 422 by :mod:`jobtape.http.errors`).
     """
     if request.content_length is not None and request.content_length > MAX_JSON_BYTES:
@@ -81,5 +82,5 @@ async def read_url_params(
 
 
 def json_body_schema() -> Schema:
-    """The OpenAPI schema of :class:`schemas.IngestUrlRequest`, from msgspec's JSON Schema."""
-    return openapi.struct_schema(schemas.IngestUrlRequest)
+    """The OpenAPI schema of :class:`audio_schemas.IngestUrlRequest`, from msgspec's JSON Schema."""
+    return openapi.struct_schema(audio_schemas.IngestUrlRequest)

@@ -20,8 +20,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from jobtape import errors
 from jobtape.app import JobContext
+from jobtape.audio import errors as audio_errors
 from jobtape.audio import media, sources, ytdlp
 from jobtape.audio.errors import MediaError
 from jobtape.audio.settings import AudioSettings
@@ -66,7 +66,7 @@ def download_source(context: JobContext, settings: AudioSettings) -> Downloaded:
     try:
         sources.check_source_url(url, source_type, allow_private=settings.allow_private_urls,
                                  allowed_networks=settings.private_networks)
-    except errors.SourceUrlRefused as exc:
+    except audio_errors.SourceUrlRefused as exc:
         raise MediaError(f"the URL was refused: {exc.message}", retryable=exc.reason == "unresolvable") from exc
 
     output_dir = context.workdir / DOWNLOAD_DIR
