@@ -45,7 +45,7 @@ __all__ = ["cli", "main"]
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(package_name="jobtape")
 def cli() -> None:
-    """jobtape: long audio jobs recorded in an append-only event log.
+    """jobtape: jobs recorded in an append-only event log (the audio jobs by default; --app for yours).
 
     Start with `jobtape demo`: it runs the API with an embedded worker, ingests a sample
     file and prints the result and the job's event history.
