@@ -105,5 +105,5 @@ def test_a_direct_upload_named_by_the_client_is_never_a_jobs_to_remove() -> None
     shared = "direct-uploads/abc/original.wav"
     created = ev.JobCreated(job_type="ingest", params={"sourceType": "storage", "storageKey": shared})
     failed = run(created, CLAIMED, ev.JobFailed(error="bad input", retryable=False))
-    assert job_state.upload_key(failed) is None and shared not in job_state.owned_keys(failed)
+    assert job_state.owned_inputs(failed) == () and shared not in job_state.owned_keys(failed)
     assert job_state.retained_upload(failed) is None
