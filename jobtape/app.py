@@ -375,7 +375,7 @@ class App:
             return self._repository
 
     def submit(self, job_type: str, params: Any, *, owner: str | None = None,
-               idempotency_key: str | None = None) -> str:
+               idempotency_key: str | None = None, owned_keys: Sequence[str] = ()) -> str:
         """Create a job in-process with the same guarded batch the API appends; return its id.
 
         Args:
@@ -383,6 +383,10 @@ class App:
             params: a dict or an instance of the type's params Struct.
             owner: the owner recorded in ``job.created`` (``anonymous`` when ``None``).
             idempotency_key: at most one job per (owner, key); a second submit raises.
+            owned_keys: storage keys the caller stored for this job and hands to it (an input
+                file): recorded in ``job.created``; the job's ``job.blobs_deleted`` may remove
+                them (``jobtape archive``), and failed-upload retention removes them
+                ``failed_upload_retention_s`` after the job finished failed or cancelled.
 
         Raises:
             errors.UnknownJobType: ``job_type`` is not registered.
@@ -392,7 +396,7 @@ class App:
         spec = self.spec(job_type)
         stored = spec.encode_params(params)
         result = self.repository.create(job_type, stored, owner=owner or "anonymous", idempotency_key=idempotency_key,
-                                        actor="app")
+                                        actor="app", owned_keys=owned_keys)
         return result.state.job_id
 
     def worker(self, *, storage: Storage | None = None, **options: Any) -> Worker:
