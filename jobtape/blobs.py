@@ -122,7 +122,7 @@ class SweepReport:
 
 
 class BlobSweeper:
-    """Failed-upload retention: removes the uploads of failed and cancelled ingests (see the module docstring).
+    """Failed-upload retention: removes the inputs handed to failed and cancelled jobs, e.g. an ingest's upload (see the module docstring).
 
     Args:
         repository: the job log.
