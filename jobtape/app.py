@@ -45,7 +45,7 @@ from jobtape import errors, runtime
 from jobtape.config import Settings
 from jobtape.eventlog import events as ev
 from jobtape.eventlog import schema
-from jobtape.jobtypes import Handler, JobTypeSpec
+from jobtape.jobtypes import DownloadableKeys, Handler, JobTypeSpec
 from jobtape.projections import registry
 from jobtape.projections.repository import JobRepository
 from jobtape.storage.base import Storage
@@ -56,7 +56,8 @@ from jobtape.worker.runner import JobHandler, Worker
 __all__ = ["App", "JobContext", "JobTypeSpec", "load_app"]
 
 #: The dependencies the HTTP app gives every route (:func:`jobtape.http.create_app`).
-_ENGINE_DEPENDENCIES = frozenset({"repository", "storage", "settings", "spool_folder", "upload_slots"})
+_ENGINE_DEPENDENCIES = frozenset({"repository", "storage", "settings", "spool_folder", "upload_slots",
+                                  "downloadable_keys"})
 
 
 class JobContext:
@@ -137,9 +138,29 @@ class JobContext:
 
         A key recorded here is deleted if the job does not complete (cancelled, failed,
         timed out, released), so no partial output is left behind; once the job completes
-        its result owns the key. Call it just before the blob is stored.
+        the job owns the key: ``job.completed`` names it in ``owned_keys``, only the job's
+        ``job.blobs_deleted`` may remove it, and ``jobtape archive`` deletes it with the job.
+        Call it just before the blob is stored.
         """
         self._running.written_keys.append(key)
+
+    def set_download(self, key: str, *, owned: bool = False) -> None:
+        """Name the key a poll of the complete job links to (``downloadUrl``; ``job.completed``'s ``download_key``).
+
+        The poll signs a link to it (as long as storage has it and no ``job.blobs_deleted``
+        removed it), whatever the job type. The last call wins; a job that never calls it
+        gets no link.
+
+        Args:
+            key: a storage key: usually one given to :meth:`output_written`, or another
+                job's output this job found (a cache hit), which it links to without owning.
+            owned: the job owns ``key`` once it completes (as with :meth:`output_written`)
+                without it being deleted if the job does not complete: for a key another
+                attempt or job may have stored first (a shared, content-addressed key).
+        """
+        self._running.download_key = key
+        if owned:
+            self._running.owned_outputs.append(key)
 
     def run_child(
         self,
@@ -188,6 +209,7 @@ class App:
         self._tables = registry.ENGINE_TABLES
         self._routes: list[tuple[Any, bool]] = []
         self._dependencies: dict[str, Any] = {}
+        self._downloadable = DownloadableKeys()
         self._repository: JobRepository | None = None
         self._lock = threading.Lock()
 
@@ -268,10 +290,31 @@ class App:
                 raise ValueError(f"the dependency {name!r} is provided already")
             self._dependencies[name] = value
 
+    def downloadable(self, *prefixes: str, what: str | None = None) -> None:
+        """Let the object-storage download route (``GET /api/storage/download?key=``) sign keys under ``prefixes``.
+
+        A poll's ``downloadUrl`` needs no registration (it links to the key the job's
+        ``job.completed`` declares, :meth:`JobContext.set_download`); this route, which takes
+        a client's key, signs only keys under a registered prefix: a job's outputs, never
+        uploads. Local storage serves signed links only and ignores this.
+
+        Args:
+            prefixes: key prefixes ending in ``/``, e.g. ``"reports/"``.
+            what: how the route's 403 names these keys (default ``job outputs``).
+
+        Raises:
+            ValueError: no prefix, or one that does not end in ``/``.
+        """
+        if not prefixes or any(not prefix.endswith("/") or prefix == "/" for prefix in prefixes):
+            raise ValueError(f"download prefixes must be folders ending in '/', e.g. 'reports/'; got {prefixes!r}")
+        with self._lock:
+            known = self._downloadable
+            self._downloadable = DownloadableKeys((*known.prefixes, *prefixes), what or known.what)
+
     @property
     def dependencies(self) -> Mapping[str, Any]:
-        """The dependencies registered with :meth:`provide`, by name."""
-        return dict(self._dependencies)
+        """The dependencies registered with :meth:`provide`, by name, and ``downloadable_keys`` (:meth:`downloadable`)."""
+        return {**self._dependencies, "downloadable_keys": self._downloadable}
 
     def routes_for(self, storage: Storage) -> list[Any]:
         """The registered route handlers, in registration order, resolved for ``storage``."""
@@ -340,7 +383,7 @@ class App:
             return self._repository
 
     def submit(self, job_type: str, params: Any, *, owner: str | None = None,
-               idempotency_key: str | None = None) -> str:
+               idempotency_key: str | None = None, owned_keys: Sequence[str] = ()) -> str:
         """Create a job in-process with the same guarded batch the API appends; return its id.
 
         Args:
@@ -348,6 +391,10 @@ class App:
             params: a dict or an instance of the type's params Struct.
             owner: the owner recorded in ``job.created`` (``anonymous`` when ``None``).
             idempotency_key: at most one job per (owner, key); a second submit raises.
+            owned_keys: storage keys the caller stored for this job and hands to it (an input
+                file): recorded in ``job.created``; the job's ``job.blobs_deleted`` may remove
+                them (``jobtape archive``), and failed-upload retention removes them
+                ``failed_upload_retention_s`` after the job finished failed or cancelled.
 
         Raises:
             errors.UnknownJobType: ``job_type`` is not registered.
@@ -357,7 +404,7 @@ class App:
         spec = self.spec(job_type)
         stored = spec.encode_params(params)
         result = self.repository.create(job_type, stored, owner=owner or "anonymous", idempotency_key=idempotency_key,
-                                        actor="app")
+                                        actor="app", owned_keys=owned_keys)
         return result.state.job_id
 
     def worker(self, *, storage: Storage | None = None, **options: Any) -> Worker:

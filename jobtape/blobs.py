@@ -1,7 +1,7 @@
 """Removing the blobs of finished jobs, only through the recorded path.
 
-A blob a job owns (its upload, its prepared asset, its rendered preview:
-:func:`jobtape.projections.state.owned_keys`) leaves storage only here, in this order:
+A blob a job owns (the keys its ``job.created`` and ``job.completed`` declare, e.g. an
+ingest's upload and prepared asset: :func:`jobtape.projections.state.owned_keys`) leaves storage only here, in this order:
 
 1. append ``job.blobs_deleted`` (``keys``, ``reason``; the actor is who removes) to the
    job's stream through :meth:`JobRepository.execute`: the fold decides (only a finished
@@ -17,8 +17,10 @@ them again: :meth:`BlobSweeper.sweep` re-deletes the uploads recorded as removed
 every recorded key of the jobs it archives (but a preview's, ``previews/<recipe hash>.mp3``,
 while a newer render holds it in the preview cache).
 
-Failed-upload retention (:class:`BlobSweeper`): the upload of an ingest that finished
-``failed`` or ``cancelled`` (no asset came of it, and a finished job is never retried) is
+Failed-upload retention (:class:`BlobSweeper`): the inputs a job's creator handed it
+(``job.created``'s ``owned_keys``, e.g. an ingest's upload;
+:func:`jobtape.projections.state.retained_inputs`) of a job that finished ``failed`` or
+``cancelled`` (no output came of them, and a finished job is never retried) are
 removed ``Settings.failed_upload_retention_s`` after it finished (default 24 h, like
 Celery's ``result_expires``: long enough to look at a failure, short enough that a month
 of bad uploads does not fill the disk; 0 removes it at the next sweep). Every worker
@@ -120,7 +122,7 @@ class SweepReport:
 
 
 class BlobSweeper:
-    """Failed-upload retention: removes the uploads of failed and cancelled ingests (see the module docstring).
+    """Failed-upload retention: removes the inputs handed to failed and cancelled jobs, e.g. an ingest's upload (see the module docstring).
 
     Args:
         repository: the job log.
@@ -160,7 +162,7 @@ class BlobSweeper:
             since = now - dt.timedelta(seconds=REDELETE_WINDOW_S)
             # Uploads only: a preview's key is the recipe's, and a newer render may own it again.
             self._undeleted.update(key for state in self.repository.blob_removals(since)
-                                   if (key := job_state.upload_key(state)) in state.removed_keys)
+                                   for key in job_state.owned_inputs(state) if key in state.removed_keys)
             self._redeleted = True
         redeleted = self._delete_pending()
         cutoff = now - dt.timedelta(seconds=self.retention_s)
@@ -188,5 +190,4 @@ class BlobSweeper:
 
 
 def _due(state: job_state.JobState, cutoff: dt.datetime) -> list[str]:
-    key = job_state.retained_upload(state)
-    return [key] if key is not None and state.updated_at < cutoff else []
+    return list(job_state.retained_inputs(state)) if state.updated_at < cutoff else []

@@ -22,7 +22,7 @@ import msgspec
 
 from jobtape import errors
 
-__all__ = ["Handler", "JobTypeSpec"]
+__all__ = ["DownloadableKeys", "Handler", "JobTypeSpec"]
 
 #: A job handler: ``handler(ctx: jobtape.JobContext, params) -> dict`` (the job's result, a JSON object).
 Handler = Callable[..., Mapping[str, Any]]
@@ -88,3 +88,23 @@ class JobTypeSpec:
         """
         schema: dict[str, Any] = msgspec.json.schema(self.params_type)
         return schema
+
+
+@dataclasses.dataclass(frozen=True)
+class DownloadableKeys:
+    """The keys the object-storage download route (``GET /api/storage/download?key=``) signs.
+
+    Registered with :meth:`jobtape.App.downloadable`; a key outside every prefix gets 403.
+    Only job outputs belong here, never uploads (a client's upload is not a download).
+
+    Attributes:
+        prefixes: key prefixes, e.g. ``("assets/", "previews/")`` for the audio app.
+        what: how the 403 names them, e.g. ``prepared assets and previews``.
+    """
+
+    prefixes: tuple[str, ...] = ()
+    what: str = "job outputs"
+
+    def allows(self, key: str) -> bool:
+        """Whether ``key`` starts with one of :attr:`prefixes` (none registered: no key)."""
+        return bool(self.prefixes) and key.startswith(self.prefixes)

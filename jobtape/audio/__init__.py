@@ -78,6 +78,8 @@ def register(app: App, settings: AudioSettings | None = None) -> AudioSettings:
         return edit_jobs.save(ctx, ctx.storage, audio)
 
     app.provide("audio_settings", audio)
+    # assets/<assetId>/prepared.flac and previews/<recipeHash>.mp3; never ingest-uploads/ or direct-uploads/
+    app.downloadable("assets/", "previews/", what="prepared assets and previews")
     app.route(ingest.ingest_upload)
     app.route(direct_upload.upload_route, for_storage=True)
     app.route(edits.preview_edit)

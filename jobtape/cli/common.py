@@ -29,6 +29,7 @@ from jobtape.audit import describe, timeline
 from jobtape.cli import audit as cli_audit
 from jobtape.cli import types
 from jobtape.config import Settings
+from jobtape.eventlog import events as ev
 from jobtape.projections import state as job_state
 from jobtape.projections.repository import AppendResult, JobRepository
 from jobtape.worker import runner
@@ -180,7 +181,7 @@ def print_history(out: Console, repository: JobRepository, job_id: str, *, as_js
     assert state is not None
     if as_json:
         events = [{"position": r.position, "version": r.version, "type": r.type, "actor": r.actor,
-                   "recordedAt": clock.format_timestamp(r.recorded_at), "data": msgspec.to_builtins(r.event)}
+                   "recordedAt": clock.format_timestamp(r.recorded_at), "data": msgspec.to_builtins({"type": r.type, **ev.event_fields(r.event)})}
                   for r in recorded]
         summary = cli_audit.timeline_json(timeline.summarize(recorded))
         return click.echo(json.dumps({"jobId": job_id, "status": state.status, "events": events, "summary": summary},

@@ -41,6 +41,7 @@ __all__ = [
     "RecordedEvent",
     "decode_event",
     "encode_event",
+    "event_fields",
     "event_type",
 ]
 
@@ -66,12 +67,20 @@ class JobCreated(_Base, frozen=True, tag="job.created"):
             "originalFilename": "a.mp3"}`` for an upload ingest.
         owner: the client that submitted it (``X-Client-Id``; ``anonymous`` by default).
         idempotency_key: optional client-chosen key; unique per owner.
+        owned_keys: storage keys the creator wrote for this job and hands to it (e.g. an
+            upload ingest's ``ingest-uploads/<jobId>/original.mp3``): the job owns them, its
+            ``job.blobs_deleted`` may remove them, and failed-upload retention removes them
+            when the job finishes failed or cancelled. ``None`` (omitted from the stored
+            JSON, like an empty list): none declared; see
+            :func:`jobtape.projections.legacy.legacy_inputs` for logs written before the
+            field existed.
     """
 
     job_type: JobType
     params: dict[str, Any] = {}
     owner: str = "anonymous"
     idempotency_key: str | None = None
+    owned_keys: list[str] | None = None
 
     def __post_init__(self) -> None:
         """Refuse a job type name the log could not keep (checked when made and when decoded).
@@ -192,9 +201,22 @@ class JobCancelled(_Base, frozen=True, tag="job.cancelled"):
 
 
 class JobCompleted(_Base, frozen=True, tag="job.completed"):
-    """The job finished; ``result`` is the job type's result object (camelCase keys)."""
+    """The job finished; ``result`` is the job type's result object (camelCase keys).
+
+    Attributes:
+        result: the handler's result.
+        owned_keys: the outputs the job owns from now on (the keys its handler declared with
+            ``JobContext.output_written``); only its ``job.blobs_deleted`` may remove them.
+        download_key: the one key a poll links to (``downloadUrl``), owned or not (a
+            preview cache hit links to the rendering job's MP3 and owns nothing).
+
+    ``None`` (omitted from the stored JSON, like an empty list) declares nothing; see
+    :mod:`jobtape.projections.legacy` for logs written before these fields existed.
+    """
 
     result: dict[str, Any] = {}
+    owned_keys: list[str] | None = None
+    download_key: str | None = None
 
 
 class JobFailed(_Base, frozen=True, tag="job.failed"):
@@ -213,8 +235,8 @@ class JobBlobsDeleted(_Base, frozen=True, tag="job.blobs_deleted"):
     result and ``updated_at`` stay as they were.
 
     Attributes:
-        keys: the storage keys removed (each one the job owns: its upload, its prepared
-            asset, its rendered preview; see :func:`jobtape.projections.state.owned_keys`).
+        keys: the storage keys removed (each one the job owns: the ``owned_keys`` of its
+            ``job.created`` and ``job.completed``; see :func:`jobtape.projections.state.owned_keys`).
         reason: why, e.g. ``failed-upload retention (24h)`` or ``archive 33ef...``.
     """
 
@@ -271,13 +293,27 @@ def event_type(event: Event) -> str:
     return event.__struct_config__.tag  # type: ignore[return-value]
 
 
+#: Fields added after events were first stored: left out of the stored JSON (and the events
+#: route) when ``None`` or empty, so an event that declares nothing encodes exactly as it did
+#: before the field existed (the same ``data``, hence the same hash).
+_OMITTED_WHEN_EMPTY = frozenset({"owned_keys", "download_key"})
+
+
+def event_fields(event: Event) -> dict[str, Any]:
+    """The event's fields without its tag, as stored: the fields of :data:`_OMITTED_WHEN_EMPTY`
+    are left out when ``None`` or empty."""
+    return {name: value for name, value in msgspec.structs.asdict(event).items()
+            if not (name in _OMITTED_WHEN_EMPTY and not value)}
+
+
 def encode_event(event: Event) -> tuple[str, str]:
     """Encode an event for storage.
 
     Returns:
-        ``(type, data)``: the tag and the fields as a JSON text (without the tag).
+        ``(type, data)``: the tag and the fields as a JSON text (without the tag; see
+        :func:`event_fields`).
     """
-    return event_type(event), _ENCODER.encode(msgspec.structs.asdict(event)).decode()
+    return event_type(event), _ENCODER.encode(event_fields(event)).decode()
 
 
 def decode_event(position: int, type_: str, data: str | bytes) -> Event:

@@ -43,7 +43,7 @@ from jobtape import __version__
 from jobtape.config import Settings
 from jobtape.http import downloads, jobs, schemas, spool, stream, submit, upload
 from jobtape.http import errors as http_errors
-from jobtape.jobtypes import JobTypeSpec
+from jobtape.jobtypes import DownloadableKeys, JobTypeSpec
 from jobtape.projections.repository import JobRepository
 from jobtape.storage import Storage
 
@@ -138,6 +138,7 @@ def create_app(
                         create_static_files_router(UI_ASSETS_PATH, [swagger_ui_assets()], include_in_schema=False,
                                                    name="schema-assets")],
         dependencies={
+            "downloadable_keys": _provide(DownloadableKeys()),  # an app's registered prefixes replace it
             **{name: _provide(value) for name, value in (dependencies or {}).items()},
             "repository": _provide(repository),
             "storage": _provide(storage),

@@ -1,9 +1,10 @@
 """Downloads: signed links on polls, the signed download route, and serving a blob with Range.
 
-- :func:`download_url_for` gives a complete job's poll its ``downloadUrl`` (the result's
-  ``previewKey`` or ``preparedKey`` through :meth:`Storage.signed_url`), only for a file
-  that is stored: not one recorded as removed (``job.blobs_deleted``), and not one storage
-  lacks (``Storage.exists``). Any failure to make a link leaves it out and is logged: the
+- :func:`download_url_for` gives a complete job's poll its ``downloadUrl``: the key its
+  ``job.completed`` declares as its download (:func:`jobtape.projections.state.download_key`,
+  for any job type; a handler names it with ``JobContext.set_download``) through
+  :meth:`Storage.signed_url`, only for a file that is stored: not one recorded as removed
+  (``job.blobs_deleted``), and not one storage lacks (``Storage.exists``). Any failure to make a link leaves it out and is logged: the
   poll itself never fails for it (seed 001).
 - ``GET /api/storage/download`` depends on the storage backend:
 
@@ -14,9 +15,10 @@
   - object storage (S3/R2, no ``signer``): ``?key=`` answers JSON ``{"downloadUrl": ...}``,
     a presigned GET of the object valid for ``Settings.download_url_ttl_s`` (7 days by
     default), not a redirect, so browsers need no CORS rule for the API (seed 004: "JSON
-    response for download route in R2 mode (not redirect, avoids CORS)"). Only the outputs
-    a poll links to (:data:`DOWNLOADABLE_PREFIXES`: prepared assets and previews) are
-    signed; any other key gets 403, a missing object 404. Like job ids, these keys are
+    response for download route in R2 mode (not redirect, avoids CORS)"). Only keys under
+    the prefixes the app registers (:meth:`jobtape.App.downloadable`, the dependency
+    ``downloadable_keys``; the audio app's are ``assets/`` and ``previews/``, never the
+    uploads) are signed; any other key gets 403, a missing object 404. Like job ids, these keys are
     random capabilities, not an authenticated boundary. The bucket enforces the expiry.
 - :func:`serve_blob` streams a blob with its Content-Type and HTTP Range support (RFC 9110
   §14: ``Accept-Ranges: bytes``; one range -> 206 + ``Content-Range``; unsatisfiable -> 416).
@@ -39,22 +41,17 @@ from litestar.response import Response, Stream
 from jobtape import clock
 from jobtape.config import Settings
 from jobtape.http import openapi, ranges, schemas
+from jobtape.jobtypes import DownloadableKeys
 from jobtape.projections import state as job_state
 from jobtape.storage import signing
 from jobtape.storage.base import Storage
 
 __all__ = [
-    "DOWNLOADABLE_PREFIXES", "RESULT_KEYS", "content_type_for", "download", "download_link", "download_route",
-    "download_url_for", "serve_blob",
+    "content_type_for", "download", "download_link", "download_route", "download_url_for", "serve_blob",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: Result fields that hold a storage key a client may download, in order of preference.
-RESULT_KEYS = ("previewKey", "preparedKey")
-#: Key folders the object-storage download route signs: the outputs a poll links to
-#: (``assets/<assetId>/prepared.flac``, ``previews/<recipeHash>.mp3``), never the uploads.
-DOWNLOADABLE_PREFIXES = ("assets/", "previews/")
 _TYPES = {".mp3": "audio/mpeg", ".flac": "audio/flac", ".wav": "audio/wav", ".ogg": "audio/ogg", ".m4a": "audio/mp4"}
 
 
@@ -76,10 +73,8 @@ def download_url_for(state: job_state.JobState, storage: Storage, expires_in_s: 
     archived) answer honestly; its cost is measured in docs/jobs.md. Never raises: a failure
     is logged and yields ``None`` (seed 001).
     """
-    if state.status != "complete" or not state.result:
-        return None
-    key = next((state.result[name] for name in RESULT_KEYS if isinstance(state.result.get(name), str)), None)
-    if key is None or key in state.removed_keys:
+    key = job_state.download_key(state)  # None unless complete, declared and not recorded as removed
+    if key is None:
         return None
     try:
         if not storage.exists(key):
@@ -195,6 +190,7 @@ async def download(
 async def download_link(
     storage: NamedDependency[Storage],
     settings: NamedDependency[Settings],
+    downloadable_keys: NamedDependency[DownloadableKeys],
     key: Annotated[str, QueryParameter(name="key", description="The storage key of a prepared asset or preview",
                                        min_length=1, max_length=1024,
                                        # documented; checked below (403 naming the prefixes, 400 for a bad key)
@@ -206,11 +202,12 @@ async def download_link(
         errors.InvalidStorageKey: 400, ``key`` is not a valid key.
         errors.BlobNotFound: 404.
         errors.StorageError: 503, the object store cannot be reached.
-        HTTPException: 403 for a key outside :data:`DOWNLOADABLE_PREFIXES`.
+        HTTPException: 403 for a key outside ``downloadable_keys`` (:meth:`jobtape.App.downloadable`).
     """
-    if not key.startswith(DOWNLOADABLE_PREFIXES):
-        raise HTTPException(status_code=403, detail=f"only prepared assets and previews can be downloaded by key "
-                            f"(keys starting with {' or '.join(DOWNLOADABLE_PREFIXES)}); got {key!r}")
+    if not downloadable_keys.allows(key):
+        allowed = " or ".join(downloadable_keys.prefixes) or "none registered"
+        raise HTTPException(status_code=403, detail=f"only {downloadable_keys.what} can be downloaded by key "
+                            f"(keys starting with {allowed}); got {key!r}")
     await anyio.to_thread.run_sync(storage.size, key)  # BlobNotFound -> 404 rather than a URL that 404s later
     url = await anyio.to_thread.run_sync(storage.signed_url, key, settings.download_url_ttl_s)
     if url is None:

@@ -101,7 +101,7 @@ def poll_body(
 
 def to_event_view(recorded: ev.RecordedEvent) -> schemas.EventView:
     """Build one entry of the events route; ``data`` is the event's fields as JSON builtins."""
-    data: dict[str, Any] = msgspec.to_builtins(msgspec.structs.asdict(recorded.event))
+    data: dict[str, Any] = msgspec.to_builtins(ev.event_fields(recorded.event))
     return schemas.EventView(
         position=recorded.position,
         version=recorded.version,

@@ -85,9 +85,12 @@ class JobView(_Wire, omit_defaults=True):
         error: the failure message once ``failed``, else ``None``.
         created_at: UTC time of the job's first event.
         updated_at: UTC time of the job's latest event.
-        download_url: once ``complete`` with a storage key in ``result`` (``previewKey`` or
-            ``preparedKey``), a time-limited URL of that file (seed 001); absent otherwise,
-            or when no link could be made (the poll never fails for it).
+        download_url: once ``complete``, a time-limited URL of the file the job's
+            ``job.completed`` declares as its download (``download_key``, named by the
+            handler with ``JobContext.set_download``; for an audio job its ``previewKey`` or
+            ``preparedKey``; seed 001), for any job type; absent otherwise, when that file is
+            recorded as removed or not stored, or when no link could be made (the poll never
+            fails for it).
     """
 
     job_id: str

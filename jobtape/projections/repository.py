@@ -163,10 +163,14 @@ class JobRepository:
         job_id: str | None = None,
         extra_events: Sequence[ev.Event] = (),
         max_active_jobs: int | None = None,
+        owned_keys: Sequence[str] | None = None,
     ) -> AppendResult:
         """Create a job: append ``job.created`` (plus ``extra_events``) as version 1...
 
         Args:
+            owned_keys: storage keys the caller wrote for this job and hands to it
+                (``job.created``'s ``owned_keys``: removed with the job, and by failed-upload
+                retention if it fails or is cancelled); ``None``: none.
             max_active_jobs: the owner's quota of pending + processing jobs; ``None``: no
                 limit. Guarded in SQL inside the batch (:mod:`jobtape.projections.quota`);
                 a job created already finished (a cache hit) is not counted or refused.
@@ -176,7 +180,8 @@ class JobRepository:
             errors.DuplicateIdempotencyKey: that owner already used that key.
             errors.ConcurrencyError: the job id exists already.
         """
-        created = ev.JobCreated(job_type=job_type, params=dict(params), owner=owner, idempotency_key=idempotency_key)
+        created = ev.JobCreated(job_type=job_type, params=dict(params), owner=owner, idempotency_key=idempotency_key,
+                                owned_keys=list(owned_keys) if owned_keys else None)
         finishes = any(isinstance(event, ev.JobCompleted | ev.JobFailed) for event in extra_events)
         job_id = job_id or new_job_id()
         limited = max_active_jobs is not None and not finishes

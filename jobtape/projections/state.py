@@ -35,6 +35,7 @@ import msgspec
 
 from jobtape import errors
 from jobtape.eventlog import events as ev
+from jobtape.projections import legacy
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -42,10 +43,13 @@ __all__ = [
     "JobState",
     "Status",
     "apply",
+    "download_key",
     "fold",
+    "owned_inputs",
     "owned_keys",
+    "owned_outputs",
+    "retained_inputs",
     "retained_upload",
-    "upload_key",
 ]
 
 Status = Literal["pending", "processing", "complete", "failed", "cancelled"]
@@ -61,7 +65,7 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True):
 
     Attributes:
         job_id: the stream id.
-        job_type: ``ingest``, ``preview`` or ``save``.
+        job_type: the job type's name (e.g. ``ingest``, ``preview``, ``save``).
         owner: who submitted the job.
         params: the job's parameters (from ``job.created``).
         idempotency_key: the client's key, if any.
@@ -89,6 +93,12 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True):
         version: the version of the last event folded in.
         removed_keys: storage keys of this job recorded as removed (``job.blobs_deleted``), in order.
         blobs_removed_at: UTC time of the latest ``job.blobs_deleted``; ``None`` if none.
+        declared_inputs: ``job.created``'s ``owned_keys``; ``None`` when it names none
+            (then :func:`owned_inputs` reads the legacy rules).
+        declared_outputs / declared_download: ``job.completed``'s ``owned_keys`` and
+            ``download_key``; both ``None`` when it declares neither (or before completion).
+            Ask :func:`owned_keys`, :func:`download_key`, :func:`retained_inputs` rather
+            than these fields.
     """
 
     job_id: str
@@ -116,47 +126,63 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True):
     version: int = 0
     removed_keys: tuple[str, ...] = ()
     blobs_removed_at: dt.datetime | None = None
+    declared_inputs: tuple[str, ...] | None = None
+    declared_outputs: tuple[str, ...] | None = None
+    declared_download: str | None = None
 
 
-def upload_key(state: JobState) -> str | None:
-    """The storage key of an ingest's own original upload, or ``None``.
+def owned_inputs(state: JobState) -> tuple[str, ...]:
+    """The keys the job's creator handed to it (``job.created``'s ``owned_keys``, e.g. an
+    upload ingest's upload); for a ``job.created`` that declares none, the reading of logs
+    written before the field existed (:func:`jobtape.projections.legacy.legacy_inputs`)."""
+    if state.declared_inputs is not None:
+        return state.declared_inputs
+    return legacy.legacy_inputs(state.job_type, state.params)
 
-    Only an ``upload`` source's key (``ingest-uploads/<jobId>/...``, written by the API for
-    this one job) is the job's. A ``storage`` source names a file the client put through a
-    presigned URL (``direct-uploads/...``): several jobs may name the same one, so no job's
-    removal may take it (a bucket lifecycle rule expires those, docs/deploy.md). A URL
-    ingest or an edit job has none.
-    """
-    if state.job_type != "ingest" or state.params.get("sourceType", "upload") != "upload":
-        return None
-    key = state.params.get("storageKey")
-    return key if isinstance(key, str) else None
+
+def _declares_completion(state: JobState) -> bool:
+    return state.declared_outputs is not None or state.declared_download is not None
+
+
+def owned_outputs(state: JobState) -> tuple[str, ...]:
+    """The outputs a complete job owns (``job.completed``'s ``owned_keys``); for a completion
+    that declares nothing, :func:`jobtape.projections.legacy.legacy_outputs`. ``()`` unless complete."""
+    if state.status != "complete":
+        return ()
+    if _declares_completion(state):
+        return state.declared_outputs or ()
+    return legacy.legacy_outputs(state.job_type, state.result or {})
 
 
 def owned_keys(state: JobState) -> tuple[str, ...]:
-    """The storage keys this job owns, which only its ``job.blobs_deleted`` may remove.
+    """The storage keys this job owns, which only its ``job.blobs_deleted`` may remove:
+    :func:`owned_inputs`, then (once complete) :func:`owned_outputs`, each once."""
+    return tuple(dict.fromkeys((*owned_inputs(state), *owned_outputs(state))))
 
-    An ingest owns its upload and, once complete, its prepared asset; a save its prepared
-    asset; a preview the MP3 it rendered (a cache hit owns nothing: its ``previewKey`` is
-    the rendering job's). An edit's ``params.sourceKey`` is the source asset's, never its own.
-    """
-    owned = [upload_key(state)]
-    result = state.result or {}
-    if state.status == "complete":
-        if state.job_type in ("ingest", "save"):
-            owned.append(result.get("preparedKey"))
-        elif state.job_type == "preview" and not result.get("cacheHit"):
-            owned.append(result.get("previewKey"))
-    return tuple(key for key in owned if isinstance(key, str))
+
+def download_key(state: JobState) -> str | None:
+    """The key a complete job's poll links to (``job.completed``'s ``download_key``), owned or
+    not, unless recorded as removed; for a completion that declares nothing,
+    :func:`jobtape.projections.legacy.legacy_download`. ``None`` unless complete."""
+    if state.status != "complete":
+        return None
+    key = state.declared_download if _declares_completion(state) else legacy.legacy_download(
+        state.job_type, state.result or {})
+    return None if key is None or key in state.removed_keys else key
+
+
+def retained_inputs(state: JobState) -> tuple[str, ...]:
+    """The inputs failed-upload retention will remove: the :func:`owned_inputs` of a job that
+    finished ``failed`` or ``cancelled`` (no output came of them) not recorded as removed."""
+    if not state.finished or state.status not in ("failed", "cancelled"):
+        return ()
+    return tuple(key for key in owned_inputs(state) if key not in state.removed_keys)
 
 
 def retained_upload(state: JobState) -> str | None:
-    """The upload failed-upload retention will remove: the upload of an ingest that finished
-    ``failed`` or ``cancelled`` (no asset came of it) and is not recorded as removed; else ``None``."""
-    key = upload_key(state)
-    if key is None or not state.finished or state.status not in ("failed", "cancelled") or key in state.removed_keys:
-        return None
-    return key
+    """The first of :func:`retained_inputs`, or ``None``: the ``jobs`` row's ``retained_upload``
+    column, which marks the rows failed-upload retention has work in."""
+    return next(iter(retained_inputs(state)), None)
 
 
 def _blobs_deleted(state: JobState, event: ev.JobBlobsDeleted, version: int, at: dt.datetime) -> JobState:
@@ -217,6 +243,7 @@ def apply(
             owner=event.owner,
             params=event.params,
             idempotency_key=event.idempotency_key,
+            declared_inputs=tuple(event.owned_keys) if event.owned_keys else None,
             created_at=recorded_at,
             updated_at=recorded_at,
             version=version,
@@ -342,14 +369,15 @@ def _transition(state: JobState, event: ev.Event, at: dt.datetime) -> dict[str, 
             if state.running_children:
                 raise _refuse(state, event, f"children {list(state.running_children)} have not exited")
             return {"finished": True, "stage": None}
-        case ev.JobCompleted(result=result):
+        case ev.JobCompleted(result=result, owned_keys=outputs, download_key=download):
             # A cache hit (e.g. a preview already rendered) completes right at creation:
             # job.created and job.completed in one append, never after any other event.
             if not (state.status == "pending" and state.version == 1):
                 _require_running(state, event)
             if state.running_children:
                 raise _refuse(state, event, f"children {list(state.running_children)} have not exited")
-            return {"status": "complete", "result": result, "progress": 100, "finished": True, "stage": None}
+            return {"status": "complete", "result": result, "progress": 100, "finished": True, "stage": None,
+                    "declared_outputs": tuple(outputs) if outputs else None, "declared_download": download or None}
         case ev.JobFailed(error=error):
             if state.cancel_requested:
                 raise _refuse(state, event, "cancellation was requested")

@@ -100,6 +100,11 @@ class JobContext:
         self.cancel_event = threading.Event()
         #: storage keys this job wrote; removed if the job does not complete.
         self.written_keys: list[str] = []
+        #: outputs the job owns once it completes (``job.completed``'s ``owned_keys``): the
+        #: written keys plus those declared with ``owned=True`` in :attr:`download_key`'s setter.
+        self.owned_outputs: list[str] = []
+        #: the key a poll of the complete job links to (``job.completed``'s ``download_key``).
+        self.download_key: str | None = None
         self._child: children.Child | None = None
         self._child_lock = threading.Lock()
         self._last_progress = (-1, 0.0)

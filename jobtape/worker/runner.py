@@ -425,7 +425,8 @@ class Worker:
             log.warning("job %s is no longer ours; stopped without appending (%s)", context.job_id, outcome)
             return
         if isinstance(outcome, dict):
-            context.append(ev.JobCompleted(result=outcome))
+            owned = list(dict.fromkeys((*context.written_keys, *context.owned_outputs)))
+            context.append(ev.JobCompleted(result=outcome, owned_keys=owned or None, download_key=context.download_key))
             context.written_keys.clear()  # the result owns them now
             return
         context.cleanup(self.storage.delete)  # partial output goes before the terminal event

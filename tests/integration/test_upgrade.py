@@ -7,6 +7,11 @@ renamed (``0006_quota_guard``, ``0009_blob_removal_columns``). Each lists the sh
 re-run would fail: ``table assets already exists``). ``tests/data/main-248ad6f.db`` was
 written by that code (``tests/data/make_main_db.py``): a completed ingest (an ``assets``
 row), a rendered preview (a ``previews`` row) and a failed upload (``retained_upload``).
+
+Its events carry no ``owned_keys`` / ``download_key`` (declared in the log since branch
+``owned``): they re-encode to the very ``data`` stored (so every hash stays), and the fold's
+legacy reading (:mod:`jobtape.projections.legacy`) gives them the owned keys, the retained
+upload and the poll's link they had.
 """
 
 from __future__ import annotations
@@ -19,15 +24,21 @@ import sys
 from pathlib import Path
 
 from configs import TABLES  # tests/ is on sys.path
+from litestar.testing import TestClient
 
-from jobtape import runtime
+from jobtape import blobs, defaults, runtime
 from jobtape.audio.projections import assets, previews
 from jobtape.config import Settings
+from jobtape.eventlog import events as ev
 from jobtape.eventlog.sqlite import SQLiteBackend
+from jobtape.projections import state as job_state
 from jobtape.projections.rebuild import rebuild
 
 MAIN_DB = Path(__file__).resolve().parents[1] / "data" / "main-248ad6f.db"
 ASSET_ID, RECIPE_HASH = "a" * 32, "b" * 64
+INGEST, PREVIEW, FAILED = "f07ec17bc0394982a47f75d2d5c6b079", "c72d3b3089ab45ecbdd0bc002e2a2a9e", "4245aefcda094dd9826ef01d83f40a08"
+PREPARED, RENDERED = f"assets/{ASSET_ID}/prepared.flac", f"previews/{RECIPE_HASH}.mp3"
+UPLOAD_A, UPLOAD_B = "ingest-uploads/a/original.wav", "ingest-uploads/b/original.wav"
 
 
 def _schema(path: Path) -> list[tuple[str, str, str]]:
@@ -65,3 +76,38 @@ def test_a_data_dir_of_the_code_before_the_audio_package_applies_no_migration_an
         done = subprocess.run([sys.executable, "-m", "jobtape", *command], env=env, capture_output=True, text=True,
                               timeout=60, check=False)
         assert done.returncode == 0, (command, done.stdout[-500:], done.stderr[-500:])
+
+
+def test_old_jobs_keep_their_owned_keys_retention_and_download_links(tmp_path: Path) -> None:
+    data_dir = tmp_path / "var"
+    data_dir.mkdir()
+    shutil.copy(MAIN_DB, data_dir / "jobtape.db")
+    settings = Settings(data_dir=data_dir)
+    repository = runtime.open_repository(settings, tables=TABLES)
+    storage = runtime.open_storage(settings)
+    try:
+        for row in repository.store.backend.query("SELECT position, type, data FROM events ORDER BY position"):
+            event = ev.decode_event(row[0], row[1], row[2])
+            assert ev.encode_event(event) == (row[1], row[2])  # the same data, hence the same hash
+        expected = {  # (owned keys, retained inputs, download key), as the audio rules gave before
+            INGEST: ((UPLOAD_A, PREPARED), (), PREPARED),
+            PREVIEW: ((RENDERED,), (), RENDERED),
+            FAILED: ((UPLOAD_B,), (UPLOAD_B,), None),
+        }
+        for job_id, (owned, retained, download) in expected.items():
+            folded = job_state.fold(repository.store.read_stream(job_id))
+            for state in (repository.get(job_id), folded):  # the stored row (old state JSON) and a fresh fold
+                assert state is not None
+                assert (job_state.owned_keys(state), job_state.retained_inputs(state),
+                        job_state.download_key(state)) == (owned, retained, download), job_id
+
+        for key in (PREPARED, RENDERED, UPLOAD_B):
+            storage.put_stream(key, [b"x"])
+        with TestClient(defaults.create_app(repository, storage, settings)) as client:
+            for job_id, key in ((INGEST, PREPARED), (PREVIEW, RENDERED)):
+                assert f"key={key.replace('/', '%2F')}" in client.get(f"/api/audio/jobs/{job_id}").json()["downloadUrl"]
+            assert "downloadUrl" not in client.get(f"/api/audio/jobs/{FAILED}").json()
+        report = blobs.BlobSweeper(repository, storage, retention_s=0, actor="host:1:1").sweep()
+        assert report.removed == {FAILED: [UPLOAD_B]} and not storage.exists(UPLOAD_B)
+    finally:
+        repository.store.close()

@@ -105,5 +105,63 @@ def test_a_direct_upload_named_by_the_client_is_never_a_jobs_to_remove() -> None
     shared = "direct-uploads/abc/original.wav"
     created = ev.JobCreated(job_type="ingest", params={"sourceType": "storage", "storageKey": shared})
     failed = run(created, CLAIMED, ev.JobFailed(error="bad input", retryable=False))
-    assert job_state.upload_key(failed) is None and shared not in job_state.owned_keys(failed)
+    assert job_state.owned_inputs(failed) == () and shared not in job_state.owned_keys(failed)
     assert job_state.retained_upload(failed) is None
+
+
+# Ownership and the download declared in the log (job.created / job.completed owned_keys, download_key).
+
+REPORT = "reports/j.txt"
+INPUT = "inputs/j.csv"
+
+
+def test_a_declared_input_and_output_are_owned_and_the_declared_download_is_linked_for_any_job_type() -> None:
+    created = ev.JobCreated(job_type="report", params={"title": "q3"}, owned_keys=[INPUT])
+    done = run(created, CLAIMED, ev.JobCompleted(result={"bytes": 3}, owned_keys=[REPORT], download_key=REPORT))
+    assert job_state.owned_inputs(done) == (INPUT,) and job_state.owned_outputs(done) == (REPORT,)
+    assert job_state.owned_keys(done) == (INPUT, REPORT) and job_state.download_key(done) == REPORT
+    assert job_state.download_key(run(created, CLAIMED)) is None  # only once complete
+    removed = run(created, CLAIMED, ev.JobCompleted(owned_keys=[REPORT], download_key=REPORT),
+                  ev.JobBlobsDeleted(keys=[INPUT, REPORT]))
+    assert removed.removed_keys == (INPUT, REPORT) and job_state.download_key(removed) is None
+
+
+def test_a_declared_input_of_a_failed_or_cancelled_job_is_retained_until_recorded_removed() -> None:
+    created = ev.JobCreated(job_type="report", owned_keys=[INPUT])
+    failed = run(created, CLAIMED, ev.JobFailed(error="x"))
+    assert job_state.retained_inputs(failed) == (INPUT,) and job_state.retained_upload(failed) == INPUT
+    assert job_state.retained_inputs(run(created, ev.JobCancelRequested())) == (INPUT,)
+    assert job_state.retained_inputs(run(created, CLAIMED)) == ()  # still running
+    assert job_state.retained_inputs(run(created, CLAIMED, ev.JobCompleted(owned_keys=[REPORT]))) == ()
+    assert job_state.retained_inputs(run(created, CLAIMED, ev.JobFailed(error="x"), ev.JobBlobsDeleted(keys=[INPUT]))) == ()
+
+
+def test_the_fold_refuses_a_removal_naming_a_key_the_job_declared_only_as_its_download_or_never_declared() -> None:
+    shared = "previews/h.mp3"
+    hit = [ev.JobCreated(job_type="report"), ev.JobCompleted(result={}, download_key=shared)]  # links, does not own
+    assert job_state.owned_keys(run(*hit)) == () and job_state.download_key(run(*hit)) == shared
+    with pytest.raises(errors.IllegalTransition, match="does not own 'previews/h.mp3'"):
+        run(*hit, ev.JobBlobsDeleted(keys=[shared]))
+    created = ev.JobCreated(job_type="report", owned_keys=[INPUT])
+    with pytest.raises(errors.IllegalTransition, match="does not own 'reports/other.txt'"):
+        run(created, CLAIMED, ev.JobCompleted(owned_keys=[REPORT]), ev.JobBlobsDeleted(keys=["reports/other.txt"]))
+
+
+def test_declarations_replace_the_legacy_reading_and_other_types_get_none_of_it() -> None:
+    # A new audio completion declares its outputs: the result's keys are not read.
+    ingest = run(CREATED, CLAIMED, ev.JobCompleted(result=DONE.result, download_key=PREPARED))
+    assert job_state.owned_keys(ingest) == (UPLOAD,) and job_state.download_key(ingest) == PREPARED
+    # A user type whose result happens to hold audio-looking keys owns and links nothing undeclared.
+    user = run(ev.JobCreated(job_type="sum", params={"storageKey": UPLOAD}), CLAIMED,
+               ev.JobCompleted(result={"preparedKey": PREPARED, "previewKey": "previews/h.mp3"}))
+    assert job_state.owned_keys(user) == () and job_state.download_key(user) is None
+
+
+def test_an_event_declaring_nothing_encodes_exactly_as_before_the_fields_existed() -> None:
+    assert ev.encode_event(ev.JobCompleted(result={"a": 1})) == ("job.completed", '{"result":{"a":1}}')
+    assert ev.encode_event(ev.JobCompleted(result={}, owned_keys=[], download_key=None)) == ("job.completed", '{"result":{}}')
+    assert ev.encode_event(ev.JobCreated(job_type="sum", owned_keys=[]))[1] == (
+        '{"job_type":"sum","params":{},"owner":"anonymous","idempotency_key":null}')
+    type_, data = ev.encode_event(ev.JobCompleted(owned_keys=[REPORT], download_key=REPORT))
+    assert data == '{"result":{},"owned_keys":["reports/j.txt"],"download_key":"reports/j.txt"}'
+    assert ev.decode_event(1, type_, data) == ev.JobCompleted(owned_keys=[REPORT], download_key=REPORT)

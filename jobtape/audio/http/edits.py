@@ -109,7 +109,9 @@ def create_edit_job(
     if job_type == "preview":
         cached = previews.select_preview(repository.store, recipe_hash)
         if cached is not None and (storage is None or storage.exists(cached.preview_key)):
-            extra.append(ev.JobCompleted(result=previews.cache_hit_result(cached, recipe_hash, canonical.asset_id)))
+            # links to the rendering job's MP3, owns nothing
+            extra.append(ev.JobCompleted(result=previews.cache_hit_result(cached, recipe_hash, canonical.asset_id),
+                                         download_key=cached.preview_key))
     return creation.create_or_replay(
         repository, job_type, params, owner=owner, idempotency_key=idempotency_key,
         same_request=lambda earlier, _: earlier.get("recipeHash") == recipe_hash, extra_events=extra,

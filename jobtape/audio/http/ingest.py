@@ -245,6 +245,7 @@ async def _create_job(
     create = functools.partial(
         creation.create_or_replay, repository, "ingest", params, owner=owner, idempotency_key=key_text,
         same_request=same_ingest_request, differs="another source", job_id=job_id, max_active_jobs=max_active_jobs,
+        owned_keys=[blob_key] if blob_key is not None else None,  # the upload is this job's; a direct upload is not
     )
     try:
         created_id, status, created = await anyio.to_thread.run_sync(create)

@@ -93,6 +93,7 @@ def preview(context: JobContext, storage: Storage, settings: AudioSettings) -> d
     recipe, recipe_hash, source_key = _params(context)
     cached = previews.select_preview(context.repository.store, recipe_hash)
     if cached is not None and storage.exists(cached.preview_key):  # rendered since this job was created
+        context.set_download(cached.preview_key)  # the rendering job's: linked, not owned
         return previews.cache_hit_result(cached, recipe_hash, recipe.asset_id)
     source = _fetch(context, storage, source_key)
     output = context.workdir / "preview.mp3"
@@ -102,6 +103,7 @@ def preview(context: JobContext, storage: Storage, settings: AudioSettings) -> d
     key = preview_key(recipe_hash)
     if not storage.exists(key):  # a concurrent render of the same recipe may own it already
         context.output_written(key)
+    context.set_download(key, owned=True)  # a render owns its recipe's MP3 (the previews row points here)
     storage.put_file(key, output)
     return {
         "previewKey": key,
@@ -136,6 +138,7 @@ def save(context: JobContext, storage: Storage, settings: AudioSettings) -> dict
     asset_id = uuid.uuid4().hex
     key = f"assets/{asset_id}/prepared.flac"
     context.output_written(key)
+    context.set_download(key)
     storage.put_file(key, output)
     result = {
         "assetId": asset_id,

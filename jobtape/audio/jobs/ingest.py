@@ -73,6 +73,7 @@ def normalize_to_asset(context: JobContext, storage: Storage, settings: AudioSet
     asset_id = uuid.uuid4().hex
     key = f"assets/{asset_id}/prepared.flac"
     context.output_written(key)
+    context.set_download(key)
     storage.put_file(key, prepared)
     output_loudness = steps.loudness_summary(applied, "output") if applied else None
     return {
