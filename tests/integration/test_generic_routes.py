@@ -255,7 +255,10 @@ def test_the_stream_follows_a_job_to_its_end_and_resumes_after_last_event_id(ser
         assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
         messages = _sse(response.iter_lines())
     assert messages[0]["event"] == "state" and messages[0]["data"]["jobId"] == job_id
-    assert messages[-1]["event"] == "event" and messages[-1]["data"]["type"] == "job.completed"
+    if len(messages) == 1:  # the embedded worker finished the job before the stream began: the state says so, then it ends
+        assert messages[0]["data"]["status"] == "complete"
+    else:
+        assert messages[-1]["event"] == "event" and messages[-1]["data"]["type"] == "job.completed"
     last = messages[-1]["id"]
     with client.stream("GET", f"/api/jobs/{job_id}/stream", headers={"Last-Event-ID": "1"}) as response:
         resumed = _sse(response.iter_lines())
