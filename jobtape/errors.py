@@ -366,7 +366,9 @@ class StoreBusy(StoreUnavailable):
     """The event store stayed locked by another writer past the busy timeout; retry after a pause.
 
     Translated at the SQLite backend from ``sqlite3.OperationalError`` "database is locked"
-    / "database is busy" (SQLITE_BUSY, SQLITE_LOCKED). Nothing of the failed batch was
+    / "database is busy" (SQLITE_BUSY, SQLITE_LOCKED) once SQLite's busy timeout (10 s) has
+    passed, and at the libSQL backend from sqld's SQLITE_BUSY / SQLITE_LOCKED once its own
+    busy wait (``busy_timeout_s``, 10 s) has passed. Nothing of the failed batch was
     written (``in_doubt`` is ``False``).
     """
 

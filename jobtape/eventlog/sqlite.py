@@ -113,9 +113,10 @@ class SQLiteBackend(SQLBackend):
     def _connect(self) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False)
-            for pragma in self._pragmas:
-                conn.execute(pragma)
             conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
+            deadline = time.monotonic() + self.busy_timeout_s
+            for pragma in self._pragmas:
+                _run_pragma(conn, pragma, deadline)
         except sqlite3.OperationalError as exc:
             raise translate_operational_error(exc) from exc
         return conn
@@ -284,6 +285,29 @@ class SQLiteBackend(SQLBackend):
             if self._shared is not None:
                 self._shared.close()
             self._shared = None
+
+
+def _run_pragma(conn: sqlite3.Connection, pragma: str, deadline: float) -> None:
+    """Run one PRAGMA, waiting out a lock until ``deadline`` (``time.monotonic()`` seconds).
+
+    Switching a new file to WAL takes an exclusive lock, and SQLite answers "database is
+    locked" at once rather than calling the busy handler, so processes opening a new data
+    dir together (``serve`` and workers) would fail on the first connection. Once the file
+    is in WAL mode (which persists) the PRAGMA takes no lock, so this waits only on a new file.
+
+    Raises:
+        sqlite3.OperationalError: still locked at the deadline, or any other error.
+    """
+    pause = 0.005
+    while True:
+        try:
+            conn.execute(pragma)
+            return
+        except sqlite3.OperationalError as exc:
+            if not str(exc).startswith(_BUSY_MESSAGES) or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)  # a backoff while another connection holds the lock, not a wait for a result
+        pause = min(pause * 2, 0.1)
 
 
 #: SQLite's messages (sqlite3.OperationalError carries no error code before Python 3.11's
