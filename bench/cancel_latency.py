@@ -70,8 +70,12 @@ def _poll(predicate: Callable[[], Any], timeout_s: float, what: str, interval_s:
 
 
 @contextmanager
-def _api(repository: JobRepository, storage: LocalStorage, settings: Settings,
-         hooks: tuple[list[Callable[[], None]], list[Callable[[], None]]] = ([], [])) -> Iterator[str]:
+def _api(
+    repository: JobRepository,
+    storage: LocalStorage,
+    settings: Settings,
+    hooks: tuple[list[Callable[[], None]], list[Callable[[], None]]] = ([], []),
+) -> Iterator[str]:
     app = create_app(repository, storage, settings, on_startup=hooks[0], on_shutdown=hooks[1])
     listener = socket.create_server(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
@@ -106,8 +110,15 @@ def measure(base_url: str, repository: JobRepository, cancels: int) -> list[floa
             response = client.post(f"/api/audio/jobs/{job_id}/cancel")
             started = time.perf_counter()
             response.raise_for_status()
-            _poll(lambda job_id=job_id, child=child: not children.process_alive(child.pid, child.started_at_ticks)
-                  and (state := repository.load(job_id)) is not None and state.finished, 30, "the cancel")
+            _poll(
+                lambda job_id=job_id, child=child: (
+                    not children.process_alive(child.pid, child.started_at_ticks)
+                    and (state := repository.load(job_id)) is not None
+                    and state.finished
+                ),
+                30,
+                "the cancel",
+            )
             latencies.append(time.perf_counter() - started)
     return latencies
 
@@ -115,8 +126,7 @@ def measure(base_url: str, repository: JobRepository, cancels: int) -> list[floa
 def _embedded(data_dir: Path, cancels: int) -> list[float]:
     settings, audio = Settings(data_dir=data_dir), AudioSettings(ffmpeg_readrate=1.0)
     workers: list[Any] = []
-    repository = runtime.open_repository(settings, on_append=lambda result: [w.on_append(result) for w in workers],
-                                         tables=default_tables())
+    repository = runtime.open_repository(settings, on_append=lambda result: [w.on_append(result) for w in workers], tables=default_tables())
     storage = LocalStorage(settings.storage_root)
     workers.append(Worker(repository, storage, settings, audio))
     hooks = ([workers[0].start], [lambda: workers[0].stop(grace_s=0)])
@@ -132,9 +142,22 @@ def _separate(data_dir: Path, cancels: int, poll_interval_s: float) -> list[floa
     repository = runtime.open_repository(settings, tables=default_tables())
     storage = LocalStorage(settings.storage_root)
     worker = subprocess.Popen(
-        [sys.executable, "-m", "jobtape", "worker", "--data-dir", str(data_dir), "--poll-interval", f"{poll_interval_s:g}",
-         "--ffmpeg-readrate", "1", "--grace", "0"],
-        cwd=ROOT, stdout=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "jobtape",
+            "worker",
+            "--data-dir",
+            str(data_dir),
+            "--poll-interval",
+            f"{poll_interval_s:g}",
+            "--ffmpeg-readrate",
+            "1",
+            "--grace",
+            "0",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
     )
     try:
         with _api(repository, storage, settings) as base_url:
@@ -148,8 +171,10 @@ def _separate(data_dir: Path, cancels: int, poll_interval_s: float) -> list[floa
 def _report(name: str, latencies: list[float], target_s: float) -> bool:
     p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
     ok = p99 < target_s
-    print(f"{name:9s} n={len(latencies)} p50={p50 * 1000:7.1f} ms  p99={p99 * 1000:7.1f} ms"
-          f"  max={max(latencies) * 1000:7.1f} ms  target p99 < {target_s * 1000:.0f} ms  {'PASS' if ok else 'FAIL'}")
+    print(
+        f"{name:9s} n={len(latencies)} p50={p50 * 1000:7.1f} ms  p99={p99 * 1000:7.1f} ms"
+        f"  max={max(latencies) * 1000:7.1f} ms  target p99 < {target_s * 1000:.0f} ms  {'PASS' if ok else 'FAIL'}"
+    )
     return ok
 
 

@@ -73,8 +73,7 @@ def run_lifecycles(path: Path, jobs: int, threads: int = 1, synchronous: str = "
     repository = JobRepository(EventStore(backend), projections=TABLES.projections)
     share = -(-jobs // threads)
     workers = [
-        threading.Thread(target=_lifecycles, args=(repository, range(n * share, min(jobs, (n + 1) * share))))
-        for n in range(threads)
+        threading.Thread(target=_lifecycles, args=(repository, range(n * share, min(jobs, (n + 1) * share)))) for n in range(threads)
     ]
     start = time.perf_counter()
     for worker in workers:
@@ -101,8 +100,14 @@ def run_raw_inserts(path: Path, rows: int, synchronous: str = "FULL") -> float:
         connection.execute("BEGIN IMMEDIATE")
         connection.execute(
             "INSERT INTO rows (job_id, version, type, data, actor, recorded_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (f"{index // EVENTS_PER_JOB:032x}", index % EVENTS_PER_JOB + 1, "job.progress", '{"percent":40}',
-             _WORKER, "2026-01-01T00:00:00.000000Z"),
+            (
+                f"{index // EVENTS_PER_JOB:032x}",
+                index % EVENTS_PER_JOB + 1,
+                "job.progress",
+                '{"percent":40}',
+                _WORKER,
+                "2026-01-01T00:00:00.000000Z",
+            ),
         )
         connection.execute("COMMIT")
     elapsed = time.perf_counter() - start
@@ -117,8 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=8, help="threads for the concurrent run (default 8)")
     parser.add_argument("--data-dir", type=Path, default=None, help="folder for the SQLite files (default: a temp dir)")
     parser.add_argument("--profile", action="store_true", help="also print a cProfile of the single-thread run")
-    parser.add_argument("--synchronous", choices=SYNCHRONOUS_MODES, default="FULL",
-                        help="PRAGMA synchronous for both sides (default FULL, the store's default)")
+    parser.add_argument(
+        "--synchronous",
+        choices=SYNCHRONOUS_MODES,
+        default="FULL",
+        help="PRAGMA synchronous for both sides (default FULL, the store's default)",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="jobtape-bench-") as temp:
         folder = args.data_dir or Path(temp)
@@ -126,8 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         events = args.jobs * EVENTS_PER_JOB
         raw_s = run_raw_inserts(folder / "raw.db", events, args.synchronous)
         single_s, _ = run_lifecycles(folder / "lifecycle-1.db", args.jobs, 1, args.synchronous)
-        multi_s, grouping = run_lifecycles(folder / f"lifecycle-{args.threads}.db", args.jobs, args.threads,
-                                           args.synchronous)
+        multi_s, grouping = run_lifecycles(folder / f"lifecycle-{args.threads}.db", args.jobs, args.threads, args.synchronous)
         if args.profile:
             profiler = cProfile.Profile()
             profiler.runcall(run_lifecycles, folder / "profile.db", args.jobs)
@@ -142,9 +150,11 @@ def main(argv: list[str] | None = None) -> int:
         passed = ratio >= TARGET_RATIO
         passed_any |= passed
         extra = f", {grouping:.1f} appends per transaction" if label != "1 thread" else ""
-        print(f"event store, {label}: {args.jobs} lifecycles, {events} appends in {seconds:.2f} s = "
-              f"{rate:,.0f} events/s{extra}; ratio {ratio:.2f}; TARGET ratio >= {TARGET_RATIO}: "
-              f"{'PASS' if passed else 'FAIL'}")
+        print(
+            f"event store, {label}: {args.jobs} lifecycles, {events} appends in {seconds:.2f} s = "
+            f"{rate:,.0f} events/s{extra}; ratio {ratio:.2f}; TARGET ratio >= {TARGET_RATIO}: "
+            f"{'PASS' if passed else 'FAIL'}"
+        )
     return 0 if passed_any else 1
 
 

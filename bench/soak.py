@@ -132,9 +132,16 @@ def _settled_samples(pids: dict[str, int], jobs_done: int, poke: Any, *, settle_
         if time.monotonic() >= deadline:
             break
         time.sleep(0.5)
-    return {name: ProcessSample(jobs_done, min(s.fds for s in samples), min(s.db_fds for s in samples),
-                                min(s.threads for s in samples), min(s.rss_mb for s in samples))
-            for name, samples in looks.items()}
+    return {
+        name: ProcessSample(
+            jobs_done,
+            min(s.fds for s in samples),
+            min(s.db_fds for s in samples),
+            min(s.threads for s in samples),
+            min(s.rss_mb for s in samples),
+        )
+        for name, samples in looks.items()
+    }
 
 
 @dataclasses.dataclass
@@ -218,13 +225,23 @@ class _RemoteBackends:
 
             port = _free_port()
             with (log_dir / "moto.log").open("wb") as log:
-                self.moto = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1",
-                                              "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
+                self.moto = subprocess.Popen(
+                    [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
             endpoint = f"http://127.0.0.1:{port}"
-            self.env.update(STORAGE_BACKEND="s3", S3_BUCKET="soak", S3_ENDPOINT_URL=endpoint, AWS_REGION="us-east-1",
-                            AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
-            client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
-                                  aws_secret_access_key="testing")
+            self.env.update(
+                STORAGE_BACKEND="s3",
+                S3_BUCKET="soak",
+                S3_ENDPOINT_URL=endpoint,
+                AWS_REGION="us-east-1",
+                AWS_ACCESS_KEY_ID="testing",
+                AWS_SECRET_ACCESS_KEY="testing",
+            )
+            client = boto3.client(
+                "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
+            )
             deadline = time.monotonic() + 30
             while True:
                 try:
@@ -251,9 +268,15 @@ class _Deployment:
     def __init__(self, data_dir: Path, work_tmp: Path, log_dir: Path, backend_env: dict[str, str]) -> None:
         self.port = _free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, **backend_env, "JOBTAPE_DATA_DIR": str(data_dir), "TMPDIR": str(work_tmp),
-               "JOBTAPE_WORK_DIR": str(work_tmp),  # the workers' folders: none may be left at the end
-               "JOBTAPE_MAX_ACTIVE_JOBS": "100000", "JOBTAPE_SQLITE_SYNCHRONOUS": "FULL"}
+        env = {
+            **os.environ,
+            **backend_env,
+            "JOBTAPE_DATA_DIR": str(data_dir),
+            "TMPDIR": str(work_tmp),
+            "JOBTAPE_WORK_DIR": str(work_tmp),  # the workers' folders: none may be left at the end
+            "JOBTAPE_MAX_ACTIVE_JOBS": "100000",
+            "JOBTAPE_SQLITE_SYNCHRONOUS": "FULL",
+        }
         commands = {
             "serve": _jobtape("serve", "--port", str(self.port), "--workers", "1", "--poll-interval", "0.2"),
             "worker-1": _jobtape("worker", "--poll-interval", "0.2"),
@@ -262,8 +285,9 @@ class _Deployment:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         for name, command in commands.items():
             log = (log_dir / f"{name}.log").open("wb")
-            self.processes[name] = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                                    cwd=ROOT, start_new_session=True)
+            self.processes[name] = subprocess.Popen(
+                command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
+            )
             log.close()
         deadline = time.monotonic() + 60
         while True:
@@ -377,8 +401,9 @@ class _Clients:
         return str(response.json()["data"]["jobId"])
 
     def _edit(self, client: httpx.Client, route: str, asset: str, start: float, end: float) -> str:
-        response = client.post(f"/api/audio/edit/{route}", json={"assetId": asset, "startSec": start, "endSec": end,
-                                                                  "fadeInSec": 0.1, "gainDb": -1})
+        response = client.post(
+            f"/api/audio/edit/{route}", json={"assetId": asset, "startSec": start, "endSec": end, "fadeInSec": 0.1, "gainDb": -1}
+        )
         response.raise_for_status()
         return str(response.json()["data"]["jobId"])
 
@@ -447,16 +472,39 @@ def run_soak(
     report = SoakReport(jobs=jobs)
     remote = _RemoteBackends(store, storage, data_dir, logs)
     try:
-        return _run(report, remote.env, store_dir, work_tmp, logs, clients=clients, sample_every=sample_every,
-                    warmup=warmup, seed=seed, limits=(max_fd_growth, max_rss_growth_mb, max_thread_growth),
-                    settle_s=settle_s, progress=progress)
+        return _run(
+            report,
+            remote.env,
+            store_dir,
+            work_tmp,
+            logs,
+            clients=clients,
+            sample_every=sample_every,
+            warmup=warmup,
+            seed=seed,
+            limits=(max_fd_growth, max_rss_growth_mb, max_thread_growth),
+            settle_s=settle_s,
+            progress=progress,
+        )
     finally:
         remote.stop()
 
 
-def _run(report: SoakReport, backend_env: dict[str, str], store_dir: Path, work_tmp: Path, logs: Path, *, clients: int,
-         sample_every: int, warmup: int, seed: int, limits: tuple[int, float, int], settle_s: float,
-         progress: bool) -> SoakReport:
+def _run(
+    report: SoakReport,
+    backend_env: dict[str, str],
+    store_dir: Path,
+    work_tmp: Path,
+    logs: Path,
+    *,
+    clients: int,
+    sample_every: int,
+    warmup: int,
+    seed: int,
+    limits: tuple[int, float, int],
+    settle_s: float,
+    progress: bool,
+) -> SoakReport:
     jobs = report.jobs
     max_fd_growth, max_rss_growth_mb, max_thread_growth = limits
     deployment = _Deployment(store_dir, work_tmp, logs, backend_env)
@@ -487,8 +535,10 @@ def _run(report: SoakReport, backend_env: dict[str, str], store_dir: Path, work_
                 load.open.set()
                 sampling_s += time.monotonic() - paused
                 if progress:
-                    line = "  ".join(f"{n}: fds {s[-1].fds} db {s[-1].db_fds} thr {s[-1].threads} rss {s[-1].rss_mb:.0f}MB"
-                                     for n, s in report.samples.items())
+                    line = "  ".join(
+                        f"{n}: fds {s[-1].fds} db {s[-1].db_fds} thr {s[-1].threads} rss {s[-1].rss_mb:.0f}MB"
+                        for n, s in report.samples.items()
+                    )
                     print(f"[{time.monotonic() - started:7.1f} s] {done:6d} jobs  {line}", flush=True)
                 next_sample = max(next_sample, done) + sample_every
         report.elapsed_s = time.monotonic() - started - sampling_s
@@ -508,8 +558,7 @@ def _run(report: SoakReport, backend_env: dict[str, str], store_dir: Path, work_
             report.failures.append(f"jobtape {label} exited {checked.returncode}: {checked.stdout[-500:]}{checked.stderr[-500:]}")
     backend = runtime.open_backend(Settings.from_env(env), TABLES)
     try:
-        report.statuses = {str(status): int(count) for status, count in
-                           backend.query("SELECT status, COUNT(*) FROM jobs GROUP BY status")}
+        report.statuses = {str(status): int(count) for status, count in backend.query("SELECT status, COUNT(*) FROM jobs GROUP BY status")}
         finished = {str(row[0]) for row in backend.query(f"SELECT job_id FROM jobs WHERE status IN {TERMINAL}")}
     finally:
         backend.close()
@@ -519,14 +568,17 @@ def _run(report: SoakReport, backend_env: dict[str, str], store_dir: Path, work_
     if report.statuses.get("failed"):
         report.failures.append(f"{report.statuses['failed']} job(s) failed")
     report.leftovers = sorted(str(path) for path in work_tmp.iterdir()) + sorted(
-        str(path) for path in (store_dir / "upload-tmp").glob("upload-*.part"))
+        str(path) for path in (store_dir / "upload-tmp").glob("upload-*.part")
+    )
     if report.leftovers:
         report.failures.append(f"{len(report.leftovers)} leftover work folder(s) or spool file(s)")
     for name, samples in report.samples.items():
         first, last = samples[0], samples[-1]
-        for what, grown, limit in (("fds", last.fds - first.fds, max_fd_growth),
-                                   ("RSS MB", last.rss_mb - first.rss_mb, max_rss_growth_mb),
-                                   ("threads", last.threads - first.threads, max_thread_growth)):
+        for what, grown, limit in (
+            ("fds", last.fds - first.fds, max_fd_growth),
+            ("RSS MB", last.rss_mb - first.rss_mb, max_rss_growth_mb),
+            ("threads", last.threads - first.threads, max_thread_growth),
+        ):
             if grown > limit:
                 report.failures.append(f"{name}: {what} grew by {grown:g} after warm-up (limit {limit:g})")
     return report
@@ -534,23 +586,28 @@ def _run(report: SoakReport, backend_env: dict[str, str], store_dir: Path, work_
 
 def render(report: SoakReport) -> str:
     """The report as the text ``main`` prints."""
-    lines = [(f"{report.jobs} jobs in {report.elapsed_s:.1f} s = {report.jobs_per_s:.1f} jobs/s "
-              f"(3 processes: serve with 1 embedded worker, 2 separate workers)")]
+    lines = [
+        (
+            f"{report.jobs} jobs in {report.elapsed_s:.1f} s = {report.jobs_per_s:.1f} jobs/s "
+            f"(3 processes: serve with 1 embedded worker, 2 separate workers)"
+        )
+    ]
     mix = ", ".join(f"{kind}: {dict(counts)}" for kind, counts in sorted(report.outcomes.items()))
-    lines.append(f"mix: {mix}; cancels that stopped a running job: {report.cancels_in_time}, too late: "
-                 f"{report.cancels_too_late}")
+    lines.append(f"mix: {mix}; cancels that stopped a running job: {report.cancels_in_time}, too late: {report.cancels_too_late}")
     lines.append(f"log at the end: {report.statuses}; checks: {report.checks}; leftovers: {len(report.leftovers)}")
     lines.append(f"{'process':9} {'':9} {'jobs':>6} {'fds':>5} {'db fds':>6} {'threads':>7} {'RSS MB':>7}")
     for name in report.samples:
         first, last = report.growth(name)
         per_k = max(last.jobs_done - first.jobs_done, 1) / 1000
-        lines.append(f"{name:9} {'baseline':9} {first.jobs_done:6d} {first.fds:5d} {first.db_fds:6d} {first.threads:7d} "
-                     f"{first.rss_mb:7.1f}")
-        lines.append(f"{'':9} {'end':9} {last.jobs_done:6d} {last.fds:5d} {last.db_fds:6d} {last.threads:7d} "
-                     f"{last.rss_mb:7.1f}")
-        lines.append(f"{'':9} {'growth':9} {'':6} {last.fds - first.fds:+5d} {last.db_fds - first.db_fds:+6d} "
-                     f"{last.threads - first.threads:+7d} {last.rss_mb - first.rss_mb:+7.1f}   per 1,000 jobs: "
-                     f"fds {(last.fds - first.fds) / per_k:+.2f}, RSS {(last.rss_mb - first.rss_mb) / per_k:+.2f} MB")
+        lines.append(
+            f"{name:9} {'baseline':9} {first.jobs_done:6d} {first.fds:5d} {first.db_fds:6d} {first.threads:7d} {first.rss_mb:7.1f}"
+        )
+        lines.append(f"{'':9} {'end':9} {last.jobs_done:6d} {last.fds:5d} {last.db_fds:6d} {last.threads:7d} {last.rss_mb:7.1f}")
+        lines.append(
+            f"{'':9} {'growth':9} {'':6} {last.fds - first.fds:+5d} {last.db_fds - first.db_fds:+6d} "
+            f"{last.threads - first.threads:+7d} {last.rss_mb - first.rss_mb:+7.1f}   per 1,000 jobs: "
+            f"fds {(last.fds - first.fds) / per_k:+.2f}, RSS {(last.rss_mb - first.rss_mb) / per_k:+.2f} MB"
+        )
     lines.append("PASS" if not report.failures else "FAIL:\n  " + "\n  ".join(report.failures))
     return "\n".join(lines)
 
@@ -568,18 +625,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-thread-growth", type=int, default=2)
     parser.add_argument("--settle", type=float, default=15.0, help="seconds of quiet looks per sample")
     parser.add_argument("--data-dir", type=Path, default=None, help="an empty folder (default: a new temp folder)")
-    parser.add_argument("--store", choices=("sqlite", "libsql"), default="sqlite",
-                        help="libsql: the log on a sqld process started by the soak")
-    parser.add_argument("--storage", choices=("local", "s3"), default="local",
-                        help="s3: blobs on a moto S3 server process started by the soak")
+    parser.add_argument(
+        "--store", choices=("sqlite", "libsql"), default="sqlite", help="libsql: the log on a sqld process started by the soak"
+    )
+    parser.add_argument(
+        "--storage", choices=("local", "s3"), default="local", help="s3: blobs on a moto S3 server process started by the soak"
+    )
     parser.add_argument("--json", action="store_true", help="also print the samples as JSON")
     args = parser.parse_args(argv)
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="jobtape-soak-"))
     print(f"soak: {args.jobs} jobs, data dir {data_dir}", flush=True)
-    report = run_soak(args.jobs, data_dir=data_dir, clients=args.clients, sample_every=args.sample_every,
-                      warmup=args.warmup, seed=args.seed, max_fd_growth=args.max_fd_growth,
-                      max_rss_growth_mb=args.max_rss_growth_mb, max_thread_growth=args.max_thread_growth,
-                      settle_s=args.settle, store=args.store, storage=args.storage, progress=True)
+    report = run_soak(
+        args.jobs,
+        data_dir=data_dir,
+        clients=args.clients,
+        sample_every=args.sample_every,
+        warmup=args.warmup,
+        seed=args.seed,
+        max_fd_growth=args.max_fd_growth,
+        max_rss_growth_mb=args.max_rss_growth_mb,
+        max_thread_growth=args.max_thread_growth,
+        settle_s=args.settle,
+        store=args.store,
+        storage=args.storage,
+        progress=True,
+    )
     print(render(report))
     if args.json:
         print(json.dumps({name: [dataclasses.asdict(s) for s in samples] for name, samples in report.samples.items()}))

@@ -67,12 +67,30 @@ __all__ = [
     "load_app",
 ]
 
-_ERRORS = ("ConflictError", "JobError", "JobFailed", "JobInterrupted", "JobtapeError", "RequestError", "RequestRejected",
-           "ServerError", "ServerUnreachable", "StorageError", "StoreError", "WaitTimedOut")
+_ERRORS = (
+    "ConflictError",
+    "JobError",
+    "JobFailed",
+    "JobInterrupted",
+    "JobtapeError",
+    "RequestError",
+    "RequestRejected",
+    "ServerError",
+    "ServerUnreachable",
+    "StorageError",
+    "StoreError",
+    "WaitTimedOut",
+)
 #: The public names and the module each comes from, imported on first use (PEP 562), so
 #: ``from jobtape import errors`` in the HTTP API or a worker does not load the whole engine.
-_PUBLIC = {"App": "jobtape.app", "JobContext": "jobtape.app", "load_app": "jobtape.app",
-           "Client": "jobtape.client", "AsyncClient": "jobtape.client", **dict.fromkeys(_ERRORS, "jobtape.errors")}
+_PUBLIC = {
+    "App": "jobtape.app",
+    "JobContext": "jobtape.app",
+    "load_app": "jobtape.app",
+    "Client": "jobtape.client",
+    "AsyncClient": "jobtape.client",
+    **dict.fromkeys(_ERRORS, "jobtape.errors"),
+}
 #: Submodules reachable as attributes after a bare ``import jobtape`` (``except jobtape.errors.RequestError:``,
 #: ``jobtape.client.WaitTimedOut``).
 _SUBMODULES = frozenset({"client", "errors"})
@@ -92,5 +110,6 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'jobtape' has no attribute {name!r}")
     return getattr(importlib.import_module(module), name)
+
 
 __version__ = "0.1.0"

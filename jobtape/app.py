@@ -56,8 +56,7 @@ from jobtape.worker.runner import JobHandler, Worker
 __all__ = ["App", "JobContext", "JobTypeSpec", "load_app"]
 
 #: The dependencies the HTTP app gives every route (:func:`jobtape.http.create_app`).
-_ENGINE_DEPENDENCIES = frozenset({"repository", "storage", "settings", "spool_folder", "upload_slots",
-                                  "downloadable_keys"})
+_ENGINE_DEPENDENCIES = frozenset({"repository", "storage", "settings", "spool_folder", "upload_slots", "downloadable_keys"})
 
 
 class JobContext:
@@ -326,7 +325,12 @@ class App:
         return dict(self._types)
 
     def job_type(
-        self, name: str, *, timeout_s: float | None = None, max_attempts: int | None = None, params: Any = None,
+        self,
+        name: str,
+        *,
+        timeout_s: float | None = None,
+        max_attempts: int | None = None,
+        params: Any = None,
         http_submit: bool = True,
     ) -> Callable[[Handler], Handler]:
         """Register the decorated function as the handler of job type ``name``.
@@ -353,8 +357,14 @@ class App:
             raise ValueError(f"job type {name!r} is not a lowercase name (a-z, 0-9, '_', '.', '-'; at most 64)")
 
         def register(handler: Handler) -> Handler:
-            spec = JobTypeSpec(name, handler, params or _params_annotation(handler), timeout_s=timeout_s,
-                               max_attempts=max_attempts, http_submit=http_submit)
+            spec = JobTypeSpec(
+                name,
+                handler,
+                params or _params_annotation(handler),
+                timeout_s=timeout_s,
+                max_attempts=max_attempts,
+                http_submit=http_submit,
+            )
             with self._lock:
                 if name in self._types:
                     raise errors.JobTypeAlreadyRegistered(name)
@@ -382,8 +392,9 @@ class App:
                 self._repository = runtime.open_repository(self.settings, tables=self._tables)
             return self._repository
 
-    def submit(self, job_type: str, params: Any, *, owner: str | None = None,
-               idempotency_key: str | None = None, owned_keys: Sequence[str] = ()) -> str:
+    def submit(
+        self, job_type: str, params: Any, *, owner: str | None = None, idempotency_key: str | None = None, owned_keys: Sequence[str] = ()
+    ) -> str:
         """Create a job in-process with the same guarded batch the API appends; return its id.
 
         Args:
@@ -403,8 +414,9 @@ class App:
         """
         spec = self.spec(job_type)
         stored = spec.encode_params(params)
-        result = self.repository.create(job_type, stored, owner=owner or "anonymous", idempotency_key=idempotency_key,
-                                        actor="app", owned_keys=owned_keys)
+        result = self.repository.create(
+            job_type, stored, owner=owner or "anonymous", idempotency_key=idempotency_key, actor="app", owned_keys=owned_keys
+        )
         return result.state.job_id
 
     def worker(self, *, storage: Storage | None = None, **options: Any) -> Worker:
@@ -414,8 +426,14 @@ class App:
             storage: the blob storage; ``None`` opens the one the settings name.
             options: more :class:`Worker` keyword arguments (``worker_id``, ``rng``).
         """
-        return Worker(self.repository, storage or runtime.open_storage(self.settings), self.settings,
-                      handlers=self.job_handlers(), limits=self.limits(), **options)
+        return Worker(
+            self.repository,
+            storage or runtime.open_storage(self.settings),
+            self.settings,
+            handlers=self.job_handlers(),
+            limits=self.limits(),
+            **options,
+        )
 
     def job_handlers(self) -> dict[str, JobHandler]:
         """Job type -> the job handler the worker calls: decodes the params, calls the registered function (``Worker(handlers=...)``)."""
@@ -423,8 +441,7 @@ class App:
 
     def limits(self) -> dict[str, policy.TypeLimits]:
         """Job type -> its own timeout and ``max_attempts`` (``Worker(limits=...)``)."""
-        return {name: policy.TypeLimits(timeout_s=spec.timeout_s, max_attempts=spec.max_attempts)
-                for name, spec in self._types.items()}
+        return {name: policy.TypeLimits(timeout_s=spec.timeout_s, max_attempts=spec.max_attempts) for name, spec in self._types.items()}
 
     def close(self) -> None:
         """Close the job log if it was opened."""

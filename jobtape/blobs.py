@@ -161,15 +161,23 @@ class BlobSweeper:
         if not self._redeleted:
             since = now - dt.timedelta(seconds=REDELETE_WINDOW_S)
             # Uploads only: a preview's key is the recipe's, and a newer render may own it again.
-            self._undeleted.update(key for state in self.repository.blob_removals(since)
-                                   for key in job_state.owned_inputs(state) if key in state.removed_keys)
+            self._undeleted.update(
+                key for state in self.repository.blob_removals(since) for key in job_state.owned_inputs(state) if key in state.removed_keys
+            )
             self._redeleted = True
         redeleted = self._delete_pending()
         cutoff = now - dt.timedelta(seconds=self.retention_s)
         removed: dict[str, list[str]] = {}
         for job_id in self.repository.retained_uploads(cutoff, _SWEEP_LIMIT):
-            keys = remove_job_blobs(self.repository, self.storage, job_id, lambda state: _due(state, cutoff),
-                                    reason=self.reason, actor=self.actor, on_error=self._undeleted.add)
+            keys = remove_job_blobs(
+                self.repository,
+                self.storage,
+                job_id,
+                lambda state: _due(state, cutoff),
+                reason=self.reason,
+                actor=self.actor,
+                on_error=self._undeleted.add,
+            )
             if keys:
                 removed[job_id] = keys
         if removed:

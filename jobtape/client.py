@@ -266,11 +266,17 @@ def raise_for_response(response: httpx.Response, context: _Context) -> None:
         raise _rebuilt(errors.JobNotFound, message, status, job_id=job_id)
     if status == 409:
         if context.operation == "cancel" and terminal_status is not None:
-            raise _rebuilt(errors.IllegalTransition, message, status, job_id=job_id, status=terminal_status,
-                           event_type="job.cancel_requested", reason=message)
+            raise _rebuilt(
+                errors.IllegalTransition,
+                message,
+                status,
+                job_id=job_id,
+                status=terminal_status,
+                event_type="job.cancel_requested",
+                reason=message,
+            )
         if context.operation == "submit" and context.idempotency_key is not None:
-            raise _rebuilt(errors.DuplicateIdempotencyKey, message, status, owner=context.owner,
-                           idempotency_key=context.idempotency_key)
+            raise _rebuilt(errors.DuplicateIdempotencyKey, message, status, owner=context.owner, idempotency_key=context.idempotency_key)
         raise _rebuilt(errors.ConflictError, message, status)
     if status == 422:
         unknown = _UNKNOWN_TYPE.match(message) if context.operation == "submit" else None
@@ -287,11 +293,18 @@ def raise_for_response(response: httpx.Response, context: _Context) -> None:
             raise _rebuilt(errors.InvalidTimeSpec, message, status, text=context.as_of, reason=message)
     if status == 429:
         found = _MAX_ACTIVE.search(message)
-        raise _rebuilt(errors.QuotaExceeded, message, status, owner=context.owner,
-                       max_active_jobs=int(found.group(1)) if found else None, retry_after_s=_retry_after(response, 10))
+        raise _rebuilt(
+            errors.QuotaExceeded,
+            message,
+            status,
+            owner=context.owner,
+            max_active_jobs=int(found.group(1)) if found else None,
+            retry_after_s=_retry_after(response, 10),
+        )
     if status == 503:
-        raise _rebuilt(errors.StoreUnavailable, message, status, retry_after_s=_retry_after(response, 2),
-                       in_doubt=context.operation == "submit")
+        raise _rebuilt(
+            errors.StoreUnavailable, message, status, retry_after_s=_retry_after(response, 2), in_doubt=context.operation == "submit"
+        )
     if status == 507:
         raise _rebuilt(errors.StoreFull, message, status)
     raise _rebuilt(RequestRejected if status < 500 else ServerError, message, status)
@@ -302,8 +315,9 @@ def _decode(response: httpx.Response, context: _Context, type_: type[_T]) -> _T:
     try:
         return msgspec.json.decode(response.content, type=type_)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise _rebuilt(ServerError, f"the server's answer to {context.operation} is not what a jobtape server sends: {exc}",
-                       response.status_code) from exc
+        raise _rebuilt(
+            ServerError, f"the server's answer to {context.operation} is not what a jobtape server sends: {exc}", response.status_code
+        ) from exc
 
 
 @dataclasses.dataclass(frozen=True)
@@ -337,14 +351,18 @@ class _Calls:
         body = {"type": job_type, "params": msgspec.to_builtins(params)}
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else {}
         context = _Context("submit", job_type=job_type, owner=self.client_id or "anonymous", idempotency_key=idempotency_key)
-        return _Call("POST", "/api/jobs", context, lambda r: _decode(r, context, _Envelope).data.job_id,
-                     json=body, headers=headers)
+        return _Call("POST", "/api/jobs", context, lambda r: _decode(r, context, _Envelope).data.job_id, json=body, headers=headers)
 
     def get(self, job_id: str, as_of: str | dt.datetime | None) -> _Call[JobView]:
         text = _as_of_text(as_of)
         context = _Context("get", job_id=job_id, as_of=text)
-        return _Call("GET", f"/api/jobs/{job_id}", context, lambda r: _decode(r, context, JobView),
-                     params={"asOf": text} if text is not None else None)
+        return _Call(
+            "GET",
+            f"/api/jobs/{job_id}",
+            context,
+            lambda r: _decode(r, context, JobView),
+            params={"asOf": text} if text is not None else None,
+        )
 
     def cancel(self, job_id: str) -> _Call[None]:
         context = _Context("cancel", job_id=job_id)
@@ -353,8 +371,13 @@ class _Calls:
     def events(self, job_id: str, as_of: str | dt.datetime | None) -> _Call[list[EventView]]:
         text = _as_of_text(as_of)
         context = _Context("events", job_id=job_id, as_of=text)
-        return _Call("GET", f"/api/jobs/{job_id}/events", context, lambda r: _decode(r, context, _EventList).events,
-                     params={"asOf": text} if text is not None else None)
+        return _Call(
+            "GET",
+            f"/api/jobs/{job_id}/events",
+            context,
+            lambda r: _decode(r, context, _EventList).events,
+            params={"asOf": text} if text is not None else None,
+        )
 
     def headers(self) -> dict[str, str]:
         return {"X-Client-Id": self.client_id} if self.client_id is not None else {}
@@ -452,8 +475,14 @@ class Client:
         transport: an httpx transport (e.g. ``httpx.HTTPTransport(retries=2)``); ``None``: httpx's default.
     """
 
-    def __init__(self, base_url: str, *, client_id: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
-                 transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        client_id: str | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         self._calls = _Calls(client_id)
         self._timeout_s = timeout_s
         self._http = httpx.Client(base_url=base_url, timeout=timeout_s, transport=transport, headers=self._calls.headers())
@@ -581,17 +610,21 @@ class AsyncClient:
         transport: an httpx async transport; ``None``: httpx's default.
     """
 
-    def __init__(self, base_url: str, *, client_id: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        client_id: str | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self._calls = _Calls(client_id)
         self._timeout_s = timeout_s
-        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout_s, transport=transport,
-                                       headers=self._calls.headers())
+        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout_s, transport=transport, headers=self._calls.headers())
 
     async def _send(self, call: _Call[_T]) -> _T:
         try:
-            response = await self._http.request(call.method, call.path, json=call.json, params=call.params,
-                                                headers=call.headers)
+            response = await self._http.request(call.method, call.path, json=call.json, params=call.params, headers=call.headers)
         except httpx.TransportError as exc:
             raise _transport_error(exc, call) from exc
         return call.decode(response)

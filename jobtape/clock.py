@@ -15,7 +15,13 @@ def _real(value: dt.datetime) -> dt.datetime:
     if type(value) is _REAL_DATETIME[0]:
         return value
     return _REAL_DATETIME[0](
-        value.year, value.month, value.day, value.hour, value.minute, value.second, value.microsecond,
+        value.year,
+        value.month,
+        value.day,
+        value.hour,
+        value.minute,
+        value.second,
+        value.microsecond,
         tzinfo=value.tzinfo,
     )
 

@@ -154,8 +154,10 @@ class Settings:
             raise ValueError(f"storage backend {self.storage_backend!r} is not one of {', '.join(STORAGE_BACKENDS)}")
         if self.max_concurrent_uploads < 1:
             raise ValueError(f"JOBTAPE_MAX_CONCURRENT_UPLOADS must be at least 1, not {self.max_concurrent_uploads}")
-        for name, value in (("JOBTAPE_UPLOAD_IDLE_TIMEOUT", self.upload_idle_timeout_s),
-                            ("JOBTAPE_UPLOAD_MIN_RATE", self.upload_min_rate_bytes_s)):
+        for name, value in (
+            ("JOBTAPE_UPLOAD_IDLE_TIMEOUT", self.upload_idle_timeout_s),
+            ("JOBTAPE_UPLOAD_MIN_RATE", self.upload_min_rate_bytes_s),
+        ):
             if not value >= 0:  # also refuses NaN
                 raise ValueError(f"{name} must be 0 (off) or more, not {value}")
         filemodes.check_file_mode(self.file_mode)
@@ -252,7 +254,6 @@ def _file_mode(text: str) -> int:
 _file_mode.__name__ = "file mode (octal, owner read/write plus read/write bits only, e.g. 0600 or 0640)"
 
 
-
 def _backend_values(env: Mapping[str, str]) -> dict[str, object]:
     """The event-store and storage fields from their (un-prefixed, seed-compatible) variables."""
     values: dict[str, object] = {}
@@ -266,11 +267,15 @@ def _backend_values(env: Mapping[str, str]) -> dict[str, object]:
     if storage == "r2":
         account = env.get("R2_ACCOUNT_ID")
         endpoint = env.get("S3_ENDPOINT_URL") or (f"https://{account}.r2.cloudflarestorage.com" if account else None)
-        names = {"s3_bucket": "R2_BUCKET", "s3_access_key_id": "R2_ACCESS_KEY_ID",
-                 "s3_secret_access_key": "R2_SECRET_ACCESS_KEY"}
+        names = {"s3_bucket": "R2_BUCKET", "s3_access_key_id": "R2_ACCESS_KEY_ID", "s3_secret_access_key": "R2_SECRET_ACCESS_KEY"}
         values.update({"s3_endpoint_url": endpoint, "s3_region": "auto"})
     else:
-        names = {"s3_bucket": "S3_BUCKET", "s3_endpoint_url": "S3_ENDPOINT_URL", "s3_region": "AWS_REGION",
-                 "s3_access_key_id": "AWS_ACCESS_KEY_ID", "s3_secret_access_key": "AWS_SECRET_ACCESS_KEY"}
+        names = {
+            "s3_bucket": "S3_BUCKET",
+            "s3_endpoint_url": "S3_ENDPOINT_URL",
+            "s3_region": "AWS_REGION",
+            "s3_access_key_id": "AWS_ACCESS_KEY_ID",
+            "s3_secret_access_key": "AWS_SECRET_ACCESS_KEY",
+        }
     values.update({name: env[var] for name, var in names.items() if env.get(var)})
     return {k: v for k, v in values.items() if v is not None}

@@ -62,8 +62,15 @@ def create_app(
     from jobtape.http import app as http_app
 
     chosen = app or default_app(settings, audio_settings or AudioSettings())
-    return http_app.create_app(repository, storage, settings, routes=chosen.routes_for(storage),
-                               dependencies=chosen.dependencies, description=chosen.description, **options)
+    return http_app.create_app(
+        repository,
+        storage,
+        settings,
+        routes=chosen.routes_for(storage),
+        dependencies=chosen.dependencies,
+        description=chosen.description,
+        **options,
+    )
 
 
 def worker(

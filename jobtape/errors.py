@@ -138,8 +138,7 @@ class JobtapeError(Exception):
         super().__init_subclass__(**kwargs)
         status = vars(cls).get("http_status")
         if status is not None and (not isinstance(status, int) or isinstance(status, bool) or not 400 <= status <= 599):
-            raise TypeError(f"{cls.__qualname__}.http_status must be an HTTP error status (an int from 400 to 599), "
-                            f"not {status!r}")
+            raise TypeError(f"{cls.__qualname__}.http_status must be an HTTP error status (an int from 400 to 599), not {status!r}")
 
     def __init__(self, message: str | None = None) -> None:
         super().__init__(message or (self.__class__.__doc__ or "").strip().splitlines()[0])
@@ -201,15 +200,12 @@ class ConcurrencyError(ConflictError):
     """The job's stream moved on since the expected version (optimistic concurrency)."""
 
     http_status = 409
-    http_message = 'the job changed while this request ran; send the request again'
+    http_message = "the job changed while this request ran; send the request again"
 
     def __init__(self, job_id: str, expected_version: int, message: str | None = None) -> None:
         self.job_id = job_id
         self.expected_version = expected_version
-        super().__init__(
-            message
-            or f"stream {job_id} is no longer at version {expected_version}: another writer appended first"
-        )
+        super().__init__(message or f"stream {job_id} is no longer at version {expected_version}: another writer appended first")
 
 
 class IllegalTransition(ConflictError):
@@ -238,7 +234,7 @@ class JobNotFound(RequestError):
     """Job not found."""
 
     http_status = 404
-    http_message = 'Job not found'
+    http_message = "Job not found"
 
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
@@ -268,7 +264,7 @@ class ConstraintViolation(ConflictError):
     """
 
     http_status = 409
-    http_message = 'a guard of the event log refused this change; nothing was written; read the job and retry'
+    http_message = "a guard of the event log refused this change; nothing was written; read the job and retry"
 
     def __init__(self, detail: str) -> None:
         self.detail = detail
@@ -335,9 +331,6 @@ class QuotaExceeded(RequestError):
         )
 
 
-
-
-
 class InvalidSignature(RequestError):
     """The download link is not valid."""
 
@@ -373,7 +366,7 @@ class StoreBusy(StoreUnavailable):
     """
 
     http_status = 503
-    http_message = 'the event store is busy; retry shortly'
+    http_message = "the event store is busy; retry shortly"
 
     def __init__(self, detail: str = "the database is locked by another writer", *, retry_after_s: int = 1) -> None:
         super().__init__(detail, retry_after_s=retry_after_s)
@@ -388,7 +381,7 @@ class StoreFull(StoreError):
     """
 
     http_status = 507
-    http_message = 'the server has no room to store this; retry later'
+    http_message = "the server has no room to store this; retry later"
 
     def __init__(self, detail: str = "no space left on the server's disk") -> None:
         super().__init__(f"the server has no room to store this: {detail}; free disk space, then retry")
@@ -413,7 +406,6 @@ class StoreAuthRejected(StoreError):
     def __init__(self, detail: str) -> None:
         self.detail = detail
         super().__init__(f"the event store refused the credentials: check TURSO_AUTH_TOKEN (the server answered: {detail})")
-
 
 
 class StorageError(JobtapeError):
@@ -515,8 +507,9 @@ class UnknownJobType(RequestError):
             super().__init__(f"unknown job type {job_type!r}; registered: {', '.join(registered) or 'none'}")
             return
         accepted = ", ".join(registered) or "none (this server runs no app with job types submittable over HTTP)"
-        super().__init__(f"type {job_type[:self.SHOWN_NAME_CHARS]!r} is not a job type this server accepts at {route}; "
-                         f"send one of: {accepted}")
+        super().__init__(
+            f"type {job_type[: self.SHOWN_NAME_CHARS]!r} is not a job type this server accepts at {route}; send one of: {accepted}"
+        )
 
 
 class InvalidParams(RequestError):
@@ -531,7 +524,6 @@ class InvalidParams(RequestError):
         self.job_type = job_type
         self.detail = detail
         super().__init__(f"invalid params for job type {job_type!r}: {detail}")
-
 
 
 class RequestRejected(RequestError):

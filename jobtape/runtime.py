@@ -52,8 +52,7 @@ def _local(settings: Settings) -> Storage:
     if settings.signing_secret:
         secret = settings.signing_secret.encode()
     else:
-        secret = local.load_or_create_secret(settings.data_dir / local.SECRET_FILE_NAME,
-                                             filemodes.dir_mode(settings.file_mode))
+        secret = local.load_or_create_secret(settings.data_dir / local.SECRET_FILE_NAME, filemodes.dir_mode(settings.file_mode))
     return LocalStorage(settings.storage_root, signing.URLSigner(secret), file_mode=settings.file_mode)
 
 

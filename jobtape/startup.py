@@ -70,8 +70,13 @@ def open_backend_waiting(
             if stop is not None and stop.is_set():
                 raise
             delay = pauses.next()
-            log.warning("the event store (%s) is unreachable at start-up (try %d: %s); next try in %.1f s",
-                        runtime.describe_store(settings), tries, exc.__cause__ or exc.message, delay)
+            log.warning(
+                "the event store (%s) is unreachable at start-up (try %d: %s); next try in %.1f s",
+                runtime.describe_store(settings),
+                tries,
+                exc.__cause__ or exc.message,
+                delay,
+            )
             if stop is not None:
                 if stop.wait(delay):
                     raise

@@ -12,8 +12,10 @@ from jobtape.defaults import default_tables
 def split(**values: Any) -> tuple[Settings, AudioSettings]:
     """``Settings`` and ``AudioSettings`` built from ``values``, each taking the fields it has."""
     audio_fields = AudioSettings.fields()
-    return (Settings(**{k: v for k, v in values.items() if k not in audio_fields}),
-            AudioSettings(**{k: v for k, v in values.items() if k in audio_fields}))
+    return (
+        Settings(**{k: v for k, v in values.items() if k not in audio_fields}),
+        AudioSettings(**{k: v for k, v in values.items() if k in audio_fields}),
+    )
 
 
 #: The default app's tables (the engine's and the audio package's), as ``jobtape serve`` opens them.

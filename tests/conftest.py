@@ -40,9 +40,7 @@ def store(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[EventStore
     event_store = EventStore(backend)
     yield event_store
     try:
-        if request.node.get_closest_marker("raw_log") is None and backend.query(
-            "SELECT name FROM sqlite_master WHERE name = 'jobs'"
-        ):
+        if request.node.get_closest_marker("raw_log") is None and backend.query("SELECT name FROM sqlite_master WHERE name = 'jobs'"):
             differences = rebuild(event_store, apply_changes=False, tables=TABLES).differences
             assert differences == [], f"projections differ from a rebuild of the log: {differences[:3]}"
     finally:
@@ -75,9 +73,15 @@ def s3_storage(s3_endpoint: str, request: pytest.FixtureRequest) -> Any:
     from jobtape.storage.s3 import S3Storage
 
     bucket = f"jobtape-{uuid.uuid4().hex[:12]}"
-    made = S3Storage(bucket, endpoint_url=s3_endpoint, region="us-east-1", access_key_id="testing",
-                     secret_access_key="testing", multipart_threshold_bytes=5 * 1024 * 1024,
-                     multipart_chunk_bytes=5 * 1024 * 1024)
+    made = S3Storage(
+        bucket,
+        endpoint_url=s3_endpoint,
+        region="us-east-1",
+        access_key_id="testing",
+        secret_access_key="testing",
+        multipart_threshold_bytes=5 * 1024 * 1024,
+        multipart_chunk_bytes=5 * 1024 * 1024,
+    )
     made.client.create_bucket(Bucket=bucket)
     return made
 
@@ -112,12 +116,13 @@ def hold_write_lock() -> Iterator[Callable[[Path], subprocess.Popen[str]]]:
     with ``process.communicate("")``.
     """
     holders: list[subprocess.Popen[str]] = []
-    script = ("import sqlite3,sys; c=sqlite3.connect(sys.argv[1], isolation_level=None); c.execute('BEGIN IMMEDIATE');"
-              " print('locked', flush=True); sys.stdin.read()")
+    script = (
+        "import sqlite3,sys; c=sqlite3.connect(sys.argv[1], isolation_level=None); c.execute('BEGIN IMMEDIATE');"
+        " print('locked', flush=True); sys.stdin.read()"
+    )
 
     def hold(path: Path) -> subprocess.Popen[str]:
-        holder = subprocess.Popen([sys.executable, "-c", script, str(path)], stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, text=True)
+        holder = subprocess.Popen([sys.executable, "-c", script, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         holders.append(holder)
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         return holder

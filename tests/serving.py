@@ -40,9 +40,24 @@ def jobtape_serve(data_dir: Path, *extra: str, workers: int = 1, cwd: Path | Non
     log_path = data_dir.parent / f"serve-{port}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "jobtape", "serve", "--workers", str(workers), "--poll-interval", "0.05",
-             "--port", str(port), "--data-dir", str(data_dir), *extra],
-            stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
+            [
+                sys.executable,
+                "-m",
+                "jobtape",
+                "serve",
+                "--workers",
+                str(workers),
+                "--poll-interval",
+                "0.05",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(data_dir),
+                *extra,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
         )
         base_url = f"http://127.0.0.1:{port}"
 

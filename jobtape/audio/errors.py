@@ -53,8 +53,7 @@ class AssetFileGone(RequestError):
         self.asset_id = asset_id
         self.removed = removed
         why = "it was removed (see its ingest or save job's events)" if removed else "storage does not have it"
-        super().__init__(f"the asset's file is no longer stored: asset {asset_id}: {why}; "
-                         "ingest the recording again to edit it")
+        super().__init__(f"the asset's file is no longer stored: asset {asset_id}: {why}; ingest the recording again to edit it")
 
 
 class InvalidRecipe(RequestError):

@@ -29,9 +29,7 @@ TOLERANCE_LU = 1.0
 SHORT_CLIP_S = 3.0
 
 
-def target_report(
-    target_lufs: float, output_lufs: float | None, *, duration_sec: float, true_peak_db: float
-) -> dict[str, Any]:
+def target_report(target_lufs: float, output_lufs: float | None, *, duration_sec: float, true_peak_db: float) -> dict[str, Any]:
     """The result keys that say a loudness target was missed; ``{}`` when it was reached.
 
     Args:
@@ -53,9 +51,10 @@ def target_report(
     if missed_by <= TOLERANCE_LU:
         return {}
     quieter = output_lufs < target_lufs
-    note = (f"came out at {output_lufs:.2f} LUFS, {missed_by:.2f} LU {'below' if quieter else 'above'} the"
-            f" {target_lufs:g} LUFS target (tolerance {TOLERANCE_LU:g} LU)")
+    note = (
+        f"came out at {output_lufs:.2f} LUFS, {missed_by:.2f} LU {'below' if quieter else 'above'} the"
+        f" {target_lufs:g} LUFS target (tolerance {TOLERANCE_LU:g} LU)"
+    )
     if quieter and duration_sec < SHORT_CLIP_S:
-        note += (f": a clip shorter than {SHORT_CLIP_S:g} s gets one fixed gain, limited so its peaks stay"
-                 f" under {true_peak_db:g} dBTP")
+        note += f": a clip shorter than {SHORT_CLIP_S:g} s gets one fixed gain, limited so its peaks stay under {true_peak_db:g} dBTP"
     return {"targetMissedByLu": missed_by, "loudnessNote": note}

@@ -27,10 +27,24 @@ from jobtape.audio.errors import MediaError
 from jobtape.worker.messages import scrub_paths
 
 __all__ = [
-    "STATS_PERIOD_S", "LoudnormMeasurement", "MediaInfo", "ProgressParser", "Target", "ffmpeg_executable",
-    "loudnorm_apply_argv", "loudnorm_measure_argv",
-    "measure_integrated_loudness", "measure_volume", "parse_ebur128_summary",
-    "parse_loudnorm_json", "parse_probe", "parse_volumedetect", "probe", "run", "scrub_paths", "stderr_tail"
+    "STATS_PERIOD_S",
+    "LoudnormMeasurement",
+    "MediaInfo",
+    "ProgressParser",
+    "Target",
+    "ffmpeg_executable",
+    "loudnorm_apply_argv",
+    "loudnorm_measure_argv",
+    "measure_integrated_loudness",
+    "measure_volume",
+    "parse_ebur128_summary",
+    "parse_loudnorm_json",
+    "parse_probe",
+    "parse_volumedetect",
+    "probe",
+    "run",
+    "scrub_paths",
+    "stderr_tail",
 ]
 
 #: Default time limit of ``run``, in seconds.
@@ -138,8 +152,13 @@ def run(argv: Sequence[str], timeout: float = DEFAULT_TIMEOUT_S, check: bool = T
     name = os.path.basename(argv[0])
     try:
         completed = subprocess.run(
-            list(argv), stdin=subprocess.DEVNULL, capture_output=True, text=True,
-            errors="replace", timeout=timeout, check=False,
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=timeout,
+            check=False,
         )
     except FileNotFoundError as exc:
         raise MediaError(f"cannot run {name}: {exc}") from exc
@@ -199,8 +218,12 @@ def parse_probe(stderr: str) -> MediaInfo:
     sample_rate = int(fields[hz].split()[0]) if hz is not None else None
     channels = _channels(fields[hz + 1]) if hz is not None and hz + 1 < len(fields) else None
     return MediaInfo(
-        duration_sec=duration, sample_rate=sample_rate, channels=channels, has_audio=True,
-        has_video=has_video, codec=codec_match.group(0) if codec_match else None,
+        duration_sec=duration,
+        sample_rate=sample_rate,
+        channels=channels,
+        has_audio=True,
+        has_video=has_video,
+        codec=codec_match.group(0) if codec_match else None,
     )
 
 
@@ -223,6 +246,7 @@ def probe(path: str | os.PathLike[str], timeout: float = 60.0) -> MediaInfo:
 
 # --- loudness --------------------------------------------------------------------------
 
+
 def _loudnorm_targets(target: Target) -> str:
     return f"loudnorm=I={target.integrated_lufs:g}:TP={target.true_peak_db:g}:LRA={target.lra:g}"
 
@@ -233,9 +257,22 @@ def loudnorm_measure_argv(input: str | os.PathLike[str], target: Target = Target
     Progress goes to stdout as ``key=value`` lines; the measurement JSON to stderr.
     """
     return [
-        ffmpeg_executable(), *_GLOBAL_OPTIONS, "-progress", "pipe:1", "-i", _path_arg(input),
-        "-map", "0:a:0", "-vn", "-sn", "-dn",
-        "-af", f"{_loudnorm_targets(target)}:print_format=json", "-f", "null", "-",
+        ffmpeg_executable(),
+        *_GLOBAL_OPTIONS,
+        "-progress",
+        "pipe:1",
+        "-i",
+        _path_arg(input),
+        "-map",
+        "0:a:0",
+        "-vn",
+        "-sn",
+        "-dn",
+        "-af",
+        f"{_loudnorm_targets(target)}:print_format=json",
+        "-f",
+        "null",
+        "-",
     ]
 
 
@@ -267,10 +304,25 @@ def loudnorm_apply_argv(
         f":offset={_clamped(measured.target_offset, -99, 99)}"
     )
     return [
-        ffmpeg_executable(), *_GLOBAL_OPTIONS, "-progress", "pipe:1", "-y", "-i", _path_arg(input),
-        "-map", "0:a:0", "-vn", "-sn", "-dn",
-        "-af", framing if measured.silent else f"{loudnorm}:linear=true:print_format=json,{framing}",
-        "-ar", str(sample_rate), "-c:a", "flac", _path_arg(output),
+        ffmpeg_executable(),
+        *_GLOBAL_OPTIONS,
+        "-progress",
+        "pipe:1",
+        "-y",
+        "-i",
+        _path_arg(input),
+        "-map",
+        "0:a:0",
+        "-vn",
+        "-sn",
+        "-dn",
+        "-af",
+        framing if measured.silent else f"{loudnorm}:linear=true:print_format=json,{framing}",
+        "-ar",
+        str(sample_rate),
+        "-c:a",
+        "flac",
+        _path_arg(output),
     ]
 
 
@@ -310,8 +362,17 @@ def measure_integrated_loudness(path: str | os.PathLike[str], timeout: float = D
         MediaError: If ffmpeg fails.
     """
     argv = [
-        ffmpeg_executable(), *_GLOBAL_OPTIONS, "-i", _path_arg(path), "-map", "0:a:0",
-        "-af", "ebur128=framelog=quiet", "-f", "null", "-",
+        ffmpeg_executable(),
+        *_GLOBAL_OPTIONS,
+        "-i",
+        _path_arg(path),
+        "-map",
+        "0:a:0",
+        "-af",
+        "ebur128=framelog=quiet",
+        "-f",
+        "null",
+        "-",
     ]
     return parse_ebur128_summary(run(argv, timeout).stderr)
 
@@ -330,7 +391,9 @@ def parse_volumedetect(stderr: str) -> tuple[float, float]:
 
 
 def measure_volume(
-    path: str | os.PathLike[str], start: float | None = None, duration: float | None = None,
+    path: str | os.PathLike[str],
+    start: float | None = None,
+    duration: float | None = None,
     timeout: float = DEFAULT_TIMEOUT_S,
 ) -> tuple[float, float]:
     """Measure ``(mean_db, max_db)`` in dBFS over ``duration`` s from ``start`` s (None: all).
@@ -340,13 +403,24 @@ def measure_volume(
     """
     window = [*(["-ss", f"{start:.6f}"] if start is not None else []), *(["-t", f"{duration:.6f}"] if duration is not None else [])]
     argv = [
-        ffmpeg_executable(), *_GLOBAL_OPTIONS, *window, "-i", _path_arg(path), "-map", "0:a:0",
-        "-af", "volumedetect", "-f", "null", "-",
+        ffmpeg_executable(),
+        *_GLOBAL_OPTIONS,
+        *window,
+        "-i",
+        _path_arg(path),
+        "-map",
+        "0:a:0",
+        "-af",
+        "volumedetect",
+        "-f",
+        "null",
+        "-",
     ]
     return parse_volumedetect(run(argv, timeout).stderr)
 
 
 # --- progress --------------------------------------------------------------------------
+
 
 class ProgressParser:
     """Turn ``-progress pipe:1`` lines into whole percentages of ``duration_sec``.

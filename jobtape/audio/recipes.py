@@ -70,15 +70,16 @@ class Recipe(msgspec.Struct, rename="camel", kw_only=True, forbid_unknown_fields
     end_sec: _Seconds | None = None
     fade_in_sec: _FadeSeconds = 0.0
     fade_out_sec: _FadeSeconds = 0.0
-    gain_db: Annotated[
-        float, msgspec.Meta(ge=GAIN_RANGE_DB[0], le=GAIN_RANGE_DB[1], description="Gain in dB, -30 to +30.")
-    ] = 0.0
-    target_lufs: Annotated[
-        float,
-        msgspec.Meta(
-            ge=TARGET_LUFS_RANGE[0], le=TARGET_LUFS_RANGE[1], description="Target loudness in LUFS, -40 to -5; null keeps it."
-        ),
-    ] | None = None
+    gain_db: Annotated[float, msgspec.Meta(ge=GAIN_RANGE_DB[0], le=GAIN_RANGE_DB[1], description="Gain in dB, -30 to +30.")] = 0.0
+    target_lufs: (
+        Annotated[
+            float,
+            msgspec.Meta(
+                ge=TARGET_LUFS_RANGE[0], le=TARGET_LUFS_RANGE[1], description="Target loudness in LUFS, -40 to -5; null keeps it."
+            ),
+        ]
+        | None
+    ) = None
 
 
 class CanonicalRecipe(msgspec.Struct, frozen=True, kw_only=True):
@@ -212,8 +213,14 @@ _WHAT_TO_SEND = {
     "targetLufs": f"a number of LUFS from {TARGET_LUFS_RANGE[0]:g} to {TARGET_LUFS_RANGE[1]:g}, or null to keep the loudness",
 }
 _JSON_TYPES = {
-    "float": "a number", "int": "a number", "str": "a string", "bool": "a boolean", "null": "null",
-    "object": "a JSON object", "array": "an array", "float | null": "a number or null",
+    "float": "a number",
+    "int": "a number",
+    "str": "a string",
+    "bool": "a boolean",
+    "null": "null",
+    "object": "a JSON object",
+    "array": "an array",
+    "float | null": "a number or null",
 }
 _AT_PATH = re.compile(r" - at `\$(?:\.(?P<field>\w+))?[^`]*`$")
 

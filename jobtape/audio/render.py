@@ -64,8 +64,20 @@ def measure_argv(source: str | os.PathLike[str], recipe: CanonicalRecipe, true_p
     """
     graph = ",".join([*edit_filters(recipe), f"{_loudnorm(recipe, true_peak_db)}:print_format=json"])
     return [
-        media.ffmpeg_executable(), *_GLOBAL, "-i", os.path.abspath(source),
-        "-map", "0:a:0", "-vn", "-sn", "-dn", "-af", graph, "-f", "null", "-",
+        media.ffmpeg_executable(),
+        *_GLOBAL,
+        "-i",
+        os.path.abspath(source),
+        "-map",
+        "0:a:0",
+        "-vn",
+        "-sn",
+        "-dn",
+        "-af",
+        graph,
+        "-f",
+        "null",
+        "-",
     ]
 
 
@@ -109,6 +121,18 @@ def render_argv(
     else:
         codec = ["-ar", str(SAVE_SAMPLE_RATE), "-c:a", "libmp3lame", "-b:a", PREVIEW_BITRATE, "-f", "mp3"]
     return [
-        media.ffmpeg_executable(), *_GLOBAL, "-y", "-i", os.path.abspath(source),
-        "-map", "0:a:0", "-vn", "-sn", "-dn", "-af", ",".join(filters), *codec, os.path.abspath(output),
+        media.ffmpeg_executable(),
+        *_GLOBAL,
+        "-y",
+        "-i",
+        os.path.abspath(source),
+        "-map",
+        "0:a:0",
+        "-vn",
+        "-sn",
+        "-dn",
+        "-af",
+        ",".join(filters),
+        *codec,
+        os.path.abspath(output),
     ]

@@ -71,19 +71,15 @@ SOURCE_TYPES: tuple[SourceType, ...] = ("url", "youtube")
 MAX_URL_LENGTH = 2048
 #: Hosts accepted for ``sourceType: "youtube"`` (exact names: the list, not their subdomains).
 YOUTUBE_HOSTS = frozenset(
-    {"youtube.com", "www.youtube.com", "m.youtube.com", "music.youtube.com", "youtu.be",
-     "youtube-nocookie.com", "www.youtube-nocookie.com"}
+    {"youtube.com", "www.youtube.com", "m.youtube.com", "music.youtube.com", "youtu.be", "youtube-nocookie.com", "www.youtube-nocookie.com"}
 )
 #: Cloud instance-metadata host names, refused by name before any DNS lookup.
 METADATA_HOSTS = frozenset(
-    {"metadata", "metadata.google.internal", "metadata.goog", "metadata.azure.com",
-     "instance-data", "instance-data.ec2.internal"}
+    {"metadata", "metadata.google.internal", "metadata.goog", "metadata.azure.com", "instance-data", "instance-data.ec2.internal"}
 )
 #: Cloud instance-metadata addresses (AWS, GCP, Azure, OpenStack: 169.254.169.254; AWS IPv6:
 #: fd00:ec2::254; Alibaba: 100.100.100.200; Oracle: 192.0.0.192).
-METADATA_ADDRESSES = frozenset(
-    ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200", "192.0.0.192")
-)
+METADATA_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200", "192.0.0.192"))
 
 #: ``(host, port) -> addresses`` (textual IPv4/IPv6). Raises ``OSError`` when the name does not resolve.
 Resolver = Callable[[str, int], Sequence[str]]
@@ -139,8 +135,10 @@ def parse_source_url(url: str, source_type: SourceType = "url") -> tuple[str, st
         raise errors.SourceUrlRefused(url, "credentials", "url must not contain user:password@; remove the credentials")
     if source_type == "youtube" and not is_youtube_host(host):
         raise errors.SourceUrlRefused(
-            url, "not_youtube", f"url host {host!r} is not a YouTube address (youtube.com, youtu.be,"
-            " youtube-nocookie.com); use sourceType \"url\" for other sites"
+            url,
+            "not_youtube",
+            f"url host {host!r} is not a YouTube address (youtube.com, youtu.be,"
+            ' youtube-nocookie.com); use sourceType "url" for other sites',
         )
     return url, host, port if port is not None else (443 if parts.scheme.lower() == "https" else 80)
 
@@ -255,21 +253,23 @@ def check_source_url(
     if allow_private:
         return CheckedSource(url, host, port)
     if host in METADATA_HOSTS:
-        raise errors.SourceUrlRefused(url, "private_address", f"url host {host!r} is a cloud metadata service;"
-                                      " only public addresses can be ingested")
+        raise errors.SourceUrlRefused(
+            url, "private_address", f"url host {host!r} is a cloud metadata service; only public addresses can be ingested"
+        )
     try:
         addresses = tuple(resolve(host, port))
     except OSError as exc:
-        raise errors.SourceUrlRefused(url, "unresolvable", f"url host {host!r} does not resolve ({exc});"
-                                      " check the address") from exc
+        raise errors.SourceUrlRefused(url, "unresolvable", f"url host {host!r} does not resolve ({exc}); check the address") from exc
     if not addresses:
         raise errors.SourceUrlRefused(url, "unresolvable", f"url host {host!r} does not resolve; check the address")
     for address in addresses:
         reason = classify_address(address, allowed_networks)
         if reason is not None:
             raise errors.SourceUrlRefused(
-                url, "private_address", f"url host {host!r} resolves to {address}, a {reason} address;"
+                url,
+                "private_address",
+                f"url host {host!r} resolves to {address}, a {reason} address;"
                 " only public addresses can be ingested (an operator may allow this network with --allow-private-network,"
-                " or every address with --allow-private-urls)"
+                " or every address with --allow-private-urls)",
             )
     return CheckedSource(url, host, port, addresses)

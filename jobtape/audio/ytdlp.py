@@ -158,7 +158,7 @@ def parse_progress(line: str) -> DownloadProgress | None:
     if not line.startswith(PROGRESS_PREFIX):
         return None
     try:
-        data = json.loads(line[len(PROGRESS_PREFIX):])
+        data = json.loads(line[len(PROGRESS_PREFIX) :])
         return DownloadProgress(
             downloaded_bytes=int(data.get("downloaded_bytes") or 0),
             total_bytes=int(data["total_bytes"]) if data.get("total_bytes") else None,
@@ -206,15 +206,15 @@ def describe_failure(returncode: int, stderr: str) -> tuple[str, bool]:
         ``(message, retryable)``.
     """
     if sources.REFUSED_MARKER in stderr:  # wherever it appears: a redirect's or a fragment's refusal too
-        refused = stderr[stderr.rindex(sources.REFUSED_MARKER) + len(sources.REFUSED_MARKER):]
+        refused = stderr[stderr.rindex(sources.REFUSED_MARKER) + len(sources.REFUSED_MARKER) :]
         return f"the download was refused: it led to a non-public address ({refused.split(')')[0].strip()})", False
     lines = stderr.splitlines()
     errors_seen = []
     for number, line in enumerate(lines):
         if line.startswith("ERROR:"):
-            text = line[len("ERROR:"):].strip()
+            text = line[len("ERROR:") :].strip()
             if not text:  # yt-dlp sometimes puts the message on the next line
-                text = next((later.strip() for later in lines[number + 1:] if later.strip()), "")
+                text = next((later.strip() for later in lines[number + 1 :] if later.strip()), "")
             errors_seen.append(text)
     detail = next((text for text in reversed(errors_seen) if text), f"yt-dlp exited with status {returncode}")
     http = _HTTP_ERROR.search(detail)

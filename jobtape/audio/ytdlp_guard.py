@@ -49,9 +49,7 @@ def guarded_getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
         address = str(info[4][0])
         reason = sources.classify_address(address, _allowed)
         if reason is not None:
-            raise socket.gaierror(
-                socket.EAI_NONAME, f"{REFUSED_MARKER} {host}: it resolves to {address}, a {reason} address"
-            )
+            raise socket.gaierror(socket.EAI_NONAME, f"{REFUSED_MARKER} {host}: it resolves to {address}, a {reason} address")
     return infos
 
 

@@ -77,14 +77,15 @@ def jobs_as_of(recorded: Iterable[ev.RecordedEvent], at: dt.datetime) -> list[Jo
             cut.add(item.job_id)
             continue
         try:
-            states[item.job_id] = job_state.apply(states.get(item.job_id), item.event, job_id=item.job_id,
-                                                  version=item.version, recorded_at=item.recorded_at)
+            states[item.job_id] = job_state.apply(
+                states.get(item.job_id), item.event, job_id=item.job_id, version=item.version, recorded_at=item.recorded_at
+            )
         except errors.IllegalTransition as exc:
-            raise errors.IllegalTransition(exc.job_id, exc.status, exc.event_type,
-                                           f"{exc.reason} (stored event at position {item.position})") from exc
+            raise errors.IllegalTransition(
+                exc.job_id, exc.status, exc.event_type, f"{exc.reason} (stored event at position {item.position})"
+            ) from exc
         created.setdefault(item.job_id, item.position)
     ordered = sorted(states, key=created.__getitem__)
     pending = [job_id for job_id in ordered if states[job_id].status == "pending"]
     places = {job_id: n for n, job_id in enumerate(pending, start=1)}
-    return [JobAsOf(state=states[job_id], created_position=created[job_id], queue_position=places.get(job_id))
-            for job_id in ordered]
+    return [JobAsOf(state=states[job_id], created_position=created[job_id], queue_position=places.get(job_id)) for job_id in ordered]

@@ -85,17 +85,20 @@ def check_export(lines: Iterable[str]) -> list[StoredEvent]:
         version, previous, state = last.get(stored.job_id, (0, hashing.genesis_hash(stored.job_id), None))
         if stored.version != version + 1:
             where = "starts at" if version == 0 else f"jumps from version {version} to"
-            raise errors.InvalidExport(number, f"job {stored.job_id} {where} version {stored.version}: the export "
-                                       "is gapped (export whole streams: `jobtape export` without editing)")
-        expected = hashing.event_hash(previous, stored.job_id, stored.version, stored.type, stored.data,
-                                      stored.actor, stored.recorded_at)
+            raise errors.InvalidExport(
+                number,
+                f"job {stored.job_id} {where} version {stored.version}: the export "
+                "is gapped (export whole streams: `jobtape export` without editing)",
+            )
+        expected = hashing.event_hash(previous, stored.job_id, stored.version, stored.type, stored.data, stored.actor, stored.recorded_at)
         if stored.hash != expected:
-            raise errors.InvalidExport(number, f"the hash of job {stored.job_id} version {stored.version} does not "
-                                       "match its content: the line was changed after export")
+            raise errors.InvalidExport(
+                number,
+                f"the hash of job {stored.job_id} version {stored.version} does not match its content: the line was changed after export",
+            )
         try:
             recorded = to_recorded(stored)
-            state = job_state.apply(state, recorded.event, job_id=stored.job_id, version=stored.version,
-                                    recorded_at=recorded.recorded_at)
+            state = job_state.apply(state, recorded.event, job_id=stored.job_id, version=stored.version, recorded_at=recorded.recorded_at)
         except (errors.MalformedEvent, errors.IllegalTransition) as exc:
             raise errors.InvalidExport(number, exc.message) from exc
         last[stored.job_id] = (stored.version, expected, state)

@@ -74,7 +74,12 @@ class ArchiveReport:
 
 
 def archive(
-    store: EventStore, *, cutoff: dt.datetime, path: Path, actor: str, storage: Storage | None = None,
+    store: EventStore,
+    *,
+    cutoff: dt.datetime,
+    path: Path,
+    actor: str,
+    storage: Storage | None = None,
     tables: registry.Tables = registry.ENGINE_TABLES,
 ) -> ArchiveReport:
     """Remove the jobs' blobs on record, export the finished jobs whose last event is older than
@@ -117,8 +122,16 @@ def archive(
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if not job_ids:
         return ArchiveReport(None, 0, 0, path, digest, cutoff)
-    archives.record_archive(store, archive_id=archive_id, actor=actor, cutoff=cutoff, file_name=str(path), sha256=digest,
-                            events_per_job=report.events_per_job, projections=tables.projections)
+    archives.record_archive(
+        store,
+        archive_id=archive_id,
+        actor=actor,
+        cutoff=cutoff,
+        file_name=str(path),
+        sha256=digest,
+        events_per_job=report.events_per_job,
+        projections=tables.projections,
+    )
     return ArchiveReport(archive_id, report.jobs, report.events, path, digest, cutoff, removed, kept)
 
 
@@ -142,7 +155,12 @@ def _export_checked(store: EventStore, job_ids: set[str], temporary: Path) -> tr
 
 
 def _remove_blobs(
-    store: EventStore, storage: Storage | None, job_ids: list[str], archive_id: str, path: Path, actor: str,
+    store: EventStore,
+    storage: Storage | None,
+    job_ids: list[str],
+    archive_id: str,
+    path: Path,
+    actor: str,
     tables: registry.Tables,
 ) -> tuple[dict[str, list[str]], int]:
     """Record and delete the blobs of ``job_ids`` (``storage`` given), or count them (``None``).

@@ -91,6 +91,14 @@ def compute(timelines: Iterable[JobTimeline]) -> LogStats:
     durations = []
     for key in sorted(spans, key=lambda k: (k[0], first_seen[k])):
         values = sorted(spans[key])
-        durations.append(DurationStats(job_type=key[0], stage=key[1], count=len(values), p50_s=percentile(values, 50),
-                                       p95_s=percentile(values, 95), max_s=values[-1]))
+        durations.append(
+            DurationStats(
+                job_type=key[0],
+                stage=key[1],
+                count=len(values),
+                p50_s=percentile(values, 50),
+                p95_s=percentile(values, 95),
+                max_s=values[-1],
+            )
+        )
     return LogStats(jobs=total, statuses=statuses, durations=durations)

@@ -135,8 +135,9 @@ class JobTimeline(msgspec.Struct, kw_only=True):
 
 class _Builder:
     def __init__(self, created: ev.RecordedEvent, event: ev.JobCreated) -> None:
-        self.timeline = JobTimeline(job_id=created.job_id, job_type=event.job_type, owner=event.owner, status=None,
-                                    created_at=created.recorded_at)
+        self.timeline = JobTimeline(
+            job_id=created.job_id, job_type=event.job_type, owner=event.owner, status=None, created_at=created.recorded_at
+        )
         self.attempt: Attempt | None = None
         self.stage: StageSpan | None = None
         self.open_children: dict[int, ChildRun] = {}
@@ -182,15 +183,22 @@ class _Builder:
                     self._close_stage(at)
                     self._finish(at)
             case ev.JobChildStarted(pid=pid, argv=argv, host_id=host_id):
-                child = ChildRun(pid=pid, program=PurePath(argv[0]).name if argv else "", argv=list(argv),
-                                 host_id=host_id, worker_id=item.actor,
-                                 attempt=self.attempt.attempt if self.attempt else 0,
-                                 stage=self.stage.stage if self.stage else None, started_at=at)
+                child = ChildRun(
+                    pid=pid,
+                    program=PurePath(argv[0]).name if argv else "",
+                    argv=list(argv),
+                    host_id=host_id,
+                    worker_id=item.actor,
+                    attempt=self.attempt.attempt if self.attempt else 0,
+                    stage=self.stage.stage if self.stage else None,
+                    started_at=at,
+                )
                 self.open_children[pid] = child
                 self.timeline.children.append(child)
             case ev.JobChildExited(pid=pid, exit_status=status):
                 exited = self.open_children.pop(pid, None) or next(
-                    (c for c in reversed(self.timeline.children) if c.pid == pid and c.orphaned and c.exited_at is None), None)
+                    (c for c in reversed(self.timeline.children) if c.pid == pid and c.orphaned and c.exited_at is None), None
+                )
                 if exited is not None:
                     exited.exited_at, exited.exit_status = at, status
                     exited.duration_s = _seconds(exited.started_at, at)

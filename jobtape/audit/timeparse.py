@@ -49,8 +49,10 @@ RELATIVE_PATTERN = r"^(now|-[0-9]{1,5}(\.[0-9]{1,6})?[smhdw])$"
 #: The largest global position (SQLite's INTEGER is 64-bit signed).
 MAX_POSITION = 2**63 - 1
 #: The accepted range of times, as quoted in error messages.
-TIME_RANGE = ("an ISO 8601 time from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z (2026-01-02T14:02:00Z), or a "
-              "relative time of less than 100000 units back (-10m, -2h, -1d, at most -99999.999999w)")
+TIME_RANGE = (
+    "an ISO 8601 time from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z (2026-01-02T14:02:00Z), or a "
+    "relative time of less than 100000 units back (-10m, -2h, -1d, at most -99999.999999w)"
+)
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")

@@ -85,9 +85,7 @@ class ImportReport:
     last_position: int | None
 
 
-def import_lines(
-    store: EventStore, lines: Iterable[str], tables: registry.Tables = registry.ENGINE_TABLES
-) -> ImportReport:
+def import_lines(store: EventStore, lines: Iterable[str], tables: registry.Tables = registry.ENGINE_TABLES) -> ImportReport:
     """Check an export completely, then write it in batches of :data:`IMPORT_BATCH` events.
 
     Args:
@@ -108,20 +106,25 @@ def import_lines(
         touched: dict[str, None] = {}
         for row in chunk:
             recorded = stored_events.to_recorded(row)
-            states[row.job_id] = job_state.apply(states.get(row.job_id), recorded.event, job_id=row.job_id,
-                                                 version=row.version, recorded_at=recorded.recorded_at)
+            states[row.job_id] = job_state.apply(
+                states.get(row.job_id), recorded.event, job_id=row.job_id, version=row.version, recorded_at=recorded.recorded_at
+            )
             touched[row.job_id] = None
         try:
-            extra = [statement for job_id in touched
-                     for statement in registry.statements_for(None, states[job_id], tables.projections)]
+            extra = [statement for job_id in touched for statement in registry.statements_for(None, states[job_id], tables.projections)]
             positions += store.import_events(chunk, extra)
         except (errors.ConcurrencyError, ConstraintViolation) as exc:
             existing = _existing_job(store, chunk)
             reason = f"job {existing} exists in the target store already" if existing else str(exc)
-            raise errors.InvalidExport(start + 1, f"{reason}; import into a fresh --data-dir"
-                                       f" ({len(positions)} events before this batch were imported)") from exc
-    return ImportReport(jobs=len(states), events=len(positions), first_position=positions[0] if positions else None,
-                        last_position=positions[-1] if positions else None)
+            raise errors.InvalidExport(
+                start + 1, f"{reason}; import into a fresh --data-dir ({len(positions)} events before this batch were imported)"
+            ) from exc
+    return ImportReport(
+        jobs=len(states),
+        events=len(positions),
+        first_position=positions[0] if positions else None,
+        last_position=positions[-1] if positions else None,
+    )
 
 
 def _existing_job(store: EventStore, chunk: list[stored_events.StoredEvent]) -> str | None:

@@ -101,8 +101,14 @@ def verify(stored: Iterable[StoredEvent]) -> VerifyReport:
     for job_id, stream in streams.items():
         if stream.terminal_position is not None:
             for pid, position in stream.open_children.items():
-                found.append(Violation(position=position, job_id=job_id, rule="child_unexited",
-                                       message=f"child pid {pid} has no job.child_exited and was not listed as orphaned"))
+                found.append(
+                    Violation(
+                        position=position,
+                        job_id=job_id,
+                        rule="child_unexited",
+                        message=f"child pid {pid} has no job.child_exited and was not listed as orphaned",
+                    )
+                )
     found.sort(key=lambda v: (v.position, v.rule))
     return VerifyReport(events_checked=count, jobs_checked=len(streams), violations=found)
 
@@ -114,16 +120,18 @@ def _check_hash(row: StoredEvent, stream: _Stream, violation: _Report) -> None:
         return
     expected = hashing.event_hash(stream.last_hash, row.job_id, row.version, row.type, row.data, row.actor, row.recorded_at)
     if expected != row.hash:
-        violation("hash", "the stored hash does not match the event's content and the previous hash:"
-                  " the event was changed after it was written")
+        violation(
+            "hash", "the stored hash does not match the event's content and the previous hash: the event was changed after it was written"
+        )
     stream.last_hash = row.hash
 
 
 def _fold(recorded: ev.RecordedEvent, stream: _Stream, violation: _Report) -> None:
     version = stream.state.version + 1 if stream.state is not None else recorded.version
     try:
-        stream.state = job_state.apply(stream.state, recorded.event, job_id=recorded.job_id, version=version,
-                                       recorded_at=recorded.recorded_at)
+        stream.state = job_state.apply(
+            stream.state, recorded.event, job_id=recorded.job_id, version=version, recorded_at=recorded.recorded_at
+        )
     except errors.IllegalTransition as exc:
         violation("fold", f"{recorded.type} refused: {exc.reason} (state {exc.status})")
         return

@@ -47,9 +47,15 @@ def console() -> Console:
 
 def data_dir_option(command: Callable[..., Any]) -> Callable[..., Any]:
     """Add ``--data-dir`` (env ``JOBTAPE_DATA_DIR``) to a command."""
-    return click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default="./var",
-                        envvar="JOBTAPE_DATA_DIR", show_envvar=True, show_default=True,
-                        help="Folder of the event log (jobtape.db).")(command)
+    return click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default="./var",
+        envvar="JOBTAPE_DATA_DIR",
+        show_envvar=True,
+        show_default=True,
+        help="Folder of the event log (jobtape.db).",
+    )(command)
 
 
 def json_option(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -72,8 +78,7 @@ def audio_settings_from(**values: Any) -> AudioSettings:
 def split_values(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Flag values -> ``(engine Settings fields, AudioSettings fields)``."""
     audio_fields = AudioSettings.fields()
-    return ({k: v for k, v in values.items() if k not in audio_fields},
-            {k: v for k, v in values.items() if k in audio_fields})
+    return ({k: v for k, v in values.items() if k not in audio_fields}, {k: v for k, v in values.items() if k in audio_fields})
 
 
 def settings_from(**values: Any) -> Settings:
@@ -120,9 +125,15 @@ def tables_of(reference: str | None) -> Tables:
 def tables_app_option(command: Callable[..., Any]) -> Callable[..., Any]:
     """Add ``--app MODULE:ATTR`` (``JOBTAPE_APP``) to a command that writes projections; it gets ``app_reference``."""
     return click.option(
-        "--app", "app_reference", default=None, envvar="JOBTAPE_APP", show_envvar=True, metavar="MODULE:ATTR",
+        "--app",
+        "app_reference",
+        default=None,
+        envvar="JOBTAPE_APP",
+        show_envvar=True,
+        metavar="MODULE:ATTR",
         help="Cover the projections this jobtape.App registered (e.g. myproject.jobs:app); by default the audio"
-             " jobs' (jobs, assets, previews).")(command)
+        " jobs' (jobs, assets, previews).",
+    )(command)
 
 
 def open_existing_store(data_dir: Path) -> EventStore:
@@ -155,6 +166,7 @@ def _camel_keys(value: Any) -> Any:
 
 def with_store(function: Callable[..., Any]) -> Callable[..., Any]:
     """Open the store from ``data_dir``, pass it as ``store``, close it; fold errors exit 1 with their message."""
+
     @functools.wraps(function)
     def wrapper(*args: Any, data_dir: Path, **kwargs: Any) -> Any:
         store = open_existing_store(data_dir)
@@ -164,6 +176,7 @@ def with_store(function: Callable[..., Any]) -> Callable[..., Any]:
             raise click.ClickException(f"the event log cannot be folded: {exc.message}") from exc
         finally:
             store.close()
+
     return wrapper
 
 
@@ -184,24 +197,40 @@ def print_timeline(out: Console, summary: timeline.JobTimeline) -> None:
     """Print a job's attempts, time per stage and child processes as tables."""
     attempts = Table("attempt", "worker", "claimed (UTC)", "duration", "outcome", title="attempts", title_justify="left")
     for item in summary.attempts:
-        attempts.add_row(str(item.attempt), escape(item.worker_id), describe.time_ms(item.claimed_at),
-                         describe.duration(item.duration_s), item.outcome or "running")
+        attempts.add_row(
+            str(item.attempt),
+            escape(item.worker_id),
+            describe.time_ms(item.claimed_at),
+            describe.duration(item.duration_s),
+            item.outcome or "running",
+        )
     stages = Table("stage", "attempt", "worker", "started (UTC)", "duration", title="time per stage", title_justify="left")
     for span in summary.stages:
-        stages.add_row(span.stage, str(span.attempt or "-"), escape(span.worker_id or "-"),
-                       describe.time_ms(span.started_at), describe.duration(span.duration_s))
+        stages.add_row(
+            span.stage,
+            str(span.attempt or "-"),
+            escape(span.worker_id or "-"),
+            describe.time_ms(span.started_at),
+            describe.duration(span.duration_s),
+        )
     kids = Table("pid", "program", "stage", "worker", "duration", "exit", title="child processes", title_justify="left")
     for child in summary.children:
         outcome = "orphaned" if child.orphaned and child.exit_status is None else str(child.exit_status)
-        kids.add_row(str(child.pid), escape(child.program), child.stage or "-", escape(child.worker_id),
-                     describe.duration(child.duration_s), outcome)
+        kids.add_row(
+            str(child.pid), escape(child.program), child.stage or "-", escape(child.worker_id), describe.duration(child.duration_s), outcome
+        )
     for table in (attempts, stages, kids):
         if table.row_count:
             out.print(table)
-    who = (f"; cancel requested by {summary.cancel_requested_by} at {describe.time_ms(summary.cancel_requested_at)}"
-           if summary.cancel_requested_by and summary.cancel_requested_at else "")
-    out.print(f"total: {describe.duration(summary.total_s)} from created to "
-              f"{'finished' if summary.finished_at else 'now (not finished)'}{escape(who)}")
+    who = (
+        f"; cancel requested by {summary.cancel_requested_by} at {describe.time_ms(summary.cancel_requested_at)}"
+        if summary.cancel_requested_by and summary.cancel_requested_at
+        else ""
+    )
+    out.print(
+        f"total: {describe.duration(summary.total_s)} from created to "
+        f"{'finished' if summary.finished_at else 'now (not finished)'}{escape(who)}"
+    )
 
 
 # -- status / jobs as of a time -----------------------------------------------------------------
@@ -209,8 +238,7 @@ def print_timeline(out: Console, summary: timeline.JobTimeline) -> None:
 
 @click.command()
 @click.argument("job_id")
-@click.option("--as-of", "as_of", metavar="TIME", help="Fold the events up to TIME (ISO 8601 or -10m, -2h, -1d);"
-              " by default up to now.")
+@click.option("--as-of", "as_of", metavar="TIME", help="Fold the events up to TIME (ISO 8601 or -10m, -2h, -1d); by default up to now.")
 @data_dir_option
 @json_option
 @with_store
@@ -223,16 +251,28 @@ def status(job_id: str, as_of: str | None, as_json: bool, store: EventStore) -> 
     prefix = asof.stream_as_of(recorded, at)
     state = asof.state_as_of(recorded, at)
     if state is None:
-        raise click.ClickException(f"job {job_id} did not exist at {clock.format_timestamp(at)}"
-                                   f" (created {clock.format_timestamp(recorded[0].recorded_at)})")
+        raise click.ClickException(
+            f"job {job_id} did not exist at {clock.format_timestamp(at)} (created {clock.format_timestamp(recorded[0].recorded_at)})"
+        )
     place = None
     if state.status == "pending":
         place = next(j.queue_position for j in asof.jobs_as_of(store.iter_all(), at) if j.state.job_id == job_id)
     if as_json:
         return echo_json({"asOf": at, "eventsFolded": len(prefix), "queuePosition": place, "state": state})
     table = Table("field", "value", title=f"job {job_id} as of {describe.time_ms(at)}", title_justify="left")
-    for name in ("status", "stage", "progress", "attempt", "worker_id", "cancel_requested", "finished", "error",
-                 "created_at", "updated_at", "version"):
+    for name in (
+        "status",
+        "stage",
+        "progress",
+        "attempt",
+        "worker_id",
+        "cancel_requested",
+        "finished",
+        "error",
+        "created_at",
+        "updated_at",
+        "version",
+    ):
         value = getattr(state, name)
         shown = describe.time_ms(value) if isinstance(value, dt.datetime) else describe.short(value, 100)
         table.add_row(name, escape(shown))
@@ -242,10 +282,13 @@ def status(job_id: str, as_of: str | None, as_json: bool, store: EventStore) -> 
 
 
 @click.command()
-@click.option("--as-of", "as_of", metavar="TIME", help="Show the jobs as they were at TIME (ISO 8601 or -10m, -2h,"
-              " -1d); by default now.")
-@click.option("--status", "status_filter", type=click.Choice(["pending", "processing", "complete", "failed", "cancelled"]),
-              help="Only jobs in this status (by default all).")
+@click.option("--as-of", "as_of", metavar="TIME", help="Show the jobs as they were at TIME (ISO 8601 or -10m, -2h, -1d); by default now.")
+@click.option(
+    "--status",
+    "status_filter",
+    type=click.Choice(["pending", "processing", "complete", "failed", "cancelled"]),
+    help="Only jobs in this status (by default all).",
+)
 @data_dir_option
 @json_option
 @with_store
@@ -254,19 +297,54 @@ def jobs(as_of: str | None, status_filter: str | None, as_json: bool, store: Eve
     at = parse_time_option(as_of) or clock.utcnow()
     found = [j for j in asof.jobs_as_of(store.iter_all(), at) if status_filter in (None, j.state.status)]
     if as_json:
-        return echo_json({"asOf": at, "jobs": [{"jobId": j.state.job_id, "type": j.state.job_type,
-                                                 "status": j.state.status, "stage": j.state.stage,
-                                                 "progress": j.state.progress, "attempt": j.state.attempt,
-                                                 "workerId": j.state.worker_id, "queuePosition": j.queue_position,
-                                                 "createdAt": j.state.created_at, "updatedAt": j.state.updated_at}
-                                                for j in found]})
-    table = Table("queue", "job", "type", "status", "stage", "progress", "attempt", "worker", "created (UTC)",
-                  "updated (UTC)", title=f"jobs as of {describe.time_ms(at)}", title_justify="left")
+        return echo_json(
+            {
+                "asOf": at,
+                "jobs": [
+                    {
+                        "jobId": j.state.job_id,
+                        "type": j.state.job_type,
+                        "status": j.state.status,
+                        "stage": j.state.stage,
+                        "progress": j.state.progress,
+                        "attempt": j.state.attempt,
+                        "workerId": j.state.worker_id,
+                        "queuePosition": j.queue_position,
+                        "createdAt": j.state.created_at,
+                        "updatedAt": j.state.updated_at,
+                    }
+                    for j in found
+                ],
+            }
+        )
+    table = Table(
+        "queue",
+        "job",
+        "type",
+        "status",
+        "stage",
+        "progress",
+        "attempt",
+        "worker",
+        "created (UTC)",
+        "updated (UTC)",
+        title=f"jobs as of {describe.time_ms(at)}",
+        title_justify="left",
+    )
     for item in found:
         s = item.state
-        table.add_row(str(item.queue_position or "-"), s.job_id, s.job_type, s.status, s.stage or "-", f"{s.progress}%",
-                      str(s.attempt), escape(s.worker_id or "-"), describe.time_ms(s.created_at),
-                      describe.time_ms(s.updated_at))
+        table.add_row(
+            str(item.queue_position or "-"),
+            s.job_id,
+            s.job_type,
+            s.status,
+            s.stage or "-",
+            f"{s.progress}%",
+            str(s.attempt),
+            escape(s.worker_id or "-"),
+            describe.time_ms(s.created_at),
+            describe.time_ms(s.updated_at),
+        )
     console().print(table)
     console().print(f"{len(found)} jobs")
 
@@ -288,8 +366,9 @@ def _start_position(store: EventStore, since: str | None, job_id: str | None, ty
     return found if found is not None else 1
 
 
-def _follow(store: EventStore, start: int, job_id: str | None, type_: str | None, follow: bool,
-            poll_interval_s: float) -> Iterator[stored_events.StoredEvent]:
+def _follow(
+    store: EventStore, start: int, job_id: str | None, type_: str | None, follow: bool, poll_interval_s: float
+) -> Iterator[stored_events.StoredEvent]:
     position = start
     while True:
         for row in store.iter_stored(from_position=position, job_id=job_id):
@@ -302,21 +381,39 @@ def _follow(store: EventStore, start: int, job_id: str | None, type_: str | None
 
 
 @click.command()
-@click.option("--follow", "-f", is_flag=True, help="Keep printing new events as they are appended, until Ctrl-C"
-              " (off by default).")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new events as they are appended, until Ctrl-C (off by default).")
 @click.option("--job", "job_id", metavar="JOB_ID", help="Only this job's events (by default all jobs).")
 @click.option("--type", "type_", metavar="TYPE", help="Only events of this type, e.g. job.failed (by default all).")
-@click.option("--since", metavar="POSITION|TIME", help="Start at this global position or time (by default the last"
-              " --lines events).")
-@click.option("--lines", "-n", type=click.IntRange(min=0), default=20, show_default=True,
-              help="Without --since, start with this many of the newest matching events.")
-@click.option("--poll-interval", "poll_interval_s", type=types.Seconds(0.01, 3600.0), default=0.5, show_default=True,
-              help="With --follow, how often to read the log for new events, in seconds.")
+@click.option("--since", metavar="POSITION|TIME", help="Start at this global position or time (by default the last --lines events).")
+@click.option(
+    "--lines",
+    "-n",
+    type=click.IntRange(min=0),
+    default=20,
+    show_default=True,
+    help="Without --since, start with this many of the newest matching events.",
+)
+@click.option(
+    "--poll-interval",
+    "poll_interval_s",
+    type=types.Seconds(0.01, 3600.0),
+    default=0.5,
+    show_default=True,
+    help="With --follow, how often to read the log for new events, in seconds.",
+)
 @data_dir_option
 @json_option
 @with_store
-def tail(follow: bool, job_id: str | None, type_: str | None, since: str | None, lines: int, poll_interval_s: float,
-         as_json: bool, store: EventStore) -> None:
+def tail(
+    follow: bool,
+    job_id: str | None,
+    type_: str | None,
+    since: str | None,
+    lines: int,
+    poll_interval_s: float,
+    as_json: bool,
+    store: EventStore,
+) -> None:
     """Print events of the log, one per line; with --follow keep reading new ones (Ctrl-C exits 0).
 
     --json prints export lines (see `jobtape export`).
@@ -330,8 +427,10 @@ def tail(follow: bool, job_id: str | None, type_: str | None, since: str | None,
                 click.echo(exchange.encode_line(row))
                 continue
             recorded = stored_events.to_recorded(row)
-            click.echo(f"{row.position:>7} {describe.time_ms(recorded.recorded_at)} {row.job_id} v{row.version:<3}"
-                       f" {row.actor} {row.type} {describe.details(recorded.event)}".rstrip())
+            click.echo(
+                f"{row.position:>7} {describe.time_ms(recorded.recorded_at)} {row.job_id} v{row.version:<3}"
+                f" {row.actor} {row.type} {describe.details(recorded.event)}".rstrip()
+            )
     except KeyboardInterrupt:
         return
 
@@ -367,8 +466,7 @@ def verify_command(as_json: bool, store: EventStore) -> None:
 
 
 @click.command("stats")
-@click.option("--since", metavar="POSITION|TIME", help="Only jobs created at or after this global position or time"
-              " (by default all).")
+@click.option("--since", metavar="POSITION|TIME", help="Only jobs created at or after this global position or time (by default all).")
 @data_dir_option
 @json_option
 @with_store
@@ -391,8 +489,7 @@ def stats_command(since: str | None, as_json: bool, store: EventStore) -> None:
     out.print(counts)
     durations = Table("type", "stage", "count", "p50", "p95", "max", title="seconds per stage", title_justify="left")
     for item in result.durations:
-        durations.add_row(item.job_type, item.stage, str(item.count), f"{item.p50_s:.3f}", f"{item.p95_s:.3f}",
-                          f"{item.max_s:.3f}")
+        durations.add_row(item.job_type, item.stage, str(item.count), f"{item.p50_s:.3f}", f"{item.p95_s:.3f}", f"{item.max_s:.3f}")
     out.print(durations)
 
 

@@ -34,8 +34,7 @@ from jobtape.projections import state as job_state
 from jobtape.projections.repository import AppendResult, JobRepository
 from jobtape.worker import runner
 
-__all__ = ["app_option", "common_options", "console", "embedded_app", "existing_store_settings", "print_history",
-           "settings_from"]
+__all__ = ["app_option", "common_options", "console", "embedded_app", "existing_store_settings", "print_history", "settings_from"]
 
 
 def console(*, stderr: bool = False) -> Console:
@@ -49,23 +48,55 @@ def console(*, stderr: bool = False) -> Console:
 def common_options(*, worker: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator adding ``--data-dir`` (and with ``worker`` the polling options) to a command."""
     options = [
-        click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default="./var",
-                     envvar="JOBTAPE_DATA_DIR", show_envvar=True, show_default=True,
-                     help="Folder of the event log (jobtape.db) and the local storage (storage/)."),
+        click.option(
+            "--data-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            default="./var",
+            envvar="JOBTAPE_DATA_DIR",
+            show_envvar=True,
+            show_default=True,
+            help="Folder of the event log (jobtape.db) and the local storage (storage/).",
+        ),
     ]
     if worker:
         options += [
-            click.option("--poll-interval", "poll_interval_s", type=types.Seconds(0.01, 3600.0), default=1.0,
-                         envvar="JOBTAPE_POLL_INTERVAL", show_envvar=True, show_default=True,
-                         help="How often a worker polls the log for new jobs and cancels, in seconds."),
-            click.option("--concurrency", type=click.IntRange(min=1), default=1, envvar="JOBTAPE_CONCURRENCY",
-                         show_envvar=True, show_default=True, help="Jobs one worker runs at once."),
-            click.option("--allow-private-urls", is_flag=True, default=False, envvar="JOBTAPE_ALLOW_PRIVATE_URLS",
-                         show_envvar=True, help="Let URL ingests fetch from loopback, private, link-local and other"
-                         " non-public addresses (off by default: server-side request forgery guard)."),
-            click.option("--max-download-bytes", type=click.IntRange(min=1), default=AudioSettings.max_download_bytes,
-                         envvar="JOBTAPE_MAX_DOWNLOAD_BYTES", show_envvar=True, show_default=True,
-                         help="Largest media a URL ingest downloads, in bytes."),
+            click.option(
+                "--poll-interval",
+                "poll_interval_s",
+                type=types.Seconds(0.01, 3600.0),
+                default=1.0,
+                envvar="JOBTAPE_POLL_INTERVAL",
+                show_envvar=True,
+                show_default=True,
+                help="How often a worker polls the log for new jobs and cancels, in seconds.",
+            ),
+            click.option(
+                "--concurrency",
+                type=click.IntRange(min=1),
+                default=1,
+                envvar="JOBTAPE_CONCURRENCY",
+                show_envvar=True,
+                show_default=True,
+                help="Jobs one worker runs at once.",
+            ),
+            click.option(
+                "--allow-private-urls",
+                is_flag=True,
+                default=False,
+                envvar="JOBTAPE_ALLOW_PRIVATE_URLS",
+                show_envvar=True,
+                help="Let URL ingests fetch from loopback, private, link-local and other"
+                " non-public addresses (off by default: server-side request forgery guard).",
+            ),
+            click.option(
+                "--max-download-bytes",
+                type=click.IntRange(min=1),
+                default=AudioSettings.max_download_bytes,
+                envvar="JOBTAPE_MAX_DOWNLOAD_BYTES",
+                show_envvar=True,
+                show_default=True,
+                help="Largest media a URL ingest downloads, in bytes.",
+            ),
         ]
 
     return lambda command: functools.reduce(lambda cmd, option: option(cmd), reversed(options), command)
@@ -96,10 +127,15 @@ def app_option(action: str) -> Callable[[Callable[..., Any]], Callable[..., Any]
         action: what the command does with the app's job types, for the help text.
     """
     return click.option(
-        "--app", "app", default=None, envvar="JOBTAPE_APP", show_envvar=True, metavar="MODULE:ATTR",
+        "--app",
+        "app",
+        default=None,
+        envvar="JOBTAPE_APP",
+        show_envvar=True,
+        metavar="MODULE:ATTR",
         callback=_load_app,
         help=f"{action} the job types of this jobtape.App (e.g. myproject.jobs:app), and claim no other type;"
-             " by default the audio jobs (docs/library.md).",
+        " by default the audio jobs (docs/library.md).",
     )
 
 
@@ -140,8 +176,9 @@ def embedded_app(
     else:
         repository = runtime.open_repository(settings, on_append=wake_workers, tables=job_app.tables)
     storage = runtime.open_storage(settings)
-    workers.extend(runner.Worker(repository, storage, settings, handlers=job_app.job_handlers(), limits=job_app.limits())
-                   for _ in range(worker_count))
+    workers.extend(
+        runner.Worker(repository, storage, settings, handlers=job_app.job_handlers(), limits=job_app.limits()) for _ in range(worker_count)
+    )
     for worker in workers:
         worker.on_fatal = on_worker_fatal
 
@@ -156,9 +193,17 @@ def embedded_app(
         for thread in stopping:
             thread.join()
 
-    api = http_app.create_app(repository, storage, settings, routes=job_app.routes_for(storage),
-                              dependencies=job_app.dependencies, on_startup=[start_workers], on_shutdown=[stop_workers],
-                              job_types=job_app.job_types, description=job_app.description)
+    api = http_app.create_app(
+        repository,
+        storage,
+        settings,
+        routes=job_app.routes_for(storage),
+        dependencies=job_app.dependencies,
+        on_startup=[start_workers],
+        on_shutdown=[stop_workers],
+        job_types=job_app.job_types,
+        description=job_app.description,
+    )
     return api, repository
 
 
@@ -180,15 +225,27 @@ def print_history(out: Console, repository: JobRepository, job_id: str, *, as_js
     state = repository.load(job_id) or job_state.fold(recorded)
     assert state is not None
     if as_json:
-        events = [{"position": r.position, "version": r.version, "type": r.type, "actor": r.actor,
-                   "recordedAt": clock.format_timestamp(r.recorded_at), "data": msgspec.to_builtins({"type": r.type, **ev.event_fields(r.event)})}
-                  for r in recorded]
+        events = [
+            {
+                "position": r.position,
+                "version": r.version,
+                "type": r.type,
+                "actor": r.actor,
+                "recordedAt": clock.format_timestamp(r.recorded_at),
+                "data": msgspec.to_builtins({"type": r.type, **ev.event_fields(r.event)}),
+            }
+            for r in recorded
+        ]
         summary = cli_audit.timeline_json(timeline.summarize(recorded))
-        return click.echo(json.dumps({"jobId": job_id, "status": state.status, "events": events, "summary": summary},
-                                     indent=2))
+        return click.echo(json.dumps({"jobId": job_id, "status": state.status, "events": events, "summary": summary}, indent=2))
     table = Table(title=f"job {job_id}", title_justify="left")
-    for name, options in (("time (UTC)", {"no_wrap": True}), ("delta", {"justify": "right", "no_wrap": True}),
-                          ("actor", {}), ("type", {"no_wrap": True}), ("details", {})):
+    for name, options in (
+        ("time (UTC)", {"no_wrap": True}),
+        ("delta", {"justify": "right", "no_wrap": True}),
+        ("actor", {}),
+        ("type", {"no_wrap": True}),
+        ("details", {}),
+    ):
         table.add_column(name, **options)
     previous: dt.datetime | None = None
     for item in recorded:

@@ -57,8 +57,7 @@ def _wait_started(server: Any, thread: threading.Thread, timeout_s: float) -> No
 def _follow(out: Console, client: Any, job_id: str, timeout_s: float) -> dict[str, Any]:
     """Poll the job every 0.1 s with a progress display until it is terminal; return the last poll body."""
     deadline = time.monotonic() + timeout_s
-    with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
-                  console=out) as bar:
+    with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(), console=out) as bar:
         task = bar.add_task("pending", total=100)
         while True:
             response = client.get(f"/api/audio/jobs/{job_id}")
@@ -76,8 +75,14 @@ def _follow(out: Console, client: Any, job_id: str, timeout_s: float) -> dict[st
 @click.command()
 @click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @common_options()
-@click.option("--timeout", "timeout_s", type=types.Seconds(1.0, types.DAY_S), default=300.0, show_default=True,
-              help="Give up waiting for the job after this many seconds.")
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=types.Seconds(1.0, types.DAY_S),
+    default=300.0,
+    show_default=True,
+    help="Give up waiting for the job after this many seconds.",
+)
 def demo(file: Path | None, data_dir: Path, timeout_s: float) -> None:
     """Run the API with one embedded worker, ingest FILE, follow it, print its result and history.
 

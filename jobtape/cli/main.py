@@ -77,32 +77,82 @@ for _command in (cli_demo.demo, *cli_audit.COMMANDS, *cli_transfer.COMMANDS):
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="TCP port to listen on.")
 @common_options(worker=True)
-@click.option("--workers", "worker_count", type=click.IntRange(min=0), default=1, envvar="JOBTAPE_WORKERS",
-              show_envvar=True, show_default=True,
-              help="Embedded workers in the API process (0: none; run `jobtape worker` separately).")
-@click.option("--max-upload-bytes", type=click.IntRange(min=1), default=Settings.max_upload_bytes,
-              envvar="JOBTAPE_MAX_UPLOAD_BYTES", show_envvar=True, show_default=True,
-              help="Largest accepted upload, in bytes.")
-@click.option("--upload-idle-timeout", "upload_idle_timeout_s", type=types.Seconds(0.0, types.DAY_S),
-              default=Settings.upload_idle_timeout_s, envvar="JOBTAPE_UPLOAD_IDLE_TIMEOUT", show_envvar=True,
-              show_default=True, help="Seconds an upload may send nothing before it is abandoned (408) and its"
-              " spool file removed (0: no limit).")
-@click.option("--upload-min-rate", "upload_min_rate_bytes_s", type=types.Finite(0.0, 1e12),
-              default=Settings.upload_min_rate_bytes_s, envvar="JOBTAPE_UPLOAD_MIN_RATE", show_envvar=True,
-              show_default=True, help="Least upload rate in bytes/s, averaged over each idle-timeout window;"
-              " slower uploads are abandoned (408; 0: no minimum).")
-@click.option("--max-concurrent-uploads", type=click.IntRange(min=1), default=Settings.max_concurrent_uploads,
-              envvar="JOBTAPE_MAX_CONCURRENT_UPLOADS", show_envvar=True, show_default=True,
-              help="Uploads received at once; the next gets 503 with Retry-After before any byte is read.")
-@click.option("--max-active-jobs", type=click.IntRange(min=1), default=Settings.max_active_jobs,
-              envvar="JOBTAPE_MAX_ACTIVE_JOBS", show_envvar=True, show_default=True,
-              help="Per-owner (X-Client-Id) limit of pending + processing jobs; the next POST gets 429.")
+@click.option(
+    "--workers",
+    "worker_count",
+    type=click.IntRange(min=0),
+    default=1,
+    envvar="JOBTAPE_WORKERS",
+    show_envvar=True,
+    show_default=True,
+    help="Embedded workers in the API process (0: none; run `jobtape worker` separately).",
+)
+@click.option(
+    "--max-upload-bytes",
+    type=click.IntRange(min=1),
+    default=Settings.max_upload_bytes,
+    envvar="JOBTAPE_MAX_UPLOAD_BYTES",
+    show_envvar=True,
+    show_default=True,
+    help="Largest accepted upload, in bytes.",
+)
+@click.option(
+    "--upload-idle-timeout",
+    "upload_idle_timeout_s",
+    type=types.Seconds(0.0, types.DAY_S),
+    default=Settings.upload_idle_timeout_s,
+    envvar="JOBTAPE_UPLOAD_IDLE_TIMEOUT",
+    show_envvar=True,
+    show_default=True,
+    help="Seconds an upload may send nothing before it is abandoned (408) and its spool file removed (0: no limit).",
+)
+@click.option(
+    "--upload-min-rate",
+    "upload_min_rate_bytes_s",
+    type=types.Finite(0.0, 1e12),
+    default=Settings.upload_min_rate_bytes_s,
+    envvar="JOBTAPE_UPLOAD_MIN_RATE",
+    show_envvar=True,
+    show_default=True,
+    help="Least upload rate in bytes/s, averaged over each idle-timeout window; slower uploads are abandoned (408; 0: no minimum).",
+)
+@click.option(
+    "--max-concurrent-uploads",
+    type=click.IntRange(min=1),
+    default=Settings.max_concurrent_uploads,
+    envvar="JOBTAPE_MAX_CONCURRENT_UPLOADS",
+    show_envvar=True,
+    show_default=True,
+    help="Uploads received at once; the next gets 503 with Retry-After before any byte is read.",
+)
+@click.option(
+    "--max-active-jobs",
+    type=click.IntRange(min=1),
+    default=Settings.max_active_jobs,
+    envvar="JOBTAPE_MAX_ACTIVE_JOBS",
+    show_envvar=True,
+    show_default=True,
+    help="Per-owner (X-Client-Id) limit of pending + processing jobs; the next POST gets 429.",
+)
 @worker_settings_options
 @app_option("Serve (POST /api/jobs) and run")
-def serve(host: str, port: int, data_dir: Path, poll_interval_s: float, concurrency: int, worker_count: int,
-          max_upload_bytes: int, upload_idle_timeout_s: float, upload_min_rate_bytes_s: float,
-          max_concurrent_uploads: int, max_active_jobs: int, allow_private_urls: bool, max_download_bytes: int,
-          worker_settings: dict[str, Any], app: App | None) -> None:
+def serve(
+    host: str,
+    port: int,
+    data_dir: Path,
+    poll_interval_s: float,
+    concurrency: int,
+    worker_count: int,
+    max_upload_bytes: int,
+    upload_idle_timeout_s: float,
+    upload_min_rate_bytes_s: float,
+    max_concurrent_uploads: int,
+    max_active_jobs: int,
+    allow_private_urls: bool,
+    max_download_bytes: int,
+    worker_settings: dict[str, Any],
+    app: App | None,
+) -> None:
     """Serve the HTTP API (with embedded workers unless --workers 0) until Ctrl-C.
 
     With --app, POST /api/jobs accepts the app's job types and the embedded workers run them
@@ -117,13 +167,20 @@ def serve(host: str, port: int, data_dir: Path, poll_interval_s: float, concurre
     import uvicorn
 
     engine_values, audio_values = cli_audit.split_values(worker_settings)
-    settings = settings_from(data_dir=data_dir, poll_interval_s=poll_interval_s, concurrency=concurrency,
-                        max_upload_bytes=max_upload_bytes, upload_idle_timeout_s=upload_idle_timeout_s,
-                        upload_min_rate_bytes_s=upload_min_rate_bytes_s,
-                        max_concurrent_uploads=max_concurrent_uploads, max_active_jobs=max_active_jobs,
-                        **engine_values)
-    audio_settings = cli_audit.audio_settings_from(allow_private_urls=allow_private_urls,
-                                                   max_download_bytes=max_download_bytes, **audio_values)
+    settings = settings_from(
+        data_dir=data_dir,
+        poll_interval_s=poll_interval_s,
+        concurrency=concurrency,
+        max_upload_bytes=max_upload_bytes,
+        upload_idle_timeout_s=upload_idle_timeout_s,
+        upload_min_rate_bytes_s=upload_min_rate_bytes_s,
+        max_concurrent_uploads=max_concurrent_uploads,
+        max_active_jobs=max_active_jobs,
+        **engine_values,
+    )
+    audio_settings = cli_audit.audio_settings_from(
+        allow_private_urls=allow_private_urls, max_download_bytes=max_download_bytes, **audio_values
+    )
     fatal: list[Exception] = []
     servers: list[uvicorn.Server] = []
 
@@ -135,8 +192,9 @@ def serve(host: str, port: int, data_dir: Path, poll_interval_s: float, concurre
     # Until uvicorn installs its own handlers, SIGINT/SIGTERM end the wait for the store.
     previous = {sig: signal.signal(sig, _stop_handler([])) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        api, repository = embedded_app(settings, worker_count, wait_for_store=True, on_worker_fatal=stop_serving,
-                                       app=app, audio_settings=audio_settings)
+        api, repository = embedded_app(
+            settings, worker_count, wait_for_store=True, on_worker_fatal=stop_serving, app=app, audio_settings=audio_settings
+        )
     except _StopSignal:
         click.echo("stopped before the event store answered", err=True)
         return
@@ -181,8 +239,15 @@ def _stop_handler(job_workers: Sequence[runner.Worker]) -> Callable[[int, object
 @common_options(worker=True)
 @worker_settings_options
 @app_option("Run")
-def worker(data_dir: Path, poll_interval_s: float, concurrency: int, allow_private_urls: bool,
-           max_download_bytes: int, worker_settings: dict[str, Any], app: App | None) -> None:
+def worker(
+    data_dir: Path,
+    poll_interval_s: float,
+    concurrency: int,
+    allow_private_urls: bool,
+    max_download_bytes: int,
+    worker_settings: dict[str, Any],
+    app: App | None,
+) -> None:
     """Run a worker process that polls the event log, until SIGINT or SIGTERM.
 
     On the signal it stops claiming and gives running jobs --grace seconds to finish;
@@ -195,10 +260,10 @@ def worker(data_dir: Path, poll_interval_s: float, concurrency: int, allow_priva
     Rules: docs/worker.md.
     """
     engine_values, audio_values = cli_audit.split_values(worker_settings)
-    settings = settings_from(data_dir=data_dir, poll_interval_s=poll_interval_s, concurrency=concurrency,
-                             **engine_values)
-    audio_settings = cli_audit.audio_settings_from(allow_private_urls=allow_private_urls,
-                                                   max_download_bytes=max_download_bytes, **audio_values)
+    settings = settings_from(data_dir=data_dir, poll_interval_s=poll_interval_s, concurrency=concurrency, **engine_values)
+    audio_settings = cli_audit.audio_settings_from(
+        allow_private_urls=allow_private_urls, max_download_bytes=max_download_bytes, **audio_values
+    )
     job_app = app or defaults.default_app(settings, audio_settings)
     started: list[runner.Worker] = []
     # The handler raises instead of setting an Event: it must take no lock the main thread may hold.
@@ -208,19 +273,25 @@ def worker(data_dir: Path, poll_interval_s: float, concurrency: int, allow_priva
     try:
         # retries while the store is unreachable
         repository = startup.open_repository_waiting(settings, tables=job_app.tables)
-        job_worker = runner.Worker(repository, runtime.open_storage(settings), settings,
-                                   handlers=job_app.job_handlers(), limits=job_app.limits())
+        job_worker = runner.Worker(
+            repository, runtime.open_storage(settings), settings, handlers=job_app.job_handlers(), limits=job_app.limits()
+        )
         started.append(job_worker)
         job_worker.start()
-        click.echo(f"worker {job_worker.worker_id} polling {runtime.describe_store(settings)} every {poll_interval_s:g} s,"
-                   f" up to {concurrency} job(s) at once; SIGINT/SIGTERM to stop", err=True)
+        click.echo(
+            f"worker {job_worker.worker_id} polling {runtime.describe_store(settings)} every {poll_interval_s:g} s,"
+            f" up to {concurrency} job(s) at once; SIGINT/SIGTERM to stop",
+            err=True,
+        )
         job_worker.wait()  # forever, unless the store refuses the credentials (StoreAuthRejected: exit 1)
     except _StopSignal:
         if not started:
             click.echo("stopped before the event store answered", err=True)
         else:
-            click.echo(f"stopping: no more claims; running jobs get {settings.shutdown_grace_s:g} s, then are released"
-                       " (a second signal: at once)", err=True)
+            click.echo(
+                f"stopping: no more claims; running jobs get {settings.shutdown_grace_s:g} s, then are released (a second signal: at once)",
+                err=True,
+            )
     finally:
         for job_worker in started:
             job_worker.stop()
@@ -257,8 +328,9 @@ def _difference_table(differences: Sequence[rebuild_projection.RowDifference]) -
 
 @cli.command()
 @common_options()
-@click.option("--verify", is_flag=True, help="Only compare (off by default): print the differences, change nothing,"
-              " exit 1 if there are any.")
+@click.option(
+    "--verify", is_flag=True, help="Only compare (off by default): print the differences, change nothing, exit 1 if there are any."
+)
 @cli_audit.json_option
 @cli_audit.tables_app_option
 def rebuild(data_dir: Path, verify: bool, as_json: bool, app_reference: str | None) -> None:
@@ -293,8 +365,7 @@ def rebuild(data_dir: Path, verify: bool, as_json: bool, app_reference: str | No
             raise SystemExit(1)
         return
     outcome = "the jobs table was replaced (and assets, previews)" if report.applied else "nothing was changed"
-    out.print(f"rebuilt {report.jobs_rebuilt} jobs from {report.events_read} events;"
-                  f" {len(report.differences)} differences; {outcome}")
+    out.print(f"rebuilt {report.jobs_rebuilt} jobs from {report.events_read} events; {len(report.differences)} differences; {outcome}")
     if report.differences:
         out.print(_difference_table(report.differences))
     if report.differences and verify:

@@ -32,7 +32,7 @@ from jobtape.eventlog.store import ConstraintViolation, EventStore
 __all__ = ["COMMANDS", "archive", "export", "import_command"]
 
 
-def _bound(text: str | None, name: str) -> int | object | None:
+def _bound(text: str | None, name: str) -> transfer.Bound:
     if text is None:
         return None
     try:
@@ -42,26 +42,26 @@ def _bound(text: str | None, name: str) -> int | object | None:
 
 
 @click.command()
-@click.option("--since", metavar="POSITION|TIME", help="Only jobs created at or after this global position or time"
-              " (by default all).")
-@click.option("--until", metavar="POSITION|TIME", help="Only jobs created before this global position or time"
-              " (by default all).")
+@click.option("--since", metavar="POSITION|TIME", help="Only jobs created at or after this global position or time (by default all).")
+@click.option("--until", metavar="POSITION|TIME", help="Only jobs created before this global position or time (by default all).")
 @click.option("--job", "job_id", metavar="JOB_ID", help="Only this job (by default all).")
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write to this file (by default stdout).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write to this file (by default stdout).")
 @data_dir_option
 @json_option
 @with_store
-def export(since: str | None, until: str | None, job_id: str | None, output: Path | None, as_json: bool,
-           store: EventStore) -> None:
+def export(since: str | None, until: str | None, job_id: str | None, output: Path | None, as_json: bool, store: EventStore) -> None:
     """Write the selected jobs' events as JSON Lines, one stored event per line with its position and hash.
 
     Jobs are selected by the position or time of their job.created; each selected job's
     stream is written whole, in position order, so the file can be imported. A summary
     goes to stderr (as JSON with --json).
     """
-    selected = transfer.select_jobs(store, since=_bound(since, "--since"), until=_bound(until, "--until"),  # type: ignore[arg-type]
-                                  job_id=job_id)
+    selected = transfer.select_jobs(
+        store,
+        since=_bound(since, "--since"),
+        until=_bound(until, "--until"),
+        job_id=job_id,
+    )
     if job_id is not None and not selected:
         raise click.ClickException(f"Job not found: {job_id}")
     everything = since is None and until is None and job_id is None
@@ -76,9 +76,13 @@ def export(since: str | None, until: str | None, job_id: str | None, output: Pat
 
 @click.command("import")
 @click.argument("file", type=click.File("r", encoding="utf-8"))
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Folder of the target event log (none by default: required); the imported jobs must not exist there."
-              " With JOB_STORE_BACKEND=libsql the target is the TURSO_DATABASE_URL database instead.")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder of the target event log (none by default: required); the imported jobs must not exist there."
+    " With JOB_STORE_BACKEND=libsql the target is the TURSO_DATABASE_URL database instead.",
+)
 @json_option
 @tables_app_option
 def import_command(file: TextIO, data_dir: Path, as_json: bool, app_reference: str | None) -> None:
@@ -101,24 +105,35 @@ def import_command(file: TextIO, data_dir: Path, as_json: bool, app_reference: s
     finally:
         store.close()
     if as_json:
-        return echo_json({"jobs": report.jobs, "events": report.events, "firstPosition": report.first_position,
-                          "lastPosition": report.last_position})
+        return echo_json(
+            {"jobs": report.jobs, "events": report.events, "firstPosition": report.first_position, "lastPosition": report.last_position}
+        )
     span = f" at positions {report.first_position}-{report.last_position}" if report.events else ""
     click.echo(f"imported {report.events} events of {report.jobs} jobs{span}")
 
 
 @click.command()
-@click.option("--older-than", "older_than", required=True, metavar="DURATION",
-              help="Archive finished jobs whose last event is older than this, e.g. 30d, 12h (required, none by default).")
-@click.option("--to", "path", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="The export file to write (required, none by default; JSON Lines that `jobtape import` reads).")
-@click.option("--keep-blobs", is_flag=True,
-              help="Leave the jobs' files (uploads, prepared assets, previews) in storage; by default they are removed.")
+@click.option(
+    "--older-than",
+    "older_than",
+    required=True,
+    metavar="DURATION",
+    help="Archive finished jobs whose last event is older than this, e.g. 30d, 12h (required, none by default).",
+)
+@click.option(
+    "--to",
+    "path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The export file to write (required, none by default; JSON Lines that `jobtape import` reads).",
+)
+@click.option(
+    "--keep-blobs", is_flag=True, help="Leave the jobs' files (uploads, prepared assets, previews) in storage; by default they are removed."
+)
 @data_dir_option
 @json_option
 @tables_app_option
-def archive(older_than: str, path: Path, keep_blobs: bool, data_dir: Path, as_json: bool,
-            app_reference: str | None) -> None:
+def archive(older_than: str, path: Path, keep_blobs: bool, data_dir: Path, as_json: bool, app_reference: str | None) -> None:
     """Export finished jobs older than --older-than to --to, then remove their events, rows and files.
 
     First each job's files (its upload, prepared asset, rendered preview) are removed on
@@ -139,32 +154,46 @@ def archive(older_than: str, path: Path, keep_blobs: bool, data_dir: Path, as_js
     actor = f"cli:{getpass.getuser()}@{socket.gethostname()}"
     try:
         storage = None if keep_blobs else runtime.open_storage(settings)
-        report = retention.archive(store, cutoff=clock.utcnow() - age, path=path, actor=actor, storage=storage,
-                                   tables=tables)
+        report = retention.archive(store, cutoff=clock.utcnow() - age, path=path, actor=actor, storage=storage, tables=tables)
     except errors.StorageError as exc:
-        raise click.ClickException(f"archive stopped, no event was removed: a file could not be deleted ({exc.message});"
-                                   " its removal is recorded, run the archive again") from exc
+        raise click.ClickException(
+            f"archive stopped, no event was removed: a file could not be deleted ({exc.message});"
+            " its removal is recorded, run the archive again"
+        ) from exc
     except ConstraintViolation as exc:
         raise click.ClickException(f"archive refused, nothing was removed: {exc.detail}") from exc
     except errors.InvalidExport as exc:
-        raise click.ClickException(f"archive refused, nothing was removed: the log fails the export checks"
-                                   f" (run `jobtape verify`): {exc.message}") from exc
+        raise click.ClickException(
+            f"archive refused, nothing was removed: the log fails the export checks (run `jobtape verify`): {exc.message}"
+        ) from exc
     finally:
         store.close()
     removed = sum(len(keys) for keys in report.removed_keys.values())
     if as_json:
-        return echo_json({"archiveId": report.archive_id, "jobs": report.jobs, "events": report.events,
-                          "file": str(report.path), "sha256": report.sha256, "cutoff": report.cutoff,
-                          "blobsKept": keep_blobs, "removedKeys": report.removed_keys, "keptKeys": report.kept_keys})
-    click.echo(f"archived {report.jobs} jobs ({report.events} events) finished before"
-               f" {clock.format_timestamp(report.cutoff)} to {report.path} (sha256 {report.sha256})"
-               + (f"; archive {report.archive_id}" if report.archive_id else "; nothing to remove"))
+        return echo_json(
+            {
+                "archiveId": report.archive_id,
+                "jobs": report.jobs,
+                "events": report.events,
+                "file": str(report.path),
+                "sha256": report.sha256,
+                "cutoff": report.cutoff,
+                "blobsKept": keep_blobs,
+                "removedKeys": report.removed_keys,
+                "keptKeys": report.kept_keys,
+            }
+        )
+    click.echo(
+        f"archived {report.jobs} jobs ({report.events} events) finished before"
+        f" {clock.format_timestamp(report.cutoff)} to {report.path} (sha256 {report.sha256})"
+        + (f"; archive {report.archive_id}" if report.archive_id else "; nothing to remove")
+    )
     if keep_blobs:
-        click.echo(f"--keep-blobs: kept {report.kept_keys} files of the archived jobs in storage;"
-                   " nothing removes them later")
+        click.echo(f"--keep-blobs: kept {report.kept_keys} files of the archived jobs in storage; nothing removes them later")
     elif report.jobs:
-        click.echo(f"removed {removed} files of the archived jobs from storage"
-                   " (each job's job.blobs_deleted in the archive file names them)")
+        click.echo(
+            f"removed {removed} files of the archived jobs from storage (each job's job.blobs_deleted in the archive file names them)"
+        )
 
 
 #: The commands :mod:`jobtape.cli` registers.

@@ -25,41 +25,98 @@ __all__ = ["OPTIONS", "worker_settings_options"]
 
 def _option(flag: str, field: str, kind: Any, env: str, help_text: str) -> Callable[[Callable[..., Any]], Any]:
     default = getattr(AudioSettings if field in AudioSettings.fields() else Settings, field)
-    return click.option(flag, field, type=kind, default=default, envvar=env, show_envvar=True,
-                        show_default=default is not None, help=help_text)
+    return click.option(
+        flag, field, type=kind, default=default, envvar=env, show_envvar=True, show_default=default is not None, help=help_text
+    )
 
 
 _SECONDS = types.Seconds(0.0, types.DAY_S)
 
 #: (flag, Settings field, click type, environment variable, help text).
 OPTIONS = (
-    ("--lease-ttl", "lease_ttl_s", types.Seconds(0.3, types.DAY_S), "JOBTAPE_LEASE_TTL",
-     ("Lease of a claimed job, in seconds: renewed by every event of the worker, a heartbeat after a third of it"
-      " without one; a reaper takes back a job whose lease expired.")),
-    ("--grace", "shutdown_grace_s", _SECONDS, "JOBTAPE_SHUTDOWN_GRACE",
-     ("On SIGTERM/SIGINT, seconds running jobs may take to finish before their children are terminated and the"
-      " jobs released (a second signal: 0).")),
-    ("--max-attempts", "max_attempts", click.IntRange(min=1), "JOBTAPE_MAX_ATTEMPTS",
-     ("Total attempts per job, the first included (3: the first run and at most 2 more); a retryable failure or"
-      " a lease expiry on the last one fails the job. A job type's own max_attempts overrides it.")),
-    ("--backoff-base", "backoff_base_s", _SECONDS, "JOBTAPE_BACKOFF_BASE",
-     "Retry backoff after the first attempt, in seconds (doubling per attempt, with jitter)."),
+    (
+        "--lease-ttl",
+        "lease_ttl_s",
+        types.Seconds(0.3, types.DAY_S),
+        "JOBTAPE_LEASE_TTL",
+        (
+            "Lease of a claimed job, in seconds: renewed by every event of the worker, a heartbeat after a third of it"
+            " without one; a reaper takes back a job whose lease expired."
+        ),
+    ),
+    (
+        "--grace",
+        "shutdown_grace_s",
+        _SECONDS,
+        "JOBTAPE_SHUTDOWN_GRACE",
+        (
+            "On SIGTERM/SIGINT, seconds running jobs may take to finish before their children are terminated and the"
+            " jobs released (a second signal: 0)."
+        ),
+    ),
+    (
+        "--max-attempts",
+        "max_attempts",
+        click.IntRange(min=1),
+        "JOBTAPE_MAX_ATTEMPTS",
+        (
+            "Total attempts per job, the first included (3: the first run and at most 2 more); a retryable failure or"
+            " a lease expiry on the last one fails the job. A job type's own max_attempts overrides it."
+        ),
+    ),
+    (
+        "--backoff-base",
+        "backoff_base_s",
+        _SECONDS,
+        "JOBTAPE_BACKOFF_BASE",
+        "Retry backoff after the first attempt, in seconds (doubling per attempt, with jitter).",
+    ),
     ("--backoff-cap", "backoff_cap_s", _SECONDS, "JOBTAPE_BACKOFF_CAP", "Largest retry backoff, in seconds."),
-    ("--timeout-ingest", "timeout_ingest_s", types.Seconds(0.1, 7 * types.DAY_S), "JOBTAPE_TIMEOUT_INGEST",
-     "Seconds an ingest job may run from its claim before it fails with 'timed out after N s'."),
-    ("--timeout-preview", "timeout_preview_s", types.Seconds(0.1, 7 * types.DAY_S), "JOBTAPE_TIMEOUT_PREVIEW",
-     "Seconds a preview job may run from its claim."),
-    ("--timeout-save", "timeout_save_s", types.Seconds(0.1, 7 * types.DAY_S), "JOBTAPE_TIMEOUT_SAVE",
-     "Seconds a save job may run from its claim."),
-    ("--host-id", "host_id", str, "JOBTAPE_HOST_ID",
-     ("This host's id in worker ids and child records (the orphan sweep kills only this host's children);"
-      " the hostname by default.")),
-    ("--failed-upload-retention", "failed_upload_retention_s", types.Seconds(0.0, 366 * types.DAY_S),
-     "JOBTAPE_FAILED_UPLOAD_RETENTION",
-     ("Seconds the upload of a failed or cancelled ingest is kept after the job ended; then a worker removes it"
-      " and records job.blobs_deleted (0: at the next sweep).")),
-    ("--ffmpeg-readrate", "ffmpeg_readrate", types.Seconds(0.01, 1000.0), "JOBTAPE_FFMPEG_READRATE",
-     "Read ffmpeg's input at most this many times real time; as fast as it can by default."),
+    (
+        "--timeout-ingest",
+        "timeout_ingest_s",
+        types.Seconds(0.1, 7 * types.DAY_S),
+        "JOBTAPE_TIMEOUT_INGEST",
+        "Seconds an ingest job may run from its claim before it fails with 'timed out after N s'.",
+    ),
+    (
+        "--timeout-preview",
+        "timeout_preview_s",
+        types.Seconds(0.1, 7 * types.DAY_S),
+        "JOBTAPE_TIMEOUT_PREVIEW",
+        "Seconds a preview job may run from its claim.",
+    ),
+    (
+        "--timeout-save",
+        "timeout_save_s",
+        types.Seconds(0.1, 7 * types.DAY_S),
+        "JOBTAPE_TIMEOUT_SAVE",
+        "Seconds a save job may run from its claim.",
+    ),
+    (
+        "--host-id",
+        "host_id",
+        str,
+        "JOBTAPE_HOST_ID",
+        ("This host's id in worker ids and child records (the orphan sweep kills only this host's children); the hostname by default."),
+    ),
+    (
+        "--failed-upload-retention",
+        "failed_upload_retention_s",
+        types.Seconds(0.0, 366 * types.DAY_S),
+        "JOBTAPE_FAILED_UPLOAD_RETENTION",
+        (
+            "Seconds the upload of a failed or cancelled ingest is kept after the job ended; then a worker removes it"
+            " and records job.blobs_deleted (0: at the next sweep)."
+        ),
+    ),
+    (
+        "--ffmpeg-readrate",
+        "ffmpeg_readrate",
+        types.Seconds(0.01, 1000.0),
+        "JOBTAPE_FFMPEG_READRATE",
+        "Read ffmpeg's input at most this many times real time; as fast as it can by default.",
+    ),
 )
 
 
@@ -76,7 +133,10 @@ def worker_settings_options(command: Callable[..., Any]) -> Callable[..., Any]:
         return command(*args, worker_settings={k: v for k, v in values.items() if v is not None}, **kwargs)
 
     wrapper = click.option(
-        "--allow-private-network", "allowed_private_networks", multiple=True, metavar="CIDR",
+        "--allow-private-network",
+        "allowed_private_networks",
+        multiple=True,
+        metavar="CIDR",
         help="A non-public network URL ingests may fetch from, e.g. an internal media server's 10.1.2.0/24"
         " (repeatable; env JOBTAPE_ALLOWED_PRIVATE_NETWORKS, comma-separated). Every other non-public address"
         " stays refused; cloud metadata addresses always are. None by default.",

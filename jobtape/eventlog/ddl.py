@@ -44,9 +44,7 @@ class _Column(NamedTuple):
 
 
 def _objects(conn: sqlite3.Connection) -> dict[str, _Object]:
-    rows = conn.execute(
-        "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY rowid"
-    ).fetchall()
+    rows = conn.execute("SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY rowid").fetchall()
     return {name: _Object(type_, name, sql) for type_, name, sql in rows}
 
 

@@ -302,8 +302,7 @@ _OMITTED_WHEN_EMPTY = frozenset({"owned_keys", "download_key"})
 def event_fields(event: Event) -> dict[str, Any]:
     """The event's fields without its tag, as stored: the fields of :data:`_OMITTED_WHEN_EMPTY`
     are left out when ``None`` or empty."""
-    return {name: value for name, value in msgspec.structs.asdict(event).items()
-            if not (name in _OMITTED_WHEN_EMPTY and not value)}
+    return {name: value for name, value in msgspec.structs.asdict(event).items() if not (name in _OMITTED_WHEN_EMPTY and not value)}
 
 
 def encode_event(event: Event) -> tuple[str, str]:

@@ -86,9 +86,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: Codes of ``LibsqlError`` that mean "the server could not be reached or answered badly".
-_TRANSIENT_CODES = frozenset(
-    {"HRANA_WEBSOCKET_ERROR", "SERVER_ERROR", "CLIENT_CLOSED", "STREAM_CLOSED", "HRANA_CLOSED_ERROR"}
-)
+_TRANSIENT_CODES = frozenset({"HRANA_WEBSOCKET_ERROR", "SERVER_ERROR", "CLIENT_CLOSED", "STREAM_CLOSED", "HRANA_CLOSED_ERROR"})
 #: HTTP statuses that mean "the server refused the credentials".
 _AUTH_STATUSES = frozenset({401, 403})
 #: How ``libsql-client`` words an HTTP error answer without a Hrana error body.
@@ -97,9 +95,7 @@ _AUTH_STATUS_TEXT = re.compile(r"HTTP status 40[13]\b")
 _BUSY_FIRST_PAUSE_S = 0.005
 #: The longest pause between two busy retries, in seconds.
 _BUSY_MAX_PAUSE_S = 0.1
-_MIGRATIONS_TABLE = (
-    'CREATE TABLE IF NOT EXISTS "_jobtape_migrations" ("name" TEXT PRIMARY KEY, "applied_at" TEXT)'
-)
+_MIGRATIONS_TABLE = 'CREATE TABLE IF NOT EXISTS "_jobtape_migrations" ("name" TEXT PRIMARY KEY, "applied_at" TEXT)'
 
 
 class LibSQLBackend(SQLBackend):

@@ -111,15 +111,23 @@ def _jobs(db: sqlite_utils.Database) -> None:
             "state": str,
         },
         pk="job_id",
-        not_null={"job_type", "owner", "status", "progress", "attempt", "created_at", "updated_at",
-                  "created_position", "last_version", "last_position", "state"},
+        not_null={
+            "job_type",
+            "owner",
+            "status",
+            "progress",
+            "attempt",
+            "created_at",
+            "updated_at",
+            "created_position",
+            "last_version",
+            "last_position",
+            "state",
+        },
     )
     # Queue position = 1 + COUNT of pending jobs with a smaller created_position: an index range.
     db.table("jobs").create_index(["status", "created_position"], index_name="jobs_status_created")
-    db.execute(
-        "CREATE UNIQUE INDEX jobs_owner_idempotency ON jobs (owner, idempotency_key) "
-        "WHERE idempotency_key IS NOT NULL"
-    )
+    db.execute("CREATE UNIQUE INDEX jobs_owner_idempotency ON jobs (owner, idempotency_key) WHERE idempotency_key IS NOT NULL")
     db.table("jobs").create_index(["owner", "status"], index_name="jobs_owner_status")
 
 
@@ -194,10 +202,7 @@ def _worker_indexes(db: sqlite_utils.Database) -> None:
     # expired -- an index range per status over unfinished rows only.
     db.execute("CREATE INDEX jobs_lease ON jobs (status, lease_expires_at) WHERE finished = 0")
     # The orphan sweep's query: jobs whose log still shows children of a lost attempt.
-    db.execute(
-        "CREATE INDEX jobs_orphaned ON jobs (updated_at) "
-        "WHERE json_array_length(state, '$.orphaned_children') > 0"
-    )
+    db.execute("CREATE INDEX jobs_orphaned ON jobs (updated_at) WHERE json_array_length(state, '$.orphaned_children') > 0")
 
 
 def _quota(db: sqlite_utils.Database) -> None:
@@ -267,9 +272,7 @@ MIGRATIONS: list[Migration] = [
 ]
 
 
-def migrate(
-    db: sqlite_utils.Database, migrations: Sequence[Migration | tuple[str, MigrationStep]] | None = None
-) -> list[str]:
+def migrate(db: sqlite_utils.Database, migrations: Sequence[Migration | tuple[str, MigrationStep]] | None = None) -> list[str]:
     """Apply the migrations not yet recorded in ``_jobtape_migrations`` (under their name or one they replace).
 
     Each migration and its ``_jobtape_migrations`` row are one ``BEGIN IMMEDIATE``
@@ -310,8 +313,7 @@ def migrate(
             if not conn.in_transaction:
                 raise RuntimeError(f"migration {name} ended its own transaction; it must run inside migrate()'s")
             conn.execute(
-                "INSERT INTO _jobtape_migrations (name, applied_at) "
-                "VALUES (?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
+                "INSERT INTO _jobtape_migrations (name, applied_at) VALUES (?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
                 [name],
             )
             conn.execute("COMMIT")

@@ -167,9 +167,7 @@ class EventStore:
         return "version conflict" in exc.detail or "events.job_id, events.version" in exc.detail
 
     @classmethod
-    def _translate(
-        cls, exc: ConstraintViolation, job_id: str, expected_version: int, events: Sequence[ev.Event]
-    ) -> Exception:
+    def _translate(cls, exc: ConstraintViolation, job_id: str, expected_version: int, events: Sequence[ev.Event]) -> Exception:
         detail = exc.detail
         if cls._is_version_conflict(exc):
             return errors.ConcurrencyError(job_id, expected_version)
@@ -362,4 +360,3 @@ class EventStore:
     def close(self) -> None:
         """Close the backend."""
         self.backend.close()
-

@@ -23,10 +23,7 @@ __all__ = ["COLUMNS", "INSERT_EVENT", "StoredEvent", "from_row", "insert_params"
 #: The columns a read selects, in :func:`from_row`'s order.
 COLUMNS = "position, job_id, version, type, data, actor, recorded_at, hash"
 #: The one statement that inserts an event; the table assigns ``position`` (returned).
-INSERT_EVENT = (
-    "INSERT INTO events (job_id, version, type, data, actor, recorded_at, hash) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING position"
-)
+INSERT_EVENT = "INSERT INTO events (job_id, version, type, data, actor, recorded_at, hash) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING position"
 
 
 class StoredEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -63,8 +60,16 @@ def from_row(row: Sequence[Any]) -> StoredEvent:
     """A row selected with :data:`COLUMNS` as a :class:`StoredEvent` (``data`` as text)."""
     position, job_id, version, type_, data, actor, recorded_at, hash_ = row
     data_text = data.decode() if isinstance(data, bytes) else str(data)
-    return StoredEvent(position=int(position), job_id=str(job_id), version=int(version), type=str(type_),
-                       data=data_text, actor=str(actor), recorded_at=str(recorded_at), hash=hash_)
+    return StoredEvent(
+        position=int(position),
+        job_id=str(job_id),
+        version=int(version),
+        type=str(type_),
+        data=data_text,
+        actor=str(actor),
+        recorded_at=str(recorded_at),
+        hash=hash_,
+    )
 
 
 def to_recorded(stored: StoredEvent) -> ev.RecordedEvent:
@@ -78,5 +83,6 @@ def to_recorded(stored: StoredEvent) -> ev.RecordedEvent:
         at = clock.parse_timestamp(stored.recorded_at)
     except (TypeError, ValueError) as exc:
         raise errors.MalformedEvent(stored.position, stored.type, f"recorded_at {stored.recorded_at!r} is not a timestamp") from exc
-    return ev.RecordedEvent(position=stored.position, job_id=stored.job_id, version=stored.version, event=event,
-                            actor=stored.actor, recorded_at=at)
+    return ev.RecordedEvent(
+        position=stored.position, job_id=stored.job_id, version=stored.version, event=event, actor=stored.actor, recorded_at=at
+    )

@@ -133,10 +133,17 @@ def create_app(
     spool_folder = spool.SpoolFolder(settings.data_dir / spool.UPLOAD_TEMP_DIR)
     types = dict(job_types or {})
     app = Litestar(
-        route_handlers=[health, jobs.get_job, jobs.cancel_job, jobs.list_job_events, stream.stream_job,
-                        submit.submit_route(types), *routes, downloads.download_route(storage),
-                        create_static_files_router(UI_ASSETS_PATH, [swagger_ui_assets()], include_in_schema=False,
-                                                   name="schema-assets")],
+        route_handlers=[
+            health,
+            jobs.get_job,
+            jobs.cancel_job,
+            jobs.list_job_events,
+            stream.stream_job,
+            submit.submit_route(types),
+            *routes,
+            downloads.download_route(storage),
+            create_static_files_router(UI_ASSETS_PATH, [swagger_ui_assets()], include_in_schema=False, name="schema-assets"),
+        ],
         dependencies={
             "downloadable_keys": _provide(DownloadableKeys()),  # an app's registered prefixes replace it
             **{name: _provide(value) for name, value in (dependencies or {}).items()},

@@ -34,7 +34,10 @@ __all__ = ["ClientId", "IdempotencyKey", "SameRequest", "accepted", "answer", "c
 ClientId = Annotated[
     str | None,
     HeaderParameter(
-        name="X-Client-Id", required=False, schema_extra=openapi.OPTIONAL_STRING, max_length=200,
+        name="X-Client-Id",
+        required=False,
+        schema_extra=openapi.OPTIONAL_STRING,
+        max_length=200,
         description="Job owner for the active-job quota (default 'anonymous'). Not authenticated: not a security boundary.",
     ),
 ]
@@ -43,7 +46,10 @@ ClientId = Annotated[
 IdempotencyKey = Annotated[
     str | None,
     HeaderParameter(
-        name="Idempotency-Key", required=False, schema_extra=openapi.OPTIONAL_STRING, max_length=255,
+        name="Idempotency-Key",
+        required=False,
+        schema_extra=openapi.OPTIONAL_STRING,
+        max_length=255,
         description="Unique per X-Client-Id: a retry with the same key and body answers 200 with the job created "
         "before instead of creating another; the same key with another body is a 422",
     ),
@@ -99,8 +105,7 @@ def create_or_replay(
         errors.QuotaExceeded: the owner is at ``max_active_jobs`` (429); nothing appended.
     """
     try:
-        created = repository.create(job_type, params, owner=owner, idempotency_key=idempotency_key, actor="api",
-                                    **create_options)
+        created = repository.create(job_type, params, owner=owner, idempotency_key=idempotency_key, actor="api", **create_options)
     except errors.DuplicateIdempotencyKey:
         earlier = repository.find_by_idempotency_key(owner, idempotency_key)
         if earlier is None:  # its row went between the failed write and this read (archived): 409

@@ -47,7 +47,12 @@ from jobtape.storage import signing
 from jobtape.storage.base import Storage
 
 __all__ = [
-    "content_type_for", "download", "download_link", "download_route", "download_url_for", "serve_blob",
+    "content_type_for",
+    "download",
+    "download_link",
+    "download_route",
+    "download_url_for",
+    "serve_blob",
 ]
 
 logger = logging.getLogger(__name__)
@@ -116,11 +121,15 @@ async def serve_blob(request: Request[Any, Any, Any], storage: Storage, key: str
     return Stream(chunks, status_code=status_code, media_type=media_type, headers=headers)
 
 
-_DESCRIPTION_LOCAL = ("Serves the file a poll's signed downloadUrl names (key, expires, signature), with HTTP Range "
-                      "(one range: 206 with Content-Range; 416 when unsatisfiable); a forged, altered or expired "
-                      "link gets 403. HEAD answers the same headers without the body.")
-_DESCRIPTION_OBJECT = ("?key= of a prepared asset or preview answers JSON {downloadUrl}, a presigned GET of the "
-                       "object store valid for the configured download TTL (7 days by default).")
+_DESCRIPTION_LOCAL = (
+    "Serves the file a poll's signed downloadUrl names (key, expires, signature), with HTTP Range "
+    "(one range: 206 with Content-Range; 416 when unsatisfiable); a forged, altered or expired "
+    "link gets 403. HEAD answers the same headers without the body."
+)
+_DESCRIPTION_OBJECT = (
+    "?key= of a prepared asset or preview answers JSON {downloadUrl}, a presigned GET of the "
+    "object store valid for the configured download TTL (7 days by default)."
+)
 _KEY_DESCRIPTION = "The storage key"
 #: A key the object-storage route may sign: a prepared asset's or a preview's (no ``.``/``..`` segments).
 _OUTPUT_KEY_PATTERN = r"^(assets|previews)/[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$"
@@ -149,12 +158,22 @@ async def download(
     key: Annotated[str, QueryParameter(name="key", description=_KEY_DESCRIPTION, min_length=1, max_length=1024)],
     # Required in the document; checked here, so that a link without them gets the message below.
     expires: Annotated[
-        str | None, QueryParameter(name="expires", description="Deadline, Unix seconds", required=True,
-                                   schema_extra={**openapi.OPTIONAL_STRING, "pattern": r"^[0-9]{1,12}$"})
+        str | None,
+        QueryParameter(
+            name="expires",
+            description="Deadline, Unix seconds",
+            required=True,
+            schema_extra={**openapi.OPTIONAL_STRING, "pattern": r"^[0-9]{1,12}$"},
+        ),
     ] = None,
     signature: Annotated[
-        str | None, QueryParameter(name="signature", description="HMAC-SHA256, 64 lowercase hex digits", required=True,
-                                   schema_extra={**openapi.OPTIONAL_STRING, "pattern": r"^[0-9a-f]{64}$"})
+        str | None,
+        QueryParameter(
+            name="signature",
+            description="HMAC-SHA256, 64 lowercase hex digits",
+            required=True,
+            schema_extra={**openapi.OPTIONAL_STRING, "pattern": r"^[0-9a-f]{64}$"},
+        ),
     ] = None,
 ) -> Response[Any]:
     """Local storage: check the link's signature and deadline, then stream the file (headers only for HEAD).
@@ -168,8 +187,9 @@ async def download(
     if signer is None:  # pragma: no cover - create_app registers this route for signing storages only
         raise HTTPException(status_code=404, detail="this storage backend does not sign download links")
     if not expires or not signature:
-        raise HTTPException(status_code=400, detail="a download link needs key, expires and signature; "
-                            "use the downloadUrl of a poll of the complete job")
+        raise HTTPException(
+            status_code=400, detail="a download link needs key, expires and signature; use the downloadUrl of a poll of the complete job"
+        )
     signer.verify(key, expires, signature, clock.utcnow().timestamp())
     return await serve_blob(request, storage, key)
 
@@ -191,10 +211,17 @@ async def download_link(
     storage: NamedDependency[Storage],
     settings: NamedDependency[Settings],
     downloadable_keys: NamedDependency[DownloadableKeys],
-    key: Annotated[str, QueryParameter(name="key", description="The storage key of a prepared asset or preview",
-                                       min_length=1, max_length=1024,
-                                       # documented; checked below (403 naming the prefixes, 400 for a bad key)
-                                       schema_extra={"pattern": _OUTPUT_KEY_PATTERN})],
+    key: Annotated[
+        str,
+        QueryParameter(
+            name="key",
+            description="The storage key of a prepared asset or preview",
+            min_length=1,
+            max_length=1024,
+            # documented; checked below (403 naming the prefixes, 400 for a bad key)
+            schema_extra={"pattern": _OUTPUT_KEY_PATTERN},
+        ),
+    ],
 ) -> Response[schemas.PreviewLink]:
     """Object storage: answer ``{"downloadUrl": <presigned GET>}`` for a prepared asset or preview.
 
@@ -206,8 +233,9 @@ async def download_link(
     """
     if not downloadable_keys.allows(key):
         allowed = " or ".join(downloadable_keys.prefixes) or "none registered"
-        raise HTTPException(status_code=403, detail=f"only {downloadable_keys.what} can be downloaded by key "
-                            f"(keys starting with {allowed}); got {key!r}")
+        raise HTTPException(
+            status_code=403, detail=f"only {downloadable_keys.what} can be downloaded by key (keys starting with {allowed}); got {key!r}"
+        )
     await anyio.to_thread.run_sync(storage.size, key)  # BlobNotFound -> 404 rather than a URL that 404s later
     url = await anyio.to_thread.run_sync(storage.signed_url, key, settings.download_url_ttl_s)
     if url is None:

@@ -18,10 +18,12 @@ from jobtape.projections import state as job_state
 __all__ = ["AS_OF_DESCRIPTION", "events_as_of", "parse_as_of", "state_as_of"]
 
 #: OpenAPI description of the ``asOf`` query parameter.
-AS_OF_DESCRIPTION = ("Answer as the job was at this time: an RFC 3339 / ISO 8601 date-time from 0001-01-01T00:00:00Z "
-                     "to 9999-12-31T23:59:59Z (2026-01-02T14:02:00Z; no offset means UTC), 'now', or relative to now "
-                     "with less than 100000 units back (-10m, -2h, -1d, -1.5w; units s, m, h, d, w). Omitted: now. "
-                     "Anything else, or out of range: 422.")
+AS_OF_DESCRIPTION = (
+    "Answer as the job was at this time: an RFC 3339 / ISO 8601 date-time from 0001-01-01T00:00:00Z "
+    "to 9999-12-31T23:59:59Z (2026-01-02T14:02:00Z; no offset means UTC), 'now', or relative to now "
+    "with less than 100000 units back (-10m, -2h, -1d, -1.5w; units s, m, h, d, w). Omitted: now. "
+    "Anything else, or out of range: 422."
+)
 
 
 def parse_as_of(text: str) -> dt.datetime:

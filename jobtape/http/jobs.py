@@ -30,7 +30,14 @@ from jobtape.projections.repository import JobRepository
 from jobtape.storage.base import Storage
 
 __all__ = [
-    "AsOfQuery", "JobIdPath", "cancel_job", "check_job_id", "get_job", "list_job_events", "poll_body", "to_event_view",
+    "AsOfQuery",
+    "JobIdPath",
+    "cancel_job",
+    "check_job_id",
+    "get_job",
+    "list_job_events",
+    "poll_body",
+    "to_event_view",
     "to_job_view",
 ]
 
@@ -41,9 +48,11 @@ JobIdPath = openapi.JobIdPath
 AsOfQuery = Annotated[
     str | None,
     QueryParameter(
-        name="asOf", description=history.AS_OF_DESCRIPTION, min_length=1, max_length=64,
-        schema_extra={**openapi.OPTIONAL_STRING,
-                      "anyOf": [{"format": "date-time"}, {"pattern": timeparse.RELATIVE_PATTERN}]},
+        name="asOf",
+        description=history.AS_OF_DESCRIPTION,
+        min_length=1,
+        max_length=64,
+        schema_extra={**openapi.OPTIONAL_STRING, "anyOf": [{"format": "date-time"}, {"pattern": timeparse.RELATIVE_PATTERN}]},
     ),
 ]
 
@@ -81,9 +90,7 @@ def to_job_view(state: job_state.JobState, queue_position: int | None) -> schema
     )
 
 
-def poll_body(
-    state: job_state.JobState, queue_position: int | None, storage: Storage, download_url_ttl_s: int
-) -> schemas.JobView:
+def poll_body(state: job_state.JobState, queue_position: int | None, storage: Storage, download_url_ttl_s: int) -> schemas.JobView:
     """The poll's body: :func:`to_job_view` plus, for a complete job with an output, its signed ``downloadUrl``.
 
     The SSE ``state`` message sends the same body (:mod:`jobtape.http.stream`).
@@ -196,9 +203,7 @@ def cancel_job(jobId: JobIdPath, repository: NamedDependency[JobRepository]) -> 
     try:
         repository.execute(jobId, decide, actor="api")
     except _AlreadyTerminalError as exc:
-        raise HTTPException(
-            status_code=409, detail="Job already in terminal state", extra={"status": exc.status}
-        ) from None
+        raise HTTPException(status_code=409, detail="Job already in terminal state", extra={"status": exc.status}) from None
     return schemas.CancelAccepted(job_id=jobId)
 
 
@@ -212,9 +217,7 @@ def cancel_job(jobId: JobIdPath, repository: NamedDependency[JobRepository]) -> 
     responses={400: _BAD_ID, 404: _NOT_FOUND, 422: _BAD_AS_OF, **openapi.STORE_READ_ERRORS},
     tags=["jobs"],
 )
-def list_job_events(
-    jobId: JobIdPath, repository: NamedDependency[JobRepository], as_of: AsOfQuery = None
-) -> schemas.EventList:
+def list_job_events(jobId: JobIdPath, repository: NamedDependency[JobRepository], as_of: AsOfQuery = None) -> schemas.EventList:
     """Return the job's events in version order (up to ``asOf`` if given).
 
     Raises:

@@ -27,8 +27,17 @@ from litestar.types import OperationIDCreator
 from jobtape.http import schemas
 
 __all__ = [
-    "JOB_ID_PATTERN", "OPTIONAL_STRING", "STORE_ERRORS", "STORE_READ_ERRORS", "JobIdPath", "error", "json_schema_object", "json_schema_to_openapi", "operation_id",
-    "struct_schema"]
+    "JOB_ID_PATTERN",
+    "OPTIONAL_STRING",
+    "STORE_ERRORS",
+    "STORE_READ_ERRORS",
+    "JobIdPath",
+    "error",
+    "json_schema_object",
+    "json_schema_to_openapi",
+    "operation_id",
+    "struct_schema",
+]
 
 #: A job id: 32 lowercase hexadecimal digits (``uuid.uuid4().hex``), anchored for msgspec and JSON Schema alike.
 JOB_ID_PATTERN = r"^[0-9a-f]{32}$"
@@ -126,10 +135,23 @@ def json_schema_to_openapi(node: dict[str, Any]) -> Schema | Reference:
 
 
 #: JSON Schema keyword -> the :class:`Schema` field that writes it.
-_SCHEMA_FIELDS = {str(field.metadata.get("alias") or re.sub(r"_([a-z])", lambda m: m.group(1).upper(), field.name)): field.name
-                  for field in dataclasses.fields(Schema)}
-_SUBSCHEMA = {"not", "if", "then", "else", "items", "contains", "additionalProperties", "propertyNames",
-              "unevaluatedItems", "unevaluatedProperties", "contentSchema"}
+_SCHEMA_FIELDS = {
+    str(field.metadata.get("alias") or re.sub(r"_([a-z])", lambda m: m.group(1).upper(), field.name)): field.name
+    for field in dataclasses.fields(Schema)
+}
+_SUBSCHEMA = {
+    "not",
+    "if",
+    "then",
+    "else",
+    "items",
+    "contains",
+    "additionalProperties",
+    "propertyNames",
+    "unevaluatedItems",
+    "unevaluatedProperties",
+    "contentSchema",
+}
 _SUBSCHEMA_LISTS = {"allOf", "anyOf", "oneOf", "prefixItems"}
 _SUBSCHEMA_MAPS = {"properties", "patternProperties", "dependentSchemas"}
 

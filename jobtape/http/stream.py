@@ -56,8 +56,9 @@ KEEPALIVE_S = 15.0
 _ENCODER = msgspec.json.Encoder()
 # 18 digits stay below SQLite's 64-bit integers; no stream gets anywhere near that long.
 _VERSION = re.compile(r"[0-9]{1,18}")
-_LAST_EVENT_ID_HELP = ("Last-Event-ID must be the id of the last message received from this stream: "
-                       "a version number (1 to 18 digits, like 12)")
+_LAST_EVENT_ID_HELP = (
+    "Last-Event-ID must be the id of the last message received from this stream: a version number (1 to 18 digits, like 12)"
+)
 
 LastEventIdHeader = Annotated[
     str | None,
@@ -138,8 +139,7 @@ async def follow_job(
         read_new = functools.partial(repository.store.read_stream, job_id, from_version=state.version + 1)
         new = await anyio.to_thread.run_sync(read_new)
         for item in new:
-            state = job_state.apply(state, item.event, job_id=item.job_id, version=item.version,
-                                    recorded_at=item.recorded_at)
+            state = job_state.apply(state, item.event, job_id=item.job_id, version=item.version, recorded_at=item.recorded_at)
             yield _message("event", item.version, jobs.to_event_view(item))
             quiet_since = time.monotonic()
         if time.monotonic() - quiet_since >= KEEPALIVE_S:
@@ -157,14 +157,15 @@ async def follow_job(
     "stream. With `Last-Event-ID` (an EventSource reconnect) only the events after that version, without the "
     "state; 204 once that was the finished job's last event. Follows the log, so it works with workers in "
     "other processes.",
-    responses={204: ResponseSpec(None, description="Last-Event-ID is the finished job's last version: nothing "
-                                 "more will come (EventSource stops reconnecting)"),
-               400: openapi.error("jobId is not 32 lowercase hexadecimal characters, or Last-Event-ID is not a "
-                                  "version number"),
-               409: openapi.error("Last-Event-ID is past this job's latest version (the log was restored or "
-                                  "imported): reconnect without it"),
-               404: openapi.error("No job has this id"),
-               **openapi.STORE_READ_ERRORS},
+    responses={
+        204: ResponseSpec(
+            None, description="Last-Event-ID is the finished job's last version: nothing more will come (EventSource stops reconnecting)"
+        ),
+        400: openapi.error("jobId is not 32 lowercase hexadecimal characters, or Last-Event-ID is not a version number"),
+        409: openapi.error("Last-Event-ID is past this job's latest version (the log was restored or imported): reconnect without it"),
+        404: openapi.error("No job has this id"),
+        **openapi.STORE_READ_ERRORS,
+    },
     tags=["jobs"],
 )
 async def stream_job(
@@ -191,13 +192,17 @@ async def stream_job(
             raise HTTPException(
                 status_code=409,
                 detail=f"Last-Event-ID {resume_after} is past this job's latest version {latest}; "
-                "reconnect without Last-Event-ID to start from the job's current state"
+                "reconnect without Last-Event-ID to start from the job's current state",
             )
         current = job_state.fold(recorded)
         if resume_after == latest and current is not None and current.finished:
             return Response(content=None, status_code=204, media_type=MediaType.TEXT)
     return ServerSentEvent(
-        follow_job(repository, recorded, last_event_id=resume_after,
-                   body=lambda state, place: jobs.poll_body(state, place, storage, settings.download_url_ttl_s)),
+        follow_job(
+            repository,
+            recorded,
+            last_event_id=resume_after,
+            body=lambda state, place: jobs.poll_body(state, place, storage, settings.download_url_ttl_s),
+        ),
         headers={"Cache-Control": "no-store"},
     )

@@ -131,7 +131,8 @@ def components(job_types: Mapping[str, JobTypeSpec]) -> dict[str, Schema]:
     """
     specs = list(job_types.values())
     params, definitions = msgspec.json.schema_components(
-        [spec.params_type for spec in specs], ref_template=f"{_COMPONENTS}{PARAMS_PREFIX}{{name}}")
+        [spec.params_type for spec in specs], ref_template=f"{_COMPONENTS}{PARAMS_PREFIX}{{name}}"
+    )
     found = {f"{PARAMS_PREFIX}{name}": openapi.json_schema_object(node) for name, node in definitions.items()}
     for spec, params_schema in zip(specs, params, strict=True):
         found[f"{REQUEST_PREFIX}{spec.name}"] = Schema(
@@ -139,8 +140,7 @@ def components(job_types: Mapping[str, JobTypeSpec]) -> dict[str, Schema]:
             title=f"{spec.name} job",
             description=f"A '{spec.name}' job: its params as the job type declares them.",
             required=["type", "params"],
-            properties={"type": Schema(type=OpenAPIType.STRING, const=spec.name),
-                        "params": openapi.json_schema_to_openapi(params_schema)},
+            properties={"type": Schema(type=OpenAPIType.STRING, const=spec.name), "params": openapi.json_schema_to_openapi(params_schema)},
             additional_properties=False,
         )
     return found
@@ -152,10 +152,14 @@ def _request_body(job_types: Mapping[str, JobTypeSpec]) -> RequestBody:
         required=True,
         description="The job type and its params, as JSON (at most 64 KiB). A body that does not fit answers 422 "
         "naming the field; one that is not JSON at all answers 400.",
-        content={"application/json": OpenAPIMediaType(schema=Schema(
-            one_of=[Reference(ref=ref) for ref in references.values()],
-            discriminator=Discriminator(property_name="type", mapping=references),
-        ))},
+        content={
+            "application/json": OpenAPIMediaType(
+                schema=Schema(
+                    one_of=[Reference(ref=ref) for ref in references.values()],
+                    discriminator=Discriminator(property_name="type", mapping=references),
+                )
+            )
+        },
     )
 
 
@@ -199,9 +203,11 @@ def submit_route(job_types: Mapping[str, JobTypeSpec]) -> HTTPRouteHandler:
             400: openapi.error("The body is empty or not JSON at all"),
             409: openapi.error("Idempotency-Key conflict: the job it created is no longer readable"),
             413: openapi.error(f"The body is larger than {MAX_BODY_BYTES // 1024} KiB"),
-            422: openapi.error("The body is not {type, params}; the type is not one this server accepts (the message "
-                               "lists them); or the params do not fit the type (the message names the field). Or the "
-                               "Idempotency-Key was used before for another request"),
+            422: openapi.error(
+                "The body is not {type, params}; the type is not one this server accepts (the message "
+                "lists them); or the params do not fit the type (the message names the field). Or the "
+                "Idempotency-Key was used before for another request"
+            ),
             429: openapi.error("The owner has the maximum number of active jobs; see Retry-After"),
             **openapi.STORE_ERRORS,
         },
@@ -224,8 +230,14 @@ def submit_route(job_types: Mapping[str, JobTypeSpec]) -> HTTPRouteHandler:
         """
         spec, params = read_submission(await _read_body(request), accepted)
         create = functools.partial(
-            creation.create_or_replay, repository, spec.name, params, owner=creation.owner_of(client_id),
-            idempotency_key=creation.key_of(idempotency_key), same_request=_same_params, differs="other params",
+            creation.create_or_replay,
+            repository,
+            spec.name,
+            params,
+            owner=creation.owner_of(client_id),
+            idempotency_key=creation.key_of(idempotency_key),
+            same_request=_same_params,
+            differs="other params",
             max_active_jobs=settings.max_active_jobs,
         )
         return creation.accepted(*await anyio.to_thread.run_sync(create))

@@ -112,8 +112,7 @@ class UploadSlots:
         if self.in_use >= self.limit:
             raise HTTPException(
                 status_code=503,
-                detail=f"the server is receiving {self.limit} uploads already, its limit;"
-                f" retry in {UPLOADS_BUSY_RETRY_AFTER_S} s",
+                detail=f"the server is receiving {self.limit} uploads already, its limit; retry in {UPLOADS_BUSY_RETRY_AFTER_S} s",
                 headers={"Retry-After": str(UPLOADS_BUSY_RETRY_AFTER_S)},
             )
         self.in_use += 1
@@ -210,9 +209,7 @@ class _FileFieldCollector:
             return
         self.size_bytes += end - start
         if self.size_bytes > self.max_bytes:
-            raise HTTPException(
-                status_code=413, detail=f"the file is larger than the upload limit of {self.max_bytes} bytes"
-            )
+            raise HTTPException(status_code=413, detail=f"the file is larger than the upload limit of {self.max_bytes} bytes")
         self.pending.extend(data[start:end])
 
     def _part_end(self) -> None:
@@ -284,9 +281,7 @@ async def spool_upload(
         if not collector.ended:
             raise ClientException(detail="the multipart body ends before its closing boundary; send the whole form")
         if not collector.found:
-            raise ClientException(
-                detail=f"the form has no {field!r} field; send the audio as a multipart/form-data field named {field!r}"
-            )
+            raise ClientException(detail=f"the form has no {field!r} field; send the audio as a multipart/form-data field named {field!r}")
         if collector.size_bytes == 0:
             raise HTTPException(status_code=422, detail="the uploaded file is empty")
         yield SpooledUpload(
@@ -331,8 +326,7 @@ async def _paced(chunks: AsyncIterator[bytes], idle_timeout_s: float | None, min
             except TimeoutError:
                 raise HTTPException(
                     status_code=408,
-                    detail=f"no bytes of the upload arrived for {idle_timeout_s:g} s; the upload was abandoned,"
-                    " send it again",
+                    detail=f"no bytes of the upload arrived for {idle_timeout_s:g} s; the upload was abandoned, send it again",
                     headers={"Connection": "close"},
                 ) from None
             except InternalServerException as exc:

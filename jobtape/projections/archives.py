@@ -20,8 +20,7 @@ from jobtape.projections import registry
 
 __all__ = ["ARCHIVE_COLUMNS", "list_archives", "record_archive"]
 #: Columns of ``archives`` in table order.
-ARCHIVE_COLUMNS = ("archive_id", "archived_at", "archived_by", "cutoff", "file_name", "export_sha256", "job_count",
-                   "event_count")
+ARCHIVE_COLUMNS = ("archive_id", "archived_at", "archived_by", "cutoff", "file_name", "export_sha256", "job_count", "event_count")
 
 
 def record_archive(
@@ -53,19 +52,31 @@ def record_archive(
         ConstraintViolation: a job is not finished or changed since the export; nothing was removed.
     """
     last_positions = store.last_positions(events_per_job)
-    statements = [Statement(
-        f"INSERT INTO archives ({', '.join(ARCHIVE_COLUMNS)}) VALUES ({', '.join('?' * len(ARCHIVE_COLUMNS))})",
-        (archive_id, clock.format_timestamp(clock.utcnow()), actor, clock.format_timestamp(cutoff), file_name, sha256,
-         len(events_per_job), sum(events_per_job.values())))]
+    statements = [
+        Statement(
+            f"INSERT INTO archives ({', '.join(ARCHIVE_COLUMNS)}) VALUES ({', '.join('?' * len(ARCHIVE_COLUMNS))})",
+            (
+                archive_id,
+                clock.format_timestamp(clock.utcnow()),
+                actor,
+                clock.format_timestamp(cutoff),
+                file_name,
+                sha256,
+                len(events_per_job),
+                sum(events_per_job.values()),
+            ),
+        )
+    ]
     statements += [
-        Statement("INSERT INTO archived_jobs (archive_id, job_id, last_position, event_count) VALUES (?, ?, ?, ?)",
-                  (archive_id, job_id, last_positions.get(job_id, 0), count))
+        Statement(
+            "INSERT INTO archived_jobs (archive_id, job_id, last_position, event_count) VALUES (?, ?, ?, ?)",
+            (archive_id, job_id, last_positions.get(job_id, 0), count),
+        )
         for job_id, count in sorted(events_per_job.items())
     ]
     listed = "SELECT job_id FROM archived_jobs WHERE archive_id = ?"
     statements.append(Statement(f"DELETE FROM events WHERE job_id IN ({listed})", (archive_id,)))
-    statements += [Statement(f"DELETE FROM {p.table} WHERE {p.job_column} IN ({listed})", (archive_id,))
-                   for p in projections]
+    statements += [Statement(f"DELETE FROM {p.table} WHERE {p.job_column} IN ({listed})", (archive_id,)) for p in projections]
     store.backend.execute_batch(statements)
 
 

@@ -19,9 +19,22 @@ from jobtape.projections import state as job_state
 from jobtape.projections.state import JobState
 
 __all__ = [
-    "COLUMNS", "decode_state", "encode_state", "queue_position", "row_values", "select_blob_removals",
-    "select_by_idempotency_key", "select_claimable", "select_expired_leases", "select_finished_before", "select_held",
-    "select_retained_uploads", "select_state", "select_with_orphans", "update", "upsert",
+    "COLUMNS",
+    "decode_state",
+    "encode_state",
+    "queue_position",
+    "row_values",
+    "select_blob_removals",
+    "select_by_idempotency_key",
+    "select_claimable",
+    "select_expired_leases",
+    "select_finished_before",
+    "select_held",
+    "select_retained_uploads",
+    "select_state",
+    "select_with_orphans",
+    "update",
+    "upsert",
 ]
 
 _STATE_ENCODER = msgspec.json.Encoder()
@@ -30,10 +43,30 @@ _JSON = msgspec.json.Encoder()
 
 #: Columns of ``jobs`` in table order (migrations append new columns at the end).
 COLUMNS = (
-    "job_id", "job_type", "owner", "idempotency_key", "status", "stage", "progress", "attempt",
-    "worker_id", "lease_expires_at", "result", "error", "cancel_requested", "finished",
-    "created_at", "updated_at", "created_position", "last_version", "last_position", "state",
-    "not_before", "orphaned_count", "retained_upload", "blobs_removed_at",
+    "job_id",
+    "job_type",
+    "owner",
+    "idempotency_key",
+    "status",
+    "stage",
+    "progress",
+    "attempt",
+    "worker_id",
+    "lease_expires_at",
+    "result",
+    "error",
+    "cancel_requested",
+    "finished",
+    "created_at",
+    "updated_at",
+    "created_position",
+    "last_version",
+    "last_position",
+    "state",
+    "not_before",
+    "orphaned_count",
+    "retained_upload",
+    "blobs_removed_at",
 )
 #: Columns whose value is looked up in ``events`` by the statement itself.
 _FROM_EVENTS = {
@@ -113,8 +146,19 @@ def upsert(state: JobState, table: str = "jobs") -> Statement:
 
 
 #: State attributes that map 1:1 to a column which may change after creation.
-_MUTABLE = ("status", "stage", "progress", "attempt", "worker_id", "lease_expires_at", "result", "error",
-            "cancel_requested", "finished", "not_before")
+_MUTABLE = (
+    "status",
+    "stage",
+    "progress",
+    "attempt",
+    "worker_id",
+    "lease_expires_at",
+    "result",
+    "error",
+    "cancel_requested",
+    "finished",
+    "not_before",
+)
 _ENCODE_COLUMN: dict[str, Callable[[Any], Any]] = {
     "lease_expires_at": _stamp,
     "not_before": _stamp,
@@ -222,8 +266,10 @@ def select_claimable(backend: SQLBackend, job_types: Collection[str], now: dt.da
 
 def select_expired_leases(backend: SQLBackend, now: dt.datetime, limit: int) -> list[str]:
     """Ids of up to ``limit`` held jobs whose ``lease_expires_at`` is before ``now`` (aware UTC), oldest lease first."""
-    rows = backend.query(f"SELECT job_id FROM jobs WHERE {_HELD} AND lease_expires_at < ? ORDER BY lease_expires_at LIMIT ?",
-                         [clock.format_timestamp(now), limit])
+    rows = backend.query(
+        f"SELECT job_id FROM jobs WHERE {_HELD} AND lease_expires_at < ? ORDER BY lease_expires_at LIMIT ?",
+        [clock.format_timestamp(now), limit],
+    )
     return [str(row[0]) for row in rows]
 
 
@@ -235,8 +281,9 @@ def select_held(backend: SQLBackend) -> list[str]:
 def select_with_orphans(backend: SQLBackend, finished_since: dt.datetime) -> list[str]:
     """Ids of the jobs with orphaned children on record (``orphaned_count > 0``) that are not finished
     or changed at or after ``finished_since`` (aware UTC)."""
-    rows = backend.query("SELECT job_id FROM jobs WHERE orphaned_count > 0 AND (finished = 0 OR updated_at >= ?)",
-                         [clock.format_timestamp(finished_since)])
+    rows = backend.query(
+        "SELECT job_id FROM jobs WHERE orphaned_count > 0 AND (finished = 0 OR updated_at >= ?)", [clock.format_timestamp(finished_since)]
+    )
     return [str(row[0]) for row in rows]
 
 

@@ -235,9 +235,7 @@ def _write_rows(backend: SQLBackend, projections: tuple[registry.Projection, ...
             backend.execute_batch(statements)
 
 
-def _read_snapshot(
-    backend: SQLBackend, projections: tuple[registry.Projection, ...]
-) -> tuple[Rows, Rows, int, dict[str, int]]:
+def _read_snapshot(backend: SQLBackend, projections: tuple[registry.Projection, ...]) -> tuple[Rows, Rows, int, dict[str, int]]:
     """The rows that differ between each live and scratch table, the counts and the log's head, in ONE statement.
 
     One statement is one read snapshot. The comparison runs in SQL (``EXCEPT`` both
@@ -256,8 +254,10 @@ def _read_snapshot(
         padding = ", NULL" * (width - len(projection.columns))
         live_table, rebuilt_table = projection.table, scratch_table(projection.table)
         for side, first, second in (("live", live_table, rebuilt_table), ("rebuilt", rebuilt_table, live_table)):
-            selects.append(f"SELECT * FROM (SELECT '{side}', '{projection.table}', {columns}{padding}, NULL FROM "
-                           f"(SELECT {columns} FROM {first} EXCEPT SELECT {columns} FROM {second}))")
+            selects.append(
+                f"SELECT * FROM (SELECT '{side}', '{projection.table}', {columns}{padding}, NULL FROM "
+                f"(SELECT {columns} FROM {first} EXCEPT SELECT {columns} FROM {second}))"
+            )
         nulls = ", NULL" * width
         selects.append(f"SELECT 'count', '{projection.table}'{nulls}, (SELECT COUNT(*) FROM {rebuilt_table})")
     nulls = ", ".join(["NULL"] * width)
@@ -277,17 +277,13 @@ def _read_snapshot(
     return live, rebuilt, head, counts
 
 
-def _compare(
-    projection: registry.Projection, live: dict[str, tuple[Any, ...]], rebuilt: dict[str, tuple[Any, ...]]
-) -> list[RowDifference]:
+def _compare(projection: registry.Projection, live: dict[str, tuple[Any, ...]], rebuilt: dict[str, tuple[Any, ...]]) -> list[RowDifference]:
     differences: list[RowDifference] = []
     table = projection.table
     for key in sorted(live.keys() | rebuilt.keys()):
         live_row, rebuilt_row = live.get(key), rebuilt.get(key)
         if live_row is None or rebuilt_row is None:
-            differences.append(
-                RowDifference(key, "*", _as_dict(projection, live_row), _as_dict(projection, rebuilt_row), table)
-            )
+            differences.append(RowDifference(key, "*", _as_dict(projection, live_row), _as_dict(projection, rebuilt_row), table))
             continue
         for column, live_value, rebuilt_value in zip(projection.columns, live_row, rebuilt_row, strict=True):
             if live_value != rebuilt_value and not _same_decoded(projection, column, live_value, rebuilt_value):

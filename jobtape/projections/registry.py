@@ -87,8 +87,7 @@ class Tables:
     migrations: tuple[schema.Migration, ...] = tuple(schema.MIGRATIONS)
     projections: tuple[Projection, ...] = PROJECTIONS
 
-    def extended(self, *, migrations: tuple[schema.Migration, ...] = (),
-                 projections: tuple[Projection, ...] = ()) -> Tables:
+    def extended(self, *, migrations: tuple[schema.Migration, ...] = (), projections: tuple[Projection, ...] = ()) -> Tables:
         """These tables followed by more.
 
         Raises:
@@ -107,8 +106,6 @@ class Tables:
 ENGINE_TABLES = Tables()
 
 
-def statements_for(
-    before: JobState | None, after: JobState, projections: tuple[Projection, ...] = PROJECTIONS
-) -> list[Statement]:
+def statements_for(before: JobState | None, after: JobState, projections: tuple[Projection, ...] = PROJECTIONS) -> list[Statement]:
     """The statements of every projection for one append, in registry order."""
     return [statement for projection in projections for statement in projection.statements(before, after, projection.table)]

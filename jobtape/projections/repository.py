@@ -180,8 +180,13 @@ class JobRepository:
             errors.DuplicateIdempotencyKey: that owner already used that key.
             errors.ConcurrencyError: the job id exists already.
         """
-        created = ev.JobCreated(job_type=job_type, params=dict(params), owner=owner, idempotency_key=idempotency_key,
-                                owned_keys=list(owned_keys) if owned_keys else None)
+        created = ev.JobCreated(
+            job_type=job_type,
+            params=dict(params),
+            owner=owner,
+            idempotency_key=idempotency_key,
+            owned_keys=list(owned_keys) if owned_keys else None,
+        )
         finishes = any(isinstance(event, ev.JobCompleted | ev.JobFailed) for event in extra_events)
         job_id = job_id or new_job_id()
         limited = max_active_jobs is not None and not finishes

@@ -166,8 +166,7 @@ def download_key(state: JobState) -> str | None:
     :func:`jobtape.projections.legacy.legacy_download`. ``None`` unless complete."""
     if state.status != "complete":
         return None
-    key = state.declared_download if _declares_completion(state) else legacy.legacy_download(
-        state.job_type, state.result or {})
+    key = state.declared_download if _declares_completion(state) else legacy.legacy_download(state.job_type, state.result or {})
     return None if key is None or key in state.removed_keys else key
 
 
@@ -200,9 +199,7 @@ def _blobs_deleted(state: JobState, event: ev.JobBlobsDeleted, version: int, at:
             raise _refuse(state, event, f"{key!r} is recorded as removed already")
     if len(set(event.keys)) != len(event.keys):
         raise _refuse(state, event, "a key is named twice")
-    return msgspec.structs.replace(
-        state, removed_keys=(*state.removed_keys, *event.keys), blobs_removed_at=at, version=version
-    )
+    return msgspec.structs.replace(state, removed_keys=(*state.removed_keys, *event.keys), blobs_removed_at=at, version=version)
 
 
 def _refuse(state: JobState, event: ev.Event, reason: str) -> errors.IllegalTransition:
@@ -376,8 +373,15 @@ def _transition(state: JobState, event: ev.Event, at: dt.datetime) -> dict[str, 
                 _require_running(state, event)
             if state.running_children:
                 raise _refuse(state, event, f"children {list(state.running_children)} have not exited")
-            return {"status": "complete", "result": result, "progress": 100, "finished": True, "stage": None,
-                    "declared_outputs": tuple(outputs) if outputs else None, "declared_download": download or None}
+            return {
+                "status": "complete",
+                "result": result,
+                "progress": 100,
+                "finished": True,
+                "stage": None,
+                "declared_outputs": tuple(outputs) if outputs else None,
+                "declared_download": download or None,
+            }
         case ev.JobFailed(error=error):
             if state.cancel_requested:
                 raise _refuse(state, event, "cancellation was requested")

@@ -100,9 +100,7 @@ class Storage(abc.ABC):
         """
 
     @abc.abstractmethod
-    def open_stream(
-        self, key: str, chunk_size: int = DEFAULT_CHUNK_SIZE, start: int = 0, end: int | None = None
-    ) -> Iterator[bytes]:
+    def open_stream(self, key: str, chunk_size: int = DEFAULT_CHUNK_SIZE, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         """Read the blob under ``key`` as chunks of at most ``chunk_size`` bytes.
 
         The key is checked eagerly: ``BlobNotFound`` is raised by this call, not on the

@@ -48,9 +48,7 @@ class LocalStorage(base.Storage):
         ValueError: ``file_mode`` is not a valid file mode (:func:`filemodes.check_file_mode`).
     """
 
-    def __init__(
-        self, root: Path, signer: signing.URLSigner | None = None, *, file_mode: int = filemodes.DEFAULT_FILE_MODE
-    ) -> None:
+    def __init__(self, root: Path, signer: signing.URLSigner | None = None, *, file_mode: int = filemodes.DEFAULT_FILE_MODE) -> None:
         filemodes.check_file_mode(file_mode)
         self.root = Path(root).absolute()
         self.file_mode = file_mode

@@ -77,9 +77,7 @@ class S3Storage(base.Storage):
                 retries={"mode": "standard", "max_attempts": 3},
             ),
         )
-        self.transfer_config = TransferConfig(
-            multipart_threshold=multipart_threshold_bytes, multipart_chunksize=multipart_chunk_bytes
-        )
+        self.transfer_config = TransferConfig(multipart_threshold=multipart_threshold_bytes, multipart_chunksize=multipart_chunk_bytes)
 
     def __repr__(self) -> str:
         return f"S3Storage(bucket={self.bucket!r}, prefix={self.prefix!r})"
@@ -164,8 +162,7 @@ class S3Storage(base.Storage):
         response = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
         failed = response.get("Errors", [])
         if failed:
-            raise errors.StorageError(f"could not delete {len(failed)} objects, e.g. {failed[0].get('Key')!r}: "
-                                      f"{failed[0].get('Message')}")
+            raise errors.StorageError(f"could not delete {len(failed)} objects, e.g. {failed[0].get('Key')!r}: {failed[0].get('Message')}")
         return len(batch)
 
     # -- signed URLs -----------------------------------------------------------------------
@@ -238,8 +235,7 @@ def _code(exc: botocore.exceptions.ClientError) -> str:
 
 
 #: S3 error codes that mean "try again later" (AWS S3 error responses; R2 and MinIO use the same).
-_TRANSIENT_CODES = frozenset({"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "Throttling",
-                              "RequestTimeTooSkewed"})
+_TRANSIENT_CODES = frozenset({"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "Throttling", "RequestTimeTooSkewed"})
 
 
 def _translate(exc: botocore.exceptions.ClientError, key: str) -> errors.StorageError:

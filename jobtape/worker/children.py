@@ -16,7 +16,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = [
-    "Child", "host_id", "kill_if_ours", "process_alive", "process_start_ticks", "signal_group", "start_child", "wait_gone",
+    "Child",
+    "host_id",
+    "kill_if_ours",
+    "process_alive",
+    "process_start_ticks",
+    "signal_group",
+    "start_child",
+    "wait_gone",
 ]
 
 

@@ -283,11 +283,7 @@ class JobContext:
         with self._child_lock:
             self._child = child
         try:
-            self.append(
-                ev.JobChildStarted(
-                    pid=child.pid, argv=list(argv), host_id=self.host_id, started_at_ticks=child.started_at_ticks
-                )
-            )
+            self.append(ev.JobChildStarted(pid=child.pid, argv=list(argv), host_id=self.host_id, started_at_ticks=child.started_at_ticks))
         except BaseException as exc:  # CancelRequested, JobLost, or a store that refuses us: no child left behind
             child.terminate(self.kill_grace_s)
             self._clear_child()

@@ -103,12 +103,18 @@ class Worker:
         self.host_id = settings.host_id or children.host_id()
         self.worker_id = worker_id or f"{self.host_id}:{os.getpid()}:{next(_counter)}"
         self.rng = rng or random.Random()
-        self.reaper = Reaper(repository, settings, actor=self.worker_id, host_id=self.host_id,
-                             live_worker_ids={self.worker_id}, rng=self.rng, limits=self.limits)
+        self.reaper = Reaper(
+            repository,
+            settings,
+            actor=self.worker_id,
+            host_id=self.host_id,
+            live_worker_ids={self.worker_id},
+            rng=self.rng,
+            limits=self.limits,
+        )
         #: This worker's job work folders under ``settings.work_parent`` (swept with the reaper).
         self.workdirs = workdirs.WorkArea(settings.work_parent)
-        self.blob_sweeper = blobs.BlobSweeper(repository, storage, retention_s=settings.failed_upload_retention_s,
-                                              actor=self.worker_id)
+        self.blob_sweeper = blobs.BlobSweeper(repository, storage, retention_s=settings.failed_upload_retention_s, actor=self.worker_id)
         self._wake = threading.Event()
         self._stop = threading.Event()  # no more claims
         self._halt = threading.Event()  # the loop ends
@@ -220,8 +226,7 @@ class Worker:
         try:
             self._loop(until_idle)
         except errors.StoreAuthRejected as exc:
-            log.error("worker %s: %s; abandoning %d running job(s) and stopping", self.worker_id, exc.message,
-                      len(self.running_job_ids()))
+            log.error("worker %s: %s; abandoning %d running job(s) and stopping", self.worker_id, exc.message, len(self.running_job_ids()))
             self.abandon_all(str(exc))
             raise
         finally:
@@ -356,7 +361,11 @@ class Worker:
     def _start_job(self, state: job_state.JobState) -> None:
         workdir = self.workdirs.job_dir(state.job_id)
         context = JobContext(
-            self.repository, state, worker_id=self.worker_id, workdir=workdir, kill_grace_s=self.settings.kill_grace_s,
+            self.repository,
+            state,
+            worker_id=self.worker_id,
+            workdir=workdir,
+            kill_grace_s=self.settings.kill_grace_s,
             host_id=self.host_id,
         )
         thread = threading.Thread(target=self._run_job, args=(context,), name=f"job {state.job_id}", daemon=True)
@@ -417,8 +426,9 @@ class Worker:
         The full message goes to this process's log first (:func:`messages.scrub_paths`).
         """
         log.warning("job %s failed: %s", context.job_id, message)
-        return messages.scrub_paths(message, [(context.workdir, "<workdir>"), (self.settings.work_parent, "<work-dir>"),
-                                           (self.settings.data_dir, "<data-dir>")])
+        return messages.scrub_paths(
+            message, [(context.workdir, "<workdir>"), (self.settings.work_parent, "<work-dir>"), (self.settings.data_dir, "<data-dir>")]
+        )
 
     def _finish(self, context: JobContext, outcome: dict[str, Any] | Exception | errors.JobInterrupted) -> None:
         if isinstance(outcome, JobLost):
@@ -439,14 +449,23 @@ class Worker:
             case Released():
                 events = [ev.JobReleased(worker_id=self.worker_id, reason="shutdown")]
             case errors.JobFailed():
-                events = policy.failure_events(context.state, self._client_text(context, outcome.message),
-                                               retryable=outcome.retryable, now=clock.utcnow(),
-                                               settings=self._settings_of(context.state.job_type), rng=self.rng)
+                events = policy.failure_events(
+                    context.state,
+                    self._client_text(context, outcome.message),
+                    retryable=outcome.retryable,
+                    now=clock.utcnow(),
+                    settings=self._settings_of(context.state.job_type),
+                    rng=self.rng,
+                )
             case errors.StorageError():  # e.g. the bucket unreachable: retried with backoff when it may pass
-                events = policy.failure_events(context.state,
-                                               self._client_text(context, f"storage failed: {outcome.message}"),
-                                               retryable=outcome.retryable, now=clock.utcnow(),
-                                               settings=self._settings_of(context.state.job_type), rng=self.rng)
+                events = policy.failure_events(
+                    context.state,
+                    self._client_text(context, f"storage failed: {outcome.message}"),
+                    retryable=outcome.retryable,
+                    now=clock.utcnow(),
+                    settings=self._settings_of(context.state.job_type),
+                    rng=self.rng,
+                )
             case _:
                 detail = "".join(traceback.format_exception_only(outcome)).strip()
                 events = [ev.JobFailed(error=self._client_text(context, f"internal error: {detail}"), retryable=False)]

@@ -158,8 +158,11 @@ class WorkArea:
                     self._jobs.pop(name, None)
                     report.stale_jobs.append(own / name)
         if report.dead_owners or report.stale_jobs:
-            log.warning("work folder sweep: removed %d folder(s) of dead workers, %d stale job folder(s)",
-                        len(report.dead_owners), len(report.stale_jobs))
+            log.warning(
+                "work folder sweep: removed %d folder(s) of dead workers, %d stale job folder(s)",
+                len(report.dead_owners),
+                len(report.stale_jobs),
+            )
         return report
 
     def release(self) -> None:
@@ -187,8 +190,7 @@ def _check_parent(parent: Path) -> None:
         raise errors.StorageError(f"cannot make the job work folder parent {parent}: {exc}") from exc
     if not os.path.isdir(parent) or os.path.islink(parent) or status.st_uid != os.getuid():
         raise errors.StorageError(
-            f"the job work folder parent {parent} is not a folder of this user (uid {os.getuid()});"
-            " set JOBTAPE_WORK_DIR to one that is"
+            f"the job work folder parent {parent} is not a folder of this user (uid {os.getuid()}); set JOBTAPE_WORK_DIR to one that is"
         )
 
 

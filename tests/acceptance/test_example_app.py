@@ -39,8 +39,11 @@ def test_the_example_app_served_with_app_runs_cancels_and_audits_clean(tmp_path:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(EXAMPLES), os.environ.get("PYTHONPATH")])))
         patch.setenv("JOBTAPE_DATA_DIR", str(data_dir))
-        with jobtape_serve(data_dir, "--app", "starter.jobs:app", "--concurrency", "2") as base_url, \
-                httpx.Client(base_url=base_url, timeout=30) as http, jobtape.Client(base_url, client_id="ci") as client:
+        with (
+            jobtape_serve(data_dir, "--app", "starter.jobs:app", "--concurrency", "2") as base_url,
+            httpx.Client(base_url=base_url, timeout=30) as http,
+            jobtape.Client(base_url, client_id="ci") as client,
+        ):
             # Both types over raw HTTP.
             raw = {}
             for job_type, params in (("primes", {"limit": 20_000}), ("sleep", {"seconds": 0.1})):
@@ -65,8 +68,7 @@ def test_the_example_app_served_with_app_runs_cancels_and_audits_clean(tmp_path:
 
             # The subprocess job, cancelled mid-run: its child is killed.
             sleeper = client.submit("sleep", {"seconds": 600})
-            started = wait_for(lambda: [e for e in client.events(sleeper) if e.type == "job.child_started"], 60,
-                               "the sleep child to start")
+            started = wait_for(lambda: [e for e in client.events(sleeper) if e.type == "job.child_started"], 60, "the sleep child to start")
             pid = started[0].data["pid"]
             assert started[0].data["argv"] == ["sleep", "600"] and alive(pid)
             cancelled = http.post(f"/api/jobs/{sleeper}/cancel")
@@ -85,6 +87,11 @@ def test_the_example_app_served_with_app_runs_cancels_and_audits_clean(tmp_path:
             assert "job.cancelled" in [e.type for e in client.events(counter)]
 
     for command in (["verify"], ["rebuild", "--verify"]):
-        audit = subprocess.run([sys.executable, "-m", "jobtape", *command, "--data-dir", str(data_dir)],
-                               capture_output=True, text=True, timeout=120, check=False)
+        audit = subprocess.run(
+            [sys.executable, "-m", "jobtape", *command, "--data-dir", str(data_dir)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert audit.returncode == 0, f"jobtape {' '.join(command)}: {audit.stdout}{audit.stderr}"

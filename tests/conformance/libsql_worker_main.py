@@ -17,11 +17,12 @@ from jobtape.storage import MemoryStorage
 
 def main() -> None:
     url, name = sys.argv[1], sys.argv[2]
-    settings = Settings(data_dir=Path("."), concurrency=2, poll_interval_s=0.01, job_store_backend="libsql",
-                        turso_database_url=url)
+    settings = Settings(data_dir=Path("."), concurrency=2, poll_interval_s=0.01, job_store_backend="libsql", turso_database_url=url)
     repository = runtime.open_repository(settings, tables=default_tables())
     worker = Worker(
-        repository, MemoryStorage(), settings,
+        repository,
+        MemoryStorage(),
+        settings,
         handlers={"ingest": lambda context, storage, settings: {"by": context.worker_id}},
         worker_id=name,
     )

@@ -49,8 +49,7 @@ class SqldServer:
         extra_args: more sqld arguments, e.g. ``["--auth-jwt-key-file", path]``.
     """
 
-    def __init__(self, binary: Path, data_dir: Path, *, startup_timeout_s: float = 15.0,
-                 extra_args: Sequence[str] = ()) -> None:
+    def __init__(self, binary: Path, data_dir: Path, *, startup_timeout_s: float = 15.0, extra_args: Sequence[str] = ()) -> None:
         self.binary = binary
         self.data_dir = data_dir
         self.extra_args = list(extra_args)
@@ -79,9 +78,18 @@ class SqldServer:
         log = self.log_path.open("ab")
         try:
             self.process = subprocess.Popen(
-                [str(self.binary), "--db-path", str(self.data_dir), "--http-listen-addr",
-                 f"127.0.0.1:{self.port}", "--no-welcome", *self.extra_args],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                [
+                    str(self.binary),
+                    "--db-path",
+                    str(self.data_dir),
+                    "--http-listen-addr",
+                    f"127.0.0.1:{self.port}",
+                    "--no-welcome",
+                    *self.extra_args,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
             )
         finally:
             log.close()

@@ -105,7 +105,10 @@ def test_a_failing_statement_rolls_back_the_whole_batch(repository: JobRepositor
     job_id = created.state.job_id
     with pytest.raises(ConstraintViolation):
         repository.store.append(
-            job_id, [ev.JobClaimed(worker_id="w")], 1, actor="w",
+            job_id,
+            [ev.JobClaimed(worker_id="w")],
+            1,
+            actor="w",
             extra=[Statement("INSERT INTO jobs (job_id) VALUES (?)", (job_id,))],
         )
     assert count(repository.store.backend) == 1
@@ -224,8 +227,13 @@ def test_claims_are_exclusive_across_workers(open_backend: Callable[[], SQLBacke
     job_ids = [JobRepository(EventStore(first), projections=TABLES.projections).create("ingest", {}).state.job_id for _ in range(12)]
     settings = Settings(concurrency=2, poll_interval_s=0.01)
     workers = [
-        Worker(JobRepository(EventStore(open_backend()), projections=TABLES.projections), MemoryStorage(), settings,
-               handlers={"ingest": lambda context, storage, settings: {"by": context.worker_id}}, worker_id=f"w{n}")
+        Worker(
+            JobRepository(EventStore(open_backend()), projections=TABLES.projections),
+            MemoryStorage(),
+            settings,
+            handlers={"ingest": lambda context, storage, settings: {"by": context.worker_id}},
+            worker_id=f"w{n}",
+        )
         for n in range(3)
     ]
     threads = [threading.Thread(target=w.run, kwargs={"until_idle": True}) for w in workers]
@@ -246,8 +254,7 @@ def test_claims_are_exclusive_across_workers(open_backend: Callable[[], SQLBacke
 
 def test_rebuild_finds_and_repairs_drift(repository: JobRepository) -> None:
     created = repository.create("ingest", {}, idempotency_key="k")
-    claimed = repository.append(created.state.job_id, [ev.JobClaimed(worker_id="w"), ev.JobProgress(percent=5)],
-                                created.state, actor="w")
+    claimed = repository.append(created.state.job_id, [ev.JobClaimed(worker_id="w"), ev.JobProgress(percent=5)], created.state, actor="w")
     repository.create("preview", {})
     report = rebuild_module.rebuild(repository.store, apply_changes=False, tables=TABLES)
     assert (report.jobs_rebuilt, report.events_read, report.differences) == (2, 4, [])
@@ -270,7 +277,8 @@ def test_every_event_carries_a_hash_chained_to_the_previous_one(repository: JobR
     repository.store._last_hash.clear()  # force the read path for the previous hash
     repository.append(job_id, [ev.JobProgress(percent=4)], state, actor="w")
     rows = repository.store.backend.query(
-        "SELECT version, type, data, actor, recorded_at, hash FROM events WHERE job_id = ? ORDER BY version", [job_id])
+        "SELECT version, type, data, actor, recorded_at, hash FROM events WHERE job_id = ? ORDER BY version", [job_id]
+    )
     previous = hashing.genesis_hash(job_id)
     for version, type_, data, actor, recorded_at, stored in rows:
         previous = hashing.event_hash(previous, job_id, version, type_, data, actor, recorded_at)
@@ -282,8 +290,10 @@ def test_every_event_carries_a_hash_chained_to_the_previous_one(repository: JobR
 
 
 def _schema(query: Callable[[str], list[tuple[Any, ...]]]) -> dict[str, Any]:
-    objects = query("SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' "
-                    "AND name NOT LIKE 'libsql_%' AND name NOT LIKE '_litestream%' ORDER BY name")
+    objects = query(
+        "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' "
+        "AND name NOT LIKE 'libsql_%' AND name NOT LIKE '_litestream%' ORDER BY name"
+    )
     described: dict[str, Any] = {}
     for type_, name, table, sql in objects:
         if type_ == "table":
@@ -301,7 +311,8 @@ def test_migrations_give_the_same_schema_as_sqlite_and_are_idempotent(backend: S
     assert _schema(lambda sql: backend.query(sql)) == _schema(lambda sql: conn.execute(sql).fetchall())
     assert backend.migrate(TABLES.migrations) == []
     assert [row[0] for row in backend.query("SELECT name FROM _jobtape_migrations ORDER BY name")] == [
-        migration.name for migration in TABLES.migrations]
+        migration.name for migration in TABLES.migrations
+    ]
 
 
 def test_migrations_apply_incrementally(open_backend: Callable[[], SQLBackend], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -48,8 +48,7 @@ def _base64url(data: bytes) -> str:
 
 def _jwt(key: Ed25519PrivateKey, payload: dict[str, object]) -> str:
     """A compact JWS signed with EdDSA (RFC 7515, RFC 8037)."""
-    signing_input = (_base64url(json.dumps({"alg": "EdDSA", "typ": "JWT"}).encode()) + "."
-                     + _base64url(json.dumps(payload).encode()))
+    signing_input = _base64url(json.dumps({"alg": "EdDSA", "typ": "JWT"}).encode()) + "." + _base64url(json.dumps(payload).encode())
     return signing_input + "." + _base64url(key.sign(signing_input.encode()))
 
 
@@ -61,8 +60,7 @@ def server_key() -> Ed25519PrivateKey:
 
 def _trust(key_file: Path, key: Ed25519PrivateKey) -> None:
     """Write ``key``'s public half where sqld reads it at start-up."""
-    key_file.write_bytes(key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    key_file.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
 
 
 def _restart_trusting(server: SqldServer, key: Ed25519PrivateKey) -> None:
@@ -126,13 +124,18 @@ def test_a_refused_token_raises_store_auth_rejected_at_once(auth_sqld: SqldServe
 
 
 def test_worker_with_a_refused_token_exits_1_with_the_message(auth_sqld: SqldServer, tmp_path: Path) -> None:
-    env = {**os.environ, "JOB_STORE_BACKEND": "libsql", "TURSO_DATABASE_URL": auth_sqld.ws_url,
-           "TURSO_AUTH_TOKEN": _jwt(Ed25519PrivateKey.generate(), {"a": "rw"}),
-           "JOBTAPE_DATA_DIR": str(tmp_path), "STORAGE_BACKEND": "local", "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "JOB_STORE_BACKEND": "libsql",
+        "TURSO_DATABASE_URL": auth_sqld.ws_url,
+        "TURSO_AUTH_TOKEN": _jwt(Ed25519PrivateKey.generate(), {"a": "rw"}),
+        "JOBTAPE_DATA_DIR": str(tmp_path),
+        "STORAGE_BACKEND": "local",
+        "PYTHONUNBUFFERED": "1",
+    }
     log = tmp_path / "worker.log"
     with log.open("wb") as sink:
-        process = subprocess.Popen([sys.executable, "-m", "jobtape", "worker"], env=env,
-                                   stdout=sink, stderr=subprocess.STDOUT)
+        process = subprocess.Popen([sys.executable, "-m", "jobtape", "worker"], env=env, stdout=sink, stderr=subprocess.STDOUT)
     text = _exit_output(process, log, "the worker to exit", timeout_s=10)
     assert process.returncode == 1, text
     assert "the event store refused the credentials: check TURSO_AUTH_TOKEN" in text
@@ -154,6 +157,7 @@ def test_a_token_revoked_mid_job_stops_the_worker_and_kills_its_ffmpeg_then_a_va
     worker = Worker(repository, storage, slow, slow_audio)
     worker.start()
     try:
+
         def loudnorm() -> ev.JobChildStarted | None:  # the second ffmpeg: 45 s at real time
             started = [r.event for r in repository.store.read_stream(job_id) if isinstance(r.event, ev.JobChildStarted)]
             return started[1] if len(started) > 1 else None
@@ -173,8 +177,9 @@ def test_a_token_revoked_mid_job_stops_the_worker_and_kills_its_ffmpeg_then_a_va
     _restart_trusting(auth_sqld, server_key)  # the operator puts the right key back
     backend = LibSQLBackend(auth_sqld.ws_url, token, timeout_s=TIMEOUT_S)
     repository = JobRepository(EventStore(backend), projections=TABLES.projections)
-    fixed = Worker(repository, storage, Settings(data_dir=tmp_path, lease_ttl_s=2.0, poll_interval_s=0.05,
-                                                 backoff_base_s=0.05, backoff_cap_s=0.1))
+    fixed = Worker(
+        repository, storage, Settings(data_dir=tmp_path, lease_ttl_s=2.0, poll_interval_s=0.05, backoff_base_s=0.05, backoff_cap_s=0.1)
+    )
     fixed.start()
     try:
         wait_for(lambda: repository.get(job_id).finished, timeout_s=60, what="the job to be taken back and finished")
@@ -185,7 +190,7 @@ def test_a_token_revoked_mid_job_stops_the_worker_and_kills_its_ffmpeg_then_a_va
     try:
         assert (state.status, state.attempt, state.orphaned_children) == ("complete", 2, ()), state.error
         assert "job.lease_expired" in types and types.count("job.claimed") == 2
-        first_attempt = repository.store.read_stream(job_id)[:types.index("job.lease_expired")]
+        first_attempt = repository.store.read_stream(job_id)[: types.index("job.lease_expired")]
         assert all(r.recorded_at < rotated_at for r in first_attempt)  # nothing recorded after the refusal
         assert not any(isinstance(r.event, ev.JobChildExited) and r.event.pid == child.pid for r in first_attempt)
     finally:
@@ -202,16 +207,24 @@ def test_serve_whose_token_is_refused_mid_run_stops_and_exits_1(
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = {**os.environ, "JOB_STORE_BACKEND": "libsql", "TURSO_DATABASE_URL": auth_sqld.ws_url,
-           "TURSO_AUTH_TOKEN": _jwt(server_key, {"a": "rw"}), "JOBTAPE_DATA_DIR": str(tmp_path),
-           "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "JOB_STORE_BACKEND": "libsql",
+        "TURSO_DATABASE_URL": auth_sqld.ws_url,
+        "TURSO_AUTH_TOKEN": _jwt(server_key, {"a": "rw"}),
+        "JOBTAPE_DATA_DIR": str(tmp_path),
+        "PYTHONUNBUFFERED": "1",
+    }
     log = tmp_path / "serve.log"
     with log.open("wb") as sink:
-        process = subprocess.Popen([sys.executable, "-m", "jobtape", "serve", "--port", str(port), "--poll-interval",
-                                    "0.1"], env=env, stdout=sink, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "jobtape", "serve", "--port", str(port), "--poll-interval", "0.1"],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
     try:
-        wait_for(lambda: b"Uvicorn running" in log.read_bytes() or process.poll() is not None, timeout_s=30,
-                 what="the API to serve")
+        wait_for(lambda: b"Uvicorn running" in log.read_bytes() or process.poll() is not None, timeout_s=30, what="the API to serve")
         assert process.poll() is None, log.read_text(errors="replace")
         _restart_trusting(auth_sqld, Ed25519PrivateKey.generate())  # the server's token is refused from now on
     finally:

@@ -154,8 +154,9 @@ def test_two_appends_retried_for_the_same_version_one_wins_one_gets_a_concurrenc
     for append in appends:
         append.start()
 
-    wait_for(lambda: {"first", "second"} <= retries.threads or not all(a.is_alive() for a in appends),
-             timeout_s=30, what="both appends retrying")
+    wait_for(
+        lambda: {"first", "second"} <= retries.threads or not all(a.is_alive() for a in appends), timeout_s=30, what="both appends retrying"
+    )
     assert [a.error for a in appends] == [None, None]
     assert all(a.is_alive() for a in appends)
 

@@ -74,7 +74,8 @@ def test_every_audit_command_reads_and_writes_a_libsql_store(
     again = tmp_path / "again.jsonl"
     assert _run(remote, "export", "-o", str(again))[0] == 0
     assert [json.loads(line)["hash"] for line in again.read_text().splitlines()] == [
-        json.loads(line)["hash"] for line in exported.read_text().splitlines()]
+        json.loads(line)["hash"] for line in exported.read_text().splitlines()
+    ]
 
     archive = tmp_path / "archive.jsonl"
     code, output = _run(remote, "archive", "--older-than", "0s", "--to", str(archive), "--json")
@@ -87,10 +88,15 @@ def test_every_audit_command_reads_and_writes_a_libsql_store(
 
 
 def test_a_command_on_an_unreachable_store_exits_1_with_the_reason(tmp_path: Path) -> None:
-    env = {**os.environ, "JOBTAPE_DATA_DIR": str(tmp_path), "JOB_STORE_BACKEND": "libsql",
-           "TURSO_DATABASE_URL": "ws://127.0.0.1:9"}  # nothing listens on the discard port
-    done = subprocess.run([sys.executable, "-m", "jobtape", "verify"], env=env, cwd=ROOT, capture_output=True,
-                          text=True, timeout=60, check=False)
+    env = {
+        **os.environ,
+        "JOBTAPE_DATA_DIR": str(tmp_path),
+        "JOB_STORE_BACKEND": "libsql",
+        "TURSO_DATABASE_URL": "ws://127.0.0.1:9",
+    }  # nothing listens on the discard port
+    done = subprocess.run(
+        [sys.executable, "-m", "jobtape", "verify"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+    )
     assert done.returncode == 1, done.stderr
     assert done.stderr.startswith("Error: the event store is unavailable") and "Traceback" not in done.stderr
     assert not (tmp_path / "jobtape.db").exists()

@@ -39,20 +39,16 @@ SPEECH = Path(__file__).resolve().parents[2] / "media" / "speech_ljspeech.wav"
 
 @pytest.fixture
 def libsql_repository(sqld: SqldServer) -> Iterator[JobRepository]:
-    repository = runtime.open_repository(
-        Settings(job_store_backend="libsql", turso_database_url=sqld.ws_url), tables=TABLES)
+    repository = runtime.open_repository(Settings(job_store_backend="libsql", turso_database_url=sqld.ws_url), tables=TABLES)
     yield repository
     repository.store.close()
 
 
-def test_worker_processes_claim_each_job_exactly_once_over_the_network(
-    sqld: SqldServer, libsql_repository: JobRepository
-) -> None:
+def test_worker_processes_claim_each_job_exactly_once_over_the_network(sqld: SqldServer, libsql_repository: JobRepository) -> None:
     job_ids = [libsql_repository.create("ingest", {}).state.job_id for _ in range(40)]
     script = Path(__file__).with_name("libsql_worker_main.py")
     processes = [
-        subprocess.Popen([sys.executable, str(script), sqld.ws_url, f"worker-{n}"], stdout=subprocess.PIPE, text=True)
-        for n in range(4)
+        subprocess.Popen([sys.executable, str(script), sqld.ws_url, f"worker-{n}"], stdout=subprocess.PIPE, text=True) for n in range(4)
     ]
     outputs = [p.communicate(timeout=120)[0] for p in processes]
     assert all(p.returncode == 0 for p in processes), outputs
@@ -93,14 +89,14 @@ def test_an_unreachable_store_raises_store_unavailable(sqld: SqldServer) -> None
 
 def _upload(client: TestClient, owner: str) -> Any:
     with SPEECH.open("rb") as handle:
-        return client.post("/api/audio/ingest", files={"file": ("speech.wav", handle, "audio/wav")},
-                           headers={"X-Client-Id": owner})
+        return client.post("/api/audio/ingest", files={"file": ("speech.wav", handle, "audio/wav")}, headers={"X-Client-Id": owner})
 
 
 def _verify_stream(repository: JobRepository, job_id: str) -> list[str]:
     """Assert versions 1..n without gaps and an intact hash chain; return the event types."""
     rows = repository.store.backend.query(
-        "SELECT version, type, data, actor, recorded_at, hash FROM events WHERE job_id = ? ORDER BY version", [job_id])
+        "SELECT version, type, data, actor, recorded_at, hash FROM events WHERE job_id = ? ORDER BY version", [job_id]
+    )
     previous = hashing.genesis_hash(job_id)
     for expected, (version, type_, data, actor, recorded_at, stored) in enumerate(rows, start=1):
         assert version == expected
@@ -115,15 +111,26 @@ def test_sqld_outage_mid_run_api_answers_503_workers_back_off_and_every_job_fini
 ) -> None:
     settings = Settings(data_dir=tmp_path, job_store_backend="libsql", turso_database_url=sqld.ws_url)
     app = create_app(libsql_repository, LocalStorage(settings.storage_root), settings)
-    env = {**os.environ, "JOB_STORE_BACKEND": "libsql", "TURSO_DATABASE_URL": sqld.ws_url,
-           "JOBTAPE_DATA_DIR": str(tmp_path), "STORAGE_BACKEND": "local", "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "JOB_STORE_BACKEND": "libsql",
+        "TURSO_DATABASE_URL": sqld.ws_url,
+        "JOBTAPE_DATA_DIR": str(tmp_path),
+        "STORAGE_BACKEND": "local",
+        "PYTHONUNBUFFERED": "1",
+    }
     logs = [tmp_path / f"worker-{n}.log" for n in range(2)]
     workers = []
     for log in logs:
         with log.open("wb") as sink:
-            workers.append(subprocess.Popen(
-                [sys.executable, "-m", "jobtape", "worker", "--poll-interval", "0.2", "--concurrency", "2"],
-                env=env, stdout=sink, stderr=subprocess.STDOUT))
+            workers.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "jobtape", "worker", "--poll-interval", "0.2", "--concurrency", "2"],
+                    env=env,
+                    stdout=sink,
+                    stderr=subprocess.STDOUT,
+                )
+            )
     try:
         with TestClient(app) as client:
             job_ids = []
@@ -132,8 +139,10 @@ def test_sqld_outage_mid_run_api_answers_503_workers_back_off_and_every_job_fini
                 assert response.status_code == 202, response.text
                 job_ids.append(response.json()["data"]["jobId"])
             wait_for(lambda: all("polling" in log.read_text(errors="replace") for log in logs), what="both workers up")
-            wait_for(lambda: any(client.get(f"/api/audio/jobs/{j}").json()["status"] == "processing" for j in job_ids),
-                     what="a job to be processing")
+            wait_for(
+                lambda: any(client.get(f"/api/audio/jobs/{j}").json()["status"] == "processing" for j in job_ids),
+                what="a job to be processing",
+            )
 
             sqld.stop()
             down = client.get(f"/api/audio/jobs/{job_ids[0]}")
@@ -145,8 +154,11 @@ def test_sqld_outage_mid_run_api_answers_503_workers_back_off_and_every_job_fini
             uploads = settings.storage_root / "ingest-uploads"
             assert {path.parent.name for path in uploads.glob("*/*")} <= set(job_ids)  # the refused blob is gone
             backoff = ("next try in", "checking the in-doubt append again")
-            wait_for(lambda: all(any(m in log.read_text(errors="replace") for m in backoff) for log in logs),
-                     timeout_s=30, what="both workers to back off")
+            wait_for(
+                lambda: all(any(m in log.read_text(errors="replace") for m in backoff) for log in logs),
+                timeout_s=30,
+                what="both workers to back off",
+            )
             sqld.start()
 
             def finished() -> bool:

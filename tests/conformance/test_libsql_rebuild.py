@@ -46,7 +46,6 @@ def test_rebuild_verify_compares_tables_larger_than_one_answer(sqld_factory: Cal
         backend.close()
 
 
-
 def test_sqlds_busy_answer_is_store_busy_which_a_worker_waits_out() -> None:
     # The 10,000-job soak on sqld failed one save as "internal error: LibsqlError: SQLITE_BUSY:
     # SQLite error: database is locked" (sqld's writers queued past its busy timeout under load).

@@ -23,8 +23,12 @@ def open_fds() -> int:
 
 def test_fds_and_threads_stay_flat_over_hundreds_of_jobs(repository: JobRepository, tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path / "storage")
-    worker = Worker(repository, storage, Settings(data_dir=tmp_path, concurrency=4, poll_interval_s=0.01),
-                    handlers={"ingest": lambda context, storage_, settings: {"ok": True}})
+    worker = Worker(
+        repository,
+        storage,
+        Settings(data_dir=tmp_path, concurrency=4, poll_interval_s=0.01),
+        handlers={"ingest": lambda context, storage_, settings: {"ok": True}},
+    )
 
     def run(jobs: int) -> None:
         for _ in range(jobs):

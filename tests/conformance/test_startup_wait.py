@@ -37,8 +37,7 @@ class _Process:
     def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
         self.log = log
         with log.open("wb") as sink:
-            self.process = subprocess.Popen([sys.executable, "-m", "jobtape", *args], env=env,
-                                            stdout=sink, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen([sys.executable, "-m", "jobtape", *args], env=env, stdout=sink, stderr=subprocess.STDOUT)
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -63,8 +62,14 @@ def later_sqld(sqld_binary: Path, tmp_path: Path) -> Iterator[SqldServer]:
 
 
 def _env(server: SqldServer, data_dir: Path) -> dict[str, str]:
-    return {**os.environ, "JOB_STORE_BACKEND": "libsql", "TURSO_DATABASE_URL": server.ws_url,
-            "JOBTAPE_DATA_DIR": str(data_dir), "STORAGE_BACKEND": "local", "PYTHONUNBUFFERED": "1"}
+    return {
+        **os.environ,
+        "JOB_STORE_BACKEND": "libsql",
+        "TURSO_DATABASE_URL": server.ws_url,
+        "JOBTAPE_DATA_DIR": str(data_dir),
+        "STORAGE_BACKEND": "local",
+        "PYTHONUNBUFFERED": "1",
+    }
 
 
 def test_worker_and_api_started_before_sqld_wait_for_it_then_run_a_job(later_sqld: SqldServer, tmp_path: Path) -> None:
@@ -74,8 +79,9 @@ def test_worker_and_api_started_before_sqld_wait_for_it_then_run_a_job(later_sql
     api = _Process(["serve", "--workers", "0", "--port", str(port)], env, tmp_path / "serve.log")
     try:
         for process in (worker, api):  # two failed tries each: they retry rather than exit
-            wait_for(lambda p=process: p.text().count(RETRY_LINE) >= 2 or p.process.poll() is not None,
-                     what=f"two retries in {process.log.name}")
+            wait_for(
+                lambda p=process: p.text().count(RETRY_LINE) >= 2 or p.process.poll() is not None, what=f"two retries in {process.log.name}"
+            )
             assert process.process.poll() is None, process.text()
         assert "next try in" in worker.text() and "ws://127.0.0.1" in worker.text()
 
@@ -95,8 +101,9 @@ def test_worker_and_api_started_before_sqld_wait_for_it_then_run_a_job(later_sql
             created = httpx.post(f"{base}/api/audio/ingest", files={"file": ("speech.mp3", handle, "audio/mpeg")})
         assert created.status_code == 202, created.text
         job_url = f"{base}/api/audio/jobs/{created.json()['data']['jobId']}"
-        view = wait_for(lambda: (v := httpx.get(job_url).json())["status"] in ("complete", "failed") and v,
-                        timeout_s=60, what="the job to finish")
+        view = wait_for(
+            lambda: (v := httpx.get(job_url).json())["status"] in ("complete", "failed") and v, timeout_s=60, what="the job to finish"
+        )
         assert view["status"] == "complete", view
     finally:
         codes = [worker.stop(), api.stop()]
@@ -110,8 +117,7 @@ def test_a_signal_ends_the_wait_for_the_store(later_sqld: SqldServer, tmp_path: 
     worker = _Process(["worker"], env, tmp_path / "worker.log")
     api = _Process(["serve", "--workers", "0", "--port", str(_free_port())], env, tmp_path / "serve.log")
     for process in (worker, api):
-        wait_for(lambda p=process: RETRY_LINE in p.text() or p.process.poll() is not None,
-                 what=f"a retry in {process.log.name}")
+        wait_for(lambda p=process: RETRY_LINE in p.text() or p.process.poll() is not None, what=f"a retry in {process.log.name}")
     started = time.monotonic()
     assert [worker.stop(), api.stop()] == [0, 0], [worker.text(), api.text()]
     assert time.monotonic() - started < 10  # not waiting out a backoff

@@ -50,22 +50,30 @@ def build_real_log(data_dir: Path) -> dict[str, str]:
     try:
         corrupt = data_dir / "corrupt.mp3"
         corrupt.write_bytes(os.urandom(64 * 1024))
-        ids = {name: _upload(repository, storage, source) for name, source in (
-            ("speech", MEDIA / "speech_ljspeech.wav"),
-            ("short", MEDIA / "awkward_short_id3v1.mp3"),
-            ("video", MEDIA / "video_friday.mp4"),
-            ("failed", corrupt),
-        )}
+        ids = {
+            name: _upload(repository, storage, source)
+            for name, source in (
+                ("speech", MEDIA / "speech_ljspeech.wav"),
+                ("short", MEDIA / "awkward_short_id3v1.mp3"),
+                ("video", MEDIA / "video_friday.mp4"),
+                ("failed", corrupt),
+            )
+        }
         Worker(repository, storage, settings, worker_id="audit-host:100:1").run(until_idle=True)
         ids["cancelled"] = job_id = _upload(repository, storage, MEDIA / "music_strings.ogg")
         slow, slow_audio = configs.split(data_dir=data_dir, ffmpeg_readrate=1.0, poll_interval_s=0.05, kill_grace_s=2.0)
         worker = Worker(repository, storage, slow, slow_audio, worker_id="audit-host:200:1")
         worker.start()
         try:
-            wait_for(lambda: any(isinstance(r.event, ev.JobChildStarted) and "loudnorm" in " ".join(r.event.argv)
-                                  for r in repository.store.read_stream(job_id)), 60, "the loudnorm pass to start")
-            repository.execute(job_id, lambda state: [ev.JobCancelRequested(reason="operator: wrong file")],
-                               actor="api")
+            wait_for(
+                lambda: any(
+                    isinstance(r.event, ev.JobChildStarted) and "loudnorm" in " ".join(r.event.argv)
+                    for r in repository.store.read_stream(job_id)
+                ),
+                60,
+                "the loudnorm pass to start",
+            )
+            repository.execute(job_id, lambda state: [ev.JobCancelRequested(reason="operator: wrong file")], actor="api")
             wait_for(lambda: repository.get(job_id).finished, 30, "job.cancelled")
         finally:
             worker.stop()

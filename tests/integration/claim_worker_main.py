@@ -23,7 +23,9 @@ def main() -> None:
     repository = JobRepository(EventStore(backend), projections=default_tables().projections)
     settings = Settings(data_dir=Path(db_path).parent, concurrency=2, poll_interval_s=0.01)
     worker = Worker(
-        repository, MemoryStorage(), settings,
+        repository,
+        MemoryStorage(),
+        settings,
         handlers={"ingest": lambda context, storage, settings: {"by": context.worker_id}},
         worker_id=name,
     )

@@ -97,8 +97,7 @@ def test_job_failed_is_retried_when_retryable_up_to_the_types_attempts_and_a_cra
     flaky_state = app.repository.get(flaky_id)
     assert flaky_state.status == "failed" and flaky_state.attempt == 2  # the type's max_attempts, not the settings' 3
     assert types(app, flaky_id).count("job.retry_scheduled") == 1
-    assert (app.repository.get(refused_id).status, app.repository.get(refused_id).error) == (
-        "failed", "the input is not a number")
+    assert (app.repository.get(refused_id).status, app.repository.get(refused_id).error) == ("failed", "the input is not a number")
     buggy_state = app.repository.get(buggy_id)
     assert buggy_state.status == "failed" and buggy_state.attempt == 1
     assert buggy_state.error is not None and buggy_state.error.startswith("internal error: ZeroDivisionError")
@@ -106,8 +105,12 @@ def test_job_failed_is_retried_when_retryable_up_to_the_types_attempts_and_a_cra
 
 def _worker_process(tmp_path: Path, *flags: str) -> subprocess.Popen[str]:
     env = {**os.environ, "JOBTAPE_DATA_DIR": str(tmp_path), "PYTHONPATH": str(APPS), "JOBTAPE_APP": "sums:app"}
-    return subprocess.Popen([sys.executable, "-m", "jobtape", "worker", "--poll-interval", "0.05", "--grace", "0", *flags],
-                            env=env, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "jobtape", "worker", "--poll-interval", "0.05", "--grace", "0", *flags],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_jobtape_worker_app_runs_a_users_types_kills_a_cancelled_child_and_claims_no_audio_job(tmp_path: Path) -> None:
@@ -118,8 +121,7 @@ def test_jobtape_worker_app_runs_a_users_types_kills_a_cancelled_child_and_claim
         sys.path.remove(str(APPS))
     user = jobtape.App(Settings(data_dir=tmp_path))
     for name, spec in sums.app.job_types.items():  # the same registrations, on this test's data dir
-        user.job_type(name, timeout_s=spec.timeout_s, max_attempts=spec.max_attempts,
-                      params=spec.params_type)(spec.handler)
+        user.job_type(name, timeout_s=spec.timeout_s, max_attempts=spec.max_attempts, params=spec.params_type)(spec.handler)
     audio_job = user.repository.create("ingest", {"sourceType": "upload", "storageKey": "ingest-uploads/x/original.wav"})
     sum_id = user.submit("sum", {"a": 20, "b": 22})
     sleep_id = user.submit("sleep", {"seconds": 60})
@@ -127,8 +129,9 @@ def test_jobtape_worker_app_runs_a_users_types_kills_a_cancelled_child_and_claim
     try:
         wait_for(lambda: user.repository.get(sum_id).status == "complete", 30, "the sum")
         assert user.repository.get(sum_id).result == {"sum": 42, "attempt": 1}
-        started = wait_for(lambda: [r for r in user.repository.store.read_stream(sleep_id) if r.type == "job.child_started"],
-                           30, "the sleep child")
+        started = wait_for(
+            lambda: [r for r in user.repository.store.read_stream(sleep_id) if r.type == "job.child_started"], 30, "the sleep child"
+        )
         pid = started[0].event.pid  # type: ignore[attr-defined]
         user.repository.append(sleep_id, [ev.JobCancelRequested(reason="test")], user.repository.get(sleep_id), actor="test")
         wait_for(lambda: user.repository.get(sleep_id).finished, 30, "job.cancelled")
@@ -199,6 +202,12 @@ def test_a_handlers_broad_except_does_not_swallow_a_cancel(app: jobtape.App) -> 
 def test_an_app_reference_that_names_no_app_is_a_usage_error(tmp_path: Path) -> None:
     env = {**os.environ, "JOBTAPE_DATA_DIR": str(tmp_path), "PYTHONPATH": str(APPS)}
     for reference, message in (("sums:nothing", "does not name a jobtape.App"), ("no_such_module:app", "cannot import")):
-        done = subprocess.run([sys.executable, "-m", "jobtape", "worker", "--app", reference], env=env,
-                              capture_output=True, text=True, timeout=60, check=False)
+        done = subprocess.run(
+            [sys.executable, "-m", "jobtape", "worker", "--app", reference],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr

@@ -66,20 +66,27 @@ def test_a_registered_projection_is_written_rebuilt_served_and_archived(app: job
     assert [(d.table, d.job_id, d.column, d.live, d.rebuilt) for d in found] == [("totals", job_id, "total", 6, 5)]
     env = {**os.environ, "JOBTAPE_DATA_DIR": str(tmp_path)}
     for app_option, code in (([], 0), (["--app", "tests.apps.totals:app"], 1)):  # only --app's tables have totals
-        done = subprocess.run([sys.executable, "-m", "jobtape", "rebuild", "--verify", *app_option], env=env, cwd=ROOT,
-                              capture_output=True, text=True, timeout=60, check=False)
+        done = subprocess.run(
+            [sys.executable, "-m", "jobtape", "rebuild", "--verify", *app_option],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert done.returncode == code, (app_option, done.stdout[-500:], done.stderr[-500:])
     assert "totals" in done.stdout
     rebuild(store, tables=app.tables)
     assert _total(store, job_id) == [(job_id, 5)]
 
     storage = runtime.open_storage(app.settings)
-    with TestClient(create_app(app.repository, storage, app.settings, routes=app.routes_for(storage),
-                               dependencies=app.dependencies)) as client:
+    with TestClient(
+        create_app(app.repository, storage, app.settings, routes=app.routes_for(storage), dependencies=app.dependencies)
+    ) as client:
         assert client.get(f"/api/totals/{job_id}").json() == {"total": 5, "unit": "apples"}
 
-    report = retention.archive(store, cutoff=clock.utcnow(), path=tmp_path / "archive.jsonl", actor="test",
-                               tables=app.tables)
+    report = retention.archive(store, cutoff=clock.utcnow(), path=tmp_path / "archive.jsonl", actor="test", tables=app.tables)
     assert report.jobs == 1 and _total(store, job_id) == []  # the row left with its job
 
 

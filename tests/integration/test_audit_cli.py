@@ -65,17 +65,19 @@ def test_history_summarises_stages_attempts_and_children(real_log: tuple[Path, d
     summary = body["summary"]
 
     assert [(a["attempt"], a["workerId"], a["outcome"]) for a in summary["attempts"]] == [(1, "audit-host:100:1", "completed")]
-    assert [s["stage"] for s in summary["stages"]] == [
-        "queued", "claimed", "fetching", "probing", "measuring", "normalizing", "storing"]
+    assert [s["stage"] for s in summary["stages"]] == ["queued", "claimed", "fetching", "probing", "measuring", "normalizing", "storing"]
     assert all(s["durationS"] >= 0 for s in summary["stages"])
     assert [(c["stage"], c["exitStatus"]) for c in summary["children"]] == [
-        ("probing", 0), ("measuring", 0), ("normalizing", 0), ("normalizing", 0)]
+        ("probing", 0),
+        ("measuring", 0),
+        ("normalizing", 0),
+        ("normalizing", 0),
+    ]
     assert summary["totalS"] == pytest.approx(sum(s["durationS"] for s in summary["stages"]), abs=1e-3)
 
     code, output = run("history", jobs["cancelled"], data_dir=data_dir)
     assert code == 0, output
-    for text in ("attempts", "time per stage", "child processes", "cancelling", "cancel requested by api",
-                 "audit-host:200:1"):
+    for text in ("attempts", "time per stage", "child processes", "cancelling", "cancel requested by api", "audit-host:200:1"):
         assert text in output
     children = run_json("history", jobs["cancelled"], data_dir=data_dir)["summary"]["children"]
     assert children[-1]["stage"] == "measuring" and children[-1]["exitStatus"] not in (0, None)  # SIGTERMed
@@ -112,7 +114,8 @@ def test_jobs_as_of_shows_the_queue_with_positions(real_log: tuple[Path, dict[st
     finished = run_json("jobs", "--as-of", "now", data_dir=data_dir)["jobs"]
 
     assert [(j["jobId"], j["status"], j["queuePosition"]) for j in then] == [
-        (jobs[name], "pending", n) for n, name in enumerate(("speech", "short", "video", "failed"), start=1)]
+        (jobs[name], "pending", n) for n, name in enumerate(("speech", "short", "video", "failed"), start=1)
+    ]
     assert pending_now == []
     assert sorted(j["status"] for j in finished) == ["cancelled", "complete", "complete", "complete", "failed"]
     code, output = run("jobs", "--as-of", last_created, data_dir=data_dir)
@@ -157,8 +160,10 @@ def _read_stdout_until(process: subprocess.Popen[bytes], text: bytes, timeout_s:
 
 def test_tail_follow_prints_events_appended_by_another_process_and_exits_0_on_ctrl_c(log_copy: Path) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "jobtape", "tail", "--follow", "-n", "1", "--poll-interval", "0.05",
-         "--data-dir", str(log_copy)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        [sys.executable, "-m", "jobtape", "tail", "--follow", "-n", "1", "--poll-interval", "0.05", "--data-dir", str(log_copy)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         _read_stdout_until(process, b"job.cancelled", 30)
         repository = runtime.open_repository(Settings(data_dir=log_copy), tables=TABLES)
@@ -190,7 +195,7 @@ def test_verify_passes_on_the_real_log(real_log: tuple[Path, dict[str, str]]) ->
 def test_verify_names_the_position_of_an_event_edited_in_the_database_file(log_copy: Path) -> None:
     database = log_copy / "jobtape.db"
     with sqlite3.connect(database) as conn:  # an attacker with file access, not the API
-        position, = conn.execute("SELECT position FROM events WHERE type = 'job.cancel_requested'").fetchone()
+        (position,) = conn.execute("SELECT position FROM events WHERE type = 'job.cancel_requested'").fetchone()
         with pytest.raises(sqlite3.IntegrityError, match="append-only"):
             conn.execute("UPDATE events SET actor = 'nobody' WHERE position = ?", (position,))
         conn.execute("DROP TRIGGER events_no_update")
@@ -243,9 +248,9 @@ def test_export_then_import_replays_the_log_into_a_fresh_store(real_log: tuple[P
     for job_id in jobs.values():
         original, replayed = events_of(data_dir, job_id), events_of(tmp_path / "replay", job_id)
         assert [(e["type"], e["recordedAt"], e["actor"], e["data"]) for e in original] == [
-            (e["type"], e["recordedAt"], e["actor"], e["data"]) for e in replayed]
-    one = [json.loads(line) for line in run("export", "--job", jobs["failed"], data_dir=data_dir)[1].splitlines()
-           if line.startswith("{")]
+            (e["type"], e["recordedAt"], e["actor"], e["data"]) for e in replayed
+        ]
+    one = [json.loads(line) for line in run("export", "--job", jobs["failed"], data_dir=data_dir)[1].splitlines() if line.startswith("{")]
     assert {e["jobId"] for e in one} == {jobs["failed"]} and one[-1]["type"] == "job.failed"
 
 
@@ -276,9 +281,7 @@ def test_import_refuses_a_tampered_or_gapped_export_naming_the_line(
 # -- archive ----------------------------------------------------------------------------------------
 
 
-def test_archive_removes_old_finished_jobs_through_the_recorded_path_and_import_brings_them_back(
-    log_copy: Path, tmp_path: Path
-) -> None:
+def test_archive_removes_old_finished_jobs_through_the_recorded_path_and_import_brings_them_back(log_copy: Path, tmp_path: Path) -> None:
     archive_file = tmp_path / "archive.jsonl"
     assert run("archive", "--older-than", "30d", "--to", str(archive_file), data_dir=log_copy)[1].count("nothing") == 1
 
@@ -291,7 +294,8 @@ def test_archive_removes_old_finished_jobs_through_the_recorded_path_and_import_
     assert run("verify", data_dir=log_copy)[0] == 0
     with sqlite3.connect(log_copy / "jobtape.db") as conn:
         archived_at, archived_by, digest, count = conn.execute(
-            "SELECT archived_at, archived_by, export_sha256, job_count FROM archives").fetchone()
+            "SELECT archived_at, archived_by, export_sha256, job_count FROM archives"
+        ).fetchone()
         assert (digest, count) == (report["sha256"], 5) and archived_by.startswith("cli:")
         assert conn.execute("SELECT COUNT(*) FROM events").fetchone() == (0,)
         assert conn.execute("SELECT COUNT(*) FROM assets").fetchone() == (0,)
@@ -301,7 +305,12 @@ def test_archive_removes_old_finished_jobs_through_the_recorded_path_and_import_
 
     assert code == 0, output
     assert sorted(j["status"] for j in run_json("jobs", data_dir=log_copy)["jobs"]) == [
-        "cancelled", "complete", "complete", "complete", "failed"]
+        "cancelled",
+        "complete",
+        "complete",
+        "complete",
+        "failed",
+    ]
     assert run("verify", data_dir=log_copy)[0] == 0
     assert "0 differences" in run("rebuild", "--verify", data_dir=log_copy)[1]
     with sqlite3.connect(log_copy / "jobtape.db") as conn:

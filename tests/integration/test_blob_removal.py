@@ -49,8 +49,13 @@ class Log:
         return {name: job_state.owned_keys(self.repository.get(job_id)) for name, job_id in self.ids.items()}
 
     def jobtape(self, *args: str, data_dir: Path | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "jobtape", *args, "--data-dir", str(data_dir or self.data_dir)],
-                              env=self.env, capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "jobtape", *args, "--data-dir", str(data_dir or self.data_dir)],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     def event_count(self) -> int:
         return int(self.repository.store.backend.query("SELECT COUNT(*) FROM events")[0][0])
@@ -75,8 +80,14 @@ def _storage(kind: str, data_dir: Path, request: pytest.FixtureRequest) -> tuple
     if kind == "local":
         return LocalStorage(data_dir / "storage", signing.URLSigner(b"s" * 32)), env
     storage = request.getfixturevalue("s3_storage")
-    env.update(STORAGE_BACKEND="s3", S3_BUCKET=storage.bucket, S3_ENDPOINT_URL=request.getfixturevalue("s3_endpoint"),
-               AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_REGION="us-east-1")
+    env.update(
+        STORAGE_BACKEND="s3",
+        S3_BUCKET=storage.bucket,
+        S3_ENDPOINT_URL=request.getfixturevalue("s3_endpoint"),
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_REGION="us-east-1",
+    )
     return storage, env
 
 
@@ -88,8 +99,10 @@ def real_log(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Log]:
     repository = _open(data_dir)
     storage, env = _storage(request.param, data_dir, request)
     settings = Settings(data_dir=data_dir, max_active_jobs=50)
-    ids = {"complete": _upload(repository, storage, "a.mp3", (MEDIA / "awkward_short_id3v1.mp3").read_bytes()),
-           "failed": _upload(repository, storage, "b.mp3", CORRUPT)}
+    ids = {
+        "complete": _upload(repository, storage, "a.mp3", (MEDIA / "awkward_short_id3v1.mp3").read_bytes()),
+        "failed": _upload(repository, storage, "b.mp3", CORRUPT),
+    }
     Worker(repository, storage, settings).run(until_idle=True)
     asset_id = repository.get(ids["complete"]).result["assetId"]  # type: ignore[index]
     with TestClient(create_app(repository, storage, settings)) as client:
@@ -105,13 +118,10 @@ def real_log(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Log]:
 
 
 def _removals(lines: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {line["jobId"]: {**json.loads(line["data"]), "actor": line["actor"]}
-            for line in lines if line["type"] == "job.blobs_deleted"}
+    return {line["jobId"]: {**json.loads(line["data"]), "actor": line["actor"]} for line in lines if line["type"] == "job.blobs_deleted"}
 
 
-def test_archive_removes_the_jobs_blobs_on_record_and_an_import_of_the_archive_offers_no_dead_links(
-    real_log: Log, tmp_path: Path
-) -> None:
+def test_archive_removes_the_jobs_blobs_on_record_and_an_import_of_the_archive_offers_no_dead_links(real_log: Log, tmp_path: Path) -> None:
     owned = real_log.owned()
     keys = [key for name in ("complete", "failed", "render") for key in owned[name]]
     assert len(keys) == 4 and owned["hit"] == () and all(real_log.storage.exists(key) for key in keys)
@@ -123,8 +133,9 @@ def test_archive_removes_the_jobs_blobs_on_record_and_an_import_of_the_archive_o
     assert "removed 4 files of the archived jobs" in done.stdout
     assert [key for key in keys if real_log.storage.exists(key)] == []
     removals = _removals([json.loads(line) for line in archive_file.read_text().splitlines()])
-    assert {real_log.ids[name]: tuple(removals[real_log.ids[name]]["keys"]) for name in ("complete", "failed", "render")} \
-        == {real_log.ids[name]: owned[name] for name in ("complete", "failed", "render")}
+    assert {real_log.ids[name]: tuple(removals[real_log.ids[name]]["keys"]) for name in ("complete", "failed", "render")} == {
+        real_log.ids[name]: owned[name] for name in ("complete", "failed", "render")
+    }
     assert real_log.ids["hit"] not in removals  # a cache hit owns no file
     assert all(r["reason"].startswith("archive ") and r["actor"].startswith("cli:") for r in removals.values())
     assert real_log.jobtape("verify").returncode == 0
@@ -166,9 +177,7 @@ def test_archive_with_keep_blobs_keeps_every_file_and_says_so(real_log: Log, tmp
 
 
 @pytest.mark.parametrize("real_log", ["local"], indirect=True)
-def test_a_poll_after_import_into_a_fresh_store_without_the_files_gives_no_link_and_an_edit_gets_410(
-    real_log: Log, tmp_path: Path
-) -> None:
+def test_a_poll_after_import_into_a_fresh_store_without_the_files_gives_no_link_and_an_edit_gets_410(real_log: Log, tmp_path: Path) -> None:
     export = tmp_path / "log.jsonl"
     assert real_log.jobtape("export", "-o", str(export)).returncode == 0
     with TestClient(create_app(real_log.repository, real_log.storage, real_log.settings)) as client:

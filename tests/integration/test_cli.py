@@ -64,9 +64,22 @@ def test_history_prints_the_timeline_and_the_status(data_dir: Path, job_id: str)
     code, output = _invoke("history", "--data-dir", str(data_dir), job_id)
 
     assert code == 0, output
-    for text in ("job.created", "job.claimed", "job.stage_changed", "job.child_started", "job.progress",
-                 "job.child_exited", "job.completed", "api", "worker-7", "stage measuring", "60%",
-                 "pid 4242 ffmpeg-linux", "pid 4242 exit 0", "result: assetId, preparedKey"):
+    for text in (
+        "job.created",
+        "job.claimed",
+        "job.stage_changed",
+        "job.child_started",
+        "job.progress",
+        "job.child_exited",
+        "job.completed",
+        "api",
+        "worker-7",
+        "stage measuring",
+        "60%",
+        "pid 4242 ffmpeg-linux",
+        "pid 4242 exit 0",
+        "result: assetId, preparedKey",
+    ):
         assert text in output
     assert "+0." in output
     assert output.strip().splitlines()[-1].startswith("status: complete")
@@ -120,7 +133,9 @@ def _tamper(data_dir: Path, job_id: str) -> None:
 
 def test_rebuild_verify_exit_codes_and_repair(data_dir: Path, job_id: str) -> None:
     assert _invoke("rebuild", "--verify", "--data-dir", str(data_dir)) == (
-        0, "rebuilt 1 jobs from 7 events; 0 differences; nothing was changed\n")
+        0,
+        "rebuilt 1 jobs from 7 events; 0 differences; nothing was changed\n",
+    )
 
     _tamper(data_dir, job_id)
     code, output = _invoke("rebuild", "--verify", "--data-dir", str(data_dir))
@@ -131,7 +146,8 @@ def test_rebuild_verify_exit_codes_and_repair(data_dir: Path, job_id: str) -> No
     report = json.loads(output)
     assert code == 1 and (report["applied"], report["jobsRebuilt"], report["rowsRebuilt"]["jobs"]) == (False, 1, 1)
     assert [(d["table"], d["jobId"], d["column"], d["live"], d["rebuilt"]) for d in report["differences"]] == [
-        ("jobs", job_id, "status", "failed", "complete")]
+        ("jobs", job_id, "status", "failed", "complete")
+    ]
 
     code, output = _invoke("rebuild", "--data-dir", str(data_dir))
     assert code == 0 and "the jobs table was replaced" in output
@@ -141,9 +157,15 @@ def test_rebuild_verify_exit_codes_and_repair(data_dir: Path, job_id: str) -> No
 def test_rebuild_of_a_log_that_cannot_be_folded_names_the_position(data_dir: Path, job_id: str) -> None:
     store = runtime.open_store(Settings(data_dir=data_dir), TABLES)
     try:
-        store.backend.execute_batch([Statement(
-            "INSERT INTO events (job_id, version, type, data, actor, recorded_at)"
-            " VALUES (?, 8, 'job.progress', '{\"percent\": 5}', 'x', '2026-01-01T00:00:00Z')", (job_id,))])
+        store.backend.execute_batch(
+            [
+                Statement(
+                    "INSERT INTO events (job_id, version, type, data, actor, recorded_at)"
+                    " VALUES (?, 8, 'job.progress', '{\"percent\": 5}', 'x', '2026-01-01T00:00:00Z')",
+                    (job_id,),
+                )
+            ]
+        )
     finally:
         store.close()
 
@@ -167,8 +189,21 @@ def test_every_command_has_complete_help(command: list[str]) -> None:
         if isinstance(param, click.Option) and param.name not in ("help", "version"):
             assert param.help, param.name
             assert param.show_default or "by default" in param.help, param.name
-    assert set(cli.cli.commands) == {"serve", "worker", "history", "rebuild", "demo", "status", "jobs", "tail", "export",
-                                     "import", "verify", "stats", "archive"}
+    assert set(cli.cli.commands) == {
+        "serve",
+        "worker",
+        "history",
+        "rebuild",
+        "demo",
+        "status",
+        "jobs",
+        "tail",
+        "export",
+        "import",
+        "verify",
+        "stats",
+        "archive",
+    }
 
 
 def _read_until(process: subprocess.Popen[bytes], text: bytes, timeout_s: float) -> bytes:
@@ -202,7 +237,8 @@ def spawn() -> Iterator[list[subprocess.Popen[bytes]]]:
 def test_worker_stops_on_a_signal_and_exits_0(tmp_path: Path, spawn: list[subprocess.Popen[bytes]], signum: int) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "jobtape", "worker", "--data-dir", str(tmp_path), "--poll-interval", "0.05"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     spawn.append(process)
     _read_until(process, b"SIGINT/SIGTERM to stop", 30)
@@ -217,7 +253,10 @@ def test_worker_stops_on_a_signal_and_exits_0(tmp_path: Path, spawn: list[subpro
 def test_demo_runs_a_real_ingest_end_to_end(tmp_path: Path) -> None:
     completed = subprocess.run(
         [sys.executable, "-m", "jobtape", "demo", "--data-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,  # cwd without media/: the checkout's file is found
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,  # cwd without media/: the checkout's file is found
     )
 
     assert completed.returncode == 0, completed.stdout + completed.stderr
@@ -227,8 +266,9 @@ def test_demo_runs_a_real_ingest_end_to_end(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("command", ["worker", "serve"])
 def test_a_bad_private_network_is_refused_before_anything_starts(tmp_path: Path, command: str) -> None:
-    code, output = _invoke(command, "--data-dir", str(tmp_path), "--allow-private-network", "10.1.2.0/24",
-                           "--allow-private-network", "intranet")
+    code, output = _invoke(
+        command, "--data-dir", str(tmp_path), "--allow-private-network", "10.1.2.0/24", "--allow-private-network", "intranet"
+    )
     assert code == 1
     assert "Error: 'intranet' is not an IP network" in output and "a CIDR such as 10.1.2.0/24" in output
     assert not (tmp_path / "jobtape.db").exists()

@@ -100,8 +100,7 @@ def test_the_servers_errors_are_the_exception_trees_classes_with_its_message(ser
         missing = "0" * 32
         with pytest.raises(errors.JobNotFound) as not_found:
             client.get(missing)
-        assert (not_found.value.job_id, not_found.value.message, not_found.value.status_code) == (
-            missing, "Job not found", 404)
+        assert (not_found.value.job_id, not_found.value.message, not_found.value.status_code) == (missing, "Job not found", 404)
         for call in (client.cancel, client.events, lambda job_id: client.wait(job_id, timeout_s=10)):
             with pytest.raises(errors.JobNotFound):
                 call(missing)
@@ -223,8 +222,10 @@ def test_quota_exceeded_carries_the_limit_and_retry_after(tmp_path: Path) -> Non
     data_dir.mkdir()
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PYTHONPATH", starter_pythonpath())
-        with jobtape_serve(data_dir, "--app", "starter.jobs:app", "--max-active-jobs", "1", workers=0) as base_url, \
-                jobtape.Client(base_url, client_id="dave") as client:
+        with (
+            jobtape_serve(data_dir, "--app", "starter.jobs:app", "--max-active-jobs", "1", workers=0) as base_url,
+            jobtape.Client(base_url, client_id="dave") as client,
+        ):
             client.submit("sleep", {"seconds": 1})
             with pytest.raises(errors.QuotaExceeded) as quota:
                 client.submit("sleep", {"seconds": 1})
@@ -238,4 +239,5 @@ def test_the_clients_bodies_decode_what_the_server_encodes() -> None:
 
     for mine, theirs in ((client_module.JobView, schemas.JobView), (client_module.EventView, schemas.EventView)):
         assert [(f.name, f.encode_name, f.type) for f in msgspec.structs.fields(mine)] == [
-            (f.name, f.encode_name, f.type) for f in msgspec.structs.fields(theirs)]
+            (f.name, f.encode_name, f.type) for f in msgspec.structs.fields(theirs)
+        ]

@@ -38,9 +38,7 @@ def app(tmp_path: Path) -> Any:
     made.close()
 
 
-def test_a_user_jobs_declared_output_gets_a_download_link_and_archive_removes_its_blobs(
-    app: jobtape.App, tmp_path: Path
-) -> None:
+def test_a_user_jobs_declared_output_gets_a_download_link_and_archive_removes_its_blobs(app: jobtape.App, tmp_path: Path) -> None:
     storage = runtime.open_storage(app.settings)
     storage.put_stream(INPUT, [b"a,b\n1,2\n"])
     linked = app.submit("report", {"title": "q3", "input_key": INPUT}, owned_keys=[INPUT])
@@ -53,8 +51,9 @@ def test_a_user_jobs_declared_output_gets_a_download_link_and_archive_removes_it
     assert job_state.download_key(state) == reports.report_key(linked)
     completed = app.repository.store.read_stream(linked)[-1].event
     assert (completed.owned_keys, completed.download_key) == ([reports.report_key(linked)], reports.report_key(linked))
-    with TestClient(create_app(app.repository, storage, app.settings, routes=app.routes_for(storage),
-                               dependencies=app.dependencies)) as client:
+    with TestClient(
+        create_app(app.repository, storage, app.settings, routes=app.routes_for(storage), dependencies=app.dependencies)
+    ) as client:
         poll = client.get(f"/api/jobs/{linked}").json()
         assert client.get(poll["downloadUrl"]).content == b"Q3\nA,B\n1,2\n"
         assert "downloadUrl" not in client.get(f"/api/jobs/{unlinked}").json()  # owned, but no download declared
@@ -64,12 +63,28 @@ def test_a_user_jobs_declared_output_gets_a_download_link_and_archive_removes_it
     assert job_state.owned_keys(app.repository.get(unlinked)) == (reports.report_key(unlinked),)
 
     env = {**os.environ, "JOBTAPE_DATA_DIR": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-m", "jobtape", "archive", "--older-than", "0s", "--to",
-                           str(tmp_path / "archive.jsonl"), "--app", "tests.apps.reports:app"],
-                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobtape",
+            "archive",
+            "--older-than",
+            "0s",
+            "--to",
+            str(tmp_path / "archive.jsonl"),
+            "--app",
+            "tests.apps.reports:app",
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, (done.stdout[-500:], done.stderr[-500:])
-    assert [key for key in (INPUT, reports.report_key(linked), reports.report_key(unlinked))
-            if storage.exists(key)] == []
+    assert [key for key in (INPUT, reports.report_key(linked), reports.report_key(unlinked)) if storage.exists(key)] == []
     archived = (tmp_path / "archive.jsonl").read_text()
     assert archived.count('"job.blobs_deleted"') == 2 and INPUT in archived
 

@@ -67,9 +67,7 @@ def api(repository: JobRepository, tmp_path: Path) -> Iterator[Api]:
         (f'{{"assetId": "{ASSET}", "fadeOutSec": -1}}', "fadeOutSec", ">= 0.0"),
     ],
 )
-def test_a_body_that_is_not_a_recipe_is_422_naming_the_field_and_appends_nothing(
-    api: Api, body: str, field: str, words: str
-) -> None:
+def test_a_body_that_is_not_a_recipe_is_422_naming_the_field_and_appends_nothing(api: Api, body: str, field: str, words: str) -> None:
     for route in ROUTES:
         response = api.post(route, body)
         assert response.status_code == 422, response.text

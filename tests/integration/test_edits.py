@@ -166,8 +166,7 @@ def test_the_same_recipe_twice_renders_once_and_hits_the_cache(env: Env) -> None
     assert view["result"]["cacheHit"] is True and view["result"]["previewKey"] == first["result"]["previewKey"]
     renders = [p for p in (env.storage.root / "previews").iterdir() if first["result"]["recipeHash"] in p.name]
     assert len(renders) == 1
-    children = env.repository.store.backend.query(
-        "SELECT COUNT(*) FROM events WHERE job_id = ? AND type = 'job.child_started'", [job_id])
+    children = env.repository.store.backend.query("SELECT COUNT(*) FROM events WHERE job_id = ? AND type = 'job.child_started'", [job_id])
     assert children == [(0,)]
 
 
@@ -182,8 +181,8 @@ def test_a_preview_queued_twice_is_rendered_once(env: Env) -> None:
     assert rendered["cacheHit"] is False
     assert reused == {**rendered, "cacheHit": True, "renderedByJobId": first_id}
     started = env.repository.store.backend.query(
-        "SELECT job_id, COUNT(*) FROM events WHERE job_id IN (?, ?) AND type = 'job.child_started' GROUP BY job_id",
-        [first_id, second_id])
+        "SELECT job_id, COUNT(*) FROM events WHERE job_id IN (?, ?) AND type = 'job.child_started' GROUP BY job_id", [first_id, second_id]
+    )
     assert [job for job, _ in started] == [first_id]  # no ffmpeg ran for the second
 
 
@@ -213,6 +212,7 @@ def test_cancelling_a_save_while_it_renders_kills_ffmpeg_and_leaves_no_asset(env
     assets_before = sorted((env.storage.root / "assets").rglob("*"))
     slow.start()
     try:
+
         def rendering() -> ev.JobChildStarted | None:
             stream = env.repository.store.read_stream(job_id)
             stage = [r.event.stage for r in stream if isinstance(r.event, ev.JobStageChanged)][-1:]
@@ -286,9 +286,7 @@ def test_signed_links_refuse_tampering_and_expiry(env: Env) -> None:
         ({"fade_in_sec": 1}, 422, "fadeInSec"),
     ],
 )
-def test_bad_recipes_are_refused_naming_the_field_and_append_nothing(
-    env: Env, change: dict[str, Any], status: int, field: str
-) -> None:
+def test_bad_recipes_are_refused_naming_the_field_and_append_nothing(env: Env, change: dict[str, Any], status: int, field: str) -> None:
     before = env.event_count()
     for route in ("preview", "save"):
         response = env.post(route, {"assetId": env.speech.asset_id, **change})
@@ -314,8 +312,9 @@ def test_quota_refuses_the_next_job_with_429_and_appends_nothing(env: Env, tmp_p
         assert refused.status_code == 429 and "quota-owner" in refused.json()["error"]
         assert int(refused.headers["retry-after"]) > 0
         uploads = sorted((env.storage.root / "ingest-uploads").rglob("*"))
-        upload = client.post("/api/audio/ingest", files={"file": ("a.wav", (MEDIA / "speech_ljspeech.wav").read_bytes(),
-                                                                  "audio/wav")}, headers=owner)
+        upload = client.post(
+            "/api/audio/ingest", files={"file": ("a.wav", (MEDIA / "speech_ljspeech.wav").read_bytes(), "audio/wav")}, headers=owner
+        )
         assert upload.status_code == 429
         assert sorted((env.storage.root / "ingest-uploads").rglob("*")) == uploads  # no blob left
         assert env.event_count() == before
@@ -338,8 +337,9 @@ def test_a_retried_save_with_its_idempotency_key_answers_the_first_job(env: Env)
     uploads = sorted(env.storage.root.rglob("*"))
     other_recipe = env.post("save", {**recipe, "gainDb": 3}, **headers)
     other_type = env.post("preview", recipe, **headers)
-    upload = env.client.post("/api/audio/ingest", headers=headers,
-                             files={"file": ("a.wav", (MEDIA / "speech_ljspeech.wav").read_bytes(), "audio/wav")})
+    upload = env.client.post(
+        "/api/audio/ingest", headers=headers, files={"file": ("a.wav", (MEDIA / "speech_ljspeech.wav").read_bytes(), "audio/wav")}
+    )
     for refused in (other_recipe, other_type, upload):
         assert refused.status_code == 422, refused.text
         assert refused.json()["error"].startswith("Idempotency-Key 'save-7' was already used for a save job")
@@ -356,10 +356,12 @@ def test_a_retried_save_with_its_idempotency_key_answers_the_first_job(env: Env)
 def test_rebuild_verifies_and_repairs_assets_and_previews(env: Env) -> None:
     backend = env.repository.store.backend
     assert rebuild.rebuild(env.repository.store, apply_changes=False, tables=TABLES).differences == []
-    backend.execute_batch([
-        Statement("UPDATE assets SET duration_sec = 1.0 WHERE asset_id = ?", (env.speech.asset_id,)),
-        Statement("DELETE FROM previews WHERE recipe_hash = (SELECT MIN(recipe_hash) FROM previews)"),
-    ])
+    backend.execute_batch(
+        [
+            Statement("UPDATE assets SET duration_sec = 1.0 WHERE asset_id = ?", (env.speech.asset_id,)),
+            Statement("DELETE FROM previews WHERE recipe_hash = (SELECT MIN(recipe_hash) FROM previews)"),
+        ]
+    )
     report = rebuild.rebuild(env.repository.store, apply_changes=False, tables=TABLES)
     found = {(d.table, d.column) for d in report.differences}
     assert found == {("assets", "duration_sec"), ("previews", "*")}

@@ -89,21 +89,32 @@ def api(tmp_path: Path) -> Iterator[tuple[TestClient[Any], jobtape.App]]:
     app = jobtape.App(Settings(data_dir=tmp_path), description="A shop's jobs.")
     app.route(shop)
     storage = runtime.open_storage(app.settings)
-    with TestClient(create_app(app.repository, storage, app.settings, routes=app.routes_for(storage),
-                               dependencies=app.dependencies, description=app.description)) as client:
+    with TestClient(
+        create_app(
+            app.repository,
+            storage,
+            app.settings,
+            routes=app.routes_for(storage),
+            dependencies=app.dependencies,
+            description=app.description,
+        )
+    ) as client:
         yield client, app
     app.close()
 
 
-@pytest.mark.parametrize(("case", "status", "message"), [
-    ("out-of-stock", 409, "apples is out of stock; order fewer or wait for a restock"),
-    ("back-ordered", 409, "pears is out of stock; order fewer or wait for a restock"),
-    ("discontinued", 410, "this item is discontinued"),
-    ("recalled", 451, "the figs are recalled"),
-    ("unpriced", 422, "the kiwis have no price; set one"),
-    ("no-such-order", 404, "Job not found"),
-    ("overbooked", 409, "the slot is taken; pick another"),
-])
+@pytest.mark.parametrize(
+    ("case", "status", "message"),
+    [
+        ("out-of-stock", 409, "apples is out of stock; order fewer or wait for a restock"),
+        ("back-ordered", 409, "pears is out of stock; order fewer or wait for a restock"),
+        ("discontinued", 410, "this item is discontinued"),
+        ("recalled", 451, "the figs are recalled"),
+        ("unpriced", 422, "the kiwis have no price; set one"),
+        ("no-such-order", 404, "Job not found"),
+        ("overbooked", 409, "the slot is taken; pick another"),
+    ],
+)
 def test_a_packages_error_answers_the_status_its_class_declares(
     api: tuple[TestClient[Any], jobtape.App], case: str, status: int, message: str
 ) -> None:

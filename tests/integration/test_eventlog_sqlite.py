@@ -75,7 +75,10 @@ def test_projection_row_is_written_in_the_same_batch(repository: JobRepository) 
     # A batch that fails after the event insert leaves neither the event nor the row change.
     with pytest.raises(Exception):
         repository.store.append(
-            job_id, [ev.JobClaimed(worker_id="w")], 1, actor="w",
+            job_id,
+            [ev.JobClaimed(worker_id="w")],
+            1,
+            actor="w",
             extra=[Statement("INSERT INTO jobs (job_id) VALUES (?)", (job_id,))],
         )
     assert count(repository.store) == 1
@@ -100,8 +103,12 @@ def test_queue_position_counts_pending_jobs_created_before(repository: JobReposi
     repository.append(jobs[0].job_id, [ev.JobClaimed(worker_id="w")], jobs[0], actor="w")
     repository.append(jobs[2].job_id, [ev.JobCancelRequested()], jobs[2], actor="api")
     assert [repository.queue_position(j.job_id) for j in jobs] == [None, 1, None, 2]
-    plan = " ".join(str(r) for r in repository.store.backend.query(
-        "EXPLAIN QUERY PLAN SELECT COUNT(*) FROM jobs WHERE status = 'pending' AND created_position < 5"))
+    plan = " ".join(
+        str(r)
+        for r in repository.store.backend.query(
+            "EXPLAIN QUERY PLAN SELECT COUNT(*) FROM jobs WHERE status = 'pending' AND created_position < 5"
+        )
+    )
     assert "jobs_status_created" in plan
 
 
@@ -115,8 +122,13 @@ def test_idempotency_key_is_unique_per_owner(repository: JobRepository) -> None:
 
 @pytest.mark.raw_log
 def test_malformed_stored_event_names_its_position(store: EventStore) -> None:
-    store.backend.execute_batch([Statement(
-        "INSERT INTO events (job_id, version, type, data, actor, recorded_at) VALUES ('j', 1, 'job.progress', '{\"percent\": []}', 'x', '2026-01-01T00:00:00.000000Z')")])
+    store.backend.execute_batch(
+        [
+            Statement(
+                "INSERT INTO events (job_id, version, type, data, actor, recorded_at) VALUES ('j', 1, 'job.progress', '{\"percent\": []}', 'x', '2026-01-01T00:00:00.000000Z')"
+            )
+        ]
+    )
     with pytest.raises(errors.MalformedEvent, match="position 1"):
         store.read_stream("j")
     with pytest.raises(errors.MalformedEvent, match="position 1"):
@@ -160,7 +172,8 @@ def test_every_event_carries_a_hash_chained_to_the_previous_one(repository: JobR
     repository.store._last_hash.clear()  # force the read path for the previous hash
     repository.append(job_id, [ev.JobProgress(percent=4)], state, actor="w")
     rows = repository.store.backend.query(
-        "SELECT version, type, data, actor, recorded_at, hash FROM events WHERE job_id = ? ORDER BY version", [job_id])
+        "SELECT version, type, data, actor, recorded_at, hash FROM events WHERE job_id = ? ORDER BY version", [job_id]
+    )
     previous = hashing.genesis_hash(job_id)
     for version, type_, data, actor, recorded_at, stored in rows:
         previous = hashing.event_hash(previous, job_id, version, type_, data, actor, recorded_at)
@@ -203,8 +216,7 @@ def test_group_commit_keeps_each_batch_atomic_under_concurrency(tmp_path: Path) 
     for job_id, name in claims:
         assert repository.get(job_id).worker_id == name
     for job_id in own_jobs:
-        assert [r.type for r in repository.store.read_stream(job_id)] == [
-            "job.created", "job.claimed", "job.progress", "job.completed"]
+        assert [r.type for r in repository.store.read_stream(job_id)] == ["job.created", "job.claimed", "job.progress", "job.completed"]
         row = backend.query("SELECT last_position, last_version FROM jobs WHERE job_id = ?", [job_id])[0]
         assert row == (repository.store.read_stream(job_id)[-1].position, 4)
     assert backend.batches_committed > backend.transactions  # some transactions held several batches

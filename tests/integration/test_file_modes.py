@@ -69,8 +69,7 @@ def test_a_real_ingest_leaves_only_files_and_folders_of_the_configured_mode(
     modes.pop("upload-tmp", None)  # the API's upload spool folder (jobtape/http/spool.py), inside the data dir
     spool = {name: modes.pop(name) for name in list(modes) if name.startswith("upload-tmp/")}
     assert all(mode & ~file_mode == 0 for mode in spool.values()), spool  # its owner locks: 0600
-    wrong = {name: f"{mode:04o}" for name, mode in modes.items()
-             if mode != (dir_mode if (tmp_path / "var" / name).is_dir() else file_mode)}
+    wrong = {name: f"{mode:04o}" for name, mode in modes.items() if mode != (dir_mode if (tmp_path / "var" / name).is_dir() else file_mode)}
     assert wrong == {}
 
 

@@ -68,20 +68,23 @@ def _files(folder: Path) -> list[Path]:
     return sorted(path for path in folder.rglob("*") if path.is_file() and path.suffix not in (".db", ".db-wal", ".db-shm"))
 
 
-@pytest.mark.parametrize(("body", "status", "message"), [
-    (b'{"type": "sum", "params": {"a": 1, "b": "two"}}', 422, "Expected `int`, got `str` - at `$.params.b`"),
-    (b'{"type": "sum", "params": {"a": 1}}', 422, "Object missing required field `b` - at `$.params`"),
-    (b'{"type": "sum", "params": {"a": 1, "b": 2, "c": 3}}', 422, "unknown field `c` - at `$.params`"),
-    (b'{"type": "product", "params": {}}', 422, "send one of: sleep, spin, sum"),
-    (b'{"type": "internal", "params": {}}', 422, "'internal' is not a job type this server accepts"),
-    (b'{"type": "sum"}', 422, "missing required field `params`"),
-    (b'{"type": "sum", "params": {"a": 1, "b": 2}, "extra": 1}', 422, "unknown field `extra`"),
-    (b'{"type": "sum", "params": [1, 2]}', 422, "Expected `object`, got `array` - at `$.params`"),
-    (b"[]", 422, "Expected `object`, got `array`"),
-    (b"{not json", 400, "not valid JSON"),
-    (b"", 400, "the body is empty"),
-    (b'{"type": "sum", "params": {"a": "' + b"x" * 70_000 + b'", "b": 1}}', 413, "larger than 65536 bytes"),
-])
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        (b'{"type": "sum", "params": {"a": 1, "b": "two"}}', 422, "Expected `int`, got `str` - at `$.params.b`"),
+        (b'{"type": "sum", "params": {"a": 1}}', 422, "Object missing required field `b` - at `$.params`"),
+        (b'{"type": "sum", "params": {"a": 1, "b": 2, "c": 3}}', 422, "unknown field `c` - at `$.params`"),
+        (b'{"type": "product", "params": {}}', 422, "send one of: sleep, spin, sum"),
+        (b'{"type": "internal", "params": {}}', 422, "'internal' is not a job type this server accepts"),
+        (b'{"type": "sum"}', 422, "missing required field `params`"),
+        (b'{"type": "sum", "params": {"a": 1, "b": 2}, "extra": 1}', 422, "unknown field `extra`"),
+        (b'{"type": "sum", "params": [1, 2]}', 422, "Expected `object`, got `array` - at `$.params`"),
+        (b"[]", 422, "Expected `object`, got `array`"),
+        (b"{not json", 400, "not valid JSON"),
+        (b"", 400, "the body is empty"),
+        (b'{"type": "sum", "params": {"a": "' + b"x" * 70_000 + b'", "b": 1}}', 413, "larger than 65536 bytes"),
+    ],
+)
 def test_a_rejected_submission_says_what_to_fix_and_appends_nothing(
     local: tuple[TestClient[Any], jobtape.App], tmp_path: Path, body: bytes, status: int, message: str
 ) -> None:
@@ -101,9 +104,11 @@ def test_an_unknown_type_is_the_unknown_job_type_error_with_the_body_the_route_a
     for name in ("product", "internal"):  # unregistered; registered but not submittable over HTTP
         response = client.post("/api/jobs", json={"type": name, "params": {}})
         assert (response.status_code, response.headers["content-type"], response.content) == (
-            422, "application/json",
-            b'{"error":"type \'' + name.encode() + b'\' is not a job type this server accepts at POST /api/jobs; '
-            b'send one of: sleep, spin, sum"}')
+            422,
+            "application/json",
+            b'{"error":"type \'' + name.encode() + b"' is not a job type this server accepts at POST /api/jobs; "
+            b'send one of: sleep, spin, sum"}',
+        )
 
 
 def test_the_same_idempotency_key_replays_the_job_and_another_request_with_it_is_refused(
@@ -147,8 +152,10 @@ def test_the_openapi_document_has_each_submittable_types_params_schema(local: tu
     client, _ = local
     document = client.get("/schema/openapi.json").json()
     body = document["paths"]["/api/jobs"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    assert body["discriminator"] == {"propertyName": "type", "mapping": {
-        name: f"#/components/schemas/JobRequest.{name}" for name in ("sleep", "spin", "sum")}}
+    assert body["discriminator"] == {
+        "propertyName": "type",
+        "mapping": {name: f"#/components/schemas/JobRequest.{name}" for name in ("sleep", "spin", "sum")},
+    }
     assert [item["$ref"] for item in body["oneOf"]] == list(body["discriminator"]["mapping"].values())
     schemas = document["components"]["schemas"]
     assert "JobRequest.internal" not in schemas  # http_submit=False
@@ -156,13 +163,25 @@ def test_the_openapi_document_has_each_submittable_types_params_schema(local: tu
     assert sum_request["required"] == ["type", "params"] and sum_request["additionalProperties"] is False
     assert sum_request["properties"]["type"] == {"type": "string", "const": "sum"}
     assert sum_request["properties"]["params"] == {"$ref": "#/components/schemas/JobParams.Sum"}
-    assert schemas["JobParams.Sum"] == {"title": "Sum", "type": "object", "properties": {
-        "a": {"type": "integer"}, "b": {"type": "integer"}}, "required": ["a", "b"], "additionalProperties": False}
+    assert schemas["JobParams.Sum"] == {
+        "title": "Sum",
+        "type": "object",
+        "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+        "required": ["a", "b"],
+        "additionalProperties": False,
+    }
     assert schemas["JobRequest.sleep"]["properties"]["params"] == {"type": "object"}  # a plain dict: any object
     operations = {op["operationId"] for path in document["paths"].values() for op in path.values()}
-    assert {"ApiJobsJobidGetJob", "ApiJobsJobidCancelCancelJob", "ApiJobsJobidEventsListJobEvents",
-            "ApiJobsJobidStreamStreamJob", "ApiAudioJobsJobidGetJob", "ApiAudioJobsJobidCancelCancelJob",
-            "ApiAudioJobsJobidEventsListJobEvents", "ApiAudioJobsJobidStreamStreamJob"} <= operations
+    assert {
+        "ApiJobsJobidGetJob",
+        "ApiJobsJobidCancelCancelJob",
+        "ApiJobsJobidEventsListJobEvents",
+        "ApiJobsJobidStreamStreamJob",
+        "ApiAudioJobsJobidGetJob",
+        "ApiAudioJobsJobidCancelCancelJob",
+        "ApiAudioJobsJobidEventsListJobEvents",
+        "ApiAudioJobsJobidStreamStreamJob",
+    } <= operations
 
 
 def test_without_job_types_post_api_jobs_accepts_none_and_is_not_documented(tmp_path: Path) -> None:
@@ -184,8 +203,10 @@ def test_without_job_types_post_api_jobs_accepts_none_and_is_not_documented(tmp_
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[httpx.Client]:
-    with jobtape_serve(tmp_path / "data", "--app", SUMS, "--grace", "0", workers=1, cwd=ROOT) as base_url, \
-            httpx.Client(base_url=base_url, timeout=30) as client:
+    with (
+        jobtape_serve(tmp_path / "data", "--app", SUMS, "--grace", "0", workers=1, cwd=ROOT) as base_url,
+        httpx.Client(base_url=base_url, timeout=30) as client,
+    ):
         yield client
 
 
@@ -280,8 +301,11 @@ def test_a_running_job_is_cancelled_through_the_generic_route(served: httpx.Clie
     accepted = client.post(f"/api/jobs/{job_id}/cancel")
     assert accepted.status_code == 200, accepted.text
     assert accepted.json() == {"jobId": job_id, "status": "cancelled", "message": "Job cancellation requested"}
-    wait_for(lambda: "job.cancelled" in [e["type"] for e in client.get(f"/api/jobs/{job_id}/events").json()["events"]],
-             timeout_s=60, what="job.cancelled")
+    wait_for(
+        lambda: "job.cancelled" in [e["type"] for e in client.get(f"/api/jobs/{job_id}/events").json()["events"]],
+        timeout_s=60,
+        what="job.cancelled",
+    )
     assert client.get(f"/api/jobs/{job_id}").json()["status"] == "cancelled"
     again = client.post(f"/api/jobs/{job_id}/cancel")
     assert again.status_code == 409 and again.json()["status"] == "cancelled"
@@ -300,10 +324,15 @@ def test_unknown_and_malformed_job_ids(served: httpx.Client) -> None:
 
 
 def test_serve_app_with_a_reference_that_names_no_app_is_a_usage_error(tmp_path: Path) -> None:
-    for reference, message in (("tests.apps.sums:nothing", "does not name a jobtape.App"),
-                               ("no_such_module:app", "cannot import")):
-        done = subprocess.run([sys.executable, "-m", "jobtape", "serve", "--data-dir", str(tmp_path), "--app", reference],
-                              cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    for reference, message in (("tests.apps.sums:nothing", "does not name a jobtape.App"), ("no_such_module:app", "cannot import")):
+        done = subprocess.run(
+            [sys.executable, "-m", "jobtape", "serve", "--data-dir", str(tmp_path), "--app", reference],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 

@@ -43,9 +43,7 @@ def api(tmp_path: Path) -> Iterator[Api]:
 
 
 def upload(api: Api, **headers: str) -> str:
-    response = api.client.post(
-        "/api/audio/ingest", files={"file": ("speech.wav", SPEECH.read_bytes(), "audio/wav")}, headers=headers
-    )
+    response = api.client.post("/api/audio/ingest", files={"file": ("speech.wav", SPEECH.read_bytes(), "audio/wav")}, headers=headers)
     assert response.status_code == 202, response.text
     return str(response.json()["data"]["jobId"])
 
@@ -101,9 +99,7 @@ def test_poll_backed_off_job_shows_not_before_until_claimed_again(api: Api) -> N
 
     backed_off = api.client.get(f"/api/audio/jobs/{job_id}").json()
     with freeze_time(retry_at, real_asyncio=True):
-        api.repository.append(
-            job_id, [ev.JobClaimed(worker_id="host:2:0", attempt=2)], api.repository.get(job_id), actor="host:2:0"
-        )
+        api.repository.append(job_id, [ev.JobClaimed(worker_id="host:2:0", attempt=2)], api.repository.get(job_id), actor="host:2:0")
     claimed_again = api.client.get(f"/api/audio/jobs/{job_id}").json()
 
     assert (backed_off["status"], backed_off["queuePosition"]) == ("pending", 1)
@@ -114,9 +110,7 @@ def test_poll_backed_off_job_shows_not_before_until_claimed_again(api: Api) -> N
 def test_poll_complete_job_shows_result(api: Api) -> None:
     job_id = upload(api)
     claim(api, job_id)
-    api.repository.append(
-        job_id, [ev.JobCompleted(result={"assetId": "a1"})], api.repository.get(job_id), actor="host:1:0"
-    )
+    api.repository.append(job_id, [ev.JobCompleted(result={"assetId": "a1"})], api.repository.get(job_id), actor="host:1:0")
 
     body = api.client.get(f"/api/audio/jobs/{job_id}").json()
 
@@ -248,9 +242,7 @@ def test_events_route_lists_the_stream_in_version_order(api: Api) -> None:
 def test_events_route_encodes_timestamps_in_data(api: Api) -> None:
     job_id = upload(api)
     lease = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
-    api.repository.append(
-        job_id, [ev.JobClaimed(worker_id="w", lease_expires_at=lease)], api.repository.get(job_id), actor="w"
-    )
+    api.repository.append(job_id, [ev.JobClaimed(worker_id="w", lease_expires_at=lease)], api.repository.get(job_id), actor="w")
 
     events = api.client.get(f"/api/audio/jobs/{job_id}/events").json()["events"]
 

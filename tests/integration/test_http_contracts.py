@@ -77,8 +77,7 @@ def test_head_on_the_preview_audio_answers_the_get_headers_without_a_body(served
 def test_head_on_a_signed_download_answers_the_get_headers_without_a_body(served: Served, which: str) -> None:
     url = getattr(served, which)["downloadUrl"]
     _same_headers(served.client.get(url), served.client.head(url))
-    _same_headers(served.client.get(url, headers={"Range": "bytes=0-3"}),
-                  served.client.head(url, headers={"Range": "bytes=0-3"}))
+    _same_headers(served.client.get(url, headers={"Range": "bytes=0-3"}), served.client.head(url, headers={"Range": "bytes=0-3"}))
     forged = served.client.head(url.replace("signature=", "signature=0"))
     assert forged.status_code == 403  # as for GET
 
@@ -88,7 +87,7 @@ def test_the_sse_state_message_is_the_poll_body_with_its_download_url(served: Se
     job_id = served.preview["jobId"]
     with served.client.stream("GET", f"/api/audio/jobs/{job_id}/stream") as response:
         lines = list(response.iter_lines())  # a finished job: the state, then the stream closes
-    state = json.loads(next(line for line in lines if line.startswith("data: "))[len("data: "):])
+    state = json.loads(next(line for line in lines if line.startswith("data: "))[len("data: ") :])
     poll = served.client.get(f"/api/audio/jobs/{job_id}").json()
     assert state["downloadUrl"].startswith("/api/storage/download?")
     assert {k: v for k, v in state.items() if k != "downloadUrl"} == {k: v for k, v in poll.items() if k != "downloadUrl"}
@@ -157,8 +156,11 @@ def test_every_error_response_in_the_openapi_document_is_the_error_body(served: 
                     continue
                 errors_seen += 1
                 schema = response["content"]["application/json"]["schema"]
-                assert schema.get("$ref") in ("#/components/schemas/ErrorBody",
-                                              "#/components/schemas/TerminalConflict"), (method, path, status)
+                assert schema.get("$ref") in ("#/components/schemas/ErrorBody", "#/components/schemas/TerminalConflict"), (
+                    method,
+                    path,
+                    status,
+                )
     assert errors_seen > 30
     components = document["components"]["schemas"]
     assert components["ErrorBody"]["required"] == ["error"] and "TerminalConflict" in components
@@ -172,26 +174,30 @@ def test_every_error_response_in_the_openapi_document_is_the_error_body(served: 
     assert "/api/storage/upload" not in document["paths"]  # local storage issues no upload URLs
 
 
-@pytest.mark.parametrize(("args", "option"), [
-    (["status", "0" * 32, "--as-of=-99999999d"], None),
-    (["jobs", "--as-of=0001-01-01T00:00:00+01:00"], None),
-    (["tail", "--since=-1e400d"], None),
-    (["tail", "--since", str(2**63)], None),
-    (["stats", "--since=-99999999d"], None),
-    (["export", "--since=-99999999d"], "--since"),
-    (["archive", "--older-than", "99999999999d", "--to", "x.jsonl"], "--older-than"),
-    (["worker", "--poll-interval", "nan"], "--poll-interval"),
-    (["worker", "--lease-ttl", "inf"], "--lease-ttl"),
-    (["serve", "--upload-idle-timeout", "nan"], "--upload-idle-timeout"),
-    (["serve", "--upload-min-rate", "1e400"], "--upload-min-rate"),
-])
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["status", "0" * 32, "--as-of=-99999999d"], None),
+        (["jobs", "--as-of=0001-01-01T00:00:00+01:00"], None),
+        (["tail", "--since=-1e400d"], None),
+        (["tail", "--since", str(2**63)], None),
+        (["stats", "--since=-99999999d"], None),
+        (["export", "--since=-99999999d"], "--since"),
+        (["archive", "--older-than", "99999999999d", "--to", "x.jsonl"], "--older-than"),
+        (["worker", "--poll-interval", "nan"], "--poll-interval"),
+        (["worker", "--lease-ttl", "inf"], "--lease-ttl"),
+        (["serve", "--upload-idle-timeout", "nan"], "--upload-idle-timeout"),
+        (["serve", "--upload-min-rate", "1e400"], "--upload-min-rate"),
+    ],
+)
 def test_cli_times_and_durations_out_of_range_are_usage_errors(tmp_path: Path, args: list[str], option: str | None) -> None:
     from jobtape import runtime
     from jobtape.config import Settings
 
     runtime.open_repository(Settings(data_dir=tmp_path), tables=TABLES).store.close()  # an empty log to read
-    done = subprocess.run([sys.executable, "-m", "jobtape", *args, "--data-dir", str(tmp_path)],
-                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "jobtape", *args, "--data-dir", str(tmp_path)], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
     assert done.returncode == 2, done.stdout + done.stderr
     assert "Traceback" not in done.stderr and "Error: Invalid value" in done.stderr, done.stderr
     assert option is None or option in done.stderr

@@ -88,9 +88,7 @@ def form(*parts: tuple[str, str | None, str | None, bytes], closed: bool = True)
 def test_upload_stores_the_file_then_creates_a_pending_job(api: Api) -> None:
     original = SPEECH.read_bytes()
 
-    response = api.client.post(
-        "/api/audio/ingest", files={"file": ("LJ Speech.WAV", original, "audio/wav")}, headers={"X-Client-Id": "c1"}
-    )
+    response = api.client.post("/api/audio/ingest", files={"file": ("LJ Speech.WAV", original, "audio/wav")}, headers={"X-Client-Id": "c1"})
 
     assert response.status_code == 202
     body = response.json()
@@ -118,9 +116,7 @@ def test_upload_without_client_id_is_owned_by_anonymous(api: Api) -> None:
 
 
 def test_extension_falls_back_to_content_type_then_bin(api: Api) -> None:
-    response = api.client.post(
-        "/api/audio/ingest", content=form(("file", "noext", "audio/mpeg", b"ID3")), headers={"Content-Type": FORM}
-    )
+    response = api.client.post("/api/audio/ingest", content=form(("file", "noext", "audio/mpeg", b"ID3")), headers={"Content-Type": FORM})
 
     state = api.repository.get(response.json()["data"]["jobId"])
     assert state.params["storageKey"].endswith("/original.mp3")
@@ -160,9 +156,7 @@ def test_other_form_fields_are_ignored_and_directories_dropped_from_the_name(api
 
 
 def test_part_without_content_type_is_taken_as_octet_stream(api: Api) -> None:
-    response = api.client.post(
-        "/api/audio/ingest", content=form(("file", "a.flac", None, b"fLaC")), headers={"Content-Type": FORM}
-    )
+    response = api.client.post("/api/audio/ingest", content=form(("file", "a.flac", None, b"fLaC")), headers={"Content-Type": FORM})
 
     params = api.repository.get(response.json()["data"]["jobId"]).params
     assert (params["contentType"], params["storageKey"][-5:]) == ("application/octet-stream", ".flac")
@@ -179,28 +173,24 @@ def test_idempotency_key_replay_answers_the_first_job(api: Api) -> None:
     assert replay.json() == first.json()
     assert api.event_count() == 1
     assert len(api.stored_files()) == 1
-    other_owner = api.client.post(
-        "/api/audio/ingest", files=files, headers={"X-Client-Id": "c2", "Idempotency-Key": "upload-42"}
-    )
+    other_owner = api.client.post("/api/audio/ingest", files=files, headers={"X-Client-Id": "c2", "Idempotency-Key": "upload-42"})
     assert other_owner.status_code == 202
     assert other_owner.json()["data"]["jobId"] != first.json()["data"]["jobId"]
 
 
 def test_an_idempotency_key_reused_for_another_file_is_422_and_leaves_nothing(api: Api) -> None:
     headers = {"X-Client-Id": "c1", "Idempotency-Key": "upload-43"}
-    first = api.client.post("/api/audio/ingest", files={"file": ("a.wav", SPEECH.read_bytes(), "audio/wav")},
-                            headers=headers)
-    renamed = api.client.post("/api/audio/ingest", files={"file": ("b.wav", SPEECH.read_bytes(), "audio/wav")},
-                              headers=headers)  # the same bytes under another name: the same request
+    first = api.client.post("/api/audio/ingest", files={"file": ("a.wav", SPEECH.read_bytes(), "audio/wav")}, headers=headers)
+    renamed = api.client.post(
+        "/api/audio/ingest", files={"file": ("b.wav", SPEECH.read_bytes(), "audio/wav")}, headers=headers
+    )  # the same bytes under another name: the same request
     assert (first.status_code, renamed.status_code) == (202, 200)
 
-    other = api.client.post("/api/audio/ingest", files={"file": ("a.wav", SPEECH.read_bytes()[:-1000], "audio/wav")},
-                            headers=headers)
+    other = api.client.post("/api/audio/ingest", files={"file": ("a.wav", SPEECH.read_bytes()[:-1000], "audio/wav")}, headers=headers)
 
     assert other.status_code == 422
     job_id = first.json()["data"]["jobId"]
-    assert other.json()["error"].startswith(f"Idempotency-Key 'upload-43' was already used for an ingest job ({job_id})"
-                                            " of another source")
+    assert other.json()["error"].startswith(f"Idempotency-Key 'upload-43' was already used for an ingest job ({job_id}) of another source")
     assert api.event_count() == 1 and len(api.stored_files()) == 1  # the refused upload's blob is gone
     assert api.repository.get(job_id).params["sha256"] == hashlib.sha256(SPEECH.read_bytes()).hexdigest()
 
@@ -331,8 +321,7 @@ def _chunked_form(head: bytes, chunk: bytes, count: int, sent: list[int]) -> Asy
 
 def _head(filename: str = "big.wav", content_type: str = "audio/wav") -> bytes:
     return (
-        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
-        f"Content-Type: {content_type}\r\n\r\n"
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\nContent-Type: {content_type}\r\n\r\n'
     ).encode()
 
 

@@ -39,7 +39,9 @@ def test_a_locked_log_is_503_with_retry_after_and_nothing_is_kept(
     path = tmp_path / "jobtape.db"
     backend = SQLiteBackend(path, busy_timeout_s=0.3)
     backend.migrate(TABLES.migrations)
-    app = create_app(JobRepository(EventStore(backend), projections=TABLES.projections), LocalStorage(tmp_path / "storage"), Settings(data_dir=tmp_path))
+    app = create_app(
+        JobRepository(EventStore(backend), projections=TABLES.projections), LocalStorage(tmp_path / "storage"), Settings(data_dir=tmp_path)
+    )
     holder = hold_write_lock(path)
     with TestClient(app) as client:
         response = post_upload(client)

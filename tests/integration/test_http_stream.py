@@ -90,7 +90,8 @@ def read_messages(lines: Iterator[str], limit: int | None = None) -> list[dict[s
 def worker_process(served: Served) -> Iterator[subprocess.Popen[bytes]]:
     process = subprocess.Popen(
         [sys.executable, "-m", "jobtape", "worker", "--data-dir", str(served.data_dir), "--poll-interval", "0.05"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     yield process
     process.terminate()
@@ -98,9 +99,7 @@ def worker_process(served: Served) -> Iterator[subprocess.Popen[bytes]]:
 
 
 @pytest.mark.slow
-def test_stream_follows_a_real_ingest_run_by_a_separate_worker_process(
-    served: Served, worker_process: subprocess.Popen[bytes]
-) -> None:
+def test_stream_follows_a_real_ingest_run_by_a_separate_worker_process(served: Served, worker_process: subprocess.Popen[bytes]) -> None:
     with httpx.Client(base_url=served.base_url, timeout=60) as client:
         job_id = upload(client)
         with client.stream("GET", f"/api/audio/jobs/{job_id}/stream") as response:
@@ -163,8 +162,7 @@ def test_a_reconnect_with_last_event_id_resumes_after_that_version(served: Serve
         last_event_id = seen[-1]["id"]
         append(served, job_id, ev.JobProgress(percent=100))  # while the client is away
 
-        with client.stream("GET", f"/api/audio/jobs/{job_id}/stream",
-                           headers={"Last-Event-ID": last_event_id}) as response:
+        with client.stream("GET", f"/api/audio/jobs/{job_id}/stream", headers={"Last-Event-ID": last_event_id}) as response:
             assert response.status_code == 200
             lines = response.iter_lines()
             missed = read_messages(lines, limit=1)
@@ -175,7 +173,9 @@ def test_a_reconnect_with_last_event_id_resumes_after_that_version(served: Serve
 
     assert (state["event"], state["id"], state["data"]["status"]) == ("state", "1", "pending")
     assert [(m["event"], m["id"], m["data"]["type"]) for m in seen] == [
-        ("event", "2", "job.claimed"), ("event", "3", "job.stage_changed"), ("event", "4", "job.progress")
+        ("event", "2", "job.claimed"),
+        ("event", "3", "job.stage_changed"),
+        ("event", "4", "job.progress"),
     ]
     assert [(m["event"], m["id"]) for m in resumed] == [("event", "5"), ("event", "6")]  # no state, nothing seen
     assert [m["data"] for m in resumed] == events[4:]
@@ -193,7 +193,8 @@ def test_last_event_id_of_a_finished_job_replays_only_the_later_events(served: S
             after_created = read_messages(response.iter_lines())
 
     assert [(m["event"], m["id"], m["data"]["type"]) for m in from_start] == [
-        ("event", "1", "job.created"), ("event", "2", "job.cancel_requested")
+        ("event", "1", "job.created"),
+        ("event", "2", "job.cancel_requested"),
     ]
     assert [(m["id"], m["data"]["type"]) for m in after_created] == [("2", "job.cancel_requested")]
 
@@ -215,10 +216,13 @@ def test_a_last_event_id_past_the_jobs_latest_version_is_409(served: Served) -> 
         job_id = upload(client)
         response = client.get(f"/api/audio/jobs/{job_id}/stream", headers={"Last-Event-ID": "7"})
 
-    assert (response.status_code, response.json()) == (409, {
-        "error": "Last-Event-ID 7 is past this job's latest version 1; "
-                 "reconnect without Last-Event-ID to start from the job's current state"
-    })
+    assert (response.status_code, response.json()) == (
+        409,
+        {
+            "error": "Last-Event-ID 7 is past this job's latest version 1; "
+            "reconnect without Last-Event-ID to start from the job's current state"
+        },
+    )
 
 
 @pytest.mark.parametrize("suffix", ["", "/events"])

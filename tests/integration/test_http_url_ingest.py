@@ -44,8 +44,7 @@ def make_api(tmp_path: Path) -> Iterator[Callable[..., Api]]:
         backend.migrate(TABLES.migrations)
         repository = JobRepository(EventStore(backend), projections=TABLES.projections)
         audio = AudioSettings(allow_private_urls=allow_private_urls, allowed_private_networks=allowed_private_networks)
-        client = TestClient(create_app(repository, LocalStorage(tmp_path / "storage"), Settings(data_dir=tmp_path),
-                                       audio)).__enter__()
+        client = TestClient(create_app(repository, LocalStorage(tmp_path / "storage"), Settings(data_dir=tmp_path), audio)).__enter__()
         opened.append((backend, client))
         return Api(client, repository)
 
@@ -77,9 +76,7 @@ def loopback_server() -> Iterator[tuple[str, list[str]]]:
     thread.join(10)
 
 
-def test_url_ingest_creates_a_pending_job_without_fetching(
-    make_api: Callable[..., Api], loopback_server: tuple[str, list[str]]
-) -> None:
+def test_url_ingest_creates_a_pending_job_without_fetching(make_api: Callable[..., Api], loopback_server: tuple[str, list[str]]) -> None:
     url, requested = loopback_server
     api = make_api(allow_private_urls=True)
 
@@ -114,46 +111,58 @@ def test_youtube_ingest_is_accepted_and_replayed_by_idempotency_key(make_api: Ca
 REFUSALS = {
     "rights not attested": (
         {"sourceType": "url", "url": "https://media.example/a.mp3", "rightsAttested": False},
-        422, "rightsAttested must be true: confirm you have the rights to ingest this media",
+        422,
+        "rightsAttested must be true: confirm you have the rights to ingest this media",
     ),
     "rights missing": (
         {"sourceType": "url", "url": "https://media.example/a.mp3"},
-        422, "rightsAttested must be true: confirm you have the rights to ingest this media",
+        422,
+        "rightsAttested must be true: confirm you have the rights to ingest this media",
     ),
     "not http": (
         {"sourceType": "url", "url": "file:///etc/passwd", "rightsAttested": True},
-        422, "url has scheme 'file'; only http:// and https:// URLs can be ingested",
+        422,
+        "url has scheme 'file'; only http:// and https:// URLs can be ingested",
     ),
     "youtube source, other host": (
         {"sourceType": "youtube", "url": "https://vimeo.com/1", "rightsAttested": True},
-        422, ("url host 'vimeo.com' is not a YouTube address (youtube.com, youtu.be, youtube-nocookie.com);"
-              ' use sourceType "url" for other sites'),
+        422,
+        (
+            "url host 'vimeo.com' is not a YouTube address (youtube.com, youtu.be, youtube-nocookie.com);"
+            ' use sourceType "url" for other sites'
+        ),
     ),
     "unknown source type": (
         {"sourceType": "ftp", "url": "https://media.example/a.mp3", "rightsAttested": True},
-        422, ("invalid ingest body: Invalid enum value 'ftp' - at `$.sourceType`; send "
-              '{"sourceType": "url" | "youtube", "url": "https://...", "rightsAttested": true}'),
+        422,
+        (
+            "invalid ingest body: Invalid enum value 'ftp' - at `$.sourceType`; send "
+            '{"sourceType": "url" | "youtube", "url": "https://...", "rightsAttested": true}'
+        ),
     ),
     "no url": (
         {"sourceType": "url", "rightsAttested": True},
-        422, ("invalid ingest body: Object missing required field `url`; send "
-              '{"sourceType": "url" | "youtube", "url": "https://...", "rightsAttested": true}'),
+        422,
+        (
+            "invalid ingest body: Object missing required field `url`; send "
+            '{"sourceType": "url" | "youtube", "url": "https://...", "rightsAttested": true}'
+        ),
     ),
     "malformed json": (
         b'{"sourceType": "url",',
-        400, "the body is not valid JSON",
+        400,
+        "the body is not valid JSON",
     ),
     "body too large": (
         {"sourceType": "url", "url": "https://media.example/" + "a" * 20_000, "rightsAttested": True},
-        413, "the JSON body is larger than 16384 bytes",
+        413,
+        "the JSON body is larger than 16384 bytes",
     ),
 }
 
 
 @pytest.mark.parametrize(("body", "status", "message"), REFUSALS.values(), ids=REFUSALS.keys())
-def test_bad_json_ingest_is_refused_and_appends_nothing(
-    make_api: Callable[..., Api], body: Any, status: int, message: str
-) -> None:
+def test_bad_json_ingest_is_refused_and_appends_nothing(make_api: Callable[..., Api], body: Any, status: int, message: str) -> None:
     api = make_api(allow_private_urls=True)
 
     response = api.post(body)

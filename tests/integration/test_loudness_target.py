@@ -25,8 +25,23 @@ def storage(tmp_path: Path) -> LocalStorage:
 
 
 def _trim(source: Path, target: Path, start_s: float, length_s: float) -> Path:
-    subprocess.run([media.ffmpeg_executable(), "-nostdin", "-loglevel", "error", "-y", "-ss", f"{start_s:g}",
-                    "-t", f"{length_s:g}", "-i", str(source), str(target)], check=True)
+    subprocess.run(
+        [
+            media.ffmpeg_executable(),
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-y",
+            "-ss",
+            f"{start_s:g}",
+            "-t",
+            f"{length_s:g}",
+            "-i",
+            str(source),
+            str(target),
+        ],
+        check=True,
+    )
     return target
 
 
@@ -71,10 +86,10 @@ def test_a_clip_on_target_has_no_such_keys_and_a_short_save_that_misses_has_them
     assert "targetMissedByLu" not in ingested and "loudnessNote" not in ingested
 
     # A 2.5 s cut asked to be -12 LUFS: its peaks are already near the ceiling, so it cannot get there.
-    recipe = recipes.CanonicalRecipe(asset_id=ingested["assetId"], start_sec=1.0, end_sec=3.5, fade_in_sec=0.0,
-                                     fade_out_sec=0.0, gain_db=0.0, target_lufs=-12.0)
-    params = {"recipe": recipe.to_json_dict(), "recipeHash": recipes.recipe_hash(recipe),
-              "sourceKey": ingested["preparedKey"]}
+    recipe = recipes.CanonicalRecipe(
+        asset_id=ingested["assetId"], start_sec=1.0, end_sec=3.5, fade_in_sec=0.0, fade_out_sec=0.0, gain_db=0.0, target_lufs=-12.0
+    )
+    params = {"recipe": recipe.to_json_dict(), "recipeHash": recipes.recipe_hash(recipe), "sourceKey": ingested["preparedKey"]}
     saved = _run(repository, storage, settings, repository.create("save", params, job_id=os.urandom(16).hex()).state.job_id)
 
     measured = _measured(storage, saved["preparedKey"])

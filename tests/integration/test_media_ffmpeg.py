@@ -105,8 +105,9 @@ def test_video_input_yields_its_audio(tmp_path: Path) -> None:
 def test_short_inputs_normalise(tmp_path: Path) -> None:
     """Inputs shorter than loudnorm's 3 s first frame still encode to FLAC."""
     short = tmp_path / "short.wav"
-    media.run([media.ffmpeg_executable(), "-hide_banner", "-nostdin", "-i", str(MEDIA / "speech_ljspeech.wav"),
-               "-t", "2", "-y", str(short)])
+    media.run(
+        [media.ffmpeg_executable(), "-hide_banner", "-nostdin", "-i", str(MEDIA / "speech_ljspeech.wav"), "-t", "2", "-y", str(short)]
+    )
     for source in (short, MEDIA / "awkward_short_id3v1.mp3"):
         output = tmp_path / f"{source.stem}.flac"
         _normalise(source, output)
@@ -115,8 +116,21 @@ def test_short_inputs_normalise(tmp_path: Path) -> None:
 
 def test_silence_normalises_without_error(tmp_path: Path) -> None:
     silent = tmp_path / "silent.wav"
-    media.run([media.ffmpeg_executable(), "-hide_banner", "-nostdin", "-f", "lavfi", "-i",
-               "anullsrc=r=44100:cl=mono", "-t", "2", "-y", str(silent)])
+    media.run(
+        [
+            media.ffmpeg_executable(),
+            "-hide_banner",
+            "-nostdin",
+            "-f",
+            "lavfi",
+            "-i",
+            "anullsrc=r=44100:cl=mono",
+            "-t",
+            "2",
+            "-y",
+            str(silent),
+        ]
+    )
     output = tmp_path / "silent.flac"
     measured = media.parse_loudnorm_json(media.run(media.loudnorm_measure_argv(silent)).stderr)
     assert measured.silent
@@ -143,8 +157,7 @@ def test_progress_parser_on_a_popen_run(tmp_path: Path) -> None:
     parser = media.ProgressParser(media.probe(source).duration_sec)
     reported: list[int] = []
     with tempfile.TemporaryFile(mode="w+", dir=tmp_path) as stderr_file:
-        with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=stderr_file, text=True) as process:
+        with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr_file, text=True) as process:
             assert process.stdout is not None
             for line in process.stdout:
                 if (percent := parser.feed(line)) is not None:

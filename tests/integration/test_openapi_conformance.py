@@ -53,12 +53,15 @@ def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
         recipe = {"assetId": ingest["result"]["assetId"], "startSec": 0.5, "endSec": 1.5}
         preview = _finished(client, client.post("/api/audio/edit/preview", json=recipe).json()["data"]["jobId"])
         link = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(preview["downloadUrl"]).query))
-        yield base_url, {
-            "JOBTAPE_CONFORMANCE_PREVIEW_JOB": preview["jobId"],
-            "JOBTAPE_CONFORMANCE_KEY": link["key"],
-            "JOBTAPE_CONFORMANCE_EXPIRES": link["expires"],
-            "JOBTAPE_CONFORMANCE_SIGNATURE": link["signature"],
-        }
+        yield (
+            base_url,
+            {
+                "JOBTAPE_CONFORMANCE_PREVIEW_JOB": preview["jobId"],
+                "JOBTAPE_CONFORMANCE_KEY": link["key"],
+                "JOBTAPE_CONFORMANCE_EXPIRES": link["expires"],
+                "JOBTAPE_CONFORMANCE_SIGNATURE": link["signature"],
+            },
+        )
 
 
 def _finished(client: httpx.Client, job_id: str) -> dict[str, Any]:
@@ -78,22 +81,45 @@ def _schemathesis(base_url: str, tmp_path: Path, env: dict[str, str], *options: 
     # describe filter lambdas) can fail with "SystemError: AST constructor recursion depth mismatch"
     # (a thread-safety bug in the interpreter, not in the API under test).
     command = [
-        sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "run", f"{base_url}/schema/openapi.json",
-        "--checks", "all", "--max-examples", str(MAX_EXAMPLES), "--seed", str(SEED), "--workers", "1",
-        "--request-timeout", "20", "--report", "json", "--report-dir", str(report_dir), "--no-color", *options,
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        "--config-file",
+        str(config),
+        "run",
+        f"{base_url}/schema/openapi.json",
+        "--checks",
+        "all",
+        "--max-examples",
+        str(MAX_EXAMPLES),
+        "--seed",
+        str(SEED),
+        "--workers",
+        "1",
+        "--request-timeout",
+        "20",
+        "--report",
+        "json",
+        "--report-dir",
+        str(report_dir),
+        "--no-color",
+        *options,
     ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path,  # its cache goes there
-                          env={**os.environ, **env, "SCHEMATHESIS_TELEMETRY": "false"})
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,  # its cache goes there
+        env={**os.environ, **env, "SCHEMATHESIS_TELEMETRY": "false"},
+    )
     reports = list(report_dir.glob("json-*.json"))
     assert reports, done.stdout[-5000:] + done.stderr[-5000:]
     report: dict[str, Any] = json.loads(reports[0].read_text())
     cases = report["test_cases"]
-    summary = (f"{cases['generated']} cases, {cases['unique_failures']} failures, {len(report['errors'])} errors; "
-               f"phases {report['phases']}")
+    summary = f"{cases['generated']} cases, {cases['unique_failures']} failures, {len(report['errors'])} errors; phases {report['phases']}"
     print(summary)
-    assert report["complete"] and report["failures"] == [] and report["errors"] == [], (
-        summary + "\n" + done.stdout[-20000:]
-    )
+    assert report["complete"] and report["failures"] == [] and report["errors"] == [], summary + "\n" + done.stdout[-20000:]
     assert done.returncode == 0, done.stdout[-5000:]
     return report
 
@@ -112,10 +138,10 @@ def test_the_generic_job_routes_conform_with_a_users_app(tmp_path: Path) -> None
     routes answer for the jobs the run creates. No worker, so the jobs stay pending (a spin job would
     never end); hence no stream here: a pending job's stream stays open by design. The stream's
     handler is the one the default app's run above checks, on both of its paths."""
-    with jobtape_serve(tmp_path / "data", "--app", "tests.apps.sums:app", "--max-active-jobs", "1000000", workers=0,
-                       cwd=ROOT) as base_url:
-        report = _schemathesis(base_url, tmp_path, {}, "--include-path-regex", "^/api/jobs",
-                               "--exclude-path-regex", "/stream$", config=APP_CONFIG)
+    with jobtape_serve(tmp_path / "data", "--app", "tests.apps.sums:app", "--max-active-jobs", "1000000", workers=0, cwd=ROOT) as base_url:
+        report = _schemathesis(
+            base_url, tmp_path, {}, "--include-path-regex", "^/api/jobs", "--exclude-path-regex", "/stream$", config=APP_CONFIG
+        )
     operations = report["operations"]
     assert operations["tested"] == 4, operations
     assert report["test_cases"]["generated"] >= 4 * MAX_EXAMPLES

@@ -26,10 +26,9 @@ from jobtape.projections.repository import JobRepository
 from jobtape.storage import LocalStorage
 
 
-def test_a_job_of_another_type_runs_on_a_worker_that_has_it_and_every_tool_reads_it(
-    tmp_path: Path, repository: JobRepository
-) -> None:
+def test_a_job_of_another_type_runs_on_a_worker_that_has_it_and_every_tool_reads_it(tmp_path: Path, repository: JobRepository) -> None:
     storage = LocalStorage(tmp_path / "storage")
+
     def add(context: Any, storage_: Any, settings: Any) -> dict[str, Any]:
         params = context.state.params
         return {"sum": params["a"] + params["b"]}
@@ -53,16 +52,13 @@ def test_a_job_of_another_type_runs_on_a_worker_that_has_it_and_every_tool_reads
 
     env = {**os.environ, "JOBTAPE_DATA_DIR": str(tmp_path)}
     for command in (["verify"], ["rebuild", "--verify"], ["history", job_id], ["export"], ["stats"]):
-        done = subprocess.run([sys.executable, "-m", "jobtape", *command], env=env, capture_output=True, text=True,
-                              timeout=60, check=False)
+        done = subprocess.run([sys.executable, "-m", "jobtape", *command], env=env, capture_output=True, text=True, timeout=60, check=False)
         assert done.returncode == 0, (command, done.stdout[-500:], done.stderr[-500:])
     assert "sum" in done.stdout  # stats names the type
 
 
 @pytest.mark.parametrize("name", ["Sum", "two words", "", "x" * 65, "9lives", "a/b"])
-def test_a_job_type_name_the_log_could_not_keep_is_refused_before_anything_is_written(
-    repository: JobRepository, name: str
-) -> None:
+def test_a_job_type_name_the_log_could_not_keep_is_refused_before_anything_is_written(repository: JobRepository, name: str) -> None:
     with pytest.raises(ValueError, match="job type"):
         repository.create(name, {})
     assert repository.store.backend.query("SELECT COUNT(*) FROM events") == [(0,)]

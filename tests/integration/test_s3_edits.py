@@ -70,8 +70,7 @@ class Env:
 def env(repository: JobRepository, s3_storage: S3Storage, tmp_path: Path) -> Iterator[Env]:
     """An API and worker on S3 storage, with ``speech_ljspeech.wav`` ingested through the API."""
     worker_tmp = tmp_path / "worker-tmp"  # where the workers' folders of per-job temp dirs go
-    settings = Settings(data_dir=tmp_path, download_url_ttl_s=DOWNLOAD_TTL_S, poll_interval_s=0.05, kill_grace_s=2.0,
-                        work_dir=worker_tmp)
+    settings = Settings(data_dir=tmp_path, download_url_ttl_s=DOWNLOAD_TTL_S, poll_interval_s=0.05, kill_grace_s=2.0, work_dir=worker_tmp)
     with TestClient(create_app(repository, s3_storage, settings)) as client:
         with SPEECH.open("rb") as handle:
             response = client.post("/api/audio/ingest", files={"file": ("speech.wav", handle, "audio/wav")})
@@ -80,8 +79,16 @@ def env(repository: JobRepository, s3_storage: S3Storage, tmp_path: Path) -> Ite
         state = repository.get(response.json()["data"]["jobId"])
         assert state.status == "complete", state.error
         assert state.result is not None
-        yield Env(client, repository, s3_storage, settings, worker_tmp, state.result["assetId"],
-                  state.result["preparedKey"], str(state.params["storageKey"]))
+        yield Env(
+            client,
+            repository,
+            s3_storage,
+            settings,
+            worker_tmp,
+            state.result["assetId"],
+            state.result["preparedKey"],
+            str(state.params["storageKey"]),
+        )
 
 
 def test_preview_then_save_fetch_from_and_upload_to_the_bucket(env: Env) -> None:

@@ -58,8 +58,7 @@ def _direct_upload(client: TestClient, data: bytes, filename: str = "speech.wav"
 
 
 def _ingest_key(client: TestClient, key: str) -> Any:
-    return client.post("/api/audio/ingest", json={"sourceType": "storage", "storageKey": key,
-                                                   "originalFilename": "speech.wav"})
+    return client.post("/api/audio/ingest", json={"sourceType": "storage", "storageKey": key, "originalFilename": "speech.wav"})
 
 
 def test_direct_upload_then_ingest_by_key_runs_the_whole_path(
@@ -156,8 +155,9 @@ def test_an_unreachable_bucket_is_retried_with_backoff_and_the_job_completes_whe
     s3_storage.put_file(key, SPEECH)
     job_id = repository.create("ingest", {"sourceType": "upload", "storageKey": key}).state.job_id
     settings = Settings(data_dir=tmp_path, backoff_base_s=0.05, backoff_cap_s=0.1, poll_interval_s=0.02)
-    unreachable = S3Storage(s3_storage.bucket, endpoint_url="http://127.0.0.1:9", region="us-east-1",
-                            access_key_id="testing", secret_access_key="testing")  # nothing listens on port 9
+    unreachable = S3Storage(
+        s3_storage.bucket, endpoint_url="http://127.0.0.1:9", region="us-east-1", access_key_id="testing", secret_access_key="testing"
+    )  # nothing listens on port 9
     Worker(repository, unreachable, settings).run(until_idle=True)  # attempt 1, while the bucket is away
     scheduled = repository.store.read_stream(job_id)[-1]
     assert scheduled.type == "job.retry_scheduled", scheduled
@@ -178,8 +178,13 @@ def test_an_unreachable_bucket_is_retried_with_backoff_and_the_job_completes_whe
 def test_a_blob_missing_from_the_bucket_fails_the_job_at_once(
     repository: JobRepository, s3_storage: S3Storage, tmp_path: Path, worker_tmp: Path
 ) -> None:
-    missing = S3Storage("no-such-bucket-here", endpoint_url=s3_storage.client.meta.endpoint_url, region="us-east-1",
-                        access_key_id="testing", secret_access_key="testing")
+    missing = S3Storage(
+        "no-such-bucket-here",
+        endpoint_url=s3_storage.client.meta.endpoint_url,
+        region="us-east-1",
+        access_key_id="testing",
+        secret_access_key="testing",
+    )
     job_id = repository.create("ingest", {"sourceType": "upload", "storageKey": "ingest-uploads/x/original.wav"}).state.job_id
     Worker(repository, missing, Settings(data_dir=tmp_path)).run(until_idle=True)
     state = repository.get(job_id)

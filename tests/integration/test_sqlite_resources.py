@@ -35,8 +35,12 @@ def test_connections_and_fds_stay_flat_however_many_job_threads_ran(tmp_path: Pa
     backend.migrate(TABLES.migrations)
     repository = JobRepository(EventStore(backend), projections=TABLES.projections)
     storage = LocalStorage(tmp_path / "storage")
-    worker = Worker(repository, storage, Settings(data_dir=tmp_path, concurrency=4, poll_interval_s=0.01),
-                    handlers={"ingest": lambda context, storage_, settings: {}})
+    worker = Worker(
+        repository,
+        storage,
+        Settings(data_dir=tmp_path, concurrency=4, poll_interval_s=0.01),
+        handlers={"ingest": lambda context, storage_, settings: {}},
+    )
 
     def run(jobs: int) -> None:
         for _ in range(jobs):
@@ -136,8 +140,9 @@ def test_statement_errors_inside_a_group_commit_do_not_poison_other_batches(tmp_
     def write(i: int) -> None:
         barrier.wait(10)
         try:
-            backend.execute_batch([Statement("INSERT INTO _jobtape_migrations (name, applied_at) VALUES (?, 'x')",
-                                             ("dup" if i % 2 else f"n{i}",))])
+            backend.execute_batch(
+                [Statement("INSERT INTO _jobtape_migrations (name, applied_at) VALUES (?, 'x')", ("dup" if i % 2 else f"n{i}",))]
+            )
             outcomes.append("ok")
         except Exception as exc:
             outcomes.append(type(exc).__name__)

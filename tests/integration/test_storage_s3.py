@@ -93,12 +93,12 @@ def test_presigned_urls_carry_their_expiry(s3_storage: S3Storage) -> None:
 
 
 def test_missing_bucket_and_dead_endpoint_are_storage_errors(s3_endpoint: str) -> None:
-    missing = S3Storage("no-such-bucket", endpoint_url=s3_endpoint, region="us-east-1",
-                        access_key_id="testing", secret_access_key="testing")
+    missing = S3Storage(
+        "no-such-bucket", endpoint_url=s3_endpoint, region="us-east-1", access_key_id="testing", secret_access_key="testing"
+    )
     with pytest.raises(errors.StorageError, match="NoSuchBucket"):
         missing.put_stream("k", [b"x"])
-    dead = S3Storage("b", endpoint_url="http://127.0.0.1:9", region="us-east-1",
-                     access_key_id="testing", secret_access_key="testing")
+    dead = S3Storage("b", endpoint_url="http://127.0.0.1:9", region="us-east-1", access_key_id="testing", secret_access_key="testing")
     dead.client.meta.config.retries = {"max_attempts": 0}
     with pytest.raises(errors.StorageError):
         dead.size("k")
@@ -113,8 +113,9 @@ def test_prefix_is_applied_to_every_key(s3_storage: S3Storage) -> None:
 
 
 def test_settings_for_r2_name_the_account_endpoint() -> None:
-    settings = Settings.from_env({"STORAGE_BACKEND": "r2", "R2_ACCOUNT_ID": "acc", "R2_BUCKET": "media",
-                                  "R2_ACCESS_KEY_ID": "id", "R2_SECRET_ACCESS_KEY": "secret"})
+    settings = Settings.from_env(
+        {"STORAGE_BACKEND": "r2", "R2_ACCOUNT_ID": "acc", "R2_BUCKET": "media", "R2_ACCESS_KEY_ID": "id", "R2_SECRET_ACCESS_KEY": "secret"}
+    )
     assert (settings.storage_backend, settings.s3_bucket, settings.s3_region) == ("r2", "media", "auto")
     assert settings.s3_endpoint_url == "https://acc.r2.cloudflarestorage.com"
     assert "secret" not in repr(settings)
@@ -123,9 +124,16 @@ def test_settings_for_r2_name_the_account_endpoint() -> None:
 def test_runtime_opens_s3_storage_from_settings(s3_storage: S3Storage, s3_endpoint: str) -> None:
     from jobtape import runtime
 
-    settings = Settings.from_env({"STORAGE_BACKEND": "s3", "S3_BUCKET": s3_storage.bucket, "S3_ENDPOINT_URL": s3_endpoint,
-                                  "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing",
-                                  "AWS_SECRET_ACCESS_KEY": "testing"})
+    settings = Settings.from_env(
+        {
+            "STORAGE_BACKEND": "s3",
+            "S3_BUCKET": s3_storage.bucket,
+            "S3_ENDPOINT_URL": s3_endpoint,
+            "AWS_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+        }
+    )
     opened = runtime.open_storage(settings)
     assert isinstance(opened, S3Storage)
     opened.put_stream("via/runtime", [b"ok"])

@@ -73,8 +73,7 @@ def test_a_data_dir_of_the_code_before_the_audio_package_applies_no_migration_an
 
     env = {**os.environ, "JOBTAPE_DATA_DIR": str(data_dir)}
     for command in (["verify"], ["rebuild", "--verify"]):
-        done = subprocess.run([sys.executable, "-m", "jobtape", *command], env=env, capture_output=True, text=True,
-                              timeout=60, check=False)
+        done = subprocess.run([sys.executable, "-m", "jobtape", *command], env=env, capture_output=True, text=True, timeout=60, check=False)
         assert done.returncode == 0, (command, done.stdout[-500:], done.stderr[-500:])
 
 
@@ -98,8 +97,11 @@ def test_old_jobs_keep_their_owned_keys_retention_and_download_links(tmp_path: P
             folded = job_state.fold(repository.store.read_stream(job_id))
             for state in (repository.get(job_id), folded):  # the stored row (old state JSON) and a fresh fold
                 assert state is not None
-                assert (job_state.owned_keys(state), job_state.retained_inputs(state),
-                        job_state.download_key(state)) == (owned, retained, download), job_id
+                assert (job_state.owned_keys(state), job_state.retained_inputs(state), job_state.download_key(state)) == (
+                    owned,
+                    retained,
+                    download,
+                ), job_id
 
         for key in (PREPARED, RENDERED, UPLOAD_B):
             storage.put_stream(key, [b"x"])

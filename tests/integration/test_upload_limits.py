@@ -27,8 +27,7 @@ from polling import wait_for  # type: ignore[import-not-found]  # tests/ is on s
 
 BOUNDARY = "upload-limits-boundary"
 FILE_HEAD = (
-    f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"talk.wav\"\r\n"
-    "Content-Type: audio/wav\r\n\r\n"
+    f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="talk.wav"\r\nContent-Type: audio/wav\r\n\r\n'
 ).encode()
 FORM_TAIL = f"\r\n--{BOUNDARY}--\r\n".encode()
 MB = 1024 * 1024
@@ -62,8 +61,7 @@ class Server:
         return httpx.get(f"{self.base_url}/health", timeout=10).status_code == 200
 
     def upload(self, data: bytes) -> httpx.Response:
-        return httpx.post(f"{self.base_url}/api/audio/ingest", files={"file": ("talk.wav", data, "audio/wav")},
-                          timeout=30)
+        return httpx.post(f"{self.base_url}/api/audio/ingest", files={"file": ("talk.wav", data, "audio/wav")}, timeout=30)
 
 
 @pytest.fixture
@@ -76,9 +74,10 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
         log = tmp_path / f"serve-{len(started)}.log"
         with log.open("wb") as sink:
             process = subprocess.Popen(
-                [sys.executable, "-m", "jobtape", "serve", "--workers", "0", "--port", "0", "--data-dir", str(folder),
-                 *flags],
-                stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+                [sys.executable, "-m", "jobtape", "serve", "--workers", "0", "--port", "0", "--data-dir", str(folder), *flags],
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **(env or {})},
             )
         found = re.compile(rb"Uvicorn running on http://127\.0\.0\.1:(\d+)")
 
@@ -265,7 +264,10 @@ def small_disk(mount_tmpfs: Callable[..., Path]) -> Callable[[Path], Path]:
 
 @pytest.mark.parametrize("full", ["upload-tmp", "storage"])
 def test_a_disk_that_fills_during_an_upload_gives_507_and_leaves_nothing(
-    start_server: Callable[..., Server], small_disk: Callable[[Path], Path], tmp_path: Path, full: str,
+    start_server: Callable[..., Server],
+    small_disk: Callable[[Path], Path],
+    tmp_path: Path,
+    full: str,
 ) -> None:
     data_dir = tmp_path / "data"
     disk = small_disk(data_dir / full)  # the spool's disk, or the storage's (then the spool fits, the copy does not)
@@ -303,8 +305,7 @@ def test_a_sweep_keeps_the_files_of_live_owners_and_removes_the_rest(tmp_path: P
     assert sweeper.sweep() == 2
 
     left = sorted(path.name for path in folder.iterdir())
-    assert left == sorted([path.name for _, path in kept] + [fresh_start.name, f"owner-{live.token}.lock",
-                                                              f"owner-{sweeper.token}.lock"])
+    assert left == sorted([path.name for _, path in kept] + [fresh_start.name, f"owner-{live.token}.lock", f"owner-{sweeper.token}.lock"])
     live.close()
     assert sweeper.sweep() == 1 and [path for _, path in kept if path.exists()] == [kept[1][1]]
     sweeper.close()
@@ -313,10 +314,20 @@ def test_a_sweep_keeps_the_files_of_live_owners_and_removes_the_rest(tmp_path: P
 def test_upload_settings_come_from_the_environment_and_bad_values_are_named() -> None:
     from jobtape.config import Settings
 
-    settings = Settings.from_env({"JOBTAPE_UPLOAD_IDLE_TIMEOUT": "2.5", "JOBTAPE_MAX_CONCURRENT_UPLOADS": "3",
-                                  "JOBTAPE_UPLOAD_MIN_RATE": "0", "JOBTAPE_UPLOAD_SWEEP_INTERVAL": "60"})
-    assert (settings.upload_idle_timeout_s, settings.max_concurrent_uploads, settings.upload_min_rate_bytes_s,
-            settings.upload_sweep_interval_s) == (2.5, 3, 0.0, 60.0)
+    settings = Settings.from_env(
+        {
+            "JOBTAPE_UPLOAD_IDLE_TIMEOUT": "2.5",
+            "JOBTAPE_MAX_CONCURRENT_UPLOADS": "3",
+            "JOBTAPE_UPLOAD_MIN_RATE": "0",
+            "JOBTAPE_UPLOAD_SWEEP_INTERVAL": "60",
+        }
+    )
+    assert (
+        settings.upload_idle_timeout_s,
+        settings.max_concurrent_uploads,
+        settings.upload_min_rate_bytes_s,
+        settings.upload_sweep_interval_s,
+    ) == (2.5, 3, 0.0, 60.0)
     with pytest.raises(ValueError, match="JOBTAPE_MAX_CONCURRENT_UPLOADS must be at least 1, not 0"):
         Settings.from_env({"JOBTAPE_MAX_CONCURRENT_UPLOADS": "0"})
     with pytest.raises(ValueError, match="JOBTAPE_UPLOAD_IDLE_TIMEOUT must be 0 .off. or more"):

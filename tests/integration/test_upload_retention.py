@@ -102,9 +102,7 @@ def test_of_two_hosts_sweeping_at_once_exactly_one_records_and_deletes(tmp_path:
             repository.store.close()
 
 
-def test_a_removal_recorded_before_a_crash_is_deleted_by_the_next_process_sweep(
-    repository: JobRepository, storage: LocalStorage
-) -> None:
+def test_a_removal_recorded_before_a_crash_is_deleted_by_the_next_process_sweep(repository: JobRepository, storage: LocalStorage) -> None:
     job_id, key = _failed_ingest(repository, storage)
     # The crash: the event is recorded, the process dies before the delete.
     repository.append(job_id, [ev.JobBlobsDeleted(keys=[key], reason="crashed")], repository.get(job_id), actor="gone")
@@ -128,12 +126,14 @@ def test_a_jobtape_worker_with_retention_0_removes_a_failed_uploads_blob_on_reco
     repository.create("ingest", {"sourceType": "upload", "storageKey": key}, job_id=job_id)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JOBTAPE_", "STORAGE_"))}
     env["JOBTAPE_FAILED_UPLOAD_RETENTION"] = "0"
-    worker = subprocess.Popen([sys.executable, "-m", "jobtape", "worker", "--data-dir", str(data_dir),
-                               "--poll-interval", "0.05", "--lease-ttl", "1"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "jobtape", "worker", "--data-dir", str(data_dir), "--poll-interval", "0.05", "--lease-ttl", "1"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
-        state = wait_for(lambda: (s := repository.get(job_id)).removed_keys and s, timeout_s=60,
-                         what="the failed upload's removal")
+        state = wait_for(lambda: (s := repository.get(job_id)).removed_keys and s, timeout_s=60, what="the failed upload's removal")
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.communicate(timeout=60)
@@ -143,19 +143,25 @@ def test_a_jobtape_worker_with_retention_0_removes_a_failed_uploads_blob_on_reco
     assert last.actor.count(":") == 2  # the worker's id, host:pid:n
     backend.close()
     for command in (["verify"], ["rebuild", "--verify"]):
-        done = subprocess.run([sys.executable, "-m", "jobtape", *command, "--data-dir", str(data_dir)], env=env,
-                              capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-m", "jobtape", *command, "--data-dir", str(data_dir)], env=env, capture_output=True, text=True, timeout=60
+        )
         assert done.returncode == 0, done.stdout + done.stderr
 
 
 def _render(repository: JobRepository, storage: LocalStorage, job_id: str, recipe_hash: str) -> str:
     key = f"previews/{recipe_hash}.mp3"
     storage.put_stream(key, [b"ID3 render of " + job_id.encode()])
-    created = repository.create("preview", {"recipeHash": recipe_hash, "sourceKey": "assets/a/prepared.flac"},
-                                job_id=job_id)
-    repository.append(job_id, [ev.JobClaimed(worker_id="w"), ev.JobCompleted(result={
-        "previewKey": key, "recipeHash": recipe_hash, "durationSec": 1.0, "cacheHit": False})],
-        created.state, actor="w")
+    created = repository.create("preview", {"recipeHash": recipe_hash, "sourceKey": "assets/a/prepared.flac"}, job_id=job_id)
+    repository.append(
+        job_id,
+        [
+            ev.JobClaimed(worker_id="w"),
+            ev.JobCompleted(result={"previewKey": key, "recipeHash": recipe_hash, "durationSec": 1.0, "cacheHit": False}),
+        ],
+        created.state,
+        actor="w",
+    )
     return key
 
 

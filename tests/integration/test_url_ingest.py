@@ -159,8 +159,7 @@ def test_direct_link_to_a_recording(tmp_path: Path, repository: JobRepository, s
 
     assert state.status == "complete", state.error
     result = state.result
-    assert result["source"] == {"type": "url", "url": url, "title": "speech_librispeech", "durationSec": None,
-                                "extractor": "generic"}
+    assert result["source"] == {"type": "url", "url": url, "title": "speech_librispeech", "durationSec": None, "extractor": "generic"}
     assert (result["sampleRate"], abs(result["durationSec"] - 5.2) < 0.15) == (48000, True)
     assert media.probe(storage.local_path(result["preparedKey"])).codec == "flac"  # type: ignore[arg-type]
     recorded = repository.store.read_stream(state.job_id)
@@ -206,8 +205,14 @@ def test_hls_playlist(tmp_path: Path, repository: JobRepository, storage: LocalS
     ids=["404", "no media", "over the limit", "hls over the limit"],
 )
 def test_download_failures_fail_the_job_clearly(
-    tmp_path: Path, repository: JobRepository, storage: LocalStorage, site: MediaServer,
-    path: str, limit: int | None, message: str, retryable: bool,
+    tmp_path: Path,
+    repository: JobRepository,
+    storage: LocalStorage,
+    site: MediaServer,
+    path: str,
+    limit: int | None,
+    message: str,
+    retryable: bool,
 ) -> None:
     config = settings(tmp_path, **({"max_download_bytes": limit} if limit else {}))
     state = run_one(repository, storage, config, site.url(path))
@@ -253,6 +258,7 @@ def test_cancel_during_a_slow_download_kills_yt_dlp(
     job_id = submit(repository, site.url("slow/music_strings.ogg"))
     worker.start()
     try:
+
         def downloading() -> ev.JobChildStarted | None:
             recorded = repository.store.read_stream(job_id)
             started = [r.event for r in recorded if isinstance(r.event, ev.JobChildStarted)]
@@ -280,8 +286,14 @@ def test_guarded_yt_dlp_refuses_to_connect_to_a_non_public_address(tmp_path: Pat
     """Without the allowance, yt-dlp runs through the guard: redirects and embedded URLs meet the same policy."""
     served = len(site.requests)
     (tmp_path / "download").mkdir()
-    argv = ytdlp.download_argv(site.url("speech_librispeech.mp3"), tmp_path / "download", tmp_path / "info.jsonl",
-                               ffmpeg=media.ffmpeg_executable(), max_bytes=10**6, guard=True)
+    argv = ytdlp.download_argv(
+        site.url("speech_librispeech.mp3"),
+        tmp_path / "download",
+        tmp_path / "info.jsonl",
+        ffmpeg=media.ffmpeg_executable(),
+        max_bytes=10**6,
+        guard=True,
+    )
 
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
 
@@ -340,7 +352,8 @@ def test_the_guard_refuses_a_redirect_or_an_embedded_url_to_another_private_addr
     state = run_one(repository, storage, only_the_site(tmp_path), url)
 
     assert state.status == "failed"
-    assert state.error.startswith("the download was refused: it led to a non-public address (127.0.0.2: it resolves to"
-                                  " 127.0.0.2, a loopback address)"), state.error
+    assert state.error.startswith(
+        "the download was refused: it led to a non-public address (127.0.0.2: it resolves to 127.0.0.2, a loopback address)"
+    ), state.error
     assert len(inside.requests) == served_inside  # not one request reached the inside host
     assert_nothing_left(repository, storage, state.job_id)

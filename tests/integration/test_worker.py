@@ -94,7 +94,9 @@ def events_of(repository: JobRepository, job_id: str) -> list[ev.RecordedEvent]:
 def test_cancel_kills_the_running_ffmpeg(tmp_path: Path, storage: LocalStorage, media_dir: Path, embedded: bool) -> None:
     backend = SQLiteBackend(tmp_path / "jobtape.db")
     backend.migrate(TABLES.migrations)
-    settings, settings_audio = configs.split(data_dir=tmp_path, ffmpeg_readrate=1.0, poll_interval_s=60.0 if embedded else 0.2, kill_grace_s=2.0)
+    settings, settings_audio = configs.split(
+        data_dir=tmp_path, ffmpeg_readrate=1.0, poll_interval_s=60.0 if embedded else 0.2, kill_grace_s=2.0
+    )
     repository = JobRepository(EventStore(backend), projections=TABLES.projections)
     worker = Worker(repository, storage, settings, settings_audio)
     if embedded:
@@ -103,8 +105,11 @@ def test_cancel_kills_the_running_ffmpeg(tmp_path: Path, storage: LocalStorage, 
     worker.start()
     try:
         started = wait_for(
-            lambda: [r.event for r in events_of(repository, job_id)
-                     if isinstance(r.event, ev.JobChildStarted) and "loudnorm" in " ".join(r.event.argv)],
+            lambda: [
+                r.event
+                for r in events_of(repository, job_id)
+                if isinstance(r.event, ev.JobChildStarted) and "loudnorm" in " ".join(r.event.argv)
+            ],
             what="the loudnorm ffmpeg to start",
         )[0]
         assert children.process_start_ticks(started.pid) == started.started_at_ticks
@@ -143,8 +148,9 @@ def test_cancel_in_the_same_instant_as_completion_never_completes(tmp_path: Path
 
 
 def test_embedded_worker_wakes_on_a_new_job(tmp_path: Path, repository: JobRepository, storage: LocalStorage) -> None:
-    worker = Worker(repository, storage, Settings(data_dir=tmp_path, poll_interval_s=3600),
-                    handlers={"ingest": lambda c, s, t: {"ok": True}})
+    worker = Worker(
+        repository, storage, Settings(data_dir=tmp_path, poll_interval_s=3600), handlers={"ingest": lambda c, s, t: {"ok": True}}
+    )
     repository.on_append = worker.on_append
     worker.start()
     try:
@@ -168,8 +174,7 @@ def test_worker_processes_claim_each_job_exactly_once(shared_db: tuple[Path, Job
     job_ids = [repository.create("ingest", {}).state.job_id for _ in range(60)]
     script = Path(__file__).with_name("claim_worker_main.py")
     processes = [
-        subprocess.Popen([sys.executable, str(script), str(db_path), f"worker-{n}"], stdout=subprocess.PIPE, text=True)
-        for n in range(4)
+        subprocess.Popen([sys.executable, str(script), str(db_path), f"worker-{n}"], stdout=subprocess.PIPE, text=True) for n in range(4)
     ]
     outputs = [p.communicate(timeout=120)[0] for p in processes]
     assert all(p.returncode == 0 for p in processes), outputs
@@ -181,7 +186,9 @@ def test_worker_processes_claim_each_job_exactly_once(shared_db: tuple[Path, Job
         assert state.result == {"by": state.worker_id}
 
 
-def test_silent_input_is_stored_without_loudness_change(tmp_path: Path, repository: JobRepository, storage: LocalStorage, media_dir: Path) -> None:
+def test_silent_input_is_stored_without_loudness_change(
+    tmp_path: Path, repository: JobRepository, storage: LocalStorage, media_dir: Path
+) -> None:
     silent = tmp_path / "silent.wav"  # the real recording with its samples zeroed
     media.run([media.ffmpeg_executable(), "-nostdin", "-i", str(media_dir / "speech_ljspeech.wav"), "-af", "volume=0", str(silent)])
     job_id = upload(repository, storage, silent)

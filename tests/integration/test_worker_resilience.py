@@ -40,16 +40,16 @@ def types(repository: JobRepository, job_id: str) -> list[str]:
     return [r.type for r in repository.store.read_stream(job_id)]
 
 
-def test_heartbeats_keep_a_quiet_job_leased_and_stop_when_it_appends(tmp_path: Path, repository: JobRepository,
-                                                                     storage: LocalStorage) -> None:
+def test_heartbeats_keep_a_quiet_job_leased_and_stop_when_it_appends(
+    tmp_path: Path, repository: JobRepository, storage: LocalStorage
+) -> None:
     release = threading.Event()
 
     def quiet(context: JobContext, storage_: Any, settings: Settings) -> dict[str, Any]:
         release.wait(30)  # a job handler step that appends nothing (a long upload, say)
         return {"ok": True}
 
-    worker = Worker(repository, storage, Settings(data_dir=tmp_path, lease_ttl_s=1.5, poll_interval_s=0.05),
-                    handlers={"ingest": quiet})
+    worker = Worker(repository, storage, Settings(data_dir=tmp_path, lease_ttl_s=1.5, poll_interval_s=0.05), handlers={"ingest": quiet})
     job_id = repository.create("ingest", {}).state.job_id
     worker.start()
     try:
@@ -83,8 +83,15 @@ def test_a_retryable_failure_is_retried_with_backoff_then_fails_after_max_attemp
     finally:
         worker.stop(grace_s=5)
     stream = repository.store.read_stream(job_id)
-    assert [r.type for r in stream] == ["job.created", "job.claimed", "job.retry_scheduled", "job.claimed",
-                                        "job.retry_scheduled", "job.claimed", "job.failed"]
+    assert [r.type for r in stream] == [
+        "job.created",
+        "job.claimed",
+        "job.retry_scheduled",
+        "job.claimed",
+        "job.retry_scheduled",
+        "job.claimed",
+        "job.failed",
+    ]
     for scheduled, claim in ((stream[2], stream[3]), (stream[4], stream[5])):
         assert isinstance(scheduled.event, ev.JobRetryScheduled) and scheduled.event.not_before is not None
         assert claim.recorded_at >= scheduled.event.not_before  # never claimed early
@@ -94,9 +101,12 @@ def test_a_retryable_failure_is_retried_with_backoff_then_fails_after_max_attemp
     assert state.error == "download reset by peer (gave up after 3 attempts)"
 
 
-def test_a_job_past_its_timeout_has_its_ffmpeg_killed_and_fails(tmp_path: Path, repository: JobRepository,
-                                                                storage: LocalStorage, media_dir: Path) -> None:
-    settings, settings_audio = configs.split(data_dir=tmp_path, ffmpeg_readrate=1.0, timeout_ingest_s=1.5, poll_interval_s=0.05, kill_grace_s=2)
+def test_a_job_past_its_timeout_has_its_ffmpeg_killed_and_fails(
+    tmp_path: Path, repository: JobRepository, storage: LocalStorage, media_dir: Path
+) -> None:
+    settings, settings_audio = configs.split(
+        data_dir=tmp_path, ffmpeg_readrate=1.0, timeout_ingest_s=1.5, poll_interval_s=0.05, kill_grace_s=2
+    )
     job_id = upload(repository, storage, media_dir / "music_strings.ogg")  # 45 s at real time
     Worker(repository, storage, settings, settings_audio).run(until_idle=True)
     state = repository.get(job_id)
@@ -110,8 +120,9 @@ def test_a_job_past_its_timeout_has_its_ffmpeg_killed_and_fails(tmp_path: Path, 
     assert blobs(storage, "assets") == []
 
 
-def test_a_separate_worker_answers_a_cancel_between_its_polls(tmp_path: Path, repository: JobRepository,
-                                                             storage: LocalStorage, media_dir: Path) -> None:
+def test_a_separate_worker_answers_a_cancel_between_its_polls(
+    tmp_path: Path, repository: JobRepository, storage: LocalStorage, media_dir: Path
+) -> None:
     """Nothing wakes this worker (as with a worker in another process): it sees the cancel by
     watching its running job every WATCH_INTERVAL_S, long before its next claim cycle (5 s)."""
     settings, settings_audio = configs.split(data_dir=tmp_path, ffmpeg_readrate=1.0, poll_interval_s=60.0, kill_grace_s=2)
@@ -119,8 +130,7 @@ def test_a_separate_worker_answers_a_cancel_between_its_polls(tmp_path: Path, re
     worker = Worker(repository, storage, settings, settings_audio)
     worker.start()
     try:
-        wait_for(lambda: types(repository, job_id).count("job.child_started") >= 2, timeout_s=10,
-                 what="the loudnorm ffmpeg to start")
+        wait_for(lambda: types(repository, job_id).count("job.child_started") >= 2, timeout_s=10, what="the loudnorm ffmpeg to start")
         repository.execute(job_id, lambda s: [ev.JobCancelRequested(reason="test")], actor="api")
         wait_for(lambda: repository.get(job_id).finished, timeout_s=3, what="the cancel, well before the next poll")
     finally:
@@ -135,15 +145,15 @@ def _dead_pid() -> int:
     return process.pid
 
 
-def _orphaned_job(repository: JobRepository, storage: LocalStorage, media_dir: Path, tmp_path: Path,
-                  *, cancel: bool) -> tuple[str, children.Child]:
+def _orphaned_job(
+    repository: JobRepository, storage: LocalStorage, media_dir: Path, tmp_path: Path, *, cancel: bool
+) -> tuple[str, children.Child]:
     """A job whose worker (on this host) died while its ffmpeg runs on, like after a SIGKILL."""
     job_id = upload(repository, storage, media_dir / "speech_ljspeech.wav")
     ghost = f"{children.host_id()}:{_dead_pid()}:1"
     state = repository.get(job_id)
     state = repository.append(job_id, [ev.JobClaimed(worker_id=ghost, lease_ttl_s=3600)], state, actor=ghost).state
-    argv = [media.ffmpeg_executable(), "-nostdin", "-readrate", "1", "-i", str(media_dir / "music_strings.ogg"),
-            "-f", "null", "-"]
+    argv = [media.ffmpeg_executable(), "-nostdin", "-readrate", "1", "-i", str(media_dir / "music_strings.ogg"), "-f", "null", "-"]
     child = children.start_child(argv, stderr_path=tmp_path / "orphan.stderr")
     started = ev.JobChildStarted(pid=child.pid, argv=argv, host_id=children.host_id(), started_at_ticks=child.started_at_ticks)
     state = repository.append(job_id, [ev.JobStageChanged(stage="measuring"), started], state, actor=ghost).state
@@ -177,8 +187,15 @@ def test_a_starting_worker_kills_a_dead_workers_ffmpeg_and_takes_the_job_back(
     finally:
         worker.stop(grace_s=5)
         orphan.terminate(1.0)
-    assert types(repository, job_id)[:7] == ["job.created", "job.claimed", "job.stage_changed", "job.child_started",
-                                             "job.lease_expired", "job.child_exited", "job.claimed"]
+    assert types(repository, job_id)[:7] == [
+        "job.created",
+        "job.claimed",
+        "job.stage_changed",
+        "job.child_started",
+        "job.lease_expired",
+        "job.child_exited",
+        "job.claimed",
+    ]
     state = repository.get(job_id)
     assert (state.status, state.attempt, state.orphaned_children) == ("complete", 2, ())
 
@@ -192,8 +209,7 @@ def test_a_cancel_that_arrived_while_the_worker_was_down_is_answered_at_start(
         _ended_by_the_sweep(orphan)
     finally:
         orphan.terminate(1.0)
-    assert types(repository, job_id)[-4:] == ["job.cancel_requested", "job.lease_expired", "job.child_exited",
-                                              "job.cancelled"]
+    assert types(repository, job_id)[-4:] == ["job.cancel_requested", "job.lease_expired", "job.child_exited", "job.cancelled"]
     state = repository.get(job_id)
     assert (state.status, state.finished, state.stage) == ("cancelled", True, None)
 
@@ -203,12 +219,12 @@ def test_a_reused_pid_is_never_killed(tmp_path: Path, repository: JobRepository,
     try:
         job_id = repository.create("ingest", {}).state.job_id
         ghost = f"{children.host_id()}:{_dead_pid()}:1"
-        state = repository.append(job_id, [ev.JobClaimed(worker_id=ghost, lease_ttl_s=3600)], repository.get(job_id),
-                                  actor=ghost).state
+        state = repository.append(job_id, [ev.JobClaimed(worker_id=ghost, lease_ttl_s=3600)], repository.get(job_id), actor=ghost).state
         ticks = children.process_start_ticks(bystander.pid)
         assert ticks is not None
-        old_child = ev.JobChildStarted(pid=bystander.pid, argv=["ffmpeg"], host_id=children.host_id(),
-                                       started_at_ticks=ticks - 1)  # same pid, another start time
+        old_child = ev.JobChildStarted(
+            pid=bystander.pid, argv=["ffmpeg"], host_id=children.host_id(), started_at_ticks=ticks - 1
+        )  # same pid, another start time
         repository.append(job_id, [old_child], state, actor=ghost)
         worker = Worker(repository, storage, Settings(data_dir=tmp_path), handlers={"ingest": lambda c, s, t: {}})
         report = worker.reaper.sweep_orphans()
@@ -223,9 +239,22 @@ def test_a_reused_pid_is_never_killed(tmp_path: Path, repository: JobRepository,
 def _worker_process(data_dir: Path, *extra: str, readrate: str = "1") -> subprocess.Popen[bytes]:
     with open(data_dir / "worker.stderr", "ab") as stderr:
         return subprocess.Popen(
-            [sys.executable, "-m", "jobtape", "worker", "--data-dir", str(data_dir), "--poll-interval", "0.05",
-             "--ffmpeg-readrate", readrate, *extra],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr,
+            [
+                sys.executable,
+                "-m",
+                "jobtape",
+                "worker",
+                "--data-dir",
+                str(data_dir),
+                "--poll-interval",
+                "0.05",
+                "--ffmpeg-readrate",
+                readrate,
+                *extra,
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
         )
 
 

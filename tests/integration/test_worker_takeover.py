@@ -61,8 +61,7 @@ def test_a_worker_that_loses_its_job_kills_its_child_removes_partial_output_and_
     worker.start()
     try:
         # The long ffmpeg: the loudnorm measuring pass, the job's second child (the first is the probe).
-        loudnorm = wait_for(lambda: started_children(repository, job_id)[1:], timeout_s=30,
-                            what="the loudnorm ffmpeg to start")[0]
+        loudnorm = wait_for(lambda: started_children(repository, job_id)[1:], timeout_s=30, what="the loudnorm ffmpeg to start")[0]
         assert "loudnorm" in " ".join(loudnorm.argv)
         assert children.process_alive(loudnorm.pid, loudnorm.started_at_ticks)
         # Its argv names no workdir (the upload is read in place); the child runs inside it.
@@ -77,9 +76,12 @@ def test_a_worker_that_loses_its_job_kills_its_child_removes_partial_output_and_
             state = repository.get(job_id)
             assert (state.status, state.worker_id) == ("processing", worker.worker_id)
             assert loudnorm.pid in state.running_children
-            taken = ev.JobLeaseExpired(worker_id=worker.worker_id, attempt=state.attempt,
-                                       not_before=clock.utcnow() + dt.timedelta(hours=1),  # nobody re-claims it here
-                                       orphaned_pids=list(state.running_children))
+            taken = ev.JobLeaseExpired(
+                worker_id=worker.worker_id,
+                attempt=state.attempt,
+                not_before=clock.utcnow() + dt.timedelta(hours=1),  # nobody re-claims it here
+                orphaned_pids=list(state.running_children),
+            )
             try:
                 taken_at = repository.append(job_id, [taken], state, actor=OTHER_REAPER).state.version
                 break
@@ -92,8 +94,9 @@ def test_a_worker_that_loses_its_job_kills_its_child_removes_partial_output_and_
         # is no longer its own; the child dies (SIGTERM: ffmpeg exits within ~50 ms). Without the
         # watch the worker would find out only at its next append, the pass's first progress
         # event ~3 s in (after loudnorm's lookahead): too late for this deadline.
-        wait_for(lambda: not children.process_alive(loudnorm.pid, loudnorm.started_at_ticks), timeout_s=2,
-                 what="the worker to kill its ffmpeg")
+        wait_for(
+            lambda: not children.process_alive(loudnorm.pid, loudnorm.started_at_ticks), timeout_s=2, what="the worker to kill its ffmpeg"
+        )
         wait_for(lambda: not worker.running_job_ids(), timeout_s=15, what="the worker to drop the job")
         # The job thread removes the workdir before it leaves the running set.
         assert not workdir.exists(), sorted(p.name for p in workdir.iterdir())
@@ -128,10 +131,8 @@ def test_racing_reapers_take_each_expired_job_back_exactly_once(
     for index in range(JOBS):
         state = repository.create("ingest", {}).state
         if index % 3 == 0:  # attempt 1 ended in a retryable failure: the reaped attempt is the last one
-            state = repository.append(state.job_id, [ev.JobClaimed(worker_id=ghost, attempt=1, lease_ttl_s=30)], state,
-                                      actor=ghost).state
-            state = repository.append(state.job_id, [ev.JobRetryScheduled(error="reset by peer", attempt=1)], state,
-                                      actor=ghost).state
+            state = repository.append(state.job_id, [ev.JobClaimed(worker_id=ghost, attempt=1, lease_ttl_s=30)], state, actor=ghost).state
+            state = repository.append(state.job_id, [ev.JobRetryScheduled(error="reset by peer", attempt=1)], state, actor=ghost).state
             on_last_attempt.add(state.job_id)
         claim = ev.JobClaimed(worker_id=ghost, attempt=state.attempt + 1, lease_expires_at=expired_at, lease_ttl_s=30)
         repository.append(state.job_id, [claim], state, actor=ghost)
@@ -141,8 +142,13 @@ def test_racing_reapers_take_each_expired_job_back_exactly_once(
     # Each reaper has its own connection to the database, like the reapers of separate worker processes.
     backends = [SQLiteBackend(repository.store.backend.path) for _ in range(REAPERS)]  # type: ignore[attr-defined]
     reapers = [
-        Reaper(JobRepository(EventStore(backend), projections=TABLES.projections), settings, actor=f"host{i}:{1000 + i}:1", host_id=f"host{i}",
-               rng=random.Random(i))
+        Reaper(
+            JobRepository(EventStore(backend), projections=TABLES.projections),
+            settings,
+            actor=f"host{i}:{1000 + i}:1",
+            host_id=f"host{i}",
+            rng=random.Random(i),
+        )
         for i, backend in enumerate(backends)
     ]
     barrier = threading.Barrier(REAPERS)
@@ -184,8 +190,9 @@ def test_racing_reapers_take_each_expired_job_back_exactly_once(
         assert [r.version for r in stream] == list(range(1, len(stream) + 1))
         expiries = [r for r in stream if r.type == "job.lease_expired"]
         assert len(expiries) == 1, [(r.version, r.type, r.actor) for r in stream]
-        assert expiries[0].event == ev.JobLeaseExpired(worker_id=ghost, attempt=expiries[0].event.attempt,
-                                                       not_before=expiries[0].event.not_before, orphaned_pids=[])
+        assert expiries[0].event == ev.JobLeaseExpired(
+            worker_id=ghost, attempt=expiries[0].event.attempt, not_before=expiries[0].event.not_before, orphaned_pids=[]
+        )
         [winner] = [i for i, jobs in won.items() if job_id in jobs]
         assert all(r.actor == reapers[winner].actor for r in stream if r.version >= expiries[0].version)
         state = repository.get(job_id)

@@ -46,8 +46,7 @@ def processes() -> Iterator[list[subprocess.Popen[str]]]:
 
 
 def _holder(parent: Path, processes: list[subprocess.Popen[str]]) -> tuple[subprocess.Popen[str], Path]:
-    process = subprocess.Popen([sys.executable, "-c", _HOLDER, str(parent)], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen([sys.executable, "-c", _HOLDER, str(parent)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     processes.append(process)
     assert process.stdout is not None
     job_dir = Path(process.stdout.readline().strip())
@@ -62,16 +61,37 @@ def _job_dirs(work: Path, pid: int, job_id: str) -> list[Path]:
 def _worker(tmp_path: Path, work: Path, processes: list[subprocess.Popen[str]]) -> subprocess.Popen[str]:
     env = {**os.environ, "JOBTAPE_WORK_DIR": str(work)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "jobtape", "worker", "--data-dir", str(tmp_path), "--poll-interval", "0.05",
-         "--lease-ttl", "60", "--grace", "0", "--ffmpeg-readrate", "1", "--backoff-base", "60"],
-        env=env, stderr=subprocess.DEVNULL, text=True,
+        [
+            sys.executable,
+            "-m",
+            "jobtape",
+            "worker",
+            "--data-dir",
+            str(tmp_path),
+            "--poll-interval",
+            "0.05",
+            "--lease-ttl",
+            "60",
+            "--grace",
+            "0",
+            "--ffmpeg-readrate",
+            "1",
+            "--backoff-base",
+            "60",
+        ],
+        env=env,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     processes.append(process)
     return process
 
 
 def test_a_killed_workers_folder_is_swept_by_the_next_worker_and_a_live_ones_is_not(
-    tmp_path: Path, repository: JobRepository, storage: LocalStorage, media_dir: Path,
+    tmp_path: Path,
+    repository: JobRepository,
+    storage: LocalStorage,
+    media_dir: Path,
     processes: list[subprocess.Popen[str]],
 ) -> None:
     work = tmp_path / "work"
@@ -89,8 +109,11 @@ def test_a_killed_workers_folder_is_swept_by_the_next_worker_and_a_live_ones_is_
     doomed.send_signal(signal.SIGKILL)
     doomed.wait(10)
     assert doomed_dir.is_dir()  # a dead process removes nothing
-    orphan = next(r.event for r in repository.store.read_stream(first)
-                  if isinstance(r.event, ev.JobChildStarted) and "loudnorm" in " ".join(r.event.argv))
+    orphan = next(
+        r.event
+        for r in repository.store.read_stream(first)
+        if isinstance(r.event, ev.JobChildStarted) and "loudnorm" in " ".join(r.event.argv)
+    )
     try:
         _worker(tmp_path, work, processes)  # C: its start-up orphan sweep kills A's ffmpeg, then sweeps
         wait_for(lambda: not doomed_dir.parent.exists(), timeout_s=30, what="the dead worker's folder to go")
@@ -105,8 +128,7 @@ def test_a_killed_workers_folder_is_swept_by_the_next_worker_and_a_live_ones_is_
     assert not live_dir.parent.exists()
 
 
-def test_a_sweep_removes_only_folders_whose_owner_is_gone(tmp_path: Path,
-                                                          processes: list[subprocess.Popen[str]]) -> None:
+def test_a_sweep_removes_only_folders_whose_owner_is_gone(tmp_path: Path, processes: list[subprocess.Popen[str]]) -> None:
     parent = tmp_path / "work"
     alive, alive_job = _holder(parent, processes)
     killed, killed_job = _holder(parent, processes)
@@ -137,11 +159,11 @@ def test_a_sweep_removes_only_folders_whose_owner_is_gone(tmp_path: Path,
     assert workdirs.WorkArea(parent).sweep().dead_owners == [alive_job.parent]
 
 
-def test_a_running_worker_sweeps_periodically(tmp_path: Path, repository: JobRepository, storage: LocalStorage,
-                                              processes: list[subprocess.Popen[str]]) -> None:
+def test_a_running_worker_sweeps_periodically(
+    tmp_path: Path, repository: JobRepository, storage: LocalStorage, processes: list[subprocess.Popen[str]]
+) -> None:
     parent = tmp_path / "work"
-    worker = Worker(repository, storage, Settings(data_dir=tmp_path, work_dir=parent, lease_ttl_s=0.6,
-                                                  poll_interval_s=0.05))
+    worker = Worker(repository, storage, Settings(data_dir=tmp_path, work_dir=parent, lease_ttl_s=0.6, poll_interval_s=0.05))
     worker.start()
     try:
         killed, killed_job = _holder(parent, processes)  # appears after the worker's start-up sweep
@@ -166,7 +188,10 @@ def test_jobtape_worker_with_an_unsafe_parent_says_so_without_a_traceback(tmp_pa
     (tmp_path / "link").symlink_to(target)
     done = subprocess.run(
         [sys.executable, "-m", "jobtape", "worker", "--data-dir", str(tmp_path / "data")],
-        env={**os.environ, "JOBTAPE_WORK_DIR": str(tmp_path / "link")}, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "JOBTAPE_WORK_DIR": str(tmp_path / "link")},
+        capture_output=True,
+        text=True,
+        timeout=60,
         check=False,
     )
     assert done.returncode == 1, done.stderr
@@ -177,11 +202,20 @@ def test_jobtape_worker_with_an_unsafe_parent_says_so_without_a_traceback(tmp_pa
 def test_a_killed_writers_temporary_blob_is_removed_by_the_next_start_and_a_fresh_one_is_kept(tmp_path: Path) -> None:
     root = tmp_path / "storage"
     writer = subprocess.Popen(  # a put_stream that never ends: its process is killed mid-write
-        [sys.executable, "-c",
-         ("import sys; from pathlib import Path; from jobtape.storage.local import LocalStorage\n"
-         "def chunks():\n    yield b'x' * 65536\n    print('writing', flush=True)\n    sys.stdin.read()\n    yield b''\n"
-         "LocalStorage(Path(sys.argv[1])).put_stream('assets/a/prepared.flac', chunks())"), str(root)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys; from pathlib import Path; from jobtape.storage.local import LocalStorage\n"
+                "def chunks():\n    yield b'x' * 65536\n    print('writing', flush=True)\n    sys.stdin.read()\n    yield b''\n"
+                "LocalStorage(Path(sys.argv[1])).put_stream('assets/a/prepared.flac', chunks())"
+            ),
+            str(root),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert writer.stdout is not None and writer.stdout.readline().strip() == "writing"
     finally:

@@ -18,17 +18,20 @@ NOW = dt.datetime(2026, 1, 2, 12, 0, tzinfo=dt.UTC)
 JOB = "a" * 32
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("-10m", NOW - dt.timedelta(minutes=10)),
-    ("-2h", NOW - dt.timedelta(hours=2)),
-    ("-1d", NOW - dt.timedelta(days=1)),
-    ("-1.5h", NOW - dt.timedelta(minutes=90)),
-    ("now", NOW),
-    ("2026-01-01T10:00:00Z", dt.datetime(2026, 1, 1, 10, tzinfo=dt.UTC)),
-    ("2026-01-01T10:00:00+02:00", dt.datetime(2026, 1, 1, 8, tzinfo=dt.UTC)),
-    ("2026-01-01 10:00", dt.datetime(2026, 1, 1, 10, tzinfo=dt.UTC)),
-    ("2026-01-01", dt.datetime(2026, 1, 1, tzinfo=dt.UTC)),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("-10m", NOW - dt.timedelta(minutes=10)),
+        ("-2h", NOW - dt.timedelta(hours=2)),
+        ("-1d", NOW - dt.timedelta(days=1)),
+        ("-1.5h", NOW - dt.timedelta(minutes=90)),
+        ("now", NOW),
+        ("2026-01-01T10:00:00Z", dt.datetime(2026, 1, 1, 10, tzinfo=dt.UTC)),
+        ("2026-01-01T10:00:00+02:00", dt.datetime(2026, 1, 1, 8, tzinfo=dt.UTC)),
+        ("2026-01-01 10:00", dt.datetime(2026, 1, 1, 10, tzinfo=dt.UTC)),
+        ("2026-01-01", dt.datetime(2026, 1, 1, tzinfo=dt.UTC)),
+    ],
+)
 def test_parse_time_accepts_iso_8601_and_relative_times(text: str, expected: dt.datetime) -> None:
     assert timeparse.parse_time(text, NOW) == expected
 
@@ -49,10 +52,17 @@ def test_durations_and_positions() -> None:
         timeparse.parse_duration("thirty days")
 
 
-@pytest.mark.parametrize("text", [
-    "-99999999d", "-100000s", "-" + "9" * 400 + "s", "-1e400d",  # past MAX_AMOUNT, or inf as a float
-    "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00",  # outside datetime once in UTC
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "-99999999d",
+        "-100000s",
+        "-" + "9" * 400 + "s",
+        "-1e400d",  # past MAX_AMOUNT, or inf as a float
+        "0001-01-01T00:00:00+01:00",
+        "9999-12-31T23:59:59-01:00",  # outside datetime once in UTC
+    ],
+)
 def test_times_out_of_range_are_refused_naming_the_range(text: str) -> None:
     with pytest.raises(errors.InvalidTimeSpec) as caught:
         timeparse.parse_time(text, NOW)
@@ -61,11 +71,14 @@ def test_times_out_of_range_are_refused_naming_the_range(text: str) -> None:
     assert len(message) < 400  # the text is quoted shortened
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("-99999w", NOW - dt.timedelta(weeks=99999)),
-    ("0001-01-01", dt.datetime(1, 1, 1, tzinfo=dt.UTC)),
-    ("9999-12-31T23:59:59Z", dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC)),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("-99999w", NOW - dt.timedelta(weeks=99999)),
+        ("0001-01-01", dt.datetime(1, 1, 1, tzinfo=dt.UTC)),
+        ("9999-12-31T23:59:59Z", dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC)),
+    ],
+)
 def test_the_edges_of_the_range_are_accepted(text: str, expected: dt.datetime) -> None:
     assert timeparse.parse_time(text, NOW) == expected
 
@@ -115,16 +128,22 @@ class Log:
         self.at += dt.timedelta(seconds=1)
         stamp = clock.format_timestamp(self.at)
         digest = hashing.event_hash(previous, job_id, version, type_, data, actor, stamp)
-        row = StoredEvent(position=len(self.rows) + 1, job_id=job_id, version=version, type=type_, data=data,
-                          actor=actor, recorded_at=stamp, hash=digest)
+        row = StoredEvent(
+            position=len(self.rows) + 1, job_id=job_id, version=version, type=type_, data=data, actor=actor, recorded_at=stamp, hash=digest
+        )
         self.rows.append(row)
         self.last[job_id] = (version, digest)
         return row
 
 
 def ingest(log: Log, job_id: str = JOB, *, exit_child: bool = True) -> None:
-    for event in (ev.JobCreated(job_type="ingest"), ev.JobClaimed(worker_id="w:1:1"), ev.JobStageChanged(stage="probing"),
-                  ev.JobChildStarted(pid=7, argv=["/bin/ffmpeg"]), ev.JobStageChanged(stage="measuring")):
+    for event in (
+        ev.JobCreated(job_type="ingest"),
+        ev.JobClaimed(worker_id="w:1:1"),
+        ev.JobStageChanged(stage="probing"),
+        ev.JobChildStarted(pid=7, argv=["/bin/ffmpeg"]),
+        ev.JobStageChanged(stage="measuring"),
+    ):
         log.add(event, job_id)
     if exit_child:
         log.add(ev.JobChildExited(pid=7, exit_status=0), job_id)
@@ -186,20 +205,27 @@ def test_a_pending_cancel_is_the_terminal_event() -> None:
 
 def test_a_child_without_exit_is_named_once_the_job_is_terminal_unless_listed_as_orphaned() -> None:
     log = Log()
-    for event in (ev.JobCreated(job_type="ingest"), ev.JobClaimed(worker_id="w:1:1"),
-                  ev.JobChildStarted(pid=7, argv=["ffmpeg"]),
-                  ev.JobLeaseExpired(worker_id="w:1:1", attempt=1),  # the reaper did not list pid 7
-                  ev.JobClaimed(worker_id="w:2:1", attempt=2)):
+    for event in (
+        ev.JobCreated(job_type="ingest"),
+        ev.JobClaimed(worker_id="w:1:1"),
+        ev.JobChildStarted(pid=7, argv=["ffmpeg"]),
+        ev.JobLeaseExpired(worker_id="w:1:1", attempt=1),  # the reaper did not list pid 7
+        ev.JobClaimed(worker_id="w:2:1", attempt=2),
+    ):
         log.add(event)
     assert rules(log) == []  # not finished: nothing to account for yet
     log.add(ev.JobCompleted())
     assert rules(log) == [(3, "child_unexited")]
 
     orphaned = Log()
-    for event in (ev.JobCreated(job_type="ingest"), ev.JobClaimed(worker_id="w:1:1"),
-                  ev.JobChildStarted(pid=7, argv=["ffmpeg"]),
-                  ev.JobLeaseExpired(worker_id="w:1:1", attempt=1, orphaned_pids=[7]),
-                  ev.JobClaimed(worker_id="w:2:1", attempt=2), ev.JobCompleted()):
+    for event in (
+        ev.JobCreated(job_type="ingest"),
+        ev.JobClaimed(worker_id="w:1:1"),
+        ev.JobChildStarted(pid=7, argv=["ffmpeg"]),
+        ev.JobLeaseExpired(worker_id="w:1:1", attempt=1, orphaned_pids=[7]),
+        ev.JobClaimed(worker_id="w:2:1", attempt=2),
+        ev.JobCompleted(),
+    ):
         orphaned.add(event)
     assert rules(orphaned) == []
 
@@ -233,25 +259,41 @@ def test_check_export_names_the_bad_line() -> None:
 
 def test_timeline_splits_a_job_into_attempts_stages_and_children() -> None:
     log = Log()
-    for event in (ev.JobCreated(job_type="ingest"), ev.JobClaimed(worker_id="w:1:1"),
-                  ev.JobStageChanged(stage="probing"), ev.JobChildStarted(pid=7, argv=["/opt/ffmpeg", "-i"]),
-                  ev.JobLeaseExpired(worker_id="w:1:1", attempt=1, orphaned_pids=[7]),
-                  ev.JobClaimed(worker_id="w:2:1", attempt=2), ev.JobStageChanged(stage="probing"),
-                  ev.JobCompleted(result={})):
+    for event in (
+        ev.JobCreated(job_type="ingest"),
+        ev.JobClaimed(worker_id="w:1:1"),
+        ev.JobStageChanged(stage="probing"),
+        ev.JobChildStarted(pid=7, argv=["/opt/ffmpeg", "-i"]),
+        ev.JobLeaseExpired(worker_id="w:1:1", attempt=1, orphaned_pids=[7]),
+        ev.JobClaimed(worker_id="w:2:1", attempt=2),
+        ev.JobStageChanged(stage="probing"),
+        ev.JobCompleted(result={}),
+    ):
         log.add(event, actor="w:2:1" if "w:2:1" in repr(event) or isinstance(event, ev.JobCompleted) else "w:1:1")
     summary = timeline.summarize([to_recorded(row) for row in log.rows])
 
     assert [(a.attempt, a.worker_id, a.outcome, a.duration_s) for a in summary.attempts] == [
-        (1, "w:1:1", "lease_expired", 3.0), (2, "w:2:1", "completed", 2.0)]
+        (1, "w:1:1", "lease_expired", 3.0),
+        (2, "w:2:1", "completed", 2.0),
+    ]
     assert [(s.stage, s.attempt, s.duration_s) for s in summary.stages] == [
-        ("queued", 0, 1.0), ("claimed", 1, 1.0), ("probing", 1, 2.0), ("queued", 0, 1.0), ("claimed", 2, 1.0),
-        ("probing", 2, 1.0)]
+        ("queued", 0, 1.0),
+        ("claimed", 1, 1.0),
+        ("probing", 1, 2.0),
+        ("queued", 0, 1.0),
+        ("claimed", 2, 1.0),
+        ("probing", 2, 1.0),
+    ]
     assert [(c.pid, c.program, c.stage, c.orphaned) for c in summary.children] == [(7, "ffmpeg", "probing", True)]
     assert (summary.status, summary.total_s) == ("complete", 7.0)
     computed = stats.compute([summary, summary])
     assert [(s.job_type, s.status, s.jobs) for s in computed.statuses] == [("ingest", "complete", 2)]
     assert [(d.stage, d.count, d.max_s) for d in computed.durations] == [
-        ("queued", 4, 1.0), ("claimed", 4, 1.0), ("probing", 4, 2.0), (stats.TOTAL, 2, 7.0)]
+        ("queued", 4, 1.0),
+        ("claimed", 4, 1.0),
+        ("probing", 4, 2.0),
+        (stats.TOTAL, 2, 7.0),
+    ]
 
 
 def test_jobs_as_of_gives_queue_positions_of_the_pending_jobs() -> None:

@@ -22,7 +22,6 @@ CLAIMED = ev.JobClaimed(worker_id="w1")
 DONE = ev.JobCompleted(result={"assetId": "a1", "preparedKey": PREPARED, "durationSec": 2.0})
 
 
-
 def test_a_finished_job_records_removed_keys_without_changing_status_result_or_updated_at() -> None:
     state = run(CREATED, CLAIMED, DONE, ev.JobBlobsDeleted(keys=[UPLOAD, PREPARED], reason="archive x"))
     assert (state.status, state.finished, state.result, state.version) == ("complete", True, DONE.result, 4)
@@ -45,14 +44,21 @@ def test_the_fold_refuses_removals_of_running_jobs_foreign_keys_and_keys_named_t
 
 def test_owned_keys_exclude_an_edits_source_and_a_cache_hits_preview() -> None:
     source = {"sourceKey": PREPARED, "recipeHash": "h"}
-    save = run(ev.JobCreated(job_type="save", params=source), CLAIMED,
-               ev.JobCompleted(result={"assetId": "a2", "preparedKey": "assets/a2/prepared.flac"}))
-    hit = run(ev.JobCreated(job_type="preview", params=source),
-              ev.JobCompleted(result={"previewKey": "previews/h.mp3", "recipeHash": "h", "cacheHit": True}))
-    render = run(ev.JobCreated(job_type="preview", params=source), CLAIMED,
-                 ev.JobCompleted(result={"previewKey": "previews/h.mp3", "recipeHash": "h", "cacheHit": False}))
-    url = run(ev.JobCreated(job_type="ingest", params={"sourceType": "url", "url": "https://x"}), CLAIMED,
-              ev.JobFailed(error="x"))
+    save = run(
+        ev.JobCreated(job_type="save", params=source),
+        CLAIMED,
+        ev.JobCompleted(result={"assetId": "a2", "preparedKey": "assets/a2/prepared.flac"}),
+    )
+    hit = run(
+        ev.JobCreated(job_type="preview", params=source),
+        ev.JobCompleted(result={"previewKey": "previews/h.mp3", "recipeHash": "h", "cacheHit": True}),
+    )
+    render = run(
+        ev.JobCreated(job_type="preview", params=source),
+        CLAIMED,
+        ev.JobCompleted(result={"previewKey": "previews/h.mp3", "recipeHash": "h", "cacheHit": False}),
+    )
+    url = run(ev.JobCreated(job_type="ingest", params={"sourceType": "url", "url": "https://x"}), CLAIMED, ev.JobFailed(error="x"))
     assert job_state.owned_keys(save) == ("assets/a2/prepared.flac",)
     assert job_state.owned_keys(hit) == () and job_state.owned_keys(render) == ("previews/h.mp3",)
     assert job_state.owned_keys(url) == () and job_state.retained_upload(url) is None
@@ -72,8 +78,11 @@ def test_projection_rows_mark_a_removed_asset_and_drop_a_removed_preview() -> No
     row = assets.asset_row(removed)
     assert row is not None and row["removed_at"] == "2026-11-23T12:00:04.000000Z"
     assert assets.asset_row(run(CREATED, CLAIMED, DONE))["removed_at"] is None  # type: ignore[index]
-    render = [ev.JobCreated(job_type="preview"), CLAIMED,
-              ev.JobCompleted(result={"previewKey": "previews/h.mp3", "recipeHash": "h", "cacheHit": False})]
+    render = [
+        ev.JobCreated(job_type="preview"),
+        CLAIMED,
+        ev.JobCompleted(result={"previewKey": "previews/h.mp3", "recipeHash": "h", "cacheHit": False}),
+    ]
     before = run(*render)
     after = run(*render, ev.JobBlobsDeleted(keys=["previews/h.mp3"]))
     assert previews.preview_row(before) is not None and previews.preview_row(after) is None
@@ -87,16 +96,20 @@ def _stored(job_id: str, events: list[ev.Event]) -> list[StoredEvent]:
         type_, data = ev.encode_event(event)
         stamp = f"2026-11-23T12:00:0{version}.000000Z"
         previous = hashing.event_hash(previous, job_id, version, type_, data, "cli", stamp)
-        rows.append(StoredEvent(position=version, job_id=job_id, version=version, type=type_, data=data, actor="cli",
-                                recorded_at=stamp, hash=previous))
+        rows.append(
+            StoredEvent(
+                position=version, job_id=job_id, version=version, type=type_, data=data, actor="cli", recorded_at=stamp, hash=previous
+            )
+        )
     return rows
 
 
 def test_verify_accepts_a_removal_after_the_terminal_event_and_names_a_refused_one() -> None:
     clean = verify.verify(_stored("j", [CREATED, CLAIMED, ev.JobFailed(error="x"), ev.JobBlobsDeleted(keys=[UPLOAD])]))
     assert clean.violations == []
-    bad = verify.verify(_stored("j", [CREATED, CLAIMED, ev.JobFailed(error="x"), ev.JobBlobsDeleted(keys=[PREPARED]),
-                                      ev.JobProgress(percent=3)]))
+    bad = verify.verify(
+        _stored("j", [CREATED, CLAIMED, ev.JobFailed(error="x"), ev.JobBlobsDeleted(keys=[PREPARED]), ev.JobProgress(percent=3)])
+    )
     assert [(v.position, v.rule) for v in bad.violations] == [(4, "fold"), (5, "after_terminal")]
 
 
@@ -121,8 +134,7 @@ def test_a_declared_input_and_output_are_owned_and_the_declared_download_is_link
     assert job_state.owned_inputs(done) == (INPUT,) and job_state.owned_outputs(done) == (REPORT,)
     assert job_state.owned_keys(done) == (INPUT, REPORT) and job_state.download_key(done) == REPORT
     assert job_state.download_key(run(created, CLAIMED)) is None  # only once complete
-    removed = run(created, CLAIMED, ev.JobCompleted(owned_keys=[REPORT], download_key=REPORT),
-                  ev.JobBlobsDeleted(keys=[INPUT, REPORT]))
+    removed = run(created, CLAIMED, ev.JobCompleted(owned_keys=[REPORT], download_key=REPORT), ev.JobBlobsDeleted(keys=[INPUT, REPORT]))
     assert removed.removed_keys == (INPUT, REPORT) and job_state.download_key(removed) is None
 
 
@@ -152,8 +164,11 @@ def test_declarations_replace_the_legacy_reading_and_other_types_get_none_of_it(
     ingest = run(CREATED, CLAIMED, ev.JobCompleted(result=DONE.result, download_key=PREPARED))
     assert job_state.owned_keys(ingest) == (UPLOAD,) and job_state.download_key(ingest) == PREPARED
     # A user type whose result happens to hold audio-looking keys owns and links nothing undeclared.
-    user = run(ev.JobCreated(job_type="sum", params={"storageKey": UPLOAD}), CLAIMED,
-               ev.JobCompleted(result={"preparedKey": PREPARED, "previewKey": "previews/h.mp3"}))
+    user = run(
+        ev.JobCreated(job_type="sum", params={"storageKey": UPLOAD}),
+        CLAIMED,
+        ev.JobCompleted(result={"preparedKey": PREPARED, "previewKey": "previews/h.mp3"}),
+    )
     assert job_state.owned_keys(user) == () and job_state.download_key(user) is None
 
 
@@ -161,7 +176,8 @@ def test_an_event_declaring_nothing_encodes_exactly_as_before_the_fields_existed
     assert ev.encode_event(ev.JobCompleted(result={"a": 1})) == ("job.completed", '{"result":{"a":1}}')
     assert ev.encode_event(ev.JobCompleted(result={}, owned_keys=[], download_key=None)) == ("job.completed", '{"result":{}}')
     assert ev.encode_event(ev.JobCreated(job_type="sum", owned_keys=[]))[1] == (
-        '{"job_type":"sum","params":{},"owner":"anonymous","idempotency_key":null}')
+        '{"job_type":"sum","params":{},"owner":"anonymous","idempotency_key":null}'
+    )
     type_, data = ev.encode_event(ev.JobCompleted(owned_keys=[REPORT], download_key=REPORT))
     assert data == '{"result":{},"owned_keys":["reports/j.txt"],"download_key":"reports/j.txt"}'
     assert ev.decode_event(1, type_, data) == ev.JobCompleted(owned_keys=[REPORT], download_key=REPORT)

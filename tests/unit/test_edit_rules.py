@@ -80,13 +80,20 @@ def test_render_graph_has_only_the_filters_the_recipe_needs() -> None:
 def test_signed_urls_verify_until_their_deadline_only() -> None:
     signer = signing.URLSigner(b"k" * 32)
     url = signer.sign("previews/a b.mp3", 60, now_s=1000.0)
-    assert url == f"/api/storage/download?key=previews%2Fa%20b.mp3&expires=1060&signature={signing.signature_for(b'k' * 32, 'previews/a b.mp3', 1060)}"
+    assert (
+        url
+        == f"/api/storage/download?key=previews%2Fa%20b.mp3&expires=1060&signature={signing.signature_for(b'k' * 32, 'previews/a b.mp3', 1060)}"
+    )
     signature = url.rsplit("=", 1)[1]
     signer.verify("previews/a b.mp3", "1060", signature, now_s=1059.9)
     with pytest.raises(errors.InvalidSignature, match="expired"):
         signer.verify("previews/a b.mp3", "1060", signature, now_s=1060)
-    for key, expires, sig in (("previews/other.mp3", "1060", signature), ("previews/a b.mp3", "9999", signature),
-                              ("previews/a b.mp3", "1060", "0" * 64), ("previews/a b.mp3", "soon", signature)):
+    for key, expires, sig in (
+        ("previews/other.mp3", "1060", signature),
+        ("previews/a b.mp3", "9999", signature),
+        ("previews/a b.mp3", "1060", "0" * 64),
+        ("previews/a b.mp3", "soon", signature),
+    ):
         with pytest.raises(errors.InvalidSignature):
             signer.verify(key, expires, sig, now_s=1000)
     with pytest.raises(errors.InvalidSignature):
@@ -140,20 +147,38 @@ def test_content_range_values() -> None:
 
 def _state(job_type: str, status: str, result: dict[str, object] | None) -> JobState:
     at = dt.datetime(2026, 11, 23, 12, tzinfo=dt.UTC)
-    return JobState(job_id="j" * 32, job_type=job_type, status=status, result=result, owner="o",  # type: ignore[arg-type]
-                    created_at=at, updated_at=at, finished=status == "complete", version=5)
+    return JobState(
+        job_id="j" * 32,
+        job_type=job_type,
+        status=status,
+        result=result,
+        owner="o",  # type: ignore[arg-type]
+        created_at=at,
+        updated_at=at,
+        finished=status == "complete",
+        version=5,
+    )
 
 
 def test_asset_rows_come_from_completed_ingest_and_save_jobs_only() -> None:
-    result = {"assetId": ASSET, "preparedKey": f"assets/{ASSET}/prepared.flac", "durationSec": 9.66, "sampleRate": 48000,
-              "channels": 1, "inputLoudness": {"integratedLufs": -20.1, "truePeakDb": -3.0}, "outputLoudness": None}
+    result = {
+        "assetId": ASSET,
+        "preparedKey": f"assets/{ASSET}/prepared.flac",
+        "durationSec": 9.66,
+        "sampleRate": 48000,
+        "channels": 1,
+        "inputLoudness": {"integratedLufs": -20.1, "truePeakDb": -3.0},
+        "outputLoudness": None,
+    }
     row = assets.asset_row(_state("ingest", "complete", result))
     assert row is not None and (row["integrated_lufs"], row["true_peak_db"], row["owner"]) == (-20.1, -3.0, "o")
     assert row["created_at"] == "2026-11-23T12:00:00.000000Z"
     assert assets.asset_row(_state("save", "complete", {**result, "outputLoudness": {"integratedLufs": -23}}))["integrated_lufs"] == -23  # type: ignore[index]
     assert assets.asset_row(_state("preview", "complete", result)) is None
     assert assets.asset_row(_state("ingest", "processing", result)) is None
-    assert previews.preview_row(_state("preview", "complete", {"previewKey": "previews/h.mp3", "recipeHash": "h", "cacheHit": True})) is None
+    assert (
+        previews.preview_row(_state("preview", "complete", {"previewKey": "previews/h.mp3", "recipeHash": "h", "cacheHit": True})) is None
+    )
     done = _state("ingest", "complete", result)
     assert assets.statements(done, done) == []  # a finished job writes its row once
 

@@ -56,8 +56,7 @@ def test_the_store_raises_the_trees_constraint_violation() -> None:
     assert errors.ConstraintViolation("UNIQUE constraint failed").detail == "UNIQUE constraint failed"
 
 
-@pytest.mark.parametrize("interruption", [context.CancelRequested(), context.JobLost("taken"), context.TimedOut(5.0),
-                                          context.Released()])
+@pytest.mark.parametrize("interruption", [context.CancelRequested(), context.JobLost("taken"), context.TimedOut(5.0), context.Released()])
 def test_a_jobs_control_flow_is_not_caught_by_except_exception_or_except_jobtape_error(interruption: BaseException) -> None:
     assert isinstance(interruption, errors.JobInterrupted)
     with pytest.raises(errors.JobInterrupted):
@@ -83,5 +82,17 @@ def test_a_bare_import_jobtape_reaches_the_tree_and_the_public_names() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
-    assert {"JobtapeError", "StoreError", "ConflictError", "RequestError", "JobError", "StorageError", "JobFailed",
-            "JobInterrupted", "RequestRejected", "ServerError", "ServerUnreachable", "WaitTimedOut"} <= set(jobtape.__all__)
+    assert {
+        "JobtapeError",
+        "StoreError",
+        "ConflictError",
+        "RequestError",
+        "JobError",
+        "StorageError",
+        "JobFailed",
+        "JobInterrupted",
+        "RequestRejected",
+        "ServerError",
+        "ServerUnreachable",
+        "WaitTimedOut",
+    } <= set(jobtape.__all__)

@@ -19,9 +19,15 @@ CLAIMED = ev.JobClaimed(worker_id="w1")
 
 
 def test_happy_path() -> None:
-    state = run(CREATED, CLAIMED, ev.JobStageChanged(stage="measuring"), ev.JobProgress(percent=40),
-                ev.JobChildStarted(pid=5, argv=["ffmpeg"]), ev.JobChildExited(pid=5, exit_status=0),
-                ev.JobCompleted(result={"assetId": "a"}))
+    state = run(
+        CREATED,
+        CLAIMED,
+        ev.JobStageChanged(stage="measuring"),
+        ev.JobProgress(percent=40),
+        ev.JobChildStarted(pid=5, argv=["ffmpeg"]),
+        ev.JobChildExited(pid=5, exit_status=0),
+        ev.JobCompleted(result={"assetId": "a"}),
+    )
     assert (state.status, state.finished, state.progress, state.result) == ("complete", True, 100, {"assetId": "a"})
     assert state.created_at == T0 + dt.timedelta(seconds=1)
     assert state.updated_at == T0 + dt.timedelta(seconds=7)
@@ -43,8 +49,14 @@ def test_cancel_of_running_job_shows_cancelling_until_confirmed() -> None:
     assert (state.status, state.stage, state.finished) == ("cancelled", "cancelling", False)
     with pytest.raises(errors.IllegalTransition, match="have not exited"):
         run(CREATED, CLAIMED, ev.JobChildStarted(pid=5, argv=["ffmpeg"]), ev.JobCancelRequested(), ev.JobCancelled())
-    state = run(CREATED, CLAIMED, ev.JobChildStarted(pid=5, argv=["ffmpeg"]), ev.JobCancelRequested(),
-                ev.JobChildExited(pid=5, exit_status=-15), ev.JobCancelled())
+    state = run(
+        CREATED,
+        CLAIMED,
+        ev.JobChildStarted(pid=5, argv=["ffmpeg"]),
+        ev.JobCancelRequested(),
+        ev.JobChildExited(pid=5, exit_status=-15),
+        ev.JobCancelled(),
+    )
     assert (state.status, state.stage, state.finished) == ("cancelled", None, True)
 
 
@@ -81,8 +93,7 @@ def test_version_must_follow() -> None:
 LATER = T0 + dt.timedelta(hours=1)
 EVENTS = st.one_of(
     st.just(ev.JobCreated(job_type="ingest")),
-    st.builds(ev.JobClaimed, worker_id=st.sampled_from(["w1", "w2"]), attempt=st.integers(1, 3),
-              lease_ttl_s=st.sampled_from([None, 30.0])),
+    st.builds(ev.JobClaimed, worker_id=st.sampled_from(["w1", "w2"]), attempt=st.integers(1, 3), lease_ttl_s=st.sampled_from([None, 30.0])),
     st.builds(ev.JobStageChanged, stage=st.sampled_from(["measuring", "normalizing"])),
     st.builds(ev.JobProgress, percent=st.integers(-5, 105)),
     st.builds(ev.JobHeartbeat),
@@ -92,11 +103,14 @@ EVENTS = st.one_of(
     st.builds(ev.JobCancelled),
     st.builds(ev.JobCompleted),
     st.builds(ev.JobFailed, error=st.just("boom")),
-    st.builds(ev.JobLeaseExpired, worker_id=st.sampled_from(["w1", "w2"]), attempt=st.integers(1, 3),
-              not_before=st.sampled_from([None, T0, LATER])),
+    st.builds(
+        ev.JobLeaseExpired,
+        worker_id=st.sampled_from(["w1", "w2"]),
+        attempt=st.integers(1, 3),
+        not_before=st.sampled_from([None, T0, LATER]),
+    ),
     st.builds(ev.JobReleased, worker_id=st.sampled_from(["w1", "w2"])),
-    st.builds(ev.JobRetryScheduled, error=st.just("net"), attempt=st.integers(1, 3),
-              not_before=st.sampled_from([None, LATER])),
+    st.builds(ev.JobRetryScheduled, error=st.just("net"), attempt=st.integers(1, 3), not_before=st.sampled_from([None, LATER])),
 )
 
 
@@ -205,12 +219,21 @@ TestFoldMachine.settings = settings(max_examples=300, stateful_step_count=40, de
 
 
 def test_lease_is_renewed_by_every_worker_event_and_expiry_returns_to_pending() -> None:
-    state = run(CREATED, ev.JobClaimed(worker_id="w1", lease_ttl_s=30.0), ev.JobStageChanged(stage="measuring"),
-                ev.JobChildStarted(pid=7, argv=["ffmpeg"]))
+    state = run(
+        CREATED,
+        ev.JobClaimed(worker_id="w1", lease_ttl_s=30.0),
+        ev.JobStageChanged(stage="measuring"),
+        ev.JobChildStarted(pid=7, argv=["ffmpeg"]),
+    )
     assert state.lease_expires_at == T0 + dt.timedelta(seconds=4 + 30)
     later = T0 + dt.timedelta(minutes=5)
-    state = job_state.apply(state, ev.JobLeaseExpired(worker_id="w1", attempt=1, not_before=later),
-                            job_id="j", version=5, recorded_at=T0 + dt.timedelta(seconds=40))
+    state = job_state.apply(
+        state,
+        ev.JobLeaseExpired(worker_id="w1", attempt=1, not_before=later),
+        job_id="j",
+        version=5,
+        recorded_at=T0 + dt.timedelta(seconds=40),
+    )
     assert (state.status, state.worker_id, state.running_children, state.orphaned_children) == ("pending", None, (), (7,))
     with pytest.raises(errors.IllegalTransition, match="backed off"):
         job_state.apply(state, ev.JobClaimed(worker_id="w2", attempt=2), job_id="j", version=6, recorded_at=T0)

@@ -25,8 +25,10 @@ def test_a_short_clip_below_the_target_says_by_how_much_and_why() -> None:
 
 def test_a_long_input_off_target_states_the_numbers_without_guessing_a_cause() -> None:
     quieter = loudness.target_report(-16.0, -17.25, duration_sec=60.0, true_peak_db=-1.5)
-    assert quieter == {"targetMissedByLu": 1.25,
-                       "loudnessNote": "came out at -17.25 LUFS, 1.25 LU below the -16 LUFS target (tolerance 1 LU)"}
+    assert quieter == {
+        "targetMissedByLu": 1.25,
+        "loudnessNote": "came out at -17.25 LUFS, 1.25 LU below the -16 LUFS target (tolerance 1 LU)",
+    }
     louder = loudness.target_report(-23.0, -20.5, duration_sec=2.0, true_peak_db=-1.5)
     assert louder["targetMissedByLu"] == 2.5 and "2.50 LU above the -23 LUFS target" in louder["loudnessNote"]
     assert "shorter than" not in louder["loudnessNote"]

@@ -134,6 +134,7 @@ progress=end
 
 # --- probe ------------------------------------------------------------------------------
 
+
 def test_parse_probe_video_with_audio() -> None:
     assert media.parse_probe(PROBE_MP4) == media.MediaInfo(
         duration_sec=6.17, sample_rate=44100, channels=2, has_audio=True, has_video=True, codec="aac"
@@ -160,8 +161,18 @@ def test_parse_probe_unknown_duration_is_zero() -> None:
 
 @pytest.mark.parametrize(
     ("layout", "channels"),
-    [("mono", 1), ("stereo", 2), ("2.1", 3), ("5.1", 6), ("5.1(side)", 6), ("7.1", 8),
-     ("quad", 4), ("3 channels", 3), ("4 channels (FL+FR+LFE+BC)", 4), ("ambisonic 1", None)],
+    [
+        ("mono", 1),
+        ("stereo", 2),
+        ("2.1", 3),
+        ("5.1", 6),
+        ("5.1(side)", 6),
+        ("7.1", 8),
+        ("quad", 4),
+        ("3 channels", 3),
+        ("4 channels (FL+FR+LFE+BC)", 4),
+        ("ambisonic 1", None),
+    ],
 )
 def test_parse_probe_channel_layouts(layout: str, channels: int | None) -> None:
     text = PROBE_WAV.replace("22050 Hz, mono, s16", f"22050 Hz, {layout}, s16")
@@ -171,8 +182,7 @@ def test_parse_probe_channel_layouts(layout: str, channels: int | None) -> None:
 def test_cover_art_is_not_video() -> None:
     text = PROBE_MP3_ID3V1.replace(
         "At least one",
-        "  Stream #0:1: Video: mjpeg (Baseline), yuvj420p(pc, bt470bg/unknown/unknown), 500x500, 90k tbr (attached pic)\n"
-        "At least one",
+        "  Stream #0:1: Video: mjpeg (Baseline), yuvj420p(pc, bt470bg/unknown/unknown), 500x500, 90k tbr (attached pic)\nAt least one",
     )
     assert not media.parse_probe(text).has_video
 
@@ -194,11 +204,19 @@ def test_parse_probe_no_audio() -> None:
 
 # --- loudnorm ---------------------------------------------------------------------------
 
+
 def test_parse_loudnorm_json() -> None:
     measured = media.parse_loudnorm_json(LOUDNORM_STDERR)
     assert measured == media.LoudnormMeasurement(
-        input_i=-20.69, input_tp=-1.26, input_lra=3.0, input_thresh=-30.76, output_i=-16.47,
-        output_tp=-1.5, output_lra=1.4, output_thresh=-26.56, target_offset=0.47,
+        input_i=-20.69,
+        input_tp=-1.26,
+        input_lra=3.0,
+        input_thresh=-30.76,
+        output_i=-16.47,
+        output_tp=-1.5,
+        output_lra=1.4,
+        output_thresh=-26.56,
+        target_offset=0.47,
         normalization_type="dynamic",
     )
 
@@ -249,8 +267,15 @@ def test_apply_argv() -> None:
 
 def test_apply_argv_skips_silence_and_clamps() -> None:
     silent = media.LoudnormMeasurement(
-        input_i=-math.inf, input_tp=-math.inf, input_lra=0.0, input_thresh=-math.inf, output_i=-math.inf,
-        output_tp=-math.inf, output_lra=0.0, output_thresh=-math.inf, target_offset=math.inf,
+        input_i=-math.inf,
+        input_tp=-math.inf,
+        input_lra=0.0,
+        input_thresh=-math.inf,
+        output_i=-math.inf,
+        output_tp=-math.inf,
+        output_lra=0.0,
+        output_thresh=-math.inf,
+        target_offset=math.inf,
     )
     assert silent.silent
     argv = media.loudnorm_apply_argv("a", "b", media.Target(), silent, sample_rate=44100)
@@ -258,9 +283,7 @@ def test_apply_argv_skips_silence_and_clamps() -> None:
     near_silent = msgspec.structs.replace(silent, input_i=-80.0, target_offset=math.nan)
     assert not near_silent.silent
     argv = media.loudnorm_apply_argv("a", "b", media.Target(), near_silent)
-    assert "measured_I=-80.00:measured_TP=-99.00:measured_LRA=0.00:measured_thresh=-99.00:offset=-99.00" in argv[
-        argv.index("-af") + 1
-    ]
+    assert "measured_I=-80.00:measured_TP=-99.00:measured_LRA=0.00:measured_thresh=-99.00:offset=-99.00" in argv[argv.index("-af") + 1]
 
 
 def test_dash_and_colon_paths_are_made_absolute() -> None:
@@ -273,6 +296,7 @@ def test_target_defaults() -> None:
 
 
 # --- measurements -----------------------------------------------------------------------
+
 
 def test_parse_ebur128_summary_ignores_running_values() -> None:
     assert media.parse_ebur128_summary(EBUR128_STDERR) == -16.1
@@ -292,6 +316,7 @@ def test_parse_volumedetect() -> None:
 
 
 # --- progress ---------------------------------------------------------------------------
+
 
 def test_progress_from_real_stdout() -> None:
     parser = media.ProgressParser(9.66)
@@ -330,6 +355,7 @@ def test_progress_without_duration_only_reports_end() -> None:
 
 
 # --- helpers ----------------------------------------------------------------------------
+
 
 def test_stderr_tail() -> None:
     text = "\n".join(f"line {i}" for i in range(50)) + "\r\nsize=1\rsize=2\n\n"

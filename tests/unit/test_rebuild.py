@@ -44,8 +44,14 @@ def _jobs_in_every_state(repository: JobRepository) -> dict[str, str]:
     claimed = ev.JobClaimed(worker_id="worker-1", lease_expires_at=LEASE)
     return {
         "pending": _run(repository, key="k1"),
-        "processing": _run(repository, claimed, ev.JobStageChanged(stage="measuring"), ev.JobProgress(percent=40),
-                           ev.JobChildStarted(pid=41, argv=["/usr/bin/ffmpeg", "-i", "x"]), ev.JobHeartbeat(lease_expires_at=LEASE)),
+        "processing": _run(
+            repository,
+            claimed,
+            ev.JobStageChanged(stage="measuring"),
+            ev.JobProgress(percent=40),
+            ev.JobChildStarted(pid=41, argv=["/usr/bin/ffmpeg", "-i", "x"]),
+            ev.JobHeartbeat(lease_expires_at=LEASE),
+        ),
         "complete": _run(repository, claimed, ev.JobProgress(percent=90), ev.JobCompleted(result={"preparedKey": "p/a.flac"})),
         "failed": _run(repository, claimed, ev.JobFailed(error="ffmpeg exited with 1")),
         "cancelled": _run(repository, ev.JobCancelRequested(reason="user")),
@@ -97,11 +103,15 @@ def test_a_row_missing_on_either_side_is_a_whole_row_difference(repository: JobR
     backend = repository.store.backend
     stray = {"job_id": "f" * 32, "status": "pending"}
     copied = [{"job_id": "?", "idempotency_key": "NULL"}.get(column, column) for column in COLUMNS]
-    backend.execute_batch([
-        Statement("DELETE FROM jobs WHERE job_id = ?", (jobs["failed"],)),
-        Statement(f"INSERT INTO jobs ({', '.join(COLUMNS)}) SELECT {', '.join(copied)} FROM jobs WHERE job_id = ?",
-                  (stray["job_id"], jobs["pending"])),
-    ])
+    backend.execute_batch(
+        [
+            Statement("DELETE FROM jobs WHERE job_id = ?", (jobs["failed"],)),
+            Statement(
+                f"INSERT INTO jobs ({', '.join(COLUMNS)}) SELECT {', '.join(copied)} FROM jobs WHERE job_id = ?",
+                (stray["job_id"], jobs["pending"]),
+            ),
+        ]
+    )
 
     report = rebuild(repository.store, apply_changes=False, tables=TABLES)
 
@@ -120,11 +130,15 @@ def test_rebuild_of_an_empty_log_is_empty(repository: JobRepository) -> None:
 
 
 def _insert_raw(repository: JobRepository, job_id: str, version: int, type_: str, data: str) -> int:
-    rows = repository.store.backend.execute_batch([Statement(
-        "INSERT INTO events (job_id, version, type, data, actor, recorded_at)"
-        " VALUES (?, ?, ?, ?, 'test', '2026-11-23T12:00:00.000000Z') RETURNING position",
-        (job_id, version, type_, data),
-    )])
+    rows = repository.store.backend.execute_batch(
+        [
+            Statement(
+                "INSERT INTO events (job_id, version, type, data, actor, recorded_at)"
+                " VALUES (?, ?, ?, ?, 'test', '2026-11-23T12:00:00.000000Z') RETURNING position",
+                (job_id, version, type_, data),
+            )
+        ]
+    )
     return int(rows[0][0][0])
 
 
@@ -212,7 +226,7 @@ def test_a_state_snapshot_written_before_a_field_was_added_is_no_difference(repo
     assert backend.query("SELECT COUNT(*) FROM jobs WHERE json_extract(state, '$.removed_keys') IS NOT NULL") == [(0,)]
     assert rebuild(repository.store, apply_changes=False, tables=TABLES).differences == []
     # ...but a snapshot that says something else is still a difference.
-    backend.execute_batch([Statement("UPDATE jobs SET state = json_set(state, '$.attempt', 9) WHERE job_id = ?",
-                                     (jobs["processing"],))])
+    backend.execute_batch([Statement("UPDATE jobs SET state = json_set(state, '$.attempt', 9) WHERE job_id = ?", (jobs["processing"],))])
     assert [(d.job_id, d.column) for d in rebuild(repository.store, apply_changes=False, tables=TABLES).differences] == [
-        (jobs["processing"], "state")]
+        (jobs["processing"], "state")
+    ]

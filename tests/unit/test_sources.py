@@ -159,12 +159,12 @@ def test_an_allowlisted_network_passes_but_metadata_never_does() -> None:
 
 def test_check_source_url_applies_the_allowlist_to_every_address() -> None:
     allowed = sources.parse_networks(["10.1.2.0/24"])
-    inside = sources.check_source_url("http://media.internal/a.mp3", allowed_networks=allowed,
-                                      resolve=lambda host, port: ["10.1.2.5"])
+    inside = sources.check_source_url("http://media.internal/a.mp3", allowed_networks=allowed, resolve=lambda host, port: ["10.1.2.5"])
     assert inside.addresses == ("10.1.2.5",)
     with pytest.raises(audio_errors.SourceUrlRefused, match="10.9.9.9, a private address") as caught:
-        sources.check_source_url("http://media.internal/a.mp3", allowed_networks=allowed,
-                                 resolve=lambda host, port: ["10.1.2.5", "10.9.9.9"])
+        sources.check_source_url(
+            "http://media.internal/a.mp3", allowed_networks=allowed, resolve=lambda host, port: ["10.1.2.5", "10.9.9.9"]
+        )
     assert caught.value.reason == "private_address"
 
 

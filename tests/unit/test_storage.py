@@ -40,6 +40,7 @@ def _failing_chunks() -> Iterator[bytes]:
 
 # --- key validation ---------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "key",
     ["a", "jobs/01HX/source.mp3", "a/b/c.d", "with space/é.flac", ".hidden", "a/..b", "x" * 1024],
@@ -93,6 +94,7 @@ def test_every_method_validates_keys(store: storage.Storage, key: str, tmp_path:
 
 
 # --- contract ---------------------------------------------------------------------------
+
 
 def test_put_then_read_back(store: storage.Storage) -> None:
     data = _payload(200_000)
@@ -225,6 +227,7 @@ def test_stores_are_independent(tmp_path: Path) -> None:
 
 # --- backend specifics ------------------------------------------------------------------
 
+
 def test_memory_has_no_local_path() -> None:
     store = storage.MemoryStorage()
     store.put_stream("k", [b"x"])
@@ -308,8 +311,15 @@ def test_public_surface() -> None:
 
 @pytest.mark.parametrize(
     ("code", "status", "retryable"),
-    [("SlowDown", 503, True), ("InternalError", 500, True), ("RequestTimeout", 400, True), ("Weird", 502, True),
-     ("AccessDenied", 403, False), ("NoSuchBucket", 404, False), ("InvalidAccessKeyId", 403, False)],
+    [
+        ("SlowDown", 503, True),
+        ("InternalError", 500, True),
+        ("RequestTimeout", 400, True),
+        ("Weird", 502, True),
+        ("AccessDenied", 403, False),
+        ("NoSuchBucket", 404, False),
+        ("InvalidAccessKeyId", 403, False),
+    ],
 )
 def test_s3_errors_say_whether_a_retry_may_help(code: str, status: int, retryable: bool) -> None:
     import botocore.exceptions
@@ -317,7 +327,8 @@ def test_s3_errors_say_whether_a_retry_may_help(code: str, status: int, retryabl
     from jobtape.storage import s3
 
     refused = botocore.exceptions.ClientError(
-        {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}}, "GetObject")
+        {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}}, "GetObject"
+    )
     translated = s3._translate(refused, "assets/a/prepared.flac")
     assert type(translated) is errors.StorageError and translated.retryable is retryable
     assert errors.BlobNotFound("k").retryable is False
@@ -326,8 +337,9 @@ def test_s3_errors_say_whether_a_retry_may_help(code: str, status: int, retryabl
 def test_an_unreachable_s3_endpoint_is_a_retryable_storage_error(tmp_path: Path) -> None:
     from jobtape.storage.s3 import S3Storage
 
-    unreachable = S3Storage("b", endpoint_url="http://127.0.0.1:9", region="us-east-1", access_key_id="x",
-                            secret_access_key="y")  # nothing listens on the discard port
+    unreachable = S3Storage(
+        "b", endpoint_url="http://127.0.0.1:9", region="us-east-1", access_key_id="x", secret_access_key="y"
+    )  # nothing listens on the discard port
     with pytest.raises(errors.StorageError) as caught:
         unreachable.get_to_file("assets/a/prepared.flac", tmp_path / "out")
     assert caught.value.retryable is True and "Could not connect" in caught.value.message

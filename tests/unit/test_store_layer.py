@@ -58,8 +58,9 @@ def violations(path: Path, root: Path = PACKAGE) -> list[str]:
     """``file:line: what`` for each ``.backend`` reference and each SQL string literal (docstrings aside)."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     name = path.relative_to(root.parent)
-    found = [f"{name}:{node.lineno}: reaches .backend"
-             for node in ast.walk(tree) if isinstance(node, ast.Attribute) and node.attr == "backend"]
+    found = [
+        f"{name}:{node.lineno}: reaches .backend" for node in ast.walk(tree) if isinstance(node, ast.Attribute) and node.attr == "backend"
+    ]
     found += [f"{name}:{line}: SQL text {text[:60]!r}" for line, text in _strings(tree) if SQL.search(text)]
     return found
 
@@ -77,13 +78,13 @@ def test_the_scan_sees_the_queries_that_lived_outside_the_store_layer(tmp_path: 
     reaper = root / "worker" / "reaper.py"
     reaper.parent.mkdir(parents=True)
     reaper.write_text(
-        '_EXPIRED = (\n'
-        '    "SELECT job_id FROM jobs WHERE status IN (\'processing\', \'cancelled\') AND finished = 0"\n'
+        "_EXPIRED = (\n"
+        "    \"SELECT job_id FROM jobs WHERE status IN ('processing', 'cancelled') AND finished = 0\"\n"
         '    " AND lease_expires_at < ? ORDER BY lease_expires_at LIMIT ?"\n'
-        ')\n'
-        'def claim(self, types):\n'
-        '    return self.repository.store.backend.query(\n'
-        '        f"SELECT job_id FROM jobs WHERE job_type IN ({\', \'.join(\'?\' * len(types))})", types)\n',
+        ")\n"
+        "def claim(self, types):\n"
+        "    return self.repository.store.backend.query(\n"
+        "        f\"SELECT job_id FROM jobs WHERE job_type IN ({', '.join('?' * len(types))})\", types)\n",
         encoding="utf-8",
     )
     (root / "projections").mkdir()
@@ -118,7 +119,10 @@ def test_the_event_insert_and_the_row_decoding_exist_once() -> None:
         tree = ast.parse(path.read_text(encoding="utf-8"))
         name = path.relative_to(PACKAGE.parent).as_posix()
         inserts += [name for _, text in _strings(tree) if re.search(r"INSERT\s+INTO\s+events\b", text)]
-        decodes += [name for node in ast.walk(tree)
-                    if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "decode_event"]
+        decodes += [
+            name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "decode_event"
+        ]
     assert inserts == ["jobtape/eventlog/stored.py"]
     assert decodes == ["jobtape/eventlog/stored.py"]

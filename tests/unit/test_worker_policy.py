@@ -121,8 +121,7 @@ def test_the_reaper_fails_the_job_after_max_attempts(frozen: FrozenDateTimeFacto
     assert events[0].not_before is None  # type: ignore[union-attr]
     state = log.append(*events)
     assert (state.status, state.finished) == ("failed", True)
-    assert state.error == ("worker host-a:4242:1 lost the job (its lease expired) on attempt 3 of 3;"
-                           " giving up after 3 attempts")
+    assert state.error == ("worker host-a:4242:1 lost the job (its lease expired) on attempt 3 of 3; giving up after 3 attempts")
 
 
 def test_the_reaper_confirms_a_cancel_requested_while_the_worker_was_gone(frozen: FrozenDateTimeFactory) -> None:
@@ -168,23 +167,41 @@ def test_a_claim_without_a_lease_is_not_reaped_on_time(frozen: FrozenDateTimeFac
 def test_a_retryable_failure_is_retried_with_backoff_until_max_attempts(frozen: FrozenDateTimeFactory) -> None:
     log = claimed()
     for attempt in (1, 2):
-        events = policy.failure_events(log.state, "network reset", retryable=True, now=clock.utcnow(),  # type: ignore[arg-type]
-                                       settings=SETTINGS, rng=rng())
+        events = policy.failure_events(
+            log.state,
+            "network reset",
+            retryable=True,
+            now=clock.utcnow(),  # type: ignore[arg-type]
+            settings=SETTINGS,
+            rng=rng(),
+        )
         assert types(events) == ["job.retry_scheduled"]
         state = log.append(*events)
         assert state.status == "pending" and state.last_error == "network reset"
-        assert state.not_before and 2 ** (attempt - 1) <= (state.not_before - clock.utcnow()).total_seconds() < 2 ** attempt
-        frozen.tick(2 ** attempt)
+        assert state.not_before and 2 ** (attempt - 1) <= (state.not_before - clock.utcnow()).total_seconds() < 2**attempt
+        frozen.tick(2**attempt)
         log.append(ev.JobClaimed(worker_id="w:1:1", attempt=attempt + 1, lease_ttl_s=30))
-    events = policy.failure_events(log.state, "network reset", retryable=True, now=clock.utcnow(),  # type: ignore[arg-type]
-                                   settings=SETTINGS, rng=rng())
+    events = policy.failure_events(
+        log.state,
+        "network reset",
+        retryable=True,
+        now=clock.utcnow(),  # type: ignore[arg-type]
+        settings=SETTINGS,
+        rng=rng(),
+    )
     assert types(events) == ["job.failed"]
     assert log.append(*events).error == "network reset (gave up after 3 attempts)"
 
 
 def test_a_non_retryable_failure_fails_at_once(frozen: FrozenDateTimeFactory) -> None:
-    events = policy.failure_events(claimed().state, "corrupt media", retryable=False, now=clock.utcnow(),  # type: ignore[arg-type]
-                                   settings=SETTINGS, rng=rng())
+    events = policy.failure_events(
+        claimed().state,
+        "corrupt media",
+        retryable=False,
+        now=clock.utcnow(),  # type: ignore[arg-type]
+        settings=SETTINGS,
+        rng=rng(),
+    )
     assert events == [ev.JobFailed(error="corrupt media", retryable=False)]
 
 
@@ -198,7 +215,11 @@ def test_timeouts_are_per_job_type_and_count_from_the_claim(frozen: FrozenDateTi
     settings = Settings()
     limits = default_app(settings, AudioSettings()).limits()  # the audio types register their own timeouts
     assert [policy.job_timeout_s(t, settings, limits.get(t)) for t in ("ingest", "preview", "save", "sum")] == [
-        600.0, 120.0, 600.0, 600.0]  # a type without its own: JOBTAPE_JOB_TIMEOUT
+        600.0,
+        120.0,
+        600.0,
+        600.0,
+    ]  # a type without its own: JOBTAPE_JOB_TIMEOUT
     assert policy.job_timeout_s("sum", Settings(job_timeout_s=5.0)) == 5.0
     claimed_at = clock.utcnow()
     frozen.tick(119.9)
@@ -216,12 +237,15 @@ def test_a_heartbeat_is_due_after_a_third_of_the_ttl_without_an_append(frozen: F
     assert policy.heartbeat_due(last, clock.utcnow(), 30.0)
 
 
-@pytest.mark.parametrize(("worker_id", "parsed"), [
-    ("host-a:4242:1", ("host-a", 4242)),
-    ("rack:7:host:99:3", ("rack:7:host", 99)),
-    ("worker-7", None),
-    ("host:abc:1", None),
-])
+@pytest.mark.parametrize(
+    ("worker_id", "parsed"),
+    [
+        ("host-a:4242:1", ("host-a", 4242)),
+        ("rack:7:host:99:3", ("rack:7:host", 99)),
+        ("worker-7", None),
+        ("host:abc:1", None),
+    ],
+)
 def test_worker_ids_name_their_host_and_pid(worker_id: str, parsed: tuple[str, int] | None) -> None:
     assert policy.parse_worker_id(worker_id) == parsed
 

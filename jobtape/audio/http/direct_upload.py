@@ -53,9 +53,7 @@ class DirectUploadRequest(_Wire):
     """What the client is about to upload (used for the key's extension only)."""
 
     filename: Annotated[str, msgspec.Meta(max_length=1024, description="The file's name, e.g. talk.mp3")] | None = None
-    content_type: Annotated[str, msgspec.Meta(max_length=200, description="The file's media type")] = (
-        "application/octet-stream"
-    )
+    content_type: Annotated[str, msgspec.Meta(max_length=200, description="The file's media type")] = "application/octet-stream"
 
 
 class DirectUploadTicket(_Wire):
@@ -79,8 +77,10 @@ class _StorageSource(_Wire):
     summary="Get a presigned URL to upload a file straight to the bucket",
     description="Answers a presigned PUT URL (valid for the configured upload TTL, 1 hour by default) and the "
     'storage key; after the PUT, POST {"sourceType": "storage", "storageKey": ...} to /api/audio/ingest.',
-    responses={400: openapi.error("The body is not a JSON object of filename and contentType"),
-               503: openapi.error("The object store cannot be reached; retry later")},
+    responses={
+        400: openapi.error("The body is not a JSON object of filename and contentType"),
+        503: openapi.error("The object store cannot be reached; retry later"),
+    },
     tags=["ingest"],
 )
 async def request_upload(
@@ -113,8 +113,7 @@ async def request_upload_unavailable() -> Response[Any]:
     """Local storage: answer 501 naming the multipart upload instead (the route is not in the OpenAPI document)."""
     raise HTTPException(
         status_code=501,
-        detail="this server stores files locally and cannot issue upload URLs; "
-        "send the file as multipart/form-data to /api/audio/ingest",
+        detail="this server stores files locally and cannot issue upload URLs; send the file as multipart/form-data to /api/audio/ingest",
     )
 
 
@@ -154,21 +153,17 @@ def storage_source_params(body: bytes, storage: Storage, settings: Settings) -> 
         raise HTTPException(status_code=400, detail=f"malformed JSON body: {exc}") from exc
     key = source.storage_key
     if not _KEY_PATTERN.fullmatch(key):
-        raise HTTPException(
-            status_code=422, detail="storageKey must be a key handed out by POST /api/storage/upload"
-        )
+        raise HTTPException(status_code=422, detail="storageKey must be a key handed out by POST /api/storage/upload")
     try:
         size = storage.size(key)
     except errors.BlobNotFound:
-        raise HTTPException(
-            status_code=422, detail="nothing was uploaded under storageKey; PUT the file to its uploadUrl first"
-        ) from None
+        raise HTTPException(status_code=422, detail="nothing was uploaded under storageKey; PUT the file to its uploadUrl first") from None
     if size == 0 or size > settings.max_upload_bytes:
         storage.delete(key)
         raise HTTPException(
             status_code=422 if size == 0 else 413,
-            detail="the uploaded file is empty" if size == 0 else
-            f"the uploaded file is larger than the limit of {settings.max_upload_bytes} bytes; it was deleted",
+            detail="the uploaded file is empty"
+            if size == 0
+            else f"the uploaded file is larger than the limit of {settings.max_upload_bytes} bytes; it was deleted",
         )
-    return {"sourceType": "storage", "storageKey": key, "originalFilename": source.original_filename,
-            "sizeBytes": size}
+    return {"sourceType": "storage", "storageKey": key, "originalFilename": source.original_filename, "sizeBytes": size}

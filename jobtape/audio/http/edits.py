@@ -40,8 +40,17 @@ from jobtape.http.creation import ClientId, IdempotencyKey, owner_of
 from jobtape.projections.repository import JobRepository
 from jobtape.storage.base import Storage
 
-__all__ = ["ClientId", "IdempotencyKey", "create_edit_job", "owner_of", "preview_audio", "preview_audio_link",
-           "preview_audio_route", "preview_edit", "save_edit"]
+__all__ = [
+    "ClientId",
+    "IdempotencyKey",
+    "create_edit_job",
+    "owner_of",
+    "preview_audio",
+    "preview_audio_link",
+    "preview_audio_route",
+    "preview_edit",
+    "save_edit",
+]
 
 _error = openapi.error
 
@@ -53,9 +62,11 @@ _RESPONSES = {
     404: _error('{"error": "Asset not found"}'),
     410: _error("The asset's file is no longer stored (removed on record, or missing from storage); nothing is created"),
     413: _error("The body is larger than 16 KiB"),
-    422: _error("The body is not a recipe (not an object, an unknown or missing field, a wrong type) or a field is "
-                "out of range for the asset; the message names the field and what to send. Or the "
-                "Idempotency-Key was used before for another request"),
+    422: _error(
+        "The body is not a recipe (not an object, an unknown or missing field, a wrong type) or a field is "
+        "out of range for the asset; the message names the field and what to send. Or the "
+        "Idempotency-Key was used before for another request"
+    ),
     429: _error("The owner has the maximum number of active jobs; see Retry-After"),
     **openapi.STORE_ERRORS,
 }
@@ -110,14 +121,19 @@ def create_edit_job(
         cached = previews.select_preview(repository.store, recipe_hash)
         if cached is not None and (storage is None or storage.exists(cached.preview_key)):
             # links to the rendering job's MP3, owns nothing
-            extra.append(ev.JobCompleted(result=previews.cache_hit_result(cached, recipe_hash, canonical.asset_id),
-                                         download_key=cached.preview_key))
+            extra.append(
+                ev.JobCompleted(result=previews.cache_hit_result(cached, recipe_hash, canonical.asset_id), download_key=cached.preview_key)
+            )
     return creation.create_or_replay(
-        repository, job_type, params, owner=owner, idempotency_key=idempotency_key,
-        same_request=lambda earlier, _: earlier.get("recipeHash") == recipe_hash, extra_events=extra,
+        repository,
+        job_type,
+        params,
+        owner=owner,
+        idempotency_key=idempotency_key,
+        same_request=lambda earlier, _: earlier.get("recipeHash") == recipe_hash,
+        extra_events=extra,
         max_active_jobs=settings.max_active_jobs,
     )
-
 
 
 async def _create(
@@ -130,8 +146,9 @@ async def _create(
     idempotency_key: str | None,
 ) -> Response[audio_schemas.IngestResponse]:
     recipe = await recipe_body.read_recipe(request)
-    create = functools.partial(create_edit_job, repository, settings, job_type, recipe, owner_of(client_id),
-                               creation.key_of(idempotency_key), storage)
+    create = functools.partial(
+        create_edit_job, repository, settings, job_type, recipe, owner_of(client_id), creation.key_of(idempotency_key), storage
+    )
     job_id, status, created = await anyio.to_thread.run_sync(create)
     return creation.answer(audio_schemas.IngestResponse.for_job(job_id, status), created)
 
@@ -209,8 +226,9 @@ async def _preview_key(repository: JobRepository, job_id: str) -> str:
         what = "is not a preview job" if state.job_type != "preview" else f"has no preview yet (status {state.status})"
         raise NotFoundException(detail=f"job {job_id} {what}; poll /api/audio/jobs/{job_id} until it is complete")
     if key in state.removed_keys:
-        raise HTTPException(status_code=410, detail=f"job {job_id}'s preview file was removed (see its events); "
-                            "request the preview again to render it")
+        raise HTTPException(
+            status_code=410, detail=f"job {job_id}'s preview file was removed (see its events); request the preview again to render it"
+        )
     return key
 
 

@@ -147,17 +147,19 @@ _error = openapi.error
     responses={
         200: ResponseSpec(audio_schemas.IngestResponse, description="Idempotent replay: the job this key created"),
         400: _error("Malformed form or JSON, or no 'file' field"),
-        408: _error("The upload stalled (no bytes for the idle timeout) or arrived below the minimum rate; "
-                    "the connection is closed"),
+        408: _error("The upload stalled (no bytes for the idle timeout) or arrived below the minimum rate; the connection is closed"),
         409: _error("Idempotency-Key conflict"),
         413: _error("The file is larger than the upload limit, or the JSON body is too large"),
         415: _error("Neither multipart/form-data nor JSON, or the file is not audio/video"),
-        422: _error("The file is empty; or the JSON body is invalid, rightsAttested is not true, the URL is not "
-                    "http(s), not a YouTube address for sourceType youtube, or resolves to a non-public address; "
-                    "or the Idempotency-Key was used before for another source"),
+        422: _error(
+            "The file is empty; or the JSON body is invalid, rightsAttested is not true, the URL is not "
+            "http(s), not a YouTube address for sourceType youtube, or resolves to a non-public address; "
+            "or the Idempotency-Key was used before for another source"
+        ),
         429: _error("The owner has the maximum number of active jobs; see Retry-After"),
-        503: _error("The server receives as many uploads as it allows at once (Retry-After says when to retry), "
-                    "or the event store is unavailable"),
+        503: _error(
+            "The server receives as many uploads as it allows at once (Retry-After says when to retry), or the event store is unavailable"
+        ),
         507: _error("The server's disk is full; nothing was kept"),
     },
     tags=["ingest"],
@@ -171,13 +173,18 @@ async def ingest_upload(
     spool_folder: NamedDependency[spool.SpoolFolder],
     upload_slots: NamedDependency[upload.UploadSlots],
     client_id: Annotated[
-        str | None, HeaderParameter(
-        name="X-Client-Id", required=False, schema_extra=openapi.OPTIONAL_STRING, max_length=200, description="Job owner")
+        str | None,
+        HeaderParameter(name="X-Client-Id", required=False, schema_extra=openapi.OPTIONAL_STRING, max_length=200, description="Job owner"),
     ] = None,
     idempotency_key: Annotated[
         str | None,
         HeaderParameter(
-        name="Idempotency-Key", required=False, schema_extra=openapi.OPTIONAL_STRING, max_length=255, description="Unique per X-Client-Id"),
+            name="Idempotency-Key",
+            required=False,
+            schema_extra=openapi.OPTIONAL_STRING,
+            max_length=255,
+            description="Unique per X-Client-Id",
+        ),
     ] = None,
 ) -> Response[audio_schemas.IngestResponse]:
     """Stream the upload into storage (or check the JSON body's URL) and create the ``ingest`` job.
@@ -200,11 +207,20 @@ async def ingest_upload(
             body = await request.body()  # cached: url_source reads it again through request.stream()
             if direct_upload.is_storage_source(body):  # a file the client PUT to a presigned URL
                 storage_params = await anyio.to_thread.run_sync(direct_upload.storage_source_params, body, storage, settings)
-                return await _create_job(repository, storage, storage_params, owner, key_text, new_job_id(), blob_key=None,
-                                         max_active_jobs=settings.max_active_jobs)
+                return await _create_job(
+                    repository,
+                    storage,
+                    storage_params,
+                    owner,
+                    key_text,
+                    new_job_id(),
+                    blob_key=None,
+                    max_active_jobs=settings.max_active_jobs,
+                )
         url_params = await url_source.read_url_params(request, audio_settings)
-        return await _create_job(repository, storage, url_params, owner, key_text, new_job_id(), blob_key=None,
-                                 max_active_jobs=settings.max_active_jobs)
+        return await _create_job(
+            repository, storage, url_params, owner, key_text, new_job_id(), blob_key=None, max_active_jobs=settings.max_active_jobs
+        )
     boundary = _multipart_boundary(request)
     limit = settings.max_upload_bytes
     if request.content_length is not None and request.content_length > limit + FORM_OVERHEAD_BYTES:
@@ -222,8 +238,7 @@ async def ingest_upload(
         "sizeBytes": size,
         "sha256": spooled.sha256,
     }
-    return await _create_job(repository, storage, params, owner, key_text, job_id, blob_key=key,
-                             max_active_jobs=settings.max_active_jobs)
+    return await _create_job(repository, storage, params, owner, key_text, job_id, blob_key=key, max_active_jobs=settings.max_active_jobs)
 
 
 async def _create_job(
@@ -243,8 +258,16 @@ async def _create_job(
     just-stored upload ``blob_key`` is deleted.
     """
     create = functools.partial(
-        creation.create_or_replay, repository, "ingest", params, owner=owner, idempotency_key=key_text,
-        same_request=same_ingest_request, differs="another source", job_id=job_id, max_active_jobs=max_active_jobs,
+        creation.create_or_replay,
+        repository,
+        "ingest",
+        params,
+        owner=owner,
+        idempotency_key=key_text,
+        same_request=same_ingest_request,
+        differs="another source",
+        job_id=job_id,
+        max_active_jobs=max_active_jobs,
         owned_keys=[blob_key] if blob_key is not None else None,  # the upload is this job's; a direct upload is not
     )
     try:
@@ -308,8 +331,7 @@ def _multipart_boundary(request: Request[Any, Any, Any]) -> str:
         shown = repr(media_type) if media_type else "missing"
         raise HTTPException(
             status_code=415,
-            detail=f"Content-Type {shown} is not supported; send multipart/form-data with a 'file' field,"
-            " or JSON naming a URL",
+            detail=f"Content-Type {shown} is not supported; send multipart/form-data with a 'file' field, or JSON naming a URL",
         )
     boundary = options.get("boundary", "")
     if not boundary:

@@ -67,9 +67,7 @@ async def read_recipe(request: Request[Any, Any, Any]) -> recipes.Recipe:
 
 def recipe_schema() -> Schema:
     """The OpenAPI schema of :class:`recipes.Recipe` (title ``Recipe``), from msgspec's JSON Schema."""
-    return openapi.struct_schema(
-        recipes.Recipe, description="An edit recipe (camelCase). Times in seconds, gain in dB, loudness in LUFS."
-    )
+    return openapi.struct_schema(recipes.Recipe, description="An edit recipe (camelCase). Times in seconds, gain in dB, loudness in LUFS.")
 
 
 _REQUEST_BODY = RequestBody(

@@ -30,18 +30,18 @@ class IngestUrlRequest(_Wire):
         rights_attested: must be ``true``: the client confirms it may ingest this media.
     """
 
-    source_type: Annotated[
-        Literal["url", "youtube"], msgspec.Meta(description="'url' for any http(s) page or file, 'youtube' for YouTube")
-    ]
+    source_type: Annotated[Literal["url", "youtube"], msgspec.Meta(description="'url' for any http(s) page or file, 'youtube' for YouTube")]
     url: Annotated[
         str,
         # The scheme is checked by sources.check_source_url (422 naming it), after stripping blanks.
-        msgspec.Meta(min_length=1, max_length=2048, description="The http(s) URL of the page or file",
-                     extra_json_schema={"format": "uri", "pattern": r"^\s*[Hh][Tt][Tt][Pp][Ss]?://"}),
+        msgspec.Meta(
+            min_length=1,
+            max_length=2048,
+            description="The http(s) URL of the page or file",
+            extra_json_schema={"format": "uri", "pattern": r"^\s*[Hh][Tt][Tt][Pp][Ss]?://"},
+        ),
     ]
-    rights_attested: Annotated[
-        bool, msgspec.Meta(description="Must be true: you confirm you have the rights to ingest this media")
-    ] = False
+    rights_attested: Annotated[bool, msgspec.Meta(description="Must be true: you confirm you have the rights to ingest this media")] = False
 
 
 class IngestAccepted(_Wire):

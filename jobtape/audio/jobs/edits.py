@@ -58,7 +58,11 @@ def _fetch(context: JobContext, storage: Storage, key: str) -> Path:
 
 
 def _render(
-    context: JobContext, source: Path, output: Path, recipe: CanonicalRecipe, output_format: render.OutputFormat,
+    context: JobContext,
+    source: Path,
+    output: Path,
+    recipe: CanonicalRecipe,
+    output_format: render.OutputFormat,
     settings: AudioSettings,
 ) -> media.LoudnormMeasurement | None:
     """Stages ``measuring`` (with targetLufs) and ``rendering``; returns loudnorm's output JSON, if any."""
@@ -131,7 +135,9 @@ def save(context: JobContext, storage: Storage, settings: AudioSettings) -> dict
         context.stage("analyzing")
         target = media.Target(integrated_lufs=settings.target_lufs, true_peak_db=settings.target_true_peak_db)
         output_loudness = steps.loudness_summary(
-            media.parse_loudnorm_json(steps.ffmpeg_pass(context, media.loudnorm_measure_argv(output, target), info.duration_sec, "analyze")),
+            media.parse_loudnorm_json(
+                steps.ffmpeg_pass(context, media.loudnorm_measure_argv(output, target), info.duration_sec, "analyze")
+            ),
             "input",
         )
     context.stage("storing")
@@ -152,7 +158,12 @@ def save(context: JobContext, storage: Storage, settings: AudioSettings) -> dict
         "sourceAssetId": recipe.asset_id,
     }
     if recipe.target_lufs is not None:
-        result.update(loudness.target_report(recipe.target_lufs, output_loudness["integratedLufs"],
-                                             duration_sec=info.duration_sec,
-                                             true_peak_db=settings.target_true_peak_db))
+        result.update(
+            loudness.target_report(
+                recipe.target_lufs,
+                output_loudness["integratedLufs"],
+                duration_sec=info.duration_sec,
+                true_peak_db=settings.target_true_peak_db,
+            )
+        )
     return result

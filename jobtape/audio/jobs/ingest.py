@@ -63,7 +63,10 @@ def normalize_to_asset(context: JobContext, storage: Storage, settings: AudioSet
     context.stage("normalizing")
     prepared = context.workdir / "prepared.flac"
     applied_stderr = steps.ffmpeg_pass(
-        context, steps.with_readrate(media.loudnorm_apply_argv(source, prepared, target, measured), settings), info.duration_sec, "normalize"
+        context,
+        steps.with_readrate(media.loudnorm_apply_argv(source, prepared, target, measured), settings),
+        info.duration_sec,
+        "normalize",
     )
     # Digital silence has no loudness to normalise: the pass only resamples and prints no JSON.
     applied = None if measured.silent else media.parse_loudnorm_json(applied_stderr)
@@ -86,8 +89,12 @@ def normalize_to_asset(context: JobContext, storage: Storage, settings: AudioSet
         "outputLoudness": output_loudness,
         "normalization": (applied.normalization_type or "linear") if applied else "none (silent input)",
         "targetLufs": settings.target_lufs,
-        **loudness.target_report(settings.target_lufs, output_loudness["integratedLufs"] if output_loudness else None,
-                                 duration_sec=output.duration_sec, true_peak_db=settings.target_true_peak_db),
+        **loudness.target_report(
+            settings.target_lufs,
+            output_loudness["integratedLufs"] if output_loudness else None,
+            duration_sec=output.duration_sec,
+            true_peak_db=settings.target_true_peak_db,
+        ),
     }
 
 

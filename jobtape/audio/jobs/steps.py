@@ -55,9 +55,7 @@ def ffmpeg_pass(context: JobContext, argv: list[str], duration_sec: float, name:
 
     outcome = context.run_child(argv, on_line=on_line, name=name)
     if outcome.returncode != 0:
-        raise MediaError(
-            f"ffmpeg {name} failed with exit status {outcome.returncode}", media.stderr_tail(outcome.stderr)
-        )
+        raise MediaError(f"ffmpeg {name} failed with exit status {outcome.returncode}", media.stderr_tail(outcome.stderr))
     return outcome.stderr
 
 

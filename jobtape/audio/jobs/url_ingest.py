@@ -64,8 +64,7 @@ def download_source(context: JobContext, settings: AudioSettings) -> Downloaded:
     url = str(context.params.get("url", ""))
     context.stage("downloading")
     try:
-        sources.check_source_url(url, source_type, allow_private=settings.allow_private_urls,
-                                 allowed_networks=settings.private_networks)
+        sources.check_source_url(url, source_type, allow_private=settings.allow_private_urls, allowed_networks=settings.private_networks)
     except audio_errors.SourceUrlRefused as exc:
         raise MediaError(f"the URL was refused: {exc.message}", retryable=exc.reason == "unresolvable") from exc
 
@@ -74,7 +73,12 @@ def download_source(context: JobContext, settings: AudioSettings) -> Downloaded:
     info_path = context.workdir / "download-info.jsonl"
     limit = settings.max_download_bytes
     argv = ytdlp.download_argv(
-        url, output_dir, info_path, ffmpeg=media.ffmpeg_executable(), max_bytes=limit, guard=not settings.allow_private_urls,
+        url,
+        output_dir,
+        info_path,
+        ffmpeg=media.ffmpeg_executable(),
+        max_bytes=limit,
+        guard=not settings.allow_private_urls,
         allowed_networks=settings.allowed_private_networks,
     )
     stdout_tail: collections.deque[str] = collections.deque(maxlen=20)
@@ -125,7 +129,4 @@ def download_source(context: JobContext, settings: AudioSettings) -> Downloaded:
 
 
 def _too_large(size: int, limit: int) -> str:
-    return (
-        f"the media is larger than the download limit: {size} bytes > {limit} bytes"
-        " (raise JOBTAPE_MAX_DOWNLOAD_BYTES to allow it)"
-    )
+    return f"the media is larger than the download limit: {size} bytes > {limit} bytes (raise JOBTAPE_MAX_DOWNLOAD_BYTES to allow it)"

@@ -33,8 +33,17 @@ __all__ = ["ASSET_JOB_TYPES", "COLUMNS", "TABLE", "Asset", "asset_row", "select_
 TABLE = "assets"
 #: Columns in table order; the first is the row key.
 COLUMNS = (
-    "asset_id", "storage_key", "duration_sec", "sample_rate", "channels", "integrated_lufs", "true_peak_db",
-    "origin_job_id", "owner", "created_at", "removed_at",
+    "asset_id",
+    "storage_key",
+    "duration_sec",
+    "sample_rate",
+    "channels",
+    "integrated_lufs",
+    "true_peak_db",
+    "origin_job_id",
+    "owner",
+    "created_at",
+    "removed_at",
 )
 #: Job types whose completion produces an asset.
 ASSET_JOB_TYPES = frozenset({"ingest", "save"})
@@ -108,7 +117,8 @@ def asset_row(state: JobState) -> dict[str, Any] | None:
         "owner": state.owner,
         "created_at": clock.format_timestamp(state.updated_at),
         "removed_at": clock.format_timestamp(state.blobs_removed_at)
-        if key in state.removed_keys and state.blobs_removed_at is not None else None,
+        if key in state.removed_keys and state.blobs_removed_at is not None
+        else None,
     }
 
 

@@ -81,8 +81,7 @@ def statements(before: JobState | None, after: JobState, table: str = TABLE) -> 
     if before is not None and before.finished:
         if before.removed_keys == after.removed_keys or before.result is None or preview_row(before) is None:
             return []
-        return [Statement(f"DELETE FROM {table} WHERE recipe_hash = ? AND job_id = ?",
-                          (before.result["recipeHash"], after.job_id))]
+        return [Statement(f"DELETE FROM {table} WHERE recipe_hash = ? AND job_id = ?", (before.result["recipeHash"], after.job_id))]
     row = preview_row(after)
     if row is None:
         return []
