@@ -243,7 +243,7 @@ class App:
 
         Applied like the engine's (:func:`jobtape.eventlog.schema.migrate`): one ``BEGIN
         IMMEDIATE`` transaction each, recorded by name in ``_jobtape_migrations`` so it runs
-        once per database; replayed as DDL on libSQL. Never edit one that has shipped.
+        once per database; translated into DDL on libSQL. Never edit one that has shipped.
 
         Args:
             name: unique across the engine and every package; prefix it with the package

@@ -53,7 +53,7 @@ def _assets_previews(db: sqlite_utils.Database) -> None:
 def _asset_removals(db: sqlite_utils.Database) -> None:
     # The audio part of 0009_blob_removals. The UPDATE fills retained_upload (an engine
     # column) for ingests older than the migration on SQLite; a remote libSQL gets the
-    # column by replay but not the UPDATE: `jobtape rebuild`.
+    # column by the DDL translation but not the UPDATE: `jobtape rebuild`.
     db.execute(
         "UPDATE jobs SET retained_upload = json_extract(state, '$.params.storageKey') "
         "WHERE job_type = 'ingest' AND finished = 1 AND status IN ('failed', 'cancelled') "
