@@ -9,11 +9,13 @@ only reads the store and prints.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import json
+import signal
 import sys
-import time
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -367,17 +369,41 @@ def _start_position(store: EventStore, since: str | None, job_id: str | None, ty
 
 
 def _follow(
-    store: EventStore, start: int, job_id: str | None, type_: str | None, follow: bool, poll_interval_s: float
+    store: EventStore,
+    start: int,
+    job_id: str | None,
+    type_: str | None,
+    follow: bool,
+    poll_interval_s: float,
+    stop: threading.Event,
 ) -> Iterator[stored_events.StoredEvent]:
     position = start
-    while True:
+    while not stop.is_set():
         for row in store.iter_stored(from_position=position, job_id=job_id):
             position = row.position + 1
             if type_ is None or row.type == type_:
                 yield row
-        if not follow:
+        # follow mode polls the log, so it sees other processes' appends; Ctrl-C sets ``stop``
+        if not follow or stop.wait(poll_interval_s):
             return
-        time.sleep(poll_interval_s)  # follow mode polls the log, so it sees other processes' appends
+
+
+@contextlib.contextmanager
+def _ctrl_c_sets(stop: threading.Event) -> Iterator[None]:
+    """While inside, SIGINT sets ``stop`` instead of raising KeyboardInterrupt.
+
+    A KeyboardInterrupt raised in the middle of a store call (between a lock's acquire and
+    its ``with`` body, say) could leave the store unable to close, so ``tail --follow`` hung
+    on Ctrl-C now and then; a flag the loop checks between polls ends it cleanly.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, lambda _signum, _frame: stop.set())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @click.command()
@@ -421,8 +447,9 @@ def tail(
     from jobtape.audit import exchange
 
     start = _start_position(store, since, job_id, type_, lines) if since is not None or lines else store.head_position() + 1
-    try:
-        for row in _follow(store, start, job_id, type_, follow, poll_interval_s):
+    stop = threading.Event()
+    with _ctrl_c_sets(stop):
+        for row in _follow(store, start, job_id, type_, follow, poll_interval_s, stop):
             if as_json:
                 click.echo(exchange.encode_line(row))
                 continue
@@ -431,8 +458,6 @@ def tail(
                 f"{row.position:>7} {describe.time_ms(recorded.recorded_at)} {row.job_id} v{row.version:<3}"
                 f" {row.actor} {row.type} {describe.details(recorded.event)}".rstrip()
             )
-    except KeyboardInterrupt:
-        return
 
 
 # -- verify / stats ------------------------------------------------------------------------------
