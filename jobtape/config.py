@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from jobtape import filemodes
@@ -191,38 +191,60 @@ class Settings:
             ValueError: a variable holds a value of the wrong type (the message names it).
         """
         env = os.environ if environ is None else environ
-        values: dict[str, object] = {}
-        for name, var, kind in (
-            ("data_dir", "JOBTAPE_DATA_DIR", Path),
-            ("poll_interval_s", "JOBTAPE_POLL_INTERVAL", float),
-            ("concurrency", "JOBTAPE_CONCURRENCY", int),
-            ("lease_ttl_s", "JOBTAPE_LEASE_TTL", float),
-            ("shutdown_grace_s", "JOBTAPE_SHUTDOWN_GRACE", float),
-            ("max_attempts", "JOBTAPE_MAX_ATTEMPTS", int),
-            ("backoff_base_s", "JOBTAPE_BACKOFF_BASE", float),
-            ("backoff_cap_s", "JOBTAPE_BACKOFF_CAP", float),
-            ("job_timeout_s", "JOBTAPE_JOB_TIMEOUT", float),
-            ("host_id", "JOBTAPE_HOST_ID", str),
-            ("max_upload_bytes", "JOBTAPE_MAX_UPLOAD_BYTES", int),
-            ("upload_idle_timeout_s", "JOBTAPE_UPLOAD_IDLE_TIMEOUT", float),
-            ("upload_min_rate_bytes_s", "JOBTAPE_UPLOAD_MIN_RATE", float),
-            ("max_concurrent_uploads", "JOBTAPE_MAX_CONCURRENT_UPLOADS", int),
-            ("upload_sweep_interval_s", "JOBTAPE_UPLOAD_SWEEP_INTERVAL", float),
-            ("sqlite_synchronous", "JOBTAPE_SQLITE_SYNCHRONOUS", str.upper),
-            ("max_active_jobs", "JOBTAPE_MAX_ACTIVE_JOBS", int),
-            ("signing_secret", "JOBTAPE_SIGNING_SECRET", str),
-            ("file_mode", "JOBTAPE_FILE_MODE", _file_mode),
-            ("work_dir", "JOBTAPE_WORK_DIR", Path),
-            ("failed_upload_retention_s", "JOBTAPE_FAILED_UPLOAD_RETENTION", float),
-        ):
-            if var in env:
-                try:
-                    values[name] = kind(env[var])
-                except ValueError as exc:
-                    raise ValueError(f"{var}={env[var]!r} is not a valid {kind.__name__}") from exc
+        values = env_values(
+            env,
+            (
+                ("data_dir", "JOBTAPE_DATA_DIR", Path),
+                ("poll_interval_s", "JOBTAPE_POLL_INTERVAL", float),
+                ("concurrency", "JOBTAPE_CONCURRENCY", int),
+                ("lease_ttl_s", "JOBTAPE_LEASE_TTL", float),
+                ("shutdown_grace_s", "JOBTAPE_SHUTDOWN_GRACE", float),
+                ("max_attempts", "JOBTAPE_MAX_ATTEMPTS", int),
+                ("backoff_base_s", "JOBTAPE_BACKOFF_BASE", float),
+                ("backoff_cap_s", "JOBTAPE_BACKOFF_CAP", float),
+                ("job_timeout_s", "JOBTAPE_JOB_TIMEOUT", float),
+                ("host_id", "JOBTAPE_HOST_ID", str),
+                ("max_upload_bytes", "JOBTAPE_MAX_UPLOAD_BYTES", int),
+                ("upload_idle_timeout_s", "JOBTAPE_UPLOAD_IDLE_TIMEOUT", float),
+                ("upload_min_rate_bytes_s", "JOBTAPE_UPLOAD_MIN_RATE", float),
+                ("max_concurrent_uploads", "JOBTAPE_MAX_CONCURRENT_UPLOADS", int),
+                ("upload_sweep_interval_s", "JOBTAPE_UPLOAD_SWEEP_INTERVAL", float),
+                ("sqlite_synchronous", "JOBTAPE_SQLITE_SYNCHRONOUS", str.upper),
+                ("max_active_jobs", "JOBTAPE_MAX_ACTIVE_JOBS", int),
+                ("signing_secret", "JOBTAPE_SIGNING_SECRET", str),
+                ("file_mode", "JOBTAPE_FILE_MODE", _file_mode),
+                ("work_dir", "JOBTAPE_WORK_DIR", Path),
+                ("failed_upload_retention_s", "JOBTAPE_FAILED_UPLOAD_RETENTION", float),
+            ),
+        )
         values.update(_backend_values(env))
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
+
+
+def env_values(env: Mapping[str, str], fields: Iterable[tuple[str, str, Callable[[str], object]]]) -> dict[str, object]:
+    """Read settings fields from environment variables (the one reader of ``JOBTAPE_*`` for every settings class).
+
+    Args:
+        env: the environment (``os.environ`` or a test's mapping).
+        fields: ``(field name, variable, parse)`` triples; ``parse`` turns the text into the
+            field's value and raises ``ValueError`` on bad text (its ``__name__`` names the
+            expected kind in the message).
+
+    Returns:
+        field name -> parsed value, for the variables that are set.
+
+    Raises:
+        ValueError: a variable holds a value ``parse`` refuses (the message names the variable).
+    """
+    values: dict[str, object] = {}
+    for name, var, parse in fields:
+        if var in env:
+            try:
+                values[name] = parse(env[var])
+            except ValueError as exc:
+                raise ValueError(f"{var}={env[var]!r} is not a valid {getattr(parse, '__name__', 'value')}") from exc
+    return values
 
 
 def parse_flag(text: str) -> bool:

@@ -73,21 +73,18 @@ class AudioSettings:
             ValueError: a variable holds a value of the wrong type (the message names it).
         """
         env = os.environ if environ is None else environ
-        values: dict[str, object] = {}
-        for name, var, kind in (
-            ("timeout_ingest_s", "JOBTAPE_TIMEOUT_INGEST", float),
-            ("timeout_preview_s", "JOBTAPE_TIMEOUT_PREVIEW", float),
-            ("timeout_save_s", "JOBTAPE_TIMEOUT_SAVE", float),
-            ("ffmpeg_readrate", "JOBTAPE_FFMPEG_READRATE", float),
-            ("allow_private_urls", "JOBTAPE_ALLOW_PRIVATE_URLS", config.parse_flag),
-            ("allowed_private_networks", "JOBTAPE_ALLOWED_PRIVATE_NETWORKS", _networks),
-            ("max_download_bytes", "JOBTAPE_MAX_DOWNLOAD_BYTES", int),
-        ):
-            if var in env:
-                try:
-                    values[name] = kind(env[var])
-                except ValueError as exc:
-                    raise ValueError(f"{var}={env[var]!r} is not a valid {kind.__name__}") from exc
+        values = config.env_values(
+            env,
+            (
+                ("timeout_ingest_s", "JOBTAPE_TIMEOUT_INGEST", float),
+                ("timeout_preview_s", "JOBTAPE_TIMEOUT_PREVIEW", float),
+                ("timeout_save_s", "JOBTAPE_TIMEOUT_SAVE", float),
+                ("ffmpeg_readrate", "JOBTAPE_FFMPEG_READRATE", float),
+                ("allow_private_urls", "JOBTAPE_ALLOW_PRIVATE_URLS", config.parse_flag),
+                ("allowed_private_networks", "JOBTAPE_ALLOWED_PRIVATE_NETWORKS", _networks),
+                ("max_download_bytes", "JOBTAPE_MAX_DOWNLOAD_BYTES", int),
+            ),
+        )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
 
