@@ -11,9 +11,9 @@ How the logs are built (fast, and the same tables an append writes): each job is
 (:data:`jobtape.eventlog.stored.INSERT_EVENT`, with its hash chain) and its ``jobs`` row
 written by the ``jobs`` projection's own statement (:func:`jobtape.projections.jobs.upsert`
 of the folded state), 5,000 jobs per batch through the backend's ``execute_batch``.
-``queue_counts`` is then filled in one statement by the migration ``0010_queue_counts``'s
-fill (:data:`jobtape.projections.queue.FILL_FROM_JOBS`), which gives the same rows as the
-per-append statements (``tests/integration/test_queue_position.py`` checks that after
+``queue_counts`` is then filled in one statement from ``jobs``
+(:data:`jobtape.projections.queue.FILL_FROM_JOBS`, the fill migration ``0010_queue_counts``
+runs on an existing data dir), which gives the same rows as the per-append statements (``tests/integration/test_queue_position.py`` checks that after
 every step), at a fraction of the cost. ``--per-append`` writes ``queue_counts`` through
 the per-append statements instead (slower to build; the answer and its timing are the same).
 
@@ -30,6 +30,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import tempfile
 import time
@@ -127,9 +128,9 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 last = f"{count - 1:032x}"
                 assert repository.queue_position(last) == count == _old_count(repository, last), "the answers are not exact"
-                new = _median_s(lambda: repository.queue_position(last), args.repeats)
+                new = _median_s(functools.partial(repository.queue_position, last), args.repeats)
                 old_repeats = args.repeats if count == args.small else args.count_repeats
-                old = _median_s(lambda: _old_count(repository, last), old_repeats)
+                old = _median_s(functools.partial(_old_count, repository, last), old_repeats)
             finally:
                 repository.store.close()
             figures[count] = (new, old)

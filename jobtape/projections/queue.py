@@ -57,8 +57,8 @@ TABLE = "queue_counts"
 #: Its columns: the node key, then the pending jobs counted in that block.
 COLUMNS = ("node", "pending")
 
-#: Levels 0..62: the bits of a positive 63-bit position.
-_LEVELS = "lv(l) AS (SELECT 0 UNION ALL SELECT l + 1 FROM lv WHERE l < 62)"
+#: Levels 0..62: the bits of a positive 63-bit position (a VALUES list: half the cost of a recursive CTE).
+_LEVELS = "lv(l) AS (VALUES " + ", ".join(f"({level})" for level in range(63)) + ")"
 #: The blocks a job at position ``p`` is counted in (see the module docstring), as node keys.
 _NODE_KEY = "((2 * (p >> l) + 1) << l)"
 _NODES_OF_P = "FROM me, lv WHERE (p >> l) >= 1 AND (l = 0 OR (p >> l) = 1 OR (p >> l) % 2 = 0)"
@@ -70,7 +70,7 @@ def _set_membership_sql(table: str) -> str:
     # SQLite runs an INSERT ... SELECT that reads its own target table into a temporary
     # table first, so every node gets the delta computed before any write.
     return (
-        f"WITH RECURSIVE {_LEVELS}, me(p, delta) AS (SELECT position, ? - COALESCE((SELECT pending FROM {table}"
+        f"WITH {_LEVELS}, me(p, delta) AS (SELECT position, ? - COALESCE((SELECT pending FROM {table}"
         f" WHERE node = 2 * position + 1), 0) FROM events WHERE job_id = ? AND version = 1)"
         f" INSERT INTO {table} (node, pending) SELECT {_NODE_KEY}, delta {_NODES_OF_P} AND delta != 0"
         " ON CONFLICT (node) DO UPDATE SET pending = pending + excluded.pending"
@@ -79,8 +79,7 @@ def _set_membership_sql(table: str) -> str:
 
 def _delete_empty_sql(table: str) -> str:
     return (
-        f"WITH RECURSIVE {_LEVELS}, me(p) AS ({_FIRST_POSITION})"
-        f" DELETE FROM {table} WHERE pending = 0 AND node IN (SELECT {_NODE_KEY} {_NODES_OF_P})"
+        f"WITH {_LEVELS}, me(p) AS ({_FIRST_POSITION}) DELETE FROM {table} WHERE pending = 0 AND node IN (SELECT {_NODE_KEY} {_NODES_OF_P})"
     )
 
 
@@ -112,15 +111,15 @@ def statements(before: JobState | None, after: JobState, table: str = TABLE) -> 
 
 
 #: The rows for every pending job of ``jobs``, written at once (the bench's bulk path; the
-#: migration ``0010_queue_counts`` fills an existing data dir with the same statement).
+#: migration ``0010_queue_counts`` fills an existing data dir with the same rows).
 FILL_FROM_JOBS = (
-    f"WITH RECURSIVE {_LEVELS}, me(p) AS (SELECT created_position FROM jobs WHERE status = 'pending')"
+    f"WITH {_LEVELS}, me(p) AS (SELECT created_position FROM jobs WHERE status = 'pending')"
     f" INSERT INTO {TABLE} (node, pending) SELECT node, COUNT(*) FROM (SELECT {_NODE_KEY} AS node {_NODES_OF_P})"
     " GROUP BY node"
 )
 
 _QUERY = (
-    f"WITH RECURSIVE {_LEVELS}, me(q) AS (SELECT created_position FROM jobs WHERE job_id = ? AND status = 'pending')"
+    f"WITH {_LEVELS}, me(q) AS (SELECT created_position FROM jobs WHERE job_id = ? AND status = 'pending')"
     f" SELECT 1 + COALESCE((SELECT SUM(pending) FROM {TABLE} WHERE node IN ("
     "SELECT 3 << l FROM me, lv WHERE (q >> l) >= 2"
     " UNION ALL SELECT (2 * (q >> l) - 1) << l FROM me, lv WHERE (q >> l) >= 3 AND (q >> l) % 2 = 1)), 0) FROM me"
