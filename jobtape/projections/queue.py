@@ -78,8 +78,12 @@ def _set_membership_sql(table: str) -> str:
 
 
 def _delete_empty_sql(table: str) -> str:
+    # Only after this job's count was taken away (its leaf is there, at 0): a job that was
+    # never counted (created finished, a rebuild of a finished job) skips the node scan.
     return (
-        f"WITH {_LEVELS}, me(p) AS ({_FIRST_POSITION}) DELETE FROM {table} WHERE pending = 0 AND node IN (SELECT {_NODE_KEY} {_NODES_OF_P})"
+        f"WITH {_LEVELS}, me(p) AS ({_FIRST_POSITION}"
+        f" AND EXISTS (SELECT 1 FROM {table} WHERE node = 2 * position + 1 AND pending = 0))"
+        f" DELETE FROM {table} WHERE pending = 0 AND node IN (SELECT {_NODE_KEY} {_NODES_OF_P})"
     )
 
 
