@@ -67,10 +67,11 @@ _FIRST_POSITION = "SELECT position FROM events WHERE job_id = ? AND version = 1"
 
 def _set_membership_sql(table: str) -> str:
     # The delta is the wanted membership minus the current leaf (node (0, p): key 2p + 1).
-    # SQLite runs an INSERT ... SELECT that reads its own target table into a temporary
-    # table first, so every node gets the delta computed before any write.
+    # `me` is MATERIALIZED (SQLite >= 3.35, which RETURNING needs already): the delta is
+    # computed once, before any write, so the leaf's own update cannot change it for the
+    # nodes written after it.
     return (
-        f"WITH {_LEVELS}, me(p, delta) AS (SELECT position, ? - COALESCE((SELECT pending FROM {table}"
+        f"WITH {_LEVELS}, me(p, delta) AS MATERIALIZED (SELECT position, ? - COALESCE((SELECT pending FROM {table}"
         f" WHERE node = 2 * position + 1), 0) FROM events WHERE job_id = ? AND version = 1)"
         f" INSERT INTO {table} (node, pending) SELECT {_NODE_KEY}, delta {_NODES_OF_P} AND delta != 0"
         " ON CONFLICT (node) DO UPDATE SET pending = pending + excluded.pending"
