@@ -2,7 +2,7 @@
 
 A stream's events are taken in version order up to the first one recorded after the
 time (so a clock that stepped back on one host cannot put a gap into the fold). Queue
-positions follow the live projection's rule (:func:`jobtape.projections.jobs.queue_position`):
+positions follow the live projection's rule (:func:`jobtape.projections.queue.queue_position`):
 1 + the number of jobs pending at that moment with a smaller created position.
 """
 

@@ -322,7 +322,7 @@ def _difference_table(differences: Sequence[rebuild_projection.RowDifference]) -
             rebuilt = "(no events)" if item.rebuilt is None else f"row ({item.rebuilt.get('status', 'present')})"
         else:
             live, rebuilt = describe.short(repr(item.live), 60), describe.short(repr(item.rebuilt), 60)
-        table.add_row(item.table, item.job_id, item.column, escape(live), escape(rebuilt))
+        table.add_row(item.table, str(item.job_id), item.column, escape(live), escape(rebuilt))
     return table
 
 

@@ -90,7 +90,7 @@ def migration_statements(migrations: Sequence[schema.Migration | tuple[str, sche
         ValueError: the migration rebuilds a table, which plain DDL cannot express.
         IndexError: ``index`` is out of range.
     """
-    name, step, _replaces = schema.as_migration(migrations[index])
+    name, step, _replaces, _data = schema.as_migration(migrations[index])
     conn = sqlite3.connect(":memory:", isolation_level=None)
     try:
         db = sqlite_utils.Database(conn)

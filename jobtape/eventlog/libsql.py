@@ -245,11 +245,11 @@ class LibSQLBackend(SQLBackend):
         self.execute_batch([Statement(_MIGRATIONS_TABLE)])
         applied = []
         ordered = [schema.as_migration(item) for item in (migrations or schema.MIGRATIONS)]
-        for index, (name, _step, replaces) in enumerate(ordered):
+        for index, (name, _step, replaces, data) in enumerate(ordered):
             if self._applied().intersection((name, *replaces)):
                 continue
             stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-            statements = [Statement(sql) for sql in ddl.migration_statements(ordered, index)]
+            statements = [Statement(sql) for sql in (*ddl.migration_statements(ordered, index), *data)]
             record = Statement('INSERT INTO "_jobtape_migrations" (name, applied_at) VALUES (?, ?)', (name, stamp))
             try:
                 self.execute_batch([*statements, record])

@@ -34,11 +34,17 @@ class Migration(NamedTuple):
             already be recorded: a database where any of them is recorded skips this one.
             This is how a shipped migration is split between the engine and a package
             without re-running it on an existing database.
+        data: SQL statements (no parameters) run after ``step`` in the same transaction:
+            a fill of existing rows (a backfill). Kept apart from ``step`` because a remote
+            libSQL database gets a migration as the DDL its step produces on an empty
+            in-memory database (:mod:`jobtape.eventlog.ddl`), which carries no data
+            change; both backends run these statements after that DDL.
     """
 
     name: str
     step: MigrationStep
     replaces: tuple[str, ...] = ()
+    data: tuple[str, ...] = ()
 
 
 def as_migration(item: Migration | tuple[str, MigrationStep]) -> Migration:
@@ -125,7 +131,7 @@ def _jobs(db: sqlite_utils.Database) -> None:
             "state",
         },
     )
-    # Queue position = 1 + COUNT of pending jobs with a smaller created_position: an index range.
+    # Claims read pending jobs in created order (queue position did too before 0010_queue_counts).
     db.table("jobs").create_index(["status", "created_position"], index_name="jobs_status_created")
     db.execute("CREATE UNIQUE INDEX jobs_owner_idempotency ON jobs (owner, idempotency_key) WHERE idempotency_key IS NOT NULL")
     db.table("jobs").create_index(["owner", "status"], index_name="jobs_owner_status")
@@ -223,6 +229,24 @@ def _quota(db: sqlite_utils.Database) -> None:
     )
 
 
+def _queue_counts(db: sqlite_utils.Database) -> None:
+    # Queue position in O(log n): pending jobs counted by blocks of created_position
+    # (jobtape.projections.queue, whose docstring explains the blocks and node keys), written
+    # in each append's batch; filled from jobs by _QUEUE_COUNTS_FILL. queue_position no longer
+    # counts over jobs_status_created; the index stays for the worker's claim query.
+    db.execute("CREATE TABLE queue_counts (node INTEGER PRIMARY KEY NOT NULL, pending INTEGER NOT NULL) WITHOUT ROWID")
+
+
+# The pending jobs of an existing data dir, counted into their blocks (the same rows the
+# projection's statements write; tests/integration/test_upgrade.py compares them).
+_QUEUE_COUNTS_FILL = (
+    "WITH RECURSIVE lv(l) AS (SELECT 0 UNION ALL SELECT l + 1 FROM lv WHERE l < 62),"
+    " me(p) AS (SELECT created_position FROM jobs WHERE status = 'pending')"
+    " INSERT INTO queue_counts (node, pending) SELECT node, COUNT(*) FROM (SELECT ((2 * (p >> l) + 1) << l) AS node"
+    " FROM me, lv WHERE (p >> l) >= 1 AND (l = 0 OR (p >> l) = 1 OR (p >> l) % 2 = 0)) GROUP BY node"
+)
+
+
 def _cheaper_worker_indexes(db: sqlite_utils.Database) -> None:
     # 0005's indexes were rewritten on every append: jobs_lease is keyed by lease_expires_at,
     # which every event of a running job renews, and jobs_orphaned's condition parsed the
@@ -269,6 +293,7 @@ MIGRATIONS: list[Migration] = [
     Migration("0007_cheaper_worker_indexes", _cheaper_worker_indexes),
     Migration("0008_drop_events_type_index", _drop_type_index),
     Migration("0009_blob_removal_columns", _blob_removals, replaces=("0009_blob_removals",)),
+    Migration("0010_queue_counts", _queue_counts, data=(_QUEUE_COUNTS_FILL,)),
 ]
 
 
@@ -297,7 +322,7 @@ def migrate(db: sqlite_utils.Database, migrations: Sequence[Migration | tuple[st
     conn.execute('CREATE TABLE IF NOT EXISTS "_jobtape_migrations" ([name] TEXT PRIMARY KEY, [applied_at] TEXT)')
     done = {row[0] for row in conn.execute("SELECT name FROM _jobtape_migrations")}
     applied = []
-    for name, step, replaces in map(as_migration, migrations or MIGRATIONS):
+    for name, step, replaces, data in map(as_migration, migrations or MIGRATIONS):
         recorded = (name, *replaces)
         if done.intersection(recorded):
             continue
@@ -310,6 +335,8 @@ def migrate(db: sqlite_utils.Database, migrations: Sequence[Migration | tuple[st
                 conn.execute("COMMIT")
                 continue
             step(db)
+            for sql in data:
+                conn.execute(sql)
             if not conn.in_transaction:
                 raise RuntimeError(f"migration {name} ended its own transaction; it must run inside migrate()'s")
             conn.execute(

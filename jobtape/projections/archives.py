@@ -76,7 +76,11 @@ def record_archive(
     ]
     listed = "SELECT job_id FROM archived_jobs WHERE archive_id = ?"
     statements.append(Statement(f"DELETE FROM events WHERE job_id IN ({listed})", (archive_id,)))
-    statements += [Statement(f"DELETE FROM {p.table} WHERE {p.job_column} IN ({listed})", (archive_id,)) for p in projections]
+    statements += [
+        Statement(f"DELETE FROM {p.table} WHERE {p.job_column} IN ({listed})", (archive_id,))
+        for p in projections
+        if p.job_column is not None
+    ]
     store.backend.execute_batch(statements)
 
 

@@ -22,7 +22,6 @@ __all__ = [
     "COLUMNS",
     "decode_state",
     "encode_state",
-    "queue_position",
     "row_values",
     "select_blob_removals",
     "select_by_idempotency_key",
@@ -199,21 +198,6 @@ def select_state(backend: SQLBackend, job_id: str) -> JobState | None:
     """Read a job's state snapshot from the projection (``None`` if there is no such job)."""
     rows = backend.query("SELECT state FROM jobs WHERE job_id = ?", [job_id])
     return decode_state(rows[0][0]) if rows else None
-
-
-def queue_position(backend: SQLBackend, job_id: str) -> int | None:
-    """1 + the number of pending jobs created before this one; ``None`` unless the job is pending.
-
-    Answered from the ``jobs_status_created`` index (a range count over pending jobs
-    only), never a scan of all jobs.
-    """
-    rows = backend.query(
-        "SELECT 1 + (SELECT COUNT(*) FROM jobs AS other WHERE other.status = 'pending'"
-        " AND other.created_position < me.created_position)"
-        " FROM jobs AS me WHERE me.job_id = ? AND me.status = 'pending'",
-        [job_id],
-    )
-    return int(rows[0][0]) if rows else None
 
 
 def select_retained_uploads(backend: SQLBackend, finished_before: dt.datetime, limit: int) -> list[str]:

@@ -6,14 +6,15 @@ statements of every registered projection in the same batch as the events, and
 :func:`jobtape.projections.rebuild.rebuild` runs them with ``before=None`` over the
 final state of every stream into scratch tables to verify or repair each projection.
 
-The engine has one projection, :data:`JOBS`. A package (the audio jobs: ``jobtape.audio``)
+The engine has two projections, :data:`JOBS` and :data:`QUEUE` (queue position in O(log n)). A package (the audio jobs: ``jobtape.audio``)
 registers its own on an :class:`jobtape.App` (``app.projection(...)``, ``app.migration(...)``);
 :class:`Tables` is what a log opened for that app has: the engine's migrations and
 projections followed by the package's. Every tool that writes or rebuilds projections
 (the repository, ``rebuild``, ``archive``, ``import``) takes a :class:`Tables`.
 
 Order matters: ``jobs`` comes first, because its update reads ``last_insert_rowid()``
-(the batch's last event insert) and any later insert would move it.
+(the batch's last event insert) and any later insert into a rowid table would move it
+(``queue_counts`` is ``WITHOUT ROWID``: its inserts do not).
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ from typing import Any, NamedTuple
 
 from jobtape.eventlog import schema
 from jobtape.eventlog.store import EventStore, Statement
-from jobtape.projections import jobs
+from jobtape.projections import jobs, queue
 from jobtape.projections.state import JobState
 
-__all__ = ["ENGINE_TABLES", "JOBS", "PROJECTIONS", "Projection", "Tables", "statements_for"]
+__all__ = ["ENGINE_TABLES", "JOBS", "PROJECTIONS", "QUEUE", "Projection", "Tables", "statements_for"]
 
 
 class Projection(NamedTuple):
@@ -44,7 +45,9 @@ class Projection(NamedTuple):
             JSON snapshot): a rebuild compares those decoded, so a snapshot written before
             a field with a default was added means the same as one written after.
         job_column: the column naming the job a row was folded from; an archive deletes
-            the rows of the jobs it removes by it.
+            the rows of the jobs it removes by it. ``None``: rows are not per job and hold
+            nothing of a finished job (``queue_counts`` counts pending jobs only), so an
+            archive, which removes finished jobs only, leaves the table alone.
         blob_holder: ``blob_holder(store, key)`` -> the id of the job whose row still
             refers to storage ``key`` (a cache shared between jobs), or ``None``; an archive
             keeps a key another job's row still holds. ``None``: rows hold no shared keys.
@@ -54,7 +57,7 @@ class Projection(NamedTuple):
     columns: tuple[str, ...]
     statements: Callable[[JobState | None, JobState, str], list[Statement]]
     decoders: Mapping[str, Callable[[Any], Any]] = MappingProxyType({})
-    job_column: str = "job_id"
+    job_column: str | None = "job_id"
     blob_holder: Callable[[EventStore, str], str | None] | None = None
 
     @property
@@ -71,8 +74,10 @@ def _jobs_statements(before: JobState | None, after: JobState, table: str) -> li
 
 #: ``jobs``: one row per job (status, stage, progress, the state snapshot).
 JOBS = Projection("jobs", jobs.COLUMNS, _jobs_statements, MappingProxyType({"state": jobs.decode_state}))
-#: The engine's projections (``jobs`` first, see the module docstring); packages add theirs after it.
-PROJECTIONS: tuple[Projection, ...] = (JOBS,)
+#: ``queue_counts``: pending jobs counted by blocks of ``created_position`` (:mod:`jobtape.projections.queue`).
+QUEUE = Projection(queue.TABLE, queue.COLUMNS, queue.statements, job_column=None)
+#: The engine's projections (``jobs`` first, see the module docstring); packages add theirs after them.
+PROJECTIONS: tuple[Projection, ...] = (JOBS, QUEUE)
 
 
 @dataclasses.dataclass(frozen=True)

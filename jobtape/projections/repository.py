@@ -23,7 +23,7 @@ from jobtape import clock, errors
 from jobtape.eventlog import events as ev
 from jobtape.eventlog.store import ConstraintViolation, EventStore, Statement
 from jobtape.projections import jobs as jobs_projection
-from jobtape.projections import quota, registry
+from jobtape.projections import queue, quota, registry
 from jobtape.projections import state as job_state
 
 __all__ = ["AppendResult", "JobRepository", "new_job_id"]
@@ -199,8 +199,11 @@ class JobRepository:
             raise
 
     def queue_position(self, job_id: str) -> int | None:
-        """1 + pending jobs created before this one; ``None`` unless it is pending."""
-        return jobs_projection.queue_position(self.store.backend, job_id)
+        """1 + pending jobs created before this one; ``None`` unless it is pending.
+
+        O(log n) reads of ``queue_counts`` (:func:`jobtape.projections.queue.queue_position`).
+        """
+        return queue.queue_position(self.store.backend, job_id)
 
     def claimable(self, job_types: Collection[str], now: dt.datetime, *, limit: int = 16) -> list[str]:
         """Ids of up to ``limit`` pending jobs of ``job_types`` due at ``now`` (aware UTC), oldest first.

@@ -343,3 +343,22 @@ def test_ddl_refuses_a_table_rebuild() -> None:
 
     with pytest.raises(ValueError, match="rebuilds table 'jobs'"):
         ddl.migration_statements([*schema.MIGRATIONS, ("0099_progress_real", rebuild_jobs)], len(schema.MIGRATIONS))
+
+
+def test_the_queue_counts_migration_fills_the_pending_jobs_of_an_existing_log(open_backend: Callable[[], SQLBackend]) -> None:
+    """``0010_queue_counts``'s data statement runs on both backends (libSQL gets the DDL, then the fill)."""
+    from jobtape.projections import queue, registry
+
+    backend = open_backend()
+    before = tuple(m for m in TABLES.migrations if m.name != "0010_queue_counts")
+    backend.migrate(before)
+    older = tuple(p for p in TABLES.projections if p.table != queue.TABLE)  # what the code before 0010 wrote
+    old = JobRepository(EventStore(backend), projections=older)
+    jobs = [old.create("ingest", {}).state for _ in range(7)]
+    old.append(jobs[1].job_id, [ev.JobClaimed(worker_id="w")], jobs[1], actor="w")
+    old.append(jobs[4].job_id, [ev.JobCancelRequested()], jobs[4], actor="api")
+
+    assert backend.migrate(TABLES.migrations) == ["0010_queue_counts"]
+    repository = JobRepository(EventStore(backend), projections=TABLES.projections)
+    assert [repository.queue_position(j.job_id) for j in jobs] == [1, None, 2, 3, None, 4, 5]
+    assert registry.QUEUE in TABLES.projections

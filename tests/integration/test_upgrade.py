@@ -47,13 +47,14 @@ def _schema(path: Path) -> list[tuple[str, str, str]]:
         return [(kind, name, " ".join((sql or "").split())) for kind, name, sql in rows]
 
 
-def test_a_data_dir_of_the_code_before_the_audio_package_applies_no_migration_and_reads_the_same(tmp_path: Path) -> None:
+def test_a_data_dir_of_the_code_before_the_audio_package_applies_only_newer_migrations_and_reads_the_same(tmp_path: Path) -> None:
     data_dir = tmp_path / "var"
     data_dir.mkdir()
     shutil.copy(MAIN_DB, data_dir / "jobtape.db")
 
     backend = SQLiteBackend(data_dir / "jobtape.db")
-    assert backend.migrate(TABLES.migrations) == []  # every split migration is recorded under its shipped name
+    # Every split migration is recorded under its shipped name; only those added since apply.
+    assert backend.migrate(TABLES.migrations) == ["0010_queue_counts"]
     backend.close()
     fresh = tmp_path / "fresh.db"
     SQLiteBackend(fresh).migrate(TABLES.migrations)
@@ -113,3 +114,31 @@ def test_old_jobs_keep_their_owned_keys_retention_and_download_links(tmp_path: P
         assert report.removed == {FAILED: [UPLOAD_B]} and not storage.exists(UPLOAD_B)
     finally:
         repository.store.close()
+
+
+def test_pending_jobs_written_before_queue_counts_get_their_positions_after_the_upgrade(tmp_path: Path) -> None:
+    from jobtape.eventlog.store import EventStore
+    from jobtape.projections import queue
+    from jobtape.projections.repository import JobRepository
+
+    path = tmp_path / "jobtape.db"
+    shutil.copy(MAIN_DB, path)
+    backend = SQLiteBackend(path)
+    try:
+        before = tuple(m for m in TABLES.migrations if m.name != "0010_queue_counts")
+        assert backend.migrate(before) == []
+        older = tuple(p for p in TABLES.projections if p.table != queue.TABLE)  # what the code before 0010 wrote
+        old = JobRepository(EventStore(backend), projections=older)
+        jobs = [old.create("save", {"assetId": ASSET_ID}, owner="alice").state for _ in range(6)]
+        old.append(jobs[0].job_id, [ev.JobClaimed(worker_id="w", attempt=1)], jobs[0], actor="w")
+        old.append(jobs[3].job_id, [ev.JobCancelRequested()], jobs[3], actor="api")
+
+        assert backend.migrate(TABLES.migrations) == ["0010_queue_counts"]
+        repository = JobRepository(EventStore(backend), projections=TABLES.projections)
+        assert [repository.queue_position(j.job_id) for j in jobs] == [None, 1, 2, None, 3, 4]
+        assert rebuild(repository.store, apply_changes=False, tables=TABLES).differences == []
+        claimed = repository.append(jobs[1].job_id, [ev.JobClaimed(worker_id="w", attempt=1)], repository.get(jobs[1].job_id), actor="w")
+        assert claimed.state.status == "processing"
+        assert [repository.queue_position(j.job_id) for j in jobs] == [None, None, 1, None, 2, 3]
+    finally:
+        backend.close()
