@@ -13,7 +13,8 @@ order. An export holds whole streams (version 1 to the last), so it can be impor
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import NamedTuple
 
 import msgspec
 
@@ -22,7 +23,7 @@ from jobtape.eventlog import hashing
 from jobtape.eventlog.stored import StoredEvent, to_recorded
 from jobtape.projections import state as job_state
 
-__all__ = ["ExportLine", "check_export", "decode_line", "encode_line"]
+__all__ = ["CheckedEvent", "ExportLine", "check_export", "check_lines", "decode_line", "encode_line"]
 
 
 class ExportLine(msgspec.Struct, rename="camel", kw_only=True, forbid_unknown_fields=True):
@@ -60,24 +61,32 @@ def decode_line(line_number: int, text: str) -> StoredEvent:
     return StoredEvent(**msgspec.structs.asdict(line))
 
 
-def check_export(lines: Iterable[str]) -> list[StoredEvent]:
-    """Parse and check a whole export before anything is written.
+class CheckedEvent(NamedTuple):
+    """One export line that passed every check: its line number, the event, its stream's state after it."""
+
+    line: int
+    stored: StoredEvent
+    state: job_state.JobState
+
+
+def check_lines(lines: Iterable[str]) -> Iterator[CheckedEvent]:
+    """Parse and check an export line by line, yielding each event once it passed (a stream, not a list).
 
     Checks, per stream: versions start at 1 and are gapless; every event has a hash and
     the chain (:mod:`jobtape.eventlog.hashing`) recomputes to it; every event decodes
-    and the state machine accepts it. Blank lines are skipped.
+    and the state machine accepts it. Blank lines are skipped. Memory: one entry per
+    stream seen (its last version, hash and state), never the file's events.
 
     Args:
-        lines: the file's lines (trailing newlines are fine).
+        lines: the file's lines (trailing newlines are fine); read once, lazily.
 
-    Returns:
-        The events in file order.
+    Yields:
+        :class:`CheckedEvent` per event, in file order.
 
     Raises:
-        errors.InvalidExport: the first line that breaks a check, with the reason.
+        errors.InvalidExport: at the first line that breaks a check, with the reason.
     """
     last: dict[str, tuple[int, str, job_state.JobState | None]] = {}
-    events: list[StoredEvent] = []
     for number, text in enumerate(lines, start=1):
         if not text.strip():
             continue
@@ -102,5 +111,13 @@ def check_export(lines: Iterable[str]) -> list[StoredEvent]:
         except (errors.MalformedEvent, errors.IllegalTransition) as exc:
             raise errors.InvalidExport(number, exc.message) from exc
         last[stored.job_id] = (stored.version, expected, state)
-        events.append(stored)
-    return events
+        yield CheckedEvent(number, stored, state)
+
+
+def check_export(lines: Iterable[str]) -> list[StoredEvent]:
+    """Parse and check a whole export (:func:`check_lines`) and return its events in file order.
+
+    Raises:
+        errors.InvalidExport: the first line that breaks a check, with the reason.
+    """
+    return [checked.stored for checked in check_lines(lines)]
