@@ -24,6 +24,7 @@ from jobtape.eventlog import stored as stored_events
 from jobtape.eventlog.store import ConstraintViolation, EventStore
 from jobtape.projections import registry
 from jobtape.projections import state as job_state
+from jobtape.projections.rebuild import collector_paused
 
 __all__ = ["ExportReport", "ImportReport", "export", "import_lines", "select_jobs", "streams", "timelines"]
 
@@ -106,6 +107,11 @@ def import_lines(store: EventStore, lines: Iterable[str], tables: registry.Table
             rules; or a job of the file exists in the store already (the batches before it
             were written; the message says how many events).
     """
+    with collector_paused():  # one state per stream, millions of events: see collector_paused
+        return _import(store, lines, tables)
+
+
+def _import(store: EventStore, lines: Iterable[str], tables: registry.Tables) -> ImportReport:
     if _rewindable(lines):
         for _ in exchange.check_lines(lines):  # check everything before writing anything
             pass

@@ -20,7 +20,9 @@ position) so it aborts, and is retried after catching up, if an append slipped i
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -31,7 +33,7 @@ from jobtape.eventlog.store import ConstraintViolation, EventStore, SQLBackend, 
 from jobtape.projections import registry
 from jobtape.projections import state as job_state
 
-__all__ = ["REBUILD_SUFFIX", "REBUILD_TABLE", "RebuildReport", "RowDifference", "rebuild", "scratch_table"]
+__all__ = ["REBUILD_SUFFIX", "REBUILD_TABLE", "RebuildReport", "RowDifference", "collector_paused", "rebuild", "scratch_table"]
 
 #: Suffix of the scratch tables the rebuilt rows are written to; dropped (or swapped in) at the end.
 REBUILD_SUFFIX = "_rebuild"
@@ -44,6 +46,25 @@ _MAX_ROUNDS = 10
 
 #: ``{table: {row key: row values}}`` for every projection.
 Rows = dict[str, dict[str, tuple[Any, ...]]]
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector for the block (restored after, also on errors).
+
+    A rebuild or an import keeps one state per stream while it folds millions of events;
+    every 700 allocations the collector would walk the young objects, and every so often
+    all the states, for cycles that the fold's immutable structs never form: with it on, a
+    rebuild of 200,000 events took 2.3x as long (``bench/rebuild.py``). Reference counting
+    still frees everything as usual.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def scratch_table(table: str) -> str:
@@ -170,7 +191,8 @@ def rebuild(
     projections = tables.projections
     _create_scratch_tables(backend, projections)
     try:
-        return _run(store, backend, projections, apply_changes, progress, (not apply_changes) if compare is None else compare)
+        with collector_paused():
+            return _run(store, backend, projections, apply_changes, progress, (not apply_changes) if compare is None else compare)
     finally:
         backend.execute_batch([Statement(f"DROP TABLE IF EXISTS {scratch_table(p.table)}") for p in projections])
 
