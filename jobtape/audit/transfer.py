@@ -11,15 +11,19 @@ target is not empty or the source had gaps (rolled-back appends, archived jobs).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from typing import TextIO, TypeGuard
 
+import msgspec
+
 from jobtape import errors
 from jobtape.audit import exchange, timeline
 from jobtape.eventlog import events as ev
+from jobtape.eventlog import spill
 from jobtape.eventlog import stored as stored_events
 from jobtape.eventlog.store import ConstraintViolation, EventStore
 from jobtape.projections import registry
@@ -30,6 +34,8 @@ __all__ = ["ExportReport", "ImportReport", "export", "import_lines", "select_job
 
 #: Events per import batch (each batch is one transaction).
 IMPORT_BATCH = 5000
+#: Streams whose last version, hash and state an import keeps in memory; older ones spill to a temp file.
+STREAMS_IN_MEMORY = 20_000
 
 Bound = int | dt.datetime | None
 
@@ -113,22 +119,37 @@ def import_lines(store: EventStore, lines: Iterable[str], tables: registry.Table
 
 def _import(store: EventStore, lines: Iterable[str], tables: registry.Tables) -> ImportReport:
     if _rewindable(lines):
-        for _ in exchange.check_lines(lines):  # check everything before writing anything
-            pass
+        with _stream_memory() as streams:
+            for _ in exchange.check_lines(lines, streams):  # check everything before writing anything
+                pass
         lines.seek(0)
-    jobs: set[str] = set()
+    jobs = 0
     positions = _Positions()
     chunk: list[exchange.CheckedEvent] = []
-    for checked in _checked(lines, positions):
-        chunk.append(checked)
-        if len(chunk) == IMPORT_BATCH:
+    with _stream_memory() as streams:
+        for checked in _checked(lines, streams, positions):
+            chunk.append(checked)
+            jobs += checked.stored.version == 1  # every stream of a checked export starts at version 1
+            if len(chunk) == IMPORT_BATCH:
+                _write_chunk(store, chunk, tables, positions)
+                chunk = []
+        if chunk:
             _write_chunk(store, chunk, tables, positions)
-            jobs.update(item.stored.job_id for item in chunk)
-            chunk = []
-    if chunk:
-        _write_chunk(store, chunk, tables, positions)
-        jobs.update(item.stored.job_id for item in chunk)
-    return ImportReport(jobs=len(jobs), events=positions.count, first_position=positions.first, last_position=positions.last)
+    return ImportReport(jobs=jobs, events=positions.count, first_position=positions.first, last_position=positions.last)
+
+
+_TIP_ENCODER = msgspec.msgpack.Encoder()
+_TIP_DECODER = msgspec.msgpack.Decoder(tuple[int, str, job_state.JobState])
+
+
+@contextlib.contextmanager
+def _stream_memory() -> Iterator[spill.SpillMap[exchange.StreamTip]]:
+    """The checker's per-stream memory, bounded: older tips spill to a temp file (flat memory for any log)."""
+    tips = spill.SpillMap(_TIP_ENCODER.encode, _TIP_DECODER.decode, capacity=STREAMS_IN_MEMORY)
+    try:
+        yield tips
+    finally:
+        tips.close()
 
 
 class _Positions:
@@ -146,10 +167,10 @@ class _Positions:
             self.count += len(found)
 
 
-def _checked(lines: Iterable[str], positions: _Positions) -> Iterator[exchange.CheckedEvent]:
+def _checked(lines: Iterable[str], streams: exchange.StreamMemory, positions: _Positions) -> Iterator[exchange.CheckedEvent]:
     """:func:`exchange.check_lines`; a refusal after some batches were written says how many events were."""
     try:
-        yield from exchange.check_lines(lines)
+        yield from exchange.check_lines(lines, streams)
     except errors.InvalidExport as exc:
         if positions.count:
             raise errors.InvalidExport(exc.line, f"{exc.reason} ({positions.count} events before this batch were imported)") from exc

@@ -84,3 +84,20 @@ def test_a_broken_line_in_a_file_means_nothing_was_written(tmp_path: Path, monke
     with broken.open(encoding="utf-8") as file:  # a file is checked whole, then read again to write
         assert sum(1 for _ in exchange.check_lines(file.readlines()[:9])) == 9
     target.close()
+
+
+def test_streams_past_the_memory_bound_spill_and_come_back_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transfer, "IMPORT_BATCH", 4)
+    monkeypatch.setattr(transfer, "STREAMS_IN_MEMORY", 2)  # 10 interleaved streams: most tips spill and are read back
+    lines = _export_lines(tmp_path / "source.db", jobs=10)
+    shuffled = [line for step in range(3) for line in lines[step::3]]  # every stream's event n before any n+1
+    exported = tmp_path / "interleaved.jsonl"
+    exported.write_text("\n".join(shuffled) + "\n")
+    target = _store(tmp_path / "target.db")
+
+    with exported.open(encoding="utf-8") as file:
+        report = transfer.import_lines(target, file, TABLES)
+
+    assert (report.jobs, report.events) == (10, 30)
+    assert rebuild(target, apply_changes=False, tables=TABLES).differences == []
+    target.close()
