@@ -130,7 +130,6 @@ def _upsert_sql(table: str) -> str:
     return f"INSERT INTO {table} ({', '.join(COLUMNS)}) VALUES ({placeholders}) ON CONFLICT (job_id) DO UPDATE SET {updates}"
 
 
-
 def upsert(state: JobState, table: str = "jobs") -> Statement:
     """The statement that writes ``state`` as the job's row (run it in the append's batch)."""
     values = row_values(state)

@@ -137,7 +137,9 @@ class _Folder:
             for item in page:
                 job_id = item.job_id
                 try:
-                    states[job_id] = apply(states.get(job_id), item.event, job_id=job_id, version=item.version, recorded_at=item.recorded_at)
+                    states[job_id] = apply(
+                        states.get(job_id), item.event, job_id=job_id, version=item.version, recorded_at=item.recorded_at
+                    )
                 except errors.IllegalTransition as exc:
                     raise errors.IllegalTransition(
                         exc.job_id,

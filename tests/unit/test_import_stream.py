@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from configs import TABLES  # tests/ is on sys.path
+
 from jobtape import errors
 from jobtape.audit import exchange, transfer
 from jobtape.eventlog import events as ev
@@ -38,7 +38,9 @@ def _export_lines(path: Path, jobs: int) -> list[str]:
     return out.getvalue().splitlines()
 
 
-def test_import_reads_a_one_shot_source_in_batches_writing_while_the_rest_is_unread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_import_reads_a_one_shot_source_in_batches_writing_while_the_rest_is_unread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(transfer, "IMPORT_BATCH", 4)
     lines = _export_lines(tmp_path / "source.db", jobs=10)  # 30 events
     target = _store(tmp_path / "target.db")
