@@ -56,6 +56,10 @@ def parse_timestamp(text: str) -> dt.datetime:
     Raises:
         ValueError: the text is not ISO 8601.
     """
+    if len(text) == 27 and text[-1] == "Z":  # the stored form: fromisoformat reads "Z" as UTC (Python 3.11+)
+        parsed = _REAL_DATETIME[0].fromisoformat(text)
+        if parsed.tzinfo is dt.UTC:
+            return parsed
     value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)

@@ -13,7 +13,8 @@ order. An export holds whole streams (version 1 to the last), so it can be impor
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import NamedTuple, Protocol
 
 import msgspec
 
@@ -22,7 +23,7 @@ from jobtape.eventlog import hashing
 from jobtape.eventlog.stored import StoredEvent, to_recorded
 from jobtape.projections import state as job_state
 
-__all__ = ["ExportLine", "check_export", "decode_line", "encode_line"]
+__all__ = ["CheckedEvent", "ExportLine", "StreamMemory", "StreamTip", "check_export", "check_lines", "decode_line", "encode_line"]
 
 
 class ExportLine(msgspec.Struct, rename="camel", kw_only=True, forbid_unknown_fields=True):
@@ -57,32 +58,77 @@ def decode_line(line_number: int, text: str) -> StoredEvent:
         line = _DECODER.decode(text)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise errors.InvalidExport(line_number, f"not an export line: {exc}") from exc
-    return StoredEvent(**msgspec.structs.asdict(line))
+    return StoredEvent(
+        position=line.position,
+        job_id=line.job_id,
+        version=line.version,
+        type=line.type,
+        data=line.data,
+        actor=line.actor,
+        recorded_at=line.recorded_at,
+        hash=line.hash,
+    )
 
 
-def check_export(lines: Iterable[str]) -> list[StoredEvent]:
-    """Parse and check a whole export before anything is written.
+class CheckedEvent(NamedTuple):
+    """One export line that passed every check: its line number, the event, its stream's state after it."""
+
+    line: int
+    stored: StoredEvent
+    state: job_state.JobState
+
+
+#: What the checker remembers of a stream: its last version, that event's hash, the state after it.
+StreamTip = tuple[int, str, job_state.JobState]
+
+
+class StreamMemory(Protocol):
+    """Where :func:`check_lines` keeps each stream's :data:`StreamTip` (a dict, or a bounded map that spills)."""
+
+    def get(self, key: str) -> StreamTip | None:
+        """The tip of stream ``key``, or ``None`` for a stream not seen yet."""
+
+    def put(self, key: str, value: StreamTip) -> None:
+        """Remember the tip of stream ``key``."""
+
+
+class _InMemory:
+    def __init__(self) -> None:
+        self._tips: dict[str, StreamTip] = {}
+
+    def get(self, key: str) -> StreamTip | None:
+        return self._tips.get(key)
+
+    def put(self, key: str, value: StreamTip) -> None:
+        self._tips[key] = value
+
+
+def check_lines(lines: Iterable[str], streams: StreamMemory | None = None) -> Iterator[CheckedEvent]:
+    """Parse and check an export line by line, yielding each event once it passed (a stream, not a list).
 
     Checks, per stream: versions start at 1 and are gapless; every event has a hash and
     the chain (:mod:`jobtape.eventlog.hashing`) recomputes to it; every event decodes
-    and the state machine accepts it. Blank lines are skipped.
+    and the state machine accepts it. Blank lines are skipped. Memory: one entry per
+    stream seen (its last version, hash and state), never the file's events.
 
     Args:
-        lines: the file's lines (trailing newlines are fine).
+        lines: the file's lines (trailing newlines are fine); read once, lazily.
+        streams: where each stream's tip is kept (default: a dict, one entry per stream
+            seen; an import passes a :class:`jobtape.eventlog.spill.SpillMap` to bound it).
 
-    Returns:
-        The events in file order.
+    Yields:
+        :class:`CheckedEvent` per event, in file order.
 
     Raises:
-        errors.InvalidExport: the first line that breaks a check, with the reason.
+        errors.InvalidExport: at the first line that breaks a check, with the reason.
     """
-    last: dict[str, tuple[int, str, job_state.JobState | None]] = {}
-    events: list[StoredEvent] = []
+    last = streams if streams is not None else _InMemory()
     for number, text in enumerate(lines, start=1):
         if not text.strip():
             continue
         stored = decode_line(number, text)
-        version, previous, state = last.get(stored.job_id, (0, hashing.genesis_hash(stored.job_id), None))
+        found = last.get(stored.job_id)
+        version, previous, state = found if found is not None else (0, hashing.genesis_hash(stored.job_id), None)
         if stored.version != version + 1:
             where = "starts at" if version == 0 else f"jumps from version {version} to"
             raise errors.InvalidExport(
@@ -101,6 +147,14 @@ def check_export(lines: Iterable[str]) -> list[StoredEvent]:
             state = job_state.apply(state, recorded.event, job_id=stored.job_id, version=stored.version, recorded_at=recorded.recorded_at)
         except (errors.MalformedEvent, errors.IllegalTransition) as exc:
             raise errors.InvalidExport(number, exc.message) from exc
-        last[stored.job_id] = (stored.version, expected, state)
-        events.append(stored)
-    return events
+        last.put(stored.job_id, (stored.version, expected, state))
+        yield CheckedEvent(number, stored, state)
+
+
+def check_export(lines: Iterable[str]) -> list[StoredEvent]:
+    """Parse and check a whole export (:func:`check_lines`) and return its events in file order.
+
+    Raises:
+        errors.InvalidExport: the first line that breaks a check, with the reason.
+    """
+    return [checked.stored for checked in check_lines(lines)]

@@ -11,24 +11,31 @@ target is not empty or the source had gaps (rolled-back appends, archived jobs).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from typing import TextIO
+from typing import TextIO, TypeGuard
+
+import msgspec
 
 from jobtape import errors
 from jobtape.audit import exchange, timeline
 from jobtape.eventlog import events as ev
+from jobtape.eventlog import spill
 from jobtape.eventlog import stored as stored_events
 from jobtape.eventlog.store import ConstraintViolation, EventStore
 from jobtape.projections import registry
 from jobtape.projections import state as job_state
+from jobtape.projections.rebuild import collector_paused
 
 __all__ = ["ExportReport", "ImportReport", "export", "import_lines", "select_jobs", "streams", "timelines"]
 
 #: Events per import batch (each batch is one transaction).
 IMPORT_BATCH = 5000
+#: Streams whose last version, hash and state an import keeps in memory; older ones spill to a temp file.
+STREAMS_IN_MEMORY = 20_000
 
 Bound = int | dt.datetime | None
 
@@ -86,45 +93,109 @@ class ImportReport:
 
 
 def import_lines(store: EventStore, lines: Iterable[str], tables: registry.Tables = registry.ENGINE_TABLES) -> ImportReport:
-    """Check an export completely, then write it in batches of :data:`IMPORT_BATCH` events.
+    """Check an export and write it in batches of :data:`IMPORT_BATCH` events, streaming (flat memory).
+
+    The lines are read lazily, :data:`IMPORT_BATCH` at a time; each batch is checked
+    (:func:`jobtape.audit.exchange.check_lines`: versions, hash chain, the fold) before it is
+    written, in ONE store batch with the projection rows of its jobs. When ``lines`` is a
+    seekable file, the whole file is checked first and then read again to write it, so a
+    broken line anywhere means nothing was written; from a pipe (stdin) or any other
+    one-shot iterable, the batches before the broken one are written (the error says how many
+    events). Memory holds one batch plus one state per stream, never the file.
 
     Args:
         store: the target event store (a fresh one, or one without these jobs).
-        lines: the export file's lines.
+        lines: the export file's lines (an open file, stdin, or any iterable of lines).
         tables: the log's registered projections, written for the imported jobs.
 
     Raises:
         errors.InvalidExport: a line is malformed, gapped, fails the hash chain or the state
-            rules (nothing was written); or a job of the file exists in the store already
-            (the batches before it were written; the message says how many events).
+            rules; or a job of the file exists in the store already (the batches before it
+            were written; the message says how many events).
     """
-    events = exchange.check_export(lines)
+    with collector_paused():  # one state per stream, millions of events: see collector_paused
+        return _import(store, lines, tables)
+
+
+def _import(store: EventStore, lines: Iterable[str], tables: registry.Tables) -> ImportReport:
+    if _rewindable(lines):
+        with _stream_memory() as streams:
+            for _ in exchange.check_lines(lines, streams):  # check everything before writing anything
+                pass
+        lines.seek(0)
+    jobs = 0
+    positions = _Positions()
+    chunk: list[exchange.CheckedEvent] = []
+    with _stream_memory() as streams:
+        for checked in _checked(lines, streams, positions):
+            chunk.append(checked)
+            jobs += checked.stored.version == 1  # every stream of a checked export starts at version 1
+            if len(chunk) == IMPORT_BATCH:
+                _write_chunk(store, chunk, tables, positions)
+                chunk = []
+        if chunk:
+            _write_chunk(store, chunk, tables, positions)
+    return ImportReport(jobs=jobs, events=positions.count, first_position=positions.first, last_position=positions.last)
+
+
+_TIP_ENCODER = msgspec.msgpack.Encoder()
+_TIP_DECODER = msgspec.msgpack.Decoder(tuple[int, str, job_state.JobState])
+
+
+@contextlib.contextmanager
+def _stream_memory() -> Iterator[spill.SpillMap[exchange.StreamTip]]:
+    """The checker's per-stream memory, bounded: older tips spill to a temp file (flat memory for any log)."""
+    tips = spill.SpillMap(_TIP_ENCODER.encode, _TIP_DECODER.decode, capacity=STREAMS_IN_MEMORY)
+    try:
+        yield tips
+    finally:
+        tips.close()
+
+
+class _Positions:
+    """The positions an import was given so far: a count, the first and the last (not a list)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first: int | None = None
+        self.last: int | None = None
+
+    def add(self, found: list[int]) -> None:
+        if found:
+            self.first = found[0] if self.first is None else self.first
+            self.last = found[-1]
+            self.count += len(found)
+
+
+def _checked(lines: Iterable[str], streams: exchange.StreamMemory, positions: _Positions) -> Iterator[exchange.CheckedEvent]:
+    """:func:`exchange.check_lines`; a refusal after some batches were written says how many events were."""
+    try:
+        yield from exchange.check_lines(lines, streams)
+    except errors.InvalidExport as exc:
+        if positions.count:
+            raise errors.InvalidExport(exc.line, f"{exc.reason} ({positions.count} events before this batch were imported)") from exc
+        raise
+
+
+def _rewindable(lines: Iterable[str]) -> TypeGuard[TextIO]:
+    seekable = getattr(lines, "seekable", None)
+    return callable(seekable) and bool(seekable()) and callable(getattr(lines, "seek", None))
+
+
+def _write_chunk(store: EventStore, chunk: list[exchange.CheckedEvent], tables: registry.Tables, positions: _Positions) -> None:
     states: dict[str, job_state.JobState] = {}
-    positions: list[int] = []
-    for start in range(0, len(events), IMPORT_BATCH):
-        chunk = events[start : start + IMPORT_BATCH]
-        touched: dict[str, None] = {}
-        for row in chunk:
-            recorded = stored_events.to_recorded(row)
-            states[row.job_id] = job_state.apply(
-                states.get(row.job_id), recorded.event, job_id=row.job_id, version=row.version, recorded_at=recorded.recorded_at
-            )
-            touched[row.job_id] = None
-        try:
-            extra = [statement for job_id in touched for statement in registry.statements_for(None, states[job_id], tables.projections)]
-            positions += store.import_events(chunk, extra)
-        except (errors.ConcurrencyError, ConstraintViolation) as exc:
-            existing = _existing_job(store, chunk)
-            reason = f"job {existing} exists in the target store already" if existing else str(exc)
-            raise errors.InvalidExport(
-                start + 1, f"{reason}; import into a fresh --data-dir ({len(positions)} events before this batch were imported)"
-            ) from exc
-    return ImportReport(
-        jobs=len(states),
-        events=len(positions),
-        first_position=positions[0] if positions else None,
-        last_position=positions[-1] if positions else None,
-    )
+    for item in chunk:
+        states[item.stored.job_id] = item.state  # the last state of each job in the batch
+    events = [item.stored for item in chunk]
+    try:
+        extra = [statement for state in states.values() for statement in registry.statements_for(None, state, tables.projections)]
+        positions.add(store.import_events(events, extra))
+    except (errors.ConcurrencyError, ConstraintViolation) as exc:
+        existing = _existing_job(store, events)
+        reason = f"job {existing} exists in the target store already" if existing else str(exc)
+        raise errors.InvalidExport(
+            chunk[0].line, f"{reason}; import into a fresh --data-dir ({positions.count} events before this batch were imported)"
+        ) from exc
 
 
 def _existing_job(store: EventStore, chunk: list[stored_events.StoredEvent]) -> str | None:

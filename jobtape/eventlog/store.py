@@ -202,7 +202,7 @@ class EventStore:
             errors.MalformedEvent: a stored event cannot be decoded.
         """
         rows = self.backend.query(f"{_SELECT_COLUMNS} WHERE position >= ? ORDER BY position LIMIT ?", [from_position, limit])
-        return [stored.to_recorded(stored.from_row(row)) for row in rows]
+        return [stored.recorded_from_row(row) for row in rows]
 
     def iter_all(self, from_position: int = 1, *, page_size: int = 1000) -> Iterator[ev.RecordedEvent]:
         """Iterate over every event from ``from_position`` on, reading pages of ``page_size``."""

@@ -18,7 +18,7 @@ import msgspec
 from jobtape import clock, errors
 from jobtape.eventlog import events as ev
 
-__all__ = ["COLUMNS", "INSERT_EVENT", "StoredEvent", "from_row", "insert_params", "to_recorded"]
+__all__ = ["COLUMNS", "INSERT_EVENT", "StoredEvent", "from_row", "insert_params", "recorded_from_row", "to_recorded"]
 
 #: The columns a read selects, in :func:`from_row`'s order.
 COLUMNS = "position, job_id, version, type, data, actor, recorded_at, hash"
@@ -78,11 +78,27 @@ def to_recorded(stored: StoredEvent) -> ev.RecordedEvent:
     Raises:
         errors.MalformedEvent: unknown type, data not matching it, or a bad timestamp (names the position).
     """
-    event = ev.decode_event(stored.position, stored.type, stored.data)
+    return _decode(stored.position, stored.job_id, stored.version, stored.type, stored.data, stored.actor, stored.recorded_at)
+
+
+def recorded_from_row(row: Sequence[Any]) -> ev.RecordedEvent:
+    """A row selected with :data:`COLUMNS` decoded straight to a :class:`~jobtape.eventlog.events.RecordedEvent`.
+
+    The same decoding as ``to_recorded(from_row(row))`` without the intermediate
+    :class:`StoredEvent` (a rebuild decodes every event of the log through it).
+
+    Raises:
+        errors.MalformedEvent: as :func:`to_recorded`.
+    """
+    position, job_id, version, type_, data, actor, recorded_at, _hash = row
+    return _decode(position, job_id, version, type_, data, actor, recorded_at)
+
+
+def _decode(position: int, job_id: str, version: int, type_: str, data: str | bytes, actor: str, recorded_at: str) -> ev.RecordedEvent:
+    """The one decoding of a stored event's columns (``tests/unit/test_store_layer.py`` checks it is the only one)."""
+    event = ev.decode_event(position, type_, data)
     try:
-        at = clock.parse_timestamp(stored.recorded_at)
+        at = clock.parse_timestamp(recorded_at)
     except (TypeError, ValueError) as exc:
-        raise errors.MalformedEvent(stored.position, stored.type, f"recorded_at {stored.recorded_at!r} is not a timestamp") from exc
-    return ev.RecordedEvent(
-        position=stored.position, job_id=stored.job_id, version=stored.version, event=event, actor=stored.actor, recorded_at=at
-    )
+        raise errors.MalformedEvent(position, type_, f"recorded_at {recorded_at!r} is not a timestamp") from exc
+    return ev.RecordedEvent(position=position, job_id=job_id, version=version, event=event, actor=actor, recorded_at=at)

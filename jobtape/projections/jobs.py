@@ -8,6 +8,7 @@ the next append folds onto); the other columns exist for indexes and for operato
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -121,13 +122,11 @@ def _derived(state: JobState) -> dict[str, Any]:
     return {"retained_upload": job_state.retained_upload(state), "blobs_removed_at": _stamp(state.blobs_removed_at)}
 
 
+@functools.cache
 def _upsert_sql(table: str) -> str:
     placeholders = ", ".join(_FROM_EVENTS.get(column, "?") for column in COLUMNS)
     updates = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS if c not in _NEVER_UPDATED)
     return f"INSERT INTO {table} ({', '.join(COLUMNS)}) VALUES ({placeholders}) ON CONFLICT (job_id) DO UPDATE SET {updates}"
-
-
-_UPSERT = _upsert_sql("jobs")
 
 
 def upsert(state: JobState, table: str = "jobs") -> Statement:
@@ -141,7 +140,7 @@ def upsert(state: JobState, table: str = "jobs") -> Statement:
             params += [state.job_id, state.version]
         else:
             params.append(values[column])
-    return Statement(_UPSERT if table == "jobs" else _upsert_sql(table), tuple(params))
+    return Statement(_upsert_sql(table), tuple(params))
 
 
 #: State attributes that map 1:1 to a column which may change after creation.

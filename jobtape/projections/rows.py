@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,12 +21,17 @@ def upsert_row(table: str, columns: Sequence[str], row: dict[str, Any], *, only_
         row: column -> value.
         only_if: an optional SQL condition for the update (``excluded.x`` is the new row).
     """
+    return Statement(_upsert_sql(table, tuple(columns), only_if), tuple(row[c] for c in columns))
+
+
+@functools.cache
+def _upsert_sql(table: str, columns: tuple[str, ...], only_if: str) -> str:
+    """Built once per table (a rebuild writes one row per job through it)."""
     updates = ", ".join(f"{c} = excluded.{c}" for c in columns[1:])
-    sql = (
+    return (
         f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
         f" ON CONFLICT ({columns[0]}) DO UPDATE SET {updates}" + (f" WHERE {only_if}" if only_if else "")
     )
-    return Statement(sql, tuple(row[c] for c in columns))
 
 
 def select_row(store: EventStore, table: str, columns: Sequence[str], key: str) -> dict[str, Any] | None:

@@ -259,7 +259,7 @@ def test_rebuild_finds_and_repairs_drift(repository: JobRepository) -> None:
     report = rebuild_module.rebuild(repository.store, apply_changes=False, tables=TABLES)
     assert (report.jobs_rebuilt, report.events_read, report.differences) == (2, 4, [])
     repository.store.backend.execute_batch([Statement("UPDATE jobs SET progress = 99 WHERE job_id = ?", (created.state.job_id,))])
-    report = rebuild_module.rebuild(repository.store, tables=TABLES)
+    report = rebuild_module.rebuild(repository.store, tables=TABLES, compare=True)
     assert [(d.job_id, d.column) for d in report.differences] == [(created.state.job_id, "progress")]
     assert repository.get(created.state.job_id) == claimed.state
     assert rebuild_module.rebuild(repository.store, apply_changes=False, tables=TABLES).differences == []

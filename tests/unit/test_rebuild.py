@@ -90,9 +90,10 @@ def test_verify_reports_a_tampered_column_and_apply_repairs_it(repository: JobRe
     ]
     assert backend.query("SELECT progress FROM jobs WHERE job_id = ?", [jobs["processing"]]) == [(77,)]
 
-    applied = rebuild(repository.store, tables=TABLES)
+    applied = rebuild(repository.store, tables=TABLES, compare=True)
 
     assert applied.applied and len(applied.differences) == 2
+    assert rebuild(repository.store, tables=TABLES).compared is False  # a plain rebuild does not compare
     assert backend.query("SELECT progress, stage FROM jobs WHERE job_id = ?", [jobs["processing"]]) == [(40, "measuring")]
     assert rebuild(repository.store, apply_changes=False, tables=TABLES).differences == []
     assert "jobs_rebuild" not in _tables(repository)

@@ -1,0 +1,105 @@
+"""An import streams its source: lines are read a batch at a time and written while the rest is unread."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from configs import TABLES  # tests/ is on sys.path
+
+from jobtape import errors
+from jobtape.audit import exchange, transfer
+from jobtape.eventlog import events as ev
+from jobtape.eventlog.sqlite import SQLiteBackend
+from jobtape.eventlog.store import EventStore
+from jobtape.projections.rebuild import rebuild
+from jobtape.projections.repository import JobRepository
+
+__all__: list[str] = []
+
+
+def _store(path: Path) -> EventStore:
+    backend = SQLiteBackend(path)
+    backend.migrate(TABLES.migrations)
+    return EventStore(backend)
+
+
+def _export_lines(path: Path, jobs: int) -> list[str]:
+    store = _store(path)
+    repository = JobRepository(store, projections=TABLES.projections)
+    for _ in range(jobs):
+        state = repository.create("ingest", {"sourceType": "upload", "storageKey": "u/a.wav"}).state
+        state = repository.append(state.job_id, [ev.JobClaimed(worker_id="w"), ev.JobProgress(percent=50)], state, actor="w").state
+    out = io.StringIO()
+    transfer.export(store, out, None)
+    store.close()
+    return out.getvalue().splitlines()
+
+
+def test_import_reads_a_one_shot_source_in_batches_writing_while_the_rest_is_unread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(transfer, "IMPORT_BATCH", 4)
+    lines = _export_lines(tmp_path / "source.db", jobs=10)  # 30 events
+    target = _store(tmp_path / "target.db")
+    written_when_read: list[int] = []
+
+    def source() -> Iterator[str]:  # a generator: never a list, read once
+        for line in lines:
+            written_when_read.append(target.head_position())
+            yield line
+
+    report = transfer.import_lines(target, source(), TABLES)
+
+    assert (report.jobs, report.events, report.first_position, report.last_position) == (10, 30, 1, 30)
+    # line n is read once at most one batch (4 events) plus the line itself are pending: the
+    # batches before it were written already, so the file is never held whole
+    assert all(written >= index - 4 for index, written in enumerate(written_when_read)), written_when_read
+    assert written_when_read[-1] == 28
+    assert rebuild(target, apply_changes=False, tables=TABLES).differences == []
+    target.close()
+
+
+def test_a_broken_line_in_a_one_shot_source_says_how_many_events_were_imported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transfer, "IMPORT_BATCH", 4)
+    lines = _export_lines(tmp_path / "source.db", jobs=4)
+    target = _store(tmp_path / "target.db")
+
+    with pytest.raises(errors.InvalidExport, match=r"^line 10: not an export line.*\(8 events before this batch were imported\)"):
+        transfer.import_lines(target, iter([*lines[:9], "{broken", *lines[9:]]), TABLES)
+    assert target.head_position() == 8
+    target.close()
+
+
+def test_a_broken_line_in_a_file_means_nothing_was_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transfer, "IMPORT_BATCH", 4)
+    lines = _export_lines(tmp_path / "source.db", jobs=4)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text("\n".join([*lines[:9], "{broken", *lines[9:]]) + "\n")
+    target = _store(tmp_path / "target.db")
+
+    with broken.open(encoding="utf-8") as file, pytest.raises(errors.InvalidExport, match="^line 10: not an export line"):
+        transfer.import_lines(target, file, TABLES)
+    assert target.head_position() == 0
+    with broken.open(encoding="utf-8") as file:  # a file is checked whole, then read again to write
+        assert sum(1 for _ in exchange.check_lines(file.readlines()[:9])) == 9
+    target.close()
+
+
+def test_streams_past_the_memory_bound_spill_and_come_back_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transfer, "IMPORT_BATCH", 4)
+    monkeypatch.setattr(transfer, "STREAMS_IN_MEMORY", 2)  # 10 interleaved streams: most tips spill and are read back
+    lines = _export_lines(tmp_path / "source.db", jobs=10)
+    shuffled = [line for step in range(3) for line in lines[step::3]]  # every stream's event n before any n+1
+    exported = tmp_path / "interleaved.jsonl"
+    exported.write_text("\n".join(shuffled) + "\n")
+    target = _store(tmp_path / "target.db")
+
+    with exported.open(encoding="utf-8") as file:
+        report = transfer.import_lines(target, file, TABLES)
+
+    assert (report.jobs, report.events) == (10, 30)
+    assert rebuild(target, apply_changes=False, tables=TABLES).differences == []
+    target.close()
