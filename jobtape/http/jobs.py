@@ -157,9 +157,10 @@ async def get_job(jobId: JobIdPath, poll_sources: NamedDependency[PollSources], 
     backend's pool (:class:`jobtape.eventlog.sqlite.SQLiteBackend`, whose ``local_reads`` is
     true; a connection is opened only when none is idle), in WAL mode, where a reader never
     waits for a writer.
-    What may block longer runs in a worker thread: ``asOf`` (it folds the job's events, and
-    the whole log for a queue position then), and the ``downloadUrl`` of a complete job with
-    an output (``storage.exists``: a ``stat``, or a HEAD on S3; once or twice per job).
+    So is the ``downloadUrl`` of a complete job on local storage (``Storage.local_files``:
+    ``storage.exists`` is a ``stat``, the signature an HMAC). What may block longer runs in a
+    worker thread: ``asOf`` (it folds the job's events, and the whole log for a queue
+    position then), and the ``downloadUrl`` on object storage (a HEAD request).
     A remote backend (libSQL/sqld: each read is an HTTP request) keeps every read in a thread.
     Its one dependency, :class:`PollSources`, spares the per-request task group Litestar
     starts to resolve several dependencies at once.
@@ -179,8 +180,8 @@ async def get_job(jobId: JobIdPath, poll_sources: NamedDependency[PollSources], 
         return await anyio.to_thread.run_sync(_poll_now, repository, job_id, storage, ttl_s)
     state = repository.get(job_id)
     position = repository.queue_position(job_id) if state.status == "pending" else None
-    if job_state.download_key(state) is None:
-        return poll_body(state, position, storage, ttl_s)  # no storage I/O
+    if storage.local_files or job_state.download_key(state) is None:
+        return poll_body(state, position, storage, ttl_s)  # a stat and an HMAC at most
     return await anyio.to_thread.run_sync(poll_body, state, position, storage, ttl_s)
 
 
