@@ -176,7 +176,7 @@ async def get_job(jobId: JobIdPath, poll_sources: NamedDependency[PollSources], 
         at = history.parse_as_of(as_of)
         state, position = await anyio.to_thread.run_sync(history.state_as_of, repository.store, job_id, at)
         return await anyio.to_thread.run_sync(poll_body, state, position, storage, ttl_s)
-    if not repository.store.backend.local_reads:
+    if not repository.local_reads:
         return await anyio.to_thread.run_sync(_poll_now, repository, job_id, storage, ttl_s)
     state = repository.get(job_id)
     position = repository.queue_position(job_id) if state.status == "pending" else None
