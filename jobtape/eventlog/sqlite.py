@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import sqlite_utils
 
@@ -74,6 +74,8 @@ class SQLiteBackend(SQLBackend):
     Raises:
         ValueError: an unknown ``synchronous`` mode.
     """
+
+    local_reads: ClassVar[bool] = True
 
     def __init__(
         self,

@@ -23,7 +23,7 @@ from __future__ import annotations
 import abc
 import datetime as dt
 from collections.abc import Collection, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from jobtape import clock, errors
 from jobtape.errors import ConstraintViolation
@@ -44,7 +44,16 @@ class Statement(NamedTuple):
 
 
 class SQLBackend(abc.ABC):
-    """The port every event-store backend implements."""
+    """The port every event-store backend implements.
+
+    Attributes:
+        local_reads: ``True`` when a primary-key :meth:`query` is a local read that does not
+            wait for writers (SQLite in WAL mode), short enough for an HTTP handler to run
+            inline on the event loop; ``False`` (a network round trip, e.g. libSQL/sqld)
+            keeps reads in a worker thread.
+    """
+
+    local_reads: ClassVar[bool] = False
 
     @abc.abstractmethod
     def execute_batch(self, statements: Sequence[Statement]) -> list[list[tuple[Any, ...]]]:

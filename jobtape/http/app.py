@@ -150,6 +150,7 @@ def create_app(
             "repository": _provide(repository),
             "storage": _provide(storage),
             "settings": _provide(settings),
+            "poll_sources": _provide(jobs.PollSources(repository, storage, settings.download_url_ttl_s)),
             "spool_folder": _provide(spool_folder),
             "upload_slots": _provide(upload.UploadSlots(settings.max_concurrent_uploads)),
         },

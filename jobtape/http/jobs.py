@@ -3,15 +3,17 @@
 Each is served on two paths, ``/api/audio/jobs/{jobId}/...`` (the seed's) and the generic
 ``/api/jobs/{jobId}/...``: one handler, so the same answers for a job of any type.
 
-The handlers are synchronous (the event store is synchronous SQLite) and run in a
-worker thread. ``repository`` is injected by :func:`jobtape.http.app.create_app`.
+The cancel and events handlers are synchronous (the event store is synchronous SQLite) and
+run in a worker thread; the poll reads its one row inline (see :func:`get_job`). Their
+dependencies are injected by :func:`jobtape.http.app.create_app`.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
+import anyio.to_thread
 import msgspec
 from litestar import get, post
 from litestar.datastructures import CacheControlHeader
@@ -22,7 +24,6 @@ from litestar.params import QueryParameter
 
 from jobtape import errors
 from jobtape.audit import timeparse
-from jobtape.config import Settings
 from jobtape.eventlog import events as ev
 from jobtape.http import downloads, history, openapi, schemas
 from jobtape.projections import state as job_state
@@ -32,6 +33,7 @@ from jobtape.storage.base import Storage
 __all__ = [
     "AsOfQuery",
     "JobIdPath",
+    "PollSources",
     "cancel_job",
     "check_job_id",
     "get_job",
@@ -119,10 +121,23 @@ def to_event_view(recorded: ev.RecordedEvent) -> schemas.EventView:
     )
 
 
+class PollSources(NamedTuple):
+    """What a poll reads, injected as the one dependency ``poll_sources`` (:func:`jobtape.http.app.create_app`).
+
+    Attributes:
+        repository: the jobs' states.
+        storage: signs a complete job's ``downloadUrl``.
+        download_url_ttl_s: seconds a ``downloadUrl`` stays valid (``Settings.download_url_ttl_s``).
+    """
+
+    repository: JobRepository
+    storage: Storage
+    download_url_ttl_s: int
+
+
 @get(
     ["/api/audio/jobs/{jobId:str}", "/api/jobs/{jobId:str}"],
     operation_id=openapi.operation_id("get_job"),
-    sync_to_thread=True,
     cache_control=_NO_STORE,
     summary="Poll a job",
     description="Status, stage, progress (0-100 within the stage), queue position while pending, "
@@ -130,29 +145,50 @@ def to_event_view(recorded: ev.RecordedEvent) -> schemas.EventView:
     responses={400: _BAD_ID, 404: _NOT_FOUND, 422: _BAD_AS_OF, **openapi.STORE_READ_ERRORS},
     tags=["jobs"],
 )
-def get_job(
-    jobId: JobIdPath,
-    repository: NamedDependency[JobRepository],
-    storage: NamedDependency[Storage],
-    settings: NamedDependency[Settings],
-    as_of: AsOfQuery = None,
-) -> schemas.JobView:
+async def get_job(jobId: JobIdPath, poll_sources: NamedDependency[PollSources], as_of: AsOfQuery = None) -> schemas.JobView:
     """Return the job's current state, or its state at ``asOf``.
 
     A complete job whose result holds a storage key gets ``downloadUrl`` (seed 001), valid
     ``settings.download_url_ttl_s`` seconds; a failure to sign only leaves it out.
+
+    The current state is read inline on the event loop, without a hop to a worker thread
+    (issue 12, measured by ``bench/poll.py``): it is one ``jobs`` row and, for a pending job,
+    a few ``queue_counts`` rows, all by primary key, on an idle connection of the SQLite
+    backend's pool (:class:`jobtape.eventlog.sqlite.SQLiteBackend`, whose ``local_reads`` is
+    true; a connection is opened only when none is idle), in WAL mode, where a reader never
+    waits for a writer.
+    So is the ``downloadUrl`` of a complete job on local storage (``Storage.local_files``:
+    ``storage.exists`` is a ``stat``, the signature an HMAC). What may block longer runs in a
+    worker thread: ``asOf`` (it folds the job's events, and the whole log for a queue
+    position then), and the ``downloadUrl`` on object storage (a HEAD request).
+    A remote backend (libSQL/sqld: each read is an HTTP request) keeps every read in a thread.
+    Its one dependency, :class:`PollSources`, spares the per-request task group Litestar
+    starts to resolve several dependencies at once.
 
     Raises:
         ClientException: 400, malformed job id.
         errors.JobNotFound: 404 (also when the job did not exist yet at ``asOf``).
         errors.InvalidTimeSpec: 422, ``asOf`` is not a time.
     """
+    job_id = check_job_id(jobId)
+    repository, storage, ttl_s = poll_sources.repository, poll_sources.storage, poll_sources.download_url_ttl_s
     if as_of is not None:
-        state, position = history.state_as_of(repository.store, check_job_id(jobId), history.parse_as_of(as_of))
-    else:
-        state = repository.get(check_job_id(jobId))
-        position = repository.queue_position(jobId) if state.status == "pending" else None
-    return poll_body(state, position, storage, settings.download_url_ttl_s)
+        at = history.parse_as_of(as_of)
+        state, position = await anyio.to_thread.run_sync(history.state_as_of, repository.store, job_id, at)
+        return await anyio.to_thread.run_sync(poll_body, state, position, storage, ttl_s)
+    if not repository.local_reads:
+        return await anyio.to_thread.run_sync(_poll_now, repository, job_id, storage, ttl_s)
+    state = repository.get(job_id)
+    position = repository.queue_position(job_id) if state.status == "pending" else None
+    if storage.local_files or job_state.download_key(state) is None:
+        return poll_body(state, position, storage, ttl_s)  # a stat and an HMAC at most
+    return await anyio.to_thread.run_sync(poll_body, state, position, storage, ttl_s)
+
+
+def _poll_now(repository: JobRepository, job_id: str, storage: Storage, ttl_s: int) -> schemas.JobView:
+    state = repository.get(job_id)
+    position = repository.queue_position(job_id) if state.status == "pending" else None
+    return poll_body(state, position, storage, ttl_s)
 
 
 class _AlreadyTerminalError(Exception):

@@ -67,6 +67,13 @@ class JobRepository:
         self.on_append = on_append
         self.projections = projections
 
+    @property
+    def local_reads(self) -> bool:
+        """Whether its reads are local and never wait for a writer (SQLite in WAL mode:
+        :attr:`jobtape.eventlog.store.SQLBackend.local_reads`), short enough to run inline on
+        an event loop."""
+        return self.store.backend.local_reads
+
     def load(self, job_id: str) -> job_state.JobState | None:
         """The job's current state from the projection; ``None`` if it does not exist."""
         return jobs_projection.select_state(self.store.backend, job_id)

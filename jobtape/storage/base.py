@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import ClassVar
 
 from jobtape import errors
 
@@ -77,7 +78,15 @@ class Storage(abc.ABC):
 
     Subclasses implement the streaming primitives; ``put_file``, ``get_to_file`` and
     ``exists`` are built on them here and may be overridden for speed.
+
+    Attributes:
+        local_files: ``True`` when :meth:`exists` and :meth:`signed_url` touch only the local
+            file system (a ``stat``, an HMAC), short enough for an HTTP handler to call inline
+            on the event loop; ``False`` (default: object storage asks the network) keeps them
+            in a worker thread.
     """
+
+    local_files: ClassVar[bool] = False
 
     @abc.abstractmethod
     def put_stream(self, key: str, chunks: Iterable[bytes]) -> int:

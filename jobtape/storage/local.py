@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import ClassVar
 
 from jobtape import clock, errors, filemodes
 from jobtape.storage import base, signing
@@ -47,6 +48,8 @@ class LocalStorage(base.Storage):
     Raises:
         ValueError: ``file_mode`` is not a valid file mode (:func:`filemodes.check_file_mode`).
     """
+
+    local_files: ClassVar[bool] = True
 
     def __init__(self, root: Path, signer: signing.URLSigner | None = None, *, file_mode: int = filemodes.DEFAULT_FILE_MODE) -> None:
         filemodes.check_file_mode(file_mode)
