@@ -28,7 +28,6 @@ the log records ``child_started`` / ``child_exited``, as for ingest.
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -140,12 +139,7 @@ def save(context: JobContext, storage: Storage, settings: AudioSettings) -> dict
             ),
             "input",
         )
-    context.stage("storing")
-    asset_id = uuid.uuid4().hex
-    key = f"assets/{asset_id}/prepared.flac"
-    context.output_written(key)
-    context.set_download(key)
-    storage.put_file(key, output)
+    asset_id, key = steps.store_asset(context, storage, output)
     result = {
         "assetId": asset_id,
         "preparedKey": key,

@@ -14,7 +14,6 @@ progress by bytes or fragments; see :mod:`jobtape.audio.jobs.url_ingest`); the r
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -72,12 +71,7 @@ def normalize_to_asset(context: JobContext, storage: Storage, settings: AudioSet
     applied = None if measured.silent else media.parse_loudnorm_json(applied_stderr)
     output = steps.probe(context, prepared, "probe-output")
 
-    context.stage("storing")
-    asset_id = uuid.uuid4().hex
-    key = f"assets/{asset_id}/prepared.flac"
-    context.output_written(key)
-    context.set_download(key)
-    storage.put_file(key, prepared)
+    asset_id, key = steps.store_asset(context, storage, prepared)
     output_loudness = steps.loudness_summary(applied, "output") if applied else None
     return {
         "assetId": asset_id,

@@ -7,6 +7,7 @@ Each step runs its ffmpeg through :meth:`JobContext.run_child`, so it is recorde
 from __future__ import annotations
 
 import math
+import uuid
 from pathlib import Path
 
 from jobtape.app import JobContext
@@ -15,7 +16,7 @@ from jobtape.audio.errors import MediaError
 from jobtape.audio.settings import AudioSettings
 from jobtape.storage.base import Storage
 
-__all__ = ["fetch", "ffmpeg_pass", "loudness_summary", "probe", "with_readrate"]
+__all__ = ["fetch", "ffmpeg_pass", "loudness_summary", "probe", "store_asset", "with_readrate"]
 
 
 def probe(context: JobContext, path: Path, name: str) -> media.MediaInfo:
@@ -88,3 +89,21 @@ def fetch(context: JobContext, storage: Storage, key: str, local_name: str) -> P
     target = context.workdir / local_name
     storage.get_to_file(key, target)
     return target
+
+
+def store_asset(context: JobContext, storage: Storage, path: Path) -> tuple[str, str]:
+    """Stage ``storing``: put ``path`` as a new prepared asset, owned by the job and its poll's download.
+
+    Returns:
+        ``(asset_id, key)``: a new 32-hex id and ``assets/<asset_id>/prepared.flac``.
+
+    Raises:
+        errors.StorageError: the storage refused the write.
+    """
+    context.stage("storing")
+    asset_id = uuid.uuid4().hex
+    key = f"assets/{asset_id}/prepared.flac"
+    context.output_written(key)
+    context.set_download(key)
+    storage.put_file(key, path)
+    return asset_id, key
