@@ -24,6 +24,7 @@ from litestar import Request, Response, post
 from litestar.di import NamedDependency
 from litestar.exceptions import ClientException, HTTPException
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
+from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import (
     OpenAPIMediaType,
@@ -43,7 +44,7 @@ from jobtape.http import creation, openapi, spool, upload
 from jobtape.projections.repository import JobRepository, new_job_id
 from jobtape.storage import Storage
 
-__all__ = ["FORM_OVERHEAD_BYTES", "extension_for", "ingest_upload", "same_ingest_request", "upload_key"]
+__all__ = ["FORM_OVERHEAD_BYTES", "extension_for", "ingest", "ingest_route", "same_ingest_request", "upload_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -134,58 +135,76 @@ class _IngestOperation(Operation):
 _error = openapi.error
 
 
-@post(
-    "/api/audio/ingest",
-    status_code=202,
-    operation_class=_IngestOperation,
-    summary="Upload audio or video, or name a URL, to ingest",
-    description="Stores the file (multipart) or checks the URL (JSON) and creates a pending 'ingest' job; "
-    "downloading and processing happen in a worker. A URL must be http(s) and resolve to public addresses "
-    "(unless the server runs with --allow-private-urls). "
-    "Repeating an Idempotency-Key for the same X-Client-Id with the same source (the same file bytes, URL or "
-    "storage key) answers 200 with the job created before; the same key with another source is a 422.",
-    responses={
-        200: ResponseSpec(audio_schemas.IngestResponse, description="Idempotent replay: the job this key created"),
-        400: _error("Malformed form or JSON, or no 'file' field"),
-        408: _error("The upload stalled (no bytes for the idle timeout) or arrived below the minimum rate; the connection is closed"),
-        409: _error("Idempotency-Key conflict"),
-        413: _error("The file is larger than the upload limit, or the JSON body is too large"),
-        415: _error("Neither multipart/form-data nor JSON, or the file is not audio/video"),
-        422: _error(
-            "The file is empty; or the JSON body is invalid, rightsAttested is not true, the URL is not "
-            "http(s), not a YouTube address for sourceType youtube, or resolves to a non-public address; "
-            "or the Idempotency-Key was used before for another source"
-        ),
-        429: _error("The owner has the maximum number of active jobs; see Retry-After"),
-        503: _error(
-            "The server receives as many uploads as it allows at once (Retry-After says when to retry), or the event store is unavailable"
-        ),
-        507: _error("The server's disk is full; nothing was kept"),
-    },
-    tags=["ingest"],
-)
-async def ingest_upload(
+def ingest_route(audio_settings: AudioSettings) -> HTTPRouteHandler:
+    """The ``POST /api/audio/ingest`` route handler, using ``audio_settings`` (URL checks).
+
+    The settings are closed over rather than injected: the handler's one dependency is
+    ``submit_sources`` (:class:`jobtape.http.creation.SubmitSources`), so Litestar resolves it
+    without a per-request task group.
+    """
+
+    @post(
+        "/api/audio/ingest",
+        status_code=202,
+        operation_class=_IngestOperation,
+        summary="Upload audio or video, or name a URL, to ingest",
+        description="Stores the file (multipart) or checks the URL (JSON) and creates a pending 'ingest' job; "
+        "downloading and processing happen in a worker. A URL must be http(s) and resolve to public addresses "
+        "(unless the server runs with --allow-private-urls). "
+        "Repeating an Idempotency-Key for the same X-Client-Id with the same source (the same file bytes, URL or "
+        "storage key) answers 200 with the job created before; the same key with another source is a 422.",
+        responses={
+            200: ResponseSpec(audio_schemas.IngestResponse, description="Idempotent replay: the job this key created"),
+            400: _error("Malformed form or JSON, or no 'file' field"),
+            408: _error("The upload stalled (no bytes for the idle timeout) or arrived below the minimum rate; the connection is closed"),
+            409: _error("Idempotency-Key conflict"),
+            413: _error("The file is larger than the upload limit, or the JSON body is too large"),
+            415: _error("Neither multipart/form-data nor JSON, or the file is not audio/video"),
+            422: _error(
+                "The file is empty; or the JSON body is invalid, rightsAttested is not true, the URL is not "
+                "http(s), not a YouTube address for sourceType youtube, or resolves to a non-public address; "
+                "or the Idempotency-Key was used before for another source"
+            ),
+            429: _error("The owner has the maximum number of active jobs; see Retry-After"),
+            503: _error(
+                "The server receives as many uploads as it allows at once (Retry-After says when to retry), or the event store is unavailable"
+            ),
+            507: _error("The server's disk is full; nothing was kept"),
+        },
+        tags=["ingest"],
+    )
+    async def ingest_upload(
+        request: Request[Any, Any, Any],
+        submit_sources: NamedDependency[creation.SubmitSources],
+        client_id: Annotated[
+            str | None,
+            HeaderParameter(
+                name="X-Client-Id", required=False, schema_extra=openapi.OPTIONAL_STRING, max_length=200, description="Job owner"
+            ),
+        ] = None,
+        idempotency_key: Annotated[
+            str | None,
+            HeaderParameter(
+                name="Idempotency-Key",
+                required=False,
+                schema_extra=openapi.OPTIONAL_STRING,
+                max_length=255,
+                description="Unique per X-Client-Id",
+            ),
+        ] = None,
+    ) -> Response[audio_schemas.IngestResponse]:
+        """Ingest an upload or a URL; see :func:`ingest`."""
+        return await ingest(request, submit_sources, audio_settings, client_id, idempotency_key)
+
+    return ingest_upload
+
+
+async def ingest(
     request: Request[Any, Any, Any],
-    repository: NamedDependency[JobRepository],
-    storage: NamedDependency[Storage],
-    settings: NamedDependency[Settings],
-    audio_settings: NamedDependency[AudioSettings],
-    spool_folder: NamedDependency[spool.SpoolFolder],
-    upload_slots: NamedDependency[upload.UploadSlots],
-    client_id: Annotated[
-        str | None,
-        HeaderParameter(name="X-Client-Id", required=False, schema_extra=openapi.OPTIONAL_STRING, max_length=200, description="Job owner"),
-    ] = None,
-    idempotency_key: Annotated[
-        str | None,
-        HeaderParameter(
-            name="Idempotency-Key",
-            required=False,
-            schema_extra=openapi.OPTIONAL_STRING,
-            max_length=255,
-            description="Unique per X-Client-Id",
-        ),
-    ] = None,
+    sources: creation.SubmitSources,
+    audio_settings: AudioSettings,
+    client_id: str | None,
+    idempotency_key: str | None,
 ) -> Response[audio_schemas.IngestResponse]:
     """Stream the upload into storage (or check the JSON body's URL) and create the ``ingest`` job.
 
@@ -199,6 +218,7 @@ async def ingest_upload(
         audio_errors.SourceUrlRefused: a URL that may not be fetched (422).
         errors.JobtapeError: storage or event-log failures, mapped by :mod:`jobtape.http.errors`.
     """
+    repository, storage, settings, spool_folder, upload_slots = sources
     owner = creation.owner_of(client_id)
     key_text = creation.key_of(idempotency_key)
     media_type = request.content_type[0]
@@ -228,7 +248,10 @@ async def ingest_upload(
     job_id = new_job_id()
     with upload_slots.hold():
         # Cheap early refusal before receiving the file; the guard in the create batch decides.
-        await anyio.to_thread.run_sync(repository.check_quota_early, owner, settings.max_active_jobs)
+        if repository.local_reads:  # an index range bounded by the quota, on a local file: inline
+            repository.check_quota_early(owner, settings.max_active_jobs)
+        else:
+            await anyio.to_thread.run_sync(repository.check_quota_early, owner, settings.max_active_jobs)
         spooled, key, size = await _receive_and_store(request, boundary, job_id, storage, settings, spool_folder)
     params: dict[str, object] = {
         "sourceType": "upload",
@@ -311,7 +334,8 @@ async def _receive_and_store(
         ) as spooled:
             key = upload_key(job_id, extension_for(spooled.filename, spooled.content_type))
             try:
-                size = await anyio.to_thread.run_sync(storage.put_file, key, spooled.path)
+                # The spooled bytes become the blob (a rename on local storage): written once.
+                size = await anyio.to_thread.run_sync(storage.move_file, key, spooled.path)
             except BaseException as exc:
                 await _delete_quietly(storage, key)
                 if isinstance(exc, errors.StorageError) and upload.is_disk_full(exc):
