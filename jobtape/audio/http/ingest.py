@@ -12,10 +12,13 @@ and the job is created with the URL in its params; the worker downloads it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
 import re
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
@@ -252,16 +255,27 @@ async def ingest(
             repository.check_quota_early(owner, settings.max_active_jobs)
         else:
             await anyio.to_thread.run_sync(repository.check_quota_early, owner, settings.max_active_jobs)
-        spooled, key, size = await _receive_and_store(request, boundary, job_id, storage, settings, spool_folder)
-    params: dict[str, object] = {
-        "sourceType": "upload",
-        "storageKey": key,
-        "originalFilename": spooled.filename,
-        "contentType": spooled.content_type,
-        "sizeBytes": size,
-        "sha256": spooled.sha256,
-    }
-    return await _create_job(repository, storage, params, owner, key_text, job_id, blob_key=key, max_active_jobs=settings.max_active_jobs)
+        async with _received(request, boundary, settings, spool_folder) as spooled:
+            key = upload_key(job_id, extension_for(spooled.filename, spooled.content_type))
+            params: dict[str, object] = {
+                "sourceType": "upload",
+                "storageKey": key,
+                "originalFilename": spooled.filename,
+                "contentType": spooled.content_type,
+                "sizeBytes": spooled.size_bytes,
+                "sha256": spooled.sha256,
+            }
+            return await _create_job(
+                repository,
+                storage,
+                params,
+                owner,
+                key_text,
+                job_id,
+                blob_key=key,
+                max_active_jobs=settings.max_active_jobs,
+                spooled_path=spooled.path,
+            )
 
 
 async def _create_job(
@@ -274,11 +288,17 @@ async def _create_job(
     *,
     blob_key: str | None,
     max_active_jobs: int | None = None,
+    spooled_path: Path | None = None,
 ) -> Response[audio_schemas.IngestResponse]:
     """Append ``job.created``: 202 with the new job, or 200 with the job an idempotent replay names.
 
-    When the append fails (or is a replay, or the owner's quota refuses it: 429), the
-    just-stored upload ``blob_key`` is deleted.
+    With ``spooled_path`` (an upload), the spooled file first becomes the blob ``blob_key``
+    (:meth:`Storage.move_file`: on local storage a rename, so its bytes are written once), in
+    the same worker-thread hop as the append. When the append fails (or is a replay, or the
+    owner's quota refuses it: 429), the just-stored upload ``blob_key`` is deleted.
+
+    Raises:
+        errors.StoreFull: the storage's disk is full; nothing is kept.
     """
     create = functools.partial(
         creation.create_or_replay,
@@ -293,8 +313,19 @@ async def _create_job(
         max_active_jobs=max_active_jobs,
         owned_keys=[blob_key] if blob_key is not None else None,  # the upload is this job's; a direct upload is not
     )
+
+    def store_and_create() -> tuple[str, str, bool]:
+        if spooled_path is not None and blob_key is not None:
+            try:
+                storage.move_file(blob_key, spooled_path)
+            except errors.StorageError as exc:
+                if upload.is_disk_full(exc):
+                    raise errors.StoreFull("the disk that stores uploads is full") from exc
+                raise
+        return create()
+
     try:
-        created_id, status, created = await anyio.to_thread.run_sync(create)
+        created_id, status, created = await anyio.to_thread.run_sync(store_and_create)
     except BaseException:
         if blob_key is not None:
             await _delete_quietly(storage, blob_key)
@@ -304,22 +335,19 @@ async def _create_job(
     return creation.answer(audio_schemas.IngestResponse.for_job(created_id, status), created)
 
 
-async def _receive_and_store(
+@contextlib.asynccontextmanager
+async def _received(
     request: Request[Any, Any, Any],
     boundary: str,
-    job_id: str,
-    storage: Storage,
     settings: Settings,
     spool_folder: spool.SpoolFolder,
-) -> tuple[upload.SpooledUpload, str, int]:
-    """Spool the form's ``file`` field and store it; return the upload, its key and its stored size.
-
-    The returned upload's temporary file is already deleted; only its metadata is used.
+) -> AsyncIterator[upload.SpooledUpload]:
+    """Spool the form's ``file`` field; yield the spooled upload, removed at exit unless given to storage.
 
     Raises:
         HTTPException: 400/408/413/415/422 for bad input, 400 for a client that went away
             mid-body; nothing is stored then.
-        errors.StoreFull: the spool's or the storage's disk is full; nothing is kept.
+        errors.StoreFull: the spool's disk is full; nothing is kept.
     """
     limit = settings.max_upload_bytes
     try:
@@ -332,21 +360,12 @@ async def _receive_and_store(
             idle_timeout_s=settings.upload_idle_timeout_s or None,
             min_rate_bytes_s=settings.upload_min_rate_bytes_s,
         ) as spooled:
-            key = upload_key(job_id, extension_for(spooled.filename, spooled.content_type))
-            try:
-                # The spooled bytes become the blob (a rename on local storage): written once.
-                size = await anyio.to_thread.run_sync(storage.move_file, key, spooled.path)
-            except BaseException as exc:
-                await _delete_quietly(storage, key)
-                if isinstance(exc, errors.StorageError) and upload.is_disk_full(exc):
-                    raise errors.StoreFull("the disk that stores uploads is full") from exc
-                raise
+            yield spooled
     except RequestEntityTooLarge:
         raise HTTPException(status_code=413, detail=f"the upload is larger than the limit of {limit} bytes") from None
     except upload.ClientDisconnected:
         logger.info("a client closed the connection in the middle of its upload; its spool file was removed")
         raise HTTPException(status_code=400, detail="the connection closed before the upload was complete") from None
-    return spooled, key, size
 
 
 def _multipart_boundary(request: Request[Any, Any, Any]) -> str:
