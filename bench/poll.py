@@ -28,20 +28,19 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import random
-import socket
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
+from loadgen import free_port, load, start_server
 
 __all__ = ["build_data_dir", "main"]
 
@@ -128,62 +127,14 @@ def _serve_baseline(database: str, port: int) -> None:
     uvicorn.Server(uvicorn.Config(_baseline_app(database), host="127.0.0.1", port=port)).run()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _start(command: list[str], log: Path, port: int) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while True:
-        if process.poll() is not None:
-            raise SystemExit(f"server exited: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return process
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            process.terminate()
-            raise SystemExit(f"server did not answer /health: {log.read_text()[-2000:]}")
-        time.sleep(0.1)  # bench only: wait for the server to listen
-
-
-async def _connection(port: int, paths: list[str], stop_at: float, latencies: list[float], statuses: dict[int, int]) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+def _requests(paths: list[str]) -> Callable[[], bytes]:
+    """GETs of random ``paths``."""
     rng = random.Random(os.urandom(8))
-    try:
-        while time.perf_counter() < stop_at:
-            path = rng.choice(paths)
-            started = time.perf_counter()
-            writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
-            await reader.readexactly(length)
-            latencies.append(time.perf_counter() - started)
-            status = int(head[9:12])
-            statuses[status] = statuses.get(status, 0) + 1
-    finally:
-        writer.close()
 
+    def request() -> bytes:
+        return f"GET {rng.choice(paths)} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
 
-async def _load(port: int, paths: list[str], connections: int, seconds: float) -> tuple[float, float, float, dict[int, int]]:
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-    started = time.perf_counter()
-    stop_at = started + seconds
-    await asyncio.gather(*(_connection(port, paths, stop_at, latencies, statuses) for _ in range(connections)))
-    elapsed = time.perf_counter() - started
-    latencies.sort()
-    p50 = latencies[len(latencies) // 2]
-    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-    return len(latencies) / elapsed, p50, p99, statuses
+    return request
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,15 +156,15 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         ids = build_data_dir(data_dir, args.jobs, args.complete_every)
         print(f"{args.jobs:,} jobs built in {time.perf_counter() - started:.1f} s ({data_dir})")
-        jobtape_port, baseline_port = _free_port(), _free_port()
+        jobtape_port, baseline_port = free_port(), free_port()
         logs = Path(scratch)
         servers = [
-            _start(
+            start_server(
                 [sys.executable, "-m", "jobtape", "serve", "--workers", "0", "--port", str(jobtape_port), "--data-dir", str(data_dir)],
                 logs / "jobtape.log",
                 jobtape_port,
             ),
-            _start(
+            start_server(
                 [sys.executable, __file__, "--serve-baseline", str(data_dir / "jobtape.db"), str(baseline_port)],
                 logs / "baseline.log",
                 baseline_port,
@@ -229,12 +180,13 @@ def main(argv: list[str] | None = None) -> int:
                     for path in (paths[0], paths[args.complete_every - 1] if args.complete_every else paths[-1]):
                         answer = client.get(path)
                         assert answer.status_code == 200, (name, path, answer.text)
-                asyncio.run(_load(port, paths, args.connections, 1.0))
+                load(port, _requests(paths), args.connections, 1.0)
             figures: dict[str, list[tuple[float, float, float]]] = {name: [] for name in targets}
             for round_ in range(1, args.rounds + 1):
                 for name, (port, paths) in targets.items():
-                    rate, p50, p99, statuses = asyncio.run(_load(port, paths, args.connections, args.seconds))
-                    assert set(statuses) == {200}, (name, statuses)
+                    result = load(port, _requests(paths), args.connections, args.seconds)
+                    rate, p50, p99 = result.rate, result.p50, result.p99
+                    assert set(result.statuses) == {200}, (name, result.statuses)
                     figures[name].append((rate, p50, p99))
                     print(f"round {round_} {name:>8}: {rate:8,.0f} req/s  p50 {p50 * 1e3:6.2f} ms  p99 {p99 * 1e3:6.2f} ms")
         finally:

@@ -56,7 +56,9 @@ from jobtape.worker.runner import JobHandler, Worker
 __all__ = ["App", "JobContext", "JobTypeSpec", "load_app"]
 
 #: The dependencies the HTTP app gives every route (:func:`jobtape.http.create_app`).
-_ENGINE_DEPENDENCIES = frozenset({"repository", "storage", "settings", "spool_folder", "upload_slots", "downloadable_keys"})
+_ENGINE_DEPENDENCIES = frozenset(
+    {"repository", "storage", "settings", "spool_folder", "upload_slots", "submit_sources", "poll_sources", "downloadable_keys"}
+)
 
 
 class JobContext:
@@ -262,7 +264,9 @@ class App:
         """Register a Litestar route handler that ``jobtape serve`` (and :func:`jobtape.http.create_app`) serves.
 
         Handlers get the app's dependencies by name: ``repository``, ``storage``,
-        ``settings``, ``spool_folder``, ``upload_slots``.
+        ``settings``, ``spool_folder``, ``upload_slots``, or all five as one,
+        ``submit_sources`` (:class:`jobtape.http.creation.SubmitSources`: one dependency
+        spares Litestar's per-request task group of several).
 
         Args:
             handler: a Litestar route handler (``@get(...)``, ``@post(...)``), or with
@@ -282,7 +286,8 @@ class App:
 
         Raises:
             ValueError: ``name`` is provided already, or is one of the engine's
-                (``repository``, ``storage``, ``settings``, ``spool_folder``, ``upload_slots``).
+                (``repository``, ``storage``, ``settings``, ``spool_folder``, ``upload_slots``,
+                ``submit_sources``, ``poll_sources``, ``downloadable_keys``).
         """
         with self._lock:
             if name in self._dependencies or name in _ENGINE_DEPENDENCIES:

@@ -80,7 +80,7 @@ def register(app: App, settings: AudioSettings | None = None) -> AudioSettings:
     app.provide("audio_settings", audio)
     # assets/<assetId>/prepared.flac and previews/<recipeHash>.mp3; never ingest-uploads/ or direct-uploads/
     app.downloadable("assets/", "previews/", what="prepared assets and previews")
-    app.route(ingest.ingest_upload)
+    app.route(ingest.ingest_route(audio))
     app.route(direct_upload.upload_route, for_storage=True)
     app.route(edits.preview_edit)
     app.route(edits.save_edit)

@@ -201,7 +201,7 @@ class SQLiteBackend(SQLBackend):
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                results = [conn.execute(sql, params).fetchall() for sql, params in statements]
+                results = _execute_all(conn, statements)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -228,7 +228,7 @@ class SQLiteBackend(SQLBackend):
                 for item in group:
                     conn.execute("SAVEPOINT batch")
                     try:
-                        item.results = [conn.execute(sql, params).fetchall() for sql, params in item.statements]
+                        item.results = _execute_all(conn, item.statements)
                     except sqlite3.Error as exc:
                         conn.execute("ROLLBACK TO batch")
                         item.results = None
@@ -316,6 +316,32 @@ def _run_pragma(conn: sqlite3.Connection, pragma: str, deadline: float) -> None:
 #: ``sqlite_errorcode``, which the messages match) -> the error tree.
 _BUSY_MESSAGES = ("database is locked", "database is busy", "database table is locked")
 _FULL_MESSAGES = ("database or disk is full",)
+
+
+_MANY_VERBS = ("INSERT", "UPDATE", "DELETE", "REPLACE")
+
+
+def _execute_all(conn: sqlite3.Connection, statements: Sequence[Statement]) -> list[list[tuple[Any, ...]]]:
+    """Run ``statements`` in order on ``conn`` (inside the caller's transaction); return each one's rows.
+
+    A run of consecutive writes with the same SQL text and no ``RETURNING`` (e.g. a rebuild's
+    or an import's rows) goes to one ``executemany``: the same statements in the same order,
+    without preparing and stepping each from Python. Their results are ``[]``, as they would be.
+    """
+    results: list[list[tuple[Any, ...]]] = []
+    index, count = 0, len(statements)
+    while index < count:
+        sql = statements[index].sql
+        end = index + 1
+        while end < count and statements[end].sql == sql:
+            end += 1
+        if end - index > 1 and sql.lstrip()[:7].upper().startswith(_MANY_VERBS) and "RETURNING" not in sql.upper():
+            conn.executemany(sql, [statements[n].params for n in range(index, end)])
+            results.extend([] for _ in range(index, end))
+        else:
+            results.extend(conn.execute(sql, statements[n].params).fetchall() for n in range(index, end))
+        index = end
+    return results
 
 
 def translate_operational_error(exc: sqlite3.OperationalError) -> errors.JobtapeError | sqlite3.OperationalError:

@@ -41,7 +41,7 @@ from litestar.static_files import create_static_files_router
 
 from jobtape import __version__
 from jobtape.config import Settings
-from jobtape.http import downloads, jobs, schemas, spool, stream, submit, upload
+from jobtape.http import creation, downloads, jobs, schemas, spool, stream, submit, upload
 from jobtape.http import errors as http_errors
 from jobtape.jobtypes import DownloadableKeys, JobTypeSpec
 from jobtape.projections.repository import JobRepository
@@ -131,6 +131,7 @@ def create_app(
         The ASGI application.
     """
     spool_folder = spool.SpoolFolder(settings.data_dir / spool.UPLOAD_TEMP_DIR)
+    upload_slots = upload.UploadSlots(settings.max_concurrent_uploads)
     types = dict(job_types or {})
     app = Litestar(
         route_handlers=[
@@ -152,7 +153,8 @@ def create_app(
             "settings": _provide(settings),
             "poll_sources": _provide(jobs.PollSources(repository, storage, settings.download_url_ttl_s)),
             "spool_folder": _provide(spool_folder),
-            "upload_slots": _provide(upload.UploadSlots(settings.max_concurrent_uploads)),
+            "upload_slots": _provide(upload_slots),
+            "submit_sources": _provide(creation.SubmitSources(repository, storage, settings, spool_folder, upload_slots)),
         },
         exception_handlers=http_errors.exception_handlers(),  # type: ignore[arg-type]
         openapi_config=OpenAPIConfig(

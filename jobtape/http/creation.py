@@ -19,16 +19,41 @@ its owner from the ``X-Client-Id`` header (default ``anonymous``) and honours th
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NamedTuple, TypeVar
 
 from litestar import Response
 from litestar.params import HeaderParameter
 
 from jobtape import errors
-from jobtape.http import openapi, schemas
+from jobtape.config import Settings
+from jobtape.http import openapi, schemas, spool, upload
 from jobtape.projections.repository import JobRepository
+from jobtape.storage import Storage
 
-__all__ = ["ClientId", "IdempotencyKey", "SameRequest", "accepted", "answer", "create_or_replay", "key_of", "owner_of"]
+__all__ = ["ClientId", "IdempotencyKey", "SameRequest", "SubmitSources", "accepted", "answer", "create_or_replay", "key_of", "owner_of"]
+
+
+class SubmitSources(NamedTuple):
+    """What a create route uses, injected as the one dependency ``submit_sources`` (:func:`jobtape.http.app.create_app`).
+
+    One dependency instead of five: Litestar resolves several dependencies of one handler
+    in an anyio task group per request, a cost the submit benchmark (``bench/submit.py``)
+    showed as in the poll (``PollSources``).
+
+    Attributes:
+        repository: appends ``job.created``.
+        storage: where an upload is stored.
+        settings: the limits (``max_active_jobs``, ``max_upload_bytes``, upload timeouts).
+        spool_folder: where an upload's body is spooled while it arrives.
+        upload_slots: how many uploads this process receives at once.
+    """
+
+    repository: JobRepository
+    storage: Storage
+    settings: Settings
+    spool_folder: spool.SpoolFolder
+    upload_slots: upload.UploadSlots
+
 
 #: The ``X-Client-Id`` header: the job's owner (not authenticated; see the module docstring).
 ClientId = Annotated[

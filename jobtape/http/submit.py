@@ -40,10 +40,8 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Discriminator, OpenAPIMediaType, OpenAPIType, Operation, Reference, RequestBody, Schema
 
 from jobtape import errors
-from jobtape.config import Settings
 from jobtape.http import creation, openapi, schemas
 from jobtape.jobtypes import JobTypeSpec
-from jobtape.projections.repository import JobRepository
 
 __all__ = ["MAX_BODY_BYTES", "ROUTE", "JobSubmission", "components", "submit_route", "submittable"]
 
@@ -215,8 +213,7 @@ def submit_route(job_types: Mapping[str, JobTypeSpec]) -> HTTPRouteHandler:
     )
     async def submit_job(
         request: Request[Any, Any, Any],
-        repository: NamedDependency[JobRepository],
-        settings: NamedDependency[Settings],
+        submit_sources: NamedDependency[creation.SubmitSources],
         client_id: creation.ClientId = None,
         idempotency_key: creation.IdempotencyKey = None,
     ) -> Response[schemas.JobAccepted]:
@@ -231,14 +228,14 @@ def submit_route(job_types: Mapping[str, JobTypeSpec]) -> HTTPRouteHandler:
         spec, params = read_submission(await _read_body(request), accepted)
         create = functools.partial(
             creation.create_or_replay,
-            repository,
+            submit_sources.repository,
             spec.name,
             params,
             owner=creation.owner_of(client_id),
             idempotency_key=creation.key_of(idempotency_key),
             same_request=_same_params,
             differs="other params",
-            max_active_jobs=settings.max_active_jobs,
+            max_active_jobs=submit_sources.settings.max_active_jobs,
         )
         return creation.accepted(*await anyio.to_thread.run_sync(create))
 

@@ -49,6 +49,8 @@ __all__ = [
 
 #: How many file bytes are buffered before a write to the temporary file.
 DEFAULT_FLUSH_BYTES = 1024 * 1024
+#: The largest buffered write done on the event loop (a small upload's only write), in bytes.
+INLINE_WRITE_BYTES = 64 * 1024
 #: Room for multipart boundaries and part headers on top of ``max_upload_bytes``, in bytes.
 FORM_OVERHEAD_BYTES = 64 * 1024
 #: For messages: the file part content types the ingest route accepts.
@@ -262,7 +264,9 @@ async def spool_upload(
     except (FormParserError, ValueError) as exc:
         raise ClientException(detail=f"invalid multipart boundary: {exc}") from exc
     try:
-        fd, path = await anyio.to_thread.run_sync(spool_folder.create_file)
+        # Creating a file is a few system calls: inline, once the folder is open (its first
+        # opening sweeps the folder, which may take longer: a worker thread).
+        fd, path = spool_folder.create_file() if spool_folder.is_open else await anyio.to_thread.run_sync(spool_folder.create_file)
     except OSError as exc:
         _raise_if_disk_full(exc)
         raise
@@ -295,8 +299,9 @@ async def spool_upload(
         _raise_if_disk_full(exc)
         raise
     finally:
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(lambda: path.unlink(missing_ok=True))
+        if os.path.lexists(path):  # not when the route gave the file to storage (Storage.move_file)
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(lambda: path.unlink(missing_ok=True))
 
 
 def _raise_if_disk_full(exc: OSError) -> None:
@@ -356,7 +361,8 @@ async def _paced(chunks: AsyncIterator[bytes], idle_timeout_s: float | None, min
 
 
 async def _flush(sink: BinaryIO, digest: Any, pending: bytearray) -> None:
-    """Write the buffered file bytes and hash them, in a worker thread (not on the event loop)."""
+    """Write the buffered file bytes and hash them: inline up to :data:`INLINE_WRITE_BYTES`
+    (a write to the page cache, cheaper than the thread hop), else in a worker thread."""
     if not pending:
         return
     data = bytes(pending)
@@ -366,4 +372,7 @@ async def _flush(sink: BinaryIO, digest: Any, pending: bytearray) -> None:
         digest.update(data)
         sink.write(data)
 
-    await anyio.to_thread.run_sync(write)
+    if len(data) <= INLINE_WRITE_BYTES:
+        write()
+    else:
+        await anyio.to_thread.run_sync(write)

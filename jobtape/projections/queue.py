@@ -50,7 +50,7 @@ from __future__ import annotations
 from jobtape.eventlog.store import SQLBackend, Statement
 from jobtape.projections.state import JobState
 
-__all__ = ["COLUMNS", "FILL_FROM_JOBS", "TABLE", "queue_position", "statements"]
+__all__ = ["COLUMNS", "FILL_FROM_JOBS", "TABLE", "fill", "queue_position", "statements"]
 
 #: The projection's table.
 TABLE = "queue_counts"
@@ -115,13 +115,29 @@ def statements(before: JobState | None, after: JobState, table: str = TABLE) -> 
     return [membership, Statement(_DELETE_EMPTY if live else _delete_empty_sql(table), (after.job_id,))]
 
 
+def _fill_sql(jobs_table: str, table: str) -> str:
+    return (
+        f"WITH {_LEVELS}, me(p) AS (SELECT created_position FROM {jobs_table} WHERE status = 'pending')"
+        f" INSERT INTO {table} (node, pending) SELECT node, COUNT(*) FROM (SELECT {_NODE_KEY} AS node {_NODES_OF_P})"
+        " GROUP BY node"
+    )
+
+
 #: The rows for every pending job of ``jobs``, written at once (the bench's bulk path; the
 #: migration ``0010_queue_counts`` fills an existing data dir with the same rows).
-FILL_FROM_JOBS = (
-    f"WITH {_LEVELS}, me(p) AS (SELECT created_position FROM jobs WHERE status = 'pending')"
-    f" INSERT INTO {TABLE} (node, pending) SELECT node, COUNT(*) FROM (SELECT {_NODE_KEY} AS node {_NODES_OF_P})"
-    " GROUP BY node"
-)
+FILL_FROM_JOBS = _fill_sql("jobs", TABLE)
+
+
+def fill(jobs_table: str, table: str) -> list[Statement]:
+    """The statements that compute all of ``table`` at once from the pending rows of ``jobs_table``.
+
+    A rebuild runs them on its scratch copies after writing every ``jobs`` row, instead of
+    a job's :func:`statements` per job (two statements of a few dozen node writes for every
+    finished job, which the result does not hold): the same rows, as ``rebuild --verify``
+    checks against the live table.
+    """
+    return [Statement(f"DELETE FROM {table}"), Statement(_fill_sql(jobs_table, table))]
+
 
 _QUERY = (
     f"WITH {_LEVELS}, me(q) AS (SELECT created_position FROM jobs WHERE job_id = ? AND status = 'pending')"

@@ -241,6 +241,7 @@ def _run(
         _write_rows(backend, projections, [folder.states[job_id] for job_id in sorted(touched)])
         _write_key_rows(backend, projections, [folder.key_states[stream] for stream in sorted(folder.touched_keys)])
         folder.touched_keys.clear()
+        _fill(backend, projections)
         differences: list[RowDifference] = []
         if compare:
             live, rebuilt, head, counts = _read_snapshot(backend, projections)
@@ -299,10 +300,14 @@ def _fold_new_events(store: EventStore, backend: SQLBackend, folder: _Folder, on
 
 def _write_rows(backend: SQLBackend, projections: tuple[registry.Projection, ...], states: list[job_state.JobState]) -> None:
     for start in range(0, len(states), _WRITE_BATCH):
+        # Projection by projection (each writes its own scratch table, so their order is free):
+        # a projection's rows of many jobs are runs of one statement, which the SQLite backend
+        # runs as one executemany.
         statements = [
             statement
-            for state in states[start : start + _WRITE_BATCH]
             for projection in projections
+            if projection.fill is None
+            for state in states[start : start + _WRITE_BATCH]
             for statement in projection.statements(None, state, scratch_table(projection.table))
         ]
         if statements:
@@ -321,6 +326,18 @@ def _write_key_rows(backend: SQLBackend, projections: tuple[registry.Projection,
         ]
         if statements:
             backend.execute_batch(statements)
+
+
+def _fill(backend: SQLBackend, projections: tuple[registry.Projection, ...]) -> None:
+    """Compute the projections that fill themselves from the scratch ``jobs`` (``Projection.fill``)."""
+    statements = [
+        statement
+        for p in projections
+        if p.fill is not None
+        for statement in p.fill(scratch_table(registry.JOBS.table), scratch_table(p.table))
+    ]
+    if statements:
+        backend.execute_batch(statements)
 
 
 def _read_counts(backend: SQLBackend, projections: tuple[registry.Projection, ...]) -> dict[str, int]:

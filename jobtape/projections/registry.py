@@ -54,6 +54,14 @@ class Projection(NamedTuple):
         blob_holder: ``blob_holder(store, key)`` -> the id of the job whose row still
             refers to storage ``key`` (a cache shared between jobs), or ``None``; an archive
             keeps a key another job's row still holds. ``None``: rows hold no shared keys.
+        fill: ``fill(jobs_table, table)`` -> statements computing the whole of ``table`` from
+            the rows of ``jobs_table`` (a rebuild's scratch ``jobs``), which a rebuild runs once
+            after writing every ``jobs`` row instead of ``statements`` per job. ``None``: the
+            rebuild runs ``statements(None, state, table)`` for every job.
+        key_statements: ``key_statements(before, after, table)`` -> the SQL a transition of
+            an API key's state (:mod:`jobtape.projections.key_state`) runs on ``table``, for
+            a projection of the key streams (``api_keys``), whose ``statements`` write
+            nothing for a job. ``None``: the projection folds job streams only.
     """
 
     table: str
@@ -62,6 +70,7 @@ class Projection(NamedTuple):
     decoders: Mapping[str, Callable[[Any], Any]] = MappingProxyType({})
     job_column: str | None = "job_id"
     blob_holder: Callable[[EventStore, str], str | None] | None = None
+    fill: Callable[[str, str], list[Statement]] | None = None
     key_statements: Callable[[KeyState | None, KeyState, str], list[Statement]] | None = None
 
     @property
@@ -79,7 +88,7 @@ def _jobs_statements(before: JobState | None, after: JobState, table: str) -> li
 #: ``jobs``: one row per job (status, stage, progress, the state snapshot).
 JOBS = Projection("jobs", jobs.COLUMNS, _jobs_statements, MappingProxyType({"state": jobs.decode_state}))
 #: ``queue_counts``: pending jobs counted by blocks of ``created_position`` (:mod:`jobtape.projections.queue`).
-QUEUE = Projection(queue.TABLE, queue.COLUMNS, queue.statements, job_column=None)
+QUEUE = Projection(queue.TABLE, queue.COLUMNS, queue.statements, job_column=None, fill=queue.fill)
 
 
 def _no_job_rows(before: JobState | None, after: JobState, table: str) -> list[Statement]:

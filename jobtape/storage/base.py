@@ -241,6 +241,27 @@ class Storage(abc.ABC):
         with open(path, "rb") as source:
             return self.put_stream(key, iter(lambda: source.read(DEFAULT_CHUNK_SIZE), b""))
 
+    def move_file(self, key: str, path: Path) -> int:
+        """Store the local file ``path`` under ``key`` and remove ``path``: the file is given up.
+
+        The default stores a copy (:meth:`put_file`) and then removes ``path``; a backend that
+        can take the file itself overrides it (:class:`~jobtape.storage.local.LocalStorage`
+        renames it into place, so an upload's bytes are written to disk once). Either way the
+        blob is durable when this returns, and ``path`` is gone whether it succeeds or not.
+
+        Returns:
+            The number of bytes stored.
+
+        Raises:
+            errors.InvalidStorageKey: If ``key`` is not valid.
+            errors.StorageError: the blob could not be written.
+            FileNotFoundError: If ``path`` does not exist.
+        """
+        try:
+            return self.put_file(key, path)
+        finally:
+            path.unlink(missing_ok=True)
+
     def get_to_file(self, key: str, path: Path) -> int:
         """Copy the blob under ``key`` into the local file ``path`` (created or truncated).
 

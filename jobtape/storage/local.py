@@ -9,6 +9,7 @@ matching folder mode (0700); see :mod:`jobtape.filemodes`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import secrets
@@ -132,6 +133,40 @@ class LocalStorage(base.Storage):
                 raise errors.StorageError(f"cannot write blob {key!r}: {exc}") from exc
             raise
         return written
+
+    def move_file(self, key: str, path: Path) -> int:
+        """Take the local file ``path`` as the blob ``key``: fsync it and rename it into place.
+
+        The bytes are written once (by whoever wrote ``path``) and made durable once (this
+        fsync), instead of copied into a second file. ``path`` must be on the storage's file
+        system (the data dir's ``upload-tmp`` spool folder is); on another one (``EXDEV``)
+        it is copied as :meth:`Storage.move_file` does. The file gets the storage's file mode.
+        See :meth:`Storage.move_file`.
+
+        Raises:
+            errors.InvalidStorageKey: If ``key`` is not valid.
+            errors.StorageError: the file could not be synced or renamed.
+            FileNotFoundError: If ``path`` does not exist.
+        """
+        target = self._path(key)
+        fd = os.open(path, os.O_RDONLY)  # FileNotFoundError as documented
+        try:
+            size = os.fstat(fd).st_size
+            os.fchmod(fd, self.file_mode)
+            os.fsync(fd)
+        except OSError as exc:
+            path.unlink(missing_ok=True)
+            raise errors.StorageError(f"cannot write blob {key!r}: {exc}") from exc
+        finally:
+            os.close(fd)
+        try:
+            self._publish(str(path), target)
+        except OSError as exc:
+            if exc.errno == errno.EXDEV:  # another file system: copy
+                return super().move_file(key, path)
+            path.unlink(missing_ok=True)
+            raise errors.StorageError(f"cannot write blob {key!r}: {exc}") from exc
+        return size
 
     def open_stream(  # noqa: D102
         self, key: str, chunk_size: int = base.DEFAULT_CHUNK_SIZE, start: int = 0, end: int | None = None

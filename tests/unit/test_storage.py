@@ -219,6 +219,46 @@ def test_file_round_trip(store: storage.Storage, tmp_path: Path) -> None:
     assert target.read_bytes() == source.read_bytes()
 
 
+def test_move_file_stores_the_file_and_gives_it_up(store: storage.Storage, tmp_path: Path) -> None:
+    source = tmp_path / "spooled.part"
+    source.write_bytes(_payload(70_000))
+    assert store.move_file("f/moved.bin", source) == 70_000
+    assert not source.exists()
+    assert b"".join(store.open_stream("f/moved.bin")) == _payload(70_000)
+
+
+def test_move_file_of_a_missing_file_stores_nothing(store: storage.Storage, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        store.move_file("f/none.bin", tmp_path / "missing")
+    assert not store.exists("f/none.bin")
+
+
+def test_local_move_file_renames_the_file_into_place_with_the_storage_mode(tmp_path: Path) -> None:
+    store = storage.LocalStorage(tmp_path / "blobs", file_mode=0o640)
+    source = tmp_path / "spooled.part"
+    source.write_bytes(b"audio bytes")
+    source.chmod(0o600)
+    inode = source.stat().st_ino
+    store.move_file("ingest-uploads/j/source.wav", source)
+    stored = store.local_path("ingest-uploads/j/source.wav")
+    assert stored is not None
+    assert stored.stat().st_ino == inode  # the same file: the bytes were not written a second time
+    assert stored.stat().st_mode & 0o777 == 0o640
+
+
+@pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="needs /dev/shm (tmpfs), a file system other than the tests' tmp_path")
+def test_local_move_file_across_file_systems_copies(tmp_path: Path) -> None:
+    store = storage.LocalStorage(tmp_path / "blobs")
+    source = Path("/dev/shm") / f"jobtape-test-{os.getpid()}-{tmp_path.name}.part"
+    source.write_bytes(b"from another file system")
+    if os.stat(source).st_dev == os.stat(tmp_path).st_dev:
+        source.unlink()
+        pytest.skip("/dev/shm is on the same file system as tmp_path here")
+    assert store.move_file("k/x.bin", source) == len(b"from another file system")
+    assert not source.exists()
+    assert b"".join(store.open_stream("k/x.bin")) == b"from another file system"
+
+
 def test_stores_are_independent(tmp_path: Path) -> None:
     first, second = storage.MemoryStorage(), storage.MemoryStorage()
     first.put_stream("k", [b"x"])

@@ -12,10 +12,13 @@ and the job is created with the URL in its params; the worker downloads it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
 import re
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
@@ -24,6 +27,7 @@ from litestar import Request, Response, post
 from litestar.di import NamedDependency
 from litestar.exceptions import ClientException, HTTPException
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
+from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import (
     OpenAPIMediaType,
@@ -43,7 +47,7 @@ from jobtape.http import creation, openapi, spool, upload
 from jobtape.projections.repository import JobRepository, new_job_id
 from jobtape.storage import Storage
 
-__all__ = ["FORM_OVERHEAD_BYTES", "extension_for", "ingest_upload", "same_ingest_request", "upload_key"]
+__all__ = ["FORM_OVERHEAD_BYTES", "extension_for", "ingest", "ingest_route", "same_ingest_request", "upload_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -134,58 +138,76 @@ class _IngestOperation(Operation):
 _error = openapi.error
 
 
-@post(
-    "/api/audio/ingest",
-    status_code=202,
-    operation_class=_IngestOperation,
-    summary="Upload audio or video, or name a URL, to ingest",
-    description="Stores the file (multipart) or checks the URL (JSON) and creates a pending 'ingest' job; "
-    "downloading and processing happen in a worker. A URL must be http(s) and resolve to public addresses "
-    "(unless the server runs with --allow-private-urls). "
-    "Repeating an Idempotency-Key for the same X-Client-Id with the same source (the same file bytes, URL or "
-    "storage key) answers 200 with the job created before; the same key with another source is a 422.",
-    responses={
-        200: ResponseSpec(audio_schemas.IngestResponse, description="Idempotent replay: the job this key created"),
-        400: _error("Malformed form or JSON, or no 'file' field"),
-        408: _error("The upload stalled (no bytes for the idle timeout) or arrived below the minimum rate; the connection is closed"),
-        409: _error("Idempotency-Key conflict"),
-        413: _error("The file is larger than the upload limit, or the JSON body is too large"),
-        415: _error("Neither multipart/form-data nor JSON, or the file is not audio/video"),
-        422: _error(
-            "The file is empty; or the JSON body is invalid, rightsAttested is not true, the URL is not "
-            "http(s), not a YouTube address for sourceType youtube, or resolves to a non-public address; "
-            "or the Idempotency-Key was used before for another source"
-        ),
-        429: _error("The owner has the maximum number of active jobs; see Retry-After"),
-        503: _error(
-            "The server receives as many uploads as it allows at once (Retry-After says when to retry), or the event store is unavailable"
-        ),
-        507: _error("The server's disk is full; nothing was kept"),
-    },
-    tags=["ingest"],
-)
-async def ingest_upload(
+def ingest_route(audio_settings: AudioSettings) -> HTTPRouteHandler:
+    """The ``POST /api/audio/ingest`` route handler, using ``audio_settings`` (URL checks).
+
+    The settings are closed over rather than injected: the handler's one dependency is
+    ``submit_sources`` (:class:`jobtape.http.creation.SubmitSources`), so Litestar resolves it
+    without a per-request task group.
+    """
+
+    @post(
+        "/api/audio/ingest",
+        status_code=202,
+        operation_class=_IngestOperation,
+        summary="Upload audio or video, or name a URL, to ingest",
+        description="Stores the file (multipart) or checks the URL (JSON) and creates a pending 'ingest' job; "
+        "downloading and processing happen in a worker. A URL must be http(s) and resolve to public addresses "
+        "(unless the server runs with --allow-private-urls). "
+        "Repeating an Idempotency-Key for the same X-Client-Id with the same source (the same file bytes, URL or "
+        "storage key) answers 200 with the job created before; the same key with another source is a 422.",
+        responses={
+            200: ResponseSpec(audio_schemas.IngestResponse, description="Idempotent replay: the job this key created"),
+            400: _error("Malformed form or JSON, or no 'file' field"),
+            408: _error("The upload stalled (no bytes for the idle timeout) or arrived below the minimum rate; the connection is closed"),
+            409: _error("Idempotency-Key conflict"),
+            413: _error("The file is larger than the upload limit, or the JSON body is too large"),
+            415: _error("Neither multipart/form-data nor JSON, or the file is not audio/video"),
+            422: _error(
+                "The file is empty; or the JSON body is invalid, rightsAttested is not true, the URL is not "
+                "http(s), not a YouTube address for sourceType youtube, or resolves to a non-public address; "
+                "or the Idempotency-Key was used before for another source"
+            ),
+            429: _error("The owner has the maximum number of active jobs; see Retry-After"),
+            503: _error(
+                "The server receives as many uploads as it allows at once (Retry-After says when to retry), or the event store is unavailable"
+            ),
+            507: _error("The server's disk is full; nothing was kept"),
+        },
+        tags=["ingest"],
+    )
+    async def ingest_upload(
+        request: Request[Any, Any, Any],
+        submit_sources: NamedDependency[creation.SubmitSources],
+        client_id: Annotated[
+            str | None,
+            HeaderParameter(
+                name="X-Client-Id", required=False, schema_extra=openapi.OPTIONAL_STRING, max_length=200, description="Job owner"
+            ),
+        ] = None,
+        idempotency_key: Annotated[
+            str | None,
+            HeaderParameter(
+                name="Idempotency-Key",
+                required=False,
+                schema_extra=openapi.OPTIONAL_STRING,
+                max_length=255,
+                description="Unique per X-Client-Id",
+            ),
+        ] = None,
+    ) -> Response[audio_schemas.IngestResponse]:
+        """Ingest an upload or a URL; see :func:`ingest`."""
+        return await ingest(request, submit_sources, audio_settings, client_id, idempotency_key)
+
+    return ingest_upload
+
+
+async def ingest(
     request: Request[Any, Any, Any],
-    repository: NamedDependency[JobRepository],
-    storage: NamedDependency[Storage],
-    settings: NamedDependency[Settings],
-    audio_settings: NamedDependency[AudioSettings],
-    spool_folder: NamedDependency[spool.SpoolFolder],
-    upload_slots: NamedDependency[upload.UploadSlots],
-    client_id: Annotated[
-        str | None,
-        HeaderParameter(name="X-Client-Id", required=False, schema_extra=openapi.OPTIONAL_STRING, max_length=200, description="Job owner"),
-    ] = None,
-    idempotency_key: Annotated[
-        str | None,
-        HeaderParameter(
-            name="Idempotency-Key",
-            required=False,
-            schema_extra=openapi.OPTIONAL_STRING,
-            max_length=255,
-            description="Unique per X-Client-Id",
-        ),
-    ] = None,
+    sources: creation.SubmitSources,
+    audio_settings: AudioSettings,
+    client_id: str | None,
+    idempotency_key: str | None,
 ) -> Response[audio_schemas.IngestResponse]:
     """Stream the upload into storage (or check the JSON body's URL) and create the ``ingest`` job.
 
@@ -199,6 +221,7 @@ async def ingest_upload(
         audio_errors.SourceUrlRefused: a URL that may not be fetched (422).
         errors.JobtapeError: storage or event-log failures, mapped by :mod:`jobtape.http.errors`.
     """
+    repository, storage, settings, spool_folder, upload_slots = sources
     owner = creation.owner_of(client_id)
     key_text = creation.key_of(idempotency_key)
     media_type = request.content_type[0]
@@ -228,17 +251,31 @@ async def ingest_upload(
     job_id = new_job_id()
     with upload_slots.hold():
         # Cheap early refusal before receiving the file; the guard in the create batch decides.
-        await anyio.to_thread.run_sync(repository.check_quota_early, owner, settings.max_active_jobs)
-        spooled, key, size = await _receive_and_store(request, boundary, job_id, storage, settings, spool_folder)
-    params: dict[str, object] = {
-        "sourceType": "upload",
-        "storageKey": key,
-        "originalFilename": spooled.filename,
-        "contentType": spooled.content_type,
-        "sizeBytes": size,
-        "sha256": spooled.sha256,
-    }
-    return await _create_job(repository, storage, params, owner, key_text, job_id, blob_key=key, max_active_jobs=settings.max_active_jobs)
+        if repository.local_reads:  # an index range bounded by the quota, on a local file: inline
+            repository.check_quota_early(owner, settings.max_active_jobs)
+        else:
+            await anyio.to_thread.run_sync(repository.check_quota_early, owner, settings.max_active_jobs)
+        async with _received(request, boundary, settings, spool_folder) as spooled:
+            key = upload_key(job_id, extension_for(spooled.filename, spooled.content_type))
+            params: dict[str, object] = {
+                "sourceType": "upload",
+                "storageKey": key,
+                "originalFilename": spooled.filename,
+                "contentType": spooled.content_type,
+                "sizeBytes": spooled.size_bytes,
+                "sha256": spooled.sha256,
+            }
+            return await _create_job(
+                repository,
+                storage,
+                params,
+                owner,
+                key_text,
+                job_id,
+                blob_key=key,
+                max_active_jobs=settings.max_active_jobs,
+                spooled_path=spooled.path,
+            )
 
 
 async def _create_job(
@@ -251,11 +288,17 @@ async def _create_job(
     *,
     blob_key: str | None,
     max_active_jobs: int | None = None,
+    spooled_path: Path | None = None,
 ) -> Response[audio_schemas.IngestResponse]:
     """Append ``job.created``: 202 with the new job, or 200 with the job an idempotent replay names.
 
-    When the append fails (or is a replay, or the owner's quota refuses it: 429), the
-    just-stored upload ``blob_key`` is deleted.
+    With ``spooled_path`` (an upload), the spooled file first becomes the blob ``blob_key``
+    (:meth:`Storage.move_file`: on local storage a rename, so its bytes are written once), in
+    the same worker-thread hop as the append. When the append fails (or is a replay, or the
+    owner's quota refuses it: 429), the just-stored upload ``blob_key`` is deleted.
+
+    Raises:
+        errors.StoreFull: the storage's disk is full; nothing is kept.
     """
     create = functools.partial(
         creation.create_or_replay,
@@ -270,8 +313,19 @@ async def _create_job(
         max_active_jobs=max_active_jobs,
         owned_keys=[blob_key] if blob_key is not None else None,  # the upload is this job's; a direct upload is not
     )
+
+    def store_and_create() -> tuple[str, str, bool]:
+        if spooled_path is not None and blob_key is not None:
+            try:
+                storage.move_file(blob_key, spooled_path)
+            except errors.StorageError as exc:
+                if upload.is_disk_full(exc):
+                    raise errors.StoreFull("the disk that stores uploads is full") from exc
+                raise
+        return create()
+
     try:
-        created_id, status, created = await anyio.to_thread.run_sync(create)
+        created_id, status, created = await anyio.to_thread.run_sync(store_and_create)
     except BaseException:
         if blob_key is not None:
             await _delete_quietly(storage, blob_key)
@@ -281,22 +335,19 @@ async def _create_job(
     return creation.answer(audio_schemas.IngestResponse.for_job(created_id, status), created)
 
 
-async def _receive_and_store(
+@contextlib.asynccontextmanager
+async def _received(
     request: Request[Any, Any, Any],
     boundary: str,
-    job_id: str,
-    storage: Storage,
     settings: Settings,
     spool_folder: spool.SpoolFolder,
-) -> tuple[upload.SpooledUpload, str, int]:
-    """Spool the form's ``file`` field and store it; return the upload, its key and its stored size.
-
-    The returned upload's temporary file is already deleted; only its metadata is used.
+) -> AsyncIterator[upload.SpooledUpload]:
+    """Spool the form's ``file`` field; yield the spooled upload, removed at exit unless given to storage.
 
     Raises:
         HTTPException: 400/408/413/415/422 for bad input, 400 for a client that went away
             mid-body; nothing is stored then.
-        errors.StoreFull: the spool's or the storage's disk is full; nothing is kept.
+        errors.StoreFull: the spool's disk is full; nothing is kept.
     """
     limit = settings.max_upload_bytes
     try:
@@ -309,20 +360,12 @@ async def _receive_and_store(
             idle_timeout_s=settings.upload_idle_timeout_s or None,
             min_rate_bytes_s=settings.upload_min_rate_bytes_s,
         ) as spooled:
-            key = upload_key(job_id, extension_for(spooled.filename, spooled.content_type))
-            try:
-                size = await anyio.to_thread.run_sync(storage.put_file, key, spooled.path)
-            except BaseException as exc:
-                await _delete_quietly(storage, key)
-                if isinstance(exc, errors.StorageError) and upload.is_disk_full(exc):
-                    raise errors.StoreFull("the disk that stores uploads is full") from exc
-                raise
+            yield spooled
     except RequestEntityTooLarge:
         raise HTTPException(status_code=413, detail=f"the upload is larger than the limit of {limit} bytes") from None
     except upload.ClientDisconnected:
         logger.info("a client closed the connection in the middle of its upload; its spool file was removed")
         raise HTTPException(status_code=400, detail="the connection closed before the upload was complete") from None
-    return spooled, key, size
 
 
 def _multipart_boundary(request: Request[Any, Any, Any]) -> str:
