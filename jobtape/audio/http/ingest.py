@@ -38,7 +38,9 @@ from jobtape import errors
 from jobtape.audio.http import direct_upload, url_source
 from jobtape.audio.http import schemas as audio_schemas
 from jobtape.audio.settings import AudioSettings
+from jobtape.auth import principal as auth
 from jobtape.config import Settings
+from jobtape.http import auth as http_auth
 from jobtape.http import creation, openapi, spool, upload
 from jobtape.projections.repository import JobRepository, new_job_id
 from jobtape.storage import Storage
@@ -163,6 +165,7 @@ _error = openapi.error
         507: _error("The server's disk is full; nothing was kept"),
     },
     tags=["ingest"],
+    opt={http_auth.SCOPE_OPT: auth.JOBS_SUBMIT},
 )
 async def ingest_upload(
     request: Request[Any, Any, Any],
@@ -199,7 +202,8 @@ async def ingest_upload(
         audio_errors.SourceUrlRefused: a URL that may not be fetched (422).
         errors.JobtapeError: storage or event-log failures, mapped by :mod:`jobtape.http.errors`.
     """
-    owner = creation.owner_of(client_id)
+    principal = http_auth.principal_of(request)
+    owner = principal.owner
     key_text = creation.key_of(idempotency_key)
     media_type = request.content_type[0]
     if media_type == "application/json" or media_type.endswith("+json"):
@@ -211,7 +215,7 @@ async def ingest_upload(
                     repository,
                     storage,
                     storage_params,
-                    owner,
+                    principal,
                     key_text,
                     new_job_id(),
                     blob_key=None,
@@ -219,7 +223,7 @@ async def ingest_upload(
                 )
         url_params = await url_source.read_url_params(request, audio_settings)
         return await _create_job(
-            repository, storage, url_params, owner, key_text, new_job_id(), blob_key=None, max_active_jobs=settings.max_active_jobs
+            repository, storage, url_params, principal, key_text, new_job_id(), blob_key=None, max_active_jobs=settings.max_active_jobs
         )
     boundary = _multipart_boundary(request)
     limit = settings.max_upload_bytes
@@ -238,14 +242,16 @@ async def ingest_upload(
         "sizeBytes": size,
         "sha256": spooled.sha256,
     }
-    return await _create_job(repository, storage, params, owner, key_text, job_id, blob_key=key, max_active_jobs=settings.max_active_jobs)
+    return await _create_job(
+        repository, storage, params, principal, key_text, job_id, blob_key=key, max_active_jobs=settings.max_active_jobs
+    )
 
 
 async def _create_job(
     repository: JobRepository,
     storage: Storage,
     params: dict[str, Any],
-    owner: str,
+    principal: auth.Principal,
     key_text: str | None,
     job_id: str,
     *,
@@ -262,7 +268,8 @@ async def _create_job(
         repository,
         "ingest",
         params,
-        owner=owner,
+        owner=principal.owner,
+        actor=principal.actor,
         idempotency_key=key_text,
         same_request=same_ingest_request,
         differs="another source",
