@@ -27,6 +27,8 @@ for a job's own failure, :class:`StorageError` for the blob storage; catch
     │   ├── InvalidSignature [403] a signed download link is forged, altered or expired
     │   ├── InvalidTimeSpec     a time given by a user is neither ISO 8601 nor relative (``-10m``)
     │   ├── InvalidExport       an export file is malformed, gapped or tampered (names the line)
+    │   ├── KeyNotFound [404]   no API key with that id (``jobtape keys revoke``)
+    │   ├── UnknownScope        a scope name that is not one of the valid ones (names them)
     │   ├── RequestRejected     (client) the server refused a request with a 4xx of no class of its own
     │   └── (jobtape.audio.errors: AssetNotFound [404], AssetFileGone [410], InvalidRecipe, SourceUrlRefused)
     ├── JobError [500]          a job's own outcome, raised inside a worker
@@ -91,6 +93,7 @@ __all__ = [
     "JobNotFound",
     "JobTypeAlreadyRegistered",
     "JobtapeError",
+    "KeyNotFound",
     "MalformedEvent",
     "QuotaExceeded",
     "RequestError",
@@ -104,6 +107,7 @@ __all__ = [
     "StoreFull",
     "StoreUnavailable",
     "UnknownJobType",
+    "UnknownScope",
     "WaitTimedOut",
 ]
 
@@ -308,6 +312,32 @@ class InvalidExport(RequestError):
         self.line = line
         self.reason = reason
         super().__init__(f"line {line}: {reason}")
+
+
+class KeyNotFound(RequestError):
+    """API key not found."""
+
+    http_status = 404
+    http_message = "API key not found"
+
+    def __init__(self, key_id: str) -> None:
+        self.key_id = key_id
+        super().__init__(f"no API key with id {key_id!r} (`jobtape keys list` shows the ids)")
+
+
+class UnknownScope(RequestError):
+    """A scope name is not valid.
+
+    Attributes:
+        unknown: the names given that are not scopes (empty when none was given at all).
+        valid: every valid scope (:data:`jobtape.auth.tokens.SCOPES`).
+    """
+
+    def __init__(self, unknown: list[str], valid: tuple[str, ...]) -> None:
+        self.unknown = unknown
+        self.valid = valid
+        given = f"unknown scope {', '.join(repr(name) for name in unknown)}" if unknown else "no scope given"
+        super().__init__(f"{given}; the scopes are {', '.join(valid)} (comma-separated)")
 
 
 class QuotaExceeded(RequestError):

@@ -6,8 +6,9 @@ import datetime as dt
 from pathlib import PurePath
 
 from jobtape.eventlog import events as ev
+from jobtape.eventlog import key_events as kev
 
-__all__ = ["details", "duration", "first_line", "short", "time_ms"]
+__all__ = ["details", "duration", "first_line", "key_details", "short", "time_ms"]
 
 
 def time_ms(at: dt.datetime) -> str:
@@ -70,3 +71,13 @@ def details(event: ev.Event) -> str:
         case ev.JobBlobsDeleted(keys=keys, reason=reason):
             return f"removed {', '.join(keys)}" + (f": {reason}" if reason else "")
     return ""
+
+
+def key_details(event: kev.KeyEvent) -> str:
+    """The key fields of an API-key event, never its token hash, e.g. ``owner alice scopes jobs:read name ci``."""
+    match event:
+        case kev.KeyCreated(owner=owner, scopes=scopes, name=name):
+            return f"owner {owner} scopes {','.join(scopes)}" + (f" name {short(name)}" if name else "")
+        case kev.KeyRevoked():
+            return "revoked"
+    return ""  # pragma: no cover - the union is exhaustive

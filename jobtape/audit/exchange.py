@@ -8,7 +8,9 @@ Each line is a JSON object with the stored columns, verbatim::
 
 ``data`` is the stored JSON *text* (not an object), so the hash chain can be recomputed
 byte for byte (``jq '.data | fromjson'`` shows it as an object). Lines are in position
-order. An export holds whole streams (version 1 to the last), so it can be imported.
+order. An export holds whole streams (version 1 to the last), so it can be imported. The
+streams of API keys (``key-<key_id>``, :mod:`jobtape.eventlog.key_events`) travel like a
+job's and are checked by the key fold (:mod:`jobtape.projections.key_state`).
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from typing import NamedTuple, Protocol
 import msgspec
 
 from jobtape import errors
-from jobtape.eventlog import hashing
-from jobtape.eventlog.stored import StoredEvent, to_recorded
+from jobtape.eventlog import hashing, key_events
+from jobtape.eventlog.stored import StoredEvent, to_recorded, to_recorded_key
+from jobtape.projections import key_state
 from jobtape.projections import state as job_state
 
 __all__ = ["CheckedEvent", "ExportLine", "StreamMemory", "StreamTip", "check_export", "check_lines", "decode_line", "encode_line"]
@@ -71,15 +74,16 @@ def decode_line(line_number: int, text: str) -> StoredEvent:
 
 
 class CheckedEvent(NamedTuple):
-    """One export line that passed every check: its line number, the event, its stream's state after it."""
+    """One export line that passed every check: its line number, the event, its stream's state after it
+    (a job's, or an API key's for a key stream)."""
 
     line: int
     stored: StoredEvent
-    state: job_state.JobState
+    state: job_state.JobState | key_state.KeyState
 
 
 #: What the checker remembers of a stream: its last version, that event's hash, the state after it.
-StreamTip = tuple[int, str, job_state.JobState]
+StreamTip = tuple[int, str, job_state.JobState | key_state.KeyState]
 
 
 class StreamMemory(Protocol):
@@ -143,12 +147,22 @@ def check_lines(lines: Iterable[str], streams: StreamMemory | None = None) -> It
                 f"the hash of job {stored.job_id} version {stored.version} does not match its content: the line was changed after export",
             )
         try:
-            recorded = to_recorded(stored)
-            state = job_state.apply(state, recorded.event, job_id=stored.job_id, version=stored.version, recorded_at=recorded.recorded_at)
+            state = _apply(state, stored)
         except (errors.MalformedEvent, errors.IllegalTransition) as exc:
             raise errors.InvalidExport(number, exc.message) from exc
         last.put(stored.job_id, (stored.version, expected, state))
         yield CheckedEvent(number, stored, state)
+
+
+def _apply(state: job_state.JobState | key_state.KeyState | None, stored: StoredEvent) -> job_state.JobState | key_state.KeyState:
+    """Fold one stored event into its stream's state: the key fold for a key stream, the job fold for a job's."""
+    if key_events.is_key_stream(stored.job_id):
+        key = to_recorded_key(stored)
+        before = state if isinstance(state, key_state.KeyState) else None
+        return key_state.apply(before, key.event, stream=stored.job_id, version=stored.version, recorded_at=key.recorded_at)
+    recorded = to_recorded(stored)
+    job = state if isinstance(state, job_state.JobState) else None
+    return job_state.apply(job, recorded.event, job_id=stored.job_id, version=stored.version, recorded_at=recorded.recorded_at)
 
 
 def check_export(lines: Iterable[str]) -> list[StoredEvent]:

@@ -23,10 +23,10 @@ import msgspec
 from jobtape import errors
 from jobtape.audit import exchange, timeline
 from jobtape.eventlog import events as ev
-from jobtape.eventlog import spill
+from jobtape.eventlog import key_events, spill
 from jobtape.eventlog import stored as stored_events
-from jobtape.eventlog.store import ConstraintViolation, EventStore
-from jobtape.projections import registry
+from jobtape.eventlog.store import ConstraintViolation, EventStore, Statement
+from jobtape.projections import key_state, registry
 from jobtape.projections import state as job_state
 from jobtape.projections.rebuild import collector_paused
 
@@ -55,11 +55,13 @@ def select_jobs(store: EventStore, *, since: Bound = None, until: Bound = None, 
 
 @dataclasses.dataclass(frozen=True)
 class ExportReport:
-    """What an export wrote: ``jobs`` streams, ``events`` lines, ``events_per_job`` (job id -> lines)."""
+    """What an export wrote: ``jobs`` job streams, ``events`` lines, ``events_per_job`` (stream id -> lines),
+    ``keys`` API-key streams (a whole-log export carries them; a selection is of jobs only)."""
 
     jobs: int
     events: int
     events_per_job: dict[str, int]
+    keys: int = 0
 
 
 def export(store: EventStore, out: TextIO, job_ids: set[str] | None) -> ExportReport:
@@ -79,17 +81,20 @@ def export(store: EventStore, out: TextIO, job_ids: set[str] | None) -> ExportRe
         if job_ids is None or row.job_id in job_ids:
             out.write(exchange.encode_line(row) + "\n")
             per_job[row.job_id] += 1
-    return ExportReport(jobs=len(per_job), events=sum(per_job.values()), events_per_job=dict(per_job))
+    keys = sum(1 for stream in per_job if key_events.is_key_stream(stream))
+    return ExportReport(jobs=len(per_job) - keys, events=sum(per_job.values()), events_per_job=dict(per_job), keys=keys)
 
 
 @dataclasses.dataclass(frozen=True)
 class ImportReport:
-    """What an import wrote: ``jobs`` streams and ``events``, at positions ``first_position..last_position``."""
+    """What an import wrote: ``jobs`` job streams, ``keys`` API-key streams and ``events``, at positions
+    ``first_position..last_position``."""
 
     jobs: int
     events: int
     first_position: int | None
     last_position: int | None
+    keys: int = 0
 
 
 def import_lines(store: EventStore, lines: Iterable[str], tables: registry.Tables = registry.ENGINE_TABLES) -> ImportReport:
@@ -123,29 +128,48 @@ def _import(store: EventStore, lines: Iterable[str], tables: registry.Tables) ->
             for _ in exchange.check_lines(lines, streams):  # check everything before writing anything
                 pass
         lines.seek(0)
-    jobs = 0
+    jobs = keys = 0
     positions = _Positions()
     chunk: list[exchange.CheckedEvent] = []
     with _stream_memory() as streams:
         for checked in _checked(lines, streams, positions):
             chunk.append(checked)
-            jobs += checked.stored.version == 1  # every stream of a checked export starts at version 1
+            if checked.stored.version == 1:  # every stream of a checked export starts at version 1
+                if key_events.is_key_stream(checked.stored.job_id):
+                    keys += 1
+                else:
+                    jobs += 1
             if len(chunk) == IMPORT_BATCH:
                 _write_chunk(store, chunk, tables, positions)
                 chunk = []
         if chunk:
             _write_chunk(store, chunk, tables, positions)
-    return ImportReport(jobs=jobs, events=positions.count, first_position=positions.first, last_position=positions.last)
+    return ImportReport(jobs=jobs, events=positions.count, first_position=positions.first, last_position=positions.last, keys=keys)
 
 
 _TIP_ENCODER = msgspec.msgpack.Encoder()
-_TIP_DECODER = msgspec.msgpack.Decoder(tuple[int, str, job_state.JobState])
+# A job's state or a key's: two untagged structs, so each gets its own slot in the spilled tuple.
+_TIP_DECODER = msgspec.msgpack.Decoder(tuple[int, str, job_state.JobState | None, key_state.KeyState | None])
+
+
+def _encode_tip(tip: exchange.StreamTip) -> bytes:
+    version, hash_, state = tip
+    job = state if isinstance(state, job_state.JobState) else None
+    key = state if isinstance(state, key_state.KeyState) else None
+    return _TIP_ENCODER.encode((version, hash_, job, key))
+
+
+def _decode_tip(data: bytes) -> exchange.StreamTip:
+    version, hash_, job, key = _TIP_DECODER.decode(data)
+    state = job if job is not None else key
+    assert state is not None
+    return version, hash_, state
 
 
 @contextlib.contextmanager
 def _stream_memory() -> Iterator[spill.SpillMap[exchange.StreamTip]]:
     """The checker's per-stream memory, bounded: older tips spill to a temp file (flat memory for any log)."""
-    tips = spill.SpillMap(_TIP_ENCODER.encode, _TIP_DECODER.decode, capacity=STREAMS_IN_MEMORY)
+    tips = spill.SpillMap(_encode_tip, _decode_tip, capacity=STREAMS_IN_MEMORY)
     try:
         yield tips
     finally:
@@ -183,12 +207,12 @@ def _rewindable(lines: Iterable[str]) -> TypeGuard[TextIO]:
 
 
 def _write_chunk(store: EventStore, chunk: list[exchange.CheckedEvent], tables: registry.Tables, positions: _Positions) -> None:
-    states: dict[str, job_state.JobState] = {}
+    states: dict[str, job_state.JobState | key_state.KeyState] = {}
     for item in chunk:
-        states[item.stored.job_id] = item.state  # the last state of each job in the batch
+        states[item.stored.job_id] = item.state  # the last state of each stream in the batch
     events = [item.stored for item in chunk]
     try:
-        extra = [statement for state in states.values() for statement in registry.statements_for(None, state, tables.projections)]
+        extra = [statement for state in states.values() for statement in _projection_statements(state, tables)]
         positions.add(store.import_events(events, extra))
     except (errors.ConcurrencyError, ConstraintViolation) as exc:
         existing = _existing_job(store, events)
@@ -196,6 +220,13 @@ def _write_chunk(store: EventStore, chunk: list[exchange.CheckedEvent], tables: 
         raise errors.InvalidExport(
             chunk[0].line, f"{reason}; import into a fresh --data-dir ({positions.count} events before this batch were imported)"
         ) from exc
+
+
+def _projection_statements(state: job_state.JobState | key_state.KeyState, tables: registry.Tables) -> list[Statement]:
+    """The rows a stream's final state writes: a job's in every projection, a key's in those of key streams."""
+    if isinstance(state, job_state.JobState):
+        return registry.statements_for(None, state, tables.projections)
+    return [s for p in tables.projections if p.key_statements is not None for s in p.key_statements(None, state, p.table)]
 
 
 def _existing_job(store: EventStore, chunk: list[stored_events.StoredEvent]) -> str | None:

@@ -15,6 +15,10 @@ Rules (``Violation.rule``):
   state machine still checks it: only keys the job owns, each once).
 - ``second_terminal``: a second terminal event (so a finished job has exactly one).
 - ``fold``: the state machine (:mod:`jobtape.projections.state`) refuses the event.
+- ``fold`` in an API key's stream (``key-<key_id>``, :mod:`jobtape.eventlog.key_events`):
+  the key fold (:mod:`jobtape.projections.key_state`) refuses the event (a second
+  ``key.created``, a revoke of a revoked key). A key stream's hash chain and versions are
+  checked like a job's; the job rules never apply to it.
 - ``child_unexited``: a finished job's ``job.child_started`` has no later
   ``job.child_exited`` for that pid, and no later ``job.lease_expired``/``job.released``
   lists the pid in ``orphaned_pids`` (issue 4: orphans are killed by the host's orphan sweep).
@@ -29,8 +33,9 @@ import msgspec
 
 from jobtape import errors
 from jobtape.eventlog import events as ev
-from jobtape.eventlog import hashing
-from jobtape.eventlog.stored import StoredEvent, to_recorded
+from jobtape.eventlog import hashing, key_events
+from jobtape.eventlog.stored import StoredEvent, to_recorded, to_recorded_key
+from jobtape.projections import key_state
 from jobtape.projections import state as job_state
 
 __all__ = ["TERMINAL_TYPES", "VerifyReport", "Violation", "verify"]
@@ -51,11 +56,15 @@ class Violation(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class VerifyReport(msgspec.Struct, frozen=True, kw_only=True):
-    """What :func:`verify` checked and found; ``violations`` sorted by position (empty: the log is sound)."""
+    """What :func:`verify` checked and found; ``violations`` sorted by position (empty: the log is sound).
+
+    ``jobs_checked`` counts job streams, ``keys_checked`` API-key streams.
+    """
 
     events_checked: int
     jobs_checked: int
     violations: list[Violation]
+    keys_checked: int = 0
 
 
 @dataclasses.dataclass
@@ -65,6 +74,7 @@ class _Stream:
     state: job_state.JobState | None = None
     terminal_position: int | None = None
     open_children: dict[int, int] = dataclasses.field(default_factory=dict)
+    key: key_state.KeyState | None = None
 
 
 def verify(stored: Iterable[StoredEvent]) -> VerifyReport:
@@ -87,6 +97,9 @@ def verify(stored: Iterable[StoredEvent]) -> VerifyReport:
         if row.version != stream.last_version + 1:
             violation("version_gap", f"version {row.version} follows version {stream.last_version} of the stream")
         stream.last_version = row.version
+        if key_events.is_key_stream(row.job_id):
+            _fold_key(row, stream, violation)
+            continue
         try:
             recorded = to_recorded(row)
         except errors.MalformedEvent as exc:
@@ -110,7 +123,8 @@ def verify(stored: Iterable[StoredEvent]) -> VerifyReport:
                     )
                 )
     found.sort(key=lambda v: (v.position, v.rule))
-    return VerifyReport(events_checked=count, jobs_checked=len(streams), violations=found)
+    keys = sum(1 for job_id in streams if key_events.is_key_stream(job_id))
+    return VerifyReport(events_checked=count, jobs_checked=len(streams) - keys, violations=found, keys_checked=keys)
 
 
 def _check_hash(row: StoredEvent, stream: _Stream, violation: _Report) -> None:
@@ -137,6 +151,20 @@ def _fold(recorded: ev.RecordedEvent, stream: _Stream, violation: _Report) -> No
         return
     if stream.state.finished and stream.terminal_position is None:
         stream.terminal_position = recorded.position
+
+
+def _fold_key(row: StoredEvent, stream: _Stream, violation: _Report) -> None:
+    """Decode and fold one event of an API key's stream (the job rules do not apply to it)."""
+    try:
+        recorded = to_recorded_key(row)
+    except errors.MalformedEvent as exc:
+        violation("malformed", exc.message)
+        return
+    version = stream.key.version + 1 if stream.key is not None else recorded.version
+    try:
+        stream.key = key_state.apply(stream.key, recorded.event, stream=row.job_id, version=version, recorded_at=recorded.recorded_at)
+    except errors.IllegalTransition as exc:
+        violation("fold", f"{recorded.type} refused: {exc.reason} (key {exc.status})")
 
 
 def _track_children(recorded: ev.RecordedEvent, stream: _Stream) -> None:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 
+from jobtape.auth import tokens
+
 __all__ = [
     "ADMIN",
     "ALL_SCOPES",
@@ -35,8 +37,9 @@ JOBS_SUBMIT = "jobs:submit"
 JOBS_READ = "jobs:read"
 JOBS_CANCEL = "jobs:cancel"
 ADMIN = "admin"
-#: Every scope, in the order the docs list them.
-ALL_SCOPES: tuple[str, ...] = (JOBS_SUBMIT, JOBS_READ, JOBS_CANCEL, ADMIN)
+#: Every scope, in the order the docs list them (the API keys' :data:`jobtape.auth.tokens.SCOPES`).
+ALL_SCOPES: tuple[str, ...] = tokens.SCOPES
+assert ALL_SCOPES == (JOBS_SUBMIT, JOBS_READ, JOBS_CANCEL, ADMIN)
 #: The values of ``--auth`` / ``JOBTAPE_AUTH``.
 AUTH_MODES: tuple[str, ...] = ("off", "required", "trusted-proxy")
 #: The actor of events appended in ``--auth off`` mode: ``api``, as before issue 11 (the demo's
@@ -82,7 +85,8 @@ class Principal:
 def parse_scopes(scopes: str | Iterable[str]) -> frozenset[str]:
     """The known scopes named by a space- or comma-separated text (a JWT ``scope`` claim) or an iterable.
 
-    Unknown names are ignored (a token minted for other APIs may carry more scopes).
+    Unknown names are ignored (a token minted for other APIs may carry more scopes), unlike
+    :func:`jobtape.auth.tokens.parse_scopes`, which refuses them when a key is created.
     """
     names = scopes.replace(",", " ").split() if isinstance(scopes, str) else list(scopes)
     return frozenset(name for name in names if name in ALL_SCOPES)

@@ -32,6 +32,7 @@ from jobtape.audio.settings import AudioSettings
 from jobtape.audit import asof, describe, stats, timeline, timeparse, transfer, verify
 from jobtape.cli import types
 from jobtape.config import Settings
+from jobtape.eventlog import events as ev
 from jobtape.eventlog import stored as stored_events
 from jobtape.eventlog.store import EventStore
 from jobtape.projections.registry import Tables
@@ -453,10 +454,11 @@ def tail(
             if as_json:
                 click.echo(exchange.encode_line(row))
                 continue
-            recorded = stored_events.to_recorded(row)
+            recorded = stored_events.to_recorded_any(row)
+            shown = describe.details(recorded.event) if isinstance(recorded, ev.RecordedEvent) else describe.key_details(recorded.event)
             click.echo(
                 f"{row.position:>7} {describe.time_ms(recorded.recorded_at)} {row.job_id} v{row.version:<3}"
-                f" {row.actor} {row.type} {describe.details(recorded.event)}".rstrip()
+                f" {row.actor} {row.type} {shown}".rstrip()
             )
 
 
@@ -485,7 +487,8 @@ def verify_command(as_json: bool, store: EventStore) -> None:
                 table.add_row(str(item.position), item.job_id, item.rule, escape(item.message))
             out.print(table)
         verdict = f"{len(report.violations)} violations" if report.violations else "OK: no violations"
-        out.print(f"checked {report.events_checked} events of {report.jobs_checked} jobs: {verdict}")
+        keys = f" and {report.keys_checked} API keys" if report.keys_checked else ""
+        out.print(f"checked {report.events_checked} events of {report.jobs_checked} jobs{keys}: {verdict}")
     if report.violations:
         raise SystemExit(1)
 

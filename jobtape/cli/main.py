@@ -1,7 +1,7 @@
 """The ``jobtape`` command group: serve the API, run workers, show a job's history, rebuild.
 
 Other commands live beside this module (:mod:`jobtape.cli.demo`, :mod:`jobtape.cli.audit`,
-:mod:`jobtape.cli.transfer`) and are registered on the group here. litestar, uvicorn and
+:mod:`jobtape.cli.transfer`, :mod:`jobtape.cli.keys`) and are registered on the group here. litestar, uvicorn and
 httpx are imported in the commands that need them, so ``history`` and ``rebuild`` start fast.
 """
 
@@ -24,6 +24,7 @@ from jobtape.audit import describe
 from jobtape.auth.principal import AUTH_MODES
 from jobtape.cli import audit as cli_audit
 from jobtape.cli import demo as cli_demo
+from jobtape.cli import keys as cli_keys
 from jobtape.cli import transfer as cli_transfer
 from jobtape.cli import types
 from jobtape.cli.common import (
@@ -71,7 +72,7 @@ def main() -> None:
         raise SystemExit(1) from exc
 
 
-for _command in (cli_demo.demo, *cli_audit.COMMANDS, *cli_transfer.COMMANDS):
+for _command in (cli_demo.demo, *cli_audit.COMMANDS, *cli_transfer.COMMANDS, *cli_keys.COMMANDS):
     cli.add_command(_command)
 
 

@@ -53,7 +53,8 @@ def export(since: str | None, until: str | None, job_id: str | None, output: Pat
     """Write the selected jobs' events as JSON Lines, one stored event per line with its position and hash.
 
     Jobs are selected by the position or time of their job.created; each selected job's
-    stream is written whole, in position order, so the file can be imported. A summary
+    stream is written whole, in position order, so the file can be imported. Without
+    --since, --until and --job the whole log is written, API keys' streams included. A summary
     goes to stderr (as JSON with --json).
     """
     selected = transfer.select_jobs(
@@ -70,8 +71,9 @@ def export(since: str | None, until: str | None, job_id: str | None, output: Pat
     else:
         with output.open("w", encoding="utf-8") as out:
             report = transfer.export(store, out, None if everything else selected)
-    summary = {"jobs": report.jobs, "events": report.events}
-    click.echo(json.dumps(summary) if as_json else f"exported {report.events} events of {report.jobs} jobs", err=True)
+    summary = {"jobs": report.jobs, "events": report.events, **({"keys": report.keys} if report.keys else {})}
+    keys = f" and {report.keys} API keys" if report.keys else ""
+    click.echo(json.dumps(summary) if as_json else f"exported {report.events} events of {report.jobs} jobs{keys}", err=True)
 
 
 @click.command("import")
@@ -106,10 +108,17 @@ def import_command(file: TextIO, data_dir: Path, as_json: bool, app_reference: s
         store.close()
     if as_json:
         return echo_json(
-            {"jobs": report.jobs, "events": report.events, "firstPosition": report.first_position, "lastPosition": report.last_position}
+            {
+                "jobs": report.jobs,
+                "events": report.events,
+                "firstPosition": report.first_position,
+                "lastPosition": report.last_position,
+                **({"keys": report.keys} if report.keys else {}),
+            }
         )
     span = f" at positions {report.first_position}-{report.last_position}" if report.events else ""
-    click.echo(f"imported {report.events} events of {report.jobs} jobs{span}")
+    keys = f" and {report.keys} API keys" if report.keys else ""
+    click.echo(f"imported {report.events} events of {report.jobs} jobs{keys}{span}")
 
 
 @click.command()

@@ -280,6 +280,35 @@ def _blob_removals(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX jobs_blobs_removed ON jobs (blobs_removed_at) WHERE blobs_removed_at IS NOT NULL")
 
 
+def _api_keys(db: sqlite_utils.Database) -> None:
+    # API keys (issue 11) are events in key streams, key-<key_id> (jobtape.eventlog.key_events);
+    # api_keys is their projection (jobtape.projections.keys), written in the batch of each
+    # key event. token_hash is UNIQUE: a request's token is looked up by its sha256.
+    db.execute(
+        """
+        CREATE TABLE api_keys (
+            key_id TEXT PRIMARY KEY NOT NULL,
+            owner TEXT NOT NULL,
+            scopes TEXT NOT NULL,
+            name TEXT NOT NULL,
+            token_hash TEXT NOT NULL UNIQUE,
+            created_at TEXT NOT NULL,
+            revoked_at TEXT,
+            created_position INTEGER NOT NULL
+        )
+        """
+    )
+    # Key events only in key streams, and only key events there: the job fold never meets a
+    # key event, and the key fold never a job event (GLOB is case-sensitive, unlike LIKE).
+    db.execute(
+        """
+        CREATE TRIGGER events_key_streams BEFORE INSERT ON events
+        WHEN (NEW.job_id GLOB 'key-*') != (NEW.type GLOB 'key.*')
+        BEGIN SELECT RAISE(ABORT, 'key events belong in key streams (key-<key_id>), and only there'); END
+        """
+    )
+
+
 #: The engine's ordered migrations. Never edit one that has shipped; append a new one (or
 #: split one under new names that list the shipped name in ``replaces``, as 0006 and 0009 were
 #: when the audio tables moved to :mod:`jobtape.audio`). A package's migrations run after these.
@@ -294,6 +323,7 @@ MIGRATIONS: list[Migration] = [
     Migration("0008_drop_events_type_index", _drop_type_index),
     Migration("0009_blob_removal_columns", _blob_removals, replaces=("0009_blob_removals",)),
     Migration("0010_queue_counts", _queue_counts, data=(_QUEUE_COUNTS_FILL,)),
+    Migration("0011_api_keys", _api_keys),
 ]
 
 

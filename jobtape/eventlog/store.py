@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 from jobtape import clock, errors
 from jobtape.errors import ConstraintViolation
 from jobtape.eventlog import events as ev
-from jobtape.eventlog import hashing, stored
+from jobtape.eventlog import hashing, key_events, stored
 
 if TYPE_CHECKING:
     from jobtape.eventlog import schema
@@ -88,6 +88,8 @@ class SQLBackend(abc.ABC):
 #: How many streams' last hashes :class:`EventStore` remembers (saves a read per append).
 _HASH_CACHE_SIZE = 4096
 _SELECT_COLUMNS = f"SELECT {stored.COLUMNS} FROM events"
+#: The condition that keeps job streams and leaves key streams out (GLOB: case-sensitive).
+_JOB_STREAMS = f"job_id NOT GLOB '{key_events.KEY_STREAM_PREFIX}*'"
 
 
 class EventStore:
@@ -134,20 +136,85 @@ class EventStore:
             The recorded events with their global positions.
 
         Raises:
+            ValueError: ``job_id`` is a key stream (append key events with :meth:`append_key_events`).
             errors.ConcurrencyError: the stream is not at ``expected_version``.
             errors.DuplicateIdempotencyKey: an ``extra`` statement hit the idempotency index.
             ConstraintViolation: any other constraint failed. In every case nothing was written.
         """
-        if not events:
-            raise ValueError("append needs at least one event")
+        if key_events.is_key_stream(job_id):
+            raise ValueError(f"{job_id} is a key stream; append_key_events appends to it")
         at = recorded_at or clock.utcnow()
+        positions = self._append_encoded(job_id, [ev.encode_event(e) for e in events], expected_version, actor, extra, at, events)
+        return [
+            ev.RecordedEvent(position=position, job_id=job_id, version=expected_version + i, event=event, actor=actor, recorded_at=at)
+            for i, (position, event) in enumerate(zip(positions, events, strict=True), start=1)
+        ]
+
+    def append_key_events(
+        self,
+        stream: str,
+        events: Sequence[key_events.KeyEvent],
+        expected_version: int,
+        *,
+        actor: str,
+        extra: Sequence[Statement] = (),
+        recorded_at: Any = None,
+    ) -> list[key_events.RecordedKeyEvent]:
+        """Append events to an API key's stream atomically: the same batch, guards and hash chain as :meth:`append`.
+
+        Args:
+            stream: the key stream, ``key-<key_id>`` (:func:`jobtape.eventlog.key_events.key_stream`).
+            events: one or more key events; they get versions ``expected_version + 1 ...``.
+            expected_version: the version the caller last saw (0 for a new key).
+            actor: who appends (``cli:<os user>``).
+            extra: statements to run in the same batch after the inserts (the ``api_keys`` row).
+            recorded_at: the UTC time to record; defaults to :func:`jobtape.clock.utcnow`.
+
+        Returns:
+            The recorded events with their global positions.
+
+        Raises:
+            ValueError: ``stream`` is not a key stream.
+            errors.ConcurrencyError: the stream is not at ``expected_version`` (a key id
+                created twice, a key revoked twice or never created).
+            ConstraintViolation: any other constraint failed (a token hash used twice). In
+                every case nothing was written.
+        """
+        if not key_events.is_key_stream(stream):
+            raise ValueError(f"{stream} is not a key stream (key-<key_id>)")
+        at = recorded_at or clock.utcnow()
+        encoded = [key_events.encode_key_event(e) for e in events]
+        positions = self._append_encoded(stream, encoded, expected_version, actor, extra, at, ())
+        return [
+            key_events.RecordedKeyEvent(
+                position=position, stream=stream, version=expected_version + i, event=event, actor=actor, recorded_at=at
+            )
+            for i, (position, event) in enumerate(zip(positions, events, strict=True), start=1)
+        ]
+
+    def _append_encoded(
+        self,
+        job_id: str,
+        encoded: Sequence[tuple[str, str]],
+        expected_version: int,
+        actor: str,
+        extra: Sequence[Statement],
+        at: Any,
+        events: Sequence[ev.Event],
+    ) -> list[int]:
+        """Insert ``(type, data)`` pairs as versions ``expected_version + 1 ...`` of ``job_id``, chained, plus ``extra``, in ONE batch.
+
+        Returns:
+            The global position of each event.
+        """
+        if not encoded:
+            raise ValueError("append needs at least one event")
         stamp = clock.format_timestamp(at)
         # Reading the previous hash before the batch is safe: the batch's version guard
         # fails unless the stream is still at expected_version, whose hash never changes.
         previous = self._previous_hash(job_id, expected_version)
         statements = []
-        for offset, event in enumerate(events, start=1):
-            type_, data = ev.encode_event(event)
+        for offset, (type_, data) in enumerate(encoded, start=1):
             version = expected_version + offset
             previous = hashing.event_hash(previous, job_id, version, type_, data, actor, stamp)
             statements.append(Statement(stored.INSERT_EVENT, (job_id, version, type_, data, actor, stamp, previous)))
@@ -158,18 +225,8 @@ class EventStore:
             raise self._translate(exc, job_id, expected_version, events) from exc
         if len(self._last_hash) >= _HASH_CACHE_SIZE:
             self._last_hash.clear()
-        self._last_hash[job_id] = (expected_version + len(events), previous)
-        return [
-            ev.RecordedEvent(
-                position=int(results[i][0][0]),
-                job_id=job_id,
-                version=expected_version + i + 1,
-                event=event,
-                actor=actor,
-                recorded_at=at,
-            )
-            for i, event in enumerate(events)
-        ]
+        self._last_hash[job_id] = (expected_version + len(encoded), previous)
+        return [int(results[i][0][0]) for i in range(len(encoded))]
 
     @staticmethod
     def _is_version_conflict(exc: ConstraintViolation) -> bool:
@@ -187,7 +244,7 @@ class EventStore:
         return exc
 
     def read_stream(self, job_id: str, *, from_version: int = 1, to_position: int | None = None) -> list[ev.RecordedEvent]:
-        """Return one job's events in version order (empty if the stream does not exist).
+        """Return one job's events in version order (empty if the stream does not exist, or is a key stream).
 
         Args:
             job_id: the stream.
@@ -197,6 +254,8 @@ class EventStore:
         Raises:
             errors.MalformedEvent: a stored event cannot be decoded.
         """
+        if key_events.is_key_stream(job_id):
+            return []  # not a job: read_key_stream reads it
         sql = f"{_SELECT_COLUMNS} WHERE job_id = ? AND version >= ?"
         params: list[Any] = [job_id, from_version]
         if to_position is not None:
@@ -204,17 +263,37 @@ class EventStore:
             params.append(to_position)
         return [stored.to_recorded(stored.from_row(row)) for row in self.backend.query(sql + " ORDER BY version", params)]
 
+    def read_key_stream(self, stream: str) -> list[key_events.RecordedKeyEvent]:
+        """Return one API key's events in version order (empty if it does not exist).
+
+        Args:
+            stream: the key stream, ``key-<key_id>``.
+
+        Raises:
+            ValueError: ``stream`` is not a key stream.
+            errors.MalformedEvent: a stored event cannot be decoded.
+        """
+        if not key_events.is_key_stream(stream):
+            raise ValueError(f"{stream} is not a key stream (key-<key_id>)")
+        rows = self.backend.query(f"{_SELECT_COLUMNS} WHERE job_id = ? ORDER BY version", [stream])
+        return [stored.to_recorded_key(stored.from_row(row)) for row in rows]
+
     def read_all(self, from_position: int = 1, *, limit: int = 1000) -> list[ev.RecordedEvent]:
-        """Return up to ``limit`` events of every stream with ``position >= from_position``, in position order.
+        """Return up to ``limit`` events of every job stream with ``position >= from_position``, in position order.
+
+        Key streams (:mod:`jobtape.eventlog.key_events`) are skipped: this is what the job
+        fold reads. :meth:`read_log` returns every stream's events.
 
         Raises:
             errors.MalformedEvent: a stored event cannot be decoded.
         """
-        rows = self.backend.query(f"{_SELECT_COLUMNS} WHERE position >= ? ORDER BY position LIMIT ?", [from_position, limit])
+        rows = self.backend.query(
+            f"{_SELECT_COLUMNS} WHERE position >= ? AND {_JOB_STREAMS} ORDER BY position LIMIT ?", [from_position, limit]
+        )
         return [stored.recorded_from_row(row) for row in rows]
 
     def iter_all(self, from_position: int = 1, *, page_size: int = 1000) -> Iterator[ev.RecordedEvent]:
-        """Iterate over every event from ``from_position`` on, reading pages of ``page_size``."""
+        """Iterate over every job event from ``from_position`` on (key streams skipped), reading pages of ``page_size``."""
         position = from_position
         while True:
             page = self.read_all(position, limit=page_size)
@@ -222,6 +301,18 @@ class EventStore:
             if len(page) < page_size:
                 return
             position = page[-1].position + 1
+
+    def read_log(self, from_position: int = 1, *, limit: int = 1000) -> list[ev.RecordedEvent | key_events.RecordedKeyEvent]:
+        """Return up to ``limit`` events of every stream, jobs' and keys', with ``position >= from_position``, in position order.
+
+        What a rebuild reads: the last item's position is the log's head when fewer than
+        ``limit`` come back.
+
+        Raises:
+            errors.MalformedEvent: a stored event cannot be decoded.
+        """
+        rows = self.backend.query(f"{_SELECT_COLUMNS} WHERE position >= ? ORDER BY position LIMIT ?", [from_position, limit])
+        return [stored.any_recorded_from_row(row) for row in rows]
 
     def head_position(self) -> int:
         """Return the global position of the newest event (0 for an empty log)."""
@@ -313,14 +404,14 @@ class EventStore:
     def created_job_ids(
         self, *, since: int | dt.datetime | None = None, until: int | dt.datetime | None = None, job_id: str | None = None
     ) -> set[str]:
-        """Ids of the jobs whose ``job.created`` (version 1) lies in ``[since, until)``.
+        """Ids of the jobs whose ``job.created`` (version 1) lies in ``[since, until)`` (key streams are no jobs).
 
         Args:
             since: a global position (``int``) or an aware UTC time; ``None``: no lower bound.
             until: likewise, exclusive; ``None``: no upper bound.
             job_id: only this job.
         """
-        sql = "SELECT job_id FROM events WHERE version = 1"
+        sql = f"SELECT job_id FROM events WHERE version = 1 AND {_JOB_STREAMS}"
         params: list[object] = []
         for bound, operator in ((since, ">="), (until, "<")):
             if isinstance(bound, int):

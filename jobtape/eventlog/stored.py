@@ -10,6 +10,7 @@ is computed over the stored text. The queries live on :class:`jobtape.eventlog.s
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,8 +18,20 @@ import msgspec
 
 from jobtape import clock, errors
 from jobtape.eventlog import events as ev
+from jobtape.eventlog import key_events as kev
 
-__all__ = ["COLUMNS", "INSERT_EVENT", "StoredEvent", "from_row", "insert_params", "recorded_from_row", "to_recorded"]
+__all__ = [
+    "COLUMNS",
+    "INSERT_EVENT",
+    "StoredEvent",
+    "any_recorded_from_row",
+    "from_row",
+    "insert_params",
+    "recorded_from_row",
+    "to_recorded",
+    "to_recorded_any",
+    "to_recorded_key",
+]
 
 #: The columns a read selects, in :func:`from_row`'s order.
 COLUMNS = "position, job_id, version, type, data, actor, recorded_at, hash"
@@ -94,11 +107,54 @@ def recorded_from_row(row: Sequence[Any]) -> ev.RecordedEvent:
     return _decode(position, job_id, version, type_, data, actor, recorded_at)
 
 
-def _decode(position: int, job_id: str, version: int, type_: str, data: str | bytes, actor: str, recorded_at: str) -> ev.RecordedEvent:
-    """The one decoding of a stored event's columns (``tests/unit/test_store_layer.py`` checks it is the only one)."""
-    event = ev.decode_event(position, type_, data)
+def to_recorded_key(stored: StoredEvent) -> kev.RecordedKeyEvent:
+    """Decode a stored event of a key stream (:mod:`jobtape.eventlog.key_events`).
+
+    Raises:
+        errors.MalformedEvent: not a key event, data not matching it, or a bad timestamp (names the position).
+    """
+    return _decode_key(stored.position, stored.job_id, stored.version, stored.type, stored.data, stored.actor, stored.recorded_at)
+
+
+def to_recorded_any(stored: StoredEvent) -> ev.RecordedEvent | kev.RecordedKeyEvent:
+    """Decode a stored event of any stream: :func:`to_recorded_key` for a key stream, else :func:`to_recorded`.
+
+    Raises:
+        errors.MalformedEvent: as those two.
+    """
+    return to_recorded_key(stored) if kev.is_key_stream(stored.job_id) else to_recorded(stored)
+
+
+def any_recorded_from_row(row: Sequence[Any]) -> ev.RecordedEvent | kev.RecordedKeyEvent:
+    """A row selected with :data:`COLUMNS` of any stream, decoded (a job's or a key's, by its stream id).
+
+    Raises:
+        errors.MalformedEvent: as :func:`to_recorded`.
+    """
+    position, job_id, version, type_, data, actor, recorded_at, _hash = row
+    if kev.is_key_stream(job_id):
+        return _decode_key(position, job_id, version, type_, data, actor, recorded_at)
+    return _decode(position, job_id, version, type_, data, actor, recorded_at)
+
+
+def _timestamp(position: int, type_: str, recorded_at: str) -> dt.datetime:
     try:
-        at = clock.parse_timestamp(recorded_at)
+        return clock.parse_timestamp(recorded_at)
     except (TypeError, ValueError) as exc:
         raise errors.MalformedEvent(position, type_, f"recorded_at {recorded_at!r} is not a timestamp") from exc
+
+
+def _decode(position: int, job_id: str, version: int, type_: str, data: str | bytes, actor: str, recorded_at: str) -> ev.RecordedEvent:
+    """The one decoding of a stored job event's columns (``tests/unit/test_store_layer.py`` checks it is the only one)."""
+    event = ev.decode_event(position, type_, data)
+    at = _timestamp(position, type_, recorded_at)
     return ev.RecordedEvent(position=position, job_id=job_id, version=version, event=event, actor=actor, recorded_at=at)
+
+
+def _decode_key(
+    position: int, stream: str, version: int, type_: str, data: str | bytes, actor: str, recorded_at: str
+) -> kev.RecordedKeyEvent:
+    """The one decoding of a stored key event's columns."""
+    event = kev.decode_key_event(position, type_, data)
+    at = _timestamp(position, type_, recorded_at)
+    return kev.RecordedKeyEvent(position=position, stream=stream, version=version, event=event, actor=actor, recorded_at=at)

@@ -28,6 +28,7 @@ The application holds no global state: the repository, storage and settings pass
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -46,6 +47,7 @@ from jobtape.http import auth as http_auth
 from jobtape.http import downloads, jobs, schemas, spool, stream, submit, upload
 from jobtape.http import errors as http_errors
 from jobtape.jobtypes import DownloadableKeys, JobTypeSpec
+from jobtape.projections import keys
 from jobtape.projections.repository import JobRepository
 from jobtape.storage import Storage, signing
 
@@ -129,8 +131,8 @@ def create_app(
             schemas (:mod:`jobtape.http.submit`). Default: none.
         description: the app's description for the OpenAPI document (:attr:`jobtape.App.description`),
             placed before the engine's :data:`DESCRIPTION`; ``None``: the engine's alone.
-        key_lookup: finds an API key by its bearer token in ``--auth required`` mode
-            (:func:`jobtape.projections.keys.lookup` on ``repository``); ``None``: API keys are refused.
+        key_lookup: finds an API key by its bearer token in ``--auth required`` mode; ``None``
+            (default): :func:`jobtape.projections.keys.lookup` on ``repository``.
 
     Who may call what (``settings.auth_mode``, the JWT settings, ``rate_limit``,
     ``cors_origins``) is :mod:`jobtape.http.auth`'s: an authentication middleware on every
@@ -145,7 +147,8 @@ def create_app(
     """
     spool_folder = spool.SpoolFolder(settings.data_dir / spool.UPLOAD_TEMP_DIR)
     types = dict(job_types or {})
-    authenticator = http_auth.Authenticator.from_settings(settings, key_lookup)
+    lookup = key_lookup if key_lookup is not None else functools.partial(keys.lookup, repository)
+    authenticator = http_auth.Authenticator.from_settings(settings, lookup)
     middleware: list[Any] = [http_auth.auth_middleware(authenticator)]
     rule = settings.rate_limit_rule
     if rule is not None:

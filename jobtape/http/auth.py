@@ -46,7 +46,7 @@ from litestar.middleware.rate_limit import RateLimitConfig, RateLimitMiddleware
 from litestar.openapi.spec import Components, OpenAPI, OpenAPIMediaType, OpenAPIResponse, Reference, SecurityScheme
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from jobtape.auth import jwts
+from jobtape.auth import jwts, tokens
 from jobtape.auth import principal as auth
 from jobtape.config import Settings
 from jobtape.http import creation
@@ -68,8 +68,8 @@ __all__ = [
     "scope_guard",
 ]
 
-#: What an API-key token starts with (:mod:`jobtape.auth.tokens`); any other bearer token is tried as a JWT.
-API_KEY_PREFIX = "jtk_"
+#: What an API-key token starts with (:data:`jobtape.auth.tokens.TOKEN_PREFIX`); any other bearer token is tried as a JWT.
+API_KEY_PREFIX = tokens.TOKEN_PREFIX
 #: The route ``opt`` key naming the scope a route needs (``opt={"scope": "jobs:read"}``).
 SCOPE_OPT = "scope"
 #: The route ``opt`` key of routes served without a principal (``/health``).

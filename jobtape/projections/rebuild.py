@@ -6,7 +6,9 @@ written in the same batch as the events they fold, so they should never drift;
 :func:`rebuild` checks that claim (``jobtape rebuild --verify``) and repairs a table that
 did drift (a manual UPDATE, a bug in an older fold, a restore from a partial backup).
 
-Steps: fold every event of the log with the pure fold, and write each stream's final
+Steps: fold every event of the log with the pure fold (a job stream's with
+:mod:`jobtape.projections.state`, an API key's with :mod:`jobtape.projections.key_state`:
+the job fold never sees a key stream), and write each stream's final
 state through every projection's statements (``before=None``) into a fresh scratch table
 per projection (``<table>_rebuild``, created from the live table's ``CREATE TABLE`` text,
 so constraints match); compare live and scratch tables column by column in Python; then
@@ -29,8 +31,9 @@ from typing import Any
 
 from jobtape import errors
 from jobtape.eventlog import events as ev
+from jobtape.eventlog import key_events as kev
 from jobtape.eventlog.store import ConstraintViolation, EventStore, SQLBackend, Statement
-from jobtape.projections import registry
+from jobtape.projections import key_state, registry
 from jobtape.projections import state as job_state
 
 __all__ = ["REBUILD_SUFFIX", "REBUILD_TABLE", "RebuildReport", "RowDifference", "collector_paused", "rebuild", "scratch_table"]
@@ -119,7 +122,7 @@ class RebuildReport:
 
 
 class _Folder:
-    """Folds events of many streams into states, remembering which jobs changed.
+    """Folds events of many streams into states, remembering which jobs (and keys) changed.
 
     Every stream's state stays in memory until the end (a stream's final state is what the
     projections need), so the log is read once, in position order, a page at a time.
@@ -127,14 +130,30 @@ class _Folder:
 
     def __init__(self) -> None:
         self.states: dict[str, job_state.JobState] = {}
+        self.key_states: dict[str, key_state.KeyState] = {}
+        self.touched_keys: set[str] = set()
         self.head = 0
         self.events_read = 0
 
-    def fold(self, pages: Iterable[list[ev.RecordedEvent]], on_page: Callable[[], None]) -> set[str]:
+    def _fold_key(self, item: kev.RecordedKeyEvent) -> None:
+        try:
+            self.key_states[item.stream] = key_state.apply(
+                self.key_states.get(item.stream), item.event, stream=item.stream, version=item.version, recorded_at=item.recorded_at
+            )
+        except errors.IllegalTransition as exc:
+            raise errors.IllegalTransition(
+                exc.job_id, exc.status, exc.event_type, f"{exc.reason} (stored event at position {item.position}, version {item.version})"
+            ) from exc
+        self.touched_keys.add(item.stream)
+
+    def fold(self, pages: Iterable[list[ev.RecordedEvent | kev.RecordedKeyEvent]], on_page: Callable[[], None]) -> set[str]:
         touched: set[str] = set()
         states, apply = self.states, job_state.apply
         for page in pages:
             for item in page:
+                if isinstance(item, kev.RecordedKeyEvent):
+                    self._fold_key(item)
+                    continue
                 job_id = item.job_id
                 try:
                     states[job_id] = apply(
@@ -220,6 +239,8 @@ def _run(
         if progress is not None:
             progress(folder.events_read, total)
         _write_rows(backend, projections, [folder.states[job_id] for job_id in sorted(touched)])
+        _write_key_rows(backend, projections, [folder.key_states[stream] for stream in sorted(folder.touched_keys)])
+        folder.touched_keys.clear()
         differences: list[RowDifference] = []
         if compare:
             live, rebuilt, head, counts = _read_snapshot(backend, projections)
@@ -256,10 +277,10 @@ def _create_scratch_tables(backend: SQLBackend, projections: tuple[registry.Proj
     backend.execute_batch(statements)
 
 
-def _pages(store: EventStore, from_position: int) -> Iterator[list[ev.RecordedEvent]]:
+def _pages(store: EventStore, from_position: int) -> Iterator[list[ev.RecordedEvent | kev.RecordedKeyEvent]]:
     position = from_position
     while True:
-        page = store.read_all(position, limit=_READ_PAGE)
+        page = store.read_log(position, limit=_READ_PAGE)
         yield page
         if len(page) < _READ_PAGE:
             return
@@ -283,6 +304,20 @@ def _write_rows(backend: SQLBackend, projections: tuple[registry.Projection, ...
             for state in states[start : start + _WRITE_BATCH]
             for projection in projections
             for statement in projection.statements(None, state, scratch_table(projection.table))
+        ]
+        if statements:
+            backend.execute_batch(statements)
+
+
+def _write_key_rows(backend: SQLBackend, projections: tuple[registry.Projection, ...], states: list[key_state.KeyState]) -> None:
+    """Write the rows of the projections of key streams (:attr:`registry.Projection.key_statements`) into their scratch tables."""
+    for start in range(0, len(states), _WRITE_BATCH):
+        statements = [
+            statement
+            for state in states[start : start + _WRITE_BATCH]
+            for projection in projections
+            if projection.key_statements is not None
+            for statement in projection.key_statements(None, state, scratch_table(projection.table))
         ]
         if statements:
             backend.execute_batch(statements)

@@ -6,7 +6,9 @@ statements of every registered projection in the same batch as the events, and
 :func:`jobtape.projections.rebuild.rebuild` runs them with ``before=None`` over the
 final state of every stream into scratch tables to verify or repair each projection.
 
-The engine has two projections, :data:`JOBS` and :data:`QUEUE` (queue position in O(log n)). A package (the audio jobs: ``jobtape.audio``)
+The engine has three projections, :data:`JOBS`, :data:`QUEUE` (queue position in O(log n))
+and :data:`KEYS` (``api_keys``, folded from the key streams rather than the jobs':
+:attr:`Projection.key_statements`). A package (the audio jobs: ``jobtape.audio``)
 registers its own on an :class:`jobtape.App` (``app.projection(...)``, ``app.migration(...)``);
 :class:`Tables` is what a log opened for that app has: the engine's migrations and
 projections followed by the package's. Every tool that writes or rebuilds projections
@@ -26,10 +28,11 @@ from typing import Any, NamedTuple
 
 from jobtape.eventlog import schema
 from jobtape.eventlog.store import EventStore, Statement
-from jobtape.projections import jobs, queue
+from jobtape.projections import jobs, keys, queue
+from jobtape.projections.key_state import KeyState
 from jobtape.projections.state import JobState
 
-__all__ = ["ENGINE_TABLES", "JOBS", "PROJECTIONS", "QUEUE", "Projection", "Tables", "statements_for"]
+__all__ = ["ENGINE_TABLES", "JOBS", "KEYS", "PROJECTIONS", "QUEUE", "Projection", "Tables", "statements_for"]
 
 
 class Projection(NamedTuple):
@@ -59,6 +62,7 @@ class Projection(NamedTuple):
     decoders: Mapping[str, Callable[[Any], Any]] = MappingProxyType({})
     job_column: str | None = "job_id"
     blob_holder: Callable[[EventStore, str], str | None] | None = None
+    key_statements: Callable[[KeyState | None, KeyState, str], list[Statement]] | None = None
 
     @property
     def key(self) -> str:
@@ -76,8 +80,17 @@ def _jobs_statements(before: JobState | None, after: JobState, table: str) -> li
 JOBS = Projection("jobs", jobs.COLUMNS, _jobs_statements, MappingProxyType({"state": jobs.decode_state}))
 #: ``queue_counts``: pending jobs counted by blocks of ``created_position`` (:mod:`jobtape.projections.queue`).
 QUEUE = Projection(queue.TABLE, queue.COLUMNS, queue.statements, job_column=None)
+
+
+def _no_job_rows(before: JobState | None, after: JobState, table: str) -> list[Statement]:
+    return []
+
+
+#: ``api_keys``: one row per API key, folded from the key streams (:mod:`jobtape.projections.keys`);
+#: a job's append writes nothing there, and an archive (which removes jobs only) leaves it alone.
+KEYS = Projection(keys.TABLE, keys.COLUMNS, _no_job_rows, job_column=None, key_statements=keys.statements)
 #: The engine's projections (``jobs`` first, see the module docstring); packages add theirs after them.
-PROJECTIONS: tuple[Projection, ...] = (JOBS, QUEUE)
+PROJECTIONS: tuple[Projection, ...] = (JOBS, QUEUE, KEYS)
 
 
 @dataclasses.dataclass(frozen=True)

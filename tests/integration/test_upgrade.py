@@ -54,7 +54,7 @@ def test_a_data_dir_of_the_code_before_the_audio_package_applies_only_newer_migr
 
     backend = SQLiteBackend(data_dir / "jobtape.db")
     # Every split migration is recorded under its shipped name; only those added since apply.
-    assert backend.migrate(TABLES.migrations) == ["0010_queue_counts"]
+    assert backend.migrate(TABLES.migrations) == ["0010_queue_counts", "0011_api_keys"]
     backend.close()
     fresh = tmp_path / "fresh.db"
     SQLiteBackend(fresh).migrate(TABLES.migrations)
@@ -125,15 +125,15 @@ def test_pending_jobs_written_before_queue_counts_get_their_positions_after_the_
     shutil.copy(MAIN_DB, path)
     backend = SQLiteBackend(path)
     try:
-        before = tuple(m for m in TABLES.migrations if m.name != "0010_queue_counts")
+        before = tuple(m for m in TABLES.migrations if m.name not in ("0010_queue_counts", "0011_api_keys"))
         assert backend.migrate(before) == []
-        older = tuple(p for p in TABLES.projections if p.table != queue.TABLE)  # what the code before 0010 wrote
+        older = tuple(p for p in TABLES.projections if p.table not in (queue.TABLE, "api_keys"))  # what the code before 0010 wrote
         old = JobRepository(EventStore(backend), projections=older)
         jobs = [old.create("save", {"assetId": ASSET_ID}, owner="alice").state for _ in range(6)]
         old.append(jobs[0].job_id, [ev.JobClaimed(worker_id="w", attempt=1)], jobs[0], actor="w")
         old.append(jobs[3].job_id, [ev.JobCancelRequested()], jobs[3], actor="api")
 
-        assert backend.migrate(TABLES.migrations) == ["0010_queue_counts"]
+        assert backend.migrate(TABLES.migrations) == ["0010_queue_counts", "0011_api_keys"]
         repository = JobRepository(EventStore(backend), projections=TABLES.projections)
         assert [repository.queue_position(j.job_id) for j in jobs] == [None, 1, 2, None, 3, 4]
         assert rebuild(repository.store, apply_changes=False, tables=TABLES).differences == []
