@@ -109,8 +109,8 @@ __all__ = [
     "StoreError",
     "StoreFull",
     "StoreUnavailable",
-    "UnknownJobType",
     "Unauthenticated",
+    "UnknownJobType",
     "UnknownScope",
     "WaitTimedOut",
 ]

@@ -169,10 +169,15 @@ def test_a_revoked_or_unknown_api_key_is_401(world: World) -> None:
         ("wrong issuer", lambda: make_jwt("alice", iss="https://evil.example.test")),
         ("no expiry", lambda: make_jwt("alice", exp=None)),
         ("no subject", lambda: make_jwt(None)),
-        ("wrong secret", lambda: jwt.encode({"iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "exp": 4102444800}, "x" * 40, algorithm="HS256")),
+        (
+            "wrong secret",
+            lambda: jwt.encode({"iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "exp": 4102444800}, "x" * 40, algorithm="HS256"),
+        ),
         (
             "alg none",
-            lambda: jwt.encode({"iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "scope": "admin", "exp": 4102444800}, None, algorithm="none"),
+            lambda: jwt.encode(
+                {"iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "scope": "admin", "exp": 4102444800}, None, algorithm="none"
+            ),
         ),
     ],
 )
@@ -374,7 +379,18 @@ def _free_port() -> int:
 
 @pytest.mark.parametrize("auth", [("--auth", "off"), ()])
 def test_serve_refuses_auth_off_on_a_public_host(tmp_path: Path, auth: tuple[str, ...]) -> None:
-    command = [sys.executable, "-m", "jobtape", "serve", "--host", "0.0.0.0", "--port", str(_free_port()), "--data-dir", str(tmp_path / "d")]
+    command = [
+        sys.executable,
+        "-m",
+        "jobtape",
+        "serve",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(_free_port()),
+        "--data-dir",
+        str(tmp_path / "d"),
+    ]
     done = subprocess.run([*command, *auth], capture_output=True, text=True, timeout=60)  # exits by itself; the timeout is the deadline
     assert done.returncode == 2, done.stderr
     assert "--auth off" in done.stderr and "--auth required" in done.stderr and "--auth trusted-proxy" in done.stderr, done.stderr
