@@ -5,6 +5,7 @@ real peers for ``trusted-proxy`` (a client bound to 127.0.0.2), a real burst for
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import http.server
@@ -25,6 +26,9 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from jwt.algorithms import OKPAlgorithm, RSAAlgorithm
 from polling import wait_for  # type: ignore[import-not-found]
 from serving import jobtape_serve  # type: ignore[import-not-found]
+
+import jobtape
+from jobtape import errors
 
 ROOT = Path(__file__).resolve().parents[2]
 MEDIA = ROOT / "media"
@@ -395,3 +399,20 @@ def test_serve_refuses_auth_off_on_a_public_host(tmp_path: Path, auth: tuple[str
     assert done.returncode == 2, done.stderr
     assert "--auth off" in done.stderr and "--auth required" in done.stderr and "--auth trusted-proxy" in done.stderr, done.stderr
     assert not (tmp_path / "d").exists()  # refused before anything was opened
+
+
+def test_the_client_sends_its_token_and_maps_401_and_403(sums: str) -> None:
+    with jobtape.Client(sums, token=make_jwt("erin")) as erin:
+        job_id = erin.submit("sum", {"a": 1, "b": 2})
+        assert erin.get(job_id).status == "pending"
+    with jobtape.Client(sums, client_id="erin") as anonymous, pytest.raises(errors.Unauthenticated, match="needs a token") as raised:
+        anonymous.get(job_id)
+    assert raised.value.status_code == 401
+    with jobtape.Client(sums, token=make_jwt("erin", scope="jobs:read")) as reader, pytest.raises(errors.Forbidden, match="jobs:submit"):
+        reader.submit("sum", {"a": 1, "b": 2})
+
+    async def read_async() -> str:
+        async with jobtape.AsyncClient(sums, token=make_jwt("erin")) as client:
+            return (await client.get(job_id)).status
+
+    assert asyncio.run(read_async()) == "pending"
