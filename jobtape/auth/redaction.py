@@ -10,9 +10,11 @@ owner sees of a job's events concerns them"). The fields removed, per event type
 ``job.released``            ``worker_id``, ``orphaned_pids``
 ``job.child_started``       ``pid``, ``argv`` (server paths), ``host_id``, ``started_at_ticks``
 ``job.child_exited``        ``pid``
-``job.failed``              ``error`` keeps its text, with absolute paths replaced by ``<path>``
-``job.retry_scheduled``     the same for ``error``
 ==========================  ==========================================================
+
+A failure's ``error`` (``job.failed``, ``job.retry_scheduled``) names no server path already:
+the worker scrubs it before it is recorded (:func:`jobtape.audio.media.scrub_paths`,
+docs/jobs.md "Errors clients see"), so it is shown as recorded.
 
 The actor of an event appended by a worker, a reaper or a sweep names a host
 (``<host id>:<pid>:<n>``); it becomes :data:`SERVER_ACTOR`. The actors of API callers
@@ -23,11 +25,10 @@ holds.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["CALLER_ACTOR_PREFIXES", "HIDDEN_FIELDS", "SERVER_ACTOR", "redact", "redact_actor", "redact_data", "scrub_paths"]
+__all__ = ["CALLER_ACTOR_PREFIXES", "HIDDEN_FIELDS", "SERVER_ACTOR", "redact", "redact_actor", "redact_data"]
 
 #: The fields an owner does not see, per event type (the names the events route shows).
 HIDDEN_FIELDS: Mapping[str, frozenset[str]] = {
@@ -37,22 +38,11 @@ HIDDEN_FIELDS: Mapping[str, frozenset[str]] = {
     "job.child_started": frozenset({"pid", "argv", "host_id", "started_at_ticks"}),
     "job.child_exited": frozenset({"pid"}),
 }
-#: Event types whose ``error`` text is shown with its absolute paths replaced.
-_SCRUBBED_ERRORS = frozenset({"job.failed", "job.retry_scheduled"})
 #: The actor an owner sees for an event a server process (worker, reaper, sweep) appended.
 SERVER_ACTOR = "server"
 #: Actors that name an API caller, shown as recorded.
 CALLER_ACTOR_PREFIXES = ("key:", "jwt:", "proxy:", "local:")
 _CALLER_ACTORS = frozenset({"api", "app"})
-# An absolute POSIX path not inside a URL (no ``:``, ``/`` or word character right before it).
-_PATH = re.compile(r"(?<![\w:/.~-])/(?:[\w.@+~-]+/)*[\w.@+~-]+/?")
-
-
-def scrub_paths(text: str) -> str:
-    """``text`` with each absolute path replaced by ``<path>`` (URLs are kept)."""
-    return _PATH.sub("<path>", text)
-
-
 def redact_data(event_type: str, data: Mapping[str, Any]) -> dict[str, Any]:
     """The ``data`` of an event of ``event_type`` as an owner sees it (see the module docstring).
 
@@ -64,10 +54,7 @@ def redact_data(event_type: str, data: Mapping[str, Any]) -> dict[str, Any]:
         A new dict; unknown event types are returned whole.
     """
     hidden = HIDDEN_FIELDS.get(event_type, frozenset())
-    shown = {name: value for name, value in data.items() if name not in hidden}
-    if event_type in _SCRUBBED_ERRORS and isinstance(shown.get("error"), str):
-        shown["error"] = scrub_paths(shown["error"])
-    return shown
+    return {name: value for name, value in data.items() if name not in hidden}
 
 
 def redact_actor(actor: str) -> str:
