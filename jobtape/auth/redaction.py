@@ -43,6 +43,8 @@ SERVER_ACTOR = "server"
 #: Actors that name an API caller, shown as recorded.
 CALLER_ACTOR_PREFIXES = ("key:", "jwt:", "proxy:", "local:")
 _CALLER_ACTORS = frozenset({"api", "app"})
+
+
 def redact_data(event_type: str, data: Mapping[str, Any]) -> dict[str, Any]:
     """The ``data`` of an event of ``event_type`` as an owner sees it (see the module docstring).
 

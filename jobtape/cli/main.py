@@ -142,7 +142,7 @@ for _command in (cli_demo.demo, *cli_audit.COMMANDS, *cli_transfer.COMMANDS, *cl
     "auth_mode",
     type=click.Choice(AUTH_MODES),
     default=None,
-    help="Who may call the API: off (default; loopback only; owner from X-Client-Id), required (Bearer API key or JWT "
+    help="Who may call the API: off (by default; loopback only; owner from X-Client-Id), required (Bearer API key or JWT "
     "on every route but /health), trusted-proxy (X-Client-Id only from --trusted-proxy addresses). Env JOBTAPE_AUTH.",
 )
 @click.option(
@@ -150,14 +150,14 @@ for _command in (cli_demo.demo, *cli_audit.COMMANDS, *cli_transfer.COMMANDS, *cl
     "trusted_proxies",
     multiple=True,
     metavar="CIDR",
-    help="An address or CIDR allowed to name the owner with --auth trusted-proxy (repeatable; env JOBTAPE_TRUSTED_PROXY, comma-separated).",
+    help="An address or CIDR allowed to name the owner with --auth trusted-proxy (repeatable; none by default; env JOBTAPE_TRUSTED_PROXY, comma-separated).",
 )
 @click.option(
     "--rate-limit",
     default=None,
     metavar="N/UNIT",
     help="Requests per caller on the submit routes, like 60/minute (unit second|minute|hour|day); "
-    "over it: 429 with Retry-After. Default: no limit. Env JOBTAPE_RATE_LIMIT.",
+    "over it: 429 with Retry-After. No limit by default. Env JOBTAPE_RATE_LIMIT.",
 )
 @worker_settings_options
 @app_option("Serve (POST /api/jobs) and run")

@@ -37,6 +37,7 @@ ISSUER = "https://app.example.test"
 AUDIENCE = "jobtape-test"
 JWT_ENV = {"JOBTAPE_JWT_SECRET": SECRET, "JOBTAPE_JWT_ISSUER": ISSUER, "JOBTAPE_JWT_AUDIENCE": AUDIENCE}
 MISSING_JOB = "0" * 32
+ORIGIN = "https://app.example.test"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -270,10 +271,11 @@ def test_admin_reads_any_job_and_its_events_as_recorded_while_the_owner_sees_the
 
 @pytest.fixture(scope="module")
 def sums(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``serve --app tests.apps.sums:app --auth required --rate-limit 4/minute``, no worker (jobs stay pending)."""
+    """``serve --app tests.apps.sums:app --auth required --rate-limit 4/minute``, CORS for one origin, no worker (jobs stay pending)."""
     data_dir = tmp_path_factory.mktemp("sums") / "data"
     extra = ("--app", "tests.apps.sums:app", "--auth", "required", "--rate-limit", "4/minute", "--max-active-jobs", "100")
-    with jobtape_serve(data_dir, *extra, workers=0, cwd=ROOT, env=JWT_ENV) as base_url:
+    env = {**JWT_ENV, "JOBTAPE_CORS_ORIGINS": f"{ORIGIN}, https://other.example.test"}
+    with jobtape_serve(data_dir, *extra, workers=0, cwd=ROOT, env=env) as base_url:
         yield base_url
 
 
@@ -416,3 +418,23 @@ def test_the_client_sends_its_token_and_maps_401_and_403(sums: str) -> None:
             return (await client.get(job_id)).status
 
     assert asyncio.run(read_async()) == "pending"
+
+
+def test_cors_for_the_configured_origins_only(sums: str) -> None:
+    with httpx.Client(base_url=sums, timeout=30) as browser:
+        preflight = browser.options(
+            "/api/jobs",
+            headers={
+                "Origin": ORIGIN,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization, content-type",
+            },
+        )
+        assert preflight.status_code in (200, 204), preflight.text  # a preflight carries no token: not a 401
+        assert preflight.headers["access-control-allow-origin"] == ORIGIN
+        assert "authorization" in preflight.headers["access-control-allow-headers"].lower()
+        answer = browser.get(f"/api/jobs/{MISSING_JOB}", headers={"Origin": ORIGIN, **bearer(make_jwt("alice"))})
+        assert answer.status_code == 404 and answer.headers["access-control-allow-origin"] == ORIGIN
+        assert "retry-after" in answer.headers["access-control-expose-headers"].lower()
+        stranger = browser.get(f"/api/jobs/{MISSING_JOB}", headers={"Origin": "https://evil.example.test", **bearer(make_jwt("alice"))})
+        assert "access-control-allow-origin" not in stranger.headers
