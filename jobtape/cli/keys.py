@@ -48,13 +48,13 @@ def keys() -> None:
 
 
 @keys.command("create")
-@click.option("--owner", required=True, help="Whose jobs the key acts on: the owner of the jobs it submits (required).")
+@click.option("--owner", required=True, help="Whose jobs the key acts on: the owner of the jobs it submits (required, none by default).")
 @click.option(
     "--scope",
     "scope",
     required=True,
     metavar="SCOPES",
-    help=f"Comma-separated scopes (required): {', '.join(tokens.SCOPES)}; admin reaches every owner's jobs.",
+    help=f"Comma-separated scopes (required, none by default): {', '.join(tokens.SCOPES)}; admin reaches every owner's jobs.",
 )
 @click.option("--name", default="", help="A label for people, e.g. the service that uses the key (none by default).")
 @click.option("--quiet", "-q", is_flag=True, help="Print the token alone on stdout, for scripts (off by default).")

@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 from configs import TABLES  # tests/ is on sys.path
@@ -240,3 +241,15 @@ def test_tail_and_verify_commands_show_key_events_without_secrets(repository: Jo
     assert checked.exit_code == 0 and "checked 1 events of 0 jobs and 1 API keys: OK" in checked.output
     rebuilt = CliRunner().invoke(cli.cli, ["rebuild", "--verify"], env=env, catch_exceptions=False)
     assert rebuilt.exit_code == 0 and "0 differences" in rebuilt.output
+
+
+@pytest.mark.parametrize("command", ["create", "list", "revoke"])
+def test_every_keys_command_has_complete_help(command: str) -> None:
+    result = CliRunner().invoke(cli.cli, ["keys", command, "--help"], catch_exceptions=False)
+    assert result.exit_code == 0 and result.output.startswith(f"Usage: cli keys {command}")
+    found = cli.cli.commands["keys"].commands[command]  # type: ignore[attr-defined]
+    assert (found.help or "").strip()
+    for param in found.params:
+        if isinstance(param, click.Option) and param.name != "help":
+            assert param.help, param.name
+            assert param.show_default or "by default" in param.help, param.name

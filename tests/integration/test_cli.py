@@ -204,6 +204,7 @@ def test_every_command_has_complete_help(command: list[str]) -> None:
         "verify",
         "stats",
         "archive",
+        "keys",
     }
 
 
