@@ -190,7 +190,6 @@ def test_every_command_has_complete_help(command: list[str]) -> None:
             assert param.help, param.name
             assert param.show_default or "by default" in param.help, param.name
     assert set(cli.cli.commands) == {
-        "keys",
         "serve",
         "worker",
         "history",
