@@ -27,7 +27,9 @@ code and the server's message (``{"error": ...}``, which the exception carries v
 ========  =====================================================================================
 status    raised
 ========  =====================================================================================
-404       :class:`~jobtape.errors.JobNotFound` (on a job's routes)
+401       :class:`~jobtape.errors.Unauthenticated` (no valid ``token``)
+403       :class:`~jobtape.errors.Forbidden` (the token lacks the scope)
+404       :class:`~jobtape.errors.JobNotFound` (on a job's routes; also another owner's job)
 409       :class:`~jobtape.errors.IllegalTransition` (cancel of a finished job; ``status`` is set),
           :class:`~jobtape.errors.DuplicateIdempotencyKey` (submit),
           :class:`~jobtape.errors.ConflictError` (anything else: re-read the job and decide again)
@@ -262,6 +264,10 @@ def raise_for_response(response: httpx.Response, context: _Context) -> None:
     except msgspec.DecodeError:
         message, terminal_status = f"HTTP {status}: {response.text[:200] or response.reason_phrase}", None
     job_id = context.job_id or ""
+    if status == 401:
+        raise _rebuilt(errors.Unauthenticated, message, status)
+    if status == 403:
+        raise _rebuilt(errors.Forbidden, message, status)
     if status == 404 and context.job_id is not None and context.operation != "submit" and not message.startswith("no route"):
         raise _rebuilt(errors.JobNotFound, message, status, job_id=job_id)
     if status == 409:
@@ -344,8 +350,9 @@ def _as_of_text(as_of: str | dt.datetime | None) -> str | None:
 class _Calls:
     """The requests of each method and the decoding of their answers, shared by both clients."""
 
-    def __init__(self, client_id: str | None) -> None:
+    def __init__(self, client_id: str | None, token: str | None = None) -> None:
         self.client_id = client_id
+        self.token = token
 
     def submit(self, job_type: str, params: Any, idempotency_key: str | None) -> _Call[str]:
         body = {"type": job_type, "params": msgspec.to_builtins(params)}
@@ -380,7 +387,10 @@ class _Calls:
         )
 
     def headers(self) -> dict[str, str]:
-        return {"X-Client-Id": self.client_id} if self.client_id is not None else {}
+        headers = {"X-Client-Id": self.client_id} if self.client_id is not None else {}
+        if self.token is not None:
+            headers["Authorization"] = f"Bearer {self.token}"
+        return headers
 
 
 class _Follow:
@@ -469,7 +479,10 @@ class Client:
     Args:
         base_url: the server, e.g. ``http://127.0.0.1:8000``.
         client_id: sent as ``X-Client-Id``: the owner of the jobs it submits (quotas and
-            idempotency keys are per owner); ``None``: the server's ``anonymous``.
+            idempotency keys are per owner) on a server with ``--auth off``; ``None``: the
+            server's ``anonymous``. A server with ``--auth required`` ignores it.
+        token: sent as ``Authorization: Bearer <token>``: an API key (``jtk_...``) or a JWT,
+            for a server with ``--auth required``; the owner is the token's. ``None``: none.
         timeout_s: seconds each request may take to connect, send and answer (not
             :meth:`wait`, which has its own limit).
         transport: an httpx transport (e.g. ``httpx.HTTPTransport(retries=2)``); ``None``: httpx's default.
@@ -480,10 +493,11 @@ class Client:
         base_url: str,
         *,
         client_id: str | None = None,
+        token: str | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self._calls = _Calls(client_id)
+        self._calls = _Calls(client_id, token)
         self._timeout_s = timeout_s
         self._http = httpx.Client(base_url=base_url, timeout=timeout_s, transport=transport, headers=self._calls.headers())
 
@@ -605,7 +619,8 @@ class AsyncClient:
 
     Args:
         base_url: the server, e.g. ``http://127.0.0.1:8000``.
-        client_id: sent as ``X-Client-Id`` (the jobs' owner); ``None``: ``anonymous``.
+        client_id: sent as ``X-Client-Id`` (the jobs' owner with ``--auth off``); ``None``: ``anonymous``.
+        token: sent as ``Authorization: Bearer <token>`` (an API key or a JWT); see :class:`Client`.
         timeout_s: seconds each request may take (not :meth:`wait`).
         transport: an httpx async transport; ``None``: httpx's default.
     """
@@ -615,10 +630,11 @@ class AsyncClient:
         base_url: str,
         *,
         client_id: str | None = None,
+        token: str | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._calls = _Calls(client_id)
+        self._calls = _Calls(client_id, token)
         self._timeout_s = timeout_s
         self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout_s, transport=transport, headers=self._calls.headers())
 

@@ -8,14 +8,16 @@ through click's ``envvar`` options, and :meth:`Settings.from_env` does it for em
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from jobtape import filemodes
+from jobtape.auth.principal import AUTH_MODES
 
-__all__ = ["JOB_STORE_BACKENDS", "STORAGE_BACKENDS", "Settings", "parse_flag"]
+__all__ = ["JOB_STORE_BACKENDS", "RATE_LIMIT_UNITS", "STORAGE_BACKENDS", "Settings", "comma_list", "parse_flag", "parse_rate_limit"]
 
 #: Accepted values of ``JOB_STORE_BACKEND``.
 JOB_STORE_BACKENDS = ("sqlite", "libsql")
@@ -107,6 +109,25 @@ class Settings:
             worker, locked while it lives; :mod:`jobtape.worker.workdirs`); must be on a
             local filesystem. Env ``JOBTAPE_WORK_DIR``; ``None`` (default):
             ``$TMPDIR/jobtape-work-<uid>`` (:attr:`work_parent`).
+        auth_mode: who may call the API (issue 11, docs/security.md): ``off`` (the default:
+            the owner is the ``X-Client-Id`` header, every scope; ``serve`` allows it only on
+            a loopback address), ``required`` (``Authorization: Bearer`` with an API key or a
+            JWT on every route but ``/health``), ``trusted-proxy`` (``X-Client-Id`` accepted
+            only from :attr:`trusted_proxies`). Env ``JOBTAPE_AUTH``.
+        trusted_proxies: CIDRs (``10.0.0.0/8``, ``127.0.0.1/32``) whose peers may name the
+            owner in ``trusted-proxy`` mode. Env ``JOBTAPE_TRUSTED_PROXY`` (comma-separated).
+        jwt_secret: HS256 secret of JWTs (>= 32 bytes). Env ``JOBTAPE_JWT_SECRET``.
+        jwt_public_key_file: PEM RSA (RS256) or Ed25519 (EdDSA) public key of JWTs. Env
+            ``JOBTAPE_JWT_PUBLIC_KEY_FILE``.
+        jwt_jwks_url: JWKS URL of JWT keys (RS256, EdDSA). Env ``JOBTAPE_JWT_JWKS_URL``.
+            At most one of the three; with one, :attr:`jwt_issuer` and :attr:`jwt_audience` are required.
+        jwt_issuer: the required ``iss`` of JWTs. Env ``JOBTAPE_JWT_ISSUER``.
+        jwt_audience: the required ``aud`` of JWTs. Env ``JOBTAPE_JWT_AUDIENCE``.
+        rate_limit: requests per principal on the submit routes, ``N/second|minute|hour|day``
+            (``60/minute``); ``None`` (default): no limit. Env ``JOBTAPE_RATE_LIMIT``.
+        cors_origins: web origins allowed to call the API from a browser (CORS,
+            ``https://app.example.com``); empty (default): no CORS headers. Env
+            ``JOBTAPE_CORS_ORIGINS`` (comma-separated).
     """
 
     data_dir: Path = Path("var")
@@ -142,8 +163,18 @@ class Settings:
     signing_secret: str | None = dataclasses.field(default=None, repr=False)
     file_mode: int = filemodes.DEFAULT_FILE_MODE
     work_dir: Path | None = None
+    auth_mode: str = "off"
+    trusted_proxies: tuple[str, ...] = ()
+    jwt_secret: str | None = dataclasses.field(default=None, repr=False)
+    jwt_public_key_file: Path | None = None
+    jwt_jwks_url: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    rate_limit: str | None = None
+    cors_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        self._check_auth()
         if self.sqlite_synchronous not in ("FULL", "NORMAL"):
             raise ValueError(f"JOBTAPE_SQLITE_SYNCHRONOUS must be FULL or NORMAL, not {self.sqlite_synchronous!r}")
         if self.job_store_backend not in JOB_STORE_BACKENDS:
@@ -165,6 +196,30 @@ class Settings:
             raise ValueError(f"JOBTAPE_FAILED_UPLOAD_RETENTION must be >= 0 seconds, not {self.failed_upload_retention_s}")
         if self.storage_backend != "local" and not self.s3_bucket:
             raise ValueError(f"the {self.storage_backend} storage backend needs a bucket (S3_BUCKET or R2_BUCKET)")
+
+    def _check_auth(self) -> None:
+        """Refuse auth settings that cannot work (the message names the variable to fix)."""
+        if self.auth_mode not in AUTH_MODES:
+            raise ValueError(f"JOBTAPE_AUTH must be one of {', '.join(AUTH_MODES)}, not {self.auth_mode!r}")
+        for cidr in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"JOBTAPE_TRUSTED_PROXY: {cidr!r} is not an address or CIDR (like 10.0.0.0/8)") from None
+        if self.auth_mode == "trusted-proxy" and not self.trusted_proxies:
+            raise ValueError("--auth trusted-proxy needs at least one --trusted-proxy CIDR (JOBTAPE_TRUSTED_PROXY)")
+        sources = [v for v in (self.jwt_secret, self.jwt_public_key_file, self.jwt_jwks_url) if v]
+        if len(sources) > 1:
+            raise ValueError("set only one of JOBTAPE_JWT_SECRET, JOBTAPE_JWT_PUBLIC_KEY_FILE, JOBTAPE_JWT_JWKS_URL")
+        if sources and not (self.jwt_issuer and self.jwt_audience):
+            raise ValueError("JWT verification needs JOBTAPE_JWT_ISSUER and JOBTAPE_JWT_AUDIENCE")
+        if self.rate_limit is not None:
+            parse_rate_limit(self.rate_limit)
+
+    @property
+    def rate_limit_rule(self) -> tuple[str, int] | None:
+        """:attr:`rate_limit` as ``(unit, count)`` (``("minute", 60)``), or ``None`` for no limit."""
+        return parse_rate_limit(self.rate_limit) if self.rate_limit else None
 
     @property
     def database_path(self) -> Path:
@@ -215,6 +270,15 @@ class Settings:
                 ("file_mode", "JOBTAPE_FILE_MODE", _file_mode),
                 ("work_dir", "JOBTAPE_WORK_DIR", Path),
                 ("failed_upload_retention_s", "JOBTAPE_FAILED_UPLOAD_RETENTION", float),
+                ("auth_mode", "JOBTAPE_AUTH", _lower),
+                ("trusted_proxies", "JOBTAPE_TRUSTED_PROXY", comma_list),
+                ("jwt_secret", "JOBTAPE_JWT_SECRET", str),
+                ("jwt_public_key_file", "JOBTAPE_JWT_PUBLIC_KEY_FILE", Path),
+                ("jwt_jwks_url", "JOBTAPE_JWT_JWKS_URL", str),
+                ("jwt_issuer", "JOBTAPE_JWT_ISSUER", str),
+                ("jwt_audience", "JOBTAPE_JWT_AUDIENCE", str),
+                ("rate_limit", "JOBTAPE_RATE_LIMIT", _optional),
+                ("cors_origins", "JOBTAPE_CORS_ORIGINS", comma_list),
             ),
         )
         values.update(_backend_values(env))
@@ -245,6 +309,39 @@ def env_values(env: Mapping[str, str], fields: Iterable[tuple[str, str, Callable
             except ValueError as exc:
                 raise ValueError(f"{var}={env[var]!r} is not a valid {getattr(parse, '__name__', 'value')}") from exc
     return values
+
+
+#: The units of a rate limit (``60/minute``), as Litestar's rate-limit middleware names them.
+RATE_LIMIT_UNITS = ("second", "minute", "hour", "day")
+
+
+def parse_rate_limit(text: str) -> tuple[str, int]:
+    """``"60/minute"`` -> ``("minute", 60)``.
+
+    Raises:
+        ValueError: not ``N/unit`` with N >= 1 and a unit of :data:`RATE_LIMIT_UNITS`.
+    """
+    count, _, unit = text.strip().partition("/")
+    unit = unit.strip().lower().removesuffix("s") if unit.strip().lower() != "s" else "second"
+    if not count.strip().isdigit() or int(count) < 1 or unit not in RATE_LIMIT_UNITS:
+        raise ValueError(f"JOBTAPE_RATE_LIMIT must be like 60/minute (N/{'|'.join(RATE_LIMIT_UNITS)}), not {text!r}")
+    return unit, int(count)
+
+
+def comma_list(text: str) -> tuple[str, ...]:
+    """``"a, b,,c"`` -> ``("a", "b", "c")``: the items of a comma-separated variable, stripped, empty ones dropped."""
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+comma_list.__name__ = "comma-separated list"
+
+
+def _lower(text: str) -> str:
+    return text.strip().lower()
+
+
+def _optional(text: str) -> str | None:
+    return text.strip() or None
 
 
 def parse_flag(text: str) -> bool:

@@ -29,6 +29,8 @@ for a job's own failure, :class:`StorageError` for the blob storage; catch
     │   ├── InvalidExport       an export file is malformed, gapped or tampered (names the line)
     │   ├── KeyNotFound [404]   no API key with that id (``jobtape keys revoke``)
     │   ├── UnknownScope        a scope name that is not one of the valid ones (names them)
+    │   ├── Unauthenticated [401] no valid credential: no token, or an unknown, revoked or expired one
+    │   ├── Forbidden [403]     the caller's token lacks the scope the operation needs
     │   ├── RequestRejected     (client) the server refused a request with a 4xx of no class of its own
     │   └── (jobtape.audio.errors: AssetNotFound [404], AssetFileGone [410], InvalidRecipe, SourceUrlRefused)
     ├── JobError [500]          a job's own outcome, raised inside a worker
@@ -80,6 +82,7 @@ __all__ = [
     "ConflictError",
     "ConstraintViolation",
     "DuplicateIdempotencyKey",
+    "Forbidden",
     "IdempotencyKeyReused",
     "IllegalTransition",
     "InvalidExport",
@@ -106,6 +109,7 @@ __all__ = [
     "StoreError",
     "StoreFull",
     "StoreUnavailable",
+    "Unauthenticated",
     "UnknownJobType",
     "UnknownScope",
     "WaitTimedOut",
@@ -554,6 +558,28 @@ class InvalidParams(RequestError):
         self.job_type = job_type
         self.detail = detail
         super().__init__(f"invalid params for job type {job_type!r}: {detail}")
+
+
+class Unauthenticated(RequestError):
+    """The request carries no valid credential; send ``Authorization: Bearer <API key or JWT>``.
+
+    The server's answer is 401 with ``WWW-Authenticate: Bearer`` (RFC 6750 §3) when
+    ``--auth required`` (or ``trusted-proxy``) finds no token, or an unknown, revoked or
+    expired one (issue 11; :mod:`jobtape.http.auth`). :class:`jobtape.Client` raises it for a 401.
+    """
+
+    http_status = 401
+
+
+class Forbidden(RequestError):
+    """The caller's token lacks the scope this operation needs (the message names it).
+
+    The server's answer is 403 (issue 11: ``jobs:submit``, ``jobs:read``, ``jobs:cancel``,
+    ``admin``). :class:`jobtape.Client` raises it for a 403 (a forged download link's 403 is
+    :class:`InvalidSignature` on the server; the client does not follow download links).
+    """
+
+    http_status = 403
 
 
 class RequestRejected(RequestError):

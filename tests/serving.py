@@ -7,10 +7,11 @@ modules import this as ``from serving import jobtape_serve``.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -26,10 +27,13 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def jobtape_serve(data_dir: Path, *extra: str, workers: int = 1, cwd: Path | None = None) -> Iterator[str]:
+def jobtape_serve(
+    data_dir: Path, *extra: str, workers: int = 1, cwd: Path | None = None, env: Mapping[str, str] | None = None
+) -> Iterator[str]:
     """Run ``jobtape serve --workers N`` over ``data_dir`` until the block ends; yield its base URL.
 
     ``cwd`` is the server's working folder (where ``--app`` finds a module; default: the tests').
+    ``env``: more environment variables for the server (``JOBTAPE_JWT_SECRET``, ...).
 
     Its output goes to ``data_dir/../serve-<port>.log`` (named in the error when it dies early).
 
@@ -58,6 +62,7 @@ def jobtape_serve(data_dir: Path, *extra: str, workers: int = 1, cwd: Path | Non
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=cwd,
+            env={**os.environ, **env} if env else None,
         )
         base_url = f"http://127.0.0.1:{port}"
 

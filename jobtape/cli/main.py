@@ -7,6 +7,7 @@ httpx are imported in the commands that need them, so ``history`` and ``rebuild`
 
 from __future__ import annotations
 
+import ipaddress
 import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,6 +21,7 @@ from rich.table import Table
 from jobtape import defaults, errors, runtime, startup
 from jobtape.app import App
 from jobtape.audit import describe
+from jobtape.auth.principal import AUTH_MODES
 from jobtape.cli import audit as cli_audit
 from jobtape.cli import demo as cli_demo
 from jobtape.cli import keys as cli_keys
@@ -133,7 +135,29 @@ for _command in (cli_demo.demo, *cli_audit.COMMANDS, *cli_transfer.COMMANDS, *cl
     envvar="JOBTAPE_MAX_ACTIVE_JOBS",
     show_envvar=True,
     show_default=True,
-    help="Per-owner (X-Client-Id) limit of pending + processing jobs; the next POST gets 429.",
+    help="Per-owner limit of pending + processing jobs; the next POST gets 429.",
+)
+@click.option(
+    "--auth",
+    "auth_mode",
+    type=click.Choice(AUTH_MODES),
+    default=None,
+    help="Who may call the API: off (by default; loopback only; owner from X-Client-Id), required (Bearer API key or JWT "
+    "on every route but /health), trusted-proxy (X-Client-Id only from --trusted-proxy addresses). Env JOBTAPE_AUTH.",
+)
+@click.option(
+    "--trusted-proxy",
+    "trusted_proxies",
+    multiple=True,
+    metavar="CIDR",
+    help="An address or CIDR allowed to name the owner with --auth trusted-proxy (repeatable; none by default; env JOBTAPE_TRUSTED_PROXY, comma-separated).",
+)
+@click.option(
+    "--rate-limit",
+    default=None,
+    metavar="N/UNIT",
+    help="Requests per caller on the submit routes, like 60/minute (unit second|minute|hour|day); "
+    "over it: 429 with Retry-After. No limit by default. Env JOBTAPE_RATE_LIMIT.",
 )
 @worker_settings_options
 @app_option("Serve (POST /api/jobs) and run")
@@ -149,6 +173,9 @@ def serve(
     upload_min_rate_bytes_s: float,
     max_concurrent_uploads: int,
     max_active_jobs: int,
+    auth_mode: str | None,
+    trusted_proxies: tuple[str, ...],
+    rate_limit: str | None,
     allow_private_urls: bool,
     max_download_bytes: int,
     worker_settings: dict[str, Any],
@@ -164,6 +191,9 @@ def serve(
     start-up is retried with backoff, like `jobtape worker` does, until SIGINT/SIGTERM.
     If the store refuses the credentials (at start-up, or later to an embedded worker), the
     server stops and exits 1 with the message.
+
+    --auth off (the default) is refused on an address other than loopback (exit 2): anyone who
+    can reach the port could act as any owner. Production: --auth required (docs/security.md).
     """
     import uvicorn
 
@@ -177,8 +207,18 @@ def serve(
         upload_min_rate_bytes_s=upload_min_rate_bytes_s,
         max_concurrent_uploads=max_concurrent_uploads,
         max_active_jobs=max_active_jobs,
+        auth_mode=auth_mode,
+        trusted_proxies=trusted_proxies or None,
+        rate_limit=rate_limit,
         **engine_values,
     )
+    check_auth_host(settings.auth_mode, host)
+    from jobtape.http import auth as http_auth
+
+    try:  # a bad JWT key source stops here, before the store is opened
+        http_auth.Authenticator.from_settings(settings)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
     audio_settings = cli_audit.audio_settings_from(
         allow_private_urls=allow_private_urls, max_download_bytes=max_download_bytes, **audio_values
     )
@@ -211,6 +251,30 @@ def serve(
         raise fatal[0]
     if not servers[0].started:  # e.g. the port is taken: uvicorn logged why; its own exit status
         raise SystemExit(3)
+
+
+def check_auth_host(auth_mode: str, host: str) -> None:
+    """Refuse ``--auth off`` on an address other than loopback (issue 11).
+
+    ``localhost`` and loopback addresses (``127.0.0.0/8``, ``::1``) are allowed; any other
+    name or address (``0.0.0.0``, a LAN address, a host name) is not.
+
+    Raises:
+        click.UsageError: exit 2, naming the three modes.
+    """
+    if auth_mode != "off":
+        return
+    try:
+        loopback = ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        raise click.UsageError(
+            f"--auth off serves every caller as any owner, so it is allowed only on a loopback address, not {host!r}. "
+            "Choose one of the three modes: --auth required (Bearer API keys or JWTs), --auth trusted-proxy "
+            "--trusted-proxy CIDR (a web backend names the owner), or --auth off with --host 127.0.0.1. "
+            "See docs/security.md."
+        )
 
 
 class _StopSignal(Exception):

@@ -28,12 +28,14 @@ The application holds no global state: the repository, storage and settings pass
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from litestar import Litestar, get
+from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
@@ -41,11 +43,13 @@ from litestar.static_files import create_static_files_router
 
 from jobtape import __version__
 from jobtape.config import Settings
+from jobtape.http import auth as http_auth
 from jobtape.http import creation, downloads, jobs, schemas, spool, stream, submit, upload
 from jobtape.http import errors as http_errors
 from jobtape.jobtypes import DownloadableKeys, JobTypeSpec
+from jobtape.projections import keys
 from jobtape.projections.repository import JobRepository
-from jobtape.storage import Storage
+from jobtape.storage import Storage, signing
 
 __all__ = ["DESCRIPTION", "UI_ASSETS_PATH", "create_app", "health", "swagger_ui_assets"]
 
@@ -62,7 +66,7 @@ UI_ASSETS_PATH = "/schema-assets"
 LifespanHook = Callable[[], Any]
 
 
-@get("/health", sync_to_thread=False, summary="Liveness", tags=["health"])
+@get("/health", sync_to_thread=False, summary="Liveness", tags=["health"], opt={http_auth.EXCLUDE_FROM_AUTH: True})
 def health() -> schemas.Health:
     """Answer ``{"status": "ok"}`` while the process serves requests."""
     return schemas.Health()
@@ -104,6 +108,7 @@ def create_app(
     debug: bool = False,
     job_types: Mapping[str, JobTypeSpec] | None = None,
     description: str | None = None,
+    key_lookup: http_auth.KeyLookup | None = None,
 ) -> Litestar:
     """Build the HTTP API.
 
@@ -126,13 +131,29 @@ def create_app(
             schemas (:mod:`jobtape.http.submit`). Default: none.
         description: the app's description for the OpenAPI document (:attr:`jobtape.App.description`),
             placed before the engine's :data:`DESCRIPTION`; ``None``: the engine's alone.
+        key_lookup: finds an API key by its bearer token in ``--auth required`` mode; ``None``
+            (default): :func:`jobtape.projections.keys.lookup` on ``repository``.
+
+    Who may call what (``settings.auth_mode``, the JWT settings, ``rate_limit``,
+    ``cors_origins``) is :mod:`jobtape.http.auth`'s: an authentication middleware on every
+    route but ``/health`` and the docs, a scope guard, a per-principal rate limit on the
+    submit routes, and CORS for the configured origins.
 
     Returns:
         The ASGI application.
+
+    Raises:
+        ValueError: the JWT settings cannot make a verifier (a short secret, a bad key file).
     """
     spool_folder = spool.SpoolFolder(settings.data_dir / spool.UPLOAD_TEMP_DIR)
     upload_slots = upload.UploadSlots(settings.max_concurrent_uploads)
     types = dict(job_types or {})
+    lookup = key_lookup if key_lookup is not None else functools.partial(keys.lookup, repository)
+    authenticator = http_auth.Authenticator.from_settings(settings, lookup)
+    middleware: list[Any] = [http_auth.auth_middleware(authenticator)]
+    rule = settings.rate_limit_rule
+    if rule is not None:
+        middleware.append(http_auth.rate_limit_config(rule).middleware)
     app = Litestar(
         route_handlers=[
             health,
@@ -157,6 +178,9 @@ def create_app(
             "submit_sources": _provide(creation.SubmitSources(repository, storage, settings, spool_folder, upload_slots)),
         },
         exception_handlers=http_errors.exception_handlers(),  # type: ignore[arg-type]
+        middleware=middleware,
+        guards=[http_auth.scope_guard],
+        cors_config=_cors(settings.cors_origins),
         openapi_config=OpenAPIConfig(
             title="jobtape",
             version=__version__,
@@ -176,4 +200,31 @@ def create_app(
     if extra:
         document = app.openapi_schema
         document.components.schemas = {**(document.components.schemas or {}), **extra}
+    if settings.auth_mode != "off":
+        signs_links = getattr(storage, "signer", None) is not None
+        http_auth.document_security(
+            app.openapi_schema,
+            bearer=settings.auth_mode == "required",
+            rate_limited=rule is not None,
+            link_paths=[signing.DOWNLOAD_PATH] if signs_links else [],
+        )
     return app
+
+
+#: Request headers a browser may send cross-origin (CORS preflight), and response headers it may read.
+_CORS_ALLOW_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key", "X-Client-Id", "Last-Event-ID", "Range"]
+_CORS_EXPOSE_HEADERS = ["Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "RateLimit-Policy", "Content-Range"]
+
+
+def _cors(origins: Sequence[str]) -> CORSConfig | None:
+    """CORS for the configured web origins (``JOBTAPE_CORS_ORIGINS``); ``None`` (no CORS headers) without any."""
+    if not origins:
+        return None
+    return CORSConfig(
+        allow_origins=list(origins),
+        allow_methods=["GET", "HEAD", "POST", "OPTIONS"],
+        allow_headers=_CORS_ALLOW_HEADERS,
+        expose_headers=_CORS_EXPOSE_HEADERS,
+        allow_credentials=False,  # bearer tokens, not cookies
+        max_age=600,
+    )

@@ -1,11 +1,14 @@
 """Creating a job over HTTP: the owner, the ``Idempotency-Key`` replay, the 202/200 answer (one implementation).
 
 Every route that creates a job (``POST /api/jobs``, the audio ingest and edit routes) takes
-its owner from the ``X-Client-Id`` header (default ``anonymous``) and honours the
-``Idempotency-Key`` header the same way, here:
+its owner and its actor from the request's principal (:mod:`jobtape.http.auth`) and honours
+the ``Idempotency-Key`` header the same way, here:
 
-- The owner is NOT a security boundary yet: any client can claim any id. It scopes the
-  active-job quota (429, guarded in SQL in the create batch) and the idempotency key.
+- The owner is the principal's: the API key's owner, the JWT's ``sub``, the trusted proxy's
+  ``X-Client-Id``, or with ``--auth off`` the ``X-Client-Id`` header (default ``anonymous``;
+  not authenticated then). It scopes the active-job quota (429, guarded in SQL in the create
+  batch) and the idempotency key. The ``job.created`` event's actor is the principal's
+  (``key:<id>``, ``jwt:<sub>``, ``proxy:<owner>``; ``api`` with ``--auth off``).
 - The guard is the ``jobs (owner, idempotency_key)`` UNIQUE index inside the create batch;
   only after that write fails is the first job read, to answer the replay: 200 with the job
   the key created, when the request is the same (same job type, and the same payload as the
@@ -55,7 +58,8 @@ class SubmitSources(NamedTuple):
     upload_slots: upload.UploadSlots
 
 
-#: The ``X-Client-Id`` header: the job's owner (not authenticated; see the module docstring).
+#: The ``X-Client-Id`` header: the job's owner with ``--auth off`` (not authenticated) or from a trusted
+#: proxy; ignored with ``--auth required`` (see the module docstring).
 ClientId = Annotated[
     str | None,
     HeaderParameter(
@@ -63,7 +67,8 @@ ClientId = Annotated[
         required=False,
         schema_extra=openapi.OPTIONAL_STRING,
         max_length=200,
-        description="Job owner for the active-job quota (default 'anonymous'). Not authenticated: not a security boundary.",
+        description="Job owner (default 'anonymous') with --auth off, or named by a trusted proxy (--auth trusted-proxy); "
+        "ignored with --auth required, where the owner is the token's.",
     ),
 ]
 
@@ -104,6 +109,7 @@ def create_or_replay(
     idempotency_key: str | None,
     same_request: SameRequest,
     differs: str = "another request",
+    actor: str = "api",
     **create_options: Any,
 ) -> tuple[str, str, bool]:
     """Append the job's ``job.created`` batch, or find the job an idempotent replay names (blocking).
@@ -112,13 +118,14 @@ def create_or_replay(
         repository: the job log.
         job_type: the type to create.
         params: the params to store.
-        owner: from :func:`owner_of`.
+        owner: the principal's owner (``Principal.owner``).
         idempotency_key: from :func:`key_of`.
         same_request: judges a replay of the same type (see :data:`SameRequest`).
         differs: how the 422 names a same-type request with another payload
             (``another source``, ``other params``).
+        actor: the actor of the appended events: the principal's (``Principal.actor``).
         create_options: more :meth:`JobRepository.create` keywords (``job_id``,
-            ``extra_events``, ``max_active_jobs``); the actor is ``api``.
+            ``extra_events``, ``max_active_jobs``).
 
     Returns:
         ``(job_id, status, created)``; ``created`` is ``False`` for an idempotent replay, whose
@@ -130,7 +137,7 @@ def create_or_replay(
         errors.QuotaExceeded: the owner is at ``max_active_jobs`` (429); nothing appended.
     """
     try:
-        created = repository.create(job_type, params, owner=owner, idempotency_key=idempotency_key, actor="api", **create_options)
+        created = repository.create(job_type, params, owner=owner, idempotency_key=idempotency_key, actor=actor, **create_options)
     except errors.DuplicateIdempotencyKey:
         earlier = repository.find_by_idempotency_key(owner, idempotency_key)
         if earlier is None:  # its row went between the failed write and this read (archived): 409

@@ -39,7 +39,9 @@ from litestar.params import QueryParameter
 from litestar.response import Response, Stream
 
 from jobtape import clock
+from jobtape.auth import principal as auth
 from jobtape.config import Settings
+from jobtape.http import auth as http_auth
 from jobtape.http import openapi, ranges, schemas
 from jobtape.jobtypes import DownloadableKeys
 from jobtape.projections import state as job_state
@@ -151,6 +153,7 @@ _OUTPUT_KEY_PATTERN = r"^(assets|previews)/[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z
     },
     tags=["downloads"],
     name="download-local",
+    opt={http_auth.SIGNED_LINK_OPT: True},  # the signature authorises it (a capability): jobtape.http.auth
 )
 async def download(
     request: Request[Any, Any, Any],
@@ -206,6 +209,7 @@ async def download(
     },
     tags=["downloads"],
     name="download-link",
+    opt={http_auth.SCOPE_OPT: auth.JOBS_READ},
 )
 async def download_link(
     storage: NamedDependency[Storage],

@@ -15,7 +15,7 @@ from typing import Annotated, Any, NamedTuple
 
 import anyio.to_thread
 import msgspec
-from litestar import get, post
+from litestar import Request, get, post
 from litestar.datastructures import CacheControlHeader
 from litestar.di import NamedDependency
 from litestar.exceptions import ClientException, HTTPException
@@ -24,7 +24,10 @@ from litestar.params import QueryParameter
 
 from jobtape import errors
 from jobtape.audit import timeparse
+from jobtape.auth import principal as auth
+from jobtape.auth import redaction
 from jobtape.eventlog import events as ev
+from jobtape.http import auth as http_auth
 from jobtape.http import downloads, history, openapi, schemas
 from jobtape.projections import state as job_state
 from jobtape.projections.repository import JobRepository
@@ -38,6 +41,7 @@ __all__ = [
     "check_job_id",
     "get_job",
     "list_job_events",
+    "owner_of_stream",
     "poll_body",
     "to_event_view",
     "to_job_view",
@@ -108,17 +112,32 @@ def poll_body(state: job_state.JobState, queue_position: int | None, storage: St
     return msgspec.structs.replace(view, download_url=url) if url is not None else view
 
 
-def to_event_view(recorded: ev.RecordedEvent) -> schemas.EventView:
-    """Build one entry of the events route; ``data`` is the event's fields as JSON builtins."""
+def to_event_view(recorded: ev.RecordedEvent, *, redact: bool = False) -> schemas.EventView:
+    """Build one entry of the events route; ``data`` is the event's fields as JSON builtins.
+
+    Args:
+        recorded: the event.
+        redact: show it as an owner sees it, without server paths, host ids, pids or argv
+            (:func:`jobtape.auth.redaction.redact`); ``False`` for ``admin``.
+    """
     data: dict[str, Any] = msgspec.to_builtins(ev.event_fields(recorded.event))
+    actor = recorded.actor
+    if redact:
+        data, actor = redaction.redact(recorded.type, data, actor)
     return schemas.EventView(
         position=recorded.position,
         version=recorded.version,
         type=recorded.type,
         data=data,
-        actor=recorded.actor,
+        actor=actor,
         recorded_at=recorded.recorded_at,
     )
+
+
+def owner_of_stream(recorded: list[ev.RecordedEvent]) -> str:
+    """The owner of a job from its events (non-empty, version order): its ``job.created``'s ``owner``."""
+    first = recorded[0].event
+    return first.owner if isinstance(first, ev.JobCreated) else "anonymous"
 
 
 class PollSources(NamedTuple):
@@ -144,8 +163,11 @@ class PollSources(NamedTuple):
     "and the result or error once finished; with asOf, as folded from the events recorded up to then.",
     responses={400: _BAD_ID, 404: _NOT_FOUND, 422: _BAD_AS_OF, **openapi.STORE_READ_ERRORS},
     tags=["jobs"],
+    opt={http_auth.SCOPE_OPT: auth.JOBS_READ},
 )
-async def get_job(jobId: JobIdPath, poll_sources: NamedDependency[PollSources], as_of: AsOfQuery = None) -> schemas.JobView:
+async def get_job(
+    request: Request[Any, Any, Any], jobId: JobIdPath, poll_sources: NamedDependency[PollSources], as_of: AsOfQuery = None
+) -> schemas.JobView:
     """Return the job's current state, or its state at ``asOf``.
 
     A complete job whose result holds a storage key gets ``downloadUrl`` (seed 001), valid
@@ -165,28 +187,35 @@ async def get_job(jobId: JobIdPath, poll_sources: NamedDependency[PollSources], 
     Its one dependency, :class:`PollSources`, spares the per-request task group Litestar
     starts to resolve several dependencies at once.
 
+    A job of another owner is a 404 like a missing one, unless the principal holds ``admin``
+    (:func:`jobtape.http.auth.require_visible`), so only its owner gets its ``downloadUrl``.
+
     Raises:
         ClientException: 400, malformed job id.
-        errors.JobNotFound: 404 (also when the job did not exist yet at ``asOf``).
+        errors.JobNotFound: 404 (also when the job did not exist yet at ``asOf``, or is another owner's).
         errors.InvalidTimeSpec: 422, ``asOf`` is not a time.
     """
     job_id = check_job_id(jobId)
+    principal = http_auth.principal_of(request)
     repository, storage, ttl_s = poll_sources.repository, poll_sources.storage, poll_sources.download_url_ttl_s
     if as_of is not None:
         at = history.parse_as_of(as_of)
         state, position = await anyio.to_thread.run_sync(history.state_as_of, repository.store, job_id, at)
+        http_auth.require_visible(principal, state.owner, errors.JobNotFound(job_id))
         return await anyio.to_thread.run_sync(poll_body, state, position, storage, ttl_s)
     if not repository.local_reads:
-        return await anyio.to_thread.run_sync(_poll_now, repository, job_id, storage, ttl_s)
+        return await anyio.to_thread.run_sync(_poll_now, repository, job_id, storage, ttl_s, principal)
     state = repository.get(job_id)
+    http_auth.require_visible(principal, state.owner, errors.JobNotFound(job_id))
     position = repository.queue_position(job_id) if state.status == "pending" else None
     if storage.local_files or job_state.download_key(state) is None:
         return poll_body(state, position, storage, ttl_s)  # a stat and an HMAC at most
     return await anyio.to_thread.run_sync(poll_body, state, position, storage, ttl_s)
 
 
-def _poll_now(repository: JobRepository, job_id: str, storage: Storage, ttl_s: int) -> schemas.JobView:
+def _poll_now(repository: JobRepository, job_id: str, storage: Storage, ttl_s: int, principal: auth.Principal) -> schemas.JobView:
     state = repository.get(job_id)
+    http_auth.require_visible(principal, state.owner, errors.JobNotFound(job_id))
     position = repository.queue_position(job_id) if state.status == "pending" else None
     return poll_body(state, position, storage, ttl_s)
 
@@ -214,30 +243,34 @@ class _AlreadyTerminalError(Exception):
         **openapi.STORE_ERRORS,
     },
     tags=["jobs"],
+    opt={http_auth.SCOPE_OPT: auth.JOBS_CANCEL},
 )
-def cancel_job(jobId: JobIdPath, repository: NamedDependency[JobRepository]) -> schemas.CancelAccepted:
+def cancel_job(request: Request[Any, Any, Any], jobId: JobIdPath, repository: NamedDependency[JobRepository]) -> schemas.CancelAccepted:
     """Append ``job.cancel_requested`` unless the job is in a terminal state.
 
     The terminal-state check runs inside ``decide`` on the state loaded for that very
     append, so a concurrent change is retried by :meth:`JobRepository.execute` rather
-    than decided on a stale read.
+    than decided on a stale read. The event's actor is the principal's (``key:<id>``,
+    ``jwt:<sub>``, ``proxy:<owner>``; ``api`` with ``--auth off``).
 
     Raises:
         ClientException: 400, malformed job id.
-        errors.JobNotFound: 404.
+        errors.JobNotFound: 404 (also for another owner's job, unless ``admin``).
         HTTPException: 409 ``{"error": "Job already in terminal state", "status": ...}``.
     """
     check_job_id(jobId)
+    principal = http_auth.principal_of(request)
 
     def decide(current: job_state.JobState | None) -> list[ev.Event]:
         if current is None:
             raise errors.JobNotFound(jobId)
+        http_auth.require_visible(principal, current.owner, errors.JobNotFound(jobId))
         if current.status in job_state.TERMINAL_STATUSES:
             raise _AlreadyTerminalError(current.status)
         return [ev.JobCancelRequested(reason="requested through the HTTP API")]
 
     try:
-        repository.execute(jobId, decide, actor="api")
+        repository.execute(jobId, decide, actor=principal.actor)
     except _AlreadyTerminalError as exc:
         raise HTTPException(status_code=409, detail="Job already in terminal state", extra={"status": exc.status}) from None
     return schemas.CancelAccepted(job_id=jobId)
@@ -252,20 +285,29 @@ def cancel_job(jobId: JobIdPath, repository: NamedDependency[JobRepository]) -> 
     description="Every event of the job's stream in version order, as recorded; with asOf, those recorded up to then.",
     responses={400: _BAD_ID, 404: _NOT_FOUND, 422: _BAD_AS_OF, **openapi.STORE_READ_ERRORS},
     tags=["jobs"],
+    opt={http_auth.SCOPE_OPT: auth.JOBS_READ},
 )
-def list_job_events(jobId: JobIdPath, repository: NamedDependency[JobRepository], as_of: AsOfQuery = None) -> schemas.EventList:
+def list_job_events(
+    request: Request[Any, Any, Any], jobId: JobIdPath, repository: NamedDependency[JobRepository], as_of: AsOfQuery = None
+) -> schemas.EventList:
     """Return the job's events in version order (up to ``asOf`` if given).
+
+    An owner sees them without server paths, host ids, pids or argv
+    (:mod:`jobtape.auth.redaction`); ``admin`` sees them as recorded.
 
     Raises:
         ClientException: 400, malformed job id.
-        errors.JobNotFound: 404 (the stream is empty, or started after ``asOf``).
+        errors.JobNotFound: 404 (the stream is empty, started after ``asOf``, or is another owner's job).
         errors.InvalidTimeSpec: 422, ``asOf`` is not a time.
     """
+    principal = http_auth.principal_of(request)
     if as_of is not None:
         at = history.parse_as_of(as_of)
         recorded = history.events_as_of(repository.store, check_job_id(jobId), at)
-        return schemas.EventList(job_id=jobId, events=[to_event_view(item) for item in recorded])
-    recorded = repository.store.read_stream(check_job_id(jobId))
-    if not recorded:
-        raise errors.JobNotFound(jobId)
-    return schemas.EventList(job_id=jobId, events=[to_event_view(item) for item in recorded])
+    else:
+        recorded = repository.store.read_stream(check_job_id(jobId))
+        if not recorded:
+            raise errors.JobNotFound(jobId)
+    http_auth.require_visible(principal, owner_of_stream(recorded), errors.JobNotFound(jobId))
+    redact = not principal.is_admin
+    return schemas.EventList(job_id=jobId, events=[to_event_view(item, redact=redact) for item in recorded])

@@ -31,7 +31,7 @@ from typing import Annotated, Any
 
 import anyio.to_thread
 import msgspec
-from litestar import MediaType, Response, get
+from litestar import MediaType, Request, Response, get
 from litestar.di import NamedDependency
 from litestar.exceptions import ClientException, HTTPException
 from litestar.openapi.datastructures import ResponseSpec
@@ -39,8 +39,10 @@ from litestar.params import HeaderParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from jobtape import errors
+from jobtape.auth import principal as auth
 from jobtape.config import Settings
 from jobtape.eventlog import events as ev
+from jobtape.http import auth as http_auth
 from jobtape.http import jobs, openapi, schemas
 from jobtape.projections import state as job_state
 from jobtape.projections.repository import JobRepository
@@ -104,6 +106,7 @@ async def follow_job(
     last_event_id: int | None = None,
     poll_interval_s: float = POLL_INTERVAL_S,
     body: Callable[[job_state.JobState, int | None], schemas.JobView] = jobs.to_job_view,
+    redact: bool = False,
 ) -> AsyncIterator[ServerSentEventMessage]:
     """Yield the job's messages until its terminal event; each message's id is a version.
 
@@ -118,6 +121,7 @@ async def follow_job(
         poll_interval_s: seconds between two reads of the log.
         body: the ``state`` message's body from a state and its queue position: the
             poll's (:func:`jobtape.http.jobs.poll_body`, with ``downloadUrl``).
+        redact: send the events as an owner sees them (:func:`jobtape.http.jobs.to_event_view`).
 
     Raises:
         errors.IllegalTransition: the stored stream breaks the state rules.
@@ -132,7 +136,7 @@ async def follow_job(
     else:
         for item in recorded:
             if item.version > last_event_id:
-                yield _message("event", item.version, jobs.to_event_view(item))
+                yield _message("event", item.version, jobs.to_event_view(item, redact=redact))
     quiet_since = time.monotonic()
     while not state.finished:
         await anyio.sleep(poll_interval_s)
@@ -140,7 +144,7 @@ async def follow_job(
         new = await anyio.to_thread.run_sync(read_new)
         for item in new:
             state = job_state.apply(state, item.event, job_id=item.job_id, version=item.version, recorded_at=item.recorded_at)
-            yield _message("event", item.version, jobs.to_event_view(item))
+            yield _message("event", item.version, jobs.to_event_view(item, redact=redact))
             quiet_since = time.monotonic()
         if time.monotonic() - quiet_since >= KEEPALIVE_S:
             yield ServerSentEventMessage(comment="keepalive")
@@ -167,8 +171,10 @@ async def follow_job(
         **openapi.STORE_READ_ERRORS,
     },
     tags=["jobs"],
+    opt={http_auth.SCOPE_OPT: auth.JOBS_READ},
 )
 async def stream_job(
+    request: Request[Any, Any, Any],
     jobId: jobs.JobIdPath,
     repository: NamedDependency[JobRepository],
     storage: NamedDependency[Storage],
@@ -180,12 +186,14 @@ async def stream_job(
     Raises:
         ClientException: 400, malformed job id, or a ``Last-Event-ID`` that is not a version.
         HTTPException: 409, a ``Last-Event-ID`` past the job's latest version.
-        errors.JobNotFound: 404, before the stream starts.
+        errors.JobNotFound: 404, before the stream starts (also for another owner's job, unless ``admin``).
     """
+    principal = http_auth.principal_of(request)
     resume_after = parse_last_event_id(last_event_id)
     recorded = await anyio.to_thread.run_sync(repository.store.read_stream, jobs.check_job_id(jobId))
     if not recorded:
         raise errors.JobNotFound(jobId)
+    http_auth.require_visible(principal, jobs.owner_of_stream(recorded), errors.JobNotFound(jobId))
     if resume_after is not None:
         latest = recorded[-1].version
         if resume_after > latest:
@@ -203,6 +211,7 @@ async def stream_job(
             recorded,
             last_event_id=resume_after,
             body=lambda state, place: jobs.poll_body(state, place, storage, settings.download_url_ttl_s),
+            redact=not principal.is_admin,
         ),
         headers={"Cache-Control": "no-store"},
     )

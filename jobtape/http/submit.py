@@ -14,7 +14,7 @@ what to fix, and nothing is appended or stored before the body is fully checked:
   (``Expected `int`, got `str` - at `$.params.b```).
 
 Then the job is created as every create route creates one (:mod:`jobtape.http.creation`):
-owner from ``X-Client-Id``, the ``Idempotency-Key`` replay (the same type and params answer
+owner and actor from the principal (:mod:`jobtape.http.auth`), the ``Idempotency-Key`` replay (the same type and params answer
 200 with the first job; other params are a 422), the per-owner quota (429, guarded in SQL).
 
 The OpenAPI document describes the body as a ``oneOf`` discriminated on ``type``: one
@@ -40,6 +40,8 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Discriminator, OpenAPIMediaType, OpenAPIType, Operation, Reference, RequestBody, Schema
 
 from jobtape import errors
+from jobtape.auth import principal as auth
+from jobtape.http import auth as http_auth
 from jobtape.http import creation, openapi, schemas
 from jobtape.jobtypes import JobTypeSpec
 
@@ -210,6 +212,7 @@ def submit_route(job_types: Mapping[str, JobTypeSpec]) -> HTTPRouteHandler:
             **openapi.STORE_ERRORS,
         },
         tags=["jobs"],
+        opt={http_auth.SCOPE_OPT: auth.JOBS_SUBMIT},
     )
     async def submit_job(
         request: Request[Any, Any, Any],
@@ -225,13 +228,15 @@ def submit_route(job_types: Mapping[str, JobTypeSpec]) -> HTTPRouteHandler:
             errors.InvalidParams: 422, naming the field.
             errors.IdempotencyKeyReused, errors.QuotaExceeded: see :func:`creation.create_or_replay`.
         """
+        principal = http_auth.principal_of(request)
         spec, params = read_submission(await _read_body(request), accepted)
         create = functools.partial(
             creation.create_or_replay,
             submit_sources.repository,
             spec.name,
             params,
-            owner=creation.owner_of(client_id),
+            owner=principal.owner,
+            actor=principal.actor,
             idempotency_key=creation.key_of(idempotency_key),
             same_request=_same_params,
             differs="other params",

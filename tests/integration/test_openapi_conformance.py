@@ -1,6 +1,9 @@
 """The OpenAPI document tells the truth: schemathesis (all checks) against a real ``jobtape serve``.
 
-A real server process on 127.0.0.1 with a fresh data dir and one embedded worker (so the
+A real server process on 127.0.0.1, ``--auth required`` (issue 11: the run covers the
+authenticated API; schemathesis sends an admin API key made with ``jobtape keys create`` as
+``Authorization: Bearer``, and its ``ignored_auth`` check sends requests without it, which
+must answer 401), with a fresh data dir and one embedded worker (so the
 jobs the run creates finish, and their event streams close), holding a real asset and a
 real preview that ``schemathesis.toml`` names (so the byte routes answer 200/206, not only
 404); schemathesis's CLI
@@ -40,14 +43,25 @@ MAX_EXAMPLES = 25
 SEED = 9
 
 
+def admin_key(data_dir: Path) -> str:
+    """A new API key with the ``admin`` scope in ``data_dir``'s log (``jobtape keys create --quiet``); its token."""
+    command = [sys.executable, "-m", "jobtape", "keys", "create", "--owner", "ops", "--scope", "admin", "--data-dir", str(data_dir), "-q"]
+    return subprocess.run(command, capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+
+
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    """``jobtape serve --workers 1`` on a free loopback port, holding a real asset and a real preview.
+    """``jobtape serve --workers 1 --auth required`` on a free loopback port, holding a real asset and a real preview.
 
     Yields:
-        The base URL, and the environment that names the data for ``schemathesis.toml``.
+        The base URL, and the environment that names the data for ``schemathesis.toml``
+        (``JOBTAPE_CONFORMANCE_TOKEN``: the admin key schemathesis sends).
     """
-    with jobtape_serve(tmp_path / "data", workers=1) as base_url, httpx.Client(base_url=base_url, timeout=60) as client:
+    token = admin_key(tmp_path / "data")
+    with (
+        jobtape_serve(tmp_path / "data", "--auth", "required", workers=1) as base_url,
+        httpx.Client(base_url=base_url, timeout=60, headers={"Authorization": f"Bearer {token}"}) as client,
+    ):
         files = {"file": ("speech.wav", (MEDIA / "speech_ljspeech.wav").read_bytes(), "audio/wav")}
         ingest = _finished(client, client.post("/api/audio/ingest", files=files).json()["data"]["jobId"])
         recipe = {"assetId": ingest["result"]["assetId"], "startSec": 0.5, "endSec": 1.5}
@@ -60,6 +74,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
                 "JOBTAPE_CONFORMANCE_KEY": link["key"],
                 "JOBTAPE_CONFORMANCE_EXPIRES": link["expires"],
                 "JOBTAPE_CONFORMANCE_SIGNATURE": link["signature"],
+                "JOBTAPE_CONFORMANCE_TOKEN": token,
             },
         )
 
@@ -126,7 +141,7 @@ def _schemathesis(base_url: str, tmp_path: Path, env: dict[str, str], *options: 
 
 def test_every_operation_conforms_to_the_openapi_document(server: tuple[str, dict[str, str]], tmp_path: Path) -> None:
     base_url, data = server
-    report = _schemathesis(base_url, tmp_path, data)
+    report = _schemathesis(base_url, tmp_path, data, "--header", f"Authorization: Bearer {data['JOBTAPE_CONFORMANCE_TOKEN']}")
     operations = report["operations"]
     assert operations["tested"] == operations["total"] >= 16, operations  # GET and HEAD count apart
     assert report["test_cases"]["generated"] >= 16 * MAX_EXAMPLES

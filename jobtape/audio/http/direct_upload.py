@@ -25,7 +25,9 @@ from litestar.params import JSONBody
 
 from jobtape import errors
 from jobtape.audio.http import ingest
+from jobtape.auth import principal as auth
 from jobtape.config import Settings
+from jobtape.http import auth as http_auth
 from jobtape.http import openapi
 from jobtape.storage import Storage
 
@@ -82,6 +84,7 @@ class _StorageSource(_Wire):
         503: openapi.error("The object store cannot be reached; retry later"),
     },
     tags=["ingest"],
+    opt={http_auth.SCOPE_OPT: auth.JOBS_SUBMIT},
 )
 async def request_upload(
     data: JSONBody[DirectUploadRequest], storage: NamedDependency[Storage], settings: NamedDependency[Settings]

@@ -10,8 +10,10 @@ later one looks in the cache again when it starts (:func:`jobtape.audio.jobs.edi
 so only two renders at the very same moment both run ffmpeg; the cache is only an
 optimisation, so that race costs work, not correctness.
 
-The owner is the ``X-Client-Id`` header (default ``anonymous``; not authenticated): it scopes
-the active-job quota (429) and the ``Idempotency-Key`` header: a client that retries a POST
+The owner is the request's principal's (:mod:`jobtape.http.auth`; with ``--auth off`` the
+``X-Client-Id`` header, default ``anonymous``): only its own assets can be edited (another
+owner's asset is answered like a missing one, 404, unless ``admin``), and it scopes the
+active-job quota (429) and the ``Idempotency-Key`` header: a client that retries a POST
 with the key it sent before gets 200 with the job that key created, not a second job (a
 second save would render a second asset); the same key for another job type or another
 recipe is a 422. The rules are :mod:`jobtape.http.creation`'s, shared by every create route.
@@ -28,13 +30,16 @@ from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.openapi.datastructures import ResponseSpec
 
+from jobtape import errors
 from jobtape.audio import errors as audio_errors
 from jobtape.audio import recipes
 from jobtape.audio.http import recipe_body
 from jobtape.audio.http import schemas as audio_schemas
 from jobtape.audio.projections import assets, previews
+from jobtape.auth import principal as auth
 from jobtape.config import Settings
 from jobtape.eventlog import events as ev
+from jobtape.http import auth as http_auth
 from jobtape.http import creation, downloads, jobs, openapi, schemas
 from jobtape.http.creation import ClientId, IdempotencyKey, owner_of
 from jobtape.projections.repository import JobRepository
@@ -77,7 +82,7 @@ def create_edit_job(
     settings: Settings,
     job_type: ev.JobType,
     recipe: recipes.Recipe,
-    owner: str,
+    principal: auth.Principal,
     idempotency_key: str | None = None,
     storage: Storage | None = None,
 ) -> tuple[str, str, bool]:
@@ -90,8 +95,9 @@ def create_edit_job(
     cached preview whose MP3 is missing is rendered again rather than served from the cache.
 
     Args:
+        principal: the caller: the job's owner and actor; it must own the asset (or hold ``admin``).
         idempotency_key: the client's ``Idempotency-Key`` (stripped; ``None`` for none).
-            When ``owner`` created a job with it before, that job is answered instead.
+            When the owner created a job with it before, that job is answered instead.
         storage: the blob storage the file checks ask; ``None`` skips them (only the
             recorded removal is checked).
 
@@ -101,7 +107,7 @@ def create_edit_job(
         (then ``status`` is the earlier job's current status).
 
     Raises:
-        audio_errors.AssetNotFound: no such asset in the projection (404).
+        audio_errors.AssetNotFound: no such asset in the projection, or another owner's (404).
         audio_errors.InvalidRecipe: a field is out of range (422, names the field).
         errors.IdempotencyKeyReused: the key named another job type or recipe (422).
         errors.QuotaExceeded: the owner is at ``settings.max_active_jobs`` (429); nothing appended.
@@ -109,6 +115,7 @@ def create_edit_job(
     asset = assets.select_asset(repository.store, recipe.asset_id)
     if asset is None:
         raise audio_errors.AssetNotFound(recipe.asset_id)
+    http_auth.require_visible(principal, asset.owner, audio_errors.AssetNotFound(recipe.asset_id))
     if asset.removed_at is not None:
         raise audio_errors.AssetFileGone(asset.asset_id, removed=True)
     if storage is not None and not storage.exists(asset.storage_key):
@@ -128,7 +135,8 @@ def create_edit_job(
         repository,
         job_type,
         params,
-        owner=owner,
+        owner=principal.owner,
+        actor=principal.actor,
         idempotency_key=idempotency_key,
         same_request=lambda earlier, _: earlier.get("recipeHash") == recipe_hash,
         extra_events=extra,
@@ -142,12 +150,12 @@ async def _create(
     repository: JobRepository,
     settings: Settings,
     storage: Storage,
-    client_id: str | None,
     idempotency_key: str | None,
 ) -> Response[audio_schemas.IngestResponse]:
+    principal = http_auth.principal_of(request)
     recipe = await recipe_body.read_recipe(request)
     create = functools.partial(
-        create_edit_job, repository, settings, job_type, recipe, owner_of(client_id), creation.key_of(idempotency_key), storage
+        create_edit_job, repository, settings, job_type, recipe, principal, creation.key_of(idempotency_key), storage
     )
     job_id, status, created = await anyio.to_thread.run_sync(create)
     return creation.answer(audio_schemas.IngestResponse.for_job(job_id, status), created)
@@ -162,6 +170,7 @@ async def _create(
     "When that recipe was rendered before, the job is created already complete (status 'complete').",
     responses=_RESPONSES,
     tags=["edit"],
+    opt={http_auth.SCOPE_OPT: auth.JOBS_SUBMIT},
 )
 async def preview_edit(
     request: Request[Any, Any, Any],
@@ -179,7 +188,7 @@ async def preview_edit(
         audio_errors.AssetNotFound, audio_errors.AssetFileGone, errors.IdempotencyKeyReused, errors.QuotaExceeded: see
             :func:`create_edit_job`.
     """
-    return await _create("preview", request, repository, settings, storage, client_id, idempotency_key)
+    return await _create("preview", request, repository, settings, storage, idempotency_key)
 
 
 @post(
@@ -191,6 +200,7 @@ async def preview_edit(
     "its result carries the new assetId and preparedKey.",
     responses=_RESPONSES,
     tags=["edit"],
+    opt={http_auth.SCOPE_OPT: auth.JOBS_SUBMIT},
 )
 async def save_edit(
     request: Request[Any, Any, Any],
@@ -208,19 +218,20 @@ async def save_edit(
         audio_errors.AssetNotFound, audio_errors.AssetFileGone, errors.IdempotencyKeyReused, errors.QuotaExceeded: see
             :func:`create_edit_job`.
     """
-    return await _create("save", request, repository, settings, storage, client_id, idempotency_key)
+    return await _create("save", request, repository, settings, storage, idempotency_key)
 
 
-async def _preview_key(repository: JobRepository, job_id: str) -> str:
+async def _preview_key(repository: JobRepository, job_id: str, principal: auth.Principal) -> str:
     """The storage key of a complete preview job's MP3.
 
     Raises:
         ClientException: 400, malformed job id.
-        errors.JobNotFound: 404.
+        errors.JobNotFound: 404 (also another owner's job, unless ``principal`` holds ``admin``).
         NotFoundException: 404, the job is not a preview or has no preview yet.
         HTTPException: 410, the preview's file was removed on record (``job.blobs_deleted``).
     """
     state = await anyio.to_thread.run_sync(repository.get, jobs.check_job_id(job_id))
+    http_auth.require_visible(principal, state.owner, errors.JobNotFound(job_id))
     key = (state.result or {}).get("previewKey") if state.status == "complete" else None
     if state.job_type != "preview" or not isinstance(key, str):
         what = "is not a preview job" if state.job_type != "preview" else f"has no preview yet (status {state.status})"
@@ -255,6 +266,7 @@ _PREVIEW_ERRORS = {
     },
     tags=["edit"],
     name="preview-audio-local",
+    opt={http_auth.SCOPE_OPT: auth.JOBS_READ},
 )
 async def preview_audio(
     request: Request[Any, Any, Any],
@@ -271,7 +283,7 @@ async def preview_audio(
         errors.BlobNotFound: 404, storage lacks the preview's file.
         HTTPException: 410, the preview's file was removed on record.
     """
-    return await downloads.serve_blob(request, storage, await _preview_key(repository, jobId))
+    return await downloads.serve_blob(request, storage, await _preview_key(repository, jobId, http_auth.principal_of(request)))
 
 
 @get(
@@ -281,8 +293,10 @@ async def preview_audio(
     responses=_PREVIEW_ERRORS,
     tags=["edit"],
     name="preview-audio-link",
+    opt={http_auth.SCOPE_OPT: auth.JOBS_READ},
 )
 async def preview_audio_link(
+    request: Request[Any, Any, Any],
     jobId: jobs.JobIdPath,
     repository: NamedDependency[JobRepository],
     storage: NamedDependency[Storage],
@@ -297,7 +311,7 @@ async def preview_audio_link(
         errors.BlobNotFound: 404, the object store lacks the preview's file.
         HTTPException: 410, the preview's file was removed on record.
     """
-    key = await _preview_key(repository, jobId)
+    key = await _preview_key(repository, jobId, http_auth.principal_of(request))
     await anyio.to_thread.run_sync(storage.size, key)  # BlobNotFound -> 404 rather than a URL that 404s later
     url = await anyio.to_thread.run_sync(storage.signed_url, key, settings.download_url_ttl_s)
     if url is None:  # pragma: no cover - every backend either has local paths or signs

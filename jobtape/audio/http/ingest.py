@@ -42,7 +42,9 @@ from jobtape import errors
 from jobtape.audio.http import direct_upload, url_source
 from jobtape.audio.http import schemas as audio_schemas
 from jobtape.audio.settings import AudioSettings
+from jobtape.auth import principal as auth
 from jobtape.config import Settings
+from jobtape.http import auth as http_auth
 from jobtape.http import creation, openapi, spool, upload
 from jobtape.projections.repository import JobRepository, new_job_id
 from jobtape.storage import Storage
@@ -175,6 +177,7 @@ def ingest_route(audio_settings: AudioSettings) -> HTTPRouteHandler:
             507: _error("The server's disk is full; nothing was kept"),
         },
         tags=["ingest"],
+        opt={http_auth.SCOPE_OPT: auth.JOBS_SUBMIT},
     )
     async def ingest_upload(
         request: Request[Any, Any, Any],
@@ -196,8 +199,9 @@ def ingest_route(audio_settings: AudioSettings) -> HTTPRouteHandler:
             ),
         ] = None,
     ) -> Response[audio_schemas.IngestResponse]:
-        """Ingest an upload or a URL; see :func:`ingest`."""
-        return await ingest(request, submit_sources, audio_settings, client_id, idempotency_key)
+        """Ingest an upload or a URL; see :func:`ingest` (``X-Client-Id`` is read by the principal, :mod:`jobtape.http.auth`)."""
+        del client_id  # declared for the OpenAPI document
+        return await ingest(request, submit_sources, audio_settings, idempotency_key)
 
     return ingest_upload
 
@@ -206,7 +210,6 @@ async def ingest(
     request: Request[Any, Any, Any],
     sources: creation.SubmitSources,
     audio_settings: AudioSettings,
-    client_id: str | None,
     idempotency_key: str | None,
 ) -> Response[audio_schemas.IngestResponse]:
     """Stream the upload into storage (or check the JSON body's URL) and create the ``ingest`` job.
@@ -222,7 +225,8 @@ async def ingest(
         errors.JobtapeError: storage or event-log failures, mapped by :mod:`jobtape.http.errors`.
     """
     repository, storage, settings, spool_folder, upload_slots = sources
-    owner = creation.owner_of(client_id)
+    principal = http_auth.principal_of(request)
+    owner = principal.owner
     key_text = creation.key_of(idempotency_key)
     media_type = request.content_type[0]
     if media_type == "application/json" or media_type.endswith("+json"):
@@ -234,7 +238,7 @@ async def ingest(
                     repository,
                     storage,
                     storage_params,
-                    owner,
+                    principal,
                     key_text,
                     new_job_id(),
                     blob_key=None,
@@ -242,7 +246,7 @@ async def ingest(
                 )
         url_params = await url_source.read_url_params(request, audio_settings)
         return await _create_job(
-            repository, storage, url_params, owner, key_text, new_job_id(), blob_key=None, max_active_jobs=settings.max_active_jobs
+            repository, storage, url_params, principal, key_text, new_job_id(), blob_key=None, max_active_jobs=settings.max_active_jobs
         )
     boundary = _multipart_boundary(request)
     limit = settings.max_upload_bytes
@@ -269,7 +273,7 @@ async def ingest(
                 repository,
                 storage,
                 params,
-                owner,
+                principal,
                 key_text,
                 job_id,
                 blob_key=key,
@@ -282,7 +286,7 @@ async def _create_job(
     repository: JobRepository,
     storage: Storage,
     params: dict[str, Any],
-    owner: str,
+    principal: auth.Principal,
     key_text: str | None,
     job_id: str,
     *,
@@ -305,7 +309,8 @@ async def _create_job(
         repository,
         "ingest",
         params,
-        owner=owner,
+        owner=principal.owner,
+        actor=principal.actor,
         idempotency_key=key_text,
         same_request=same_ingest_request,
         differs="another source",

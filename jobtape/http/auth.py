@@ -1,0 +1,365 @@
+"""Authentication, scopes, ownership and rate limits of the HTTP API (issue 11; docs/security.md).
+
+One principal (:class:`jobtape.auth.principal.Principal`) per request, resolved by
+:class:`AuthMiddleware` for every route except:
+
+- ``/health`` (route ``opt`` ``exclude_from_auth``): a load balancer's probe carries no token;
+- the API docs (``/schema``, ``/schema/openapi.json``, ``/schema-assets/...``): the OpenAPI
+  document is not secret (it describes the routes, never data), so a developer reads it
+  without a token;
+- ``GET/HEAD /api/storage/download`` *with a* ``signature`` (local storage): the signed URL is
+  a capability. A poll hands it only to the job's owner, and a browser uses it as
+  ``<audio src>``, which cannot send a bearer header; the HMAC and the deadline authorise it
+  (:mod:`jobtape.http.downloads`). Without a signature the route needs a principal like any other.
+
+By ``--auth`` mode (``Settings.auth_mode``):
+
+- ``off``: ``local:<owner>`` with every scope, the owner being the ``X-Client-Id`` header
+  (``anonymous`` by default): the behaviour before issue 11; the actor of appended events stays ``api``.
+- ``trusted-proxy``: ``proxy:<owner>`` (submit, read, cancel; no ``admin``) when the peer
+  address is in ``Settings.trusted_proxies`` and sends ``X-Client-Id``; anything else is 401.
+- ``required``: ``Authorization: Bearer <token>``. A token of the API-key form (``jtk_...``)
+  is looked up (:func:`jobtape.projections.keys.lookup`; revoked -> 401): ``key:<key id>``;
+  any other token is checked as a JWT (:mod:`jobtape.auth.jwts`): ``jwt:<sub>``.
+  ``X-Client-Id`` is ignored: the owner is the key's or the token's ``sub``.
+
+A missing or invalid credential is 401 with ``WWW-Authenticate: Bearer`` (RFC 6750 §3) and
+the API's error body; a route's missing scope is 403 naming it (:func:`scope_guard`, from the
+route's ``opt["scope"]``). A job, asset or preview of another owner is answered exactly like
+a missing one (404, the same body) unless the principal holds ``admin``
+(:func:`require_visible`, the one owner check every route calls), so ids leak nothing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import anyio.to_thread
+from litestar import Request
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException, TooManyRequestsException
+from litestar.handlers import BaseRouteHandler
+from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult, DefineMiddleware
+from litestar.middleware.rate_limit import RateLimitConfig, RateLimitMiddleware
+from litestar.openapi.spec import Components, OpenAPI, OpenAPIMediaType, OpenAPIResponse, Reference, SecurityScheme
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from jobtape.auth import jwts, tokens
+from jobtape.auth import principal as auth
+from jobtape.config import Settings
+from jobtape.http import creation
+
+__all__ = [
+    "API_KEY_PREFIX",
+    "EXCLUDE_FROM_AUTH",
+    "SCOPE_OPT",
+    "SIGNED_LINK_OPT",
+    "ApiKeyLike",
+    "AuthMiddleware",
+    "Authenticator",
+    "KeyLookup",
+    "PrincipalRateLimitMiddleware",
+    "document_security",
+    "principal_of",
+    "rate_limit_config",
+    "require_visible",
+    "scope_guard",
+]
+
+#: What an API-key token starts with (:data:`jobtape.auth.tokens.TOKEN_PREFIX`); any other bearer token is tried as a JWT.
+API_KEY_PREFIX = tokens.TOKEN_PREFIX
+#: The route ``opt`` key naming the scope a route needs (``opt={"scope": "jobs:read"}``).
+SCOPE_OPT = "scope"
+#: The route ``opt`` key of routes served without a principal (``/health``).
+EXCLUDE_FROM_AUTH = "exclude_from_auth"
+#: The route ``opt`` key of a route a signed link authorises (``?signature=``): the local download route.
+SIGNED_LINK_OPT = "signed_link"
+#: The API docs: not secret, served without a token (see the module docstring).
+_DOCS = r"^/schema(/|-assets/|$)"
+#: The principal of a request a signed link authorises: no owner, no scope.
+_SIGNED_LINK = auth.Principal(id="signed-link", owner="", scopes=frozenset())
+_BEARER = {"WWW-Authenticate": "Bearer"}
+_BEARER_HELP = "send Authorization: Bearer <API key or JWT>"
+
+
+class ApiKeyLike(Protocol):
+    """What a key lookup answers (:class:`jobtape.projections.keys.ApiKey`)."""
+
+    @property
+    def key_id(self) -> str:
+        """The key's public id (16 hex digits)."""
+
+    @property
+    def owner(self) -> str:
+        """The owner the key acts for."""
+
+    @property
+    def scopes(self) -> frozenset[str]:
+        """The key's scopes."""
+
+    @property
+    def revoked(self) -> bool:
+        """Whether the key was revoked (a request with it is 401)."""
+
+
+#: ``lookup(token) -> key or None`` (blocking: one read of the ``api_keys`` projection).
+KeyLookup = Callable[[str], ApiKeyLike | None]
+
+
+def _unauthorized(message: str) -> NotAuthorizedException:
+    return NotAuthorizedException(detail=message, headers=dict(_BEARER))
+
+
+class Authenticator:
+    """Resolves a request's principal for one ``--auth`` mode (see the module docstring).
+
+    Args:
+        settings: ``auth_mode``, ``trusted_proxies`` and the JWT settings.
+        key_lookup: finds an API key by its token; ``None``: API keys are refused (401).
+        jwt_verifier: checks JWTs; ``None`` (no key source configured): JWTs are refused (401).
+    """
+
+    def __init__(self, settings: Settings, key_lookup: KeyLookup | None = None, jwt_verifier: jwts.JwtVerifier | None = None) -> None:
+        self.mode = settings.auth_mode
+        self.networks = [ipaddress.ip_network(cidr, strict=False) for cidr in settings.trusted_proxies]
+        self.key_lookup = key_lookup
+        self.jwt_verifier = jwt_verifier
+
+    @classmethod
+    def from_settings(cls, settings: Settings, key_lookup: KeyLookup | None = None) -> Authenticator:
+        """An authenticator with the JWT verifier ``settings`` configure (none without a key source).
+
+        Raises:
+            ValueError: the JWT settings cannot make a verifier (a short secret, a bad key file).
+        """
+        verifier = None
+        if settings.jwt_secret or settings.jwt_public_key_file or settings.jwt_jwks_url:
+            verifier = jwts.JwtVerifier.from_settings(
+                issuer=str(settings.jwt_issuer),
+                audience=str(settings.jwt_audience),
+                secret=settings.jwt_secret,
+                public_key_file=settings.jwt_public_key_file,
+                jwks_url=settings.jwt_jwks_url,
+            )
+        return cls(settings, key_lookup, verifier)
+
+    async def principal(self, connection: ASGIConnection[Any, Any, Any, Any]) -> auth.Principal:
+        """The request's principal.
+
+        Raises:
+            NotAuthorizedException: 401 (``WWW-Authenticate: Bearer``): no valid credential.
+        """
+        if self.mode == "off":
+            return auth.local(creation.owner_of(connection.headers.get("x-client-id")))
+        if self.mode == "trusted-proxy":
+            return self._proxy(connection)
+        return await self._bearer(connection.headers.get("authorization"))
+
+    def _proxy(self, connection: ASGIConnection[Any, Any, Any, Any]) -> auth.Principal:
+        peer = connection.client.host if connection.client else ""
+        try:
+            address = ipaddress.ip_address(peer)
+        except ValueError:
+            raise _unauthorized("this server accepts requests only from its trusted proxies") from None
+        if not any(address in network for network in self.networks):
+            raise _unauthorized("this server accepts requests only from its trusted proxies")
+        owner = (connection.headers.get("x-client-id") or "").strip()
+        if not owner:
+            raise _unauthorized("the trusted proxy must name the owner in X-Client-Id")
+        return auth.proxy(owner)
+
+    async def _bearer(self, header: str | None) -> auth.Principal:
+        scheme, _, token = (header or "").strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise _unauthorized(f"this route needs a token; {_BEARER_HELP}")
+        if token.startswith(API_KEY_PREFIX):
+            if self.key_lookup is None:
+                raise _unauthorized("this server does not accept API keys")
+            key = await anyio.to_thread.run_sync(self.key_lookup, token)
+            if key is None:
+                raise _unauthorized("the API key is not valid")
+            if key.revoked:
+                raise _unauthorized(f"the API key {key.key_id} was revoked")
+            return auth.Principal(id=f"key:{key.key_id}", owner=key.owner, scopes=auth.parse_scopes(key.scopes))
+        if self.jwt_verifier is None:
+            raise _unauthorized("this server accepts only API keys (jtk_...), and no JWT key is configured")
+        try:
+            return await anyio.to_thread.run_sync(self.jwt_verifier.verify, token)
+        except jwts.InvalidToken as exc:
+            raise _unauthorized(str(exc)) from None
+
+
+class AuthMiddleware(AbstractAuthenticationMiddleware):
+    """Litestar authentication middleware: sets ``request.user`` to the :class:`Principal` (see the module docstring)."""
+
+    def __init__(self, app: ASGIApp, authenticator: Authenticator) -> None:
+        super().__init__(app, exclude=_DOCS, exclude_from_auth_key=EXCLUDE_FROM_AUTH)
+        self.authenticator = authenticator
+
+    async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
+        """Resolve the principal (a signed link's request: none needed).
+
+        Raises:
+            NotAuthorizedException: 401.
+        """
+        handler = connection.scope.get("route_handler")
+        if handler is not None and handler.opt.get(SIGNED_LINK_OPT) and "signature" in connection.query_params:
+            return AuthenticationResult(user=_SIGNED_LINK, auth=None)
+        return AuthenticationResult(user=await self.authenticator.principal(connection), auth=None)
+
+
+def principal_of(request: ASGIConnection[Any, Any, Any, Any]) -> auth.Principal:
+    """The principal :class:`AuthMiddleware` resolved for ``request``.
+
+    Raises:
+        NotAuthorizedException: 401, the route was served without authentication (a bug
+            of the route's ``opt``, answered safely).
+    """
+    user = request.scope.get("user")
+    if not isinstance(user, auth.Principal):
+        raise _unauthorized(f"this route needs a token; {_BEARER_HELP}")
+    return user
+
+
+def scope_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """Litestar guard: the principal must hold the route's ``opt["scope"]`` (routes without one need none).
+
+    Raises:
+        PermissionDeniedException: 403 naming the missing scope.
+    """
+    needed = handler.opt.get(SCOPE_OPT)
+    if needed is None:
+        return
+    principal = principal_of(connection)
+    if not principal.allows(needed):
+        held = " ".join(sorted(principal.scopes)) or "none"
+        raise PermissionDeniedException(detail=f"this route needs the scope {needed!r}; the caller holds {held}")
+
+
+def require_visible(principal: auth.Principal, owner: str, missing: Exception) -> None:
+    """The one owner check: raise ``missing`` (the route's own not-found error) unless ``principal`` may see ``owner``'s data.
+
+    A job, asset or preview of another owner is answered exactly like a missing id (the seed
+    contract's 404 body), unless the principal holds ``admin`` (issue 11).
+
+    Raises:
+        Exception: ``missing``.
+    """
+    if not principal.may_see(owner):
+        raise missing
+
+
+class PrincipalRateLimitMiddleware(RateLimitMiddleware):
+    """Litestar's rate-limit middleware keyed by the principal's id, adding ``Retry-After`` (seconds) to its 429."""
+
+    def cache_key_from_request(self, request: Request[Any, Any, Any]) -> str:
+        """``PrincipalRateLimitMiddleware::<principal id>`` (the peer address before authentication)."""
+        user = request.scope.get("user")
+        who = user.id if isinstance(user, auth.Principal) else f"peer:{request.client.host if request.client else ''}"
+        return f"{type(self).__name__}::{who}"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Apply the limit; a refused request's 429 carries ``Retry-After`` = ``RateLimit-Reset``."""
+        try:
+            await super().__call__(scope, receive, send)
+        except TooManyRequestsException as exc:
+            headers = dict(exc.headers or {})
+            reset = headers.get(self.config.rate_limit_reset_header_key)
+            headers["Retry-After"] = reset if reset and reset.isdigit() and int(reset) > 0 else "1"
+            raise TooManyRequestsException(
+                detail=f"too many requests; at most {self.max_requests} per {self.unit} for each caller; retry after {headers['Retry-After']} s",
+                headers=headers,
+            ) from None
+
+
+def _rate_limited(request: Request[Any, Any, Any]) -> bool:
+    return bool(request.scope["route_handler"].opt.get(SCOPE_OPT) == auth.JOBS_SUBMIT)
+
+
+def rate_limit_config(rule: tuple[str, int]) -> RateLimitConfig:
+    """The per-principal rate limit of the submit routes (those whose ``opt["scope"]`` is ``jobs:submit``).
+
+    Args:
+        rule: ``(unit, count)``, from ``Settings.rate_limit_rule``.
+    """
+    return RateLimitConfig(
+        rate_limit=(rule[0], rule[1]),  # type: ignore[arg-type]
+        check_throttle_handler=_rate_limited,
+        middleware_class=PrincipalRateLimitMiddleware,
+    )
+
+
+def auth_middleware(authenticator: Authenticator) -> DefineMiddleware:
+    """:class:`AuthMiddleware` with ``authenticator``, for ``Litestar(middleware=[...])``."""
+    return DefineMiddleware(AuthMiddleware, authenticator=authenticator)
+
+
+_ERROR_REF = "#/components/schemas/ErrorBody"
+
+
+def document_security(
+    document: OpenAPI,
+    *,
+    bearer: bool,
+    rate_limited: bool,
+    open_paths: Sequence[str] = ("/health",),
+    link_paths: Sequence[str] = (),
+) -> None:
+    """Declare authentication in the built OpenAPI document (``--auth required``/``trusted-proxy``).
+
+    Adds a 401 to every operation but those of ``open_paths``, a 403 to every operation, and a
+    429 to the submit operations when ``rate_limited``; with ``bearer``, the ``bearer`` HTTP
+    security scheme, required by every operation but ``open_paths``'.
+
+    Args:
+        document: the app's document (changed in place).
+        bearer: declare the bearer scheme (``required`` mode).
+        rate_limited: the submit routes have a rate limit (429 with ``Retry-After``).
+        open_paths: paths served without credentials.
+        link_paths: paths a signed link authorises without a bearer token (the local download
+            route): their security is the bearer scheme *or* none.
+    """
+    if bearer:
+        components = document.components if document.components is not None else Components()
+        components.security_schemes = {
+            **(components.security_schemes or {}),
+            "bearer": SecurityScheme(
+                type="http",
+                scheme="bearer",
+                description="An API key (jtk_..., `jobtape keys create`) or a JWT of the configured issuer and audience",
+            ),
+        }
+        document.components = components
+    for path, item in (document.paths or {}).items():
+        for method in ("get", "put", "post", "delete", "patch", "head"):
+            operation = getattr(item, method, None)
+            if operation is None:
+                continue
+            responses = operation.responses if operation.responses is not None else {}
+            if path in open_paths:
+                if bearer:
+                    operation.security = []
+                continue
+            responses.setdefault("401", _error_response("No valid credential (WWW-Authenticate: Bearer)"))
+            responses.setdefault("403", _error_response("The caller's token lacks the scope this route needs"))
+            if rate_limited and method == "post" and _is_submit(path):
+                responses.setdefault(
+                    "429", _error_response("Too many requests (the per-caller rate limit, or the active-job quota); see Retry-After")
+                )
+            operation.responses = responses
+            if bearer:
+                operation.security = [{"bearer": []}, {}] if path in link_paths else [{"bearer": []}]
+
+
+_SUBMIT_PATHS = ("/api/jobs", "/api/audio/ingest", "/api/audio/edit/preview", "/api/audio/edit/save", "/api/storage/upload")
+
+
+def _is_submit(path: str) -> bool:
+    return path in _SUBMIT_PATHS
+
+
+def _error_response(description: str) -> OpenAPIResponse:
+    return OpenAPIResponse(description=description, content={"application/json": OpenAPIMediaType(schema=Reference(ref=_ERROR_REF))})
