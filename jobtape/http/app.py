@@ -179,7 +179,6 @@ def create_app(
         },
         exception_handlers=http_errors.exception_handlers(),  # type: ignore[arg-type]
         middleware=middleware,
-        guards=[http_auth.scope_guard],
         cors_config=_cors(settings.cors_origins),
         openapi_config=OpenAPIConfig(
             title="jobtape",

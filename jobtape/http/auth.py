@@ -24,7 +24,7 @@ By ``--auth`` mode (``Settings.auth_mode``):
   ``X-Client-Id`` is ignored: the owner is the key's or the token's ``sub``.
 
 A missing or invalid credential is 401 with ``WWW-Authenticate: Bearer`` (RFC 6750 §3) and
-the API's error body; a route's missing scope is 403 naming it (:func:`scope_guard`, from the
+the API's error body; a route's missing scope is 403 naming it (:func:`check_scope`, from the
 route's ``opt["scope"]``). A job, asset or preview of another owner is answered exactly like
 a missing one (404, the same body) unless the principal holds ``admin``
 (:func:`require_visible`, the one owner check every route calls), so ids leak nothing.
@@ -40,7 +40,6 @@ import anyio.to_thread
 from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException, TooManyRequestsException
-from litestar.handlers import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult, DefineMiddleware
 from litestar.middleware.rate_limit import RateLimitConfig, RateLimitMiddleware
 from litestar.openapi.spec import Components, OpenAPI, OpenAPIMediaType, OpenAPIResponse, Reference, SecurityScheme
@@ -61,11 +60,11 @@ __all__ = [
     "Authenticator",
     "KeyLookup",
     "PrincipalRateLimitMiddleware",
+    "check_scope",
     "document_security",
     "principal_of",
     "rate_limit_config",
     "require_visible",
-    "scope_guard",
 ]
 
 #: What an API-key token starts with (:data:`jobtape.auth.tokens.TOKEN_PREFIX`); any other bearer token is tried as a JWT.
@@ -208,7 +207,10 @@ class AuthMiddleware(AbstractAuthenticationMiddleware):
         handler = connection.scope.get("route_handler")
         if handler is not None and handler.opt.get(SIGNED_LINK_OPT) and "signature" in connection.query_params:
             return AuthenticationResult(user=_SIGNED_LINK, auth=None)
-        return AuthenticationResult(user=await self.authenticator.principal(connection), auth=None)
+        principal = await self.authenticator.principal(connection)
+        if handler is not None:
+            check_scope(principal, handler.opt.get(SCOPE_OPT))
+        return AuthenticationResult(user=principal, auth=None)
 
 
 def principal_of(request: ASGIConnection[Any, Any, Any, Any]) -> auth.Principal:
@@ -224,19 +226,20 @@ def principal_of(request: ASGIConnection[Any, Any, Any, Any]) -> auth.Principal:
     return user
 
 
-def scope_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-    """Litestar guard: the principal must hold the route's ``opt["scope"]`` (routes without one need none).
+def check_scope(principal: auth.Principal, needed: str | None) -> None:
+    """The principal must hold the route's scope (its ``opt["scope"]``; ``None``: the route needs none).
+
+    Checked by :class:`AuthMiddleware` right after it resolves the principal, rather than by a
+    Litestar guard: Litestar runs a synchronous guard in a worker thread on a copy of the
+    route handler for every request, which cost the poll a third of its rate (``bench/poll.py``).
 
     Raises:
         PermissionDeniedException: 403 naming the missing scope.
     """
-    needed = handler.opt.get(SCOPE_OPT)
-    if needed is None:
+    if needed is None or principal.allows(needed):
         return
-    principal = principal_of(connection)
-    if not principal.allows(needed):
-        held = " ".join(sorted(principal.scopes)) or "none"
-        raise PermissionDeniedException(detail=f"this route needs the scope {needed!r}; the caller holds {held}")
+    held = " ".join(sorted(principal.scopes)) or "none"
+    raise PermissionDeniedException(detail=f"this route needs the scope {needed!r}; the caller holds {held}")
 
 
 def require_visible(principal: auth.Principal, owner: str, missing: Exception) -> None:
