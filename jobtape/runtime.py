@@ -16,6 +16,8 @@ from collections.abc import Callable
 
 from jobtape import filemodes
 from jobtape.config import Settings
+from jobtape.eventlog import logkey
+from jobtape.eventlog.logkey import LogKeys
 from jobtape.eventlog.sqlite import SQLiteBackend
 from jobtape.eventlog.store import EventStore, SQLBackend
 from jobtape.projections.registry import ENGINE_TABLES, Tables
@@ -28,6 +30,7 @@ __all__ = [
     "STORAGE_BACKENDS",
     "STORE_BACKENDS",
     "describe_store",
+    "log_keys",
     "open_backend",
     "open_repository",
     "open_storage",
@@ -94,9 +97,53 @@ def open_backend(settings: Settings, tables: Tables = ENGINE_TABLES) -> SQLBacke
     return backend
 
 
-def open_store(settings: Settings, tables: Tables = ENGINE_TABLES) -> EventStore:
-    """Open (and migrate with ``tables``) the event store the settings name (the embedded SQLite file by default)."""
-    return EventStore(open_backend(settings, tables))
+def log_keys(settings: Settings, *, create: bool = True) -> LogKeys | None:
+    """The log keys the settings name: ``JOBTAPE_LOG_KEY`` (+ ``_ID``, ``JOBTAPE_LOG_KEYS``),
+    else the key file ``data_dir/log-key`` (created once when ``create``).
+
+    Returns:
+        The keys, or ``None`` when no key is set and the file is absent (``create`` false)
+        or unreadable: the store then reads but does not append, and verify reports "unkeyed".
+
+    Raises:
+        ValueError: a key shorter than 32 bytes or a malformed ``JOBTAPE_LOG_KEYS``.
+        errors.StoreUnavailable: ``create`` and the key file cannot be written.
+    """
+    older = logkey.parse_key_list(settings.log_keys) if settings.log_keys else {}
+    if settings.log_key:
+        secret: bytes | None = settings.log_key.encode()
+    else:
+        secret = logkey.load_key_file(
+            settings.data_dir / logkey.KEY_FILE_NAME, create=create, dir_mode=filemodes.dir_mode(settings.file_mode)
+        )
+    if secret is None:
+        return None
+    return LogKeys.from_secret(secret, settings.log_key_id, older)
+
+
+def open_store(settings: Settings, tables: Tables = ENGINE_TABLES, *, create_key: bool = True) -> EventStore:
+    """Open (and migrate with ``tables``) the event store the settings name (the embedded SQLite file by default).
+
+    With a log key (:func:`log_keys`), a log written before migration 0011 is chained
+    now (the keyed upgrade, :meth:`EventStore.upgrade_chain`).
+
+    Args:
+        settings: the configuration.
+        tables: the migrations and projections.
+        create_key: create ``data_dir/log-key`` when no key is configured (``False`` for
+            read-only tools: without a key they report the log as unkeyed).
+
+    Raises:
+        errors.LogKeyError: the keyed upgrade refused (a stream's sha256 chain is broken).
+    """
+    store = EventStore(open_backend(settings, tables), keys=log_keys(settings, create=create_key))
+    if store.keys is not None:
+        try:
+            store.upgrade_chain()
+        except BaseException:
+            store.close()
+            raise
+    return store
 
 
 def open_repository(
