@@ -172,7 +172,7 @@ class Settings:
             if not value >= 0:  # also refuses NaN
                 raise ValueError(f"{name} must be 0 (off) or more, not {value}")
         filemodes.check_file_mode(self.file_mode)
-        if self.log_key is not None and len(self.log_key.encode()) < 32:
+        if self.log_key and len(self.log_key.encode()) < 32:
             raise ValueError("JOBTAPE_LOG_KEY must be at least 32 bytes (e.g. `openssl rand -hex 32`)")
         if self.failed_upload_retention_s < 0:
             raise ValueError(f"JOBTAPE_FAILED_UPLOAD_RETENTION must be >= 0 seconds, not {self.failed_upload_retention_s}")

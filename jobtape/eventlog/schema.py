@@ -318,7 +318,7 @@ def _log_chain(db: sqlite_utils.Database) -> None:
     )
     # The keyed upgrade fills key_id and chain of the events written before this migration,
     # once; every other UPDATE stays refused.
-    db.execute("DROP TRIGGER events_no_update")
+    db.execute("DROP TRIGGER IF EXISTS events_no_update")
     db.execute(
         """
         CREATE TRIGGER events_no_update BEFORE UPDATE ON events
@@ -349,7 +349,7 @@ def _log_chain(db: sqlite_utils.Database) -> None:
     db["archives"].add_column("key_id", str)  # type: ignore[union-attr]
     db["archives"].add_column("removed", str)  # type: ignore[union-attr]
     db["archives"].add_column("mac", str)  # type: ignore[union-attr]
-    db.execute("DROP TRIGGER events_no_delete")
+    db.execute("DROP TRIGGER IF EXISTS events_no_delete")
     db.execute(
         """
         CREATE TRIGGER events_no_delete BEFORE DELETE ON events

@@ -201,6 +201,7 @@ def test_every_command_has_complete_help(command: list[str]) -> None:
         "export",
         "import",
         "verify",
+        "checkpoint",
         "stats",
         "archive",
     }
