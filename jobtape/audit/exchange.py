@@ -280,7 +280,7 @@ def _check_link(number: int, stored: StoredEvent, previous: StoredEvent | None, 
         raise errors.InvalidExport(number, "the line has no keyed chain: export it again with this version, or import with --unkeyed")
     key = keys.get(stored.key_id)
     if key is None:
-        raise errors.InvalidExport(number, f"the line was chained under log key {stored.key_id!r}, which this process does not hold (JOBTAPE_LOG_KEYS)")
+        raise errors.InvalidExport(number, f"the line was chained under log key {stored.key_id!r}, which this process does not hold (pass the source's key file with --key-file, or set JOBTAPE_LOG_KEYS)")
     if previous is not None and previous.chain is not None and previous.position + 1 == stored.position:
         if hashing.chain_link(key, stored.key_id, previous.chain, stored.position, stored.hash) != stored.chain:
             raise errors.InvalidExport(number, f"the keyed chain breaks at position {stored.position}: the line was changed after export")
@@ -294,7 +294,7 @@ def _check_trailer(trailer: tuple[int, ExportTrailer] | None, count: int, sha256
     number, found = trailer
     key = keys.get(found.key_id)
     if key is None:
-        raise errors.InvalidExport(number, f"the export was signed with log key {found.key_id!r}, which this process does not hold (JOBTAPE_LOG_KEYS)")
+        raise errors.InvalidExport(number, f"the export was signed with log key {found.key_id!r}, which this process does not hold (pass the source's key file with --key-file, or set JOBTAPE_LOG_KEYS)")
     if not hmac.compare_digest(hashing.record_mac(key, "export", found.signed_fields()), found.mac):
         raise errors.InvalidExport(number, "the export's trailer MAC does not verify: the trailer was forged or edited")
     if found.events != count or found.sha256 != sha256:
