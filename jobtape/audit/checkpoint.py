@@ -77,7 +77,9 @@ def decode_checkpoint(text: str, keys: LogKeys) -> Checkpoint:
         raise CheckpointError(f"not a checkpoint line (the output of `jobtape checkpoint`): {exc}") from exc
     key = keys.get(checkpoint.key_id)
     if key is None:
-        raise CheckpointError(f"the checkpoint was signed with log key {checkpoint.key_id!r}, which this process does not hold (JOBTAPE_LOG_KEYS)")
+        raise CheckpointError(
+            f"the checkpoint was signed with log key {checkpoint.key_id!r}, which this process does not hold (JOBTAPE_LOG_KEYS)"
+        )
     if not hmac.compare_digest(hashing.record_mac(key, "checkpoint", checkpoint.signed_fields()), checkpoint.mac):
         raise CheckpointError("the checkpoint's MAC does not verify: it was edited, or made with another key")
     return checkpoint

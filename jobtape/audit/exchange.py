@@ -40,9 +40,15 @@ __all__ = [
     "CheckedEvent",
     "ExportLine",
     "ExportTrailer",
+    "StreamMemory",
+    "StreamTip",
+    "check_export",
+    "check_lines",
+    "decode_line",
+    "encode_line",
     "encode_trailer",
     "make_trailer",
-    "StreamMemory", "StreamTip", "check_export", "check_lines", "decode_line", "encode_line"]
+]
 
 
 class ExportLine(msgspec.Struct, rename="camel", kw_only=True, forbid_unknown_fields=True):
@@ -134,7 +140,13 @@ def encode_trailer(trailer: ExportTrailer) -> str:
 def make_trailer(keys: LogKeys, *, events: int, sha256: str, head_position: int, head_chain: str | None, exported_at: str) -> ExportTrailer:
     """A trailer signed with the current key (see :class:`ExportTrailer`)."""
     unsigned = ExportTrailer(
-        events=events, sha256=sha256, head_position=head_position, head_chain=head_chain, exported_at=exported_at, key_id=keys.current_id, mac=""
+        events=events,
+        sha256=sha256,
+        head_position=head_position,
+        head_chain=head_chain,
+        exported_at=exported_at,
+        key_id=keys.current_id,
+        mac="",
     )
     return msgspec.structs.replace(unsigned, mac=hashing.record_mac(keys.current, "export", unsigned.signed_fields()))
 
@@ -280,7 +292,10 @@ def _check_link(number: int, stored: StoredEvent, previous: StoredEvent | None, 
         raise errors.InvalidExport(number, "the line has no keyed chain: export it again with this version, or import with --unkeyed")
     key = keys.get(stored.key_id)
     if key is None:
-        raise errors.InvalidExport(number, f"the line was chained under log key {stored.key_id!r}, which this process does not hold (pass the source's key file with --key-file, or set JOBTAPE_LOG_KEYS)")
+        raise errors.InvalidExport(
+            number,
+            f"the line was chained under log key {stored.key_id!r}, which this process does not hold (pass the source's key file with --key-file, or set JOBTAPE_LOG_KEYS)",
+        )
     if previous is not None and previous.chain is not None and previous.position + 1 == stored.position:
         if hashing.chain_link(key, stored.key_id, previous.chain, stored.position, stored.hash) != stored.chain:
             raise errors.InvalidExport(number, f"the keyed chain breaks at position {stored.position}: the line was changed after export")
@@ -289,17 +304,22 @@ def _check_link(number: int, stored: StoredEvent, previous: StoredEvent | None, 
 def _check_trailer(trailer: tuple[int, ExportTrailer] | None, count: int, sha256: str, keys: LogKeys) -> None:
     if trailer is None:
         raise errors.InvalidExport(
-            count + 1, "the export has no keyed trailer: it was cut short, or made without the log key (import it with --unkeyed to accept that)"
+            count + 1,
+            "the export has no keyed trailer: it was cut short, or made without the log key (import it with --unkeyed to accept that)",
         )
     number, found = trailer
     key = keys.get(found.key_id)
     if key is None:
-        raise errors.InvalidExport(number, f"the export was signed with log key {found.key_id!r}, which this process does not hold (pass the source's key file with --key-file, or set JOBTAPE_LOG_KEYS)")
+        raise errors.InvalidExport(
+            number,
+            f"the export was signed with log key {found.key_id!r}, which this process does not hold (pass the source's key file with --key-file, or set JOBTAPE_LOG_KEYS)",
+        )
     if not hmac.compare_digest(hashing.record_mac(key, "export", found.signed_fields()), found.mac):
         raise errors.InvalidExport(number, "the export's trailer MAC does not verify: the trailer was forged or edited")
     if found.events != count or found.sha256 != sha256:
         raise errors.InvalidExport(
-            number, f"the export's lines do not match its trailer ({count} lines, the trailer signed {found.events}): lines were removed, added or edited"
+            number,
+            f"the export's lines do not match its trailer ({count} lines, the trailer signed {found.events}): lines were removed, added or edited",
         )
 
 

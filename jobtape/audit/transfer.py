@@ -27,8 +27,8 @@ from jobtape.audit import exchange, timeline
 from jobtape.audit.checkpoint import Checkpoint
 from jobtape.eventlog import events as ev
 from jobtape.eventlog import spill
-from jobtape.eventlog.logkey import LogKeys
 from jobtape.eventlog import stored as stored_events
+from jobtape.eventlog.logkey import LogKeys
 from jobtape.eventlog.store import ConstraintViolation, EventStore
 from jobtape.projections import registry
 from jobtape.projections import state as job_state

@@ -47,8 +47,8 @@ from collections.abc import Callable, Iterable, Sequence
 import msgspec
 
 from jobtape import errors
-from jobtape.eventlog import events as ev
 from jobtape.audit.checkpoint import Checkpoint
+from jobtape.eventlog import events as ev
 from jobtape.eventlog import hashing
 from jobtape.eventlog.logkey import LogKeys
 from jobtape.eventlog.stored import StoredEvent, to_recorded
@@ -196,7 +196,12 @@ class _ChainWalk:
             key = self.keys.get(record.key_id)
             fields = (record.position, record.chain, record.key_id, record.upgraded_at, record.events, record.archives)
             if key is None or not hmac.compare_digest(hashing.record_mac(key, "upgrade", fields), record.mac):
-                self._add(record.position, "-", "upgrade_forged", "the chain_upgrades row's MAC does not verify: it was inserted or edited without the log key")
+                self._add(
+                    record.position,
+                    "-",
+                    "upgrade_forged",
+                    "the chain_upgrades row's MAC does not verify: it was inserted or edited without the log key",
+                )
                 continue
             self.legacy_limit = max(self.legacy_limit, record.position)
             legacy.update(a for a in record.archives.split(",") if a)
@@ -232,7 +237,12 @@ class _ChainWalk:
             self.previous_chain = self.bridges[bridged[-1]]
         if missing:
             span = f"{missing[0]}" if len(missing) == 1 else f"{missing[0]}..{missing[-1]}"
-            self._add(missing[0], "-", "removed", f"the event(s) at position {span} are missing and no archive record covers them: events were deleted")
+            self._add(
+                missing[0],
+                "-",
+                "removed",
+                f"the event(s) at position {span} are missing and no archive record covers them: events were deleted",
+            )
             return False
         return True
 

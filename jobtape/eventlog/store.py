@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import abc
 import datetime as dt
+import functools
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
@@ -139,7 +140,7 @@ def _process_keys() -> logkey.LogKeys:
 class EventStore:
     """Appends to and reads from the ``events`` table through a :class:`SQLBackend`."""
 
-    def __init__(self, backend: SQLBackend, keys: logkey.LogKeys | None | object = _EPHEMERAL) -> None:
+    def __init__(self, backend: SQLBackend, keys: logkey.LogKeys | object | None = _EPHEMERAL) -> None:
         """Wrap a backend; call :meth:`SQLBackend.migrate` first (``open_store`` does).
 
         Args:
@@ -257,25 +258,11 @@ class EventStore:
             errors.StoreBusy: the position was taken :data:`_CHAIN_ATTEMPTS` times in a row.
         """
         keys = self._require_keys()
-        key, key_id = keys.current, keys.current_id
         for _attempt in range(_CHAIN_ATTEMPTS):
             if self._head is None:
                 self._ensure_chained()
-            built: list[int] = []
-
-            def build() -> list[Statement]:
-                with self._head_lock:
-                    head = self._head if self._head is not None else self._read_head()
-                    position, chain = head
-                    statements = []
-                    for row in rows:
-                        position += 1
-                        chain = hashing.chain_link(key, key_id, chain, position, row[6])
-                        statements.append(Statement(stored.INSERT_EVENT, (position, *row, key_id, chain)))
-                    self._head = (position, chain)
-                    built.extend((self._head_generation, head[0] + 1))
-                return [*statements, *extra]
-
+            built: list[int] = []  # [generation, first position], filled by the build
+            build = functools.partial(self._build_chained, rows, extra, keys, built)
             try:
                 self.backend.execute_built(build)
             except ConstraintViolation as exc:
@@ -293,6 +280,23 @@ class EventStore:
                 raise
             return list(range(built[1], built[1] + len(rows)))
         raise errors.StoreBusy(f"other writers took the log's next position {_CHAIN_ATTEMPTS} times in a row")
+
+    def _build_chained(
+        self, rows: Sequence[tuple[Any, ...]], extra: Sequence[Statement], keys: logkey.LogKeys, built: list[int]
+    ) -> list[Statement]:
+        """The batch of :meth:`_write_chained`, from the head this store built last (or reads); called
+        in the backend's build order. Moves the head past the batch and notes what it was built on in ``built``."""
+        with self._head_lock:
+            head = self._head if self._head is not None else self._read_head()
+            position, chain = head
+            statements = []
+            for row in rows:
+                position += 1
+                chain = hashing.chain_link(keys.current, keys.current_id, chain, position, row[6])
+                statements.append(Statement(stored.INSERT_EVENT, (position, *row, keys.current_id, chain)))
+            self._head = (position, chain)
+            built.extend((self._head_generation, head[0] + 1))
+        return [*statements, *extra]
 
     def _read_head(self) -> tuple[int, str]:
         """``log_head`` as (position, chain); the genesis chain for an empty log."""
@@ -361,14 +365,19 @@ class EventStore:
                 streams[row.job_id] = ""
             link = hashing.chain_link(keys.current, keys.current_id, link, row.position, row.hash)
             statements.append(
-                Statement("UPDATE events SET key_id = ?, chain = ? WHERE position = ? AND chain IS NULL", (keys.current_id, link, row.position))
+                Statement(
+                    "UPDATE events SET key_id = ?, chain = ? WHERE position = ? AND chain IS NULL", (keys.current_id, link, row.position)
+                )
             )
             count += 1
         archive_ids = ",".join(str(r[0]) for r in self.backend.query("SELECT archive_id FROM archives ORDER BY archive_id"))
         at = clock.format_timestamp(clock.utcnow())
         mac = hashing.record_mac(keys.current, "upgrade", (position, link, keys.current_id, at, count, archive_ids))
         statements.append(
-            Statement("UPDATE log_head SET chain = ?, key_id = ? WHERE id = 1 AND position = ? AND chain IS NULL", (link, keys.current_id, position))
+            Statement(
+                "UPDATE log_head SET chain = ?, key_id = ? WHERE id = 1 AND position = ? AND chain IS NULL",
+                (link, keys.current_id, position),
+            )
         )
         statements.append(
             Statement(

@@ -18,7 +18,7 @@ import msgspec
 from jobtape import clock, errors
 from jobtape.eventlog import events as ev
 
-__all__ = ["COLUMNS", "INSERT_EVENT", "StoredEvent", "from_row", "content_params", "recorded_from_row", "to_recorded"]
+__all__ = ["COLUMNS", "INSERT_EVENT", "StoredEvent", "content_params", "from_row", "recorded_from_row", "to_recorded"]
 
 #: The columns a read selects, in :func:`from_row`'s order.
 COLUMNS = "position, job_id, version, type, data, actor, recorded_at, hash, key_id, chain"

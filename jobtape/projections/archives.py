@@ -125,11 +125,7 @@ def record_archive(
     last_positions = store.last_positions(events_per_job)
     # The removed events' chains, read before the batch: archived_jobs_finished_only refuses
     # the batch unless each job still has exactly these events (its count and last position).
-    removed = [
-        [row.position, row.chain]
-        for job_id in sorted(events_per_job)
-        for row in store.iter_stored(job_id=job_id)
-    ]
+    removed = [[row.position, row.chain] for job_id in sorted(events_per_job) for row in store.iter_stored(job_id=job_id)]
     removed.sort()
     row = (
         archive_id,

@@ -54,7 +54,5 @@ def _sqld_target(server: SqldServer, data_dir: Path, sqld_factory: Callable[...,
 
 
 @pytest.mark.parametrize("case", tamper_cases())
-def test_each_tampering_of_a_sqld_database_is_named_or_refused(
-    case: str, sqld_factory: Callable[..., SqldServer], tmp_path: Path
-) -> None:
+def test_each_tampering_of_a_sqld_database_is_named_or_refused(case: str, sqld_factory: Callable[..., SqldServer], tmp_path: Path) -> None:
     run_case(case, _sqld_target(sqld_factory(), tmp_path / "log", sqld_factory), TABLES, tmp_path)

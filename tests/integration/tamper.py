@@ -19,7 +19,6 @@ from jobtape import runtime
 from jobtape.config import Settings
 from jobtape.eventlog import events as ev
 from jobtape.eventlog import hashing
-from jobtape.eventlog.store import Statement
 from jobtape.projections.registry import Tables
 
 __all__ = ["KEY", "Target", "build_log", "rechain_stream", "tamper_cases"]
@@ -116,12 +115,19 @@ def rechain_stream(target: Target, job_id: str, version: int, data: str) -> list
     return rewritten
 
 
+_FORGED_ARCHIVE = (
+    "INSERT INTO archives (archive_id, archived_at, archived_by, cutoff, file_name, export_sha256, job_count,"
+    " event_count, key_id, removed, mac) VALUES ('forged', '2026-01-01T00:00:00.000000Z', 'cli:x', "
+    "'2026-01-01T00:00:00.000000Z', 'x.jsonl', ?, 1, ?, 'x', '[]', ?)"
+)
+
+
 def tamper_cases() -> list[str]:
     """The names of the tamperings every target runs (one test each)."""
     return ["rechain", "delete_last_event", "tail_after_checkpoint", "forged_archive", "import_removed", "wrong_key"]
 
 
-def run_case(case: str, target: Target, tables: Tables, tmp_path: Path) -> None:  # noqa: PLR0915 - one scenario per branch
+def run_case(case: str, target: Target, tables: Tables, tmp_path: Path) -> None:
     """Perform tampering ``case`` on ``target`` and check the CLI names or refuses it."""
     log = build_log(target, tables)
     assert target.verify()[:2] == (0, []), target.verify()  # the intact log is clean (so each check below can fail)
@@ -147,7 +153,9 @@ def run_case(case: str, target: Target, tables: Tables, tmp_path: Path) -> None:
         assert json.loads(done.stdout)["position"] == head
         assert target.verify("--against", str(checkpoint))[:2] == (0, [])
         # the tail goes, and log_head is set back to the new last event: verify alone cannot tell
-        (new_last, new_chain, key_id) = target.query(f"SELECT position, chain, key_id FROM events WHERE position < {head - 1} ORDER BY position DESC LIMIT 1")[0]
+        (new_last, new_chain, key_id) = target.query(
+            f"SELECT position, chain, key_id FROM events WHERE position < {head - 1} ORDER BY position DESC LIMIT 1"
+        )[0]
         target.raw(
             [
                 "DROP TRIGGER events_no_delete",
@@ -162,13 +170,11 @@ def run_case(case: str, target: Target, tables: Tables, tmp_path: Path) -> None:
         count = len(log["positions"][log["b"]])
         target.raw(
             [
+                (_FORGED_ARCHIVE, ("0" * 64, count, "f" * 64)),
                 (
-                    "INSERT INTO archives (archive_id, archived_at, archived_by, cutoff, file_name, export_sha256, job_count,"
-                    " event_count, key_id, removed, mac) VALUES ('forged', '2026-01-01T00:00:00.000000Z', 'cli:x', "
-                    "'2026-01-01T00:00:00.000000Z', 'x.jsonl', ?, 1, ?, 'x', '[]', ?)",
-                    ("0" * 64, count, "f" * 64),
+                    "INSERT INTO archived_jobs (archive_id, job_id, last_position, event_count) VALUES ('forged', ?, ?, ?)",
+                    (log["b"], last_b, count),
                 ),
-                ("INSERT INTO archived_jobs (archive_id, job_id, last_position, event_count) VALUES ('forged', ?, ?, ?)", (log["b"], last_b, count)),
                 (f"DELETE FROM events WHERE job_id = '{log['b']}'", ()),  # the triggers allow it: the record exists
             ]
         )
