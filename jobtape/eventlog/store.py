@@ -158,6 +158,11 @@ class EventStore:
         self._head: tuple[int, str] | None = None
         self._head_generation = 0
         self._head_lock = threading.Lock()
+        # Batches this store built that have not returned yet, and whether another process
+        # appends to the log too (seen as a chain conflict on a head this store built): then
+        # a batch built while none of this store's is in flight reads the head first.
+        self._in_flight = 0
+        self._shared = False
         #: Appends re-built because another writer took the position first (for benchmarks).
         self.chain_retries = 0
 
@@ -266,11 +271,12 @@ class EventStore:
             try:
                 self.backend.execute_built(build)
             except ConstraintViolation as exc:
-                if built:
-                    with self._head_lock:
-                        if built[0] == self._head_generation:  # later batches built on this one fail too
-                            self._head, self._head_generation = None, self._head_generation + 1
-                if "chain conflict" in exc.detail:
+                conflict = "chain conflict" in exc.detail
+                with self._head_lock:
+                    if built and built[0] == self._head_generation:  # later batches built on this one fail too
+                        self._head, self._head_generation = None, self._head_generation + 1
+                        self._shared = self._shared or conflict  # the head moved under this store: another writer
+                if conflict:
                     self.chain_retries += 1
                     continue
                 raise
@@ -278,6 +284,10 @@ class EventStore:
                 with self._head_lock:
                     self._head, self._head_generation = None, self._head_generation + 1
                 raise
+            finally:
+                if built:
+                    with self._head_lock:
+                        self._in_flight -= 1
             return list(range(built[1], built[1] + len(rows)))
         raise errors.StoreBusy(f"other writers took the log's next position {_CHAIN_ATTEMPTS} times in a row")
 
@@ -287,7 +297,7 @@ class EventStore:
         """The batch of :meth:`_write_chained`, from the head this store built last (or reads); called
         in the backend's build order. Moves the head past the batch and notes what it was built on in ``built``."""
         with self._head_lock:
-            head = self._head if self._head is not None else self._read_head()
+            head = self._head if self._head is not None and not (self._shared and self._in_flight == 0) else self._read_head()
             position, chain = head
             statements = []
             for row in rows:
@@ -295,6 +305,7 @@ class EventStore:
                 chain = hashing.chain_link(keys.current, keys.current_id, chain, position, row[6])
                 statements.append(Statement(stored.INSERT_EVENT, (position, *row, keys.current_id, chain)))
             self._head = (position, chain)
+            self._in_flight += 1
             built.extend((self._head_generation, head[0] + 1))
         return [*statements, *extra]
 
