@@ -85,7 +85,18 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         children = [
             subprocess.Popen(
-                [sys.executable, __file__, "--child", str(data_dir), "--jobs", str(args.jobs), "--synchronous", args.synchronous, "--pause", str(args.pause)],
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    str(data_dir),
+                    "--jobs",
+                    str(args.jobs),
+                    "--synchronous",
+                    args.synchronous,
+                    "--pause",
+                    str(args.pause),
+                ],
                 stdout=subprocess.PIPE,
                 text=True,
             )
