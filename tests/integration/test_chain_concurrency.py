@@ -33,7 +33,7 @@ def test_threads_appending_at_once_share_commits_and_leave_one_unbroken_chain(tm
                 state = repository.create("ingest", {"sourceType": "upload", "storageKey": f"u/{index}.wav"}).state
                 for event in (ev.JobClaimed(worker_id="w:1:1"), ev.JobProgress(percent=50), ev.JobCompleted(result={})):
                     state = repository.append(state.job_id, [event], state, actor="w:1:1").state
-        except BaseException as exc:  # noqa: BLE001 - reported by the test thread
+        except BaseException as exc:  # reported by the test thread
             errors.append(exc)
 
     threads = [threading.Thread(target=lifecycles) for _ in range(8)]
