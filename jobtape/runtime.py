@@ -30,6 +30,7 @@ __all__ = [
     "STORAGE_BACKENDS",
     "STORE_BACKENDS",
     "describe_store",
+    "keyed_store",
     "log_keys",
     "open_backend",
     "open_repository",
@@ -136,13 +137,26 @@ def open_store(settings: Settings, tables: Tables = ENGINE_TABLES, *, create_key
     Raises:
         errors.LogKeyError: the keyed upgrade refused (a stream's sha256 chain is broken).
     """
-    store = EventStore(open_backend(settings, tables), keys=log_keys(settings, create=create_key))
-    if store.keys is not None:
-        try:
+    return keyed_store(open_backend(settings, tables), settings, create_key=create_key)
+
+
+def keyed_store(backend: SQLBackend, settings: Settings, *, create_key: bool = True) -> EventStore:
+    """An :class:`EventStore` over the migrated ``backend`` with the settings' log keys (:func:`log_keys`).
+
+    With a key, a log written before migration 0011 is chained now (the keyed upgrade,
+    :meth:`EventStore.upgrade_chain`). The backend is closed if this raises.
+
+    Raises:
+        errors.LogKeyError: the keyed upgrade refused (a stream's sha256 chain is broken).
+        ValueError: a malformed key setting.
+    """
+    try:
+        store = EventStore(backend, keys=log_keys(settings, create=create_key))
+        if store.keys is not None:
             store.upgrade_chain()
-        except BaseException:
-            store.close()
-            raise
+    except BaseException:
+        backend.close()
+        raise
     return store
 
 

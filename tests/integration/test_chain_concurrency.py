@@ -5,13 +5,18 @@ After either, the keyed verify is clean: no hole, no fork, every append landed o
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
+import pytest
 from configs import TABLES  # tests/ is on sys.path
+from serving import jobtape_serve  # type: ignore[import-not-found]
 
+import jobtape
 from jobtape import runtime
 from jobtape.audit import logcheck
 from jobtape.config import Settings
@@ -20,6 +25,7 @@ from jobtape.eventlog import events as ev
 __all__: list[str] = []
 
 ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
 
 
 def test_threads_appending_at_once_share_commits_and_leave_one_unbroken_chain(tmp_path: Path) -> None:
@@ -61,3 +67,44 @@ def test_processes_appending_to_one_file_leave_one_unbroken_chain(tmp_path: Path
     # exit 0: the keyed verify of the result is clean and holds every append (3 x 15 x 8)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "appends: 360 " in done.stdout and "verify: 360 events, 0 violations" in done.stdout, done.stdout
+
+
+def test_serve_and_a_worker_process_chain_under_the_data_dirs_key_and_verify_keyed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(EXAMPLES), os.environ.get("PYTHONPATH")])))
+    monkeypatch.delenv("JOBTAPE_LOG_KEY", raising=False)
+    worker_log = (tmp_path / "worker.log").open("wb")
+    with jobtape_serve(data_dir, "--app", "starter.jobs:app", "--concurrency", "2") as base_url:
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "jobtape",
+                "worker",
+                "--app",
+                "starter.jobs:app",
+                "--poll-interval",
+                "0.05",
+                "--data-dir",
+                str(data_dir),
+            ],
+            stdout=worker_log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            with jobtape.Client(base_url, client_id="alice") as client:
+                job_ids = [client.submit("primes", {"limit": 2000 + n}) for n in range(5)]
+                assert [client.wait(job_id, timeout_s=60).status for job_id in job_ids] == ["complete"] * 5
+        finally:
+            worker.terminate()
+            worker.wait(timeout=60)
+            worker_log.close()
+    # every process used data_dir/log-key (not a key of its own): the keyed verify checks every event
+    assert (data_dir / "log-key").stat().st_mode & 0o777 == 0o600
+    done = subprocess.run(
+        [sys.executable, "-m", "jobtape", "verify", "--json", "--data-dir", str(data_dir)], capture_output=True, text=True, timeout=120
+    )
+    report = json.loads(done.stdout)
+    assert (done.returncode, report["violations"]) == (0, []), report
+    assert report["chain"].startswith(f"keyed: {report['eventsChecked']} events checked"), report["chain"]
