@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from jobtape import filemodes
+from jobtape import errors, filemodes
 from jobtape.config import Settings
 from jobtape.eventlog import logkey
 from jobtape.eventlog.logkey import LogKeys
@@ -122,6 +122,16 @@ def log_keys(settings: Settings, *, create: bool = True) -> LogKeys | None:
     return LogKeys.from_secret(secret, settings.log_key_id, older)
 
 
+def _check_head_key(store: EventStore, *, writes: bool) -> None:
+    """Refuse a writing store that does not hold the key the log's head was chained with."""
+    _position, _chain, key_id = store.log_head()
+    if writes and key_id is not None and store.keys is not None and store.keys.get(str(key_id)) is None:
+        raise errors.LogKeyError(
+            f"the event log is chained under log key {key_id!r}, which this process does not hold (it has"
+            f" {store.keys.current_id!r}): give every process the same JOBTAPE_LOG_KEY (keep older keys in JOBTAPE_LOG_KEYS)"
+        )
+
+
 def open_store(settings: Settings, tables: Tables = ENGINE_TABLES, *, create_key: bool = True) -> EventStore:
     """Open (and migrate with ``tables``) the event store the settings name (the embedded SQLite file by default).
 
@@ -146,14 +156,21 @@ def keyed_store(backend: SQLBackend, settings: Settings, *, create_key: bool = T
     With a key, a log written before migration 0011 is chained now (the keyed upgrade,
     :meth:`EventStore.upgrade_chain`). The backend is closed if this raises.
 
+    A process that writes (``create_key``) must hold the key of the log's head: a host
+    configured with another key (e.g. a libSQL worker without ``JOBTAPE_LOG_KEY`` that
+    generated its own ``log-key``) is refused here instead of writing chains nobody can
+    verify. A read-only tool opens anyway; verify names the key problem.
+
     Raises:
-        errors.LogKeyError: the keyed upgrade refused (a stream's sha256 chain is broken).
+        errors.LogKeyError: the keyed upgrade refused (a stream's sha256 chain is broken), or
+            a writing process does not hold the key of the log's head.
         ValueError: a malformed key setting.
     """
     try:
         store = EventStore(backend, keys=log_keys(settings, create=create_key))
         if store.keys is not None:
             store.upgrade_chain()
+            _check_head_key(store, writes=create_key)
     except BaseException:
         backend.close()
         raise

@@ -17,7 +17,7 @@ import pytest
 from configs import TABLES  # tests/ is on sys.path
 from tamper import KEY, Target, run_case, tamper_cases  # type: ignore[import-not-found]  # tests/integration is on sys.path
 
-from jobtape import runtime
+from jobtape import errors, runtime
 from jobtape.config import Settings
 from jobtape.eventlog import events as ev
 
@@ -106,3 +106,39 @@ def test_appends_of_a_store_without_the_key_are_refused_and_verify_says_unkeyed(
         store.close()
     done = target.jobtape("verify", env={"JOBTAPE_LOG_KEY": ""})
     assert done.returncode == 0 and "chain: unkeyed" in done.stdout, done.stdout
+
+
+def test_a_writer_configured_with_another_key_is_refused_before_it_writes(tmp_path: Path) -> None:
+    target = _sqlite_target(tmp_path / "log", [0])
+    repository = runtime.open_repository(target.settings, tables=TABLES)
+    repository.create("ingest", {"sourceType": "upload", "storageKey": "u/a.wav"})
+    repository.store.close()
+    other = Settings(data_dir=tmp_path / "log", log_key="o" * 40)
+
+    with pytest.raises(errors.LogKeyError, match="which this process does not hold"):
+        runtime.open_store(other, TABLES)
+    runtime.open_store(other, TABLES, create_key=False).close()  # a read-only tool still opens
+    rotated = Settings(data_dir=tmp_path / "log", log_key="o" * 40, log_key_id="new", log_keys=f"old:{KEY}")
+    with pytest.raises(errors.LogKeyError):  # the old key under another id than the chain's is not the same key
+        runtime.open_store(rotated, TABLES)
+
+
+def test_a_rotated_key_continues_the_chain_and_verify_accepts_both(tmp_path: Path) -> None:
+    target = _sqlite_target(tmp_path / "log", [0])
+    repository = runtime.open_repository(target.settings, tables=TABLES)
+    state = repository.create("ingest", {"sourceType": "upload", "storageKey": "u/a.wav"}).state
+    repository.store.close()
+    old_id = target.query("SELECT key_id FROM log_head")[0][0]
+    rotated = {"JOBTAPE_LOG_KEY": "n" * 40, "JOBTAPE_LOG_KEY_ID": "new", "JOBTAPE_LOG_KEYS": f"{old_id}:{KEY}"}
+    settings = Settings(data_dir=tmp_path / "log", log_key="n" * 40, log_key_id="new", log_keys=f"{old_id}:{KEY}")
+    repository = runtime.open_repository(settings, tables=TABLES)
+    repository.append(state.job_id, [ev.JobClaimed(worker_id="w:1:1")], state, actor="w:1:1")
+    repository.store.close()
+
+    assert target.query("SELECT key_id FROM events ORDER BY position") == [(old_id,), ("new",)]
+    code, violations, report = target.verify(env=rotated)
+    assert (code, violations) == (0, []) and report["chain"] == "keyed: 2 events checked under log key(s) " + ", ".join(
+        sorted([old_id, "new"])
+    )
+    code, violations, _ = target.verify(env={"JOBTAPE_LOG_KEY": "n" * 40, "JOBTAPE_LOG_KEY_ID": "new"})  # the old key dropped
+    assert code == 1 and [rule for rule, _, _ in violations] == ["key"]
