@@ -7,6 +7,11 @@ statements, so every write is one batch whose guards live in SQL:
 
 - ``UNIQUE (job_id, version)`` and the ``events_gapless_version`` trigger refuse an
   append whose expected version is stale (optimistic concurrency);
+- the ``events_chain_guard`` trigger refuses an event whose position does not follow the
+  log's head, or without its keyed chain value (docs/audit.md, "Tamper evidence"): the
+  store names each event's position and chains it under the log key before the batch, from
+  the head it wrote last (no read), and builds the batch again from the head read back
+  when another process appended first (:meth:`EventStore._write_chained`);
 - any projection statements passed as ``extra`` run in the same batch, so a projection
   row never lags the events it folds.
 
@@ -204,6 +209,8 @@ class EventStore:
             errors.ConcurrencyError: the stream is not at ``expected_version``.
             errors.DuplicateIdempotencyKey: an ``extra`` statement hit the idempotency index.
             ConstraintViolation: any other constraint failed. In every case nothing was written.
+            errors.LogKeyError: the store holds no log key.
+            errors.StoreBusy: other writers kept taking the log's next position.
         """
         if not events:
             raise ValueError("append needs at least one event")
