@@ -12,9 +12,10 @@ default loads neither.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
-from jobtape import errors, filemodes
+from jobtape import filemodes
 from jobtape.config import Settings
 from jobtape.eventlog import logkey
 from jobtape.eventlog.logkey import LogKeys
@@ -25,6 +26,8 @@ from jobtape.projections.repository import AppendResult, JobRepository
 from jobtape.storage import local, signing
 from jobtape.storage.base import Storage
 from jobtape.storage.local import LocalStorage
+
+_log = logging.getLogger(__name__)
 
 __all__ = [
     "STORAGE_BACKENDS",
@@ -123,12 +126,15 @@ def log_keys(settings: Settings, *, create: bool = True) -> LogKeys | None:
 
 
 def _check_head_key(store: EventStore, *, writes: bool) -> None:
-    """Refuse a writing store that does not hold the key the log's head was chained with."""
+    """Warn when a writing store does not hold the key the log's head was chained with."""
     _position, _chain, key_id = store.log_head()
     if writes and key_id is not None and store.keys is not None and store.keys.get(str(key_id)) is None:
-        raise errors.LogKeyError(
-            f"the event log is chained under log key {key_id!r}, which this process does not hold (it has"
-            f" {store.keys.current_id!r}): give every process the same JOBTAPE_LOG_KEY (keep older keys in JOBTAPE_LOG_KEYS)"
+        _log.warning(
+            "the event log is chained under log key %r, which this process does not hold (it has %r): its appends"
+            " will chain under its own key, which verify names unless every verifier holds both; give every process"
+            " the same JOBTAPE_LOG_KEY (keep older keys in JOBTAPE_LOG_KEYS)",
+            key_id,
+            store.keys.current_id,
         )
 
 
@@ -156,14 +162,13 @@ def keyed_store(backend: SQLBackend, settings: Settings, *, create_key: bool = T
     With a key, a log written before migration 0011 is chained now (the keyed upgrade,
     :meth:`EventStore.upgrade_chain`). The backend is closed if this raises.
 
-    A process that writes (``create_key``) must hold the key of the log's head: a host
-    configured with another key (e.g. a libSQL worker without ``JOBTAPE_LOG_KEY`` that
-    generated its own ``log-key``) is refused here instead of writing chains nobody can
-    verify. A read-only tool opens anyway; verify names the key problem.
+    A process that writes (``create_key``) without the key of the log's head (e.g. a
+    libSQL worker without ``JOBTAPE_LOG_KEY`` that generated its own ``log-key``) logs a
+    warning naming both key ids: its events chain under its own key, and verify names them
+    (rule ``key``) unless the verifier holds both.
 
     Raises:
-        errors.LogKeyError: the keyed upgrade refused (a stream's sha256 chain is broken), or
-            a writing process does not hold the key of the log's head.
+        errors.LogKeyError: the keyed upgrade refused (a stream's sha256 chain is broken).
         ValueError: a malformed key setting.
     """
     try:

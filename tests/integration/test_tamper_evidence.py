@@ -17,7 +17,7 @@ import pytest
 from configs import TABLES  # tests/ is on sys.path
 from tamper import KEY, Target, run_case, tamper_cases  # type: ignore[import-not-found]  # tests/integration is on sys.path
 
-from jobtape import errors, runtime
+from jobtape import runtime
 from jobtape.config import Settings
 from jobtape.eventlog import events as ev
 
@@ -108,19 +108,23 @@ def test_appends_of_a_store_without_the_key_are_refused_and_verify_says_unkeyed(
     assert done.returncode == 0 and "chain: unkeyed" in done.stdout, done.stdout
 
 
-def test_a_writer_configured_with_another_key_is_refused_before_it_writes(tmp_path: Path) -> None:
+def test_a_writer_configured_with_another_key_is_warned_and_verify_names_its_events(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     target = _sqlite_target(tmp_path / "log", [0])
     repository = runtime.open_repository(target.settings, tables=TABLES)
-    repository.create("ingest", {"sourceType": "upload", "storageKey": "u/a.wav"})
+    state = repository.create("ingest", {"sourceType": "upload", "storageKey": "u/a.wav"}).state
     repository.store.close()
     other = Settings(data_dir=tmp_path / "log", log_key="o" * 40)
 
-    with pytest.raises(errors.LogKeyError, match="which this process does not hold"):
-        runtime.open_store(other, TABLES)
-    runtime.open_store(other, TABLES, create_key=False).close()  # a read-only tool still opens
-    rotated = Settings(data_dir=tmp_path / "log", log_key="o" * 40, log_key_id="new", log_keys=f"old:{KEY}")
-    with pytest.raises(errors.LogKeyError):  # the old key under another id than the chain's is not the same key
-        runtime.open_store(rotated, TABLES)
+    with caplog.at_level("WARNING", logger="jobtape.runtime"):
+        repository = runtime.open_repository(other, tables=TABLES)
+    assert "which this process does not hold" in caplog.text
+    repository.append(state.job_id, [ev.JobClaimed(worker_id="w:1:1")], state, actor="w:1:1")
+    repository.store.close()
+
+    code, violations, report = target.verify()
+    assert code == 1 and [rule for rule, _, _ in violations] == ["key"] and "does not hold" in report["violations"][0]["message"]
 
 
 def test_a_rotated_key_continues_the_chain_and_verify_accepts_both(tmp_path: Path) -> None:
