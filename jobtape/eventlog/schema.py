@@ -285,7 +285,10 @@ def _log_chain(db: sqlite_utils.Database) -> None:
     # every event carries the keyed whole-log chain (jobtape.eventlog.hashing.chain_link)
     # and the id of the key that made it. The store gives each event its position
     # (log_head + 1); events_chain_guard refuses any other (another writer appended first),
-    # and an event without a chain, so the chain has no holes. events_chain_head keeps
+    # and an event without a chain, so the chain has no holes. A batch first sets
+    # log_head.expected to the chain it was built on; the guard also refuses the batch when
+    # that is not the head's chain (built on a batch of its own that failed while another
+    # writer filled the position: right position, wrong link). events_chain_head keeps
     # log_head (the last position ever written and its chain, which an archive may remove
     # from events) in the same statement. log_head of an existing log starts at its last
     # position with no chain: appends are refused until the keyed upgrade
@@ -298,7 +301,8 @@ def _log_chain(db: sqlite_utils.Database) -> None:
             id INTEGER PRIMARY KEY CHECK (id = 1),
             position INTEGER NOT NULL,
             chain TEXT,
-            key_id TEXT
+            key_id TEXT,
+            expected TEXT
         )
         """
     )
@@ -306,14 +310,16 @@ def _log_chain(db: sqlite_utils.Database) -> None:
         """
         CREATE TRIGGER events_chain_guard BEFORE INSERT ON events
         WHEN NEW.chain IS NULL OR NEW.key_id IS NULL OR NEW.position IS NOT
-            (SELECT position + 1 FROM log_head WHERE id = 1 AND (chain IS NOT NULL OR position = 0))
+            (SELECT position + 1 FROM log_head
+             WHERE id = 1 AND (chain IS NOT NULL OR position = 0) AND expected IS chain)
         BEGIN SELECT RAISE(ABORT, 'chain conflict: the log moved on (or is not chained yet)'); END
         """
     )
     db.execute(
         """
         CREATE TRIGGER events_chain_head AFTER INSERT ON events
-        BEGIN UPDATE log_head SET position = NEW.position, chain = NEW.chain, key_id = NEW.key_id WHERE id = 1; END
+        BEGIN UPDATE log_head SET position = NEW.position, chain = NEW.chain, key_id = NEW.key_id, expected = NEW.chain
+              WHERE id = 1; END
         """
     )
     # The keyed upgrade fills key_id and chain of the events written before this migration,
@@ -368,9 +374,9 @@ def _log_chain(db: sqlite_utils.Database) -> None:
 
 # log_head of a new or existing log: its last position (positions are never reused).
 _LOG_HEAD_FILL = (
-    "INSERT INTO log_head (id, position, chain, key_id) VALUES (1, MAX("
+    "INSERT INTO log_head (id, position, chain, key_id, expected) VALUES (1, MAX("
     "COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0),"
-    " COALESCE((SELECT MAX(position) FROM events), 0)), NULL, NULL)"
+    " COALESCE((SELECT MAX(position) FROM events), 0)), NULL, NULL, NULL)"
 )
 
 

@@ -131,6 +131,8 @@ _SELECT_COLUMNS = f"SELECT {stored.COLUMNS} FROM events"
 #: How many times an append is built again when other writers took its position first.
 _CHAIN_ATTEMPTS = 100
 _EPHEMERAL = object()
+#: A chained batch's first statement: the head's chain it was built on (``events_chain_guard`` checks it).
+_EXPECT_HEAD = "UPDATE log_head SET expected = ? WHERE id = 1"
 _PROCESS_KEYS: list[logkey.LogKeys] = []
 
 
@@ -306,7 +308,8 @@ class EventStore:
         with self._head_lock:
             head = self._head if self._head is not None and not (self._shared and self._in_flight == 0) else self._read_head()
             position, chain = head
-            statements = []
+            # the chain this batch links from, as log_head holds it (NULL for an empty log): the guard compares
+            statements = [Statement(_EXPECT_HEAD, (chain if position > 0 else None,))]
             for row in rows:
                 position += 1
                 chain = hashing.chain_link(keys.current, keys.current_id, chain, position, row[6])

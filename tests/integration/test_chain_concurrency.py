@@ -108,3 +108,26 @@ def test_serve_and_a_worker_process_chain_under_the_data_dirs_key_and_verify_key
     report = json.loads(done.stdout)
     assert (done.returncode, report["violations"]) == (0, []), report
     assert report["chain"].startswith(f"keyed: {report['eventsChecked']} events checked"), report["chain"]
+
+
+def test_a_batch_built_on_a_failed_batch_of_its_own_store_is_refused_even_when_its_position_is_free(tmp_path: Path) -> None:
+    """The race the soak run found: store A builds batch X at position p and batch Y on X (p + 1);
+    X fails; another writer B fills p; Y's position is now right but it links from X's chain,
+    which is in no event. The guard compares the chain a batch was built on with the head's."""
+    settings = Settings(data_dir=tmp_path, log_key="t" * 40)
+    a = runtime.open_store(settings, TABLES)
+    b = runtime.open_store(settings, TABLES)
+    try:
+        a.append("j" * 32, [ev.JobCreated(job_type="ingest")], 0, actor="api")
+        position, _chain = a._head or (0, "")  # the state of the race, set up by hand
+        a._head = (position + 1, "f" * 64)  # as if X (never committed) had been built at p
+        b.append("k" * 32, [ev.JobCreated(job_type="ingest")], 0, actor="api")  # B fills p
+
+        a.append("m" * 32, [ev.JobCreated(job_type="ingest")], 0, actor="api")  # Y: refused, built again
+
+        assert a.chain_retries == 1
+        report = logcheck.verify_store(a)
+        assert (report.events_checked, report.violations) == (3, [])
+    finally:
+        a.close()
+        b.close()
