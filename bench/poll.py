@@ -59,13 +59,14 @@ def build_data_dir(data_dir: Path, count: int, complete_every: int) -> list[str]
     from jobtape.eventlog import events as ev
     from jobtape.eventlog import hashing, stored
     from jobtape.eventlog.sqlite import SQLiteBackend
-    from jobtape.eventlog.store import Statement
+    from jobtape.eventlog.store import EventStore, Statement
     from jobtape.projections import jobs, queue, registry
     from jobtape.projections import state as job_state
 
     data_dir.mkdir(parents=True, exist_ok=True)
     backend = SQLiteBackend(data_dir / "jobtape.db", synchronous="NORMAL")
     backend.migrate(registry.ENGINE_TABLES.migrations)
+    store = EventStore(backend)  # a key of this process: the bench only reads what it seeds
     storage = data_dir / "storage" / "assets"
     storage.mkdir(parents=True, exist_ok=True)
     at = clock.utcnow()
@@ -73,7 +74,7 @@ def build_data_dir(data_dir: Path, count: int, complete_every: int) -> list[str]
     created = ev.JobCreated(job_type="noop", params={})
     ids = [f"{index:032x}" for index in range(count)]
     for start in range(0, count, _BATCH):
-        inserts: list[Statement] = []
+        inserts: list[stored.StoredEvent] = []
         rows: list[Statement] = []
         for index in range(start, min(start + _BATCH, count)):
             job_id = ids[index]
@@ -90,11 +91,15 @@ def build_data_dir(data_dir: Path, count: int, complete_every: int) -> list[str]
             for version, event in enumerate(chain, start=1):
                 type_, data = ev.encode_event(event)
                 previous = hashing.event_hash(previous, job_id, version, type_, data, "bench", stamp)
-                inserts.append(Statement(stored.INSERT_EVENT, (job_id, version, type_, data, "bench", stamp, previous)))
+                inserts.append(
+                    stored.StoredEvent(
+                        position=0, job_id=job_id, version=version, type=type_, data=data, actor="bench", recorded_at=stamp, hash=previous
+                    )
+                )
                 state = job_state.apply(state, event, job_id=job_id, version=version, recorded_at=at)
             assert state is not None
             rows.append(jobs.upsert(state))
-        backend.execute_batch([*inserts, *rows])
+        store.import_events(inserts, rows)  # chained at the log's next positions (as an import)
     backend.execute_batch([Statement(queue.FILL_FROM_JOBS)])
     backend.close()
     return ids

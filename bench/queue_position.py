@@ -71,25 +71,30 @@ def build_log(path: Path, count: int, *, per_append: bool = False) -> JobReposit
     """
     backend = SQLiteBackend(_fresh(path), synchronous="NORMAL")
     backend.migrate(registry.ENGINE_TABLES.migrations)
+    store = EventStore(backend)
     created = ev.JobCreated(job_type="noop", params={})
     type_, data = ev.encode_event(created)
     at = clock.utcnow()
     stamp = clock.format_timestamp(at)
     for start in range(0, count, _BATCH):
-        inserts: list[Statement] = []
+        inserts: list[stored.StoredEvent] = []
         rows: list[Statement] = []
         for index in range(start, min(start + _BATCH, count)):
             job_id = f"{index:032x}"
             digest = hashing.event_hash(hashing.genesis_hash(job_id), job_id, 1, type_, data, "bench", stamp)
-            inserts.append(Statement(stored.INSERT_EVENT, (job_id, 1, type_, data, "bench", stamp, digest)))
+            inserts.append(
+                stored.StoredEvent(
+                    position=0, job_id=job_id, version=1, type=type_, data=data, actor="bench", recorded_at=stamp, hash=digest
+                )
+            )
             state = job_state.apply(None, created, job_id=job_id, version=1, recorded_at=at)
             rows.append(jobs.upsert(state))
             if per_append:
                 rows += queue.statements(None, state)
-        backend.execute_batch([*inserts, *rows])
+        store.import_events(inserts, rows)  # chained at the log's next positions (as an import)
     if not per_append:
         backend.execute_batch([Statement(queue.FILL_FROM_JOBS)])
-    return JobRepository(EventStore(backend))
+    return JobRepository(store)
 
 
 def _median_s(call: Callable[[], object], repeats: int) -> float:

@@ -44,6 +44,7 @@ from jobtape import clock
 from jobtape.defaults import default_tables
 from jobtape.eventlog import events as ev
 from jobtape.eventlog import hashing, stored
+from jobtape.eventlog.logkey import LogKeys
 from jobtape.eventlog.sqlite import SQLiteBackend
 from jobtape.eventlog.store import EventStore
 
@@ -81,6 +82,8 @@ def generate_log(path: Path, events: int) -> int:
     connection = sqlite3.connect(path, isolation_level=None)
     connection.execute("PRAGMA synchronous=OFF")
     written, tick = 0, 0
+    keys = LogKeys.ephemeral()  # the events' keyed chain, as the store writes it (migration 0012)
+    position, link = 0, hashing.GENESIS_CHAIN
     for first in range(0, jobs, IN_FLIGHT):
         block = range(first, min(jobs, first + IN_FLIGHT))
         lifecycles = {index: _lifecycle(index) for index in block}
@@ -93,7 +96,9 @@ def generate_log(path: Path, events: int) -> int:
                 stamp = clock.format_timestamp(_START + dt.timedelta(microseconds=37 * tick))
                 tick += 1
                 previous[index] = hashing.event_hash(previous[index], job_id, step + 1, type_, data, _WORKER, stamp)
-                rows.append((job_id, step + 1, type_, data, _WORKER, stamp, previous[index]))
+                position += 1
+                link = hashing.chain_link(keys.current, keys.current_id, link, position, previous[index])
+                rows.append((position, job_id, step + 1, type_, data, _WORKER, stamp, previous[index], keys.current_id, link))
         connection.execute("BEGIN")
         connection.executemany(stored.INSERT_EVENT.removesuffix(" RETURNING position"), rows)
         connection.execute("COMMIT")
@@ -107,7 +112,7 @@ def raw_scan(path: Path) -> int:
     connection = sqlite3.connect(path)
     decoder = msgspec.json.Decoder()
     count = 0
-    for _position, _job_id, _version, _type, data, _actor, _recorded_at, _hash in connection.execute(
+    for _position, _job_id, _version, _type, data, _actor, _recorded_at, _hash, _key_id, _chain in connection.execute(
         f"SELECT {stored.COLUMNS} FROM events ORDER BY position"
     ):
         decoder.decode(data)

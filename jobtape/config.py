@@ -101,6 +101,14 @@ class Settings:
         signing_secret: HMAC-SHA256 key of the local backend's signed download URLs (>= 32
             bytes). Env ``JOBTAPE_SIGNING_SECRET``; ``None`` (default): a random secret is
             generated once and kept in ``data_dir/signing-secret`` (mode 0600).
+        log_key: the HMAC key of the log's keyed chain (>= 32 bytes; docs/audit.md, "Tamper
+            evidence"); every process that appends needs the same one. Env ``JOBTAPE_LOG_KEY``;
+            ``None`` (default): generated once and kept in ``data_dir/log-key`` (mode 0600).
+            Keep it (and a copy) away from the database: whoever holds both can rewrite the log.
+        log_key_id: the id stored with every chain value made with ``log_key``. Env
+            ``JOBTAPE_LOG_KEY_ID``; default the first 8 hex digits of sha256(key).
+        log_keys: older keys verify and import still accept after a rotation, ``id:key``
+            items separated by commas. Env ``JOBTAPE_LOG_KEYS``; default none.
         file_mode: permission bits of the files jobtape creates (the SQLite log and its
             ``-wal``/``-shm``, local blobs); the folders it creates get the matching search
             bits (0600 -> 0700, 0640 -> 0750; :mod:`jobtape.filemodes`). Env
@@ -161,6 +169,9 @@ class Settings:
     max_active_jobs: int = 5
     failed_upload_retention_s: float = 24 * 3600.0
     signing_secret: str | None = dataclasses.field(default=None, repr=False)
+    log_key: str | None = dataclasses.field(default=None, repr=False)
+    log_key_id: str | None = None
+    log_keys: str | None = dataclasses.field(default=None, repr=False)
     file_mode: int = filemodes.DEFAULT_FILE_MODE
     work_dir: Path | None = None
     auth_mode: str = "off"
@@ -192,6 +203,8 @@ class Settings:
             if not value >= 0:  # also refuses NaN
                 raise ValueError(f"{name} must be 0 (off) or more, not {value}")
         filemodes.check_file_mode(self.file_mode)
+        if self.log_key and len(self.log_key.encode()) < 32:
+            raise ValueError("JOBTAPE_LOG_KEY must be at least 32 bytes (e.g. `openssl rand -hex 32`)")
         if self.failed_upload_retention_s < 0:
             raise ValueError(f"JOBTAPE_FAILED_UPLOAD_RETENTION must be >= 0 seconds, not {self.failed_upload_retention_s}")
         if self.storage_backend != "local" and not self.s3_bucket:
@@ -267,6 +280,9 @@ class Settings:
                 ("sqlite_synchronous", "JOBTAPE_SQLITE_SYNCHRONOUS", str.upper),
                 ("max_active_jobs", "JOBTAPE_MAX_ACTIVE_JOBS", int),
                 ("signing_secret", "JOBTAPE_SIGNING_SECRET", str),
+                ("log_key", "JOBTAPE_LOG_KEY", str),
+                ("log_key_id", "JOBTAPE_LOG_KEY_ID", str),
+                ("log_keys", "JOBTAPE_LOG_KEYS", str),
                 ("file_mode", "JOBTAPE_FILE_MODE", _file_mode),
                 ("work_dir", "JOBTAPE_WORK_DIR", Path),
                 ("failed_upload_retention_s", "JOBTAPE_FAILED_UPLOAD_RETENTION", float),

@@ -97,6 +97,7 @@ __all__ = [
     "JobTypeAlreadyRegistered",
     "JobtapeError",
     "KeyNotFound",
+    "LogKeyError",
     "MalformedEvent",
     "QuotaExceeded",
     "RequestError",
@@ -419,6 +420,19 @@ class StoreFull(StoreError):
 
     def __init__(self, detail: str = "no space left on the server's disk") -> None:
         super().__init__(f"the server has no room to store this: {detail}; free disk space, then retry")
+
+
+class LogKeyError(StoreError):
+    """The log key is missing or does not fit the log: appends and keyed records cannot be made.
+
+    Raised when a store opened without a log key (``JOBTAPE_LOG_KEY`` unset and
+    ``data_dir/log-key`` unreadable) is asked to append, and when the keyed upgrade of an
+    existing log (docs/audit.md, "Upgrade") refuses because the log's sha256 chains do not
+    verify. The message says what to fix.
+    """
+
+    http_status = 503
+    http_message = "the event log cannot be written: its log key is missing or does not fit; see the server log"
 
 
 class StoreAuthRejected(StoreError):

@@ -12,10 +12,13 @@ default loads neither.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from jobtape import filemodes
 from jobtape.config import Settings
+from jobtape.eventlog import logkey
+from jobtape.eventlog.logkey import LogKeys
 from jobtape.eventlog.sqlite import SQLiteBackend
 from jobtape.eventlog.store import EventStore, SQLBackend
 from jobtape.projections.registry import ENGINE_TABLES, Tables
@@ -24,10 +27,14 @@ from jobtape.storage import local, signing
 from jobtape.storage.base import Storage
 from jobtape.storage.local import LocalStorage
 
+_log = logging.getLogger(__name__)
+
 __all__ = [
     "STORAGE_BACKENDS",
     "STORE_BACKENDS",
     "describe_store",
+    "keyed_store",
+    "log_keys",
     "open_backend",
     "open_repository",
     "open_storage",
@@ -94,9 +101,85 @@ def open_backend(settings: Settings, tables: Tables = ENGINE_TABLES) -> SQLBacke
     return backend
 
 
-def open_store(settings: Settings, tables: Tables = ENGINE_TABLES) -> EventStore:
-    """Open (and migrate with ``tables``) the event store the settings name (the embedded SQLite file by default)."""
-    return EventStore(open_backend(settings, tables))
+def log_keys(settings: Settings, *, create: bool = True) -> LogKeys | None:
+    """The log keys the settings name: ``JOBTAPE_LOG_KEY`` (+ ``_ID``, ``JOBTAPE_LOG_KEYS``),
+    else the key file ``data_dir/log-key`` (created once when ``create``).
+
+    Returns:
+        The keys, or ``None`` when no key is set and the file is absent (``create`` false)
+        or unreadable: the store then reads but does not append, and verify reports "unkeyed".
+
+    Raises:
+        ValueError: a key shorter than 32 bytes or a malformed ``JOBTAPE_LOG_KEYS``.
+        errors.StoreUnavailable: ``create`` and the key file cannot be written.
+    """
+    older = logkey.parse_key_list(settings.log_keys) if settings.log_keys else {}
+    if settings.log_key:
+        secret: bytes | None = settings.log_key.encode()
+    else:
+        secret = logkey.load_key_file(
+            settings.data_dir / logkey.KEY_FILE_NAME, create=create, dir_mode=filemodes.dir_mode(settings.file_mode)
+        )
+    if secret is None:
+        return None
+    return LogKeys.from_secret(secret, settings.log_key_id, older)
+
+
+def _check_head_key(store: EventStore, *, writes: bool) -> None:
+    """Warn when a writing store does not hold the key the log's head was chained with."""
+    _position, _chain, key_id = store.log_head()
+    if writes and key_id is not None and store.keys is not None and store.keys.get(str(key_id)) is None:
+        _log.warning(
+            "the event log is chained under log key %r, which this process does not hold (it has %r): its appends"
+            " will chain under its own key, which verify names unless every verifier holds both; give every process"
+            " the same JOBTAPE_LOG_KEY (keep older keys in JOBTAPE_LOG_KEYS)",
+            key_id,
+            store.keys.current_id,
+        )
+
+
+def open_store(settings: Settings, tables: Tables = ENGINE_TABLES, *, create_key: bool = True) -> EventStore:
+    """Open (and migrate with ``tables``) the event store the settings name (the embedded SQLite file by default).
+
+    With a log key (:func:`log_keys`), a log written before migration 0012 is chained
+    now (the keyed upgrade, :meth:`EventStore.upgrade_chain`).
+
+    Args:
+        settings: the configuration.
+        tables: the migrations and projections.
+        create_key: create ``data_dir/log-key`` when no key is configured (``False`` for
+            read-only tools: without a key they report the log as unkeyed).
+
+    Raises:
+        errors.LogKeyError: the keyed upgrade refused (a stream's sha256 chain is broken).
+    """
+    return keyed_store(open_backend(settings, tables), settings, create_key=create_key)
+
+
+def keyed_store(backend: SQLBackend, settings: Settings, *, create_key: bool = True) -> EventStore:
+    """An :class:`EventStore` over the migrated ``backend`` with the settings' log keys (:func:`log_keys`).
+
+    With a key, a log written before migration 0012 is chained now (the keyed upgrade,
+    :meth:`EventStore.upgrade_chain`). The backend is closed if this raises.
+
+    A process that writes (``create_key``) without the key of the log's head (e.g. a
+    libSQL worker without ``JOBTAPE_LOG_KEY`` that generated its own ``log-key``) logs a
+    warning naming both key ids: its events chain under its own key, and verify names them
+    (rule ``key``) unless the verifier holds both.
+
+    Raises:
+        errors.LogKeyError: the keyed upgrade refused (a stream's sha256 chain is broken).
+        ValueError: a malformed key setting.
+    """
+    try:
+        store = EventStore(backend, keys=log_keys(settings, create=create_key))
+        if store.keys is not None:
+            store.upgrade_chain()
+            _check_head_key(store, writes=create_key)
+    except BaseException:
+        backend.close()
+        raise
+    return store
 
 
 def open_repository(

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from jobtape import errors, runtime
 from jobtape.config import Settings
-from jobtape.eventlog.store import EventStore, SQLBackend
+from jobtape.eventlog.store import SQLBackend
 from jobtape.projections.registry import ENGINE_TABLES, Tables
 from jobtape.projections.repository import AppendResult, JobRepository
 from jobtape.worker import outage
@@ -100,5 +100,5 @@ def open_repository_waiting(
     Raises:
         errors.StoreUnavailable: ``stop`` was set while the store was unreachable.
     """
-    store = EventStore(open_backend_waiting(settings, stop=stop, tables=tables))
+    store = runtime.keyed_store(open_backend_waiting(settings, stop=stop, tables=tables), settings)
     return JobRepository(store, on_append=on_append, projections=tables.projections)

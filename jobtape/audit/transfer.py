@@ -14,17 +14,21 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import hashlib
+import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from typing import TextIO, TypeGuard
 
 import msgspec
 
-from jobtape import errors
+from jobtape import clock, errors
 from jobtape.audit import exchange, timeline
+from jobtape.audit.checkpoint import Checkpoint
 from jobtape.eventlog import events as ev
 from jobtape.eventlog import key_events, spill
 from jobtape.eventlog import stored as stored_events
+from jobtape.eventlog.logkey import LogKeys
 from jobtape.eventlog.store import ConstraintViolation, EventStore, Statement
 from jobtape.projections import key_state, registry
 from jobtape.projections import state as job_state
@@ -67,6 +71,10 @@ class ExportReport:
 def export(store: EventStore, out: TextIO, job_ids: set[str] | None) -> ExportReport:
     """Write the streams of ``job_ids`` (``None``: every job) as JSON Lines, in position order.
 
+    When the store holds the log key, the file ends with the keyed trailer
+    (:class:`jobtape.audit.exchange.ExportTrailer`): an import refuses the file if a line
+    is removed, added or edited.
+
     Args:
         store: the event store.
         out: a text file open for writing; one line per event, see :mod:`jobtape.audit.exchange`.
@@ -77,12 +85,26 @@ def export(store: EventStore, out: TextIO, job_ids: set[str] | None) -> ExportRe
         rows: Iterable[stored_events.StoredEvent] = store.iter_stored(job_id=next(iter(job_ids)))
     else:
         rows = store.iter_stored()
+    digest = hashlib.sha256()
     for row in rows:
         if job_ids is None or row.job_id in job_ids:
-            out.write(exchange.encode_line(row) + "\n")
+            line = exchange.encode_line(row)
+            out.write(line + "\n")
+            digest.update(line.encode() + b"\n")
             per_job[row.job_id] += 1
-    keys = sum(1 for stream in per_job if key_events.is_key_stream(stream))
-    return ExportReport(jobs=len(per_job) - keys, events=sum(per_job.values()), events_per_job=dict(per_job), keys=keys)
+    if store.keys is not None:
+        position, chain, _key_id = store.log_head()
+        trailer = exchange.make_trailer(
+            store.keys,
+            events=sum(per_job.values()),
+            sha256=digest.hexdigest(),
+            head_position=position,
+            head_chain=chain,
+            exported_at=clock.format_timestamp(clock.utcnow()),
+        )
+        out.write(exchange.encode_trailer(trailer) + "\n")
+    key_streams = sum(1 for stream in per_job if key_events.is_key_stream(stream))
+    return ExportReport(jobs=len(per_job) - key_streams, events=sum(per_job.values()), events_per_job=dict(per_job), keys=key_streams)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +119,14 @@ class ImportReport:
     keys: int = 0
 
 
-def import_lines(store: EventStore, lines: Iterable[str], tables: registry.Tables = registry.ENGINE_TABLES) -> ImportReport:
+def import_lines(
+    store: EventStore,
+    lines: Iterable[str],
+    tables: registry.Tables = registry.ENGINE_TABLES,
+    *,
+    keys: LogKeys | None = None,
+    checkpoint: Checkpoint | None = None,
+) -> ImportReport:
     """Check an export and write it in batches of :data:`IMPORT_BATCH` events, streaming (flat memory).
 
     The lines are read lazily, :data:`IMPORT_BATCH` at a time; each batch is checked
@@ -108,10 +137,19 @@ def import_lines(store: EventStore, lines: Iterable[str], tables: registry.Table
     one-shot iterable, the batches before the broken one are written (the error says how many
     events). Memory holds one batch plus one state per stream, never the file.
 
+    With ``keys``, the export must carry its keyed trailer and chain
+    (:func:`jobtape.audit.exchange.check_lines`): an export with lines removed, added or
+    edited, signed with a key not held, or not extending ``checkpoint`` is refused. From a
+    file that means nothing is written; from a pipe the trailer comes last, so the batches
+    before it would be written: a keyed import from a pipe is read whole into a temporary
+    file first.
+
     Args:
         store: the target event store (a fresh one, or one without these jobs).
         lines: the export file's lines (an open file, stdin, or any iterable of lines).
         tables: the log's registered projections, written for the imported jobs.
+        keys: the log keys the export must be signed with (``None``: an unkeyed import, no keyed checks).
+        checkpoint: a verified checkpoint the export must extend (with ``keys``).
 
     Raises:
         errors.InvalidExport: a line is malformed, gapped, fails the hash chain or the state
@@ -119,16 +157,23 @@ def import_lines(store: EventStore, lines: Iterable[str], tables: registry.Table
             were written; the message says how many events).
     """
     with collector_paused():  # one state per stream, millions of events: see collector_paused
-        return _import(store, lines, tables)
+        if keys is not None and not _rewindable(lines):
+            with tempfile.TemporaryFile("w+", encoding="utf-8") as spooled:
+                spooled.writelines(line if line.endswith("\n") else line + "\n" for line in lines)
+                spooled.seek(0)
+                return _import(store, spooled, tables, keys, checkpoint)
+        return _import(store, lines, tables, keys, checkpoint)
 
 
-def _import(store: EventStore, lines: Iterable[str], tables: registry.Tables) -> ImportReport:
+def _import(
+    store: EventStore, lines: Iterable[str], tables: registry.Tables, keys: LogKeys | None, checkpoint: Checkpoint | None
+) -> ImportReport:
     if _rewindable(lines):
         with _stream_memory() as streams:
-            for _ in exchange.check_lines(lines, streams):  # check everything before writing anything
+            for _ in exchange.check_lines(lines, streams, keys=keys, checkpoint=checkpoint):  # check everything before writing
                 pass
         lines.seek(0)
-    jobs = keys = 0
+    jobs = key_streams = 0
     positions = _Positions()
     chunk: list[exchange.CheckedEvent] = []
     with _stream_memory() as streams:
@@ -136,7 +181,7 @@ def _import(store: EventStore, lines: Iterable[str], tables: registry.Tables) ->
             chunk.append(checked)
             if checked.stored.version == 1:  # every stream of a checked export starts at version 1
                 if key_events.is_key_stream(checked.stored.job_id):
-                    keys += 1
+                    key_streams += 1
                 else:
                     jobs += 1
             if len(chunk) == IMPORT_BATCH:
@@ -144,7 +189,7 @@ def _import(store: EventStore, lines: Iterable[str], tables: registry.Tables) ->
                 chunk = []
         if chunk:
             _write_chunk(store, chunk, tables, positions)
-    return ImportReport(jobs=jobs, events=positions.count, first_position=positions.first, last_position=positions.last, keys=keys)
+    return ImportReport(jobs=jobs, events=positions.count, first_position=positions.first, last_position=positions.last, keys=key_streams)
 
 
 _TIP_ENCODER = msgspec.msgpack.Encoder()

@@ -18,7 +18,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import click
 import msgspec
@@ -29,7 +29,8 @@ from rich.table import Table
 from jobtape import clock, defaults, errors, runtime
 from jobtape.app import load_app
 from jobtape.audio.settings import AudioSettings
-from jobtape.audit import asof, describe, stats, timeline, timeparse, transfer, verify
+from jobtape.audit import asof, describe, logcheck, stats, timeline, timeparse, transfer
+from jobtape.audit import checkpoint as checkpoints
 from jobtape.cli import types
 from jobtape.config import Settings
 from jobtape.eventlog import events as ev
@@ -37,7 +38,7 @@ from jobtape.eventlog import stored as stored_events
 from jobtape.eventlog.store import EventStore
 from jobtape.projections.registry import Tables
 
-__all__ = ["COMMANDS", "jobs", "print_timeline", "stats_command", "status", "tail", "timeline_json", "verify_command"]
+__all__ = ["COMMANDS", "checkpoint_command", "jobs", "print_timeline", "stats_command", "status", "tail", "timeline_json", "verify_command"]
 
 
 def console() -> Console:
@@ -140,8 +141,18 @@ def tables_app_option(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def open_existing_store(data_dir: Path) -> EventStore:
-    """Open the event log the command names (see :func:`existing_store_settings`), with the default app's tables."""
-    return runtime.open_store(existing_store_settings(data_dir), defaults.default_tables())
+    """Open the event log the command names (see :func:`existing_store_settings`), with the default app's tables.
+
+    The log key is read (``JOBTAPE_LOG_KEY`` or ``data_dir/log-key``) but never created
+    here: without one the store reads, and verify reports the log as unkeyed.
+
+    Raises:
+        click.ClickException: a bad variable, no log, or the keyed upgrade refused.
+    """
+    try:
+        return runtime.open_store(existing_store_settings(data_dir), defaults.default_tables(), create_key=False)
+    except errors.LogKeyError as exc:
+        raise click.ClickException(exc.message) from exc
 
 
 def parse_time_option(text: str | None) -> dt.datetime | None:
@@ -466,17 +477,36 @@ def tail(
 
 
 @click.command("verify")
+@click.option(
+    "--against",
+    "against",
+    type=click.File("r", encoding="utf-8"),
+    metavar="FILE|-",
+    help="A checkpoint (the line `jobtape checkpoint` printed; - for stdin) the log must extend (none by default).",
+)
 @data_dir_option
 @json_option
 @with_store
-def verify_command(as_json: bool, store: EventStore) -> None:
-    """Check the log's invariants and every stream's hash chain; exit 1 on any violation.
+def verify_command(against: TextIO | None, as_json: bool, store: EventStore) -> None:
+    """Check the log's invariants, every stream's hash chain and the keyed whole-log chain; exit 1 on any violation.
 
     Checks: versions gapless per job, nothing after a terminal event, exactly one terminal
     event per finished job, the state rules, every child_started matched by a
     child_exited (or listed as orphaned) once the job is finished, and the sha256 chain.
+    With the log key (JOBTAPE_LOG_KEY or data_dir/log-key): the keyed chain (edited,
+    re-chained or removed events), the archive records' MACs (forged archive rows) and,
+    with --against, that the log extends the checkpoint (its tail was not removed).
+    Without the key it says "unkeyed" and checks only the unkeyed rules.
     """
-    report = verify.verify(store.iter_stored())
+    checkpoint = None
+    if against is not None:
+        if store.keys is None:
+            raise click.ClickException("--against needs the log key: set JOBTAPE_LOG_KEY (or keep data_dir/log-key readable)")
+        try:
+            checkpoint = checkpoints.decode_checkpoint(against.read(), store.keys)
+        except checkpoints.CheckpointError as exc:
+            raise click.ClickException(f"{against.name}: {exc}") from exc
+    report = logcheck.verify_store(store, checkpoint)
     if as_json:
         echo_json(report)
     else:
@@ -488,9 +518,27 @@ def verify_command(as_json: bool, store: EventStore) -> None:
             out.print(table)
         verdict = f"{len(report.violations)} violations" if report.violations else "OK: no violations"
         keys = f" and {report.keys_checked} API keys" if report.keys_checked else ""
+        out.print(f"chain: {report.chain}")
         out.print(f"checked {report.events_checked} events of {report.jobs_checked} jobs{keys}: {verdict}")
     if report.violations:
         raise SystemExit(1)
+
+
+@click.command("checkpoint")
+@data_dir_option
+@with_store
+def checkpoint_command(store: EventStore) -> None:
+    """Print a signed log head (position, chain, time, key id, MAC) as one JSON line.
+
+    Keep it away from the database (a file, an S3 object, a ticket): `jobtape verify
+    --against FILE` later exits 1 if the log no longer extends it (its tail was removed or
+    the log rewritten), even when the database's own writer did it. Needs the log key.
+    """
+    try:
+        made = logcheck.make_checkpoint(store)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(checkpoints.encode_checkpoint(made))
 
 
 @click.command("stats")
@@ -522,4 +570,4 @@ def stats_command(since: str | None, as_json: bool, store: EventStore) -> None:
 
 
 #: The commands :mod:`jobtape.cli` registers (with those of :mod:`jobtape.cli.transfer`).
-COMMANDS = [status, jobs, tail, verify_command, stats_command]
+COMMANDS = [status, jobs, tail, verify_command, checkpoint_command, stats_command]

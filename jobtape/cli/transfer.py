@@ -16,6 +16,7 @@ from typing import TextIO
 import click
 
 from jobtape import clock, errors, runtime
+from jobtape.audit import checkpoint as checkpoints
 from jobtape.audit import retention, timeparse, transfer
 from jobtape.cli.audit import (
     data_dir_option,
@@ -27,6 +28,8 @@ from jobtape.cli.audit import (
     tables_of,
     with_store,
 )
+from jobtape.eventlog import logkey
+from jobtape.eventlog.logkey import LogKeys
 from jobtape.eventlog.store import ConstraintViolation, EventStore
 
 __all__ = ["COMMANDS", "archive", "export", "import_command"]
@@ -85,23 +88,64 @@ def export(since: str | None, until: str | None, job_id: str | None, output: Pat
     help="Folder of the target event log (none by default: required); the imported jobs must not exist there."
     " With JOB_STORE_BACKEND=libsql the target is the TURSO_DATABASE_URL database instead.",
 )
+@click.option(
+    "--checkpoint",
+    "checkpoint_file",
+    type=click.File("r", encoding="utf-8"),
+    metavar="FILE",
+    help="A checkpoint (`jobtape checkpoint` of the source log) the export must extend (none by default).",
+)
+@click.option(
+    "--key-file",
+    "key_files",
+    multiple=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    metavar="PATH",
+    help="Also accept exports signed with the log key in this file, e.g. the source's data_dir/log-key (repeatable;"
+    " by default only the target's keys: JOBTAPE_LOG_KEY, JOBTAPE_LOG_KEYS, data_dir/log-key).",
+)
+@click.option(
+    "--unkeyed",
+    is_flag=True,
+    help="Accept an export without the keyed trailer and chain (made before tamper evidence, or without the key);"
+    " only its unkeyed sha256 chains are checked (off by default).",
+)
 @json_option
 @tables_app_option
-def import_command(file: TextIO, data_dir: Path, as_json: bool, app_reference: str | None) -> None:
+def import_command(
+    file: TextIO,
+    data_dir: Path,
+    checkpoint_file: TextIO | None,
+    key_files: tuple[Path, ...],
+    unkeyed: bool,
+    as_json: bool,
+    app_reference: str | None,
+) -> None:
     """Load an export (FILE, or - for stdin) into the event log, re-checking it.
 
     The target is the SQLite log under --data-dir, or the libSQL database the environment
     names (JOB_STORE_BACKEND=libsql, TURSO_DATABASE_URL): e.g. to move a local log to Turso.
 
     Every line's version and hash chain is checked and every stream folded before anything
-    is written; a gapped or edited export is refused naming the line. Events keep their
-    recorded_at, actor and hash; positions are assigned by the target log. The jobs
-    projection is written in the same batches.
+    is written; a gapped or edited export is refused naming the line. The export's keyed
+    trailer and chain must verify under a key held (the target's, or --key-file's), so an
+    export with lines removed is refused; with --checkpoint it must extend that checkpoint.
+    Events keep their recorded_at, actor and hash; positions are assigned by the target
+    log and chained under its key. The jobs projection is written in the same batches.
     """
     tables = tables_of(app_reference)
     store = runtime.open_store(settings_from(data_dir=data_dir), tables)
     try:
-        report = transfer.import_lines(store, file, tables)
+        keys = None if unkeyed else _import_keys(store, key_files)
+        checkpoint = None
+        if checkpoint_file is not None:
+            if keys is None:
+                raise click.ClickException("--checkpoint cannot be combined with --unkeyed")
+            try:
+                checkpoint = checkpoints.decode_checkpoint(checkpoint_file.read(), keys)
+            except checkpoints.CheckpointError as exc:
+                raise click.ClickException(f"{checkpoint_file.name}: {exc}") from exc
+        report = transfer.import_lines(store, file, tables, keys=keys, checkpoint=checkpoint)
     except errors.InvalidExport as exc:
         raise click.ClickException(f"{file.name}: {exc.message}") from exc
     finally:
@@ -117,8 +161,20 @@ def import_command(file: TextIO, data_dir: Path, as_json: bool, app_reference: s
             }
         )
     span = f" at positions {report.first_position}-{report.last_position}" if report.events else ""
-    keys = f" and {report.keys} API keys" if report.keys else ""
-    click.echo(f"imported {report.events} events of {report.jobs} jobs{keys}{span}")
+    api_keys = f" and {report.keys} API keys" if report.keys else ""
+    click.echo(f"imported {report.events} events of {report.jobs} jobs{api_keys}{span}")
+
+
+def _import_keys(store: EventStore, key_files: tuple[Path, ...]) -> LogKeys:
+    """The target's keys plus the keys in ``key_files`` (verification only)."""
+    assert store.keys is not None  # open_store creates the target's key
+    older = dict(store.keys.older)
+    for path in key_files:
+        secret = logkey.load_key_file(path, create=False)
+        if secret is None:
+            raise click.ClickException(f"{path}: cannot read a log key")
+        older[logkey.key_id_of(secret)] = secret
+    return LogKeys(store.keys.current_id, store.keys.current, older)
 
 
 @click.command()

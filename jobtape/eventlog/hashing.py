@@ -4,13 +4,20 @@ Each event's ``hash`` is sha256 over the previous event's hash in the same job s
 the event's stored content (job id, version, type, data, actor, recorded_at), joined with
 the ASCII unit separator. The first event of a stream chains from :func:`genesis_hash`.
 Changing any stored byte of an event breaks its hash and every later hash of the stream.
+
+That chain is unkeyed: anyone who can write the file can recompute it. The keyed
+whole-log chain (:func:`chain_link`, HMAC under the log key across every stream in
+position order) and the keyed records (:func:`record_mac`) are what tamper evidence
+rests on (docs/audit.md, "Tamper evidence").
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
+from collections.abc import Sequence
 
-__all__ = ["event_hash", "genesis_hash"]
+__all__ = ["GENESIS_CHAIN", "chain_link", "event_hash", "genesis_hash", "record_mac"]
 
 _SEPARATOR = "\x1f"
 
@@ -30,3 +37,40 @@ def event_hash(previous: str, job_id: str, version: int, type_: str, data: str, 
     """
     text = _SEPARATOR.join((previous, job_id, str(version), type_, data, actor, recorded_at))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+#: The chain value the log's first event links from (64 zero digits).
+GENESIS_CHAIN = "0" * 64
+
+
+def chain_link(key: bytes, key_id: str, previous: str, position: int, event_hash: str | None) -> str:
+    """The keyed whole-log chain value of the event at global ``position`` (64 hex digits).
+
+    HMAC-SHA256 under the log key over the previous event's chain value (in position
+    order across every stream; :data:`GENESIS_CHAIN` for the log's first event), the
+    position, the key id and the event's per-stream :func:`event_hash` (which covers its
+    content). Recomputing it needs the key, so someone who can write the database file but
+    does not hold the key cannot edit, remove or re-chain an event unnoticed.
+
+    Args:
+        key: the log key's bytes (>= 32).
+        key_id: the key's id, as stored in the event's ``key_id`` column.
+        previous: the chain value of the event before it in the log.
+        position: the event's global position.
+        event_hash: the event's stored ``hash`` (``None`` for events written before migration 0003).
+    """
+    text = _SEPARATOR.join(("jobtape-chain", previous, str(position), key_id, event_hash or ""))
+    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+
+
+def record_mac(key: bytes, kind: str, fields: Sequence[object]) -> str:
+    """HMAC-SHA256 (64 hex digits) of a keyed record: an archive record, an upgrade record, a checkpoint, an export trailer.
+
+    Args:
+        key: the log key's bytes.
+        kind: what the record is (``archive``, ``upgrade``, ``checkpoint``, ``export``), so a
+            MAC of one kind never passes as another.
+        fields: the record's fields in a fixed order; each is written as ``str(field)``.
+    """
+    text = _SEPARATOR.join((f"jobtape-{kind}", *(str(field) for field in fields)))
+    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()

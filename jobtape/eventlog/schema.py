@@ -309,6 +309,106 @@ def _api_keys(db: sqlite_utils.Database) -> None:
     )
 
 
+def _log_chain(db: sqlite_utils.Database) -> None:
+    # Tamper evidence against the database's own writer (docs/audit.md, "Tamper evidence"):
+    # every event carries the keyed whole-log chain (jobtape.eventlog.hashing.chain_link)
+    # and the id of the key that made it. The store gives each event its position
+    # (log_head + 1); events_chain_guard refuses any other (another writer appended first),
+    # and an event without a chain, so the chain has no holes. A batch first sets
+    # log_head.expected to the chain it was built on; the guard also refuses the batch when
+    # that is not the head's chain (built on a batch of its own that failed while another
+    # writer filled the position: right position, wrong link). events_chain_head keeps
+    # log_head (the last position ever written and its chain, which an archive may remove
+    # from events) in the same statement. log_head of an existing log starts at its last
+    # position with no chain: appends are refused until the keyed upgrade
+    # (jobtape.eventlog.store.EventStore.upgrade_chain) chains the existing events.
+    db["events"].add_column("key_id", str)  # type: ignore[union-attr]
+    db["events"].add_column("chain", str)  # type: ignore[union-attr]
+    db.execute(
+        """
+        CREATE TABLE log_head (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            position INTEGER NOT NULL,
+            chain TEXT,
+            key_id TEXT,
+            expected TEXT
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TRIGGER events_chain_guard BEFORE INSERT ON events
+        WHEN NEW.chain IS NULL OR NEW.key_id IS NULL OR NEW.position IS NOT
+            (SELECT position + 1 FROM log_head
+             WHERE id = 1 AND (chain IS NOT NULL OR position = 0) AND expected IS chain)
+        BEGIN SELECT RAISE(ABORT, 'chain conflict: the log moved on (or is not chained yet)'); END
+        """
+    )
+    db.execute(
+        """
+        CREATE TRIGGER events_chain_head AFTER INSERT ON events
+        BEGIN UPDATE log_head SET position = NEW.position, chain = NEW.chain, key_id = NEW.key_id, expected = NEW.chain
+              WHERE id = 1; END
+        """
+    )
+    # The keyed upgrade fills key_id and chain of the events written before this migration,
+    # once; every other UPDATE stays refused.
+    db.execute("DROP TRIGGER IF EXISTS events_no_update")
+    db.execute(
+        """
+        CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+        WHEN OLD.chain IS NOT NULL OR NEW.chain IS NULL OR NEW.key_id IS NULL
+          OR NEW.position IS NOT OLD.position OR NEW.job_id IS NOT OLD.job_id OR NEW.version IS NOT OLD.version
+          OR NEW.type IS NOT OLD.type OR NEW.data IS NOT OLD.data OR NEW.actor IS NOT OLD.actor
+          OR NEW.recorded_at IS NOT OLD.recorded_at OR NEW.hash IS NOT OLD.hash
+        BEGIN SELECT RAISE(ABORT, 'events are append-only: UPDATE is not allowed'); END
+        """
+    )
+    # The keyed upgrade's record: events up to `position` were chained by it, after their
+    # sha256 chains verified; `archives` lists the archive ids made before it (no MAC).
+    db.execute(
+        """
+        CREATE TABLE chain_upgrades (
+            position INTEGER PRIMARY KEY,
+            chain TEXT NOT NULL,
+            key_id TEXT NOT NULL,
+            upgraded_at TEXT NOT NULL,
+            events INTEGER NOT NULL,
+            archives TEXT NOT NULL,
+            mac TEXT NOT NULL
+        )
+        """
+    )
+    # An archive is authorised by its keyed record: the MAC over the archive's row, its
+    # jobs and the positions and chains it removes (what verify needs to bridge the chain).
+    db["archives"].add_column("key_id", str)  # type: ignore[union-attr]
+    db["archives"].add_column("removed", str)  # type: ignore[union-attr]
+    db["archives"].add_column("mac", str)  # type: ignore[union-attr]
+    db.execute("DROP TRIGGER IF EXISTS events_no_delete")
+    db.execute(
+        """
+        CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+        WHEN NOT EXISTS (SELECT 1 FROM archived_jobs JOIN archives USING (archive_id)
+                         WHERE archived_jobs.job_id = OLD.job_id AND archived_jobs.last_position >= OLD.position
+                           AND archives.mac IS NOT NULL)
+        BEGIN SELECT RAISE(ABORT, 'events are append-only: DELETE is not allowed'); END
+        """
+    )
+    for table in ("log_head", "chain_upgrades"):
+        db.execute(
+            f"CREATE TRIGGER {table}_no_delete BEFORE DELETE ON {table} "
+            f"BEGIN SELECT RAISE(ABORT, '{table} is append-only: DELETE is not allowed'); END"
+        )
+
+
+# log_head of a new or existing log: its last position (positions are never reused).
+_LOG_HEAD_FILL = (
+    "INSERT INTO log_head (id, position, chain, key_id, expected) VALUES (1, MAX("
+    "COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0),"
+    " COALESCE((SELECT MAX(position) FROM events), 0)), NULL, NULL, NULL)"
+)
+
+
 #: The engine's ordered migrations. Never edit one that has shipped; append a new one (or
 #: split one under new names that list the shipped name in ``replaces``, as 0006 and 0009 were
 #: when the audio tables moved to :mod:`jobtape.audio`). A package's migrations run after these.
@@ -324,6 +424,7 @@ MIGRATIONS: list[Migration] = [
     Migration("0009_blob_removal_columns", _blob_removals, replaces=("0009_blob_removals",)),
     Migration("0010_queue_counts", _queue_counts, data=(_QUEUE_COUNTS_FILL,)),
     Migration("0011_api_keys", _api_keys),
+    Migration("0012_log_chain", _log_chain, data=(_LOG_HEAD_FILL,)),
 ]
 
 

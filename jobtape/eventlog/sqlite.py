@@ -7,7 +7,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -151,7 +151,14 @@ class SQLiteBackend(SQLBackend):
                 old.close()
 
     def execute_batch(self, statements: Sequence[Statement]) -> list[list[tuple[Any, ...]]]:
-        """Run the statements atomically; see :meth:`SQLBackend.execute_batch`.
+        """Run the statements atomically; see :meth:`SQLBackend.execute_batch` and :meth:`execute_built`."""
+        return self.execute_built(lambda: statements)
+
+    def execute_built(self, build: Callable[[], Sequence[Statement]]) -> list[list[tuple[Any, ...]]]:
+        """Run the batch ``build()`` returns; see :meth:`SQLBackend.execute_built`.
+
+        ``build`` is called while the group-commit queue's lock is held, just before the
+        batch joins the queue, so batches run in the order they were built.
 
         Group commit: batches submitted by several threads at once share one transaction.
         The first thread to take the write lock becomes the leader and commits every batch
@@ -170,9 +177,9 @@ class SQLiteBackend(SQLBackend):
             with self._lock:
                 if self._shared is None:
                     self._shared = self._connect()
-                return self._run_alone(self._shared, statements)
-        pending = _Pending(statements)
+                return self._run_alone(self._shared, build())
         with self._group_ready:
+            pending = _Pending(build())
             self._queue.append(pending)
             while not pending.done and self._leader_active:
                 self._group_ready.wait()

@@ -7,6 +7,11 @@ statements, so every write is one batch whose guards live in SQL:
 
 - ``UNIQUE (job_id, version)`` and the ``events_gapless_version`` trigger refuse an
   append whose expected version is stale (optimistic concurrency);
+- the ``events_chain_guard`` trigger refuses an event whose position does not follow the
+  log's head, or without its keyed chain value (docs/audit.md, "Tamper evidence"): the
+  store names each event's position and chains it under the log key before the batch, from
+  the head it wrote last (no read), and builds the batch again from the head read back
+  when another process appended first (:meth:`EventStore._write_chained`);
 - any projection statements passed as ``extra`` run in the same batch, so a projection
   row never lags the events it folds.
 
@@ -22,13 +27,15 @@ from __future__ import annotations
 
 import abc
 import datetime as dt
-from collections.abc import Collection, Iterator, Sequence
+import functools
+import threading
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from jobtape import clock, errors
 from jobtape.errors import ConstraintViolation
 from jobtape.eventlog import events as ev
-from jobtape.eventlog import hashing, key_events, stored
+from jobtape.eventlog import hashing, key_events, logkey, stored
 
 if TYPE_CHECKING:
     from jobtape.eventlog import schema
@@ -66,6 +73,27 @@ class SQLBackend(abc.ABC):
             ConstraintViolation: a constraint or trigger refused a statement; nothing was written.
         """
 
+    def execute_built(self, build: Callable[[], Sequence[Statement]]) -> list[list[tuple[Any, ...]]]:
+        """Run the batch ``build()`` returns, ``build`` being called in the order batches are run.
+
+        The appends of one process form the whole-log chain in order: each batch's
+        positions follow the batch built before it, so the backend must run batches in the
+        order their statements were built. This default runs one built batch at a time
+        (a lock around build and run); the SQLite backend builds under its group-commit
+        queue's lock instead, so concurrent appends still share a commit.
+
+        Args:
+            build: returns the statements; called once, before the batch runs.
+
+        Returns:
+            As :meth:`execute_batch`.
+
+        Raises:
+            As :meth:`execute_batch`, and whatever ``build`` raises (nothing was run).
+        """
+        with _ordered_lock(self):
+            return self.execute_batch(build())
+
     @abc.abstractmethod
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one read-only statement and return its rows."""
@@ -85,21 +113,67 @@ class SQLBackend(abc.ABC):
         """Release connections. Further use is an error."""
 
 
+_ORDER_LOCKS_GUARD = threading.Lock()
+
+
+def _ordered_lock(backend: SQLBackend) -> threading.Lock:
+    """The per-backend lock of :meth:`SQLBackend.execute_built`'s default (made on first use)."""
+    lock = backend.__dict__.get("_jobtape_order_lock")
+    if lock is None:
+        with _ORDER_LOCKS_GUARD:
+            lock = backend.__dict__.setdefault("_jobtape_order_lock", threading.Lock())
+    return lock  # type: ignore[no-any-return]
+
+
 #: How many streams' last hashes :class:`EventStore` remembers (saves a read per append).
 _HASH_CACHE_SIZE = 4096
 _SELECT_COLUMNS = f"SELECT {stored.COLUMNS} FROM events"
 #: The condition that keeps job streams and leaves key streams out (GLOB: case-sensitive).
 _JOB_STREAMS = f"job_id NOT GLOB '{key_events.KEY_STREAM_PREFIX}*'"
+#: How many times an append is built again when other writers took its position first.
+_CHAIN_ATTEMPTS = 100
+_EPHEMERAL = object()
+#: A chained batch's first statement: the head's chain it was built on (``events_chain_guard`` checks it).
+_EXPECT_HEAD = "UPDATE log_head SET expected = ? WHERE id = 1"
+_PROCESS_KEYS: list[logkey.LogKeys] = []
+
+
+def _process_keys() -> logkey.LogKeys:
+    """The random key of this process (made once), for stores built without keys."""
+    with _ORDER_LOCKS_GUARD:
+        if not _PROCESS_KEYS:
+            _PROCESS_KEYS.append(logkey.LogKeys.ephemeral())
+        return _PROCESS_KEYS[0]
 
 
 class EventStore:
     """Appends to and reads from the ``events`` table through a :class:`SQLBackend`."""
 
-    def __init__(self, backend: SQLBackend) -> None:
-        """Wrap a backend; call :meth:`SQLBackend.migrate` first (``open_store`` does)."""
+    def __init__(self, backend: SQLBackend, keys: logkey.LogKeys | object | None = _EPHEMERAL) -> None:
+        """Wrap a backend; call :meth:`SQLBackend.migrate` first (``open_store`` does).
+
+        Args:
+            backend: the migrated backend.
+            keys: the log keys (:func:`jobtape.runtime.log_keys` reads the configured ones);
+                ``None``: no key, the store reads but refuses to append
+                (:class:`errors.LogKeyError`); by default a random key of this process
+                (its chains verify in this process only: tests, benchmarks).
+        """
         self.backend = backend
+        self.keys: logkey.LogKeys | None = _process_keys() if keys is _EPHEMERAL else keys  # type: ignore[assignment]
         # job_id -> (version, hash) of the last event this store appended or read there.
         self._last_hash: dict[str, tuple[int, str]] = {}
+        # (position, chain) of the log's head as this store last built or read it; None: read it.
+        self._head: tuple[int, str] | None = None
+        self._head_generation = 0
+        self._head_lock = threading.Lock()
+        # Batches this store built that have not returned yet, and whether another process
+        # appends to the log too (seen as a chain conflict on a head this store built): then
+        # a batch built while none of this store's is in flight reads the head first.
+        self._in_flight = 0
+        self._shared = False
+        #: Appends re-built because another writer took the position first (for benchmarks).
+        self.chain_retries = 0
 
     def _previous_hash(self, job_id: str, expected_version: int) -> str:
         if expected_version == 0:
@@ -140,6 +214,8 @@ class EventStore:
             errors.ConcurrencyError: the stream is not at ``expected_version``.
             errors.DuplicateIdempotencyKey: an ``extra`` statement hit the idempotency index.
             ConstraintViolation: any other constraint failed. In every case nothing was written.
+            errors.LogKeyError: the store holds no log key.
+            errors.StoreBusy: other writers kept taking the log's next position.
         """
         if key_events.is_key_stream(job_id):
             raise ValueError(f"{job_id} is a key stream; append_key_events appends to it")
@@ -213,20 +289,187 @@ class EventStore:
         # Reading the previous hash before the batch is safe: the batch's version guard
         # fails unless the stream is still at expected_version, whose hash never changes.
         previous = self._previous_hash(job_id, expected_version)
-        statements = []
+        rows = []
         for offset, (type_, data) in enumerate(encoded, start=1):
             version = expected_version + offset
             previous = hashing.event_hash(previous, job_id, version, type_, data, actor, stamp)
-            statements.append(Statement(stored.INSERT_EVENT, (job_id, version, type_, data, actor, stamp, previous)))
+            rows.append((job_id, version, type_, data, actor, stamp, previous))
         try:
-            results = self.backend.execute_batch([*statements, *extra])
+            positions = self._write_chained(rows, extra)
         except ConstraintViolation as exc:
             self._last_hash.pop(job_id, None)
             raise self._translate(exc, job_id, expected_version, events) from exc
         if len(self._last_hash) >= _HASH_CACHE_SIZE:
             self._last_hash.clear()
         self._last_hash[job_id] = (expected_version + len(encoded), previous)
-        return [int(results[i][0][0]) for i in range(len(encoded))]
+        return positions
+
+    def _require_keys(self) -> logkey.LogKeys:
+        if self.keys is None:
+            raise errors.LogKeyError(
+                "the event log cannot be appended to without its log key: set JOBTAPE_LOG_KEY"
+                " (or keep data_dir/log-key readable) in every process that writes"
+            )
+        return self.keys
+
+    def _write_chained(self, rows: Sequence[tuple[Any, ...]], extra: Sequence[Statement]) -> list[int]:
+        """Insert ``rows`` (the content columns of :data:`stored.INSERT_EVENT`) at the log's next
+        positions, chained under the current key, plus ``extra``, in ONE batch.
+
+        The batch is built under the backend's ordering (:meth:`SQLBackend.execute_built`)
+        from the head this store last built (so one process never reads it back); when
+        another writer appended first, ``events_chain_guard`` refuses the batch and it is
+        built again from the head read back. Nothing else is retried.
+
+        Returns:
+            The positions of ``rows``.
+
+        Raises:
+            ConstraintViolation: a guard other than the chain's refused the batch.
+            errors.StoreBusy: the position was taken :data:`_CHAIN_ATTEMPTS` times in a row.
+        """
+        keys = self._require_keys()
+        for _attempt in range(_CHAIN_ATTEMPTS):
+            if self._head is None:
+                self._ensure_chained()
+            built: list[int] = []  # [generation, first position], filled by the build
+            build = functools.partial(self._build_chained, rows, extra, keys, built)
+            try:
+                self.backend.execute_built(build)
+            except ConstraintViolation as exc:
+                conflict = "chain conflict" in exc.detail
+                with self._head_lock:
+                    if built and built[0] == self._head_generation:  # later batches built on this one fail too
+                        self._head, self._head_generation = None, self._head_generation + 1
+                        self._shared = self._shared or conflict  # the head moved under this store: another writer
+                if conflict:
+                    self.chain_retries += 1
+                    continue
+                raise
+            except BaseException:
+                with self._head_lock:
+                    self._head, self._head_generation = None, self._head_generation + 1
+                raise
+            finally:
+                if built:
+                    with self._head_lock:
+                        self._in_flight -= 1
+            return list(range(built[1], built[1] + len(rows)))
+        raise errors.StoreBusy(f"other writers took the log's next position {_CHAIN_ATTEMPTS} times in a row")
+
+    def _build_chained(
+        self, rows: Sequence[tuple[Any, ...]], extra: Sequence[Statement], keys: logkey.LogKeys, built: list[int]
+    ) -> list[Statement]:
+        """The batch of :meth:`_write_chained`, from the head this store built last (or reads); called
+        in the backend's build order. Moves the head past the batch and notes what it was built on in ``built``."""
+        with self._head_lock:
+            head = self._head if self._head is not None and not (self._shared and self._in_flight == 0) else self._read_head()
+            position, chain = head
+            # the chain this batch links from, as log_head holds it (NULL for an empty log): the guard compares
+            statements = [Statement(_EXPECT_HEAD, (chain if position > 0 else None,))]
+            for row in rows:
+                position += 1
+                chain = hashing.chain_link(keys.current, keys.current_id, chain, position, row[6])
+                statements.append(Statement(stored.INSERT_EVENT, (position, *row, keys.current_id, chain)))
+            self._head = (position, chain)
+            self._in_flight += 1
+            built.extend((self._head_generation, head[0] + 1))
+        return [*statements, *extra]
+
+    def _read_head(self) -> tuple[int, str]:
+        """``log_head`` as (position, chain); the genesis chain for an empty log."""
+        rows = self.backend.query("SELECT position, chain FROM log_head WHERE id = 1")
+        if not rows:
+            return 0, hashing.GENESIS_CHAIN
+        position, chain = int(rows[0][0]), rows[0][1]
+        return position, str(chain) if chain is not None else hashing.GENESIS_CHAIN
+
+    def log_head(self) -> tuple[int, str | None, str | None]:
+        """The log's head as recorded in ``log_head``: (position, chain, key id).
+
+        ``chain`` is ``None`` for an empty log and for a log the keyed upgrade has not
+        chained yet. The head may lie past the newest event of ``events`` (an archive
+        removed it); verify checks it against the events and the archive records.
+        """
+        rows = self.backend.query("SELECT position, chain, key_id FROM log_head WHERE id = 1")
+        if not rows:
+            return 0, None, None
+        return int(rows[0][0]), rows[0][1], rows[0][2]
+
+    def _ensure_chained(self) -> None:
+        """Run the keyed upgrade (:meth:`upgrade_chain`) when the log holds events not chained yet."""
+        position, chain, _key_id = self.log_head()
+        if position > 0 and chain is None:
+            self.upgrade_chain()
+
+    def upgrade_chain(self) -> bool:
+        """The keyed upgrade of a log written before migration 0012: chain its events, once.
+
+        Checks every stream's sha256 chain first (:mod:`jobtape.eventlog.hashing`), then in
+        ONE batch fills ``key_id`` and ``chain`` of every event in position order, sets
+        ``log_head``'s chain and inserts the keyed ``chain_upgrades`` record (the position,
+        chain and key id it reached, how many events it chained, the archives made before
+        it). The ``events_no_update`` trigger lets only a NULL chain be filled; a second
+        process upgrading at the same time is refused by the record's primary key and
+        finds the log chained.
+
+        Returns:
+            ``True`` if this call chained the log; ``False`` if it was chained already.
+
+        Raises:
+            errors.LogKeyError: no key, or a stream's sha256 chain does not verify (nothing
+                was written; the message names the first broken event).
+        """
+        keys = self._require_keys()
+        position, chain, _key_id = self.log_head()
+        if chain is not None or position == 0:
+            return False
+        streams: dict[str, str] = {}
+        link = hashing.GENESIS_CHAIN
+        statements: list[Statement] = []
+        count = 0
+        for row in self.iter_stored(to_position=position):
+            previous = streams.get(row.job_id, hashing.genesis_hash(row.job_id))
+            if row.hash is not None:
+                expected = hashing.event_hash(previous, row.job_id, row.version, row.type, row.data, row.actor, row.recorded_at)
+                if expected != row.hash:
+                    raise errors.LogKeyError(
+                        f"the keyed upgrade refused: the sha256 chain of job {row.job_id} breaks at position {row.position}"
+                        " (the event was changed); nothing was written. Restore the log from a backup, or run"
+                        " `jobtape verify` to see every broken event"
+                    )
+                streams[row.job_id] = row.hash
+            else:
+                streams[row.job_id] = ""
+            link = hashing.chain_link(keys.current, keys.current_id, link, row.position, row.hash)
+            statements.append(
+                Statement(
+                    "UPDATE events SET key_id = ?, chain = ? WHERE position = ? AND chain IS NULL", (keys.current_id, link, row.position)
+                )
+            )
+            count += 1
+        archive_ids = ",".join(str(r[0]) for r in self.backend.query("SELECT archive_id FROM archives ORDER BY archive_id"))
+        at = clock.format_timestamp(clock.utcnow())
+        mac = hashing.record_mac(keys.current, "upgrade", (position, link, keys.current_id, at, count, archive_ids))
+        statements.append(
+            Statement(
+                "UPDATE log_head SET chain = ?, key_id = ? WHERE id = 1 AND position = ? AND chain IS NULL",
+                (link, keys.current_id, position),
+            )
+        )
+        statements.append(
+            Statement(
+                "INSERT INTO chain_upgrades (position, chain, key_id, upgraded_at, events, archives, mac) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (position, link, keys.current_id, at, count, archive_ids, mac),
+            )
+        )
+        try:
+            self.backend.execute_batch(statements)
+        except ConstraintViolation:
+            if self.log_head()[1] is not None:
+                return False  # another process upgraded first
+            raise
+        return True
 
     @staticmethod
     def _is_version_conflict(exc: ConstraintViolation) -> bool:
@@ -367,8 +610,8 @@ class EventStore:
         """Insert events verbatim (new positions, every other column as given) plus ``extra``, in ONE batch.
 
         An import keeps each event's original ``recorded_at``, ``actor`` and ``hash``. The
-        events' ``position`` is ignored: the table assigns the next positions, in the order
-        given. The gapless-version trigger and ``UNIQUE (job_id, version)`` apply as for any
+        events' ``position``, ``key_id`` and ``chain`` are ignored: the events get the log's
+        next positions, in the order given, chained under this store's key. The gapless-version trigger and ``UNIQUE (job_id, version)`` apply as for any
         append, so a stream that exists already, or a version that does not follow the
         stream's last one, refuses the whole batch.
 
@@ -384,9 +627,8 @@ class EventStore:
                 nothing was written.
             ConstraintViolation: any other constraint failed; nothing was written.
         """
-        statements = [Statement(stored.INSERT_EVENT, stored.insert_params(e)) for e in events]
         try:
-            results = self.backend.execute_batch([*statements, *extra])
+            return self._write_chained([stored.content_params(e) for e in events], extra)
         except ConstraintViolation as exc:
             for job_id in {e.job_id for e in events}:
                 self._last_hash.pop(job_id, None)
@@ -395,7 +637,6 @@ class EventStore:
                     "*", 0, f"the batch does not continue the streams in the store ({exc.detail}); nothing was written"
                 ) from exc
             raise
-        return [int(results[i][0][0]) for i in range(len(events))]
 
     def stream_exists(self, job_id: str) -> bool:
         """Whether the log holds any event of ``job_id``."""

@@ -25,8 +25,8 @@ __all__ = [
     "INSERT_EVENT",
     "StoredEvent",
     "any_recorded_from_row",
+    "content_params",
     "from_row",
-    "insert_params",
     "recorded_from_row",
     "to_recorded",
     "to_recorded_any",
@@ -34,9 +34,14 @@ __all__ = [
 ]
 
 #: The columns a read selects, in :func:`from_row`'s order.
-COLUMNS = "position, job_id, version, type, data, actor, recorded_at, hash"
-#: The one statement that inserts an event; the table assigns ``position`` (returned).
-INSERT_EVENT = "INSERT INTO events (job_id, version, type, data, actor, recorded_at, hash) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING position"
+COLUMNS = "position, job_id, version, type, data, actor, recorded_at, hash, key_id, chain"
+#: The one statement that inserts an event. The store gives the ``position`` (the log's
+#: head + 1) and the keyed ``chain``; the ``events_chain_guard`` trigger refuses a position
+#: that does not follow the head (another writer appended first: the store re-reads the head).
+INSERT_EVENT = (
+    "INSERT INTO events (position, job_id, version, type, data, actor, recorded_at, hash, key_id, chain)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING position"
+)
 
 
 class StoredEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -52,6 +57,10 @@ class StoredEvent(msgspec.Struct, frozen=True, kw_only=True):
         recorded_at: the stored UTC timestamp text, ``YYYY-MM-DDTHH:MM:SS.ffffffZ``.
         hash: 64 hex digits of the stream's sha256 chain; ``None`` for events written
             before migration 0003.
+        key_id: the id of the log key :attr:`chain` was made with; ``None`` before the
+            keyed upgrade (migration 0012) chained the event.
+        chain: 64 hex digits of the keyed whole-log chain
+            (:func:`jobtape.eventlog.hashing.chain_link`); ``None`` as ``key_id``.
     """
 
     position: int
@@ -62,16 +71,18 @@ class StoredEvent(msgspec.Struct, frozen=True, kw_only=True):
     actor: str
     recorded_at: str
     hash: str | None = None
+    key_id: str | None = None
+    chain: str | None = None
 
 
-def insert_params(stored: StoredEvent) -> tuple[Any, ...]:
-    """The parameters of :data:`INSERT_EVENT` for ``stored`` (its ``position`` is not inserted)."""
+def content_params(stored: StoredEvent) -> tuple[Any, ...]:
+    """The content columns of :data:`INSERT_EVENT` for ``stored`` (without position, key id and chain)."""
     return (stored.job_id, stored.version, stored.type, stored.data, stored.actor, stored.recorded_at, stored.hash)
 
 
 def from_row(row: Sequence[Any]) -> StoredEvent:
     """A row selected with :data:`COLUMNS` as a :class:`StoredEvent` (``data`` as text)."""
-    position, job_id, version, type_, data, actor, recorded_at, hash_ = row
+    position, job_id, version, type_, data, actor, recorded_at, hash_, key_id, chain = row
     data_text = data.decode() if isinstance(data, bytes) else str(data)
     return StoredEvent(
         position=int(position),
@@ -82,6 +93,8 @@ def from_row(row: Sequence[Any]) -> StoredEvent:
         actor=str(actor),
         recorded_at=str(recorded_at),
         hash=hash_,
+        key_id=key_id,
+        chain=chain,
     )
 
 
@@ -103,7 +116,7 @@ def recorded_from_row(row: Sequence[Any]) -> ev.RecordedEvent:
     Raises:
         errors.MalformedEvent: as :func:`to_recorded`.
     """
-    position, job_id, version, type_, data, actor, recorded_at, _hash = row
+    position, job_id, version, type_, data, actor, recorded_at, _hash, _key_id, _chain = row
     return _decode(position, job_id, version, type_, data, actor, recorded_at)
 
 
@@ -131,7 +144,7 @@ def any_recorded_from_row(row: Sequence[Any]) -> ev.RecordedEvent | kev.Recorded
     Raises:
         errors.MalformedEvent: as :func:`to_recorded`.
     """
-    position, job_id, version, type_, data, actor, recorded_at, _hash = row
+    position, job_id, version, type_, data, actor, recorded_at, _hash, _key_id, _chain = row
     if kev.is_key_stream(job_id):
         return _decode_key(position, job_id, version, type_, data, actor, recorded_at)
     return _decode(position, job_id, version, type_, data, actor, recorded_at)

@@ -90,7 +90,10 @@ def test_gap_and_repeat_of_versions_are_refused_by_the_database(store: EventStor
     store.append("j1", [ev.JobCreated(job_type="ingest")], 0, actor="api")
     with pytest.raises(errors.ConcurrencyError):
         store.append("j1", [ev.JobHeartbeat()], 5, actor="w")  # the previous hash is missing: no version 5
-    raw = "INSERT INTO events (job_id, version, type, data, actor, recorded_at) VALUES ('j1', ?, 'job.heartbeat', '{}', 'w', 'x')"
+    raw = (
+        "INSERT INTO events (position, key_id, chain, job_id, version, type, data, actor, recorded_at)"
+        " VALUES ((SELECT position + 1 FROM log_head), 'raw', 'raw', 'j1', ?, 'job.heartbeat', '{}', 'w', 'x')"
+    )
     with pytest.raises(ConstraintViolation, match="version conflict"):
         store.backend.execute_batch([Statement(raw, (6,))])  # a gap: the trigger refuses it
     with pytest.raises(ConstraintViolation, match="version conflict|UNIQUE constraint failed: events.job_id, events.version"):

@@ -237,9 +237,12 @@ def test_export_then_import_replays_the_log_into_a_fresh_store(real_log: tuple[P
     exported = tmp_path / "log.jsonl"
     assert run("export", "-o", str(exported), data_dir=data_dir)[0] == 0
     lines = exported.read_text().splitlines()
+    assert "exportTrailer" in lines[-1]  # the keyed trailer
+    lines = lines[:-1]
     assert [json.loads(line)["position"] for line in lines] == sorted(json.loads(line)["position"] for line in lines)
 
-    code, output = run("import", str(exported), "--data-dir", str(tmp_path / "replay"))
+    # the target has its own log key: the source's is accepted for verification with --key-file
+    code, output = run("import", str(exported), "--data-dir", str(tmp_path / "replay"), "--key-file", str(data_dir / "log-key"))
 
     assert code == 0 and f"imported {len(lines)} events of 5 jobs" in output
     assert run("verify", data_dir=tmp_path / "replay")[0] == 0
@@ -250,7 +253,11 @@ def test_export_then_import_replays_the_log_into_a_fresh_store(real_log: tuple[P
         assert [(e["type"], e["recordedAt"], e["actor"], e["data"]) for e in original] == [
             (e["type"], e["recordedAt"], e["actor"], e["data"]) for e in replayed
         ]
-    one = [json.loads(line) for line in run("export", "--job", jobs["failed"], data_dir=data_dir)[1].splitlines() if line.startswith("{")]
+    one = [
+        json.loads(line)
+        for line in run("export", "--job", jobs["failed"], data_dir=data_dir)[1].splitlines()
+        if line.startswith('{"position"')
+    ]
     assert {e["jobId"] for e in one} == {jobs["failed"]} and one[-1]["type"] == "job.failed"
 
 
@@ -272,7 +279,7 @@ def test_import_refuses_a_tampered_or_gapped_export_naming_the_line(
     broken = tmp_path / "broken.jsonl"
     broken.write_text("\n".join(lines) + "\n")
 
-    code, output = run("import", str(broken), "--data-dir", str(tmp_path / "target"))
+    code, output = run("import", str(broken), "--data-dir", str(tmp_path / "target"), "--key-file", str(data_dir / "log-key"))
 
     assert code == 1 and expected in output, output
     assert run("tail", "--json", data_dir=tmp_path / "target")[1] == ""  # nothing was written
@@ -289,7 +296,7 @@ def test_archive_removes_old_finished_jobs_through_the_recorded_path_and_import_
 
     assert code == 0, output
     report = json.loads(output)
-    assert (report["jobs"], report["events"]) == (5, len(archive_file.read_text().splitlines()))
+    assert (report["jobs"], report["events"]) == (5, len(archive_file.read_text().splitlines()) - 1)  # and the keyed trailer
     assert run_json("jobs", data_dir=log_copy)["jobs"] == []
     assert run("verify", data_dir=log_copy)[0] == 0
     with sqlite3.connect(log_copy / "jobtape.db") as conn:

@@ -18,6 +18,7 @@ import pytest
 from configs import TABLES  # tests/ is on sys.path
 from litestar.testing import TestClient
 
+from jobtape import runtime
 from jobtape.config import Settings
 from jobtape.defaults import create_app
 from jobtape.defaults import worker as Worker
@@ -64,7 +65,8 @@ class Log:
 def _open(data_dir: Path) -> JobRepository:
     backend = SQLiteBackend(data_dir / "jobtape.db")
     backend.migrate(TABLES.migrations)
-    return JobRepository(EventStore(backend), projections=TABLES.projections)
+    # the data dir's log key, as the CLI subprocesses use it (their verify checks the keyed chain)
+    return JobRepository(EventStore(backend, keys=runtime.log_keys(Settings(data_dir=data_dir))), projections=TABLES.projections)
 
 
 def _upload(repository: JobRepository, storage: Storage, name: str, content: bytes) -> str:
@@ -117,6 +119,11 @@ def real_log(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Log]:
     repository.store.close()
 
 
+def _lines(export: Path) -> list[dict[str, Any]]:
+    """The event lines of an export (without its keyed trailer)."""
+    return [json.loads(line) for line in export.read_text().splitlines() if line.startswith('{"position"')]
+
+
 def _removals(lines: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {line["jobId"]: {**json.loads(line["data"]), "actor": line["actor"]} for line in lines if line["type"] == "job.blobs_deleted"}
 
@@ -132,7 +139,7 @@ def test_archive_removes_the_jobs_blobs_on_record_and_an_import_of_the_archive_o
     assert done.returncode == 0, done.stderr
     assert "removed 4 files of the archived jobs" in done.stdout
     assert [key for key in keys if real_log.storage.exists(key)] == []
-    removals = _removals([json.loads(line) for line in archive_file.read_text().splitlines()])
+    removals = _removals(_lines(archive_file))
     assert {real_log.ids[name]: tuple(removals[real_log.ids[name]]["keys"]) for name in ("complete", "failed", "render")} == {
         real_log.ids[name]: owned[name] for name in ("complete", "failed", "render")
     }
@@ -142,7 +149,7 @@ def test_archive_removes_the_jobs_blobs_on_record_and_an_import_of_the_archive_o
     assert "0 differences" in real_log.jobtape("rebuild", "--verify").stdout
 
     fresh = tmp_path / "fresh"
-    assert real_log.jobtape("import", str(archive_file), data_dir=fresh).returncode == 0
+    assert real_log.jobtape("import", str(archive_file), "--key-file", str(real_log.data_dir / "log-key"), data_dir=fresh).returncode == 0
     assert real_log.jobtape("verify", data_dir=fresh).returncode == 0
     rebuilt = real_log.jobtape("rebuild", "--verify", data_dir=fresh)
     assert rebuilt.returncode == 0 and "0 differences" in rebuilt.stdout, rebuilt.stdout
@@ -172,7 +179,7 @@ def test_archive_with_keep_blobs_keeps_every_file_and_says_so(real_log: Log, tmp
     assert done.returncode == 0, done.stderr
     assert "--keep-blobs: kept 4 files of the archived jobs in storage" in done.stdout
     assert all(real_log.storage.exists(key) for key in keys)
-    assert _removals([json.loads(line) for line in archive_file.read_text().splitlines()]) == {}
+    assert _removals(_lines(archive_file)) == {}
     assert real_log.event_count() == 0
 
 
@@ -183,7 +190,7 @@ def test_a_poll_after_import_into_a_fresh_store_without_the_files_gives_no_link_
     with TestClient(create_app(real_log.repository, real_log.storage, real_log.settings)) as client:
         assert "downloadUrl" in client.get(f"/api/audio/jobs/{real_log.ids['complete']}").json()  # the check can fail
     fresh = tmp_path / "fresh"
-    assert real_log.jobtape("import", str(export), data_dir=fresh).returncode == 0
+    assert real_log.jobtape("import", str(export), "--key-file", str(real_log.data_dir / "log-key"), data_dir=fresh).returncode == 0
     repository = _open(fresh)
     empty = LocalStorage(fresh / "storage", signing.URLSigner(b"s" * 32))
     try:

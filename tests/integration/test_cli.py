@@ -160,8 +160,8 @@ def test_rebuild_of_a_log_that_cannot_be_folded_names_the_position(data_dir: Pat
         store.backend.execute_batch(
             [
                 Statement(
-                    "INSERT INTO events (job_id, version, type, data, actor, recorded_at)"
-                    " VALUES (?, 8, 'job.progress', '{\"percent\": 5}', 'x', '2026-01-01T00:00:00Z')",
+                    "INSERT INTO events (position, key_id, chain, job_id, version, type, data, actor, recorded_at)"
+                    " VALUES ((SELECT position + 1 FROM log_head), 'raw', 'raw', ?, 8, 'job.progress', '{\"percent\": 5}', 'x', '2026-01-01T00:00:00Z')",
                     (job_id,),
                 )
             ]
@@ -201,6 +201,7 @@ def test_every_command_has_complete_help(command: list[str]) -> None:
         "export",
         "import",
         "verify",
+        "checkpoint",
         "stats",
         "archive",
         "keys",

@@ -125,7 +125,7 @@ def test_malformed_stored_event_names_its_position(store: EventStore) -> None:
     store.backend.execute_batch(
         [
             Statement(
-                "INSERT INTO events (job_id, version, type, data, actor, recorded_at) VALUES ('j', 1, 'job.progress', '{\"percent\": []}', 'x', '2026-01-01T00:00:00.000000Z')"
+                "INSERT INTO events (position, key_id, chain, job_id, version, type, data, actor, recorded_at) VALUES ((SELECT position + 1 FROM log_head), 'raw', 'raw', 'j', 1, 'job.progress', '{\"percent\": []}', 'x', '2026-01-01T00:00:00.000000Z')"
             )
         ]
     )

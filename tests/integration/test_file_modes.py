@@ -66,6 +66,7 @@ def test_a_real_ingest_leaves_only_files_and_folders_of_the_configured_mode(
     assert len(prepared) == 1 and len(uploads) == 1
     assert {"jobtape.db", "jobtape.db-wal", "jobtape.db-shm", "signing-secret"} <= set(modes)
     assert modes.pop("signing-secret") == 0o600  # a secret stays private whatever the setting
+    assert modes.pop("log-key") == 0o600  # so does the log key (docs/audit.md, "Tamper evidence")
     modes.pop("upload-tmp", None)  # the API's upload spool folder (jobtape/http/spool.py), inside the data dir
     spool = {name: modes.pop(name) for name in list(modes) if name.startswith("upload-tmp/")}
     assert all(mode & ~file_mode == 0 for mode in spool.values()), spool  # its owner locks: 0600

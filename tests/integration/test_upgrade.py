@@ -54,7 +54,7 @@ def test_a_data_dir_of_the_code_before_the_audio_package_applies_only_newer_migr
 
     backend = SQLiteBackend(data_dir / "jobtape.db")
     # Every split migration is recorded under its shipped name; only those added since apply.
-    assert backend.migrate(TABLES.migrations) == ["0010_queue_counts", "0011_api_keys"]
+    assert backend.migrate(TABLES.migrations) == ["0010_queue_counts", "0011_api_keys", "0012_log_chain"]
     backend.close()
     fresh = tmp_path / "fresh.db"
     SQLiteBackend(fresh).migrate(TABLES.migrations)
@@ -126,7 +126,7 @@ def test_pending_jobs_written_before_queue_counts_get_their_positions_after_the_
     backend = SQLiteBackend(path)
     try:
         before = tuple(m for m in TABLES.migrations if m.name not in ("0010_queue_counts", "0011_api_keys"))
-        assert backend.migrate(before) == []
+        assert backend.migrate(before) == ["0012_log_chain"]  # the store appends with the keyed chain
         older = tuple(p for p in TABLES.projections if p.table not in (queue.TABLE, "api_keys"))  # what the code before 0010 wrote
         old = JobRepository(EventStore(backend), projections=older)
         jobs = [old.create("save", {"assetId": ASSET_ID}, owner="alice").state for _ in range(6)]

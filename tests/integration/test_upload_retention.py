@@ -16,7 +16,8 @@ import pytest
 from configs import TABLES  # tests/ is on sys.path
 from polling import wait_for  # type: ignore[import-not-found]  # tests/ is on sys.path
 
-from jobtape import blobs
+from jobtape import blobs, runtime
+from jobtape.config import Settings
 from jobtape.eventlog import events as ev
 from jobtape.eventlog.sqlite import SQLiteBackend
 from jobtape.eventlog.store import EventStore
@@ -118,7 +119,8 @@ def test_a_jobtape_worker_with_retention_0_removes_a_failed_uploads_blob_on_reco
     data_dir = tmp_path / "var"
     backend = SQLiteBackend(data_dir / "jobtape.db")
     backend.migrate(TABLES.migrations)
-    repository = JobRepository(EventStore(backend), projections=TABLES.projections)
+    # the data dir's log key, which the worker and the verify subprocesses use too
+    repository = JobRepository(EventStore(backend, keys=runtime.log_keys(Settings(data_dir=data_dir))), projections=TABLES.projections)
     storage = LocalStorage(data_dir / "storage")
     job_id = os.urandom(16).hex()
     key = f"ingest-uploads/{job_id}/original.mp3"

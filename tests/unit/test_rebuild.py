@@ -134,8 +134,8 @@ def _insert_raw(repository: JobRepository, job_id: str, version: int, type_: str
     rows = repository.store.backend.execute_batch(
         [
             Statement(
-                "INSERT INTO events (job_id, version, type, data, actor, recorded_at)"
-                " VALUES (?, ?, ?, ?, 'test', '2026-11-23T12:00:00.000000Z') RETURNING position",
+                "INSERT INTO events (position, key_id, chain, job_id, version, type, data, actor, recorded_at)"
+                " VALUES ((SELECT position + 1 FROM log_head), 'raw', 'raw', ?, ?, ?, ?, 'test', '2026-11-23T12:00:00.000000Z') RETURNING position",
                 (job_id, version, type_, data),
             )
         ]
