@@ -97,7 +97,12 @@ def _jobtape(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str
 def test_the_keys_cli_works_on_a_libsql_store(sqld_factory: Callable[..., SqldServer], tmp_path: Path) -> None:
     server = sqld_factory()
     empty = tmp_path / "no-local-log"
-    env = {"JOBTAPE_DATA_DIR": str(empty), "JOB_STORE_BACKEND": "libsql", "TURSO_DATABASE_URL": server.ws_url}
+    env = {
+        "JOBTAPE_DATA_DIR": str(empty),
+        "JOB_STORE_BACKEND": "libsql",
+        "TURSO_DATABASE_URL": server.ws_url,
+        "JOBTAPE_LOG_KEY": "k" * 40,  # as deployed on libSQL (docs/deploy.md): the log key from the environment on every host
+    }
     created = _jobtape(env, "keys", "create", "--owner", "alice", "--scope", "jobs:submit,jobs:read", "--json")
     assert created.returncode == 0, created.stderr
     made = json.loads(created.stdout)
