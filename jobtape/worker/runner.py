@@ -128,6 +128,11 @@ class Worker:
         self.finished: collections.deque[str] = collections.deque(maxlen=FINISHED_KEPT)
         #: how many jobs this worker finished since it started.
         self.finished_count = 0
+        #: claims this worker appended, and claims it lost to another actor (the version guard
+        #: or the fold refused its ``job.claimed``: another worker, or a cancel, got there
+        #: first). ``jobtape worker`` prints both when it exits; ``bench/throughput.py`` reads them.
+        self.claims_won = 0
+        self.claims_lost = 0
         #: Set when the embedded loop (:meth:`start`) ended because the store refused the credentials.
         self.fatal_error: errors.StoreAuthRejected | None = None
         #: Called (from the loop's thread) with that error, e.g. to stop the API serving this worker.
@@ -347,15 +352,19 @@ class Worker:
                 continue
             claim = ev.JobClaimed(worker_id=self.worker_id, attempt=current.attempt + 1, lease_ttl_s=self.settings.lease_ttl_s)
             try:
-                return self.repository.append(job_id, [claim], current, actor=self.worker_id).state
+                won = self.repository.append(job_id, [claim], current, actor=self.worker_id).state
             except (errors.ConcurrencyError, errors.IllegalTransition):
+                self.claims_lost += 1
                 continue
             except errors.StoreUnavailable as exc:
                 if exc.in_doubt:  # the claim may have landed: a claimed job must not be left unrun
                     landed = outage.resolve_in_doubt(self.repository, job_id, current, [claim], self.worker_id, stop=self._stop)
                     if landed is not None:
+                        self.claims_won += 1
                         return landed
                 raise
+            self.claims_won += 1
+            return won
         return None
 
     def _start_job(self, state: job_state.JobState) -> None:
