@@ -99,7 +99,7 @@ def run_jobtape(parent: Path, jobs: int, synchronous: str, processes: int, concu
     data_dir = _fresh_dir(parent, "jobtape")
     settings = Settings(data_dir=data_dir, sqlite_synchronous="NORMAL")  # submitting is not timed
     sys.path.insert(0, str(BENCH))
-    from noop_app import app  # noqa: PLC0415 - the module the workers load
+    from noop_app import app
 
     repository = runtime.open_repository(settings, tables=app.tables)
     try:
@@ -146,7 +146,7 @@ def run_huey(parent: Path, jobs: int, synchronous: str, workers: int) -> Run:
     folder = _fresh_dir(parent, "huey")
     database = folder / "huey.db"
     sys.path.insert(0, str(BENCH))
-    from huey_noop import make_huey, register_noop  # noqa: PLC0415
+    from huey_noop import make_huey, register_noop
 
     huey = make_huey(str(database), "NORMAL")  # enqueueing is not timed
     task = register_noop(huey)

@@ -212,12 +212,20 @@ class JobRepository:
         """
         return queue.queue_position(self.store.backend, job_id)
 
-    def claimable(self, job_types: Collection[str], now: dt.datetime, *, limit: int = 16) -> list[str]:
-        """Ids of up to ``limit`` pending jobs of ``job_types`` due at ``now`` (aware UTC), oldest first.
+    def claimable(self, job_types: Collection[str], now: dt.datetime, *, limit: int = 16, offset: int = 0) -> list[str]:
+        """Ids of up to ``limit`` pending jobs of ``job_types`` due at ``now`` (aware UTC), oldest first,
+        skipping the ``offset`` oldest.
 
         Candidates only: the claim itself is an append guarded by the job's version.
         """
-        return jobs_projection.select_claimable(self.store.backend, job_types, now, limit)
+        return jobs_projection.select_claimable(self.store.backend, job_types, now, limit, offset)
+
+    def claimable_states(
+        self, job_types: Collection[str], now: dt.datetime, *, limit: int = 16, offset: int = 0
+    ) -> list[job_state.JobState]:
+        """The states of the jobs :meth:`claimable` names, read in the same query (a claim appends
+        guarded by the version read here, so no load per candidate is needed)."""
+        return jobs_projection.select_claimable_states(self.store.backend, job_types, now, limit, offset)
 
     def expired_leases(self, now: dt.datetime, *, limit: int = 100) -> list[str]:
         """Ids of up to ``limit`` held jobs (``processing``, or cancelling) whose lease expired before ``now``."""
