@@ -234,15 +234,17 @@ def select_by_idempotency_key(backend: SQLBackend, owner: str, idempotency_key: 
     return str(rows[0][0]) if rows else None
 
 
+@functools.cache
+def _claimable_sql(column: str, type_count: int) -> str:
+    return (
+        f"SELECT {column} FROM jobs WHERE status = 'pending' AND job_type IN ({', '.join('?' * type_count)})"
+        " AND (not_before IS NULL OR not_before <= ?) ORDER BY created_position LIMIT ? OFFSET ?"
+    )
+
+
 def _claimable_query(column: str, job_types: Collection[str], now: dt.datetime, limit: int, offset: int) -> tuple[str, list[Any]]:
     types = sorted(job_types)
-    return (
-        (
-            f"SELECT {column} FROM jobs WHERE status = 'pending' AND job_type IN ({', '.join('?' * len(types))})"
-            " AND (not_before IS NULL OR not_before <= ?) ORDER BY created_position LIMIT ? OFFSET ?"
-        ),
-        [*types, clock.format_timestamp(now), limit, offset],
-    )
+    return _claimable_sql(column, len(types)), [*types, clock.format_timestamp(now), limit, offset]
 
 
 def select_claimable(backend: SQLBackend, job_types: Collection[str], now: dt.datetime, limit: int, offset: int = 0) -> list[str]:

@@ -78,9 +78,14 @@ FINISHED_KEPT = 1000
 #: After a lost claim, candidates are read from a random offset up to this spread (doubling
 #: from :data:`SPREAD_MIN` per lost claim, up to :data:`SPREAD_MAX`); each won claim takes
 #: 1/:data:`SPREAD_DECAY` of it away, so a worker that stops losing returns to the oldest jobs.
-SPREAD_MIN = 64
+#: Candidates a busy worker reads at once for the slots that finish their jobs (one query
+#: per this many jobs, not one per job). A candidate another actor changes meanwhile only
+#: costs a lost claim (the version guard refuses it).
+READ_AHEAD = 8
+
+SPREAD_MIN = 256
 SPREAD_MAX = 4096
-SPREAD_DECAY = 256
+SPREAD_DECAY = 1024
 
 
 class Worker:
@@ -144,6 +149,8 @@ class Worker:
         self._inflight: set[str] = set()  # their job ids
         self._spread = 0  # candidates are read from a random offset below this (0: the oldest)
         self._spread_rng = random.Random()
+        self._read_ahead: collections.deque[job_state.JobState] = collections.deque()
+        self._read_ahead_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         #: ids of the last :data:`FINISHED_KEPT` jobs this worker finished (completed, failed,
         #: cancelled or lost), oldest first; bounded, so a worker that runs for months holds no more.
@@ -391,12 +398,16 @@ class Worker:
 
     def _candidates_for(self, free: int, held: set[str]) -> list[job_state.JobState]:
         """Up to ``free`` claimable jobs not in ``held``: the oldest, or after lost claims from a
-        random offset below the spread (the oldest when nothing is there)."""
+        random offset below the spread (when nothing is there, from one below half that offset,
+        down to the oldest; the spread shrinks to what was found)."""
         now = clock.utcnow()
         offset = self._spread_rng.randrange(self._spread) if self._spread else 0
         found = self.repository.claimable_states(self.handlers, now, limit=free + len(held), offset=offset)
-        if len(found) < free and offset:
-            found += self.repository.claimable_states(self.handlers, now, limit=free + len(held))
+        while not found and offset:  # fewer claimable jobs than the offset: look below it
+            with self._lock:
+                self._spread = min(self._spread, offset)
+            offset = self._spread_rng.randrange(offset // 2) if offset > 1 else 0
+            found = self.repository.claimable_states(self.handlers, now, limit=free + len(held), offset=offset)
         chosen: dict[str, job_state.JobState] = {}
         for state in found:
             if state.job_id not in held and len(chosen) < free:
@@ -404,19 +415,49 @@ class Worker:
         return list(chosen.values())
 
     def _slot(self) -> None:
-        """A job thread: claims and runs the candidates the loop hands it, until handed ``None``."""
-        while (candidate := self._candidates.get()) is not None:
+        """A job thread: claims and runs the candidates the loop hands it, until handed ``None``.
+
+        After each job it takes the next candidate itself (:meth:`_next_candidate`), so a
+        busy worker's jobs follow each other without a round trip through the loop; it
+        returns to waiting for the loop when no job is claimable.
+        """
+        candidate = self._candidates.get()
+        while candidate is not None:
             try:
                 if not self._stop.is_set():
                     claimed = self._claim(candidate)
                     if claimed is not None:
                         self._run_job(claimed)
             finally:
+                with self._lock:
+                    self._inflight.discard(candidate.job_id)
+            candidate = self._next_candidate()
+            if candidate is None:
                 with self._changed:
                     self._busy -= 1
-                    self._inflight.discard(candidate.job_id)
-                    self._changed.notify_all()
-                self._wake.set()
+                    if not self._busy:
+                        self._changed.notify_all()
+                self._wake.set()  # the loop may hand out more at once
+                candidate = self._candidates.get()
+
+    def _next_candidate(self) -> job_state.JobState | None:
+        """The next candidate for a slot that just finished a job: one of those read ahead, or of
+        a new read of :data:`READ_AHEAD` (or the concurrency, if more) candidates; ``None`` once
+        the worker stops, when nothing is claimable, or when the read fails."""
+        if self._stop.is_set():
+            return None
+        with self._read_ahead_lock:
+            if not self._read_ahead:
+                with self._lock:
+                    held = set(self._inflight)
+                try:
+                    found = self._candidates_for(max(READ_AHEAD, self.settings.concurrency), held)
+                except errors.JobtapeError:  # the loop's next query meets it too, and waits
+                    return None
+                with self._lock:
+                    self._inflight.update(state.job_id for state in found)
+                self._read_ahead.extend(found)
+            return self._read_ahead.popleft() if self._read_ahead else None
 
     def _claim(self, current: job_state.JobState) -> job_state.JobState | None:
         """Append ``job.claimed`` guarded by ``current``'s version; the claimed state, or ``None`` if
