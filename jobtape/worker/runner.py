@@ -75,17 +75,18 @@ WATCH_INTERVAL_S = 0.25
 #: How many finished job ids :attr:`Worker.finished` keeps (for tests and tools).
 FINISHED_KEPT = 1000
 
-#: After a lost claim, candidates are read from a random offset up to this spread (doubling
-#: from :data:`SPREAD_MIN` per lost claim, up to :data:`SPREAD_MAX`); each won claim takes
-#: 1/:data:`SPREAD_DECAY` of it away, so a worker that stops losing returns to the oldest jobs.
+#: After a lost claim, a worker reads its candidates from the ``k``-th read's worth of the
+#: oldest claimable jobs, ``k`` random below a spread that starts at :data:`SPREAD_MIN`,
+#: doubles per lost claim up to :data:`SPREAD_MAX`, and loses 1/:data:`SPREAD_DECAY` per
+#: won claim (falling to 0, the oldest jobs, below :data:`SPREAD_MIN`).
+SPREAD_MIN = 16
+SPREAD_MAX = 256
+SPREAD_DECAY = 1024
+
 #: Candidates a busy worker reads at once for the slots that finish their jobs (one query
 #: per this many jobs, not one per job). A candidate another actor changes meanwhile only
 #: costs a lost claim (the version guard refuses it).
 READ_AHEAD = 8
-
-SPREAD_MIN = 256
-SPREAD_MAX = 4096
-SPREAD_DECAY = 1024
 
 
 class Worker:
@@ -397,17 +398,19 @@ class Worker:
         return len(candidates)
 
     def _candidates_for(self, free: int, held: set[str]) -> list[job_state.JobState]:
-        """Up to ``free`` claimable jobs not in ``held``: the oldest, or after lost claims from a
-        random offset below the spread (when nothing is there, from one below half that offset,
-        down to the oldest; the spread shrinks to what was found)."""
+        """Up to ``free`` claimable jobs not in ``held``: the oldest, or after lost claims the
+        ``k``-th read's worth of them for a random ``k`` below the spread (so two workers' reads
+        either miss each other or coincide); when nothing is there, one below half that, down
+        to the oldest, and the spread shrinks to what was found."""
         now = clock.utcnow()
-        offset = self._spread_rng.randrange(self._spread) if self._spread else 0
-        found = self.repository.claimable_states(self.handlers, now, limit=free + len(held), offset=offset)
-        while not found and offset:  # fewer claimable jobs than the offset: look below it
+        size = free + len(held)
+        chunk = self._spread_rng.randrange(self._spread) if self._spread else 0
+        found = self.repository.claimable_states(self.handlers, now, limit=size, offset=chunk * size)
+        while not found and chunk:  # fewer claimable jobs than the offset: look below it
             with self._lock:
-                self._spread = min(self._spread, offset)
-            offset = self._spread_rng.randrange(offset // 2) if offset > 1 else 0
-            found = self.repository.claimable_states(self.handlers, now, limit=free + len(held), offset=offset)
+                self._spread = min(self._spread, chunk)
+            chunk = self._spread_rng.randrange(chunk // 2) if chunk > 1 else 0
+            found = self.repository.claimable_states(self.handlers, now, limit=size, offset=chunk * size)
         chosen: dict[str, job_state.JobState] = {}
         for state in found:
             if state.job_id not in held and len(chosen) < free:
