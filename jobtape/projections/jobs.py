@@ -31,6 +31,7 @@ __all__ = [
     "select_expired_leases",
     "select_finished_before",
     "select_held",
+    "select_held_by_another",
     "select_retained_uploads",
     "select_state",
     "select_with_orphans",
@@ -264,6 +265,11 @@ def select_claimable_states(
         return []
     sql, params = _claimable_query("state", job_types, now, limit, offset)
     return [decode_state(row[0]) for row in backend.query(sql, params)]
+
+
+def select_held_by_another(backend: SQLBackend, worker_id: str) -> bool:
+    """Whether a worker other than ``worker_id`` holds a job now (``processing``, or cancelling)."""
+    return bool(backend.query(f"SELECT 1 FROM jobs WHERE {_HELD} AND worker_id != ? LIMIT 1", [worker_id]))
 
 
 def select_expired_leases(backend: SQLBackend, now: dt.datetime, limit: int) -> list[str]:

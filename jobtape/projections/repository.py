@@ -231,6 +231,10 @@ class JobRepository:
         """Ids of up to ``limit`` held jobs (``processing``, or cancelling) whose lease expired before ``now``."""
         return jobs_projection.select_expired_leases(self.store.backend, now, limit)
 
+    def held_by_another(self, worker_id: str) -> bool:
+        """Whether a worker other than ``worker_id`` holds a job now (another worker claims from this log)."""
+        return jobs_projection.select_held_by_another(self.store.backend, worker_id)
+
     def held_jobs(self) -> list[str]:
         """Ids of every job held by a worker now (``processing``, or cancelling, not finished)."""
         return jobs_projection.select_held(self.store.backend)

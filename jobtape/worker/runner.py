@@ -75,17 +75,18 @@ WATCH_INTERVAL_S = 0.25
 #: How many finished job ids :attr:`Worker.finished` keeps (for tests and tools).
 FINISHED_KEPT = 1000
 
-#: After a lost claim, a worker reads its candidates from the ``k``-th read's worth of the
-#: oldest claimable jobs, ``k`` random below a spread that starts at :data:`SPREAD_MIN`,
-#: doubles per lost claim up to :data:`SPREAD_MAX`, and loses 1/:data:`SPREAD_DECAY` per
-#: won claim (falling to 0, the oldest jobs, below :data:`SPREAD_MIN`).
-SPREAD_MIN = 16
-SPREAD_MAX = 256
+#: After a lost claim, a worker reads its candidates from a random offset below a spread
+#: (in jobs) that starts at :data:`SPREAD_MIN`, doubles per lost claim up to
+#: :data:`SPREAD_MAX`, and loses 1/:data:`SPREAD_DECAY` per won claim, down to
+#: :data:`SPREAD_MIN` (a worker that never lost a claim reads the oldest jobs).
+SPREAD_MIN = 256
+SPREAD_MAX = 4096
 SPREAD_DECAY = 1024
 
 #: Candidates a busy worker reads at once for the slots that finish their jobs (one query
-#: per this many jobs, not one per job). A candidate another actor changes meanwhile only
-#: costs a lost claim (the version guard refuses it).
+#: per this many jobs, not one per job), or the concurrency if more. A candidate another
+#: actor changed meanwhile costs a lost claim (the version guard refuses it); after one, the
+#: candidates read before it are dropped unclaimed (another worker reads the same rows).
 READ_AHEAD = 8
 
 
@@ -152,6 +153,9 @@ class Worker:
         self._spread_rng = random.Random()
         self._read_ahead: collections.deque[job_state.JobState] = collections.deque()
         self._read_ahead_lock = threading.Lock()
+        self._looked_for_others = False
+        self._losses = 0  # lost claims so far: a candidate read before the last one is dropped
+        self._read_at: dict[str, int] = {}  # candidate -> self._losses when it was read
         self._thread: threading.Thread | None = None
         #: ids of the last :data:`FINISHED_KEPT` jobs this worker finished (completed, failed,
         #: cancelled or lost), oldest first; bounded, so a worker that runs for months holds no more.
@@ -398,23 +402,33 @@ class Worker:
         return len(candidates)
 
     def _candidates_for(self, free: int, held: set[str]) -> list[job_state.JobState]:
-        """Up to ``free`` claimable jobs not in ``held``: the oldest, or after lost claims the
-        ``k``-th read's worth of them for a random ``k`` below the spread (so two workers' reads
-        either miss each other or coincide); when nothing is there, one below half that, down
-        to the oldest, and the spread shrinks to what was found."""
+        """Up to ``free`` claimable jobs not in ``held``: the oldest, or after lost claims (or at
+        the first read, when another worker holds a job) those from a random offset below the
+        spread; when nothing is there, from one below half that offset, down to the oldest,
+        and the spread shrinks to what was found."""
         now = clock.utcnow()
         size = free + len(held)
-        chunk = self._spread_rng.randrange(self._spread) if self._spread else 0
-        found = self.repository.claimable_states(self.handlers, now, limit=size, offset=chunk * size)
-        while not found and chunk:  # fewer claimable jobs than the offset: look below it
+        if not self._looked_for_others:  # the first read: spread at once if another worker is claiming
+            self._looked_for_others = True
+            if self.repository.held_by_another(self.worker_id):
+                with self._lock:
+                    self._spread = max(self._spread, SPREAD_MIN)
+        offset = self._spread_rng.randrange(self._spread) if self._spread else 0
+        found = self.repository.claimable_states(self.handlers, now, limit=size, offset=offset)
+        while not found and offset:  # fewer claimable jobs than the offset: look below it
             with self._lock:
-                self._spread = min(self._spread, chunk)
-            chunk = self._spread_rng.randrange(chunk // 2) if chunk > 1 else 0
-            found = self.repository.claimable_states(self.handlers, now, limit=size, offset=chunk * size)
+                self._spread = min(self._spread, offset)
+            offset = self._spread_rng.randrange(offset // 2) if offset > 1 else 0
+            found = self.repository.claimable_states(self.handlers, now, limit=size, offset=offset)
+        if self._spread and len(found) < size:  # the last claimable jobs, which other workers read too:
+            found = self._spread_rng.sample(found, (len(found) + 1) // 2)  # try half of them, at random
         chosen: dict[str, job_state.JobState] = {}
         for state in found:
             if state.job_id not in held and len(chosen) < free:
                 chosen.setdefault(state.job_id, state)
+        with self._lock:
+            for job_id in chosen:
+                self._read_at[job_id] = self._losses
         return list(chosen.values())
 
     def _slot(self) -> None:
@@ -427,13 +441,14 @@ class Worker:
         candidate = self._candidates.get()
         while candidate is not None:
             try:
-                if not self._stop.is_set():
+                if not self._stop.is_set() and self._read_at.get(candidate.job_id, 0) == self._losses:
                     claimed = self._claim(candidate)
                     if claimed is not None:
                         self._run_job(claimed)
             finally:
                 with self._lock:
                     self._inflight.discard(candidate.job_id)
+                    self._read_at.pop(candidate.job_id, None)
             candidate = self._next_candidate()
             if candidate is None:
                 with self._changed:
@@ -445,7 +460,7 @@ class Worker:
 
     def _next_candidate(self) -> job_state.JobState | None:
         """The next candidate for a slot that just finished a job: one of those read ahead, or of
-        a new read of :data:`READ_AHEAD` (or the concurrency, if more) candidates; ``None`` once
+        a new read (:data:`READ_AHEAD`); ``None`` once
         the worker stops, when nothing is claimable, or when the read fails."""
         if self._stop.is_set():
             return None
@@ -472,6 +487,7 @@ class Worker:
         except (errors.ConcurrencyError, errors.IllegalTransition):
             with self._lock:
                 self.claims_lost += 1
+                self._losses += 1
                 self._spread = min(max(2 * self._spread, SPREAD_MIN), SPREAD_MAX)
             return None
         except errors.StoreUnavailable as exc:
@@ -487,7 +503,7 @@ class Worker:
             return None
         with self._lock:
             self.claims_won += 1
-            self._spread -= self._spread // SPREAD_DECAY if self._spread > SPREAD_MIN else self._spread
+            self._spread = max(self._spread - self._spread // SPREAD_DECAY, SPREAD_MIN) if self._spread else 0
         return won
 
     def _run_job(self, state: job_state.JobState) -> None:
