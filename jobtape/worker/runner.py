@@ -445,11 +445,17 @@ class Worker:
                     claimed = self._claim(candidate)
                     if claimed is not None:
                         self._run_job(claimed)
+            except Exception:  # a bug must not end the slot with the slot counted busy
+                log.exception("worker %s: job %s", self.worker_id, candidate.job_id)
             finally:
                 with self._lock:
                     self._inflight.discard(candidate.job_id)
                     self._read_at.pop(candidate.job_id, None)
-            candidate = self._next_candidate()
+            try:
+                candidate = self._next_candidate()
+            except Exception:  # the loop's next read meets the same error and handles it
+                log.exception("worker %s: reading the next candidate", self.worker_id)
+                candidate = None
             if candidate is None:
                 with self._changed:
                     self._busy -= 1
