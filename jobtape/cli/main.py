@@ -360,6 +360,11 @@ def worker(
     finally:
         for job_worker in started:
             job_worker.stop()
+            click.echo(
+                f"worker {job_worker.worker_id}: {job_worker.finished_count} job(s) finished;"
+                f" claims won {job_worker.claims_won}, lost to another actor {job_worker.claims_lost}",
+                err=True,
+            )
         if repository is not None:
             repository.store.close()
         for sig, previous_handler in previous.items():

@@ -93,7 +93,7 @@ class SQLiteBackend(SQLBackend):
         self.idle_timeout_s = idle_timeout_s
         self._pragmas = pragmas(synchronous)
         self._lock = threading.RLock()
-        self._group_ready = threading.Condition(threading.Lock())
+        self._group_lock = threading.Lock()
         self._leader_active = False
         self._queue: list[_Pending] = []
         #: Counters for benchmarks and tests: batches run, and the transactions that held them.
@@ -166,6 +166,9 @@ class SQLiteBackend(SQLBackend):
         back alone while the others commit. Every caller returns only after the COMMIT that
         holds its batch, so durability and atomicity per batch are unchanged; the commit
         cost (the WAL write) is shared. A lone caller takes the plain one-transaction path.
+        Each waiting caller is woken alone (its own event): when its batch is committed, or
+        when the leader hands it the lead (the first caller queued during a commit leads the
+        next one), never all waiters at once to find out which.
 
         Raises:
             ConstraintViolation: a guard refused the batch; nothing of it was written.
@@ -178,15 +181,16 @@ class SQLiteBackend(SQLBackend):
                 if self._shared is None:
                     self._shared = self._connect()
                 return self._run_alone(self._shared, build())
-        with self._group_ready:
-            pending = _Pending(build())
+        with self._group_lock:
+            pending = _Pending(build())  # built under the lock: the queue's order is the build order
             self._queue.append(pending)
-            while not pending.done and self._leader_active:
-                self._group_ready.wait()
-            if not pending.done:  # become the leader: take every batch queued so far
-                self._leader_active = True
+            leads = not self._leader_active
+            self._leader_active = True
+        if not leads:
+            pending.woken.wait()  # committed by a leader, or handed the lead
+        if not pending.done:  # the leader: take every batch queued so far (its own among them)
+            with self._group_lock:
                 group, self._queue = self._queue, []
-        if not pending.done:
             try:
                 with self._connection() as conn:
                     self._commit_group(conn, group)
@@ -195,9 +199,14 @@ class SQLiteBackend(SQLBackend):
                     if not item.done:
                         item.error, item.done = exc, True
             finally:
-                with self._group_ready:
-                    self._leader_active = False
-                    self._group_ready.notify_all()
+                for item in group:
+                    item.done = True
+                    item.woken.set()
+                with self._group_lock:
+                    if self._queue:  # batches queued during the commit: the first one leads next
+                        self._queue[0].woken.set()
+                    else:
+                        self._leader_active = False
         if pending.error is not None:
             raise pending.error
         assert pending.results is not None
@@ -410,10 +419,12 @@ def _create_private(path: Path, file_mode: int) -> None:
 class _Pending:
     """One caller's batch waiting for (or done by) a group commit."""
 
-    __slots__ = ("done", "error", "results", "statements")
+    __slots__ = ("done", "error", "results", "statements", "woken")
 
     def __init__(self, statements: Sequence[Statement]) -> None:
         self.statements = statements
         self.results: list[list[tuple[Any, ...]]] | None = None
         self.error: BaseException | None = None
         self.done = False
+        #: set when the batch is committed (``done``), or when its caller is to lead the next commit.
+        self.woken = threading.Event()

@@ -27,9 +27,11 @@ __all__ = [
     "select_blob_removals",
     "select_by_idempotency_key",
     "select_claimable",
+    "select_claimable_states",
     "select_expired_leases",
     "select_finished_before",
     "select_held",
+    "select_held_by_another",
     "select_retained_uploads",
     "select_state",
     "select_with_orphans",
@@ -233,18 +235,41 @@ def select_by_idempotency_key(backend: SQLBackend, owner: str, idempotency_key: 
     return str(rows[0][0]) if rows else None
 
 
-def select_claimable(backend: SQLBackend, job_types: Collection[str], now: dt.datetime, limit: int) -> list[str]:
-    """Ids of up to ``limit`` pending jobs of ``job_types`` whose ``not_before`` (backoff) has passed at
-    ``now`` (aware UTC), in created order (an index range on ``jobs_status_created``)."""
-    types = sorted(job_types)
-    if not types:
-        return []
-    rows = backend.query(
-        f"SELECT job_id FROM jobs WHERE status = 'pending' AND job_type IN ({', '.join('?' * len(types))})"
-        " AND (not_before IS NULL OR not_before <= ?) ORDER BY created_position LIMIT ?",
-        [*types, clock.format_timestamp(now), limit],
+@functools.cache
+def _claimable_sql(column: str, type_count: int) -> str:
+    return (
+        f"SELECT {column} FROM jobs WHERE status = 'pending' AND job_type IN ({', '.join('?' * type_count)})"
+        " AND (not_before IS NULL OR not_before <= ?) ORDER BY created_position LIMIT ? OFFSET ?"
     )
-    return [str(row[0]) for row in rows]
+
+
+def _claimable_query(column: str, job_types: Collection[str], now: dt.datetime, limit: int, offset: int) -> tuple[str, list[Any]]:
+    types = sorted(job_types)
+    return _claimable_sql(column, len(types)), [*types, clock.format_timestamp(now), limit, offset]
+
+
+def select_claimable(backend: SQLBackend, job_types: Collection[str], now: dt.datetime, limit: int, offset: int = 0) -> list[str]:
+    """Ids of up to ``limit`` pending jobs of ``job_types`` whose ``not_before`` (backoff) has passed at
+    ``now`` (aware UTC), in created order from the ``offset``-th on (an index range on ``jobs_status_created``)."""
+    if not job_types:
+        return []
+    sql, params = _claimable_query("job_id", job_types, now, limit, offset)
+    return [str(row[0]) for row in backend.query(sql, params)]
+
+
+def select_claimable_states(
+    backend: SQLBackend, job_types: Collection[str], now: dt.datetime, limit: int, offset: int = 0
+) -> list[JobState]:
+    """Like :func:`select_claimable`, but the jobs' state snapshots (one query: no load per candidate)."""
+    if not job_types:
+        return []
+    sql, params = _claimable_query("state", job_types, now, limit, offset)
+    return [decode_state(row[0]) for row in backend.query(sql, params)]
+
+
+def select_held_by_another(backend: SQLBackend, worker_id: str) -> bool:
+    """Whether a worker other than ``worker_id`` holds a job now (``processing``, or cancelling)."""
+    return bool(backend.query(f"SELECT 1 FROM jobs WHERE {_HELD} AND worker_id != ? LIMIT 1", [worker_id]))
 
 
 def select_expired_leases(backend: SQLBackend, now: dt.datetime, limit: int) -> list[str]:

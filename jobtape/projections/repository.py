@@ -212,16 +212,28 @@ class JobRepository:
         """
         return queue.queue_position(self.store.backend, job_id)
 
-    def claimable(self, job_types: Collection[str], now: dt.datetime, *, limit: int = 16) -> list[str]:
-        """Ids of up to ``limit`` pending jobs of ``job_types`` due at ``now`` (aware UTC), oldest first.
+    def claimable(self, job_types: Collection[str], now: dt.datetime, *, limit: int = 16, offset: int = 0) -> list[str]:
+        """Ids of up to ``limit`` pending jobs of ``job_types`` due at ``now`` (aware UTC), oldest first,
+        skipping the ``offset`` oldest.
 
         Candidates only: the claim itself is an append guarded by the job's version.
         """
-        return jobs_projection.select_claimable(self.store.backend, job_types, now, limit)
+        return jobs_projection.select_claimable(self.store.backend, job_types, now, limit, offset)
+
+    def claimable_states(
+        self, job_types: Collection[str], now: dt.datetime, *, limit: int = 16, offset: int = 0
+    ) -> list[job_state.JobState]:
+        """The states of the jobs :meth:`claimable` names, read in the same query (a claim appends
+        guarded by the version read here, so no load per candidate is needed)."""
+        return jobs_projection.select_claimable_states(self.store.backend, job_types, now, limit, offset)
 
     def expired_leases(self, now: dt.datetime, *, limit: int = 100) -> list[str]:
         """Ids of up to ``limit`` held jobs (``processing``, or cancelling) whose lease expired before ``now``."""
         return jobs_projection.select_expired_leases(self.store.backend, now, limit)
+
+    def held_by_another(self, worker_id: str) -> bool:
+        """Whether a worker other than ``worker_id`` holds a job now (another worker claims from this log)."""
+        return jobs_projection.select_held_by_another(self.store.backend, worker_id)
 
     def held_jobs(self) -> list[str]:
         """Ids of every job held by a worker now (``processing``, or cancelling, not finished)."""

@@ -73,7 +73,9 @@ class JobContext:
         repository: where events go.
         state: the state right after this worker's ``job.claimed``.
         worker_id: this worker's id (the actor of every append).
-        workdir: a private temp folder, removed when the job ends.
+        workdir: a private temp folder, removed when the job ends; or a function that makes
+            one, called at the first use of :attr:`workdir` (a job handler that never uses
+            it costs no folder: no ``mkdtemp``, no ``rmtree``).
         kill_grace_s: seconds from SIGTERM to SIGKILL when a child must stop.
         progress_interval_s: minimum seconds between two progress events.
         host_id: recorded in ``job.child_started`` (the orphan sweep matches it); ``None``
@@ -86,7 +88,7 @@ class JobContext:
         state: job_state.JobState,
         *,
         worker_id: str,
-        workdir: Path,
+        workdir: Path | Callable[[], Path],
         kill_grace_s: float = 5.0,
         progress_interval_s: float = 0.25,
         host_id: str | None = None,
@@ -94,7 +96,9 @@ class JobContext:
         self.repository = repository
         self.state = state
         self.worker_id = worker_id
-        self.workdir = workdir
+        self._make_workdir = workdir if callable(workdir) else None
+        self._workdir = None if callable(workdir) else workdir
+        self._workdir_lock = threading.Lock()
         self.kill_grace_s = kill_grace_s
         self.progress_interval_s = progress_interval_s
         self.cancel_event = threading.Event()
@@ -126,6 +130,24 @@ class JobContext:
     def params(self) -> dict[str, Any]:
         """The job's parameters from ``job.created``."""
         return self.state.params
+
+    @property
+    def workdir(self) -> Path:
+        """The job's private temp folder, made at the first use (removed by :meth:`cleanup`).
+
+        Raises:
+            OSError: the folder cannot be made (e.g. the disk is full).
+        """
+        with self._workdir_lock:
+            if self._workdir is None:
+                assert self._make_workdir is not None
+                self._workdir = self._make_workdir()
+            return self._workdir
+
+    @property
+    def workdir_made(self) -> Path | None:
+        """The job's temp folder if one was made, else ``None`` (makes none)."""
+        return self._workdir
 
     # -- appends ---------------------------------------------------------------------------
 
@@ -366,8 +388,9 @@ class JobContext:
             children.signal_group(child.pid, signal.SIGKILL)
 
     def cleanup(self, storage_delete: Callable[[str], None] | None = None) -> None:
-        """Remove the workdir and, if given a delete function, every key in :attr:`written_keys`."""
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        """Remove the workdir (if one was made) and, if given a delete function, every key in :attr:`written_keys`."""
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
         if storage_delete is not None:
             for key in self.written_keys:
                 storage_delete(key)

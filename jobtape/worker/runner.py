@@ -1,6 +1,7 @@
 """The worker: claims pending jobs, runs their job handlers in threads, watches over them.
 
-One :class:`Worker` runs up to ``concurrency`` jobs at once. When it starts it sweeps
+One :class:`Worker` runs up to ``concurrency`` jobs at once, on as many long-lived job
+threads (slots; made as needed, ended when the loop ends). When it starts it sweeps
 this host's orphaned children (:meth:`Reaper.sweep_orphans`). Then its loop, once per
 cycle (the poll interval, at most a sixth of the lease TTL; or at once when
 :meth:`Worker.wake` is called, as the embedded worker is on every new job and cancel):
@@ -11,9 +12,14 @@ cycle (the poll interval, at most a sixth of the lease TTL; or at once when
    While jobs run, this step also runs between cycles, every :data:`WATCH_INTERVAL_S`
    (0.25 s), so a cancel does not wait for a long poll interval;
 2. every half lease TTL, reaps expired leases and sweeps orphans (:mod:`jobtape.worker.reaper`);
-3. claims the oldest claimable pending jobs (``not_before`` passed) while it has capacity:
-   ``job.claimed`` with a lease, appended with the version it read, so of two workers
-   racing for a job exactly one wins.
+3. reads the oldest claimable pending jobs (``not_before`` passed) for its free slots, in
+   one query with their states, and hands each to a free slot, which appends ``job.claimed``
+   with a lease guarded by the version read, so of two workers racing for a job exactly one
+   wins; the slot then runs the job. The slots' claims and terminal appends, made at the
+   same moment, share one transaction (the SQLite backend's group commit). After a lost
+   claim a worker reads its candidates from a random offset among the oldest
+   :data:`SPREAD_MAX` (halving back to the front as it wins), so workers sharing one log
+   stop racing for the same rows; a worker alone always takes the oldest.
 
 :meth:`Worker.stop` is the graceful shutdown: no more claims, running jobs get the grace
 period to finish, then their children are terminated and the jobs released
@@ -23,9 +29,11 @@ period to finish, then their children are terminated and the jobs released
 from __future__ import annotations
 
 import collections
+import functools
 import itertools
 import logging
 import os
+import queue
 import random
 import threading
 import time
@@ -66,6 +74,20 @@ WATCH_INTERVAL_S = 0.25
 
 #: How many finished job ids :attr:`Worker.finished` keeps (for tests and tools).
 FINISHED_KEPT = 1000
+
+#: After a lost claim, a worker reads its candidates from a random offset below a spread
+#: (in jobs) that starts at :data:`SPREAD_MIN`, doubles per lost claim up to
+#: :data:`SPREAD_MAX`, and loses 1/:data:`SPREAD_DECAY` per won claim, down to
+#: :data:`SPREAD_MIN` (a worker that never lost a claim reads the oldest jobs).
+SPREAD_MIN = 256
+SPREAD_MAX = 4096
+SPREAD_DECAY = 1024
+
+#: Candidates a busy worker reads at once for the slots that finish their jobs (one query
+#: per this many jobs, not one per job), or the concurrency if more. A candidate another
+#: actor changed meanwhile costs a lost claim (the version guard refuses it); after one, the
+#: candidates read before it are dropped unclaimed (another worker reads the same rows).
+READ_AHEAD = 8
 
 
 class Worker:
@@ -122,12 +144,29 @@ class Worker:
         self._next_reap = 0.0
         self._running: dict[str, tuple[JobContext, threading.Thread]] = {}
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # a slot became free
+        self._slots: list[threading.Thread] = []
+        self._candidates: queue.SimpleQueue[job_state.JobState | None] = queue.SimpleQueue()
+        self._busy = 0  # slots holding a candidate or running a job
+        self._inflight: set[str] = set()  # their job ids
+        self._spread = 0  # candidates are read from a random offset below this (0: the oldest)
+        self._spread_rng = random.Random()
+        self._read_ahead: collections.deque[job_state.JobState] = collections.deque()
+        self._read_ahead_lock = threading.Lock()
+        self._looked_for_others = False
+        self._losses = 0  # lost claims so far: a candidate read before the last one is dropped
+        self._read_at: dict[str, int] = {}  # candidate -> self._losses when it was read
         self._thread: threading.Thread | None = None
         #: ids of the last :data:`FINISHED_KEPT` jobs this worker finished (completed, failed,
         #: cancelled or lost), oldest first; bounded, so a worker that runs for months holds no more.
         self.finished: collections.deque[str] = collections.deque(maxlen=FINISHED_KEPT)
         #: how many jobs this worker finished since it started.
         self.finished_count = 0
+        #: claims this worker appended, and claims it lost to another actor (the version guard
+        #: or the fold refused its ``job.claimed``: another worker, or a cancel, got there
+        #: first). ``jobtape worker`` prints both when it exits; ``bench/throughput.py`` reads them.
+        self.claims_won = 0
+        self.claims_lost = 0
         #: Set when the embedded loop (:meth:`start`) ended because the store refused the credentials.
         self.fatal_error: errors.StoreAuthRejected | None = None
         #: Called (from the loop's thread) with that error, e.g. to stop the API serving this worker.
@@ -186,20 +225,18 @@ class Worker:
         """
         self._stop.set()
         self._wake.set()
-        deadline = time.monotonic() + (self.settings.shutdown_grace_s if grace_s is None else grace_s)
-        while not self._grace_cut and (threads := self._job_threads()) and time.monotonic() < deadline:
-            threads[0].join(min(0.1, max(0.0, deadline - time.monotonic())))
+        self._wait_slots_free((self.settings.shutdown_grace_s if grace_s is None else grace_s), cuttable=True)
         with self._lock:
             running = [context for context, _ in self._running.values()]
         for context in running:
             log.warning("worker %s: releasing job %s at shutdown", self.worker_id, context.job_id)
             context.request_release()
-        for thread in self._job_threads():
-            thread.join(self.settings.kill_grace_s + 30.0)
+        self._wait_slots_free(self.settings.kill_grace_s + 30.0)
         self._halt.set()
         self._wake.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(30.0)
+        self._end_slots()
         # Here too, not only when the loop ends: a signal that interrupted a join of the loop
         # thread (CPython < 3.13) makes join() return at once, and the daemon loop dies at exit.
         if not self.running_job_ids():
@@ -209,9 +246,25 @@ class Worker:
         """Cut the shutdown grace to zero (a second SIGTERM/SIGINT); safe to call from a signal handler."""
         self._grace_cut = True
 
-    def _job_threads(self) -> list[threading.Thread]:
+    def _wait_slots_free(self, timeout_s: float, *, cuttable: bool = False) -> None:
+        """Wait until no slot holds a job, at most ``timeout_s`` seconds (in 0.1 s slices, so
+        signal handlers run; with ``cuttable``, :meth:`cut_grace` ends the wait)."""
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while self._busy and not (cuttable and self._grace_cut) and (left := deadline - time.monotonic()) > 0:
+                self._changed.wait(min(0.1, left))
+
+    def _end_slots(self) -> None:
+        """End the idle job threads (called when the loop ends; :meth:`claim_available` makes new ones)."""
         with self._lock:
-            return [thread for _, thread in self._running.values()]
+            if self._busy:
+                return
+            slots, self._slots = self._slots, []
+        for _ in slots:
+            self._candidates.put(None)
+        for slot in slots:
+            if slot is not threading.current_thread():
+                slot.join(30.0)
 
     def run(self, *, until_idle: bool = False) -> None:
         """The loop; returns after :meth:`stop`, or with ``until_idle`` once no job is running or claimable.
@@ -231,6 +284,7 @@ class Worker:
             raise
         finally:
             if not self.running_job_ids():
+                self._end_slots()
                 self.workdirs.release()
 
     def abandon_all(self, reason: str) -> None:
@@ -247,8 +301,7 @@ class Worker:
             running = [context for context, _ in self._running.values()]
         for context in running:
             context.abandon(JobLost(f"abandoned: {reason}"))
-        for thread in self._job_threads():
-            thread.join(self.settings.kill_grace_s + 30.0)
+        self._wait_slots_free(self.settings.kill_grace_s + 30.0)
 
     def _loop(self, until_idle: bool) -> None:
         """Claim every poll interval (or at once when woken); watch running jobs every
@@ -272,13 +325,13 @@ class Worker:
                 self._halt.wait(delay)
                 continue
             backoff.reset()
-            if until_idle and not claimed and not self._running:
+            if until_idle and not claimed and not self._busy:
                 return
-            if until_idle and self._stop.is_set() and not self._running:
+            if until_idle and self._stop.is_set() and not self._busy:
                 return
             if until_idle:
                 wait_s = 0.05
-            elif self._running:
+            elif self._busy:
                 wait_s = min(WATCH_INTERVAL_S, max(0.0, next_claim - time.monotonic()))
             else:
                 wait_s = max(0.0, next_claim - time.monotonic())
@@ -295,7 +348,7 @@ class Worker:
         if report.killed or report.reaped:
             log.warning("worker %s: orphan sweep killed %s, took back %s", self.worker_id, report.killed, report.reaped)
         self.reaper.reap_expired()
-        self.workdirs.sweep(keep=self.running_job_ids())  # after the orphan sweep killed the dead workers' children
+        self.workdirs.sweep(keep=self.running_job_ids)  # after the orphan sweep killed the dead workers' children
         self.blob_sweeper.sweep()  # failed-upload retention (jobtape.blobs)
         self.storage.sweep_partial_writes()  # temporary files of a killed process's writes
 
@@ -322,66 +375,161 @@ class Worker:
             context.heartbeat(now, self.settings.lease_ttl_s)
 
     def claim_available(self) -> int:
-        """Claim pending jobs up to the free capacity and start them; return how many were claimed."""
-        claimed = 0
-        while not self._stop.is_set():
-            with self._lock:
-                free = self.settings.concurrency - len(self._running)
-            if free <= 0:
-                break
-            state = self.claim_one()
-            if state is None:
-                break
-            claimed += 1
-            self._start_job(state)
-        return claimed
+        """Hand claimable jobs to the free slots, which claim and run them; return how many were handed out.
 
-    def claim_one(self) -> job_state.JobState | None:
-        """Claim the oldest pending job of a type this worker runs; ``None`` when there is none.
-
-        Racing workers are resolved by the version guard: the loser moves to the next candidate.
+        One query reads the candidates with their states (:meth:`JobRepository.claimable_states`),
+        skipping those a slot already holds; each slot appends its claim guarded by the version
+        read (:meth:`_claim`).
         """
-        for job_id in self.repository.claimable(self.handlers, clock.utcnow(), limit=16):
-            current = self.repository.load(job_id)
-            if current is None or current.status != "pending":
-                continue
-            claim = ev.JobClaimed(worker_id=self.worker_id, attempt=current.attempt + 1, lease_ttl_s=self.settings.lease_ttl_s)
-            try:
-                return self.repository.append(job_id, [claim], current, actor=self.worker_id).state
-            except (errors.ConcurrencyError, errors.IllegalTransition):
-                continue
-            except errors.StoreUnavailable as exc:
-                if exc.in_doubt:  # the claim may have landed: a claimed job must not be left unrun
-                    landed = outage.resolve_in_doubt(self.repository, job_id, current, [claim], self.worker_id, stop=self._stop)
-                    if landed is not None:
-                        return landed
-                raise
-        return None
+        if self._stop.is_set():
+            return 0
+        with self._lock:
+            free = self.settings.concurrency - self._busy
+            held = set(self._inflight)
+        if free <= 0:
+            return 0
+        candidates = self._candidates_for(free, held)
+        with self._lock:
+            for state in candidates:
+                self._inflight.add(state.job_id)
+            self._busy += len(candidates)
+            while len(self._slots) < min(self.settings.concurrency, self._busy):
+                slot = threading.Thread(target=self._slot, name=f"worker {self.worker_id} slot {len(self._slots) + 1}", daemon=True)
+                self._slots.append(slot)
+                slot.start()
+        for state in candidates:
+            self._candidates.put(state)
+        return len(candidates)
 
-    def _start_job(self, state: job_state.JobState) -> None:
-        workdir = self.workdirs.job_dir(state.job_id)
+    def _candidates_for(self, free: int, held: set[str]) -> list[job_state.JobState]:
+        """Up to ``free`` claimable jobs not in ``held``: the oldest, or after lost claims (or at
+        the first read, when another worker holds a job) those from a random offset below the
+        spread; when nothing is there, from one below half that offset, down to the oldest,
+        and the spread shrinks to what was found."""
+        now = clock.utcnow()
+        size = free + len(held)
+        if not self._looked_for_others:  # the first read: spread at once if another worker is claiming
+            self._looked_for_others = True
+            if self.repository.held_by_another(self.worker_id):
+                with self._lock:
+                    self._spread = max(self._spread, SPREAD_MIN)
+        offset = self._spread_rng.randrange(self._spread) if self._spread else 0
+        found = self.repository.claimable_states(self.handlers, now, limit=size, offset=offset)
+        while not found and offset:  # fewer claimable jobs than the offset: look below it
+            with self._lock:
+                self._spread = min(self._spread, offset)
+            offset = self._spread_rng.randrange(offset // 2) if offset > 1 else 0
+            found = self.repository.claimable_states(self.handlers, now, limit=size, offset=offset)
+        if self._spread and len(found) < size:  # the last claimable jobs, which other workers read too:
+            found = self._spread_rng.sample(found, (len(found) + 1) // 2)  # try half of them, at random
+        chosen: dict[str, job_state.JobState] = {}
+        for state in found:
+            if state.job_id not in held and len(chosen) < free:
+                chosen.setdefault(state.job_id, state)
+        with self._lock:
+            for job_id in chosen:
+                self._read_at[job_id] = self._losses
+        return list(chosen.values())
+
+    def _slot(self) -> None:
+        """A job thread: claims and runs the candidates the loop hands it, until handed ``None``.
+
+        After each job it takes the next candidate itself (:meth:`_next_candidate`), so a
+        busy worker's jobs follow each other without a round trip through the loop; it
+        returns to waiting for the loop when no job is claimable.
+        """
+        candidate = self._candidates.get()
+        while candidate is not None:
+            try:
+                if not self._stop.is_set() and self._read_at.get(candidate.job_id, 0) == self._losses:
+                    claimed = self._claim(candidate)
+                    if claimed is not None:
+                        self._run_job(claimed)
+            except Exception:  # a bug must not end the slot with the slot counted busy
+                log.exception("worker %s: job %s", self.worker_id, candidate.job_id)
+            finally:
+                with self._lock:
+                    self._inflight.discard(candidate.job_id)
+                    self._read_at.pop(candidate.job_id, None)
+            try:
+                candidate = self._next_candidate()
+            except Exception:  # the loop's next read meets the same error and handles it
+                log.exception("worker %s: reading the next candidate", self.worker_id)
+                candidate = None
+            if candidate is None:
+                with self._changed:
+                    self._busy -= 1
+                    if not self._busy:
+                        self._changed.notify_all()
+                self._wake.set()  # the loop may hand out more at once
+                candidate = self._candidates.get()
+
+    def _next_candidate(self) -> job_state.JobState | None:
+        """The next candidate for a slot that just finished a job: one of those read ahead, or of
+        a new read (:data:`READ_AHEAD`); ``None`` once
+        the worker stops, when nothing is claimable, or when the read fails."""
+        if self._stop.is_set():
+            return None
+        with self._read_ahead_lock:
+            if not self._read_ahead:
+                with self._lock:
+                    held = set(self._inflight)
+                try:
+                    found = self._candidates_for(max(READ_AHEAD, self.settings.concurrency), held)
+                except errors.JobtapeError:  # the loop's next query meets it too, and waits
+                    return None
+                with self._lock:
+                    self._inflight.update(state.job_id for state in found)
+                self._read_ahead.extend(found)
+            return self._read_ahead.popleft() if self._read_ahead else None
+
+    def _claim(self, current: job_state.JobState) -> job_state.JobState | None:
+        """Append ``job.claimed`` guarded by ``current``'s version; the claimed state, or ``None`` if
+        another actor got there first (or the store failed: the loop's next query meets it too)."""
+        job_id = current.job_id
+        claim = ev.JobClaimed(worker_id=self.worker_id, attempt=current.attempt + 1, lease_ttl_s=self.settings.lease_ttl_s)
+        try:
+            won = self.repository.append(job_id, [claim], current, actor=self.worker_id).state
+        except (errors.ConcurrencyError, errors.IllegalTransition):
+            with self._lock:
+                self.claims_lost += 1
+                self._losses += 1
+                self._spread = min(max(2 * self._spread, SPREAD_MIN), SPREAD_MAX)
+            return None
+        except errors.StoreUnavailable as exc:
+            landed = None
+            if exc.in_doubt:  # the claim may have landed: a claimed job must not be left unrun
+                landed = outage.resolve_in_doubt(self.repository, job_id, current, [claim], self.worker_id, stop=self._stop)
+            if landed is None:
+                log.warning("worker %s: claim of job %s not made: %s", self.worker_id, job_id, exc.message)
+                return None
+            won = landed
+        except errors.StoreAuthRejected as exc:
+            log.error("worker %s: claim of job %s refused: %s", self.worker_id, job_id, exc.message)
+            return None
+        with self._lock:
+            self.claims_won += 1
+            self._spread = max(self._spread - self._spread // SPREAD_DECAY, SPREAD_MIN) if self._spread else 0
+        return won
+
+    def _run_job(self, state: job_state.JobState) -> None:
         context = JobContext(
             self.repository,
             state,
             worker_id=self.worker_id,
-            workdir=workdir,
+            workdir=functools.partial(self.workdirs.job_dir, state.job_id),  # made at the first use
             kill_grace_s=self.settings.kill_grace_s,
             host_id=self.host_id,
         )
-        thread = threading.Thread(target=self._run_job, args=(context,), name=f"job {state.job_id}", daemon=True)
         with self._lock:
-            self._running[state.job_id] = (context, thread)
-        thread.start()
-
-    def _run_job(self, context: JobContext) -> None:
+            self._running[state.job_id] = (context, threading.current_thread())
         try:
             self.execute(context)
         finally:
             with self._lock:
                 self._running.pop(context.job_id, None)
-            self.finished.append(context.job_id)
-            self.finished_count += 1
-            self._wake.set()
+                self.finished.append(context.job_id)
+                self.finished_count += 1
 
     def execute(self, context: JobContext) -> None:
         """Run a claimed job's handler and append its terminal event (or nothing, if lost).
@@ -426,9 +574,13 @@ class Worker:
         The full message goes to this process's log first (:func:`messages.scrub_paths`).
         """
         log.warning("job %s failed: %s", context.job_id, message)
-        return messages.scrub_paths(
-            message, [(context.workdir, "<workdir>"), (self.settings.work_parent, "<work-dir>"), (self.settings.data_dir, "<data-dir>")]
-        )
+        roots: list[tuple[str | os.PathLike[str], str]] = [
+            (self.settings.work_parent, "<work-dir>"),
+            (self.settings.data_dir, "<data-dir>"),
+        ]
+        if context.workdir_made is not None:
+            roots.append((context.workdir_made, "<workdir>"))
+        return messages.scrub_paths(message, roots)
 
     def _finish(self, context: JobContext, outcome: dict[str, Any] | Exception | errors.JobInterrupted) -> None:
         if isinstance(outcome, JobLost):

@@ -37,7 +37,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from jobtape import errors, filemodes
@@ -72,8 +72,10 @@ class WorkArea:
     """One worker's folder of job work folders under a shared parent.
 
     The worker folder and its lock are made at the first :meth:`job_dir` and kept until
-    :meth:`release`. :meth:`job_dir` and :meth:`sweep` must be called from one thread
-    (the worker's loop), so a sweep never sees a job folder before the job is running.
+    :meth:`release`. :meth:`job_dir` (called by a job's thread at its first use of the
+    workdir) and :meth:`sweep` (the worker's loop) take one lock, so a sweep never sees a
+    job folder before it is registered with its job's id; the job is running by then, so
+    the sweep's ``keep`` holds it.
 
     Args:
         parent: the shared parent; created 0700 if missing.
@@ -89,6 +91,7 @@ class WorkArea:
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._jobs: dict[str, str] = {}  # job folder name -> job id
+        self._jobs_lock = threading.Lock()  # job_dir against sweep
         self.folder: Path | None = None
 
     def job_dir(self, job_id: str) -> Path:
@@ -97,8 +100,9 @@ class WorkArea:
         Raises:
             OSError: the folder cannot be created (e.g. the disk is full).
         """
-        made = Path(tempfile.mkdtemp(prefix=f"{job_id}-", dir=self._own_folder()))
-        self._jobs[made.name] = job_id
+        with self._jobs_lock:
+            made = Path(tempfile.mkdtemp(prefix=f"{job_id}-", dir=self._own_folder()))
+            self._jobs[made.name] = job_id
         return made
 
     def _own_folder(self) -> Path:
@@ -119,11 +123,13 @@ class WorkArea:
                 os.close(fd)
             raise OSError(f"could not make a work folder under {self.parent}: it is removed as it is made")
 
-    def sweep(self, keep: Collection[str] = ()) -> SweepReport:
+    def sweep(self, keep: Collection[str] | Callable[[], Collection[str]] = ()) -> SweepReport:
         """Remove dead workers' folders and this worker's job folders of jobs not in ``keep``.
 
         Args:
-            keep: ids of the jobs this worker is running now.
+            keep: ids of the jobs this worker is running now, or a function returning them,
+                called under the lock :meth:`job_dir` takes (so a job that started after the
+                sweep began, and made its folder, is in it).
 
         Returns:
             What was removed. Errors on single entries are logged and skipped.
@@ -145,18 +151,20 @@ class WorkArea:
                     report.dead_owners.append(path)
             except OSError as exc:
                 log.warning("work folder sweep: cannot check %s: %s", path, exc)
-        with self._lock:
-            own = self.folder
-        if own is not None:
-            try:
-                names = [name for name in os.listdir(own) if name != LOCK_NAME]
-            except OSError:
-                names = []
-            for name in names:
-                if self._jobs.get(name) not in keep:
-                    shutil.rmtree(own / name, ignore_errors=True)
-                    self._jobs.pop(name, None)
-                    report.stale_jobs.append(own / name)
+        with self._jobs_lock:
+            with self._lock:
+                own = self.folder
+            kept = keep() if callable(keep) else keep
+            if own is not None:
+                try:
+                    names = [name for name in os.listdir(own) if name != LOCK_NAME]
+                except OSError:
+                    names = []
+                for name in names:
+                    if self._jobs.get(name) not in kept:
+                        shutil.rmtree(own / name, ignore_errors=True)
+                        self._jobs.pop(name, None)
+                        report.stale_jobs.append(own / name)
         if report.dead_owners or report.stale_jobs:
             log.warning(
                 "work folder sweep: removed %d folder(s) of dead workers, %d stale job folder(s)",

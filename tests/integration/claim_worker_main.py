@@ -1,6 +1,6 @@
 """A worker process for the claim-exclusivity test: a no-media job handler, run until idle.
 
-Usage: python claim_worker_main.py DB_PATH NAME
+Usage: python claim_worker_main.py DB_PATH NAME [CONCURRENCY]  (default 2)
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ def main() -> None:
     db_path, name = sys.argv[1], sys.argv[2]
     backend = SQLiteBackend(Path(db_path))
     repository = JobRepository(EventStore(backend), projections=default_tables().projections)
-    settings = Settings(data_dir=Path(db_path).parent, concurrency=2, poll_interval_s=0.01)
+    concurrency = int(sys.argv[3]) if len(sys.argv) > 3 else 2
+    settings = Settings(data_dir=Path(db_path).parent, concurrency=concurrency, poll_interval_s=0.01)
     worker = Worker(
         repository,
         MemoryStorage(),
