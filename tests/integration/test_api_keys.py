@@ -143,10 +143,17 @@ def test_the_guards_are_in_sql(repository: JobRepository) -> None:
 def test_a_trigger_keeps_key_events_in_key_streams_only(tmp_path: Path, repository: JobRepository) -> None:
     path = tmp_path / "var" / "jobtape.db"
     with sqlite3.connect(path) as conn:
-        insert = "INSERT INTO events (job_id, version, type, data, actor, recorded_at) VALUES (?, 1, ?, '{}', 'x', 'now')"
+        # A row the chain guard lets through (the next position, built on the head's chain), so
+        # only the key-stream trigger can refuse it.
+        conn.execute("UPDATE log_head SET expected = chain WHERE id = 1")
+        head = conn.execute("SELECT position FROM log_head WHERE id = 1").fetchone()[0]
+        insert = (
+            "INSERT INTO events (position, job_id, version, type, data, actor, recorded_at, key_id, chain)"
+            " VALUES (?, ?, 1, ?, '{}', 'x', 'now', 'k', 'c')"
+        )
         for stream, type_ in (("key-2222222222222222", "job.created"), ("3" * 32, "key.created")):
             with pytest.raises(sqlite3.IntegrityError, match="key events belong in key streams"):
-                conn.execute(insert, (stream, type_))
+                conn.execute(insert, (head + 1, stream, type_))
 
 
 def test_rebuild_and_verify_cover_key_streams_and_the_job_fold_never_sees_them(repository: JobRepository) -> None:
