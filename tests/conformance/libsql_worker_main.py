@@ -5,6 +5,7 @@ Usage: python libsql_worker_main.py URL NAME   (prints how many jobs it finished
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -17,7 +18,14 @@ from jobtape.storage import MemoryStorage
 
 def main() -> None:
     url, name = sys.argv[1], sys.argv[2]
-    settings = Settings(data_dir=Path("."), concurrency=2, poll_interval_s=0.01, job_store_backend="libsql", turso_database_url=url)
+    settings = Settings(
+        data_dir=Path(os.environ["JOBTAPE_DATA_DIR"]),  # its work folders, in the test's tmp_path
+        concurrency=2,
+        poll_interval_s=0.01,
+        job_store_backend="libsql",
+        turso_database_url=url,
+        log_key=os.environ["JOBTAPE_LOG_KEY"],  # the log's key, from the environment as on any libSQL host
+    )
     repository = runtime.open_repository(settings, tables=default_tables())
     worker = Worker(
         repository,

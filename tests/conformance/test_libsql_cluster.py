@@ -34,21 +34,36 @@ from jobtape.storage import LocalStorage
 
 __all__: list[str] = []
 
+#: The log key every process of these tests holds, as a deployment on libSQL passes it.
+LOG_KEY = "libsql-cluster-test-log-key-0123456789abcdef"
 SPEECH = Path(__file__).resolve().parents[2] / "media" / "speech_ljspeech.wav"
 
 
 @pytest.fixture
 def libsql_repository(sqld: SqldServer) -> Iterator[JobRepository]:
-    repository = runtime.open_repository(Settings(job_store_backend="libsql", turso_database_url=sqld.ws_url), tables=TABLES)
+    settings = Settings(job_store_backend="libsql", turso_database_url=sqld.ws_url, log_key=LOG_KEY)
+    repository = runtime.open_repository(settings, tables=TABLES)
     yield repository
     repository.store.close()
 
 
-def test_worker_processes_claim_each_job_exactly_once_over_the_network(sqld: SqldServer, libsql_repository: JobRepository) -> None:
+def test_worker_processes_claim_each_job_exactly_once_over_the_network(
+    sqld: SqldServer, libsql_repository: JobRepository, tmp_path: Path
+) -> None:
     job_ids = [libsql_repository.create("ingest", {}).state.job_id for _ in range(40)]
     script = Path(__file__).with_name("libsql_worker_main.py")
     processes = [
-        subprocess.Popen([sys.executable, str(script), sqld.ws_url, f"worker-{n}"], stdout=subprocess.PIPE, text=True) for n in range(4)
+        subprocess.Popen(
+            [sys.executable, str(script), sqld.ws_url, f"worker-{n}"],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={
+                **os.environ,
+                "JOBTAPE_LOG_KEY": LOG_KEY,
+                "JOBTAPE_DATA_DIR": str(tmp_path),
+            },  # every host holds the log's key (docs/deploy.md)
+        )
+        for n in range(4)
     ]
     outputs = [p.communicate(timeout=120)[0] for p in processes]
     assert all(p.returncode == 0 for p in processes), outputs
@@ -109,13 +124,14 @@ def _verify_stream(repository: JobRepository, job_id: str) -> list[str]:
 def test_sqld_outage_mid_run_api_answers_503_workers_back_off_and_every_job_finishes(
     sqld: SqldServer, libsql_repository: JobRepository, tmp_path: Path
 ) -> None:
-    settings = Settings(data_dir=tmp_path, job_store_backend="libsql", turso_database_url=sqld.ws_url)
+    settings = Settings(data_dir=tmp_path, job_store_backend="libsql", turso_database_url=sqld.ws_url, log_key=LOG_KEY)
     app = create_app(libsql_repository, LocalStorage(settings.storage_root), settings)
     env = {
         **os.environ,
         "JOB_STORE_BACKEND": "libsql",
         "TURSO_DATABASE_URL": sqld.ws_url,
         "JOBTAPE_DATA_DIR": str(tmp_path),
+        "JOBTAPE_LOG_KEY": LOG_KEY,
         "STORAGE_BACKEND": "local",
         "PYTHONUNBUFFERED": "1",
     }
