@@ -39,11 +39,11 @@ import libsql_client
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "conformance"))  # the sqld process helper the tests use
 
+from lifecycle import EVENTS_PER_JOB, lifecycles  # noqa: E402
 from sqld_server import SqldServer, find_sqld  # noqa: E402
 
 from jobtape.config import Settings  # noqa: E402
 from jobtape.defaults import default_tables  # noqa: E402
-from jobtape.eventlog import events as ev  # noqa: E402
 from jobtape.projections.repository import JobRepository  # noqa: E402
 from jobtape.runtime import open_repository  # noqa: E402
 
@@ -51,7 +51,6 @@ __all__ = ["main"]
 
 APPEND_TARGET = 0.5
 SCALE_TARGET = 3.5
-EVENTS_PER_JOB = 8
 _WORKER = "bench:1:1"
 _STARTER = "starter.jobs:app"
 
@@ -65,13 +64,7 @@ def run_lifecycles(url: str, jobs: int) -> float:
     repository = _repository(url)
     try:
         start = time.perf_counter()
-        for index in range(jobs):
-            state = repository.create("ingest", {"sourceType": "upload", "storageKey": f"ingest-uploads/{index}/a.wav"}).state
-            events: list[ev.Event] = [ev.JobClaimed(worker_id=_WORKER)]
-            events += [ev.JobProgress(percent=percent) for percent in (20, 40, 60, 80, 100)]
-            events.append(ev.JobCompleted(result={"preparedKey": f"assets/{index}/prepared.flac"}))
-            for event in events:
-                state = repository.append(state.job_id, [event], state, actor=_WORKER).state
+        lifecycles(repository, range(jobs))
         return jobs * EVENTS_PER_JOB / (time.perf_counter() - start)
     finally:
         repository.store.close()

@@ -37,7 +37,7 @@ from jobtape.eventlog.sqlite import SYNCHRONOUS_MODES, SQLiteBackend, pragmas
 from jobtape.eventlog.store import EventStore
 from jobtape.projections.repository import JobRepository
 
-__all__ = ["main", "run_lifecycles", "run_raw_inserts"]
+__all__ = ["EVENTS_PER_JOB", "lifecycles", "main", "run_lifecycles", "run_raw_inserts"]
 
 TABLES = default_tables()
 
@@ -52,7 +52,8 @@ def _fresh(path: Path) -> Path:
     return path
 
 
-def _lifecycles(repository: JobRepository, indexes: range) -> None:
+def lifecycles(repository: JobRepository, indexes: range) -> None:
+    """One job lifecycle per index: a create and seven one-event appends (claimed, 5 x progress, completed)."""
     for index in indexes:
         state = repository.create("ingest", {"sourceType": "upload", "storageKey": f"ingest-uploads/{index}/a.wav"}).state
         events: list[ev.Event] = [ev.JobClaimed(worker_id=_WORKER)]
@@ -72,9 +73,7 @@ def run_lifecycles(path: Path, jobs: int, threads: int = 1, synchronous: str = "
     backend.migrate(TABLES.migrations)
     repository = JobRepository(EventStore(backend), projections=TABLES.projections)
     share = -(-jobs // threads)
-    workers = [
-        threading.Thread(target=_lifecycles, args=(repository, range(n * share, min(jobs, (n + 1) * share)))) for n in range(threads)
-    ]
+    workers = [threading.Thread(target=lifecycles, args=(repository, range(n * share, min(jobs, (n + 1) * share)))) for n in range(threads)]
     start = time.perf_counter()
     for worker in workers:
         worker.start()

@@ -163,19 +163,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.jobs:,} jobs built in {time.perf_counter() - started:.1f} s ({data_dir})")
         jobtape_port, baseline_port = free_port(), free_port()
         logs = Path(scratch)
-        servers = [
-            start_server(
-                [sys.executable, "-m", "jobtape", "serve", "--workers", "0", "--port", str(jobtape_port), "--data-dir", str(data_dir)],
-                logs / "jobtape.log",
-                jobtape_port,
-            ),
-            start_server(
-                [sys.executable, __file__, "--serve-baseline", str(data_dir / "jobtape.db"), str(baseline_port)],
-                logs / "baseline.log",
-                baseline_port,
-            ),
-        ]
-        try:
+        servers: list[subprocess.Popen[bytes]] = []
+        try:  # started inside the try: a server that started is stopped even when the other fails to
+            servers.append(
+                start_server(
+                    [sys.executable, "-m", "jobtape", "serve", "--workers", "0", "--port", str(jobtape_port), "--data-dir", str(data_dir)],
+                    logs / "jobtape.log",
+                    jobtape_port,
+                )
+            )
+            servers.append(
+                start_server(
+                    [sys.executable, __file__, "--serve-baseline", str(data_dir / "jobtape.db"), str(baseline_port)],
+                    logs / "baseline.log",
+                    baseline_port,
+                )
+            )
             targets = {
                 "jobtape": (jobtape_port, [f"/api/audio/jobs/{job_id}" for job_id in ids]),
                 "baseline": (baseline_port, [f"/row/{job_id}" for job_id in ids]),

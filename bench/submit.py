@@ -25,6 +25,7 @@ import json
 import os
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -142,31 +143,34 @@ def main(argv: list[str] | None = None) -> int:
             "JOBTAPE_MAX_CONCURRENT_UPLOADS": "256",
             "JOBTAPE_SQLITE_SYNCHRONOUS": args.synchronous,
         }
-        servers = [
-            start_server(
-                [
-                    sys.executable,
-                    "-m",
-                    "jobtape",
-                    "serve",
-                    "--workers",
-                    "0",
-                    "--port",
-                    str(jobtape_port),
-                    "--data-dir",
-                    str(folder / "data"),
-                ],
-                folder / "jobtape.log",
-                jobtape_port,
-                env,
-            ),
-            start_server(
-                [sys.executable, __file__, "--serve-baseline", str(folder), args.synchronous, str(baseline_port)],
-                folder / "baseline.log",
-                baseline_port,
-            ),
-        ]
-        try:
+        servers: list[subprocess.Popen[bytes]] = []
+        try:  # started inside the try: a server that started is stopped even when the other fails to
+            servers.append(
+                start_server(
+                    [
+                        sys.executable,
+                        "-m",
+                        "jobtape",
+                        "serve",
+                        "--workers",
+                        "0",
+                        "--port",
+                        str(jobtape_port),
+                        "--data-dir",
+                        str(folder / "data"),
+                    ],
+                    folder / "jobtape.log",
+                    jobtape_port,
+                    env,
+                )
+            )
+            servers.append(
+                start_server(
+                    [sys.executable, __file__, "--serve-baseline", str(folder), args.synchronous, str(baseline_port)],
+                    folder / "baseline.log",
+                    baseline_port,
+                )
+            )
             cases = [
                 ("multipart 16 KB", "multipart/form-data; boundary=" + _BOUNDARY, multipart),
                 ("JSON url", "application/json", url_json),

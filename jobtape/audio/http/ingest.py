@@ -19,7 +19,7 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -36,7 +36,6 @@ from litestar.openapi.spec import (
     RequestBody,
     Schema,
 )
-from litestar.params import HeaderParameter
 
 from jobtape import errors
 from jobtape.audio.http import direct_upload, url_source
@@ -182,22 +181,8 @@ def ingest_route(audio_settings: AudioSettings) -> HTTPRouteHandler:
     async def ingest_upload(
         request: Request[Any, Any, Any],
         submit_sources: NamedDependency[creation.SubmitSources],
-        client_id: Annotated[
-            str | None,
-            HeaderParameter(
-                name="X-Client-Id", required=False, schema_extra=openapi.OPTIONAL_STRING, max_length=200, description="Job owner"
-            ),
-        ] = None,
-        idempotency_key: Annotated[
-            str | None,
-            HeaderParameter(
-                name="Idempotency-Key",
-                required=False,
-                schema_extra=openapi.OPTIONAL_STRING,
-                max_length=255,
-                description="Unique per X-Client-Id",
-            ),
-        ] = None,
+        client_id: creation.ClientId = None,
+        idempotency_key: creation.IdempotencyKey = None,
     ) -> Response[audio_schemas.IngestResponse]:
         """Ingest an upload or a URL; see :func:`ingest` (``X-Client-Id`` is read by the principal, :mod:`jobtape.http.auth`)."""
         del client_id  # declared for the OpenAPI document
