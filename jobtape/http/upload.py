@@ -1,9 +1,11 @@
 """Streaming multipart/form-data reader: spools one file field to a temporary file.
 
 The request body is fed chunk by chunk to python-multipart's push parser; the file
-field's bytes are buffered up to ``flush_bytes`` and written to a temporary file in a
-worker thread, so memory stays bounded by about ``flush_bytes`` plus one received chunk
-whatever the upload's size. Every other form field is read and dropped.
+field's bytes are buffered up to ``flush_bytes``: a file that fits is handed over in
+memory (the route writes it once, where it is stored: issue 12, ``bench/submit.py``), a
+larger one is written to a temporary (spool) file in a worker thread as it arrives, so
+memory stays bounded by about ``flush_bytes`` plus one received chunk whatever the
+upload's size. Every other form field is read and dropped.
 
 Rejections are :class:`litestar.exceptions.HTTPException` with the status to answer:
 400 malformed form / no or several file fields, 408 the client stopped sending (idle
@@ -49,8 +51,6 @@ __all__ = [
 
 #: How many file bytes are buffered before a write to the temporary file.
 DEFAULT_FLUSH_BYTES = 1024 * 1024
-#: The largest buffered write done on the event loop (a small upload's only write), in bytes.
-INLINE_WRITE_BYTES = 64 * 1024
 #: Room for multipart boundaries and part headers on top of ``max_upload_bytes``, in bytes.
 FORM_OVERHEAD_BYTES = 64 * 1024
 #: For messages: the file part content types the ingest route accepts.
@@ -133,8 +133,14 @@ def is_accepted_type(content_type: str) -> bool:
 class SpooledUpload:
     """The file field of a form, written to a temporary file.
 
+    A file up to ``flush_bytes`` (1 MiB by default) is kept in memory (``data``) and never
+    written to a spool file: the route writes it once, where it is stored. A larger one
+    is spooled as it arrives (``path``).
+
     Attributes:
-        path: the temporary file (deleted when :func:`spool_upload`'s context exits).
+        path: the spool file (deleted when :func:`spool_upload`'s context exits, unless the
+            route gave it to storage); ``None`` when the file is in ``data``.
+        data: the file's bytes when it fit in ``flush_bytes``; else ``None``.
         filename: the client's file name without any directory part, or ``None`` if not sent.
         content_type: the part's media type, lowercase without parameters;
             ``application/octet-stream`` if the part had no ``Content-Type``.
@@ -142,7 +148,8 @@ class SpooledUpload:
         sha256: the file's SHA-256, hex (computed while spooling, in the writer thread).
     """
 
-    path: Path
+    path: Path | None
+    data: bytes | None
     filename: str | None
     content_type: str
     size_bytes: int
@@ -263,33 +270,37 @@ async def spool_upload(
         parser = MultipartParser(boundary.encode("latin-1"), collector.callbacks())  # type: ignore[arg-type]
     except (FormParserError, ValueError) as exc:
         raise ClientException(detail=f"invalid multipart boundary: {exc}") from exc
-    try:
-        # Creating a file is a few system calls: inline, once the folder is open (its first
-        # opening sweeps the folder, which may take longer: a worker thread).
-        fd, path = spool_folder.create_file() if spool_folder.is_open else await anyio.to_thread.run_sync(spool_folder.create_file)
-    except OSError as exc:
-        _raise_if_disk_full(exc)
-        raise
     digest = hashlib.sha256()
+    sink: BinaryIO | None = None
+    path: Path | None = None
     try:
-        with os.fdopen(fd, "wb") as sink:
-            async for chunk in _paced(chunks, idle_timeout_s, min_rate_bytes_s):
-                try:
-                    parser.write(chunk)
-                except FormParserError as exc:
-                    raise ClientException(detail=f"malformed multipart/form-data body: {exc}") from exc
-                if len(collector.pending) >= flush_bytes:
-                    await _flush(sink, digest, collector.pending)
-            parser.finalize()
-            await _flush(sink, digest, collector.pending)
+        async for chunk in _paced(chunks, idle_timeout_s, min_rate_bytes_s):
+            try:
+                parser.write(chunk)
+            except FormParserError as exc:
+                raise ClientException(detail=f"malformed multipart/form-data body: {exc}") from exc
+            if len(collector.pending) >= flush_bytes:
+                if sink is None:  # past flush_bytes: the file goes to a spool file as it arrives
+                    sink, path = await _open_spool_file(spool_folder)
+                await _flush(sink, digest, collector.pending)
+        parser.finalize()
         if not collector.ended:
             raise ClientException(detail="the multipart body ends before its closing boundary; send the whole form")
         if not collector.found:
             raise ClientException(detail=f"the form has no {field!r} field; send the audio as a multipart/form-data field named {field!r}")
         if collector.size_bytes == 0:
             raise HTTPException(status_code=422, detail="the uploaded file is empty")
+        data: bytes | None = None
+        if sink is None:  # the whole file fit in flush_bytes: kept in memory, never spooled
+            data = bytes(collector.pending)
+            collector.pending.clear()
+            digest.update(data)
+        else:
+            await _flush(sink, digest, collector.pending)
+            sink.close()
         yield SpooledUpload(
             path=path,
+            data=data,
             filename=collector.filename,
             content_type=collector.content_type,
             size_bytes=collector.size_bytes,
@@ -299,9 +310,26 @@ async def spool_upload(
         _raise_if_disk_full(exc)
         raise
     finally:
-        if os.path.lexists(path):  # not when the route gave the file to storage (Storage.move_file)
+        if sink is not None:
+            sink.close()
+        if path is not None and os.path.lexists(path):  # not when the route gave the file to storage (Storage.move_file)
+            spooled_path = path
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(lambda: path.unlink(missing_ok=True))
+                await anyio.to_thread.run_sync(lambda: spooled_path.unlink(missing_ok=True))
+
+
+async def _open_spool_file(spool_folder: spool.SpoolFolder) -> tuple[BinaryIO, Path]:
+    """A new spool file of ``spool_folder``, open for writing, in a worker thread.
+
+    Raises:
+        errors.StoreFull: the disk under the spool folder is full.
+    """
+    try:
+        fd, path = await anyio.to_thread.run_sync(spool_folder.create_file)
+    except OSError as exc:
+        _raise_if_disk_full(exc)
+        raise
+    return os.fdopen(fd, "wb"), path
 
 
 def _raise_if_disk_full(exc: OSError) -> None:
@@ -361,8 +389,7 @@ async def _paced(chunks: AsyncIterator[bytes], idle_timeout_s: float | None, min
 
 
 async def _flush(sink: BinaryIO, digest: Any, pending: bytearray) -> None:
-    """Write the buffered file bytes and hash them: inline up to :data:`INLINE_WRITE_BYTES`
-    (a write to the page cache, cheaper than the thread hop), else in a worker thread."""
+    """Write the buffered file bytes and hash them, in a worker thread (not on the event loop)."""
     if not pending:
         return
     data = bytes(pending)
@@ -372,7 +399,4 @@ async def _flush(sink: BinaryIO, digest: Any, pending: bytearray) -> None:
         digest.update(data)
         sink.write(data)
 
-    if len(data) <= INLINE_WRITE_BYTES:
-        write()
-    else:
-        await anyio.to_thread.run_sync(write)
+    await anyio.to_thread.run_sync(write)

@@ -184,7 +184,7 @@ def test_uploads_beyond_the_cap_get_503_with_retry_after_and_spool_nothing(start
     server = start_server("--max-concurrent-uploads", "2")
     stalled = [open_upload(server, 8 * MB) for _ in range(2)]
     for client in stalled:
-        client.sendall(FILE_HEAD + b"\0" * 100)
+        client.sendall(FILE_HEAD + b"\0" * (2 * MB))  # past the 1 MiB kept in memory: each goes to a spool file
     wait_for(lambda: len(server.spool_files()) == 2, timeout_s=30, what="two uploads to be spooling")
 
     third = open_upload(server, 8 * MB, headers="Expect: 100-continue\r\n")

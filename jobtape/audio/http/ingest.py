@@ -18,7 +18,6 @@ import functools
 import logging
 import re
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -263,7 +262,7 @@ async def ingest(
                 job_id,
                 blob_key=key,
                 max_active_jobs=settings.max_active_jobs,
-                spooled_path=spooled.path,
+                received=spooled,
             )
 
 
@@ -277,13 +276,13 @@ async def _create_job(
     *,
     blob_key: str | None,
     max_active_jobs: int | None = None,
-    spooled_path: Path | None = None,
+    received: upload.SpooledUpload | None = None,
 ) -> Response[audio_schemas.IngestResponse]:
     """Append ``job.created``: 202 with the new job, or 200 with the job an idempotent replay names.
 
-    With ``spooled_path`` (an upload), the spooled file first becomes the blob ``blob_key``
-    (:meth:`Storage.move_file`: on local storage a rename, so its bytes are written once), in
-    the same worker-thread hop as the append. When the append fails (or is a replay, or the
+    With ``received`` (an upload), its file first becomes the blob ``blob_key``, in the same worker-thread
+    hop as the append, written once: a small file from memory (:meth:`Storage.put_stream`),
+    a spooled one given to storage (:meth:`Storage.move_file`: on local storage a rename). When the append fails (or is a replay, or the
     owner's quota refuses it: 429), the just-stored upload ``blob_key`` is deleted.
 
     Raises:
@@ -305,9 +304,13 @@ async def _create_job(
     )
 
     def store_and_create() -> tuple[str, str, bool]:
-        if spooled_path is not None and blob_key is not None:
+        if received is not None and blob_key is not None:
             try:
-                storage.move_file(blob_key, spooled_path)
+                if received.data is not None:
+                    storage.put_stream(blob_key, [received.data])
+                else:
+                    assert received.path is not None
+                    storage.move_file(blob_key, received.path)
             except errors.StorageError as exc:
                 if upload.is_disk_full(exc):
                     raise errors.StoreFull("the disk that stores uploads is full") from exc
