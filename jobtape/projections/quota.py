@@ -7,7 +7,8 @@ create's batch, after its ``jobs`` row (so a duplicate idempotency key is report
 such, not as a quota refusal), and insert one row into ``_jobtape_quota_guard`` whose
 ``CHECK (active_jobs < max_active_jobs)`` (constraint ``quota_exceeded``) aborts the whole
 batch when the owner's OTHER active jobs, counted inside the batch's transaction, have
-reached the limit. The row is deleted again in the same batch.
+reached the limit (counted up to the limit only: the cost is bounded by the quota, not by
+how many jobs the owner has). The row is deleted again in the same batch.
 
 :func:`count_active` is the cheap early check a route may run before expensive work (an
 upload); it can be stale by the time the batch runs, which is why the guard decides.
@@ -34,8 +35,8 @@ def guard_statements(owner: str, max_active_jobs: int, job_id: str) -> list[Stat
     return [
         Statement(
             "INSERT INTO _jobtape_quota_guard (owner, active_jobs, max_active_jobs)"
-            f" SELECT ?, COUNT(*), ? FROM jobs WHERE owner = ? AND status IN ({_ACTIVE}) AND job_id != ?",
-            (owner, int(max_active_jobs), owner, job_id),
+            f" SELECT ?, COUNT(*), ? FROM (SELECT 1 FROM jobs WHERE owner = ? AND status IN ({_ACTIVE}) AND job_id != ? LIMIT ?)",
+            (owner, int(max_active_jobs), owner, job_id, int(max_active_jobs)),
         ),
         Statement("DELETE FROM _jobtape_quota_guard"),
     ]
@@ -46,9 +47,21 @@ def is_quota_violation(detail: str) -> bool:
     return CONSTRAINT in detail
 
 
-def count_active(backend: SQLBackend, owner: str) -> int:
-    """The owner's pending + processing jobs now (an index range on ``jobs (owner, status)``)."""
-    rows = backend.query(f"SELECT COUNT(*) FROM jobs WHERE owner = ? AND status IN ({_ACTIVE})", [owner])
+def count_active(backend: SQLBackend, owner: str, up_to: int | None = None) -> int:
+    """The owner's pending + processing jobs now (an index range on ``jobs (owner, status)``).
+
+    Args:
+        backend: the store's backend.
+        owner: the owner.
+        up_to: count at most this many (the quota: whether the owner is at it needs no more,
+            so the cost stays bounded by the quota, not by how many jobs the owner has).
+    """
+    if up_to is None:
+        rows = backend.query(f"SELECT COUNT(*) FROM jobs WHERE owner = ? AND status IN ({_ACTIVE})", [owner])
+    else:
+        rows = backend.query(
+            f"SELECT COUNT(*) FROM (SELECT 1 FROM jobs WHERE owner = ? AND status IN ({_ACTIVE}) LIMIT ?)", [owner, int(up_to)]
+        )
     return int(rows[0][0])
 
 
@@ -60,5 +73,5 @@ def check_early(backend: SQLBackend, owner: str, max_active_jobs: int) -> None:
     Raises:
         errors.QuotaExceeded: the owner has ``max_active_jobs`` active jobs now.
     """
-    if count_active(backend, owner) >= max_active_jobs:
+    if count_active(backend, owner, up_to=max_active_jobs) >= max_active_jobs:
         raise errors.QuotaExceeded(owner, max_active_jobs)
