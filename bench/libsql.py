@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import secrets
 import statistics
 import subprocess
 import sys
@@ -55,8 +56,13 @@ _WORKER = "bench:1:1"
 _STARTER = "starter.jobs:app"
 
 
+#: The log key every process of the bench holds (a deployment on libSQL gives each host the same one).
+_LOG_KEY = secrets.token_hex(32)
+
+
 def _repository(url: str) -> JobRepository:
-    return open_repository(Settings(job_store_backend="libsql", turso_database_url=url), tables=default_tables())
+    settings = Settings(job_store_backend="libsql", turso_database_url=url, log_key=_LOG_KEY)
+    return open_repository(settings, tables=default_tables())
 
 
 def run_lifecycles(url: str, jobs: int) -> float:
@@ -105,6 +111,7 @@ def _drain(url: str, processes: int, jobs: int, seconds: float, log_dir: Path) -
             "JOB_STORE_BACKEND": "libsql",
             "TURSO_DATABASE_URL": url,
             "JOBTAPE_DATA_DIR": str(log_dir),
+            "JOBTAPE_LOG_KEY": _LOG_KEY,
             "PYTHONPATH": os.pathsep.join([str(ROOT / "examples"), os.environ.get("PYTHONPATH", "")]),
         }
         command = [sys.executable, "-m", "jobtape", "worker", "--app", _STARTER, "--poll-interval", "0.05"]
