@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import tempfile
 from typing import Any
 
 from huey import Huey
@@ -52,5 +53,8 @@ def register_noop(on: Huey) -> Any:
     return on.task(name="noop")(_noop)
 
 
-huey = make_huey(os.environ.get("HUEY_DB", "huey-bench.db"), os.environ.get("HUEY_SYNCHRONOUS", "FULL"))
+# The bench always sets HUEY_DB; without it (an import by hand) the file goes to the temp dir, never the checkout.
+huey = make_huey(
+    os.environ.get("HUEY_DB") or os.path.join(tempfile.gettempdir(), "huey-bench.db"), os.environ.get("HUEY_SYNCHRONOUS", "FULL")
+)
 noop = register_noop(huey)
