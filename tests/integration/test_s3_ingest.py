@@ -16,6 +16,7 @@ import pytest
 from litestar.testing import TestClient
 from polling import wait_for  # type: ignore[import-not-found]  # tests/ is on sys.path
 
+from jobtape.audio.http import direct_upload
 from jobtape.config import Settings
 from jobtape.defaults import create_app
 from jobtape.defaults import worker as Worker
@@ -94,8 +95,9 @@ def test_multipart_ingest_stores_the_upload_in_the_bucket(
 @pytest.mark.parametrize(
     ("key", "status", "message"),
     [
-        ("assets/0123/prepared.flac", 422, "handed out by POST /api/storage/upload"),
-        ("direct-uploads/" + "0" * 32 + "/original.wav", 422, "nothing was uploaded"),
+        ("assets/0123/prepared.flac", 422, "handed out to you by POST /api/storage/upload"),
+        ("direct-uploads/" + direct_upload.owner_tag("anonymous") + "/" + "0" * 32 + "/original.wav", 422, "nothing was uploaded"),
+        ("direct-uploads/" + "0" * 32 + "/original.wav", 422, "handed out"),  # the key form before the owner tag
         ("../etc/passwd", 422, "handed out"),
     ],
 )
@@ -106,6 +108,27 @@ def test_ingest_by_key_refuses_keys_not_handed_out_or_not_uploaded(
     assert response.status_code == status, response.text
     assert message in response.json()["error"]
     assert repository.store.head_position() == 0
+
+
+def test_a_key_handed_to_another_owner_is_answered_as_never_handed_out_and_its_object_kept(
+    client: TestClient, repository: JobRepository, s3_storage: S3Storage
+) -> None:
+    alice = {"X-Client-Id": "alice"}
+    ticket = client.post("/api/storage/upload", json={"filename": "a.wav"}, headers=alice).json()
+    key = ticket["storageKey"]
+    assert key.startswith(f"direct-uploads/{direct_upload.owner_tag('alice')}/")
+    assert httpx.put(ticket["uploadUrl"], content=SPEECH.read_bytes()).status_code == 200
+    body = {"sourceType": "storage", "storageKey": key}
+    refused = client.post("/api/audio/ingest", json=body, headers={"X-Client-Id": "bob"})
+    never_handed_out = client.post(
+        "/api/audio/ingest", json={**body, "storageKey": key.replace(direct_upload.owner_tag("alice"), "f" * 16)}, headers=alice
+    )
+    assert refused.status_code == never_handed_out.status_code == 422
+    assert refused.json()["error"] == never_handed_out.json()["error"]  # the same answer: the key leaks nothing
+    assert repository.store.head_position() == 0 and s3_storage.exists(key)  # nothing appended, nothing deleted
+    accepted = client.post("/api/audio/ingest", json=body, headers=alice)
+    assert accepted.status_code == 202, accepted.text
+    assert repository.get(accepted.json()["data"]["jobId"]).owner == "alice"
 
 
 def test_local_storage_has_no_upload_urls(repository: JobRepository, tmp_path: Path) -> None:

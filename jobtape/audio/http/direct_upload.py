@@ -3,8 +3,12 @@
 Large files need not pass through the API: the client asks ``POST /api/storage/upload``
 for a presigned PUT URL (1 hour by default) and a storage key, PUTs the file straight to
 the object store, then posts ``{"sourceType": "storage", "storageKey": <key>}`` to
-``/api/audio/ingest``. Only keys this route hands out (``direct-uploads/<id>/original.<ext>``)
-are accepted by ingest, and only once the object exists.
+``/api/audio/ingest``. Only keys this route hands out
+(``direct-uploads/<owner tag>/<id>/original.<ext>``) are accepted by ingest, only from the
+owner they were handed to (the owner tag: the first 16 hex digits of the SHA-256 of the
+owner; docs/security.md, "Status rules"), and only once the object exists. A key handed to
+another owner is answered exactly like a key never handed out, so keys leak nothing and
+nobody can ingest, or make the API delete, another owner's upload.
 
 Backends without upload URLs (the local filesystem) answer 501: clients send the file as
 multipart to the ingest route instead.
@@ -12,13 +16,14 @@ multipart to the ingest route instead.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from typing import Annotated, Any
 
 import anyio.to_thread
 import msgspec
-from litestar import Response, post
+from litestar import Request, Response, post
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException
 from litestar.params import JSONBody
@@ -36,6 +41,7 @@ __all__ = [
     "DirectUploadRequest",
     "DirectUploadTicket",
     "is_storage_source",
+    "owner_tag",
     "request_upload",
     "request_upload_unavailable",
     "storage_source_params",
@@ -44,7 +50,17 @@ __all__ = [
 
 #: Folder of keys handed out for direct uploads.
 DIRECT_UPLOAD_PREFIX = "direct-uploads/"
-_KEY_PATTERN = re.compile(r"direct-uploads/[0-9a-f]{32}/original\.[a-z0-9]{1,16}")
+_KEY_PATTERN = re.compile(r"direct-uploads/(?P<owner_tag>[0-9a-f]{16})/[0-9a-f]{32}/original\.[a-z0-9]{1,16}")
+_NOT_HANDED_OUT = "storageKey must be a key handed out to you by POST /api/storage/upload"
+
+
+def owner_tag(owner: str) -> str:
+    """The owner's part of a direct-upload key: the first 16 hex digits of SHA-256 of ``owner`` (UTF-8).
+
+    Not a secret: it binds a key to the owner it was handed to, and ingest compares it with
+    the caller's owner. The key's random part (128 bits) is what a caller cannot guess.
+    """
+    return hashlib.sha256(owner.encode()).hexdigest()[:16]
 
 
 class _Wire(msgspec.Struct, rename="camel", kw_only=True):
@@ -87,15 +103,18 @@ class _StorageSource(_Wire):
     opt={http_auth.SCOPE_OPT: auth.JOBS_SUBMIT},
 )
 async def request_upload(
-    data: JSONBody[DirectUploadRequest], storage: NamedDependency[Storage], settings: NamedDependency[Settings]
+    request: Request[Any, Any, Any],
+    data: JSONBody[DirectUploadRequest],
+    storage: NamedDependency[Storage],
+    settings: NamedDependency[Settings],
 ) -> DirectUploadTicket:
-    """Hand out a fresh ``direct-uploads/`` key and a presigned PUT URL for it.
+    """Hand out a fresh ``direct-uploads/<owner tag>/<id>/`` key, bound to the caller's owner, and a presigned PUT URL for it.
 
     Raises:
         HTTPException: 501 when the storage backend cannot issue upload URLs.
     """
     extension = ingest.extension_for(data.filename, data.content_type.split(";")[0].strip().lower())
-    key = f"{DIRECT_UPLOAD_PREFIX}{uuid.uuid4().hex}/original.{extension}"
+    key = f"{DIRECT_UPLOAD_PREFIX}{owner_tag(http_auth.principal_of(request).owner)}/{uuid.uuid4().hex}/original.{extension}"
     url = await anyio.to_thread.run_sync(storage.upload_url, key, settings.upload_url_ttl_s)
     if url is None:
         raise HTTPException(
@@ -136,8 +155,8 @@ def is_storage_source(body: bytes) -> bool:
     return isinstance(decoded, dict) and decoded.get("sourceType") == "storage"
 
 
-def storage_source_params(body: bytes, storage: Storage, settings: Settings) -> dict[str, Any]:
-    """Check a ``{"sourceType": "storage", "storageKey": ...}`` body; return the ingest job's params.
+def storage_source_params(body: bytes, storage: Storage, settings: Settings, owner: str) -> dict[str, Any]:
+    """Check a ``{"sourceType": "storage", "storageKey": ...}`` body from ``owner``; return the ingest job's params.
 
     Blocking (it asks the storage for the object's size): call it in a worker thread.
 
@@ -145,8 +164,9 @@ def storage_source_params(body: bytes, storage: Storage, settings: Settings) -> 
         ``{"sourceType": "storage", "storageKey", "originalFilename", "sizeBytes"}``.
 
     Raises:
-        HTTPException: 400 for malformed JSON; 422 for a key this API did not hand out, an
-            object that was not uploaded (yet), or one over the upload limit.
+        HTTPException: 400 for malformed JSON; 422 for a key this API did not hand out to
+            ``owner`` (another owner's key gets the same answer), an object that was not
+            uploaded (yet) or is empty; 413 for one over the upload limit (then deleted).
     """
     try:
         source = msgspec.json.decode(body, type=_StorageSource)
@@ -155,8 +175,9 @@ def storage_source_params(body: bytes, storage: Storage, settings: Settings) -> 
     except msgspec.DecodeError as exc:
         raise HTTPException(status_code=400, detail=f"malformed JSON body: {exc}") from exc
     key = source.storage_key
-    if not _KEY_PATTERN.fullmatch(key):
-        raise HTTPException(status_code=422, detail="storageKey must be a key handed out by POST /api/storage/upload")
+    matched = _KEY_PATTERN.fullmatch(key)
+    if matched is None or matched["owner_tag"] != owner_tag(owner):
+        raise HTTPException(status_code=422, detail=_NOT_HANDED_OUT)
     try:
         size = storage.size(key)
     except errors.BlobNotFound:

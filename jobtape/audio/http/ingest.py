@@ -217,7 +217,7 @@ async def ingest(
         if request.content_length is not None and request.content_length <= url_source.MAX_JSON_BYTES:
             body = await request.body()  # cached: url_source reads it again through request.stream()
             if direct_upload.is_storage_source(body):  # a file the client PUT to a presigned URL
-                storage_params = await anyio.to_thread.run_sync(direct_upload.storage_source_params, body, storage, settings)
+                storage_params = await anyio.to_thread.run_sync(direct_upload.storage_source_params, body, storage, settings, owner)
                 return await _create_job(
                     repository,
                     storage,
