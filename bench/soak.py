@@ -49,6 +49,7 @@ import importlib.util
 import json
 import os
 import random
+import secrets
 import signal
 import socket
 import subprocess
@@ -219,7 +220,8 @@ class _RemoteBackends:
                 raise RuntimeError("sqld is not installed: run scripts/setup-sqld.sh (or set JOBTAPE_SQLD)")
             self.sqld = sqld_server.SqldServer(binary, data_dir / "sqld")
             self.sqld.start()
-            self.env.update(JOB_STORE_BACKEND="libsql", TURSO_DATABASE_URL=self.sqld.ws_url)
+            # every process on libSQL holds the same log key (docs/deploy.md)
+            self.env.update(JOB_STORE_BACKEND="libsql", TURSO_DATABASE_URL=self.sqld.ws_url, JOBTAPE_LOG_KEY=secrets.token_urlsafe(48))
         if storage == "s3":
             import boto3
 

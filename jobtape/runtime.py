@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from jobtape import filemodes
+from jobtape import errors, filemodes
 from jobtape.config import Settings
 from jobtape.eventlog import logkey
 from jobtape.eventlog.logkey import LogKeys
@@ -30,6 +30,7 @@ from jobtape.storage.local import LocalStorage
 _log = logging.getLogger(__name__)
 
 __all__ = [
+    "LIBSQL_NEEDS_KEY",
     "STORAGE_BACKENDS",
     "STORE_BACKENDS",
     "describe_store",
@@ -39,7 +40,16 @@ __all__ = [
     "open_repository",
     "open_storage",
     "open_store",
+    "require_shared_key",
 ]
+
+#: The refusal of a writing process on libSQL without ``JOBTAPE_LOG_KEY`` (:func:`log_keys`).
+LIBSQL_NEEDS_KEY = (
+    "the event log on libSQL is shared by every host, so every process that appends must hold the same log key:"
+    " set JOBTAPE_LOG_KEY (at least 32 bytes, from your secret store; e.g. the output of"
+    " `python -c 'import secrets; print(secrets.token_urlsafe(48))'`) on every serve and worker host;"
+    " a host that generated data_dir/log-key before can set JOBTAPE_LOG_KEY to that file's content"
+)
 
 
 def _sqlite(settings: Settings) -> SQLBackend:
@@ -101,9 +111,26 @@ def open_backend(settings: Settings, tables: Tables = ENGINE_TABLES) -> SQLBacke
     return backend
 
 
+def require_shared_key(settings: Settings) -> None:
+    """Refuse a process that would append to a libSQL log without ``JOBTAPE_LOG_KEY``.
+
+    Called before the store is opened (or waited for), so the refusal comes at once.
+
+    Raises:
+        errors.LogKeyError: libSQL and no ``JOBTAPE_LOG_KEY`` (:data:`LIBSQL_NEEDS_KEY`).
+    """
+    if settings.job_store_backend == "libsql" and not settings.log_key:
+        raise errors.LogKeyError(LIBSQL_NEEDS_KEY)
+
+
 def log_keys(settings: Settings, *, create: bool = True) -> LogKeys | None:
     """The log keys the settings name: ``JOBTAPE_LOG_KEY`` (+ ``_ID``, ``JOBTAPE_LOG_KEYS``),
     else the key file ``data_dir/log-key`` (created once when ``create``).
+
+    A log on libSQL is shared by every host, so a process that appends to it (``create``)
+    must be given the key: a key file generated per host would chain each host's events
+    under its own key, which every other verifier names (docs/security.md). Read-only tools
+    (``create`` false) fall back to the key file, or report the log as unkeyed.
 
     Returns:
         The keys, or ``None`` when no key is set and the file is absent (``create`` false)
@@ -112,11 +139,15 @@ def log_keys(settings: Settings, *, create: bool = True) -> LogKeys | None:
     Raises:
         ValueError: a key shorter than 32 bytes or a malformed ``JOBTAPE_LOG_KEYS``.
         errors.StoreUnavailable: ``create`` and the key file cannot be written.
+        errors.LogKeyError: ``create`` on libSQL without ``JOBTAPE_LOG_KEY``
+            (:data:`LIBSQL_NEEDS_KEY`).
     """
     older = logkey.parse_key_list(settings.log_keys) if settings.log_keys else {}
     if settings.log_key:
         secret: bytes | None = settings.log_key.encode()
     else:
+        if create:
+            require_shared_key(settings)
         secret = logkey.load_key_file(
             settings.data_dir / logkey.KEY_FILE_NAME, create=create, dir_mode=filemodes.dir_mode(settings.file_mode)
         )
@@ -153,6 +184,8 @@ def open_store(settings: Settings, tables: Tables = ENGINE_TABLES, *, create_key
     Raises:
         errors.LogKeyError: the keyed upgrade refused (a stream's sha256 chain is broken).
     """
+    if create_key:
+        require_shared_key(settings)
     return keyed_store(open_backend(settings, tables), settings, create_key=create_key)
 
 
@@ -162,10 +195,10 @@ def keyed_store(backend: SQLBackend, settings: Settings, *, create_key: bool = T
     With a key, a log written before migration 0012 is chained now (the keyed upgrade,
     :meth:`EventStore.upgrade_chain`). The backend is closed if this raises.
 
-    A process that writes (``create_key``) without the key of the log's head (e.g. a
-    libSQL worker without ``JOBTAPE_LOG_KEY`` that generated its own ``log-key``) logs a
-    warning naming both key ids: its events chain under its own key, and verify names them
-    (rule ``key``) unless the verifier holds both.
+    A process that writes (``create_key``) without the key of the log's head (e.g. an
+    embedded data dir whose ``log-key`` was replaced, or a host given another
+    ``JOBTAPE_LOG_KEY``) logs a warning naming both key ids: its events chain under its own
+    key, and verify names them (rule ``key``) unless the verifier holds both.
 
     Raises:
         errors.LogKeyError: the keyed upgrade refused (a stream's sha256 chain is broken).

@@ -99,6 +99,9 @@ def open_repository_waiting(
 
     Raises:
         errors.StoreUnavailable: ``stop`` was set while the store was unreachable.
+        errors.LogKeyError: libSQL without ``JOBTAPE_LOG_KEY`` (:data:`runtime.LIBSQL_NEEDS_KEY`),
+            before any wait.
     """
+    runtime.require_shared_key(settings)  # said at once, not after waiting for the store
     store = runtime.keyed_store(open_backend_waiting(settings, stop=stop, tables=tables), settings)
     return JobRepository(store, on_append=on_append, projections=tables.projections)

@@ -129,6 +129,7 @@ def test_worker_with_a_refused_token_exits_1_with_the_message(auth_sqld: SqldSer
         "JOB_STORE_BACKEND": "libsql",
         "TURSO_DATABASE_URL": auth_sqld.ws_url,
         "TURSO_AUTH_TOKEN": _jwt(Ed25519PrivateKey.generate(), {"a": "rw"}),
+        "JOBTAPE_LOG_KEY": "a" * 40,
         "JOBTAPE_DATA_DIR": str(tmp_path),
         "STORAGE_BACKEND": "local",
         "PYTHONUNBUFFERED": "1",
@@ -212,6 +213,7 @@ def test_serve_whose_token_is_refused_mid_run_stops_and_exits_1(
         "JOB_STORE_BACKEND": "libsql",
         "TURSO_DATABASE_URL": auth_sqld.ws_url,
         "TURSO_AUTH_TOKEN": _jwt(server_key, {"a": "rw"}),
+        "JOBTAPE_LOG_KEY": "a" * 40,
         "JOBTAPE_DATA_DIR": str(tmp_path),
         "PYTHONUNBUFFERED": "1",
     }

@@ -59,7 +59,12 @@ def test_every_audit_command_reads_and_writes_a_libsql_store(
     sqlite_dir, jobs = real_log
     local = {"JOBTAPE_DATA_DIR": str(sqlite_dir)}
     empty = tmp_path / "no-local-log"
-    remote = {"JOBTAPE_DATA_DIR": str(empty), "JOB_STORE_BACKEND": "libsql", "TURSO_DATABASE_URL": sqld_factory().ws_url}
+    remote = {
+        "JOBTAPE_DATA_DIR": str(empty),
+        "JOB_STORE_BACKEND": "libsql",
+        "TURSO_DATABASE_URL": sqld_factory().ws_url,
+        "JOBTAPE_LOG_KEY": "c" * 40,  # every host on libSQL holds the same log key (docs/deploy.md)
+    }
     exported = tmp_path / "log.jsonl"
     assert _run(local, "export", "-o", str(exported))[0] == 0
     events = len(_event_lines(exported))
@@ -114,7 +119,7 @@ def test_the_configuration_reaches_sqld_through_every_url_form(sqld_factory: Cal
     server = sqld_factory()
     port = server.ws_url.rsplit(":", 1)[1]
     for url in (server.ws_url, server.http_url, f"libsql://127.0.0.1:{port}?tls=0"):
-        settings = Settings.from_env({"DEPLOY_ENV": "production", "TURSO_DATABASE_URL": url})
+        settings = Settings.from_env({"DEPLOY_ENV": "production", "TURSO_DATABASE_URL": url, "JOBTAPE_LOG_KEY": "p" * 40})
         assert settings.job_store_backend == "libsql"
         repository = runtime.open_repository(settings, tables=TABLES)
         try:

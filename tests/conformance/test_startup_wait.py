@@ -66,6 +66,7 @@ def _env(server: SqldServer, data_dir: Path) -> dict[str, str]:
         **os.environ,
         "JOB_STORE_BACKEND": "libsql",
         "TURSO_DATABASE_URL": server.ws_url,
+        "JOBTAPE_LOG_KEY": "w" * 40,  # every host on libSQL holds the same log key (docs/deploy.md)
         "JOBTAPE_DATA_DIR": str(data_dir),
         "STORAGE_BACKEND": "local",
         "PYTHONUNBUFFERED": "1",
@@ -143,3 +144,21 @@ def test_open_backend_waiting_gives_up_only_when_stopped(caplog: pytest.LogCaptu
         timer.cancel()
     tries = [r.getMessage() for r in caplog.records if "unreachable at start-up" in r.getMessage()]
     assert len(tries) >= 2 and "try 1:" in tries[0] and "next try in 0.1 s" in tries[1]
+
+
+@pytest.mark.parametrize(
+    "command", [["worker"], ["serve", "--workers", "0", "--port", "0"], ["keys", "create", "--owner", "alice", "--scope", "admin"]]
+)
+def test_a_writer_on_libsql_without_the_log_key_exits_1_at_once_naming_jobtape_log_key(
+    later_sqld: SqldServer, tmp_path: Path, command: list[str]
+) -> None:
+    """Each host generating its own key file would chain its events under its own key: refused before any wait."""
+    env = {k: v for k, v in _env(later_sqld, tmp_path).items() if k != "JOBTAPE_LOG_KEY"}
+    process = _Process(command, env, tmp_path / "run.log")
+    try:
+        code = process.process.wait(30)
+    finally:
+        process.stop()
+    assert code == 1, process.text()
+    assert "set JOBTAPE_LOG_KEY" in process.text() and RETRY_LINE not in process.text()
+    assert not (tmp_path / "log-key").exists()  # no per-host key generated
