@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from jobtape.auth import principal as auth
 
-__all__ = ["LEEWAY_S", "MIN_SECRET_BYTES", "InvalidToken", "JwtVerifier"]
+__all__ = ["LEEWAY_S", "MIN_SECRET_BYTES", "InvalidToken", "JwtVerifier", "KeySetUnavailable"]
 
 #: Seconds of clock skew allowed on ``exp`` (and ``nbf``/``iat`` when present).
 LEEWAY_S = 30
@@ -38,6 +38,14 @@ _REQUIRED_CLAIMS = ["exp", "iss", "aud", "sub"]
 
 class InvalidToken(Exception):
     """The bearer token is not a valid JWT for this server; the message says why (never the token)."""
+
+
+class KeySetUnavailable(Exception):
+    """The JWKS cannot be fetched (the identity provider is unreachable, times out or errs).
+
+    Not the caller's fault: the API answers 503 with ``Retry-After``, not 401, so a client
+    does not throw away a good token. The message names neither the token nor the JWKS URL.
+    """
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +110,8 @@ class JwtVerifier:
         Raises:
             InvalidToken: a bad signature, an algorithm other than the key's (``none``
                 included), a missing, expired or mismatched ``exp``/``iss``/``aud``/``sub``,
-                or a JWKS that cannot be fetched or lacks the token's key.
+                or a JWKS that lacks the token's key.
+            KeySetUnavailable: the JWKS cannot be fetched now (unreachable, timeout, HTTP error).
         """
         try:
             if self.jwks is not None:
@@ -119,6 +128,8 @@ class JwtVerifier:
                 leeway=LEEWAY_S,
                 options={"require": _REQUIRED_CLAIMS, "verify_signature": True},
             )
+        except jwt.PyJWKClientConnectionError:
+            raise KeySetUnavailable("the identity provider's signing keys (JWKS) cannot be fetched right now; retry later") from None
         except jwt.PyJWKClientError as exc:
             raise InvalidToken(f"the token's signing key cannot be found: {exc}") from None
         except jwt.InvalidTokenError as exc:

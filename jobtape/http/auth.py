@@ -24,7 +24,8 @@ By ``--auth`` mode (``Settings.auth_mode``):
   ``X-Client-Id`` is ignored: the owner is the key's or the token's ``sub``.
 
 A missing or invalid credential is 401 with ``WWW-Authenticate: Bearer`` (RFC 6750 §3) and
-the API's error body; a route's missing scope is 403 naming it (:func:`check_scope`, from the
+the API's error body; a JWT whose keys (JWKS) cannot be fetched is 503 with ``Retry-After``
+(the identity provider is down, the token may be good); a route's missing scope is 403 naming it (:func:`check_scope`, from the
 route's ``opt["scope"]``). A job, asset or preview of another owner is answered exactly like
 a missing one (404, the same body) unless the principal holds ``admin``
 (:func:`require_visible`, the one owner check every route calls), so ids leak nothing.
@@ -39,7 +40,7 @@ from typing import Any, Protocol
 import anyio.to_thread
 from litestar import Request
 from litestar.connection import ASGIConnection
-from litestar.exceptions import NotAuthorizedException, PermissionDeniedException, TooManyRequestsException
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException, ServiceUnavailableException, TooManyRequestsException
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult, DefineMiddleware
 from litestar.middleware.rate_limit import RateLimitConfig, RateLimitMiddleware
 from litestar.openapi.spec import Components, OpenAPI, OpenAPIMediaType, OpenAPIResponse, Reference, SecurityScheme
@@ -53,6 +54,7 @@ from jobtape.http import creation
 __all__ = [
     "API_KEY_PREFIX",
     "EXCLUDE_FROM_AUTH",
+    "JWKS_RETRY_AFTER_S",
     "SCOPE_OPT",
     "SIGNED_LINK_OPT",
     "ApiKeyLike",
@@ -71,6 +73,8 @@ __all__ = [
 API_KEY_PREFIX = tokens.TOKEN_PREFIX
 #: The route ``opt`` key naming the scope a route needs (``opt={"scope": "jobs:read"}``).
 SCOPE_OPT = "scope"
+#: ``Retry-After`` (seconds) of the 503 answered when the JWKS cannot be fetched.
+JWKS_RETRY_AFTER_S = 5
 #: The route ``opt`` key of routes served without a principal (``/health``).
 EXCLUDE_FROM_AUTH = "exclude_from_auth"
 #: The route ``opt`` key of a route a signed link authorises (``?signature=``): the local download route.
@@ -149,6 +153,7 @@ class Authenticator:
 
         Raises:
             NotAuthorizedException: 401 (``WWW-Authenticate: Bearer``): no valid credential.
+            ServiceUnavailableException: 503 with ``Retry-After``: the JWKS cannot be fetched.
         """
         if self.mode == "off":
             return auth.local(creation.owner_of(connection.headers.get("x-client-id")))
@@ -189,6 +194,8 @@ class Authenticator:
             return await anyio.to_thread.run_sync(self.jwt_verifier.verify, token)
         except jwts.InvalidToken as exc:
             raise _unauthorized(str(exc)) from None
+        except jwts.KeySetUnavailable as exc:
+            raise ServiceUnavailableException(detail=str(exc), headers={"Retry-After": str(JWKS_RETRY_AFTER_S)}) from None
 
 
 class AuthMiddleware(AbstractAuthenticationMiddleware):

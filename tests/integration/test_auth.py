@@ -356,6 +356,21 @@ def test_rs256_and_eddsa_tokens_from_a_jwks(jwks_keys: tuple[str, dict[str, Any]
         assert client.get(f"/api/jobs/{MISSING_JOB}", headers=bearer(hs_with_public_jwk)).status_code == 401
 
 
+def test_an_unreachable_jwks_is_503_with_retry_after_not_401(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port nothing listens on: the identity provider is down
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {"JOBTAPE_JWT_JWKS_URL": f"http://127.0.0.1:{port}/jwks.json", "JOBTAPE_JWT_ISSUER": ISSUER, "JOBTAPE_JWT_AUDIENCE": AUDIENCE}
+    claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "scope": "jobs:read", "exp": 4102444800}
+    token = jwt.encode(claims, ed25519.Ed25519PrivateKey.generate(), algorithm="EdDSA", headers={"kid": "ed-1"})
+    with jobtape_serve(tmp_path / "data", "--auth", "required", workers=0, env=env) as base_url, httpx.Client(base_url=base_url) as client:
+        answer = client.get(f"/api/jobs/{MISSING_JOB}", headers=bearer(token))
+        assert client.get(f"/api/jobs/{MISSING_JOB}").status_code == 401  # no token is still the caller's fault
+    assert answer.status_code == 503, answer.text
+    assert answer.headers["retry-after"] == "5"
+    assert "retry later" in answer.json()["error"] and str(port) not in answer.text  # names no URL
+
+
 # ---------------------------------------------------------------- trusted proxy, and --auth off on a public host
 
 
