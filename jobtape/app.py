@@ -45,7 +45,7 @@ from jobtape import errors, runtime
 from jobtape.config import Settings
 from jobtape.eventlog import events as ev
 from jobtape.eventlog import schema
-from jobtape.jobtypes import DownloadableKeys, Handler, JobTypeSpec
+from jobtape.jobtypes import DownloadableKeys, Handler, JobTypeSpec, KeyOwner
 from jobtape.projections import registry
 from jobtape.projections.repository import JobRepository
 from jobtape.storage.base import Storage
@@ -294,7 +294,7 @@ class App:
                 raise ValueError(f"the dependency {name!r} is provided already")
             self._dependencies[name] = value
 
-    def downloadable(self, *prefixes: str, what: str | None = None) -> None:
+    def downloadable(self, *prefixes: str, what: str | None = None, owner_of: KeyOwner | None = None) -> None:
         """Let the object-storage download route (``GET /api/storage/download?key=``) sign keys under ``prefixes``.
 
         A poll's ``downloadUrl`` needs no registration (it links to the key the job's
@@ -305,6 +305,11 @@ class App:
         Args:
             prefixes: key prefixes ending in ``/``, e.g. ``"reports/"``.
             what: how the route's 403 names these keys (default ``job outputs``).
+            owner_of: ``(event store, key) -> owner or None``, reading the app's projection:
+                the route then signs a key only for its owner (or ``admin``); another owner's
+                key, or one no output holds, is a 404 like a missing file (docs/security.md).
+                Without it a key under these prefixes is a capability: any caller with
+                ``jobs:read`` who knows it gets a link.
 
         Raises:
             ValueError: no prefix, or one that does not end in ``/``.
@@ -313,7 +318,8 @@ class App:
             raise ValueError(f"download prefixes must be folders ending in '/', e.g. 'reports/'; got {prefixes!r}")
         with self._lock:
             known = self._downloadable
-            self._downloadable = DownloadableKeys((*known.prefixes, *prefixes), what or known.what)
+            owners = known.owners + tuple((prefix, owner_of) for prefix in prefixes) if owner_of is not None else known.owners
+            self._downloadable = DownloadableKeys((*known.prefixes, *prefixes), what or known.what, owners)
 
     @property
     def dependencies(self) -> Mapping[str, Any]:

@@ -22,7 +22,7 @@ import msgspec
 
 from jobtape import errors
 
-__all__ = ["DownloadableKeys", "Handler", "JobTypeSpec"]
+__all__ = ["DownloadableKeys", "Handler", "JobTypeSpec", "KeyOwner"]
 
 #: A job handler: ``handler(ctx: jobtape.JobContext, params) -> dict`` (the job's result, a JSON object).
 Handler = Callable[..., Mapping[str, Any]]
@@ -90,6 +90,11 @@ class JobTypeSpec:
         return schema
 
 
+#: ``(event store, storage key) -> owner``, or ``None`` for a key no job output holds; blocking
+#: (it reads a projection), called from a worker thread.
+KeyOwner = Callable[[Any, str], "str | None"]
+
+
 @dataclasses.dataclass(frozen=True)
 class DownloadableKeys:
     """The keys the object-storage download route (``GET /api/storage/download?key=``) signs.
@@ -100,11 +105,22 @@ class DownloadableKeys:
     Attributes:
         prefixes: key prefixes, e.g. ``("assets/", "previews/")`` for the audio app.
         what: how the 403 names them, e.g. ``prepared assets and previews``.
+        owners: ``(prefix, lookup)`` pairs: the route answers a key under ``prefix`` only to
+            the owner ``lookup(store, key)`` names (or ``admin``); another owner's key, or
+            one the lookup does not know, is answered like a missing file (404, issue 11).
     """
 
     prefixes: tuple[str, ...] = ()
     what: str = "job outputs"
+    owners: tuple[tuple[str, KeyOwner], ...] = ()
 
     def allows(self, key: str) -> bool:
         """Whether ``key`` starts with one of :attr:`prefixes` (none registered: no key)."""
         return bool(self.prefixes) and key.startswith(self.prefixes)
+
+    def owner_lookup(self, key: str) -> KeyOwner | None:
+        """The owner lookup registered for ``key``'s prefix, or ``None`` (the key is then a capability)."""
+        for prefix, lookup in self.owners:
+            if key.startswith(prefix):
+                return lookup
+        return None

@@ -56,7 +56,7 @@ def register(app: App, settings: AudioSettings | None = None) -> AudioSettings:
     from jobtape.audio.http import direct_upload, edits, ingest
     from jobtape.audio.jobs import edits as edit_jobs
     from jobtape.audio.jobs import ingest as ingest_job
-    from jobtape.audio.projections import tables
+    from jobtape.audio.projections import assets, previews, tables
     from jobtape.audio.settings import AudioSettings
 
     audio = settings or AudioSettings.from_env()
@@ -79,7 +79,8 @@ def register(app: App, settings: AudioSettings | None = None) -> AudioSettings:
 
     app.provide("audio_settings", audio)
     # assets/<assetId>/prepared.flac and previews/<recipeHash>.mp3; never ingest-uploads/ or direct-uploads/
-    app.downloadable("assets/", "previews/", what="prepared assets and previews")
+    app.downloadable("assets/", what="prepared assets and previews", owner_of=assets.owner_of_key)
+    app.downloadable("previews/", owner_of=previews.owner_of_key)
     app.route(ingest.ingest_route(audio))
     app.route(direct_upload.upload_route, for_storage=True)
     app.route(edits.preview_edit)

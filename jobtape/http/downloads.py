@@ -18,8 +18,10 @@
     response for download route in R2 mode (not redirect, avoids CORS)"). Only keys under
     the prefixes the app registers (:meth:`jobtape.App.downloadable`, the dependency
     ``downloadable_keys``; the audio app's are ``assets/`` and ``previews/``, never the
-    uploads) are signed; any other key gets 403, a missing object 404. Like job ids, these keys are
-    random capabilities, not an authenticated boundary. The bucket enforces the expiry.
+    uploads) are signed; any other key gets 403, a missing object 404. Where the app
+    registered an owner lookup for the prefix (the audio app does), a key of another owner's
+    output is a 404 too (``admin`` excepted, issue 11); without one, a key is a capability
+    like a job id. The bucket enforces the expiry.
 - :func:`serve_blob` streams a blob with its Content-Type and HTTP Range support (RFC 9110
   §14: ``Accept-Ranges: bytes``; one range -> 206 + ``Content-Range``; unsatisfiable -> 416).
 """
@@ -38,15 +40,16 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import QueryParameter
 from litestar.response import Response, Stream
 
-from jobtape import clock
+from jobtape import clock, errors
 from jobtape.auth import principal as auth
 from jobtape.config import Settings
 from jobtape.http import auth as http_auth
 from jobtape.http import openapi, ranges, schemas
 from jobtape.jobtypes import DownloadableKeys
 from jobtape.projections import state as job_state
+from jobtape.projections.repository import JobRepository
 from jobtape.storage import signing
-from jobtape.storage.base import Storage
+from jobtape.storage.base import Storage, validate_key
 
 __all__ = [
     "content_type_for",
@@ -212,6 +215,8 @@ async def download(
     opt={http_auth.SCOPE_OPT: auth.JOBS_READ},
 )
 async def download_link(
+    request: Request[Any, Any, Any],
+    repository: NamedDependency[JobRepository],
     storage: NamedDependency[Storage],
     settings: NamedDependency[Settings],
     downloadable_keys: NamedDependency[DownloadableKeys],
@@ -240,6 +245,12 @@ async def download_link(
         raise HTTPException(
             status_code=403, detail=f"only {downloadable_keys.what} can be downloaded by key (keys starting with {allowed}); got {key!r}"
         )
+    owner_of = downloadable_keys.owner_lookup(validate_key(key))  # a malformed key is a 400 before any lookup
+    if owner_of is not None:  # another owner's output is answered like a missing file (issue 11)
+        owner = await anyio.to_thread.run_sync(owner_of, repository.store, key)
+        if owner is None:
+            raise errors.BlobNotFound(key)
+        http_auth.require_visible(http_auth.principal_of(request), owner, errors.BlobNotFound(key))
     await anyio.to_thread.run_sync(storage.size, key)  # BlobNotFound -> 404 rather than a URL that 404s later
     url = await anyio.to_thread.run_sync(storage.signed_url, key, settings.download_url_ttl_s)
     if url is None:

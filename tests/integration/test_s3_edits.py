@@ -22,6 +22,7 @@ from jobtape.audio.settings import AudioSettings
 from jobtape.config import Settings
 from jobtape.defaults import create_app
 from jobtape.defaults import worker as Worker
+from jobtape.projections.keys import KeyRepository
 from jobtape.projections.repository import JobRepository
 from jobtape.storage.s3 import S3Storage
 
@@ -140,6 +141,33 @@ def test_download_route_signs_only_stored_outputs(env: Env) -> None:
     assert missing.status_code == 404 and "previews/" in missing.json()["error"]
     bad = env.client.get("/api/storage/download", params={"key": "assets/../ingest-uploads/x"})
     assert bad.status_code == 400 and "'..' path segment" in bad.json()["error"]
+
+
+def test_download_by_key_answers_another_owners_output_like_a_missing_file(env: Env) -> None:
+    """Issue 11: with ``--auth required`` the route signs an asset's or preview's key only for
+    its owner (``anonymous`` here, who submitted them with auth off) or ``admin``."""
+    preview_job = env.create("preview", {"assetId": env.asset_id, "startSec": 1.0, "endSec": 2.0})
+    env.run_worker()
+    preview_key = env.poll(preview_job)["result"]["previewKey"]
+    keys = KeyRepository(env.repository.store)
+    tokens = {
+        who: keys.create(owner, scopes, actor="cli:test")[1]
+        for who, owner, scopes in (("owner", "anonymous", "jobs:read"), ("bob", "bob", "jobs:read"), ("admin", "bob", "admin"))
+    }
+    settings = dataclasses.replace(env.settings, auth_mode="required")
+    with TestClient(create_app(env.repository, env.storage, settings)) as client:
+
+        def get(who: str, key: str) -> Any:
+            return client.get("/api/storage/download", params={"key": key}, headers={"Authorization": f"Bearer {tokens[who]}"})
+
+        for key, missing in ((env.asset_key, f"assets/{'0' * 32}/prepared.flac"), (preview_key, f"previews/{'0' * 64}.mp3")):
+            refused, absent = get("bob", key), get("bob", missing)
+            assert refused.status_code == absent.status_code == 404, refused.text
+            assert refused.json()["error"] == absent.json()["error"].replace(missing, key)  # the same answer as a missing file
+            for who in ("owner", "admin"):
+                answer = get(who, key)
+                assert answer.status_code == 200, answer.text
+                assert httpx.get(answer.json()["downloadUrl"]).status_code == 200
 
 
 def test_failed_render_leaves_no_temp_files_and_no_output(env: Env) -> None:

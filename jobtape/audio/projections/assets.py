@@ -18,6 +18,7 @@ Loudness is the output's when measured, else the input's (a silent input keeps `
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 import msgspec
@@ -27,7 +28,9 @@ from jobtape.eventlog.store import EventStore, Statement
 from jobtape.projections import rows
 from jobtape.projections.state import JobState
 
-__all__ = ["ASSET_JOB_TYPES", "COLUMNS", "TABLE", "Asset", "asset_row", "select_asset", "statements"]
+__all__ = ["ASSET_JOB_TYPES", "COLUMNS", "TABLE", "Asset", "asset_row", "owner_of_key", "select_asset", "statements"]
+
+_ASSET_KEY = re.compile(r"assets/([0-9a-f]{1,64})/prepared\.flac")
 
 #: The live table.
 TABLE = "assets"
@@ -135,6 +138,16 @@ def statements(before: JobState | None, after: JobState, table: str = TABLE) -> 
     if row is None:
         return []
     return [rows.upsert_row(table, COLUMNS, row)]
+
+
+def owner_of_key(store: EventStore, key: str) -> str | None:
+    """The owner of the asset whose prepared file is ``key`` (``assets/<assetId>/prepared.flac``),
+    or ``None`` for a key no asset holds. One primary-key lookup."""
+    found = _ASSET_KEY.fullmatch(key)
+    if found is None:
+        return None
+    rows = store.backend.query(f"SELECT owner FROM {TABLE} WHERE asset_id = ? AND storage_key = ?", [found[1], key])
+    return str(rows[0][0]) if rows else None
 
 
 def select_asset(store: EventStore, asset_id: str) -> Asset | None:

@@ -25,7 +25,7 @@ from jobtape.eventlog.store import EventStore, Statement
 from jobtape.projections import rows
 from jobtape.projections.state import JobState
 
-__all__ = ["COLUMNS", "TABLE", "Preview", "cache_hit_result", "cache_holder", "preview_row", "select_preview", "statements"]
+__all__ = ["COLUMNS", "TABLE", "Preview", "cache_hit_result", "cache_holder", "owner_of_key", "preview_row", "select_preview", "statements"]
 
 _PREVIEW_KEY = re.compile(r"previews/([0-9a-f]+)\.mp3")
 
@@ -102,6 +102,19 @@ def cache_holder(store: EventStore, key: str) -> str | None:
     if found is None:
         return None
     rows = store.backend.query(f"SELECT job_id FROM {TABLE} WHERE recipe_hash = ? AND preview_key = ?", [found[1], key])
+    return str(rows[0][0]) if rows else None
+
+
+def owner_of_key(store: EventStore, key: str) -> str | None:
+    """The owner of the preview MP3 ``key``: the owner of the job that rendered it (as the
+    preview-audio route checks), or ``None`` for a key no preview holds. One lookup by primary keys."""
+    found = _PREVIEW_KEY.fullmatch(key)
+    if found is None:
+        return None
+    rows = store.backend.query(
+        f"SELECT jobs.owner FROM {TABLE} JOIN jobs ON jobs.job_id = {TABLE}.job_id WHERE recipe_hash = ? AND preview_key = ?",
+        [found[1], key],
+    )
     return str(rows[0][0]) if rows else None
 
 
