@@ -13,6 +13,7 @@ Used by the audit tests and to produce the sessions in docs/audit.md
 from __future__ import annotations
 
 import os
+import random
 import sys
 from pathlib import Path
 
@@ -49,7 +50,7 @@ def build_real_log(data_dir: Path) -> dict[str, str]:
     storage = LocalStorage(settings.storage_root)
     try:
         corrupt = data_dir / "corrupt.mp3"
-        corrupt.write_bytes(os.urandom(64 * 1024))
+        corrupt.write_bytes(random.Random(0).randbytes(64 * 1024))  # seeded: some random bytes probe as a stream
         ids = {
             name: _upload(repository, storage, source)
             for name, source in (
