@@ -88,6 +88,7 @@ class ProcessSample:
         db_fds: descriptors open on ``jobtape.db``, its ``-wal`` or ``-shm`` (SQLite connections).
         threads: threads of the process.
         rss_mb: resident memory, MB (VmRSS / 1024).
+        sockets: descriptors that are sockets (connections to sqld, S3, the API; a pool fills up to its bound).
     """
 
     jobs_done: int
@@ -95,6 +96,7 @@ class ProcessSample:
     db_fds: int
     threads: int
     rss_mb: float
+    sockets: int = 0
 
 
 def sample_process(pid: int, jobs_done: int) -> ProcessSample:
@@ -104,7 +106,7 @@ def sample_process(pid: int, jobs_done: int) -> ProcessSample:
         FileNotFoundError: the process is gone.
     """
     fd_dir = Path(f"/proc/{pid}/fd")
-    fds = db_fds = 0
+    fds = db_fds = sockets = 0
     for entry in os.listdir(fd_dir):
         fds += 1
         try:
@@ -112,8 +114,9 @@ def sample_process(pid: int, jobs_done: int) -> ProcessSample:
         except OSError:  # closed between listdir and readlink
             continue
         db_fds += "jobtape.db" in target
+        sockets += target.startswith("socket:")
     status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
-    return ProcessSample(jobs_done, fds, db_fds, int(status["Threads"]), int(status["VmRSS"].split()[0]) / 1024)
+    return ProcessSample(jobs_done, fds, db_fds, int(status["Threads"]), int(status["VmRSS"].split()[0]) / 1024, sockets)
 
 
 def _settled_samples(pids: dict[str, int], jobs_done: int, poke: Any, *, settle_s: float) -> dict[str, ProcessSample]:
@@ -140,6 +143,7 @@ def _settled_samples(pids: dict[str, int], jobs_done: int, poke: Any, *, settle_
             min(s.db_fds for s in samples),
             min(s.threads for s in samples),
             min(s.rss_mb for s in samples),
+            min(s.sockets for s in samples),
         )
         for name, samples in looks.items()
     }
@@ -538,7 +542,7 @@ def _run(
                 sampling_s += time.monotonic() - paused
                 if progress:
                     line = "  ".join(
-                        f"{n}: fds {s[-1].fds} db {s[-1].db_fds} thr {s[-1].threads} rss {s[-1].rss_mb:.0f}MB"
+                        f"{n}: fds {s[-1].fds} (sock {s[-1].sockets}) db {s[-1].db_fds} thr {s[-1].threads} rss {s[-1].rss_mb:.0f}MB"
                         for n, s in report.samples.items()
                     )
                     print(f"[{time.monotonic() - started:7.1f} s] {done:6d} jobs  {line}", flush=True)
@@ -582,7 +586,8 @@ def _run(
             ("threads", last.threads - first.threads, max_thread_growth),
         ):
             if grown > limit:
-                report.failures.append(f"{name}: {what} grew by {grown:g} after warm-up (limit {limit:g})")
+                sockets = f" ({last.sockets - first.sockets:+d} of them sockets)" if what == "fds" else ""
+                report.failures.append(f"{name}: {what} grew by {grown:g}{sockets} after warm-up (limit {limit:g})")
     return report
 
 
