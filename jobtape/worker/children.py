@@ -112,6 +112,17 @@ class Child:
         """The child's process id."""
         return self.process.pid
 
+    def close(self) -> None:
+        """Close this side of the child's stdout pipe (idempotent).
+
+        Called once the child is reaped, so the descriptor goes back at once, not when the
+        ``Popen`` happens to be collected (an exception's traceback may keep it alive until
+        the cyclic garbage collector runs: a worker running for months would hold a pipe
+        per such job meanwhile).
+        """
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
     def terminate(self, grace_s: float) -> int:
         """Stop the child: SIGTERM to its process group, SIGKILL after ``grace_s`` seconds.
 

@@ -308,6 +308,7 @@ class JobContext:
             self.append(ev.JobChildStarted(pid=child.pid, argv=list(argv), host_id=self.host_id, started_at_ticks=child.started_at_ticks))
         except BaseException as exc:  # CancelRequested, JobLost, or a store that refuses us: no child left behind
             child.terminate(self.kill_grace_s)
+            child.close()
             self._clear_child()
             if isinstance(exc, CancelRequested):
                 self.append(ev.JobChildExited(pid=child.pid, exit_status=child.process.returncode))
@@ -327,11 +328,14 @@ class JobContext:
                     on_line(line.strip())
         except (Exception, errors.JobInterrupted) as exc:  # noqa: BLE001 - CancelRequested, JobLost or the on_line's own error
             interrupted = exc
-        if self.interrupt_event.is_set() or interrupted is not None:
-            returncode = child.terminate(self.kill_grace_s)
-        else:
-            returncode = child.process.wait()
-        timer.cancel()
+        try:
+            if self.interrupt_event.is_set() or interrupted is not None:
+                returncode = child.terminate(self.kill_grace_s)
+            else:
+                returncode = child.process.wait()
+        finally:
+            timer.cancel()
+            child.close()
         self._clear_child()
         if not isinstance(interrupted, JobLost) and not self._lost():
             self.append(ev.JobChildExited(pid=child.pid, exit_status=returncode))

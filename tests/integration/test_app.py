@@ -3,6 +3,8 @@ submitted in-process, run by a worker that claims only them, failed on purpose w
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import signal
 import subprocess
@@ -164,6 +166,42 @@ def test_a_pure_python_loop_stops_within_one_check_of_a_cancel(app: jobtape.App)
     finally:
         worker.stop(grace_s=5)
     assert app.repository.get(job_id).status == "cancelled"
+
+
+def _pipes() -> int:
+    """Pipe descriptors this process holds."""
+    found = 0
+    for entry in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # closed between listdir and readlink
+            found += os.readlink(f"/proc/self/fd/{entry}").startswith("pipe:")
+    return found
+
+
+def test_a_childs_stdout_pipe_is_closed_when_it_exits_or_is_killed_not_when_collected(app: jobtape.App) -> None:
+    """A worker that runs for months gives each child's pipe back at once (the soak counts them)."""
+    sys.path.insert(0, str(APPS))
+    try:
+        import sums
+    finally:
+        sys.path.remove(str(APPS))
+    app.job_type("sleep")(sums.sleep)
+    gc.collect()
+    gc.disable()  # a pipe kept alive by a reference cycle (an exception's traceback) would stay open
+    worker = app.worker()
+    try:
+        before = _pipes()
+        worker.start()
+        quick = [app.submit("sleep", {"seconds": 0}) for _ in range(3)]
+        wait_for(lambda: all(app.repository.get(job_id).status == "complete" for job_id in quick), 30, "the quick children")
+        for _ in range(3):
+            job_id = app.submit("sleep", {"seconds": 60})
+            wait_for(lambda job_id=job_id: "job.child_started" in types(app, job_id), 30, "the child to start")
+            app.repository.append(job_id, [ev.JobCancelRequested(reason="test")], app.repository.get(job_id), actor="test")
+            wait_for(lambda job_id=job_id: app.repository.get(job_id).finished, 30, "job.cancelled")
+        assert _pipes() == before
+    finally:
+        worker.stop(grace_s=5)
+        gc.enable()
 
 
 def test_a_handlers_broad_except_does_not_swallow_a_cancel(app: jobtape.App) -> None:
