@@ -100,7 +100,7 @@ def generate_log(path: Path, events: int) -> int:
                 link = hashing.chain_link(keys.current, keys.current_id, link, position, previous[index])
                 rows.append((position, job_id, step + 1, type_, data, _WORKER, stamp, previous[index], keys.current_id, link))
         connection.execute("BEGIN")
-        connection.executemany(stored.INSERT_EVENT.removesuffix(" RETURNING position"), rows)
+        connection.executemany(stored.INSERT_EVENT, rows)
         connection.execute("COMMIT")
         written += len(rows)
     connection.close()

@@ -257,7 +257,7 @@ def _write_chunk(store: EventStore, chunk: list[exchange.CheckedEvent], tables: 
         states[item.stored.job_id] = item.state  # the last state of each stream in the batch
     events = [item.stored for item in chunk]
     try:
-        extra = [statement for state in states.values() for statement in _projection_statements(state, tables)]
+        extra = _projection_statements(list(states.values()), tables)
         positions.add(store.import_events(events, extra))
     except (errors.ConcurrencyError, ConstraintViolation) as exc:
         existing = _existing_job(store, events)
@@ -267,11 +267,20 @@ def _write_chunk(store: EventStore, chunk: list[exchange.CheckedEvent], tables: 
         ) from exc
 
 
-def _projection_statements(state: job_state.JobState | key_state.KeyState, tables: registry.Tables) -> list[Statement]:
-    """The rows a stream's final state writes: a job's in every projection, a key's in those of key streams."""
-    if isinstance(state, job_state.JobState):
-        return registry.statements_for(None, state, tables.projections)
-    return [s for p in tables.projections if p.key_statements is not None for s in p.key_statements(None, state, p.table)]
+def _projection_statements(states: list[job_state.JobState | key_state.KeyState], tables: registry.Tables) -> list[Statement]:
+    """The rows the streams' final states write: a job's in every projection, a key's in those of key streams.
+
+    Projection by projection (each writes its own table, so their order is free, as in a
+    rebuild's :func:`jobtape.projections.rebuild._write_rows`): a projection's rows of many
+    jobs are runs of one statement, which the SQLite backend runs as one ``executemany``.
+    """
+    jobs = [state for state in states if isinstance(state, job_state.JobState)]
+    keys = [state for state in states if isinstance(state, key_state.KeyState)]
+    statements = [s for p in tables.projections for state in jobs for s in p.statements(None, state, p.table)]
+    statements += [
+        s for p in tables.projections if p.key_statements is not None for state in keys for s in p.key_statements(None, state, p.table)
+    ]
+    return statements
 
 
 def _existing_job(store: EventStore, chunk: list[stored_events.StoredEvent]) -> str | None:

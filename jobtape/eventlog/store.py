@@ -554,8 +554,10 @@ class EventStore:
         Raises:
             errors.MalformedEvent: a stored event cannot be decoded.
         """
-        rows = self.backend.query(f"{_SELECT_COLUMNS} WHERE position >= ? ORDER BY position LIMIT ?", [from_position, limit])
-        return [stored.any_recorded_from_row(row) for row in rows]
+        rows = self.backend.query(
+            f"SELECT {stored.RECORDED_COLUMNS} FROM events WHERE position >= ? ORDER BY position LIMIT ?", [from_position, limit]
+        )
+        return stored.any_recorded_from_rows(rows)
 
     def head_position(self) -> int:
         """Return the global position of the newest event (0 for an empty log)."""

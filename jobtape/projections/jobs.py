@@ -132,17 +132,42 @@ def _upsert_sql(table: str) -> str:
 
 
 def upsert(state: JobState, table: str = "jobs") -> Statement:
-    """The statement that writes ``state`` as the job's row (run it in the append's batch)."""
-    values = row_values(state)
-    params: list[Any] = []
-    for column in COLUMNS:
-        if column == "created_position":
-            params.append(state.job_id)
-        elif column == "last_position":
-            params += [state.job_id, state.version]
-        else:
-            params.append(values[column])
-    return Statement(_upsert_sql(table), tuple(params))
+    """The statement that writes ``state`` as the job's row (run it in the append's batch).
+
+    Its parameters are :func:`row_values` in :data:`COLUMNS` order, the looked-up columns
+    (``created_position``, ``last_position``) taking the job id (and version) instead,
+    written out as one tuple: a rebuild builds one for every job of the log
+    (``tests/unit/test_rebuild.py`` checks they match :func:`row_values`).
+    """
+    job_id, version, result = state.job_id, state.version, state.result
+    params = (
+        job_id,
+        state.job_type,
+        state.owner,
+        state.idempotency_key,
+        state.status,
+        state.stage,
+        state.progress,
+        state.attempt,
+        state.worker_id,
+        _stamp(state.lease_expires_at),
+        _JSON.encode(result).decode() if result is not None else None,
+        state.error,
+        int(state.cancel_requested),
+        int(state.finished),
+        _stamp(state.created_at),
+        _stamp(state.updated_at),
+        job_id,  # created_position: (SELECT position ... version = 1)
+        version,  # last_version
+        job_id,  # last_position: (SELECT position ... version = ?)
+        version,
+        encode_state(state),
+        _stamp(state.not_before),
+        len(state.orphaned_children),
+        job_state.retained_upload(state),
+        _stamp(state.blobs_removed_at),
+    )
+    return Statement(_upsert_sql(table), params)
 
 
 #: State attributes that map 1:1 to a column which may change after creation.

@@ -13,7 +13,9 @@ from jobtape import errors
 from jobtape.eventlog import events as ev
 from jobtape.eventlog.sqlite import SQLiteBackend
 from jobtape.eventlog.store import EventStore, Statement
+from jobtape.projections import jobs
 from jobtape.projections import rebuild as rebuild_module
+from jobtape.projections import state as job_state
 from jobtape.projections.jobs import COLUMNS
 from jobtape.projections.rebuild import RowDifference, rebuild
 from jobtape.projections.repository import JobRepository
@@ -231,3 +233,47 @@ def test_a_state_snapshot_written_before_a_field_was_added_is_no_difference(repo
     assert [(d.job_id, d.column) for d in rebuild(repository.store, apply_changes=False, tables=TABLES).differences] == [
         (jobs["processing"], "state")
     ]
+
+
+def test_the_upsert_parameters_are_the_row_values_in_column_order() -> None:
+    """``jobs.upsert`` writes its parameters out by hand (speed); they must be :func:`jobs.row_values` in COLUMNS order."""
+    at = dt.datetime(2026, 1, 2, 3, 4, 5, 600000, tzinfo=dt.UTC)
+    states = [
+        job_state.JobState(job_id="a" * 32, job_type="ingest", created_at=at, updated_at=at),
+        job_state.JobState(
+            job_id="b" * 32,
+            job_type="ingest",
+            owner="o",
+            params={"sourceType": "upload", "storageKey": "ingest-uploads/b/a.wav"},
+            idempotency_key="k",
+            status="failed",
+            stage="s",
+            progress=40,
+            attempt=2,
+            worker_id="w",
+            lease_expires_at=at,
+            result={"x": 1},
+            error="boom",
+            cancel_requested=True,
+            finished=True,
+            orphaned_children=(4, 5),
+            not_before=at,
+            created_at=at,
+            updated_at=at + dt.timedelta(seconds=3),
+            version=7,
+            removed_keys=("k1",),
+            blobs_removed_at=at,
+            declared_inputs=("in/1", "in/2"),
+        ),
+    ]
+    for state in states:
+        values = jobs.row_values(state)
+        expected: list[object] = []
+        for column in jobs.COLUMNS:
+            if column == "created_position":
+                expected.append(state.job_id)
+            elif column == "last_position":
+                expected += [state.job_id, state.version]
+            else:
+                expected.append(values[column])
+        assert jobs.upsert(state, "jobs_rebuild").params == tuple(expected)
