@@ -251,12 +251,12 @@ def test_batches_queued_while_another_process_writes_join_one_commit_built_on_it
     """The write turn (``<db>-writer``'s flock): while another writer holds it, this process's
     appends queue; when it lets go they are built in one transaction on the head that writer
     left, so none is refused by the chain guard and all share one commit."""
-    import fcntl
     import subprocess
     import sys
 
-    from jobtape.eventlog.sqlite import SQLiteBackend
     from polling import wait_for  # type: ignore[import-not-found]
+
+    from jobtape.eventlog.sqlite import SQLiteBackend
 
     path = tmp_path / "turn.db"
     backend = SQLiteBackend(path)
@@ -274,11 +274,13 @@ def test_batches_queued_while_another_process_writes_join_one_commit_built_on_it
         [
             sys.executable,
             "-c",
-            "import fcntl, sys\n"
-            f"fd = open({str(path) + '-writer'!r}, 'r+')\n"
-            "fcntl.flock(fd, fcntl.LOCK_EX)\n"
-            "print('held', flush=True)\n"
-            "sys.stdin.readline()\n",
+            (
+                "import fcntl, sys\n"
+                f"fd = open({str(path) + '-writer'!r}, 'r+')\n"
+                "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+                "print('held', flush=True)\n"
+                "sys.stdin.readline()\n"
+            ),
         ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
