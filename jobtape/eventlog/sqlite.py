@@ -253,9 +253,8 @@ class SQLiteBackend(SQLBackend):
                 try:
                     item.results = _execute_all(conn, item.build())
                 except Exception as exc:  # noqa: BLE001 - a guard (or the build) refused this batch alone
+                    item.results, item.error = None, _translate(exc)  # before the rollback, which may fail too
                     conn.execute("ROLLBACK TO batch")
-                    item.results = None
-                    item.error = _translate(exc)
                 conn.execute("RELEASE batch")
             conn.execute("COMMIT")
         except BaseException as exc:  # noqa: BLE001 - handed to every caller of the group

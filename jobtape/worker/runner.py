@@ -16,10 +16,10 @@ cycle (the poll interval, at most a sixth of the lease TTL; or at once when
    one query with their states, and hands each to a free slot, which appends ``job.claimed``
    with a lease guarded by the version read, so of two workers racing for a job exactly one
    wins; the slot then runs the job. The slots' claims and terminal appends, made at the
-   same moment, share one transaction (the SQLite backend's group commit). After a lost
-   claim a worker reads its candidates from a random offset among the oldest
-   :data:`SPREAD_MAX` (halving back to the front as it wins), so workers sharing one log
-   stop racing for the same rows; a worker alone always takes the oldest.
+   same moment, share one transaction (the SQLite backend's group commit). A worker alone
+   takes the oldest; with other claiming workers, the oldest of its own share (created
+   position modulo their number = its rank), so workers sharing one log do not race for
+   the same rows (:meth:`Worker._candidates_for`).
 
 :meth:`Worker.stop` is the graceful shutdown: no more claims, running jobs get the grace
 period to finish, then their children are terminated and the jobs released
@@ -76,10 +76,10 @@ WATCH_INTERVAL_S = 0.25
 #: How many finished job ids :attr:`Worker.finished` keeps (for tests and tools).
 FINISHED_KEPT = 1000
 
-#: After a lost claim, a worker reads its candidates from a random offset below a spread
-#: (in jobs) that starts at :data:`SPREAD_MIN`, doubles per lost claim up to
-#: :data:`SPREAD_MAX`, and loses 1/:data:`SPREAD_DECAY` per won claim, down to
-#: :data:`SPREAD_MIN` (a worker that never lost a claim reads the oldest jobs).
+#: A worker taking jobs of other shares (its own is empty) reads them from a random offset
+#: (in jobs, past those their owners read next) below a spread that starts at
+#: :data:`SPREAD_MIN`, doubles per lost claim up to :data:`SPREAD_MAX`, and loses
+#: 1/:data:`SPREAD_DECAY` per won claim, down to :data:`SPREAD_MIN`.
 SPREAD_MIN = 256
 SPREAD_MAX = 4096
 SPREAD_DECAY = 1024
@@ -160,7 +160,7 @@ class Worker:
         self._candidates: queue.SimpleQueue[job_state.JobState | None] = queue.SimpleQueue()
         self._busy = 0  # slots holding a candidate or running a job
         self._inflight: set[str] = set()  # their job ids
-        self._spread = 0  # candidates are read from a random offset below this (0: the oldest)
+        self._spread = 0  # jobs of other shares are read from a random offset below this (_steal)
         self._spread_rng = random.Random()
         self._share = (1, 0)  # (claiming workers, this one's rank) at the last read of candidates
         self._oldest_id: str | None = None  # the oldest claimable job at the last look (_oldest_left)
