@@ -51,12 +51,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     runs.setdefault((synchronous, config, name), []).append(run)
         print(f"\nsynchronous={synchronous}")
         for config in args.configs:
-            one = {name: statistics.median(r.rate for r in runs[(synchronous, f"1x{config.split('x')[1]}", name)]) for name, _ in trees}
             for name, _ in trees:
                 done = runs[(synchronous, config, name)]
                 won, lost = sum(r.won for r in done), sum(r.lost for r in done)
                 median = statistics.median(r.rate for r in done)
-                versus = f" ({median / one[name]:.2f} of 1 process)" if (synchronous, f"1x{config.split('x')[1]}", name) in runs else ""
+                alone = runs.get((synchronous, f"1x{config.split('x')[1]}", name))
+                versus = f" ({median / statistics.median(r.rate for r in alone):.2f} of 1 process)" if alone else ""
                 print(
                     f"  {config:>5} {name:>8}: {median:7,.0f} jobs/s{versus}  rounds {', '.join(f'{r.rate:,.0f}' for r in done)}"
                     f"  lost claims {lost}/{won} = {100 * lost / max(won, 1):.2f}%",

@@ -339,8 +339,13 @@ class Worker:
                 self._halt.wait(delay)
                 continue
             backoff.reset()
-            if until_idle and not claimed and not self._busy:
-                return
+            if (
+                until_idle
+                and not claimed
+                and not self._busy
+                and not self.repository.claimable_states(self.handlers, clock.utcnow(), limit=1)
+            ):
+                return  # none left to claim, in any worker's share
             if until_idle and self._stop.is_set() and not self._busy:
                 return
             if until_idle:
