@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import sqlite3
 import threading
@@ -76,6 +77,7 @@ class SQLiteBackend(SQLBackend):
     """
 
     local_reads: ClassVar[bool] = True
+    builds_in_turn: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -103,6 +105,9 @@ class SQLiteBackend(SQLBackend):
         self._shared: sqlite3.Connection | None = None
         self._idle: list[tuple[sqlite3.Connection, float]] = []  # (connection, monotonic time given back)
         self._open: set[sqlite3.Connection] = set()
+        self._file_mode = file_mode
+        self._turn = threading.local()  # .conn: the connection of this thread's write turn
+        self._writer_fd: int | None = None  # <path>-writer, flocked for a group commit (_write_turn)
         if not self._memory:
             _create_private(Path(self.path), file_mode)
 
@@ -157,15 +162,18 @@ class SQLiteBackend(SQLBackend):
     def execute_built(self, build: Callable[[], Sequence[Statement]]) -> list[list[tuple[Any, ...]]]:
         """Run the batch ``build()`` returns; see :meth:`SQLBackend.execute_built`.
 
-        ``build`` is called while the group-commit queue's lock is held, just before the
-        batch joins the queue, so batches run in the order they were built.
+        ``build`` is called in this process's write turn (:meth:`_write_turn`), inside the
+        transaction that holds the batch, in the order the calls queued, just before its
+        statements run; a :meth:`query` from ``build`` (on that thread) reads that
+        transaction, so it sees the batches committed before it in the same group and
+        nothing another process could still change (:attr:`builds_in_turn`).
 
         Group commit: batches submitted by several threads at once share one transaction.
-        The first thread to take the write lock becomes the leader and commits every batch
-        queued so far, each inside its own SAVEPOINT, so a batch whose guard fails is rolled
-        back alone while the others commit. Every caller returns only after the COMMIT that
-        holds its batch, so durability and atomicity per batch are unchanged; the commit
-        cost (the WAL write) is shared. A lone caller takes the plain one-transaction path.
+        The first thread to queue becomes the leader; once it holds the write turn it
+        commits every batch queued so far, each inside its own SAVEPOINT, so a batch whose
+        guard fails (or whose ``build`` raises) is rolled back alone while the others commit.
+        Every caller returns only after the COMMIT that holds its batch, so durability and
+        atomicity per batch are unchanged; the commit cost (the WAL write) is shared.
         Each waiting caller is woken alone (its own event): when its batch is committed, or
         when the leader hands it the lead (the first caller queued during a commit leads the
         next one), never all waiters at once to find out which.
@@ -181,20 +189,24 @@ class SQLiteBackend(SQLBackend):
                 if self._shared is None:
                     self._shared = self._connect()
                 return self._run_alone(self._shared, build())
+        pending = _Pending(build)
         with self._group_lock:
-            pending = _Pending(build())  # built under the lock: the queue's order is the build order
             self._queue.append(pending)
             leads = not self._leader_active
             self._leader_active = True
         if not leads:
             pending.woken.wait()  # committed by a leader, or handed the lead
-        if not pending.done:  # the leader: take every batch queued so far (its own among them)
-            with self._group_lock:
-                group, self._queue = self._queue, []
+        if not pending.done:  # the leader: once it is this process's turn to write, take every batch queued so far
+            group: list[_Pending] = []
             try:
-                with self._connection() as conn:
+                with self._connection() as conn, self._write_turn():
+                    with self._group_lock:
+                        group, self._queue = self._queue, []
                     self._commit_group(conn, group)
             except BaseException as exc:  # noqa: BLE001 - the pool could not open a connection: every waiter gets it
+                if not group:
+                    with self._group_lock:
+                        group, self._queue = self._queue, []
                 for item in group:
                     if not item.done:
                         item.error, item.done = exc, True
@@ -230,37 +242,54 @@ class SQLiteBackend(SQLBackend):
         return results
 
     def _commit_group(self, conn: sqlite3.Connection, group: list[_Pending]) -> None:
+        """One transaction: each batch built and run in its own SAVEPOINT, in queue order, then COMMIT."""
         self.transactions += 1
         self.batches_committed += len(group)
+        self._turn.conn = conn  # query() from a build on this thread reads this transaction
         try:
-            if len(group) == 1:
+            conn.execute("BEGIN IMMEDIATE")
+            for item in group:
+                conn.execute("SAVEPOINT batch")
                 try:
-                    group[0].results = self._run_alone(conn, group[0].statements)
-                except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-                    group[0].error = exc
-                return
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                for item in group:
-                    conn.execute("SAVEPOINT batch")
-                    try:
-                        item.results = _execute_all(conn, item.statements)
-                    except sqlite3.Error as exc:
-                        conn.execute("ROLLBACK TO batch")
-                        item.results = None
-                        item.error = _translate(exc)
-                    conn.execute("RELEASE batch")
-                conn.execute("COMMIT")
-            except BaseException as exc:  # noqa: BLE001 - handed to every caller of the group
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                error = _translate(exc) if isinstance(exc, sqlite3.Error) else exc
-                for item in group:
-                    if item.error is None:
-                        item.results, item.error = None, error
+                    item.results = _execute_all(conn, item.build())
+                except Exception as exc:  # noqa: BLE001 - a guard (or the build) refused this batch alone
+                    item.results, item.error = None, _translate(exc)  # before the rollback, which may fail too
+                    conn.execute("ROLLBACK TO batch")
+                conn.execute("RELEASE batch")
+            conn.execute("COMMIT")
+        except BaseException as exc:  # noqa: BLE001 - handed to every caller of the group
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            error = _translate(exc) if isinstance(exc, sqlite3.Error) else exc
+            for item in group:
+                if item.error is None:
+                    item.results, item.error = None, error
         finally:
+            self._turn.conn = None
             for item in group:
                 item.done = True
+
+    @contextlib.contextmanager
+    def _write_turn(self) -> Iterator[None]:
+        """Hold ``<path>-writer``'s exclusive ``flock`` (this process's turn to write) for one group commit.
+
+        SQLite's busy handler waits for another process's write lock by sleeping (1, 2, 5,
+        10... ms), so with several processes on one file the lock often sits free while
+        every waiter sleeps. The kernel wakes a process blocked in ``flock`` as soon as the
+        holder lets go, and the batches its threads queue meanwhile join its next group.
+        Only the order of the writers changes: ``BEGIN IMMEDIATE`` and its busy timeout
+        still guard the file (another program writing it without this lock is waited for
+        as before). The kernel drops the lock of a process that dies.
+        """
+        with self._lock:
+            if self._writer_fd is None:
+                self._writer_fd = _open_writer_lock(Path(f"{self.path}-writer"), self._file_mode)
+            fd = self._writer_fd
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one read; see :meth:`SQLBackend.query`.
@@ -274,6 +303,9 @@ class SQLiteBackend(SQLBackend):
                     if self._shared is None:
                         self._shared = self._connect()
                     return self._shared.execute(sql, tuple(params)).fetchall()
+            turn: sqlite3.Connection | None = getattr(self._turn, "conn", None)
+            if turn is not None:  # a build in this thread's write turn: read its transaction
+                return turn.execute(sql, tuple(params)).fetchall()
             with self._connection() as conn:
                 return conn.execute(sql, tuple(params)).fetchall()
         except sqlite3.OperationalError as exc:
@@ -303,6 +335,9 @@ class SQLiteBackend(SQLBackend):
             if self._shared is not None:
                 self._shared.close()
             self._shared = None
+            if self._writer_fd is not None:
+                os.close(self._writer_fd)
+                self._writer_fd = None
 
 
 def _run_pragma(conn: sqlite3.Connection, pragma: str, deadline: float) -> None:
@@ -416,13 +451,23 @@ def _create_private(path: Path, file_mode: int) -> None:
         os.close(fd)
 
 
+def _open_writer_lock(path: Path, file_mode: int) -> int:
+    """Open the write-turn lock file (created with exactly ``file_mode``, as the database is)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, file_mode)
+    except FileExistsError:
+        return os.open(path, os.O_RDWR)
+    os.fchmod(fd, file_mode)
+    return fd
+
+
 class _Pending:
     """One caller's batch waiting for (or done by) a group commit."""
 
-    __slots__ = ("done", "error", "results", "statements", "woken")
+    __slots__ = ("build", "done", "error", "results", "woken")
 
-    def __init__(self, statements: Sequence[Statement]) -> None:
-        self.statements = statements
+    def __init__(self, build: Callable[[], Sequence[Statement]]) -> None:
+        self.build = build
         self.results: list[list[tuple[Any, ...]]] | None = None
         self.error: BaseException | None = None
         self.done = False

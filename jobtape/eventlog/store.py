@@ -61,6 +61,10 @@ class SQLBackend(abc.ABC):
     """
 
     local_reads: ClassVar[bool] = False
+    #: ``True`` when :meth:`execute_built` calls ``build`` inside the batch's own write
+    #: transaction, with no other writer able to commit until it ends, and a :meth:`query`
+    #: made from ``build`` reads that transaction (the SQLite backend's write turn).
+    builds_in_turn: ClassVar[bool] = False
 
     @abc.abstractmethod
     def execute_batch(self, statements: Sequence[Statement]) -> list[list[tuple[Any, ...]]]:
@@ -79,8 +83,9 @@ class SQLBackend(abc.ABC):
         The appends of one process form the whole-log chain in order: each batch's
         positions follow the batch built before it, so the backend must run batches in the
         order their statements were built. This default runs one built batch at a time
-        (a lock around build and run); the SQLite backend builds under its group-commit
-        queue's lock instead, so concurrent appends still share a commit.
+        (a lock around build and run); the SQLite backend builds each queued batch in its
+        group commit's transaction instead, in queue order, so concurrent appends still
+        share a commit (:attr:`builds_in_turn`).
 
         Args:
             build: returns the statements; called once, before the batch runs.
@@ -363,7 +368,10 @@ class EventStore:
         """The batch of :meth:`_write_chained`, from the head this store built last (or reads); called
         in the backend's build order. Moves the head past the batch and notes what it was built on in ``built``."""
         with self._head_lock:
-            head = self._head if self._head is not None and not (self._shared and self._in_flight == 0) else self._read_head()
+            # another writer may have moved the head: read it when no batch of ours is in flight, or in
+            # every write turn (then the read is inside the batch's transaction: exact, no retry)
+            fresh = self._shared and (self._in_flight == 0 or self.backend.builds_in_turn)
+            head = self._head if self._head is not None and not fresh else self._read_head()
             position, chain = head
             # the chain this batch links from, as log_head holds it (NULL for an empty log): the guard compares
             statements = [Statement(_EXPECT_HEAD, (chain if position > 0 else None,))]

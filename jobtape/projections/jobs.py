@@ -28,10 +28,10 @@ __all__ = [
     "select_by_idempotency_key",
     "select_claimable",
     "select_claimable_states",
+    "select_claimers",
     "select_expired_leases",
     "select_finished_before",
     "select_held",
-    "select_held_by_another",
     "select_retained_uploads",
     "select_state",
     "select_with_orphans",
@@ -261,16 +261,30 @@ def select_by_idempotency_key(backend: SQLBackend, owner: str, idempotency_key: 
 
 
 @functools.cache
-def _claimable_sql(column: str, type_count: int) -> str:
+def _claimable_sql(column: str, type_count: int, partitioned: bool = False, newest_first: bool = False) -> str:
     return (
         f"SELECT {column} FROM jobs WHERE status = 'pending' AND job_type IN ({', '.join('?' * type_count)})"
-        " AND (not_before IS NULL OR not_before <= ?) ORDER BY created_position LIMIT ? OFFSET ?"
+        " AND (not_before IS NULL OR not_before <= ?)"
+        + (" AND created_position % ? = ?" if partitioned else "")
+        + (" ORDER BY created_position DESC" if newest_first else " ORDER BY created_position")
+        + " LIMIT ? OFFSET ?"
     )
 
 
-def _claimable_query(column: str, job_types: Collection[str], now: dt.datetime, limit: int, offset: int) -> tuple[str, list[Any]]:
+def _claimable_query(
+    column: str,
+    job_types: Collection[str],
+    now: dt.datetime,
+    limit: int,
+    offset: int,
+    partition: tuple[int, int] | None = None,
+    newest_first: bool = False,
+) -> tuple[str, list[Any]]:
     types = sorted(job_types)
-    return _claimable_sql(column, len(types)), [*types, clock.format_timestamp(now), limit, offset]
+    params: list[Any] = [*types, clock.format_timestamp(now)]
+    if partition is not None:
+        params += partition
+    return _claimable_sql(column, len(types), partition is not None, newest_first), [*params, limit, offset]
 
 
 def select_claimable(backend: SQLBackend, job_types: Collection[str], now: dt.datetime, limit: int, offset: int = 0) -> list[str]:
@@ -283,18 +297,38 @@ def select_claimable(backend: SQLBackend, job_types: Collection[str], now: dt.da
 
 
 def select_claimable_states(
-    backend: SQLBackend, job_types: Collection[str], now: dt.datetime, limit: int, offset: int = 0
+    backend: SQLBackend,
+    job_types: Collection[str],
+    now: dt.datetime,
+    limit: int,
+    offset: int = 0,
+    partition: tuple[int, int] | None = None,
+    newest_first: bool = False,
 ) -> list[JobState]:
-    """Like :func:`select_claimable`, but the jobs' state snapshots (one query: no load per candidate)."""
+    """Like :func:`select_claimable`, but the jobs' state snapshots (one query: no load per candidate).
+
+    ``partition``: ``(count, index)`` keeps only the jobs whose ``created_position`` modulo
+    ``count`` is ``index`` (still an index range in created order; the others are skipped).
+    ``newest_first``: in reverse created order (the same index range, read backwards).
+    """
     if not job_types:
         return []
-    sql, params = _claimable_query("state", job_types, now, limit, offset)
+    sql, params = _claimable_query("state", job_types, now, limit, offset, partition, newest_first)
     return [decode_state(row[0]) for row in backend.query(sql, params)]
 
 
-def select_held_by_another(backend: SQLBackend, worker_id: str) -> bool:
-    """Whether a worker other than ``worker_id`` holds a job now (``processing``, or cancelling)."""
-    return bool(backend.query(f"SELECT 1 FROM jobs WHERE {_HELD} AND worker_id != ? LIMIT 1", [worker_id]))
+def select_claimers(backend: SQLBackend, job_types: Collection[str], now: dt.datetime) -> list[str]:
+    """Ids of the workers holding a job of ``job_types`` whose lease has not expired at ``now``
+    (aware UTC), sorted (an index range over the held rows of ``jobs_status_created``)."""
+    if not job_types:
+        return []
+    types = sorted(job_types)
+    rows = backend.query(
+        f"SELECT DISTINCT worker_id FROM jobs WHERE {_HELD} AND job_type IN ({', '.join('?' * len(types))})"
+        " AND lease_expires_at >= ? ORDER BY worker_id",
+        [*types, clock.format_timestamp(now)],
+    )
+    return [str(row[0]) for row in rows if row[0] is not None]
 
 
 def select_expired_leases(backend: SQLBackend, now: dt.datetime, limit: int) -> list[str]:

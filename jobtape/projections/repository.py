@@ -221,19 +221,31 @@ class JobRepository:
         return jobs_projection.select_claimable(self.store.backend, job_types, now, limit, offset)
 
     def claimable_states(
-        self, job_types: Collection[str], now: dt.datetime, *, limit: int = 16, offset: int = 0
+        self,
+        job_types: Collection[str],
+        now: dt.datetime,
+        *,
+        limit: int = 16,
+        offset: int = 0,
+        partition: tuple[int, int] | None = None,
+        newest_first: bool = False,
     ) -> list[job_state.JobState]:
         """The states of the jobs :meth:`claimable` names, read in the same query (a claim appends
-        guarded by the version read here, so no load per candidate is needed)."""
-        return jobs_projection.select_claimable_states(self.store.backend, job_types, now, limit, offset)
+        guarded by the version read here, so no load per candidate is needed).
+
+        ``partition``: ``(count, index)`` reads only the jobs whose created position modulo
+        ``count`` is ``index`` (``0 <= index < count``), still oldest first; ``newest_first``
+        reads them newest first instead.
+        """
+        return jobs_projection.select_claimable_states(self.store.backend, job_types, now, limit, offset, partition, newest_first)
+
+    def claimers(self, job_types: Collection[str], now: dt.datetime) -> list[str]:
+        """Ids of the workers (sorted) holding a job of ``job_types`` under a lease not expired at ``now`` (aware UTC)."""
+        return jobs_projection.select_claimers(self.store.backend, job_types, now)
 
     def expired_leases(self, now: dt.datetime, *, limit: int = 100) -> list[str]:
         """Ids of up to ``limit`` held jobs (``processing``, or cancelling) whose lease expired before ``now``."""
         return jobs_projection.select_expired_leases(self.store.backend, now, limit)
-
-    def held_by_another(self, worker_id: str) -> bool:
-        """Whether a worker other than ``worker_id`` holds a job now (another worker claims from this log)."""
-        return jobs_projection.select_held_by_another(self.store.backend, worker_id)
 
     def held_jobs(self) -> list[str]:
         """Ids of every job held by a worker now (``processing``, or cancelling, not finished)."""

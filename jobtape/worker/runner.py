@@ -16,10 +16,10 @@ cycle (the poll interval, at most a sixth of the lease TTL; or at once when
    one query with their states, and hands each to a free slot, which appends ``job.claimed``
    with a lease guarded by the version read, so of two workers racing for a job exactly one
    wins; the slot then runs the job. The slots' claims and terminal appends, made at the
-   same moment, share one transaction (the SQLite backend's group commit). After a lost
-   claim a worker reads its candidates from a random offset among the oldest
-   :data:`SPREAD_MAX` (halving back to the front as it wins), so workers sharing one log
-   stop racing for the same rows; a worker alone always takes the oldest.
+   same moment, share one transaction (the SQLite backend's group commit). A worker alone
+   takes the oldest; with other claiming workers, the oldest of its own share (created
+   position modulo their number = its rank), so workers sharing one log do not race for
+   the same rows (:meth:`Worker._candidates_for`).
 
 :meth:`Worker.stop` is the graceful shutdown: no more claims, running jobs get the grace
 period to finish, then their children are terminated and the jobs released
@@ -29,6 +29,7 @@ period to finish, then their children are terminated and the jobs released
 from __future__ import annotations
 
 import collections
+import datetime as dt
 import functools
 import itertools
 import logging
@@ -75,13 +76,23 @@ WATCH_INTERVAL_S = 0.25
 #: How many finished job ids :attr:`Worker.finished` keeps (for tests and tools).
 FINISHED_KEPT = 1000
 
-#: After a lost claim, a worker reads its candidates from a random offset below a spread
-#: (in jobs) that starts at :data:`SPREAD_MIN`, doubles per lost claim up to
-#: :data:`SPREAD_MAX`, and loses 1/:data:`SPREAD_DECAY` per won claim, down to
-#: :data:`SPREAD_MIN` (a worker that never lost a claim reads the oldest jobs).
+#: A worker taking jobs of other shares (its own is empty) reads them from a random offset
+#: (in jobs, past those their owners read next) below a spread that starts at
+#: :data:`SPREAD_MIN`, doubles per lost claim up to :data:`SPREAD_MAX`, and loses
+#: 1/:data:`SPREAD_DECAY` per won claim, down to :data:`SPREAD_MIN`.
 SPREAD_MIN = 256
 SPREAD_MAX = 4096
 SPREAD_DECAY = 1024
+
+#: Seconds a worker that held a job is still counted among the claiming workers after it
+#: holds none (between two jobs, or idle near the end of the queue), so that the shares
+#: of the others do not change with every gap.
+CLAIMERS_KEPT_S = 2.0
+
+#: Seconds between two looks at the oldest claimable job of any share by a worker sharing the
+#: queue with others: one still oldest at the next look (its owner did not take it: it cannot
+#: run its type, or it stopped claiming) is taken, so no job waits on a share forever.
+OLDEST_CHECK_S = 1.0
 
 #: Candidates a busy worker reads at once for the slots that finish their jobs (one query
 #: per this many jobs, not one per job), or the concurrency if more. A candidate another
@@ -149,11 +160,14 @@ class Worker:
         self._candidates: queue.SimpleQueue[job_state.JobState | None] = queue.SimpleQueue()
         self._busy = 0  # slots holding a candidate or running a job
         self._inflight: set[str] = set()  # their job ids
-        self._spread = 0  # candidates are read from a random offset below this (0: the oldest)
+        self._spread = 0  # jobs of other shares are read from a random offset below this (_steal)
         self._spread_rng = random.Random()
+        self._share = (1, 0)  # (claiming workers, this one's rank) at the last read of candidates
+        self._oldest_id: str | None = None  # the oldest claimable job at the last look (_oldest_left)
+        self._oldest_at = 0.0  # when (time.monotonic())
+        self._claimers: dict[str, float] = {}  # worker id -> when last seen claiming (time.monotonic())
         self._read_ahead: collections.deque[job_state.JobState] = collections.deque()
         self._read_ahead_lock = threading.Lock()
-        self._looked_for_others = False
         self._losses = 0  # lost claims so far: a candidate read before the last one is dropped
         self._read_at: dict[str, int] = {}  # candidate -> self._losses when it was read
         self._thread: threading.Thread | None = None
@@ -325,8 +339,13 @@ class Worker:
                 self._halt.wait(delay)
                 continue
             backoff.reset()
-            if until_idle and not claimed and not self._busy:
-                return
+            if (
+                until_idle
+                and not claimed
+                and not self._busy
+                and not self.repository.claimable_states(self.handlers, clock.utcnow(), limit=1)
+            ):
+                return  # none left to claim, in any worker's share
             if until_idle and self._stop.is_set() and not self._busy:
                 return
             if until_idle:
@@ -402,26 +421,41 @@ class Worker:
         return len(candidates)
 
     def _candidates_for(self, free: int, held: set[str]) -> list[job_state.JobState]:
-        """Up to ``free`` claimable jobs not in ``held``: the oldest, or after lost claims (or at
-        the first read, when another worker holds a job) those from a random offset below the
-        spread; when nothing is there, from one below half that offset, down to the oldest,
-        and the spread shrinks to what was found."""
+        """Up to ``free`` claimable jobs not in ``held`` (only one before this worker's first won claim).
+
+        Alone (no other worker held a job of its types under a live lease in the last
+        :data:`CLAIMERS_KEPT_S`), the oldest. With others (:meth:`JobRepository.claimers`,
+        read each time), the oldest of its own share: the jobs whose created position modulo
+        the number of claiming workers (itself counted) is its rank among their sorted ids,
+        so workers that agree on who claims read disjoint rows; when that count or its rank
+        changes, the candidates it read for the old share are dropped unclaimed. When its
+        share holds none, it takes jobs of the other shares that lie past the ones their
+        owners read next (:meth:`_steal`), and the oldest job of any share once it stayed the
+        oldest for :data:`OLDEST_CHECK_S` (:meth:`_oldest_left`).
+        """
         now = clock.utcnow()
+        if not self.claims_won:  # until its first claim lands, other workers do not count it
+            free = min(free, 1)
         size = free + len(held)
-        if not self._looked_for_others:  # the first read: spread at once if another worker is claiming
-            self._looked_for_others = True
-            if self.repository.held_by_another(self.worker_id):
-                with self._lock:
-                    self._spread = max(self._spread, SPREAD_MIN)
-        offset = self._spread_rng.randrange(self._spread) if self._spread else 0
-        found = self.repository.claimable_states(self.handlers, now, limit=size, offset=offset)
-        while not found and offset:  # fewer claimable jobs than the offset: look below it
-            with self._lock:
-                self._spread = min(self._spread, offset)
-            offset = self._spread_rng.randrange(offset // 2) if offset > 1 else 0
-            found = self.repository.claimable_states(self.handlers, now, limit=size, offset=offset)
-        if self._spread and len(found) < size:  # the last claimable jobs, which other workers read too:
-            found = self._spread_rng.sample(found, (len(found) + 1) // 2)  # try half of them, at random
+        seen = self.repository.claimers(self.handlers, now)
+        seen_at = time.monotonic()
+        with self._lock:
+            for worker_id in [*seen, self.worker_id]:
+                self._claimers[worker_id] = seen_at
+            for worker_id in [w for w, at in self._claimers.items() if seen_at - at > CLAIMERS_KEPT_S]:
+                del self._claimers[worker_id]
+            claimers = sorted(self._claimers)
+            share = (len(claimers), claimers.index(self.worker_id))
+            if share != self._share:
+                self._share = share
+                self._losses += 1  # drop the candidates read for the old share
+        if share[0] == 1:
+            found = self.repository.claimable_states(self.handlers, now, limit=size)
+        else:
+            found = self.repository.claimable_states(self.handlers, now, limit=size, partition=share)
+            found = [*self._oldest_left(now), *found]
+            if not any(state.job_id not in held for state in found):
+                found = self._steal(size, now, share[0])
         chosen: dict[str, job_state.JobState] = {}
         for state in found:
             if state.job_id not in held and len(chosen) < free:
@@ -430,6 +464,36 @@ class Worker:
             for job_id in chosen:
                 self._read_at[job_id] = self._losses
         return list(chosen.values())
+
+    def _steal(self, size: int, now: dt.datetime, claimers: int) -> list[job_state.JobState]:
+        """Up to ``size`` claimable jobs of any share from past the oldest ``2 * claimers * size``
+        (which their owners read next), at a random offset below the spread (:data:`SPREAD_MIN` at
+        least) beyond them, or below half that offset while nothing is there; none when no job lies
+        past them (the last jobs are left to their owners, and to :meth:`_oldest_left`)."""
+        with self._lock:
+            self._spread = max(self._spread, SPREAD_MIN)
+            spread = self._spread
+        owners = 2 * claimers * size
+        offset = self._spread_rng.randrange(spread)
+        found = self.repository.claimable_states(self.handlers, now, limit=size, offset=owners + offset)
+        while not found and offset:  # fewer claimable jobs than the offset: look below it
+            offset = self._spread_rng.randrange(offset // 2) if offset > 1 else 0
+            found = self.repository.claimable_states(self.handlers, now, limit=size, offset=owners + offset)
+        return found
+
+    def _oldest_left(self, now: dt.datetime) -> list[job_state.JobState]:
+        """The oldest claimable job of any share if it already was at the previous look, at least
+        :data:`OLDEST_CHECK_S` ago (its owner did not take it: it cannot run its type, or it stopped
+        claiming); else nothing. Looks at most once per :data:`OLDEST_CHECK_S`."""
+        with self._lock:
+            seen_at = time.monotonic()
+            if seen_at - self._oldest_at < OLDEST_CHECK_S:
+                return []
+            self._oldest_at, previous = seen_at, self._oldest_id
+        oldest = self.repository.claimable_states(self.handlers, now, limit=1)
+        with self._lock:
+            self._oldest_id = oldest[0].job_id if oldest else None
+        return [state for state in oldest if state.job_id == previous]
 
     def _slot(self) -> None:
         """A job thread: claims and runs the candidates the loop hands it, until handed ``None``.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -67,6 +68,10 @@ def test_processes_appending_to_one_file_leave_one_unbroken_chain(tmp_path: Path
     # exit 0: the keyed verify of the result is clean and holds every append (3 x 15 x 8)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "appends: 360 " in done.stdout and "verify: 360 events, 0 violations" in done.stdout, done.stdout
+    # batches are built in their process's write turn: a process's batch is refused at most once
+    # (when it first meets another writer), then built on the head read inside its transaction
+    retries = re.search(r"lost-append retries\): (\d+) ", done.stdout)
+    assert retries is not None and int(retries[1]) <= 3, done.stdout
 
 
 def test_serve_and_a_worker_process_chain_under_the_data_dirs_key_and_verify_keyed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -245,3 +245,65 @@ def test_settings_default_to_a_durable_log() -> None:
     assert Settings.from_env({"JOBTAPE_SQLITE_SYNCHRONOUS": "normal"}).sqlite_synchronous == "NORMAL"
     with pytest.raises(ValueError, match="FULL or NORMAL"):
         Settings.from_env({"JOBTAPE_SQLITE_SYNCHRONOUS": "off"})
+
+
+def test_batches_queued_while_another_process_writes_join_one_commit_built_on_its_head(tmp_path: Path) -> None:
+    """The write turn (``<db>-writer``'s flock): while another writer holds it, this process's
+    appends queue; when it lets go they are built in one transaction on the head that writer
+    left, so none is refused by the chain guard and all share one commit."""
+    import subprocess
+    import sys
+
+    from polling import wait_for  # type: ignore[import-not-found]
+
+    from jobtape.eventlog.sqlite import SQLiteBackend
+
+    path = tmp_path / "turn.db"
+    backend = SQLiteBackend(path)
+    backend.migrate(TABLES.migrations)
+    store = EventStore(backend)
+    repository = JobRepository(store, projections=TABLES.projections)
+    jobs = [repository.create("ingest", {}).state for _ in range(5)]
+    other = EventStore(SQLiteBackend(path))  # another writer moves the head: this store's head is stale
+    other.append("o" * 32, [ev.JobCreated(job_type="ingest")], 0, actor="other")
+    repository.create("ingest", {})  # the one refused batch: this store learns another writer appends
+    assert store.chain_retries == 1
+    other.append("p" * 32, [ev.JobCreated(job_type="ingest")], 0, actor="other")  # the head moves again
+
+    holder = subprocess.Popen(  # another process takes the write turn and appends while holding it
+        [
+            sys.executable,
+            "-c",
+            (
+                "import fcntl, sys\n"
+                f"fd = open({str(path) + '-writer'!r}, 'r+')\n"
+                "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+                "print('held', flush=True)\n"
+                "sys.stdin.readline()\n"
+            ),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdin is not None
+    assert holder.stdout.readline() == "held\n"
+    transactions = backend.transactions
+    threads = [
+        threading.Thread(target=repository.append, args=(job.job_id, [ev.JobClaimed(worker_id="w")], job), kwargs={"actor": "w"})
+        for job in jobs
+    ]
+    for thread in threads:
+        thread.start()
+    wait_for(lambda: len(backend._queue) == len(jobs), timeout_s=30, what="the appends queued behind the write turn")
+    assert backend.transactions == transactions  # nothing committed while the other process holds the turn
+    holder.stdin.write("\n")
+    holder.stdin.flush()
+    for thread in threads:
+        thread.join()
+    holder.wait(timeout=30)
+    assert backend.transactions == transactions + 1  # one commit for the five claims
+    assert store.chain_retries == 1  # built in the turn on the head the other writer left: none refused
+    assert [repository.get(job.job_id).status for job in jobs] == ["processing"] * 5
+    other.close()
+    store.close()

@@ -16,10 +16,15 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from jobtape.config import Settings
 from jobtape.defaults import worker as Worker
+from jobtape.eventlog import events as ev
 from jobtape.projections.repository import JobRepository
+from jobtape.projections.state import JobState
 from jobtape.storage import MemoryStorage
+from jobtape.worker import runner
 from jobtape.worker.context import JobContext
 
 
@@ -100,3 +105,74 @@ def test_worker_processes_with_many_slots_run_every_job_exactly_once(tmp_path: P
         state = repository.get(job_id)
         assert state.result == {"by": state.worker_id}
     assert repository.store.backend.query("SELECT COUNT(*) FROM queue_counts") == [(0,)]
+
+
+def _noop(context: JobContext, storage: Any, settings: Settings) -> dict[str, Any]:
+    return {}
+
+
+def _hold(repository: JobRepository, state: JobState, worker_id: str) -> None:
+    """Another worker claims ``state``'s job: it holds it under a live lease."""
+    repository.append(state.job_id, [ev.JobClaimed(worker_id=worker_id, lease_ttl_s=600)], state, actor=worker_id)
+
+
+def _positions(repository: JobRepository) -> dict[str, int]:
+    return {str(job_id): int(position) for job_id, position in repository.store.backend.query("SELECT job_id, created_position FROM jobs")}
+
+
+def _sharing_worker(tmp_path: Path, repository: JobRepository) -> Worker:
+    """Worker ``b-me`` past its first claim, sharing the queue with ``a-other`` (rank 1 of 2)."""
+    worker = Worker(repository, MemoryStorage(), Settings(data_dir=tmp_path, concurrency=8), handlers={"ingest": _noop}, worker_id="b-me")
+    worker.claims_won = 1
+    return worker
+
+
+def test_a_worker_sharing_the_queue_reads_the_oldest_jobs_of_its_own_share(tmp_path: Path, repository: JobRepository) -> None:
+    """Two claiming workers read disjoint candidates: created position modulo 2 = rank by id."""
+    jobs = [repository.create("ingest", {}).state for _ in range(40)]
+    _hold(repository, jobs[0], "a-other")
+    positions = _positions(repository)
+    fresh = Worker(repository, MemoryStorage(), Settings(data_dir=tmp_path, concurrency=8), handlers={"ingest": _noop}, worker_id="c-new")
+    assert len(fresh._candidates_for(8, set())) == 1  # before its first claim the others do not count it: one at a time
+
+    found = _sharing_worker(tmp_path, repository)._candidates_for(8, set())
+
+    pending = sorted(positions[job.job_id] for job in jobs[1:])
+    assert [positions[state.job_id] for state in found] == [p for p in pending if p % 2 == 1][:8]
+
+
+def test_a_worker_whose_share_is_empty_takes_jobs_past_the_ones_their_owner_reads_next(tmp_path: Path, repository: JobRepository) -> None:
+    jobs = [repository.create("ingest", {}).state for _ in range(400)]
+    positions = _positions(repository)
+    for job in jobs:
+        if positions[job.job_id] % 2 == 1:  # b-me's share: all taken (by a-other)
+            _hold(repository, job, "a-other")
+    pending = sorted(positions[job.job_id] for job in jobs if positions[job.job_id] % 2 == 0)
+
+    found = _sharing_worker(tmp_path, repository)._candidates_for(8, set())
+
+    assert len(found) == 8
+    assert all(positions[state.job_id] > pending[2 * 2 * 8 - 1] for state in found)  # past the oldest 2 x claimers x read
+
+
+def test_the_oldest_job_of_another_share_is_taken_once_it_stayed_the_oldest(
+    tmp_path: Path, repository: JobRepository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job in the share of a worker that does not take it (another type, or it stopped claiming)
+    does not wait forever: still the oldest at the next look, a sharing worker takes it."""
+    monkeypatch.setattr(runner, "OLDEST_CHECK_S", 0.0)
+    jobs = [repository.create("ingest", {}).state for _ in range(40)]
+    _hold(repository, jobs[0], "a-other")
+    positions = _positions(repository)
+    oldest = min((job for job in jobs[1:]), key=lambda job: positions[job.job_id])
+    worker = _sharing_worker(tmp_path, repository)
+    if positions[oldest.job_id] % 2 == 1:  # make the oldest pending job one of a-other's share
+        _hold(repository, oldest, "a-other")
+        oldest = min((job for job in jobs[1:] if job is not oldest), key=lambda job: positions[job.job_id])
+    assert positions[oldest.job_id] % 2 == 0
+
+    first = worker._candidates_for(4, set())  # notes the oldest
+    second = worker._candidates_for(4, {state.job_id for state in first})  # still the oldest: taken
+
+    assert oldest.job_id not in {state.job_id for state in first}
+    assert second[0].job_id == oldest.job_id
