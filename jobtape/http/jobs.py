@@ -205,18 +205,16 @@ async def get_job(
         return await anyio.to_thread.run_sync(poll_body, state, position, storage, ttl_s)
     if not repository.local_reads:
         return await anyio.to_thread.run_sync(_poll_now, repository, job_id, storage, ttl_s, principal)
-    state = repository.get(job_id)
+    state, position = repository.get_with_position(job_id)
     http_auth.require_visible(principal, state.owner, errors.JobNotFound(job_id))
-    position = repository.queue_position(job_id) if state.status == "pending" else None
     if storage.local_files or job_state.download_key(state) is None:
         return poll_body(state, position, storage, ttl_s)  # a stat and an HMAC at most
     return await anyio.to_thread.run_sync(poll_body, state, position, storage, ttl_s)
 
 
 def _poll_now(repository: JobRepository, job_id: str, storage: Storage, ttl_s: int, principal: auth.Principal) -> schemas.JobView:
-    state = repository.get(job_id)
+    state, position = repository.get_with_position(job_id)
     http_auth.require_visible(principal, state.owner, errors.JobNotFound(job_id))
-    position = repository.queue_position(job_id) if state.status == "pending" else None
     return poll_body(state, position, storage, ttl_s)
 
 
