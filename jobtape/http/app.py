@@ -149,7 +149,8 @@ def create_app(
     upload_slots = upload.UploadSlots(settings.max_concurrent_uploads)
     types = dict(job_types or {})
     lookup = key_lookup if key_lookup is not None else functools.partial(keys.lookup, repository)
-    authenticator = http_auth.Authenticator.from_settings(settings, lookup)
+    # The default lookup is one indexed read: on local SQLite it runs inline, like the poll's read.
+    authenticator = http_auth.Authenticator.from_settings(settings, lookup, inline_key_lookup=key_lookup is None and repository.local_reads)
     middleware: list[Any] = [http_auth.auth_middleware(authenticator)]
     rule = settings.rate_limit_rule
     if rule is not None:
