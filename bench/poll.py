@@ -171,6 +171,14 @@ def main(argv: list[str] | None = None) -> int:
         default="off",
         help="jobtape's --auth mode (default off); required: every poll sends an API key (Bearer) of the jobs' owner",
     )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        metavar="SRC",
+        help="also load a jobtape of another source tree (e.g. `git archive main | tar -x -C SRC`), run with PYTHONPATH=SRC, "
+        "in the same rounds on the same data dir: a before/after in one run (default: none)",
+    )
     parser.add_argument("--serve-baseline", nargs=2, metavar=("DATABASE", "PORT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_baseline:
@@ -206,6 +214,17 @@ def main(argv: list[str] | None = None) -> int:
                 "jobtape": (jobtape_port, [f"/api/audio/jobs/{job_id}" for job_id in ids], headers),
                 "baseline": (baseline_port, [f"/row/{job_id}" for job_id in ids], {}),
             }
+            if args.before is not None:
+                before_port = free_port()
+                servers.append(
+                    start_server(
+                        [*_SERVE, "--port", str(before_port), "--data-dir", str(data_dir), "--auth", args.auth],
+                        logs / "before.log",
+                        before_port,
+                        {**os.environ, "PYTHONPATH": str(args.before.resolve())},
+                    )
+                )
+                targets["before"] = (before_port, targets["jobtape"][1], headers)
             for name, (port, paths, sent) in targets.items():  # warm-up, and check the answers
                 with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=sent) as client:
                     for path in (paths[0], paths[args.complete_every - 1] if args.complete_every else paths[-1]):
@@ -231,6 +250,11 @@ def main(argv: list[str] | None = None) -> int:
     p99_ratio = medians["jobtape"][2] / medians["baseline"][2]
     ok = rate_ratio >= TARGET_RATE_RATIO and p99_ratio <= TARGET_P99_RATIO
     print(f"jobtape --auth {args.auth}")
+    if "before" in medians:
+        print(
+            f"before ({args.before}): req/s ratio {medians['before'][0] / medians['baseline'][0]:.2f}, "
+            f"p99 ratio {medians['before'][2] / medians['baseline'][2]:.2f}"
+        )
     print(
         f"req/s ratio {rate_ratio:.2f} (goal >= {TARGET_RATE_RATIO}), p99 ratio {p99_ratio:.2f} (goal <= {TARGET_P99_RATIO}): "
         + ("PASS" if ok else "FAIL")
