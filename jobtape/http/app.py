@@ -150,8 +150,7 @@ def create_app(
     types = dict(job_types or {})
     poll_sources = jobs.PollSources(repository, storage, settings.download_url_ttl_s)
     lookup = key_lookup if key_lookup is not None else functools.partial(keys.lookup, repository)
-    # The default lookup is one indexed read: on local SQLite it runs inline, like the poll's read.
-    authenticator = http_auth.Authenticator.from_settings(settings, lookup, inline_key_lookup=key_lookup is None and repository.local_reads)
+    authenticator = http_auth.Authenticator.from_settings(settings, lookup)
     middleware: list[Any] = [http_auth.auth_middleware(authenticator)]
     rule = settings.rate_limit_rule
     if rule is not None:

@@ -123,31 +123,16 @@ class Authenticator:
         jwt_verifier: checks JWTs; ``None`` (no key source configured): JWTs are refused (401).
     """
 
-    def __init__(
-        self,
-        settings: Settings,
-        key_lookup: KeyLookup | None = None,
-        jwt_verifier: jwts.JwtVerifier | None = None,
-        *,
-        inline_key_lookup: bool = False,
-    ) -> None:
+    def __init__(self, settings: Settings, key_lookup: KeyLookup | None = None, jwt_verifier: jwts.JwtVerifier | None = None) -> None:
         self.mode = settings.auth_mode
         self.networks = [ipaddress.ip_network(cidr, strict=False) for cidr in settings.trusted_proxies]
         self.key_lookup = key_lookup
         self.jwt_verifier = jwt_verifier
-        self.inline_key_lookup = inline_key_lookup
         self._local: dict[str, auth.Principal] = {}
 
     @classmethod
-    def from_settings(cls, settings: Settings, key_lookup: KeyLookup | None = None, *, inline_key_lookup: bool = False) -> Authenticator:
+    def from_settings(cls, settings: Settings, key_lookup: KeyLookup | None = None) -> Authenticator:
         """An authenticator with the JWT verifier ``settings`` configure (none without a key source).
-
-        Args:
-            settings: ``auth_mode``, ``trusted_proxies`` and the JWT settings.
-            key_lookup: finds an API key by its token (``None``: API keys are refused).
-            inline_key_lookup: run ``key_lookup`` on the event loop, not in a worker thread:
-                for a lookup that reads local SQLite (one indexed row in WAL mode, where a
-                reader never waits for a writer; ``JobRepository.local_reads``), like the poll.
 
         Raises:
             ValueError: the JWT settings cannot make a verifier (a short secret, a bad key file).
@@ -161,7 +146,7 @@ class Authenticator:
                 public_key_file=settings.jwt_public_key_file,
                 jwks_url=settings.jwt_jwks_url,
             )
-        return cls(settings, key_lookup, verifier, inline_key_lookup=inline_key_lookup)
+        return cls(settings, key_lookup, verifier)
 
     async def principal(self, connection: ASGIConnection[Any, Any, Any, Any]) -> auth.Principal:
         """The request's principal.
@@ -210,7 +195,7 @@ class Authenticator:
         if token.startswith(API_KEY_PREFIX):
             if self.key_lookup is None:
                 raise _unauthorized("this server does not accept API keys")
-            key = self.key_lookup(token) if self.inline_key_lookup else await anyio.to_thread.run_sync(self.key_lookup, token)
+            key = await anyio.to_thread.run_sync(self.key_lookup, token)
             if key is None:
                 raise _unauthorized("the API key is not valid")
             if key.revoked:
