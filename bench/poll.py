@@ -22,7 +22,11 @@ ratios and PASS/FAIL. Every answer must be 200.
 
 Usage::
 
-    python bench/poll.py [--jobs 100000] [--connections 32] [--seconds 10] [--rounds 3] [--data-dir DIR]
+    python bench/poll.py [--jobs 100000] [--connections 32] [--seconds 10] [--rounds 3] [--data-dir DIR] [--auth off|required]
+
+With ``--auth required`` jobtape runs as deployed with API keys: a key of the jobs' owner
+(``jobtape keys create --scope jobs:read``) is sent as ``Authorization: Bearer`` with every
+poll and checked on every request (the baseline stays a plain route).
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ __all__ = ["build_data_dir", "main"]
 TARGET_RATE_RATIO = 0.8
 TARGET_P99_RATIO = 1.5
 _BATCH = 5000
+_SERVE = [sys.executable, "-m", "jobtape", "serve", "--workers", "0"]
 
 
 def build_data_dir(data_dir: Path, count: int, complete_every: int) -> list[str]:
@@ -133,14 +138,22 @@ def _serve_baseline(database: str, port: int) -> None:
     uvicorn.Server(uvicorn.Config(_baseline_app(database), host="127.0.0.1", port=port)).run()
 
 
-def _requests(paths: list[str]) -> Callable[[], bytes]:
-    """GETs of random ``paths``."""
+def _requests(paths: list[str], headers: dict[str, str] | None = None) -> Callable[[], bytes]:
+    """GETs of random ``paths`` with ``headers``."""
     rng = random.Random(os.urandom(8))
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
 
     def request() -> bytes:
-        return f"GET {rng.choice(paths)} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+        return f"GET {rng.choice(paths)} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\r\n".encode()
 
     return request
+
+
+def _api_key(data_dir: Path) -> str:
+    """A new API key of the jobs' owner (``anonymous``) with ``jobs:read``, made by ``jobtape keys create`` as deployed."""
+    command = [sys.executable, "-m", "jobtape", "keys", "create", "--owner", "anonymous", "--scope", "jobs:read", "--quiet"]
+    done = subprocess.run([*command, "--name", "bench-poll", "--data-dir", str(data_dir)], capture_output=True, text=True, check=True)
+    return done.stdout.strip().splitlines()[-1]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,6 +165,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds of load per run (default 10)")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each server, interleaved (default 3)")
     parser.add_argument("--data-dir", type=Path, default=None, help="an empty folder for the data dir (default: a temp dir)")
+    parser.add_argument(
+        "--auth",
+        choices=("off", "required"),
+        default="off",
+        help="jobtape's --auth mode (default off); required: every poll sends an API key (Bearer) of the jobs' owner",
+    )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        metavar="SRC",
+        help="also load a jobtape of another source tree (e.g. `git archive main | tar -x -C SRC`), run with PYTHONPATH=SRC, "
+        "in the same rounds on the same data dir: a before/after in one run (default: none)",
+    )
     parser.add_argument("--serve-baseline", nargs=2, metavar=("DATABASE", "PORT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_baseline:
@@ -162,13 +189,16 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         ids = build_data_dir(data_dir, args.jobs, args.complete_every)
         print(f"{args.jobs:,} jobs built in {time.perf_counter() - started:.1f} s ({data_dir})")
+        headers: dict[str, str] = {}
+        if args.auth == "required":
+            headers["Authorization"] = f"Bearer {_api_key(data_dir)}"
         jobtape_port, baseline_port = free_port(), free_port()
         logs = Path(scratch)
         servers: list[subprocess.Popen[bytes]] = []
         try:  # started inside the try: a server that started is stopped even when the other fails to
             servers.append(
                 start_server(
-                    [sys.executable, "-m", "jobtape", "serve", "--workers", "0", "--port", str(jobtape_port), "--data-dir", str(data_dir)],
+                    [*_SERVE, "--port", str(jobtape_port), "--data-dir", str(data_dir), "--auth", args.auth],
                     logs / "jobtape.log",
                     jobtape_port,
                 )
@@ -181,19 +211,30 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
             targets = {
-                "jobtape": (jobtape_port, [f"/api/audio/jobs/{job_id}" for job_id in ids]),
-                "baseline": (baseline_port, [f"/row/{job_id}" for job_id in ids]),
+                "jobtape": (jobtape_port, [f"/api/audio/jobs/{job_id}" for job_id in ids], headers),
+                "baseline": (baseline_port, [f"/row/{job_id}" for job_id in ids], {}),
             }
-            for name, (port, paths) in targets.items():  # warm-up, and check the answers
-                with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+            if args.before is not None:
+                before_port = free_port()
+                servers.append(
+                    start_server(
+                        [*_SERVE, "--port", str(before_port), "--data-dir", str(data_dir), "--auth", args.auth],
+                        logs / "before.log",
+                        before_port,
+                        {**os.environ, "PYTHONPATH": str(args.before.resolve())},
+                    )
+                )
+                targets["before"] = (before_port, targets["jobtape"][1], headers)
+            for name, (port, paths, sent) in targets.items():  # warm-up, and check the answers
+                with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=sent) as client:
                     for path in (paths[0], paths[args.complete_every - 1] if args.complete_every else paths[-1]):
                         answer = client.get(path)
                         assert answer.status_code == 200, (name, path, answer.text)
-                load(port, _requests(paths), args.connections, 1.0)
+                load(port, _requests(paths, sent), args.connections, 1.0)
             figures: dict[str, list[tuple[float, float, float]]] = {name: [] for name in targets}
             for round_ in range(1, args.rounds + 1):
-                for name, (port, paths) in targets.items():
-                    result = load(port, _requests(paths), args.connections, args.seconds)
+                for name, (port, paths, sent) in targets.items():
+                    result = load(port, _requests(paths, sent), args.connections, args.seconds)
                     rate, p50, p99 = result.rate, result.p50, result.p99
                     assert set(result.statuses) == {200}, (name, result.statuses)
                     figures[name].append((rate, p50, p99))
@@ -208,6 +249,12 @@ def main(argv: list[str] | None = None) -> int:
     rate_ratio = medians["jobtape"][0] / medians["baseline"][0]
     p99_ratio = medians["jobtape"][2] / medians["baseline"][2]
     ok = rate_ratio >= TARGET_RATE_RATIO and p99_ratio <= TARGET_P99_RATIO
+    print(f"jobtape --auth {args.auth}")
+    if "before" in medians:
+        print(
+            f"before ({args.before}): req/s ratio {medians['before'][0] / medians['baseline'][0]:.2f}, "
+            f"p99 ratio {medians['before'][2] / medians['baseline'][2]:.2f}"
+        )
     print(
         f"req/s ratio {rate_ratio:.2f} (goal >= {TARGET_RATE_RATIO}), p99 ratio {p99_ratio:.2f} (goal <= {TARGET_P99_RATIO}): "
         + ("PASS" if ok else "FAIL")

@@ -14,7 +14,7 @@ client of :mod:`loadgen`; medians, ratios and PASS/FAIL are printed per case.
 
 Usage::
 
-    python bench/submit.py [--connections 8,32] [--seconds 8] [--rounds 3] [--synchronous FULL|NORMAL]
+    python bench/submit.py [--connections 8,32] [--seconds 8] [--rounds 3] [--synchronous FULL|NORMAL] [--before SRC]
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ TARGET_RATE_RATIO = 0.8
 TARGET_P99_RATIO = 1.0
 UPLOAD_BYTES = 16 * 1024
 _BOUNDARY = "jobtapebenchboundary"
+_SERVE = [sys.executable, "-m", "jobtape", "serve", "--workers", "0"]
 
 
 def _multipart_body() -> bytes:
@@ -126,6 +127,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="seconds of load per run (default 8)")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each server per case, interleaved (default 3)")
     parser.add_argument("--synchronous", choices=("FULL", "NORMAL"), default="FULL", help="SQLite synchronous on both sides (default FULL)")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        metavar="SRC",
+        help="also load a jobtape of another source tree (e.g. `git archive main | tar -x -C SRC`), run with PYTHONPATH=SRC, "
+        "in the same rounds: a before/after in one run (default: none)",
+    )
     parser.add_argument("--serve-baseline", nargs=3, metavar=("FOLDER", "SYNCHRONOUS", "PORT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_baseline:
@@ -149,12 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             servers.append(
                 start_server(
                     [
-                        sys.executable,
-                        "-m",
-                        "jobtape",
-                        "serve",
-                        "--workers",
-                        "0",
+                        *_SERVE,
                         "--port",
                         str(jobtape_port),
                         "--data-dir",
@@ -172,6 +176,16 @@ def main(argv: list[str] | None = None) -> int:
                     baseline_port,
                 )
             )
+            before_port = free_port()
+            if args.before is not None:
+                servers.append(
+                    start_server(
+                        [*_SERVE, "--port", str(before_port), "--data-dir", str(folder / "before-data")],
+                        folder / "before.log",
+                        before_port,
+                        {**env, "PYTHONPATH": str(args.before.resolve())},
+                    )
+                )
             cases = [
                 ("multipart 16 KB", "multipart/form-data; boundary=" + _BOUNDARY, multipart),
                 ("JSON url", "application/json", url_json),
@@ -181,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
                     "jobtape": (jobtape_port, _requests("/api/audio/ingest", content_type, body)),
                     "baseline": (baseline_port, _requests("/submit", content_type, body)),
                 }
+                if args.before is not None:
+                    targets["before"] = (before_port, _requests("/api/audio/ingest", content_type, body))
                 for connections in counts:
                     for name, (port, requests) in targets.items():  # warm-up
                         warm = load(port, requests, connections, 1.0)
@@ -208,6 +224,12 @@ def main(argv: list[str] | None = None) -> int:
                         f" req/s ratio {rate_ratio:.2f} (goal >= {TARGET_RATE_RATIO}), p99 ratio {p99_ratio:.2f}"
                         f" (goal <= {TARGET_P99_RATIO}): {'PASS' if ok else 'FAIL'}"
                     )
+                    if "before" in rate:
+                        print(
+                            f"{label}, {connections} connections, before ({args.before}): {rate['before']:,.0f} req/s"
+                            f" p99 {p99['before'] * 1e3:.1f} ms; req/s ratio {rate['before'] / rate['baseline']:.2f},"
+                            f" p99 ratio {p99['before'] / p99['baseline']:.2f}"
+                        )
         finally:
             for process in servers:
                 process.terminate()

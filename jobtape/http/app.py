@@ -148,6 +148,7 @@ def create_app(
     spool_folder = spool.SpoolFolder(settings.data_dir / spool.UPLOAD_TEMP_DIR)
     upload_slots = upload.UploadSlots(settings.max_concurrent_uploads)
     types = dict(job_types or {})
+    poll_sources = jobs.PollSources(repository, storage, settings.download_url_ttl_s)
     lookup = key_lookup if key_lookup is not None else functools.partial(keys.lookup, repository)
     authenticator = http_auth.Authenticator.from_settings(settings, lookup)
     middleware: list[Any] = [http_auth.auth_middleware(authenticator)]
@@ -157,7 +158,7 @@ def create_app(
     app = Litestar(
         route_handlers=[
             health,
-            jobs.get_job,
+            jobs.poll_route(poll_sources),
             jobs.cancel_job,
             jobs.list_job_events,
             stream.stream_job,
@@ -172,7 +173,7 @@ def create_app(
             "repository": _provide(repository),
             "storage": _provide(storage),
             "settings": _provide(settings),
-            "poll_sources": _provide(jobs.PollSources(repository, storage, settings.download_url_ttl_s)),
+            "poll_sources": _provide(poll_sources),
             "spool_folder": _provide(spool_folder),
             "upload_slots": _provide(upload_slots),
             "submit_sources": _provide(creation.SubmitSources(repository, storage, settings, spool_folder, upload_slots)),

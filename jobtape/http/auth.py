@@ -42,6 +42,7 @@ from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException, ServiceUnavailableException, TooManyRequestsException
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult, DefineMiddleware
+from litestar.middleware._utils import should_bypass_middleware
 from litestar.middleware.rate_limit import RateLimitConfig, RateLimitMiddleware
 from litestar.openapi.spec import Components, OpenAPI, OpenAPIMediaType, OpenAPIResponse, Reference, SecurityScheme
 from litestar.types import ASGIApp, Receive, Scope, Send
@@ -85,6 +86,8 @@ _DOCS = r"^/schema(/|-assets/|$)"
 _SIGNED_LINK = auth.Principal(id="signed-link", owner="", scopes=frozenset())
 _BEARER = {"WWW-Authenticate": "Bearer"}
 _BEARER_HELP = "send Authorization: Bearer <API key or JWT>"
+#: How many ``--auth off`` owners' principals :meth:`Authenticator.local` keeps.
+_LOCAL_CACHE = 1024
 
 
 class ApiKeyLike(Protocol):
@@ -129,6 +132,7 @@ class Authenticator:
         self.networks = [ipaddress.ip_network(cidr, strict=False) for cidr in settings.trusted_proxies]
         self.key_lookup = key_lookup
         self.jwt_verifier = jwt_verifier
+        self._local: dict[str, auth.Principal] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings, key_lookup: KeyLookup | None = None) -> Authenticator:
@@ -156,10 +160,24 @@ class Authenticator:
             ServiceUnavailableException: 503 with ``Retry-After``: the JWKS cannot be fetched.
         """
         if self.mode == "off":
-            return auth.local(creation.owner_of(connection.headers.get("x-client-id")))
+            return self.local(connection.headers.get("x-client-id"))
         if self.mode == "trusted-proxy":
             return self._proxy(connection)
         return await self._bearer(connection.headers.get("authorization"))
+
+    def local(self, client_id: str | None) -> auth.Principal:
+        """The ``--auth off`` principal of an ``X-Client-Id`` header (:func:`jobtape.auth.principal.local`).
+
+        Principals are immutable, so the same one serves every request of an owner; at most
+        :data:`_LOCAL_CACHE` owners are kept (then each is made per request).
+        """
+        owner = creation.owner_of(client_id)
+        found = self._local.get(owner)
+        if found is None:
+            found = auth.local(owner)
+            if len(self._local) < _LOCAL_CACHE:
+                self._local[owner] = found
+        return found
 
     def _proxy(self, connection: ASGIConnection[Any, Any, Any, Any]) -> auth.Principal:
         peer = connection.client.host if connection.client else ""
@@ -205,6 +223,41 @@ class AuthMiddleware(AbstractAuthenticationMiddleware):
         super().__init__(app, exclude=_DOCS, exclude_from_auth_key=EXCLUDE_FROM_AUTH)
         self.authenticator = authenticator
 
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI callable: :meth:`authenticate_request` on every request Litestar's rules do not exclude.
+
+        The exclusions are :class:`AbstractAuthenticationMiddleware`'s (``/health``'s route
+        ``opt``, the docs' path pattern, ``OPTIONS``). In ``--auth off`` mode the principal
+        comes straight from the ``X-Client-Id`` header of the ASGI scope, without building a
+        connection object (the poll's common path, ``bench/poll.py``); every other mode runs
+        :meth:`authenticate_request`.
+
+        Raises:
+            NotAuthorizedException: 401.
+            PermissionDeniedException: 403, the route's scope is missing.
+        """
+        if should_bypass_middleware(
+            exclude_http_methods=self.exclude_http_methods,
+            exclude_opt_key=self.exclude_opt_key,
+            exclude_path_pattern=self.exclude,
+            scope=scope,
+            scopes=self.scopes,
+        ):
+            await self.app(scope, receive, send)
+            return
+        handler = scope.get("route_handler")
+        if self.authenticator.mode == "off" and (handler is None or not handler.opt.get(SIGNED_LINK_OPT)):
+            principal = self.authenticator.local(_header(scope, b"x-client-id"))
+            if handler is not None:
+                check_scope(principal, handler.opt.get(SCOPE_OPT))
+            scope["user"] = principal
+            scope["auth"] = None
+        else:
+            result = await self.authenticate_request(ASGIConnection(scope))
+            scope["user"] = result.user
+            scope["auth"] = result.auth
+        await self.app(scope, receive, send)
+
     async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
         """Resolve the principal (a signed link's request: none needed).
 
@@ -218,6 +271,17 @@ class AuthMiddleware(AbstractAuthenticationMiddleware):
         if handler is not None:
             check_scope(principal, handler.opt.get(SCOPE_OPT))
         return AuthenticationResult(user=principal, auth=None)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    """The first value of header ``name`` (lowercase) in an ASGI scope, decoded as latin-1 (as Litestar's ``Headers``).
+
+    ASGI servers send lowercase names; any other case matches too, as in Litestar's ``Headers``.
+    """
+    for key, value in scope["headers"]:
+        if key == name or key.lower() == name:
+            return value.decode("latin-1")
+    return None
 
 
 def principal_of(request: ASGIConnection[Any, Any, Any, Any]) -> auth.Principal:

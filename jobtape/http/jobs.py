@@ -4,7 +4,7 @@ Each is served on two paths, ``/api/audio/jobs/{jobId}/...`` (the seed's) and th
 ``/api/jobs/{jobId}/...``: one handler, so the same answers for a job of any type.
 
 The cancel and events handlers are synchronous (the event store is synchronous SQLite) and
-run in a worker thread; the poll reads its one row inline (see :func:`get_job`). Their
+run in a worker thread; the poll reads its one row inline (see :func:`poll_route`). Their
 dependencies are injected by :func:`jobtape.http.app.create_app`.
 """
 
@@ -19,6 +19,7 @@ from litestar import Request, get, post
 from litestar.datastructures import CacheControlHeader
 from litestar.di import NamedDependency
 from litestar.exceptions import ClientException, HTTPException
+from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import QueryParameter
 
@@ -39,10 +40,10 @@ __all__ = [
     "PollSources",
     "cancel_job",
     "check_job_id",
-    "get_job",
     "list_job_events",
     "owner_of_stream",
     "poll_body",
+    "poll_route",
     "to_event_view",
     "to_job_view",
 ]
@@ -141,7 +142,7 @@ def owner_of_stream(recorded: list[ev.RecordedEvent]) -> str:
 
 
 class PollSources(NamedTuple):
-    """What a poll reads, injected as the one dependency ``poll_sources`` (:func:`jobtape.http.app.create_app`).
+    """What a poll reads: :func:`poll_route` closes over it (an app's routes may take it as the dependency ``poll_sources``).
 
     Attributes:
         repository: the jobs' states.
@@ -154,69 +155,74 @@ class PollSources(NamedTuple):
     download_url_ttl_s: int
 
 
-@get(
-    ["/api/audio/jobs/{jobId:str}", "/api/jobs/{jobId:str}"],
-    operation_id=openapi.operation_id("get_job"),
-    cache_control=_NO_STORE,
-    summary="Poll a job",
-    description="Status, stage, progress (0-100 within the stage), queue position while pending, "
-    "and the result or error once finished; with asOf, as folded from the events recorded up to then.",
-    responses={400: _BAD_ID, 404: _NOT_FOUND, 422: _BAD_AS_OF, **openapi.STORE_READ_ERRORS},
-    tags=["jobs"],
-    opt={http_auth.SCOPE_OPT: auth.JOBS_READ},
-)
-async def get_job(
-    request: Request[Any, Any, Any], jobId: JobIdPath, poll_sources: NamedDependency[PollSources], as_of: AsOfQuery = None
-) -> schemas.JobView:
-    """Return the job's current state, or its state at ``asOf``.
+def poll_route(sources: PollSources) -> HTTPRouteHandler:
+    """The poll route (:func:`get_job`'s handler) reading through ``sources``.
 
-    A complete job whose result holds a storage key gets ``downloadUrl`` (seed 001), valid
-    ``settings.download_url_ttl_s`` seconds; a failure to sign only leaves it out.
-
-    The current state is read inline on the event loop, without a hop to a worker thread
-    (issue 12, measured by ``bench/poll.py``): it is one ``jobs`` row and, for a pending job,
-    a few ``queue_counts`` rows, all by primary key, on an idle connection of the SQLite
-    backend's pool (:class:`jobtape.eventlog.sqlite.SQLiteBackend`, whose ``local_reads`` is
-    true; a connection is opened only when none is idle), in WAL mode, where a reader never
-    waits for a writer.
-    So is the ``downloadUrl`` of a complete job on local storage (``Storage.local_files``:
-    ``storage.exists`` is a ``stat``, the signature an HMAC). What may block longer runs in a
-    worker thread: ``asOf`` (it folds the job's events, and the whole log for a queue
-    position then), and the ``downloadUrl`` on object storage (a HEAD request).
-    A remote backend (libSQL/sqld: each read is an HTTP request) keeps every read in a thread.
-    Its one dependency, :class:`PollSources`, spares the per-request task group Litestar
-    starts to resolve several dependencies at once.
-
-    A job of another owner is a 404 like a missing one, unless the principal holds ``admin``
-    (:func:`jobtape.http.auth.require_visible`), so only its owner gets its ``downloadUrl``.
-
-    Raises:
-        ClientException: 400, malformed job id.
-        errors.JobNotFound: 404 (also when the job did not exist yet at ``asOf``, or is another owner's).
-        errors.InvalidTimeSpec: 422, ``asOf`` is not a time.
+    The handler closes over ``sources`` rather than having them injected: Litestar resolves a
+    dependency per request (its kwargs model and an exit stack), which the poll need not pay
+    (issue 12, ``bench/poll.py``). ``poll_sources`` stays a dependency for an app's routes.
     """
-    job_id = check_job_id(jobId)
-    principal = http_auth.principal_of(request)
-    repository, storage, ttl_s = poll_sources.repository, poll_sources.storage, poll_sources.download_url_ttl_s
-    if as_of is not None:
-        at = history.parse_as_of(as_of)
-        state, position = await anyio.to_thread.run_sync(history.state_as_of, repository.store, job_id, at)
+    repository, storage, ttl_s = sources.repository, sources.storage, sources.download_url_ttl_s
+
+    @get(
+        ["/api/audio/jobs/{jobId:str}", "/api/jobs/{jobId:str}"],
+        operation_id=openapi.operation_id("get_job"),
+        cache_control=_NO_STORE,
+        summary="Poll a job",
+        description="Status, stage, progress (0-100 within the stage), queue position while pending, "
+        "and the result or error once finished; with asOf, as folded from the events recorded up to then.",
+        responses={400: _BAD_ID, 404: _NOT_FOUND, 422: _BAD_AS_OF, **openapi.STORE_READ_ERRORS},
+        tags=["jobs"],
+        opt={http_auth.SCOPE_OPT: auth.JOBS_READ},
+    )
+    async def get_job(request: Request[Any, Any, Any], jobId: JobIdPath, as_of: AsOfQuery = None) -> schemas.JobView:
+        """Return the job's current state, or its state at ``asOf``.
+
+        A complete job whose result holds a storage key gets ``downloadUrl`` (seed 001), valid
+        ``settings.download_url_ttl_s`` seconds; a failure to sign only leaves it out.
+
+        The current state is read inline on the event loop, without a hop to a worker thread
+        (issue 12, measured by ``bench/poll.py``): the ``jobs`` row and, for a pending job, its
+        queue position from a few ``queue_counts`` rows, all by primary key and in ONE
+        statement (:meth:`JobRepository.get_with_position`), on an idle connection of the
+        SQLite backend's pool (:class:`jobtape.eventlog.sqlite.SQLiteBackend`, whose
+        ``local_reads`` is true; a connection is opened only when none is idle), in WAL mode,
+        where a reader never waits for a writer.
+        So is the ``downloadUrl`` of a complete job on local storage (``Storage.local_files``:
+        ``storage.exists`` is a ``stat``, the signature an HMAC). What may block longer runs in a
+        worker thread: ``asOf`` (it folds the job's events, and the whole log for a queue
+        position then), and the ``downloadUrl`` on object storage (a HEAD request).
+        A remote backend (libSQL/sqld: each read is an HTTP request) keeps every read in a thread.
+
+        A job of another owner is a 404 like a missing one, unless the principal holds ``admin``
+        (:func:`jobtape.http.auth.require_visible`), so only its owner gets its ``downloadUrl``.
+
+        Raises:
+            ClientException: 400, malformed job id.
+            errors.JobNotFound: 404 (also when the job did not exist yet at ``asOf``, or is another owner's).
+            errors.InvalidTimeSpec: 422, ``asOf`` is not a time.
+        """
+        job_id = check_job_id(jobId)
+        principal = http_auth.principal_of(request)
+        if as_of is not None:
+            at = history.parse_as_of(as_of)
+            state, position = await anyio.to_thread.run_sync(history.state_as_of, repository.store, job_id, at)
+            http_auth.require_visible(principal, state.owner, errors.JobNotFound(job_id))
+            return await anyio.to_thread.run_sync(poll_body, state, position, storage, ttl_s)
+        if not repository.local_reads:
+            return await anyio.to_thread.run_sync(_poll_now, repository, job_id, storage, ttl_s, principal)
+        state, position = repository.get_with_position(job_id)
         http_auth.require_visible(principal, state.owner, errors.JobNotFound(job_id))
+        if storage.local_files or job_state.download_key(state) is None:
+            return poll_body(state, position, storage, ttl_s)  # a stat and an HMAC at most
         return await anyio.to_thread.run_sync(poll_body, state, position, storage, ttl_s)
-    if not repository.local_reads:
-        return await anyio.to_thread.run_sync(_poll_now, repository, job_id, storage, ttl_s, principal)
-    state = repository.get(job_id)
-    http_auth.require_visible(principal, state.owner, errors.JobNotFound(job_id))
-    position = repository.queue_position(job_id) if state.status == "pending" else None
-    if storage.local_files or job_state.download_key(state) is None:
-        return poll_body(state, position, storage, ttl_s)  # a stat and an HMAC at most
-    return await anyio.to_thread.run_sync(poll_body, state, position, storage, ttl_s)
+
+    return get_job
 
 
 def _poll_now(repository: JobRepository, job_id: str, storage: Storage, ttl_s: int, principal: auth.Principal) -> schemas.JobView:
-    state = repository.get(job_id)
+    state, position = repository.get_with_position(job_id)
     http_auth.require_visible(principal, state.owner, errors.JobNotFound(job_id))
-    position = repository.queue_position(job_id) if state.status == "pending" else None
     return poll_body(state, position, storage, ttl_s)
 
 

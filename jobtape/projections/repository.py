@@ -205,6 +205,20 @@ class JobRepository:
                 raise errors.QuotaExceeded(owner, max_active_jobs) from exc
             raise
 
+    def get_with_position(self, job_id: str) -> tuple[job_state.JobState, int | None]:
+        """The job's current state and its queue position (``None`` unless pending), read by one statement.
+
+        What a poll needs (:func:`jobtape.projections.queue.select_state_and_position`): one
+        read of one snapshot instead of :meth:`get` then :meth:`queue_position`.
+
+        Raises:
+            errors.JobNotFound: no such job.
+        """
+        found = queue.select_state_and_position(self.store.backend, job_id)
+        if found is None:
+            raise errors.JobNotFound(job_id)
+        return jobs_projection.decode_state(found[0]), found[1]
+
     def queue_position(self, job_id: str) -> int | None:
         """1 + pending jobs created before this one; ``None`` unless it is pending.
 

@@ -293,6 +293,7 @@ def test_unexpected_error_is_json_500_without_internals(api: Api, monkeypatch: p
         raise RuntimeError("secret database path /var/x")
 
     monkeypatch.setattr(api.repository, "load", explode)
+    monkeypatch.setattr(api.repository, "get_with_position", explode)  # the poll's read
 
     response = api.client.get(f"/api/audio/jobs/{UNKNOWN_ID}")
 

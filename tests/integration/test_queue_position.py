@@ -64,7 +64,10 @@ def filled_rows(store: EventStore) -> list[tuple[int, int]]:
 
 def assert_exact(repository: JobRepository, job_ids: list[str]) -> None:
     for job_id in job_ids:
-        assert repository.queue_position(job_id) == counted_position(repository, job_id), job_id
+        counted = counted_position(repository, job_id)
+        assert repository.queue_position(job_id) == counted, job_id
+        state, position = repository.get_with_position(job_id)  # the poll's one-statement read
+        assert (state, position) == (repository.get(job_id), counted), job_id
     assert queue_rows(repository.store) == filled_rows(repository.store)
     assert all(pending > 0 for _node, pending in queue_rows(repository.store))  # empty blocks are deleted
 
