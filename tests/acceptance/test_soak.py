@@ -36,6 +36,8 @@ def test_three_processes_hold_no_more_after_hundreds_of_real_jobs(tmp_path: Path
         first, last = report.growth(name)
         assert last.jobs_done == 160 and first.jobs_done < 80
         assert last.fds - first.fds <= 5, (name, first, last)
-        assert last.db_fds <= first.db_fds + 2, (name, first, last)  # SQLite connections: pooled, not per job
+        # SQLite connections are pooled, not per job: at most one more pooled connection (its db, -wal and -shm
+        # descriptors) than at the first sample, where a connection per job would be 100 or more
+        assert last.db_fds <= first.db_fds + 3, (name, first, last)
     assert report.statuses.get("cancelled", 0) >= 8 and report.statuses.get("complete", 0) >= 120
     assert report.checks == {"verify": 0, "rebuild --verify": 0}
