@@ -8,7 +8,9 @@ rate on 2 cores, so the bench would measure the client.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import os
 import socket
 import subprocess
 import time
@@ -102,3 +104,23 @@ def load(port: int, next_request: Callable[[], bytes], connections: int, seconds
         seconds: how long to load, in seconds.
     """
     return asyncio.run(_load(port, next_request, connections, seconds))
+
+
+def add_before_option(parser: argparse.ArgumentParser, shares: str = "") -> None:
+    """Add ``--before SRC``: also load a jobtape of another source tree in the same rounds (see :func:`before_env`).
+
+    ``shares``: what the before server shares with jobtape's, for the help (e.g. ``" on the same data dir"``).
+    """
+    parser.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        metavar="SRC",
+        help="also load a jobtape of another source tree (e.g. `git archive main | tar -x -C SRC`), run with PYTHONPATH=SRC, "
+        f"in the same rounds{shares}: a before/after in one run (default: none)",
+    )
+
+
+def before_env(source: Path, env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of the ``--before`` server: ``env`` (default this process's) with ``PYTHONPATH=source``."""
+    return {**(os.environ if env is None else env), "PYTHONPATH": str(source.resolve())}

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from loadgen import free_port, load, start_server
+from loadgen import add_before_option, before_env, free_port, load, start_server
 
 __all__ = ["build_data_dir", "main"]
 
@@ -171,14 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         default="off",
         help="jobtape's --auth mode (default off); required: every poll sends an API key (Bearer) of the jobs' owner",
     )
-    parser.add_argument(
-        "--before",
-        type=Path,
-        default=None,
-        metavar="SRC",
-        help="also load a jobtape of another source tree (e.g. `git archive main | tar -x -C SRC`), run with PYTHONPATH=SRC, "
-        "in the same rounds on the same data dir: a before/after in one run (default: none)",
-    )
+    add_before_option(parser, " on the same data dir")
     parser.add_argument("--serve-baseline", nargs=2, metavar=("DATABASE", "PORT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_baseline:
@@ -221,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                         [*_SERVE, "--port", str(before_port), "--data-dir", str(data_dir), "--auth", args.auth],
                         logs / "before.log",
                         before_port,
-                        {**os.environ, "PYTHONPATH": str(args.before.resolve())},
+                        before_env(args.before),
                     )
                 )
                 targets["before"] = (before_port, targets["jobtape"][1], headers)

@@ -36,7 +36,7 @@ from typing import Any
 
 import anyio.to_thread
 from litestar import Litestar, Request, Response, get, post
-from loadgen import LoadResult, free_port, load, start_server
+from loadgen import LoadResult, add_before_option, before_env, free_port, load, start_server
 
 __all__ = ["main"]
 
@@ -127,14 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="seconds of load per run (default 8)")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each server per case, interleaved (default 3)")
     parser.add_argument("--synchronous", choices=("FULL", "NORMAL"), default="FULL", help="SQLite synchronous on both sides (default FULL)")
-    parser.add_argument(
-        "--before",
-        type=Path,
-        default=None,
-        metavar="SRC",
-        help="also load a jobtape of another source tree (e.g. `git archive main | tar -x -C SRC`), run with PYTHONPATH=SRC, "
-        "in the same rounds: a before/after in one run (default: none)",
-    )
+    add_before_option(parser)
     parser.add_argument("--serve-baseline", nargs=3, metavar=("FOLDER", "SYNCHRONOUS", "PORT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_baseline:
@@ -183,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                         [*_SERVE, "--port", str(before_port), "--data-dir", str(folder / "before-data")],
                         folder / "before.log",
                         before_port,
-                        {**env, "PYTHONPATH": str(args.before.resolve())},
+                        before_env(args.before, env),
                     )
                 )
             cases = [

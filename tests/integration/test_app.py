@@ -115,12 +115,18 @@ def _worker_process(tmp_path: Path, *flags: str) -> subprocess.Popen[str]:
     )
 
 
-def test_jobtape_worker_app_runs_a_users_types_kills_a_cancelled_child_and_claims_no_audio_job(tmp_path: Path) -> None:
+def _sums() -> Any:
+    """The ``tests/apps/sums.py`` module (its job handlers: ``sum``, ``sleep``, ``spin``)."""
     sys.path.insert(0, str(APPS))
     try:
         import sums  # type: ignore[import-not-found]
     finally:
         sys.path.remove(str(APPS))
+    return sums
+
+
+def test_jobtape_worker_app_runs_a_users_types_kills_a_cancelled_child_and_claims_no_audio_job(tmp_path: Path) -> None:
+    sums = _sums()
     user = jobtape.App(Settings(data_dir=tmp_path))
     for name, spec in sums.app.job_types.items():  # the same registrations, on this test's data dir
         user.job_type(name, timeout_s=spec.timeout_s, max_attempts=spec.max_attempts, params=spec.params_type)(spec.handler)
@@ -150,11 +156,7 @@ def test_jobtape_worker_app_runs_a_users_types_kills_a_cancelled_child_and_claim
 
 
 def test_a_pure_python_loop_stops_within_one_check_of_a_cancel(app: jobtape.App) -> None:
-    sys.path.insert(0, str(APPS))
-    try:
-        import sums
-    finally:
-        sys.path.remove(str(APPS))
+    sums = _sums()
     app.job_type("spin")(sums.spin)
     job_id = app.submit("spin", {})
     worker = app.worker()
@@ -179,11 +181,7 @@ def _pipes() -> int:
 
 def test_a_childs_stdout_pipe_is_closed_when_it_exits_or_is_killed_not_when_collected(app: jobtape.App) -> None:
     """A worker that runs for months gives each child's pipe back at once (the soak counts them)."""
-    sys.path.insert(0, str(APPS))
-    try:
-        import sums
-    finally:
-        sys.path.remove(str(APPS))
+    sums = _sums()
     app.job_type("sleep")(sums.sleep)
     gc.collect()
     gc.disable()  # a pipe kept alive by a reference cycle (an exception's traceback) would stay open
