@@ -412,10 +412,14 @@ def rebuild(data_dir: Path, verify: bool, as_json: bool, app_reference: str | No
     (the error names the job and the position). --json prints the report
     (jobsRebuilt, eventsRead, rowsRebuilt, applied, compared, differences);
     a plain rebuild replaces the tables without comparing them first (fast).
+    It appends no event, so on libSQL it needs no JOBTAPE_LOG_KEY.
     """
     out = console()
     tables = cli_audit.tables_of(app_reference)
-    store = runtime.open_store(existing_store_settings(data_dir), tables)
+    settings = existing_store_settings(data_dir)
+    # a rebuild appends no event: on a shared log (libSQL) it runs without JOBTAPE_LOG_KEY, reading only
+    shared_without_key = settings.job_store_backend == "libsql" and not settings.log_key
+    store = runtime.open_store(settings, tables, create_key=not shared_without_key)
     try:
         columns = (TextColumn("folding events"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn())
         err = console(stderr=True)

@@ -23,7 +23,7 @@ from configs import TABLES  # tests/ is on sys.path
 from integration.audit_log import build_real_log  # type: ignore[import-not-found]  # tests/ is on sys.path
 from sqld_server import SqldServer
 
-from jobtape import cli
+from jobtape import cli, errors
 
 __all__: list[str] = []
 
@@ -75,6 +75,11 @@ def test_every_audit_command_reads_and_writes_a_libsql_store(
     assert code == 0 and f"imported {events} events of 5 jobs" in output, output
     assert f"checked {events} events of 5 jobs: OK" in _run(remote, "verify")[1]
     assert "0 differences" in _run(remote, "rebuild", "--verify")[1]
+    unkeyed = {**remote, "JOBTAPE_LOG_KEY": ""}  # a rebuild appends nothing: it needs no log key on libSQL
+    assert "the jobs table was replaced" in _run(unkeyed, "rebuild")[1]
+    assert "0 differences" in _run(unkeyed, "rebuild", "--verify")[1]
+    with pytest.raises(errors.LogKeyError, match="set JOBTAPE_LOG_KEY"):  # a writing command still refuses (exit 1 in `main`)
+        _run(unkeyed, "keys", "create", "--owner", "alice", "--scope", "jobs:read")
     assert _json(remote, "stats") == _json(local, "stats")
     assert _json(remote, "jobs")["jobs"] == _json(local, "jobs")["jobs"]
     cancelled = jobs["cancelled"]
