@@ -1,6 +1,6 @@
 """Chaos: 3 worker processes on 24 real ingest jobs while a controller SIGKILLs and restarts them.
 
-The controller kills a random worker every 1.5-3 s (``JOBTAPE_CHAOS_SEED`` picks the
+The controller kills a random worker holding a job every 1.5-3 s (``JOBTAPE_CHAOS_SEED`` picks the
 sequence; 6 kills, each followed by a restart). At the end every job is complete (or
 failed with a stated reason), none completed twice, no ffmpeg the workers started is
 alive, the projection equals a rebuild from the log, and the log shows the takeovers.
@@ -77,6 +77,11 @@ class Workers:
                 stderr=stderr,
             )
 
+    def holding(self, worker_ids: list[str]) -> list[int]:
+        """Indexes of the live processes among ``worker_ids`` (``host:pid:n``): workers that hold a job now."""
+        pids = {int(worker_id.split(":")[1]) for worker_id in worker_ids}
+        return [index for index, process in enumerate(self.processes) if process.pid in pids and process.poll() is None]
+
     def kill_and_restart(self, index: int) -> None:
         victim = self.processes[index]
         victim.kill()
@@ -147,10 +152,17 @@ def test_jobs_survive_workers_killed_at_random(tmp_path: Path, workers: Workers)
     def remaining_s() -> float:
         return max(0.0, DEADLINE_S - (time.monotonic() - started_at))
 
-    while kills < KILLS and unfinished():  # the controller: a kill every 1.5-3 s while jobs run
-        wait_for(lambda: time.monotonic() >= next_kill or not unfinished(), remaining_s(), "the next kill", 0.1)
-        if unfinished():
-            workers.kill_and_restart(rng.randrange(3))
+    def holders() -> list[int]:
+        rows = backend.query("SELECT DISTINCT worker_id FROM jobs WHERE status = 'processing' ORDER BY worker_id")
+        return workers.holding([row[0] for row in rows])
+
+    # The controller: every 1.5-3 s while jobs run, SIGKILL a worker that holds a job (one still
+    # starting, as a restarted one is for seconds on a loaded machine, would make no takeover).
+    while kills < KILLS and unfinished():
+        wait_for(lambda: (time.monotonic() >= next_kill and holders()) or not unfinished(), remaining_s(), "the next kill", 0.1)
+        victims = holders()
+        if unfinished() and victims:
+            workers.kill_and_restart(rng.choice(victims))
             kills += 1
             next_kill = time.monotonic() + rng.uniform(1.5, 3.0)
     wait_for(lambda: not unfinished(), remaining_s(), "every job to finish", 0.1)
