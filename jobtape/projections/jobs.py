@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from typing import Any
 
 import msgspec
@@ -184,13 +184,6 @@ _MUTABLE = (
     "finished",
     "not_before",
 )
-_ENCODE_COLUMN: dict[str, Callable[[Any], Any]] = {
-    "lease_expires_at": _stamp,
-    "not_before": _stamp,
-    "result": lambda value: _JSON.encode(value).decode() if value is not None else None,
-    "cancel_requested": int,
-    "finished": int,
-}
 
 
 def update(before: JobState, after: JobState) -> Statement:
@@ -198,26 +191,65 @@ def update(before: JobState, after: JobState) -> Statement:
 
     Only the columns that changed are set, so an append that leaves ``status`` alone (progress,
     heartbeats) does not rewrite the status indexes. Must run right after the batch's last
-    event insert: ``last_position`` is that insert's ``last_insert_rowid()``.
+    event insert: ``last_position`` is that insert's ``last_insert_rowid()``. The SQL of each
+    set of changed columns is built once (:func:`_update_sql`).
     """
-    assignments = ["updated_at = ?", "last_version = ?", "last_position = last_insert_rowid()", "state = ?"]
+    changed: list[str] = []
     params: list[Any] = [_stamp(after.updated_at), after.version, encode_state(after)]
-    for name in _MUTABLE:
-        value = getattr(after, name)
-        if value != getattr(before, name):
-            assignments.append(f"{name} = ?")
-            encode = _ENCODE_COLUMN.get(name)
-            params.append(encode(value) if encode is not None else value)
+    # the columns of _MUTABLE, compared attribute by attribute (this runs on every append)
+    if after.status != before.status:
+        changed.append("status")
+        params.append(after.status)
+    if after.stage != before.stage:
+        changed.append("stage")
+        params.append(after.stage)
+    if after.progress != before.progress:
+        changed.append("progress")
+        params.append(after.progress)
+    if after.attempt != before.attempt:
+        changed.append("attempt")
+        params.append(after.attempt)
+    if after.worker_id != before.worker_id:
+        changed.append("worker_id")
+        params.append(after.worker_id)
+    if after.lease_expires_at != before.lease_expires_at:
+        changed.append("lease_expires_at")
+        params.append(_stamp(after.lease_expires_at))
+    if after.result != before.result:
+        changed.append("result")
+        params.append(_JSON.encode(after.result).decode() if after.result is not None else None)
+    if after.error != before.error:
+        changed.append("error")
+        params.append(after.error)
+    if after.cancel_requested != before.cancel_requested:
+        changed.append("cancel_requested")
+        params.append(int(after.cancel_requested))
+    if after.finished != before.finished:
+        changed.append("finished")
+        params.append(int(after.finished))
+    if after.not_before != before.not_before:
+        changed.append("not_before")
+        params.append(_stamp(after.not_before))
     if len(after.orphaned_children) != len(before.orphaned_children):
-        assignments.append("orphaned_count = ?")
+        changed.append("orphaned_count")
         params.append(len(after.orphaned_children))
-    old, new = _derived(before), _derived(after)
-    for name, value in new.items():
-        if value != old[name]:
-            assignments.append(f"{name} = ?")
-            params.append(value)
+    retained = job_state.retained_upload(after)
+    if retained != job_state.retained_upload(before):
+        changed.append("retained_upload")
+        params.append(retained)
+    if after.blobs_removed_at != before.blobs_removed_at:
+        changed.append("blobs_removed_at")
+        params.append(_stamp(after.blobs_removed_at))
     params.append(after.job_id)
-    return Statement(f"UPDATE jobs SET {', '.join(assignments)} WHERE job_id = ?", tuple(params))
+    return Statement(_update_sql(tuple(changed)), tuple(params))
+
+
+@functools.cache
+def _update_sql(changed: tuple[str, ...]) -> str:
+    """``UPDATE jobs`` setting the columns every append changes and ``changed``, for :func:`update`."""
+    assignments = ["updated_at = ?", "last_version = ?", "last_position = last_insert_rowid()", "state = ?"]
+    assignments += [f"{name} = ?" for name in changed]
+    return f"UPDATE jobs SET {', '.join(assignments)} WHERE job_id = ?"
 
 
 def select_state(backend: SQLBackend, job_id: str) -> JobState | None:
