@@ -27,6 +27,7 @@ __all__ = [
     "select_blob_removals",
     "select_by_idempotency_key",
     "select_claimable",
+    "select_claimable_heads",
     "select_claimable_states",
     "select_claimers",
     "select_expired_leases",
@@ -343,10 +344,40 @@ def select_claimable_states(
     ``count`` is ``index`` (still an index range in created order; the others are skipped).
     ``newest_first``: in reverse created order (the same index range, read backwards).
     """
+    return [state for state, _hash in select_claimable_heads(backend, job_types, now, limit, offset, partition, newest_first)]
+
+
+#: The claimable read's columns for :func:`select_claimable_heads`: the state and the stored hash of the
+#: job's last event (``''`` for an event without one; NULL only if that event is missing).
+_STATE_AND_HASH = "state, last_version, (SELECT COALESCE(hash, '') FROM events WHERE job_id = jobs.job_id AND version = jobs.last_version)"
+
+
+def select_claimable_heads(
+    backend: SQLBackend,
+    job_types: Collection[str],
+    now: dt.datetime,
+    limit: int,
+    offset: int = 0,
+    partition: tuple[int, int] | None = None,
+    newest_first: bool = False,
+) -> list[tuple[JobState, str | None]]:
+    """:func:`select_claimable_states` with the hash of each job's last event, read in the same query.
+
+    A claim chains its event from that hash (:meth:`jobtape.eventlog.store.EventStore.note_last_hash`):
+    a worker claiming jobs another process created needs no read of it per claim.
+
+    Returns:
+        ``(state, hash)`` pairs; ``hash`` is ``None`` when the row's ``last_version`` is not the
+        state's version or the event is missing (the store then reads it, as for any append).
+    """
     if not job_types:
         return []
-    sql, params = _claimable_query("state", job_types, now, limit, offset, partition, newest_first)
-    return [decode_state(row[0]) for row in backend.query(sql, params)]
+    sql, params = _claimable_query(_STATE_AND_HASH, job_types, now, limit, offset, partition, newest_first)
+    found: list[tuple[JobState, str | None]] = []
+    for text, last_version, hash_ in backend.query(sql, params):
+        state = decode_state(text)
+        found.append((state, hash_ if last_version == state.version else None))
+    return found
 
 
 def select_claimers(backend: SQLBackend, job_types: Collection[str], now: dt.datetime) -> list[str]:
