@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import os
 import sqlite3
+import _thread
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -183,10 +184,11 @@ class SQLiteBackend(SQLBackend):
         Group commit: batches submitted by several threads at once share one transaction.
         The first thread to queue becomes the leader; once it holds the write turn it
         commits every batch queued so far, each inside its own SAVEPOINT, so a batch whose
-        guard fails (or whose ``build`` raises) is rolled back alone while the others commit.
+        guard fails (or whose ``build`` raises) is rolled back alone while the others commit
+        (a batch alone in its group runs without one: its transaction is rolled back instead).
         Every caller returns only after the COMMIT that holds its batch, so durability and
         atomicity per batch are unchanged; the commit cost (the WAL write) is shared.
-        Each waiting caller is woken alone (its own event): when its batch is committed, or
+        Each waiting caller is woken alone (a lock of its own, released once): when its batch is committed, or
         when the leader hands it the lead (the first caller queued during a commit leads the
         next one), never all waiters at once to find out which.
 
@@ -207,9 +209,11 @@ class SQLiteBackend(SQLBackend):
             leads = not self._leader_active
             self._leader_active = True
             if not leads:  # made only for a caller that waits (a lone appender never does)
-                pending.woken = threading.Event()
+                pending.woken = threading.Lock()
+                pending.woken.acquire()  # held until a leader releases it: a wake-up without a Condition
         if pending.woken is not None:
-            pending.woken.wait()  # committed by a leader, or handed the lead
+            pending.woken.acquire()  # committed by a leader, or handed the lead
+            pending.woken = None  # woken once: a caller handed the lead is not released again when it commits
         if not pending.done:  # the leader: once it is this process's turn to write, take every batch queued so far
             group: list[_Pending] = []
             try:
@@ -236,10 +240,10 @@ class SQLiteBackend(SQLBackend):
                 for item in group:
                     item.done = True
                     if item.woken is not None:
-                        item.woken.set()
+                        item.woken.release()
                 with self._group_lock:
                     if self._queue:  # batches queued during the commit: the first one leads next
-                        self._queue[0].woken.set()  # type: ignore[union-attr]  # queued behind a leader: it waits
+                        self._queue[0].woken.release()  # type: ignore[union-attr]  # queued behind a leader: it waits
                     else:
                         self._leader_active = False
         if pending.error is not None:
@@ -425,6 +429,9 @@ def _execute_all(conn: sqlite3.Connection, statements: Sequence[Statement]) -> l
     """
     results: list[list[tuple[Any, ...]]] = []
     index, count = 0, len(statements)
+    if count < 2 or all(statements[n].sql != statements[n - 1].sql for n in range(1, count)):  # no run: an append's batch
+        execute = conn.execute
+        return [execute(sql, params).fetchall() for sql, params in statements]
     while index < count:
         sql = statements[index].sql
         end = index + 1
@@ -515,6 +522,7 @@ class _Pending:
         self.results: list[list[tuple[Any, ...]]] | None = None
         self.error: BaseException | None = None
         self.done = False
-        #: set when the batch is committed (``done``), or when its caller is to lead the next commit;
-        #: ``None`` for a caller that leads at once (it never waits).
-        self.woken: threading.Event | None = None
+        #: a lock held while its caller waits, released when the batch is committed (``done``) or
+        #: when its caller is to lead the next commit; ``None`` for a caller that leads at once (it
+        #: never waits) and once its caller woke.
+        self.woken: _thread.LockType | None = None
