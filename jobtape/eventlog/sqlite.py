@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import fcntl
 import os
 import sqlite3
-import _thread
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
