@@ -196,7 +196,7 @@ def update(before: JobState, after: JobState) -> Statement:
     set of changed columns is built once (:func:`_update_sql`).
     """
     changed: list[str] = []
-    params: list[Any] = [_stamp(after.updated_at), after.version, encode_state(after)]
+    params: list[Any] = [None, after.version, encode_state(after)]
     # the columns of _MUTABLE, compared attribute by attribute (this runs on every append)
     if after.status != before.status:
         changed.append("status")
@@ -242,6 +242,8 @@ def update(before: JobState, after: JobState) -> Statement:
         changed.append("blobs_removed_at")
         params.append(_stamp(after.blobs_removed_at))
     params.append(after.job_id)
+    # formatted last: the append formats the same time for its event next (clock.format_timestamp keeps the last one)
+    params[0] = _stamp(after.updated_at)
     return Statement(_update_sql(tuple(changed)), tuple(params))
 
 
