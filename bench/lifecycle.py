@@ -13,18 +13,21 @@ dominates a commit; ``--synchronous NORMAL`` compares the CPU cost of an append 
 The lifecycles run twice: one after the other on one thread, and spread over ``--threads``
 threads (as a worker with ``--concurrency N`` appends for N jobs at once), where the SQLite
 backend's group commit lets concurrent appends share a transaction. Both ratios are printed
-against the same single-threaded raw baseline, with PASS/FAIL for each.
+against single-threaded raw inserts made beside them (below), with PASS/FAIL for each.
 
-The three runs (raw, 1 thread, ``--threads`` threads) repeat in ``--rounds`` interleaved rounds
-(default 3) and the medians are printed, each ratio the median of the rounds' ratios (the
-machine is shared: a round's fsyncs move with the other processes' I/O). ``--before SRC``
-adds a round of another source tree's event store (``git archive main | tar -x -C SRC``,
-run in a process with ``PYTHONPATH=SRC``) to each round: a before/after in one run. The
+The machine is shared, and a commit's fsync moves with the other processes' I/O by
+several times within a minute, so the two sides run side by side: the 1-thread lifecycles
+and the raw inserts alternate every ``--chunk`` lifecycles (25: 200 appends, then 200 raw
+transactions, ...), each side's time summed, and the ``--threads`` run sits between two
+halves of its raw inserts; each ratio is taken within its round. ``--rounds`` rounds
+(default 3), medians printed. ``--before SRC`` adds a round of another source tree's event
+store after each (``git archive main | tar -x -C SRC``, run in a process with
+``PYTHONPATH=SRC``, with its own raw inserts alongside): a before/after in one run. The
 ``--profile`` run is profiled on the main thread (``cProfile`` sees one thread).
 
 Usage::
 
-    python bench/lifecycle.py [--jobs 2000] [--threads 8] [--rounds 3] [--synchronous FULL|NORMAL] [--before SRC]
+    python bench/lifecycle.py [--jobs 2000] [--threads 8] [--rounds 3] [--chunk 25] [--synchronous FULL|NORMAL] [--before SRC]
         [--data-dir DIR] [--profile]
 """
 
@@ -41,6 +44,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from loadgen import add_before_option, before_env
 
@@ -50,7 +54,7 @@ from jobtape.eventlog.sqlite import SYNCHRONOUS_MODES, SQLiteBackend, pragmas
 from jobtape.eventlog.store import EventStore
 from jobtape.projections.repository import JobRepository
 
-__all__ = ["EVENTS_PER_JOB", "lifecycles", "main", "run_lifecycles", "run_raw_inserts"]
+__all__ = ["EVENTS_PER_JOB", "Round", "lifecycles", "main", "run_lifecycles", "run_raw_inserts", "run_round"]
 
 TABLES = default_tables()
 
@@ -98,57 +102,106 @@ def run_lifecycles(path: Path, jobs: int, threads: int = 1, synchronous: str = "
     return elapsed, grouping
 
 
+class _Raw:
+    """The baseline: a plain table on its own file, one ``BEGIN IMMEDIATE; INSERT; COMMIT`` per row."""
+
+    def __init__(self, path: Path, synchronous: str) -> None:
+        self.connection = sqlite3.connect(_fresh(path), isolation_level=None)
+        for pragma in pragmas(synchronous):
+            self.connection.execute(pragma)
+        self.connection.execute(
+            "CREATE TABLE rows (position INTEGER PRIMARY KEY, job_id TEXT NOT NULL, version INTEGER NOT NULL,"
+            " type TEXT NOT NULL, data TEXT NOT NULL, actor TEXT NOT NULL, recorded_at TEXT NOT NULL)"
+        )
+        self.inserted = 0
+
+    def insert(self, rows: int) -> float:
+        """Insert ``rows`` rows, one transaction each; return the elapsed seconds."""
+        connection = self.connection
+        start = time.perf_counter()
+        for index in range(self.inserted, self.inserted + rows):
+            connection.execute("BEGIN IMMEDIATE")
+            connection.execute(
+                "INSERT INTO rows (job_id, version, type, data, actor, recorded_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    f"{index // EVENTS_PER_JOB:032x}",
+                    index % EVENTS_PER_JOB + 1,
+                    "job.progress",
+                    '{"percent":40}',
+                    _WORKER,
+                    "2026-01-01T00:00:00.000000Z",
+                ),
+            )
+            connection.execute("COMMIT")
+        self.inserted += rows
+        return time.perf_counter() - start
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.connection.close()
+
+
 def run_raw_inserts(path: Path, rows: int, synchronous: str = "FULL") -> float:
     """Insert ``rows`` rows into a plain table, one transaction each; return the elapsed seconds."""
-    connection = sqlite3.connect(_fresh(path), isolation_level=None)
-    for pragma in pragmas(synchronous):
-        connection.execute(pragma)
-    connection.execute(
-        "CREATE TABLE rows (position INTEGER PRIMARY KEY, job_id TEXT NOT NULL, version INTEGER NOT NULL,"
-        " type TEXT NOT NULL, data TEXT NOT NULL, actor TEXT NOT NULL, recorded_at TEXT NOT NULL)"
-    )
-    start = time.perf_counter()
-    for index in range(rows):
-        connection.execute("BEGIN IMMEDIATE")
-        connection.execute(
-            "INSERT INTO rows (job_id, version, type, data, actor, recorded_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                f"{index // EVENTS_PER_JOB:032x}",
-                index % EVENTS_PER_JOB + 1,
-                "job.progress",
-                '{"percent":40}',
-                _WORKER,
-                "2026-01-01T00:00:00.000000Z",
-            ),
-        )
-        connection.execute("COMMIT")
-    elapsed = time.perf_counter() - start
-    connection.close()
-    return elapsed
+    raw = _Raw(path, synchronous)
+    try:
+        return raw.insert(rows)
+    finally:
+        raw.close()
 
 
-def _one_round(folder: Path, jobs: int, threads: int, synchronous: str) -> tuple[float, float, float]:
-    """One round of this tree's event store: ``(1-thread seconds, N-thread seconds, appends per transaction)``."""
-    single_s, _ = run_lifecycles(folder / "lifecycle-1.db", jobs, 1, synchronous)
-    multi_s, grouping = run_lifecycles(folder / f"lifecycle-{threads}.db", jobs, threads, synchronous)
-    return single_s, multi_s, grouping
+class Round(NamedTuple):
+    """One round's seconds: raw and store for the same number of transactions, side by side."""
+
+    raw_single_s: float
+    single_s: float
+    raw_multi_s: float
+    multi_s: float
+    grouping: float
 
 
-def _before_round(source: Path, folder: Path, jobs: int, threads: int, synchronous: str) -> tuple[float, float, float]:
+def run_round(folder: Path, jobs: int, threads: int, synchronous: str, chunk: int) -> Round:
+    """One round: the 1-thread lifecycles and the raw inserts alternate every ``chunk`` lifecycles
+    (the same number of transactions in each side's chunk), so both meet the same moments of a
+    shared machine's I/O; then the ``threads``-thread run between two halves of its raw inserts."""
+    raw = _Raw(folder / "raw.db", synchronous)
+    backend = SQLiteBackend(_fresh(folder / "lifecycle-1.db"), synchronous=synchronous)
+    backend.migrate(TABLES.migrations)
+    repository = JobRepository(EventStore(backend), projections=TABLES.projections)
+    raw_single_s = single_s = 0.0
+    try:
+        for first in range(0, jobs, chunk):
+            part = range(first, min(jobs, first + chunk))
+            raw_single_s += raw.insert(len(part) * EVENTS_PER_JOB)
+            start = time.perf_counter()
+            lifecycles(repository, part)
+            single_s += time.perf_counter() - start
+        backend.close()
+        half = jobs * EVENTS_PER_JOB // 2
+        raw_multi_s = raw.insert(half)
+        multi_s, grouping = run_lifecycles(folder / f"lifecycle-{threads}.db", jobs, threads, synchronous)
+        raw_multi_s += raw.insert(jobs * EVENTS_PER_JOB - half)
+    finally:
+        backend.close()
+        raw.close()
+    return Round(raw_single_s, single_s, raw_multi_s, multi_s, grouping)
+
+
+def _before_round(source: Path, folder: Path, args: argparse.Namespace) -> Round:
     """One round of the ``--before`` tree's event store, in a process importing ``jobtape`` from ``source``."""
-    argv = [sys.executable, __file__, "--jobs", str(jobs), "--threads", str(threads), "--synchronous", synchronous]
-    argv += ["--data-dir", str(folder / "before"), "--one-round"]
+    argv = [sys.executable, __file__, "--jobs", str(args.jobs), "--threads", str(args.threads), "--synchronous", args.synchronous]
+    argv += ["--chunk", str(args.chunk), "--data-dir", str(folder / "before"), "--one-round"]
     output = subprocess.run(argv, env=before_env(source), check=True, capture_output=True, text=True).stdout
-    single_s, multi_s, grouping = (float(value) for value in output.split())
-    return single_s, multi_s, grouping
+    return Round(*(float(value) for value in output.split()))
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run both in interleaved rounds, print the medians, the ratios and PASS/FAIL; return 0 if any run passes, else 1."""
+    """Run both in rounds, print the medians, the ratios and PASS/FAIL; return 0 if any run of this tree passes, else 1."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=2000, help="job lifecycles to run (default 2000)")
     parser.add_argument("--threads", type=int, default=8, help="threads for the concurrent run (default 8)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (raw, store, before); medians printed (default 3)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds (this tree's, then --before's); medians printed (default 3)")
+    parser.add_argument("--chunk", type=int, default=25, help="lifecycles between two switches to the raw inserts (default 25)")
     parser.add_argument("--data-dir", type=Path, default=None, help="folder for the SQLite files (default: a temp dir)")
     parser.add_argument("--profile", action="store_true", help="also print a cProfile of the single-thread run")
     parser.add_argument(
@@ -164,40 +217,37 @@ def main(argv: list[str] | None = None) -> int:
         folder = args.data_dir or Path(temp)
         folder.mkdir(parents=True, exist_ok=True)
         if args.one_round:
-            print(*_one_round(folder, args.jobs, args.threads, args.synchronous))
+            print(*run_round(folder, args.jobs, args.threads, args.synchronous, args.chunk))
             return 0
-        events = args.jobs * EVENTS_PER_JOB
-        raws: list[float] = []
-        rounds: dict[str, list[tuple[float, float, float]]] = {"store": [], "before": []}
+        rounds: dict[str, list[Round]] = {"store": [], "before": []}
         for _ in range(args.rounds):
-            raws.append(run_raw_inserts(folder / "raw.db", events, args.synchronous))
-            rounds["store"].append(_one_round(folder, args.jobs, args.threads, args.synchronous))
+            rounds["store"].append(run_round(folder, args.jobs, args.threads, args.synchronous, args.chunk))
             if args.before is not None:
-                rounds["before"].append(_before_round(args.before, folder, args.jobs, args.threads, args.synchronous))
+                rounds["before"].append(_before_round(args.before, folder, args))
         if args.profile:
             profiler = cProfile.Profile()
             profiler.runcall(lifecycles, *_profiled_repository(folder / "profile.db", args.synchronous), range(args.jobs))
             pstats.Stats(profiler).sort_stats("tottime").print_stats(20)
-    raw_s = statistics.median(raws)
-    print(f"PRAGMA synchronous={args.synchronous} (journal_mode=WAL) on both sides; median of {args.rounds} interleaved rounds")
+    events = args.jobs * EVENTS_PER_JOB
     print(
-        f"raw sqlite3: {events} single-row transactions in {raw_s:.2f} s = {events / raw_s:,.0f} rows/s (baseline;"
-        f" rounds: {', '.join(f'{events / r:,.0f}' for r in raws)})"
+        f"PRAGMA synchronous={args.synchronous} (journal_mode=WAL) on both sides; {events} appends per run,"
+        f" raw inserts alternating every {args.chunk} lifecycles; median of {args.rounds} rounds"
     )
     passed_any = False
     for side, results in rounds.items():
         if not results:
             continue
         name = "event store" if side == "store" else f"before ({args.before})"
-        for column, label in ((0, "1 thread"), (1, f"{args.threads} threads")):
-            seconds = statistics.median(r[column] for r in results)
-            ratios = [raw / r[column] for raw, r in zip(raws, results, strict=True)]
+        for raw_column, column, label in ((0, 1, "1 thread"), (2, 3, f"{args.threads} threads")):
+            ratios = [r[raw_column] / r[column] for r in results]
             ratio = statistics.median(ratios)
+            seconds = statistics.median(r[column] for r in results)
+            raw_rate = events / statistics.median(r[raw_column] for r in results)
             passed = ratio >= TARGET_RATIO
             passed_any |= passed and side == "store"
-            extra = f", {statistics.median(r[2] for r in results):.1f} appends per transaction" if column else ""
+            extra = f", {statistics.median(r.grouping for r in results):.1f} appends per transaction" if column == 3 else ""
             print(
-                f"{name}, {label}: {args.jobs} lifecycles, {events} appends in {seconds:.2f} s = {events / seconds:,.0f} events/s{extra};"
+                f"{name}, {label}: {events / seconds:,.0f} events/s{extra}; raw sqlite3 beside it {raw_rate:,.0f} rows/s;"
                 f" ratio {ratio:.2f} (rounds: {', '.join(f'{x:.2f}' for x in ratios)}); TARGET ratio >= {TARGET_RATIO}:"
                 f" {'PASS' if passed else 'FAIL'}"
             )
