@@ -158,6 +158,8 @@ class Round(NamedTuple):
     raw_multi_s: float
     multi_s: float
     grouping: float
+    #: CPU seconds (``time.process_time``) of the 1-thread lifecycles.
+    single_cpu_s: float
 
 
 def run_round(folder: Path, jobs: int, threads: int, synchronous: str, chunk: int) -> Round:
@@ -168,14 +170,15 @@ def run_round(folder: Path, jobs: int, threads: int, synchronous: str, chunk: in
     backend = SQLiteBackend(_fresh(folder / "lifecycle-1.db"), synchronous=synchronous)
     backend.migrate(TABLES.migrations)
     repository = JobRepository(EventStore(backend), projections=TABLES.projections)
-    raw_single_s = single_s = 0.0
+    raw_single_s = single_s = single_cpu_s = 0.0
     try:
         for first in range(0, jobs, chunk):
             part = range(first, min(jobs, first + chunk))
             raw_single_s += raw.insert(len(part) * EVENTS_PER_JOB)
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             lifecycles(repository, part)
             single_s += time.perf_counter() - start
+            single_cpu_s += time.process_time() - cpu
         backend.close()
         half = jobs * EVENTS_PER_JOB // 2
         raw_multi_s = raw.insert(half)
@@ -184,7 +187,7 @@ def run_round(folder: Path, jobs: int, threads: int, synchronous: str, chunk: in
     finally:
         backend.close()
         raw.close()
-    return Round(raw_single_s, single_s, raw_multi_s, multi_s, grouping)
+    return Round(raw_single_s, single_s, raw_multi_s, multi_s, grouping, single_cpu_s)
 
 
 def _before_round(source: Path, folder: Path, args: argparse.Namespace) -> Round:
@@ -245,7 +248,10 @@ def main(argv: list[str] | None = None) -> int:
             raw_rate = events / statistics.median(r[raw_column] for r in results)
             passed = ratio >= TARGET_RATIO
             passed_any |= passed and side == "store"
-            extra = f", {statistics.median(r.grouping for r in results):.1f} appends per transaction" if column == 3 else ""
+            if column == 3:
+                extra = f", {statistics.median(r.grouping for r in results):.1f} appends per transaction"
+            else:
+                extra = f", CPU {1e6 * statistics.median(r.single_cpu_s for r in results) / events:.0f} us per append"
             print(
                 f"{name}, {label}: {events / seconds:,.0f} events/s{extra}; raw sqlite3 beside it {raw_rate:,.0f} rows/s;"
                 f" ratio {ratio:.2f} (rounds: {', '.join(f'{x:.2f}' for x in ratios)}); TARGET ratio >= {TARGET_RATIO}:"
