@@ -90,7 +90,22 @@ def decode_state(text: str | bytes) -> JobState:
 
 
 def _stamp(value: Any) -> str | None:
-    return clock.format_timestamp(value) if value is not None else None
+    """``clock.format_timestamp(value)`` (``None`` stays ``None``), the same text made by a %-format of
+    the fields: about a third of the cost of ``isoformat`` when the time is not the one just formatted
+    (an append's lease renewal formats two times: the lease's and its own)."""
+    if value is None:
+        return None
+    if value.tzinfo is not None and value.utcoffset():
+        value = value.astimezone(dt.UTC)
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (  # noqa: UP031 - faster than an f-string or isoformat here
+        value.year,
+        value.month,
+        value.day,
+        value.hour,
+        value.minute,
+        value.second,
+        value.microsecond,
+    )
 
 
 def row_values(state: JobState) -> dict[str, Any]:
@@ -242,8 +257,8 @@ def update(before: JobState, after: JobState) -> Statement:
         changed.append("blobs_removed_at")
         params.append(_stamp(after.blobs_removed_at))
     params.append(after.job_id)
-    # formatted last: the append formats the same time for its event next (clock.format_timestamp keeps the last one)
-    params[0] = _stamp(after.updated_at)
+    # the event's own time, formatted by clock.format_timestamp, which keeps the last one: the store formats it next
+    params[0] = clock.format_timestamp(after.updated_at)
     return Statement(_update_sql(tuple(changed)), tuple(params))
 
 

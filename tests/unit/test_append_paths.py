@@ -184,3 +184,20 @@ def test_a_refused_batch_alone_in_its_transaction_leaves_nothing_and_no_transact
     done = repository.append(state.job_id, [ev.JobProgress(percent=5)], claimed, actor="w-1").state
     assert done.version == 3
     assert rebuild(repository.store, apply_changes=False, tables=TABLES).differences == []
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        LEASE,
+        LATER,
+        dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC),  # no microseconds: still six digits
+        dt.datetime(2026, 1, 2, 3, 4, 5, 7),  # naive: taken as UTC
+        dt.datetime(2026, 6, 30, 23, 30, 0, 999999, tzinfo=dt.timezone(dt.timedelta(hours=-5))),  # converted to UTC
+        dt.datetime(999, 12, 31, 23, 59, 59, 1, tzinfo=dt.UTC),
+    ],
+)
+def test_the_row_timestamps_are_the_clock_format(value: dt.datetime) -> None:
+    from jobtape import clock
+
+    assert jobs._stamp(value) == clock.format_timestamp(value)
