@@ -13,11 +13,22 @@ dominates a commit; ``--synchronous NORMAL`` compares the CPU cost of an append 
 The lifecycles run twice: one after the other on one thread, and spread over ``--threads``
 threads (as a worker with ``--concurrency N`` appends for N jobs at once), where the SQLite
 backend's group commit lets concurrent appends share a transaction. Both ratios are printed
-against the same single-threaded raw baseline, with PASS/FAIL for each.
+against single-threaded raw inserts made beside them (below), with PASS/FAIL for each.
+
+The machine is shared, and a commit's fsync moves with the other processes' I/O by
+several times within a minute, so the two sides run side by side: the 1-thread lifecycles
+and the raw inserts alternate every ``--chunk`` lifecycles (25: 200 appends, then 200 raw
+transactions, ...), each side's time summed, and the ``--threads`` run sits between two
+halves of its raw inserts; each ratio is taken within its round. ``--rounds`` rounds
+(default 3), medians printed. ``--before SRC`` adds a round of another source tree's event
+store after each (``git archive main | tar -x -C SRC``, run in a process with
+``PYTHONPATH=SRC``, with its own raw inserts alongside): a before/after in one run. The
+``--profile`` run is profiled on the main thread (``cProfile`` sees one thread).
 
 Usage::
 
-    python bench/lifecycle.py [--jobs 2000] [--threads 8] [--synchronous FULL|NORMAL] [--data-dir DIR] [--profile]
+    python bench/lifecycle.py [--jobs 2000] [--threads 8] [--rounds 3] [--chunk 25] [--synchronous FULL|NORMAL] [--before SRC]
+        [--data-dir DIR] [--profile]
 """
 
 from __future__ import annotations
@@ -26,10 +37,16 @@ import argparse
 import cProfile
 import pstats
 import sqlite3
+import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
+
+from loadgen import add_before_option, before_env
 
 from jobtape.defaults import default_tables
 from jobtape.eventlog import events as ev
@@ -37,7 +54,7 @@ from jobtape.eventlog.sqlite import SYNCHRONOUS_MODES, SQLiteBackend, pragmas
 from jobtape.eventlog.store import EventStore
 from jobtape.projections.repository import JobRepository
 
-__all__ = ["EVENTS_PER_JOB", "lifecycles", "main", "run_lifecycles", "run_raw_inserts"]
+__all__ = ["EVENTS_PER_JOB", "Round", "lifecycles", "main", "run_lifecycles", "run_raw_inserts", "run_round"]
 
 TABLES = default_tables()
 
@@ -85,40 +102,109 @@ def run_lifecycles(path: Path, jobs: int, threads: int = 1, synchronous: str = "
     return elapsed, grouping
 
 
+class _Raw:
+    """The baseline: a plain table on its own file, one ``BEGIN IMMEDIATE; INSERT; COMMIT`` per row."""
+
+    def __init__(self, path: Path, synchronous: str) -> None:
+        self.connection = sqlite3.connect(_fresh(path), isolation_level=None)
+        for pragma in pragmas(synchronous):
+            self.connection.execute(pragma)
+        self.connection.execute(
+            "CREATE TABLE rows (position INTEGER PRIMARY KEY, job_id TEXT NOT NULL, version INTEGER NOT NULL,"
+            " type TEXT NOT NULL, data TEXT NOT NULL, actor TEXT NOT NULL, recorded_at TEXT NOT NULL)"
+        )
+        self.inserted = 0
+
+    def insert(self, rows: int) -> float:
+        """Insert ``rows`` rows, one transaction each; return the elapsed seconds."""
+        connection = self.connection
+        start = time.perf_counter()
+        for index in range(self.inserted, self.inserted + rows):
+            connection.execute("BEGIN IMMEDIATE")
+            connection.execute(
+                "INSERT INTO rows (job_id, version, type, data, actor, recorded_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    f"{index // EVENTS_PER_JOB:032x}",
+                    index % EVENTS_PER_JOB + 1,
+                    "job.progress",
+                    '{"percent":40}',
+                    _WORKER,
+                    "2026-01-01T00:00:00.000000Z",
+                ),
+            )
+            connection.execute("COMMIT")
+        self.inserted += rows
+        return time.perf_counter() - start
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.connection.close()
+
+
 def run_raw_inserts(path: Path, rows: int, synchronous: str = "FULL") -> float:
     """Insert ``rows`` rows into a plain table, one transaction each; return the elapsed seconds."""
-    connection = sqlite3.connect(_fresh(path), isolation_level=None)
-    for pragma in pragmas(synchronous):
-        connection.execute(pragma)
-    connection.execute(
-        "CREATE TABLE rows (position INTEGER PRIMARY KEY, job_id TEXT NOT NULL, version INTEGER NOT NULL,"
-        " type TEXT NOT NULL, data TEXT NOT NULL, actor TEXT NOT NULL, recorded_at TEXT NOT NULL)"
-    )
-    start = time.perf_counter()
-    for index in range(rows):
-        connection.execute("BEGIN IMMEDIATE")
-        connection.execute(
-            "INSERT INTO rows (job_id, version, type, data, actor, recorded_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                f"{index // EVENTS_PER_JOB:032x}",
-                index % EVENTS_PER_JOB + 1,
-                "job.progress",
-                '{"percent":40}',
-                _WORKER,
-                "2026-01-01T00:00:00.000000Z",
-            ),
-        )
-        connection.execute("COMMIT")
-    elapsed = time.perf_counter() - start
-    connection.close()
-    return elapsed
+    raw = _Raw(path, synchronous)
+    try:
+        return raw.insert(rows)
+    finally:
+        raw.close()
+
+
+class Round(NamedTuple):
+    """One round's seconds: raw and store for the same number of transactions, side by side."""
+
+    raw_single_s: float
+    single_s: float
+    raw_multi_s: float
+    multi_s: float
+    grouping: float
+    #: CPU seconds (``time.process_time``) of the 1-thread lifecycles.
+    single_cpu_s: float
+
+
+def run_round(folder: Path, jobs: int, threads: int, synchronous: str, chunk: int) -> Round:
+    """One round: the 1-thread lifecycles and the raw inserts alternate every ``chunk`` lifecycles
+    (the same number of transactions in each side's chunk), so both meet the same moments of a
+    shared machine's I/O; then the ``threads``-thread run between two halves of its raw inserts."""
+    raw = _Raw(folder / "raw.db", synchronous)
+    backend = SQLiteBackend(_fresh(folder / "lifecycle-1.db"), synchronous=synchronous)
+    backend.migrate(TABLES.migrations)
+    repository = JobRepository(EventStore(backend), projections=TABLES.projections)
+    raw_single_s = single_s = single_cpu_s = 0.0
+    try:
+        for first in range(0, jobs, chunk):
+            part = range(first, min(jobs, first + chunk))
+            raw_single_s += raw.insert(len(part) * EVENTS_PER_JOB)
+            start, cpu = time.perf_counter(), time.process_time()
+            lifecycles(repository, part)
+            single_s += time.perf_counter() - start
+            single_cpu_s += time.process_time() - cpu
+        backend.close()
+        half = jobs * EVENTS_PER_JOB // 2
+        raw_multi_s = raw.insert(half)
+        multi_s, grouping = run_lifecycles(folder / f"lifecycle-{threads}.db", jobs, threads, synchronous)
+        raw_multi_s += raw.insert(jobs * EVENTS_PER_JOB - half)
+    finally:
+        backend.close()
+        raw.close()
+    return Round(raw_single_s, single_s, raw_multi_s, multi_s, grouping, single_cpu_s)
+
+
+def _before_round(source: Path, folder: Path, args: argparse.Namespace) -> Round:
+    """One round of the ``--before`` tree's event store, in a process importing ``jobtape`` from ``source``."""
+    argv = [sys.executable, __file__, "--jobs", str(args.jobs), "--threads", str(args.threads), "--synchronous", args.synchronous]
+    argv += ["--chunk", str(args.chunk), "--data-dir", str(folder / "before"), "--one-round"]
+    output = subprocess.run(argv, env=before_env(source), check=True, capture_output=True, text=True).stdout
+    return Round(*(float(value) for value in output.split()))
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run both, print the rates, the ratios and PASS/FAIL; return 0 if any run passes, else 1."""
+    """Run both in rounds, print the medians, the ratios and PASS/FAIL; return 0 if any run of this tree passes, else 1."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=2000, help="job lifecycles to run (default 2000)")
     parser.add_argument("--threads", type=int, default=8, help="threads for the concurrent run (default 8)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds (this tree's, then --before's); medians printed (default 3)")
+    parser.add_argument("--chunk", type=int, default=25, help="lifecycles between two switches to the raw inserts (default 25)")
     parser.add_argument("--data-dir", type=Path, default=None, help="folder for the SQLite files (default: a temp dir)")
     parser.add_argument("--profile", action="store_true", help="also print a cProfile of the single-thread run")
     parser.add_argument(
@@ -127,34 +213,58 @@ def main(argv: list[str] | None = None) -> int:
         default="FULL",
         help="PRAGMA synchronous for both sides (default FULL, the store's default)",
     )
+    add_before_option(parser)
+    parser.add_argument("--one-round", action="store_true", help=argparse.SUPPRESS)  # a --before round: prints its seconds
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="jobtape-bench-") as temp:
         folder = args.data_dir or Path(temp)
         folder.mkdir(parents=True, exist_ok=True)
-        events = args.jobs * EVENTS_PER_JOB
-        raw_s = run_raw_inserts(folder / "raw.db", events, args.synchronous)
-        single_s, _ = run_lifecycles(folder / "lifecycle-1.db", args.jobs, 1, args.synchronous)
-        multi_s, grouping = run_lifecycles(folder / f"lifecycle-{args.threads}.db", args.jobs, args.threads, args.synchronous)
+        if args.one_round:
+            print(*run_round(folder, args.jobs, args.threads, args.synchronous, args.chunk))
+            return 0
+        rounds: dict[str, list[Round]] = {"store": [], "before": []}
+        for _ in range(args.rounds):
+            rounds["store"].append(run_round(folder, args.jobs, args.threads, args.synchronous, args.chunk))
+            if args.before is not None:
+                rounds["before"].append(_before_round(args.before, folder, args))
         if args.profile:
             profiler = cProfile.Profile()
-            profiler.runcall(run_lifecycles, folder / "profile.db", args.jobs)
+            profiler.runcall(lifecycles, *_profiled_repository(folder / "profile.db", args.synchronous), range(args.jobs))
             pstats.Stats(profiler).sort_stats("tottime").print_stats(20)
-    raw_rate = events / raw_s
-    print(f"PRAGMA synchronous={args.synchronous} (journal_mode=WAL) on both sides")
-    print(f"raw sqlite3: {events} single-row transactions in {raw_s:.2f} s = {raw_rate:,.0f} rows/s (baseline)")
+    events = args.jobs * EVENTS_PER_JOB
+    print(
+        f"PRAGMA synchronous={args.synchronous} (journal_mode=WAL) on both sides; {events} appends per run,"
+        f" raw inserts alternating every {args.chunk} lifecycles; median of {args.rounds} rounds"
+    )
     passed_any = False
-    for label, seconds in (("1 thread", single_s), (f"{args.threads} threads", multi_s)):
-        rate = events / seconds
-        ratio = rate / raw_rate
-        passed = ratio >= TARGET_RATIO
-        passed_any |= passed
-        extra = f", {grouping:.1f} appends per transaction" if label != "1 thread" else ""
-        print(
-            f"event store, {label}: {args.jobs} lifecycles, {events} appends in {seconds:.2f} s = "
-            f"{rate:,.0f} events/s{extra}; ratio {ratio:.2f}; TARGET ratio >= {TARGET_RATIO}: "
-            f"{'PASS' if passed else 'FAIL'}"
-        )
+    for side, results in rounds.items():
+        if not results:
+            continue
+        name = "event store" if side == "store" else f"before ({args.before})"
+        for raw_column, column, label in ((0, 1, "1 thread"), (2, 3, f"{args.threads} threads")):
+            ratios = [r[raw_column] / r[column] for r in results]
+            ratio = statistics.median(ratios)
+            seconds = statistics.median(r[column] for r in results)
+            raw_rate = events / statistics.median(r[raw_column] for r in results)
+            passed = ratio >= TARGET_RATIO
+            passed_any |= passed and side == "store"
+            if column == 3:
+                extra = f", {statistics.median(r.grouping for r in results):.1f} appends per transaction"
+            else:
+                extra = f", CPU {1e6 * statistics.median(r.single_cpu_s for r in results) / events:.0f} us per append"
+            print(
+                f"{name}, {label}: {events / seconds:,.0f} events/s{extra}; raw sqlite3 beside it {raw_rate:,.0f} rows/s;"
+                f" ratio {ratio:.2f} (rounds: {', '.join(f'{x:.2f}' for x in ratios)}); TARGET ratio >= {TARGET_RATIO}:"
+                f" {'PASS' if passed else 'FAIL'}"
+            )
     return 0 if passed_any else 1
+
+
+def _profiled_repository(path: Path, synchronous: str) -> tuple[JobRepository]:
+    """A repository on a fresh file for the ``--profile`` run (profiled on this thread: cProfile sees one thread)."""
+    backend = SQLiteBackend(_fresh(path), synchronous=synchronous)
+    backend.migrate(TABLES.migrations)
+    return (JobRepository(EventStore(backend), projections=TABLES.projections),)
 
 
 if __name__ == "__main__":

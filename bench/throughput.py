@@ -24,10 +24,16 @@ Huey, jobtape, ...); the medians are printed, and the ratios of each side's best
 - 2 and 4 worker processes: never below 1 process (same concurrency per process);
 - lost claims < 1% of the claims won, in every multi-process run.
 
+Each line also gives the CPU per job: user + system CPU of the worker processes (or of
+Huey's consumer) from ``/proc/<pid>/stat``, between the first finished job and the drained
+queue (start-up not counted), divided by the jobs finished meanwhile. ``--before SRC`` runs
+each jobtape configuration a second time in every round with worker processes importing
+another source tree's jobtape (``PYTHONPATH=SRC``): a before/after in one run.
+
 Usage::
 
     python bench/throughput.py [--jobs 5000] [--rounds 3] [--synchronous FULL NORMAL]
-        [--concurrency 1 4 8] [--processes 1 2 4] [--huey-workers 1 2 4] [--data-dir DIR]
+        [--concurrency 1 4 8] [--processes 1 2 4] [--huey-workers 1 2 4] [--before SRC] [--data-dir DIR]
 """
 
 from __future__ import annotations
@@ -46,6 +52,8 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+from loadgen import add_before_option
 
 from jobtape import runtime
 from jobtape.config import Settings
@@ -67,6 +75,14 @@ class Run:
     seconds: float
     won: int = 0
     lost: int = 0
+    #: CPU seconds (user + system) of the worker processes (or the consumer) while they drained, and the jobs done meanwhile.
+    cpu_s: float = 0.0
+    cpu_jobs: int = 0
+
+    @property
+    def cpu_per_job_us(self) -> float:
+        """CPU microseconds per job of the processes draining the queue (``nan`` when not sampled)."""
+        return 1e6 * self.cpu_s / self.cpu_jobs if self.cpu_jobs else float("nan")
 
     @property
     def rate(self) -> float:
@@ -90,12 +106,27 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
+_TICK_S = 1 / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_s(pids: Sequence[int]) -> float:
+    """User + system CPU seconds the processes used so far (``/proc/<pid>/stat``, Linux)."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+    return total * _TICK_S
+
+
 def _parse_time(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text)
 
 
-def run_jobtape(parent: Path, jobs: int, synchronous: str, processes: int, concurrency: int) -> Run:
-    """Submit ``jobs`` no-op jobs, drain them with ``processes`` real worker processes; check the log."""
+def run_jobtape(parent: Path, jobs: int, synchronous: str, processes: int, concurrency: int, before: Path | None = None) -> Run:
+    """Submit ``jobs`` no-op jobs, drain them with ``processes`` real worker processes; check the log.
+
+    ``before``: the workers run the jobtape of that source tree (``PYTHONPATH``) instead of this one.
+    """
     data_dir = _fresh_dir(parent, "jobtape")
     settings = Settings(data_dir=data_dir, sqlite_synchronous="NORMAL")  # submitting is not timed
     sys.path.insert(0, str(BENCH))
@@ -108,16 +139,23 @@ def run_jobtape(parent: Path, jobs: int, synchronous: str, processes: int, concu
     finally:
         repository.store.close()
     env = _env(JOBTAPE_SQLITE_SYNCHRONOUS=synchronous, JOBTAPE_DATA_DIR=str(data_dir))
+    if before is not None:  # the workers import the other tree's jobtape (noop_app from this bench folder)
+        env["PYTHONPATH"] = os.pathsep.join([str(BENCH), str(before.resolve())])
     argv = [str(JOBTAPE), "worker", "--app", "noop_app:app", "--concurrency", str(concurrency), "--poll-interval", "0.1"]
     workers = [subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(processes)]
     database = data_dir / "jobtape.db"
+    pids = [worker.pid for worker in workers]
+    cpu_start: tuple[float, int] | None = None  # (CPU seconds, jobs finished) once the first job finished
     try:
         with sqlite3.connect(database) as conn:
             deadline = time.monotonic() + 600
-            while conn.execute("SELECT COUNT(*) FROM jobs WHERE finished = 0").fetchone()[0]:
+            while left := conn.execute("SELECT COUNT(*) FROM jobs WHERE finished = 0").fetchone()[0]:
+                if cpu_start is None and left < jobs:  # the drain began: start-up (imports) is not counted
+                    cpu_start = (_cpu_s(pids), jobs - left)
                 if time.monotonic() > deadline or any(worker.poll() is not None for worker in workers):
                     raise RuntimeError("the workers did not drain the queue")
                 time.sleep(0.02)
+            cpu_end = _cpu_s(pids)
     finally:
         for worker in workers:
             worker.send_signal(signal.SIGTERM)
@@ -138,7 +176,8 @@ def run_jobtape(parent: Path, jobs: int, synchronous: str, processes: int, concu
         times = [_parse_time(at) for (at,) in conn.execute("SELECT recorded_at FROM events WHERE type = 'job.completed'")]
     end = max(times)
     done = sum(1 for at in times if at > start)
-    return Run(done, (end - start).total_seconds(), won, lost)
+    cpu_s, cpu_jobs = (cpu_end - cpu_start[0], jobs - cpu_start[1]) if cpu_start is not None else (0.0, 0)
+    return Run(done, (end - start).total_seconds(), won, lost, cpu_s, cpu_jobs)
 
 
 def run_huey(parent: Path, jobs: int, synchronous: str, workers: int) -> Run:
@@ -165,20 +204,26 @@ def run_huey(parent: Path, jobs: int, synchronous: str, workers: int) -> Run:
                     raise RuntimeError("the consumer did not start")
                 time.sleep(POLL_S)
             start, at_start = time.perf_counter(), left
+            cpu_start = _cpu_s([consumer.pid])
             while left:
                 if time.monotonic() > deadline or consumer.poll() is not None:
                     raise RuntimeError("the consumer did not drain the queue")
                 time.sleep(POLL_S)
                 left = conn.execute("SELECT COUNT(*) FROM task").fetchone()[0]
             end = time.perf_counter()
+            cpu_s = _cpu_s([consumer.pid]) - cpu_start
     finally:
         consumer.send_signal(signal.SIGTERM)
         consumer.communicate(timeout=60)
-    return Run(at_start, end - start)
+    return Run(at_start, end - start, cpu_s=cpu_s, cpu_jobs=at_start)
 
 
 def _median(runs: Sequence[Run]) -> float:
     return statistics.median(run.rate for run in runs)
+
+
+def _cpu_median(runs: Sequence[Run]) -> float:
+    return statistics.median(run.cpu_per_job_us for run in runs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -191,12 +236,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2, 4], help="jobtape worker processes (at the best concurrency)")
     parser.add_argument("--huey-workers", type=int, nargs="+", default=[1, 2, 4], help="huey_consumer -w values")
     parser.add_argument("--data-dir", type=Path, default=None)
+    add_before_option(parser, " (its worker processes, on the same jobs)")
     args = parser.parse_args(argv)
     parent = args.data_dir or Path(tempfile.mkdtemp(prefix="jobtape-throughput-"))
     passed = True
     print(f"{args.jobs} no-op jobs per run, median of {args.rounds} interleaved rounds; data in {parent}")
     for synchronous in args.synchronous:
         ours: dict[tuple[int, int], list[Run]] = {}
+        previous: dict[tuple[int, int], list[Run]] = {}  # --before
         theirs: dict[int, list[Run]] = {}
         configs = [(1, concurrency) for concurrency in args.concurrency]
         configs += [(p, c) for p in args.processes if p != 1 for c in args.concurrency]
@@ -205,20 +252,34 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if index < len(configs):
                     processes, concurrency = configs[index]
                     ours.setdefault(configs[index], []).append(run_jobtape(parent, args.jobs, synchronous, processes, concurrency))
+                    if args.before is not None:
+                        run = run_jobtape(parent, args.jobs, synchronous, processes, concurrency, args.before)
+                        previous.setdefault(configs[index], []).append(run)
                 if index < len(args.huey_workers):
                     workers = args.huey_workers[index]
                     theirs.setdefault(workers, []).append(run_huey(parent, args.jobs, synchronous, workers))
         print(f"\nsynchronous={synchronous}")
-        for (processes, concurrency), runs in sorted(ours.items()):
-            won, lost = sum(r.won for r in runs), sum(r.lost for r in runs)
-            print(
-                f"  jobtape {processes} process(es) x concurrency {concurrency}: {_median(runs):8,.0f} jobs/s"
-                f"  (rounds: {', '.join(f'{r.rate:,.0f}' for r in runs)}; lost claims {lost}/{won} = {100 * lost / max(won, 1):.2f}%)"
-            )
+        for name, side in (("jobtape", ours), ("before", previous)):
+            for (processes, concurrency), runs in sorted(side.items()):
+                won, lost = sum(r.won for r in runs), sum(r.lost for r in runs)
+                print(
+                    f"  {name} {processes} process(es) x concurrency {concurrency}: {_median(runs):8,.0f} jobs/s,"
+                    f" CPU {_cpu_median(runs):,.0f} us/job  (rounds: {', '.join(f'{r.rate:,.0f}' for r in runs)};"
+                    f" lost claims {lost}/{won} = {100 * lost / max(won, 1):.2f}%)"
+                )
         for workers, runs in sorted(theirs.items()):
-            print(f"  huey_consumer -w {workers}: {_median(runs):8,.0f} tasks/s  (rounds: {', '.join(f'{r.rate:,.0f}' for r in runs)})")
-        best_ours = max(ours, key=lambda config: _median(ours[config]))
+            print(
+                f"  huey_consumer -w {workers}: {_median(runs):8,.0f} tasks/s, CPU {_cpu_median(runs):,.0f} us/task"
+                f"  (rounds: {', '.join(f'{r.rate:,.0f}' for r in runs)})"
+            )
         best_theirs = max(theirs, key=lambda workers: _median(theirs[workers]))
+        if previous:
+            best_before = max(previous, key=lambda config: _median(previous[config]))
+            print(
+                f"  before: best ({best_before[0]} x {best_before[1]}) / best Huey (-w {best_theirs}):"
+                f" ratio {_median(previous[best_before]) / _median(theirs[best_theirs]):.2f}"
+            )
+        best_ours = max(ours, key=lambda config: _median(ours[config]))
         ratio = _median(ours[best_ours]) / _median(theirs[best_theirs])
         goal = 2.0 if synchronous == "FULL" else 1.0
         ok = ratio >= goal

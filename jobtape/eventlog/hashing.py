@@ -60,7 +60,20 @@ def chain_link(key: bytes, key_id: str, previous: str, position: int, event_hash
         event_hash: the event's stored ``hash`` (``None`` for events written before migration 0003).
     """
     text = _SEPARATOR.join(("jobtape-chain", previous, str(position), key_id, event_hash or ""))
-    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+    keyed = _KEYED.get(key)
+    if keyed is None:
+        if len(_KEYED) >= _KEYED_KEPT:
+            _KEYED.clear()
+        keyed = _KEYED[key] = hmac.new(key, digestmod=hashlib.sha256)
+    mac = keyed.copy()  # the key's inner and outer states computed once, not per link
+    mac.update(text.encode())
+    return mac.hexdigest()
+
+
+#: key -> an HMAC-SHA256 object of that key with nothing hashed yet, copied by :func:`chain_link`.
+_KEYED: dict[bytes, hmac.HMAC] = {}
+#: How many keys :data:`_KEYED` holds before it is emptied (a process holds a few: current and older).
+_KEYED_KEPT = 16
 
 
 def record_mac(key: bytes, kind: str, fields: Sequence[object]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import fcntl
 import os
@@ -128,32 +129,44 @@ class SQLiteBackend(SQLBackend):
             raise translate_operational_error(exc) from exc
         return conn
 
-    @contextlib.contextmanager
-    def _connection(self) -> Iterator[sqlite3.Connection]:
-        """Lend a pooled connection for one call; give it back (or close it) afterwards."""
+    def _borrow(self) -> sqlite3.Connection:
+        """Take the most recently used idle connection, or open one (give it back with :meth:`_give_back`)."""
         with self._lock:
             conn = self._idle.pop()[0] if self._idle else None
         if conn is None:
             conn = self._connect()
             with self._lock:
                 self._open.add(conn)
+        return conn
+
+    def _give_back(self, conn: sqlite3.Connection) -> None:
+        """Return a connection taken with :meth:`_borrow` to the pool (or close it); close the expired idle ones."""
+        now = time.monotonic()
+        stale: list[sqlite3.Connection] = []
+        with self._lock:
+            keep = conn in self._open and len(self._idle) < self.max_idle_connections and not conn.in_transaction
+            if keep:
+                self._idle.append((conn, now))
+            else:
+                self._open.discard(conn)
+            idle = self._idle
+            if idle and now - idle[0][1] > self.idle_timeout_s:  # the oldest (the stack's bottom) expired
+                expired = 0
+                while expired < len(idle) and now - idle[expired][1] > self.idle_timeout_s:
+                    expired += 1
+                stale, idle[:expired] = [c for c, _ in idle[:expired]], []
+                self._open.difference_update(stale)
+        for old in stale if keep else [*stale, conn]:
+            old.close()
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        """Lend a pooled connection for one call; give it back (or close it) afterwards."""
+        conn = self._borrow()
         try:
             yield conn
         finally:
-            now = time.monotonic()
-            with self._lock:
-                keep = conn in self._open and len(self._idle) < self.max_idle_connections and not conn.in_transaction
-                if keep:
-                    self._idle.append((conn, now))
-                else:
-                    self._open.discard(conn)
-                expired = 0
-                while expired < len(self._idle) and now - self._idle[expired][1] > self.idle_timeout_s:
-                    expired += 1  # oldest first: the stack's bottom
-                stale, self._idle[:expired] = [c for c, _ in self._idle[:expired]], []
-                self._open.difference_update(stale)
-            for old in stale if keep else [*stale, conn]:
-                old.close()
+            self._give_back(conn)
 
     def execute_batch(self, statements: Sequence[Statement]) -> list[list[tuple[Any, ...]]]:
         """Run the statements atomically; see :meth:`SQLBackend.execute_batch` and :meth:`execute_built`."""
@@ -171,10 +184,11 @@ class SQLiteBackend(SQLBackend):
         Group commit: batches submitted by several threads at once share one transaction.
         The first thread to queue becomes the leader; once it holds the write turn it
         commits every batch queued so far, each inside its own SAVEPOINT, so a batch whose
-        guard fails (or whose ``build`` raises) is rolled back alone while the others commit.
+        guard fails (or whose ``build`` raises) is rolled back alone while the others commit
+        (a batch alone in its group runs without one: its transaction is rolled back instead).
         Every caller returns only after the COMMIT that holds its batch, so durability and
         atomicity per batch are unchanged; the commit cost (the WAL write) is shared.
-        Each waiting caller is woken alone (its own event): when its batch is committed, or
+        Each waiting caller is woken alone (a lock of its own, released once): when its batch is committed, or
         when the leader hands it the lead (the first caller queued during a commit leads the
         next one), never all waiters at once to find out which.
 
@@ -194,15 +208,27 @@ class SQLiteBackend(SQLBackend):
             self._queue.append(pending)
             leads = not self._leader_active
             self._leader_active = True
-        if not leads:
-            pending.woken.wait()  # committed by a leader, or handed the lead
+            if not leads:  # made only for a caller that waits (a lone appender never does)
+                pending.woken = threading.Lock()
+                pending.woken.acquire()  # held until a leader releases it: a wake-up without a Condition
+        if pending.woken is not None:
+            pending.woken.acquire()  # committed by a leader, or handed the lead
+            pending.woken = None  # woken once: a caller handed the lead is not released again when it commits
         if not pending.done:  # the leader: once it is this process's turn to write, take every batch queued so far
             group: list[_Pending] = []
             try:
-                with self._connection() as conn, self._write_turn():
-                    with self._group_lock:
-                        group, self._queue = self._queue, []
-                    self._commit_group(conn, group)
+                conn = self._borrow()
+                try:
+                    fd = self._writer_fd if self._writer_fd is not None else self._writer_lock()
+                    fcntl.flock(fd, fcntl.LOCK_EX)  # this process's write turn (see _write_turn)
+                    try:
+                        with self._group_lock:
+                            group, self._queue = self._queue, []
+                        self._commit_group(conn, group)
+                    finally:
+                        fcntl.flock(fd, fcntl.LOCK_UN)
+                finally:
+                    self._give_back(conn)
             except BaseException as exc:  # noqa: BLE001 - the pool could not open a connection: every waiter gets it
                 if not group:
                     with self._group_lock:
@@ -213,10 +239,11 @@ class SQLiteBackend(SQLBackend):
             finally:
                 for item in group:
                     item.done = True
-                    item.woken.set()
+                    if item.woken is not None:
+                        item.woken.release()
                 with self._group_lock:
                     if self._queue:  # batches queued during the commit: the first one leads next
-                        self._queue[0].woken.set()
+                        self._queue[0].woken.release()  # type: ignore[union-attr]  # queued behind a leader: it waits
                     else:
                         self._leader_active = False
         if pending.error is not None:
@@ -248,6 +275,9 @@ class SQLiteBackend(SQLBackend):
         self._turn.conn = conn  # query() from a build on this thread reads this transaction
         try:
             conn.execute("BEGIN IMMEDIATE")
+            if len(group) == 1:  # a batch alone: its transaction is its savepoint
+                self._commit_alone(conn, group[0])
+                return
             for item in group:
                 conn.execute("SAVEPOINT batch")
                 try:
@@ -269,6 +299,17 @@ class SQLiteBackend(SQLBackend):
             for item in group:
                 item.done = True
 
+    def _commit_alone(self, conn: sqlite3.Connection, item: _Pending) -> None:
+        """A group of one batch, in the transaction ``_commit_group`` began: no SAVEPOINT, a refused
+        batch rolls the whole transaction back (nothing else is in it)."""
+        try:
+            item.results = _execute_all(conn, item.build())
+        except Exception as exc:  # noqa: BLE001 - a guard (or the build) refused the batch
+            item.results, item.error = None, _translate(exc)  # before the rollback, which may fail too
+            conn.execute("ROLLBACK")
+            return
+        conn.execute("COMMIT")
+
     @contextlib.contextmanager
     def _write_turn(self) -> Iterator[None]:
         """Hold ``<path>-writer``'s exclusive ``flock`` (this process's turn to write) for one group commit.
@@ -281,15 +322,19 @@ class SQLiteBackend(SQLBackend):
         still guard the file (another program writing it without this lock is waited for
         as before). The kernel drops the lock of a process that dies.
         """
-        with self._lock:
-            if self._writer_fd is None:
-                self._writer_fd = _open_writer_lock(Path(f"{self.path}-writer"), self._file_mode)
-            fd = self._writer_fd
+        fd = self._writer_fd if self._writer_fd is not None else self._writer_lock()
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _writer_lock(self) -> int:
+        """The descriptor of ``<path>-writer`` (opened on first use)."""
+        with self._lock:
+            if self._writer_fd is None:
+                self._writer_fd = _open_writer_lock(Path(f"{self.path}-writer"), self._file_mode)
+            return self._writer_fd
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one read; see :meth:`SQLBackend.query`.
@@ -306,8 +351,11 @@ class SQLiteBackend(SQLBackend):
             turn: sqlite3.Connection | None = getattr(self._turn, "conn", None)
             if turn is not None:  # a build in this thread's write turn: read its transaction
                 return turn.execute(sql, tuple(params)).fetchall()
-            with self._connection() as conn:
+            conn = self._borrow()
+            try:
                 return conn.execute(sql, tuple(params)).fetchall()
+            finally:
+                self._give_back(conn)
         except sqlite3.OperationalError as exc:
             raise translate_operational_error(exc) from exc
 
@@ -381,6 +429,9 @@ def _execute_all(conn: sqlite3.Connection, statements: Sequence[Statement]) -> l
     """
     results: list[list[tuple[Any, ...]]] = []
     index, count = 0, len(statements)
+    if count < 2 or all(statements[n].sql != statements[n - 1].sql for n in range(1, count)):  # no run: an append's batch
+        execute = conn.execute
+        return [execute(sql, params).fetchall() for sql, params in statements]
     while index < count:
         sql = statements[index].sql
         end = index + 1
@@ -471,5 +522,7 @@ class _Pending:
         self.results: list[list[tuple[Any, ...]]] | None = None
         self.error: BaseException | None = None
         self.done = False
-        #: set when the batch is committed (``done``), or when its caller is to lead the next commit.
-        self.woken = threading.Event()
+        #: a lock held while its caller waits, released when the batch is committed (``done``) or
+        #: when its caller is to lead the next commit; ``None`` for a caller that leads at once (it
+        #: never waits) and once its caller woke.
+        self.woken: _thread.LockType | None = None

@@ -180,6 +180,24 @@ class EventStore:
         #: Appends re-built because another writer took the position first (for benchmarks).
         self.chain_retries = 0
 
+    def note_last_hash(self, job_id: str, version: int, hash_: str) -> None:
+        """Keep the stored hash of ``job_id``'s event ``version`` for the next append to that stream.
+
+        An append at ``expected_version == version`` then chains from it without reading it
+        (a worker claiming jobs created by another process: the projection read that found
+        them read the hash too). Safe to note whatever was read: the hash of a stream's
+        version never changes, and an append whose stream moved on is refused by the
+        version guard whatever it chained from.
+
+        Args:
+            job_id: the stream.
+            version: the version whose hash this is (>= 1).
+            hash_: the stored ``hash`` column (``""`` for an event stored without one).
+        """
+        if len(self._last_hash) >= _HASH_CACHE_SIZE:
+            self._last_hash.clear()
+        self._last_hash[job_id] = (version, hash_)
+
     def _previous_hash(self, job_id: str, expected_version: int) -> str:
         if expected_version == 0:
             return hashing.genesis_hash(job_id)

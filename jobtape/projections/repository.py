@@ -249,9 +249,14 @@ class JobRepository:
 
         ``partition``: ``(count, index)`` reads only the jobs whose created position modulo
         ``count`` is ``index`` (``0 <= index < count``), still oldest first; ``newest_first``
-        reads them newest first instead.
+        reads them newest first instead. The same query reads the hash of each job's last
+        event, which the store keeps for the claim's chain (:meth:`EventStore.note_last_hash`).
         """
-        return jobs_projection.select_claimable_states(self.store.backend, job_types, now, limit, offset, partition, newest_first)
+        heads = jobs_projection.select_claimable_heads(self.store.backend, job_types, now, limit, offset, partition, newest_first)
+        for state, hash_ in heads:
+            if hash_ is not None:
+                self.store.note_last_hash(state.job_id, state.version, hash_)
+        return [state for state, _hash in heads]
 
     def claimers(self, job_types: Collection[str], now: dt.datetime) -> list[str]:
         """Ids of the workers (sorted) holding a job of ``job_types`` under a lease not expired at ``now`` (aware UTC)."""
