@@ -58,6 +58,7 @@ from jobtape.http import creation
 __all__ = [
     "API_KEY_PREFIX",
     "EXCLUDE_FROM_AUTH",
+    "FAST_PATH_OPT",
     "JWKS_RETRY_AFTER_S",
     "KEY_CACHE_TTL_S",
     "SCOPE_OPT",
@@ -82,6 +83,9 @@ SCOPE_OPT = "scope"
 JWKS_RETRY_AFTER_S = 5
 #: The route ``opt`` key of routes served without a principal (``/health``).
 EXCLUDE_FROM_AUTH = "exclude_from_auth"
+#: The route ``opt`` key of a route's fast path (:data:`jobtape.http.jobs.FastPath`): called with the
+#: principal once authentication and the scope passed; it answers the request, or leaves it to the route.
+FAST_PATH_OPT = "fast_path"
 #: The route ``opt`` key of a route a signed link authorises (``?signature=``): the local download route.
 SIGNED_LINK_OPT = "signed_link"
 #: The API docs: not secret, served without a token (see the module docstring).
@@ -318,6 +322,9 @@ class AuthMiddleware(AbstractAuthenticationMiddleware):
         if principal is not None:
             if handler is not None:
                 check_scope(principal, handler.opt.get(SCOPE_OPT))
+                fast = handler.opt.get(FAST_PATH_OPT)
+                if fast is not None and await fast(scope, send, principal):
+                    return
             scope["user"] = principal
             scope["auth"] = None
         else:
