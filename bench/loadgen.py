@@ -132,5 +132,11 @@ def add_before_option(parser: argparse.ArgumentParser, shares: str = "") -> None
 
 
 def before_env(source: Path, env: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of the ``--before`` server: ``env`` (default this process's) with ``PYTHONPATH=source``."""
-    return {**(os.environ if env is None else env), "PYTHONPATH": str(source.resolve())}
+    """The environment of the ``--before`` server: ``env`` (default this process's) with ``PYTHONPATH=source`` and ``PYTHONSAFEPATH=1``.
+
+    ``PYTHONSAFEPATH`` (Python 3.11+) keeps ``python -m jobtape`` from putting the current
+    folder first on ``sys.path``: run from a checkout (as the benches' commands are), it would
+    import that checkout's ``jobtape`` instead of ``source``'s, and "before" would measure the
+    same code as "jobtape".
+    """
+    return {**(os.environ if env is None else env), "PYTHONPATH": str(source.resolve()), "PYTHONSAFEPATH": "1"}
