@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from freezegun import freeze_time
 from litestar import Litestar
+from litestar.config.cors import CORSConfig
 from litestar.testing import TestClient
 
 from jobtape.config import Settings
@@ -31,6 +32,7 @@ def _client(repository: JobRepository, storage: LocalStorage, *, fast_path: bool
     app = Litestar(
         [jobs.poll_route(sources, fast_path=fast_path)],
         middleware=[http_auth.auth_middleware(authenticator)],
+        cors_config=CORSConfig(allow_origins=["https://app.example"]),  # its headers wrap the fast path's answer too
         exception_handlers=http_errors.exception_handlers(),  # type: ignore[arg-type]
     )
     return TestClient(app)
@@ -67,7 +69,11 @@ def test_the_fast_path_answers_the_handlers_bytes(
         extra_events=[ev.JobClaimed(worker_id="test:1:1"), ev.JobCompleted(result={"outputKey": key}, owned_keys=[key], download_key=key)],
     ).state.job_id
     make = keys.KeyRepository(repository.store)
-    alice = {"X-Client-Id": "alice", "Authorization": f"Bearer {make.create('alice', 'jobs:read', actor='cli:test')[1]}"}
+    alice = {
+        "X-Client-Id": "alice",
+        "Origin": "https://app.example",
+        "Authorization": f"Bearer {make.create('alice', 'jobs:read', actor='cli:test')[1]}",
+    }
     bob = {"X-Client-Id": "bob", "Authorization": f"Bearer {make.create('bob', 'jobs:read', actor='cli:test')[1]}"}
     cases = [
         (f"/api/audio/jobs/{first}", alice, 200),
@@ -86,6 +92,8 @@ def test_the_fast_path_answers_the_handlers_bytes(
             expected.headers.multi_items(),
         ), path
         assert got.status_code == status, (path, got.text)
-    body = fast.get(f"/api/audio/jobs/{complete}", headers=alice).json()
+    answer = fast.get(f"/api/audio/jobs/{complete}", headers=alice)
+    assert answer.headers["access-control-allow-origin"] == "https://app.example"
+    body = answer.json()
     assert body["status"] == "complete" and body["downloadUrl"].startswith(signing.DOWNLOAD_PATH)
     assert fast.get(f"/api/jobs/{pending}", headers=alice).json()["queuePosition"] == 2
