@@ -192,7 +192,9 @@ def poll_route(sources: PollSources, *, fast_path: bool = True) -> HTTPRouteHand
         (``tests/integration/test_poll_fast_path.py``) without it. Anything else (a query
         string, a malformed, missing or another owner's id, a store error, a remote backend,
         object storage) returns ``False`` before sending, and the handler below answers it as
-        before (errors through the app's exception handlers).
+        before (errors through the app's exception handlers). Middleware outside the
+        authentication middleware (CORS) still wraps the answer; the app sets no response
+        hooks or app-wide response headers, which the fast path would skip.
         """
         if scope.get("method") != "GET" or scope["query_string"] or not repository.local_reads:
             return False
