@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["LoadResult", "free_port", "load", "start_server"]
+__all__ = ["LoadResult", "cpu_seconds", "free_port", "load", "start_server"]
 
 
 def free_port() -> int:
@@ -50,6 +50,16 @@ def start_server(command: list[str], log: Path, port: int, env: dict[str, str] |
             process.terminate()
             raise SystemExit(f"server did not answer /health: {log.read_text()[-2000:]}")
         time.sleep(0.1)  # bench only: wait for the server to listen
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system, all threads) process ``pid`` has used so far, from ``/proc/<pid>/stat`` (Linux).
+
+    The difference over a load run divided by the answers is the server's CPU per request:
+    steadier than req/s on a shared machine, where the rate also moves with what else runs.
+    """
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class LoadResult:
@@ -122,5 +132,11 @@ def add_before_option(parser: argparse.ArgumentParser, shares: str = "") -> None
 
 
 def before_env(source: Path, env: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of the ``--before`` server: ``env`` (default this process's) with ``PYTHONPATH=source``."""
-    return {**(os.environ if env is None else env), "PYTHONPATH": str(source.resolve())}
+    """The environment of the ``--before`` server: ``env`` (default this process's) with ``PYTHONPATH=source`` and ``PYTHONSAFEPATH=1``.
+
+    ``PYTHONSAFEPATH`` (Python 3.11+) keeps ``python -m jobtape`` from putting the current
+    folder first on ``sys.path``: run from a checkout (as the benches' commands are), it would
+    import that checkout's ``jobtape`` instead of ``source``'s, and "before" would measure the
+    same code as "jobtape".
+    """
+    return {**(os.environ if env is None else env), "PYTHONPATH": str(source.resolve()), "PYTHONSAFEPATH": "1"}

@@ -17,8 +17,10 @@ whose file exists in local storage (so its poll signs a ``downloadUrl``); the re
 The two servers are loaded in turn (jobtape, baseline, jobtape, ...; ``--rounds`` each,
 default 3) for ``--seconds`` each by the same client: a small asyncio HTTP/1.1 keep-alive
 client in this process (httpx itself tops out below the servers' rate on 2 cores, so it
-would measure the client). Printed: each run's req/s, p50 and p99, the medians, the
-ratios and PASS/FAIL. Every answer must be 200.
+would measure the client). Printed: each run's req/s, p50 and p99 and the server process's
+CPU per answered request (user + system of all its threads, from ``/proc``: steadier than
+req/s on a shared machine), the medians, the ratios and PASS/FAIL (on req/s and p99). Every
+answer must be 200.
 
 Usage::
 
@@ -45,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from loadgen import add_before_option, before_env, free_port, load, start_server
+from loadgen import add_before_option, before_env, cpu_seconds, free_port, load, start_server
 
 __all__ = ["build_data_dir", "main"]
 
@@ -207,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
                 "jobtape": (jobtape_port, [f"/api/audio/jobs/{job_id}" for job_id in ids], headers),
                 "baseline": (baseline_port, [f"/row/{job_id}" for job_id in ids], {}),
             }
+            pids = {"jobtape": servers[0].pid, "baseline": servers[1].pid}
             if args.before is not None:
                 before_port = free_port()
                 servers.append(
@@ -218,27 +221,35 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 )
                 targets["before"] = (before_port, targets["jobtape"][1], headers)
+                pids["before"] = servers[2].pid
             for name, (port, paths, sent) in targets.items():  # warm-up, and check the answers
                 with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=sent) as client:
                     for path in (paths[0], paths[args.complete_every - 1] if args.complete_every else paths[-1]):
                         answer = client.get(path)
                         assert answer.status_code == 200, (name, path, answer.text)
                 load(port, _requests(paths, sent), args.connections, 1.0)
-            figures: dict[str, list[tuple[float, float, float]]] = {name: [] for name in targets}
+            figures: dict[str, list[tuple[float, float, float, float]]] = {name: [] for name in targets}
             for round_ in range(1, args.rounds + 1):
                 for name, (port, paths, sent) in targets.items():
+                    cpu_before = cpu_seconds(pids[name])
                     result = load(port, _requests(paths, sent), args.connections, args.seconds)
+                    cpu_per_request = (cpu_seconds(pids[name]) - cpu_before) / sum(result.statuses.values())
                     rate, p50, p99 = result.rate, result.p50, result.p99
                     assert set(result.statuses) == {200}, (name, result.statuses)
-                    figures[name].append((rate, p50, p99))
-                    print(f"round {round_} {name:>8}: {rate:8,.0f} req/s  p50 {p50 * 1e3:6.2f} ms  p99 {p99 * 1e3:6.2f} ms")
+                    figures[name].append((rate, p50, p99, cpu_per_request))
+                    print(
+                        f"round {round_} {name:>8}: {rate:8,.0f} req/s  p50 {p50 * 1e3:6.2f} ms  p99 {p99 * 1e3:6.2f} ms"
+                        f"  server CPU {cpu_per_request * 1e6:5.0f} us/request"
+                    )
         finally:
             for process in servers:
                 process.terminate()
                 process.wait(timeout=30)
-    medians = {name: tuple(statistics.median(run[i] for run in runs) for i in range(3)) for name, runs in figures.items()}
-    for name, (rate, p50, p99) in medians.items():
-        print(f"median   {name:>8}: {rate:8,.0f} req/s  p50 {p50 * 1e3:6.2f} ms  p99 {p99 * 1e3:6.2f} ms")
+    medians = {name: tuple(statistics.median(run[i] for run in runs) for i in range(4)) for name, runs in figures.items()}
+    for name, (rate, p50, p99, cpu) in medians.items():
+        print(
+            f"median   {name:>8}: {rate:8,.0f} req/s  p50 {p50 * 1e3:6.2f} ms  p99 {p99 * 1e3:6.2f} ms  server CPU {cpu * 1e6:5.0f} us/request"
+        )
     rate_ratio = medians["jobtape"][0] / medians["baseline"][0]
     p99_ratio = medians["jobtape"][2] / medians["baseline"][2]
     ok = rate_ratio >= TARGET_RATE_RATIO and p99_ratio <= TARGET_P99_RATIO
@@ -246,8 +257,10 @@ def main(argv: list[str] | None = None) -> int:
     if "before" in medians:
         print(
             f"before ({args.before}): req/s ratio {medians['before'][0] / medians['baseline'][0]:.2f}, "
-            f"p99 ratio {medians['before'][2] / medians['baseline'][2]:.2f}"
+            f"p99 ratio {medians['before'][2] / medians['baseline'][2]:.2f}, "
+            f"CPU per request ratio {medians['before'][3] / medians['baseline'][3]:.2f}"
         )
+    print(f"server CPU per request ratio {medians['jobtape'][3] / medians['baseline'][3]:.2f} (jobtape / baseline; lower is better)")
     print(
         f"req/s ratio {rate_ratio:.2f} (goal >= {TARGET_RATE_RATIO}), p99 ratio {p99_ratio:.2f} (goal <= {TARGET_P99_RATIO}): "
         + ("PASS" if ok else "FAIL")

@@ -10,7 +10,9 @@ submit must do. Every jobtape answer must be 202 (the quota and the upload slots
 for the bench: ``JOBTAPE_MAX_ACTIVE_JOBS``, ``JOBTAPE_MAX_CONCURRENT_UPLOADS``).
 
 The two servers are loaded in turn (``--rounds`` each, default 3, ``--seconds`` each) by the
-client of :mod:`loadgen`; medians, ratios and PASS/FAIL are printed per case.
+client of :mod:`loadgen`; medians, ratios and PASS/FAIL are printed per case, with each
+server process's CPU per answered request (user + system of all its threads, from ``/proc``:
+steadier than req/s on a shared machine; the fsyncs' waits are not CPU).
 
 Usage::
 
@@ -36,7 +38,7 @@ from typing import Any
 
 import anyio.to_thread
 from litestar import Litestar, Request, Response, get, post
-from loadgen import LoadResult, add_before_option, before_env, free_port, load, start_server
+from loadgen import LoadResult, add_before_option, before_env, cpu_seconds, free_port, load, start_server
 
 __all__ = ["main"]
 
@@ -179,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
                         before_env(args.before, env),
                     )
                 )
+            pids = {"jobtape": servers[0].pid, "baseline": servers[1].pid}
+            if args.before is not None:
+                pids["before"] = servers[2].pid
             cases = [
                 ("multipart 16 KB", "multipart/form-data; boundary=" + _BOUNDARY, multipart),
                 ("JSON url", "application/json", url_json),
@@ -195,17 +200,22 @@ def main(argv: list[str] | None = None) -> int:
                         warm = load(port, requests, connections, 1.0)
                         assert set(warm.statuses) == {202}, (name, label, warm.statuses, (folder / f"{name}.log").read_text()[-2000:])
                     runs: dict[str, list[LoadResult]] = {name: [] for name in targets}
+                    cpu: dict[str, list[float]] = {name: [] for name in targets}
                     for round_ in range(1, args.rounds + 1):
                         for name, (port, requests) in targets.items():
+                            cpu_before = cpu_seconds(pids[name])
                             result = load(port, requests, connections, args.seconds)
+                            cpu[name].append((cpu_seconds(pids[name]) - cpu_before) / sum(result.statuses.values()))
                             assert set(result.statuses) == {202}, (name, label, result.statuses)
                             runs[name].append(result)
                             print(
                                 f"{label}, {connections} conn, round {round_} {name:>8}: {result.rate:7,.0f} req/s"
                                 f"  p50 {result.p50 * 1e3:6.2f} ms  p99 {result.p99 * 1e3:6.2f} ms"
+                                f"  server CPU {cpu[name][-1] * 1e6:5.0f} us/request"
                             )
                     rate = {name: statistics.median(r.rate for r in rs) for name, rs in runs.items()}
                     p99 = {name: statistics.median(r.p99 for r in rs) for name, rs in runs.items()}
+                    cpu_median = {name: statistics.median(values) for name, values in cpu.items()}
                     rate_ratio = rate["jobtape"] / rate["baseline"]
                     p99_ratio = p99["jobtape"] / p99["baseline"]
                     ok = rate_ratio >= TARGET_RATE_RATIO and p99_ratio <= TARGET_P99_RATIO
@@ -215,13 +225,16 @@ def main(argv: list[str] | None = None) -> int:
                         f"{label}, {connections} connections, synchronous={args.synchronous}: jobtape {rate['jobtape']:,.0f} req/s"
                         f" p99 {p99['jobtape'] * 1e3:.1f} ms; baseline {rate['baseline']:,.0f} req/s p99 {p99['baseline'] * 1e3:.1f} ms;"
                         f" req/s ratio {rate_ratio:.2f} (goal >= {TARGET_RATE_RATIO}), p99 ratio {p99_ratio:.2f}"
-                        f" (goal <= {TARGET_P99_RATIO}): {'PASS' if ok else 'FAIL'}"
+                        f" (goal <= {TARGET_P99_RATIO}): {'PASS' if ok else 'FAIL'};"
+                        f" server CPU {cpu_median['jobtape'] * 1e6:.0f} vs {cpu_median['baseline'] * 1e6:.0f} us/request"
+                        f" (ratio {cpu_median['jobtape'] / cpu_median['baseline']:.2f})"
                     )
                     if "before" in rate:
                         print(
                             f"{label}, {connections} connections, before ({args.before}): {rate['before']:,.0f} req/s"
                             f" p99 {p99['before'] * 1e3:.1f} ms; req/s ratio {rate['before'] / rate['baseline']:.2f},"
-                            f" p99 ratio {p99['before'] / p99['baseline']:.2f}"
+                            f" p99 ratio {p99['before'] / p99['baseline']:.2f}; server CPU {cpu_median['before'] * 1e6:.0f} us/request"
+                            f" (ratio {cpu_median['before'] / cpu_median['baseline']:.2f})"
                         )
         finally:
             for process in servers:

@@ -19,7 +19,8 @@ By ``--auth`` mode (``Settings.auth_mode``):
 - ``trusted-proxy``: ``proxy:<owner>`` (submit, read, cancel; no ``admin``) when the peer
   address is in ``Settings.trusted_proxies`` and sends ``X-Client-Id``; anything else is 401.
 - ``required``: ``Authorization: Bearer <token>``. A token of the API-key form (``jtk_...``)
-  is looked up (:func:`jobtape.projections.keys.lookup`; revoked -> 401): ``key:<key id>``;
+  is looked up (:func:`jobtape.projections.keys.lookup`; revoked -> 401), a verified key reused for
+  :data:`KEY_CACHE_TTL_S` seconds without a lookup (:meth:`Authenticator.cached_key`): ``key:<key id>``;
   any other token is checked as a JWT (:mod:`jobtape.auth.jwts`): ``jwt:<sub>``.
   ``X-Client-Id`` is ignored: the owner is the key's or the token's ``sub``.
 
@@ -33,7 +34,9 @@ a missing one (404, the same body) unless the principal holds ``admin``
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -55,7 +58,9 @@ from jobtape.http import creation
 __all__ = [
     "API_KEY_PREFIX",
     "EXCLUDE_FROM_AUTH",
+    "FAST_PATH_OPT",
     "JWKS_RETRY_AFTER_S",
+    "KEY_CACHE_TTL_S",
     "SCOPE_OPT",
     "SIGNED_LINK_OPT",
     "ApiKeyLike",
@@ -78,6 +83,9 @@ SCOPE_OPT = "scope"
 JWKS_RETRY_AFTER_S = 5
 #: The route ``opt`` key of routes served without a principal (``/health``).
 EXCLUDE_FROM_AUTH = "exclude_from_auth"
+#: The route ``opt`` key of a route's fast path (:data:`jobtape.http.jobs.FastPath`): called with the
+#: principal once authentication and the scope passed; it answers the request, or leaves it to the route.
+FAST_PATH_OPT = "fast_path"
 #: The route ``opt`` key of a route a signed link authorises (``?signature=``): the local download route.
 SIGNED_LINK_OPT = "signed_link"
 #: The API docs: not secret, served without a token (see the module docstring).
@@ -88,6 +96,12 @@ _BEARER = {"WWW-Authenticate": "Bearer"}
 _BEARER_HELP = "send Authorization: Bearer <API key or JWT>"
 #: How many ``--auth off`` owners' principals :meth:`Authenticator.local` keeps.
 _LOCAL_CACHE = 1024
+#: Seconds a verified API key's principal is reused without reading ``api_keys`` again
+#: (:meth:`Authenticator.cached_key`): a key revoked while a server runs is refused at the
+#: latest this long after the revoke commits (docs/security.md).
+KEY_CACHE_TTL_S = 1.0
+#: How many verified API keys :meth:`Authenticator.cached_key` keeps (then the cache starts over).
+_KEY_CACHE = 4096
 
 
 class ApiKeyLike(Protocol):
@@ -125,14 +139,29 @@ class Authenticator:
         settings: ``auth_mode``, ``trusted_proxies`` and the JWT settings.
         key_lookup: finds an API key by its token; ``None``: API keys are refused (401).
         jwt_verifier: checks JWTs; ``None`` (no key source configured): JWTs are refused (401).
+        key_cache_ttl_s: seconds a verified API key is reused without a lookup
+            (:meth:`cached_key`; default :data:`KEY_CACHE_TTL_S`; ``0``: every request looks
+            its key up).
+        clock: monotonic seconds (``time.monotonic``; a test's fake clock).
     """
 
-    def __init__(self, settings: Settings, key_lookup: KeyLookup | None = None, jwt_verifier: jwts.JwtVerifier | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        key_lookup: KeyLookup | None = None,
+        jwt_verifier: jwts.JwtVerifier | None = None,
+        *,
+        key_cache_ttl_s: float = KEY_CACHE_TTL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.mode = settings.auth_mode
         self.networks = [ipaddress.ip_network(cidr, strict=False) for cidr in settings.trusted_proxies]
         self.key_lookup = key_lookup
         self.jwt_verifier = jwt_verifier
+        self.key_cache_ttl_s = key_cache_ttl_s
+        self.clock = clock
         self._local: dict[str, auth.Principal] = {}
+        self._keys: dict[bytes, tuple[auth.Principal, float]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings, key_lookup: KeyLookup | None = None) -> Authenticator:
@@ -179,6 +208,38 @@ class Authenticator:
                 self._local[owner] = found
         return found
 
+    def cached_key(self, header: str | None) -> auth.Principal | None:
+        """The principal of an ``Authorization: Bearer jtk_...`` header whose key was verified in the last :attr:`key_cache_ttl_s` seconds.
+
+        No read and no thread hop: a dict lookup by the token's sha256 (the token itself is
+        not kept). ``None`` for anything else (no header, a JWT, a key not verified lately, an
+        unknown or revoked key: those are never kept), which the caller resolves with
+        :meth:`principal` (a lookup). What the cache means for a revoked key: a server that
+        verified the key less than :attr:`key_cache_ttl_s` seconds before the revoke committed
+        may serve it until that time is up; then the next request looks it up and is 401.
+
+        Args:
+            header: the request's ``Authorization`` header, or ``None``.
+        """
+        if not header or not self._keys:
+            return None
+        scheme, _, token = header.strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token.startswith(API_KEY_PREFIX):
+            return None
+        found = self._keys.get(_token_digest(token))
+        if found is None:
+            return None
+        principal, expires_at = found
+        return principal if self.clock() < expires_at else None
+
+    def _remember_key(self, token: str, principal: auth.Principal) -> None:
+        if self.key_cache_ttl_s <= 0:
+            return
+        if len(self._keys) >= _KEY_CACHE:
+            self._keys.clear()
+        self._keys[_token_digest(token)] = (principal, self.clock() + self.key_cache_ttl_s)
+
     def _proxy(self, connection: ASGIConnection[Any, Any, Any, Any]) -> auth.Principal:
         peer = connection.client.host if connection.client else ""
         try:
@@ -204,8 +265,11 @@ class Authenticator:
             if key is None:
                 raise _unauthorized("the API key is not valid")
             if key.revoked:
+                self._keys.pop(_token_digest(token), None)
                 raise _unauthorized(f"the API key {key.key_id} was revoked")
-            return auth.Principal(id=f"key:{key.key_id}", owner=key.owner, scopes=auth.parse_scopes(key.scopes))
+            principal = auth.Principal(id=f"key:{key.key_id}", owner=key.owner, scopes=auth.parse_scopes(key.scopes))
+            self._remember_key(token, principal)
+            return principal
         if self.jwt_verifier is None:
             raise _unauthorized("this server accepts only API keys (jtk_...), and no JWT key is configured")
         try:
@@ -229,7 +293,9 @@ class AuthMiddleware(AbstractAuthenticationMiddleware):
         The exclusions are :class:`AbstractAuthenticationMiddleware`'s (``/health``'s route
         ``opt``, the docs' path pattern, ``OPTIONS``). In ``--auth off`` mode the principal
         comes straight from the ``X-Client-Id`` header of the ASGI scope, without building a
-        connection object (the poll's common path, ``bench/poll.py``); every other mode runs
+        connection object (the poll's common path, ``bench/poll.py``); so does, in
+        ``--auth required`` mode, the principal of an API key verified in the last
+        :data:`KEY_CACHE_TTL_S` seconds (:meth:`Authenticator.cached_key`). Anything else runs
         :meth:`authenticate_request`.
 
         Raises:
@@ -246,10 +312,19 @@ class AuthMiddleware(AbstractAuthenticationMiddleware):
             await self.app(scope, receive, send)
             return
         handler = scope.get("route_handler")
-        if self.authenticator.mode == "off" and (handler is None or not handler.opt.get(SIGNED_LINK_OPT)):
-            principal = self.authenticator.local(_header(scope, b"x-client-id"))
+        principal: auth.Principal | None = None
+        if handler is None or not handler.opt.get(SIGNED_LINK_OPT):
+            mode = self.authenticator.mode
+            if mode == "off":
+                principal = self.authenticator.local(_header(scope, b"x-client-id"))
+            elif mode == "required":
+                principal = self.authenticator.cached_key(_header(scope, b"authorization"))
+        if principal is not None:
             if handler is not None:
                 check_scope(principal, handler.opt.get(SCOPE_OPT))
+                fast = handler.opt.get(FAST_PATH_OPT)
+                if fast is not None and await fast(scope, send, principal):
+                    return
             scope["user"] = principal
             scope["auth"] = None
         else:
@@ -271,6 +346,11 @@ class AuthMiddleware(AbstractAuthenticationMiddleware):
         if handler is not None:
             check_scope(principal, handler.opt.get(SCOPE_OPT))
         return AuthenticationResult(user=principal, auth=None)
+
+
+def _token_digest(token: str) -> bytes:
+    """The key of a token in :meth:`Authenticator.cached_key`'s cache: its sha256, so the token itself is not kept."""
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -11,6 +11,7 @@ dependencies are injected by :func:`jobtape.http.app.create_app`.
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, NamedTuple
 
 import anyio.to_thread
@@ -22,6 +23,7 @@ from litestar.exceptions import ClientException, HTTPException
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import QueryParameter
+from litestar.types import HTTPResponseStartEvent, Scope, Send
 
 from jobtape import errors
 from jobtape.audit import timeparse
@@ -35,7 +37,9 @@ from jobtape.projections.repository import JobRepository
 from jobtape.storage.base import Storage
 
 __all__ = [
+    "FAST_PATH_OPT",
     "AsOfQuery",
+    "FastPath",
     "JobIdPath",
     "PollSources",
     "cancel_job",
@@ -67,6 +71,14 @@ _BAD_ID = openapi.error("jobId is not 32 lowercase hexadecimal characters, or as
 _NOT_FOUND = openapi.error("No job has this id")
 _BAD_AS_OF = openapi.error("asOf is neither a date-time nor a relative time like -10m, or is out of range")
 _NO_STORE = CacheControlHeader(no_store=True)
+#: The route ``opt`` key of a route's :data:`FastPath` (:class:`jobtape.http.auth.AuthMiddleware` calls it).
+FAST_PATH_OPT = http_auth.FAST_PATH_OPT
+#: ``fast(scope, send, principal) -> answered``: answer a request straight on the ASGI ``send``
+#: (``True``), or leave it to the route's handler (``False``: nothing was sent).
+FastPath = Callable[[Scope, Send, auth.Principal], Awaitable[bool]]
+_ENCODER = msgspec.json.Encoder()
+#: The poll's answer headers, in the order and spelling Litestar sends them (``cache_control``, then the media type).
+_POLL_HEADERS = ((b"cache-control", _NO_STORE.to_header().encode("latin-1")), (b"content-type", b"application/json"))
 
 
 def check_job_id(job_id: str) -> str:
@@ -155,14 +167,55 @@ class PollSources(NamedTuple):
     download_url_ttl_s: int
 
 
-def poll_route(sources: PollSources) -> HTTPRouteHandler:
+def poll_route(sources: PollSources, *, fast_path: bool = True) -> HTTPRouteHandler:
     """The poll route (:func:`get_job`'s handler) reading through ``sources``.
 
     The handler closes over ``sources`` rather than having them injected: Litestar resolves a
     dependency per request (its kwargs model and an exit stack), which the poll need not pay
     (issue 12, ``bench/poll.py``). ``poll_sources`` stays a dependency for an app's routes.
+
+    Args:
+        sources: what the poll reads.
+        fast_path: put the route's :data:`FastPath` in its ``opt`` (default): the
+            authentication middleware answers the common poll itself, the same bytes as the
+            handler, without Litestar's per-request handler work; ``False``: the handler
+            answers every poll (the reference of the fast path's test).
     """
     repository, storage, ttl_s = sources.repository, sources.storage, sources.download_url_ttl_s
+
+    async def fast(scope: Scope, send: Send, principal: auth.Principal) -> bool:
+        """The common poll (no ``asOf``, a local read, a visible job, a local or no link) answered on ``send``.
+
+        Litestar's per-request work for a handler (a ``Request``, its kwargs model and
+        signature model, a ``Response`` and its headers) is about a fifth of a poll's CPU
+        (issue 12, ``bench/poll.py``); this answers the same status, headers and body bytes
+        (``tests/integration/test_poll_fast_path.py``) without it. Anything else (a query
+        string, a malformed, missing or another owner's id, a store error, a remote backend,
+        object storage) returns ``False`` before sending, and the handler below answers it as
+        before (errors through the app's exception handlers). Middleware outside the
+        authentication middleware (CORS) still wraps the answer; the app sets no response
+        hooks or app-wide response headers, which the fast path would skip.
+        """
+        if scope.get("method") != "GET" or scope["query_string"] or not repository.local_reads:
+            return False
+        job_id = scope["path_params"].get("jobId")
+        if not isinstance(job_id, str) or _JOB_ID.fullmatch(job_id) is None:
+            return False
+        try:
+            state, position = repository.get_with_position(job_id)
+        except Exception:  # noqa: BLE001 - the handler reads again and answers the error
+            return False
+        if not principal.may_see(state.owner) or not (storage.local_files or job_state.download_key(state) is None):
+            return False
+        body = _ENCODER.encode(poll_body(state, position, storage, ttl_s))
+        start: HTTPResponseStartEvent = {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [*_POLL_HEADERS, (b"content-length", str(len(body)).encode())],
+        }
+        await send(start)
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+        return True
 
     @get(
         ["/api/audio/jobs/{jobId:str}", "/api/jobs/{jobId:str}"],
@@ -173,7 +226,7 @@ def poll_route(sources: PollSources) -> HTTPRouteHandler:
         "and the result or error once finished; with asOf, as folded from the events recorded up to then.",
         responses={400: _BAD_ID, 404: _NOT_FOUND, 422: _BAD_AS_OF, **openapi.STORE_READ_ERRORS},
         tags=["jobs"],
-        opt={http_auth.SCOPE_OPT: auth.JOBS_READ},
+        opt={http_auth.SCOPE_OPT: auth.JOBS_READ, FAST_PATH_OPT: fast if fast_path else None},
     )
     async def get_job(request: Request[Any, Any, Any], jobId: JobIdPath, as_of: AsOfQuery = None) -> schemas.JobView:
         """Return the job's current state, or its state at ``asOf``.

@@ -1,0 +1,69 @@
+"""The verified-API-key cache of ``--auth required`` (:meth:`jobtape.http.auth.Authenticator.cached_key`):
+a key is looked up once per TTL, and a revoked key is refused once its entry is older than
+the TTL (docs/security.md), with real keys in a real store and a fake monotonic clock.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import anyio
+import pytest
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException
+
+from jobtape.auth import principal as auth
+from jobtape.config import Settings
+from jobtape.http import auth as http_auth
+from jobtape.projections import keys
+from jobtape.projections.repository import JobRepository
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _principal(authenticator: http_auth.Authenticator, header: str) -> auth.Principal:
+    scope = {"type": "http", "headers": [(b"authorization", header.encode())], "path": "/", "query_string": b""}
+    return anyio.run(authenticator.principal, ASGIConnection(scope))  # type: ignore[arg-type]
+
+
+def test_a_verified_key_is_reused_for_the_ttl_and_a_revoked_one_is_refused_after_it(repository: JobRepository) -> None:
+    state, token = keys.KeyRepository(repository.store).create("alice", "jobs:read", actor="cli:test")
+    lookups: list[str] = []
+
+    def counting_lookup(sent: str) -> keys.ApiKey | None:
+        lookups.append(sent)
+        return keys.lookup(repository, sent)
+
+    clock = _Clock()
+    authenticator = http_auth.Authenticator(Settings(auth_mode="required"), counting_lookup, key_cache_ttl_s=1.0, clock=clock)
+    header = f"Bearer {token}"
+    assert authenticator.cached_key(header) is None  # nothing verified yet
+    first = _principal(authenticator, header)
+    assert (first.id, first.owner, first.scopes) == (f"key:{state.key_id}", "alice", frozenset({auth.JOBS_READ}))
+    assert authenticator.cached_key(header) == first and len(lookups) == 1
+    assert authenticator.cached_key(f"Bearer {token[:-1]}{'A' if token[-1] != 'A' else 'B'}") is None  # another token: no entry
+    assert authenticator.cached_key("Bearer not-a-key") is None and authenticator.cached_key(None) is None
+
+    keys.KeyRepository(repository.store).revoke(state.key_id, actor="cli:test")
+    clock.now += 0.5
+    assert authenticator.cached_key(header) == first  # within the TTL: still served (the documented window)
+    clock.now += 0.6
+    assert authenticator.cached_key(header) is None  # the TTL is up: the next request looks it up
+    with pytest.raises(NotAuthorizedException, match="was revoked"):
+        _principal(authenticator, header)
+    assert len(lookups) == 2 and authenticator.cached_key(header) is None  # a revoked key is never kept
+
+
+def test_a_ttl_of_zero_looks_every_request_up(repository: JobRepository) -> None:
+    _, token = keys.KeyRepository(repository.store).create("bob", "jobs:read", actor="cli:test")
+    authenticator = http_auth.Authenticator(
+        Settings(auth_mode="required"), functools.partial(keys.lookup, repository), key_cache_ttl_s=0, clock=_Clock()
+    )
+    assert _principal(authenticator, f"Bearer {token}").owner == "bob"
+    assert authenticator.cached_key(f"Bearer {token}") is None
