@@ -162,9 +162,35 @@ def any_recorded_from_rows(rows: Iterable[Sequence[Any]]) -> list[ev.RecordedEve
     Raises:
         errors.MalformedEvent: as :func:`to_recorded`.
     """
-    decode, decode_key, key_prefix = _decode, _decode_key, kev.KEY_STREAM_PREFIX
-    # kev.is_key_stream inlined (a str.startswith of its prefix): this runs for every event of a rebuild
-    return [decode_key(*row) if row[1].startswith(key_prefix) else decode(*row) for row in rows]
+    # This runs for every event of a rebuild, so the common case is written out here: a job
+    # event of a known type whose data decodes and whose time is in the stored form
+    # (``...Z``, what clock.parse_timestamp reads with one fromisoformat). Any other row
+    # (a key stream's, an unknown type, data or a time that does not decode) goes through
+    # _decode / _decode_key, which decode it the same way or raise the MalformedEvent.
+    decoders, key_prefix, recorded = _DECODERS, kev.KEY_STREAM_PREFIX, ev.RecordedEvent
+    from_iso, utc = clock._REAL_DATETIME[0].fromisoformat, dt.UTC  # the real class: parse_timestamp's fast path (freezegun)
+    decoded: list[ev.RecordedEvent | kev.RecordedKeyEvent] = []
+    append = decoded.append
+    for row in rows:
+        position, job_id, version, type_, data, actor, recorded_at = row
+        decoder = decoders.get(type_)
+        if decoder is not None and len(recorded_at) == _STORED_TIME_LENGTH and recorded_at[-1] == "Z" and not job_id.startswith(key_prefix):
+            try:
+                event, at = decoder.decode(data), from_iso(recorded_at)
+            except (msgspec.DecodeError, msgspec.ValidationError, TypeError, ValueError):
+                pass
+            else:
+                if at.tzinfo is utc:
+                    append(recorded(position=position, job_id=job_id, version=version, event=event, actor=actor, recorded_at=at))
+                    continue
+        append(_decode_key(*row) if job_id.startswith(key_prefix) else _decode(*row))
+    return decoded
+
+
+#: The job events' decoders by tag (the same as :func:`jobtape.eventlog.events.decode_event`'s, built from the same types).
+_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {tag: msgspec.json.Decoder(cls) for tag, cls in ev.EVENT_TYPES.items()}
+#: ``len("YYYY-MM-DDTHH:MM:SS.ffffffZ")``.
+_STORED_TIME_LENGTH = 27
 
 
 def _timestamp(position: int, type_: str, recorded_at: str) -> dt.datetime:

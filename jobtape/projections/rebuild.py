@@ -32,6 +32,7 @@ from typing import Any
 from jobtape import errors
 from jobtape.eventlog import events as ev
 from jobtape.eventlog import key_events as kev
+from jobtape.eventlog.sqlite import SQLiteBackend
 from jobtape.eventlog.store import ConstraintViolation, EventStore, SQLBackend, Statement
 from jobtape.projections import key_state, registry
 from jobtape.projections import state as job_state
@@ -43,7 +44,10 @@ REBUILD_SUFFIX = "_rebuild"
 #: The scratch table of ``jobs``.
 REBUILD_TABLE = "jobs" + REBUILD_SUFFIX
 _GUARD_NAME = "rebuild_head_moved"
+#: Streams whose rows one scratch batch writes: kept small for a remote sqld (its batch and
+#: request limits); a local SQLite file takes larger ones (each batch is a FULL-sync commit).
 _WRITE_BATCH = 1000
+_WRITE_BATCH_SQLITE = 10_000
 _READ_PAGE = 5000
 _MAX_ROUNDS = 10
 
@@ -298,8 +302,14 @@ def _fold_new_events(store: EventStore, backend: SQLBackend, folder: _Folder, on
         raise errors.MalformedEvent(exc.position, exc.event_type, f"{detail} (job {job_id})") from exc
 
 
+def _write_batch(backend: SQLBackend) -> int:
+    """Streams per scratch batch: :data:`_WRITE_BATCH_SQLITE` on a local SQLite file, else :data:`_WRITE_BATCH`."""
+    return _WRITE_BATCH_SQLITE if isinstance(backend, SQLiteBackend) else _WRITE_BATCH
+
+
 def _write_rows(backend: SQLBackend, projections: tuple[registry.Projection, ...], states: list[job_state.JobState]) -> None:
-    for start in range(0, len(states), _WRITE_BATCH):
+    size = _write_batch(backend)
+    for start in range(0, len(states), size):
         # Projection by projection (each writes its own scratch table, so their order is free):
         # a projection's rows of many jobs are runs of one statement, which the SQLite backend
         # runs as one executemany.
@@ -307,7 +317,7 @@ def _write_rows(backend: SQLBackend, projections: tuple[registry.Projection, ...
             statement
             for projection in projections
             if projection.fill is None
-            for state in states[start : start + _WRITE_BATCH]
+            for state in states[start : start + size]
             for statement in projection.statements(None, state, scratch_table(projection.table))
         ]
         if statements:
@@ -316,10 +326,11 @@ def _write_rows(backend: SQLBackend, projections: tuple[registry.Projection, ...
 
 def _write_key_rows(backend: SQLBackend, projections: tuple[registry.Projection, ...], states: list[key_state.KeyState]) -> None:
     """Write the rows of the projections of key streams (:attr:`registry.Projection.key_statements`) into their scratch tables."""
-    for start in range(0, len(states), _WRITE_BATCH):
+    size = _write_batch(backend)
+    for start in range(0, len(states), size):
         statements = [
             statement
-            for state in states[start : start + _WRITE_BATCH]
+            for state in states[start : start + size]
             for projection in projections
             if projection.key_statements is not None
             for statement in projection.key_statements(None, state, scratch_table(projection.table))

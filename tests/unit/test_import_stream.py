@@ -104,3 +104,48 @@ def test_streams_past_the_memory_bound_spill_and_come_back_exact(tmp_path: Path,
     assert (report.jobs, report.events) == (10, 30)
     assert rebuild(target, apply_changes=False, tables=TABLES).differences == []
     target.close()
+
+
+@pytest.mark.parametrize("batch", [1, 3, 7, 1000])
+def test_an_import_writes_the_queue_counts_the_appends_wrote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch: int) -> None:
+    """Jobs entering and leaving ``pending`` across batches, interleaved, and a log ending with
+    jobs leaving it: in any batch size, the import's ``queue_counts`` are the rows the appends
+    wrote, and what a rebuild computes (no block left at 0)."""
+    source = _store(tmp_path / "source.db")
+    repository = JobRepository(source, projections=TABLES.projections)
+    states = [repository.create("ingest", {"sourceType": "upload", "storageKey": f"u/{n}.wav"}).state for n in range(12)]
+    for round_ in range(3):  # interleaved: claims, retries back to pending, completions, cancels
+        for index, state in enumerate(states):
+            if state.finished or (index + round_) % 3 == 0:
+                continue
+            if state.status == "pending":
+                events: list[ev.Event] = [ev.JobClaimed(worker_id="w", attempt=state.attempt + 1)]
+            elif index % 4 == 0:
+                events = [ev.JobRetryScheduled(error="x", attempt=state.attempt)]
+            elif index % 4 == 1:
+                events = [ev.JobCompleted(result={})]
+            elif index % 4 == 2:
+                events = [ev.JobCancelRequested(reason="r")]
+            else:
+                events = [ev.JobFailed(error="x")]
+            states[index] = repository.append(state.job_id, events, state, actor="w").state
+    assert {state.status for state in states} >= {"pending", "complete", "failed", "cancelled"}
+    pending = [index for index, state in enumerate(states) if state.status == "pending"]
+    for index in pending[1:]:  # the log ends with jobs leaving pending (counted by earlier batches)
+        states[index] = repository.append(
+            states[index].job_id, [ev.JobClaimed(worker_id="w", attempt=states[index].attempt + 1)], states[index], actor="w"
+        ).state
+    out = io.StringIO()
+    transfer.export(source, out, None)
+    expected = source.backend.query("SELECT node, pending FROM queue_counts ORDER BY node")
+    assert expected
+    source.close()
+    lines = [line for line in out.getvalue().splitlines() if "exportTrailer" not in line]
+    target = _store(tmp_path / "target.db")
+    try:
+        monkeypatch.setattr(transfer, "IMPORT_BATCH", batch)
+        transfer.import_lines(target, lines, TABLES)
+        assert target.backend.query("SELECT node, pending FROM queue_counts ORDER BY node") == expected
+        assert rebuild(target, apply_changes=False, tables=TABLES).differences == []
+    finally:
+        target.close()

@@ -11,6 +11,8 @@ from configs import TABLES  # tests/ is on sys.path
 
 from jobtape import errors
 from jobtape.eventlog import events as ev
+from jobtape.eventlog import key_events as kev
+from jobtape.eventlog import stored
 from jobtape.eventlog.sqlite import SQLiteBackend
 from jobtape.eventlog.store import EventStore, Statement
 from jobtape.projections import jobs
@@ -277,3 +279,42 @@ def test_the_upsert_parameters_are_the_row_values_in_column_order() -> None:
             else:
                 expected.append(values[column])
         assert jobs.upsert(state, "jobs_rebuild").params == tuple(expected)
+
+
+def test_the_page_decoding_is_the_one_decoding_of_every_row(repository: JobRepository) -> None:
+    """``stored.any_recorded_from_rows`` (a rebuild's read) writes the common case out: it must decode
+    every row exactly as ``any_recorded_from_row`` does, and refuse the same rows with the same error."""
+    _jobs_in_every_state(repository)
+    rows = [tuple(row) for row in repository.store.backend.query(f"SELECT {stored.RECORDED_COLUMNS} FROM events ORDER BY position")]
+    job_id, key_stream = "c" * 32, kev.key_stream("k" * 16)
+    key_type, key_data = kev.encode_key_event(
+        kev.KeyCreated(key_id="k" * 16, owner="o", scopes=["jobs:read"], name="n", token_hash="h" * 64)
+    )
+    rows += [
+        (900, key_stream, 1, key_type, key_data, "admin", "2026-01-02T03:04:05.000006Z"),  # a key stream's
+        (901, job_id, 2, "job.progress", b'{"percent": 30}', "w", "2026-01-02T03:04:05.000006Z"),  # data as bytes
+        (902, job_id, 3, "job.progress", '{"percent": 31}', "w", "2026-01-02T03:04:05.000006+00:00"),  # not the stored form
+        (903, job_id, 4, "job.progress", '{"percent": 32}', "w", "2026-01-02T04:04:05.000006+01:00"),  # another zone
+        (904, job_id, 5, "job.progress", '{"percent": 33}', "w", "2026-01-02T03:04:05.000006"),  # naive
+    ]
+    one_by_one = [stored.any_recorded_from_row((*row, None, None, None)) for row in rows]
+    assert stored.any_recorded_from_rows(rows) == one_by_one
+    assert [type(item.recorded_at) for item in stored.any_recorded_from_rows(rows)] == [type(item.recorded_at) for item in one_by_one]
+    refused = [
+        (905, job_id, 6, "job.progress", '{"percent": "lots"}', "w", "2026-01-02T03:04:05.000006Z"),
+        (906, job_id, 6, "job.nonsense", "{}", "w", "2026-01-02T03:04:05.000006Z"),
+        (907, job_id, 6, "job.progress", '{"percent": 3', "w", "2026-01-02T03:04:05.000006Z"),
+        (908, job_id, 6, "job.progress", '{"percent": 3}', "w", "2026-13-02T03:04:05.000006Z"),
+        (909, job_id, 6, "job.progress", '{"percent": 3}', "w", "yesterday at noon, roughly..Z"),
+        (910, key_stream, 2, "key.revoked", '{"nonsense": 1}', "w", "2026-01-02T03:04:05.000006Z"),
+    ]
+    for row in refused:
+        with pytest.raises(errors.MalformedEvent) as expected:
+            stored.any_recorded_from_row((*row, None, None, None))
+        with pytest.raises(errors.MalformedEvent) as found:
+            stored.any_recorded_from_rows([rows[0], row])
+        assert (found.value.position, found.value.event_type, found.value.message) == (
+            expected.value.position,
+            expected.value.event_type,
+            expected.value.message,
+        )
