@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-__all__ = ["format_timestamp", "parse_timestamp", "utcnow"]
+__all__ = ["format_timestamp", "parse_timestamp", "real_datetime", "utcnow"]
 
 # Kept inside a tuple so freezegun, which swaps module attributes that ARE the datetime
 # class, leaves it alone: msgspec encodes only real datetimes, not freezegun's subclass.
@@ -48,6 +48,15 @@ def format_timestamp(value: dt.datetime) -> str:
 
 
 _last_formatted: tuple[object, str] = (None, "")
+
+
+def real_datetime() -> type[dt.datetime]:
+    """The real ``datetime.datetime`` class, even while freezegun has replaced ``dt.datetime``.
+
+    For decoders that parse stored timestamps in a loop (``real_datetime().fromisoformat``
+    gives the same value as :func:`parse_timestamp` on a ``...Z`` text, without its call).
+    """
+    return _REAL_DATETIME[0]
 
 
 def parse_timestamp(text: str) -> dt.datetime:

@@ -168,7 +168,7 @@ def any_recorded_from_rows(rows: Iterable[Sequence[Any]]) -> list[ev.RecordedEve
     # (a key stream's, an unknown type, data or a time that does not decode) goes through
     # _decode / _decode_key, which decode it the same way or raise the MalformedEvent.
     decoders, key_prefix, recorded = _DECODERS, kev.KEY_STREAM_PREFIX, ev.RecordedEvent
-    from_iso, utc = clock._REAL_DATETIME[0].fromisoformat, dt.UTC  # the real class: parse_timestamp's fast path (freezegun)
+    from_iso, utc = clock.real_datetime().fromisoformat, dt.UTC  # the real class: parse_timestamp's fast path (freezegun)
     decoded: list[ev.RecordedEvent | kev.RecordedKeyEvent] = []
     append = decoded.append
     for row in rows:

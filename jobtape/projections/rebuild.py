@@ -32,7 +32,6 @@ from typing import Any
 from jobtape import errors
 from jobtape.eventlog import events as ev
 from jobtape.eventlog import key_events as kev
-from jobtape.eventlog.sqlite import SQLiteBackend
 from jobtape.eventlog.store import ConstraintViolation, EventStore, SQLBackend, Statement
 from jobtape.projections import key_state, registry
 from jobtape.projections import state as job_state
@@ -303,8 +302,8 @@ def _fold_new_events(store: EventStore, backend: SQLBackend, folder: _Folder, on
 
 
 def _write_batch(backend: SQLBackend) -> int:
-    """Streams per scratch batch: :data:`_WRITE_BATCH_SQLITE` on a local SQLite file, else :data:`_WRITE_BATCH`."""
-    return _WRITE_BATCH_SQLITE if isinstance(backend, SQLiteBackend) else _WRITE_BATCH
+    """Streams per scratch batch: :data:`_WRITE_BATCH_SQLITE` on a local file (``backend.local_reads``), else :data:`_WRITE_BATCH`."""
+    return _WRITE_BATCH_SQLITE if backend.local_reads else _WRITE_BATCH
 
 
 def _write_rows(backend: SQLBackend, projections: tuple[registry.Projection, ...], states: list[job_state.JobState]) -> None:
