@@ -21,6 +21,9 @@ import httpx
 
 __all__ = ["LoadResult", "cpu_seconds", "free_port", "load", "start_server"]
 
+#: This folder (``bench/``): on a ``--before`` child's path after the other tree (:func:`before_env`).
+BENCH_DIR = Path(__file__).resolve().parent
+
 
 def free_port() -> int:
     """A free TCP port on 127.0.0.1."""
@@ -137,6 +140,9 @@ def before_env(source: Path, env: dict[str, str] | None = None) -> dict[str, str
     ``PYTHONSAFEPATH`` (Python 3.11+) keeps ``python -m jobtape`` from putting the current
     folder first on ``sys.path``: run from a checkout (as the benches' commands are), it would
     import that checkout's ``jobtape`` instead of ``source``'s, and "before" would measure the
-    same code as "jobtape".
+    same code as "jobtape". ``bench/`` follows ``source`` on the path, since
+    ``PYTHONSAFEPATH`` also leaves a script's own folder off it (a bench re-run as a
+    ``--before`` child imports ``loadgen`` and ``noop_app`` from there).
     """
-    return {**(os.environ if env is None else env), "PYTHONPATH": str(source.resolve()), "PYTHONSAFEPATH": "1"}
+    path = os.pathsep.join([str(source.resolve()), str(BENCH_DIR)])  # then bench/ itself: loadgen, noop_app
+    return {**(os.environ if env is None else env), "PYTHONPATH": path, "PYTHONSAFEPATH": "1"}
