@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-__all__ = ["format_timestamp", "parse_timestamp", "real_datetime", "utcnow"]
+__all__ = ["format_timestamp", "format_uncached", "parse_timestamp", "real_datetime", "utcnow"]
 
 # Kept inside a tuple so freezegun, which swaps module attributes that ARE the datetime
 # class, leaves it alone: msgspec encodes only real datetimes, not freezegun's subclass.
@@ -40,11 +40,29 @@ def format_timestamp(value: dt.datetime) -> str:
     last = _last_formatted
     if last[0] is value:  # an append formats its one timestamp for the event and the row
         return last[1]
-    utc = value.astimezone(dt.UTC) if value.tzinfo is not None and value.utcoffset() else value
-    # isoformat is several times faster than strftime; this runs on every append.
-    text = utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    text = format_uncached(value)
     _last_formatted = (value, text)
     return text
+
+
+def format_uncached(value: dt.datetime) -> str:
+    """:func:`format_timestamp` without its one-entry cache: for a row's other times (a lease's
+    expiry, a job's creation), which would otherwise evict the event's own time from it.
+
+    A %-format of the fields: about a third of the cost of ``isoformat`` (and several times
+    faster than ``strftime``); this runs for every append.
+    """
+    if value.tzinfo is not None and value.utcoffset():
+        value = value.astimezone(dt.UTC)
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (  # noqa: UP031 - faster than an f-string or isoformat here
+        value.year,
+        value.month,
+        value.day,
+        value.hour,
+        value.minute,
+        value.second,
+        value.microsecond,
+    )
 
 
 _last_formatted: tuple[object, str] = (None, "")

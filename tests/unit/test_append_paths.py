@@ -200,4 +200,7 @@ def test_a_refused_batch_alone_in_its_transaction_leaves_nothing_and_no_transact
 def test_the_row_timestamps_are_the_clock_format(value: dt.datetime) -> None:
     from jobtape import clock
 
-    assert jobs._stamp(value) == clock.format_timestamp(value)
+    utc = value.astimezone(dt.UTC) if value.tzinfo is not None else value
+    isoformat = utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"  # the format's reference
+    assert jobs._stamp(value) == clock.format_timestamp(value) == clock.format_uncached(value) == isoformat
+    assert clock.parse_timestamp(isoformat) == utc.replace(tzinfo=dt.UTC)
