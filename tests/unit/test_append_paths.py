@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
-from collections.abc import Iterator
 from typing import Any
 
 import msgspec
@@ -33,15 +32,6 @@ __all__: list[str] = []
 
 LEASE = dt.datetime(2026, 11, 23, 12, 5, 0, 123456, tzinfo=dt.UTC)
 LATER = dt.datetime(2026, 11, 23, 12, 9, 0, tzinfo=dt.UTC)
-
-
-@pytest.fixture
-def repository(tmp_path: Any) -> Iterator[JobRepository]:
-    backend = SQLiteBackend(tmp_path / "jobtape.db")
-    backend.migrate(TABLES.migrations)
-    repository = JobRepository(EventStore(backend), projections=TABLES.projections)
-    yield repository
-    backend.close()
 
 
 def _row(repository: JobRepository, job_id: str) -> tuple[Any, ...]:
