@@ -29,7 +29,7 @@ import abc
 import datetime as dt
 import functools
 import threading
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from jobtape import clock, errors
@@ -185,9 +185,14 @@ class EventStore:
 
         An append at ``expected_version == version`` then chains from it without reading it
         (a worker claiming jobs created by another process: the projection read that found
-        them read the hash too). Safe to note whatever was read: the hash of a stream's
-        version never changes, and an append whose stream moved on is refused by the
-        version guard whatever it chained from.
+        them read the hash too). Safe to note whatever was read: a stream's version keeps
+        its hash while the stream is in the log, and an append whose stream moved on is
+        refused by the version guard whatever it chained from. A stream archived (its events
+        deleted) and then imported again from another copy could hold another hash at the
+        same version: this store forgets the streams it archives or imports
+        (:meth:`forget_streams`); another process's entry lives until its next append to
+        that stream is refused or its cache starts over, and `verify` names an append
+        chained from it (rule ``chain``).
 
         Args:
             job_id: the stream.
@@ -197,6 +202,15 @@ class EventStore:
         if len(self._last_hash) >= _HASH_CACHE_SIZE:
             self._last_hash.clear()
         self._last_hash[job_id] = (version, hash_)
+
+    def forget_streams(self, job_ids: Iterable[str]) -> None:
+        """Drop the kept hashes of ``job_ids`` (streams archived or imported: their next append reads the hash).
+
+        Args:
+            job_ids: the streams.
+        """
+        for job_id in job_ids:
+            self._last_hash.pop(job_id, None)
 
     def _previous_hash(self, job_id: str, expected_version: int) -> str:
         if expected_version == 0:
@@ -655,16 +669,18 @@ class EventStore:
                 nothing was written.
             ConstraintViolation: any other constraint failed; nothing was written.
         """
+        streams = {e.job_id for e in events}
         try:
-            return self._write_chained([stored.content_params(e) for e in events], extra)
+            positions = self._write_chained([stored.content_params(e) for e in events], extra)
         except ConstraintViolation as exc:
-            for job_id in {e.job_id for e in events}:
-                self._last_hash.pop(job_id, None)
+            self.forget_streams(streams)
             if self._is_version_conflict(exc):
                 raise errors.ConcurrencyError(
                     "*", 0, f"the batch does not continue the streams in the store ({exc.detail}); nothing was written"
                 ) from exc
             raise
+        self.forget_streams(streams)
+        return positions
 
     def stream_exists(self, job_id: str) -> bool:
         """Whether the log holds any event of ``job_id``."""

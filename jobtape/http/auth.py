@@ -233,12 +233,18 @@ class Authenticator:
         principal, expires_at = found
         return principal if self.clock() < expires_at else None
 
-    def _remember_key(self, token: str, principal: auth.Principal) -> None:
+    def _remember_key(self, token: str, principal: auth.Principal, looked_up_at: float) -> None:
+        """Keep ``principal`` until ``looked_up_at`` + the TTL: the time the lookup STARTED, so a
+        revoke that commits while the lookup runs (or before the event loop resumes) is still
+        honoured within the TTL of its commit."""
         if self.key_cache_ttl_s <= 0:
+            return
+        expires_at = looked_up_at + self.key_cache_ttl_s
+        if self.clock() >= expires_at:
             return
         if len(self._keys) >= _KEY_CACHE:
             self._keys.clear()
-        self._keys[_token_digest(token)] = (principal, self.clock() + self.key_cache_ttl_s)
+        self._keys[_token_digest(token)] = (principal, expires_at)
 
     def _proxy(self, connection: ASGIConnection[Any, Any, Any, Any]) -> auth.Principal:
         peer = connection.client.host if connection.client else ""
@@ -261,6 +267,7 @@ class Authenticator:
         if token.startswith(API_KEY_PREFIX):
             if self.key_lookup is None:
                 raise _unauthorized("this server does not accept API keys")
+            looked_up_at = self.clock()  # before the read: the cache's TTL counts from here
             key = await anyio.to_thread.run_sync(self.key_lookup, token)
             if key is None:
                 raise _unauthorized("the API key is not valid")
@@ -268,7 +275,7 @@ class Authenticator:
                 self._keys.pop(_token_digest(token), None)
                 raise _unauthorized(f"the API key {key.key_id} was revoked")
             principal = auth.Principal(id=f"key:{key.key_id}", owner=key.owner, scopes=auth.parse_scopes(key.scopes))
-            self._remember_key(token, principal)
+            self._remember_key(token, principal, looked_up_at)
             return principal
         if self.jwt_verifier is None:
             raise _unauthorized("this server accepts only API keys (jtk_...), and no JWT key is configured")

@@ -159,6 +159,7 @@ def record_archive(
         if p.job_column is not None
     ]
     store.backend.execute_batch(statements)
+    store.forget_streams(job_id for job_id, _last, _count in jobs)
 
 
 def list_archives(store: EventStore) -> list[dict[str, object]]:

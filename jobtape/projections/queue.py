@@ -57,7 +57,8 @@ TABLE = "queue_counts"
 #: Its columns: the node key, then the pending jobs counted in that block.
 COLUMNS = ("node", "pending")
 
-#: Levels 0..62: the bits of a positive 63-bit position (a VALUES list: half the cost of a recursive CTE).
+#: Levels 0..62: the bits of a positive 63-bit position (a VALUES list: half the cost of a recursive CTE in the
+#: membership upsert; the empty-block delete walks only ``bit_length(p)`` levels with one, :func:`_delete_empty_sql`).
 _LEVELS = "lv(l) AS (VALUES " + ", ".join(f"({level})" for level in range(63)) + ")"
 #: The blocks a job at position ``p`` is counted in (see the module docstring), as node keys.
 _NODE_KEY = "((2 * (p >> l) + 1) << l)"

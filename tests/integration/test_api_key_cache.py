@@ -67,3 +67,33 @@ def test_a_ttl_of_zero_looks_every_request_up(repository: JobRepository) -> None
     )
     assert _principal(authenticator, f"Bearer {token}").owner == "bob"
     assert authenticator.cached_key(f"Bearer {token}") is None
+
+
+def test_the_ttl_counts_from_the_start_of_the_lookup(repository: JobRepository) -> None:
+    """A revoke that commits while a lookup that read the key as valid is still in flight is honoured
+    within the TTL of the lookup's start, however long the answer takes to reach the event loop."""
+    state, token = keys.KeyRepository(repository.store).create("alice", "jobs:read", actor="cli:test")
+    clock = _Clock()
+
+    def slow_lookup(sent: str) -> keys.ApiKey | None:
+        found = keys.lookup(repository, sent)  # read while valid
+        keys.KeyRepository(repository.store).revoke(state.key_id, actor="cli:test")  # the revoke commits now
+        clock.now += 0.8  # the answer reaches the event loop 0.8 s after the lookup started
+        return found
+
+    authenticator = http_auth.Authenticator(Settings(auth_mode="required"), slow_lookup, key_cache_ttl_s=1.0, clock=clock)
+    header = f"Bearer {token}"
+    assert _principal(authenticator, header).owner == "alice"  # the request that read it valid is served
+    assert authenticator.cached_key(header) is not None
+    clock.now += 0.25  # 1.05 s after the lookup started (and the revoke): gone, where 1 s from the answer would keep it
+    assert authenticator.cached_key(header) is None
+
+    clock.now = 500.0
+
+    def late_lookup(sent: str) -> keys.ApiKey | None:
+        clock.now += 1.5  # longer than the TTL: the answer is used once and never kept
+        return keys.ApiKey(key_id="x", owner="carol", scopes=frozenset({auth.JOBS_READ}), revoked=False)
+
+    late = http_auth.Authenticator(Settings(auth_mode="required"), late_lookup, key_cache_ttl_s=1.0, clock=clock)
+    assert _principal(late, "Bearer jtk_late").owner == "carol"
+    assert late.cached_key("Bearer jtk_late") is None

@@ -15,7 +15,9 @@ from freezegun import freeze_time
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.testing import TestClient
+from litestar.types import Scope, Send
 
+from jobtape.auth.principal import Principal
 from jobtape.config import Settings
 from jobtape.eventlog import events as ev
 from jobtape.http import auth as http_auth
@@ -26,16 +28,33 @@ from jobtape.projections.repository import JobRepository
 from jobtape.storage import LocalStorage, signing
 
 
-def _client(repository: JobRepository, storage: LocalStorage, *, fast_path: bool, mode: str = "off") -> TestClient[Litestar]:
+def _client(
+    repository: JobRepository, storage: LocalStorage, *, fast_path: bool, mode: str = "off", answered: list[str] | None = None
+) -> TestClient[Litestar]:
+    """The poll app; with ``answered``, the path of every request its fast path answered is appended to it."""
     sources = jobs.PollSources(repository, storage, 600)
     authenticator = http_auth.Authenticator(Settings(auth_mode=mode), functools.partial(keys.lookup, repository))
+    route = jobs.poll_route(sources, fast_path=fast_path)
+    fast = route.opt[jobs.FAST_PATH_OPT]
+    if fast is not None and answered is not None:
+
+        async def counted(scope: Scope, send: Send, principal: Principal) -> bool:
+            done: bool = await fast(scope, send, principal)
+            if done:
+                answered.append(scope["path"])
+            return done
+
+        route.opt[jobs.FAST_PATH_OPT] = counted
     app = Litestar(
-        [jobs.poll_route(sources, fast_path=fast_path)],
+        [route],
         middleware=[http_auth.auth_middleware(authenticator)],
         cors_config=CORSConfig(allow_origins=["https://app.example"]),  # its headers wrap the fast path's answer too
         exception_handlers=http_errors.exception_handlers(),  # type: ignore[arg-type]
     )
     return TestClient(app)
+
+
+_ANSWERED: list[str] = []
 
 
 @pytest.fixture(params=["off", "required"])
@@ -45,8 +64,9 @@ def clients(
     """The poll with and without its fast path, ``--auth off`` and ``required`` (API keys, verified ones cached)."""
     storage = LocalStorage(tmp_path / "storage", signing.URLSigner(b"s" * 32))
     mode = request.param
+    _ANSWERED.clear()
     with (
-        _client(repository, storage, fast_path=True, mode=mode) as fast,
+        _client(repository, storage, fast_path=True, mode=mode, answered=_ANSWERED) as fast,
         _client(repository, storage, fast_path=False, mode=mode) as handler,
     ):
         yield fast, handler, mode
@@ -75,23 +95,37 @@ def test_the_fast_path_answers_the_handlers_bytes(
         "Authorization": f"Bearer {make.create('alice', 'jobs:read', actor='cli:test')[1]}",
     }
     bob = {"X-Client-Id": "bob", "Authorization": f"Bearer {make.create('bob', 'jobs:read', actor='cli:test')[1]}"}
+    no_read = {"X-Client-Id": "carol", "Authorization": f"Bearer {make.create('carol', 'jobs:submit', actor='cli:test')[1]}"}
+    unknown = {"X-Client-Id": "dave", "Authorization": "Bearer jtk_" + "x" * 43}
+    required = mode == "required"
     cases = [
-        (f"/api/audio/jobs/{first}", alice, 200),
-        (f"/api/jobs/{pending}", alice, 200),
-        (f"/api/audio/jobs/{complete}", alice, 200),
-        (f"/api/audio/jobs/{complete}", bob, 404 if mode == "required" else 200),  # --auth off: every caller is admin
-        (f"/api/audio/jobs/{'0' * 32}", alice, 404),
-        ("/api/audio/jobs/NOT-AN-ID", alice, 400),
-        (f"/api/audio/jobs/{pending}?asOf=now", alice, 200),
+        ("GET", f"/api/audio/jobs/{first}", alice, 200),
+        ("GET", f"/api/jobs/{pending}", alice, 200),
+        ("GET", f"/api/audio/jobs/{complete}", alice, 200),
+        ("GET", f"/api/audio/jobs/{complete}/", alice, 200),  # a trailing slash routes to the same handler
+        ("GET", f"/api/audio/jobs/{complete}", bob, 404 if required else 200),  # --auth off: every caller is admin
+        ("GET", f"/api/audio/jobs/{'0' * 32}", alice, 404),
+        ("GET", f"/api/audio/jobs/{pending.upper()}", alice, 400),
+        ("GET", "/api/audio/jobs/NOT-AN-ID", alice, 400),
+        ("GET", f"/api/audio/jobs/{pending}?asOf=now", alice, 200),
+        ("GET", f"/api/audio/jobs/{pending}?unknown=1", alice, 200),  # a query string: left to the handler
+        ("GET", f"/api/audio/jobs/{pending}", no_read, 403 if required else 200),  # no jobs:read scope
+        ("GET", f"/api/audio/jobs/{pending}", unknown, 401 if required else 200),
+        ("HEAD", f"/api/audio/jobs/{pending}", alice, 405),
     ]
-    for path, headers, status in cases * 2:  # with --auth required the first of each token is a lookup, then cached
-        got, expected = fast.get(path, headers=headers), handler.get(path, headers=headers)
+    for method, path, headers, status in cases * 2:  # with --auth required the first of each token is a lookup, then cached
+        got, expected = fast.request(method, path, headers=headers), handler.request(method, path, headers=headers)
         assert (got.status_code, got.content, got.headers.multi_items()) == (
             expected.status_code,
             expected.content,
             expected.headers.multi_items(),
         ), path
-        assert got.status_code == status, (path, got.text)
+        assert got.status_code == status, (method, path, got.text)
+    # the fast path answered the visible jobs' plain GETs (with --auth required: once their key was
+    # cached; the trailing slash arrives without it), and none of the errors
+    visible = {f"/api/audio/jobs/{first}", f"/api/jobs/{pending}", f"/api/audio/jobs/{complete}"}
+    errors = {f"/api/audio/jobs/{'0' * 32}", f"/api/audio/jobs/{pending.upper()}", "/api/audio/jobs/NOT-AN-ID"}
+    assert visible <= set(_ANSWERED) and not errors & set(_ANSWERED), _ANSWERED
     answer = fast.get(f"/api/audio/jobs/{complete}", headers=alice)
     assert answer.headers["access-control-allow-origin"] == "https://app.example"
     body = answer.json()

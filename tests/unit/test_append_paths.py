@@ -158,6 +158,30 @@ def test_a_claim_chains_from_the_hash_the_claimable_read_found(tmp_path: Any) ->
         worker.store.close()
 
 
+def test_an_imported_stream_is_chained_from_its_imported_hash_not_a_kept_one(tmp_path: Any) -> None:
+    """A stream archived and imported again from another copy holds other hashes at the same
+    versions: the store forgets what it kept for the streams it imports."""
+    copy = JobRepository(EventStore(SQLiteBackend(tmp_path / "copy.db")), projections=TABLES.projections)
+    copy.store.backend.migrate(TABLES.migrations)
+    target = JobRepository(EventStore(SQLiteBackend(tmp_path / "target.db")), projections=TABLES.projections)
+    target.store.backend.migrate(TABLES.migrations)
+    try:
+        state = copy.create("ingest", {"sourceType": "upload", "storageKey": "u/other.wav"}).state
+        copy.append(state.job_id, [ev.JobClaimed(worker_id="w-1")], state, actor="w-1")
+        imported = copy.store.read_stored(job_id=state.job_id)
+        target.store.note_last_hash(state.job_id, 2, "0" * 64)  # what the target kept of its earlier copy of the stream
+
+        target.store.import_events(imported)
+        target.store.append(state.job_id, [ev.JobProgress(percent=5)], 2, actor="w-1")
+
+        first, second, third = target.store.read_stored(job_id=state.job_id)
+        assert (first.hash, second.hash) == (imported[0].hash, imported[1].hash)
+        assert third.hash == hashing.event_hash(second.hash or "", state.job_id, 3, third.type, third.data, third.actor, third.recorded_at)
+    finally:
+        copy.store.close()
+        target.store.close()
+
+
 def test_a_refused_batch_alone_in_its_transaction_leaves_nothing_and_no_transaction_open(repository: JobRepository) -> None:
     state = repository.create("ingest", {"sourceType": "upload", "storageKey": "u/a.wav"}).state
     claimed = repository.append(state.job_id, [ev.JobClaimed(worker_id="w-1")], state, actor="w-1").state
@@ -173,6 +197,17 @@ def test_a_refused_batch_alone_in_its_transaction_leaves_nothing_and_no_transact
     assert not any(conn.in_transaction for conn, _ in backend._idle)
     done = repository.append(state.job_id, [ev.JobProgress(percent=5)], claimed, actor="w-1").state
     assert done.version == 3
+
+    # refused by a later statement, after its event insert and chain update went through: the
+    # jobs row's UNIQUE (owner, idempotency_key); all of it must be rolled back, not committed
+    repository.create("ingest", {}, owner="alice", idempotency_key="k1")
+    head, jobs_before = repository.store.log_head(), backend.query("SELECT COUNT(*) FROM jobs")
+    with pytest.raises(errors.DuplicateIdempotencyKey):
+        repository.create("ingest", {}, owner="alice", idempotency_key="k1")
+    assert repository.store.log_head() == head
+    assert backend.query("SELECT COUNT(*) FROM jobs") == jobs_before
+    assert backend.query("SELECT COUNT(*) FROM events") == [(4,)]  # the job's 3 and alice's first: not the refused one
+    assert not any(conn.in_transaction for conn, _ in backend._idle)
     assert rebuild(repository.store, apply_changes=False, tables=TABLES).differences == []
 
 
