@@ -36,6 +36,7 @@ Usage::
 
     python bench/soak.py [--jobs 10000] [--clients 6] [--sample-every 500] [--data-dir DIR]
     python bench/soak.py --store libsql --storage s3   # the log on sqld, blobs on an S3 API server
+    python bench/soak.py --auth required               # as deployed: serve --auth required, an API key per client
 
 ``tests/acceptance/test_soak.py`` runs a short form (a few hundred jobs) through
 :func:`run_soak` and asserts on descriptors and lost jobs, never on time.
@@ -271,7 +272,7 @@ class _RemoteBackends:
 class _Deployment:
     """``jobtape serve`` (one embedded worker) plus two ``jobtape worker`` processes on one data dir."""
 
-    def __init__(self, data_dir: Path, work_tmp: Path, log_dir: Path, backend_env: dict[str, str]) -> None:
+    def __init__(self, data_dir: Path, work_tmp: Path, log_dir: Path, backend_env: dict[str, str], auth: str = "off") -> None:
         self.port = _free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         env = {
@@ -283,8 +284,21 @@ class _Deployment:
             "JOBTAPE_MAX_ACTIVE_JOBS": "100000",
             "JOBTAPE_SQLITE_SYNCHRONOUS": "FULL",
         }
+        #: The clients' headers: with ``auth`` "required", an API key made now (as an operator would).
+        self.headers: dict[str, str] = {}
+        if auth == "required":
+            made = subprocess.run(
+                _jobtape("keys", "create", "--owner", "soak", "--scope", "jobs:submit,jobs:read,jobs:cancel", "--quiet"),
+                env=env,
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=120,
+            )
+            self.headers["Authorization"] = f"Bearer {made.stdout.strip()}"
         commands = {
-            "serve": _jobtape("serve", "--port", str(self.port), "--workers", "1", "--poll-interval", "0.2"),
+            "serve": _jobtape("serve", "--port", str(self.port), "--workers", "1", "--poll-interval", "0.2", "--auth", auth),
             "worker-1": _jobtape("worker", "--poll-interval", "0.2"),
             "worker-2": _jobtape("worker", "--poll-interval", "0.2"),
         }
@@ -325,8 +339,9 @@ class _Deployment:
 class _Clients:
     """The client threads: submit the mix, wait on SSE, keep the counts."""
 
-    def __init__(self, base_url: str, jobs: int, seed: int) -> None:
+    def __init__(self, base_url: str, jobs: int, seed: int, headers: dict[str, str] | None = None) -> None:
         self.base_url = base_url
+        self.headers = headers or {}
         self.jobs = jobs
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
@@ -363,7 +378,7 @@ class _Clients:
             time.sleep(0.05)
 
     def run(self) -> None:
-        with httpx.Client(base_url=self.base_url, timeout=120) as client:
+        with httpx.Client(base_url=self.base_url, timeout=120, headers=self.headers) as client:
             while (index := self._take()) is not None:
                 try:
                     kind, status = self._one(client, index)
@@ -450,6 +465,7 @@ def run_soak(
     settle_s: float = 15.0,
     store: str = "sqlite",
     storage: str = "local",
+    auth: str = "off",
     progress: bool = False,
 ) -> SoakReport:
     """Run the soak (see the module docstring) and judge it.
@@ -466,6 +482,8 @@ def run_soak(
         settle_s: seconds of quiet looks per sample (see :func:`_settled_samples`).
         store: ``sqlite`` (the embedded file) or ``libsql`` (a sqld process started here).
         storage: ``local`` (the data dir) or ``s3`` (a moto S3 server process started here).
+        auth: ``serve --auth``: ``off``, or ``required`` (the clients send an API key made
+            with ``jobtape keys create`` before the processes start, as deployed).
         progress: print each sample as it is taken.
 
     Returns:
@@ -490,6 +508,7 @@ def run_soak(
             seed=seed,
             limits=(max_fd_growth, max_rss_growth_mb, max_thread_growth),
             settle_s=settle_s,
+            auth=auth,
             progress=progress,
         )
     finally:
@@ -509,13 +528,14 @@ def _run(
     seed: int,
     limits: tuple[int, float, int],
     settle_s: float,
+    auth: str,
     progress: bool,
 ) -> SoakReport:
     jobs = report.jobs
     max_fd_growth, max_rss_growth_mb, max_thread_growth = limits
-    deployment = _Deployment(store_dir, work_tmp, logs, backend_env)
+    deployment = _Deployment(store_dir, work_tmp, logs, backend_env, auth)
     pids = {name: process.pid for name, process in deployment.processes.items()}
-    load = _Clients(deployment.base_url, jobs, seed)
+    load = _Clients(deployment.base_url, jobs, seed, deployment.headers)
     threads = [threading.Thread(target=load.run, name=f"soak client {n}") for n in range(clients)]
     started = time.monotonic()
     sampling_s = 0.0
@@ -535,7 +555,7 @@ def _run(
                     done = load.done
                     last = load.job_ids[-1] if load.job_ids else "0" * 32
                 poll_url = f"{deployment.base_url}/api/audio/jobs/{last}"
-                settled = _settled_samples(pids, done, lambda url=poll_url: httpx.get(url), settle_s=settle_s)
+                settled = _settled_samples(pids, done, lambda url=poll_url: httpx.get(url, headers=deployment.headers), settle_s=settle_s)
                 for name, sample in settled.items():
                     report.samples.setdefault(name, []).append(sample)
                 load.open.set()
@@ -638,6 +658,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--storage", choices=("local", "s3"), default="local", help="s3: blobs on a moto S3 server process started by the soak"
     )
+    parser.add_argument(
+        "--auth", choices=("off", "required"), default="off", help="required: serve --auth required, the clients with an API key"
+    )
     parser.add_argument("--json", action="store_true", help="also print the samples as JSON")
     args = parser.parse_args(argv)
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="jobtape-soak-"))
@@ -655,6 +678,7 @@ def main(argv: list[str] | None = None) -> int:
         settle_s=args.settle,
         store=args.store,
         storage=args.storage,
+        auth=args.auth,
         progress=True,
     )
     print(render(report))
