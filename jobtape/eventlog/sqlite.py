@@ -108,7 +108,7 @@ class SQLiteBackend(SQLBackend):
         self._open: set[sqlite3.Connection] = set()
         self._file_mode = file_mode
         self._turn = threading.local()  # .conn: the connection of this thread's write turn
-        self._writer_fd: int | None = None  # <path>-writer, flocked for a group commit (_write_turn)
+        self._writer_fd: int | None = None  # <path>-writer, flocked for a group commit (_take_write_turn)
         if not self._memory:
             _create_private(Path(self.path), file_mode)
 
@@ -175,7 +175,7 @@ class SQLiteBackend(SQLBackend):
     def execute_built(self, build: Callable[[], Sequence[Statement]]) -> list[list[tuple[Any, ...]]]:
         """Run the batch ``build()`` returns; see :meth:`SQLBackend.execute_built`.
 
-        ``build`` is called in this process's write turn (:meth:`_write_turn`), inside the
+        ``build`` is called in this process's write turn (:meth:`_take_write_turn`), inside the
         transaction that holds the batch, in the order the calls queued, just before its
         statements run; a :meth:`query` from ``build`` (on that thread) reads that
         transaction, so it sees the batches committed before it in the same group and
@@ -219,8 +219,7 @@ class SQLiteBackend(SQLBackend):
             try:
                 conn = self._borrow()
                 try:
-                    fd = self._writer_fd if self._writer_fd is not None else self._writer_lock()
-                    fcntl.flock(fd, fcntl.LOCK_EX)  # this process's write turn (see _write_turn)
+                    fd = self._take_write_turn()
                     try:
                         with self._group_lock:
                             group, self._queue = self._queue, []
@@ -310,9 +309,11 @@ class SQLiteBackend(SQLBackend):
             return
         conn.execute("COMMIT")
 
-    @contextlib.contextmanager
-    def _write_turn(self) -> Iterator[None]:
-        """Hold ``<path>-writer``'s exclusive ``flock`` (this process's turn to write) for one group commit.
+    def _take_write_turn(self) -> int:
+        """Take ``<path>-writer``'s exclusive ``flock`` (this process's turn to write) for one group commit.
+
+        Returns the descriptor; the caller ends the turn with ``fcntl.flock(fd, fcntl.LOCK_UN)``
+        (no context manager: this runs once per group commit, on every append's path).
 
         SQLite's busy handler waits for another process's write lock by sleeping (1, 2, 5,
         10... ms), so with several processes on one file the lock often sits free while
@@ -324,10 +325,7 @@ class SQLiteBackend(SQLBackend):
         """
         fd = self._writer_fd if self._writer_fd is not None else self._writer_lock()
         fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        return fd
 
     def _writer_lock(self) -> int:
         """The descriptor of ``<path>-writer`` (opened on first use)."""
