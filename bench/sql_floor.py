@@ -14,7 +14,10 @@ Two floors, each measured beside its baseline in the same run:
 - **Appends** (``lifecycle.py``'s mix: a create and seven one-event appends per job): each
   recorded batch replayed as ``BEGIN IMMEDIATE; ...; COMMIT``, alternating every ``--chunk``
   lifecycles with the raw single-row inserts of ``lifecycle.py`` (as many transactions).
-  Printed: the replay's rate against the raw rate, the ratio the store could reach at best.
+  Printed: the replay's rate against the raw rate, the ratio the store could reach at best;
+  and the same for the batches' event inserts alone (no projection rows, no ``log_head``):
+  the floor of an append to this ``events`` table (its two indexes, ``AUTOINCREMENT``, the
+  guard triggers, the hash columns) if nothing else were written.
 - **A worker's job** (create, then claim and completion): the creates replayed untimed, then
   each job's claim and completion batches replayed (a) one transaction per batch (a worker
   without group commit) and (b) every batch in one transaction (the best group commit could
@@ -46,7 +49,7 @@ from jobtape.eventlog.sqlite import SYNCHRONOUS_MODES, SQLiteBackend, pragmas
 from jobtape.eventlog.store import EventStore, Statement
 from jobtape.projections.repository import JobRepository
 
-__all__ = ["Recording", "main", "record_lifecycles", "record_worker_jobs", "replay"]
+__all__ = ["Recording", "events_alone", "main", "record_lifecycles", "record_worker_jobs", "replay"]
 
 Batch = list[Statement]
 _WORKER = "bench:1:1"
@@ -167,21 +170,30 @@ def _print_breakdown(folder: Path, batches: list[Batch], synchronous: str) -> No
         print(f"  {1e6 * seconds / len(batches):6.1f} us  {' '.join(sql.split())[:110]}")
 
 
-def _appends_round(folder: Path, batches: list[Batch], synchronous: str, chunk: int) -> tuple[float, float]:
-    """``(replay seconds, raw seconds)`` for the same number of transactions, alternating every ``chunk`` lifecycles."""
+def _appends_round(folder: Path, batches: list[Batch], synchronous: str, chunk: int) -> tuple[float, float, float]:
+    """``(replay seconds, event inserts alone seconds, raw seconds)`` for the same number of transactions,
+    alternating every ``chunk`` lifecycles."""
     connection = _replay_connection(folder / "replay.db", synchronous)
+    alone = _replay_connection(folder / "events-alone.db", synchronous)
     raw = _Raw(folder / "raw.db", synchronous)
-    replay_s = raw_s = 0.0
+    replay_s = alone_s = raw_s = 0.0
     step = chunk * EVENTS_PER_JOB
     try:
         for first in range(0, len(batches), step):
             part = batches[first : first + step]
             raw_s += raw.insert(len(part))
             replay_s += replay(connection, part)
+            alone_s += replay(alone, [events_alone(batch) for batch in part])
     finally:
         connection.close()
+        alone.close()
         raw.close()
-    return replay_s, raw_s
+    return replay_s, alone_s, raw_s
+
+
+def events_alone(batch: Batch) -> Batch:
+    """The batch's event inserts only (no projection rows, no ``log_head``): the append's floor on this ``events`` table."""
+    return [statement for statement in batch if statement.sql.lstrip().startswith("INSERT INTO events ")]
 
 
 def _worker_round(folder: Path, creates: list[Batch], jobs_batches: list[Batch], synchronous: str) -> tuple[float, float]:
@@ -218,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(temp)
         batches = record_lifecycles(folder / "record.db", args.jobs, args.synchronous)
         creates, jobs_batches = record_worker_jobs(folder / "record-worker.db", args.jobs, args.synchronous)
-        appends: list[tuple[float, float]] = []
+        appends: list[tuple[float, float, float]] = []
         worker: list[tuple[float, float]] = []
         huey: list[float] = []
         for _ in range(args.rounds):
@@ -230,9 +242,11 @@ def main(argv: list[str] | None = None) -> int:
             _print_breakdown(folder, batches, args.synchronous)
     statements = sum(len(batch) for batch in batches) / len(batches)
     events = len(batches)
-    ratios = [raw_s / replay_s for replay_s, raw_s in appends]
-    replay_rate = events / statistics.median(r for r, _ in appends)
-    raw_rate = events / statistics.median(r for _, r in appends)
+    ratios = [raw_s / replay_s for replay_s, _, raw_s in appends]
+    alone_ratios = [raw_s / alone_s for _, alone_s, raw_s in appends]
+    replay_rate = events / statistics.median(r for r, _, _ in appends)
+    alone_rate = events / statistics.median(a for _, a, _ in appends)
+    raw_rate = events / statistics.median(r for _, _, r in appends)
     print(
         f"PRAGMA synchronous={args.synchronous} (journal_mode=WAL); {args.jobs} lifecycles ({events} batches,"
         f" {statements:.1f} statements per batch); median of {args.rounds} rounds"
@@ -241,6 +255,11 @@ def main(argv: list[str] | None = None) -> int:
         f"appends floor (the store's batches replayed from a list, one transaction each): {replay_rate:,.0f} appends/s,"
         f" {1e6 / replay_rate:.0f} us per append; raw sqlite3 beside it {raw_rate:,.0f} rows/s;"
         f" best ratio any Python could reach: {statistics.median(ratios):.2f} (rounds: {', '.join(f'{x:.2f}' for x in ratios)})"
+    )
+    print(
+        f"the event inserts alone (no projection, no log_head; one transaction each): {alone_rate:,.0f} appends/s,"
+        f" {1e6 / alone_rate:.0f} us per append; ratio to raw {statistics.median(alone_ratios):.2f}"
+        f" (rounds: {', '.join(f'{x:.2f}' for x in alone_ratios)})"
     )
     per_batch = args.jobs / statistics.median(s for s, _ in worker)
     one_txn = args.jobs / statistics.median(s for _, s in worker)

@@ -76,3 +76,18 @@ def test_a_replay_out_of_order_is_refused_by_the_guards(tmp_path: Path) -> None:
             floor.replay(connection, [batches[0], batches[2]])  # the claim skipped: version 3 after 1
     finally:
         connection.close()
+
+
+def test_the_event_inserts_alone_write_the_same_events(tmp_path: Path) -> None:
+    floor = load_floor()
+    batches = floor.record_lifecycles(tmp_path / "record.db", 3, "NORMAL")
+    alone = [floor.events_alone(batch) for batch in batches]
+    assert all(len(batch) == 1 for batch in alone)
+    connection = floor._replay_connection(tmp_path / "alone.db", "NORMAL")
+    try:
+        floor.replay(connection, alone)
+    finally:
+        connection.close()
+    replayed, recorded = tables(tmp_path / "alone.db"), tables(tmp_path / "record.db")
+    assert replayed["events"] == recorded["events"] and len(recorded["events"]) == 24
+    assert replayed["jobs"] == [] and recorded["jobs"]
