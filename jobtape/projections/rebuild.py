@@ -33,7 +33,7 @@ from jobtape import errors
 from jobtape.eventlog import events as ev
 from jobtape.eventlog import key_events as kev
 from jobtape.eventlog.store import ConstraintViolation, EventStore, SQLBackend, Statement
-from jobtape.projections import key_state, registry
+from jobtape.projections import jobs, key_state, registry
 from jobtape.projections import state as job_state
 
 __all__ = ["REBUILD_SUFFIX", "REBUILD_TABLE", "RebuildReport", "RowDifference", "collector_paused", "rebuild", "scratch_table"]
@@ -133,6 +133,9 @@ class _Folder:
 
     def __init__(self) -> None:
         self.states: dict[str, job_state.JobState] = {}
+        #: each job stream's position of version 1 (``jobs.created_position``) and of its last event (``last_position``)
+        self.created: dict[str, int] = {}
+        self.last: dict[str, int] = {}
         self.key_states: dict[str, key_state.KeyState] = {}
         self.touched_keys: set[str] = set()
         self.head = 0
@@ -151,7 +154,7 @@ class _Folder:
 
     def fold(self, pages: Iterable[list[ev.RecordedEvent | kev.RecordedKeyEvent]], on_page: Callable[[], None]) -> set[str]:
         touched: set[str] = set()
-        states, apply = self.states, job_state.apply
+        states, apply, created, last = self.states, job_state.apply, self.created, self.last
         for page in pages:
             for item in page:
                 if isinstance(item, kev.RecordedKeyEvent):
@@ -170,6 +173,9 @@ class _Folder:
                         f"{exc.reason} (stored event at position {item.position}, version {item.version})",
                     ) from exc
                 touched.add(job_id)
+                last[job_id] = item.position
+                if item.version == 1:
+                    created[job_id] = item.position
             if page:
                 self.head = page[-1].position
                 self.events_read += len(page)
@@ -241,7 +247,7 @@ def _run(
         total = max(total, folder.events_read)
         if progress is not None:
             progress(folder.events_read, total)
-        _write_rows(backend, projections, [folder.states[job_id] for job_id in sorted(touched)])
+        _write_rows(backend, projections, folder, sorted(touched))
         _write_key_rows(backend, projections, [folder.key_states[stream] for stream in sorted(folder.touched_keys)])
         folder.touched_keys.clear()
         _fill(backend, projections)
@@ -306,19 +312,27 @@ def _write_batch(backend: SQLBackend) -> int:
     return _WRITE_BATCH_SQLITE if backend.local_reads else _WRITE_BATCH
 
 
-def _write_rows(backend: SQLBackend, projections: tuple[registry.Projection, ...], states: list[job_state.JobState]) -> None:
+def _write_rows(backend: SQLBackend, projections: tuple[registry.Projection, ...], folder: _Folder, job_ids: list[str]) -> None:
+    """Write the rows of ``job_ids``' final states into every projection's scratch table.
+
+    ``jobs`` rows are written by :func:`jobs.upsert_at` with the positions the fold read
+    (``_Folder.created`` / ``last``) rather than looked up in ``events`` by each statement
+    (what ``registry.JOBS.statements(None, state, table)`` writes, without two index lookups per row).
+    """
     size = _write_batch(backend)
-    for start in range(0, len(states), size):
+    states, created, last, upsert_at = folder.states, folder.created, folder.last, jobs.upsert_at
+    for start in range(0, len(job_ids), size):
+        batch = job_ids[start : start + size]
         # Projection by projection (each writes its own scratch table, so their order is free):
         # a projection's rows of many jobs are runs of one statement, which the SQLite backend
         # runs as one executemany.
-        statements = [
-            statement
-            for projection in projections
-            if projection.fill is None
-            for state in states[start : start + size]
-            for statement in projection.statements(None, state, scratch_table(projection.table))
-        ]
+        statements: list[Statement] = []
+        for projection in projections:
+            scratch = scratch_table(projection.table)
+            if projection is registry.JOBS:
+                statements += [upsert_at(states[job_id], scratch, created.get(job_id), last[job_id]) for job_id in batch]
+            elif projection.fill is None:
+                statements += [statement for job_id in batch for statement in projection.statements(None, states[job_id], scratch)]
         if statements:
             backend.execute_batch(statements)
 

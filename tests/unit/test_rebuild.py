@@ -323,6 +323,10 @@ def test_the_upsert_parameters_are_the_row_values_in_column_order() -> None:
             else:
                 expected.append(values[column])
         assert jobs.upsert(state, "jobs_rebuild").params == tuple(expected)
+        # with the positions given (a rebuild's fold read them): the same values, the positions in their columns
+        given = [{"created_position": 11, "last_position": 99}.get(column, values.get(column)) for column in jobs.COLUMNS]
+        statement = jobs.upsert_at(state, "jobs_rebuild", 11, 99)
+        assert statement.params == tuple(given) and "SELECT" not in statement.sql
 
 
 def test_the_page_decoding_is_the_one_decoding_of_every_row(repository: JobRepository) -> None:
