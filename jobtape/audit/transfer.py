@@ -203,8 +203,11 @@ def _import_in_one_transaction(
     :data:`IMPORT_BATCH` events is checked and then written, all batches in one transaction
     (:meth:`jobtape.eventlog.store.EventStore.import_stream`), so a line failing its checks,
     the keyed trailer checked after the last line, or a refused batch rolls back every batch
-    before it: nothing is written, as with the two passes. Memory holds one batch and the
-    stream tips, as before; the transaction's pages go to the WAL. The write lock is held
+    before it: nothing is written, as with the two passes. The projections that fill
+    themselves from ``jobs`` (``queue_counts``: a function of the pending rows) are computed
+    once after the last batch, in the same transaction, instead of by two statements per
+    job and batch. Memory holds one batch and the stream tips, as before; the
+    transaction's pages go to the WAL. The write lock is held
     from the first batch to the commit (the whole import), which an import into a fresh data
     dir, as the error messages ask for, does not notice.
     """
@@ -223,6 +226,8 @@ def _import_in_one_transaction(
                 chunk = []
         if chunk:
             yield _chunk_batch(chunk, tables, current)
+        # the projections that fill themselves from `jobs` (queue_counts), once, from every row in the transaction
+        yield [], [statement for p in tables.projections if p.fill is not None for statement in p.fill(registry.JOBS.table, p.table)]
 
     with _stream_memory() as streams:
         try:
@@ -248,7 +253,7 @@ def _chunk_batch(
     states: dict[str, job_state.JobState | key_state.KeyState] = {}
     for item in chunk:
         states[item.stored.job_id] = item.state  # the last state of each stream in the batch
-    return [item.stored for item in chunk], _projection_statements(list(states.values()), tables)
+    return [item.stored for item in chunk], _projection_statements(list(states.values()), tables, filled_later=True)
 
 
 _TIP_ENCODER = msgspec.msgpack.Encoder()
@@ -326,16 +331,21 @@ def _write_chunk(store: EventStore, chunk: list[exchange.CheckedEvent], tables: 
         ) from exc
 
 
-def _projection_statements(states: list[job_state.JobState | key_state.KeyState], tables: registry.Tables) -> list[Statement]:
+def _projection_statements(
+    states: list[job_state.JobState | key_state.KeyState], tables: registry.Tables, *, filled_later: bool = False
+) -> list[Statement]:
     """The rows the streams' final states write: a job's in every projection, a key's in those of key streams.
 
     Projection by projection (each writes its own table, so their order is free, as in a
     rebuild's :func:`jobtape.projections.rebuild._write_rows`): a projection's rows of many
     jobs are runs of one statement, which the SQLite backend runs as one ``executemany``.
+    ``filled_later``: leave out the projections with a ``fill`` (``queue_counts``), which the
+    caller computes once from ``jobs`` after the last batch, in the same transaction.
     """
     jobs = [state for state in states if isinstance(state, job_state.JobState)]
     keys = [state for state in states if isinstance(state, key_state.KeyState)]
-    statements = [s for p in tables.projections for state in jobs for s in p.statements(None, state, p.table)]
+    projections = [p for p in tables.projections if not (filled_later and p.fill is not None)]
+    statements = [s for p in projections for state in jobs for s in p.statements(None, state, p.table)]
     statements += [
         s for p in tables.projections if p.key_statements is not None for state in keys for s in p.key_statements(None, state, p.table)
     ]

@@ -107,11 +107,15 @@ def test_streams_past_the_memory_bound_spill_and_come_back_exact(tmp_path: Path,
     target.close()
 
 
+@pytest.mark.parametrize("from_file", [False, True])
 @pytest.mark.parametrize("batch", [1, 3, 7, 1000])
-def test_an_import_writes_the_queue_counts_the_appends_wrote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch: int) -> None:
+def test_an_import_writes_the_queue_counts_the_appends_wrote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch: int, from_file: bool
+) -> None:
     """Jobs entering and leaving ``pending`` across batches, interleaved, and a log ending with
     jobs leaving it: in any batch size, the import's ``queue_counts`` are the rows the appends
-    wrote, and what a rebuild computes (no block left at 0)."""
+    wrote, and what a rebuild computes (no block left at 0); from a one-shot source (a batch's
+    statements) and from a file (one transaction, filled from ``jobs`` at the end)."""
     source = _store(tmp_path / "source.db")
     repository = JobRepository(source, projections=TABLES.projections)
     states = [repository.create("ingest", {"sourceType": "upload", "storageKey": f"u/{n}.wav"}).state for n in range(12)]
@@ -145,7 +149,7 @@ def test_an_import_writes_the_queue_counts_the_appends_wrote(tmp_path: Path, mon
     target = _store(tmp_path / "target.db")
     try:
         monkeypatch.setattr(transfer, "IMPORT_BATCH", batch)
-        transfer.import_lines(target, lines, TABLES)
+        transfer.import_lines(target, io.StringIO("\n".join(lines) + "\n") if from_file else lines, TABLES)
         assert target.backend.query("SELECT node, pending FROM queue_counts ORDER BY node") == expected
         assert rebuild(target, apply_changes=False, tables=TABLES).differences == []
     finally:
