@@ -168,7 +168,7 @@ def import_lines(
 def _import(
     store: EventStore, lines: Iterable[str], tables: registry.Tables, keys: LogKeys | None, checkpoint: Checkpoint | None
 ) -> ImportReport:
-    if _rewindable(lines) and store.backend.streams_batches:
+    if _rewindable(lines) and store.streams_imports:
         return _import_in_one_transaction(store, lines, tables, keys, checkpoint)
     if _rewindable(lines):
         with _stream_memory() as streams:

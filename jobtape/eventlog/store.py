@@ -701,6 +701,11 @@ class EventStore:
         self.forget_streams(streams)
         return positions
 
+    @property
+    def streams_imports(self) -> bool:
+        """Whether :meth:`import_stream` can run here (the backend runs a stream of batches in one transaction)."""
+        return self.backend.streams_batches
+
     def import_stream(
         self, chunks: Iterable[tuple[Sequence[stored.StoredEvent], Sequence[Statement]]], written: Callable[[list[int]], None]
     ) -> None:
@@ -710,8 +715,7 @@ class EventStore:
         the log's next positions, chained under the current key, with the same guards. The
         chunks are pulled while the transaction is open (:meth:`SQLBackend.execute_stream`),
         so a chunk the caller refuses to produce (an export line failing its checks) rolls
-        back every chunk before it: nothing is written. Only on a backend with
-        :attr:`SQLBackend.streams_batches`.
+        back every chunk before it: nothing is written. Only where :attr:`streams_imports`.
 
         Args:
             chunks: the events and projection statements of each batch, in log order.
