@@ -12,7 +12,8 @@ the job fold never sees a key stream), and write each stream's final
 state through every projection's statements (``before=None``) into a fresh scratch table
 per projection (``<table>_rebuild``, created from the live table's ``CREATE TABLE`` text,
 so constraints match); compare live and scratch tables column by column in Python; then
-either swap all rebuilt tables in (one batch) or drop the scratch tables.
+either swap all rebuilt tables in (one batch, which writes only the rows that differ:
+:func:`_swap_rows`) or drop the scratch tables.
 
 Appends may go on while a rebuild runs. The comparison reads every table and the log's
 head in ONE statement (one read snapshot); if the log moved past the folded events, the
