@@ -17,14 +17,20 @@ Measured in the same run, on the same file:
   :func:`jobtape.projections.rebuild.rebuild`;
 - ``export`` to JSON Lines and ``import`` of that file into a fresh data dir, the import in a
   child process whose peak RSS is reported (``VmHWM`` of ``/proc/self/status``; ``ru_maxrss`` would include
-  the bench's own memory, which a forked child keeps in that figure across its exec).
+  the bench's own memory, which a forked child keeps in that figure across its exec);
+- with ``--floor``: the import's FLOOR, the event inserts alone (:func:`insert_floor`): the
+  one event INSERT of every event of the log into a fresh data dir, through the log's guard
+  triggers, in transactions of the import's batch size, with the parameters read beforehand
+  (no decoding, no checks, no projection rows). An import also checks every event (twice,
+  for a file) and writes the projection rows, so its rate cannot exceed this one: the ratio
+  of this rate to the rebuild's says whether the import's goal is reachable at all.
 
 Goals (issue 12): rebuild >= 0.5 of the raw scan rate; import >= 0.5 of the rebuild rate with
 peak memory <= 100 MB.
 
 Usage::
 
-    python bench/rebuild.py [--events 1000000] [--data-dir DIR]
+    python bench/rebuild.py [--events 1000000] [--data-dir DIR] [--floor]
 """
 
 from __future__ import annotations
@@ -45,10 +51,10 @@ from jobtape.defaults import default_tables
 from jobtape.eventlog import events as ev
 from jobtape.eventlog import hashing, stored
 from jobtape.eventlog.logkey import LogKeys
-from jobtape.eventlog.sqlite import SQLiteBackend
+from jobtape.eventlog.sqlite import SQLiteBackend, pragmas
 from jobtape.eventlog.store import EventStore
 
-__all__ = ["generate_log", "main", "raw_scan"]
+__all__ = ["generate_log", "insert_floor", "main", "raw_scan"]
 
 TABLES = default_tables()
 EVENTS_PER_JOB = 8
@@ -121,6 +127,40 @@ def raw_scan(path: Path) -> int:
     return count
 
 
+def insert_floor(log: Path, target: Path, batch: int) -> tuple[int, float, float]:
+    """Insert every event of ``log`` into a fresh log at ``target`` through the event INSERT alone.
+
+    The rows are read from ``log`` a batch at a time (not timed) and inserted with
+    :data:`jobtape.eventlog.stored.INSERT_EVENT` (same positions, keys and chain links, so
+    ``events_chain_guard`` and the other guard triggers pass), ``batch`` events per
+    transaction (``executemany``), on a connection with the store's PRAGMAs
+    (:func:`jobtape.eventlog.sqlite.pragmas`: WAL, ``synchronous=FULL``).
+
+    Returns:
+        ``(events, wall seconds, CPU seconds)`` of the inserts and commits alone.
+    """
+    backend = SQLiteBackend(target)
+    backend.migrate(TABLES.migrations)
+    backend.close()
+    source = sqlite3.connect(log)
+    connection = sqlite3.connect(target, isolation_level=None)
+    for pragma in pragmas():
+        connection.execute(pragma)
+    rows = source.execute(f"SELECT {stored.COLUMNS} FROM events ORDER BY position")
+    count, wall, cpu = 0, 0.0, 0.0
+    while page := rows.fetchmany(batch):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        connection.execute("BEGIN IMMEDIATE")
+        connection.executemany(stored.INSERT_EVENT, page)
+        connection.execute("COMMIT")
+        wall += time.perf_counter() - start
+        cpu += time.process_time() - start_cpu
+        count += len(page)
+    source.close()
+    connection.close()
+    return count, wall, cpu
+
+
 _IMPORT_CHILD = """
 import resource, sys, time
 from pathlib import Path
@@ -163,12 +203,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000, help="events in the log (default 1,000,000)")
     parser.add_argument("--data-dir", type=Path, default=None, help="folder for the files (default: a temp dir)")
+    parser.add_argument("--floor", action="store_true", help="also measure the import's floor: the event inserts alone (see insert_floor)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="jobtape-bench-rebuild-") as temp:
         folder = args.data_dir or Path(temp)
         folder.mkdir(parents=True, exist_ok=True)
-        for name in ("log.db", "log.db-wal", "log.db-shm", "imported.db", "imported.db-wal", "imported.db-shm", "export.jsonl"):
-            (folder / name).unlink(missing_ok=True)
+        for name in ("log.db", "imported.db", "floor.db"):
+            for suffix in ("", "-wal", "-shm", "-writer"):
+                (folder / (name + suffix)).unlink(missing_ok=True)
+        (folder / "export.jsonl").unlink(missing_ok=True)
         log = folder / "log.db"
         start = time.perf_counter()
         count = generate_log(log, args.events)
@@ -204,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         imported_text, import_text, rss_text = child.stdout.split()
         imported, import_s = int(imported_text), float(import_text)
         peak = int(rss_text) * 1024  # KiB
+        floor = insert_floor(log, folder / "floor.db", transfer.IMPORT_BATCH) if args.floor else None
 
     raw_rate, rebuild_rate = _rate(count, raw_s), _rate(count, rebuild_s)
     verify_rate, export_rate, import_rate = _rate(count, verify_s), _rate(exported.events, export_s), _rate(imported, import_s)
@@ -222,6 +266,16 @@ def main(argv: list[str] | None = None) -> int:
         f" TARGET >= {IMPORT_RATIO}: {_verdict(import_ok)}"
     )
     print(f"import peak RSS (child process): {peak / 1024 / 1024:.0f} MB; TARGET <= 100 MB: {_verdict(memory_ok)}")
+    if floor is not None:
+        floor_events, floor_s, floor_cpu = floor
+        floor_rate = _rate(floor_events, floor_s)
+        print(
+            f"import FLOOR (the event inserts alone, {transfer.IMPORT_BATCH:,} per transaction, guard triggers, no checks):"
+            f" {floor_s:.2f} s ({floor_cpu:.2f} s CPU) = {floor_rate:,.0f} ev/s = {1e6 * floor_s / floor_events:.1f} us per event"
+            f" vs the rebuild's {1e6 * rebuild_s / count:.1f} us; ratio to rebuild {floor_rate / rebuild_rate:.2f}"
+            f" (the import's ratio cannot exceed it; {'reachable' if floor_rate / rebuild_rate >= IMPORT_RATIO else 'UNREACHABLE'}"
+            f" against {IMPORT_RATIO})"
+        )
     return 0 if rebuild_ok and import_ok and memory_ok else 1
 
 

@@ -168,6 +168,8 @@ def import_lines(
 def _import(
     store: EventStore, lines: Iterable[str], tables: registry.Tables, keys: LogKeys | None, checkpoint: Checkpoint | None
 ) -> ImportReport:
+    if _rewindable(lines) and store.streams_imports:
+        return _import_in_one_transaction(store, lines, tables, keys, checkpoint)
     if _rewindable(lines):
         with _stream_memory() as streams:
             for _ in exchange.check_lines(lines, streams, keys=keys, checkpoint=checkpoint):  # check everything before writing
@@ -190,6 +192,68 @@ def _import(
         if chunk:
             _write_chunk(store, chunk, tables, positions)
     return ImportReport(jobs=jobs, events=positions.count, first_position=positions.first, last_position=positions.last, keys=key_streams)
+
+
+def _import_in_one_transaction(
+    store: EventStore, lines: Iterable[str], tables: registry.Tables, keys: LogKeys | None, checkpoint: Checkpoint | None
+) -> ImportReport:
+    """One pass over a file into a local SQLite store: every batch checked and written in ONE transaction.
+
+    The file is read once (not checked whole first and read again): each batch of
+    :data:`IMPORT_BATCH` events is checked and then written, all batches in one transaction
+    (:meth:`jobtape.eventlog.store.EventStore.import_stream`), so a line failing its checks,
+    the keyed trailer checked after the last line, or a refused batch rolls back every batch
+    before it: nothing is written, as with the two passes. The projections that fill
+    themselves from ``jobs`` (``queue_counts``: a function of the pending rows) are computed
+    once after the last batch, in the same transaction, instead of by two statements per
+    job and batch. Memory holds one batch and the stream tips, as before; the
+    transaction's pages go to the WAL. The write lock is held
+    from the first batch to the commit (the whole import), which an import into a fresh data
+    dir, as the error messages ask for, does not notice.
+    """
+    counts = {"jobs": 0, "keys": 0}
+    positions = _Positions()
+    current: list[tuple[int, list[str]]] = [(0, [])]  # the batch being written, to word a refusal: its first line, its new streams
+
+    def chunks(streams: exchange.StreamMemory) -> Iterator[tuple[list[stored_events.StoredEvent], list[Statement]]]:
+        chunk: list[exchange.CheckedEvent] = []
+        for checked in exchange.check_lines(lines, streams, keys=keys, checkpoint=checkpoint):
+            chunk.append(checked)
+            if checked.stored.version == 1:  # every stream of a checked export starts at version 1
+                counts["keys" if key_events.is_key_stream(checked.stored.job_id) else "jobs"] += 1
+            if len(chunk) == IMPORT_BATCH:
+                yield _chunk_batch(chunk, tables, current)
+                chunk = []
+        if chunk:
+            yield _chunk_batch(chunk, tables, current)
+        # the projections that fill themselves from `jobs` (queue_counts), once, from every row in the transaction
+        yield [], [statement for p in tables.projections if p.fill is not None for statement in p.fill(registry.JOBS.table, p.table)]
+
+    with _stream_memory() as streams:
+        try:
+            store.import_stream(chunks(streams), positions.add)
+        except (errors.ConcurrencyError, ConstraintViolation) as exc:
+            line, streams_started = current[0]
+            existing = next((job_id for job_id in streams_started if store.stream_exists(job_id)), None)
+            reason = f"job {existing} exists in the target store already" if existing else str(exc)
+            raise errors.InvalidExport(line, f"{reason}; import into a fresh --data-dir (nothing was imported)") from exc
+    return ImportReport(
+        jobs=counts["jobs"], events=positions.count, first_position=positions.first, last_position=positions.last, keys=counts["keys"]
+    )
+
+
+def _chunk_batch(
+    chunk: list[exchange.CheckedEvent], tables: registry.Tables, current: list[tuple[int, list[str]]]
+) -> tuple[list[stored_events.StoredEvent], list[Statement]]:
+    """A checked batch's events and its projection statements (as :func:`_write_chunk` writes them).
+
+    Notes in ``current`` the batch's first line and the streams it starts (a refusal names one the target holds already).
+    """
+    current[0] = (chunk[0].line, [item.stored.job_id for item in chunk if item.stored.version == 1])
+    states: dict[str, job_state.JobState | key_state.KeyState] = {}
+    for item in chunk:
+        states[item.stored.job_id] = item.state  # the last state of each stream in the batch
+    return [item.stored for item in chunk], _projection_statements(list(states.values()), tables, filled_later=True)
 
 
 _TIP_ENCODER = msgspec.msgpack.Encoder()
@@ -267,16 +331,21 @@ def _write_chunk(store: EventStore, chunk: list[exchange.CheckedEvent], tables: 
         ) from exc
 
 
-def _projection_statements(states: list[job_state.JobState | key_state.KeyState], tables: registry.Tables) -> list[Statement]:
+def _projection_statements(
+    states: list[job_state.JobState | key_state.KeyState], tables: registry.Tables, *, filled_later: bool = False
+) -> list[Statement]:
     """The rows the streams' final states write: a job's in every projection, a key's in those of key streams.
 
     Projection by projection (each writes its own table, so their order is free, as in a
     rebuild's :func:`jobtape.projections.rebuild._write_rows`): a projection's rows of many
     jobs are runs of one statement, which the SQLite backend runs as one ``executemany``.
+    ``filled_later``: leave out the projections with a ``fill`` (``queue_counts``), which the
+    caller computes once from ``jobs`` after the last batch, in the same transaction.
     """
     jobs = [state for state in states if isinstance(state, job_state.JobState)]
     keys = [state for state in states if isinstance(state, key_state.KeyState)]
-    statements = [s for p in tables.projections for state in jobs for s in p.statements(None, state, p.table)]
+    projections = [p for p in tables.projections if not (filled_later and p.fill is not None)]
+    statements = [s for p in projections for state in jobs for s in p.statements(None, state, p.table)]
     statements += [
         s for p in tables.projections if p.key_statements is not None for state in keys for s in p.key_statements(None, state, p.table)
     ]

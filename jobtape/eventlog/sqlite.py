@@ -9,7 +9,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -78,6 +78,7 @@ class SQLiteBackend(SQLBackend):
     """
 
     local_reads: ClassVar[bool] = True
+    streams_batches: ClassVar[bool] = True
     builds_in_turn: ClassVar[bool] = True
 
     def __init__(
@@ -250,12 +251,41 @@ class SQLiteBackend(SQLBackend):
         assert pending.results is not None
         return pending.results
 
+    def execute_stream(self, batches: Iterable[Sequence[Statement]]) -> None:
+        """Run every batch ``batches`` yields in ONE transaction; see :meth:`SQLBackend.execute_stream`.
+
+        One batch of :meth:`execute_built` whose ``build`` runs the batches itself as it pulls
+        them, on the write turn's connection (each as :meth:`execute_batch` runs its
+        statements: runs of one statement as one ``executemany``), and returns no statement:
+        so the group commit's order, ``SAVEPOINT`` and rollback apply to the whole stream as
+        to any batch. SQLite spills the transaction's pages to the WAL as it grows, so memory
+        stays flat; the WAL holds the whole stream until the commit and the checkpoint after it.
+        """
+        if self._memory:
+            with self._lock:
+                if self._shared is None:
+                    self._shared = self._connect()
+                shared = self._shared
+                self._run_alone(shared, (), lambda: _execute_stream(shared, batches))
+            return
+
+        def build() -> Sequence[Statement]:
+            _execute_stream(self._turn.conn, batches)  # build runs in _commit_group, which sets the turn's connection
+            return ()
+
+        self.execute_built(build)
+
     @staticmethod
-    def _run_alone(conn: sqlite3.Connection, statements: Sequence[Statement]) -> list[list[tuple[Any, ...]]]:
+    def _run_alone(
+        conn: sqlite3.Connection, statements: Sequence[Statement], run: Callable[[], object] | None = None
+    ) -> list[list[tuple[Any, ...]]]:
+        """Run ``statements`` (or ``run()``, which runs its own on ``conn``) in one transaction of ``conn``."""
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 results = _execute_all(conn, statements)
+                if run is not None:
+                    run()
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -442,6 +472,14 @@ def _execute_all(conn: sqlite3.Connection, statements: Sequence[Statement]) -> l
             results.extend(conn.execute(sql, statements[n].params).fetchall() for n in range(index, end))
         index = end
     return results
+
+
+def _execute_stream(conn: sqlite3.Connection | None, batches: Iterable[Sequence[Statement]]) -> None:
+    """Run each batch of ``batches`` on ``conn`` as :func:`_execute_all` does, pulling them one at a time (in the caller's transaction)."""
+    assert conn is not None
+    for statements in batches:
+        _execute_all(conn, statements)
+        del statements  # not held while the next batch is made: memory holds one batch
 
 
 def translate_operational_error(exc: sqlite3.OperationalError) -> errors.JobtapeError | sqlite3.OperationalError:

@@ -65,6 +65,10 @@ class SQLBackend(abc.ABC):
     #: transaction, with no other writer able to commit until it ends, and a :meth:`query`
     #: made from ``build`` reads that transaction (the SQLite backend's write turn).
     builds_in_turn: ClassVar[bool] = False
+    #: ``True`` when :meth:`execute_stream` runs a stream of batches in one transaction (the
+    #: SQLite backend); ``False``: it raises ``NotImplementedError`` (a remote sqld, whose
+    #: batches are requests with size limits).
+    streams_batches: ClassVar[bool] = False
 
     @abc.abstractmethod
     def execute_batch(self, statements: Sequence[Statement]) -> list[list[tuple[Any, ...]]]:
@@ -98,6 +102,21 @@ class SQLBackend(abc.ABC):
         """
         with _ordered_lock(self):
             return self.execute_batch(build())
+
+    def execute_stream(self, batches: Iterable[Sequence[Statement]]) -> None:
+        """Run every batch ``batches`` yields, read lazily, in ONE transaction: all of them, or none.
+
+        Only a backend with :attr:`streams_batches`. The batches are pulled one at a time
+        while the transaction is open (memory holds one batch); whatever the iterable raises
+        (a check of the next batch failing) rolls back everything, as a refused statement
+        does. The write lock is held from the first batch to the commit.
+
+        Raises:
+            NotImplementedError: the backend does not stream (:attr:`streams_batches` is ``False``).
+            ConstraintViolation: a constraint or trigger refused a statement; nothing was written.
+            Whatever ``batches`` raises; nothing was written.
+        """
+        raise NotImplementedError(f"{type(self).__name__} runs no stream of batches in one transaction")
 
     @abc.abstractmethod
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -681,6 +700,65 @@ class EventStore:
             raise
         self.forget_streams(streams)
         return positions
+
+    @property
+    def streams_imports(self) -> bool:
+        """Whether :meth:`import_stream` can run here (the backend runs a stream of batches in one transaction)."""
+        return self.backend.streams_batches
+
+    def import_stream(
+        self, chunks: Iterable[tuple[Sequence[stored.StoredEvent], Sequence[Statement]]], written: Callable[[list[int]], None]
+    ) -> None:
+        """:meth:`import_events` for every chunk of ``chunks`` (read lazily), all in ONE transaction.
+
+        Each chunk is ``(events, extra)`` as :meth:`import_events` takes them; its events get
+        the log's next positions, chained under the current key, with the same guards. The
+        chunks are pulled while the transaction is open (:meth:`SQLBackend.execute_stream`),
+        so a chunk the caller refuses to produce (an export line failing its checks) rolls
+        back every chunk before it: nothing is written. Only where :attr:`streams_imports`.
+
+        Args:
+            chunks: the events and projection statements of each batch, in log order.
+            written: called with each chunk's positions once its statements are built (before
+                the commit: if the transaction fails, none of them was written).
+
+        Raises:
+            errors.ConcurrencyError: a version does not follow its stream's last one; nothing was written.
+            ConstraintViolation: any other constraint failed; nothing was written.
+            NotImplementedError: the backend does not stream.
+            Whatever ``chunks`` raises; nothing was written.
+        """
+        keys = self._require_keys()
+        if self._head is None:
+            self._ensure_chained()
+
+        def batches() -> Iterator[list[Statement]]:
+            position, chain = self._read_head()  # in the write turn: the head as this transaction sees it
+            for events, extra in chunks:
+                first = position + 1
+                statements = [Statement(_EXPECT_HEAD, (chain if position > 0 else None,))]
+                for event in events:
+                    position += 1
+                    params = stored.content_params(event)
+                    chain = hashing.chain_link(keys.current, keys.current_id, chain, position, params[6])
+                    statements.append(Statement(stored.INSERT_EVENT, (position, *params, keys.current_id, chain)))
+                statements += extra
+                self.forget_streams({event.job_id for event in events})  # their kept hashes, if any, are stale
+                written(list(range(first, position + 1)))
+                yield statements
+                del statements, events, extra  # not held while the next chunk is checked: memory holds one batch
+
+        try:
+            self.backend.execute_stream(batches())
+        except ConstraintViolation as exc:
+            if self._is_version_conflict(exc):
+                raise errors.ConcurrencyError(
+                    "*", 0, f"the batch does not continue the streams in the store ({exc.detail}); nothing was written"
+                ) from exc
+            raise
+        finally:
+            with self._head_lock:  # the next append reads the head back
+                self._head, self._head_generation = None, self._head_generation + 1
 
     def stream_exists(self, job_id: str) -> bool:
         """Whether the log holds any event of ``job_id``."""

@@ -38,6 +38,7 @@ __all__ = [
     "select_with_orphans",
     "update",
     "upsert",
+    "upsert_at",
 ]
 
 _STATE_ENCODER = msgspec.json.Encoder()
@@ -127,8 +128,8 @@ def _derived(state: JobState) -> dict[str, Any]:
 
 
 @functools.cache
-def _upsert_sql(table: str) -> str:
-    placeholders = ", ".join(_FROM_EVENTS.get(column, "?") for column in COLUMNS)
+def _upsert_sql(table: str, looked_up: bool = True) -> str:
+    placeholders = ", ".join(_FROM_EVENTS.get(column, "?") if looked_up else "?" for column in COLUMNS)
     updates = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS if c not in _NEVER_UPDATED)
     return f"INSERT INTO {table} ({', '.join(COLUMNS)}) VALUES ({placeholders}) ON CONFLICT (job_id) DO UPDATE SET {updates}"
 
@@ -170,6 +171,51 @@ def upsert(state: JobState, table: str = "jobs") -> Statement:
         _stamp(state.blobs_removed_at),
     )
     return Statement(_upsert_sql(table), params)
+
+
+def upsert_at(state: JobState, table: str, created_position: int | None, last_position: int) -> Statement:
+    """:func:`upsert` with the positions given instead of looked up in ``events`` by the statement.
+
+    For a caller that read them with the events (a rebuild's fold: the positions of the
+    stream's version 1 and of its event at ``state.version``), so each row costs no two
+    index lookups into ``events``. The parameters are the same as :func:`upsert`'s, the
+    positions in their columns (``tests/unit/test_rebuild.py`` checks them).
+
+    Args:
+        state: the job's state.
+        table: ``jobs`` or a rebuild's scratch copy.
+        created_position: the position of the stream's version 1; ``None`` when the log has
+            none, which the column's ``NOT NULL`` refuses as it refuses the lookup's NULL.
+        last_position: the position of the stream's event at ``state.version``.
+    """
+    job_id, result = state.job_id, state.result
+    params = (
+        job_id,
+        state.job_type,
+        state.owner,
+        state.idempotency_key,
+        state.status,
+        state.stage,
+        state.progress,
+        state.attempt,
+        state.worker_id,
+        _stamp(state.lease_expires_at),
+        _JSON.encode(result).decode() if result is not None else None,
+        state.error,
+        int(state.cancel_requested),
+        int(state.finished),
+        _stamp(state.created_at),
+        _stamp(state.updated_at),
+        created_position,
+        state.version,
+        last_position,
+        encode_state(state),
+        _stamp(state.not_before),
+        len(state.orphaned_children),
+        job_state.retained_upload(state),
+        _stamp(state.blobs_removed_at),
+    )
+    return Statement(_upsert_sql(table, looked_up=False), params)
 
 
 #: State attributes that map 1:1 to a column which may change after creation.

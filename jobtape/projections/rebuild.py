@@ -12,7 +12,8 @@ the job fold never sees a key stream), and write each stream's final
 state through every projection's statements (``before=None``) into a fresh scratch table
 per projection (``<table>_rebuild``, created from the live table's ``CREATE TABLE`` text,
 so constraints match); compare live and scratch tables column by column in Python; then
-either swap all rebuilt tables in (one batch) or drop the scratch tables.
+either swap all rebuilt tables in (one batch, which writes only the rows that differ:
+:func:`_swap_rows`) or drop the scratch tables.
 
 Appends may go on while a rebuild runs. The comparison reads every table and the log's
 head in ONE statement (one read snapshot); if the log moved past the folded events, the
@@ -33,7 +34,7 @@ from jobtape import errors
 from jobtape.eventlog import events as ev
 from jobtape.eventlog import key_events as kev
 from jobtape.eventlog.store import ConstraintViolation, EventStore, SQLBackend, Statement
-from jobtape.projections import key_state, registry
+from jobtape.projections import jobs, key_state, registry
 from jobtape.projections import state as job_state
 
 __all__ = ["REBUILD_SUFFIX", "REBUILD_TABLE", "RebuildReport", "RowDifference", "collector_paused", "rebuild", "scratch_table"]
@@ -133,6 +134,9 @@ class _Folder:
 
     def __init__(self) -> None:
         self.states: dict[str, job_state.JobState] = {}
+        #: each job stream's position of version 1 (``jobs.created_position``) and of its last event (``last_position``)
+        self.created: dict[str, int] = {}
+        self.last: dict[str, int] = {}
         self.key_states: dict[str, key_state.KeyState] = {}
         self.touched_keys: set[str] = set()
         self.head = 0
@@ -151,7 +155,7 @@ class _Folder:
 
     def fold(self, pages: Iterable[list[ev.RecordedEvent | kev.RecordedKeyEvent]], on_page: Callable[[], None]) -> set[str]:
         touched: set[str] = set()
-        states, apply = self.states, job_state.apply
+        states, apply, created, last = self.states, job_state.apply, self.created, self.last
         for page in pages:
             for item in page:
                 if isinstance(item, kev.RecordedKeyEvent):
@@ -170,6 +174,9 @@ class _Folder:
                         f"{exc.reason} (stored event at position {item.position}, version {item.version})",
                     ) from exc
                 touched.add(job_id)
+                last[job_id] = item.position
+                if item.version == 1:
+                    created[job_id] = item.position
             if page:
                 self.head = page[-1].position
                 self.events_read += len(page)
@@ -241,7 +248,7 @@ def _run(
         total = max(total, folder.events_read)
         if progress is not None:
             progress(folder.events_read, total)
-        _write_rows(backend, projections, [folder.states[job_id] for job_id in sorted(touched)])
+        _write_rows(backend, projections, folder, sorted(touched))
         _write_key_rows(backend, projections, [folder.key_states[stream] for stream in sorted(folder.touched_keys)])
         folder.touched_keys.clear()
         _fill(backend, projections)
@@ -306,19 +313,27 @@ def _write_batch(backend: SQLBackend) -> int:
     return _WRITE_BATCH_SQLITE if backend.local_reads else _WRITE_BATCH
 
 
-def _write_rows(backend: SQLBackend, projections: tuple[registry.Projection, ...], states: list[job_state.JobState]) -> None:
+def _write_rows(backend: SQLBackend, projections: tuple[registry.Projection, ...], folder: _Folder, job_ids: list[str]) -> None:
+    """Write the rows of ``job_ids``' final states into every projection's scratch table.
+
+    ``jobs`` rows are written by :func:`jobs.upsert_at` with the positions the fold read
+    (``_Folder.created`` / ``last``) rather than looked up in ``events`` by each statement
+    (what ``registry.JOBS.statements(None, state, table)`` writes, without two index lookups per row).
+    """
     size = _write_batch(backend)
-    for start in range(0, len(states), size):
+    states, created, last, upsert_at = folder.states, folder.created, folder.last, jobs.upsert_at
+    for start in range(0, len(job_ids), size):
+        batch = job_ids[start : start + size]
         # Projection by projection (each writes its own scratch table, so their order is free):
         # a projection's rows of many jobs are runs of one statement, which the SQLite backend
         # runs as one executemany.
-        statements = [
-            statement
-            for projection in projections
-            if projection.fill is None
-            for state in states[start : start + size]
-            for statement in projection.statements(None, state, scratch_table(projection.table))
-        ]
+        statements: list[Statement] = []
+        for projection in projections:
+            scratch = scratch_table(projection.table)
+            if projection is registry.JOBS:
+                statements += [upsert_at(states[job_id], scratch, created.get(job_id), last[job_id]) for job_id in batch]
+            elif projection.fill is None:
+                statements += [statement for job_id in batch for statement in projection.statements(None, states[job_id], scratch)]
         if statements:
             backend.execute_batch(statements)
 
@@ -436,11 +451,32 @@ def _swap_statements(head: int, projections: tuple[registry.Projection, ...]) ->
         Statement("DROP TABLE _jobtape_rebuild_guard"),
     ]
     for projection in projections:
-        columns = ", ".join(projection.columns)
-        scratch = scratch_table(projection.table)
-        statements += [
-            Statement(f"DELETE FROM {projection.table}"),
-            Statement(f"INSERT INTO {projection.table} ({columns}) SELECT {columns} FROM {scratch}"),
-            Statement(f"DROP TABLE {scratch}"),
-        ]
+        statements += [*_swap_rows(projection), Statement(f"DROP TABLE {scratch_table(projection.table)}")]
     return statements
+
+
+def _swap_rows(projection: registry.Projection) -> list[Statement]:
+    """The statements that make ``projection``'s table hold exactly its scratch table's rows, writing only rows that differ.
+
+    The same outcome as ``DELETE FROM table`` then ``INSERT ... SELECT`` of every scratch row
+    (so the same constraints are checked on the same rows), without rewriting a row, and
+    its index entries (``jobs`` has 7 indexes), that a scratch row has the same values:
+    first every live row with no identical scratch row is deleted (every column compared
+    with ``IS``, so NULLs match, and ``COLLATE BINARY``, so a text column declared with
+    another collation still compares byte for byte), then every scratch row whose key is
+    no longer in the table is inserted. In a rebuild of a healthy projection no row is
+    written (issue 12: the swap of 12,500 ``jobs`` rows cost 0.09 s CPU as a full
+    ``DELETE`` + ``INSERT``, 0.04 s this way; a rebuild that changes every row costs more).
+    Each statement reads its table through the key's index (the scratch table is created
+    with the live table's ``CREATE TABLE``, so it has the same primary key).
+    """
+    table, scratch, key = projection.table, scratch_table(projection.table), projection.key
+    columns = ", ".join(projection.columns)
+    same = " AND ".join(f"s.{column} IS {table}.{column} COLLATE BINARY" for column in projection.columns)
+    return [
+        Statement(f"DELETE FROM {table} WHERE NOT EXISTS (SELECT 1 FROM {scratch} AS s WHERE {same})"),
+        Statement(
+            f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {scratch} AS s"
+            f" WHERE NOT EXISTS (SELECT 1 FROM {table} WHERE {table}.{key} IS s.{key})"
+        ),
+    ]

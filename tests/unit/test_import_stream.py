@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -106,11 +107,15 @@ def test_streams_past_the_memory_bound_spill_and_come_back_exact(tmp_path: Path,
     target.close()
 
 
+@pytest.mark.parametrize("from_file", [False, True])
 @pytest.mark.parametrize("batch", [1, 3, 7, 1000])
-def test_an_import_writes_the_queue_counts_the_appends_wrote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch: int) -> None:
+def test_an_import_writes_the_queue_counts_the_appends_wrote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch: int, from_file: bool
+) -> None:
     """Jobs entering and leaving ``pending`` across batches, interleaved, and a log ending with
     jobs leaving it: in any batch size, the import's ``queue_counts`` are the rows the appends
-    wrote, and what a rebuild computes (no block left at 0)."""
+    wrote, and what a rebuild computes (no block left at 0); from a one-shot source (a batch's
+    statements) and from a file (one transaction, filled from ``jobs`` at the end)."""
     source = _store(tmp_path / "source.db")
     repository = JobRepository(source, projections=TABLES.projections)
     states = [repository.create("ingest", {"sourceType": "upload", "storageKey": f"u/{n}.wav"}).state for n in range(12)]
@@ -144,8 +149,81 @@ def test_an_import_writes_the_queue_counts_the_appends_wrote(tmp_path: Path, mon
     target = _store(tmp_path / "target.db")
     try:
         monkeypatch.setattr(transfer, "IMPORT_BATCH", batch)
-        transfer.import_lines(target, lines, TABLES)
+        transfer.import_lines(target, io.StringIO("\n".join(lines) + "\n") if from_file else lines, TABLES)
         assert target.backend.query("SELECT node, pending FROM queue_counts ORDER BY node") == expected
         assert rebuild(target, apply_changes=False, tables=TABLES).differences == []
     finally:
         target.close()
+
+
+class _CountingFile(io.StringIO):
+    """A seekable file (an import's rewindable source) that counts the lines read and notes, at each,
+    the head another connection to the target sees (what was committed)."""
+
+    def __init__(self, text: str, target: Path) -> None:
+        super().__init__(text)
+        self.reader = sqlite3.connect(target)
+        self.heads: list[int] = []
+
+    def __next__(self) -> str:
+        line = super().__next__()
+        self.heads.append(self.reader.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()[0])
+        return line
+
+
+def test_a_file_is_imported_in_one_pass_and_one_transaction_on_sqlite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transfer, "IMPORT_BATCH", 4)
+    lines = _export_lines(tmp_path / "source.db", jobs=10)  # 30 events, 8 batches
+    target = _store(tmp_path / "target.db")
+    file = _CountingFile("\n".join(lines) + "\n", tmp_path / "target.db")
+
+    report = transfer.import_lines(target, file, TABLES)
+
+    assert (report.jobs, report.events, report.first_position, report.last_position) == (10, 30, 1, 30)
+    assert len(file.heads) == 30  # read once: checked and written in the same pass
+    assert set(file.heads) == {0}  # nothing committed before the last line was checked
+    assert target.head_position() == 30
+    assert rebuild(target, apply_changes=False, tables=TABLES).differences == []
+    # the store appends after the import from the head the import left
+    repository = JobRepository(target, projections=TABLES.projections)
+    assert repository.create("ingest", {"sourceType": "upload", "storageKey": "u/b.wav"}).state.version == 1
+    assert target.head_position() == 31
+    file.reader.close()
+    target.close()
+
+
+def test_a_job_of_a_later_batch_already_in_the_target_means_nothing_was_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transfer, "IMPORT_BATCH", 4)
+    lines = _export_lines(tmp_path / "source.db", jobs=4)  # 12 events: batches of lines 1-4, 5-8, 9-12
+    target = _store(tmp_path / "target.db")
+    with io.StringIO("\n".join(lines[9:]) + "\n") as tail:  # the last job, whose stream ends the export
+        transfer.import_lines(target, tail, TABLES)
+    assert target.head_position() == 3
+
+    exported = tmp_path / "export.jsonl"
+    exported.write_text("\n".join(lines) + "\n")
+    with (
+        exported.open(encoding="utf-8") as file,
+        pytest.raises(errors.InvalidExport, match=r"^line 9: job \w+ exists in the target store already.*nothing was imported"),
+    ):
+        transfer.import_lines(target, file, TABLES)
+    assert target.head_position() == 3  # the two batches before it were rolled back with it
+    assert rebuild(target, apply_changes=False, tables=TABLES).differences == []
+    target.close()
+
+
+def test_an_in_memory_store_imports_a_file_in_one_transaction(tmp_path: Path) -> None:
+    lines = _export_lines(tmp_path / "source.db", jobs=3)
+    backend = SQLiteBackend(":memory:")
+    backend.migrate(TABLES.migrations)
+    target = EventStore(backend)
+    with (
+        io.StringIO("\n".join([*lines, "{broken"]) + "\n") as broken,
+        pytest.raises(errors.InvalidExport, match="^line 10: not an export line"),
+    ):
+        transfer.import_lines(target, broken, TABLES)
+    assert target.head_position() == 0
+    with io.StringIO("\n".join(lines) + "\n") as file:
+        assert transfer.import_lines(target, file, TABLES).events == 9
+    assert rebuild(target, apply_changes=False, tables=TABLES).differences == []
+    target.close()

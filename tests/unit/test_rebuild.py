@@ -129,6 +129,50 @@ def test_a_row_missing_on_either_side_is_a_whole_row_difference(repository: JobR
     assert {row[0] for row in backend.query("SELECT job_id FROM jobs")} == set(jobs.values())
 
 
+def _rows_with_rowid(backend: Any, table: str) -> dict[Any, tuple[Any, ...]]:
+    return {row[1]: row for row in backend.query(f"SELECT rowid, * FROM {table}")}
+
+
+def test_the_swap_rewrites_only_the_rows_that_differ_and_ends_with_the_rebuilt_rows(repository: JobRepository) -> None:
+    jobs = _jobs_in_every_state(repository)
+    more = _run(repository, key="k2")  # a second pending job: queue_counts holds a block of two
+    done = {"assetId": "a1", "preparedKey": "p/a1.flac", "durationSec": 1.5}
+    _run(repository, ev.JobClaimed(worker_id="worker-1", lease_expires_at=LEASE), ev.JobCompleted(result=done))  # an assets row
+    backend = repository.store.backend
+    exact = {table: backend.query(f"SELECT * FROM {table} ORDER BY 1") for table in ("jobs", "queue_counts", "assets")}
+    assert exact["queue_counts"] and exact["assets"]
+    before = _rows_with_rowid(backend, "jobs")
+    stray = "f" * 32
+    copied = [{"job_id": "?", "idempotency_key": "NULL"}.get(column, column) for column in COLUMNS]
+    backend.execute_batch(
+        [
+            # the pending job's idempotency key moved to another job (UNIQUE (owner, idempotency_key)):
+            # the swap must remove the drifted row before it inserts the rebuilt one
+            Statement("UPDATE jobs SET idempotency_key = NULL WHERE job_id = ?", (jobs["pending"],)),
+            Statement("UPDATE jobs SET idempotency_key = 'k1' WHERE job_id = ?", (jobs["failed"],)),
+            Statement("UPDATE jobs SET error = '' WHERE job_id = ?", (jobs["complete"],)),  # NULL -> ''
+            Statement("DELETE FROM jobs WHERE job_id = ?", (jobs["cancelled"],)),
+            Statement(
+                f"INSERT INTO jobs ({', '.join(COLUMNS)}) SELECT {', '.join(copied)} FROM jobs WHERE job_id = ?",
+                (stray, more),
+            ),
+            Statement("UPDATE queue_counts SET pending = pending + 5 WHERE node = (SELECT MIN(node) FROM queue_counts)"),
+            Statement("INSERT INTO queue_counts (node, pending) VALUES (999999, 1)"),
+            Statement("DELETE FROM assets"),
+        ]
+    )
+
+    rebuild(repository.store, tables=TABLES)
+
+    for table, rows in exact.items():
+        assert backend.query(f"SELECT * FROM {table} ORDER BY 1") == rows, table
+    after = _rows_with_rowid(backend, "jobs")
+    rewritten = {jobs["pending"], jobs["failed"], jobs["complete"], jobs["cancelled"]}
+    for job_id, row in after.items():  # a row with the rebuilt values already is not written again
+        assert (row[0] == before[job_id][0]) is (job_id not in rewritten), job_id
+    assert rebuild(repository.store, apply_changes=False, tables=TABLES).differences == []
+
+
 def test_rebuild_of_an_empty_log_is_empty(repository: JobRepository) -> None:
     report = rebuild(repository.store, tables=TABLES)
     assert (report.jobs_rebuilt, report.events_read, report.differences) == (0, 0, [])
@@ -279,6 +323,10 @@ def test_the_upsert_parameters_are_the_row_values_in_column_order() -> None:
             else:
                 expected.append(values[column])
         assert jobs.upsert(state, "jobs_rebuild").params == tuple(expected)
+        # with the positions given (a rebuild's fold read them): the same values, the positions in their columns
+        given = [{"created_position": 11, "last_position": 99}.get(column, values.get(column)) for column in jobs.COLUMNS]
+        statement = jobs.upsert_at(state, "jobs_rebuild", 11, 99)
+        assert statement.params == tuple(given) and "SELECT" not in statement.sql
 
 
 def test_the_page_decoding_is_the_one_decoding_of_every_row(repository: JobRepository) -> None:
