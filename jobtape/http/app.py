@@ -114,7 +114,7 @@ def create_app(
 
     Args:
         repository: the job repository every route reads and appends through.
-        storage: where uploads are stored (keys ``ingest-uploads/<jobId>/original.<ext>``).
+        storage: where uploads are stored (keys ``ingest-uploads/<jobId>.<ext>``).
         settings: limits (``max_upload_bytes``, ``max_concurrent_uploads``, the upload idle
             timeout and minimum rate) and ``data_dir``: uploads are spooled to
             ``data_dir/upload-tmp``, which the app sweeps of files no live process owns at

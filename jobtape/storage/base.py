@@ -241,6 +241,30 @@ class Storage(abc.ABC):
         with open(path, "rb") as source:
             return self.put_stream(key, iter(lambda: source.read(DEFAULT_CHUNK_SIZE), b""))
 
+    def put_new(self, key: str, data: bytes) -> int:
+        """Store ``data`` under a new ``key`` that nobody reads before the caller publishes it.
+
+        For a blob named by an event the caller appends next (an upload ingest's original,
+        under a key made of a fresh job id): until that event exists nothing names the key,
+        so a backend may write the final key directly instead of a temporary one that it
+        renames into place (:class:`~jobtape.storage.local.LocalStorage` does: one file
+        created exclusively, written and fsynced). The default is :meth:`put_stream`. The
+        blob is durable when this returns; on an error nothing is left under ``key``.
+
+        Args:
+            key: The storage key; must not hold a blob yet.
+            data: The blob's bytes.
+
+        Returns:
+            The number of bytes written.
+
+        Raises:
+            errors.InvalidStorageKey: If ``key`` is not valid.
+            errors.StorageError: If the backend fails (on local storage also when ``key``
+                already exists).
+        """
+        return self.put_stream(key, [data])
+
     def move_file(self, key: str, path: Path) -> int:
         """Store the local file ``path`` under ``key`` and remove ``path``: the file is given up.
 

@@ -106,8 +106,13 @@ def extension_for(filename: str | None, content_type: str) -> str:
 
 
 def upload_key(job_id: str, extension: str) -> str:
-    """The storage key of an uploaded original: ``ingest-uploads/<job_id>/original.<extension>``."""
-    return f"ingest-uploads/{job_id}/original.{extension}"
+    """The storage key of an uploaded original: ``ingest-uploads/<job_id>.<extension>``.
+
+    One flat folder (issue 12): no folder per job to create, and later remove. Jobs created
+    before keep the key their ``job.created`` names (``ingest-uploads/<job_id>/original.<extension>``);
+    nothing derives the key from the job id, so both layouts are read alike.
+    """
+    return f"ingest-uploads/{job_id}.{extension}"
 
 
 _UPLOAD_BODY = RequestBody(
@@ -281,7 +286,7 @@ async def _create_job(
     """Append ``job.created``: 202 with the new job, or 200 with the job an idempotent replay names.
 
     With ``received`` (an upload), its file first becomes the blob ``blob_key``, in the same worker-thread
-    hop as the append, written once: a small file from memory (:meth:`Storage.put_stream`),
+    hop as the append, written once: a small file from memory (:meth:`Storage.put_new`),
     a spooled one given to storage (:meth:`Storage.move_file`: on local storage a rename). When the append fails (or is a replay, or the
     owner's quota refuses it: 429), the just-stored upload ``blob_key`` is deleted.
 
@@ -307,7 +312,7 @@ async def _create_job(
         if received is not None and blob_key is not None:
             try:
                 if received.data is not None:
-                    storage.put_stream(blob_key, [received.data])
+                    storage.put_new(blob_key, received.data)  # a fresh job id's key: written in place, no rename
                 else:
                     assert received.path is not None
                     storage.move_file(blob_key, received.path)
