@@ -8,6 +8,7 @@ memory (``MemoryStorage`` keeps it there by design, for unit tests only).
 from __future__ import annotations
 
 import abc
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import ClassVar
@@ -27,6 +28,8 @@ __all__ = [
 DEFAULT_CHUNK_SIZE = 65536
 #: Longest key accepted, in UTF-8 bytes (the S3 limit).
 MAX_KEY_BYTES = 1024
+#: A NUL or control character (U+0000-U+001F, U+007F), refused in keys.
+_CONTROL_CHAR = re.compile("[\x00-\x1f\x7f]")
 
 
 def validate_key(key: str) -> str:
@@ -47,7 +50,7 @@ def validate_key(key: str) -> str:
         raise errors.InvalidStorageKey(str(key), "empty key")
     if len(key.encode("utf-8", errors="surrogatepass")) > MAX_KEY_BYTES:
         raise errors.InvalidStorageKey(key, f"longer than {MAX_KEY_BYTES} bytes")
-    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in key):
+    if _CONTROL_CHAR.search(key) is not None:
         raise errors.InvalidStorageKey(key, "contains a NUL or control character")
     if "\\" in key:
         raise errors.InvalidStorageKey(key, "contains a backslash")
