@@ -114,7 +114,7 @@ def create_app(
 
     Args:
         repository: the job repository every route reads and appends through.
-        storage: where uploads are stored (keys ``ingest-uploads/<jobId>/original.<ext>``).
+        storage: where uploads are stored (keys ``ingest-uploads/<jobId>.<ext>``).
         settings: limits (``max_upload_bytes``, ``max_concurrent_uploads``, the upload idle
             timeout and minimum rate) and ``data_dir``: uploads are spooled to
             ``data_dir/upload-tmp``, which the app sweeps of files no live process owns at
@@ -149,6 +149,7 @@ def create_app(
     upload_slots = upload.UploadSlots(settings.max_concurrent_uploads)
     types = dict(job_types or {})
     poll_sources = jobs.PollSources(repository, storage, settings.download_url_ttl_s)
+    submit_sources = creation.SubmitSources(repository, storage, settings, spool_folder, upload_slots)
     lookup = key_lookup if key_lookup is not None else functools.partial(keys.lookup, repository)
     authenticator = http_auth.Authenticator.from_settings(settings, lookup)
     middleware: list[Any] = [http_auth.auth_middleware(authenticator)]
@@ -176,7 +177,7 @@ def create_app(
             "poll_sources": _provide(poll_sources),
             "spool_folder": _provide(spool_folder),
             "upload_slots": _provide(upload_slots),
-            "submit_sources": _provide(creation.SubmitSources(repository, storage, settings, spool_folder, upload_slots)),
+            "submit_sources": _provide(submit_sources),
         },
         exception_handlers=http_errors.exception_handlers(),  # type: ignore[arg-type]
         middleware=middleware,
@@ -194,6 +195,7 @@ def create_app(
         lifespan=[lambda _app: spool.sweeping(spool_folder, settings.upload_sweep_interval_s)],
         debug=debug,
     )
+    app.state[creation.SUBMIT_SOURCES_STATE] = submit_sources  # for a create route's fast path (the audio ingest's)
     # Litestar builds components.schemas from the types its handlers name, replacing the
     # config's; the params schemas come from msgspec, so they join the built document.
     extra = submit.components(submit.submittable(types))

@@ -330,7 +330,7 @@ class AuthMiddleware(AbstractAuthenticationMiddleware):
             if handler is not None:
                 check_scope(principal, handler.opt.get(SCOPE_OPT))
                 fast = handler.opt.get(FAST_PATH_OPT)
-                if fast is not None and await fast(scope, send, principal):
+                if fast is not None and await fast(scope, receive, send, principal):
                     return
             scope["user"] = principal
             scope["auth"] = None

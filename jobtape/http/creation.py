@@ -33,7 +33,22 @@ from jobtape.http import openapi, schemas, spool, upload
 from jobtape.projections.repository import JobRepository
 from jobtape.storage import Storage
 
-__all__ = ["ClientId", "IdempotencyKey", "SameRequest", "SubmitSources", "accepted", "answer", "create_or_replay", "key_of", "owner_of"]
+__all__ = [
+    "SUBMIT_SOURCES_STATE",
+    "ClientId",
+    "IdempotencyKey",
+    "SameRequest",
+    "SubmitSources",
+    "accepted",
+    "answer",
+    "create_or_replay",
+    "key_of",
+    "owner_of",
+]
+
+#: The key of the app's :class:`SubmitSources` in ``app.state`` (:func:`jobtape.http.app.create_app`),
+#: where a route's fast path (``jobtape.http.jobs.FastPath``), which has no dependencies, finds them.
+SUBMIT_SOURCES_STATE = "jobtape_submit_sources"
 
 
 class SubmitSources(NamedTuple):

@@ -23,7 +23,7 @@ from litestar.exceptions import ClientException, HTTPException
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import QueryParameter
-from litestar.types import HTTPResponseStartEvent, Scope, Send
+from litestar.types import HTTPResponseStartEvent, Receive, Scope, Send
 
 from jobtape import errors
 from jobtape.audit import timeparse
@@ -73,9 +73,9 @@ _BAD_AS_OF = openapi.error("asOf is neither a date-time nor a relative time like
 _NO_STORE = CacheControlHeader(no_store=True)
 #: The route ``opt`` key of a route's :data:`FastPath` (:class:`jobtape.http.auth.AuthMiddleware` calls it).
 FAST_PATH_OPT = http_auth.FAST_PATH_OPT
-#: ``fast(scope, send, principal) -> answered``: answer a request straight on the ASGI ``send``
-#: (``True``), or leave it to the route's handler (``False``: nothing was sent).
-FastPath = Callable[[Scope, Send, auth.Principal], Awaitable[bool]]
+#: ``fast(scope, receive, send, principal) -> answered``: answer a request straight on the ASGI ``send``
+#: (``True``), or leave it to the route's handler (``False``: nothing was sent and nothing received).
+FastPath = Callable[[Scope, Receive, Send, auth.Principal], Awaitable[bool]]
 _ENCODER = msgspec.json.Encoder()
 #: The poll's answer headers, in the order and spelling Litestar sends them (``cache_control``, then the media type).
 _POLL_HEADERS = ((b"cache-control", _NO_STORE.to_header().encode("latin-1")), (b"content-type", b"application/json"))
@@ -183,7 +183,7 @@ def poll_route(sources: PollSources, *, fast_path: bool = True) -> HTTPRouteHand
     """
     repository, storage, ttl_s = sources.repository, sources.storage, sources.download_url_ttl_s
 
-    async def fast(scope: Scope, send: Send, principal: auth.Principal) -> bool:
+    async def fast(scope: Scope, receive: Receive, send: Send, principal: auth.Principal) -> bool:
         """The common poll (no ``asOf``, a local read, a visible job, a local or no link) answered on ``send``.
 
         Litestar's per-request work for a handler (a ``Request``, its kwargs model and

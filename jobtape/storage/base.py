@@ -8,6 +8,7 @@ memory (``MemoryStorage`` keeps it there by design, for unit tests only).
 from __future__ import annotations
 
 import abc
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import ClassVar
@@ -27,6 +28,8 @@ __all__ = [
 DEFAULT_CHUNK_SIZE = 65536
 #: Longest key accepted, in UTF-8 bytes (the S3 limit).
 MAX_KEY_BYTES = 1024
+#: A NUL or control character (U+0000-U+001F, U+007F), refused in keys.
+_CONTROL_CHAR = re.compile("[\x00-\x1f\x7f]")
 
 
 def validate_key(key: str) -> str:
@@ -47,7 +50,7 @@ def validate_key(key: str) -> str:
         raise errors.InvalidStorageKey(str(key), "empty key")
     if len(key.encode("utf-8", errors="surrogatepass")) > MAX_KEY_BYTES:
         raise errors.InvalidStorageKey(key, f"longer than {MAX_KEY_BYTES} bytes")
-    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in key):
+    if _CONTROL_CHAR.search(key) is not None:
         raise errors.InvalidStorageKey(key, "contains a NUL or control character")
     if "\\" in key:
         raise errors.InvalidStorageKey(key, "contains a backslash")
@@ -240,6 +243,30 @@ class Storage(abc.ABC):
         validate_key(key)
         with open(path, "rb") as source:
             return self.put_stream(key, iter(lambda: source.read(DEFAULT_CHUNK_SIZE), b""))
+
+    def put_new(self, key: str, data: bytes) -> int:
+        """Store ``data`` under a new ``key`` that nobody reads before the caller publishes it.
+
+        For a blob named by an event the caller appends next (an upload ingest's original,
+        under a key made of a fresh job id): until that event exists nothing names the key,
+        so a backend may write the final key directly instead of a temporary one that it
+        renames into place (:class:`~jobtape.storage.local.LocalStorage` does: one file
+        created exclusively, written and fsynced). The default is :meth:`put_stream`. The
+        blob is durable when this returns; on an error nothing is left under ``key``.
+
+        Args:
+            key: The storage key; must not hold a blob yet.
+            data: The blob's bytes.
+
+        Returns:
+            The number of bytes written.
+
+        Raises:
+            errors.InvalidStorageKey: If ``key`` is not valid.
+            errors.StorageError: If the backend fails (on local storage also when ``key``
+                already exists).
+        """
+        return self.put_stream(key, [data])
 
     def move_file(self, key: str, path: Path) -> int:
         """Store the local file ``path`` under ``key`` and remove ``path``: the file is given up.

@@ -134,6 +134,50 @@ class LocalStorage(base.Storage):
             raise
         return written
 
+    def put_new(self, key: str, data: bytes) -> int:
+        """Create the file ``root/<key>`` exclusively, write ``data`` and fsync it: no temporary file, no rename.
+
+        Missing parent folders are created (with the folder mode) only when the create finds
+        none. See :meth:`Storage.put_new`: nobody reads the key before the caller publishes
+        it, so a reader never sees the partial file; a write that fails removes it.
+
+        Raises:
+            errors.InvalidStorageKey: If ``key`` is not valid.
+            errors.StorageError: ``key`` exists already, or the file cannot be written.
+        """
+        target = self._path(key)
+        for attempt in range(_PUBLISH_ATTEMPTS):
+            try:
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+                break
+            except FileNotFoundError as exc:
+                # No parent folder yet (or a concurrent delete pruned it): make it, try again.
+                if attempt == _PUBLISH_ATTEMPTS - 1:
+                    raise errors.StorageError(f"cannot write blob {key!r}: {exc}") from exc
+                try:
+                    filemodes.make_dirs(target.parent, self._dir_mode)
+                except OSError as exc:
+                    raise errors.StorageError(f"cannot write blob {key!r}: {exc}") from exc
+            except OSError as exc:
+                raise errors.StorageError(f"cannot write blob {key!r}: {exc}") from exc
+        try:
+            try:
+                if self.file_mode != 0o600:  # created 0600, as put_stream's mkstemp does
+                    os.fchmod(fd, self.file_mode)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except BaseException as exc:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(target)
+            if isinstance(exc, OSError):
+                raise errors.StorageError(f"cannot write blob {key!r}: {exc}") from exc
+            raise
+        return len(data)
+
     def move_file(self, key: str, path: Path) -> int:
         """Take the local file ``path`` as the blob ``key``: fsync it and rename it into place.
 

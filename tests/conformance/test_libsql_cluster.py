@@ -168,7 +168,7 @@ def test_sqld_outage_mid_run_api_answers_503_workers_back_off_and_every_job_fini
             refused = _upload(client, "client-x")
             assert refused.status_code == 503
             uploads = settings.storage_root / "ingest-uploads"
-            assert {path.parent.name for path in uploads.glob("*/*")} <= set(job_ids)  # the refused blob is gone
+            assert {path.stem for path in uploads.glob("*")} <= set(job_ids)  # the refused blob is gone (ingest-uploads/<jobId>.<ext>)
             backoff = ("next try in", "checking the in-doubt append again")
             wait_for(
                 lambda: all(any(m in log.read_text(errors="replace") for m in backoff) for log in logs),

@@ -98,7 +98,7 @@ def test_upload_stores_the_file_then_creates_a_pending_job(api: Api) -> None:
     assert (state.job_type, state.owner, state.status, state.idempotency_key) == ("ingest", "c1", "pending", None)
     assert state.params == {
         "sourceType": "upload",
-        "storageKey": f"ingest-uploads/{job_id}/original.wav",
+        "storageKey": f"ingest-uploads/{job_id}.wav",  # one flat folder (issue 12)
         "originalFilename": "LJ Speech.WAV",
         "contentType": "audio/wav",
         "sizeBytes": len(original),
@@ -118,8 +118,9 @@ def test_upload_without_client_id_is_owned_by_anonymous(api: Api) -> None:
 def test_extension_falls_back_to_content_type_then_bin(api: Api) -> None:
     response = api.client.post("/api/audio/ingest", content=form(("file", "noext", "audio/mpeg", b"ID3")), headers={"Content-Type": FORM})
 
-    state = api.repository.get(response.json()["data"]["jobId"])
-    assert state.params["storageKey"].endswith("/original.mp3")
+    job_id = response.json()["data"]["jobId"]
+    state = api.repository.get(job_id)
+    assert state.params["storageKey"] == f"ingest-uploads/{job_id}.mp3"
     assert state.params["originalFilename"] == "noext"
 
 

@@ -15,7 +15,7 @@ from freezegun import freeze_time
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.testing import TestClient
-from litestar.types import Scope, Send
+from litestar.types import Receive, Scope, Send
 
 from jobtape.auth.principal import Principal
 from jobtape.config import Settings
@@ -38,8 +38,8 @@ def _client(
     fast = route.opt[jobs.FAST_PATH_OPT]
     if fast is not None and answered is not None:
 
-        async def counted(scope: Scope, send: Send, principal: Principal) -> bool:
-            done: bool = await fast(scope, send, principal)
+        async def counted(scope: Scope, receive: Receive, send: Send, principal: Principal) -> bool:
+            done: bool = await fast(scope, receive, send, principal)
             if done:
                 answered.append(scope["path"])
             return done

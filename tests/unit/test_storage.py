@@ -80,6 +80,7 @@ def test_invalid_keys(key: str, reason: str) -> None:
 def test_every_method_validates_keys(store: storage.Storage, key: str, tmp_path: Path) -> None:
     calls = [
         lambda: store.put_stream(key, [b"x"]),
+        lambda: store.put_new(key, b"x"),
         lambda: store.put_file(key, tmp_path / "missing"),
         lambda: store.open_stream(key),
         lambda: store.get_to_file(key, tmp_path / "out"),
@@ -257,6 +258,38 @@ def test_local_move_file_across_file_systems_copies(tmp_path: Path) -> None:
     assert store.move_file("k/x.bin", source) == len(b"from another file system")
     assert not source.exists()
     assert b"".join(store.open_stream("k/x.bin")) == b"from another file system"
+
+
+def test_put_new_stores_a_new_key(store: storage.Storage) -> None:
+    assert store.put_new("ingest-uploads/j1.wav", _payload(20_000)) == 20_000
+    assert b"".join(store.open_stream("ingest-uploads/j1.wav")) == _payload(20_000)
+    assert store.size("ingest-uploads/j1.wav") == 20_000
+
+
+def test_local_put_new_writes_the_final_file_in_place_with_the_storage_mode(tmp_path: Path) -> None:
+    store = storage.LocalStorage(tmp_path / "blobs", file_mode=0o640)
+    store.put_new("ingest-uploads/j1.wav", b"audio bytes")  # the folder is made on the first write
+    stored = tmp_path / "blobs" / "ingest-uploads" / "j1.wav"
+    assert stored.read_bytes() == b"audio bytes"
+    assert stored.stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "blobs" / "ingest-uploads").stat().st_mode & 0o777 == 0o750
+    assert not (tmp_path / "blobs" / ".tmp").exists()  # no temporary file, no rename
+    store.delete("ingest-uploads/j1.wav")  # prunes the emptied folder; the next write makes it again
+    assert not (tmp_path / "blobs" / "ingest-uploads").exists()
+    store.put_new("ingest-uploads/j2.wav", b"more")
+    assert store.size("ingest-uploads/j2.wav") == 4
+
+
+def test_local_put_new_refuses_an_existing_key_and_leaves_it(tmp_path: Path) -> None:
+    store = storage.LocalStorage(tmp_path)
+    store.put_stream("ingest-uploads/j1.wav", [b"first"])
+    with pytest.raises(errors.StorageError, match="cannot write blob"):
+        store.put_new("ingest-uploads/j1.wav", b"second")
+    assert b"".join(store.open_stream("ingest-uploads/j1.wav")) == b"first"
+    store.put_stream("blob", [b"a file"])
+    with pytest.raises(errors.StorageError):  # a parent that is a blob: no folder can be made
+        store.put_new("blob/child.wav", b"x")
+    assert b"".join(store.open_stream("blob")) == b"a file"
 
 
 def test_stores_are_independent(tmp_path: Path) -> None:

@@ -22,7 +22,9 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+import msgspec
 from litestar import Request, Response, post
+from litestar._multipart import parse_content_header  # what Request.content_type parses with
 from litestar.di import NamedDependency
 from litestar.exceptions import ClientException, HTTPException
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
@@ -35,6 +37,7 @@ from litestar.openapi.spec import (
     RequestBody,
     Schema,
 )
+from litestar.types import HTTPResponseStartEvent, Receive, Scope, Send
 
 from jobtape import errors
 from jobtape.audio.http import direct_upload, url_source
@@ -106,8 +109,13 @@ def extension_for(filename: str | None, content_type: str) -> str:
 
 
 def upload_key(job_id: str, extension: str) -> str:
-    """The storage key of an uploaded original: ``ingest-uploads/<job_id>/original.<extension>``."""
-    return f"ingest-uploads/{job_id}/original.{extension}"
+    """The storage key of an uploaded original: ``ingest-uploads/<job_id>.<extension>``.
+
+    One flat folder (issue 12): no folder per job to create, and later remove. Jobs created
+    before keep the key their ``job.created`` names (``ingest-uploads/<job_id>/original.<extension>``);
+    nothing derives the key from the job id, so both layouts are read alike.
+    """
+    return f"ingest-uploads/{job_id}.{extension}"
 
 
 _UPLOAD_BODY = RequestBody(
@@ -136,15 +144,71 @@ class _IngestOperation(Operation):
 
 
 _error = openapi.error
+#: The longest ``X-Client-Id`` the handler accepts (:data:`jobtape.http.creation.ClientId`; longer: 400).
+_CLIENT_ID_MAX_LENGTH = 200
+_ENCODER = msgspec.json.Encoder()
 
 
-def ingest_route(audio_settings: AudioSettings) -> HTTPRouteHandler:
+def ingest_route(audio_settings: AudioSettings, *, fast_path: bool = True) -> HTTPRouteHandler:
     """The ``POST /api/audio/ingest`` route handler, using ``audio_settings`` (URL checks).
 
     The settings are closed over rather than injected: the handler's one dependency is
     ``submit_sources`` (:class:`jobtape.http.creation.SubmitSources`), so Litestar resolves it
     without a per-request task group.
+
+    Args:
+        audio_settings: the URL checks' settings.
+        fast_path: put the route's fast path (:data:`jobtape.http.jobs.FastPath`) in its
+            ``opt`` (default): the authentication middleware has the common multipart upload
+            stored and answered without Litestar's per-request handler work; ``False``: the
+            handler answers every request (the reference of the fast path's test).
     """
+
+    async def fast(scope: Scope, receive: Receive, send: Send, principal: auth.Principal) -> bool:
+        """The common multipart upload (no ``Idempotency-Key``, a ``Content-Length`` within the limit) stored and answered on ``send``.
+
+        The same work as the handler's (:func:`_ingest_upload`) and the same answer bytes
+        (``tests/integration/test_ingest_fast_path.py``), without Litestar's ``Request``, kwargs
+        and signature models and ``Response`` (issue 12, ``bench/submit.py``). Anything else
+        (a JSON body, another or no media type, no boundary, an ``Idempotency-Key``, a
+        ``Content-Length`` missing or past the limit, an ``X-Client-Id`` longer than the
+        handler accepts, a server with a rate limit, whose middleware runs after this one)
+        returns ``False`` before a byte of the body is read, and the handler answers it. Once
+        the body is read, an error is raised as the handler would raise it and the app's
+        exception handlers answer it.
+        """
+        sources: creation.SubmitSources | None = scope["app"].state.get(creation.SUBMIT_SOURCES_STATE)
+        if scope.get("method") != "POST" or sources is None or sources.settings.rate_limit_rule is not None:
+            return False
+        content_type = content_length = client_id = None
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value if content_type is None else content_type  # the first, as Request.headers.get
+            elif name == b"content-length":
+                content_length = value if content_length is None else content_length
+            elif name == b"idempotency-key":
+                return False
+            elif name == b"x-client-id":
+                client_id = value
+        if content_type is None or content_length is None or not content_length.isdigit():
+            return False
+        if client_id is not None and len(client_id.decode("latin-1")) > _CLIENT_ID_MAX_LENGTH:
+            return False
+        media_type, options = parse_content_header(content_type.decode("latin-1"))
+        boundary = options.get("boundary", "")
+        length = int(content_length)
+        if media_type != "multipart/form-data" or not boundary or length > sources.settings.max_upload_bytes + FORM_OVERHEAD_BYTES:
+            return False
+        created_id, status, created = await _ingest_upload(_body_of(receive), boundary, length, sources, principal, None)
+        body = _ENCODER.encode(audio_schemas.IngestResponse.for_job(created_id, status))
+        start: HTTPResponseStartEvent = {
+            "type": "http.response.start",
+            "status": 202 if created else 200,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+        await send(start)
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+        return True
 
     @post(
         "/api/audio/ingest",
@@ -175,7 +239,7 @@ def ingest_route(audio_settings: AudioSettings) -> HTTPRouteHandler:
             507: _error("The server's disk is full; nothing was kept"),
         },
         tags=["ingest"],
-        opt={http_auth.SCOPE_OPT: auth.JOBS_SUBMIT},
+        opt={http_auth.SCOPE_OPT: auth.JOBS_SUBMIT, http_auth.FAST_PATH_OPT: fast if fast_path else None},
     )
     async def ingest_upload(
         request: Request[Any, Any, Any],
@@ -208,7 +272,7 @@ async def ingest(
         audio_errors.SourceUrlRefused: a URL that may not be fetched (422).
         errors.JobtapeError: storage or event-log failures, mapped by :mod:`jobtape.http.errors`.
     """
-    repository, storage, settings, spool_folder, upload_slots = sources
+    repository, storage, settings = sources.repository, sources.storage, sources.settings
     principal = http_auth.principal_of(request)
     owner = principal.owner
     key_text = creation.key_of(idempotency_key)
@@ -218,23 +282,72 @@ async def ingest(
             body = await request.body()  # cached: url_source reads it again through request.stream()
             if direct_upload.is_storage_source(body):  # a file the client PUT to a presigned URL
                 storage_params = await anyio.to_thread.run_sync(direct_upload.storage_source_params, body, storage, settings, owner)
-                return await _create_job(
-                    repository,
-                    storage,
-                    storage_params,
-                    principal,
-                    key_text,
-                    new_job_id(),
-                    blob_key=None,
-                    max_active_jobs=settings.max_active_jobs,
+                return _answer(
+                    await _create_job(
+                        repository,
+                        storage,
+                        storage_params,
+                        principal,
+                        key_text,
+                        new_job_id(),
+                        blob_key=None,
+                        max_active_jobs=settings.max_active_jobs,
+                    )
                 )
         url_params = await url_source.read_url_params(request, audio_settings)
-        return await _create_job(
-            repository, storage, url_params, principal, key_text, new_job_id(), blob_key=None, max_active_jobs=settings.max_active_jobs
+        return _answer(
+            await _create_job(
+                repository, storage, url_params, principal, key_text, new_job_id(), blob_key=None, max_active_jobs=settings.max_active_jobs
+            )
         )
     boundary = _multipart_boundary(request)
+    return _answer(await _ingest_upload(request.stream(), boundary, request.content_length, sources, principal, key_text))
+
+
+async def _body_of(receive: Receive) -> AsyncIterator[bytes]:
+    """The request body's chunks from the ASGI ``receive``, as ``Request.stream`` yields them.
+
+    Raises:
+        upload.ClientDisconnected: the client went away before the body was complete.
+    """
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise upload.ClientDisconnected("client disconnected prematurely")
+        if message["type"] == "http.request":
+            chunk = message.get("body", b"")
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                return
+
+
+def _answer(outcome: tuple[str, str, bool]) -> Response[audio_schemas.IngestResponse]:
+    """The route's answer to ``(job_id, status, created)``: 202, or 200 for an idempotent replay."""
+    created_id, status, created = outcome
+    return creation.answer(audio_schemas.IngestResponse.for_job(created_id, status), created)
+
+
+async def _ingest_upload(
+    chunks: AsyncIterator[bytes],
+    boundary: str,
+    content_length: int | None,
+    sources: creation.SubmitSources,
+    principal: auth.Principal,
+    key_text: str | None,
+) -> tuple[str, str, bool]:
+    """Store the multipart body ``chunks``' file and create its ``ingest`` job: ``(job_id, status, created)``.
+
+    Raises:
+        HTTPException: 400/408/413/415/422 for bad input (see :mod:`jobtape.http.upload`),
+            503 when every upload slot is held.
+        errors.StoreFull: the disk filled up while the upload was spooled or stored (507).
+        errors.JobtapeError: storage or event-log failures, mapped by :mod:`jobtape.http.errors`.
+    """
+    repository, storage, settings, spool_folder, upload_slots = sources
+    owner = principal.owner
     limit = settings.max_upload_bytes
-    if request.content_length is not None and request.content_length > limit + FORM_OVERHEAD_BYTES:
+    if content_length is not None and content_length > limit + FORM_OVERHEAD_BYTES:
         raise HTTPException(status_code=413, detail=f"the upload is larger than the limit of {limit} bytes")
     job_id = new_job_id()
     with upload_slots.hold():
@@ -243,7 +356,7 @@ async def ingest(
             repository.check_quota_early(owner, settings.max_active_jobs)
         else:
             await anyio.to_thread.run_sync(repository.check_quota_early, owner, settings.max_active_jobs)
-        async with _received(request, boundary, settings, spool_folder) as spooled:
+        async with _received(chunks, boundary, settings, spool_folder) as spooled:
             key = upload_key(job_id, extension_for(spooled.filename, spooled.content_type))
             params: dict[str, object] = {
                 "sourceType": "upload",
@@ -277,11 +390,11 @@ async def _create_job(
     blob_key: str | None,
     max_active_jobs: int | None = None,
     received: upload.SpooledUpload | None = None,
-) -> Response[audio_schemas.IngestResponse]:
-    """Append ``job.created``: 202 with the new job, or 200 with the job an idempotent replay names.
+) -> tuple[str, str, bool]:
+    """Append ``job.created``: ``(job_id, status, created)``, ``created`` false for the job an idempotent replay names.
 
     With ``received`` (an upload), its file first becomes the blob ``blob_key``, in the same worker-thread
-    hop as the append, written once: a small file from memory (:meth:`Storage.put_stream`),
+    hop as the append, written once: a small file from memory (:meth:`Storage.put_new`),
     a spooled one given to storage (:meth:`Storage.move_file`: on local storage a rename). When the append fails (or is a replay, or the
     owner's quota refuses it: 429), the just-stored upload ``blob_key`` is deleted.
 
@@ -307,7 +420,7 @@ async def _create_job(
         if received is not None and blob_key is not None:
             try:
                 if received.data is not None:
-                    storage.put_stream(blob_key, [received.data])
+                    storage.put_new(blob_key, received.data)  # a fresh job id's key: written in place, no rename
                 else:
                     assert received.path is not None
                     storage.move_file(blob_key, received.path)
@@ -325,12 +438,12 @@ async def _create_job(
         raise
     if not created and blob_key is not None:
         await _delete_quietly(storage, blob_key)
-    return creation.answer(audio_schemas.IngestResponse.for_job(created_id, status), created)
+    return created_id, status, created
 
 
 @contextlib.asynccontextmanager
 async def _received(
-    request: Request[Any, Any, Any],
+    chunks: AsyncIterator[bytes],
     boundary: str,
     settings: Settings,
     spool_folder: spool.SpoolFolder,
@@ -345,7 +458,7 @@ async def _received(
     limit = settings.max_upload_bytes
     try:
         async with upload.spool_upload(
-            request.stream(),
+            chunks,
             boundary,
             field="file",
             max_bytes=limit,
