@@ -168,7 +168,7 @@ def import_lines(
 def _import(
     store: EventStore, lines: Iterable[str], tables: registry.Tables, keys: LogKeys | None, checkpoint: Checkpoint | None
 ) -> ImportReport:
-    if _rewindable(lines) and store.streams_imports:
+    if imports_in_one_transaction(store, lines):
         return _import_in_one_transaction(store, lines, tables, keys, checkpoint)
     if _rewindable(lines):
         with _stream_memory() as streams:
@@ -194,6 +194,19 @@ def _import(
     return ImportReport(jobs=jobs, events=positions.count, first_position=positions.first, last_position=positions.last, keys=key_streams)
 
 
+def imports_in_one_transaction(store: EventStore, lines: Iterable[str]) -> bool:
+    """Whether :func:`import_log` reads ``lines`` once, every batch in one transaction.
+
+    Only a file (it can be read again to word a refusal) into a store whose backend runs a
+    stream of batches in one transaction (local SQLite) and whose log was never written
+    (``log_head`` at position 0): that transaction holds the write lock for the whole
+    import, which a fresh data dir does not notice but a live one would (its appends would
+    wait ~45 s behind a 1M-event import). Any other import checks the whole file first,
+    then writes it in batches of :data:`IMPORT_BATCH` events, each its own transaction.
+    """
+    return _rewindable(lines) and store.streams_imports and store.log_head()[0] == 0
+
+
 def _import_in_one_transaction(
     store: EventStore, lines: Iterable[str], tables: registry.Tables, keys: LogKeys | None, checkpoint: Checkpoint | None
 ) -> ImportReport:
@@ -208,8 +221,8 @@ def _import_in_one_transaction(
     once after the last batch, in the same transaction, instead of by two statements per
     job and batch. Memory holds one batch and the stream tips, as before; the
     transaction's pages go to the WAL. The write lock is held
-    from the first batch to the commit (the whole import), which an import into a fresh data
-    dir, as the error messages ask for, does not notice.
+    from the first batch to the commit (the whole import), so this path is taken only for a
+    log that was never written (:func:`imports_in_one_transaction`).
     """
     counts = {"jobs": 0, "keys": 0}
     positions = _Positions()

@@ -68,7 +68,7 @@ class JobCreated(_Base, frozen=True, tag="job.created"):
         owner: the client that submitted it (``X-Client-Id``; ``anonymous`` by default).
         idempotency_key: optional client-chosen key; unique per owner.
         owned_keys: storage keys the creator wrote for this job and hands to it (e.g. an
-            upload ingest's ``ingest-uploads/<jobId>/original.mp3``): the job owns them, its
+            upload ingest's ``ingest-uploads/<jobId>.mp3``): the job owns them, its
             ``job.blobs_deleted`` may remove them, and failed-upload retention removes them
             when the job finishes failed or cancelled. ``None`` (omitted from the stored
             JSON, like an empty list): none declared; see

@@ -31,7 +31,7 @@ _RESULT_KEYS = ("previewKey", "preparedKey")
 def legacy_inputs(job_type: str, params: dict[str, Any]) -> tuple[str, ...]:
     """The keys an undeclared ``job.created`` handed to its job: an upload ingest's ``storageKey``.
 
-    Only an ``upload`` source's key (``ingest-uploads/<jobId>/...``, written by the API for
+    Only an ``upload`` source's key (``ingest-uploads/<jobId>/...`` then, written by the API for
     this one job) was the job's; a ``storage`` source (a presigned direct upload several jobs
     may name) and a URL ingest had none; an edit's ``sourceKey`` is the source asset's.
     """

@@ -192,22 +192,28 @@ def test_a_file_is_imported_in_one_pass_and_one_transaction_on_sqlite(tmp_path: 
     target.close()
 
 
-def test_a_job_of_a_later_batch_already_in_the_target_means_nothing_was_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_into_a_log_holding_events_a_file_is_written_in_batches_as_before(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A live log's appends must not wait behind a whole import: only a log never written takes the one transaction."""
     monkeypatch.setattr(transfer, "IMPORT_BATCH", 4)
     lines = _export_lines(tmp_path / "source.db", jobs=4)  # 12 events: batches of lines 1-4, 5-8, 9-12
     target = _store(tmp_path / "target.db")
+    exported = tmp_path / "export.jsonl"
+    exported.write_text("\n".join(lines) + "\n")
+    with exported.open(encoding="utf-8") as file:
+        assert transfer.imports_in_one_transaction(target, file)
     with io.StringIO("\n".join(lines[9:]) + "\n") as tail:  # the last job, whose stream ends the export
+        assert transfer.imports_in_one_transaction(target, tail)  # a file into a log never written
         transfer.import_lines(target, tail, TABLES)
     assert target.head_position() == 3
 
-    exported = tmp_path / "export.jsonl"
-    exported.write_text("\n".join(lines) + "\n")
-    with (
-        exported.open(encoding="utf-8") as file,
-        pytest.raises(errors.InvalidExport, match=r"^line 9: job \w+ exists in the target store already.*nothing was imported"),
-    ):
-        transfer.import_lines(target, file, TABLES)
-    assert target.head_position() == 3  # the two batches before it were rolled back with it
+    assert not transfer.imports_in_one_transaction(target, iter(lines))  # a pipe: never
+    with exported.open(encoding="utf-8") as file:
+        assert not transfer.imports_in_one_transaction(target, file)  # the log holds events now
+        with pytest.raises(
+            errors.InvalidExport, match=r"^line 9: job \w+ exists in the target store already.*\(8 events before this batch were imported\)"
+        ):
+            transfer.import_lines(target, file, TABLES)
+    assert target.head_position() == 3 + 8  # the two batches before it, each its own transaction
     assert rebuild(target, apply_changes=False, tables=TABLES).differences == []
     target.close()
 
