@@ -124,6 +124,8 @@ class Drain(msgspec.Struct, frozen=True, kw_only=True):
         worker_cpu_ms: CPU time per job of the worker processes (their own and their reaped
             children's, user + system) from the first submit to the last completion.
         sqld_cpu_ms: sqld's CPU time per job over the same span.
+        spans_s: each worker's first claim and last completion, in seconds from the first
+            claim of all (the drain tail: how long the first worker to finish stood idle).
     """
 
     rate: float
@@ -138,6 +140,7 @@ class Drain(msgspec.Struct, frozen=True, kw_only=True):
     lost: int
     worker_cpu_ms: float
     sqld_cpu_ms: float
+    spans_s: list[tuple[float, float]]
 
 
 _EXIT_LINE = re.compile(r"claims won (\d+), lost to another actor (\d+)")
@@ -184,6 +187,11 @@ def _analyse(repository: JobRepository, job_ids: Sequence[str], logs: Sequence[P
             if free_since is None or times["job.created"] >= free_since:
                 pickups.append(times["job.claimed"] - times["job.created"])
             free_since = times["job.completed"]
+    start = min(claimed)
+    spans = sorted(
+        ((at[jobs[0]]["job.claimed"] - start).total_seconds(), (at[jobs[-1]]["job.completed"] - start).total_seconds())
+        for jobs in by_worker.values()
+    )
     won = lost = 0
     for log in logs:
         for match in _EXIT_LINE.finditer(log.read_text()):
@@ -203,6 +211,7 @@ def _analyse(repository: JobRepository, job_ids: Sequence[str], logs: Sequence[P
         lost=lost,
         worker_cpu_ms=1000 * cpu_s[0] / len(job_ids),
         sqld_cpu_ms=1000 * cpu_s[1] / len(job_ids),
+        spans_s=spans,
     )
 
 
@@ -221,7 +230,8 @@ def _drain(url: str, sqld_pid: int, processes: int, jobs: int, seconds: float, l
         }
         command = [sys.executable, "-m", "jobtape", "worker", "--app", _STARTER, "--poll-interval", "0.05"]
         logs = [log_dir / f"worker-{processes}-{n}-{time.monotonic_ns()}.log" for n in range(processes)]
-        workers = [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log.open("ab")) for log in logs]
+        # cwd: ``python -m`` puts the working directory first on sys.path, before PYTHONPATH's tree.
+        workers = [subprocess.Popen(command, env=env, cwd=log_dir, stdout=subprocess.DEVNULL, stderr=log.open("ab")) for log in logs]
         # Every process polls before the first job exists, so the figure is not their start-up time.
         ready_by = time.monotonic() + 60
         while not all("polling" in log.read_text() for log in logs):
@@ -269,7 +279,8 @@ def _print_drain(label: str, drain: Drain) -> None:
         f" claims won {drain.won} lost {drain.lost}; ms: created->claimed (idle worker) {drain.pickup_ms:.1f},"
         f" completed->next claimed {drain.gap_ms:.1f}, claimed->child {drain.before_child_ms:.1f},"
         f" child {drain.child_ms:.1f}, child exited->completed {drain.after_child_ms:.1f};"
-        f" CPU per job: workers {drain.worker_cpu_ms:.1f}, sqld {drain.sqld_cpu_ms:.1f}",
+        f" CPU per job: workers {drain.worker_cpu_ms:.1f}, sqld {drain.sqld_cpu_ms:.1f};"
+        f" workers' first claim-last completion (s) {', '.join(f'{a:.2f}-{b:.2f}' for a, b in drain.spans_s)}",
         flush=True,
     )
 
