@@ -5,6 +5,11 @@ It runs the very statements :class:`jobtape.eventlog.store.EventStore` builds; e
 back on the first failing statement), so the constraints and triggers guard it exactly as
 they guard a SQLite transaction.
 
+A store that has met another writer reads the log's head before each append; that read
+opens the batch's write turn (:meth:`LibSQLBackend.execute_built`: ``BEGIN IMMEDIATE`` and
+the read on one Hrana stream, then the batch and ``COMMIT``), so the head cannot move
+between the read and the batch, as inside the SQLite backend's write turn.
+
 ``libsql-client``'s client is asynchronous. The backend owns one event loop in a daemon
 thread and one client on it; calling threads submit coroutines and wait with a timeout,
 so several threads (API requests, job threads) share one connection concurrently.
