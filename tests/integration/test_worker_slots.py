@@ -142,7 +142,8 @@ def test_a_worker_sharing_the_queue_reads_the_oldest_jobs_of_its_own_share(tmp_p
 
 
 def test_a_worker_whose_share_is_empty_takes_jobs_past_the_ones_their_owner_reads_next(tmp_path: Path, repository: JobRepository) -> None:
-    jobs = [repository.create("ingest", {}).state for _ in range(400)]
+    # enough that the random offset (below SPREAD_MIN) past the owners' reads still leaves 8 jobs
+    jobs = [repository.create("ingest", {}).state for _ in range(2 * (2 * 2 * 8 + runner.SPREAD_MIN + 8) + 40)]
     positions = _positions(repository)
     for job in jobs:
         if positions[job.job_id] % 2 == 1:  # b-me's share: all taken (by a-other)
