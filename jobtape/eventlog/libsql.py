@@ -5,6 +5,11 @@ It runs the very statements :class:`jobtape.eventlog.store.EventStore` builds; e
 back on the first failing statement), so the constraints and triggers guard it exactly as
 they guard a SQLite transaction.
 
+A store that has met another writer reads the log's head before each append; that read
+opens the batch's write turn (:meth:`LibSQLBackend.execute_built`: ``BEGIN IMMEDIATE`` and
+the read on one Hrana stream, then the batch and ``COMMIT``), so the head cannot move
+between the read and the batch, as inside the SQLite backend's write turn.
+
 ``libsql-client``'s client is asynchronous. The backend owns one event loop in a daemon
 thread and one client on it; calling threads submit coroutines and wait with a timeout,
 so several threads (API requests, job threads) share one connection concurrently.
@@ -74,6 +79,8 @@ from typing import Any, TypeVar, cast
 
 import aiohttp
 import libsql_client
+from libsql_client.hrana.client import HranaClient
+from libsql_client.hrana.convert import _error_from_proto, _result_set_from_proto, _stmt_to_proto
 
 from jobtape import errors
 from jobtape.eventlog import ddl, schema
@@ -100,6 +107,9 @@ _MIGRATIONS_TABLE = 'CREATE TABLE IF NOT EXISTS "_jobtape_migrations" ("name" TE
 
 class LibSQLBackend(SQLBackend):
     """Runs event-store statements on a libSQL server (sqld, Turso).
+
+    Its :meth:`execute_built` runs the read a build makes (the event store's read of the
+    log's head, once it has met another writer) inside the batch's own write transaction.
 
     Args:
         url: ``libsql://host`` (TLS WebSocket), ``wss://``/``ws://`` (Hrana over a
@@ -135,6 +145,8 @@ class LibSQLBackend(SQLBackend):
         self._thread.start()
         self._client: libsql_client.Client | None = None
         self._closed = False
+        self._build_lock = threading.Lock()  # execute_built: one build-and-run at a time (the chain's order)
+        self._turn = threading.local()  # .active: in execute_built's build; .stream: its write transaction
 
     def __repr__(self) -> str:
         return f"LibSQLBackend({self.url!r})"
@@ -194,6 +206,76 @@ class LibSQLBackend(SQLBackend):
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise errors.StoreUnavailable(_describe(exc), in_doubt=write) from exc
 
+    # -- the write turn --------------------------------------------------------------------
+
+    def execute_built(self, build: Callable[[], Sequence[Statement]]) -> list[list[tuple[Any, ...]]]:
+        """Run the batch ``build()`` returns; a read ``build`` makes runs in the batch's own write transaction.
+
+        One build and its batch at a time in this process (the chain's order, as
+        :meth:`SQLBackend.execute_built`). A ``build`` that reads nothing (a store that has
+        met no other writer builds from the head it built last) costs one Hrana batch, as
+        :meth:`execute_batch`. The first :meth:`query` ``build`` makes opens the write turn
+        over a WebSocket: one Hrana stream sends ``BEGIN IMMEDIATE`` and the read in one
+        round trip (sqld queues a writer behind another stream's open transaction and
+        starts it as soon as that one ends), and the batch then runs in that transaction
+        with its ``COMMIT`` in a second round trip, so no other writer can move the log's
+        head between the read and the batch (no chain conflict, no batch sent again).
+        Over HTTP the read runs on its own, as before (a conflict is then refused by
+        ``events_chain_guard`` and the store builds again).
+
+        Args:
+            build: returns the statements; called once, before the batch runs.
+
+        Returns:
+            As :meth:`execute_batch`.
+
+        Raises:
+            As :meth:`execute_batch`, and whatever ``build`` raises (nothing was written).
+            A write turn whose ``COMMIT`` round trip fails to reach the server leaves the
+            batch in doubt (:class:`errors.StoreUnavailable` with ``in_doubt``), as a batch.
+        """
+        with self._build_lock:
+            self._turn.active, self._turn.stream = True, None
+            try:
+                statements = build()
+            except BaseException:
+                self._end_turn()
+                raise
+            finally:
+                self._turn.active = False
+            stream, self._turn.stream = self._turn.stream, None
+            if stream is None:
+                return self.execute_batch(statements)
+            batch = [libsql_client.Statement(sql, list(params)) for sql, params in statements]
+            results = self._run_once(lambda client: _commit_in_stream(stream, batch), write=True)
+            return [[tuple(row) for row in result.rows] for result in results]
+
+    def _end_turn(self) -> None:
+        """Close the write turn's stream, if one was opened (sqld rolls its transaction back)."""
+        stream, self._turn.stream = getattr(self._turn, "stream", None), None
+        if stream is not None:
+            self._loop.call_soon_threadsafe(stream.close)
+
+    def _query_in_turn(self, sql: str, params: Sequence[Any]) -> Any:
+        """The write turn's read (see :meth:`execute_built`): ``BEGIN IMMEDIATE`` and ``sql`` on a new stream."""
+
+        async def begin_and_read(client: Any) -> tuple[Any, Any]:
+            if not isinstance(client, HranaClient):  # Hrana over HTTP: no stream to hold; a plain read
+                return None, await client.execute(sql, list(params))
+            stream = client._open_stream()  # libsql-client has no public stream API
+            try:
+                begun = stream.execute({"sql": "BEGIN IMMEDIATE", "want_rows": False})
+                read = stream.execute(_stmt_to_proto(libsql_client.Statement(sql, list(params))))
+                await begun
+                return stream, _result_set_from_proto(await read)
+            except BaseException:
+                stream.close()
+                raise
+
+        stream, result = self._run(begin_and_read, write=False)
+        self._turn.stream = stream  # this (the calling) thread's turn
+        return result
+
     # -- the port --------------------------------------------------------------------------
 
     def execute_batch(self, statements: Sequence[Statement]) -> list[list[tuple[Any, ...]]]:
@@ -222,7 +304,14 @@ class LibSQLBackend(SQLBackend):
             errors.StoreUnavailable: the server cannot be reached.
             errors.StoreAuthRejected: the server refused the auth token.
         """
-        result = self._run(lambda client: client.execute(sql, list(params)), write=False)
+        if getattr(self._turn, "active", False):  # a read of execute_built's build: in its write turn
+            stream = self._turn.stream
+            if stream is None:
+                result = self._query_in_turn(sql, params)
+            else:
+                result = self._run_once(lambda client: _read_in_stream(stream, sql, params), write=False)
+        else:
+            result = self._run(lambda client: client.execute(sql, list(params)), write=False)
         return [tuple(row) for row in result.rows]
 
     def migrate(self, migrations: Sequence[schema.Migration] | None = None) -> list[str]:
@@ -280,6 +369,37 @@ class LibSQLBackend(SQLBackend):
         self._thread.join(self.timeout_s)
         if not self._thread.is_alive():
             self._loop.close()
+
+
+async def _read_in_stream(stream: Any, sql: str, params: Sequence[Any]) -> Any:
+    """One more read in a write turn's transaction."""
+    return _result_set_from_proto(await stream.execute(_stmt_to_proto(libsql_client.Statement(sql, list(params)))))
+
+
+async def _commit_in_stream(stream: Any, batch: Sequence[Any]) -> list[Any]:
+    """Run ``batch`` and ``COMMIT`` in the write turn's transaction as one Hrana batch (each step on
+    the condition that the one before it succeeded, then ``ROLLBACK`` if the ``COMMIT`` did not run),
+    then close the stream: a failed statement skips the rest and the ``COMMIT`` (nothing written).
+    Returns the statements' result sets; raises the first step's error."""
+    steps: list[dict[str, Any]] = []
+    for statement in [*batch, libsql_client.Statement("COMMIT")]:
+        step: dict[str, Any] = {"stmt": _stmt_to_proto(statement)}
+        if steps:
+            step["condition"] = {"type": "ok", "step": len(steps) - 1}
+        steps.append(step)
+    # as libsql-client's own batches: a ROLLBACK when the COMMIT did not run, so the lock is let go at once
+    rollback = {"type": "not", "cond": {"type": "ok", "step": len(steps) - 1}}
+    steps.append({"condition": rollback, "stmt": {"sql": "ROLLBACK", "want_rows": False}})
+    try:
+        answer = await stream.batch({"steps": steps})
+    finally:
+        stream.close()
+    for error in answer["step_errors"]:
+        if error is not None:
+            raise _error_from_proto(error)
+    if answer["step_results"][len(batch)] is None:  # the COMMIT did not run, and no step said why
+        raise libsql_client.LibsqlError("the write turn's COMMIT did not run", "HRANA_PROTO_ERROR")
+    return [_result_set_from_proto(result) for result in answer["step_results"][: len(batch)]]
 
 
 def translate_error(exc: libsql_client.LibsqlError, *, write: bool) -> BaseException:

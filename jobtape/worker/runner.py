@@ -9,8 +9,10 @@ cycle (the poll interval, at most a sixth of the lease TTL; or at once when
 1. watches its running jobs (:meth:`Worker.watch_running`): SIGTERMs the children of
    those with a ``job.cancel_requested``, interrupts those past their timeout, and
    appends a ``job.heartbeat`` for those with nothing appended for a third of the lease TTL.
-   While jobs run, this step also runs between cycles, every :data:`WATCH_INTERVAL_S`
-   (0.25 s), so a cancel does not wait for a long poll interval;
+   It runs every :data:`WATCH_INTERVAL_S` (0.25 s) while jobs run, between cycles when
+   the poll interval is longer (a cancel does not wait for a long poll interval) and not
+   in every cycle when it is shorter (each watch reads every running job's row), and at
+   once when the worker is woken;
 2. every half lease TTL, reaps expired leases and sweeps orphans (:mod:`jobtape.worker.reaper`);
 3. reads the oldest claimable pending jobs (``not_before`` passed) for its free slots, in
    one query with their states, and hands each to a free slot, which appends ``job.claimed``
@@ -319,16 +321,19 @@ class Worker:
 
     def _loop(self, until_idle: bool) -> None:
         """Claim every poll interval (or at once when woken); watch running jobs every
-        :data:`WATCH_INTERVAL_S` at most, so a cancel reaches a separate worker's child
-        within about that, whatever the poll interval."""
+        :data:`WATCH_INTERVAL_S` (and at once when woken), so a cancel reaches a separate
+        worker's child within about that, whatever the poll interval: with a poll interval
+        shorter than that, not every cycle (each watch reads every running job's row)."""
         backoff = outage.Backoff()
         cycle_s = min(self.settings.poll_interval_s, self.settings.lease_ttl_s / 6)
-        next_claim = 0.0
+        next_claim = next_watch = 0.0
         while not self._halt.is_set():
             claimed = 0
             self._wake.clear()  # before the work: a wake() during it makes the wait below return at once
             try:
-                self.watch_running()
+                if until_idle or time.monotonic() >= next_watch:  # not every short poll cycle: a read per running job
+                    next_watch = time.monotonic() + WATCH_INTERVAL_S
+                    self.watch_running()
                 self._reap_if_due()
                 if until_idle or time.monotonic() >= next_claim:
                     next_claim = time.monotonic() + cycle_s
@@ -354,8 +359,8 @@ class Worker:
                 wait_s = min(WATCH_INTERVAL_S, max(0.0, next_claim - time.monotonic()))
             else:
                 wait_s = max(0.0, next_claim - time.monotonic())
-            if self._wake.wait(wait_s):  # a new job, a cancel, a finished job or stop(): claim now
-                next_claim = 0.0
+            if self._wake.wait(wait_s):  # a new job, a cancel, a finished job or stop(): claim and watch now
+                next_claim = next_watch = 0.0
 
     def _reap_if_due(self) -> None:
         """Every half lease TTL (and in the first cycle): sweep orphans, reap expired leases, then
@@ -431,7 +436,8 @@ class Worker:
         changes, the candidates it read for the old share are dropped unclaimed. When its
         share holds none, it takes jobs of the other shares that lie past the ones their
         owners read next (:meth:`_steal`), and the oldest job of any share once it stayed the
-        oldest for :data:`OLDEST_CHECK_S` (:meth:`_oldest_left`).
+        oldest for :data:`OLDEST_CHECK_S` (:meth:`_oldest_left`); with none of those and no
+        job held, one of the newest (:meth:`_newest_left`).
         """
         now = clock.utcnow()
         if not self.claims_won:  # until its first claim lands, other workers do not count it
@@ -456,6 +462,8 @@ class Worker:
             found = [*self._oldest_left(now), *found]
             if not any(state.job_id not in held for state in found):
                 found = self._steal(size, now, share[0])
+                if not found and not held:
+                    found = self._newest_left(now, share[0])
         chosen: dict[str, job_state.JobState] = {}
         for state in found:
             if state.job_id not in held and len(chosen) < free:
@@ -480,6 +488,16 @@ class Worker:
             offset = self._spread_rng.randrange(offset // 2) if offset > 1 else 0
             found = self.repository.claimable_states(self.handlers, now, limit=size, offset=owners + offset)
         return found
+
+    def _newest_left(self, now: dt.datetime, claimers: int) -> list[job_state.JobState]:
+        """For a worker with nothing to run (its share empty, no job held) near the end of the
+        queue: one of the ``claimers`` newest claimable jobs, at random, or none. Their owners
+        read their shares oldest first, so they reach it last: the first worker done does not
+        stand idle while the others still have several jobs each (the drain tail; shares by
+        created position are uneven when other appends interleave with the creates). A
+        candidate its owner had read ahead costs the owner one lost claim."""
+        newest = self.repository.claimable_states(self.handlers, now, limit=claimers, newest_first=True)
+        return [self._spread_rng.choice(newest)] if newest else []
 
     def _oldest_left(self, now: dt.datetime) -> list[job_state.JobState]:
         """The oldest claimable job of any share if it already was at the previous look, at least

@@ -220,6 +220,41 @@ def test_queue_position_counts_pending_jobs_created_before(repository: JobReposi
     assert repository.queue_position("unknown") is None
 
 
+def test_writers_appending_at_once_build_on_the_head_read_in_their_write_turn(open_backend: Callable[[], SQLBackend]) -> None:
+    """Stores on separate connections (as separate processes) appending at once: each store's batch is
+    built on the log's head read inside the batch's own write transaction, so after a store's first
+    meeting with another writer (it builds from the head it built last until then) no batch of it is
+    refused as a chain conflict and built again; the keyed chain verifies clean."""
+    from jobtape.audit import logcheck
+
+    first = open_backend()
+    first.migrate(TABLES.migrations)
+    stores = [EventStore(open_backend()) for _ in range(3)]
+    failures: list[BaseException] = []
+    barrier = threading.Barrier(len(stores))
+
+    def lifecycles(store: EventStore) -> None:
+        repository = JobRepository(store, projections=TABLES.projections)
+        barrier.wait()
+        try:
+            for _ in range(8):
+                state = repository.create("ingest", {}).state
+                for event in (ev.JobClaimed(worker_id="w:1:1"), ev.JobProgress(percent=50), ev.JobCompleted(result={})):
+                    state = repository.append(state.job_id, [event], state, actor="w:1:1").state
+        except BaseException as exc:  # reported by the test thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=lifecycles, args=(store,)) for store in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert all(store.chain_retries <= 1 for store in stores), [store.chain_retries for store in stores]
+    report = logcheck.verify_store(EventStore(first))
+    assert (report.events_checked, report.violations) == (3 * 8 * 4, [])
+
+
 def test_claims_are_exclusive_across_workers(open_backend: Callable[[], SQLBackend]) -> None:
     from jobtape.config import Settings
     from jobtape.defaults import worker as Worker

@@ -142,7 +142,8 @@ def test_a_worker_sharing_the_queue_reads_the_oldest_jobs_of_its_own_share(tmp_p
 
 
 def test_a_worker_whose_share_is_empty_takes_jobs_past_the_ones_their_owner_reads_next(tmp_path: Path, repository: JobRepository) -> None:
-    jobs = [repository.create("ingest", {}).state for _ in range(400)]
+    # enough that the random offset (below SPREAD_MIN) past the owners' reads still leaves 8 jobs
+    jobs = [repository.create("ingest", {}).state for _ in range(2 * (2 * 2 * 8 + runner.SPREAD_MIN + 8) + 40)]
     positions = _positions(repository)
     for job in jobs:
         if positions[job.job_id] % 2 == 1:  # b-me's share: all taken (by a-other)
@@ -176,3 +177,22 @@ def test_the_oldest_job_of_another_share_is_taken_once_it_stayed_the_oldest(
 
     assert oldest.job_id not in {state.job_id for state in first}
     assert second[0].job_id == oldest.job_id
+
+
+def test_a_worker_with_nothing_to_run_takes_one_of_the_newest_jobs_of_the_other_shares(tmp_path: Path, repository: JobRepository) -> None:
+    """The drain tail: its own share empty and fewer jobs left than the owners read next, a worker
+    holding no job takes one of the newest (read last by their owner), not nothing; a worker still
+    holding a job leaves them to their owner."""
+    jobs = [repository.create("ingest", {}).state for _ in range(12)]
+    positions = _positions(repository)
+    for job in jobs:
+        if positions[job.job_id] % 2 == 1:  # b-me's share: all taken (by a-other)
+            _hold(repository, job, "a-other")
+    pending = sorted((positions[job.job_id], job.job_id) for job in jobs if positions[job.job_id] % 2 == 0)
+    worker = _sharing_worker(tmp_path, repository)
+
+    assert worker._candidates_for(8, {pending[0][1]}) == []  # holds a job: leaves the last jobs to their owner
+    found = worker._candidates_for(8, set())
+
+    assert len(found) == 1
+    assert found[0].job_id in {job_id for _, job_id in pending[-2:]}  # one of the 2 (claimers) newest
