@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 from configs import TABLES  # tests/ is on sys.path
 from litestar import Litestar
@@ -180,3 +181,29 @@ def test_a_body_without_content_length_is_left_to_the_handler(sides: tuple[Side,
     response = fast.client.post("/api/audio/ingest", content=chunked(), headers={"Content-Type": FORM})
     assert response.status_code == 202
     assert fast.answered == 0
+
+
+def test_a_repeated_client_id_is_left_to_the_handler_which_checks_the_first(sides: tuple[Side, Side]) -> None:
+    """TestClient merges repeated headers, so the request goes to the ASGI app as a server would send it."""
+    body = _form(("file", "a.wav", "audio/wav", b"RIFF0000"))
+    headers = [(b"host", b"t"), (b"content-type", FORM.encode()), (b"content-length", str(len(body)).encode())]
+    headers += [(b"X-Client-Id", b"a" * 201), (b"x-client-id", b"bob")]  # the first is too long; names in any case
+    answers = []
+    for side in sides:
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http"}
+        scope |= {"path": "/api/audio/ingest", "raw_path": b"/api/audio/ingest", "query_string": b"", "root_path": ""}
+        scope |= {"headers": headers, "client": ("127.0.0.1", 1), "server": ("t", 80), "state": {}}
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+        sent: list[dict[str, object]] = []
+
+        async def receive() -> dict[str, object]:
+            return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+        async def send(message: dict[str, object]) -> None:
+            sent.append(message)
+
+        anyio.run(side.client.app, scope, receive, send)
+        answers.append((sent[0]["status"], sent[1]["body"]))
+        assert side.events() == 0 and side.files() == []
+    assert answers[0] == answers[1] and answers[0][0] == 400
+    assert sides[0].answered == 0

@@ -181,7 +181,8 @@ def ingest_route(audio_settings: AudioSettings, *, fast_path: bool = True) -> HT
         if scope.get("method") != "POST" or sources is None or sources.settings.rate_limit_rule is not None:
             return False
         content_type = content_length = client_id = None
-        for name, value in scope["headers"]:
+        for raw_name, value in scope["headers"]:
+            name = raw_name.lower()  # as Litestar's Headers: names in any case
             if name == b"content-type":
                 content_type = value if content_type is None else content_type  # the first, as Request.headers.get
             elif name == b"content-length":
@@ -189,6 +190,8 @@ def ingest_route(audio_settings: AudioSettings, *, fast_path: bool = True) -> HT
             elif name == b"idempotency-key":
                 return False
             elif name == b"x-client-id":
+                if client_id is not None:  # repeated: the handler reads (and checks) the first; let it answer
+                    return False
                 client_id = value
         if content_type is None or content_length is None or not content_length.isdigit():
             return False
