@@ -381,18 +381,18 @@ async def _commit_in_stream(stream: Any, batch: Sequence[Any]) -> list[Any]:
     the condition that the one before it succeeded, then ``ROLLBACK`` if the ``COMMIT`` did not run),
     then close the stream: a failed statement skips the rest and the ``COMMIT`` (nothing written).
     Returns the statements' result sets; raises the first step's error."""
-    steps: list[dict[str, Any]] = []
-    for statement in [*batch, libsql_client.Statement("COMMIT")]:
-        step: dict[str, Any] = {"stmt": _stmt_to_proto(statement)}
-        if steps:
-            step["condition"] = {"type": "ok", "step": len(steps) - 1}
-        steps.append(step)
-    # as libsql-client's own batches: a ROLLBACK when the COMMIT did not run, so the lock is let go at once
-    rollback = {"type": "not", "cond": {"type": "ok", "step": len(steps) - 1}}
-    steps.append({"condition": rollback, "stmt": {"sql": "ROLLBACK", "want_rows": False}})
     try:
+        steps: list[dict[str, Any]] = []
+        for statement in [*batch, libsql_client.Statement("COMMIT")]:
+            step: dict[str, Any] = {"stmt": _stmt_to_proto(statement)}
+            if steps:
+                step["condition"] = {"type": "ok", "step": len(steps) - 1}
+            steps.append(step)
+        # as libsql-client's own batches: a ROLLBACK when the COMMIT did not run, so the lock is let go at once
+        rollback = {"type": "not", "cond": {"type": "ok", "step": len(steps) - 1}}
+        steps.append({"condition": rollback, "stmt": {"sql": "ROLLBACK", "want_rows": False}})
         answer = await stream.batch({"steps": steps})
-    finally:
+    finally:  # also when a parameter does not convert: the turn's transaction ends with its stream
         stream.close()
     for error in answer["step_errors"]:
         if error is not None:
