@@ -139,38 +139,12 @@ def upsert(state: JobState, table: str = "jobs") -> Statement:
 
     Its parameters are :func:`row_values` in :data:`COLUMNS` order, the looked-up columns
     (``created_position``, ``last_position``) taking the job id (and version) instead,
-    written out as one tuple: a rebuild builds one for every job of the log
-    (``tests/unit/test_rebuild.py`` checks they match :func:`row_values`).
+    built as one tuple (:func:`_row_params`, shared with :func:`upsert_at`): a rebuild builds
+    one for every job of the log (``tests/unit/test_rebuild.py`` checks they match :func:`row_values`).
     """
-    job_id, version, result = state.job_id, state.version, state.result
-    params = (
-        job_id,
-        state.job_type,
-        state.owner,
-        state.idempotency_key,
-        state.status,
-        state.stage,
-        state.progress,
-        state.attempt,
-        state.worker_id,
-        _stamp(state.lease_expires_at),
-        _JSON.encode(result).decode() if result is not None else None,
-        state.error,
-        int(state.cancel_requested),
-        int(state.finished),
-        _stamp(state.created_at),
-        _stamp(state.updated_at),
-        job_id,  # created_position: (SELECT position ... version = 1)
-        version,  # last_version
-        job_id,  # last_position: (SELECT position ... version = ?)
-        version,
-        encode_state(state),
-        _stamp(state.not_before),
-        len(state.orphaned_children),
-        job_state.retained_upload(state),
-        _stamp(state.blobs_removed_at),
-    )
-    return Statement(_upsert_sql(table), params)
+    job_id, version = state.job_id, state.version
+    # created_position: (SELECT position ... version = 1); last_version; last_position: (SELECT position ... version = ?)
+    return Statement(_upsert_sql(table), _row_params(state, (job_id, version, job_id, version)))
 
 
 def upsert_at(state: JobState, table: str, created_position: int | None, last_position: int) -> Statement:
@@ -188,9 +162,15 @@ def upsert_at(state: JobState, table: str, created_position: int | None, last_po
             none, which the column's ``NOT NULL`` refuses as it refuses the lookup's NULL.
         last_position: the position of the stream's event at ``state.version``.
     """
-    job_id, result = state.job_id, state.result
-    params = (
-        job_id,
+    return Statement(_upsert_sql(table, looked_up=False), _row_params(state, (created_position, state.version, last_position)))
+
+
+def _row_params(state: JobState, positions: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The row's parameters in :data:`COLUMNS` order, ``positions`` standing for ``created_position``,
+    ``last_version`` and ``last_position`` (values, or the parameters of their lookups)."""
+    result = state.result
+    return (
+        state.job_id,
         state.job_type,
         state.owner,
         state.idempotency_key,
@@ -206,16 +186,13 @@ def upsert_at(state: JobState, table: str, created_position: int | None, last_po
         int(state.finished),
         _stamp(state.created_at),
         _stamp(state.updated_at),
-        created_position,
-        state.version,
-        last_position,
+        *positions,
         encode_state(state),
         _stamp(state.not_before),
         len(state.orphaned_children),
         job_state.retained_upload(state),
         _stamp(state.blobs_removed_at),
     )
-    return Statement(_upsert_sql(table, looked_up=False), params)
 
 
 #: State attributes that map 1:1 to a column which may change after creation.

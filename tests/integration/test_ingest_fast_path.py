@@ -18,6 +18,8 @@ from configs import TABLES  # tests/ is on sys.path
 from litestar import Litestar
 from litestar.testing import TestClient
 from litestar.types import Receive, Scope, Send
+from test_http_ingest import BOUNDARY, FORM
+from test_http_ingest import form as _form
 
 from jobtape.auth.principal import Principal
 from jobtape.config import Settings
@@ -30,20 +32,7 @@ from jobtape.storage import LocalStorage
 
 __all__: list[str] = []
 
-BOUNDARY = "fast-path-boundary"
-FORM = f"multipart/form-data; boundary={BOUNDARY}"
 _JOB_ID = re.compile(rb'"jobId":"[0-9a-f]{32}"')
-
-
-def _form(*parts: tuple[str, str | None, str | None, bytes], closed: bool = True) -> bytes:
-    out = b""
-    for name, filename, content_type, data in parts:
-        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename is not None else "")
-        out += f"--{BOUNDARY}\r\nContent-Disposition: {disposition}\r\n".encode()
-        if content_type is not None:
-            out += f"Content-Type: {content_type}\r\n".encode()
-        out += b"\r\n" + data + b"\r\n"
-    return out + (f"--{BOUNDARY}--\r\n".encode() if closed else b"")
 
 
 class Side:
