@@ -1,4 +1,8 @@
-"""SQL shared by the row-per-key projections (``assets``, ``previews``): upsert one row, read one row."""
+"""SQL shared by the row-per-key projections (``assets``, ``previews``): upsert one row, read one row or value.
+
+A job type's package (``jobtape.audio``) reads its projections through these functions, so its
+modules hold no SQL of their own beside their tables' definitions.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from typing import Any
 from jobtape import clock
 from jobtape.eventlog.store import EventStore, Statement
 
-__all__ = ["select_row", "upsert_row"]
+__all__ = ["select_row", "select_value", "upsert_row"]
 
 
 def upsert_row(table: str, columns: Sequence[str], row: dict[str, Any], *, only_if: str = "") -> Statement:
@@ -43,3 +47,23 @@ def select_row(store: EventStore, table: str, columns: Sequence[str], key: str) 
     values = dict(zip(columns, rows[0], strict=True))
     values["created_at"] = clock.parse_timestamp(values["created_at"])
     return values
+
+
+def select_value(store: EventStore, table: str, column: str, where: dict[str, str]) -> Any | None:
+    """The ``column`` of the row of ``table`` whose columns equal ``where`` (``{column: value}``,
+    joined by ``AND``), or ``None`` when no row matches. Meant for a lookup by a key (one row).
+
+    Args:
+        store: the event store whose database holds the projection.
+        table: the projection's table.
+        column: the column to read.
+        where: the columns to match and their values; at least one.
+
+    Raises:
+        ValueError: ``where`` is empty.
+    """
+    if not where:
+        raise ValueError("select_value needs at least one column to match")
+    condition = " AND ".join(f"{name} = ?" for name in where)
+    rows = store.backend.query(f"SELECT {column} FROM {table} WHERE {condition}", list(where.values()))
+    return rows[0][0] if rows else None

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from jobtape.eventlog.store import EventStore
+
 PACKAGE = Path(__file__).resolve().parents[2] / "jobtape"
 STORE_LAYER = {"eventlog", "projections"}
 #: A string literal that reads as a statement: an upper-case keyword that starts SQL, then the word
@@ -126,3 +128,14 @@ def test_the_event_insert_and_the_row_decoding_exist_once() -> None:
         ]
     assert inserts == ["jobtape/eventlog/stored.py"]
     assert decodes == ["jobtape/eventlog/stored.py"]
+
+
+def test_select_value_reads_one_column_by_its_key_columns_or_none(store: EventStore) -> None:
+    from jobtape.projections import rows
+    from jobtape.projections.repository import JobRepository
+
+    job_id = JobRepository(store).create("ingest", {"sourceType": "url", "url": "https://example.com/a.mp3"}, owner="alice").state.job_id
+    assert rows.select_value(store, "jobs", "owner", {"job_id": job_id}) == "alice"
+    assert rows.select_value(store, "jobs", "owner", {"job_id": job_id, "status": "complete"}) is None
+    with pytest.raises(ValueError, match="at least one column"):
+        rows.select_value(store, "jobs", "owner", {})

@@ -146,8 +146,8 @@ def owner_of_key(store: EventStore, key: str) -> str | None:
     found = _ASSET_KEY.fullmatch(key)
     if found is None:
         return None
-    rows = store.backend.query(f"SELECT owner FROM {TABLE} WHERE asset_id = ? AND storage_key = ?", [found[1], key])
-    return str(rows[0][0]) if rows else None
+    owner = rows.select_value(store, TABLE, "owner", {"asset_id": found[1], "storage_key": key})
+    return None if owner is None else str(owner)
 
 
 def select_asset(store: EventStore, asset_id: str) -> Asset | None:

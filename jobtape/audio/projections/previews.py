@@ -101,8 +101,8 @@ def cache_holder(store: EventStore, key: str) -> str | None:
     found = _PREVIEW_KEY.fullmatch(key)
     if found is None:
         return None
-    rows = store.backend.query(f"SELECT job_id FROM {TABLE} WHERE recipe_hash = ? AND preview_key = ?", [found[1], key])
-    return str(rows[0][0]) if rows else None
+    job_id = rows.select_value(store, TABLE, "job_id", {"recipe_hash": found[1], "preview_key": key})
+    return None if job_id is None else str(job_id)
 
 
 def owner_of_key(store: EventStore, key: str) -> str | None:
@@ -111,11 +111,9 @@ def owner_of_key(store: EventStore, key: str) -> str | None:
     found = _PREVIEW_KEY.fullmatch(key)
     if found is None:
         return None
-    rows = store.backend.query(
-        f"SELECT jobs.owner FROM {TABLE} JOIN jobs ON jobs.job_id = {TABLE}.job_id WHERE recipe_hash = ? AND preview_key = ?",
-        [found[1], key],
-    )
-    return str(rows[0][0]) if rows else None
+    job_id = cache_holder(store, key)
+    owner = None if job_id is None else rows.select_value(store, "jobs", "owner", {"job_id": job_id})
+    return None if owner is None else str(owner)
 
 
 def cache_hit_result(cached: Preview, recipe_hash: str, asset_id: str) -> dict[str, object]:
