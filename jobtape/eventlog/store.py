@@ -40,7 +40,7 @@ from jobtape.eventlog import hashing, key_events, logkey, stored
 if TYPE_CHECKING:
     from jobtape.eventlog import schema
 
-__all__ = ["ConstraintViolation", "EventStore", "SQLBackend", "Statement"]
+__all__ = ["EXPECT_EMPTY_LOG", "ConstraintViolation", "EventStore", "SQLBackend", "Statement", "refuses_written_log"]
 
 
 class Statement(NamedTuple):
@@ -159,6 +159,19 @@ _CHAIN_ATTEMPTS = 100
 _EPHEMERAL = object()
 #: A chained batch's first statement: the head's chain it was built on (``events_chain_guard`` checks it).
 _EXPECT_HEAD = "UPDATE log_head SET expected = ? WHERE id = 1"
+#: A guard an import into a log never written runs first in its transaction
+#: (:func:`jobtape.audit.transfer.import_lines`): it copies the ``log_head`` row onto itself,
+#: refused by the primary key (``UNIQUE constraint failed: log_head.id``, :func:`refuses_written_log`),
+#: when the head is past position 0, so an append that came between the caller's check of the
+#: head and the transaction refuses the whole transaction; nothing is written.
+EXPECT_EMPTY_LOG = Statement("INSERT INTO log_head SELECT * FROM log_head WHERE id = 1 AND position <> 0")
+
+
+def refuses_written_log(exc: ConstraintViolation) -> bool:
+    """Whether ``exc`` is :data:`EXPECT_EMPTY_LOG`'s refusal: the log was written before the transaction."""
+    return "log_head.id" in exc.detail
+
+
 _PROCESS_KEYS: list[logkey.LogKeys] = []
 
 
