@@ -777,6 +777,21 @@ class EventStore:
         """Whether the log holds any event of ``job_id``."""
         return bool(self.backend.query("SELECT 1 FROM events WHERE job_id = ? LIMIT 1", [job_id]))
 
+    def known_job_ids(self, job_ids: Collection[str]) -> set[str]:
+        """Those of ``job_ids`` the log holds events of, or has archived (``archived_jobs``: an
+        ``import`` of the archive file may bring them back, with the blobs an archive kept)."""
+        known: set[str] = set()
+        ordered = sorted(set(job_ids))
+        for start in range(0, len(ordered), 200):  # well below SQLite's limit of parameters
+            chunk = ordered[start : start + 200]
+            marks = ", ".join("?" * len(chunk))
+            rows = self.backend.query(
+                f"SELECT job_id FROM events WHERE job_id IN ({marks}) UNION SELECT job_id FROM archived_jobs WHERE job_id IN ({marks})",
+                [*chunk, *chunk],
+            )
+            known.update(str(row[0]) for row in rows)
+        return known
+
     def created_job_ids(
         self, *, since: int | dt.datetime | None = None, until: int | dt.datetime | None = None, job_id: str | None = None
     ) -> set[str]:
