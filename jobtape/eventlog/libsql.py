@@ -278,6 +278,8 @@ class LibSQLBackend(SQLBackend):
             if stream not in self._streams:
                 return  # close() ended it
             self._streams.discard(stream)
+        if stream.closed:  # the commit closed it (on the loop, before its answer came back): no loop wake-up
+            return
         with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: close() ended the connection
             self._loop.call_soon_threadsafe(stream.close)
 
