@@ -29,8 +29,9 @@ sweeps on its reaper cycle.
 Orphan uploads (:class:`OrphanUploadSweeper`): the ingest route writes an upload to
 ``ingest-uploads/<jobId>.<ext>`` and then appends the job's ``job.created``; a process
 killed between the two (or during the write) leaves a blob no job refers to, which the
-recorded path above never sees. Every worker's reaper cycle lists ``ingest-uploads/`` (at
-most :data:`ORPHAN_SWEEP_LIMIT` blobs a cycle, going on where the last one stopped) and
+recorded path above never sees. Every worker lists ``ingest-uploads/`` from its reaper
+cycle, at its start and then every :data:`ORPHAN_SWEEP_INTERVAL_S` (at most
+:data:`ORPHAN_SWEEP_LIMIT` blobs a sweep, going on where the last one stopped), and
 deletes a blob only when it is older than ``Settings.orphan_upload_grace_s`` (default 1 h;
 0 turns the sweep off) and the job id its key names has no event in the log and was never
 archived (:meth:`jobtape.eventlog.store.EventStore.known_job_ids`). A blob whose job exists
@@ -44,6 +45,7 @@ import dataclasses
 import datetime as dt
 import logging
 import re
+import time
 from collections.abc import Callable, Sequence
 
 from jobtape import clock, errors
@@ -53,6 +55,7 @@ from jobtape.projections.repository import JobRepository
 from jobtape.storage.base import Storage
 
 __all__ = [
+    "ORPHAN_SWEEP_INTERVAL_S",
     "ORPHAN_SWEEP_LIMIT",
     "REDELETE_WINDOW_S",
     "UPLOAD_PREFIX",
@@ -75,6 +78,9 @@ _SWEEP_LIMIT = 200
 UPLOAD_PREFIX = "ingest-uploads/"
 #: Uploads one orphan sweep lists at most (one S3 ``ListObjectsV2`` page); the next sweep goes on after the last.
 ORPHAN_SWEEP_LIMIT = 1000
+#: Seconds between two orphan sweeps of a worker (:meth:`OrphanUploadSweeper.sweep_if_due`; a local
+#: listing reads the whole folder): 5 minutes, the first at the worker's start.
+ORPHAN_SWEEP_INTERVAL_S = 300.0
 #: A job id as the ingest route makes them (:func:`jobtape.projections.repository.new_job_id`).
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 
@@ -266,6 +272,14 @@ class OrphanUploadSweeper:
         self.grace_s = grace_s
         self.limit = limit
         self._after: str | None = None  # the last key the previous sweep listed, when it did not reach the end
+        self._next_sweep = 0.0  # time.monotonic() of the next sweep_if_due
+
+    def sweep_if_due(self) -> OrphanUploadReport:
+        """:meth:`sweep` at most every :data:`ORPHAN_SWEEP_INTERVAL_S` seconds (the first call sweeps)."""
+        if time.monotonic() < self._next_sweep:
+            return OrphanUploadReport()
+        self._next_sweep = time.monotonic() + ORPHAN_SWEEP_INTERVAL_S
+        return self.sweep()
 
     def sweep(self, now: dt.datetime | None = None) -> OrphanUploadReport:
         """List the next :attr:`limit` uploads and delete those older than ``grace_s`` whose job the log does not know.

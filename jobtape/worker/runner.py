@@ -375,7 +375,7 @@ class Worker:
         self.reaper.reap_expired()
         self.workdirs.sweep(keep=self.running_job_ids)  # after the orphan sweep killed the dead workers' children
         self.blob_sweeper.sweep()  # failed-upload retention (jobtape.blobs)
-        self.upload_sweeper.sweep()  # uploads of a process killed before their job.created (jobtape.blobs)
+        self.upload_sweeper.sweep_if_due()  # uploads of a process killed before their job.created (jobtape.blobs)
         self.storage.sweep_partial_writes()  # temporary files of a killed process's writes
 
     def running_job_ids(self) -> list[str]:
