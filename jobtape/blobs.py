@@ -25,6 +25,18 @@ removed ``Settings.failed_upload_retention_s`` after it finished (default 24 h, 
 Celery's ``result_expires``: long enough to look at a failure, short enough that a month
 of bad uploads does not fill the disk; 0 removes it at the next sweep). Every worker
 sweeps on its reaper cycle.
+
+Orphan uploads (:class:`OrphanUploadSweeper`): the ingest route writes an upload to
+``ingest-uploads/<jobId>.<ext>`` and then appends the job's ``job.created``; a process
+killed between the two (or during the write) leaves a blob no job refers to, which the
+recorded path above never sees. Every worker lists ``ingest-uploads/`` from its reaper
+cycle, at its start and then every :data:`ORPHAN_SWEEP_INTERVAL_S` (at most
+:data:`ORPHAN_SWEEP_LIMIT` blobs a sweep, going on where the last one stopped), and
+deletes a blob only when it is older than ``Settings.orphan_upload_grace_s`` (default 1 h;
+0 turns the sweep off) and the job id its key names has no event in the log and was never
+archived (:meth:`jobtape.eventlog.store.EventStore.known_job_ids`). A blob whose job exists
+is never deleted, nor one whose key names no job id. Nothing is recorded: there is no job
+to record it on.
 """
 
 from __future__ import annotations
@@ -32,6 +44,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import re
+import time
 from collections.abc import Callable, Sequence
 
 from jobtape import clock, errors
@@ -40,7 +54,18 @@ from jobtape.projections import state as job_state
 from jobtape.projections.repository import JobRepository
 from jobtape.storage.base import Storage
 
-__all__ = ["REDELETE_WINDOW_S", "BlobSweeper", "SweepReport", "remove_job_blobs"]
+__all__ = [
+    "ORPHAN_SWEEP_INTERVAL_S",
+    "ORPHAN_SWEEP_LIMIT",
+    "REDELETE_WINDOW_S",
+    "UPLOAD_PREFIX",
+    "BlobSweeper",
+    "OrphanUploadReport",
+    "OrphanUploadSweeper",
+    "SweepReport",
+    "remove_job_blobs",
+    "upload_job_id",
+]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +74,15 @@ log = logging.getLogger(__name__)
 REDELETE_WINDOW_S = 24 * 3600.0
 #: Jobs one sweep handles at most (the next sweep takes the rest).
 _SWEEP_LIMIT = 200
+#: Where the ingest route stores uploads: ``ingest-uploads/<jobId>.<ext>`` (``<jobId>/original.<ext>`` before issue 12).
+UPLOAD_PREFIX = "ingest-uploads/"
+#: Uploads one orphan sweep lists at most (one S3 ``ListObjectsV2`` page); the next sweep goes on after the last.
+ORPHAN_SWEEP_LIMIT = 1000
+#: Seconds between two orphan sweeps of a worker (:meth:`OrphanUploadSweeper.sweep_if_due`; a local
+#: listing reads the whole folder): 5 minutes, the first at the worker's start.
+ORPHAN_SWEEP_INTERVAL_S = 300.0
+#: A job id as the ingest route makes them (:func:`jobtape.projections.repository.new_job_id`).
+_JOB_ID = re.compile(r"[0-9a-f]{32}")
 
 Select = Callable[[job_state.JobState], Sequence[str]]
 
@@ -195,6 +229,101 @@ class BlobSweeper:
             self._undeleted.discard(key)
             deleted += 1
         return deleted
+
+
+def upload_job_id(key: str) -> str | None:
+    """The job id an upload's key names (``ingest-uploads/<jobId>.<ext>``, or ``ingest-uploads/<jobId>/...``);
+    ``None`` for a key outside :data:`UPLOAD_PREFIX` or naming no job id."""
+    if not key.startswith(UPLOAD_PREFIX):
+        return None
+    rest = key[len(UPLOAD_PREFIX) :]
+    name = rest.split("/", 1)[0] if "/" in rest else rest.split(".", 1)[0]
+    return name if _JOB_ID.fullmatch(name) else None
+
+
+@dataclasses.dataclass(frozen=True)
+class OrphanUploadReport:
+    """What one orphan-upload sweep did.
+
+    Attributes:
+        listed: blobs it looked at.
+        deleted: keys of the orphan uploads it deleted.
+    """
+
+    listed: int = 0
+    deleted: list[str] = dataclasses.field(default_factory=list)
+
+
+class OrphanUploadSweeper:
+    """Deletes uploads no job refers to, left by a process killed between the write and ``job.created`` (see the module docstring).
+
+    Args:
+        repository: the job log (its store says which job ids exist or were archived).
+        storage: where the uploads are.
+        grace_s: seconds an upload must be older than (its write time: mtime, ``LastModified``)
+            before it counts as an orphan; far longer than an upload's write and its create
+            take. 0 turns the sweep off.
+        limit: blobs listed per sweep (see :data:`ORPHAN_SWEEP_LIMIT`).
+    """
+
+    def __init__(self, repository: JobRepository, storage: Storage, *, grace_s: float, limit: int = ORPHAN_SWEEP_LIMIT) -> None:
+        self.repository = repository
+        self.storage = storage
+        self.grace_s = grace_s
+        self.limit = limit
+        self._after: str | None = None  # the last key the previous sweep listed, when it did not reach the end
+        self._next_sweep = 0.0  # time.monotonic() of the next sweep_if_due
+
+    def sweep_if_due(self) -> OrphanUploadReport:
+        """:meth:`sweep` at most every :data:`ORPHAN_SWEEP_INTERVAL_S` seconds (the first call sweeps)."""
+        if time.monotonic() < self._next_sweep:
+            return OrphanUploadReport()
+        self._next_sweep = time.monotonic() + ORPHAN_SWEEP_INTERVAL_S
+        return self.sweep()
+
+    def sweep(self, now: dt.datetime | None = None) -> OrphanUploadReport:
+        """List the next :attr:`limit` uploads and delete those older than ``grace_s`` whose job the log does not know.
+
+        A storage that cannot list, or fails, is logged and skipped (the next sweep tries again).
+
+        Args:
+            now: aware UTC time; defaults to :func:`jobtape.clock.utcnow`.
+
+        Raises:
+            errors.StoreUnavailable: the log cannot be read (nothing was deleted; the caller retries later).
+        """
+        if self.grace_s <= 0:
+            return OrphanUploadReport()
+        now = now or clock.utcnow()
+        try:
+            blobs = self.storage.list_blobs(UPLOAD_PREFIX, start_after=self._after, limit=self.limit)
+        except NotImplementedError:
+            return OrphanUploadReport()
+        except errors.StorageError as exc:
+            log.warning("orphan-upload sweep: cannot list %s (next sweep tries again): %s", UPLOAD_PREFIX, exc)
+            return OrphanUploadReport()
+        self._after = blobs[-1].key if len(blobs) == self.limit else None  # at the end: from the start next time
+        cutoff = now - dt.timedelta(seconds=self.grace_s)
+        candidates = {blob.key: job_id for blob in blobs if blob.modified < cutoff and (job_id := upload_job_id(blob.key)) is not None}
+        known = self.repository.store.known_job_ids(set(candidates.values())) if candidates else set()
+        deleted = []
+        for key, job_id in candidates.items():
+            if job_id in known:
+                continue
+            try:
+                self.storage.delete(key)
+            except errors.StorageError as exc:
+                log.warning("orphan-upload sweep: could not delete %s (next pass tries again): %s", key, exc)
+                continue
+            deleted.append(key)
+        if deleted:
+            log.warning(
+                "removed %d upload(s) older than %g s that no job refers to (a process killed before job.created): %s",
+                len(deleted),
+                self.grace_s,
+                ", ".join(deleted[:10]),
+            )
+        return OrphanUploadReport(len(blobs), deleted)
 
 
 def _due(state: job_state.JobState, cutoff: dt.datetime) -> list[str]:

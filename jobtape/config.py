@@ -98,6 +98,10 @@ class Settings:
             was cancelled stays in storage after the job ended; then a worker's sweep removes
             it through the recorded path (``job.blobs_deleted``, :mod:`jobtape.blobs`). 0 removes
             it at the next sweep. Env ``JOBTAPE_FAILED_UPLOAD_RETENTION``; default 86400 (24 h).
+        orphan_upload_grace_s: seconds an upload under ``ingest-uploads/`` must be older than
+            before a worker's sweep deletes it when no job refers to it (a process killed
+            between the upload's write and its ``job.created``; :class:`jobtape.blobs.OrphanUploadSweeper`).
+            0 turns the sweep off. Env ``JOBTAPE_ORPHAN_UPLOAD_GRACE``; default 3600 (1 h).
         signing_secret: HMAC-SHA256 key of the local backend's signed download URLs (>= 32
             bytes). Env ``JOBTAPE_SIGNING_SECRET``; ``None`` (default): a random secret is
             generated once and kept in ``data_dir/signing-secret`` (mode 0600).
@@ -168,6 +172,7 @@ class Settings:
     upload_url_ttl_s: int = 3600
     max_active_jobs: int = 5
     failed_upload_retention_s: float = 24 * 3600.0
+    orphan_upload_grace_s: float = 3600.0
     signing_secret: str | None = dataclasses.field(default=None, repr=False)
     log_key: str | None = dataclasses.field(default=None, repr=False)
     log_key_id: str | None = None
@@ -207,6 +212,8 @@ class Settings:
             raise ValueError("JOBTAPE_LOG_KEY must be at least 32 bytes (e.g. `openssl rand -hex 32`)")
         if self.failed_upload_retention_s < 0:
             raise ValueError(f"JOBTAPE_FAILED_UPLOAD_RETENTION must be >= 0 seconds, not {self.failed_upload_retention_s}")
+        if not self.orphan_upload_grace_s >= 0:  # also refuses NaN
+            raise ValueError(f"JOBTAPE_ORPHAN_UPLOAD_GRACE must be 0 (off) or more seconds, not {self.orphan_upload_grace_s}")
         if self.storage_backend != "local" and not self.s3_bucket:
             raise ValueError(f"the {self.storage_backend} storage backend needs a bucket (S3_BUCKET or R2_BUCKET)")
 
@@ -286,6 +293,7 @@ class Settings:
                 ("file_mode", "JOBTAPE_FILE_MODE", _file_mode),
                 ("work_dir", "JOBTAPE_WORK_DIR", Path),
                 ("failed_upload_retention_s", "JOBTAPE_FAILED_UPLOAD_RETENTION", float),
+                ("orphan_upload_grace_s", "JOBTAPE_ORPHAN_UPLOAD_GRACE", float),
                 ("auth_mode", "JOBTAPE_AUTH", _lower),
                 ("trusted_proxies", "JOBTAPE_TRUSTED_PROXY", comma_list),
                 ("jwt_secret", "JOBTAPE_JWT_SECRET", str),

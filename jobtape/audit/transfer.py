@@ -29,7 +29,7 @@ from jobtape.eventlog import events as ev
 from jobtape.eventlog import key_events, spill
 from jobtape.eventlog import stored as stored_events
 from jobtape.eventlog.logkey import LogKeys
-from jobtape.eventlog.store import ConstraintViolation, EventStore, Statement
+from jobtape.eventlog.store import EXPECT_EMPTY_LOG, ConstraintViolation, EventStore, Statement, refuses_written_log
 from jobtape.projections import key_state, registry
 from jobtape.projections import state as job_state
 from jobtape.projections.rebuild import collector_paused
@@ -169,7 +169,11 @@ def _import(
     store: EventStore, lines: Iterable[str], tables: registry.Tables, keys: LogKeys | None, checkpoint: Checkpoint | None
 ) -> ImportReport:
     if imports_in_one_transaction(store, lines):
-        return _import_in_one_transaction(store, lines, tables, keys, checkpoint)
+        try:
+            return _import_in_one_transaction(store, lines, tables, keys, checkpoint)
+        except _LogWritten:  # an append came between the check and the transaction; nothing was written
+            assert _rewindable(lines)  # the one transaction reads only a file
+            lines.seek(0)  # so in batches, as into any live log
     if _rewindable(lines):
         with _stream_memory() as streams:
             for _ in exchange.check_lines(lines, streams, keys=keys, checkpoint=checkpoint):  # check everything before writing
@@ -203,6 +207,11 @@ def imports_in_one_transaction(store: EventStore, lines: Iterable[str]) -> bool:
     import, which a fresh data dir does not notice but a live one would (its appends would
     wait ~45 s behind a 1M-event import). Any other import checks the whole file first,
     then writes it in batches of :data:`IMPORT_BATCH` events, each its own transaction.
+
+    This check is made before the transaction; the transaction's first statement
+    (:data:`jobtape.eventlog.store.EXPECT_EMPTY_LOG`) checks the same in SQL, so an append
+    that comes between the two refuses the transaction (nothing written) and the import
+    falls back to the batches.
     """
     return _rewindable(lines) and store.streams_imports and store.log_head()[0] == 0
 
@@ -222,13 +231,19 @@ def _import_in_one_transaction(
     job and batch. Memory holds one batch and the stream tips, as before; the
     transaction's pages go to the WAL. The write lock is held
     from the first batch to the commit (the whole import), so this path is taken only for a
-    log that was never written (:func:`imports_in_one_transaction`).
+    log that was never written (:func:`imports_in_one_transaction`), which the transaction's
+    first statement checks again (:data:`jobtape.eventlog.store.EXPECT_EMPTY_LOG`).
+
+    Raises:
+        _LogWritten: the log was written before the transaction began; nothing was written.
+        errors.InvalidExport: a line fails its checks, or a job exists already; nothing was written.
     """
     counts = {"jobs": 0, "keys": 0}
     positions = _Positions()
     current: list[tuple[int, list[str]]] = [(0, [])]  # the batch being written, to word a refusal: its first line, its new streams
 
     def chunks(streams: exchange.StreamMemory) -> Iterator[tuple[list[stored_events.StoredEvent], list[Statement]]]:
+        yield [], [EXPECT_EMPTY_LOG]  # first in the transaction, before a line is read: the log is still empty
         chunk: list[exchange.CheckedEvent] = []
         for checked in exchange.check_lines(lines, streams, keys=keys, checkpoint=checkpoint):
             chunk.append(checked)
@@ -246,6 +261,8 @@ def _import_in_one_transaction(
         try:
             store.import_stream(chunks(streams), positions.add)
         except (errors.ConcurrencyError, ConstraintViolation) as exc:
+            if isinstance(exc, ConstraintViolation) and refuses_written_log(exc):
+                raise _LogWritten from exc
             line, streams_started = current[0]
             existing = next((job_id for job_id in streams_started if store.stream_exists(job_id)), None)
             reason = f"job {existing} exists in the target store already" if existing else str(exc)
@@ -253,6 +270,10 @@ def _import_in_one_transaction(
     return ImportReport(
         jobs=counts["jobs"], events=positions.count, first_position=positions.first, last_position=positions.last, keys=counts["keys"]
     )
+
+
+class _LogWritten(Exception):
+    """The log was written between :func:`imports_in_one_transaction` and the import's transaction."""
 
 
 def _chunk_batch(

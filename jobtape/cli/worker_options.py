@@ -111,6 +111,16 @@ OPTIONS = (
         ),
     ),
     (
+        "--orphan-upload-grace",
+        "orphan_upload_grace_s",
+        types.Seconds(0.0, 366 * types.DAY_S),
+        "JOBTAPE_ORPHAN_UPLOAD_GRACE",
+        (
+            "Seconds an upload no job refers to (a process killed between its write and job.created) is kept;"
+            " then a worker deletes it (0: never)."
+        ),
+    ),
+    (
         "--ffmpeg-readrate",
         "ffmpeg_readrate",
         types.Seconds(0.01, 1000.0),

@@ -147,6 +147,8 @@ class LibSQLBackend(SQLBackend):
         self._closed = False
         self._build_lock = threading.Lock()  # execute_built: one build-and-run at a time (the chain's order)
         self._turn = threading.local()  # .active: in execute_built's build; .stream: its write transaction
+        self._streams: set[Any] = set()  # the write turns' streams not released yet (close() ends them)
+        self._streams_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"LibSQLBackend({self.url!r})"
@@ -229,10 +231,18 @@ class LibSQLBackend(SQLBackend):
         Returns:
             As :meth:`execute_batch`.
 
+        The write turn's stream is released whatever happens after the read: the commit
+        closes it, and a batch that fails before its commit is sent (a statement that does not
+        convert, the backend closed meanwhile) closes it here, so sqld rolls the transaction
+        back at once instead of holding the write lock until the connection ends (every other
+        writer waiting meanwhile). :meth:`close` ends the turns still open.
+
         Raises:
             As :meth:`execute_batch`, and whatever ``build`` raises (nothing was written).
             A write turn whose ``COMMIT`` round trip fails to reach the server leaves the
             batch in doubt (:class:`errors.StoreUnavailable` with ``in_doubt``), as a batch.
+            RuntimeError: the backend was closed (also between the build and the commit:
+                nothing was written).
         """
         with self._build_lock:
             self._turn.active, self._turn.stream = True, None
@@ -246,14 +256,31 @@ class LibSQLBackend(SQLBackend):
             stream, self._turn.stream = self._turn.stream, None
             if stream is None:
                 return self.execute_batch(statements)
-            batch = [libsql_client.Statement(sql, list(params)) for sql, params in statements]
-            results = self._run_once(lambda client: _commit_in_stream(stream, batch), write=True)
+            try:
+                batch = [libsql_client.Statement(sql, list(params)) for sql, params in statements]
+                results = self._run_once(lambda client: _commit_in_stream(stream, batch), write=True)
+            finally:  # closed by the commit; not when it was never sent
+                self._release_stream(stream)
             return [[tuple(row) for row in result.rows] for result in results]
 
     def _end_turn(self) -> None:
         """Close the write turn's stream, if one was opened (sqld rolls its transaction back)."""
         stream, self._turn.stream = getattr(self._turn, "stream", None), None
         if stream is not None:
+            self._release_stream(stream)
+
+    def _release_stream(self, stream: Any) -> None:
+        """Close a write turn's ``stream`` on the loop (a no-op for a closed one) and forget it.
+
+        Once :meth:`close` has run, it closed the stream (and the connection) itself.
+        """
+        with self._streams_lock:
+            if stream not in self._streams:
+                return  # close() ended it
+            self._streams.discard(stream)
+        if stream.closed:  # the commit closed it (on the loop, before its answer came back): no loop wake-up
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: close() ended the connection
             self._loop.call_soon_threadsafe(stream.close)
 
     def _query_in_turn(self, sql: str, params: Sequence[Any]) -> Any:
@@ -273,6 +300,9 @@ class LibSQLBackend(SQLBackend):
                 raise
 
         stream, result = self._run(begin_and_read, write=False)
+        if stream is not None:
+            with self._streams_lock:
+                self._streams.add(stream)
         self._turn.stream = stream  # this (the calling) thread's turn
         return result
 
@@ -353,12 +383,22 @@ class LibSQLBackend(SQLBackend):
         return {str(row[0]) for row in self.query('SELECT name FROM "_jobtape_migrations"')}
 
     def close(self) -> None:
-        """Close the client and stop the loop thread. Further use raises ``RuntimeError``; a second call is a no-op."""
+        """Close the write turns still open, the client, and stop the loop thread.
+
+        A write turn open in another thread (between its read and its commit) is ended here:
+        its stream is closed, so sqld rolls its transaction back, and that thread's
+        :meth:`execute_built` raises ``RuntimeError`` (nothing written). Further use raises
+        ``RuntimeError``; a second call is a no-op.
+        """
         if self._closed:
             return
         self._closed = True
 
         async def shutdown() -> None:
+            with self._streams_lock:
+                streams, self._streams = list(self._streams), set()
+            for stream in streams:  # before the connection: each turn's transaction ends on its own
+                stream.close()
             if self._client is not None:
                 await _close_quietly(self._client)
                 self._client = None

@@ -352,9 +352,20 @@ class SQLiteBackend(SQLBackend):
         Only the order of the writers changes: ``BEGIN IMMEDIATE`` and its busy timeout
         still guard the file (another program writing it without this lock is waited for
         as before). The kernel drops the lock of a process that dies.
+
+        A free turn (the common case) costs one non-blocking ``flock``. A turn another process
+        holds is waited for up to ``busy_timeout_s`` (:func:`_wait_write_turn`), as SQLite waits
+        for its own lock, so a wedged process that keeps it blocks no writer forever.
+
+        Raises:
+            errors.StoreBusy: another process held the turn for ``busy_timeout_s``; the message
+                says how to find it.
         """
         fd = self._writer_fd if self._writer_fd is not None else self._writer_lock()
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _wait_write_turn(fd, f"{self.path}-writer", self.busy_timeout_s)
         return fd
 
     def _writer_lock(self) -> int:
@@ -546,6 +557,33 @@ def _open_writer_lock(path: Path, file_mode: int) -> int:
         return os.open(path, os.O_RDWR)
     os.fchmod(fd, file_mode)
     return fd
+
+
+def _wait_write_turn(fd: int, lock_path: str, timeout_s: float) -> None:
+    """Take ``fd``'s exclusive ``flock`` that another process holds: retry it without blocking,
+    pausing 0.1 ms doubling to :data:`_TURN_MAX_PAUSE_S`, for up to ``timeout_s`` seconds.
+
+    Raises:
+        errors.StoreBusy: the lock was not free within ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    pause_s = 0.0001
+    while True:
+        time.sleep(pause_s)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise errors.StoreBusy(
+                    f"another process has held the write lock {lock_path} for {timeout_s:g} s; if it is a wedged"
+                    f" jobtape process, find it with `fuser -v {lock_path}` (or `lsof {lock_path}`) and stop it"
+                ) from None
+            pause_s = min(pause_s * 2, _TURN_MAX_PAUSE_S)
+
+
+#: The longest pause between two tries of a write turn another process holds, in seconds.
+_TURN_MAX_PAUSE_S = 0.002
 
 
 class _Pending:

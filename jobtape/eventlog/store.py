@@ -40,7 +40,7 @@ from jobtape.eventlog import hashing, key_events, logkey, stored
 if TYPE_CHECKING:
     from jobtape.eventlog import schema
 
-__all__ = ["ConstraintViolation", "EventStore", "SQLBackend", "Statement"]
+__all__ = ["EXPECT_EMPTY_LOG", "ConstraintViolation", "EventStore", "SQLBackend", "Statement", "refuses_written_log"]
 
 
 class Statement(NamedTuple):
@@ -159,6 +159,19 @@ _CHAIN_ATTEMPTS = 100
 _EPHEMERAL = object()
 #: A chained batch's first statement: the head's chain it was built on (``events_chain_guard`` checks it).
 _EXPECT_HEAD = "UPDATE log_head SET expected = ? WHERE id = 1"
+#: A guard an import into a log never written runs first in its transaction
+#: (:func:`jobtape.audit.transfer.import_lines`): it copies the ``log_head`` row onto itself,
+#: refused by the primary key (``UNIQUE constraint failed: log_head.id``, :func:`refuses_written_log`),
+#: when the head is past position 0, so an append that came between the caller's check of the
+#: head and the transaction refuses the whole transaction; nothing is written.
+EXPECT_EMPTY_LOG = Statement("INSERT INTO log_head SELECT * FROM log_head WHERE id = 1 AND position <> 0")
+
+
+def refuses_written_log(exc: ConstraintViolation) -> bool:
+    """Whether ``exc`` is :data:`EXPECT_EMPTY_LOG`'s refusal: the log was written before the transaction."""
+    return "log_head.id" in exc.detail
+
+
 _PROCESS_KEYS: list[logkey.LogKeys] = []
 
 
@@ -763,6 +776,21 @@ class EventStore:
     def stream_exists(self, job_id: str) -> bool:
         """Whether the log holds any event of ``job_id``."""
         return bool(self.backend.query("SELECT 1 FROM events WHERE job_id = ? LIMIT 1", [job_id]))
+
+    def known_job_ids(self, job_ids: Collection[str]) -> set[str]:
+        """Those of ``job_ids`` the log holds events of, or has archived (``archived_jobs``: an
+        ``import`` of the archive file may bring them back, with the blobs an archive kept)."""
+        known: set[str] = set()
+        ordered = sorted(set(job_ids))
+        for start in range(0, len(ordered), 200):  # well below SQLite's limit of parameters
+            chunk = ordered[start : start + 200]
+            marks = ", ".join("?" * len(chunk))
+            rows = self.backend.query(
+                f"SELECT job_id FROM events WHERE job_id IN ({marks}) UNION SELECT job_id FROM archived_jobs WHERE job_id IN ({marks})",
+                [*chunk, *chunk],
+            )
+            known.update(str(row[0]) for row in rows)
+        return known
 
     def created_job_ids(
         self, *, since: int | dt.datetime | None = None, until: int | dt.datetime | None = None, job_id: str | None = None

@@ -8,6 +8,8 @@ memory (``MemoryStorage`` keeps it there by design, for unit tests only).
 from __future__ import annotations
 
 import abc
+import dataclasses
+import datetime as dt
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -18,6 +20,7 @@ from jobtape import errors
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "MAX_KEY_BYTES",
+    "BlobInfo",
     "Storage",
     "check_range",
     "validate_key",
@@ -74,6 +77,21 @@ def validate_prefix(prefix: str) -> str:
     """
     validate_key(prefix[:-1] if prefix.endswith("/") else prefix)
     return prefix
+
+
+@dataclasses.dataclass(frozen=True)
+class BlobInfo:
+    """One stored blob as :meth:`Storage.list_blobs` lists it.
+
+    Attributes:
+        key: the storage key.
+        size: bytes.
+        modified: when the blob was last written (aware UTC): a file's mtime, an object's ``LastModified``.
+    """
+
+    key: str
+    size: int
+    modified: dt.datetime
 
 
 class Storage(abc.ABC):
@@ -179,6 +197,27 @@ class Storage(abc.ABC):
             older_than_s: age past which an untouched temporary file is a leftover, in seconds.
         """
         return 0
+
+    def list_blobs(self, prefix: str, *, start_after: str | None = None, limit: int = 1000) -> list[BlobInfo]:
+        """List up to ``limit`` blobs whose key starts with ``prefix``, in key order, after ``start_after``.
+
+        For maintenance sweeps (:class:`jobtape.blobs.OrphanUploadSweeper`): a caller pages
+        through a large prefix by passing the last key it got as ``start_after``.
+
+        Args:
+            prefix: plain string prefix of the keys (``"ingest-uploads/"``).
+            start_after: only keys sorting after this one; ``None``: from the first.
+            limit: most blobs returned (> 0).
+
+        Returns:
+            The blobs, sorted by key (code point order, as S3 lists ASCII keys).
+
+        Raises:
+            errors.InvalidStorageKey: If ``prefix`` minus a trailing ``/`` is not a valid key.
+            errors.StorageError: If the backend fails.
+            NotImplementedError: the backend cannot list (this default).
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot list its blobs")
 
     def exists(self, key: str) -> bool:
         """Return whether a blob is stored under ``key``.

@@ -9,6 +9,7 @@ matching folder mode (0700); see :mod:`jobtape.filemodes`.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import errno
 import logging
 import os
@@ -238,6 +239,36 @@ class LocalStorage(base.Storage):
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         self._prune_empty_parents(path.parent)
+
+    def list_blobs(self, prefix: str, *, start_after: str | None = None, limit: int = 1000) -> list[base.BlobInfo]:
+        """List the files under ``prefix`` (``root/.tmp`` left out); see :meth:`Storage.list_blobs`."""
+        base.validate_prefix(prefix)
+        if limit <= 0:
+            raise ValueError(f"limit must be > 0, got {limit}")
+        folder = self.root / prefix.rpartition("/")[0]
+        keys: list[str] = []
+        try:
+            for dirpath, dirnames, filenames in os.walk(folder):
+                current = Path(dirpath)
+                if current == self.root:
+                    dirnames[:] = [name for name in dirnames if name != TEMP_DIR_NAME]
+                for name in filenames:
+                    key = (current / name).relative_to(self.root).as_posix()
+                    if key.startswith(prefix) and (start_after is None or key > start_after):
+                        keys.append(key)
+        except OSError as exc:
+            raise errors.StorageError(f"cannot list blobs under {prefix!r}: {exc}") from exc
+        listed = []
+        for key in sorted(keys):
+            try:
+                info = (self.root / key).stat()
+            except FileNotFoundError:  # deleted meanwhile
+                continue
+            modified = dt.datetime.fromtimestamp(info.st_mtime, dt.UTC)
+            listed.append(base.BlobInfo(key, info.st_size, modified))
+            if len(listed) == limit:
+                break
+        return listed
 
     def delete_prefix(self, prefix: str) -> int:  # noqa: D102
         base.validate_prefix(prefix)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Iterator
 
-from jobtape import errors
+from jobtape import clock, errors
 from jobtape.storage import base
 
 __all__ = ["MemoryStorage"]
@@ -19,10 +20,12 @@ class MemoryStorage(base.Storage):
 
     def __init__(self) -> None:
         self._blobs: dict[str, bytes] = {}
+        self._modified: dict[str, dt.datetime] = {}  # when each blob was written (the clock's time)
 
     def reset(self) -> None:
         """Remove every blob."""
         self._blobs.clear()
+        self._modified.clear()
 
     def keys(self) -> list[str]:
         """Return every stored key, sorted."""
@@ -34,6 +37,7 @@ class MemoryStorage(base.Storage):
         for chunk in chunks:
             buffer += chunk
         self._blobs[key] = bytes(buffer)
+        self._modified[key] = clock.utcnow()
         return len(buffer)
 
     def open_stream(  # noqa: D102
@@ -58,12 +62,19 @@ class MemoryStorage(base.Storage):
     def delete(self, key: str) -> None:  # noqa: D102
         base.validate_key(key)
         self._blobs.pop(key, None)
+        self._modified.pop(key, None)
+
+    def list_blobs(self, prefix: str, *, start_after: str | None = None, limit: int = 1000) -> list[base.BlobInfo]:  # noqa: D102
+        base.validate_prefix(prefix)
+        keys = sorted(key for key in self._blobs if key.startswith(prefix) and (start_after is None or key > start_after))
+        return [base.BlobInfo(key, len(self._blobs[key]), self._modified[key]) for key in keys[:limit]]
 
     def delete_prefix(self, prefix: str) -> int:  # noqa: D102
         base.validate_prefix(prefix)
         doomed = [key for key in self._blobs if key.startswith(prefix)]
         for key in doomed:
             del self._blobs[key]
+            self._modified.pop(key, None)
         return len(doomed)
 
 

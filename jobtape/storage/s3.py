@@ -15,6 +15,7 @@ other failure (HTTP error, connection refused, bad credentials) -> :class:`error
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import io
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -157,6 +158,22 @@ class S3Storage(base.Storage):
             if batch:
                 removed += self._delete_objects(batch)
         return removed
+
+    def list_blobs(self, prefix: str, *, start_after: str | None = None, limit: int = 1000) -> list[base.BlobInfo]:
+        """List objects under ``prefix`` (``ListObjectsV2`` with ``StartAfter``); see :meth:`Storage.list_blobs`."""
+        base.validate_prefix(prefix)
+        if limit <= 0:
+            raise ValueError(f"limit must be > 0, got {limit}")
+        request: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix + prefix, "PaginationConfig": {"MaxItems": limit}}
+        if start_after is not None:
+            request["StartAfter"] = self.prefix + start_after
+        listed = []
+        with _translated(prefix):
+            for page in self.client.get_paginator("list_objects_v2").paginate(**request):
+                for item in page.get("Contents", []):
+                    modified = item["LastModified"]
+                    listed.append(base.BlobInfo(item["Key"][len(self.prefix) :], int(item["Size"]), modified.astimezone(dt.UTC)))
+        return listed[:limit]
 
     def _delete_objects(self, batch: list[dict[str, str]]) -> int:
         response = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})

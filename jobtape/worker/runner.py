@@ -150,6 +150,7 @@ class Worker:
         #: This worker's job work folders under ``settings.work_parent`` (swept with the reaper).
         self.workdirs = workdirs.WorkArea(settings.work_parent)
         self.blob_sweeper = blobs.BlobSweeper(repository, storage, retention_s=settings.failed_upload_retention_s, actor=self.worker_id)
+        self.upload_sweeper = blobs.OrphanUploadSweeper(repository, storage, grace_s=settings.orphan_upload_grace_s)
         self._wake = threading.Event()
         self._stop = threading.Event()  # no more claims
         self._halt = threading.Event()  # the loop ends
@@ -374,6 +375,7 @@ class Worker:
         self.reaper.reap_expired()
         self.workdirs.sweep(keep=self.running_job_ids)  # after the orphan sweep killed the dead workers' children
         self.blob_sweeper.sweep()  # failed-upload retention (jobtape.blobs)
+        self.upload_sweeper.sweep_if_due()  # uploads of a process killed before their job.created (jobtape.blobs)
         self.storage.sweep_partial_writes()  # temporary files of a killed process's writes
 
     def running_job_ids(self) -> list[str]:

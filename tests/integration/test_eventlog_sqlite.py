@@ -307,3 +307,61 @@ def test_batches_queued_while_another_process_writes_join_one_commit_built_on_it
     assert [repository.get(job.job_id).status for job in jobs] == ["processing"] * 5
     other.close()
     store.close()
+
+
+def test_a_write_turn_held_by_a_wedged_process_is_waited_for_only_the_busy_timeout(tmp_path: Path) -> None:
+    """A process that takes ``<db>-writer``'s flock and never lets go (wedged) does not block
+    this process's writers forever: an append waits ``busy_timeout_s``, then raises
+    ``StoreBusy`` naming the lock file and what to do; once the holder is gone, appends pass."""
+    import subprocess
+    import sys
+
+    from jobtape.eventlog.sqlite import SQLiteBackend
+
+    path = tmp_path / "wedged.db"
+    backend = SQLiteBackend(path, busy_timeout_s=0.3)
+    backend.migrate(TABLES.migrations)
+    store = EventStore(backend)
+    repository = JobRepository(store, projections=TABLES.projections)
+    repository.create("ingest", {})  # the turn's lock file exists
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import fcntl, sys\n"
+                f"fd = open({str(path) + '-writer'!r}, 'r+')\n"
+                "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+                "print('held', flush=True)\n"
+                "sys.stdin.readline()\n"
+            ),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdin is not None
+        assert holder.stdout.readline() == "held\n"
+        outcome: list[BaseException | None] = []
+
+        def append() -> None:
+            try:
+                repository.create("ingest", {})
+                outcome.append(None)
+            except BaseException as exc:  # handed to the test's thread
+                outcome.append(exc)
+
+        thread = threading.Thread(target=append, daemon=True)
+        thread.start()
+        thread.join(timeout=20)  # a deadline, not a pause: the append returns after ~0.3 s
+        assert not thread.is_alive(), "the append still waits for the wedged process's lock"
+        assert len(outcome) == 1 and isinstance(outcome[0], errors.StoreBusy), outcome
+        assert f"{path}-writer" in outcome[0].message and "fuser" in outcome[0].message
+        assert count(store, "SELECT COUNT(*) FROM jobs") == 1  # nothing of the refused create was written
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    repository.create("ingest", {})  # the holder is gone: the turn is free again
+    assert count(store, "SELECT COUNT(*) FROM jobs") == 2
+    store.close()

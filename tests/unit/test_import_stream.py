@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -215,6 +217,63 @@ def test_into_a_log_holding_events_a_file_is_written_in_batches_as_before(tmp_pa
             transfer.import_lines(target, file, TABLES)
     assert target.head_position() == 3 + 8  # the two batches before it, each its own transaction
     assert rebuild(target, apply_changes=False, tables=TABLES).differences == []
+    target.close()
+
+
+def _append_from_another_process(path: Path) -> None:
+    """Another process (a live server, say) appends one job.created to the log at ``path``."""
+    code = (
+        "import sys\n"
+        "sys.path.insert(0, sys.argv[2])\n"
+        "from configs import TABLES\n"
+        "from jobtape.eventlog.sqlite import SQLiteBackend\n"
+        "from jobtape.eventlog.store import EventStore\n"
+        "from jobtape.projections.repository import JobRepository\n"
+        "store = EventStore(SQLiteBackend(sys.argv[1]))\n"
+        "JobRepository(store, projections=TABLES.projections).create('ingest', {}, actor='other')\n"
+        "store.close()\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(path), str(Path(__file__).parents[1])], check=True, timeout=60)
+
+
+def test_an_append_between_the_check_and_the_one_transaction_refuses_it_in_sql(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one-transaction path is for a log never written; its check runs before the transaction,
+    so the transaction's first statement checks again: a log written in between refuses it, nothing written."""
+    monkeypatch.setattr(transfer, "IMPORT_BATCH", 4)
+    lines = _export_lines(tmp_path / "source.db", jobs=10)
+    target = _store(tmp_path / "target.db")
+    file = _CountingFile("\n".join(lines) + "\n", tmp_path / "target.db")
+    assert transfer.imports_in_one_transaction(target, file)
+    _append_from_another_process(tmp_path / "target.db")  # between the check and the transaction
+
+    with pytest.raises(transfer._LogWritten):
+        transfer._import_in_one_transaction(target, file, TABLES, None, None)
+    assert target.head_position() == 1  # the other process's append alone
+    assert file.heads == []  # refused before a line was read
+    file.reader.close()
+    target.close()
+
+
+def test_an_import_meeting_an_append_after_its_check_falls_back_to_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transfer, "IMPORT_BATCH", 4)
+    lines = _export_lines(tmp_path / "source.db", jobs=10)  # 30 events
+    target = _store(tmp_path / "target.db")
+    file = _CountingFile("\n".join(lines) + "\n", tmp_path / "target.db")
+    check = transfer.imports_in_one_transaction
+
+    def check_then_another_process_appends(store: EventStore, source: object) -> bool:
+        answer = check(store, source)  # type: ignore[arg-type]
+        _append_from_another_process(tmp_path / "target.db")
+        return answer
+
+    monkeypatch.setattr(transfer, "imports_in_one_transaction", check_then_another_process_appends)
+    report = transfer.import_lines(target, file, TABLES)
+
+    assert (report.jobs, report.events, report.first_position, report.last_position) == (10, 30, 2, 31)
+    assert len(file.heads) == 60  # the batches' two passes (checked whole, then written), not the one transaction
+    assert max(file.heads) > 1  # batches committed one by one: the live log's appends did not wait for the whole import
+    assert rebuild(target, apply_changes=False, tables=TABLES).differences == []
+    file.reader.close()
     target.close()
 
 

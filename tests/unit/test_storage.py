@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -416,3 +417,19 @@ def test_an_unreachable_s3_endpoint_is_a_retryable_storage_error(tmp_path: Path)
     with pytest.raises(errors.StorageError) as caught:
         unreachable.get_to_file("assets/a/prepared.flac", tmp_path / "out")
     assert caught.value.retryable is True and "Could not connect" in caught.value.message
+
+
+def test_list_blobs_pages_in_key_order_with_sizes_and_write_times(store: storage.Storage) -> None:
+    from jobtape import clock
+
+    before = clock.utcnow() - dt.timedelta(minutes=5)  # S3 keeps whole seconds; a local file's mtime may lag the clock a little
+    for key in ("ups/b.wav", "ups/a/original.mp3", "ups/c", "upsx/d", "other/e"):
+        store.put_stream(key, [key.encode()])
+    listed = store.list_blobs("ups/")
+    assert [(b.key, b.size) for b in listed] == [("ups/a/original.mp3", 18), ("ups/b.wav", 9), ("ups/c", 5)]
+    assert all(before <= b.modified <= clock.utcnow() + dt.timedelta(minutes=5) and b.modified.tzinfo is not None for b in listed)
+    first = store.list_blobs("ups/", limit=2)
+    assert [b.key for b in first] == ["ups/a/original.mp3", "ups/b.wav"]
+    assert [b.key for b in store.list_blobs("ups/", start_after=first[-1].key, limit=2)] == ["ups/c"]
+    assert [b.key for b in store.list_blobs("ups")] == ["ups/a/original.mp3", "ups/b.wav", "ups/c", "upsx/d"]
+    assert store.list_blobs("none/") == []
