@@ -61,6 +61,7 @@ __all__ = [
     "FAST_PATH_OPT",
     "JWKS_RETRY_AFTER_S",
     "KEY_CACHE_TTL_S",
+    "KEY_REFRESH_AFTER",
     "SCOPE_OPT",
     "SIGNED_LINK_OPT",
     "ApiKeyLike",
@@ -102,6 +103,9 @@ _LOCAL_CACHE = 1024
 KEY_CACHE_TTL_S = 1.0
 #: How many verified API keys :meth:`Authenticator.cached_key` keeps (then the cache starts over).
 _KEY_CACHE = 4096
+#: The part of :data:`KEY_CACHE_TTL_S` after which the next request with a cached key looks it up
+#: again while the others keep being served from the cache (:meth:`Authenticator.cached_key`).
+KEY_REFRESH_AFTER = 0.5
 
 
 class ApiKeyLike(Protocol):
@@ -126,6 +130,21 @@ class ApiKeyLike(Protocol):
 
 #: ``lookup(token) -> key or None`` (blocking: one read of the ``api_keys`` projection).
 KeyLookup = Callable[[str], ApiKeyLike | None]
+
+
+class _KeyEntry:
+    """A verified API key in :meth:`Authenticator.cached_key`'s cache (times in the authenticator's monotonic seconds).
+
+    Attributes:
+        principal: the key's principal.
+        expires_at: when the entry stops being served: the start of the lookup that found the key valid, plus the TTL.
+        refresh_at: when the next request looks the key up again (then set to ``expires_at``: one request refreshes).
+    """
+
+    __slots__ = ("expires_at", "principal", "refresh_at")
+
+    def __init__(self, principal: auth.Principal, expires_at: float, refresh_at: float) -> None:
+        self.principal, self.expires_at, self.refresh_at = principal, expires_at, refresh_at
 
 
 def _unauthorized(message: str) -> NotAuthorizedException:
@@ -161,7 +180,7 @@ class Authenticator:
         self.key_cache_ttl_s = key_cache_ttl_s
         self.clock = clock
         self._local: dict[str, auth.Principal] = {}
-        self._keys: dict[bytes, tuple[auth.Principal, float]] = {}
+        self._keys: dict[bytes, _KeyEntry] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings, key_lookup: KeyLookup | None = None) -> Authenticator:
@@ -218,6 +237,16 @@ class Authenticator:
         verified the key less than :attr:`key_cache_ttl_s` seconds before the revoke committed
         may serve it until that time is up; then the next request looks it up and is 401.
 
+        Refreshed ahead: once an entry is :data:`KEY_REFRESH_AFTER` of the TTL old, the FIRST
+        request to ask gets ``None`` (it looks the key up; a valid key's entry then counts
+        again from that lookup's start, a revoked one is dropped) while the others keep getting
+        the cached principal until the entry's own deadline. A key in steady use is so looked
+        up by one request about twice a second, instead of by every request in flight when
+        its entry expired (32 lookups in worker threads at once under ``bench/poll.py``, each
+        waiting 20-80 ms for the GIL: the poll's p99). The deadline is never extended without
+        a lookup, so the revocation bound above is unchanged; if the refreshing request's
+        lookup fails (a store error), the entry still ends at its deadline.
+
         Args:
             header: the request's ``Authorization`` header, or ``None``.
         """
@@ -230,8 +259,13 @@ class Authenticator:
         found = self._keys.get(_token_digest(token))
         if found is None:
             return None
-        principal, expires_at = found
-        return principal if self.clock() < expires_at else None
+        now = self.clock()
+        if now >= found.expires_at:
+            return None
+        if now >= found.refresh_at:
+            found.refresh_at = found.expires_at  # this request refreshes; the others are served until the deadline
+            return None
+        return found.principal
 
     def _remember_key(self, token: str, principal: auth.Principal, looked_up_at: float) -> None:
         """Keep ``principal`` until ``looked_up_at`` + the TTL: the time the lookup STARTED, so a
@@ -242,9 +276,10 @@ class Authenticator:
         expires_at = looked_up_at + self.key_cache_ttl_s
         if self.clock() >= expires_at:
             return
-        if len(self._keys) >= _KEY_CACHE:
+        digest = _token_digest(token)
+        if len(self._keys) >= _KEY_CACHE and digest not in self._keys:
             self._keys.clear()
-        self._keys[_token_digest(token)] = (principal, expires_at)
+        self._keys[digest] = _KeyEntry(principal, expires_at, looked_up_at + self.key_cache_ttl_s * KEY_REFRESH_AFTER)
 
     def _proxy(self, connection: ASGIConnection[Any, Any, Any, Any]) -> auth.Principal:
         peer = connection.client.host if connection.client else ""
@@ -270,6 +305,7 @@ class Authenticator:
             looked_up_at = self.clock()  # before the read: the cache's TTL counts from here
             key = await anyio.to_thread.run_sync(self.key_lookup, token)
             if key is None:
+                self._keys.pop(_token_digest(token), None)
                 raise _unauthorized("the API key is not valid")
             if key.revoked:
                 self._keys.pop(_token_digest(token), None)

@@ -1,6 +1,7 @@
 """The verified-API-key cache of ``--auth required`` (:meth:`jobtape.http.auth.Authenticator.cached_key`):
-a key is looked up once per TTL, and a revoked key is refused once its entry is older than
-the TTL (docs/security.md), with real keys in a real store and a fake monotonic clock.
+a key is looked up again by one request once its entry is half the TTL old (refreshed ahead,
+the others served meanwhile), and a revoked key is refused once its entry is older than the
+TTL (docs/security.md), with real keys in a real store and a fake monotonic clock.
 """
 
 from __future__ import annotations
@@ -51,13 +52,54 @@ def test_a_verified_key_is_reused_for_the_ttl_and_a_revoked_one_is_refused_after
     assert authenticator.cached_key("Bearer not-a-key") is None and authenticator.cached_key(None) is None
 
     keys.KeyRepository(repository.store).revoke(state.key_id, actor="cli:test")
-    clock.now += 0.5
+    clock.now += 0.4
     assert authenticator.cached_key(header) == first  # within the TTL: still served (the documented window)
-    clock.now += 0.6
+    clock.now += 0.7
     assert authenticator.cached_key(header) is None  # the TTL is up: the next request looks it up
     with pytest.raises(NotAuthorizedException, match="was revoked"):
         _principal(authenticator, header)
     assert len(lookups) == 2 and authenticator.cached_key(header) is None  # a revoked key is never kept
+
+
+def test_past_half_the_ttl_one_request_looks_the_key_up_and_the_others_are_served(repository: JobRepository) -> None:
+    """Refresh ahead: one lookup per half TTL for a key in steady use, never a herd of lookups at expiry."""
+    state, token = keys.KeyRepository(repository.store).create("alice", "jobs:read", actor="cli:test")
+    lookups: list[float] = []
+    clock = _Clock()
+
+    def counting_lookup(sent: str) -> keys.ApiKey | None:
+        lookups.append(clock.now)
+        return keys.lookup(repository, sent)
+
+    authenticator = http_auth.Authenticator(Settings(auth_mode="required"), counting_lookup, key_cache_ttl_s=1.0, clock=clock)
+    header = f"Bearer {token}"
+    first = _principal(authenticator, header)  # looked up at 100.0: served until 101.0, refreshed from 100.5
+    clock.now = 100.45
+    assert [authenticator.cached_key(header) for _ in range(3)] == [first] * 3
+    clock.now = 100.6
+    assert [authenticator.cached_key(header) for _ in range(5)] == [None, first, first, first, first]  # the first refreshes
+    assert _principal(authenticator, header) == first and lookups == [100.0, 100.6]  # its lookup
+    clock.now = 101.05  # past the first entry's deadline (101.0), before the refreshed one's refresh (101.1)
+    assert authenticator.cached_key(header) == first and len(lookups) == 2
+
+    # a refresh that never looks the key up (its request failed first) leaves the deadline as it was
+    clock.now = 101.15  # the refreshed entry: refresh due at 101.1, deadline 101.6
+    assert authenticator.cached_key(header) is None  # this request was to refresh, and never does
+    clock.now = 101.59
+    assert authenticator.cached_key(header) == first
+    clock.now = 101.6
+    assert authenticator.cached_key(header) is None and authenticator.cached_key(header) is None
+
+    # a key revoked meanwhile is refused by the refreshing request, and dropped at once
+    assert _principal(authenticator, header) == first  # looked up at 101.6
+    keys.KeyRepository(repository.store).revoke(state.key_id, actor="cli:test")
+    clock.now = 102.2
+    assert authenticator.cached_key(header) is None  # the refreshing request
+    assert authenticator.cached_key(header) == first  # the others, within the documented window
+    with pytest.raises(NotAuthorizedException, match="was revoked"):
+        _principal(authenticator, header)
+    assert authenticator.cached_key(header) is None and authenticator.cached_key(header) is None
+    assert lookups == [100.0, 100.6, 101.6, 102.2]
 
 
 def test_a_ttl_of_zero_looks_every_request_up(repository: JobRepository) -> None:
@@ -84,7 +126,8 @@ def test_the_ttl_counts_from_the_start_of_the_lookup(repository: JobRepository) 
     authenticator = http_auth.Authenticator(Settings(auth_mode="required"), slow_lookup, key_cache_ttl_s=1.0, clock=clock)
     header = f"Bearer {token}"
     assert _principal(authenticator, header).owner == "alice"  # the request that read it valid is served
-    assert authenticator.cached_key(header) is not None
+    assert authenticator.cached_key(header) is None  # 0.8 s after the lookup's start: this request refreshes
+    assert authenticator.cached_key(header) is not None  # the others are served, until 1 s after the start
     clock.now += 0.25  # 1.05 s after the lookup started (and the revoke): gone, where 1 s from the answer would keep it
     assert authenticator.cached_key(header) is None
 
