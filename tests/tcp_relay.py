@@ -23,7 +23,9 @@ class TcpRelay:
     Attributes:
         url: ``http://127.0.0.1:<port>`` of the relay.
         sent: per accepted connection, the bytes the client sent (requests), in order.
-        received: per accepted connection, the bytes the server answered.
+        received: per accepted connection, the bytes the server answered (each chunk recorded
+            once it was passed on to the client, so a test that sees it may :meth:`cut` knowing
+            the client was sent it).
     """
 
     def __init__(self, target_port: int) -> None:
@@ -59,9 +61,9 @@ class TcpRelay:
     def _pump(self, source: socket.socket, sink: socket.socket, record: bytearray) -> None:
         try:
             while chunk := source.recv(65536):
-                with self._lock:
-                    record += chunk
                 sink.sendall(chunk)
+                with self._lock:  # recorded once passed on: what a test sees recorded, the far side was sent
+                    record += chunk
         except OSError:
             pass
         finally:
@@ -78,7 +80,7 @@ class TcpRelay:
             return [bytes(item).decode("latin-1") for item in self.sent if text.lower().encode() in bytes(item).lower()]
 
     def answered(self, index: int) -> bytes:
-        """What the server sent so far on connection ``index``."""
+        """What the server sent so far on connection ``index`` that the relay has passed on to the client."""
         with self._lock:
             return bytes(self.received[index])
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+import re
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -163,6 +164,11 @@ def _wait_in_thread(wait: Callable[[], Any]) -> tuple[threading.Thread, dict[str
     return thread, outcome
 
 
+def _whole_message_with_id(answer: bytes) -> bool:
+    """Whether ``answer`` holds a server-sent event with an ``id:`` line and the blank line that ends it."""
+    return re.search(rb"(?m)^id: [^\r\n]*\r?\n(?:[^\r\n]+\r?\n)*\r?\n", answer) is not None
+
+
 @pytest.mark.parametrize("flavour", ["sync", "async"])
 def test_wait_resumes_a_dropped_stream_with_last_event_id(server: str, flavour: str) -> None:
     port = int(server.rsplit(":", 1)[1])
@@ -182,8 +188,9 @@ def test_wait_resumes_a_dropped_stream_with_last_event_id(server: str, flavour: 
             return asyncio.run(main())
 
         thread, outcome = _wait_in_thread(wait)
-        # The state message (id = the version it was folded to) has come through: then the wire breaks.
-        wait_for(lambda: relay.requests_with("/stream") and b"id: " in relay.answered(0), 30, "the stream's first message")
+        # The state message (id = the version it was folded to) has come through whole, up to the
+        # blank line that ends it (a client dispatches a message only then): then the wire breaks.
+        wait_for(lambda: relay.requests_with("/stream") and _whole_message_with_id(relay.answered(0)), 30, "the stream's first message")
         relay.cut()
         resumed = wait_for(lambda: relay.requests_with("last-event-id"), 30, "a reconnect with Last-Event-ID")
         assert f"/api/jobs/{job_id}/stream" in resumed[0]
