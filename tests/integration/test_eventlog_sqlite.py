@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -247,13 +249,30 @@ def test_settings_default_to_a_durable_log() -> None:
         Settings.from_env({"JOBTAPE_SQLITE_SYNCHRONOUS": "off"})
 
 
+def _hold_write_turn(path: Path) -> subprocess.Popen[str]:
+    """Start a process that takes ``<path>-writer``'s flock (the write turn), prints ``held``, and keeps it until a line on its stdin."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import fcntl, sys\n"
+                f"fd = open({str(path) + '-writer'!r}, 'r+')\n"
+                "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+                "print('held', flush=True)\n"
+                "sys.stdin.readline()\n"
+            ),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
 def test_batches_queued_while_another_process_writes_join_one_commit_built_on_its_head(tmp_path: Path) -> None:
     """The write turn (``<db>-writer``'s flock): while another writer holds it, this process's
     appends queue; when it lets go they are built in one transaction on the head that writer
     left, so none is refused by the chain guard and all share one commit."""
-    import subprocess
-    import sys
-
     from polling import wait_for  # type: ignore[import-not-found]
 
     from jobtape.eventlog.sqlite import SQLiteBackend
@@ -270,22 +289,7 @@ def test_batches_queued_while_another_process_writes_join_one_commit_built_on_it
     assert store.chain_retries == 1
     other.append("p" * 32, [ev.JobCreated(job_type="ingest")], 0, actor="other")  # the head moves again
 
-    holder = subprocess.Popen(  # another process takes the write turn and appends while holding it
-        [
-            sys.executable,
-            "-c",
-            (
-                "import fcntl, sys\n"
-                f"fd = open({str(path) + '-writer'!r}, 'r+')\n"
-                "fcntl.flock(fd, fcntl.LOCK_EX)\n"
-                "print('held', flush=True)\n"
-                "sys.stdin.readline()\n"
-            ),
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    holder = _hold_write_turn(path)  # another process takes the write turn and appends while holding it
     assert holder.stdout is not None and holder.stdin is not None
     assert holder.stdout.readline() == "held\n"
     transactions = backend.transactions
@@ -313,9 +317,6 @@ def test_a_write_turn_held_by_a_wedged_process_is_waited_for_only_the_busy_timeo
     """A process that takes ``<db>-writer``'s flock and never lets go (wedged) does not block
     this process's writers forever: an append waits ``busy_timeout_s``, then raises
     ``StoreBusy`` naming the lock file and what to do; once the holder is gone, appends pass."""
-    import subprocess
-    import sys
-
     from jobtape.eventlog.sqlite import SQLiteBackend
 
     path = tmp_path / "wedged.db"
@@ -324,22 +325,7 @@ def test_a_write_turn_held_by_a_wedged_process_is_waited_for_only_the_busy_timeo
     store = EventStore(backend)
     repository = JobRepository(store, projections=TABLES.projections)
     repository.create("ingest", {})  # the turn's lock file exists
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            (
-                "import fcntl, sys\n"
-                f"fd = open({str(path) + '-writer'!r}, 'r+')\n"
-                "fcntl.flock(fd, fcntl.LOCK_EX)\n"
-                "print('held', flush=True)\n"
-                "sys.stdin.readline()\n"
-            ),
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    holder = _hold_write_turn(path)
     try:
         assert holder.stdout is not None and holder.stdin is not None
         assert holder.stdout.readline() == "held\n"
