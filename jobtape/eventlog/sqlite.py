@@ -465,11 +465,13 @@ def _execute_all(conn: sqlite3.Connection, statements: Sequence[Statement]) -> l
     A run of consecutive writes with the same SQL text and no ``RETURNING`` (e.g. a rebuild's
     or an import's rows) goes to one ``executemany``: the same statements in the same order,
     without preparing and stepping each from Python. Their results are ``[]``, as they would be.
+    A batch with no such run (an append's) runs its statements on one cursor made for the
+    batch (each statement's rows fetched before the next), not a new cursor per statement.
     """
     results: list[list[tuple[Any, ...]]] = []
     index, count = 0, len(statements)
     if count < 2 or all(statements[n].sql != statements[n - 1].sql for n in range(1, count)):  # no run: an append's batch
-        execute = conn.execute
+        execute = conn.cursor().execute  # one cursor for the batch: conn.execute makes one per statement
         return [execute(sql, params).fetchall() for sql, params in statements]
     while index < count:
         sql = statements[index].sql
