@@ -52,8 +52,8 @@ def format_uncached(value: dt.datetime) -> str:
     expiry, a job's creation), which would otherwise evict the event's own time from it.
 
     One msgspec encode when it gives that text (a real datetime in UTC, or at offset 0, with
-    microseconds: RFC 3339 with ``Z``, 29 bytes with its quotes), about a seventh of the cost
-    of the %-format of the fields that every other value takes (no microseconds: msgspec
+    microseconds: RFC 3339 with ``Z``, 29 bytes with its quotes), a third to a seventh of the
+    cost of the %-format of the fields that every other value takes (no microseconds: msgspec
     leaves the fraction out; another offset, converted to UTC first; naive; freezegun's
     class, which msgspec does not encode); this runs for every append.
     """
