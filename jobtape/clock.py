@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+import msgspec
+
 __all__ = ["format_timestamp", "format_uncached", "parse_timestamp", "real_datetime", "utcnow"]
 
 # Kept inside a tuple so freezegun, which swaps module attributes that ARE the datetime
@@ -49,9 +51,16 @@ def format_uncached(value: dt.datetime) -> str:
     """:func:`format_timestamp` without its one-entry cache: for a row's other times (a lease's
     expiry, a job's creation), which would otherwise evict the event's own time from it.
 
-    A %-format of the fields: about a third of the cost of ``isoformat`` (and several times
-    faster than ``strftime``); this runs for every append.
+    One msgspec encode when it gives that text (a real datetime in UTC, or at offset 0, with
+    microseconds: RFC 3339 with ``Z``, 29 bytes with its quotes), a third to a seventh of the
+    cost of the %-format of the fields that every other value takes (no microseconds: msgspec
+    leaves the fraction out; another offset, converted to UTC first; naive; freezegun's
+    class, which msgspec does not encode); this runs for every append.
     """
+    if type(value) is _REAL_DATETIME[0]:
+        encoded = _ENCODE(value)
+        if len(encoded) == _ENCODED_LENGTH and encoded[-2] == _Z:
+            return encoded[1:-1].decode()
     if value.tzinfo is not None and value.utcoffset():
         value = value.astimezone(dt.UTC)
     return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (  # noqa: UP031 - faster than an f-string or isoformat here
@@ -66,6 +75,10 @@ def format_uncached(value: dt.datetime) -> str:
 
 
 _last_formatted: tuple[object, str] = (None, "")
+_ENCODE = msgspec.json.Encoder().encode
+#: ``len(b'"YYYY-MM-DDTHH:MM:SS.ffffffZ"')`` and ``ord("Z")``: :func:`format_uncached`'s msgspec text.
+_ENCODED_LENGTH = 29
+_Z = ord("Z")
 
 
 def real_datetime() -> type[dt.datetime]:

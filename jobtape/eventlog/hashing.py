@@ -16,6 +16,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from _hashlib import HASH
 
 __all__ = ["GENESIS_CHAIN", "chain_link", "event_hash", "genesis_hash", "record_mac"]
 
@@ -60,18 +64,38 @@ def chain_link(key: bytes, key_id: str, previous: str, position: int, event_hash
         event_hash: the event's stored ``hash`` (``None`` for events written before migration 0003).
     """
     text = _SEPARATOR.join(("jobtape-chain", previous, str(position), key_id, event_hash or ""))
-    keyed = _KEYED.get(key)
-    if keyed is None:
-        if len(_KEYED) >= _KEYED_KEPT:
-            _KEYED.clear()
-        keyed = _KEYED[key] = hmac.new(key, digestmod=hashlib.sha256)
-    mac = keyed.copy()  # the key's inner and outer states computed once, not per link
-    mac.update(text.encode())
-    return mac.hexdigest()
+    states = _KEYED.get(key) or _keyed_states(key)
+    inner = states[0].copy()
+    inner.update(text.encode())
+    outer = states[1].copy()
+    outer.update(inner.digest())
+    return outer.hexdigest()
 
 
-#: key -> an HMAC-SHA256 object of that key with nothing hashed yet, copied by :func:`chain_link`.
-_KEYED: dict[bytes, hmac.HMAC] = {}
+def _keyed_states(key: bytes) -> tuple[HASH, HASH]:
+    """HMAC-SHA256's two keyed states of ``key`` (RFC 2104), made once and kept in :data:`_KEYED`.
+
+    ``(sha256(K ^ ipad), sha256(K ^ opad))`` with ``K`` the key padded with zeros to the
+    64-byte block (a longer key is hashed first, as HMAC does): a link copies both and
+    hashes the text into the inner one, the inner digest into the outer one, which gives
+    ``hmac.new(key, text, sha256)`` (tested) at about half the cost of copying an
+    ``hmac.HMAC`` (whose ``copy`` and ``hexdigest`` run in Python).
+    """
+    block = key if len(key) <= _BLOCK else hashlib.sha256(key).digest()
+    block = block.ljust(_BLOCK, b"\0")
+    states = (hashlib.sha256(block.translate(_IPAD)), hashlib.sha256(block.translate(_OPAD)))
+    if len(_KEYED) >= _KEYED_KEPT:
+        _KEYED.clear()
+    _KEYED[key] = states
+    return states
+
+
+#: sha256's block size in bytes, and the byte maps of ``x ^ 0x36`` and ``x ^ 0x5c`` (HMAC's pads).
+_BLOCK = 64
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+#: key -> its two keyed sha256 states with nothing hashed yet, copied by :func:`chain_link`.
+_KEYED: dict[bytes, tuple[HASH, HASH]] = {}
 #: How many keys :data:`_KEYED` holds before it is emptied (a process holds a few: current and older).
 _KEYED_KEPT = 16
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import _thread
 import contextlib
 import fcntl
+import operator
 import os
 import sqlite3
 import threading
@@ -281,12 +282,13 @@ class SQLiteBackend(SQLBackend):
     ) -> list[list[tuple[Any, ...]]]:
         """Run ``statements`` (or ``run()``, which runs its own on ``conn``) in one transaction of ``conn``."""
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            cursor = conn.cursor()
+            cursor.execute("BEGIN IMMEDIATE")
             try:
-                results = _execute_all(conn, statements)
+                results = _execute_all(cursor, statements)
                 if run is not None:
                     run()
-                conn.execute("COMMIT")
+                cursor.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
@@ -298,24 +300,30 @@ class SQLiteBackend(SQLBackend):
         return results
 
     def _commit_group(self, conn: sqlite3.Connection, group: list[_Pending]) -> None:
-        """One transaction: each batch built and run in its own SAVEPOINT, in queue order, then COMMIT."""
+        """One transaction: each batch built and run in its own SAVEPOINT, in queue order, then COMMIT.
+
+        Every statement of the group (``BEGIN``, each batch's, ``COMMIT``) runs on one cursor made
+        for it (``conn.execute`` would make one per statement); a rollback on the connection.
+        """
         self.transactions += 1
         self.batches_committed += len(group)
         self._turn.conn = conn  # query() from a build on this thread reads this transaction
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            cursor = conn.cursor()
+            execute = cursor.execute
+            execute("BEGIN IMMEDIATE")
             if len(group) == 1:  # a batch alone: its transaction is its savepoint
-                self._commit_alone(conn, group[0])
+                self._commit_alone(conn, cursor, group[0])
                 return
             for item in group:
-                conn.execute("SAVEPOINT batch")
+                execute("SAVEPOINT batch")
                 try:
-                    item.results = _execute_all(conn, item.build())
+                    item.results = _execute_all(cursor, item.build())
                 except Exception as exc:  # noqa: BLE001 - a guard (or the build) refused this batch alone
                     item.results, item.error = None, _translate(exc)  # before the rollback, which may fail too
                     conn.execute("ROLLBACK TO batch")
-                conn.execute("RELEASE batch")
-            conn.execute("COMMIT")
+                execute("RELEASE batch")
+            execute("COMMIT")
         except BaseException as exc:  # noqa: BLE001 - handed to every caller of the group
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -328,16 +336,17 @@ class SQLiteBackend(SQLBackend):
             for item in group:
                 item.done = True
 
-    def _commit_alone(self, conn: sqlite3.Connection, item: _Pending) -> None:
-        """A group of one batch, in the transaction ``_commit_group`` began: no SAVEPOINT, a refused
-        batch rolls the whole transaction back (nothing else is in it)."""
+    @staticmethod
+    def _commit_alone(conn: sqlite3.Connection, cursor: sqlite3.Cursor, item: _Pending) -> None:
+        """A group of one batch, in the transaction ``_commit_group`` began on ``cursor``: no SAVEPOINT,
+        a refused batch rolls the whole transaction back (nothing else is in it)."""
         try:
-            item.results = _execute_all(conn, item.build())
+            item.results = _execute_all(cursor, item.build())
         except Exception as exc:  # noqa: BLE001 - a guard (or the build) refused the batch
             item.results, item.error = None, _translate(exc)  # before the rollback, which may fail too
             conn.execute("ROLLBACK")
             return
-        conn.execute("COMMIT")
+        cursor.execute("COMMIT")
 
     def _take_write_turn(self) -> int:
         """Take ``<path>-writer``'s exclusive ``flock`` (this process's turn to write) for one group commit.
@@ -459,37 +468,46 @@ _FULL_MESSAGES = ("database or disk is full",)
 _MANY_VERBS = ("INSERT", "UPDATE", "DELETE", "REPLACE")
 
 
-def _execute_all(conn: sqlite3.Connection, statements: Sequence[Statement]) -> list[list[tuple[Any, ...]]]:
-    """Run ``statements`` in order on ``conn`` (inside the caller's transaction); return each one's rows.
+def _execute_all(cursor: sqlite3.Cursor, statements: Sequence[Statement]) -> list[list[tuple[Any, ...]]]:
+    """Run ``statements`` in order on ``cursor`` (inside the caller's transaction); return each one's rows.
 
     A run of consecutive writes with the same SQL text and no ``RETURNING`` (e.g. a rebuild's
     or an import's rows) goes to one ``executemany``: the same statements in the same order,
     without preparing and stepping each from Python. Their results are ``[]``, as they would be.
+    A batch whose SQL texts all differ (an append's of one event: no run, told by a set of its
+    texts, built in C) runs its statements one by one on the caller's cursor (each statement's
+    rows fetched before the next), not on a new cursor per statement as ``conn.execute`` would.
     """
-    results: list[list[tuple[Any, ...]]] = []
-    index, count = 0, len(statements)
-    if count < 2 or all(statements[n].sql != statements[n - 1].sql for n in range(1, count)):  # no run: an append's batch
-        execute = conn.execute
+    count = len(statements)
+    if count < 2 or len(set(map(_SQL_TEXT, statements))) == count:  # no run
+        execute = cursor.execute
         return [execute(sql, params).fetchall() for sql, params in statements]
+    results: list[list[tuple[Any, ...]]] = []
+    index = 0
     while index < count:
         sql = statements[index].sql
         end = index + 1
         while end < count and statements[end].sql == sql:
             end += 1
         if end - index > 1 and sql.lstrip()[:7].upper().startswith(_MANY_VERBS) and "RETURNING" not in sql.upper():
-            conn.executemany(sql, [statements[n].params for n in range(index, end)])
+            cursor.executemany(sql, [statements[n].params for n in range(index, end)])
             results.extend([] for _ in range(index, end))
         else:
-            results.extend(conn.execute(sql, statements[n].params).fetchall() for n in range(index, end))
+            results.extend(cursor.execute(sql, statements[n].params).fetchall() for n in range(index, end))
         index = end
     return results
 
 
+#: A statement's SQL text (:func:`_execute_all` looks for runs of the same text).
+_SQL_TEXT = operator.itemgetter(0)
+
+
 def _execute_stream(conn: sqlite3.Connection | None, batches: Iterable[Sequence[Statement]]) -> None:
-    """Run each batch of ``batches`` on ``conn`` as :func:`_execute_all` does, pulling them one at a time (in the caller's transaction)."""
+    """Run each batch of ``batches`` on ``conn`` as :func:`_execute_all` does (on one cursor), pulling them one at a time (in the caller's transaction)."""
     assert conn is not None
+    cursor = conn.cursor()
     for statements in batches:
-        _execute_all(conn, statements)
+        _execute_all(cursor, statements)
         del statements  # not held while the next batch is made: memory holds one batch
 
 

@@ -258,10 +258,11 @@ def update(before: JobState, after: JobState) -> Statement:
     if len(after.orphaned_children) != len(before.orphaned_children):
         changed.append("orphaned_count")
         params.append(len(after.orphaned_children))
-    retained = job_state.retained_upload(after)
-    if retained != job_state.retained_upload(before):
-        changed.append("retained_upload")
-        params.append(retained)
+    if after.finished or before.finished:  # retained_upload is None for a job not finished: no call per append
+        retained = job_state.retained_upload(after)
+        if retained != job_state.retained_upload(before):
+            changed.append("retained_upload")
+            params.append(retained)
     if after.blobs_removed_at != before.blobs_removed_at:
         changed.append("blobs_removed_at")
         params.append(_stamp(after.blobs_removed_at))

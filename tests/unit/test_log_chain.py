@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import io
 from pathlib import Path
 
@@ -12,7 +14,7 @@ from configs import TABLES  # tests/ is on sys.path
 from jobtape import errors
 from jobtape.audit import checkpoint, exchange, logcheck, transfer
 from jobtape.eventlog import events as ev
-from jobtape.eventlog import logkey
+from jobtape.eventlog import hashing, logkey
 from jobtape.eventlog.logkey import LogKeys
 from jobtape.eventlog.sqlite import SQLiteBackend
 from jobtape.eventlog.store import EventStore
@@ -91,3 +93,22 @@ def test_verify_walks_the_chain_and_a_checkpoint_of_the_head(tmp_path: Path) -> 
             unkeyed.append("c" * 32, [ev.JobCreated(job_type="ingest")], 0, actor="api")
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(
+    "key",
+    [b"a" * 32, b"a" * 40, bytes(range(64)), bytes(range(65)), b"\xff" * 100, b"k" * 200, b"\x00" * 33],
+    ids=["32", "40", "64-block", "65-hashed-first", "100-hashed-first", "200-hashed-first", "zeros"],
+)
+def test_chain_link_is_hmac_sha256_of_the_link_text(key: bytes) -> None:
+    # chain_link computes HMAC from two precomputed sha256 states; it must equal hmac.new's
+    # (keys longer than sha256's 64-byte block are hashed first by HMAC)
+    for previous, position, key_id, event_hash in (
+        (hashing.GENESIS_CHAIN, 1, "k1", "e" * 64),
+        ("f" * 64, 123456789, "key-é", None),
+        ("0" * 64, 2**62, "", "1" * 64),
+    ):
+        text = "\x1f".join(("jobtape-chain", previous, str(position), key_id, event_hash or ""))
+        expected = hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+        assert hashing.chain_link(key, key_id, previous, position, event_hash) == expected
+        assert hashing.chain_link(key, key_id, previous, position, event_hash) == expected  # the kept states, unchanged by a link
