@@ -308,61 +308,11 @@ def event_fields(event: Event) -> dict[str, Any]:
 def encode_event(event: Event) -> tuple[str, str]:
     """Encode an event for storage.
 
-    One msgspec encode of the struct itself (its tag first, then every field in order),
-    with the tag's ``"type":"..."`` member cut off the front and the trailing ``null`` members
-    of :data:`_OMITTED_WHEN_EMPTY` cut off the end: the same text as encoding
-    :func:`event_fields` (tested against it), without building that dict (this runs for
-    every append). An event whose left-out field is not trailing, or is an empty list,
-    is encoded through :func:`event_fields`.
-
     Returns:
         ``(type, data)``: the tag and the fields as a JSON text (without the tag; see
         :func:`event_fields`).
     """
-    tag, cut, omittable, suffixes = _ENCODINGS[type(event)]
-    encoded = _ENCODER.encode(event)
-    if not omittable:
-        return tag, "{" + encoded[cut:].decode()
-    nulls, kept = 0, False  # the trailing nulls are cut off the end; the fields before them must be kept (not empty)
-    for name in reversed(omittable):
-        value = getattr(event, name)
-        if value is None and not kept:
-            nulls += 1
-        elif value:
-            kept = True
-        else:  # an empty field before a kept one, or an empty list
-            return tag, _ENCODER.encode(event_fields(event)).decode()
-    trailing = suffixes[nulls]
-    return tag, "{" + (encoded[cut : len(encoded) - trailing - 1] + b"}" if trailing else encoded[cut:]).decode()
-
-
-def _encoding(cls: type[_Base]) -> tuple[str, int, tuple[str, ...], tuple[int, ...]]:
-    """How :func:`encode_event` cuts the struct's JSON into the stored text, per class.
-
-    ``(tag, cut, omittable, suffixes)``: the tag; where the first field starts in the
-    struct's JSON, past ``{"type":"<tag>",`` (or at its ``}`` for a struct with no fields);
-    the trailing fields of :data:`_OMITTED_WHEN_EMPTY`, in order; and for ``n`` of them
-    being ``null``, the length of their ``,"name":null`` members at the end.
-
-    Raises:
-        TypeError: a field of :data:`_OMITTED_WHEN_EMPTY` is not among the struct's last fields,
-            or is its only field (the cut would not give :func:`event_fields`' text).
-    """
-    tag = cls.__struct_config__.tag
-    assert isinstance(tag, str)
-    fields = cls.__struct_fields__
-    prefix = b'{"type":' + _ENCODER.encode(tag)
-    cut = len(prefix) + (1 if fields else 0)  # the "," before the first field
-    omittable = tuple(name for name in fields if name in _OMITTED_WHEN_EMPTY)
-    if omittable and (fields[-len(omittable) :] != omittable or len(omittable) == len(fields)):
-        raise TypeError(f"{cls.__name__}: the fields left out when empty must be its last ones, after another")
-    members = [len(b',"' + name.encode() + b'":null') for name in reversed(omittable)]
-    suffixes = tuple(sum(members[:n]) for n in range(len(omittable) + 1))
-    return tag, cut, omittable, suffixes
-
-
-#: struct class -> :func:`_encoding`'s plan, for every event type.
-_ENCODINGS = {cls: _encoding(cls) for cls in EVENT_TYPES.values()}
+    return event_type(event), _ENCODER.encode(event_fields(event)).decode()
 
 
 def decode_event(position: int, type_: str, data: str | bytes) -> Event:
