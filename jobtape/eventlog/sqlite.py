@@ -111,6 +111,7 @@ class SQLiteBackend(SQLBackend):
         self._file_mode = file_mode
         self._turn = threading.local()  # .conn: the connection of this thread's write turn
         self._writer_fd: int | None = None  # <path>-writer, flocked for a group commit (_take_write_turn)
+        self._turn_taker: _TurnTaker | None = None  # takes the turn on _writer_fd (made with it)
         if not self._memory:
             _create_private(Path(self.path), file_mode)
 
@@ -363,26 +364,24 @@ class SQLiteBackend(SQLBackend):
         as before). The kernel drops the lock of a process that dies.
 
         A free turn (the common case) costs one non-blocking ``flock``. A turn another process
-        holds is waited for up to ``busy_timeout_s`` (:func:`_wait_write_turn`), as SQLite waits
-        for its own lock, so a wedged process that keeps it blocks no writer forever.
+        holds is waited for up to ``busy_timeout_s`` (:class:`_TurnTaker`: a thread blocked in
+        ``flock``, woken by the kernel at the release), as SQLite waits for its own lock, so a
+        wedged process that keeps it blocks no writer forever.
 
         Raises:
             errors.StoreBusy: another process held the turn for ``busy_timeout_s``; the message
                 says how to find it.
         """
-        fd = self._writer_fd if self._writer_fd is not None else self._writer_lock()
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            _wait_write_turn(fd, f"{self.path}-writer", self.busy_timeout_s)
-        return fd
+        taker = self._turn_taker if self._turn_taker is not None else self._writer_lock()
+        return taker.take(self.busy_timeout_s)
 
-    def _writer_lock(self) -> int:
-        """The descriptor of ``<path>-writer`` (opened on first use)."""
+    def _writer_lock(self) -> _TurnTaker:
+        """The :class:`_TurnTaker` of ``<path>-writer``'s descriptor (opened on first use)."""
         with self._lock:
-            if self._writer_fd is None:
+            if self._turn_taker is None:
                 self._writer_fd = _open_writer_lock(Path(f"{self.path}-writer"), self._file_mode)
-            return self._writer_fd
+                self._turn_taker = _TurnTaker(self._writer_fd, f"{self.path}-writer")
+            return self._turn_taker
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one read; see :meth:`SQLBackend.query`.
@@ -432,8 +431,8 @@ class SQLiteBackend(SQLBackend):
                 self._shared.close()
             self._shared = None
             if self._writer_fd is not None:
-                os.close(self._writer_fd)
-                self._writer_fd = None
+                os.close(self._writer_fd)  # a turn taker's thread still waiting holds its own duplicate
+                self._writer_fd, self._turn_taker = None, None
 
 
 def _run_pragma(conn: sqlite3.Connection, pragma: str, deadline: float) -> None:
@@ -577,31 +576,79 @@ def _open_writer_lock(path: Path, file_mode: int) -> int:
     return fd
 
 
-def _wait_write_turn(fd: int, lock_path: str, timeout_s: float) -> None:
-    """Take ``fd``'s exclusive ``flock`` that another process holds: retry it without blocking,
-    pausing 0.1 ms doubling to :data:`_TURN_MAX_PAUSE_S`, for up to ``timeout_s`` seconds.
+class _TurnTaker:
+    """Takes the write turn (``<db>-writer``'s exclusive ``flock``), waiting for another process's for a bounded time.
 
-    Raises:
-        errors.StoreBusy: the lock was not free within ``timeout_s``.
+    ``flock`` cannot wait with a timeout, and retrying ``LOCK_NB`` between sleeps hands the
+    lock back to its holder (who takes it again at once) while every waiter sleeps: with
+    four worker processes on one file that lost throughput and doubled the lost claim races
+    (docs/performance.md, "The write turn's bounded wait"). So when the turn is taken, one
+    thread of its own blocks in ``flock`` on a duplicate of the descriptor (the lock belongs
+    to the open file, which both share), and the kernel wakes it as soon as the holder lets
+    go; the caller waits for it up to the busy timeout. A caller that gives up leaves that
+    thread waiting: the next caller waits on it instead of trying the lock itself or starting
+    another, and a lock it takes once nobody waits is let go at once. So a backend has at most
+    one such thread, and none while the turn is free (the common case: one non-blocking
+    ``flock`` under a lock no other process sees).
+
+    Args:
+        fd: the backend's ``<db>-writer`` descriptor; the caller ends a turn with
+            ``fcntl.flock(fd, fcntl.LOCK_UN)``.
+        lock_path: that file's path, for the error message.
     """
-    deadline = time.monotonic() + timeout_s
-    pause_s = 0.0001
-    while True:
-        time.sleep(pause_s)
+
+    def __init__(self, fd: int, lock_path: str) -> None:
+        self.fd = fd
+        self.lock_path = lock_path
+        self._lock = threading.Lock()
+        self._taken = threading.Event()
+        self._pending = False  # a thread is blocked in flock
+        self._wanted = False  # a caller waits for it
+
+    def take(self, timeout_s: float) -> int:
+        """Take the turn (the lock is then held on :attr:`fd`, which is returned), waiting at most ``timeout_s`` seconds.
+
+        Raises:
+            errors.StoreBusy: another process held the lock for ``timeout_s``; the message
+                says how to find it.
+        """
+        with self._lock:
+            if not self._pending:  # no thread waits for the lock: try it (the free turn ends here)
+                try:
+                    fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return self.fd
+                except BlockingIOError:
+                    self._pending = True
+                    self._taken.clear()
+                    threading.Thread(target=self._block, args=(os.dup(self.fd),), name="jobtape-write-turn", daemon=True).start()
+            self._wanted = True
+        self._taken.wait(timeout_s)
+        with self._lock:
+            self._wanted = False
+            if self._taken.is_set():  # taken, perhaps just after the timeout: the caller has it
+                self._taken.clear()
+                return self.fd
+        raise errors.StoreBusy(
+            f"another process has held the write lock {self.lock_path} for {timeout_s:g} s; if it is a wedged"
+            f" jobtape process, find it with `fuser -v {self.lock_path}` (or `lsof {self.lock_path}`) and stop it"
+        )
+
+    def _block(self, fd: int) -> None:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                raise errors.StoreBusy(
-                    f"another process has held the write lock {lock_path} for {timeout_s:g} s; if it is a wedged"
-                    f" jobtape process, find it with `fuser -v {lock_path}` (or `lsof {lock_path}`) and stop it"
-                ) from None
-            pause_s = min(pause_s * 2, _TURN_MAX_PAUSE_S)
-
-
-#: The longest pause between two tries of a write turn another process holds, in seconds.
-_TURN_MAX_PAUSE_S = 0.002
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError:  # not expected of a blocking flock on an open file: the callers time out, the next one tries again
+                with self._lock:
+                    self._pending = False
+                return
+            with self._lock:
+                self._pending = False
+                if self._wanted:
+                    self._taken.set()
+                    return
+            fcntl.flock(fd, fcntl.LOCK_UN)  # its caller gave up and no other came: not kept
+        finally:
+            os.close(fd)  # the duplicate; the lock stays with the open file (the backend's descriptor)
 
 
 class _Pending:

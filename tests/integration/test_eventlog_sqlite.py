@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from configs import TABLES  # tests/ is on sys.path
 from freezegun import freeze_time
+from polling import wait_for  # type: ignore[import-not-found]
 
 from jobtape import errors
 from jobtape.eventlog import events as ev
@@ -273,7 +274,6 @@ def test_batches_queued_while_another_process_writes_join_one_commit_built_on_it
     """The write turn (``<db>-writer``'s flock): while another writer holds it, this process's
     appends queue; when it lets go they are built in one transaction on the head that writer
     left, so none is refused by the chain guard and all share one commit."""
-    from polling import wait_for  # type: ignore[import-not-found]
 
     from jobtape.eventlog.sqlite import SQLiteBackend
 
@@ -350,4 +350,70 @@ def test_a_write_turn_held_by_a_wedged_process_is_waited_for_only_the_busy_timeo
         holder.wait(timeout=30)
     repository.create("ingest", {})  # the holder is gone: the turn is free again
     assert count(store, "SELECT COUNT(*) FROM jobs") == 2
+    store.close()
+
+
+def test_a_turn_waited_for_past_the_timeout_keeps_one_waiting_thread_and_is_handed_on_or_let_go(tmp_path: Path) -> None:
+    """The bounded wait (``_TurnTaker``) blocks one thread in ``flock``: callers that time out
+    while the holder keeps the lock start no second one; the next caller gets the lock the
+    moment the holder lets go; and a lock it takes once every caller has gone is let go, so
+    another process can take it."""
+    from jobtape.eventlog.sqlite import SQLiteBackend
+
+    path = tmp_path / "turns.db"
+    backend = SQLiteBackend(path, busy_timeout_s=0.2)
+    backend.migrate(TABLES.migrations)
+    store = EventStore(backend)
+    repository = JobRepository(store, projections=TABLES.projections)
+    repository.create("ingest", {})  # the turn's lock file exists
+
+    def turn_threads() -> int:
+        return sum(thread.name == "jobtape-write-turn" for thread in threading.enumerate())
+
+    holder = _hold_write_turn(path)
+    assert holder.stdout is not None and holder.stdin is not None
+    assert holder.stdout.readline() == "held\n"
+    for _ in range(3):  # three appends time out: one waiting thread between them
+        with pytest.raises(errors.StoreBusy):
+            repository.create("ingest", {})
+        assert turn_threads() == 1
+    outcome: list[BaseException | None] = []
+
+    def append() -> None:
+        try:
+            backend.busy_timeout_s = 30.0  # this one waits for the holder
+            repository.create("ingest", {})
+            outcome.append(None)
+        except BaseException as exc:  # handed to the test's thread
+            outcome.append(exc)
+
+    thread = threading.Thread(target=append, daemon=True)
+    thread.start()
+    wait_for(lambda: backend._turn_taker is not None and backend._turn_taker._wanted, 30, "the append waiting for the turn")
+    holder.stdin.write("\n")  # the holder lets go: the waiting thread takes the lock for the append
+    holder.stdin.flush()
+    holder.wait(timeout=30)
+    thread.join(timeout=30)
+    assert outcome == [None]
+    assert count(store, "SELECT COUNT(*) FROM jobs") == 2
+    assert turn_threads() == 0
+
+    backend.busy_timeout_s = 0.2
+    holder = _hold_write_turn(path)
+    assert holder.stdout is not None and holder.stdin is not None
+    assert holder.stdout.readline() == "held\n"
+    with pytest.raises(errors.StoreBusy):  # gives up: nobody waits when the holder lets go
+        repository.create("ingest", {})
+    holder.stdin.write("\n")
+    holder.stdin.flush()
+    holder.wait(timeout=30)
+    wait_for(lambda: turn_threads() == 0, 30, "the waiting thread letting the lock it took go")
+    again = _hold_write_turn(path)  # another process can take the turn: it was not kept
+    assert again.stdout is not None and again.stdin is not None
+    assert again.stdout.readline() == "held\n"
+    again.stdin.write("\n")
+    again.stdin.flush()
+    again.wait(timeout=30)
+    repository.create("ingest", {})
+    assert count(store, "SELECT COUNT(*) FROM jobs") == 3
     store.close()
