@@ -270,6 +270,22 @@ def _hold_write_turn(path: Path) -> subprocess.Popen[str]:
     )
 
 
+def _create_in_thread(repository: JobRepository) -> tuple[threading.Thread, list[BaseException | None]]:
+    """Start a thread that creates one job; its outcome (``None``, or what it raised) is appended to the list returned."""
+    outcome: list[BaseException | None] = []
+
+    def create() -> None:
+        try:
+            repository.create("ingest", {})
+            outcome.append(None)
+        except BaseException as exc:  # handed to the test's thread
+            outcome.append(exc)
+
+    thread = threading.Thread(target=create, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
 def test_batches_queued_while_another_process_writes_join_one_commit_built_on_its_head(tmp_path: Path) -> None:
     """The write turn (``<db>-writer``'s flock): while another writer holds it, this process's
     appends queue; when it lets go they are built in one transaction on the head that writer
@@ -329,17 +345,7 @@ def test_a_write_turn_held_by_a_wedged_process_is_waited_for_only_the_busy_timeo
     try:
         assert holder.stdout is not None and holder.stdin is not None
         assert holder.stdout.readline() == "held\n"
-        outcome: list[BaseException | None] = []
-
-        def append() -> None:
-            try:
-                repository.create("ingest", {})
-                outcome.append(None)
-            except BaseException as exc:  # handed to the test's thread
-                outcome.append(exc)
-
-        thread = threading.Thread(target=append, daemon=True)
-        thread.start()
+        thread, outcome = _create_in_thread(repository)
         thread.join(timeout=20)  # a deadline, not a pause: the append returns after ~0.3 s
         assert not thread.is_alive(), "the append still waits for the wedged process's lock"
         assert len(outcome) == 1 and isinstance(outcome[0], errors.StoreBusy), outcome
@@ -377,18 +383,8 @@ def test_a_turn_waited_for_past_the_timeout_keeps_one_waiting_thread_and_is_hand
         with pytest.raises(errors.StoreBusy):
             repository.create("ingest", {})
         assert turn_threads() == 1
-    outcome: list[BaseException | None] = []
-
-    def append() -> None:
-        try:
-            backend.busy_timeout_s = 30.0  # this one waits for the holder
-            repository.create("ingest", {})
-            outcome.append(None)
-        except BaseException as exc:  # handed to the test's thread
-            outcome.append(exc)
-
-    thread = threading.Thread(target=append, daemon=True)
-    thread.start()
+    backend.busy_timeout_s = 30.0  # this one waits for the holder
+    thread, outcome = _create_in_thread(repository)
     wait_for(lambda: backend._turn_taker is not None and backend._turn_taker._wanted, 30, "the append waiting for the turn")
     holder.stdin.write("\n")  # the holder lets go: the waiting thread takes the lock for the append
     holder.stdin.flush()
