@@ -618,9 +618,10 @@ class _TurnTaker:
                     fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     return self.fd
                 except BlockingIOError:
+                    duplicate = os.dup(self.fd)  # first: an OSError here leaves no thread counted as waiting
                     self._pending = True
                     self._taken.clear()
-                    threading.Thread(target=self._block, args=(os.dup(self.fd),), name="jobtape-write-turn", daemon=True).start()
+                    threading.Thread(target=self._block, args=(duplicate,), name="jobtape-write-turn", daemon=True).start()
             self._wanted = True
         self._taken.wait(timeout_s)
         with self._lock:
