@@ -618,10 +618,14 @@ class _TurnTaker:
                     fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     return self.fd
                 except BlockingIOError:
-                    duplicate = os.dup(self.fd)  # first: an OSError here leaves no thread counted as waiting
-                    self._pending = True
+                    duplicate = os.dup(self.fd)
+                    try:
+                        threading.Thread(target=self._block, args=(duplicate,), name="jobtape-write-turn", daemon=True).start()
+                    except BaseException:  # no thread (RuntimeError: can't start new thread): none counted as waiting
+                        os.close(duplicate)
+                        raise
+                    self._pending = True  # under self._lock, which the thread takes before it reads this
                     self._taken.clear()
-                    threading.Thread(target=self._block, args=(duplicate,), name="jobtape-write-turn", daemon=True).start()
             self._wanted = True
         self._taken.wait(timeout_s)
         with self._lock:
