@@ -250,24 +250,37 @@ def test_settings_default_to_a_durable_log() -> None:
         Settings.from_env({"JOBTAPE_SQLITE_SYNCHRONOUS": "off"})
 
 
-def _hold_write_turn(path: Path) -> subprocess.Popen[str]:
-    """Start a process that takes ``<path>-writer``'s flock (the write turn), prints ``held``, and keeps it until a line on its stdin."""
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            (
-                "import fcntl, sys\n"
-                f"fd = open({str(path) + '-writer'!r}, 'r+')\n"
-                "fcntl.flock(fd, fcntl.LOCK_EX)\n"
-                "print('held', flush=True)\n"
-                "sys.stdin.readline()\n"
-            ),
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+class _TurnHolder:
+    """Another process that takes ``<path>-writer``'s flock (the write turn) and keeps it until :meth:`release`.
+
+    Returns once the process holds it. ``process`` is the ``Popen`` (to kill it instead).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                (
+                    "import fcntl, sys\n"
+                    f"fd = open({str(path) + '-writer'!r}, 'r+')\n"
+                    "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+                    "print('held', flush=True)\n"
+                    "sys.stdin.readline()\n"
+                ),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None and self.process.stdout.readline() == "held\n"
+
+    def release(self) -> None:
+        """Let the turn go and wait for the process to end."""
+        assert self.process.stdin is not None
+        self.process.stdin.write("\n")
+        self.process.stdin.flush()
+        self.process.wait(timeout=30)
 
 
 def _create_in_thread(repository: JobRepository) -> tuple[threading.Thread, list[BaseException | None]]:
@@ -305,9 +318,7 @@ def test_batches_queued_while_another_process_writes_join_one_commit_built_on_it
     assert store.chain_retries == 1
     other.append("p" * 32, [ev.JobCreated(job_type="ingest")], 0, actor="other")  # the head moves again
 
-    holder = _hold_write_turn(path)  # another process takes the write turn and appends while holding it
-    assert holder.stdout is not None and holder.stdin is not None
-    assert holder.stdout.readline() == "held\n"
+    holder = _TurnHolder(path)  # another process takes the write turn and appends while holding it
     transactions = backend.transactions
     threads = [
         threading.Thread(target=repository.append, args=(job.job_id, [ev.JobClaimed(worker_id="w")], job), kwargs={"actor": "w"})
@@ -317,11 +328,9 @@ def test_batches_queued_while_another_process_writes_join_one_commit_built_on_it
         thread.start()
     wait_for(lambda: len(backend._queue) == len(jobs), timeout_s=30, what="the appends queued behind the write turn")
     assert backend.transactions == transactions  # nothing committed while the other process holds the turn
-    holder.stdin.write("\n")
-    holder.stdin.flush()
+    holder.release()
     for thread in threads:
         thread.join()
-    holder.wait(timeout=30)
     assert backend.transactions == transactions + 1  # one commit for the five claims
     assert store.chain_retries == 1  # built in the turn on the head the other writer left: none refused
     assert [repository.get(job.job_id).status for job in jobs] == ["processing"] * 5
@@ -341,10 +350,8 @@ def test_a_write_turn_held_by_a_wedged_process_is_waited_for_only_the_busy_timeo
     store = EventStore(backend)
     repository = JobRepository(store, projections=TABLES.projections)
     repository.create("ingest", {})  # the turn's lock file exists
-    holder = _hold_write_turn(path)
+    holder = _TurnHolder(path)
     try:
-        assert holder.stdout is not None and holder.stdin is not None
-        assert holder.stdout.readline() == "held\n"
         thread, outcome = _create_in_thread(repository)
         thread.join(timeout=20)  # a deadline, not a pause: the append returns after ~0.3 s
         assert not thread.is_alive(), "the append still waits for the wedged process's lock"
@@ -352,8 +359,8 @@ def test_a_write_turn_held_by_a_wedged_process_is_waited_for_only_the_busy_timeo
         assert f"{path}-writer" in outcome[0].message and "fuser" in outcome[0].message
         assert count(store, "SELECT COUNT(*) FROM jobs") == 1  # nothing of the refused create was written
     finally:
-        holder.kill()
-        holder.wait(timeout=30)
+        holder.process.kill()
+        holder.process.wait(timeout=30)
     repository.create("ingest", {})  # the holder is gone: the turn is free again
     assert count(store, "SELECT COUNT(*) FROM jobs") == 2
     store.close()
@@ -376,9 +383,7 @@ def test_a_turn_waited_for_past_the_timeout_keeps_one_waiting_thread_and_is_hand
     def turn_threads() -> int:
         return sum(thread.name == "jobtape-write-turn" for thread in threading.enumerate())
 
-    holder = _hold_write_turn(path)
-    assert holder.stdout is not None and holder.stdin is not None
-    assert holder.stdout.readline() == "held\n"
+    holder = _TurnHolder(path)
     for _ in range(3):  # three appends time out: one waiting thread between them
         with pytest.raises(errors.StoreBusy):
             repository.create("ingest", {})
@@ -386,30 +391,19 @@ def test_a_turn_waited_for_past_the_timeout_keeps_one_waiting_thread_and_is_hand
     backend.busy_timeout_s = 30.0  # this one waits for the holder
     thread, outcome = _create_in_thread(repository)
     wait_for(lambda: backend._turn_taker is not None and backend._turn_taker._wanted, 30, "the append waiting for the turn")
-    holder.stdin.write("\n")  # the holder lets go: the waiting thread takes the lock for the append
-    holder.stdin.flush()
-    holder.wait(timeout=30)
+    holder.release()  # the waiting thread takes the lock for the append
     thread.join(timeout=30)
     assert outcome == [None]
     assert count(store, "SELECT COUNT(*) FROM jobs") == 2
     assert turn_threads() == 0
 
     backend.busy_timeout_s = 0.2
-    holder = _hold_write_turn(path)
-    assert holder.stdout is not None and holder.stdin is not None
-    assert holder.stdout.readline() == "held\n"
+    holder = _TurnHolder(path)
     with pytest.raises(errors.StoreBusy):  # gives up: nobody waits when the holder lets go
         repository.create("ingest", {})
-    holder.stdin.write("\n")
-    holder.stdin.flush()
-    holder.wait(timeout=30)
+    holder.release()
     wait_for(lambda: turn_threads() == 0, 30, "the waiting thread letting the lock it took go")
-    again = _hold_write_turn(path)  # another process can take the turn: it was not kept
-    assert again.stdout is not None and again.stdin is not None
-    assert again.stdout.readline() == "held\n"
-    again.stdin.write("\n")
-    again.stdin.flush()
-    again.wait(timeout=30)
+    _TurnHolder(path).release()  # another process can take the turn: it was not kept
     repository.create("ingest", {})
     assert count(store, "SELECT COUNT(*) FROM jobs") == 3
     store.close()
