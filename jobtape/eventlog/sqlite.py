@@ -110,8 +110,7 @@ class SQLiteBackend(SQLBackend):
         self._open: set[sqlite3.Connection] = set()
         self._file_mode = file_mode
         self._turn = threading.local()  # .conn: the connection of this thread's write turn
-        self._writer_fd: int | None = None  # <path>-writer, flocked for a group commit (_take_write_turn)
-        self._turn_taker: _TurnTaker | None = None  # takes the turn on _writer_fd (made with it)
+        self._turn_taker: _TurnTaker | None = None  # <path>-writer's descriptor, flocked for a group commit (_take_write_turn)
         if not self._memory:
             _create_private(Path(self.path), file_mode)
 
@@ -379,8 +378,8 @@ class SQLiteBackend(SQLBackend):
         """The :class:`_TurnTaker` of ``<path>-writer``'s descriptor (opened on first use)."""
         with self._lock:
             if self._turn_taker is None:
-                self._writer_fd = _open_writer_lock(Path(f"{self.path}-writer"), self._file_mode)
-                self._turn_taker = _TurnTaker(self._writer_fd, f"{self.path}-writer")
+                fd = _open_writer_lock(Path(f"{self.path}-writer"), self._file_mode)
+                self._turn_taker = _TurnTaker(fd, f"{self.path}-writer")
             return self._turn_taker
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -430,9 +429,9 @@ class SQLiteBackend(SQLBackend):
             if self._shared is not None:
                 self._shared.close()
             self._shared = None
-            if self._writer_fd is not None:
-                os.close(self._writer_fd)  # a turn taker's thread still waiting holds its own duplicate
-                self._writer_fd, self._turn_taker = None, None
+            if self._turn_taker is not None:
+                os.close(self._turn_taker.fd)  # a turn taker's thread still waiting holds its own duplicate
+                self._turn_taker = None
 
 
 def _run_pragma(conn: sqlite3.Connection, pragma: str, deadline: float) -> None:

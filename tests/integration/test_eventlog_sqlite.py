@@ -16,6 +16,7 @@ from polling import wait_for  # type: ignore[import-not-found]
 
 from jobtape import errors
 from jobtape.eventlog import events as ev
+from jobtape.eventlog.sqlite import SQLiteBackend
 from jobtape.eventlog.store import EventStore, Statement
 from jobtape.projections.repository import JobRepository
 
@@ -139,8 +140,6 @@ def test_malformed_stored_event_names_its_position(store: EventStore) -> None:
 
 
 def test_concurrent_appenders_never_both_win(tmp_path: Path) -> None:
-    from jobtape.eventlog.sqlite import SQLiteBackend
-
     backend = SQLiteBackend(tmp_path / "race.db")
     backend.migrate(TABLES.migrations)
     repository = JobRepository(EventStore(backend), projections=TABLES.projections)
@@ -185,8 +184,6 @@ def test_every_event_carries_a_hash_chained_to_the_previous_one(repository: JobR
 
 
 def test_group_commit_keeps_each_batch_atomic_under_concurrency(tmp_path: Path) -> None:
-    from jobtape.eventlog.sqlite import SQLiteBackend
-
     backend = SQLiteBackend(tmp_path / "group.db")
     backend.migrate(TABLES.migrations)
     repository = JobRepository(EventStore(backend), projections=TABLES.projections)
@@ -228,8 +225,6 @@ def test_group_commit_keeps_each_batch_atomic_under_concurrency(tmp_path: Path) 
 
 @pytest.mark.parametrize(("mode", "level"), [("FULL", 2), ("NORMAL", 1)])
 def test_synchronous_mode_is_applied_to_every_connection(tmp_path: Path, mode: str, level: int) -> None:
-    from jobtape.eventlog.sqlite import SQLiteBackend
-
     backend = SQLiteBackend(tmp_path / "sync.db", synchronous=mode)
     seen: list[int] = []
     thread = threading.Thread(target=lambda: seen.append(backend.query("PRAGMA synchronous")[0][0]))
@@ -304,8 +299,6 @@ def test_batches_queued_while_another_process_writes_join_one_commit_built_on_it
     appends queue; when it lets go they are built in one transaction on the head that writer
     left, so none is refused by the chain guard and all share one commit."""
 
-    from jobtape.eventlog.sqlite import SQLiteBackend
-
     path = tmp_path / "turn.db"
     backend = SQLiteBackend(path)
     backend.migrate(TABLES.migrations)
@@ -338,18 +331,22 @@ def test_batches_queued_while_another_process_writes_join_one_commit_built_on_it
     store.close()
 
 
-def test_a_write_turn_held_by_a_wedged_process_is_waited_for_only_the_busy_timeout(tmp_path: Path) -> None:
-    """A process that takes ``<db>-writer``'s flock and never lets go (wedged) does not block
-    this process's writers forever: an append waits ``busy_timeout_s``, then raises
-    ``StoreBusy`` naming the lock file and what to do; once the holder is gone, appends pass."""
-    from jobtape.eventlog.sqlite import SQLiteBackend
-
-    path = tmp_path / "wedged.db"
-    backend = SQLiteBackend(path, busy_timeout_s=0.3)
+def _store_with_turn_file(path: Path, busy_timeout_s: float) -> tuple[SQLiteBackend, EventStore, JobRepository]:
+    """A migrated SQLite log at ``path`` with one job created (so ``<path>-writer`` exists)."""
+    backend = SQLiteBackend(path, busy_timeout_s=busy_timeout_s)
     backend.migrate(TABLES.migrations)
     store = EventStore(backend)
     repository = JobRepository(store, projections=TABLES.projections)
     repository.create("ingest", {})  # the turn's lock file exists
+    return backend, store, repository
+
+
+def test_a_write_turn_held_by_a_wedged_process_is_waited_for_only_the_busy_timeout(tmp_path: Path) -> None:
+    """A process that takes ``<db>-writer``'s flock and never lets go (wedged) does not block
+    this process's writers forever: an append waits ``busy_timeout_s``, then raises
+    ``StoreBusy`` naming the lock file and what to do; once the holder is gone, appends pass."""
+    path = tmp_path / "wedged.db"
+    _, store, repository = _store_with_turn_file(path, busy_timeout_s=0.3)
     holder = _TurnHolder(path)
     try:
         thread, outcome = _create_in_thread(repository)
@@ -371,14 +368,8 @@ def test_a_turn_waited_for_past_the_timeout_keeps_one_waiting_thread_and_is_hand
     while the holder keeps the lock start no second one; the next caller gets the lock the
     moment the holder lets go; and a lock it takes once every caller has gone is let go, so
     another process can take it."""
-    from jobtape.eventlog.sqlite import SQLiteBackend
-
     path = tmp_path / "turns.db"
-    backend = SQLiteBackend(path, busy_timeout_s=0.2)
-    backend.migrate(TABLES.migrations)
-    store = EventStore(backend)
-    repository = JobRepository(store, projections=TABLES.projections)
-    repository.create("ingest", {})  # the turn's lock file exists
+    backend, store, repository = _store_with_turn_file(path, busy_timeout_s=0.2)
 
     def turn_threads() -> int:
         return sum(thread.name == "jobtape-write-turn" for thread in threading.enumerate())
